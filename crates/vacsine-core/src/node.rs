@@ -1,0 +1,178 @@
+//! The seam between the pure core and the drivers: what a driver observes for each probe, and
+//! the operations executors need on a node. Implemented by `vacsine-docker` (containers) and by
+//! the engine's local driver (the host itself).
+
+use crate::policy::Check;
+use crate::target::ResolvedNode;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Raw facts a driver gathered for one check on one node. Turned into an outcome by
+/// [`crate::eval::evaluate`], which is pure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "probe", rename_all = "snake_case")]
+pub enum Observation {
+    Port {
+        address: String,
+        open: bool,
+        detail: String,
+    },
+    Http {
+        url: String,
+        /// None: no HTTP answer (connection refused, timeout…).
+        status: Option<u16>,
+        body: String,
+        detail: String,
+    },
+    File {
+        path: String,
+        /// None when the file does not exist.
+        stat: Option<FileStat>,
+        /// Content (bounded) when the check needs it and the file is a regular file.
+        content: Option<String>,
+    },
+    Command {
+        exit_code: Option<i32>,
+        stdout: String,
+        stderr: String,
+    },
+    Process {
+        /// Names (`comm`) of every process running in the node.
+        running: Vec<String>,
+    },
+    Package {
+        /// Which database was read: `dpkg`, `apk`, or `none`.
+        database: String,
+        installed_version: Option<String>,
+    },
+    Firewall {
+        /// `nft list ruleset` output of the node's network namespace.
+        ruleset: String,
+        /// hook name → policy of base chains (`input` → `drop`).
+        base_policies: BTreeMap<String, Vec<String>>,
+    },
+    User {
+        entry: Option<PasswdEntry>,
+    },
+    Sysctl {
+        key: String,
+        value: Option<String>,
+    },
+    /// The driver could not observe: the outcome is `error`.
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    /// Permission bits (07777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Names resolved from the node's /etc/passwd and /etc/group, when known.
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub is_dir: bool,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswdEntry {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    pub shell: String,
+}
+
+/// Result of running a program in a node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// None when the process was killed (timeout) or the code is unknown.
+    pub exit_code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+}
+
+/// A file as read from a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileContent {
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error("node `{node}` not found: {detail}")]
+    NotFound { node: String, detail: String },
+    #[error("operation `{op}` is not supported by the {driver} driver")]
+    Unsupported { op: String, driver: String },
+    #[error("{op} on node `{node}` failed: {detail}")]
+    Failed {
+        node: String,
+        op: String,
+        detail: String,
+    },
+}
+
+/// Operations executors run against one node. Arguments are data, never shell text.
+#[async_trait]
+pub trait NodeOps: Send + Sync {
+    /// The node as resolved (name, roles, labels, driver handle).
+    fn node(&self) -> &ResolvedNode;
+    /// Driver name (`docker`, `local`) for messages.
+    fn driver(&self) -> &'static str;
+    /// Run `argv` in the node, with extra environment and optional stdin. The process (group)
+    /// is killed at `timeout`.
+    async fn exec(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, NodeError>;
+    /// Read a regular file; `Ok(None)` when it does not exist.
+    async fn read_file(&self, path: &str) -> Result<Option<FileContent>, NodeError>;
+    /// Write a file atomically (temp file + rename) with mode and ownership.
+    async fn write_file(
+        &self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(), NodeError>;
+    /// Change permission bits of an existing path.
+    async fn chmod(&self, path: &str, mode: u32) -> Result<(), NodeError>;
+    /// `nft list ruleset` of the node's network namespace.
+    async fn nft_ruleset(&self) -> Result<String, NodeError>;
+    /// Apply an nft script (`nft -f -`) atomically in the node's network namespace.
+    async fn nft_apply(&self, script: &str) -> Result<(), NodeError>;
+    /// Read a kernel parameter as the node sees it.
+    async fn sysctl_get(&self, key: &str) -> Result<Option<String>, NodeError>;
+    /// Set a kernel parameter in the node's namespaces (network parameters).
+    async fn sysctl_set(&self, key: &str, value: &str) -> Result<(), NodeError>;
+    /// Networks the node is attached to.
+    async fn networks(&self) -> Result<Vec<String>, NodeError>;
+    /// Disconnect from every network except `keep`; returns what was disconnected.
+    async fn quarantine(&self, keep: Option<&str>) -> Result<Vec<String>, NodeError>;
+    /// Reconnect networks removed by [`NodeOps::quarantine`].
+    async fn release(&self, networks: &[String]) -> Result<(), NodeError>;
+}
+
+/// A resolved site: its nodes, and observation of checks on them.
+#[async_trait]
+pub trait Site: Send + Sync {
+    fn nodes(&self) -> Vec<ResolvedNode>;
+    fn node_ops(&self, name: &str) -> Option<std::sync::Arc<dyn NodeOps>>;
+    /// Gather what `check` needs on node `node`. Never fails: problems are
+    /// [`Observation::Error`].
+    async fn observe(&self, node: &str, check: &Check) -> Observation;
+}

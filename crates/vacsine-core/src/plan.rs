@@ -1,0 +1,1 @@
+//! Remediation planning (filled below).

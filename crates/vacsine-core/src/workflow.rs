@@ -1,0 +1,282 @@
+//! Remediation workflows: typed inputs, steps forming a DAG, rollback steps.
+//!
+//! The syntax is close to GitHub Actions: `uses` names an executor, `with` holds its
+//! (templated, Jinja syntax) arguments, `needs` orders steps, `if` guards them.
+//! Canonical keys are camelCase; the GitHub spellings (`continue-on-error`, `runs-on`) are
+//! accepted as aliases.
+
+use crate::doc::{Loc, Metadata};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Workflow {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: WorkflowSpec,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkflowSpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, InputSpec>,
+    /// Secrets, read at run time from the environment or a file, masked in every record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretSpec>,
+    /// Steps run at most this many at a time (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    pub steps: Vec<Step>,
+    /// Compensation steps, run in reverse order when the workflow fails or is rolled back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollback: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Array,
+    Object,
+    /// An IPv4 or IPv6 address.
+    Ip,
+    /// An IPv4 or IPv6 network in CIDR notation.
+    Cidr,
+    /// A TCP/UDP port, 1–65535.
+    Port,
+}
+
+impl InputType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputType::String => "string",
+            InputType::Integer => "integer",
+            InputType::Number => "number",
+            InputType::Boolean => "boolean",
+            InputType::Array => "array",
+            InputType::Object => "object",
+            InputType::Ip => "ip",
+            InputType::Cidr => "cidr",
+            InputType::Port => "port",
+        }
+    }
+
+    /// Check a value against the type. Strings are accepted for scalar types when they parse
+    /// (values from the command line arrive as strings); returns the normalised value.
+    pub fn coerce(self, v: &serde_json::Value) -> Result<serde_json::Value, String> {
+        use serde_json::Value;
+        let bad = || format!("expected {}, got {}", self.as_str(), short(v));
+        match self {
+            InputType::String => match v {
+                Value::String(_) => Ok(v.clone()),
+                Value::Number(n) => Ok(Value::String(n.to_string())),
+                Value::Bool(b) => Ok(Value::String(b.to_string())),
+                _ => Err(bad()),
+            },
+            InputType::Integer => match v {
+                Value::Number(n) if n.is_i64() || n.is_u64() => Ok(v.clone()),
+                Value::String(s) => s.trim().parse::<i64>().map(Value::from).map_err(|_| bad()),
+                _ => Err(bad()),
+            },
+            InputType::Number => match v {
+                Value::Number(_) => Ok(v.clone()),
+                Value::String(s) => s
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .ok_or_else(bad),
+                _ => Err(bad()),
+            },
+            InputType::Boolean => match v {
+                Value::Bool(_) => Ok(v.clone()),
+                Value::String(s) if s == "true" => Ok(Value::Bool(true)),
+                Value::String(s) if s == "false" => Ok(Value::Bool(false)),
+                _ => Err(bad()),
+            },
+            InputType::Array => v.is_array().then(|| v.clone()).ok_or_else(bad),
+            InputType::Object => v.is_object().then(|| v.clone()).ok_or_else(bad),
+            InputType::Ip => match v {
+                Value::String(s) => s
+                    .trim()
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| Value::String(ip.to_string()))
+                    .map_err(|_| format!("expected an IP address, got {}", short(v))),
+                _ => Err(bad()),
+            },
+            InputType::Cidr => match v {
+                Value::String(s) => parse_cidr(s.trim()).map(Value::String).ok_or_else(|| {
+                    format!(
+                        "expected a CIDR network such as 10.0.0.0/8, got {}",
+                        short(v)
+                    )
+                }),
+                _ => Err(bad()),
+            },
+            InputType::Port => {
+                let n = match v {
+                    Value::Number(n) => n.as_u64(),
+                    Value::String(s) => s.trim().parse::<u64>().ok(),
+                    _ => None,
+                };
+                match n {
+                    Some(p @ 1..=65535) => Ok(Value::from(p)),
+                    _ => Err(format!("expected a port 1-65535, got {}", short(v))),
+                }
+            }
+        }
+    }
+}
+
+fn parse_cidr(s: &str) -> Option<String> {
+    let (ip, len) = s.split_once('/')?;
+    let ip: std::net::IpAddr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (len <= max).then(|| format!("{ip}/{len}"))
+}
+
+fn short(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    if s.len() > 60 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(57).map(|(i, _)| i).unwrap_or(s.len())]
+        )
+    } else {
+        s
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InputSpec {
+    #[serde(rename = "type")]
+    pub ty: InputType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Required unless a default is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+    /// Allowed values.
+    #[serde(default, rename = "enum", skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretSpec {
+    /// Environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// File holding the secret (trailing newline removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Retry {
+    /// Total attempts, including the first (≥ 1).
+    pub attempts: u32,
+    /// Delay before the second attempt; doubles each time.
+    #[serde(default = "default_backoff")]
+    pub backoff: String,
+}
+
+fn default_backoff() -> String {
+    "200ms".into()
+}
+
+/// Where a step runs: one node by name (templated), or fanned out over selected nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum RunsOn {
+    Node(String),
+    Select(crate::policy::NodeSelector),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Step {
+    pub id: Loc<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Executor: command, script, file, firewall, docker.exec, container, ansible, http,
+    /// wait-until, quarantine, workflow.
+    pub uses: Loc<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub with: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<Loc<String>>,
+    /// Expression (Jinja syntax, without braces) deciding whether the step runs.
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Loc<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// Duration such as `30s`, `500ms`, `2m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Loc<String>>,
+    #[serde(default, alias = "continue-on-error", skip_serializing_if = "is_false")]
+    pub continue_on_error: bool,
+    #[serde(default, alias = "runs-on", skip_serializing_if = "Option::is_none")]
+    pub runs_on: Option<RunsOn>,
+    /// Declares the step safe to re-run after a crash (overrides the executor's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent: Option<bool>,
+    /// Named outputs: templates evaluated after the step over `result`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Parse a duration such as `250ms`, `30s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration `{s}`: expected a number followed by ms, s, m or h")
+    })?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" | "" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => {
+            return Err(format!(
+                "invalid duration `{s}`: unit must be ms, s, m or h"
+            ))
+        }
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+impl Workflow {
+    /// A new workflow document built in code (the planner's output).
+    pub fn new(name: &str, description: Option<String>, spec: WorkflowSpec) -> Self {
+        Workflow {
+            api_version: crate::API_VERSION.into(),
+            kind: "Workflow".into(),
+            metadata: Metadata {
+                name: Loc::new(name.to_string()),
+                description,
+                ..Default::default()
+            },
+            spec,
+        }
+    }
+}
