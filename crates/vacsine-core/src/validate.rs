@@ -1,1 +1,251 @@
-//! Cross-reference validation.
+//! Cross-reference validation of loaded documents. Pure: every problem names the place
+//! (line/column from the document) and the fix.
+
+use crate::dag;
+use crate::doc::{Loc, LoadError, SourceFile};
+use crate::eval::parse_mode;
+use crate::policy::{Check, Policy};
+use crate::target::Target;
+use crate::version::Constraint;
+use crate::workflow::{parse_duration, Workflow};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One problem found by validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Problem {
+    pub fn at<T>(loc: &Loc<T>, message: impl Into<String>, help: Option<&str>) -> Self {
+        Problem {
+            line: loc.line,
+            column: loc.column,
+            message: message.into(),
+            help: help.map(str::to_string),
+        }
+    }
+    pub fn into_error(self, source: &SourceFile) -> LoadError {
+        LoadError::at(source, self.line, self.column, self.message, self.help)
+    }
+}
+
+/// Workflows known by name (the remediation catalog).
+pub type CatalogIndex<'a> = BTreeMap<String, &'a Workflow>;
+
+fn regex_ok(p: &Loc<String>, out: &mut Vec<Problem>) {
+    if let Err(e) = regex::Regex::new(&p.value) {
+        let first = e.to_string().lines().last().unwrap_or("").trim().to_string();
+        out.push(Problem::at(p, format!("invalid regular expression `{}`: {first}", p.value), Some("use Rust regex syntax (https://docs.rs/regex)")));
+    }
+}
+
+fn mode_ok(p: &Loc<String>, out: &mut Vec<Problem>) {
+    if let Err(e) = parse_mode(&p.value) {
+        out.push(Problem::at(p, e, Some("write the mode as a quoted octal string, e.g. \"0644\"")));
+    }
+}
+
+/// Validate the probe arguments of a check.
+pub fn check_check(c: &Check, out: &mut Vec<Problem>) {
+    match c {
+        Check::Port(_) => {}
+        Check::Http(h) => {
+            if let Some(p) = &h.body_matches {
+                regex_ok(p, out)
+            }
+        }
+        Check::File(f) => {
+            for m in [&f.mode, &f.max_mode].into_iter().flatten() {
+                mode_ok(m, out);
+            }
+            for r in [&f.contains, &f.not_contains].into_iter().flatten() {
+                regex_ok(r, out);
+            }
+        }
+        Check::Command(c) => {
+            for r in [&c.stdout_matches, &c.stdout_not_matches].into_iter().flatten() {
+                regex_ok(r, out);
+            }
+        }
+        Check::Package(p) => {
+            if let Some(v) = &p.version {
+                if let Err(e) = Constraint::parse(v) {
+                    out.push(Problem::at(v, e, None));
+                }
+            }
+        }
+        Check::Firewall(f) => {
+            for r in f.contains.iter().chain(&f.not_contains) {
+                regex_ok(r, out);
+            }
+        }
+        Check::User(u) => {
+            if let Some(s) = &u.shell {
+                regex_ok(s, out)
+            }
+        }
+        Check::Process(_) | Check::Sysctl(_) => {}
+    }
+}
+
+/// Validate a policy on its own and against the catalog (and the target, when given).
+pub fn validate_policy(p: &Policy, catalog: &CatalogIndex<'_>, target: Option<&Target>) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if p.spec.requirements.is_empty() {
+        out.push(Problem::at(&p.metadata.name, "the policy has no requirements", Some("add at least one entry under spec.requirements")));
+    }
+    let mut seen = BTreeSet::new();
+    for r in &p.spec.requirements {
+        if !seen.insert(r.id.value.clone()) {
+            out.push(Problem::at(&r.id, format!("duplicate requirement id `{}`", r.id.value), Some("requirement ids must be unique within a policy")));
+        }
+        if r.id.value.is_empty() || !r.id.value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            out.push(Problem::at(&r.id, format!("invalid requirement id `{}`", r.id.value), Some("use letters, digits, `-`, `_` and `.`")));
+        }
+        check_check(&r.check, &mut out);
+        if let Some(a) = &r.applies_when {
+            check_check(a, &mut out);
+        }
+        if let Some(t) = target {
+            let vantages: BTreeSet<&str> = t.spec.vantage_points.iter().map(|v| v.name.value.as_str()).collect();
+            for c in std::iter::once(&r.check).chain(r.applies_when.as_ref()) {
+                if let Some(v) = c.vantage() {
+                    if !vantages.contains(v.value.as_str()) {
+                        out.push(Problem::at(v, format!("vantage point `{}` is not declared by target `{}`", v.value, t.metadata.name.value), Some("declare it under spec.vantagePoints of the target, or use one that is")));
+                    }
+                }
+            }
+            let roles: BTreeSet<&str> = t.spec.nodes.iter().flat_map(|n| n.roles.iter().map(String::as_str)).collect();
+            for role in &r.nodes.roles {
+                if !roles.contains(role.value.as_str()) {
+                    out.push(Problem::at(role, format!("no node of target `{}` has role `{}`", t.metadata.name.value, role.value), Some("fix the role name or give a node that role in the target")));
+                }
+            }
+        }
+        for f in &r.fixes {
+            let Some(w) = catalog.get(&f.uses.value) else {
+                let known: Vec<&str> = catalog.keys().map(String::as_str).collect();
+                out.push(Problem::at(&f.uses, format!("fix names workflow `{}`, which is not in the catalog", f.uses.value), Some(&format!("known workflows: {}", if known.is_empty() { "none".into() } else { known.join(", ") }))));
+                continue;
+            };
+            for (k, v) in &f.with {
+                match w.spec.inputs.get(k) {
+                    None => out.push(Problem::at(v, format!("workflow `{}` has no input `{k}`", f.uses.value), Some(&format!("declared inputs: {}", w.spec.inputs.keys().cloned().collect::<Vec<_>>().join(", "))))),
+                    Some(spec) => {
+                        let templated = v.value.as_str().is_some_and(|s| s.contains("{{"));
+                        if !templated {
+                            if let Err(e) = spec.ty.coerce(&v.value) {
+                                out.push(Problem::at(v, format!("input `{k}` of workflow `{}`: {e}", f.uses.value), None));
+                            }
+                        }
+                    }
+                }
+            }
+            for (k, spec) in &w.spec.inputs {
+                let required = spec.required.unwrap_or(spec.default.is_none());
+                if required && !f.with.contains_key(k) {
+                    out.push(Problem::at(&f.uses, format!("fix `{}` does not give required input `{k}` ({})", f.uses.value, spec.ty.as_str()), Some("add it under `with:`")));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Validate a target on its own.
+pub fn validate_target(t: &Target) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if t.spec.nodes.is_empty() {
+        out.push(Problem::at(&t.metadata.name, "the target has no nodes", Some("add at least one entry under spec.nodes")));
+    }
+    let mut names = BTreeSet::new();
+    for n in &t.spec.nodes {
+        match (&n.container, n.selector.is_empty()) {
+            (None, true) if t.spec.driver == crate::target::DriverKind::Docker => {
+                let at = n.name.clone().unwrap_or_else(|| t.metadata.name.clone());
+                out.push(Problem::at(&at, "node has neither `container` nor `selector`", Some("name the container, or select containers by labels")));
+            }
+            (Some(c), false) => out.push(Problem::at(c, "node has both `container` and `selector`", Some("keep one of them"))),
+            _ => {}
+        }
+        if let Some(name) = n.name.as_ref().or(n.container.as_ref()) {
+            if !names.insert(name.value.clone()) {
+                out.push(Problem::at(name, format!("duplicate node name `{}`", name.value), None));
+            }
+        }
+    }
+    let mut vs = BTreeSet::new();
+    for v in &t.spec.vantage_points {
+        if !vs.insert(v.name.value.clone()) {
+            out.push(Problem::at(&v.name, format!("duplicate vantage point `{}`", v.name.value), None));
+        }
+    }
+    out
+}
+
+/// Structural validation of a workflow: step ids, `needs` references and cycles, durations,
+/// retry counts, sub-workflow references. Template and executor checks live in the engine.
+pub fn validate_workflow_structure(w: &Workflow, catalog: &CatalogIndex<'_>) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if w.spec.steps.is_empty() {
+        out.push(Problem::at(&w.metadata.name, "the workflow has no steps", Some("add at least one entry under spec.steps")));
+    }
+    for (section, steps) in [("steps", &w.spec.steps), ("rollback", &w.spec.rollback)] {
+        let mut ids = BTreeSet::new();
+        for s in steps {
+            if !ids.insert(s.id.value.as_str()) {
+                out.push(Problem::at(&s.id, format!("duplicate step id `{}` in {section}", s.id.value), None));
+            }
+            if s.id.value.is_empty() || !s.id.value.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+                out.push(Problem::at(&s.id, format!("invalid step id `{}`", s.id.value), Some("use letters, digits, `-` and `_` (ids are template variables: steps.<id>.outputs)")));
+            }
+        }
+        for s in steps {
+            for n in &s.needs {
+                if !ids.contains(n.value.as_str()) {
+                    out.push(Problem::at(n, format!("step `{}` needs `{}`, which is not a step of {section}", s.id.value, n.value), None));
+                }
+            }
+            if let Some(t) = &s.timeout {
+                if let Err(e) = parse_duration(t) {
+                    out.push(Problem::at(t, e, None));
+                }
+            }
+            if let Some(r) = &s.retry {
+                if r.attempts == 0 {
+                    out.push(Problem::at(&s.id, "retry.attempts must be at least 1", None));
+                }
+                if let Err(e) = parse_duration(&r.backoff) {
+                    out.push(Problem::at(&s.id, format!("retry.backoff: {e}"), None));
+                }
+            }
+            if s.uses.value == "workflow" {
+                match s.with.get("workflow").and_then(|v| v.as_str()) {
+                    Some(name) if !name.contains("{{") && !catalog.contains_key(name) => out.push(Problem::at(&s.uses, format!("step `{}` runs workflow `{name}`, which is not in the catalog", s.id.value), None)),
+                    None => out.push(Problem::at(&s.uses, format!("step `{}` uses `workflow` without `with.workflow`", s.id.value), Some("name the sub-workflow: with: {workflow: <name>, inputs: {...}}"))),
+                    _ => {}
+                }
+            }
+        }
+        if let Err(cycle) = dag::topo_order(steps) {
+            let first = steps.iter().find(|s| cycle.contains(&s.id.value));
+            let msg = format!("`needs` forms a cycle between steps: {}", cycle.join(", "));
+            match first {
+                Some(s) => out.push(Problem::at(&s.id, msg, Some("remove one of the dependencies"))),
+                None => out.push(Problem::at(&w.metadata.name, msg, None)),
+            }
+        }
+    }
+    for (name, spec) in &w.spec.inputs {
+        if let Some(d) = &spec.default {
+            if let Err(e) = spec.ty.coerce(d) {
+                out.push(Problem::at(&w.metadata.name, format!("default of input `{name}`: {e}"), None));
+            }
+        }
+    }
+    out
+}
