@@ -1,1 +1,43 @@
-//! vacsine-docker
+//! Vacsine docker driver: the only crate that talks to the Docker Engine.
+//!
+//! * [`DockerSite`] resolves a [`vacsine_core::target::Target`] into containers and implements
+//!   [`vacsine_core::node::Site`]: it gathers an [`vacsine_core::node::Observation`] for every
+//!   probe kind.
+//! * [`DockerNode`] implements [`vacsine_core::node::NodeOps`] for one container (exec, files,
+//!   nftables, sysctls, quarantine).
+//! * [`sandbox`] clones a site into an isolated copy (design §5 step 2) and garbage-collects
+//!   sandboxes by label.
+//! * [`demo`] builds the demo images locally (no registry) and starts/stops the demo site.
+//!
+//! Files are read and written through `/proc/<pid>/root` of the container with
+//! `openat2(RESOLVE_IN_ROOT)`, so a symlink inside a container never resolves to a host path.
+//! Network namespace work (nft, sysctl, probes from a vantage point) runs host tools under
+//! `nsenter -t <pid> -n`, spawned with argv lists, never a shell string.
+#![forbid(unsafe_code)]
+
+pub mod demo;
+mod error;
+mod exec;
+mod fsroot;
+mod node;
+mod parse;
+pub mod sandbox;
+mod site;
+
+pub use error::DockerError;
+pub use node::DockerNode;
+
+pub use site::DockerSite;
+
+/// Label carried by every object of a sandbox (`vacsine.sandbox=<id>`).
+pub const SANDBOX_LABEL: &str = "vacsine.sandbox";
+
+/// Connect to the local Docker Engine (socket or `DOCKER_HOST`) and negotiate the API version
+/// (the engine here may be older than the client).
+pub async fn connect() -> Result<bollard::Docker, DockerError> {
+    let docker = bollard::Docker::connect_with_local_defaults().map_err(DockerError::connect)?;
+    docker
+        .negotiate_version()
+        .await
+        .map_err(DockerError::connect)
+}

@@ -1,0 +1,469 @@
+//! The demo site: images built locally (no registry) from Debian's static busybox, and the
+//! lifecycle of a fresh, deliberately non-compliant site.
+//!
+//! Site (names and facts other crates and the shipped policy depend on):
+//!
+//! | container | role | facts |
+//! |---|---|---|
+//! | `vacsine-demo-outside` | outside | vantage point (busybox `nc`, `wget`) |
+//! | `vacsine-demo-web` | web | busybox `httpd` on :80 (daemon) serving `/srv/www/index.html` ("Vacsine demo edge site"); `/srv/www` mode 0777 |
+//! | `vacsine-demo-gateway` | gateway | `net.ipv4.ip_forward=1`; empty nft ruleset |
+//! | `vacsine-demo-legacy` | legacy | `telnetd -p 23 -l /bin/sh` (daemon); dpkg status lists `busybox` 1:1.35.0-4 and `telnetd` 0.17-44 |
+//! | `vacsine-demo-ssh` | ssh | `/etc/ssh/sshd_config` with `PermitRootLogin yes`, `PasswordAuthentication yes`, `X11Forwarding yes`; `/etc/shadow` 0644 root; users root and guest |
+//!
+//! All on the bridge network `vacsine-demo-lan`, labelled `vacsine.demo=1` and
+//! `vacsine.demo.role=<role>`. PID 1 of every container is `/init` (busybox sh): it starts each
+//! line of `/etc/demo/services` (one argv per line, no shell quoting) and waits; it exits at once
+//! on SIGTERM. `pkill NAME` exists in the images as a wrapper around busybox `killall NAME`
+//! (busybox-static has no pkill applet).
+
+use crate::error::{is_not_found, DockerError};
+use crate::SANDBOX_LABEL;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+};
+use bollard::query_parameters::{
+    BuildImageOptions, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+use vacsine_core::doc::{Loc, Metadata};
+use vacsine_core::target::{DriverKind, NodeSpec, Target, TargetSpec, VantagePoint};
+
+/// The demo's bridge network.
+pub const NETWORK: &str = "vacsine-demo-lan";
+/// Label on every demo object (`vacsine.demo=1`).
+pub const LABEL: &str = "vacsine.demo";
+/// Role label (`vacsine.demo.role=web`).
+pub const ROLE_LABEL: &str = "vacsine.demo.role";
+/// Image label holding the hash of the build context (rebuild only when it changes).
+pub const HASH_LABEL: &str = "vacsine.demo.hash";
+/// Roles of the demo containers; container `vacsine-demo-<role>`, image `vacsine-demo/<role>:1`.
+pub const ROLES: [&str; 5] = ["outside", "web", "gateway", "legacy", "ssh"];
+
+/// Container name of a demo role.
+pub fn container_name(role: &str) -> String {
+    format!("vacsine-demo-{role}")
+}
+
+/// Image tag of a demo role (or `base`).
+pub fn image_tag(name: &str) -> String {
+    format!("vacsine-demo/{name}:1")
+}
+
+/// The static busybox copied into the images: `$VACSINE_BUSYBOX`, else `/bin/busybox`
+/// (Debian package `busybox-static`).
+pub fn host_busybox() -> PathBuf {
+    std::env::var_os("VACSINE_BUSYBOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/bin/busybox"))
+}
+
+const INIT: &str = r#"#!/bin/sh
+# Vacsine demo init: start every service listed in /etc/demo/services (one argv per line,
+# no quoting), then wait forever; exit at once on SIGTERM/SIGINT.
+trap 'exit 0' TERM INT
+set -f
+if [ -r /etc/demo/services ]; then
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in ''|'#'*) continue ;; esac
+    $line
+  done < /etc/demo/services
+fi
+while :; do
+  sleep 3600 &
+  wait $!
+done
+"#;
+
+const PKILL: &str = "#!/bin/sh\n# busybox-static has no pkill: `pkill NAME` = `killall NAME` here.\nexec killall \"$@\"\n";
+
+const SSHD_CONFIG: &str = "# Demo sshd configuration (deliberately weak)\nPort 22\nAddressFamily any\nPermitRootLogin yes\nPasswordAuthentication yes\nPubkeyAuthentication yes\nChallengeResponseAuthentication no\nUsePAM yes\nX11Forwarding yes\nPrintMotd no\nAcceptEnv LANG LC_*\nSubsystem sftp /usr/lib/openssh/sftp-server\n";
+
+const DPKG_STATUS: &str = "Package: busybox\nStatus: install ok installed\nPriority: optional\nSection: utils\nMaintainer: Debian Install System Team <debian-boot@lists.debian.org>\nArchitecture: amd64\nVersion: 1:1.35.0-4\nDescription: Tiny utilities for small and embedded systems\n\nPackage: telnetd\nStatus: install ok installed\nPriority: optional\nSection: net\nMaintainer: Debian QA Group <packages@qa.debian.org>\nArchitecture: amd64\nVersion: 0.17-44\nDescription: basic telnet server\n";
+
+/// One entry of a build context.
+enum Entry {
+    Dir(&'static str, u32, u32),
+    File(&'static str, u32, u32, Vec<u8>),
+}
+
+fn context_tar(dockerfile: &str, entries: &[Entry]) -> Result<Vec<u8>, DockerError> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, mode: u32, uid: u32, data: &[u8], dir: bool| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(if dir {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        h.set_mode(mode);
+        h.set_uid(uid as u64);
+        h.set_gid(uid as u64);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data)
+    };
+    let io = |e| DockerError::io("build context", e);
+    add("Dockerfile", 0o644, 0, dockerfile.as_bytes(), false).map_err(io)?;
+    add("rootfs", 0o755, 0, &[], true).map_err(io)?;
+    for e in entries {
+        match e {
+            Entry::Dir(p, mode, uid) => add(&format!("rootfs/{p}"), *mode, *uid, &[], true),
+            Entry::File(p, mode, uid, data) => {
+                add(&format!("rootfs/{p}"), *mode, *uid, data, false)
+            }
+        }
+        .map_err(io)?;
+    }
+    b.into_inner().map_err(io)
+}
+
+fn services(lines: &str) -> Entry {
+    Entry::File("etc/demo/services", 0o644, 0, lines.as_bytes().to_vec())
+}
+
+/// Build contexts: (name, Dockerfile, entries).
+fn contexts(busybox: Vec<u8>) -> Vec<(&'static str, String, Vec<Entry>)> {
+    let base_df = "FROM scratch\nCOPY rootfs/ /\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nENTRYPOINT [\"/bin/sh\", \"/init\"]\n".to_string();
+    let child_df = format!("FROM {}\nCOPY rootfs/ /\n", image_tag("base"));
+    let base = vec![
+        Entry::Dir("bin", 0o755, 0),
+        Entry::File("bin/busybox", 0o755, 0, busybox),
+        Entry::File("bin/pkill", 0o755, 0, PKILL.as_bytes().to_vec()),
+        Entry::File("init", 0o755, 0, INIT.as_bytes().to_vec()),
+        Entry::Dir("etc", 0o755, 0),
+        Entry::Dir("etc/demo", 0o755, 0),
+        services(""),
+        Entry::File(
+            "etc/passwd",
+            0o644,
+            0,
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+                .to_vec(),
+        ),
+        Entry::File(
+            "etc/group",
+            0o644,
+            0,
+            b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+        ),
+        Entry::Dir("root", 0o700, 0),
+        Entry::Dir("tmp", 0o1777, 0),
+        Entry::Dir("var", 0o755, 0),
+        Entry::Dir("var/run", 0o755, 0),
+    ];
+    vec![
+        ("base", base_df, base),
+        ("outside", child_df.clone(), vec![]),
+        (
+            "web",
+            child_df.clone(),
+            vec![
+                Entry::Dir("srv", 0o755, 0),
+                Entry::Dir("srv/www", 0o777, 0),
+                Entry::File(
+                    "srv/www/index.html",
+                    0o644,
+                    0,
+                    b"<!doctype html>\n<html><head><title>Vacsine demo</title></head>\n<body><h1>Vacsine demo edge site</h1></body></html>\n".to_vec(),
+                ),
+                services("httpd -p 80 -h /srv/www\n"),
+            ],
+        ),
+        ("gateway", child_df.clone(), vec![]),
+        (
+            "legacy",
+            child_df.clone(),
+            vec![
+                Entry::Dir("var/lib", 0o755, 0),
+                Entry::Dir("var/lib/dpkg", 0o755, 0),
+                Entry::File("var/lib/dpkg/status", 0o644, 0, DPKG_STATUS.as_bytes().to_vec()),
+                services("telnetd -p 23 -l /bin/sh\n"),
+            ],
+        ),
+        (
+            "ssh",
+            child_df,
+            vec![
+                Entry::Dir("etc/ssh", 0o755, 0),
+                Entry::File("etc/ssh/sshd_config", 0o644, 0, SSHD_CONFIG.as_bytes().to_vec()),
+                Entry::File(
+                    "etc/passwd",
+                    0o644,
+                    0,
+                    b"root:x:0:0:root:/root:/bin/sh\nguest:x:1000:1000:Guest:/home/guest:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".to_vec(),
+                ),
+                Entry::File(
+                    "etc/group",
+                    0o644,
+                    0,
+                    b"root:x:0:\nshadow:x:42:\nguest:x:1000:\nnogroup:x:65534:\n".to_vec(),
+                ),
+                Entry::File(
+                    "etc/shadow",
+                    0o644,
+                    0,
+                    b"root:$6$vacsine$demo.hash.not.a.real.password:19000:0:99999:7:::\nguest:$6$vacsine$guest.demo.hash:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n".to_vec(),
+                ),
+                Entry::Dir("home", 0o755, 0),
+                Entry::Dir("home/guest", 0o755, 1000),
+            ],
+        ),
+    ]
+}
+
+async fn image_hash_label(docker: &Docker, tag: &str) -> Option<String> {
+    let img = docker.inspect_image(tag).await.ok()?;
+    img.config?.labels?.get(HASH_LABEL).cloned()
+}
+
+/// Build the demo images (`vacsine-demo/<role>:1` and their base) with the engine's legacy
+/// builder from tar contexts made here; an image whose `vacsine.demo.hash` label equals the
+/// hash of its context is kept as is. Returns the tags.
+pub async fn images(docker: &Docker) -> Result<Vec<String>, DockerError> {
+    let path = host_busybox();
+    let busybox = std::fs::read(&path).map_err(|_| DockerError::BusyboxMissing {
+        path: path.display().to_string(),
+    })?;
+    let mut base_hash = String::new();
+    let mut tags = Vec::new();
+    for (name, dockerfile, entries) in contexts(busybox) {
+        let tag = image_tag(name);
+        let tar = context_tar(&dockerfile, &entries)?;
+        let mut h = Sha256::new();
+        h.update(base_hash.as_bytes());
+        h.update(&tar);
+        let hash = format!("{:x}", h.finalize());
+        if name == "base" {
+            base_hash = hash.clone();
+        }
+        tags.push(tag.clone());
+        if image_hash_label(docker, &tag).await.as_deref() == Some(hash.as_str()) {
+            continue;
+        }
+        tracing::info!(image = %tag, "building demo image");
+        let opts = BuildImageOptions {
+            dockerfile: "Dockerfile".into(),
+            t: Some(tag.clone()),
+            rm: true,
+            forcerm: true,
+            labels: Some(HashMap::from([(HASH_LABEL.to_string(), hash)])),
+            ..Default::default()
+        };
+        let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
+        let mut log = String::new();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| DockerError::Build {
+                image: tag.clone(),
+                detail: e.to_string(),
+            })?;
+            if let Some(e) = info.error.or(info.error_detail.and_then(|d| d.message)) {
+                return Err(DockerError::Build {
+                    image: tag,
+                    detail: format!("{e}\n{log}"),
+                });
+            }
+            if let Some(s) = info.stream {
+                log.push_str(&s);
+            }
+        }
+        if image_hash_label(docker, &tag).await.is_none() {
+            return Err(DockerError::Build {
+                image: tag,
+                detail: format!("the engine reported no error but the image is missing\n{log}"),
+            });
+        }
+    }
+    Ok(tags)
+}
+
+/// Start a fresh demo site (removing any previous one first): builds the images if needed,
+/// creates `vacsine-demo-lan` and the five containers, and waits until `httpd` and `telnetd`
+/// run.
+pub async fn up(docker: &Docker) -> Result<(), DockerError> {
+    down(docker).await?;
+    images(docker).await?;
+    docker
+        .create_network(NetworkCreateRequest {
+            name: NETWORK.into(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(LABEL.to_string(), "1".to_string())])),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| DockerError::api("create network", NETWORK, e))?;
+    for role in ROLES {
+        let name = container_name(role);
+        let sysctls = (role == "gateway")
+            .then(|| HashMap::from([("net.ipv4.ip_forward".to_string(), "1".to_string())]));
+        let body = ContainerCreateBody {
+            image: Some(image_tag(role)),
+            hostname: Some(role.into()),
+            labels: Some(HashMap::from([
+                (LABEL.to_string(), "1".to_string()),
+                (ROLE_LABEL.to_string(), role.to_string()),
+            ])),
+            host_config: Some(HostConfig {
+                network_mode: Some(NETWORK.into()),
+                sysctls,
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    NETWORK.to_string(),
+                    EndpointSettings {
+                        aliases: Some(vec![role.to_string()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| DockerError::api("create container", &name, e))?;
+        docker
+            .start_container(
+                &name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(|e| DockerError::api("start container", &name, e))?;
+    }
+    // Services start in a few ms; wait for them so the first check sees a settled site.
+    for (role, daemon) in [("web", "httpd"), ("legacy", "telnetd")] {
+        let node = crate::DockerNode::new(
+            docker.clone(),
+            vacsine_core::target::ResolvedNode {
+                name: role.into(),
+                roles: vec![],
+                labels: BTreeMap::new(),
+                handle: container_name(role),
+            },
+        );
+        let pid = node.pid().await?;
+        let mut ok = false;
+        for _ in 0..100 {
+            let procs = tokio::task::spawn_blocking(move || crate::site::processes_in_pidns(pid))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or_default();
+            if procs.iter().any(|p| p == daemon) {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !ok {
+            return Err(DockerError::Api {
+                op: "start service in".into(),
+                object: container_name(role),
+                detail: format!(
+                    "{daemon} did not start within 5 s (see `docker logs {}`)",
+                    container_name(role)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Remove the demo site's containers and network (sandbox clones are left to
+/// [`crate::sandbox::gc`]). Idempotent; returns the removed containers.
+pub async fn down(docker: &Docker) -> Result<Vec<String>, DockerError> {
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LABEL}=1")],
+            )])),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| DockerError::api("list containers", "vacsine.demo=1", e))?;
+    let mut removed = Vec::new();
+    for c in list {
+        if c.labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(SANDBOX_LABEL))
+        {
+            continue;
+        }
+        let Some(id) = c.id else { continue };
+        let name = c
+            .names
+            .and_then(|n| n.first().cloned())
+            .unwrap_or_else(|| id.clone())
+            .trim_start_matches('/')
+            .to_string();
+        match docker
+            .remove_container(
+                &id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => removed.push(name),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(DockerError::api("remove container", &name, e)),
+        }
+    }
+    match docker.remove_network(NETWORK).await {
+        Ok(()) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(DockerError::api("remove network", NETWORK, e)),
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// The target description of the demo site: nodes `web`, `gateway`, `legacy`, `ssh` (named
+/// after their role, which is also their only role) and the vantage point `outside`.
+pub fn target() -> Target {
+    Target {
+        api_version: vacsine_core::API_VERSION.into(),
+        kind: "Target".into(),
+        metadata: Metadata {
+            name: Loc::new("demo".into()),
+            version: None,
+            description: Some("Vacsine demo edge site (docker)".into()),
+            labels: BTreeMap::new(),
+        },
+        spec: TargetSpec {
+            driver: DriverKind::Docker,
+            nodes: ["web", "gateway", "legacy", "ssh"]
+                .iter()
+                .map(|r| NodeSpec {
+                    name: Some(Loc::new(r.to_string())),
+                    container: Some(Loc::new(container_name(r))),
+                    selector: BTreeMap::new(),
+                    roles: vec![r.to_string()],
+                    labels: BTreeMap::new(),
+                })
+                .collect(),
+            vantage_points: vec![VantagePoint {
+                name: Loc::new("outside".into()),
+                container: Loc::new(container_name("outside")),
+            }],
+            management_network: None,
+        },
+    }
+}

@@ -1,0 +1,214 @@
+//! Safe file access inside a container's root filesystem from the host.
+//!
+//! Every path is resolved with `openat2(2)` and `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`
+//! relative to a directory fd on `/proc/<pid>/root`: absolute symlinks and `..` are clamped to
+//! the container's root, exactly as the container itself would see them, so a symlink planted in
+//! a container (`/etc/x -> /root/.ssh/id_rsa`, `../../../../etc/shadow`) can never reach a host
+//! file, and `/proc/*/root`-style magic links are refused.
+//!
+//! These functions block: call them from `tokio::task::spawn_blocking`.
+
+use rustix::fs::{self, AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// What `stat` returns about a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File,
+    Dir,
+    Other,
+}
+
+/// A directory fd on a container's root.
+pub(crate) struct Root {
+    fd: OwnedFd,
+}
+
+fn resolve_flags() -> ResolveFlags {
+    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
+}
+
+fn check_path(path: &str) -> io::Result<()> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("path `{path}` must be absolute and contain no NUL byte"),
+        ));
+    }
+    Ok(())
+}
+
+fn meta_of(fd: &OwnedFd) -> io::Result<Meta> {
+    let st = fs::fstat(fd)?;
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Dir,
+        _ => Kind::Other,
+    };
+    Ok(Meta {
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: st.st_size as u64,
+        kind,
+    })
+}
+
+fn absent(e: &rustix::io::Errno) -> bool {
+    *e == rustix::io::Errno::NOENT || *e == rustix::io::Errno::NOTDIR
+}
+
+impl Root {
+    /// Open `/proc/<pid>/root` of a running container's init process.
+    pub fn open(pid: i64) -> io::Result<Root> {
+        let fd = fs::open(
+            format!("/proc/{pid}/root"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Root { fd })
+    }
+
+    fn resolve(&self, path: &str, flags: OFlags) -> io::Result<OwnedFd> {
+        check_path(path)?;
+        Ok(fs::openat2(
+            &self.fd,
+            path,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve_flags(),
+        )?)
+    }
+
+    /// Metadata of `path` (symlinks followed inside the root); `None` when it does not exist.
+    pub fn stat(&self, path: &str) -> io::Result<Option<Meta>> {
+        match self.resolve(path, OFlags::PATH) {
+            Ok(fd) => Ok(Some(meta_of(&fd)?)),
+            Err(e)
+                if e.raw_os_error()
+                    .is_some_and(|c| absent(&rustix::io::Errno::from_raw_os_error(c))) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Metadata and, for a regular file, its first `limit` bytes (the flag says whether the
+    /// content was truncated). `None` when the path does not exist.
+    pub fn read(
+        &self,
+        path: &str,
+        limit: u64,
+    ) -> io::Result<Option<(Meta, Option<(Vec<u8>, bool)>)>> {
+        let fd = match self.resolve(path, OFlags::PATH) {
+            Ok(fd) => fd,
+            Err(e)
+                if e.raw_os_error()
+                    .is_some_and(|c| absent(&rustix::io::Errno::from_raw_os_error(c))) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let meta = meta_of(&fd)?;
+        if meta.kind != Kind::File {
+            return Ok(Some((meta, None)));
+        }
+        // Re-open the very inode we checked (no second path walk, no race with a swap).
+        let file = fs::open(
+            format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?;
+        let mut buf = Vec::new();
+        std::fs::File::from(file)
+            .take(limit + 1)
+            .read_to_end(&mut buf)?;
+        let truncated = buf.len() as u64 > limit;
+        buf.truncate(limit as usize);
+        Ok(Some((meta, Some((buf, truncated)))))
+    }
+
+    /// Write `content` atomically: a temporary file in the same directory, then `rename`.
+    pub fn write_atomic(
+        &self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<()> {
+        check_path(path)?;
+        let (parent, base) = match path.trim_end_matches('/').rsplit_once('/') {
+            Some((p, b)) => (if p.is_empty() { "/" } else { p }, b),
+            None => ("/", path),
+        };
+        if base.is_empty() || base == "." || base == ".." {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{path}` does not name a file"),
+            ));
+        }
+        let dir = self.resolve(parent, OFlags::PATH | OFlags::DIRECTORY)?;
+        let tmp = format!(".{base}.vacsine-{}", uuid::Uuid::new_v4().simple());
+        let fd = fs::openat(
+            &dir,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let result = (|| -> io::Result<()> {
+            let mut f = std::fs::File::from(fd);
+            f.write_all(content)?;
+            fs::fchown(
+                &f,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )?;
+            fs::fchmod(&f, Mode::from_raw_mode(mode & 0o7777))?;
+            fs::fsync(&f)?;
+            fs::renameat(&dir, tmp.as_str(), &dir, base)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+        }
+        result
+    }
+
+    /// Change the permission bits of an existing path.
+    pub fn chmod(&self, path: &str, mode: u32) -> io::Result<()> {
+        let fd = self.resolve(path, OFlags::PATH)?;
+        // fchmod needs a real fd: reopen the checked inode through /proc/self/fd (O_PATH fds
+        // cannot be chmod-ed, and re-walking the path would race with a symlink swap).
+        let kind = meta_of(&fd)?.kind;
+        let flags = match kind {
+            Kind::Dir => OFlags::RDONLY | OFlags::DIRECTORY,
+            Kind::File => OFlags::RDONLY,
+            Kind::Other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("`{path}` is neither a file nor a directory"),
+                ))
+            }
+        };
+        let real = fs::open(
+            format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            flags | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?;
+        fs::fchmod(&real, Mode::from_raw_mode(mode & 0o7777))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! Pure parsers for what the driver reads from containers.
+
+use std::collections::BTreeMap;
+use vacsine_core::node::PasswdEntry;
+
+/// Entries of an `/etc/passwd` file.
+pub(crate) fn passwd(text: &str) -> Vec<PasswdEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 7 || l.starts_with('#') {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: f[0].to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].to_string(),
+                shell: f[6].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// `gid → name` of an `/etc/group` file.
+pub(crate) fn groups(text: &str) -> BTreeMap<u32, String> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 3 || l.starts_with('#') {
+                return None;
+            }
+            Some((f[2].parse().ok()?, f[0].to_string()))
+        })
+        .collect()
+}
+
+/// Version of `name` in a dpkg status file when its status is `install ok installed`.
+pub(crate) fn dpkg_installed(status: &str, name: &str) -> Option<String> {
+    for stanza in status.split("\n\n") {
+        let mut pkg = None;
+        let mut st = None;
+        let mut ver = None;
+        for line in stanza.lines() {
+            if let Some(v) = line.strip_prefix("Package:") {
+                pkg = Some(v.trim());
+            } else if let Some(v) = line.strip_prefix("Status:") {
+                st = Some(v.trim());
+            } else if let Some(v) = line.strip_prefix("Version:") {
+                ver = Some(v.trim());
+            }
+        }
+        if pkg == Some(name) && st == Some("install ok installed") {
+            return ver.map(str::to_string);
+        }
+    }
+    None
+}
+
+/// Version of `name` in an apk `installed` database (`P:`/`V:` lines).
+pub(crate) fn apk_installed(db: &str, name: &str) -> Option<String> {
+    for stanza in db.split("\n\n") {
+        let mut pkg = None;
+        let mut ver = None;
+        for line in stanza.lines() {
+            if let Some(v) = line.strip_prefix("P:") {
+                pkg = Some(v.trim());
+            } else if let Some(v) = line.strip_prefix("V:") {
+                ver = Some(v.trim());
+            }
+        }
+        if pkg == Some(name) {
+            return ver.map(str::to_string);
+        }
+    }
+    None
+}
+
+/// hook → policies of base chains, from `nft -j list chains`.
+pub(crate) fn nft_base_policies(json: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let v: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| format!("cannot parse `nft -j list chains`: {e}"))?;
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for item in v
+        .get("nftables")
+        .and_then(|n| n.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let Some(chain) = item.get("chain") else {
+            continue;
+        };
+        let (Some(hook), Some(policy)) = (
+            chain.get("hook").and_then(|h| h.as_str()),
+            chain.get("policy").and_then(|p| p.as_str()),
+        ) else {
+            continue;
+        };
+        out.entry(hook.to_string())
+            .or_default()
+            .push(policy.to_string());
+    }
+    Ok(out)
+}
+
+/// A sysctl key as a path under `/proc/sys`, or why it is refused.
+pub(crate) fn sysctl_path(key: &str) -> Result<String, String> {
+    let ok = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+        && !key.contains("..")
+        && !key.starts_with('.')
+        && !key.ends_with('.');
+    if !ok {
+        return Err(format!(
+            "invalid sysctl key `{key}`: only [a-z0-9_.-] separated by single dots is allowed"
+        ));
+    }
+    Ok(format!("/proc/sys/{}", key.replace('.', "/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_passwd_and_group() {
+        let p = passwd(
+            "root:x:0:0:root:/root:/bin/sh\n# c\nguest:x:1000:1000::/home/guest:/bin/sh\nbad\n",
+        );
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].name, "guest");
+        assert_eq!(p[1].uid, 1000);
+        assert_eq!(p[1].shell, "/bin/sh");
+        let g = groups("root:x:0:\nshadow:x:42:\n");
+        assert_eq!(g.get(&42).map(String::as_str), Some("shadow"));
+    }
+
+    #[test]
+    fn parses_dpkg_and_apk() {
+        let s = "Package: telnetd\nStatus: install ok installed\nVersion: 0.17-44\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n";
+        assert_eq!(dpkg_installed(s, "telnetd").as_deref(), Some("0.17-44"));
+        assert_eq!(dpkg_installed(s, "gone"), None);
+        assert_eq!(dpkg_installed(s, "nope"), None);
+        let a = "C:Q1\nP:musl\nV:1.2.4-r2\n\nP:busybox\nV:1.36.1-r5\n";
+        assert_eq!(apk_installed(a, "busybox").as_deref(), Some("1.36.1-r5"));
+        assert_eq!(apk_installed(a, "curl"), None);
+    }
+
+    #[test]
+    fn parses_nft_chains() {
+        let j = r#"{"nftables":[{"metainfo":{"version":"1.0.6"}},{"chain":{"family":"inet","table":"f","name":"in","handle":1,"type":"filter","hook":"input","prio":0,"policy":"drop"}},{"chain":{"family":"inet","table":"f","name":"x","handle":2}}]}"#;
+        let p = nft_base_policies(j).unwrap();
+        assert_eq!(p.get("input"), Some(&vec!["drop".to_string()]));
+        assert_eq!(p.len(), 1);
+        assert!(nft_base_policies("{").is_err());
+        assert!(nft_base_policies(r#"{"nftables":[]}"#).unwrap().is_empty());
+    }
+
+    #[test]
+    fn validates_sysctl_keys() {
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward").unwrap(),
+            "/proc/sys/net/ipv4/ip_forward"
+        );
+        for bad in [
+            "",
+            "net..ipv4",
+            "../etc",
+            "net/ipv4",
+            "Net.x",
+            ".net",
+            "a b",
+        ] {
+            assert!(sysctl_path(bad).is_err(), "{bad}");
+        }
+    }
+}
