@@ -68,7 +68,11 @@ fn render(
             .render_str(s, ctx)
             .map(serde_json::Value::String)
             .map_err(|e| format!("template `{s}`: {e}")),
-        serde_json::Value::Array(a) => a.iter().map(|x| render(env, x, ctx)).collect::<Result<Vec<_>, _>>().map(serde_json::Value::Array),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|x| render(env, x, ctx))
+            .collect::<Result<Vec<_>, _>>()
+            .map(serde_json::Value::Array),
         serde_json::Value::Object(o) => o
             .iter()
             .map(|(k, x)| render(env, x, ctx).map(|r| (k.clone(), r)))
@@ -81,7 +85,13 @@ fn render(
 fn step_id(req: &str, node: &str) -> String {
     let raw = format!("{req}--{node}");
     raw.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -115,13 +125,20 @@ pub fn plan(
                     unfixable.push(Unfixable {
                         requirement: req.id.value.clone(),
                         node: node.name.clone(),
-                        reason: format!("outcome is {}: fix the check before remediating", f.outcome),
+                        reason: format!(
+                            "outcome is {}: fix the check before remediating",
+                            f.outcome
+                        ),
                     });
                     continue;
                 }
                 _ => continue,
             }
-            let mut fixes: Vec<&Fix> = req.fixes.iter().filter(|x| catalog.contains_key(&x.uses.value)).collect();
+            let mut fixes: Vec<&Fix> = req
+                .fixes
+                .iter()
+                .filter(|x| catalog.contains_key(&x.uses.value))
+                .collect();
             fixes.sort_by_key(|x| rank(x));
             let Some(fix) = fixes.first() else {
                 unfixable.push(Unfixable {
@@ -186,8 +203,14 @@ pub fn plan(
             .map(|prev| vec![Loc::new(prev.to_string())])
             .unwrap_or_default();
         let mut with = BTreeMap::new();
-        with.insert("workflow".to_string(), serde_json::Value::String(i.workflow.clone()));
-        with.insert("inputs".to_string(), serde_json::Value::Object(i.inputs.clone()));
+        with.insert(
+            "workflow".to_string(),
+            serde_json::Value::String(i.workflow.clone()),
+        );
+        with.insert(
+            "inputs".to_string(),
+            serde_json::Value::Object(i.inputs.clone()),
+        );
         steps.push(Step {
             id: Loc::new(i.step.clone()),
             name: Some(format!("fix {} on {}", i.requirements.join(", "), i.node)),

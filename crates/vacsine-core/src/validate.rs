@@ -2,7 +2,7 @@
 //! (line/column from the document) and the fix.
 
 use crate::dag;
-use crate::doc::{Loc, LoadError, SourceFile};
+use crate::doc::{LoadError, Loc, SourceFile};
 use crate::eval::parse_mode;
 use crate::policy::{Check, Policy};
 use crate::target::Target;
@@ -38,14 +38,28 @@ pub type CatalogIndex<'a> = BTreeMap<String, &'a Workflow>;
 
 fn regex_ok(p: &Loc<String>, out: &mut Vec<Problem>) {
     if let Err(e) = regex::Regex::new(&p.value) {
-        let first = e.to_string().lines().last().unwrap_or("").trim().to_string();
-        out.push(Problem::at(p, format!("invalid regular expression `{}`: {first}", p.value), Some("use Rust regex syntax (https://docs.rs/regex)")));
+        let first = e
+            .to_string()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        out.push(Problem::at(
+            p,
+            format!("invalid regular expression `{}`: {first}", p.value),
+            Some("use Rust regex syntax (https://docs.rs/regex)"),
+        ));
     }
 }
 
 fn mode_ok(p: &Loc<String>, out: &mut Vec<Problem>) {
     if let Err(e) = parse_mode(&p.value) {
-        out.push(Problem::at(p, e, Some("write the mode as a quoted octal string, e.g. \"0644\"")));
+        out.push(Problem::at(
+            p,
+            e,
+            Some("write the mode as a quoted octal string, e.g. \"0644\""),
+        ));
     }
 }
 
@@ -67,7 +81,10 @@ pub fn check_check(c: &Check, out: &mut Vec<Problem>) {
             }
         }
         Check::Command(c) => {
-            for r in [&c.stdout_matches, &c.stdout_not_matches].into_iter().flatten() {
+            for r in [&c.stdout_matches, &c.stdout_not_matches]
+                .into_iter()
+                .flatten()
+            {
                 regex_ok(r, out);
             }
         }
@@ -93,25 +110,52 @@ pub fn check_check(c: &Check, out: &mut Vec<Problem>) {
 }
 
 /// Validate a policy on its own and against the catalog (and the target, when given).
-pub fn validate_policy(p: &Policy, catalog: &CatalogIndex<'_>, target: Option<&Target>) -> Vec<Problem> {
+pub fn validate_policy(
+    p: &Policy,
+    catalog: &CatalogIndex<'_>,
+    target: Option<&Target>,
+) -> Vec<Problem> {
     let mut out = Vec::new();
     if p.spec.requirements.is_empty() {
-        out.push(Problem::at(&p.metadata.name, "the policy has no requirements", Some("add at least one entry under spec.requirements")));
+        out.push(Problem::at(
+            &p.metadata.name,
+            "the policy has no requirements",
+            Some("add at least one entry under spec.requirements"),
+        ));
     }
     let mut seen = BTreeSet::new();
     for r in &p.spec.requirements {
         if !seen.insert(r.id.value.clone()) {
-            out.push(Problem::at(&r.id, format!("duplicate requirement id `{}`", r.id.value), Some("requirement ids must be unique within a policy")));
+            out.push(Problem::at(
+                &r.id,
+                format!("duplicate requirement id `{}`", r.id.value),
+                Some("requirement ids must be unique within a policy"),
+            ));
         }
-        if r.id.value.is_empty() || !r.id.value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            out.push(Problem::at(&r.id, format!("invalid requirement id `{}`", r.id.value), Some("use letters, digits, `-`, `_` and `.`")));
+        if r.id.value.is_empty()
+            || !r
+                .id
+                .value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            out.push(Problem::at(
+                &r.id,
+                format!("invalid requirement id `{}`", r.id.value),
+                Some("use letters, digits, `-`, `_` and `.`"),
+            ));
         }
         check_check(&r.check, &mut out);
         if let Some(a) = &r.applies_when {
             check_check(a, &mut out);
         }
         if let Some(t) = target {
-            let vantages: BTreeSet<&str> = t.spec.vantage_points.iter().map(|v| v.name.value.as_str()).collect();
+            let vantages: BTreeSet<&str> = t
+                .spec
+                .vantage_points
+                .iter()
+                .map(|v| v.name.value.as_str())
+                .collect();
             for c in std::iter::once(&r.check).chain(r.applies_when.as_ref()) {
                 if let Some(v) = c.vantage() {
                     if !vantages.contains(v.value.as_str()) {
@@ -119,27 +163,64 @@ pub fn validate_policy(p: &Policy, catalog: &CatalogIndex<'_>, target: Option<&T
                     }
                 }
             }
-            let roles: BTreeSet<&str> = t.spec.nodes.iter().flat_map(|n| n.roles.iter().map(String::as_str)).collect();
+            let roles: BTreeSet<&str> = t
+                .spec
+                .nodes
+                .iter()
+                .flat_map(|n| n.roles.iter().map(String::as_str))
+                .collect();
             for role in &r.nodes.roles {
                 if !roles.contains(role.value.as_str()) {
-                    out.push(Problem::at(role, format!("no node of target `{}` has role `{}`", t.metadata.name.value, role.value), Some("fix the role name or give a node that role in the target")));
+                    out.push(Problem::at(
+                        role,
+                        format!(
+                            "no node of target `{}` has role `{}`",
+                            t.metadata.name.value, role.value
+                        ),
+                        Some("fix the role name or give a node that role in the target"),
+                    ));
                 }
             }
         }
         for f in &r.fixes {
             let Some(w) = catalog.get(&f.uses.value) else {
                 let known: Vec<&str> = catalog.keys().map(String::as_str).collect();
-                out.push(Problem::at(&f.uses, format!("fix names workflow `{}`, which is not in the catalog", f.uses.value), Some(&format!("known workflows: {}", if known.is_empty() { "none".into() } else { known.join(", ") }))));
+                out.push(Problem::at(
+                    &f.uses,
+                    format!(
+                        "fix names workflow `{}`, which is not in the catalog",
+                        f.uses.value
+                    ),
+                    Some(&format!(
+                        "known workflows: {}",
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    )),
+                ));
                 continue;
             };
             for (k, v) in &f.with {
                 match w.spec.inputs.get(k) {
-                    None => out.push(Problem::at(v, format!("workflow `{}` has no input `{k}`", f.uses.value), Some(&format!("declared inputs: {}", w.spec.inputs.keys().cloned().collect::<Vec<_>>().join(", "))))),
+                    None => out.push(Problem::at(
+                        v,
+                        format!("workflow `{}` has no input `{k}`", f.uses.value),
+                        Some(&format!(
+                            "declared inputs: {}",
+                            w.spec.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )),
+                    )),
                     Some(spec) => {
                         let templated = v.value.as_str().is_some_and(|s| s.contains("{{"));
                         if !templated {
                             if let Err(e) = spec.ty.coerce(&v.value) {
-                                out.push(Problem::at(v, format!("input `{k}` of workflow `{}`: {e}", f.uses.value), None));
+                                out.push(Problem::at(
+                                    v,
+                                    format!("input `{k}` of workflow `{}`: {e}", f.uses.value),
+                                    None,
+                                ));
                             }
                         }
                     }
@@ -148,7 +229,15 @@ pub fn validate_policy(p: &Policy, catalog: &CatalogIndex<'_>, target: Option<&T
             for (k, spec) in &w.spec.inputs {
                 let required = spec.required.unwrap_or(spec.default.is_none());
                 if required && !f.with.contains_key(k) {
-                    out.push(Problem::at(&f.uses, format!("fix `{}` does not give required input `{k}` ({})", f.uses.value, spec.ty.as_str()), Some("add it under `with:`")));
+                    out.push(Problem::at(
+                        &f.uses,
+                        format!(
+                            "fix `{}` does not give required input `{k}` ({})",
+                            f.uses.value,
+                            spec.ty.as_str()
+                        ),
+                        Some("add it under `with:`"),
+                    ));
                 }
             }
         }
@@ -160,28 +249,48 @@ pub fn validate_policy(p: &Policy, catalog: &CatalogIndex<'_>, target: Option<&T
 pub fn validate_target(t: &Target) -> Vec<Problem> {
     let mut out = Vec::new();
     if t.spec.nodes.is_empty() {
-        out.push(Problem::at(&t.metadata.name, "the target has no nodes", Some("add at least one entry under spec.nodes")));
+        out.push(Problem::at(
+            &t.metadata.name,
+            "the target has no nodes",
+            Some("add at least one entry under spec.nodes"),
+        ));
     }
     let mut names = BTreeSet::new();
     for n in &t.spec.nodes {
         match (&n.container, n.selector.is_empty()) {
             (None, true) if t.spec.driver == crate::target::DriverKind::Docker => {
                 let at = n.name.clone().unwrap_or_else(|| t.metadata.name.clone());
-                out.push(Problem::at(&at, "node has neither `container` nor `selector`", Some("name the container, or select containers by labels")));
+                out.push(Problem::at(
+                    &at,
+                    "node has neither `container` nor `selector`",
+                    Some("name the container, or select containers by labels"),
+                ));
             }
-            (Some(c), false) => out.push(Problem::at(c, "node has both `container` and `selector`", Some("keep one of them"))),
+            (Some(c), false) => out.push(Problem::at(
+                c,
+                "node has both `container` and `selector`",
+                Some("keep one of them"),
+            )),
             _ => {}
         }
         if let Some(name) = n.name.as_ref().or(n.container.as_ref()) {
             if !names.insert(name.value.clone()) {
-                out.push(Problem::at(name, format!("duplicate node name `{}`", name.value), None));
+                out.push(Problem::at(
+                    name,
+                    format!("duplicate node name `{}`", name.value),
+                    None,
+                ));
             }
         }
     }
     let mut vs = BTreeSet::new();
     for v in &t.spec.vantage_points {
         if !vs.insert(v.name.value.clone()) {
-            out.push(Problem::at(&v.name, format!("duplicate vantage point `{}`", v.name.value), None));
+            out.push(Problem::at(
+                &v.name,
+                format!("duplicate vantage point `{}`", v.name.value),
+                None,
+            ));
         }
     }
     out
@@ -192,22 +301,43 @@ pub fn validate_target(t: &Target) -> Vec<Problem> {
 pub fn validate_workflow_structure(w: &Workflow, catalog: &CatalogIndex<'_>) -> Vec<Problem> {
     let mut out = Vec::new();
     if w.spec.steps.is_empty() {
-        out.push(Problem::at(&w.metadata.name, "the workflow has no steps", Some("add at least one entry under spec.steps")));
+        out.push(Problem::at(
+            &w.metadata.name,
+            "the workflow has no steps",
+            Some("add at least one entry under spec.steps"),
+        ));
     }
     for (section, steps) in [("steps", &w.spec.steps), ("rollback", &w.spec.rollback)] {
         let mut ids = BTreeSet::new();
         for s in steps {
             if !ids.insert(s.id.value.as_str()) {
-                out.push(Problem::at(&s.id, format!("duplicate step id `{}` in {section}", s.id.value), None));
+                out.push(Problem::at(
+                    &s.id,
+                    format!("duplicate step id `{}` in {section}", s.id.value),
+                    None,
+                ));
             }
-            if s.id.value.is_empty() || !s.id.value.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+            if s.id.value.is_empty()
+                || !s
+                    .id
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+            {
                 out.push(Problem::at(&s.id, format!("invalid step id `{}`", s.id.value), Some("use letters, digits, `-` and `_` (ids are template variables: steps.<id>.outputs)")));
             }
         }
         for s in steps {
             for n in &s.needs {
                 if !ids.contains(n.value.as_str()) {
-                    out.push(Problem::at(n, format!("step `{}` needs `{}`, which is not a step of {section}", s.id.value, n.value), None));
+                    out.push(Problem::at(
+                        n,
+                        format!(
+                            "step `{}` needs `{}`, which is not a step of {section}",
+                            s.id.value, n.value
+                        ),
+                        None,
+                    ));
                 }
             }
             if let Some(t) = &s.timeout {
@@ -217,7 +347,11 @@ pub fn validate_workflow_structure(w: &Workflow, catalog: &CatalogIndex<'_>) -> 
             }
             if let Some(r) = &s.retry {
                 if r.attempts == 0 {
-                    out.push(Problem::at(&s.id, "retry.attempts must be at least 1", None));
+                    out.push(Problem::at(
+                        &s.id,
+                        "retry.attempts must be at least 1",
+                        None,
+                    ));
                 }
                 if let Err(e) = parse_duration(&r.backoff) {
                     out.push(Problem::at(&s.id, format!("retry.backoff: {e}"), None));
@@ -225,8 +359,24 @@ pub fn validate_workflow_structure(w: &Workflow, catalog: &CatalogIndex<'_>) -> 
             }
             if s.uses.value == "workflow" {
                 match s.with.get("workflow").and_then(|v| v.as_str()) {
-                    Some(name) if !name.contains("{{") && !catalog.contains_key(name) => out.push(Problem::at(&s.uses, format!("step `{}` runs workflow `{name}`, which is not in the catalog", s.id.value), None)),
-                    None => out.push(Problem::at(&s.uses, format!("step `{}` uses `workflow` without `with.workflow`", s.id.value), Some("name the sub-workflow: with: {workflow: <name>, inputs: {...}}"))),
+                    Some(name) if !name.contains("{{") && !catalog.contains_key(name) => {
+                        out.push(Problem::at(
+                            &s.uses,
+                            format!(
+                                "step `{}` runs workflow `{name}`, which is not in the catalog",
+                                s.id.value
+                            ),
+                            None,
+                        ))
+                    }
+                    None => out.push(Problem::at(
+                        &s.uses,
+                        format!(
+                            "step `{}` uses `workflow` without `with.workflow`",
+                            s.id.value
+                        ),
+                        Some("name the sub-workflow: with: {workflow: <name>, inputs: {...}}"),
+                    )),
                     _ => {}
                 }
             }
@@ -235,7 +385,11 @@ pub fn validate_workflow_structure(w: &Workflow, catalog: &CatalogIndex<'_>) -> 
             let first = steps.iter().find(|s| cycle.contains(&s.id.value));
             let msg = format!("`needs` forms a cycle between steps: {}", cycle.join(", "));
             match first {
-                Some(s) => out.push(Problem::at(&s.id, msg, Some("remove one of the dependencies"))),
+                Some(s) => out.push(Problem::at(
+                    &s.id,
+                    msg,
+                    Some("remove one of the dependencies"),
+                )),
                 None => out.push(Problem::at(&w.metadata.name, msg, None)),
             }
         }
@@ -243,7 +397,11 @@ pub fn validate_workflow_structure(w: &Workflow, catalog: &CatalogIndex<'_>) -> 
     for (name, spec) in &w.spec.inputs {
         if let Some(d) = &spec.default {
             if let Err(e) = spec.ty.coerce(d) {
-                out.push(Problem::at(&w.metadata.name, format!("default of input `{name}`: {e}"), None));
+                out.push(Problem::at(
+                    &w.metadata.name,
+                    format!("default of input `{name}`: {e}"),
+                    None,
+                ));
             }
         }
     }

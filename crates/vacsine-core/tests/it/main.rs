@@ -1,0 +1,5 @@
+//! Data-driven tests of the pure core: loading, validation, evaluation, planning.
+
+mod eval;
+mod load;
+mod plan;

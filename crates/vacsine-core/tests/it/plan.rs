@@ -1,0 +1,168 @@
+use std::collections::BTreeMap;
+use vacsine_core::doc::{parse_as, SourceFile};
+use vacsine_core::plan::{plan, Finding};
+use vacsine_core::policy::Policy;
+use vacsine_core::target::ResolvedNode;
+use vacsine_core::validate::{validate_policy, validate_workflow_structure, CatalogIndex};
+use vacsine_core::workflow::Workflow;
+use vacsine_core::Outcome;
+
+fn wf(name: &str, inputs: &str) -> Workflow {
+    parse_as(&SourceFile::new(
+        "w.yaml",
+        format!("apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata: {{name: {name}}}\nspec:\n  inputs: {inputs}\n  steps: [{{id: a, uses: command, with: {{argv: [true]}}}}]\n"),
+    ))
+    .unwrap()
+}
+
+fn policy() -> Policy {
+    parse_as(&SourceFile::new(
+        "p.yaml",
+        "apiVersion: vacsine.io/v1
+kind: Policy
+metadata: {name: p}
+spec:
+  requirements:
+    - id: telnet
+      title: t
+      severity: high
+      check: {port: {port: 23, from: outside, expect: closed}}
+      fixes:
+        - {uses: disable, with: {service: telnetd}, disruption: medium}
+        - {uses: block, with: {port: 23}, disruption: low}
+    - id: proc
+      title: p
+      severity: high
+      check: {process: {name: telnetd, running: false}}
+      fixes:
+        - {uses: disable, with: {service: telnetd}, disruption: low}
+    - id: guard
+      title: g
+      kind: availability
+      severity: high
+      check: {port: {port: 80, from: outside, expect: open}}
+",
+    ))
+    .unwrap()
+}
+
+fn node(n: &str) -> ResolvedNode {
+    ResolvedNode {
+        name: n.into(),
+        roles: vec![],
+        labels: BTreeMap::new(),
+        handle: n.into(),
+    }
+}
+
+#[test]
+fn least_disruptive_fix_first_and_per_node_chains() {
+    let (d, b) = (
+        wf("disable", "{service: {type: string}}"),
+        wf("block", "{port: {type: port}}"),
+    );
+    let idx: CatalogIndex = [("disable".to_string(), &d), ("block".to_string(), &b)]
+        .into_iter()
+        .collect();
+    let f = |r: &str, n: &str, o| Finding {
+        requirement: r.into(),
+        node: n.into(),
+        outcome: o,
+    };
+    let findings = vec![
+        f("telnet", "a", Outcome::Fail),
+        f("proc", "a", Outcome::Fail),
+        f("telnet", "b", Outcome::Fail),
+        f("proc", "b", Outcome::Pass),
+        f("guard", "a", Outcome::Fail),
+    ];
+    let p = plan(&policy(), "t", &[node("a"), node("b")], &findings, &idx);
+    let summary: Vec<(String, String)> = p
+        .items
+        .iter()
+        .map(|i| (i.workflow.clone(), i.node.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("block".into(), "a".into()),
+            ("block".into(), "b".into()),
+            ("disable".into(), "a".into())
+        ]
+    );
+    // Availability guards are never "fixed".
+    assert!(p
+        .items
+        .iter()
+        .all(|i| !i.requirements.contains(&"guard".to_string())));
+    // Same node: sequential; other node: independent.
+    let steps = &p.workflow.spec.steps;
+    assert!(steps[0].needs.is_empty());
+    assert!(steps[1].needs.is_empty());
+    assert_eq!(steps[2].needs[0].value, steps[0].id.value);
+    assert!(validate_workflow_structure(&p.workflow, &idx).is_empty());
+}
+
+#[test]
+fn unfixable_when_catalog_lacks_fix() {
+    let idx: CatalogIndex = BTreeMap::new();
+    let p = plan(
+        &policy(),
+        "t",
+        &[node("a")],
+        &[Finding {
+            requirement: "proc".into(),
+            node: "a".into(),
+            outcome: Outcome::Fail,
+        }],
+        &idx,
+    );
+    assert!(p.items.is_empty());
+    assert_eq!(p.unfixable.len(), 1);
+}
+
+#[test]
+fn validation_names_missing_workflow_and_bad_inputs() {
+    let b = wf("block", "{port: {type: port}}");
+    let idx: CatalogIndex = [("block".to_string(), &b)].into_iter().collect();
+    let probs = validate_policy(&policy(), &idx, None);
+    let msgs: Vec<String> = probs
+        .iter()
+        .map(|p| format!("{}:{} {}", p.line, p.column, p.message))
+        .collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("`disable`, which is not in the catalog")),
+        "{msgs:?}"
+    );
+    assert!(probs.iter().all(|p| p.line > 0));
+    let p2: Policy = parse_as(&SourceFile::new("p.yaml", "apiVersion: vacsine.io/v1\nkind: Policy\nmetadata: {name: p}\nspec:\n  requirements:\n    - id: r\n      title: t\n      severity: low\n      check: {file: {path: /x, mode: '999', contains: '(('}}\n      fixes: [{uses: block, with: {port: 99999}}]\n")).unwrap();
+    let probs = validate_policy(&p2, &idx, None);
+    let msgs: Vec<String> = probs.iter().map(|p| p.message.clone()).collect();
+    assert!(msgs.iter().any(|m| m.contains("invalid mode")), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("invalid regular expression")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter().any(|m| m.contains("expected a port")),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn needs_cycle_and_unknown_need_are_reported() {
+    let w: Workflow = parse_as(&SourceFile::new("w.yaml", "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata: {name: w}\nspec:\n  steps:\n    - {id: a, uses: command, needs: [b]}\n    - {id: b, uses: command, needs: [a]}\n    - {id: c, uses: command, needs: [zz]}\n")).unwrap();
+    let probs = validate_workflow_structure(&w, &BTreeMap::new());
+    let msgs: Vec<String> = probs
+        .iter()
+        .map(|p| format!("{}: {}", p.line, p.message))
+        .collect();
+    assert!(msgs.iter().any(|m| m.contains("cycle")), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("8: ") && m.contains("`zz`")),
+        "{msgs:?}"
+    );
+}
