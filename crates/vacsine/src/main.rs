@@ -1,1 +1,28 @@
-fn main() {}
+//! `vacsine`: the command-line interface. Maps every error to an exit code in one place:
+//! 0 success (verified / all pass), 2 failures remain, 1 error (bad input, engine problem).
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod progress;
+mod runcmd;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    let filter = std::env::var("VACSINE_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(commands::dispatch(args));
+    std::process::exit(code);
+}

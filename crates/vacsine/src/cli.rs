@@ -1,0 +1,168 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vacsine",
+    version,
+    about = "Verified security remediation for Cloud/Edge sites",
+    long_about = "Vacsine enforces security policies on real systems: it checks a target, deduces a \
+remediation workflow from the failed requirements, proves it in a sandbox clone of the target, \
+applies it to the target, verifies, and rolls back when verification fails.\n\n\
+Exit codes: 0 verified or all pass, 2 failures remain, 1 error.",
+    after_help = "Examples:\n  vacsine demo\n  vacsine check --policy examples/edge-site/policy.yaml --target examples/edge-site/target.yaml\n  vacsine enforce --policy examples/edge-site/policy.yaml --target examples/edge-site/target.yaml --report report.json"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Tables for people.
+    Human,
+    /// JSON (JSON Lines for logs).
+    Json,
+    /// JUnit XML for CI pipelines.
+    Junit,
+    /// SARIF 2.1.0 for code-scanning dashboards.
+    Sarif,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PolicyTarget {
+    /// Policy file (kind: Policy).
+    #[arg(long, short = 'p')]
+    pub policy: PathBuf,
+    /// Target system description (kind: Target).
+    #[arg(long, short = 't')]
+    pub target: PathBuf,
+    /// Extra catalog folders or workflow files (besides the policy's `spec.catalog`).
+    #[arg(long = "catalog")]
+    pub catalog: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the demo: build images, start a non-compliant edge site, enforce its policy.
+    Demo {
+        #[command(subcommand)]
+        action: Option<DemoAction>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "vacsine-demo-report.json")]
+        report: PathBuf,
+    },
+    /// Validate documents (policy, target, workflow) and their cross-references.
+    Validate {
+        /// Files to validate; catalogs named by policies are validated too.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Extra catalog folders used to resolve fixes and sub-workflows.
+        #[arg(long = "catalog")]
+        catalog: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Check a policy's requirements on a target (read-only).
+    Check {
+        #[command(flatten)]
+        io: PolicyTarget,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Print the remediation workflow deduced from the failed requirements (read-only).
+    Plan {
+        #[command(flatten)]
+        io: PolicyTarget,
+        /// `human` prints the workflow as YAML; `json` prints plan items and workflow.
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Enforce a policy: sandbox, apply, verify, apply to the target, verify, roll back.
+    Enforce {
+        #[command(flatten)]
+        io: PolicyTarget,
+        /// Write the full JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+        /// Keep the sandbox for inspection (remove it later with `vacsine sandbox gc`).
+        #[arg(long)]
+        keep_sandbox: bool,
+        /// Go on even when the sandbox is not faithful to the target.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List or garbage-collect sandboxes.
+    Sandbox {
+        #[command(subcommand)]
+        action: SandboxAction,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Print the JSON Schema of a document kind (for editor completion).
+    Schema {
+        #[arg(value_enum)]
+        kind: SchemaKind,
+    },
+    /// Run a remediation workflow on a target, journaled step by step.
+    Run {
+        /// Workflow file (kind: Workflow). Not needed with --resume.
+        workflow: Option<PathBuf>,
+        /// Target system description; without it, steps run on this machine (`local`).
+        #[arg(long, short = 't')]
+        target: Option<PathBuf>,
+        /// Input values, `name=value` (repeatable).
+        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// Catalog folders for sub-workflows (default: ./catalog when present).
+        #[arg(long = "catalog")]
+        catalog: Vec<PathBuf>,
+        /// Resume an interrupted run.
+        #[arg(long, value_name = "RUN_ID", conflicts_with = "workflow")]
+        resume: Option<String>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// List recent runs.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Show the step records of a run (`--format json` prints JSON Lines).
+    Logs {
+        run_id: String,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum DemoAction {
+    /// Build the demo images and start a fresh, non-compliant demo site.
+    Up,
+    /// Remove the demo site.
+    Down,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum SandboxAction {
+    /// List sandboxes left on the Docker engine.
+    List,
+    /// Remove every sandbox object (containers, networks, volumes, images).
+    Gc,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SchemaKind {
+    Policy,
+    Target,
+    Workflow,
+}

@@ -1,0 +1,397 @@
+//! Command implementations. Every command returns its exit code; errors are rendered here.
+
+use crate::cli::*;
+use crate::progress::Progress;
+use miette::Report as Diag;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use vacsine_core::doc::{Document, LoadError};
+use vacsine_enforce::check::check_site;
+use vacsine_enforce::inputs::{self, load_inputs, Inputs};
+use vacsine_enforce::report;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_FAILURES: i32 = 2;
+
+pub async fn dispatch(cli: Cli) -> i32 {
+    let r = match cli.command {
+        Command::Demo { action, format, report } => demo(action, format, &report).await,
+        Command::Validate { files, catalog, format } => Ok(validate(&files, &catalog, format)),
+        Command::Check { io, format } => check(&io, format).await,
+        Command::Plan { io, format } => plan(&io, format).await,
+        Command::Enforce { io, report, format, keep_sandbox, force } => {
+            enforce(&io, report.as_deref(), format, keep_sandbox, force).await
+        }
+        Command::Sandbox { action, format } => sandbox(action, format).await,
+        Command::Schema { kind } => schema(kind),
+        Command::Run { workflow, target, inputs, catalog, resume, format } => {
+            crate::runcmd::run(workflow, target, inputs, catalog, resume, format).await
+        }
+        Command::Runs { limit, format } => crate::runcmd::runs(limit, format),
+        Command::Logs { run_id, format } => crate::runcmd::logs(&run_id, format),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e:?}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// Print located diagnostics and return the error exit code.
+pub fn print_diagnostics(errors: Vec<LoadError>) -> i32 {
+    let n = errors.len();
+    for e in errors {
+        eprintln!("{:?}", Diag::new(e));
+    }
+    eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+    EXIT_ERROR
+}
+
+fn print(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => print(&format!("{s}\n")),
+        Err(e) => eprintln!("error: cannot render JSON: {e}"),
+    }
+}
+
+/// Where Vacsine keeps its journal: `$VACSINE_HOME`, else `$XDG_DATA_HOME/vacsine`, else
+/// `~/.local/share/vacsine`.
+pub fn data_dir() -> PathBuf {
+    if let Some(h) = std::env::var_os("VACSINE_HOME") {
+        return PathBuf::from(h);
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("vacsine");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/vacsine"),
+        None => PathBuf::from(".vacsine"),
+    }
+}
+
+pub fn journal_path() -> miette::Result<PathBuf> {
+    let d = data_dir();
+    std::fs::create_dir_all(&d)
+        .map_err(|e| miette::miette!(help = "set VACSINE_HOME to a writable folder", "cannot create data folder {}: {e}", d.display()))?;
+    Ok(d.join("journal.db"))
+}
+
+fn validate(files: &[PathBuf], catalog: &[PathBuf], format: Format) -> i32 {
+    let mut errors = Vec::new();
+    let mut docs = Vec::new();
+    for f in files {
+        match inputs::load_any(f) {
+            Ok(d) => docs.push(d),
+            Err(e) => errors.push(e),
+        }
+    }
+    // Catalog: explicit folders, the policies' catalogs, and workflow files given.
+    let mut cat = inputs::Catalog::default();
+    let mut extra_problems = Vec::new();
+    for c in catalog {
+        if c.is_dir() {
+            cat.add_dir(c, &mut extra_problems);
+        } else {
+            cat.add_file(c, &mut extra_problems);
+        }
+    }
+    for d in &docs {
+        match &d.doc {
+            Document::Policy(p) => {
+                let base = d.path.parent().unwrap_or(Path::new("."));
+                for dir in &p.spec.catalog {
+                    cat.add_dir(&base.join(dir), &mut extra_problems);
+                }
+            }
+            Document::Workflow(w) => {
+                cat.workflows.entry(w.metadata.name.value.clone()).or_insert_with(|| inputs::Loaded {
+                    doc: w.clone(),
+                    source: d.source.clone(),
+                    path: d.path.clone(),
+                });
+            }
+            Document::Target(_) => {}
+        }
+    }
+    errors.append(&mut extra_problems);
+    errors.extend(cat.problems());
+    let targets: Vec<&vacsine_core::target::Target> = docs
+        .iter()
+        .filter_map(|d| match &d.doc {
+            Document::Target(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    let idx = cat.index();
+    for d in &docs {
+        match &d.doc {
+            Document::Policy(p) => {
+                let probs = vacsine_core::validate::validate_policy(p, &idx, targets.first().copied());
+                errors.extend(probs.into_iter().map(|x| x.into_error(&d.source)));
+            }
+            Document::Target(t) => {
+                let probs = vacsine_core::validate::validate_target(t);
+                errors.extend(probs.into_iter().map(|x| x.into_error(&d.source)));
+            }
+            Document::Workflow(_) => {}
+        }
+    }
+    // Engine-level checks (executors, templates) for every catalog workflow.
+    let ecat = vacsine_enforce::engine_catalog(&cat);
+    for w in cat.workflows.values() {
+        for p in vacsine_engine::validate_workflow(&w.doc, &ecat) {
+            errors.push(LoadError::at(&w.source, p.line, p.column, p.message, p.help));
+        }
+    }
+    errors.sort_by(|a, b| (a.file.as_str(), a.line, a.column).cmp(&(b.file.as_str(), b.line, b.column)));
+    errors.dedup_by(|a, b| a.file == b.file && a.line == b.line && a.column == b.column && a.message == b.message);
+    if format == Format::Json {
+        let v: Vec<_> = errors
+            .iter()
+            .map(|e| serde_json::json!({"file": e.file, "line": e.line, "column": e.column, "message": e.message, "help": e.help}))
+            .collect();
+        print_json(&serde_json::json!({"valid": v.is_empty(), "documents": docs.len(), "workflows": cat.workflows.len(), "problems": v}));
+        return if errors.is_empty() { EXIT_OK } else { EXIT_ERROR };
+    }
+    if errors.is_empty() {
+        for d in &docs {
+            print(&format!("ok  {} ({} {})\n", d.path.display(), d.doc.kind(), d.doc.name()));
+        }
+        print(&format!("{} documents valid ({} catalog workflows resolved)\n", docs.len(), cat.workflows.len()));
+        EXIT_OK
+    } else {
+        print_diagnostics(errors)
+    }
+}
+
+fn load(io: &PolicyTarget) -> Result<Inputs, i32> {
+    load_inputs(&io.policy, &io.target, &io.catalog).map_err(print_diagnostics)
+}
+
+async fn connect_site(inputs: &Inputs) -> miette::Result<vacsine_docker::DockerSite> {
+    vacsine_docker::DockerSite::connect(&inputs.target.doc)
+        .await
+        .map_err(|e| miette::miette!("{e}"))
+}
+
+async fn check(io: &PolicyTarget, format: Format) -> miette::Result<i32> {
+    let inputs = match load(io) {
+        Ok(i) => i,
+        Err(code) => return Ok(code),
+    };
+    let site = connect_site(&inputs).await?;
+    let results = check_site(&inputs.policy.doc, &site).await;
+    let name = inputs.policy.doc.metadata.name.value.clone();
+    match format {
+        Format::Human => print(&report::check_human(&results)),
+        Format::Json => print_json(&report::check_json(&results)),
+        Format::Junit => print(&report::check_junit(&name, &results)),
+        Format::Sarif => print_json(&report::check_sarif(&io.policy.display().to_string(), &results)),
+    }
+    Ok(if results.iter().any(|r| r.outcome.is_problem()) { EXIT_FAILURES } else { EXIT_OK })
+}
+
+async fn plan(io: &PolicyTarget, format: Format) -> miette::Result<i32> {
+    let inputs = match load(io) {
+        Ok(i) => i,
+        Err(code) => return Ok(code),
+    };
+    let site = connect_site(&inputs).await?;
+    let results = check_site(&inputs.policy.doc, &site).await;
+    use vacsine_core::node::Site;
+    let plan = vacsine_core::plan::plan(
+        &inputs.policy.doc,
+        &inputs.target.doc.metadata.name.value,
+        &site.nodes(),
+        &vacsine_enforce::check::findings(&results),
+        &inputs.catalog.index(),
+    );
+    match format {
+        Format::Json => print_json(&plan),
+        _ => {
+            let mut out = String::new();
+            for i in &plan.items {
+                out.push_str(&format!("# + {} on {}: fixes {} (strategy {:?}, disruption {:?})\n", i.workflow, i.node, i.requirements.join(", "), i.strategy, i.disruption));
+            }
+            for u in &plan.unfixable {
+                out.push_str(&format!("# ! {} on {} cannot be fixed: {}\n", u.requirement, u.node, u.reason));
+            }
+            if plan.items.is_empty() {
+                out.push_str("# nothing to remediate\n");
+            }
+            let yaml = serde_saphyr::to_string(&plan.workflow).map_err(|e| miette::miette!("cannot render the plan as YAML: {e}"))?;
+            out.push_str(&yaml);
+            print(&out);
+        }
+    }
+    Ok(if plan.unfixable.is_empty() { EXIT_OK } else { EXIT_FAILURES })
+}
+
+async fn enforce(io: &PolicyTarget, report_path: Option<&Path>, format: Format, keep_sandbox: bool, force: bool) -> miette::Result<i32> {
+    let inputs = match load(io) {
+        Ok(i) => i,
+        Err(code) => return Ok(code),
+    };
+    run_enforce(&inputs, &io.policy, report_path, format, keep_sandbox, force).await
+}
+
+async fn run_enforce(
+    inputs: &Inputs,
+    policy_path: &Path,
+    report_path: Option<&Path>,
+    format: Format,
+    keep_sandbox: bool,
+    force: bool,
+) -> miette::Result<i32> {
+    let progress = Progress::new(false);
+    let p2 = progress.clone();
+    let slot = Arc::new(Mutex::new(None::<String>));
+    let opts = vacsine_enforce::EnforceOptions {
+        keep_sandbox,
+        force,
+        journal: Some(journal_path()?),
+        progress: Some(Arc::new(move |m: &str| p2.say(m))),
+        hook: None,
+        sandbox_slot: Some(slot.clone()),
+    };
+    let result = tokio::select! {
+        r = vacsine_enforce::enforce(inputs, &opts) => r,
+        _ = tokio::signal::ctrl_c() => {
+            progress.done();
+            let id = slot.lock().ok().and_then(|s| s.clone());
+            eprintln!("interrupted{}", id.as_ref().map(|i| format!(": removing sandbox {i}")).unwrap_or_default());
+            if let Some(id) = id {
+                if let Ok(d) = vacsine_docker::connect().await {
+                    let _ = vacsine_docker::sandbox::teardown_id(&d, &id).await;
+                }
+            }
+            return Ok(130);
+        }
+    };
+    progress.done();
+    let rep = result.map_err(|e| miette::miette!("{e}"))?;
+    if let Some(path) = report_path {
+        write_atomic(path, &serde_json::to_vec_pretty(&rep).map_err(|e| miette::miette!("{e}"))?)?;
+    }
+    match format {
+        Format::Human => print(&report::enforce_human(&rep)),
+        Format::Json => print_json(&rep),
+        Format::Junit => print(&report::enforce_junit(&rep)),
+        Format::Sarif => print_json(&report::enforce_sarif(&policy_path.display().to_string(), &rep)),
+    }
+    if let (Some(p), Format::Human) = (report_path, format) {
+        print(&format!("Report written to {}\n", p.display()));
+    }
+    Ok(rep.exit_code())
+}
+
+/// Write a file through a temporary sibling and a rename: never half-written.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> miette::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            miette::miette!("cannot write {}: {e}", path.display())
+        })
+}
+
+async fn demo(action: Option<DemoAction>, format: Format, report_path: &Path) -> miette::Result<i32> {
+    let docker = vacsine_docker::connect().await.map_err(|e| miette::miette!("{e}"))?;
+    match action {
+        Some(DemoAction::Down) => {
+            let removed = vacsine_docker::demo::down(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+            print(&format!("demo site removed ({} objects)\n", removed.len()));
+            return Ok(EXIT_OK);
+        }
+        Some(DemoAction::Up) => {
+            let p = Progress::new(false);
+            p.say("building demo images (cached after the first run)");
+            vacsine_docker::demo::images(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+            p.say("starting a fresh, non-compliant demo site");
+            vacsine_docker::demo::up(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+            p.done();
+            print("demo site is up: try\n  vacsine check --policy examples/edge-site/policy.yaml --target examples/edge-site/target.yaml\n");
+            return Ok(EXIT_OK);
+        }
+        None => {}
+    }
+    let root = find_examples()?;
+    let policy = root.join("examples/edge-site/policy.yaml");
+    let target = root.join("examples/edge-site/target.yaml");
+    let inputs = match load_inputs(&policy, &target, &[]) {
+        Ok(i) => i,
+        Err(e) => return Ok(print_diagnostics(e)),
+    };
+    let p = Progress::new(false);
+    p.say("building demo images (cached after the first run)");
+    vacsine_docker::demo::images(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+    p.say("starting a fresh, non-compliant demo site (4 nodes + vantage point `outside`)");
+    vacsine_docker::demo::up(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+    p.done();
+    let code = run_enforce(&inputs, &policy, Some(report_path), format, false, false).await?;
+    if format == Format::Human {
+        print("The demo site stays up for exploring: `vacsine check ...`; remove it with `vacsine demo down`.\n");
+    }
+    Ok(code)
+}
+
+/// The demo's files live in the repository: from the current folder or the binary's.
+fn find_examples() -> miette::Result<PathBuf> {
+    let mut candidates = vec![std::env::current_dir().unwrap_or_default()];
+    if let Ok(exe) = std::env::current_exe() {
+        candidates.extend(exe.ancestors().map(Path::to_path_buf));
+    }
+    candidates
+        .into_iter()
+        .find(|d| d.join("examples/edge-site/policy.yaml").is_file())
+        .ok_or_else(|| miette::miette!(help = "run it from the repository root", "cannot find examples/edge-site/policy.yaml"))
+}
+
+async fn sandbox(action: SandboxAction, format: Format) -> miette::Result<i32> {
+    let docker = vacsine_docker::connect().await.map_err(|e| miette::miette!("{e}"))?;
+    match action {
+        SandboxAction::List => {
+            let list = vacsine_docker::sandbox::list(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+            if format == Format::Json {
+                print_json(&list);
+            } else if list.is_empty() {
+                print("no sandbox\n");
+            } else {
+                for s in &list {
+                    print(&format!("{s}\n"));
+                }
+            }
+        }
+        SandboxAction::Gc => {
+            let removed = vacsine_docker::sandbox::gc(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+            if format == Format::Json {
+                print_json(&removed);
+            } else {
+                print(&format!("removed {} sandbox objects\n", removed.len()));
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn schema(kind: SchemaKind) -> miette::Result<i32> {
+    let s = match kind {
+        SchemaKind::Policy => schemars::schema_for!(vacsine_core::policy::Policy),
+        SchemaKind::Target => schemars::schema_for!(vacsine_core::target::Target),
+        SchemaKind::Workflow => schemars::schema_for!(vacsine_core::workflow::Workflow),
+    };
+    print_json(&s);
+    Ok(EXIT_OK)
+}
