@@ -27,6 +27,7 @@ mod site;
 pub use error::DockerError;
 pub use node::DockerNode;
 
+pub use sandbox::{Sandbox, SandboxInfo};
 pub use site::DockerSite;
 
 /// Label carried by every object of a sandbox (`vacsine.sandbox=<id>`).

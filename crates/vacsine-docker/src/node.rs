@@ -55,10 +55,6 @@ impl DockerNode {
         &self.node.handle
     }
 
-    pub(crate) fn docker(&self) -> &Docker {
-        &self.docker
-    }
-
     /// Inspect the container.
     pub async fn inspect(&self) -> Result<ContainerInspectResponse, DockerError> {
         self.docker
