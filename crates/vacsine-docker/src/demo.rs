@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `vacsine-demo-outside` | outside | vantage point (busybox `nc`, `wget`) |
 //! | `vacsine-demo-web` | web | busybox `httpd` on :80 (daemon) serving `/srv/www/index.html` ("Vacsine demo edge site"); `/srv/www` mode 0777 |
-//! | `vacsine-demo-gateway` | gateway | `net.ipv4.ip_forward=1`; empty nft ruleset |
+//! | `vacsine-demo-gateway` | gateway | `net.ipv4.ip_forward=1` (0 on every other container); no user nft table (only the engine's embedded-DNS `ip nat` table) |
 //! | `vacsine-demo-legacy` | legacy | `telnetd -p 23 -l /bin/sh` (daemon); dpkg status lists `busybox` 1:1.35.0-4 and `telnetd` 0.17-44 |
 //! | `vacsine-demo-ssh` | ssh | `/etc/ssh/sshd_config` with `PermitRootLogin yes`, `PasswordAuthentication yes`, `X11Forwarding yes`; `/etc/shadow` 0644 root; users root and guest |
 //!
@@ -299,8 +299,13 @@ pub async fn up(docker: &Docker) -> Result<(), DockerError> {
         .map_err(|e| DockerError::api("create network", NETWORK, e))?;
     for role in ROLES {
         let name = container_name(role);
-        let sysctls = (role == "gateway")
-            .then(|| HashMap::from([("net.ipv4.ip_forward".to_string(), "1".to_string())]));
+        // Explicit on every container: a new network namespace may inherit forwarding=1
+        // from the host, and only the gateway is meant to forward.
+        let forward = if role == "gateway" { "1" } else { "0" };
+        let sysctls = Some(HashMap::from([(
+            "net.ipv4.ip_forward".to_string(),
+            forward.to_string(),
+        )]));
         let body = ContainerCreateBody {
             image: Some(image_tag(role)),
             hostname: Some(role.into()),

@@ -1,0 +1,154 @@
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::CreateContainerOptions;
+use bollard::Docker;
+use std::collections::BTreeMap;
+use tokio::sync::OnceCell;
+use vacsine_core::doc::{Loc, Metadata};
+use vacsine_core::target::{DriverKind, NodeSpec, Target, TargetSpec, VantagePoint};
+use vacsine_docker::{demo, DockerSite};
+
+/// The engine, or `None` (test skipped) when it is unreachable and not required.
+pub async fn docker() -> Option<Docker> {
+    let r = async {
+        let d = vacsine_docker::connect().await?;
+        d.ping()
+            .await
+            .map_err(|e| vacsine_docker::DockerError::Connect {
+                detail: e.to_string(),
+            })?;
+        Ok::<_, vacsine_docker::DockerError>(d)
+    }
+    .await;
+    match r {
+        Ok(d) => Some(d),
+        Err(e) if std::env::var("VACSINE_REQUIRE_DOCKER").as_deref() == Ok("1") => {
+            panic!("VACSINE_REQUIRE_DOCKER=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: no Docker Engine ({e}); set VACSINE_REQUIRE_DOCKER=1 to fail instead"
+            );
+            None
+        }
+    }
+}
+
+static IMAGES: OnceCell<()> = OnceCell::const_new();
+static DEMO: OnceCell<()> = OnceCell::const_new();
+
+/// Build the demo images once per test run.
+pub async fn images(d: &Docker) {
+    IMAGES
+        .get_or_init(|| async {
+            demo::images(d).await.expect("build demo images");
+        })
+        .await;
+}
+
+/// Start the shared demo site once per test run (tests must not modify it).
+pub async fn demo_site(d: &Docker) -> DockerSite {
+    images(d).await;
+    DEMO.get_or_init(|| async {
+        demo::up(d).await.expect("demo up");
+    })
+    .await;
+    DockerSite::resolve(d.clone(), &demo::target())
+        .await
+        .expect("resolve demo site")
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "vt-{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Removes containers / networks / volumes by name when dropped (sync, so it also runs on
+/// panic).
+#[derive(Default)]
+pub struct Cleanup {
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+    pub volumes: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let run = |args: &[&str]| {
+            let _ = std::process::Command::new("docker")
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        };
+        for c in &self.containers {
+            run(&["rm", "-f", "-v", c]);
+        }
+        for n in &self.networks {
+            run(&["network", "rm", n]);
+        }
+        for v in &self.volumes {
+            run(&["volume", "rm", "-f", v]);
+        }
+    }
+}
+
+/// Create and start a container from a demo image.
+pub async fn start(d: &Docker, name: &str, role: &str, mut body: ContainerCreateBody) {
+    body.image = Some(demo::image_tag(role));
+    if body.host_config.is_none() {
+        body.host_config = Some(HostConfig::default());
+    }
+    d.create_container(
+        Some(CreateContainerOptions {
+            name: Some(name.into()),
+            ..Default::default()
+        }),
+        body,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    d.start_container(
+        name,
+        None::<bollard::query_parameters::StartContainerOptions>,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start {name}: {e}"));
+}
+
+/// A target with one node per container (node name = container name) and an optional vantage.
+pub fn target(nodes: &[&str], vantage: Option<&str>) -> Target {
+    Target {
+        api_version: "vacsine.io/v1".into(),
+        kind: "Target".into(),
+        metadata: Metadata {
+            name: Loc::new("t".into()),
+            version: None,
+            description: None,
+            labels: BTreeMap::new(),
+        },
+        spec: TargetSpec {
+            driver: DriverKind::Docker,
+            nodes: nodes
+                .iter()
+                .map(|c| NodeSpec {
+                    name: None,
+                    container: Some(Loc::new(c.to_string())),
+                    selector: BTreeMap::new(),
+                    roles: vec![],
+                    labels: BTreeMap::new(),
+                })
+                .collect(),
+            vantage_points: vantage
+                .map(|v| {
+                    vec![VantagePoint {
+                        name: Loc::new("outside".into()),
+                        container: Loc::new(v.into()),
+                    }]
+                })
+                .unwrap_or_default(),
+            management_network: None,
+        },
+    }
+}

@@ -1,0 +1,258 @@
+//! Sandbox clone and teardown.
+use crate::common::{demo_site, docker, images, start, target, unique, Cleanup};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    PortBinding,
+};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use vacsine_core::doc::Loc;
+use vacsine_core::node::{NodeOps, Observation, Site};
+use vacsine_core::policy::{Check, HttpCheck};
+use vacsine_docker::{sandbox, DockerSite, SANDBOX_LABEL};
+
+#[tokio::test]
+async fn clone_is_faithful_isolated_and_torn_down() {
+    let Some(d) = docker().await else { return };
+    images(&d).await;
+    let (net, web, out, vol) = (
+        unique("snet"),
+        unique("sweb"),
+        unique("sout"),
+        unique("svol"),
+    );
+    let _c = Cleanup {
+        containers: vec![web.clone(), out.clone()],
+        networks: vec![net.clone()],
+        volumes: vec![vol.clone()],
+    };
+    d.create_network(NetworkCreateRequest {
+        name: net.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let body = |alias: &str, publish: bool, binds: Option<Vec<String>>| ContainerCreateBody {
+        hostname: Some(alias.into()),
+        exposed_ports: publish.then(|| HashMap::from([("80/tcp".to_string(), HashMap::new())])),
+        host_config: Some(HostConfig {
+            network_mode: Some(net.clone()),
+            binds,
+            port_bindings: publish.then(|| {
+                HashMap::from([(
+                    "80/tcp".to_string(),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some("0".into()),
+                    }]),
+                )])
+            }),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                net.clone(),
+                EndpointSettings {
+                    aliases: Some(vec![alias.to_string()]),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    };
+    start(
+        &d,
+        &web,
+        "web",
+        body("www", true, Some(vec![format!("{vol}:/data")])),
+    )
+    .await;
+    start(&d, &out, "outside", body("probe", false, None)).await;
+    let site = DockerSite::resolve(d.clone(), &target(&[&web], Some(&out)))
+        .await
+        .unwrap();
+    let n = site.node_ops(&web).unwrap();
+    n.write_file("/data/state.txt", b"volume state", 0o600, 0, 0)
+        .await
+        .unwrap();
+    n.write_file("/srv/www/index.html", b"changed in target", 0o644, 0, 0)
+        .await
+        .unwrap();
+    n.nft_apply("table inet vacsine_s { chain input { type filter hook input priority 0; policy accept; tcp dport 23 drop\n }\n}\n")
+        .await
+        .unwrap();
+
+    let id = sandbox::new_id();
+    let t0 = Instant::now();
+    let (sbx, clone) = site.clone_sandbox(&id, |m| eprintln!("{m}")).await.unwrap();
+    println!("clone of 2 containers: {:?}", t0.elapsed());
+
+    // Same node names, resolved to clones.
+    assert_eq!(
+        clone
+            .nodes()
+            .iter()
+            .map(|n| n.name.clone())
+            .collect::<Vec<_>>(),
+        vec![web.clone()]
+    );
+    let cn = clone.node_ops(&web).unwrap();
+    let handle = cn.node().handle.clone();
+    assert_ne!(handle, web);
+    // Label, no published ports, internal networks.
+    let info = d
+        .inspect_container(
+            &handle,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        info.config
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap()
+            .get(SANDBOX_LABEL),
+        Some(&id)
+    );
+    assert_eq!(
+        info.config.as_ref().unwrap().hostname.as_deref(),
+        Some("www")
+    );
+    let ports = info
+        .network_settings
+        .as_ref()
+        .unwrap()
+        .ports
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        ports
+            .values()
+            .all(|b| b.as_ref().is_none_or(|v| v.is_empty())),
+        "{ports:?}"
+    );
+    let nets = cn.networks().await.unwrap();
+    assert_eq!(nets.len(), 1);
+    let ni = d
+        .inspect_network(
+            &nets[0],
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ni.internal, Some(true));
+    // Same files, volume content, firewall tables.
+    assert_eq!(
+        cn.read_file("/srv/www/index.html")
+            .await
+            .unwrap()
+            .unwrap()
+            .content,
+        b"changed in target"
+    );
+    let v = cn.read_file("/data/state.txt").await.unwrap().unwrap();
+    assert_eq!(
+        (v.content.as_slice(), v.mode),
+        (&b"volume state"[..], 0o600)
+    );
+    let r = cn.nft_ruleset().await.unwrap();
+    assert!(
+        r.contains("table inet vacsine_s") && r.contains("tcp dport 23 drop"),
+        "{r}"
+    );
+    // The same policy runs unchanged: http from the cloned vantage, by alias-free address.
+    let h = Check::Http(HttpCheck {
+        port: 80,
+        path: "/".into(),
+        from: Loc::new("outside".into()),
+        status: 200,
+        body_matches: None,
+        timeout_ms: 2000,
+    });
+    match clone.observe(&web, &h).await {
+        Observation::Http { status, body, .. } => {
+            assert_eq!(status, Some(200));
+            assert_eq!(body, "changed in target");
+        }
+        o => panic!("{o:?}"),
+    }
+    // Alias resolves in the sandbox network.
+    let vo = clone.vantage_points()["outside"].clone();
+    let o = vacsine_docker::DockerNode::new(
+        d.clone(),
+        vacsine_core::target::ResolvedNode {
+            name: vo.clone(),
+            roles: vec![],
+            labels: Default::default(),
+            handle: vo,
+        },
+    )
+    .exec(
+        &[
+            "nc".into(),
+            "-w".into(),
+            "1".into(),
+            "www".into(),
+            "80".into(),
+        ],
+        &[],
+        Some(vec![]),
+        Duration::from_secs(4),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        o.exit_code,
+        Some(0),
+        "{:?}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The target is unaffected by changes in the sandbox.
+    cn.write_file("/srv/www/index.html", b"sandbox only", 0o644, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        n.read_file("/srv/www/index.html")
+            .await
+            .unwrap()
+            .unwrap()
+            .content,
+        b"changed in target"
+    );
+
+    let listed = sandbox::list(&d).await.unwrap();
+    let mine = listed.iter().find(|s| s.id == id).expect("listed");
+    assert_eq!(
+        (mine.containers, mine.networks, mine.volumes, mine.images),
+        (2, 1, 1, 2)
+    );
+
+    let removed = sbx.teardown().await.unwrap();
+    assert!(!removed.is_empty());
+    assert!(sbx.teardown().await.unwrap().is_empty(), "idempotent");
+    assert!(!sandbox::list(&d).await.unwrap().iter().any(|s| s.id == id));
+}
+
+/// Benchmark (not a test): clone time of the demo site.
+/// `cargo test -p vacsine-docker --test it -- --ignored --nocapture bench_demo_clone`
+#[tokio::test]
+#[ignore]
+async fn bench_demo_clone() {
+    let Some(d) = docker().await else { return };
+    let site = demo_site(&d).await;
+    let id = sandbox::new_id();
+    let t0 = Instant::now();
+    let r = site.clone_sandbox(&id, |_| {}).await;
+    let took = t0.elapsed();
+    let t1 = Instant::now();
+    let removed = sandbox::teardown(&d, &id).await.unwrap();
+    println!(
+        "demo site clone (5 containers): {took:?}; teardown of {} objects: {:?}",
+        removed.len(),
+        t1.elapsed()
+    );
+    r.unwrap();
+}
