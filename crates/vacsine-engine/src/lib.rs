@@ -1,1 +1,119 @@
-//! vacsine-engine
+//! The Vacsine workflow engine: one engine for the CLI, the enforce pipeline and the agents.
+//!
+//! - [`Engine::run`] validates a workflow and its inputs, then schedules its steps as a DAG
+//!   (`needs`, bounded concurrency), templating each step's `with` (minijinja, strict
+//!   undefined) and handing the rendered values to an [`executor::Executor`] as *data*.
+//! - Every step attempt is journaled in SQLite ([`Journal`]) before it starts and after it
+//!   ends; [`Engine::resume`] continues a crashed run without silently re-running a
+//!   non-idempotent step.
+//! - Executors that change state capture the prior state first; a failed run is compensated
+//!   (automatic undo in reverse completion order, then the workflow's `rollback` steps), and
+//!   [`Engine::rollback`] undoes a finished run on request.
+//!
+//! Step failures are data (in the [`RunReport`]); [`EngineError`] is only for a bad workflow,
+//! bad inputs, missing secrets or nodes, and journal problems.
+#![forbid(unsafe_code)]
+
+mod engine;
+pub mod executor;
+mod journal;
+mod local;
+mod template;
+mod validate;
+
+pub use engine::{Catalog, Engine, NodeMap, ProgressEvent, RunReport, RunRequest};
+pub use journal::{Journal, JournalError, RunSummary};
+pub use local::LocalNode;
+pub use validate::{validate_workflow, WorkflowProblem};
+
+use serde::{Deserialize, Serialize};
+
+/// Status of a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Journaled as started and not finished (or the process died: resumable).
+    Running,
+    Succeeded,
+    Failed,
+    /// Stopped on resume because a non-idempotent step was caught mid-flight.
+    Interrupted,
+    /// Undone by [`Engine::rollback`].
+    RolledBack,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::RolledBack => "rolled_back",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            "rolled_back" => RunStatus::RolledBack,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Errors that prevent a run from starting (or a journal from being read). Step failures are
+/// not errors: they are in the report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("workflow `{workflow}` is invalid:\n{}", validate::format_problems(.problems))]
+    InvalidWorkflow {
+        workflow: String,
+        problems: Vec<WorkflowProblem>,
+    },
+    #[error("input `{name}`: {message}")]
+    Input { name: String, message: String },
+    #[error("secret `{name}`: {message}")]
+    Secret { name: String, message: String },
+    #[error("step `{step}` ({executor}) needs a node, but {reason}; set `runsOn` on the step or pass a default node (nodes given: {})", list(.available))]
+    NoNode {
+        step: String,
+        executor: String,
+        reason: String,
+        available: Vec<String>,
+    },
+    #[error("default node `{name}` is not among the nodes given ({})", list(.available))]
+    UnknownNode {
+        name: String,
+        available: Vec<String>,
+    },
+    #[error("run `{0}` not found in the journal")]
+    RunNotFound(String),
+    #[error("run `{run_id}` is {status}: it cannot be {action}")]
+    InvalidState {
+        run_id: String,
+        status: RunStatus,
+        action: &'static str,
+    },
+    #[error("run `{run_id}`: the journaled workflow cannot be read back: {message}")]
+    Corrupt { run_id: String, message: String },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}

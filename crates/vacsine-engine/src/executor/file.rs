@@ -1,0 +1,351 @@
+//! `file`: ensure a line, a whole content, a mode, or absence. Reports `changed` accurately and
+//! captures the previous bytes, mode and ownership (or absence) for undo.
+
+use super::{check_typed, parse_args, ExecCtx, Executor, StepResult};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+use vacsine_core::eval::parse_mode;
+use vacsine_core::node::{FileContent, NodeOps};
+use vacsine_core::record::Level;
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+enum FileState {
+    #[default]
+    Present,
+    Absent,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FileArgs {
+    path: String,
+    #[serde(default)]
+    line: Option<String>,
+    #[serde(default)]
+    regexp: Option<String>,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    mode: Option<ModeArg>,
+    #[serde(default)]
+    state: FileState,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ModeArg {
+    Text(String),
+    Number(u32),
+}
+
+impl ModeArg {
+    fn parse(&self) -> Result<u32, String> {
+        match self {
+            // A YAML number like 644 is meant as octal digits.
+            ModeArg::Number(n) => parse_mode(&n.to_string()),
+            ModeArg::Text(s) => parse_mode(s),
+        }
+    }
+}
+
+pub struct FileExecutor;
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(D[(b >> 4) as usize] as char);
+        s.push(D[(b & 15) as usize] as char);
+    }
+    s
+}
+
+pub(crate) fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() % 2 != 0 {
+        return Err("odd hex length".into());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn prior_json(path: &str, prior: &Option<FileContent>) -> Value {
+    match prior {
+        None => json!({"path": path, "exists": false}),
+        Some(f) => json!({
+            "path": path, "exists": true, "hex": hex(&f.content),
+            "mode": f.mode, "uid": f.uid, "gid": f.gid,
+        }),
+    }
+}
+
+/// Ensure `line` is present: replace lines matching `regexp` (all of them), else append.
+fn ensure_line(old: &str, line: &str, regexp: Option<&regex::Regex>) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut found = false;
+    for l in old.lines() {
+        let hit = match regexp {
+            Some(re) => re.is_match(l),
+            None => l == line,
+        };
+        if hit {
+            if !found {
+                out.push(line);
+            } else if regexp.is_none() {
+                out.push(l);
+            }
+            found = true;
+        } else {
+            out.push(l);
+        }
+    }
+    if !found {
+        out.push(line);
+    }
+    let mut s = out.join("\n");
+    if !s.is_empty() {
+        s.push('\n');
+    }
+    // Keep the file byte-identical when nothing had to change (e.g. no final newline).
+    if s.trim_end_matches('\n') == old.trim_end_matches('\n') && found {
+        return old.to_string();
+    }
+    s
+}
+
+async fn remove(node: &dyn NodeOps, path: &str, timeout: Duration) -> Result<(), String> {
+    let out = node
+        .exec(
+            &["rm".into(), "-f".into(), "--".into(), path.into()],
+            &[],
+            None,
+            timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.exit_code == Some(0) {
+        Ok(())
+    } else {
+        Err(format!(
+            "removing {path} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+#[async_trait]
+impl Executor for FileExecutor {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+    fn idempotent(&self) -> bool {
+        true
+    }
+    fn check_args(&self, args: &Value) -> Result<(), String> {
+        check_typed::<FileArgs>("file", args)?;
+        if args.get("line").is_some() && args.get("content").is_some() {
+            return Err("give either `line` or `content`, not both".into());
+        }
+        if args.get("regexp").is_some() && args.get("line").is_none() {
+            return Err("`regexp` needs `line` (the replacement)".into());
+        }
+        if let Some(Value::String(r)) = args.get("regexp") {
+            if !crate::template::is_templated(r) {
+                regex::Regex::new(r).map_err(|e| format!("invalid `regexp`: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+    async fn run(&self, ctx: &ExecCtx, args: Value) -> StepResult {
+        match self.apply(ctx, args).await {
+            Ok(r) => r,
+            Err(e) => StepResult::failed(e),
+        }
+    }
+    async fn undo(&self, ctx: &ExecCtx, undo: Value) -> StepResult {
+        let node = match ctx.node() {
+            Ok(n) => n,
+            Err(e) => return StepResult::failed(e),
+        };
+        let path = undo["path"].as_str().unwrap_or_default().to_string();
+        if path.is_empty() {
+            return StepResult::failed("undo data has no path");
+        }
+        if undo["exists"] == json!(false) {
+            return match remove(node.as_ref(), &path, ctx.timeout).await {
+                Ok(()) => StepResult::ok(true).msg(Level::Info, format!("removed {path}")),
+                Err(e) => StepResult::failed(e),
+            };
+        }
+        let bytes = match unhex(undo["hex"].as_str().unwrap_or_default()) {
+            Ok(b) => b,
+            Err(e) => return StepResult::failed(format!("corrupt undo data: {e}")),
+        };
+        let n = |k: &str| undo[k].as_u64().unwrap_or(0) as u32;
+        match node
+            .write_file(&path, &bytes, n("mode"), n("uid"), n("gid"))
+            .await
+        {
+            Ok(()) => StepResult::ok(true).msg(
+                Level::Info,
+                format!(
+                    "restored {path} ({} bytes, mode {:04o})",
+                    bytes.len(),
+                    n("mode")
+                ),
+            ),
+            Err(e) => StepResult::failed(e.to_string()),
+        }
+    }
+}
+
+impl FileExecutor {
+    async fn apply(&self, ctx: &ExecCtx, args: Value) -> Result<StepResult, String> {
+        let a: FileArgs = parse_args("file", args)?;
+        let node = ctx.node()?;
+        if !a.path.starts_with('/') {
+            return Err(format!("`path` must be absolute, got `{}`", a.path));
+        }
+        if a.line.is_some() && a.content.is_some() {
+            return Err("give either `line` or `content`, not both".into());
+        }
+        if a.line.as_deref().is_some_and(|l| l.contains('\n')) {
+            return Err("`line` must be a single line".into());
+        }
+        let mode = a.mode.as_ref().map(ModeArg::parse).transpose()?;
+        let regexp = a
+            .regexp
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| format!("invalid `regexp`: {e}"))?;
+        let prior = node.read_file(&a.path).await.map_err(|e| e.to_string())?;
+        let undo = prior_json(&a.path, &prior);
+
+        if a.state == FileState::Absent {
+            if prior.is_none() {
+                return Ok(
+                    StepResult::ok(false).msg(Level::Info, format!("{} already absent", a.path))
+                );
+            }
+            remove(node.as_ref(), &a.path, ctx.timeout).await?;
+            let mut r = StepResult::ok(true).msg(Level::Info, format!("removed {}", a.path));
+            r.undo = Some(undo);
+            return Ok(r);
+        }
+
+        let old_bytes = prior.as_ref().map(|p| p.content.as_slice());
+        let new_content: Option<Vec<u8>> = match (&a.content, &a.line) {
+            (Some(c), _) => Some(c.as_bytes().to_vec()),
+            (None, Some(line)) => {
+                let old = old_bytes
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Some(ensure_line(&old, line, regexp.as_ref()).into_bytes())
+            }
+            (None, None) => None,
+        };
+
+        match (&prior, new_content) {
+            (None, None) => Err(format!(
+                "{} does not exist; give `content` or `line` to create it",
+                a.path
+            )),
+            (None, Some(new)) => {
+                let m = mode.unwrap_or(0o644);
+                node.write_file(&a.path, &new, m, 0, 0)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut r = StepResult::ok(true).msg(
+                    Level::Info,
+                    format!("created {} ({} bytes, mode {m:04o})", a.path, new.len()),
+                );
+                r.undo = Some(undo);
+                Ok(r)
+            }
+            (Some(p), Some(new)) if new != p.content => {
+                let m = mode.unwrap_or(p.mode);
+                node.write_file(&a.path, &new, m, p.uid, p.gid)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut r = StepResult::ok(true).msg(
+                    Level::Info,
+                    format!(
+                        "updated {} ({} → {} bytes)",
+                        a.path,
+                        p.content.len(),
+                        new.len()
+                    ),
+                );
+                if m != p.mode {
+                    r.push(Level::Info, format!("mode {:04o} → {m:04o}", p.mode));
+                }
+                r.undo = Some(undo);
+                Ok(r)
+            }
+            (Some(p), _) => {
+                match mode {
+                    Some(m) if m != p.mode => {
+                        node.chmod(&a.path, m).await.map_err(|e| e.to_string())?;
+                        let mut r = StepResult::ok(true)
+                            .msg(Level::Info, format!("mode {:04o} → {m:04o}", p.mode));
+                        r.undo = Some(undo);
+                        Ok(r)
+                    }
+                    _ => Ok(StepResult::ok(false)
+                        .msg(Level::Info, format!("{} already as wanted", a.path))),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ensure_line_cases() {
+        let re = regex::Regex::new("^#?PermitRootLogin").unwrap();
+        let check = |old: &str, line: &str, re: Option<&regex::Regex>, want: &str| {
+            assert_eq!(ensure_line(old, line, re), want, "old={old:?}");
+        };
+        check(
+            "a\n#PermitRootLogin yes\nb\n",
+            "PermitRootLogin no",
+            Some(&re),
+            "a\nPermitRootLogin no\nb\n",
+        );
+        check(
+            "a\nPermitRootLogin no\n",
+            "PermitRootLogin no",
+            Some(&re),
+            "a\nPermitRootLogin no\n",
+        );
+        check(
+            "a\nb",
+            "PermitRootLogin no",
+            Some(&re),
+            "a\nb\nPermitRootLogin no\n",
+        );
+        check("", "x", None, "x\n");
+        check("x", "x", None, "x");
+        check("a\nx\n", "x", None, "a\nx\n");
+        check(
+            "PermitRootLogin yes\nPermitRootLogin no\n",
+            "PermitRootLogin no",
+            Some(&re),
+            "PermitRootLogin no\n",
+        );
+    }
+
+    #[test]
+    fn hex_roundtrip() {
+        let b = vec![0u8, 1, 0xfe, 0xff, b'a'];
+        assert_eq!(unhex(&hex(&b)).unwrap(), b);
+    }
+}

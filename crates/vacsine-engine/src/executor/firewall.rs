@@ -1,0 +1,443 @@
+//! `firewall`: (re)define one nftables table atomically in the node's network namespace.
+//!
+//! The generated script is `table F T` + `delete table F T` + the definition, applied in one
+//! `nft -f` transaction, so the table is never half-built. Rule text comes from workflows (and
+//! possibly templated event data), so it is checked against a strict whitelist: it must not be
+//! able to end its command and start another (no `;`, newline, `#`, `$`, backslash, nested or
+//! unbalanced braces, no top-level command keywords).
+
+use super::{check_typed, parse_args, ExecCtx, Executor, StepResult};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use vacsine_core::record::Level;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FirewallArgs {
+    #[serde(default = "default_table")]
+    table: String,
+    #[serde(default = "default_family")]
+    family: String,
+    #[serde(default)]
+    chains: Vec<ChainArg>,
+    #[serde(default)]
+    rules: Vec<RuleArg>,
+    /// Table body in nft syntax, taken literally from the workflow file (never templated).
+    #[serde(default)]
+    script: Option<String>,
+    #[serde(default)]
+    state: TableState,
+}
+
+#[derive(Debug, Deserialize, Default, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum TableState {
+    #[default]
+    Present,
+    Absent,
+}
+
+fn default_table() -> String {
+    "vacsine".into()
+}
+fn default_family() -> String {
+    "inet".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ChainArg {
+    name: String,
+    #[serde(default, rename = "type")]
+    ty: Option<String>,
+    #[serde(default)]
+    hook: Option<String>,
+    #[serde(default)]
+    priority: Option<Value>,
+    #[serde(default)]
+    policy: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RuleArg {
+    chain: String,
+    rule: String,
+}
+
+fn check_name(what: &str, s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} name `{s}`: letters, digits and `_`, starting with a letter"
+        ))
+    }
+}
+
+fn check_one_of(what: &str, s: &str, allowed: &[&str]) -> Result<(), String> {
+    if allowed.contains(&s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} `{s}`: expected one of {}",
+            allowed.join(", ")
+        ))
+    }
+}
+
+const COMMAND_KEYWORDS: &[&str] = &[
+    "add", "create", "delete", "destroy", "describe", "define", "export", "flush", "import",
+    "include", "insert", "list", "monitor", "rename", "replace", "reset", "table", "undefine",
+    "redefine",
+];
+
+/// Check one rule's text (the part after `add rule FAMILY TABLE CHAIN`).
+pub fn validate_rule(rule: &str) -> Result<(), String> {
+    let r = rule.trim();
+    if r.is_empty() {
+        return Err("empty rule".into());
+    }
+    if r.len() > 1024 {
+        return Err("rule longer than 1024 characters".into());
+    }
+    let mut depth = 0;
+    let mut in_quote = false;
+    for (i, c) in r.char_indices() {
+        let allowed = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                ' ' | '_'
+                    | '.'
+                    | ':'
+                    | '/'
+                    | ','
+                    | '-'
+                    | '!'
+                    | '='
+                    | '<'
+                    | '>'
+                    | '@'
+                    | '*'
+                    | '"'
+                    | '&'
+                    | '|'
+                    | '('
+                    | ')'
+                    | '['
+                    | ']'
+                    | '{'
+                    | '}'
+                    | '+'
+                    | '%'
+            );
+        if !allowed {
+            return Err(format!(
+                "character {c:?} at position {} is not allowed in a firewall rule",
+                i + 1
+            ));
+        }
+        match c {
+            '"' => in_quote = !in_quote,
+            '{' if !in_quote => {
+                depth += 1;
+                if depth > 1 {
+                    return Err("nested braces are not allowed in a firewall rule".into());
+                }
+            }
+            '}' if !in_quote => {
+                if depth == 0 {
+                    return Err("unbalanced `}` in firewall rule".into());
+                }
+                depth -= 1;
+            }
+            _ => {}
+        }
+    }
+    if in_quote {
+        return Err("unterminated quote in firewall rule".into());
+    }
+    if depth != 0 {
+        return Err("unbalanced `{` in firewall rule".into());
+    }
+    for tok in r
+        .split(|c: char| c == ' ' || c == '{' || c == '}' || c == ',')
+        .filter(|t| !t.is_empty())
+    {
+        if COMMAND_KEYWORDS.contains(&tok) {
+            return Err(format!(
+                "`{tok}` is an nft command keyword and is not allowed inside a rule"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_priority(p: &Value) -> Result<String, String> {
+    match p {
+        Value::Number(n) if n.is_i64() => Ok(n.to_string()),
+        Value::String(s) => {
+            let re = regex::Regex::new(
+                r"^(-?\d+|(raw|mangle|dstnat|filter|security|srcnat|out)(\s*[+-]\s*\d+)?)$",
+            )
+            .expect("static regex");
+            if re.is_match(s.trim()) {
+                Ok(s.trim().to_string())
+            } else {
+                Err(format!("invalid chain priority `{s}`"))
+            }
+        }
+        other => Err(format!("invalid chain priority {other}")),
+    }
+}
+
+/// Build the nft script for the arguments (pure).
+fn build_script(a: &FirewallArgs) -> Result<String, String> {
+    check_name("table", &a.table)?;
+    check_one_of(
+        "family",
+        &a.family,
+        &["ip", "ip6", "inet", "arp", "bridge", "netdev"],
+    )?;
+    let (f, t) = (&a.family, &a.table);
+    let mut s = format!("table {f} {t}\ndelete table {f} {t}\n");
+    if a.state == TableState::Absent {
+        if !a.chains.is_empty() || !a.rules.is_empty() || a.script.is_some() {
+            return Err("`state: absent` takes no chains, rules or script".into());
+        }
+        return Ok(s);
+    }
+    if a.script.is_some() && (!a.chains.is_empty() || !a.rules.is_empty()) {
+        return Err("give either `script` or `chains`/`rules`, not both".into());
+    }
+    let _ = writeln!(s, "table {f} {t} {{");
+    if let Some(body) = &a.script {
+        let opens = body.matches('{').count();
+        let closes = body.matches('}').count();
+        if opens != closes {
+            return Err("`script` has unbalanced braces".into());
+        }
+        s.push_str(body);
+        if !body.ends_with('\n') {
+            s.push('\n');
+        }
+    }
+    let mut names = Vec::new();
+    for c in &a.chains {
+        check_name("chain", &c.name)?;
+        if names.contains(&c.name.as_str()) {
+            return Err(format!("chain `{}` declared twice", c.name));
+        }
+        names.push(c.name.as_str());
+        let _ = writeln!(s, "  chain {} {{", c.name);
+        if let Some(hook) = &c.hook {
+            check_one_of(
+                "hook",
+                hook,
+                &[
+                    "prerouting",
+                    "input",
+                    "forward",
+                    "output",
+                    "postrouting",
+                    "ingress",
+                ],
+            )?;
+            let ty = c.ty.as_deref().unwrap_or("filter");
+            check_one_of("chain type", ty, &["filter", "nat", "route"])?;
+            let prio = check_priority(c.priority.as_ref().unwrap_or(&json!(0)))?;
+            let _ = write!(s, "    type {ty} hook {hook} priority {prio};");
+            if let Some(p) = &c.policy {
+                check_one_of("policy", p, &["accept", "drop"])?;
+                let _ = write!(s, " policy {p};");
+            }
+            s.push('\n');
+        } else if c.ty.is_some() || c.priority.is_some() || c.policy.is_some() {
+            return Err(format!(
+                "chain `{}`: `type`, `priority` and `policy` need a `hook`",
+                c.name
+            ));
+        }
+        s.push_str("  }\n");
+    }
+    s.push_str("}\n");
+    for r in &a.rules {
+        if !names.contains(&r.chain.as_str()) {
+            return Err(format!(
+                "rule for chain `{}` which is not declared in `chains`",
+                r.chain
+            ));
+        }
+        validate_rule(&r.rule).map_err(|e| format!("rule `{}`: {e}", r.rule))?;
+        let _ = writeln!(s, "add rule {f} {t} {} {}", r.chain, r.rule.trim());
+    }
+    Ok(s)
+}
+
+/// The listing of one table inside `nft list ruleset` output, counters removed.
+fn table_listing(ruleset: &str, family: &str, table: &str) -> Option<String> {
+    let head = format!("table {family} {table} {{");
+    let mut out = String::new();
+    let mut inside = false;
+    let counters = regex::Regex::new(r"packets \d+ bytes \d+").expect("static regex");
+    for l in ruleset.lines() {
+        if !inside && l.trim_end() == head {
+            inside = true;
+        }
+        if inside {
+            out.push_str(&counters.replace_all(l, "packets _ bytes _"));
+            out.push('\n');
+            if l == "}" {
+                return Some(out);
+            }
+        }
+    }
+    inside.then_some(out)
+}
+
+pub struct FirewallExecutor;
+
+#[async_trait]
+impl Executor for FirewallExecutor {
+    fn name(&self) -> &'static str {
+        "firewall"
+    }
+    fn idempotent(&self) -> bool {
+        true
+    }
+    fn literal_args(&self) -> &'static [&'static str] {
+        &["script"]
+    }
+    fn check_args(&self, args: &Value) -> Result<(), String> {
+        check_typed::<FirewallArgs>("firewall", args)?;
+        if crate::executor::contains_template(args) {
+            return Ok(());
+        }
+        let a: FirewallArgs = parse_args("firewall", args.clone())?;
+        build_script(&a).map(|_| ())
+    }
+    async fn run(&self, ctx: &ExecCtx, args: Value) -> StepResult {
+        let a: FirewallArgs = match parse_args("firewall", args) {
+            Ok(a) => a,
+            Err(e) => return StepResult::failed(e),
+        };
+        let script = match build_script(&a) {
+            Ok(s) => s,
+            Err(e) => return StepResult::failed(e),
+        };
+        let node = match ctx.node() {
+            Ok(n) => n,
+            Err(e) => return StepResult::failed(e),
+        };
+        let before = match node.nft_ruleset().await {
+            Ok(r) => r,
+            Err(e) => return StepResult::failed(format!("reading the ruleset: {e}")),
+        };
+        let old_table = table_listing(&before, &a.family, &a.table);
+        if let Err(e) = node.nft_apply(&script).await {
+            return StepResult::failed(format!("nft rejected the ruleset: {e}"))
+                .msg(Level::Error, format!("script:\n{script}"));
+        }
+        let after = match node.nft_ruleset().await {
+            Ok(r) => r,
+            Err(e) => return StepResult::failed(format!("reading the ruleset: {e}")),
+        };
+        let new_table = table_listing(&after, &a.family, &a.table);
+        let changed = old_table != new_table;
+        let mut r = StepResult::ok(changed).msg(
+            Level::Info,
+            if changed {
+                format!("table {} {} redefined", a.family, a.table)
+            } else {
+                format!("table {} {} already as wanted", a.family, a.table)
+            },
+        );
+        r.stdout = new_table.unwrap_or_default().into_bytes();
+        if changed {
+            r.undo = Some(json!({"ruleset": before}));
+        }
+        r
+    }
+    async fn undo(&self, ctx: &ExecCtx, undo: Value) -> StepResult {
+        let node = match ctx.node() {
+            Ok(n) => n,
+            Err(e) => return StepResult::failed(e),
+        };
+        let Some(prev) = undo["ruleset"].as_str() else {
+            return StepResult::failed("undo data has no ruleset");
+        };
+        let script = format!("flush ruleset\n{prev}");
+        match node.nft_apply(&script).await {
+            Ok(()) => StepResult::ok(true).msg(Level::Info, "previous ruleset restored"),
+            Err(e) => StepResult::failed(format!("restoring the ruleset: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_whitelist() {
+        for ok in [
+            "tcp dport 23 drop",
+            "ip saddr 1.2.3.4 drop",
+            "tcp dport { 22, 23 } counter drop",
+            "ip6 saddr 2001:db8::/32 drop",
+            "meta l4proto tcp ct state established,related accept",
+            "iifname \"eth0\" accept",
+            "tcp flags & (syn|ack) == syn drop",
+        ] {
+            assert!(validate_rule(ok).is_ok(), "{ok}: {:?}", validate_rule(ok));
+        }
+        for bad in [
+            "tcp dport 23 drop; flush ruleset",
+            "drop\nflush ruleset",
+            "ip saddr 1.2.3.4 drop } table inet x {",
+            "tcp dport { 22, { 23 } } drop",
+            "ip saddr $evil drop",
+            "drop # comment",
+            "",
+            "ip saddr 1.2.3.4 drop } ; add table x",
+            "tcp dport 22 \\\n drop",
+            "tcp dport 22 include \"/etc/x\"",
+            "tcp dport 22 drop \"unterminated",
+        ] {
+            assert!(validate_rule(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn builds_atomic_script() {
+        let a: FirewallArgs = serde_json::from_value(json!({
+            "chains": [{"name": "input", "hook": "input", "priority": 0, "policy": "accept"}],
+            "rules": [{"chain": "input", "rule": "tcp dport 23 drop"}]
+        }))
+        .unwrap();
+        let s = build_script(&a).unwrap();
+        assert!(s.starts_with("table inet vacsine\ndelete table inet vacsine\n"));
+        assert!(s.contains("type filter hook input priority 0; policy accept;"));
+        assert!(s.ends_with("add rule inet vacsine input tcp dport 23 drop\n"));
+        let bad: FirewallArgs = serde_json::from_value(json!({
+            "chains": [{"name": "input"}],
+            "rules": [{"chain": "output", "rule": "drop"}]
+        }))
+        .unwrap();
+        assert!(build_script(&bad).unwrap_err().contains("not declared"));
+    }
+
+    #[test]
+    fn extracts_table_listing() {
+        let rs = "table ip other {\n}\ntable inet vacsine {\n\tchain input {\n\t\ttcp dport 23 counter packets 3 bytes 180 drop\n\t}\n}\n";
+        let t = table_listing(rs, "inet", "vacsine").unwrap();
+        assert!(t.contains("packets _ bytes _"));
+        assert!(table_listing(rs, "inet", "nope").is_none());
+    }
+}

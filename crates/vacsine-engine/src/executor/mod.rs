@@ -1,0 +1,234 @@
+//! Executors: the actions a step `uses`. Each parses its (already templated) arguments into a
+//! typed struct with `deny_unknown_fields`, acts on the step's node through [`NodeOps`], and
+//! reports `changed` where it can. Executors that change state return `undo` data captured
+//! *before* the change, so the engine can restore the node.
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use vacsine_core::node::{ExecOutput, NodeOps, Site};
+use vacsine_core::record::{rfc3339, Level, Message, StepStatus};
+
+mod command;
+mod file;
+mod firewall;
+mod http;
+mod misc;
+mod wait;
+
+pub use command::{CommandExecutor, ScriptExecutor};
+pub use file::FileExecutor;
+pub use firewall::{validate_rule, FirewallExecutor};
+pub use http::HttpExecutor;
+pub use misc::{QuarantineExecutor, SysctlExecutor};
+pub use wait::WaitUntilExecutor;
+
+/// What an executor sees of the run.
+pub struct ExecCtx {
+    pub run_id: String,
+    pub step_id: String,
+    /// The node the step runs on (None for executors that need none, e.g. `http`).
+    pub node: Option<Arc<dyn NodeOps>>,
+    /// Deadline for the whole step; executors pass it to `NodeOps::exec`.
+    pub timeout: Duration,
+    /// Secrets as environment variables (`VACSINE_SECRET_<NAME>`), for the script executor.
+    pub secret_env: Vec<(String, String)>,
+    /// Observer of checks (for `wait-until`).
+    pub observer: Option<Arc<dyn Site>>,
+}
+
+impl ExecCtx {
+    /// The node, or an error naming the step.
+    pub fn node(&self) -> Result<&Arc<dyn NodeOps>, String> {
+        self.node
+            .as_ref()
+            .ok_or_else(|| format!("step `{}` needs a node and none was given", self.step_id))
+    }
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepResult {
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub changed: bool,
+    pub messages: Vec<Message>,
+    pub outputs: serde_json::Map<String, Value>,
+    /// Prior state captured before changing anything; present only when `changed`.
+    pub undo: Option<Value>,
+    pub error: Option<String>,
+}
+
+impl StepResult {
+    pub fn ok(changed: bool) -> Self {
+        StepResult {
+            status: StepStatus::Succeeded,
+            exit_code: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            changed,
+            messages: Vec::new(),
+            outputs: Default::default(),
+            undo: None,
+            error: None,
+        }
+    }
+    pub fn failed(error: impl Into<String>) -> Self {
+        StepResult {
+            status: StepStatus::Failed,
+            error: Some(error.into()),
+            ..StepResult::ok(false)
+        }
+    }
+    pub fn timed_out(after: Duration) -> Self {
+        StepResult {
+            status: StepStatus::TimedOut,
+            error: Some(format!("timed out after {}", fmt_duration(after))),
+            ..StepResult::ok(false)
+        }
+    }
+    pub fn msg(mut self, level: Level, text: impl Into<String>) -> Self {
+        self.push(level, text);
+        self
+    }
+    pub fn push(&mut self, level: Level, text: impl Into<String>) {
+        self.messages.push(message(level, text));
+    }
+    pub fn output(mut self, key: &str, v: impl Into<Value>) -> Self {
+        self.outputs.insert(key.to_string(), v.into());
+        self
+    }
+    /// Fill exit code and streams from a process result.
+    pub fn with_exec(mut self, out: ExecOutput) -> Self {
+        self.exit_code = out.exit_code;
+        self.stdout = out.stdout;
+        self.stderr = out.stderr;
+        self
+    }
+}
+
+pub(crate) fn message(level: Level, text: impl Into<String>) -> Message {
+    Message {
+        at: rfc3339(chrono::Utc::now()),
+        level,
+        text: text.into(),
+    }
+}
+
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// An action a step can use.
+#[async_trait]
+pub trait Executor: Send + Sync {
+    /// The name in `uses:`.
+    fn name(&self) -> &'static str;
+    /// Whether re-running after a crash is safe (a step's `idempotent:` overrides this).
+    fn idempotent(&self) -> bool;
+    /// Whether the executor can report what it would change without changing it.
+    fn supports_check_mode(&self) -> bool {
+        false
+    }
+    /// Whether the step must run on a node.
+    fn needs_node(&self) -> bool {
+        true
+    }
+    /// Argument keys taken literally from the workflow file, never templated (script text).
+    fn literal_args(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Static check of the arguments as written (templates not rendered yet).
+    fn check_args(&self, args: &Value) -> Result<(), String>;
+    /// Run one attempt.
+    async fn run(&self, ctx: &ExecCtx, args: Value) -> StepResult;
+    /// Restore the state captured in `undo` by an earlier `run`.
+    async fn undo(&self, ctx: &ExecCtx, undo: Value) -> StepResult {
+        let _ = (ctx, undo);
+        StepResult::failed(format!("executor `{}` cannot undo", self.name()))
+    }
+}
+
+/// Parse arguments strictly, with an error naming the executor.
+pub fn parse_args<T: DeserializeOwned>(executor: &str, args: Value) -> Result<T, String> {
+    serde_json::from_value(args).map_err(|e| format!("invalid `with` for `{executor}`: {e}"))
+}
+
+/// Static check: parse if nothing is templated; otherwise only unknown/missing fields count.
+pub(crate) fn check_typed<T: DeserializeOwned>(executor: &str, args: &Value) -> Result<(), String> {
+    match serde_json::from_value::<T>(args.clone()) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let msg = e.to_string();
+            let templated = contains_template(args);
+            if !templated || msg.starts_with("unknown field") || msg.starts_with("missing field") {
+                Err(format!("invalid `with` for `{executor}`: {msg}"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+pub(crate) fn contains_template(v: &Value) -> bool {
+    match v {
+        Value::String(s) => crate::template::is_templated(s),
+        Value::Array(a) => a.iter().any(contains_template),
+        Value::Object(o) => o.values().any(contains_template),
+        _ => false,
+    }
+}
+
+/// The executors known to the engine, by name.
+#[derive(Clone)]
+pub struct Registry {
+    map: BTreeMap<&'static str, Arc<dyn Executor>>,
+}
+
+/// Name of the sub-workflow executor (run by the engine itself).
+pub const WORKFLOW_EXECUTOR: &str = "workflow";
+
+impl Default for Registry {
+    fn default() -> Self {
+        let mut r = Registry {
+            map: BTreeMap::new(),
+        };
+        r.register(Arc::new(CommandExecutor { name: "command" }));
+        r.register(Arc::new(CommandExecutor {
+            name: "docker.exec",
+        }));
+        r.register(Arc::new(ScriptExecutor));
+        r.register(Arc::new(FileExecutor));
+        r.register(Arc::new(FirewallExecutor));
+        r.register(Arc::new(SysctlExecutor));
+        r.register(Arc::new(QuarantineExecutor));
+        r.register(Arc::new(WaitUntilExecutor));
+        r.register(Arc::new(HttpExecutor::default()));
+        r
+    }
+}
+
+impl Registry {
+    pub fn register(&mut self, e: Arc<dyn Executor>) {
+        self.map.insert(e.name(), e);
+    }
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Executor>> {
+        self.map.get(name)
+    }
+    /// Every executor name, including `workflow`.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self.map.keys().copied().collect();
+        v.push(WORKFLOW_EXECUTOR);
+        v.sort();
+        v
+    }
+}

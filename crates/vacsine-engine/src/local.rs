@@ -1,0 +1,343 @@
+//! The local host as a node: processes spawned with tokio in their own process group (the whole
+//! group is killed on timeout), files through the filesystem, nftables through `nft`.
+//!
+//! A `LocalNode` can be bound to a named network namespace (`ip netns`): commands, `nft` and
+//! `sysctl` then run inside it through `ip netns exec NAME`, files stay the host's.
+
+use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vacsine_core::node::{ExecOutput, FileContent, NodeError, NodeOps};
+use vacsine_core::target::ResolvedNode;
+
+/// Deadline for the node's own housekeeping commands (`nft`, `sysctl`).
+const OP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Cap on the bytes read from a child's stream (records keep far less).
+const READ_CAP: u64 = 8 * 1024 * 1024;
+/// How long streams are read after the process ended.
+const STREAM_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct LocalNode {
+    node: ResolvedNode,
+    /// Prefix of every command (e.g. `ip netns exec NAME`).
+    wrapper: Vec<String>,
+    netns: Option<String>,
+}
+
+impl LocalNode {
+    /// The host itself, under `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        LocalNode {
+            node: ResolvedNode {
+                name: name.clone(),
+                roles: Vec::new(),
+                labels: BTreeMap::new(),
+                handle: "local".into(),
+            },
+            wrapper: Vec::new(),
+            netns: None,
+        }
+    }
+    pub fn with_roles(mut self, roles: &[&str]) -> Self {
+        self.node.roles = roles.iter().map(|r| r.to_string()).collect();
+        self
+    }
+    pub fn with_label(mut self, k: &str, v: &str) -> Self {
+        self.node.labels.insert(k.into(), v.into());
+        self
+    }
+    /// Run commands, `nft` and `sysctl` inside network namespace `netns` (`ip netns exec`).
+    pub fn in_netns(mut self, netns: &str) -> Self {
+        self.wrapper = vec!["ip".into(), "netns".into(), "exec".into(), netns.into()];
+        self.netns = Some(netns.into());
+        self.node.handle = format!("netns:{netns}");
+        self
+    }
+
+    fn failed(&self, op: &str, detail: impl Into<String>) -> NodeError {
+        NodeError::Failed {
+            node: self.node.name.clone(),
+            op: op.into(),
+            detail: detail.into(),
+        }
+    }
+
+    async fn run_ok(
+        &self,
+        op: &str,
+        argv: &[&str],
+        stdin: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, NodeError> {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        let out = self.exec(&argv, &[], stdin, OP_TIMEOUT).await?;
+        if out.exit_code == Some(0) {
+            Ok(out.stdout)
+        } else {
+            Err(self.failed(
+                op,
+                format!(
+                    "{} exited with {:?}: {}",
+                    argv.join(" "),
+                    out.exit_code,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ))
+        }
+    }
+}
+
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(r) = r {
+        let _ = r.take(READ_CAP).read_to_end(&mut buf).await;
+    }
+    buf
+}
+
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        // The child leads its own group (process_group(0)), so its pid is the group id.
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+fn sysctl_path(key: &str) -> String {
+    format!("/proc/sys/{}", key.replace('.', "/"))
+}
+
+#[async_trait]
+impl NodeOps for LocalNode {
+    fn node(&self) -> &ResolvedNode {
+        &self.node
+    }
+    fn driver(&self) -> &'static str {
+        "local"
+    }
+
+    async fn exec(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, NodeError> {
+        let full: Vec<&String> = self.wrapper.iter().chain(argv.iter()).collect();
+        let Some((prog, args)) = full.split_first() else {
+            return Err(self.failed("exec", "empty argv"));
+        };
+        let mut cmd = tokio::process::Command::new(prog);
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| self.failed("exec", format!("cannot start `{prog}`: {e}")))?;
+        let pid = child.id();
+        let out_task = tokio::spawn(read_capped(child.stdout.take()));
+        let err_task = tokio::spawn(read_capped(child.stderr.take()));
+        if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
+            tokio::spawn(async move {
+                let _ = w.write_all(&data).await;
+                let _ = w.shutdown().await;
+            });
+        }
+        let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(s) => (s.ok(), false),
+            Err(_) => {
+                kill_group(pid);
+                (child.wait().await.ok(), true)
+            }
+        };
+        // Streams close when every process holding them is gone. A background process the
+        // command left behind (and that keeps them open) is not waited for beyond a grace delay.
+        let (mut out_task, mut err_task) = (out_task, err_task);
+        let joined = tokio::time::timeout(STREAM_GRACE, async {
+            ((&mut out_task).await, (&mut err_task).await)
+        })
+        .await;
+        let (stdout, stderr) = match joined {
+            Ok((o, e)) => (o.unwrap_or_default(), e.unwrap_or_default()),
+            Err(_) => {
+                out_task.abort();
+                err_task.abort();
+                (
+                    Vec::new(),
+                    b"[vacsine: output not collected: a background process kept the streams open]"
+                        .to_vec(),
+                )
+            }
+        };
+        Ok(ExecOutput {
+            exit_code: if timed_out {
+                None
+            } else {
+                status.and_then(|s| s.code())
+            },
+            stdout,
+            stderr,
+            timed_out,
+        })
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Option<FileContent>, NodeError> {
+        let meta = match tokio::fs::metadata(path).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.failed("read_file", format!("{path}: {e}"))),
+        };
+        if !meta.is_file() {
+            return Err(self.failed("read_file", format!("{path} is not a regular file")));
+        }
+        let content = tokio::fs::read(path)
+            .await
+            .map_err(|e| self.failed("read_file", format!("{path}: {e}")))?;
+        Ok(Some(FileContent {
+            content,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        }))
+    }
+
+    async fn write_file(
+        &self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(), NodeError> {
+        let p = std::path::Path::new(path);
+        let dir = p
+            .parent()
+            .ok_or_else(|| self.failed("write_file", format!("{path} has no parent directory")))?;
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let tmp = dir.join(format!(".{name}.vacsine-{}", uuid::Uuid::new_v4().simple()));
+        let (content, tmp2, path2) = (content.to_vec(), tmp.clone(), p.to_path_buf());
+        let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode_compat(0o600)
+                .open(&tmp2)?;
+            f.write_all(&content)?;
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            f.sync_all()?;
+            std::fs::rename(&tmp2, &path2)?;
+            if let Some(d) = path2.parent() {
+                let _ = std::fs::File::open(d).and_then(|d| d.sync_all());
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| self.failed("write_file", e.to_string()))?;
+        if let Err(e) = res {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(self.failed("write_file", format!("{path}: {e}")));
+        }
+        Ok(())
+    }
+
+    async fn chmod(&self, path: &str, mode: u32) -> Result<(), NodeError> {
+        tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .await
+            .map_err(|e| self.failed("chmod", format!("{path}: {e}")))
+    }
+
+    async fn nft_ruleset(&self) -> Result<String, NodeError> {
+        let out = self
+            .run_ok("nft_ruleset", &["nft", "list", "ruleset"], None)
+            .await?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    async fn nft_apply(&self, script: &str) -> Result<(), NodeError> {
+        self.run_ok(
+            "nft_apply",
+            &["nft", "-f", "-"],
+            Some(script.as_bytes().to_vec()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn sysctl_get(&self, key: &str) -> Result<Option<String>, NodeError> {
+        let path = sysctl_path(key);
+        if self.netns.is_some() {
+            let argv = vec!["cat".to_string(), path];
+            let out = self.exec(&argv, &[], None, OP_TIMEOUT).await?;
+            return Ok((out.exit_code == Some(0))
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()));
+        }
+        match tokio::fs::read_to_string(&path).await {
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.failed("sysctl_get", format!("{key}: {e}"))),
+        }
+    }
+
+    async fn sysctl_set(&self, key: &str, value: &str) -> Result<(), NodeError> {
+        let path = sysctl_path(key);
+        if self.netns.is_some() {
+            self.run_ok(
+                "sysctl_set",
+                &["tee", &path],
+                Some(value.as_bytes().to_vec()),
+            )
+            .await?;
+            return Ok(());
+        }
+        tokio::fs::write(&path, value)
+            .await
+            .map_err(|e| self.failed("sysctl_set", format!("{key}: {e}")))
+    }
+
+    async fn networks(&self) -> Result<Vec<String>, NodeError> {
+        Err(NodeError::Unsupported {
+            op: "networks".into(),
+            driver: "local".into(),
+        })
+    }
+
+    async fn quarantine(&self, _keep: Option<&str>) -> Result<Vec<String>, NodeError> {
+        Err(NodeError::Unsupported {
+            op: "quarantine".into(),
+            driver: "local".into(),
+        })
+    }
+
+    async fn release(&self, _networks: &[String]) -> Result<(), NodeError> {
+        Err(NodeError::Unsupported {
+            op: "release".into(),
+            driver: "local".into(),
+        })
+    }
+}
+
+/// `OpenOptions::mode` lives in an extension trait; named to read clearly above.
+trait ModeCompat {
+    fn mode_compat(&mut self, mode: u32) -> &mut Self;
+}
+
+impl ModeCompat for std::fs::OpenOptions {
+    fn mode_compat(&mut self, mode: u32) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, mode)
+    }
+}
