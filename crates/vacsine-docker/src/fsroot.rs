@@ -29,6 +29,9 @@ pub(crate) enum Kind {
     Other,
 }
 
+/// Bytes read from a file, and whether the file was longer (truncated).
+pub(crate) type Bounded = (Vec<u8>, bool);
+
 /// A directory fd on a container's root.
 pub(crate) struct Root {
     fd: OwnedFd,
@@ -106,11 +109,7 @@ impl Root {
 
     /// Metadata and, for a regular file, its first `limit` bytes (the flag says whether the
     /// content was truncated). `None` when the path does not exist.
-    pub fn read(
-        &self,
-        path: &str,
-        limit: u64,
-    ) -> io::Result<Option<(Meta, Option<(Vec<u8>, bool)>)>> {
+    pub fn read(&self, path: &str, limit: u64) -> io::Result<Option<(Meta, Option<Bounded>)>> {
         let fd = match self.resolve(path, OFlags::PATH) {
             Ok(fd) => fd,
             Err(e)

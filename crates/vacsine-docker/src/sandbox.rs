@@ -220,7 +220,7 @@ pub async fn gc(docker: &Docker) -> Result<Vec<String>, DockerError> {
 /// Sandboxes present on the engine with their object counts, sorted by id.
 pub async fn list(docker: &Docker) -> Result<Vec<SandboxInfo>, DockerError> {
     let mut m: BTreeMap<String, SandboxInfo> = BTreeMap::new();
-    let entry = |m: &mut BTreeMap<String, SandboxInfo>, id: &str| -> usize {
+    let entry = |m: &mut BTreeMap<String, SandboxInfo>, id: &str| {
         m.entry(id.to_string()).or_insert_with(|| SandboxInfo {
             id: id.to_string(),
             containers: 0,
@@ -228,7 +228,6 @@ pub async fn list(docker: &Docker) -> Result<Vec<SandboxInfo>, DockerError> {
             volumes: 0,
             images: 0,
         });
-        0
     };
     let f = Some(label_filter(None));
     for c in docker
@@ -242,7 +241,9 @@ pub async fn list(docker: &Docker) -> Result<Vec<SandboxInfo>, DockerError> {
     {
         if let Some(id) = c.labels.as_ref().and_then(|l| l.get(SANDBOX_LABEL)) {
             entry(&mut m, id);
-            m.get_mut(id).map(|i| i.containers += 1);
+            if let Some(i) = m.get_mut(id) {
+                i.containers += 1;
+            }
         }
     }
     for n in docker
@@ -252,7 +253,9 @@ pub async fn list(docker: &Docker) -> Result<Vec<SandboxInfo>, DockerError> {
     {
         if let Some(id) = n.labels.as_ref().and_then(|l| l.get(SANDBOX_LABEL)) {
             entry(&mut m, id);
-            m.get_mut(id).map(|i| i.networks += 1);
+            if let Some(i) = m.get_mut(id) {
+                i.networks += 1;
+            }
         }
     }
     for v in docker
@@ -264,7 +267,9 @@ pub async fn list(docker: &Docker) -> Result<Vec<SandboxInfo>, DockerError> {
     {
         if let Some(id) = v.labels.get(SANDBOX_LABEL) {
             entry(&mut m, id);
-            m.get_mut(id).map(|i| i.volumes += 1);
+            if let Some(i) = m.get_mut(id) {
+                i.volumes += 1;
+            }
         }
     }
     for i in docker
@@ -277,7 +282,9 @@ pub async fn list(docker: &Docker) -> Result<Vec<SandboxInfo>, DockerError> {
     {
         if let Some(id) = i.labels.get(SANDBOX_LABEL) {
             entry(&mut m, id);
-            m.get_mut(id).map(|x| x.images += 1);
+            if let Some(x) = m.get_mut(id) {
+                x.images += 1;
+            }
         }
     }
     Ok(m.into_values().collect())

@@ -256,7 +256,7 @@ impl DockerSite {
     /// Run a busybox applet from the vantage point's network namespace: the host's static
     /// busybox under `nsenter -n` when present (fast), else `docker exec` in the vantage
     /// container (which must then have the applet).
-    async fn from_vantage(
+    async fn run_from_vantage(
         &self,
         vantage: &str,
         applet_argv: &[String],
@@ -302,7 +302,7 @@ impl DockerSite {
             .map(String::from)
             .to_vec();
         let out = match self
-            .from_vantage(
+            .run_from_vantage(
                 &c.from.value,
                 &argv,
                 Some(Vec::new()),
@@ -377,7 +377,7 @@ impl DockerSite {
             .map(String::from)
             .to_vec();
         let out = match self
-            .from_vantage(
+            .run_from_vantage(
                 &c.from.value,
                 &argv,
                 Some(request.into_bytes()),
