@@ -5,7 +5,7 @@
 //! `vacsine.sandbox=<id>`, so [`teardown`] and [`gc`] find them without any state.
 //!
 //! Guaranteeing teardown: choose the id before cloning, then
-//! ```ignore
+//! ```text
 //! let id = vacsine_docker::sandbox::new_id();
 //! let result = tokio::select! {
 //!     r = site.clone_sandbox(&id, |m| eprintln!("{m}")) => r,

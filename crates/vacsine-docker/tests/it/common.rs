@@ -34,7 +34,8 @@ pub async fn docker() -> Option<Docker> {
 }
 
 static IMAGES: OnceCell<()> = OnceCell::const_new();
-static DEMO: OnceCell<()> = OnceCell::const_new();
+/// Tests that use the demo site take turns (each brings it up fresh and down again).
+static DEMO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Build the demo images once per test run.
 pub async fn images(d: &Docker) {
@@ -45,16 +46,40 @@ pub async fn images(d: &Docker) {
         .await;
 }
 
-/// Start the shared demo site once per test run (tests must not modify it).
-pub async fn demo_site(d: &Docker) -> DockerSite {
+/// A fresh demo site, held exclusively until the guard drops; the site is removed then (also
+/// on panic).
+pub struct DemoGuard {
+    _lock: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Drop for DemoGuard {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", "label=vacsine.demo=1"])
+            .output();
+        if let Ok(out) = out {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", "-v", id])
+                    .output();
+            }
+        }
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", demo::NETWORK])
+            .output();
+    }
+}
+
+/// Start a fresh demo site (tests must not modify it) and resolve it.
+pub async fn demo_site(d: &Docker) -> (DemoGuard, DockerSite) {
     images(d).await;
-    DEMO.get_or_init(|| async {
-        demo::up(d).await.expect("demo up");
-    })
-    .await;
-    DockerSite::resolve(d.clone(), &demo::target())
+    let lock = DEMO.lock().await;
+    let guard = DemoGuard { _lock: lock };
+    demo::up(d).await.expect("demo up");
+    let site = DockerSite::resolve(d.clone(), &demo::target())
         .await
-        .expect("resolve demo site")
+        .expect("resolve demo site");
+    (guard, site)
 }
 
 pub fn unique(prefix: &str) -> String {

@@ -41,7 +41,7 @@ fn http(p: u16, path: &str) -> Check {
 #[tokio::test]
 async fn probes_on_demo_site() {
     let Some(d) = docker().await else { return };
-    let site = demo_site(&d).await;
+    let (_demo, site) = demo_site(&d).await;
     let names: Vec<String> = site.nodes().into_iter().map(|n| n.name).collect();
     assert_eq!(names, ["web", "gateway", "legacy", "ssh"]);
 
@@ -273,6 +273,11 @@ async fn probes_on_demo_site() {
         site.observe("nope", &sc("net.ipv4.ip_forward")).await,
         Observation::Error { .. }
     ));
+
+    // demo::down removes the site and is idempotent.
+    let removed = vacsine_docker::demo::down(&d).await.unwrap();
+    assert_eq!(removed.len(), 5, "{removed:?}");
+    assert!(vacsine_docker::demo::down(&d).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -242,7 +242,7 @@ async fn clone_is_faithful_isolated_and_torn_down() {
 #[ignore]
 async fn bench_demo_clone() {
     let Some(d) = docker().await else { return };
-    let site = demo_site(&d).await;
+    let (_demo, site) = demo_site(&d).await;
     let id = sandbox::new_id();
     let t0 = Instant::now();
     let r = site.clone_sandbox(&id, |_| {}).await;
