@@ -24,6 +24,7 @@ mod parse;
 pub mod sandbox;
 mod site;
 
+pub use bollard::Docker;
 pub use error::DockerError;
 pub use node::DockerNode;
 

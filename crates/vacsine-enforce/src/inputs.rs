@@ -25,13 +25,23 @@ pub fn read_source(path: &Path) -> Result<SourceFile, LoadError> {
             &SourceFile::new(name.clone(), ""),
             0,
             0,
-            format!("file is {} bytes, more than the {} accepted", meta.len(), vacsine_core::doc::MAX_DOCUMENT_BYTES),
+            format!(
+                "file is {} bytes, more than the {} accepted",
+                meta.len(),
+                vacsine_core::doc::MAX_DOCUMENT_BYTES
+            ),
             None,
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| io_err(&name, &e))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        LoadError::at(&SourceFile::new(name.clone(), ""), 0, 0, format!("file is not UTF-8 text: {e}"), None)
+        LoadError::at(
+            &SourceFile::new(name.clone(), ""),
+            0,
+            0,
+            format!("file is not UTF-8 text: {e}"),
+            None,
+        )
     })?;
     Ok(SourceFile::new(name, text))
 }
@@ -49,7 +59,11 @@ fn io_err(name: &str, e: &std::io::Error) -> LoadError {
 pub fn load_any(path: &Path) -> Result<Loaded<Document>, LoadError> {
     let source = read_source(path)?;
     let doc = load(&source)?;
-    Ok(Loaded { doc, source, path: path.to_path_buf() })
+    Ok(Loaded {
+        doc,
+        source,
+        path: path.to_path_buf(),
+    })
 }
 
 pub fn load_policy(path: &Path) -> Result<Loaded<Policy>, LoadError> {
@@ -58,7 +72,11 @@ pub fn load_policy(path: &Path) -> Result<Loaded<Policy>, LoadError> {
         Document::Policy(p) => Some(p),
         _ => None,
     })?;
-    Ok(Loaded { doc, source, path: path.to_path_buf() })
+    Ok(Loaded {
+        doc,
+        source,
+        path: path.to_path_buf(),
+    })
 }
 
 pub fn load_target(path: &Path) -> Result<Loaded<Target>, LoadError> {
@@ -71,7 +89,11 @@ pub fn load_target(path: &Path) -> Result<Loaded<Target>, LoadError> {
     if let Some(p) = problems.into_iter().next() {
         return Err(p.into_error(&source));
     }
-    Ok(Loaded { doc, source, path: path.to_path_buf() })
+    Ok(Loaded {
+        doc,
+        source,
+        path: path.to_path_buf(),
+    })
 }
 
 pub fn load_workflow(path: &Path) -> Result<Loaded<Workflow>, LoadError> {
@@ -80,7 +102,11 @@ pub fn load_workflow(path: &Path) -> Result<Loaded<Workflow>, LoadError> {
         Document::Workflow(w) => Some(w),
         _ => None,
     })?;
-    Ok(Loaded { doc, source, path: path.to_path_buf() })
+    Ok(Loaded {
+        doc,
+        source,
+        path: path.to_path_buf(),
+    })
 }
 
 /// The remediation catalog: workflows by name.
@@ -91,7 +117,10 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn index(&self) -> CatalogIndex<'_> {
-        self.workflows.iter().map(|(k, v)| (k.clone(), &v.doc)).collect()
+        self.workflows
+            .iter()
+            .map(|(k, v)| (k.clone(), &v.doc))
+            .collect()
     }
 
     /// Add every `*.yaml`/`*.yml` Workflow of `dir`. Problems are collected, not fatal.
@@ -122,7 +151,10 @@ impl Catalog {
                         &w.source,
                         w.doc.metadata.name.line,
                         w.doc.metadata.name.column,
-                        format!("workflow `{name}` is also defined in {}", prev.path.display()),
+                        format!(
+                            "workflow `{name}` is also defined in {}",
+                            prev.path.display()
+                        ),
                         Some("workflow names must be unique in a catalog".into()),
                     ));
                 } else {
@@ -148,7 +180,10 @@ impl Catalog {
 
 /// Load the catalog a policy names (`spec.catalog`, relative to the policy file), plus
 /// `extra` folders or files.
-pub fn catalog_for(policy: Option<&Loaded<Policy>>, extra: &[PathBuf]) -> (Catalog, Vec<LoadError>) {
+pub fn catalog_for(
+    policy: Option<&Loaded<Policy>>,
+    extra: &[PathBuf],
+) -> (Catalog, Vec<LoadError>) {
     let mut cat = Catalog::default();
     let mut problems = Vec::new();
     if let Some(p) = policy {
@@ -176,7 +211,11 @@ pub struct Inputs {
 }
 
 /// Load policy, target and catalog; every problem found, located.
-pub fn load_inputs(policy: &Path, target: &Path, extra_catalog: &[PathBuf]) -> Result<Inputs, Vec<LoadError>> {
+pub fn load_inputs(
+    policy: &Path,
+    target: &Path,
+    extra_catalog: &[PathBuf],
+) -> Result<Inputs, Vec<LoadError>> {
     let mut errors = Vec::new();
     let p = load_policy(policy).map_err(|e| errors.push(e)).ok();
     let t = load_target(target).map_err(|e| errors.push(e)).ok();
@@ -188,7 +227,11 @@ pub fn load_inputs(policy: &Path, target: &Path, extra_catalog: &[PathBuf]) -> R
         }
     }
     match (p, t) {
-        (Some(policy), Some(target)) if errors.is_empty() => Ok(Inputs { policy, target, catalog }),
+        (Some(policy), Some(target)) if errors.is_empty() => Ok(Inputs {
+            policy,
+            target,
+            catalog,
+        }),
         _ => Err(errors),
     }
 }

@@ -12,5 +12,9 @@ pub use report::{Report, Verdict};
 
 /// The engine's view of a catalog.
 pub fn engine_catalog(c: &inputs::Catalog) -> vacsine_engine::Catalog {
-    vacsine_engine::Catalog::new(c.workflows.values().map(|w| w.doc.clone()).collect())
+    let mut cat = vacsine_engine::Catalog::new();
+    for w in c.workflows.values() {
+        cat.insert(w.doc.clone());
+    }
+    cat
 }

@@ -24,6 +24,8 @@ pub enum EnforceError {
     Docker(#[from] vacsine_docker::DockerError),
     #[error(transparent)]
     Engine(#[from] vacsine_engine::EngineError),
+    #[error(transparent)]
+    Journal(#[from] vacsine_engine::JournalError),
     #[error("node `{0}` of the plan is not part of the site")]
     UnknownNode(String),
 }
@@ -135,24 +137,47 @@ pub fn gate(
     for b in before.iter().filter(|b| b.outcome == Outcome::Pass) {
         let o = outcome_of(after, &b.requirement, &b.node).unwrap_or(Outcome::NotChecked);
         if o != Outcome::Pass {
-            let what = if b.kind == RequirementKind::Availability { "availability guard" } else { "requirement" };
-            problems.push(format!("regression: {what} {} on {} passed before, now {o}", b.requirement, b.node));
+            let what = if b.kind == RequirementKind::Availability {
+                "availability guard"
+            } else {
+                "requirement"
+            };
+            problems.push(format!(
+                "regression: {what} {} on {} passed before, now {o}",
+                b.requirement, b.node
+            ));
         }
     }
     problems
 }
 
 fn failed_step(run: &RunReport) -> String {
+    use vacsine_core::record::StepStatus;
+    let bad = |r: &&vacsine_core::record::StepRecord| {
+        matches!(
+            r.status,
+            StepStatus::Failed
+                | StepStatus::TimedOut
+                | StepStatus::Interrupted
+                | StepStatus::Cancelled
+        )
+    };
+    // The innermost failing step (sub-workflow steps come after their parent) explains best.
     run.records
         .iter()
-        .find(|r| !r.status.is_ok())
+        .filter(bad)
+        .last()
+        .or_else(|| run.records.iter().find(|r| !r.status.is_ok()))
         .map(|r| {
             format!(
                 "step {} on {} {}{}",
                 r.step_id,
                 r.node.as_deref().unwrap_or("-"),
                 r.status,
-                r.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                r.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
             )
         })
         .unwrap_or_else(|| format!("run {}", run.status.as_str()))
@@ -169,7 +194,9 @@ pub async fn enforce(inputs: &Inputs, opts: &EnforceOptions) -> Result<Report, E
     };
     let policy = &inputs.policy.doc;
     let target = &inputs.target.doc;
-    let site = clock.phase("resolve target", DockerSite::connect(target)).await?;
+    let site = clock
+        .phase("resolve target", DockerSite::connect(target))
+        .await?;
     let mut f = Findings {
         target_before: clock.phase("check target", check_site(policy, &site)).await,
         sandbox_before: Vec::new(),
@@ -178,7 +205,15 @@ pub async fn enforce(inputs: &Inputs, opts: &EnforceOptions) -> Result<Report, E
     };
     let idx = inputs.catalog.index();
     let the_plan = clock
-        .phase("plan", async { plan(policy, &target.metadata.name.value, &site.nodes(), &findings(&f.target_before), &idx) })
+        .phase("plan", async {
+            plan(
+                policy,
+                &target.metadata.name.value,
+                &site.nodes(),
+                &findings(&f.target_before),
+                &idx,
+            )
+        })
         .await;
     let failing = f
         .target_before
@@ -186,15 +221,20 @@ pub async fn enforce(inputs: &Inputs, opts: &EnforceOptions) -> Result<Report, E
         .filter(|r| r.kind == RequirementKind::Security && r.outcome.is_problem())
         .count();
     let mut sandbox = SandboxReport::default();
-    let finish = |clock: Clock, f: Findings, sandbox: SandboxReport, verdict: Verdict, summary: String, plan: &Plan| {
-        build_report(inputs, clock, f, sandbox, verdict, summary, plan)
-    };
+    let finish =
+        |clock: Clock,
+         f: Findings,
+         sandbox: SandboxReport,
+         verdict: Verdict,
+         summary: String,
+         plan: &Plan| { build_report(inputs, clock, f, sandbox, verdict, summary, plan) };
     if failing == 0 {
         let s = "every applicable requirement already passes".to_string();
         return Ok(finish(clock, f, sandbox, Verdict::Compliant, s, &the_plan));
     }
     if the_plan.is_empty() {
-        let s = format!("{failing} requirement/node pairs fail and none can be fixed from the catalog");
+        let s =
+            format!("{failing} requirement/node pairs fail and none can be fixed from the catalog");
         return Ok(finish(clock, f, sandbox, Verdict::Failed, s, &the_plan));
     }
 
@@ -223,11 +263,22 @@ pub async fn enforce(inputs: &Inputs, opts: &EnforceOptions) -> Result<Report, E
         Ok(x) => x,
         Err(e) => {
             // A partial clone may have left objects behind.
-            let _ = vacsine_docker::sandbox::teardown_id(site.docker(), &sandbox_id).await;
+            let _ = vacsine_docker::sandbox::teardown(site.docker(), &sandbox_id).await;
             return Err(e.into());
         }
     };
-    let verdict = in_sandbox(&mut clock, &mut f, &mut sandbox, inputs, opts, &engine, &site, &sbx_site, &the_plan).await;
+    let verdict = in_sandbox(
+        &mut clock,
+        &mut f,
+        &mut sandbox,
+        inputs,
+        opts,
+        &engine,
+        &site,
+        &sbx_site,
+        &the_plan,
+    )
+    .await;
     if opts.keep_sandbox {
         sandbox.kept = true;
     } else {
@@ -254,13 +305,21 @@ async fn in_sandbox(
 ) -> Result<(Verdict, String), EnforceError> {
     let policy = &inputs.policy.doc;
     let target = &inputs.target.doc;
-    f.sandbox_before = clock.phase("check sandbox fidelity", check_site(policy, sbx_site)).await;
+    f.sandbox_before = clock
+        .phase("check sandbox fidelity", check_site(policy, sbx_site))
+        .await;
     let differences: Vec<String> = f
         .target_before
         .iter()
         .filter_map(|t| {
-            let s = outcome_of(&f.sandbox_before, &t.requirement, &t.node).unwrap_or(Outcome::NotChecked);
-            (s != t.outcome).then(|| format!("{} on {}: target {}, sandbox {s}", t.requirement, t.node, t.outcome))
+            let s = outcome_of(&f.sandbox_before, &t.requirement, &t.node)
+                .unwrap_or(Outcome::NotChecked);
+            (s != t.outcome).then(|| {
+                format!(
+                    "{} on {}: target {}, sandbox {s}",
+                    t.requirement, t.node, t.outcome
+                )
+            })
         })
         .collect();
     sandbox.faithful = Some(differences.is_empty());
@@ -268,7 +327,10 @@ async fn in_sandbox(
     if !differences.is_empty() && !opts.force {
         return Ok((
             Verdict::Failed,
-            format!("the sandbox is not faithful to the target ({}); use --force to go on anyway", differences.join("; ")),
+            format!(
+                "the sandbox is not faithful to the target ({}); use --force to go on anyway",
+                differences.join("; ")
+            ),
         ));
     }
     let request = |nodes: NodeMap| RunRequest {
@@ -283,13 +345,31 @@ async fn in_sandbox(
     };
     let targeted = targeted(the_plan);
 
-    let run = clock.phase("apply to sandbox", engine.run(request(node_map(sbx_site, the_plan)?))).await?;
+    let run = clock
+        .phase(
+            "apply to sandbox",
+            engine.run(request(node_map(sbx_site, the_plan)?)),
+        )
+        .await?;
     clock.records("sandbox-apply", &run);
     if run.status != RunStatus::Succeeded {
-        return Ok((Verdict::RejectedInSandbox, format!("the remediation failed in the sandbox ({}); the target was not touched", failed_step(&run))));
+        return Ok((
+            Verdict::RejectedInSandbox,
+            format!(
+                "the remediation failed in the sandbox ({}); the target was not touched",
+                failed_step(&run)
+            ),
+        ));
     }
-    f.sandbox_after = clock.phase("check sandbox", check_site(policy, sbx_site)).await;
-    let again = clock.phase("re-apply to sandbox (idempotence)", engine.run(request(node_map(sbx_site, the_plan)?))).await?;
+    f.sandbox_after = clock
+        .phase("check sandbox", check_site(policy, sbx_site))
+        .await;
+    let again = clock
+        .phase(
+            "re-apply to sandbox (idempotence)",
+            engine.run(request(node_map(sbx_site, the_plan)?)),
+        )
+        .await?;
     clock.records("sandbox-idempotence", &again);
     if again.status != RunStatus::Succeeded || again.changed {
         let what: Vec<String> = again
@@ -302,13 +382,24 @@ async fn in_sandbox(
     }
     let problems = gate(&targeted, &f.sandbox_before, &f.sandbox_after);
     if !problems.is_empty() {
-        return Ok((Verdict::RejectedInSandbox, format!("the sandbox gate failed: {}; the target was not touched", problems.join("; "))));
+        return Ok((
+            Verdict::RejectedInSandbox,
+            format!(
+                "the sandbox gate failed: {}; the target was not touched",
+                problems.join("; ")
+            ),
+        ));
     }
 
     if let Some(h) = &opts.hook {
         h(HookPoint::BeforeTargetApply).await;
     }
-    let run = clock.phase("apply to target", engine.run(request(node_map(site, the_plan)?))).await?;
+    let run = clock
+        .phase(
+            "apply to target",
+            engine.run(request(node_map(site, the_plan)?)),
+        )
+        .await?;
     clock.records("target-apply", &run);
     let applied_ok = run.status == RunStatus::Succeeded;
     f.target_after = clock.phase("verify target", check_site(policy, site)).await;
@@ -318,19 +409,38 @@ async fn in_sandbox(
         vec![failed_step(&run)]
     };
     if problems.is_empty() {
-        return Ok((Verdict::Verified, format!("{} fixes verified in the sandbox, then on the target", the_plan.items.len())));
+        return Ok((
+            Verdict::Verified,
+            format!(
+                "{} fixes verified in the sandbox, then on the target",
+                the_plan.items.len()
+            ),
+        ));
     }
     // A failed run was already compensated by the engine; a succeeded one is undone here.
     if applied_ok {
-        let rb = clock.phase("roll back target", engine.rollback(&run.run_id, node_map(site, the_plan)?)).await?;
+        let rb = clock
+            .phase(
+                "roll back target",
+                engine.rollback(&run.run_id, node_map(site, the_plan)?),
+            )
+            .await?;
         clock.records("rollback", &rb);
         if rb.status != RunStatus::RolledBack && rb.status != RunStatus::Succeeded {
             f.target_after = check_site(policy, site).await;
             return Ok((Verdict::Failed, format!("target verification failed ({}) and the rollback did not complete ({}): inspect the target", problems.join("; "), failed_step(&rb))));
         }
     }
-    f.target_after = clock.phase("re-check target after rollback", check_site(policy, site)).await;
-    Ok((Verdict::RolledBack, format!("target verification failed ({}); the changes were rolled back", problems.join("; "))))
+    f.target_after = clock
+        .phase("re-check target after rollback", check_site(policy, site))
+        .await;
+    Ok((
+        Verdict::RolledBack,
+        format!(
+            "target verification failed ({}); the changes were rolled back",
+            problems.join("; ")
+        ),
+    ))
 }
 
 fn build_report(
@@ -342,14 +452,19 @@ fn build_report(
     summary: String,
     plan: &Plan,
 ) -> Report {
-    let get = |v: &[CheckResult], r: &CheckResult| outcome_of(v, &r.requirement, &r.node).unwrap_or(Outcome::NotChecked);
+    let get = |v: &[CheckResult], r: &CheckResult| {
+        outcome_of(v, &r.requirement, &r.node).unwrap_or(Outcome::NotChecked)
+    };
     let requirements = f
         .target_before
         .iter()
         .map(|r| {
             let last = [&f.target_after, &f.sandbox_after]
                 .into_iter()
-                .find_map(|v| v.iter().find(|x| x.requirement == r.requirement && x.node == r.node))
+                .find_map(|v| {
+                    v.iter()
+                        .find(|x| x.requirement == r.requirement && x.node == r.node)
+                })
                 .unwrap_or(r);
             RequirementRow {
                 id: r.requirement.clone(),

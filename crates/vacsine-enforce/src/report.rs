@@ -103,7 +103,10 @@ pub struct Report {
 impl Report {
     /// Exit code, as oscap: 0 verified/compliant with nothing failing, 2 failures remain.
     pub fn exit_code(&self) -> i32 {
-        let remaining = self.requirements.iter().any(|r| final_outcome(r).is_problem());
+        let remaining = self
+            .requirements
+            .iter()
+            .any(|r| final_outcome(r).is_problem());
         match self.verdict {
             Verdict::Verified | Verdict::Compliant if !remaining => 0,
             _ => 2,
@@ -174,9 +177,19 @@ fn table(rows: &[Vec<String>]) -> String {
 
 /// Human rendering of `vacsine check`.
 pub fn check_human(results: &[CheckResult]) -> String {
-    let mut rows = vec![vec!["REQUIREMENT".to_string(), "NODE".into(), "OUTCOME".into(), "OBSERVED".into()]];
+    let mut rows = vec![vec![
+        "REQUIREMENT".to_string(),
+        "NODE".into(),
+        "OUTCOME".into(),
+        "OBSERVED".into(),
+    ]];
     for r in results {
-        rows.push(vec![r.requirement.clone(), r.node.clone(), mark(r.outcome).into(), r.observed.clone()]);
+        rows.push(vec![
+            r.requirement.clone(),
+            r.node.clone(),
+            mark(r.outcome).into(),
+            r.observed.clone(),
+        ]);
     }
     let mut out = table(&rows);
     let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
@@ -211,7 +224,11 @@ pub fn enforce_human(r: &Report) -> String {
         "AFTER".into(),
         "OBSERVED".into(),
     ]];
-    for q in r.requirements.iter().filter(|q| q.target_before != Outcome::NotApplicable) {
+    for q in r
+        .requirements
+        .iter()
+        .filter(|q| q.target_before != Outcome::NotApplicable)
+    {
         rows.push(vec![
             q.id.clone(),
             q.node.clone(),
@@ -222,22 +239,40 @@ pub fn enforce_human(r: &Report) -> String {
         ]);
     }
     out.push_str(&table(&rows));
-    let na = r.requirements.iter().filter(|q| q.target_before == Outcome::NotApplicable).count();
+    let na = r
+        .requirements
+        .iter()
+        .filter(|q| q.target_before == Outcome::NotApplicable)
+        .count();
     if na > 0 {
-        let _ = writeln!(out, "({na} not-applicable requirement/node pairs hidden; see --format json)");
+        let _ = writeln!(
+            out,
+            "({na} not-applicable requirement/node pairs hidden; see --format json)"
+        );
     }
     if let Some(p) = &r.plan {
         if !p.items.is_empty() {
             let _ = writeln!(out, "\nPlan ({} fixes):", p.items.len());
             for i in &p.items {
-                let _ = writeln!(out, "  + {} on {} → fixes {} (disruption {:?})", i.workflow, i.node, i.requirements.join(", "), i.disruption);
+                let _ = writeln!(
+                    out,
+                    "  + {} on {} → fixes {} (disruption {:?})",
+                    i.workflow,
+                    i.node,
+                    i.requirements.join(", "),
+                    i.disruption
+                );
             }
         }
         for u in &p.unfixable {
             let _ = writeln!(out, "  ! {} on {}: {}", u.requirement, u.node, u.reason);
         }
     }
-    let failed: Vec<&PhaseStep> = r.steps.iter().filter(|s| !s.record.status.is_ok()).collect();
+    let failed: Vec<&PhaseStep> = r
+        .steps
+        .iter()
+        .filter(|s| !s.record.status.is_ok())
+        .collect();
     if !failed.is_empty() {
         let _ = writeln!(out, "\nSteps that did not succeed:");
         for s in failed {
@@ -248,11 +283,19 @@ pub fn enforce_human(r: &Report) -> String {
                 s.record.step_id,
                 s.record.node.as_deref().unwrap_or("-"),
                 s.record.status,
-                s.record.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
+                s.record
+                    .error
+                    .as_deref()
+                    .map(|e| format!(" — {e}"))
+                    .unwrap_or_default()
             );
         }
     }
-    let phases: Vec<String> = r.phases.iter().map(|p| format!("{} {:.1}s", p.name, p.duration_ms as f64 / 1000.0)).collect();
+    let phases: Vec<String> = r
+        .phases
+        .iter()
+        .map(|p| format!("{} {:.1}s", p.name, p.duration_ms as f64 / 1000.0))
+        .collect();
     let _ = writeln!(out, "\nPhases: {}", phases.join(", "));
     if let Some(id) = &r.sandbox.id {
         let _ = writeln!(
@@ -263,10 +306,20 @@ pub fn enforce_human(r: &Report) -> String {
                 Some(false) => "NOT faithful",
                 None => "not compared",
             },
-            if r.sandbox.kept { " (kept)" } else { " (removed)" }
+            if r.sandbox.kept {
+                " (kept)"
+            } else {
+                " (removed)"
+            }
         );
     }
-    let _ = writeln!(out, "\nVerdict: {} — {} ({:.1}s)", r.verdict.as_str(), r.summary, r.duration_ms as f64 / 1000.0);
+    let _ = writeln!(
+        out,
+        "\nVerdict: {} — {} ({:.1}s)",
+        r.verdict.as_str(),
+        r.summary,
+        r.duration_ms as f64 / 1000.0
+    );
     out
 }
 
@@ -279,8 +332,14 @@ struct Case {
 
 fn junit(suite: &str, cases: &[Case], time_s: f64) -> String {
     let failures = cases.iter().filter(|c| c.outcome == Outcome::Fail).count();
-    let errors = cases.iter().filter(|c| matches!(c.outcome, Outcome::Error | Outcome::Unknown)).count();
-    let skipped = cases.iter().filter(|c| !c.outcome.is_problem() && c.outcome != Outcome::Pass).count();
+    let errors = cases
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Error | Outcome::Unknown))
+        .count();
+    let skipped = cases
+        .iter()
+        .filter(|c| !c.outcome.is_problem() && c.outcome != Outcome::Pass)
+        .count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
@@ -289,7 +348,12 @@ fn junit(suite: &str, cases: &[Case], time_s: f64) -> String {
         cases.len()
     );
     for c in cases {
-        let _ = write!(out, "  <testcase classname=\"{}\" name=\"{}\">", xml_escape(&c.class), xml_escape(&c.name));
+        let _ = write!(
+            out,
+            "  <testcase classname=\"{}\" name=\"{}\">",
+            xml_escape(&c.class),
+            xml_escape(&c.name)
+        );
         match c.outcome {
             Outcome::Pass => {}
             Outcome::Fail => {
@@ -311,7 +375,12 @@ fn junit(suite: &str, cases: &[Case], time_s: f64) -> String {
 pub fn check_junit(policy: &str, results: &[CheckResult]) -> String {
     let cases: Vec<Case> = results
         .iter()
-        .map(|r| Case { name: format!("{} on {}", r.requirement, r.node), class: policy.to_string(), outcome: r.outcome, message: r.message.clone() })
+        .map(|r| Case {
+            name: format!("{} on {}", r.requirement, r.node),
+            class: policy.to_string(),
+            outcome: r.outcome,
+            message: r.message.clone(),
+        })
         .collect();
     junit(policy, &cases, 0.0)
 }
@@ -320,9 +389,18 @@ pub fn enforce_junit(r: &Report) -> String {
     let cases: Vec<Case> = r
         .requirements
         .iter()
-        .map(|q| Case { name: format!("{} on {}", q.id, q.node), class: r.policy.clone(), outcome: final_outcome(q), message: q.message.clone() })
+        .map(|q| Case {
+            name: format!("{} on {}", q.id, q.node),
+            class: r.policy.clone(),
+            outcome: final_outcome(q),
+            message: q.message.clone(),
+        })
         .collect();
-    junit(&format!("{} on {}", r.policy, r.target), &cases, r.duration_ms as f64 / 1000.0)
+    junit(
+        &format!("{} on {}", r.policy, r.target),
+        &cases,
+        r.duration_ms as f64 / 1000.0,
+    )
 }
 
 fn sarif_level(s: Severity) -> &'static str {
@@ -334,7 +412,10 @@ fn sarif_level(s: Severity) -> &'static str {
 }
 
 /// SARIF 2.1.0: one result per requirement/node that is not passing.
-pub fn sarif(policy_file: &str, rows: &[(String, String, String, Severity, Outcome, String)]) -> serde_json::Value {
+pub fn sarif(
+    policy_file: &str,
+    rows: &[(String, String, String, Severity, Outcome, String)],
+) -> serde_json::Value {
     let mut rules: Vec<serde_json::Value> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     let mut results = Vec::new();
@@ -363,7 +444,16 @@ pub fn sarif(policy_file: &str, rows: &[(String, String, String, Severity, Outco
 pub fn check_sarif(policy_file: &str, results: &[CheckResult]) -> serde_json::Value {
     let rows: Vec<_> = results
         .iter()
-        .map(|r| (r.requirement.clone(), r.node.clone(), r.title.clone(), r.severity, r.outcome, r.message.clone()))
+        .map(|r| {
+            (
+                r.requirement.clone(),
+                r.node.clone(),
+                r.title.clone(),
+                r.severity,
+                r.outcome,
+                r.message.clone(),
+            )
+        })
         .collect();
     sarif(policy_file, &rows)
 }
@@ -372,7 +462,16 @@ pub fn enforce_sarif(policy_file: &str, r: &Report) -> serde_json::Value {
     let rows: Vec<_> = r
         .requirements
         .iter()
-        .map(|q| (q.id.clone(), q.node.clone(), q.title.clone(), q.severity, final_outcome(q), q.message.clone()))
+        .map(|q| {
+            (
+                q.id.clone(),
+                q.node.clone(),
+                q.title.clone(),
+                q.severity,
+                final_outcome(q),
+                q.message.clone(),
+            )
+        })
         .collect();
     sarif(policy_file, &rows)
 }

@@ -17,18 +17,35 @@ pub const EXIT_FAILURES: i32 = 2;
 
 pub async fn dispatch(cli: Cli) -> i32 {
     let r = match cli.command {
-        Command::Demo { action, format, report } => demo(action, format, &report).await,
-        Command::Validate { files, catalog, format } => Ok(validate(&files, &catalog, format)),
+        Command::Demo {
+            action,
+            format,
+            report,
+        } => demo(action, format, &report).await,
+        Command::Validate {
+            files,
+            catalog,
+            format,
+        } => Ok(validate(&files, &catalog, format)),
         Command::Check { io, format } => check(&io, format).await,
         Command::Plan { io, format } => plan(&io, format).await,
-        Command::Enforce { io, report, format, keep_sandbox, force } => {
-            enforce(&io, report.as_deref(), format, keep_sandbox, force).await
-        }
+        Command::Enforce {
+            io,
+            report,
+            format,
+            keep_sandbox,
+            force,
+        } => enforce(&io, report.as_deref(), format, keep_sandbox, force).await,
         Command::Sandbox { action, format } => sandbox(action, format).await,
         Command::Schema { kind } => schema(kind),
-        Command::Run { workflow, target, inputs, catalog, resume, format } => {
-            crate::runcmd::run(workflow, target, inputs, catalog, resume, format).await
-        }
+        Command::Run {
+            workflow,
+            target,
+            inputs,
+            catalog,
+            resume,
+            format,
+        } => crate::runcmd::run(workflow, target, inputs, catalog, resume, format).await,
         Command::Runs { limit, format } => crate::runcmd::runs(limit, format),
         Command::Logs { run_id, format } => crate::runcmd::logs(&run_id, format),
     };
@@ -81,8 +98,13 @@ pub fn data_dir() -> PathBuf {
 
 pub fn journal_path() -> miette::Result<PathBuf> {
     let d = data_dir();
-    std::fs::create_dir_all(&d)
-        .map_err(|e| miette::miette!(help = "set VACSINE_HOME to a writable folder", "cannot create data folder {}: {e}", d.display()))?;
+    std::fs::create_dir_all(&d).map_err(|e| {
+        miette::miette!(
+            help = "set VACSINE_HOME to a writable folder",
+            "cannot create data folder {}: {e}",
+            d.display()
+        )
+    })?;
     Ok(d.join("journal.db"))
 }
 
@@ -114,11 +136,13 @@ fn validate(files: &[PathBuf], catalog: &[PathBuf], format: Format) -> i32 {
                 }
             }
             Document::Workflow(w) => {
-                cat.workflows.entry(w.metadata.name.value.clone()).or_insert_with(|| inputs::Loaded {
-                    doc: w.clone(),
-                    source: d.source.clone(),
-                    path: d.path.clone(),
-                });
+                cat.workflows
+                    .entry(w.metadata.name.value.clone())
+                    .or_insert_with(|| inputs::Loaded {
+                        doc: w.clone(),
+                        source: d.source.clone(),
+                        path: d.path.clone(),
+                    });
             }
             Document::Target(_) => {}
         }
@@ -136,7 +160,8 @@ fn validate(files: &[PathBuf], catalog: &[PathBuf], format: Format) -> i32 {
     for d in &docs {
         match &d.doc {
             Document::Policy(p) => {
-                let probs = vacsine_core::validate::validate_policy(p, &idx, targets.first().copied());
+                let probs =
+                    vacsine_core::validate::validate_policy(p, &idx, targets.first().copied());
                 errors.extend(probs.into_iter().map(|x| x.into_error(&d.source)));
             }
             Document::Target(t) => {
@@ -150,24 +175,45 @@ fn validate(files: &[PathBuf], catalog: &[PathBuf], format: Format) -> i32 {
     let ecat = vacsine_enforce::engine_catalog(&cat);
     for w in cat.workflows.values() {
         for p in vacsine_engine::validate_workflow(&w.doc, &ecat) {
-            errors.push(LoadError::at(&w.source, p.line, p.column, p.message, p.help));
+            errors.push(LoadError::at(
+                &w.source, p.line, p.column, p.message, p.help,
+            ));
         }
     }
-    errors.sort_by(|a, b| (a.file.as_str(), a.line, a.column).cmp(&(b.file.as_str(), b.line, b.column)));
-    errors.dedup_by(|a, b| a.file == b.file && a.line == b.line && a.column == b.column && a.message == b.message);
+    errors.sort_by(|a, b| {
+        (a.file.as_str(), a.line, a.column).cmp(&(b.file.as_str(), b.line, b.column))
+    });
+    errors.dedup_by(|a, b| {
+        a.file == b.file && a.line == b.line && a.column == b.column && a.message == b.message
+    });
     if format == Format::Json {
         let v: Vec<_> = errors
             .iter()
             .map(|e| serde_json::json!({"file": e.file, "line": e.line, "column": e.column, "message": e.message, "help": e.help}))
             .collect();
-        print_json(&serde_json::json!({"valid": v.is_empty(), "documents": docs.len(), "workflows": cat.workflows.len(), "problems": v}));
-        return if errors.is_empty() { EXIT_OK } else { EXIT_ERROR };
+        print_json(
+            &serde_json::json!({"valid": v.is_empty(), "documents": docs.len(), "workflows": cat.workflows.len(), "problems": v}),
+        );
+        return if errors.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_ERROR
+        };
     }
     if errors.is_empty() {
         for d in &docs {
-            print(&format!("ok  {} ({} {})\n", d.path.display(), d.doc.kind(), d.doc.name()));
+            print(&format!(
+                "ok  {} ({} {})\n",
+                d.path.display(),
+                d.doc.kind(),
+                d.doc.name()
+            ));
         }
-        print(&format!("{} documents valid ({} catalog workflows resolved)\n", docs.len(), cat.workflows.len()));
+        print(&format!(
+            "{} documents valid ({} catalog workflows resolved)\n",
+            docs.len(),
+            cat.workflows.len()
+        ));
         EXIT_OK
     } else {
         print_diagnostics(errors)
@@ -196,9 +242,16 @@ async fn check(io: &PolicyTarget, format: Format) -> miette::Result<i32> {
         Format::Human => print(&report::check_human(&results)),
         Format::Json => print_json(&report::check_json(&results)),
         Format::Junit => print(&report::check_junit(&name, &results)),
-        Format::Sarif => print_json(&report::check_sarif(&io.policy.display().to_string(), &results)),
+        Format::Sarif => print_json(&report::check_sarif(
+            &io.policy.display().to_string(),
+            &results,
+        )),
     }
-    Ok(if results.iter().any(|r| r.outcome.is_problem()) { EXIT_FAILURES } else { EXIT_OK })
+    Ok(if results.iter().any(|r| r.outcome.is_problem()) {
+        EXIT_FAILURES
+    } else {
+        EXIT_OK
+    })
 }
 
 async fn plan(io: &PolicyTarget, format: Format) -> miette::Result<i32> {
@@ -221,28 +274,57 @@ async fn plan(io: &PolicyTarget, format: Format) -> miette::Result<i32> {
         _ => {
             let mut out = String::new();
             for i in &plan.items {
-                out.push_str(&format!("# + {} on {}: fixes {} (strategy {:?}, disruption {:?})\n", i.workflow, i.node, i.requirements.join(", "), i.strategy, i.disruption));
+                out.push_str(&format!(
+                    "# + {} on {}: fixes {} (strategy {:?}, disruption {:?})\n",
+                    i.workflow,
+                    i.node,
+                    i.requirements.join(", "),
+                    i.strategy,
+                    i.disruption
+                ));
             }
             for u in &plan.unfixable {
-                out.push_str(&format!("# ! {} on {} cannot be fixed: {}\n", u.requirement, u.node, u.reason));
+                out.push_str(&format!(
+                    "# ! {} on {} cannot be fixed: {}\n",
+                    u.requirement, u.node, u.reason
+                ));
             }
             if plan.items.is_empty() {
                 out.push_str("# nothing to remediate\n");
             }
-            let yaml = serde_saphyr::to_string(&plan.workflow).map_err(|e| miette::miette!("cannot render the plan as YAML: {e}"))?;
+            let yaml = serde_saphyr::to_string(&plan.workflow)
+                .map_err(|e| miette::miette!("cannot render the plan as YAML: {e}"))?;
             out.push_str(&yaml);
             print(&out);
         }
     }
-    Ok(if plan.unfixable.is_empty() { EXIT_OK } else { EXIT_FAILURES })
+    Ok(if plan.unfixable.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILURES
+    })
 }
 
-async fn enforce(io: &PolicyTarget, report_path: Option<&Path>, format: Format, keep_sandbox: bool, force: bool) -> miette::Result<i32> {
+async fn enforce(
+    io: &PolicyTarget,
+    report_path: Option<&Path>,
+    format: Format,
+    keep_sandbox: bool,
+    force: bool,
+) -> miette::Result<i32> {
     let inputs = match load(io) {
         Ok(i) => i,
         Err(code) => return Ok(code),
     };
-    run_enforce(&inputs, &io.policy, report_path, format, keep_sandbox, force).await
+    run_enforce(
+        &inputs,
+        &io.policy,
+        report_path,
+        format,
+        keep_sandbox,
+        force,
+    )
+    .await
 }
 
 async fn run_enforce(
@@ -272,7 +354,7 @@ async fn run_enforce(
             eprintln!("interrupted{}", id.as_ref().map(|i| format!(": removing sandbox {i}")).unwrap_or_default());
             if let Some(id) = id {
                 if let Ok(d) = vacsine_docker::connect().await {
-                    let _ = vacsine_docker::sandbox::teardown_id(&d, &id).await;
+                    let _ = vacsine_docker::sandbox::teardown(&d, &id).await;
                 }
             }
             return Ok(130);
@@ -281,13 +363,19 @@ async fn run_enforce(
     progress.done();
     let rep = result.map_err(|e| miette::miette!("{e}"))?;
     if let Some(path) = report_path {
-        write_atomic(path, &serde_json::to_vec_pretty(&rep).map_err(|e| miette::miette!("{e}"))?)?;
+        write_atomic(
+            path,
+            &serde_json::to_vec_pretty(&rep).map_err(|e| miette::miette!("{e}"))?,
+        )?;
     }
     match format {
         Format::Human => print(&report::enforce_human(&rep)),
         Format::Json => print_json(&rep),
         Format::Junit => print(&report::enforce_junit(&rep)),
-        Format::Sarif => print_json(&report::enforce_sarif(&policy_path.display().to_string(), &rep)),
+        Format::Sarif => print_json(&report::enforce_sarif(
+            &policy_path.display().to_string(),
+            &rep,
+        )),
     }
     if let (Some(p), Format::Human) = (report_path, format) {
         print(&format!("Report written to {}\n", p.display()));
@@ -297,8 +385,15 @@ async fn run_enforce(
 
 /// Write a file through a temporary sibling and a rename: never half-written.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> miette::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
     std::fs::write(&tmp, bytes)
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| {
@@ -307,20 +402,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> miette::Result<()> {
         })
 }
 
-async fn demo(action: Option<DemoAction>, format: Format, report_path: &Path) -> miette::Result<i32> {
-    let docker = vacsine_docker::connect().await.map_err(|e| miette::miette!("{e}"))?;
+async fn demo(
+    action: Option<DemoAction>,
+    format: Format,
+    report_path: &Path,
+) -> miette::Result<i32> {
+    let docker = vacsine_docker::connect()
+        .await
+        .map_err(|e| miette::miette!("{e}"))?;
     match action {
         Some(DemoAction::Down) => {
-            let removed = vacsine_docker::demo::down(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+            let removed = vacsine_docker::demo::down(&docker)
+                .await
+                .map_err(|e| miette::miette!("{e}"))?;
             print(&format!("demo site removed ({} objects)\n", removed.len()));
             return Ok(EXIT_OK);
         }
         Some(DemoAction::Up) => {
             let p = Progress::new(false);
             p.say("building demo images (cached after the first run)");
-            vacsine_docker::demo::images(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+            vacsine_docker::demo::images(&docker)
+                .await
+                .map_err(|e| miette::miette!("{e}"))?;
             p.say("starting a fresh, non-compliant demo site");
-            vacsine_docker::demo::up(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+            vacsine_docker::demo::up(&docker)
+                .await
+                .map_err(|e| miette::miette!("{e}"))?;
             p.done();
             print("demo site is up: try\n  vacsine check --policy examples/edge-site/policy.yaml --target examples/edge-site/target.yaml\n");
             return Ok(EXIT_OK);
@@ -336,9 +443,13 @@ async fn demo(action: Option<DemoAction>, format: Format, report_path: &Path) ->
     };
     let p = Progress::new(false);
     p.say("building demo images (cached after the first run)");
-    vacsine_docker::demo::images(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+    vacsine_docker::demo::images(&docker)
+        .await
+        .map_err(|e| miette::miette!("{e}"))?;
     p.say("starting a fresh, non-compliant demo site (4 nodes + vantage point `outside`)");
-    vacsine_docker::demo::up(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+    vacsine_docker::demo::up(&docker)
+        .await
+        .map_err(|e| miette::miette!("{e}"))?;
     p.done();
     let code = run_enforce(&inputs, &policy, Some(report_path), format, false, false).await?;
     if format == Format::Human {
@@ -356,26 +467,41 @@ fn find_examples() -> miette::Result<PathBuf> {
     candidates
         .into_iter()
         .find(|d| d.join("examples/edge-site/policy.yaml").is_file())
-        .ok_or_else(|| miette::miette!(help = "run it from the repository root", "cannot find examples/edge-site/policy.yaml"))
+        .ok_or_else(|| {
+            miette::miette!(
+                help = "run it from the repository root",
+                "cannot find examples/edge-site/policy.yaml"
+            )
+        })
 }
 
 async fn sandbox(action: SandboxAction, format: Format) -> miette::Result<i32> {
-    let docker = vacsine_docker::connect().await.map_err(|e| miette::miette!("{e}"))?;
+    let docker = vacsine_docker::connect()
+        .await
+        .map_err(|e| miette::miette!("{e}"))?;
     match action {
         SandboxAction::List => {
-            let list = vacsine_docker::sandbox::list(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+            let list = vacsine_docker::sandbox::list(&docker)
+                .await
+                .map_err(|e| miette::miette!("{e}"))?;
             if format == Format::Json {
                 print_json(&list);
             } else if list.is_empty() {
                 print("no sandbox\n");
             } else {
+                print("SANDBOX            CONTAINERS  NETWORKS  VOLUMES  IMAGES\n");
                 for s in &list {
-                    print(&format!("{s}\n"));
+                    print(&format!(
+                        "{:<18} {:>10}  {:>8}  {:>7}  {:>6}\n",
+                        s.id, s.containers, s.networks, s.volumes, s.images
+                    ));
                 }
             }
         }
         SandboxAction::Gc => {
-            let removed = vacsine_docker::sandbox::gc(&docker).await.map_err(|e| miette::miette!("{e}"))?;
+            let removed = vacsine_docker::sandbox::gc(&docker)
+                .await
+                .map_err(|e| miette::miette!("{e}"))?;
             if format == Format::Json {
                 print_json(&removed);
             } else {

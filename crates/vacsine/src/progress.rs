@@ -21,13 +21,19 @@ impl Progress {
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
-        Arc::new(Progress { bar, start: Instant::now() })
+        Arc::new(Progress {
+            bar,
+            start: Instant::now(),
+        })
     }
 
     pub fn say(&self, msg: &str) {
         match &self.bar {
             Some(b) => {
-                b.println(format!("  {:>6.1}s  {msg}", self.start.elapsed().as_secs_f64()));
+                b.println(format!(
+                    "  {:>6.1}s  {msg}",
+                    self.start.elapsed().as_secs_f64()
+                ));
                 b.set_message(msg.to_string());
             }
             None => eprintln!("[{:>6.1}s] {msg}", self.start.elapsed().as_secs_f64()),

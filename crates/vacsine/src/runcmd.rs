@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use vacsine_core::doc::LoadError;
 use vacsine_core::node::Site;
-use vacsine_core::target::{DriverKind, ResolvedNode};
+use vacsine_core::target::DriverKind;
 use vacsine_enforce::inputs;
 use vacsine_engine::{Engine, Journal, NodeMap, RunRequest, RunStatus};
 
@@ -21,7 +21,9 @@ fn parse_inputs(raw: &[String]) -> Result<serde_json::Map<String, serde_json::Va
         // Values are strings; the workflow's typed inputs convert them (ports, booleans…).
         // A value that is a JSON array or object is taken as such.
         let val = match v.trim_start().chars().next() {
-            Some('[') | Some('{') => serde_json::from_str(v).map_err(|e| format!("--input `{k}`: invalid JSON: {e}"))?,
+            Some('[') | Some('{') => {
+                serde_json::from_str(v).map_err(|e| format!("--input `{k}`: invalid JSON: {e}"))?
+            }
             _ => serde_json::Value::String(v.to_string()),
         };
         m.insert(k.to_string(), val);
@@ -30,18 +32,17 @@ fn parse_inputs(raw: &[String]) -> Result<serde_json::Map<String, serde_json::Va
 }
 
 fn local_nodes() -> NodeMap {
-    let node = ResolvedNode {
-        name: "local".into(),
-        roles: vec![],
-        labels: Default::default(),
-        handle: "local".into(),
-    };
     let mut m = NodeMap::new();
-    m.insert("local".into(), Arc::new(vacsine_engine::LocalNode::new(node)) as Arc<dyn vacsine_core::node::NodeOps>);
+    m.insert(
+        "local".into(),
+        Arc::new(vacsine_engine::LocalNode::new("local")) as Arc<dyn vacsine_core::node::NodeOps>,
+    );
     m
 }
 
-async fn nodes_for(target: Option<&PathBuf>) -> Result<(NodeMap, String, Option<Arc<dyn Site>>), i32> {
+async fn nodes_for(
+    target: Option<&PathBuf>,
+) -> Result<(NodeMap, String, Option<Arc<dyn Site>>), i32> {
     let Some(t) = target else {
         return Ok((local_nodes(), "local".into(), None));
     };
@@ -49,17 +50,23 @@ async fn nodes_for(target: Option<&PathBuf>) -> Result<(NodeMap, String, Option<
     match t.doc.spec.driver {
         DriverKind::Local => Ok((local_nodes(), t.doc.metadata.name.value.clone(), None)),
         DriverKind::Docker => {
-            let site = vacsine_docker::DockerSite::connect(&t.doc).await.map_err(|e| {
-                eprintln!("error: {e}");
-                EXIT_ERROR
-            })?;
+            let site = vacsine_docker::DockerSite::connect(&t.doc)
+                .await
+                .map_err(|e| {
+                    eprintln!("error: {e}");
+                    EXIT_ERROR
+                })?;
             let mut m = NodeMap::new();
             for n in site.nodes() {
                 if let Some(ops) = site.node_ops(&n.name) {
                     m.insert(n.name.clone(), ops);
                 }
             }
-            Ok((m, t.doc.metadata.name.value.clone(), Some(Arc::new(site) as Arc<dyn Site>)))
+            Ok((
+                m,
+                t.doc.metadata.name.value.clone(),
+                Some(Arc::new(site) as Arc<dyn Site>),
+            ))
         }
     }
 }
@@ -84,7 +91,12 @@ pub async fn run(
     let mut ecat_src = cat.clone();
     let progress = Progress::new(format != Format::Human);
     let p2 = progress.clone();
-    let on_progress: Arc<dyn Fn(&vacsine_engine::ProgressEvent) + Send + Sync> = Arc::new(move |e| p2.say(&e.to_string()));
+    let on_progress: Arc<dyn Fn(&vacsine_engine::ProgressEvent) + Send + Sync> =
+        Arc::new(move |e| {
+            if let Some(line) = describe(e) {
+                p2.say(&line)
+            }
+        });
     let (nodes, target_name, observer) = match nodes_for(target.as_ref()).await {
         Ok(x) => x,
         Err(code) => return Ok(code),
@@ -94,18 +106,25 @@ pub async fn run(
         engine.resume(&run_id, nodes).await
     } else {
         let Some(wf_path) = workflow else {
-            return Err(miette::miette!(help = "give a workflow file, or --resume RUN_ID", "nothing to run"));
+            return Err(miette::miette!(
+                help = "give a workflow file, or --resume RUN_ID",
+                "nothing to run"
+            ));
         };
         let wf = match inputs::load_workflow(&wf_path) {
             Ok(w) => w,
             Err(e) => return Ok(print_diagnostics(vec![e])),
         };
-        ecat_src.workflows.entry(wf.doc.metadata.name.value.clone()).or_insert_with(|| wf.clone());
+        ecat_src
+            .workflows
+            .entry(wf.doc.metadata.name.value.clone())
+            .or_insert_with(|| wf.clone());
         let ecat = vacsine_enforce::engine_catalog(&ecat_src);
-        let mut errs: Vec<LoadError> = vacsine_core::validate::validate_workflow_structure(&wf.doc, &ecat_src.index())
-            .into_iter()
-            .map(|p| p.into_error(&wf.source))
-            .collect();
+        let mut errs: Vec<LoadError> =
+            vacsine_core::validate::validate_workflow_structure(&wf.doc, &ecat_src.index())
+                .into_iter()
+                .map(|p| p.into_error(&wf.source))
+                .collect();
         errs.extend(
             vacsine_engine::validate_workflow(&wf.doc, &ecat)
                 .into_iter()
@@ -118,7 +137,9 @@ pub async fn run(
             Ok(i) => i,
             Err(e) => return Err(miette::miette!("{e}")),
         };
-        let default_node = (nodes.len() == 1).then(|| nodes.keys().next().cloned()).flatten();
+        let default_node = (nodes.len() == 1)
+            .then(|| nodes.keys().next().cloned())
+            .flatten();
         let engine = Engine::new(journal, ecat);
         engine
             .run(RunRequest {
@@ -153,7 +174,11 @@ pub async fn run(
             println!("run {} {}", report.run_id, report.status.as_str());
         }
     }
-    Ok(if report.status == RunStatus::Succeeded { EXIT_OK } else { EXIT_FAILURES })
+    Ok(if report.status == RunStatus::Succeeded {
+        EXIT_OK
+    } else {
+        EXIT_FAILURES
+    })
 }
 
 fn print_records(records: &[vacsine_core::record::StepRecord]) {
@@ -183,21 +208,51 @@ pub fn runs(limit: usize, format: Format) -> miette::Result<i32> {
     let journal = Journal::open(&journal_path()?).map_err(|e| miette::miette!("{e}"))?;
     let runs = journal.runs(limit).map_err(|e| miette::miette!("{e}"))?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&runs).unwrap_or_default()
+        );
         return Ok(EXIT_OK);
     }
     if runs.is_empty() {
         println!("no runs yet");
     }
+    if !runs.is_empty() {
+        println!(
+            "{:<38} {:<24} {:<16} {:<12} {:<28} DURATION",
+            "RUN", "WORKFLOW", "TARGET", "STATUS", "STARTED"
+        );
+    }
     for r in &runs {
-        println!("{r}");
+        let dur = r
+            .finished_at
+            .as_deref()
+            .and_then(|f| {
+                let a = chrono::DateTime::parse_from_rfc3339(&r.started_at).ok()?;
+                let b = chrono::DateTime::parse_from_rfc3339(f).ok()?;
+                Some(format!(
+                    "{:.2}s",
+                    (b - a).num_milliseconds() as f64 / 1000.0
+                ))
+            })
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<38} {:<24} {:<16} {:<12} {:<28} {dur}",
+            r.id,
+            r.workflow,
+            r.target,
+            r.status.as_str(),
+            r.started_at
+        );
     }
     Ok(EXIT_OK)
 }
 
 pub fn logs(run_id: &str, format: Format) -> miette::Result<i32> {
     let journal = Journal::open(&journal_path()?).map_err(|e| miette::miette!("{e}"))?;
-    let records = journal.records(run_id).map_err(|e| miette::miette!("{e}"))?;
+    let records = journal
+        .records(run_id)
+        .map_err(|e| miette::miette!("{e}"))?;
     if records.is_empty() {
         eprintln!("error: no step records for run `{run_id}`; `vacsine runs` lists the runs");
         return Ok(EXIT_ERROR);
@@ -211,4 +266,37 @@ pub fn logs(run_id: &str, format: Format) -> miette::Result<i32> {
         print_records(&records);
     }
     Ok(EXIT_OK)
+}
+
+fn describe(e: &vacsine_engine::ProgressEvent) -> Option<String> {
+    use vacsine_engine::ProgressEvent as P;
+    Some(match e {
+        P::RunStarted { run_id, workflow } => format!("run {run_id} of {workflow} started"),
+        P::StepStarted {
+            step_id,
+            node,
+            attempt,
+            ..
+        } => {
+            format!(
+                "{step_id} on {} (attempt {attempt}) started",
+                node.as_deref().unwrap_or("-")
+            )
+        }
+        P::StepFinished {
+            step_id,
+            node,
+            status,
+            elapsed,
+            ..
+        } => format!(
+            "{step_id} on {} {status} in {:.2}s",
+            node.as_deref().unwrap_or("-"),
+            elapsed.as_secs_f64()
+        ),
+        P::RunFinished {
+            status, elapsed, ..
+        } => format!("run {} in {:.2}s", status.as_str(), elapsed.as_secs_f64()),
+        _ => return None,
+    })
 }

@@ -21,6 +21,10 @@ struct CommandArgs {
     stdin: Option<String>,
     #[serde(default = "zero")]
     expect_exit: Vec<i32>,
+    /// Exit codes meaning "something changed" (default: any accepted exit code). For
+    /// `pkill`, `[0]`: exit 1 (nothing to kill) is accepted and reports no change.
+    #[serde(default)]
+    changed_exit: Option<Vec<i32>>,
 }
 
 pub struct CommandExecutor {
@@ -89,8 +93,13 @@ impl Executor for CommandExecutor {
             .exec(&a.argv, &env, a.stdin.map(String::into_bytes), ctx.timeout)
             .await;
         let mut r = finish(out, ctx, &a.expect_exit);
-        // A command may change anything: report it as a change when it ran successfully.
-        r.changed = r.status == StepStatus::Succeeded;
+        // A command may change anything: report it as a change when it ran successfully,
+        // unless `changedExit` says which exit codes mean a change.
+        r.changed = r.status == StepStatus::Succeeded
+            && match (&a.changed_exit, r.exit_code) {
+                (Some(codes), Some(c)) => codes.contains(&c),
+                _ => true,
+            };
         r
     }
 }

@@ -89,7 +89,9 @@ fn ensure_line(old: &str, line: &str, regexp: Option<&regex::Regex>) -> String {
     let mut found = false;
     for l in old.lines() {
         let hit = match regexp {
-            Some(re) => re.is_match(l),
+            // As Ansible's lineinfile: the line itself already present counts as a match,
+            // so a second run changes nothing.
+            Some(re) => re.is_match(l) || l == line,
             None => l == line,
         };
         if hit {
@@ -115,6 +117,34 @@ fn ensure_line(old: &str, line: &str, regexp: Option<&regex::Regex>) -> String {
         return old.to_string();
     }
     s
+}
+
+/// Permission bits of an existing path (file or directory), via `stat` in the node.
+async fn stat_mode(node: &dyn NodeOps, path: &str, timeout: Duration) -> Result<u32, String> {
+    let out = node
+        .exec(
+            &[
+                "stat".into(),
+                "-c".into(),
+                "%a".into(),
+                "--".into(),
+                path.into(),
+            ],
+            &[],
+            None,
+            timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.exit_code != Some(0) {
+        return Err(format!(
+            "{path}: cannot read its mode: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    u32::from_str_radix(text.trim(), 8)
+        .map_err(|_| format!("{path}: unexpected stat output `{}`", text.trim()))
 }
 
 async fn remove(node: &dyn NodeOps, path: &str, timeout: Duration) -> Result<(), String> {
@@ -175,6 +205,14 @@ impl Executor for FileExecutor {
         if path.is_empty() {
             return StepResult::failed("undo data has no path");
         }
+        if undo["chmod_only"] == json!(true) {
+            let m = undo["mode"].as_u64().unwrap_or(0) as u32;
+            return match node.chmod(&path, m).await {
+                Ok(()) => StepResult::ok(true)
+                    .msg(Level::Info, format!("restored mode {m:04o} of {path}")),
+                Err(e) => StepResult::failed(e.to_string()),
+            };
+        }
         if undo["exists"] == json!(false) {
             return match remove(node.as_ref(), &path, ctx.timeout).await {
                 Ok(()) => StepResult::ok(true).msg(Level::Info, format!("removed {path}")),
@@ -223,6 +261,19 @@ impl FileExecutor {
             .map(regex::Regex::new)
             .transpose()
             .map_err(|e| format!("invalid `regexp`: {e}"))?;
+        // Mode only (files or directories): stat and chmod, the content is never read.
+        if let (Some(m), None, None, FileState::Present) = (mode, &a.content, &a.line, a.state) {
+            let old = stat_mode(node.as_ref(), &a.path, ctx.timeout).await?;
+            if old == m {
+                return Ok(StepResult::ok(false)
+                    .msg(Level::Info, format!("{} already has mode {m:04o}", a.path)));
+            }
+            node.chmod(&a.path, m).await.map_err(|e| e.to_string())?;
+            let mut r = StepResult::ok(true)
+                .msg(Level::Info, format!("{}: mode {old:04o} → {m:04o}", a.path));
+            r.undo = Some(json!({"path": a.path, "chmod_only": true, "mode": old}));
+            return Ok(r);
+        }
         let prior = node.read_file(&a.path).await.map_err(|e| e.to_string())?;
         let undo = prior_json(&a.path, &prior);
 

@@ -1,0 +1,159 @@
+use crate::*;
+use vacsine_core::Outcome;
+use vacsine_enforce::{enforce, HookPoint, Verdict};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_enforce_is_verified() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let inputs = demo_inputs();
+    let rep = enforce(&inputs, &opts()).await.expect("enforce");
+    eprintln!("{}", vacsine_enforce::report::enforce_human(&rep));
+    assert_eq!(rep.verdict, Verdict::Verified, "{}", rep.summary);
+    let fixed = rep
+        .requirements
+        .iter()
+        .filter(|r| r.target_before == Outcome::Fail && r.target_after == Outcome::Pass)
+        .count();
+    assert!(fixed >= 3, "only {fixed} requirements went fail → pass");
+    assert_eq!(rep.sandbox.faithful, Some(true));
+    assert!(rep
+        .requirements
+        .iter()
+        .all(|r| r.target_after != Outcome::Fail));
+    assert!(rep
+        .steps
+        .iter()
+        .any(|s| s.phase == "target-apply" && s.record.changed));
+    assert!(rep
+        .steps
+        .iter()
+        .filter(|s| s.phase == "sandbox-idempotence")
+        .all(|s| !s.record.changed));
+    for p in [
+        "clone sandbox",
+        "apply to sandbox",
+        "apply to target",
+        "verify target",
+    ] {
+        assert!(rep.phases.iter().any(|x| x.name == p), "phase {p} missing");
+    }
+    assert_eq!(rep.exit_code(), 0);
+    // The contract of report.json.
+    let v = serde_json::to_value(&rep).unwrap();
+    for k in [
+        "verdict",
+        "requirements",
+        "plan",
+        "steps",
+        "phases",
+        "sandbox",
+    ] {
+        assert!(v.get(k).is_some(), "{k} missing");
+    }
+    assert!(v["steps"][0]["started_at"].is_string() && v["steps"][0]["duration_ms"].is_number());
+    assert!(v["sandbox"]["id"].is_string());
+    assert!(sandbox_leftovers().await.is_empty(), "sandbox objects left");
+    // Enforcing again finds nothing to do.
+    let again = enforce(&inputs, &opts()).await.expect("enforce again");
+    assert_eq!(again.verdict, Verdict::Compliant, "{}", again.summary);
+}
+
+const BAD_FIX: &str = r#"apiVersion: vacsine.io/v1
+kind: Policy
+metadata: {name: bad-fix}
+spec:
+  catalog: [CATALOG]
+  requirements:
+    - id: web-reachable
+      title: web answers
+      kind: availability
+      severity: high
+      nodes: {roles: [web]}
+      check: {http: {port: 80, from: outside, status: 200}}
+    - id: web-default-deny
+      title: web drops inbound by default
+      severity: high
+      nodes: {roles: [web]}
+      check: {firewall: {defaultPolicy: {input: drop}}}
+      fixes:
+        - uses: default-deny-inbound
+          with: {allow_tcp: [22]}
+          disruption: low
+    - id: webroot
+      title: web root not world-writable
+      severity: low
+      nodes: {roles: [web]}
+      check: {file: {path: /srv/www, maxMode: "0755"}}
+      fixes:
+        - {uses: fix-permissions, with: {path: /srv/www, mode: "0755"}, disruption: low}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_fix_is_rejected_in_sandbox_and_target_untouched() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = inputs_with_policy(dir.path(), BAD_FIX);
+    let rules_before = ruleset("vacsine-demo-web").await;
+    let stat_before = dexec("vacsine-demo-web", &["stat", "-c", "%a %U", "/srv/www"]).await;
+    let rep = enforce(&inputs, &opts()).await.expect("enforce");
+    assert_eq!(rep.verdict, Verdict::RejectedInSandbox, "{}", rep.summary);
+    assert!(rep.summary.contains("web-reachable"), "{}", rep.summary);
+    assert_eq!(
+        ruleset("vacsine-demo-web").await,
+        rules_before,
+        "target ruleset changed"
+    );
+    assert_eq!(
+        dexec("vacsine-demo-web", &["stat", "-c", "%a %U", "/srv/www"]).await,
+        stat_before
+    );
+    assert!(rep.steps.iter().all(|s| s.phase.starts_with("sandbox")));
+    assert_eq!(rep.exit_code(), 2);
+    assert!(sandbox_leftovers().await.is_empty(), "sandbox objects left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_after_sandbox_verdict_is_rolled_back() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let inputs = demo_inputs();
+    let legacy_rules = ruleset("vacsine-demo-legacy").await;
+    let ssh_config = dexec("vacsine-demo-ssh", &["cat", "/etc/ssh/sshd_config"]).await;
+    let shadow = dexec("vacsine-demo-ssh", &["stat", "-c", "%a", "/etc/shadow"]).await;
+    let mut o = opts();
+    // Between the sandbox verdict and the target apply, the web server dies on the target:
+    // the availability guard fails after the apply, so everything must be rolled back.
+    o.hook = Some(Arc::new(|p| {
+        Box::pin(async move {
+            if p == HookPoint::BeforeTargetApply {
+                dexec("vacsine-demo-web", &["killall", "httpd"]).await;
+            }
+        })
+    }));
+    let rep = enforce(&inputs, &o).await.expect("enforce");
+    assert_eq!(rep.verdict, Verdict::RolledBack, "{}", rep.summary);
+    assert!(rep.steps.iter().any(|s| s.phase == "rollback"
+        || s.record.status == vacsine_core::record::StepStatus::RolledBack));
+    assert_eq!(
+        ruleset("vacsine-demo-legacy").await,
+        legacy_rules,
+        "legacy ruleset not restored"
+    );
+    assert_eq!(
+        dexec("vacsine-demo-ssh", &["cat", "/etc/ssh/sshd_config"]).await,
+        ssh_config,
+        "sshd_config not restored"
+    );
+    assert_eq!(
+        dexec("vacsine-demo-ssh", &["stat", "-c", "%a", "/etc/shadow"]).await,
+        shadow,
+        "shadow mode not restored"
+    );
+    assert_eq!(rep.exit_code(), 2);
+    assert!(sandbox_leftovers().await.is_empty(), "sandbox objects left");
+}
