@@ -143,7 +143,8 @@ pub struct RunReport {
     pub status: RunStatus,
     /// Every step record of the run, in the order they were started (secrets masked).
     pub records: Vec<StepRecord>,
-    /// Whether any step that stayed applied reported a change.
+    /// Whether any workflow step that stayed applied reported a change (undo and rollback
+    /// records excluded).
     pub changed: bool,
     /// Outputs of each step that has some, by step id.
     pub outputs: Map<String, Value>,
@@ -248,10 +249,11 @@ fn secret_env_name(name: &str) -> String {
     format!("VACSINE_SECRET_{up}")
 }
 
+/// Secrets as templates see them (`secrets.<name>`), as script env, and raw values to mask.
+type LoadedSecrets = (Map<String, Value>, Vec<(String, String)>, Vec<String>);
+
 /// Read the workflow's secrets from the environment or files.
-fn load_secrets(
-    w: &Workflow,
-) -> Result<(Map<String, Value>, Vec<(String, String)>, Vec<String>), EngineError> {
+fn load_secrets(w: &Workflow) -> Result<LoadedSecrets, EngineError> {
     let mut map = Map::new();
     let mut env = Vec::new();
     let mut values = Vec::new();
@@ -660,7 +662,10 @@ impl Engine {
     ) -> Result<RunReport, EngineError> {
         let records = self.journal.records(run_id)?;
         let changed = records.iter().any(|r| {
-            r.changed && r.status == StepStatus::Succeeded && !r.step_id.starts_with("undo:")
+            r.changed
+                && r.status == StepStatus::Succeeded
+                && !r.step_id.starts_with("undo:")
+                && !r.step_id.starts_with("rollback:")
         });
         let mut outputs = Map::new();
         for r in &records {
@@ -945,13 +950,12 @@ impl Engine {
                 return StepOutcome { status: r };
             }
         };
-        let results: Vec<(Option<String>, StepStatus, Map<String, Value>, bool)> =
-            futures_util::future::join_all(
-                nodes
-                    .iter()
-                    .map(|n| self.run_on_node(run, scope, s, &full_id, n.as_ref(), attempt_base)),
-            )
-            .await;
+        let results: Vec<NodeResult> = futures_util::future::join_all(
+            nodes
+                .iter()
+                .map(|n| self.run_on_node(run, scope, s, &full_id, n.as_ref(), attempt_base)),
+        )
+        .await;
         let status = results
             .iter()
             .map(|r| r.1)
@@ -1039,7 +1043,7 @@ impl Engine {
         full_id: &str,
         node: Option<&Arc<dyn NodeOps>>,
         attempt_base: u32,
-    ) -> (Option<String>, StepStatus, Map<String, Value>, bool) {
+    ) -> NodeResult {
         let node_name = node.map(|n| n.node().name.clone());
         let nn = node_name.as_deref();
         let fail = |e: String| async move {
@@ -1462,6 +1466,9 @@ impl Engine {
         Ok(errors)
     }
 }
+
+/// One step on one node: (node, status, outputs, changed).
+type NodeResult = (Option<String>, StepStatus, Map<String, Value>, bool);
 
 enum PriorState {
     Done(StepStatus),

@@ -166,10 +166,7 @@ pub fn validate_rule(rule: &str) -> Result<(), String> {
     if depth != 0 {
         return Err("unbalanced `{` in firewall rule".into());
     }
-    for tok in r
-        .split(|c: char| c == ' ' || c == '{' || c == '}' || c == ',')
-        .filter(|t| !t.is_empty())
-    {
+    for tok in r.split([' ', '{', '}', ',']).filter(|t| !t.is_empty()) {
         if COMMAND_KEYWORDS.contains(&tok) {
             return Err(format!(
                 "`{tok}` is an nft command keyword and is not allowed inside a rule"

@@ -1,1 +1,12 @@
+//! Integration tests of the engine, run on the local host (LocalNode), data-driven where the
+//! feature allows: each case is a small workflow written as YAML.
 
+mod dag;
+mod executors;
+mod firewall;
+mod injection;
+mod resume;
+mod rollback;
+mod secrets;
+mod support;
+mod validate;

@@ -1,0 +1,173 @@
+//! Crash and resume: a child process runs a workflow against a journal file and is killed with
+//! SIGKILL in the middle of a long step; the run is then resumed from the journal.
+
+use crate::support::*;
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use vacsine_core::record::StepStatus;
+use vacsine_engine::{Catalog, Engine, EngineError, Journal, RunRequest, RunStatus};
+
+fn spec(idempotent: bool) -> String {
+    format!(
+        r#"
+  inputs:
+    dir: {{ type: string }}
+  steps:
+    - id: first
+      uses: command
+      with: {{ argv: [sh, -c, 'echo ran >> "$1/first"', sh, "{{{{ inputs.dir }}}}"] }}
+    - id: long
+      uses: command
+      needs: [first]
+      idempotent: {idempotent}
+      with:
+        argv:
+          - sh
+          - -c
+          - 'if [ -e "$1/long-done" ]; then echo resumed; else echo $$ > "$1/long-pid.tmp"; mv "$1/long-pid.tmp" "$1/long-pid"; touch "$1/long-done"; exec sleep 30; fi'
+          - sh
+          - "{{{{ inputs.dir }}}}"
+    - id: after
+      uses: command
+      needs: [long]
+      with: {{ argv: [sh, -c, 'echo ran >> "$1/after"', sh, "{{{{ inputs.dir }}}}"] }}
+"#
+    )
+}
+
+/// Entry point of the child process (does nothing unless started by `crash_and_resume`).
+#[tokio::test]
+#[ignore = "child process of crash_and_resume"]
+async fn child_runner() {
+    let Ok(journal) = std::env::var("VX_RESUME_JOURNAL") else {
+        return;
+    };
+    let dir = std::env::var("VX_RESUME_DIR").unwrap();
+    let idem = std::env::var("VX_RESUME_IDEMPOTENT").unwrap() == "true";
+    let e = Engine::new(Journal::open(Path::new(&journal)).unwrap(), Catalog::new());
+    let mut req = RunRequest::new(wf("crashy", &spec(idem)));
+    req.inputs = inputs(json!({"dir": dir}));
+    req.nodes = nodes(&[local("local")]);
+    let _ = e.run(req).await;
+}
+
+fn crash(dir: &Path, journal: &Path, idempotent: bool) -> String {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "resume::child_runner",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("VX_RESUME_JOURNAL", journal)
+        .env("VX_RESUME_DIR", dir)
+        .env("VX_RESUME_IDEMPOTENT", idempotent.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !dir.join("long-pid").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "child never reached the long step"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // The long step's process group outlives its killed parent: clean it up.
+    let pid: i32 = std::fs::read_to_string(dir.join("long-pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let j = Journal::open(journal).unwrap();
+    let runs = j.runs(10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Running);
+    let recs = j.records(&runs[0].id).unwrap();
+    let long: Vec<_> = recs.iter().filter(|r| r.step_id == "long").collect();
+    assert_eq!(long.len(), 1);
+    assert_eq!(
+        long[0].status,
+        StepStatus::Running,
+        "journaled before the step started"
+    );
+    runs[0].id.clone()
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn crash_and_resume_non_idempotent_step_is_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.db");
+    let run_id = crash(dir.path(), &journal, false);
+    let e = Engine::new(Journal::open(&journal).unwrap(), Catalog::new());
+    let r = e.resume(&run_id, nodes(&[local("local")])).await.unwrap();
+    assert_eq!(r.status, RunStatus::Interrupted, "{r:#?}");
+    let msg = r.message.clone().unwrap();
+    assert!(
+        msg.contains("step `long`") && msg.contains("not idempotent"),
+        "{msg}"
+    );
+    assert_eq!(recs(&r, "first").len(), 1, "finished step re-run");
+    assert_eq!(status(&r, "first"), StepStatus::Succeeded);
+    let long = recs(&r, "long");
+    assert_eq!(long.len(), 1);
+    assert_eq!(long[0].status, StepStatus::Interrupted);
+    assert!(long[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("not re-run automatically"));
+    assert!(recs(&r, "after").is_empty());
+    assert_eq!(lines(&dir.path().join("first")), 1);
+    assert_eq!(lines(&dir.path().join("after")), 0);
+    // The journal agrees, and the run cannot be resumed twice.
+    assert_eq!(
+        e.journal().run(&run_id).unwrap().unwrap().status,
+        RunStatus::Interrupted
+    );
+    let err = e
+        .resume(&run_id, nodes(&[local("local")]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::InvalidState { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn crash_and_resume_idempotent_step_is_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.db");
+    let run_id = crash(dir.path(), &journal, true);
+    let e = Engine::new(Journal::open(&journal).unwrap(), Catalog::new());
+    let r = e.resume(&run_id, nodes(&[local("local")])).await.unwrap();
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:#?}");
+    assert_eq!(recs(&r, "first").len(), 1);
+    let long: Vec<_> = recs(&r, "long")
+        .iter()
+        .map(|x| (x.attempt, x.status, x.stdout.clone()))
+        .collect();
+    assert_eq!(
+        long,
+        vec![
+            (1, StepStatus::Interrupted, String::new()),
+            (2, StepStatus::Succeeded, "resumed\n".to_string())
+        ]
+    );
+    assert_eq!(status(&r, "after"), StepStatus::Succeeded);
+    assert_eq!(lines(&dir.path().join("first")), 1);
+    assert_eq!(lines(&dir.path().join("after")), 1);
+}
