@@ -71,7 +71,7 @@ pub fn ready(steps: &[Step], states: &BTreeMap<String, State>) -> (Vec<String>, 
             .iter()
             .map(|n| states.get(n.value.as_str()).copied().unwrap_or(State::Ok))
             .collect();
-        if deps.iter().any(|d| *d == State::Blocked) {
+        if deps.contains(&State::Blocked) {
             skip.push(s.id.value.clone());
         } else if deps.iter().all(|d| *d == State::Ok) {
             start.push(s.id.value.clone());

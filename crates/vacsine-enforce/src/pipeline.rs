@@ -165,8 +165,8 @@ fn failed_step(run: &RunReport) -> String {
     // The innermost failing step (sub-workflow steps come after their parent) explains best.
     run.records
         .iter()
-        .filter(bad)
-        .last()
+        .rev()
+        .find(bad)
         .or_else(|| run.records.iter().find(|r| !r.status.is_ok()))
         .map(|r| {
             format!(
