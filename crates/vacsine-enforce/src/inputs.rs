@@ -147,6 +147,10 @@ impl Catalog {
             Ok(w) => {
                 let name = w.doc.metadata.name.value.clone();
                 if let Some(prev) = self.workflows.get(&name) {
+                    let same = |p: &Path| std::fs::canonicalize(p).ok();
+                    if same(&prev.path) == same(path) {
+                        return; // the same file reached through two catalog paths
+                    }
                     problems.push(LoadError::at(
                         &w.source,
                         w.doc.metadata.name.line,
