@@ -13,6 +13,7 @@ use vacsine_core::node::{ExecOutput, NodeOps, Site};
 use vacsine_core::record::{rfc3339, Level, Message, StepStatus};
 
 mod command;
+mod container;
 mod file;
 mod firewall;
 mod http;
@@ -20,6 +21,7 @@ mod misc;
 mod wait;
 
 pub use command::{CommandExecutor, ScriptExecutor};
+pub use container::ContainerExecutor;
 pub use file::FileExecutor;
 pub use firewall::{validate_rule, FirewallExecutor};
 pub use http::HttpExecutor;
@@ -213,6 +215,7 @@ impl Default for Registry {
         r.register(Arc::new(QuarantineExecutor));
         r.register(Arc::new(WaitUntilExecutor));
         r.register(Arc::new(HttpExecutor::default()));
+        r.register(Arc::new(ContainerExecutor::default()));
         r
     }
 }
