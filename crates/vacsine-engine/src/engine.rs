@@ -1,7 +1,9 @@
 //! Scheduling of workflow steps: DAG order with bounded concurrency, conditions, retries,
 //! timeouts, fan-out over nodes, sub-workflows, journaling, resume and compensation.
 
-use crate::executor::{message, ExecCtx, Executor, Registry, StepResult, WORKFLOW_EXECUTOR};
+use crate::executor::{
+    message, ExecCtx, Executor, Registry, StepResult, UndoLog, WORKFLOW_EXECUTOR,
+};
 use crate::journal::{Journal, StoredRun};
 use crate::template;
 use crate::{validate, EngineError, RunStatus};
@@ -1153,6 +1155,15 @@ impl Engine {
                 node: node_name.clone(),
                 attempt,
             });
+            let undo_log = UndoLog {
+                journal: self.journal.clone(),
+                run_id: run.run_id.clone(),
+                record_seq: seq,
+                step_id: full_id.into(),
+                node: node_name.clone(),
+                executor: s.uses.value.clone(),
+                saved: Default::default(),
+            };
             let ectx = ExecCtx {
                 run_id: run.run_id.clone(),
                 step_id: full_id.into(),
@@ -1160,6 +1171,7 @@ impl Engine {
                 timeout,
                 secret_env: scope.secret_env.clone(),
                 observer: run.observer.clone(),
+                undo_log: Some(undo_log.clone()),
             };
             let args = Value::Object(args);
             let mut result = match &executor {
@@ -1229,7 +1241,19 @@ impl Engine {
                 Value::Object(m) => m,
                 _ => Map::new(),
             };
-            if let Err(e) = self.journal.finish_record(seq, &rec, result.undo.as_ref()) {
+            // Undo data: journaled by the executor before its change, or returned with the
+            // result; dropped when nothing changed after all.
+            let undo = if undo_log.saved() {
+                if !rec.changed {
+                    if let Err(e) = self.journal.drop_undo(seq) {
+                        tracing::error!(error = %e, "journal write failed");
+                    }
+                }
+                None
+            } else {
+                result.undo.as_ref().filter(|_| rec.changed)
+            };
+            if let Err(e) = self.journal.finish_record(seq, &rec, undo) {
                 tracing::error!(error = %e, "journal write failed");
             }
             run.emit(ProgressEvent::StepFinished {
@@ -1398,6 +1422,7 @@ impl Engine {
                         timeout: Duration::from_secs(300),
                         secret_env: Vec::new(),
                         observer: run.observer.clone(),
+                        undo_log: None,
                     };
                     x.undo(&ctx, e.data.clone()).await
                 }

@@ -387,6 +387,45 @@ impl Journal {
         })
     }
 
+    /// Journal undo data of a running attempt *before* the change it protects (replacing any
+    /// earlier capture of the same attempt).
+    pub(crate) fn save_undo(
+        &self,
+        run_id: &str,
+        record_seq: i64,
+        step_id: &str,
+        node: Option<&str>,
+        executor: &str,
+        data: &Value,
+    ) -> Result<()> {
+        let data = serde_json::to_string(data)?;
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM undo WHERE record_seq = ?1 AND undone_at IS NULL",
+                [record_seq],
+            )?;
+            tx.execute(
+                "INSERT INTO undo (run_id, record_seq, step_id, node, executor, data_json)
+                 VALUES (?1,?2,?3,?4,?5,?6)",
+                params![run_id, record_seq, step_id, node, executor, data],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Forget the undo data of an attempt that changed nothing after all.
+    pub(crate) fn drop_undo(&self, record_seq: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM undo WHERE record_seq = ?1 AND undone_at IS NULL",
+                [record_seq],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Change a finished record's status (e.g. to `rolled_back`), adding a message.
     pub(crate) fn update_record(&self, seq: i64, r: &StepRecord) -> Result<()> {
         self.finish_record(seq, r, None)

@@ -268,10 +268,12 @@ impl FileExecutor {
                 return Ok(StepResult::ok(false)
                     .msg(Level::Info, format!("{} already has mode {m:04o}", a.path)));
             }
+            let undo = json!({"path": a.path, "chmod_only": true, "mode": old});
+            ctx.save_undo(&undo)?;
             node.chmod(&a.path, m).await.map_err(|e| e.to_string())?;
             let mut r = StepResult::ok(true)
                 .msg(Level::Info, format!("{}: mode {old:04o} → {m:04o}", a.path));
-            r.undo = Some(json!({"path": a.path, "chmod_only": true, "mode": old}));
+            r.undo = Some(undo);
             return Ok(r);
         }
         let prior = node.read_file(&a.path).await.map_err(|e| e.to_string())?;
@@ -283,6 +285,7 @@ impl FileExecutor {
                     StepResult::ok(false).msg(Level::Info, format!("{} already absent", a.path))
                 );
             }
+            ctx.save_undo(&undo)?;
             remove(node.as_ref(), &a.path, ctx.timeout).await?;
             let mut r = StepResult::ok(true).msg(Level::Info, format!("removed {}", a.path));
             r.undo = Some(undo);
@@ -308,6 +311,7 @@ impl FileExecutor {
             )),
             (None, Some(new)) => {
                 let m = mode.unwrap_or(0o644);
+                ctx.save_undo(&undo)?;
                 node.write_file(&a.path, &new, m, 0, 0)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -320,6 +324,7 @@ impl FileExecutor {
             }
             (Some(p), Some(new)) if new != p.content => {
                 let m = mode.unwrap_or(p.mode);
+                ctx.save_undo(&undo)?;
                 node.write_file(&a.path, &new, m, p.uid, p.gid)
                     .await
                     .map_err(|e| e.to_string())?;

@@ -337,6 +337,9 @@ impl Executor for FirewallExecutor {
             Err(e) => return StepResult::failed(format!("reading the ruleset: {e}")),
         };
         let old_table = table_listing(&before, &a.family, &a.table);
+        if let Err(e) = ctx.save_undo(&json!({"ruleset": before})) {
+            return StepResult::failed(e);
+        }
         if let Err(e) = node.nft_apply(&script).await {
             return StepResult::failed(format!("nft rejected the ruleset: {e}"))
                 .msg(Level::Error, format!("script:\n{script}"));

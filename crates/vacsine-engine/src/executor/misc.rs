@@ -87,11 +87,15 @@ impl Executor for SysctlExecutor {
         if norm(&old) == norm(&want) {
             return StepResult::ok(false).msg(Level::Info, format!("{} = {old}", a.key));
         }
+        let undo = json!({"key": a.key, "value": old});
+        if let Err(e) = ctx.save_undo(&undo) {
+            return StepResult::failed(e);
+        }
         if let Err(e) = node.sysctl_set(&a.key, &want).await {
             return StepResult::failed(e.to_string());
         }
         let mut r = StepResult::ok(true).msg(Level::Info, format!("{}: {old} → {want}", a.key));
-        r.undo = Some(json!({"key": a.key, "value": old}));
+        r.undo = Some(undo);
         r
     }
     async fn undo(&self, ctx: &ExecCtx, undo: Value) -> StepResult {
@@ -139,8 +143,23 @@ impl Executor for QuarantineExecutor {
             Ok(n) => n,
             Err(e) => return StepResult::failed(e),
         };
+        // Before: every network but the kept one may be cut.
+        if let Ok(nets) = node.networks().await {
+            let at_risk: Vec<&String> = nets
+                .iter()
+                .filter(|n| Some(n.as_str()) != a.keep.as_deref())
+                .collect();
+            if !at_risk.is_empty() {
+                if let Err(e) = ctx.save_undo(&json!({"networks": at_risk})) {
+                    return StepResult::failed(e);
+                }
+            }
+        }
         match node.quarantine(a.keep.as_deref()).await {
             Ok(removed) => {
+                if !removed.is_empty() {
+                    let _ = ctx.save_undo(&json!({"networks": removed}));
+                }
                 let changed = !removed.is_empty();
                 let mut r = StepResult::ok(changed)
                     .msg(

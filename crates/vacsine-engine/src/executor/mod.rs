@@ -40,9 +40,50 @@ pub struct ExecCtx {
     pub secret_env: Vec<(String, String)>,
     /// Observer of checks (for `wait-until`).
     pub observer: Option<Arc<dyn Site>>,
+    /// Where prior state is journaled before a change (None: kept in memory only).
+    pub undo_log: Option<UndoLog>,
+}
+
+/// Journals an attempt's undo data before the change it protects, so that a crash between the
+/// change and the end of the step still leaves the true prior state to restore.
+#[derive(Clone)]
+pub struct UndoLog {
+    pub(crate) journal: crate::Journal,
+    pub(crate) run_id: String,
+    pub(crate) record_seq: i64,
+    pub(crate) step_id: String,
+    pub(crate) node: Option<String>,
+    pub(crate) executor: String,
+    pub(crate) saved: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UndoLog {
+    pub(crate) fn saved(&self) -> bool {
+        self.saved.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl ExecCtx {
+    /// Journal the prior state before changing anything (replaces an earlier capture of the
+    /// same attempt). Also return it as [`StepResult::undo`].
+    pub fn save_undo(&self, data: &Value) -> Result<(), String> {
+        let Some(log) = &self.undo_log else {
+            return Ok(());
+        };
+        log.journal
+            .save_undo(
+                &log.run_id,
+                log.record_seq,
+                &log.step_id,
+                log.node.as_deref(),
+                &log.executor,
+                data,
+            )
+            .map_err(|e| format!("cannot journal the prior state, nothing changed: {e}"))?;
+        log.saved.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
     /// The node, or an error naming the step.
     pub fn node(&self) -> Result<&Arc<dyn NodeOps>, String> {
         self.node

@@ -4,8 +4,10 @@
 use crate::support::*;
 use serde_json::json;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vacsine_core::record::StepStatus;
+use vacsine_engine::executor::{ExecCtx, Executor, StepResult};
 use vacsine_engine::{Catalog, Engine, EngineError, Journal, RunRequest, RunStatus};
 
 fn spec(idempotent: bool) -> String {
@@ -36,23 +38,77 @@ fn spec(idempotent: bool) -> String {
     )
 }
 
-/// Entry point of the child process (does nothing unless started by `crash_and_resume`).
+/// A test executor that journals the prior content, changes the file, then takes long: a
+/// crash in the middle leaves a changed file and a step still `running`.
+struct SlowWrite;
+
+#[async_trait::async_trait]
+impl Executor for SlowWrite {
+    fn name(&self) -> &'static str {
+        "slow-write"
+    }
+    fn idempotent(&self) -> bool {
+        false
+    }
+    fn check_args(&self, _args: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+    async fn run(&self, ctx: &ExecCtx, args: serde_json::Value) -> StepResult {
+        let path = args["path"].as_str().unwrap().to_string();
+        let prior = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = ctx.save_undo(&json!({"path": path, "prior": prior})) {
+            return StepResult::failed(e);
+        }
+        std::fs::write(&path, args["content"].as_str().unwrap()).unwrap();
+        std::fs::write(format!("{path}.changed"), "").unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        StepResult::ok(true)
+    }
+    async fn undo(&self, _ctx: &ExecCtx, undo: serde_json::Value) -> StepResult {
+        std::fs::write(
+            undo["path"].as_str().unwrap(),
+            undo["prior"].as_str().unwrap(),
+        )
+        .unwrap();
+        StepResult::ok(true)
+    }
+}
+
+const SLOW_SPEC: &str = r#"
+  inputs:
+    dir: { type: string }
+  steps:
+    - id: change
+      uses: slow-write
+      with: { path: "{{ inputs.dir }}/conf", content: "changed\n" }
+"#;
+
+/// Entry point of the child process (does nothing unless started by `crash_with`).
 #[tokio::test]
-#[ignore = "child process of crash_and_resume"]
+#[ignore = "child process of the crash tests"]
 async fn child_runner() {
     let Ok(journal) = std::env::var("VX_RESUME_JOURNAL") else {
         return;
     };
     let dir = std::env::var("VX_RESUME_DIR").unwrap();
-    let idem = std::env::var("VX_RESUME_IDEMPOTENT").unwrap() == "true";
-    let e = Engine::new(Journal::open(Path::new(&journal)).unwrap(), Catalog::new());
-    let mut req = RunRequest::new(wf("crashy", &spec(idem)));
+    let mode = std::env::var("VX_RESUME_IDEMPOTENT").unwrap();
+    let mut e = Engine::new(Journal::open(Path::new(&journal)).unwrap(), Catalog::new());
+    e.register(Arc::new(SlowWrite));
+    let w = match mode.as_str() {
+        "slow-write" => wf("slow", SLOW_SPEC),
+        m => wf("crashy", &spec(m == "true")),
+    };
+    let mut req = RunRequest::new(w);
     req.inputs = inputs(json!({"dir": dir}));
     req.nodes = nodes(&[local("local")]);
     let _ = e.run(req).await;
 }
 
 fn crash(dir: &Path, journal: &Path, idempotent: bool) -> String {
+    crash_with(dir, journal, &idempotent.to_string(), "long-pid", "long")
+}
+
+fn crash_with(dir: &Path, journal: &Path, mode: &str, wait_for: &str, step: &str) -> String {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "resume::child_runner",
@@ -63,13 +119,13 @@ fn crash(dir: &Path, journal: &Path, idempotent: bool) -> String {
         ])
         .env("VX_RESUME_JOURNAL", journal)
         .env("VX_RESUME_DIR", dir)
-        .env("VX_RESUME_IDEMPOTENT", idempotent.to_string())
+        .env("VX_RESUME_IDEMPOTENT", mode)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let t = Instant::now();
-    while !dir.join("long-pid").exists() {
+    while !dir.join(wait_for).exists() {
         assert!(
             t.elapsed() < Duration::from_secs(30),
             "child never reached the long step"
@@ -79,21 +135,16 @@ fn crash(dir: &Path, journal: &Path, idempotent: bool) -> String {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     // The long step's process group outlives its killed parent: clean it up.
-    let pid: i32 = std::fs::read_to_string(dir.join("long-pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    if let Ok(pid) = std::fs::read_to_string(dir.join("long-pid")) {
+        let pid = nix::unistd::Pid::from_raw(pid.trim().parse().unwrap());
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+    }
     let j = Journal::open(journal).unwrap();
     let runs = j.runs(10).unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, RunStatus::Running);
     let recs = j.records(&runs[0].id).unwrap();
-    let long: Vec<_> = recs.iter().filter(|r| r.step_id == "long").collect();
+    let long: Vec<_> = recs.iter().filter(|r| r.step_id == step).collect();
     assert_eq!(long.len(), 1);
     assert_eq!(
         long[0].status,
@@ -170,4 +221,33 @@ async fn crash_and_resume_idempotent_step_is_rerun() {
     assert_eq!(status(&r, "after"), StepStatus::Succeeded);
     assert_eq!(lines(&dir.path().join("first")), 1);
     assert_eq!(lines(&dir.path().join("after")), 1);
+}
+
+#[tokio::test]
+async fn crash_mid_change_still_rolls_back_to_the_true_prior_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.db");
+    let conf = dir.path().join("conf");
+    std::fs::write(&conf, "original\n").unwrap();
+    let run_id = crash_with(dir.path(), &journal, "slow-write", "conf.changed", "change");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "changed\n");
+    let mut e = Engine::new(Journal::open(&journal).unwrap(), Catalog::new());
+    e.register(Arc::new(SlowWrite));
+    let r = e.resume(&run_id, nodes(&[local("local")])).await.unwrap();
+    assert_eq!(r.status, RunStatus::Interrupted);
+    let rb = e.rollback(&run_id, nodes(&[local("local")])).await.unwrap();
+    assert_eq!(rb.status, RunStatus::RolledBack, "{rb:#?}");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "original\n");
+    let ids: Vec<_> = rb
+        .records
+        .iter()
+        .map(|r| (r.step_id.as_str(), r.status))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            ("change", StepStatus::RolledBack),
+            ("undo:change", StepStatus::Succeeded)
+        ]
+    );
 }
