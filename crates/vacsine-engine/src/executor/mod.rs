@@ -12,6 +12,7 @@ use std::time::Duration;
 use vacsine_core::node::{ExecOutput, NodeOps, Site};
 use vacsine_core::record::{rfc3339, Level, Message, StepStatus};
 
+mod ansible;
 mod command;
 mod container;
 mod file;
@@ -20,6 +21,7 @@ mod http;
 mod misc;
 mod wait;
 
+pub use ansible::AnsibleExecutor;
 pub use command::{CommandExecutor, ScriptExecutor};
 pub use container::ContainerExecutor;
 pub use file::FileExecutor;
@@ -257,6 +259,7 @@ impl Default for Registry {
         r.register(Arc::new(WaitUntilExecutor));
         r.register(Arc::new(HttpExecutor::default()));
         r.register(Arc::new(ContainerExecutor::default()));
+        r.register(Arc::new(AnsibleExecutor::default()));
         r
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests of the engine, run on the local host (LocalNode), data-driven where the
 //! feature allows: each case is a small workflow written as YAML.
 
+mod ansible;
 mod container;
 mod dag;
 mod executors;
