@@ -1,0 +1,116 @@
+//! Benchmark (not a test): sandbox clone, full enforce, check throughput, on the demo site,
+//! against the cost of one `docker exec` measured in the same run.
+//!
+//!     cargo bench -p vacsine-enforce --bench site
+//!
+//! Prints medians and ratios (the machine is shared and noisy: absolute times vary).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use vacsine_core::node::Site;
+use vacsine_enforce::check::check_site;
+use vacsine_enforce::inputs::load_inputs;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let docker = vacsine_docker::connect().await.expect("Docker engine");
+    vacsine_docker::demo::images(&docker).await.expect("images");
+    vacsine_docker::demo::up(&docker).await.expect("demo up");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let inputs = load_inputs(&root.join("examples/edge-site/policy.yaml"), &root.join("examples/edge-site/target.yaml"), &[])
+        .expect("inputs");
+    let site = vacsine_docker::DockerSite::connect(&inputs.target.doc).await.expect("site");
+
+    // Peer: one `docker exec <web> true`.
+    let mut exec = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let s = tokio::process::Command::new("docker")
+            .args(["exec", "vacsine-demo-web", "true"])
+            .status()
+            .await
+            .expect("docker exec");
+        assert!(s.success());
+        exec.push(t.elapsed());
+    }
+    let exec = median(exec);
+
+    // Checks: the whole policy on the whole site.
+    let nodes = site.nodes().len();
+    let mut checks = Vec::new();
+    let mut count = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        count = check_site(&inputs.policy.doc, &site).await.len();
+        checks.push(t.elapsed());
+    }
+    let check = median(checks);
+    // Local checks only (no network probe waiting on a timeout): file, process, package…
+    let mut local_policy = inputs.policy.doc.clone();
+    local_policy.spec.requirements.retain(|r| r.check.vantage().is_none());
+    let mut local = Vec::new();
+    let mut local_count = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        local_count = check_site(&local_policy, &site).await.len();
+        local.push(t.elapsed());
+    }
+    let local = median(local);
+    let per_check = local / local_count.max(1) as u32;
+
+    // Sandbox clone of the whole demo site.
+    let mut clones = Vec::new();
+    let mut teardowns = Vec::new();
+    for _ in 0..runs {
+        let id = vacsine_docker::sandbox::new_id();
+        let t = Instant::now();
+        let (sbx, _s) = site.clone_sandbox(&id, |_| {}).await.expect("clone");
+        clones.push(t.elapsed());
+        let t = Instant::now();
+        sbx.teardown().await.expect("teardown");
+        teardowns.push(t.elapsed());
+    }
+    let clone = median(clones);
+    let teardown = median(teardowns);
+
+    // Full enforce on a fresh non-compliant site.
+    let mut enforces = Vec::new();
+    for _ in 0..runs.min(3) {
+        vacsine_docker::demo::up(&docker).await.expect("demo up");
+        let t = Instant::now();
+        let rep = vacsine_enforce::enforce(&inputs, &Default::default()).await.expect("enforce");
+        enforces.push(t.elapsed());
+        assert_eq!(rep.verdict, vacsine_enforce::Verdict::Verified);
+    }
+    let enforce = median(enforces);
+
+    println!("\nVacsine demo-site benchmark ({runs} runs, medians; {nodes} nodes)\n");
+    println!("{:<52} {:>10}  {}", "measure", "median", "vs peer / goal");
+    println!("{:<52} {:>8.1}ms  peer", "one `docker exec true`", ms(exec));
+    println!("{:<52} {:>8.1}ms  goal < 10000 ms", "clone the demo site into a sandbox", ms(clone));
+    println!("{:<52} {:>8.1}ms", "tear the sandbox down", ms(teardown));
+    println!("{:<52} {:>8.1}ms  goal < 60000 ms", "full demo enforce (fresh site → verified)", ms(enforce));
+    println!("{:<52} {:>8.1}ms  ({count} requirement×node checks)", "check the whole policy (incl. network probes)", ms(check));
+    println!(
+        "{:<52} {:>8.2}ms  {:.1}× cheaper than one docker exec",
+        "one local check (file/process/package/…)",
+        ms(per_check),
+        exec.as_secs_f64() / per_check.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "{:<52} {:>8.0}/s",
+        "local checks per second per node",
+        local_count as f64 / local.as_secs_f64() / nodes as f64
+    );
+    vacsine_docker::demo::down(&docker).await.expect("demo down");
+}
