@@ -354,7 +354,19 @@ async fn run_enforce(
             eprintln!("interrupted{}", id.as_ref().map(|i| format!(": removing sandbox {i}")).unwrap_or_default());
             if let Some(id) = id {
                 if let Ok(d) = vacsine_docker::connect().await {
-                    let _ = vacsine_docker::sandbox::teardown(&d, &id).await;
+                    // Requests in flight when the clone was interrupted (a commit, a create)
+                    // can still complete on the daemon: sweep until two passes find nothing.
+                    let mut quiet = 0;
+                    for _ in 0..20 {
+                        match vacsine_docker::sandbox::teardown(&d, &id).await {
+                            Ok(removed) if removed.is_empty() => quiet += 1,
+                            _ => quiet = 0,
+                        }
+                        if quiet >= 2 {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
                 }
             }
             return Ok(130);

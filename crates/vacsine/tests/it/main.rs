@@ -243,3 +243,67 @@ fn check_json_contract_and_exit_code_on_demo_site() {
     let o = vacsine(&["demo", "down"], dir.path());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// Sandbox objects carrying the label, as listed by the docker CLI.
+fn sandbox_objects() -> String {
+    let mut all = String::new();
+    for args in [
+        vec!["ps", "-aq", "--filter", "label=vacsine.sandbox"],
+        vec!["network", "ls", "-q", "--filter", "label=vacsine.sandbox"],
+        vec!["volume", "ls", "-q", "--filter", "label=vacsine.sandbox"],
+        vec!["images", "-q", "--filter", "label=vacsine.sandbox"],
+    ] {
+        let o = Command::new("docker").args(&args).output().unwrap();
+        all.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    all.trim().to_string()
+}
+
+#[test]
+fn ctrl_c_during_enforce_removes_the_sandbox() {
+    if !docker_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = vacsine(&["demo", "up"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = vacsine(&["sandbox", "gc"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(sandbox_objects(), "", "gc left objects");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vacsine"))
+        .args([
+            "enforce",
+            "--policy",
+            "examples/edge-site/policy.yaml",
+            "--target",
+            "examples/edge-site/target.yaml",
+        ])
+        .current_dir(root())
+        .env("VACSINE_HOME", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the sandbox exists, then interrupt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sandbox_objects().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no sandbox appeared");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("removing sandbox"));
+    assert_eq!(sandbox_objects(), "", "sandbox objects left after Ctrl-C");
+    vacsine(&["demo", "down"], dir.path());
+}
