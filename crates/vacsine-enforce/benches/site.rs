@@ -22,14 +22,23 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let docker = vacsine_docker::connect().await.expect("Docker engine");
     vacsine_docker::demo::images(&docker).await.expect("images");
     vacsine_docker::demo::up(&docker).await.expect("demo up");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let inputs = load_inputs(&root.join("examples/edge-site/policy.yaml"), &root.join("examples/edge-site/target.yaml"), &[])
-        .expect("inputs");
-    let site = vacsine_docker::DockerSite::connect(&inputs.target.doc).await.expect("site");
+    let inputs = load_inputs(
+        &root.join("examples/edge-site/policy.yaml"),
+        &root.join("examples/edge-site/target.yaml"),
+        &[],
+    )
+    .expect("inputs");
+    let site = vacsine_docker::DockerSite::connect(&inputs.target.doc)
+        .await
+        .expect("site");
 
     // Peer: one `docker exec <web> true`.
     let mut exec = Vec::new();
@@ -57,7 +66,10 @@ async fn main() {
     let check = median(checks);
     // Local checks only (no network probe waiting on a timeout): file, process, package…
     let mut local_policy = inputs.policy.doc.clone();
-    local_policy.spec.requirements.retain(|r| r.check.vantage().is_none());
+    local_policy
+        .spec
+        .requirements
+        .retain(|r| r.check.vantage().is_none());
     let mut local = Vec::new();
     let mut local_count = 0;
     for _ in 0..runs {
@@ -88,7 +100,9 @@ async fn main() {
     for _ in 0..runs.min(3) {
         vacsine_docker::demo::up(&docker).await.expect("demo up");
         let t = Instant::now();
-        let rep = vacsine_enforce::enforce(&inputs, &Default::default()).await.expect("enforce");
+        let rep = vacsine_enforce::enforce(&inputs, &Default::default())
+            .await
+            .expect("enforce");
         enforces.push(t.elapsed());
         assert_eq!(rep.verdict, vacsine_enforce::Verdict::Verified);
     }
@@ -97,10 +111,22 @@ async fn main() {
     println!("\nVacsine demo-site benchmark ({runs} runs, medians; {nodes} nodes)\n");
     println!("{:<52} {:>10}  {}", "measure", "median", "vs peer / goal");
     println!("{:<52} {:>8.1}ms  peer", "one `docker exec true`", ms(exec));
-    println!("{:<52} {:>8.1}ms  goal < 10000 ms", "clone the demo site into a sandbox", ms(clone));
+    println!(
+        "{:<52} {:>8.1}ms  goal < 10000 ms",
+        "clone the demo site into a sandbox",
+        ms(clone)
+    );
     println!("{:<52} {:>8.1}ms", "tear the sandbox down", ms(teardown));
-    println!("{:<52} {:>8.1}ms  goal < 60000 ms", "full demo enforce (fresh site → verified)", ms(enforce));
-    println!("{:<52} {:>8.1}ms  ({count} requirement×node checks)", "check the whole policy (incl. network probes)", ms(check));
+    println!(
+        "{:<52} {:>8.1}ms  goal < 60000 ms",
+        "full demo enforce (fresh site → verified)",
+        ms(enforce)
+    );
+    println!(
+        "{:<52} {:>8.1}ms  ({count} requirement×node checks)",
+        "check the whole policy (incl. network probes)",
+        ms(check)
+    );
     println!(
         "{:<52} {:>8.2}ms  {:.1}× cheaper than one docker exec",
         "one local check (file/process/package/…)",
@@ -112,5 +138,7 @@ async fn main() {
         "local checks per second per node",
         local_count as f64 / local.as_secs_f64() / nodes as f64
     );
-    vacsine_docker::demo::down(&docker).await.expect("demo down");
+    vacsine_docker::demo::down(&docker)
+        .await
+        .expect("demo down");
 }

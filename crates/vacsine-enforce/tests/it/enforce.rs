@@ -1,5 +1,6 @@
 use crate::*;
 use vacsine_core::Outcome;
+use vacsine_enforce::check::check_site;
 use vacsine_enforce::{enforce, HookPoint, Verdict};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,4 +157,84 @@ async fn drift_after_sandbox_verdict_is_rolled_back() {
     );
     assert_eq!(rep.exit_code(), 2);
     assert!(sandbox_leftovers().await.is_empty(), "sandbox objects left");
+}
+
+/// Each shipped catalog workflow runs on a real demo node and a second run changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_workflows_run_and_are_idempotent() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let inputs = demo_inputs();
+    let site = vacsine_docker::DockerSite::connect(&inputs.target.doc)
+        .await
+        .unwrap();
+    let cases: &[(&str, &str, serde_json::Value)] = &[
+        ("block-port", "legacy", serde_json::json!({"port": "23"})),
+        ("block-ip", "web", serde_json::json!({"ip": "203.0.113.7"})),
+        (
+            "default-deny-inbound",
+            "gateway",
+            serde_json::json!({"allow_tcp": [8080]}),
+        ),
+        (
+            "disable-service",
+            "legacy",
+            serde_json::json!({"service": "telnetd"}),
+        ),
+        (
+            "harden-sshd",
+            "ssh",
+            serde_json::json!({"option": "PermitRootLogin", "value": "no"}),
+        ),
+        (
+            "fix-permissions",
+            "ssh",
+            serde_json::json!({"path": "/etc/shadow", "mode": "0640"}),
+        ),
+        (
+            "set-sysctl",
+            "gateway",
+            serde_json::json!({"key": "net.ipv4.ip_forward", "value": "0"}),
+        ),
+        ("quarantine-node", "legacy", serde_json::json!({"keep": ""})),
+    ];
+    let engine = vacsine_engine::Engine::new(
+        vacsine_engine::Journal::in_memory().unwrap(),
+        vacsine_enforce::engine_catalog(&inputs.catalog),
+    );
+    use vacsine_core::node::Site;
+    for (wf, node, args) in cases {
+        let mut changed = Vec::new();
+        for _ in 0..2 {
+            let mut nodes = vacsine_engine::NodeMap::new();
+            nodes.insert(node.to_string(), site.node_ops(node).unwrap());
+            let mut req =
+                vacsine_engine::RunRequest::new(inputs.catalog.workflows[*wf].doc.clone());
+            req.inputs = args.as_object().unwrap().clone();
+            req.nodes = nodes;
+            req.default_node = Some(node.to_string());
+            req.target_name = "edge-site".into();
+            let rep = engine.run(req).await.unwrap();
+            assert_eq!(
+                rep.status,
+                vacsine_engine::RunStatus::Succeeded,
+                "{wf}: {:#?}",
+                rep.records
+            );
+            changed.push(rep.changed);
+        }
+        assert_eq!(
+            changed,
+            vec![true, false],
+            "{wf}: first run must change, second must not"
+        );
+    }
+    // The quarantined node is cut off from the outside vantage point.
+    let results = check_site(&inputs.policy.doc, &site).await;
+    let legacy_telnet = results
+        .iter()
+        .find(|r| r.requirement == "telnet-unreachable" && r.node == "legacy")
+        .unwrap();
+    assert_ne!(legacy_telnet.outcome, Outcome::Fail, "{legacy_telnet:?}");
 }

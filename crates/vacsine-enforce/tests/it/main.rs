@@ -72,7 +72,7 @@ pub async fn sandbox_leftovers() -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect();
-    for kind in [["network", "ls"], ["volume", "ls"]] {
+    for kind in [["network", "ls"], ["volume", "ls"], ["image", "ls"]] {
         let out = tokio::process::Command::new("docker")
             .args([kind[0], kind[1], "-q", "--filter", "label=vacsine.sandbox"])
             .output()
