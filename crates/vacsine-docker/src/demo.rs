@@ -83,7 +83,10 @@ fn is_static_elf(path: &std::path::Path) -> bool {
     let Ok(b) = std::fs::read(path) else {
         return false;
     };
-    let u16_at = |o: usize| b.get(o..o + 2).map(|x| u16::from_le_bytes([x[0], x[1]]) as usize);
+    let u16_at = |o: usize| {
+        b.get(o..o + 2)
+            .map(|x| u16::from_le_bytes([x[0], x[1]]) as usize)
+    };
     let u64_at = |o: usize| {
         b.get(o..o + 8)
             .and_then(|x| x.try_into().ok())
@@ -150,14 +153,21 @@ pub fn provision_busybox() -> Result<PathBuf, DockerError> {
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
         .ok_or_else(|| missing("apt-get download produced no package".into()))?;
     let unpack = work.join("root");
-    run(&["dpkg-deb", "-x", &deb.to_string_lossy(), &unpack.to_string_lossy()])?;
+    run(&[
+        "dpkg-deb",
+        "-x",
+        &deb.to_string_lossy(),
+        &unpack.to_string_lossy(),
+    ])?;
     let _ = std::fs::remove_dir_all(&root);
     std::fs::rename(&unpack, &root).map_err(|e| missing(e.to_string()))?;
     let _ = std::fs::remove_dir_all(&work);
     if is_static_elf(&target) {
         Ok(target)
     } else {
-        Err(missing("the unpacked busybox is not a static executable".into()))
+        Err(missing(
+            "the unpacked busybox is not a static executable".into(),
+        ))
     }
 }
 
