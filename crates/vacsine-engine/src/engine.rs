@@ -445,6 +445,17 @@ impl Engine {
     /// restored); a step caught `running` is re-run only if idempotent, otherwise it is
     /// recorded `interrupted` and the run stops.
     pub async fn resume(&self, run_id: &str, nodes: NodeMap) -> Result<RunReport, EngineError> {
+        self.resume_with(run_id, nodes, None, None).await
+    }
+
+    /// [`Engine::resume`] with a progress callback and a site observer (for `wait-until`).
+    pub async fn resume_with(
+        &self,
+        run_id: &str,
+        nodes: NodeMap,
+        progress: Option<ProgressFn>,
+        observer: Option<Arc<dyn Site>>,
+    ) -> Result<RunReport, EngineError> {
         let stored = self
             .journal
             .load_run(run_id)?
@@ -456,7 +467,9 @@ impl Engine {
                 action: "resumed (only a run left `running` by a crash can be)",
             });
         }
-        let (run, scope, w) = self.reopen(&stored, nodes)?;
+        let (mut run, scope, w) = self.reopen(&stored, nodes)?;
+        run.progress = progress;
+        run.observer = observer;
         self.drive(&run, &scope, &w).await
     }
 

@@ -21,7 +21,10 @@ mod local;
 mod template;
 mod validate;
 
-pub use engine::{Catalog, Engine, NodeMap, ProgressEvent, RunReport, RunRequest};
+pub use engine::{
+    Catalog, Engine, NodeMap, ProgressEvent, ProgressFn, RunReport, RunRequest,
+    DEFAULT_CONCURRENCY, DEFAULT_STEP_TIMEOUT,
+};
 pub use journal::{Journal, JournalError, RunSummary};
 pub use local::LocalNode;
 pub use validate::{validate_workflow, WorkflowProblem};

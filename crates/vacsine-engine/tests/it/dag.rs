@@ -467,3 +467,14 @@ async fn inputs_are_typed_and_validated_before_running() {
     // Nothing ran for the refused requests.
     assert_eq!(e.journal().runs(100).unwrap().len(), 1);
 }
+
+/// The engine is shared across tasks (agents, orchestrator): its futures must be `Send`.
+#[allow(dead_code)]
+fn engine_futures_are_send(e: &vacsine_engine::Engine, req: RunRequest) {
+    fn send<T: Send>(_: T) {}
+    fn sync<T: Send + Sync>(_: &T) {}
+    sync(e);
+    send(e.run(req));
+    send(e.resume("x", Default::default()));
+    send(e.rollback("x", Default::default()));
+}
