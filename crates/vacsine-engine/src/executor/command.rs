@@ -88,6 +88,13 @@ impl Executor for CommandExecutor {
             Ok(n) => n,
             Err(e) => return StepResult::failed(e),
         };
+        if self.name == "docker.exec" && node.driver() != "docker" {
+            return StepResult::failed(format!(
+                "docker.exec runs in a container node, but node `{}` uses the {} driver (use `command`)",
+                node.node().name,
+                node.driver()
+            ));
+        }
         let env: Vec<(String, String)> = a.env.into_iter().collect();
         let out = node
             .exec(&a.argv, &env, a.stdin.map(String::into_bytes), ctx.timeout)

@@ -306,3 +306,26 @@ async fn sysctl_in_a_netns_changes_and_undoes() {
     assert_eq!(after, want);
     assert_eq!(restored, before);
 }
+
+#[tokio::test]
+async fn docker_exec_refuses_a_non_container_node() {
+    let w = wf(
+        "dexec",
+        r#"
+  steps:
+    - id: a
+      uses: docker.exec
+      with: { argv: ["true"] }
+"#,
+    );
+    let r = run(w, json!({})).await;
+    let rec = &recs(&r, "a")[0];
+    assert_eq!(rec.status, StepStatus::Failed);
+    assert!(
+        rec.error
+            .as_deref()
+            .unwrap()
+            .contains("uses the local driver"),
+        "{rec:#?}"
+    );
+}
