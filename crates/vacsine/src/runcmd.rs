@@ -103,7 +103,9 @@ pub async fn run(
     };
     let report = if let Some(run_id) = resume {
         let engine = Engine::new(journal, vacsine_enforce::engine_catalog(&ecat_src));
-        engine.resume(&run_id, nodes).await
+        engine
+            .resume_with(&run_id, nodes, Some(on_progress), observer)
+            .await
     } else {
         let Some(wf_path) = workflow else {
             return Err(miette::miette!(

@@ -307,3 +307,170 @@ fn ctrl_c_during_enforce_removes_the_sandbox() {
     assert_eq!(sandbox_objects(), "", "sandbox objects left after Ctrl-C");
     vacsine(&["demo", "down"], dir.path());
 }
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const RUN_OK: &str = r#"apiVersion: vacsine.io/v1
+kind: Workflow
+metadata: {name: greet}
+spec:
+  inputs:
+    who: {type: string}
+  steps:
+    - id: hello
+      uses: command
+      with: {argv: [echo, "hello {{ inputs.who }}"]}
+    - id: after
+      needs: [hello]
+      uses: command
+      with: {argv: ["true"]}
+"#;
+
+#[test]
+fn run_records_steps_and_sets_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = write(dir.path(), "wf.yaml", RUN_OK);
+    let o = vacsine(
+        &[
+            "run",
+            wf.to_str().unwrap(),
+            "--input",
+            "who=$(id); rm -rf /",
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        lines[0]["stdout"], "hello $(id); rm -rf /\n",
+        "the input arrives literally"
+    );
+    for k in [
+        "run_id",
+        "step_id",
+        "attempt",
+        "node",
+        "executor",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "status",
+        "messages",
+    ] {
+        assert!(lines[0].get(k).is_some(), "{k} missing");
+    }
+    let run_id = lines[0]["run_id"].as_str().unwrap().to_string();
+    let o = vacsine(&["runs", "--format", "json"], dir.path());
+    let runs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(runs[0]["id"], run_id.as_str());
+    let o = vacsine(&["logs", &run_id], dir.path());
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o).contains("hello#1"), "{}", text(&o));
+    // Missing input: an error before anything runs.
+    let o = vacsine(&["run", wf.to_str().unwrap()], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("who"), "{}", text(&o));
+    // A failing step: exit 2.
+    let bad = write(
+        dir.path(),
+        "fail.yaml",
+        &RUN_OK.replace("argv: [\"true\"]", "argv: [\"false\"]"),
+    );
+    let o = vacsine(
+        &["run", bad.to_str().unwrap(), "--input", "who=x"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // An unknown executor: located error, exit 1.
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        &RUN_OK.replace(
+            "uses: command\n      with: {argv: [\"true\"]}",
+            "uses: comand\n      with: {argv: [\"true\"]}",
+        ),
+    );
+    let o = vacsine(
+        &["run", bad.to_str().unwrap(), "--input", "who=x"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("bad.yaml:13:"), "{}", text(&o));
+}
+
+const RUN_SLOW: &str = r#"apiVersion: vacsine.io/v1
+kind: Workflow
+metadata: {name: slow}
+spec:
+  inputs:
+    marker: {type: string}
+  steps:
+    - id: first
+      uses: command
+      with: {argv: [sh, -c, 'echo x >> "$0"', "{{ inputs.marker }}"]}
+    - id: long
+      needs: [first]
+      uses: command
+      with: {argv: [sleep, "30"]}
+"#;
+
+#[test]
+fn kill_9_then_resume_does_not_rerun_finished_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = write(dir.path(), "slow.yaml", RUN_SLOW);
+    let marker = dir.path().join("marker");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vacsine"))
+        .args([
+            "run",
+            wf.to_str().unwrap(),
+            "--input",
+            &format!("marker={}", marker.display()),
+        ])
+        .current_dir(root())
+        .env("VACSINE_HOME", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Wait until `long` is journaled as running.
+    let run_id = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached its long step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let o = vacsine(&["runs", "--format", "json"], dir.path());
+        let Ok(runs) = serde_json::from_slice::<serde_json::Value>(&o.stdout) else {
+            continue;
+        };
+        let Some(id) = runs[0]["id"].as_str() else {
+            continue;
+        };
+        let o = vacsine(&["logs", id, "--format", "json"], dir.path());
+        if String::from_utf8_lossy(&o.stdout).contains("\"step_id\":\"long\"") {
+            break id.to_string();
+        }
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let o = vacsine(&["run", "--resume", &run_id], dir.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("interrupted"), "{t}");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "x\n",
+        "the finished step was re-run"
+    );
+}
