@@ -256,7 +256,7 @@ pub fn enforce_human(r: &Report) -> String {
             for i in &p.items {
                 let _ = writeln!(
                     out,
-                    "  + {} on {} → fixes {} (disruption {:?})",
+                    "  + {} on {} → fixes {} (disruption {})",
                     i.workflow,
                     i.node,
                     i.requirements.join(", "),

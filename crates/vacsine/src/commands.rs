@@ -275,7 +275,7 @@ async fn plan(io: &PolicyTarget, format: Format) -> miette::Result<i32> {
             let mut out = String::new();
             for i in &plan.items {
                 out.push_str(&format!(
-                    "# + {} on {}: fixes {} (strategy {:?}, disruption {:?})\n",
+                    "# + {} on {}: fixes {} (strategy {}, disruption {})\n",
                     i.workflow,
                     i.node,
                     i.requirements.join(", "),
