@@ -1,5 +1,12 @@
-//! `ansible`: runs a real `ansible-playbook` against the step's node (the local host in this
-//! release) and turns each task result into a message of the step record.
+//! `ansible`: runs a real `ansible-playbook` against the step's node and turns each task result
+//! into a message of the step record.
+//!
+//! Nodes: the local host (`local` driver, connection `local`), or a container (`docker` driver,
+//! its handle is the container name) through the `vacsine_docker` connection plugin shipped here
+//! (`vacsine_docker.py`: `docker exec` with argv lists, files streamed through `docker exec -i`),
+//! written with the callback plugin to a private temporary directory for each step. The
+//! container needs `/bin/sh`, `cat` and Python; the interpreter is discovered
+//! (`auto_silent`) unless `interpreter` says where it is.
 //!
 //! Inline `tasks` are taken literally from the workflow file (their `{{ }}` belong to Ansible,
 //! not to the engine). Data reaches the playbook only through `vars`, written as a vars file
@@ -30,6 +37,46 @@ struct AnsibleArgs {
     /// Run with `--check` (report what would change, change nothing).
     #[serde(default)]
     check: bool,
+    /// Python interpreter in a container node (default: discovered).
+    #[serde(default)]
+    interpreter: Option<String>,
+}
+
+/// The connection plugin for container nodes.
+const DOCKER_CONNECTION: &str = include_str!("vacsine_docker.py");
+
+/// Container names and ids as Docker accepts them: nothing Ansible or a shell could interpret.
+fn check_container_name(n: &str) -> Result<(), String> {
+    let ok = n.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && n.len() <= 253
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid container name `{n}`"))
+    }
+}
+
+fn check_interpreter(p: &str) -> Result<(), String> {
+    let ok = p.starts_with('/')
+        && p.len() <= 256
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid interpreter `{p}` (an absolute path of letters, digits, `_.-/`)"
+        ))
+    }
+}
+
+/// Where the play runs.
+enum Target {
+    Local,
+    /// A container, by name.
+    Docker(String),
 }
 
 /// The stdout callback: one JSON line per task result, then the stats.
@@ -146,6 +193,11 @@ impl Executor for AnsibleExecutor {
                 check_var_name(k)?;
             }
         }
+        if let Some(Value::String(i)) = args.get("interpreter") {
+            if !crate::template::is_templated(i) {
+                check_interpreter(i)?;
+            }
+        }
         Ok(())
     }
     async fn run(&self, ctx: &ExecCtx, args: Value) -> StepResult {
@@ -160,12 +212,21 @@ impl AnsibleExecutor {
     async fn play(&self, ctx: &ExecCtx, args: Value) -> Result<StepResult, String> {
         let a: AnsibleArgs = parse_args("ansible", args)?;
         let node = ctx.node()?;
-        if node.driver() != "local" || node.node().handle != "local" {
-            return Err(format!(
-                "the ansible executor manages the local host only in this release; node `{}` uses the {} driver",
-                node.node().name,
-                node.driver()
-            ));
+        let target = match node.driver() {
+            "local" if node.node().handle == "local" => Target::Local,
+            "docker" => {
+                check_container_name(&node.node().handle)?;
+                Target::Docker(node.node().handle.clone())
+            }
+            other => {
+                return Err(format!(
+                    "the ansible executor manages the local host and container nodes; node `{}` uses the {other} driver",
+                    node.node().name
+                ))
+            }
+        };
+        if let Some(i) = &a.interpreter {
+            check_interpreter(i)?;
         }
         for k in a.vars.keys() {
             check_var_name(k)?;
@@ -181,6 +242,8 @@ impl AnsibleExecutor {
         };
         std::fs::create_dir(p.join("callbacks")).map_err(|e| e.to_string())?;
         write("callbacks/vacsine_jsonl.py", CALLBACK)?;
+        std::fs::create_dir(p.join("connections")).map_err(|e| e.to_string())?;
+        write("connections/vacsine_docker.py", DOCKER_CONNECTION)?;
         let playbook = match (&a.playbook, &a.tasks) {
             (Some(pb), None) => pb.clone(),
             (None, Some(tasks)) => {
@@ -189,16 +252,31 @@ impl AnsibleExecutor {
             }
             _ => return Err("give either `playbook` or `tasks`".into()),
         };
-        let mut vars =
-            String::from("ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n");
+        let mut vars = String::new();
+        let mut argv: Vec<String> = vec!["ansible-playbook".into(), "-i".into()];
+        match &target {
+            Target::Local => {
+                vars.push_str("ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n");
+                argv.extend(["localhost,", "-c", "local"].map(String::from));
+            }
+            Target::Docker(container) => {
+                // JSON is YAML; every value is checked above to hold no template.
+                let host = json!({
+                    "ansible_connection": "vacsine_docker",
+                    "ansible_host": container,
+                    "ansible_python_interpreter": a.interpreter.as_deref().unwrap_or("auto_silent"),
+                });
+                let inv = json!({"all": {"hosts": {container.as_str(): host}}});
+                argv.push(write("inventory.yml", &inv.to_string())?);
+            }
+        }
         for (k, v) in &a.vars {
             vars.push_str(&format!("{k}: {}\n", unsafe_yaml(v)));
         }
+        if vars.is_empty() {
+            vars.push_str("{}\n");
+        }
         let vars_path = write("vars.yml", &vars)?;
-        let mut argv: Vec<String> = ["ansible-playbook", "-i", "localhost,", "-c", "local"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
         argv.push("-e".into());
         argv.push(format!("@{vars_path}"));
         if a.check {
@@ -211,7 +289,13 @@ impl AnsibleExecutor {
                 "ANSIBLE_CALLBACK_PLUGINS",
                 p.join("callbacks").to_string_lossy().into_owned(),
             ),
+            (
+                "ANSIBLE_CONNECTION_PLUGINS",
+                p.join("connections").to_string_lossy().into_owned(),
+            ),
             ("ANSIBLE_STDOUT_CALLBACK", "vacsine_jsonl".into()),
+            // Modules go to the node on stdin: one `docker exec` per task, no temp files.
+            ("ANSIBLE_PIPELINING", "1".into()),
             ("ANSIBLE_LOCALHOST_WARNING", "0".into()),
             ("ANSIBLE_INVENTORY_UNPARSED_WARNING", "0".into()),
             ("ANSIBLE_NOCOLOR", "1".into()),

@@ -2,6 +2,7 @@
 //! feature allows: each case is a small workflow written as YAML.
 
 mod ansible;
+mod ansible_docker;
 mod container;
 mod dag;
 mod executors;
