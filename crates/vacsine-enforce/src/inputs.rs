@@ -66,12 +66,13 @@ pub fn load_any(path: &Path) -> Result<Loaded<Document>, LoadError> {
     })
 }
 
-pub fn load_policy(path: &Path) -> Result<Loaded<Policy>, LoadError> {
+fn load_one<T>(
+    path: &Path,
+    kind: &'static str,
+    pick: impl FnOnce(Document) -> Option<T>,
+) -> Result<Loaded<T>, LoadError> {
     let source = read_source(path)?;
-    let doc = load_kind(&source, "Policy", |d| match d {
-        Document::Policy(p) => Some(p),
-        _ => None,
-    })?;
+    let doc = load_kind(&source, kind, pick)?;
     Ok(Loaded {
         doc,
         source,
@@ -79,33 +80,29 @@ pub fn load_policy(path: &Path) -> Result<Loaded<Policy>, LoadError> {
     })
 }
 
+pub fn load_policy(path: &Path) -> Result<Loaded<Policy>, LoadError> {
+    load_one(path, "Policy", |d| match d {
+        Document::Policy(p) => Some(p),
+        _ => None,
+    })
+}
+
+/// Load a target and check it on its own (nodes, names, vantage points).
 pub fn load_target(path: &Path) -> Result<Loaded<Target>, LoadError> {
-    let source = read_source(path)?;
-    let doc = load_kind(&source, "Target", |d| match d {
+    let t = load_one(path, "Target", |d| match d {
         Document::Target(t) => Some(t),
         _ => None,
     })?;
-    let problems = validate::validate_target(&doc);
-    if let Some(p) = problems.into_iter().next() {
-        return Err(p.into_error(&source));
+    match validate::validate_target(&t.doc).into_iter().next() {
+        Some(p) => Err(p.into_error(&t.source)),
+        None => Ok(t),
     }
-    Ok(Loaded {
-        doc,
-        source,
-        path: path.to_path_buf(),
-    })
 }
 
 pub fn load_workflow(path: &Path) -> Result<Loaded<Workflow>, LoadError> {
-    let source = read_source(path)?;
-    let doc = load_kind(&source, "Workflow", |d| match d {
+    load_one(path, "Workflow", |d| match d {
         Document::Workflow(w) => Some(w),
         _ => None,
-    })?;
-    Ok(Loaded {
-        doc,
-        source,
-        path: path.to_path_buf(),
     })
 }
 
