@@ -87,7 +87,16 @@ class Connection(ConnectionBase):
             )
         except OSError as e:
             raise AnsibleConnectionFailure("cannot run %s: %s" % (self._docker(), e))
+        self._check_reachable(p.returncode, p.stderr)
         return p.returncode, p.stdout, p.stderr
+
+    def _check_reachable(self, rc: int, stderr: bytes) -> None:
+        # The docker client's own errors (missing or stopped container, daemon down) make the
+        # host unreachable rather than look like a module's output.
+        if rc != 0 and stderr.startswith((b"Error: No such container", b"Error response from daemon", b"Cannot connect to the Docker daemon")):
+            raise AnsibleConnectionFailure(
+                "container %s: %s" % (self._container(), to_text(stderr, errors="surrogate_or_strict").strip())
+            )
 
     def put_file(self, in_path: str, out_path: str) -> None:
         super().put_file(in_path, out_path)
@@ -97,6 +106,7 @@ class Connection(ConnectionBase):
         argv = self._argv(True, "/bin/sh", "-c", _WRITE, "sh", out_path)
         with open(to_bytes(in_path, errors="surrogate_or_strict"), "rb") as src:
             p = subprocess.run(argv, stdin=src, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        self._check_reachable(p.returncode, p.stderr)
         if p.returncode != 0:
             raise AnsibleError(
                 "failed to write %s in container %s: %s" % (out_path, self._container(), to_text(p.stderr).strip())
@@ -111,6 +121,7 @@ class Connection(ConnectionBase):
             p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=dst, stderr=subprocess.PIPE, check=False)
         if p.returncode != 0:
             os.unlink(tmp)
+            self._check_reachable(p.returncode, p.stderr)
             raise AnsibleError(
                 "failed to read %s in container %s: %s" % (in_path, self._container(), to_text(p.stderr).strip())
             )

@@ -392,7 +392,10 @@ async fn ansible_on_a_missing_container_fails_the_step() {
     let rec = &recs(&r, "play")[0];
     assert_eq!(rec.status, StepStatus::Failed, "{rec:#?}");
     let err = rec.error.as_deref().unwrap();
-    assert!(err.contains("task `touch`"), "{err}");
+    assert!(
+        err.contains("task `touch` unreachable") && err.contains("No such container"),
+        "{err}"
+    );
 }
 
 async fn e_run(req: RunRequest) -> vacsine_engine::RunReport {
