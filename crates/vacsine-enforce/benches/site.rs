@@ -109,7 +109,7 @@ async fn main() {
     let enforce = median(enforces);
 
     println!("\nVacsine demo-site benchmark ({runs} runs, medians; {nodes} nodes)\n");
-    println!("{:<52} {:>10}  {}", "measure", "median", "vs peer / goal");
+    println!("{:<52} {:>10}  vs peer / goal", "measure", "median");
     println!("{:<52} {:>8.1}ms  peer", "one `docker exec true`", ms(exec));
     println!(
         "{:<52} {:>8.1}ms  goal < 10000 ms",

@@ -270,7 +270,7 @@ fn ctrl_c_during_enforce_removes_the_sandbox() {
     let o = vacsine(&["sandbox", "gc"], dir.path());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(sandbox_objects(), "", "gc left objects");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vacsine"))
+    let child = Command::new(env!("CARGO_BIN_EXE_vacsine"))
         .args([
             "enforce",
             "--policy",
