@@ -227,7 +227,25 @@ fn load(io: &PolicyTarget) -> Result<Inputs, i32> {
 async fn connect_site(inputs: &Inputs) -> miette::Result<vacsine_docker::DockerSite> {
     vacsine_docker::DockerSite::connect(&inputs.target.doc)
         .await
-        .map_err(|e| miette::miette!("{e}"))
+        .map_err(|e| site_error(inputs, &e))
+}
+
+/// A driver error, located in the target file when it is about a container it names.
+fn site_error(inputs: &Inputs, e: &vacsine_docker::DockerError) -> miette::Report {
+    if let vacsine_docker::DockerError::ContainerNotFound { container, .. } = e {
+        let spec = &inputs.target.doc.spec;
+        let at = spec
+            .nodes
+            .iter()
+            .filter_map(|n| n.container.as_ref())
+            .chain(spec.vantage_points.iter().map(|v| &v.container))
+            .find(|c| c.value == *container);
+        if let Some(c) = at {
+            let err = LoadError::at(&inputs.target.source, c.line, c.column, e.to_string(), None);
+            return miette::Report::new(err);
+        }
+    }
+    miette::miette!("{e}")
 }
 
 async fn check(io: &PolicyTarget, format: Format) -> miette::Result<i32> {
@@ -373,7 +391,10 @@ async fn run_enforce(
         }
     };
     progress.done();
-    let rep = result.map_err(|e| miette::miette!("{e}"))?;
+    let rep = result.map_err(|e| match &e {
+        vacsine_enforce::EnforceError::Docker(d) => site_error(inputs, d),
+        _ => miette::miette!("{e}"),
+    })?;
     if let Some(path) = report_path {
         write_atomic(
             path,
