@@ -1,6 +1,11 @@
 //! Per-step overhead of the engine: N trivial `/bin/true` steps run one at a time, compared
 //! with spawning `/bin/true` directly. Run with `cargo bench -p vacsine-engine --bench overhead`
 //! (`VX_BENCH_STEPS`, `VX_BENCH_ROUNDS` to change the size). Prints a table; asserts nothing.
+//!
+//! Also the peak memory of a run: the bench re-executes itself as a fresh child process
+//! (`VX_BENCH_RSS_CHILD=<steps>`) that runs the workflow with a file journal, then reports its
+//! own `VmHWM` (peak resident set, /proc/self/status); a child that only starts the runtime and
+//! opens the journal gives the baseline.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,7 +88,57 @@ fn ansible(n: usize, dir: &std::path::Path) -> Option<Duration> {
     st.success().then(|| t.elapsed())
 }
 
+/// A field of /proc/self/status, in KiB.
+fn status_kib(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// In the child: run `n` steps (none: only start the runtime and open the journal) with a
+/// file journal, then print the peak RSS.
+fn rss_child(n: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("j.db")).expect("journal");
+    if n > 0 {
+        rt.block_on(engine(n, journal));
+    }
+    println!(
+        "VmHWM {} VmRSS {}",
+        status_kib("VmHWM").unwrap_or(0),
+        status_kib("VmRSS").unwrap_or(0)
+    );
+}
+
+/// Peak RSS (KiB) of a fresh process running `n` steps.
+fn peak_rss(n: usize) -> Option<u64> {
+    let out = std::process::Command::new(std::env::current_exe().ok()?)
+        .env("VX_BENCH_RSS_CHILD", n.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("VmHWM "))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:>8.1} MiB", kib as f64 / 1024.0)
+}
+
 fn main() {
+    if let Some(n) = std::env::var("VX_BENCH_RSS_CHILD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        rss_child(n);
+        return;
+    }
     let n: usize = std::env::var("VX_BENCH_STEPS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -97,6 +152,8 @@ fn main() {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
+    // Fresh processes, before this one has done anything else.
+    let rss: Vec<(usize, Option<u64>)> = [0, n].iter().map(|&k| (k, peak_rss(k))).collect();
     rt.block_on(async {
         let (mut d, mut mem, mut file) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..rounds {
@@ -149,4 +206,17 @@ fn main() {
             None => println!("ansible-playbook not available: no comparison (design §8 quotes ≈ 330 ms per task)"),
         }
     });
+    println!("\npeak resident memory (VmHWM) of a fresh process, file journal");
+    for (k, kib) in rss {
+        let what = if k == 0 {
+            "runtime started, journal opened, no run".to_string()
+        } else {
+            format!("{k} sequential `/bin/true` steps")
+        };
+        match kib {
+            Some(kib) => println!("{what:<44} {}", mib(kib)),
+            None => println!("{what:<44} (not measured: /proc unavailable)"),
+        }
+    }
+    println!("goal: < 30 MiB for 100 steps");
 }
