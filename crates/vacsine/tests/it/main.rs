@@ -474,3 +474,18 @@ fn kill_9_then_resume_does_not_rerun_finished_steps() {
         "the finished step was re-run"
     );
 }
+
+/// The committed schemas (for editors: `# yaml-language-server: $schema=…`) match the code.
+#[test]
+fn committed_schemas_are_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["policy", "target", "workflow"] {
+        let o = vacsine(&["schema", kind], dir.path());
+        let committed = std::fs::read_to_string(root().join(format!("schemas/{kind}.schema.json"))).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            committed,
+            "schemas/{kind}.schema.json is stale: regenerate with `vacsine schema {kind} > schemas/{kind}.schema.json`"
+        );
+    }
+}
