@@ -536,6 +536,24 @@ pub async fn down(docker: &Docker) -> Result<Vec<String>, DockerError> {
         {
             Ok(()) => removed.push(name),
             Err(e) if is_not_found(&e) => {}
+            // Another caller is removing it: wait until it is gone.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                for _ in 0..100 {
+                    match docker
+                        .inspect_container(
+                            &id,
+                            None::<bollard::query_parameters::InspectContainerOptions>,
+                        )
+                        .await
+                    {
+                        Err(e) if is_not_found(&e) => break,
+                        _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                    }
+                }
+                removed.push(name);
+            }
             Err(e) => return Err(DockerError::api("remove container", &name, e)),
         }
     }

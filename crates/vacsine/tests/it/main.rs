@@ -3,6 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Tests that use the demo site (fixed container names) run one at a time.
+static SITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn site_lock() -> std::sync::MutexGuard<'static, ()> {
+    SITE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -168,6 +175,7 @@ fn check_json_contract_and_exit_code_on_demo_site() {
     if !docker_available() {
         return;
     }
+    let _g = site_lock();
     let dir = tempfile::tempdir().unwrap();
     let o = vacsine(&["demo", "up"], dir.path());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -264,6 +272,7 @@ fn ctrl_c_during_enforce_removes_the_sandbox() {
     if !docker_available() {
         return;
     }
+    let _g = site_lock();
     let dir = tempfile::tempdir().unwrap();
     let o = vacsine(&["demo", "up"], dir.path());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -481,7 +490,8 @@ fn committed_schemas_are_up_to_date() {
     let dir = tempfile::tempdir().unwrap();
     for kind in ["policy", "target", "workflow"] {
         let o = vacsine(&["schema", kind], dir.path());
-        let committed = std::fs::read_to_string(root().join(format!("schemas/{kind}.schema.json"))).unwrap();
+        let committed =
+            std::fs::read_to_string(root().join(format!("schemas/{kind}.schema.json"))).unwrap();
         assert_eq!(
             String::from_utf8_lossy(&o.stdout),
             committed,
