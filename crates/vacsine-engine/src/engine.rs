@@ -708,6 +708,9 @@ impl Engine {
     ) -> BoxFut<'a, bool> {
         Box::pin(async move {
             let limit = concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1);
+            // Every running instance of a step (one per node of a fan-out) holds a permit.
+            let permits = tokio::sync::Semaphore::new(limit);
+            let permits = &permits;
             let by_id: BTreeMap<&str, &Step> = steps.iter().map(|s| (s.id.as_str(), s)).collect();
             let mut states: BTreeMap<String, State> = steps
                 .iter()
@@ -764,7 +767,9 @@ impl Engine {
                         }
                         let s = by_id[id.as_str()];
                         states.insert(id.clone(), State::Running);
-                        running.push(async move { (id, self.run_step(run, scope, s).await) });
+                        running.push(async move {
+                            (id, self.run_step(run, scope, s, Some(permits)).await)
+                        });
                     }
                 }
                 let Some((id, outcome)) = running.next().await else {
@@ -944,8 +949,15 @@ impl Engine {
         }
     }
 
-    /// Run one step on each of its nodes (concurrently), with retries.
-    async fn run_step(&self, run: &RunCtx, scope: &Scope, s: &Step) -> StepOutcome {
+    /// Run one step on each of its nodes (concurrently, each instance holding one of
+    /// `permits` when given), with retries.
+    async fn run_step(
+        &self,
+        run: &RunCtx,
+        scope: &Scope,
+        s: &Step,
+        permits: Option<&tokio::sync::Semaphore>,
+    ) -> StepOutcome {
         let full_id = format!("{}{}", scope.prefix, s.id.value);
         let attempt_base = run
             .prior
@@ -965,12 +977,18 @@ impl Engine {
                 return StepOutcome { status: r };
             }
         };
-        let results: Vec<NodeResult> = futures_util::future::join_all(
-            nodes
-                .iter()
-                .map(|n| self.run_on_node(run, scope, s, &full_id, n.as_ref(), attempt_base)),
-        )
-        .await;
+        let full_id = full_id.as_str();
+        let results: Vec<NodeResult> =
+            futures_util::future::join_all(nodes.iter().map(|n| async move {
+                // Closed never: the semaphore lives as long as the scheduling loop.
+                let _permit = match permits {
+                    Some(p) => p.acquire().await.ok(),
+                    None => None,
+                };
+                self.run_on_node(run, scope, s, full_id, n.as_ref(), attempt_base)
+                    .await
+            }))
+            .await;
         let status = results
             .iter()
             .map(|r| r.1)
@@ -1492,7 +1510,7 @@ impl Engine {
                 depth: scope.depth,
             };
             for s in w.spec.rollback.iter().rev() {
-                let out = self.run_step(run, &rb_scope, s).await;
+                let out = self.run_step(run, &rb_scope, s, None).await;
                 if !out.status.is_ok() && !s.continue_on_error {
                     errors.push(format!("rollback:{} {}", s.id.value, out.status));
                 }

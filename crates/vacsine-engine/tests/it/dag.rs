@@ -480,3 +480,96 @@ fn engine_futures_are_send(e: &vacsine_engine::Engine, req: RunRequest) {
     send(e.resume("x", Default::default()));
     send(e.rollback("x", Default::default()));
 }
+
+/// Largest number of records whose [started_at, finished_at) intervals overlap.
+fn max_overlap(rs: &[&vacsine_core::record::StepRecord]) -> usize {
+    rs.iter()
+        .map(|x| {
+            rs.iter()
+                .filter(|y| {
+                    y.started_at <= x.started_at
+                        && x.started_at.as_str() < y.finished_at.as_deref().unwrap()
+                })
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Data-driven: (spec, nodes, expected records, most overlapping records allowed, at least
+/// this many seen overlapping). Fanned-out instances count against `concurrency`.
+#[tokio::test]
+async fn fan_out_instances_count_against_concurrency() {
+    type Case<'a> = (&'a str, usize, usize, usize, usize);
+    let cases: &[Case] = &[
+        (
+            r#"
+  concurrency: 2
+  steps:
+    - id: fan
+      uses: command
+      runsOn: { roles: [web] }
+      with: { argv: [sleep, "0.3"] }
+"#,
+            4,
+            4,
+            2,
+            2,
+        ),
+        (
+            r#"
+  concurrency: 3
+  steps:
+    - id: fan
+      uses: command
+      runsOn: { roles: [web] }
+      with: { argv: [sleep, "0.3"] }
+    - id: other
+      uses: command
+      with: { argv: [sleep, "0.3"] }
+    - id: third
+      uses: command
+      with: { argv: [sleep, "0.3"] }
+"#,
+            4,
+            6,
+            3,
+            2,
+        ),
+        (
+            r#"
+  concurrency: 1
+  steps:
+    - id: fan
+      uses: command
+      runsOn: { roles: [web] }
+      with: { argv: [sleep, "0.1"] }
+"#,
+            3,
+            3,
+            1,
+            1,
+        ),
+    ];
+    for (i, (spec, n, count, most, least)) in cases.iter().enumerate() {
+        let mut list: Vec<Arc<dyn vacsine_core::node::NodeOps>> = (0..*n)
+            .map(|k| {
+                Arc::new(vacsine_engine::LocalNode::new(&format!("web{k}")).with_roles(&["web"]))
+                    as Arc<dyn vacsine_core::node::NodeOps>
+            })
+            .collect();
+        list.push(local("default"));
+        let mut req = RunRequest::new(wf("fanlimit", spec));
+        req.nodes = nodes(&list);
+        req.default_node = Some("default".into());
+        let r = engine().run(req).await.unwrap();
+        assert_eq!(r.status, RunStatus::Succeeded, "case {i}: {r:#?}");
+        let all: Vec<_> = r.records.iter().collect();
+        assert_eq!(all.len(), *count, "case {i}: {r:#?}");
+        let got = max_overlap(&all);
+        assert!(
+            got <= *most && got >= *least,
+            "case {i}: {got} overlapping records, expected {least}..={most}: {all:#?}"
+        );
+    }
+}
