@@ -554,7 +554,7 @@ async fn fan_out_instances_count_against_concurrency() {
     for (i, (spec, n, count, most, least)) in cases.iter().enumerate() {
         let mut list: Vec<Arc<dyn vacsine_core::node::NodeOps>> = (0..*n)
             .map(|k| {
-                Arc::new(vacsine_engine::LocalNode::new(&format!("web{k}")).with_roles(&["web"]))
+                Arc::new(vacsine_engine::LocalNode::new(format!("web{k}")).with_roles(&["web"]))
                     as Arc<dyn vacsine_core::node::NodeOps>
             })
             .collect();
