@@ -188,6 +188,9 @@ struct Scope {
     /// `steps.<id>` values for templates.
     steps: Mutex<Map<String, Value>>,
     depth: usize,
+    /// When the whole level must be done (a `workflow` step's `timeout`): steps not started
+    /// by then are cancelled, running ones get at most the time left.
+    deadline: Option<Instant>,
 }
 
 impl Scope {
@@ -433,6 +436,7 @@ impl Engine {
             default_node,
             steps: Mutex::new(Map::new()),
             depth: 0,
+            deadline: None,
         };
         run.emit(ProgressEvent::RunStarted {
             run_id: run.run_id.clone(),
@@ -614,6 +618,7 @@ impl Engine {
             default_node,
             steps: Mutex::new(Map::new()),
             depth: 0,
+            deadline: None,
         };
         Ok((run, scope, w))
     }
@@ -677,10 +682,7 @@ impl Engine {
     ) -> Result<RunReport, EngineError> {
         let records = self.journal.records(run_id)?;
         let changed = records.iter().any(|r| {
-            r.changed
-                && r.status == StepStatus::Succeeded
-                && !r.step_id.starts_with("undo:")
-                && !r.step_id.starts_with("rollback:")
+            r.changed && r.status == StepStatus::Succeeded && !is_compensation(&r.step_id)
         });
         let mut outputs = Map::new();
         for r in &records {
@@ -743,6 +745,24 @@ impl Engine {
             let mut running = FuturesUnordered::new();
             loop {
                 let stopping = run.stop.lock().map(|s| s.is_some()).unwrap_or(true);
+                let expired = scope.deadline.is_some_and(|d| Instant::now() >= d);
+                if expired && !stopping {
+                    for s in steps {
+                        if states.get(s.id.as_str()) == Some(&State::Pending) {
+                            self.record_status(
+                                run,
+                                scope,
+                                s,
+                                None,
+                                StepStatus::Cancelled,
+                                "cancelled: the timeout of the sub-workflow expired before the step started",
+                            );
+                            states.insert(s.id.value.clone(), State::Blocked);
+                            ok = false;
+                        }
+                    }
+                }
+                let stopping = stopping || expired;
                 let (start, skip) = dag::ready(steps, &states);
                 if !skip.is_empty() && !stopping {
                     for id in skip {
@@ -861,6 +881,19 @@ impl Engine {
     }
 
     fn record_skip(&self, run: &RunCtx, scope: &Scope, s: &Step, node: Option<&str>, why: &str) {
+        self.record_status(run, scope, s, node, StepStatus::Skipped, why);
+    }
+
+    /// Journal a step that ends without running (skipped, cancelled).
+    fn record_status(
+        &self,
+        run: &RunCtx,
+        scope: &Scope,
+        s: &Step,
+        node: Option<&str>,
+        status: StepStatus,
+        why: &str,
+    ) {
         let t = now();
         let rec = StepRecord {
             run_id: run.run_id.clone(),
@@ -871,12 +904,19 @@ impl Engine {
             started_at: t.clone(),
             finished_at: Some(t),
             duration_ms: Some(0),
-            status: StepStatus::Skipped,
+            status,
             exit_code: None,
             stdout: String::new(),
             stderr: String::new(),
             changed: false,
-            messages: vec![message(Level::Info, why)],
+            messages: vec![message(
+                if status == StepStatus::Skipped {
+                    Level::Info
+                } else {
+                    Level::Warn
+                },
+                why,
+            )],
             error: None,
             outputs: Map::new(),
         };
@@ -886,7 +926,7 @@ impl Engine {
         if node.is_none() {
             scope.set_step(
                 &s.id,
-                json!({"status": "skipped", "outputs": {}, "changed": false, "nodes": {}}),
+                json!({"status": status.as_str(), "outputs": {}, "changed": false, "nodes": {}}),
             );
         }
     }
@@ -1126,6 +1166,19 @@ impl Engine {
         let mut last = (StepStatus::Failed, Map::new(), false);
         for i in 1..=attempts {
             let attempt = attempt_base + i;
+            // Inside a sub-workflow with a timeout, no attempt outlives its deadline.
+            let left = scope
+                .deadline
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                if i == 1 {
+                    let why = "cancelled: the timeout of the sub-workflow expired before the step started";
+                    self.record_status(run, scope, s, nn, StepStatus::Cancelled, why);
+                    return (node_name, StepStatus::Cancelled, Map::new(), false);
+                }
+                break;
+            }
+            let timeout = left.map_or(timeout, |l| l.min(timeout));
             let ctx_json = scope.context(run, node);
             let mut args = Map::new();
             for (k, v) in &s.with {
@@ -1216,7 +1269,13 @@ impl Engine {
                         Err(_) => StepResult::timed_out(timeout),
                     }
                 }
-                None => self.run_subworkflow(run, scope, full_id, node, args).await,
+                None => {
+                    // `timeout` bounds the whole sub-run (and so does an enclosing one).
+                    let bound =
+                        (s.timeout.is_some() || scope.deadline.is_some()).then_some(timeout);
+                    self.run_subworkflow(run, scope, full_id, node, args, bound)
+                        .await
+                }
             };
             // Declared outputs, evaluated over the result.
             if result.status == StepStatus::Succeeded && !s.outputs.is_empty() {
@@ -1299,14 +1358,18 @@ impl Engine {
             if rec.status == StepStatus::Succeeded || i == attempts {
                 break;
             }
-            let delay = backoff.saturating_mul(1u32 << (i - 1).min(16));
+            let mut delay = backoff.saturating_mul(1u32 << (i - 1).min(16));
+            if let Some(d) = scope.deadline {
+                delay = delay.min(d.saturating_duration_since(Instant::now()));
+            }
             tokio::time::sleep(delay).await;
         }
         (node_name, last.0, last.1, last.2)
     }
 
     /// The `workflow` executor: run a catalog workflow as part of this run, its records
-    /// prefixed with `<step>/`.
+    /// prefixed with `<step>/`, within `timeout` when given. A failed (or timed out) sub-run is
+    /// compensated at once: its automatic undo, then its own `rollback` steps.
     fn run_subworkflow<'a>(
         &'a self,
         run: &'a RunCtx,
@@ -1314,6 +1377,7 @@ impl Engine {
         full_id: &'a str,
         node: Option<&'a Arc<dyn NodeOps>>,
         args: Value,
+        timeout: Option<Duration>,
     ) -> BoxFut<'a, StepResult> {
         Box::pin(async move {
             #[derive(serde::Deserialize)]
@@ -1365,16 +1429,41 @@ impl Engine {
                     .or_else(|| scope.default_node.clone()),
                 steps: Mutex::new(Map::new()),
                 depth: scope.depth + 1,
+                deadline: timeout.map(|t| Instant::now() + t),
             };
             let ok = self
                 .execute_steps(run, &child, &w.spec.steps, w.spec.concurrency)
                 .await;
+            let timed_out = !ok && child.deadline.is_some_and(|d| Instant::now() >= d);
             let steps = child.steps.lock().map(|s| s.clone()).unwrap_or_default();
-            let mut r = if ok {
-                StepResult::ok(false)
-            } else {
-                StepResult::failed(format!("sub-workflow `{}` failed", a.workflow))
+            let mut r = match (ok, timeout) {
+                (true, _) => StepResult::ok(false),
+                (false, Some(t)) if timed_out => StepResult::timed_out(t),
+                (false, _) => StepResult::failed(format!("sub-workflow `{}` failed", a.workflow)),
             };
+            // A run stopped on resume (interrupted step) is not compensated here: the caller
+            // decides, as for the top level.
+            let stopping = run.stop.lock().map(|s| s.is_some()).unwrap_or(false);
+            if !ok && !stopping {
+                match self.compensate(run, &child, w, true).await {
+                    Ok(errors) if errors.is_empty() => r.push(
+                        Level::Info,
+                        format!("sub-workflow `{}` compensated", a.workflow),
+                    ),
+                    Ok(errors) => r.push(
+                        Level::Error,
+                        format!(
+                            "sub-workflow `{}`: compensation incomplete: {}",
+                            a.workflow,
+                            errors.join("; ")
+                        ),
+                    ),
+                    Err(e) => r.push(
+                        Level::Error,
+                        format!("sub-workflow `{}`: compensation failed: {e}", a.workflow),
+                    ),
+                }
+            }
             r.changed = steps.values().any(|v| v["changed"] == json!(true));
             for (id, v) in steps {
                 if let Some(o) = v
@@ -1389,15 +1478,22 @@ impl Engine {
                 format!(
                     "sub-workflow `{}` {}",
                     a.workflow,
-                    if ok { "succeeded" } else { "failed" }
+                    match (ok, timed_out) {
+                        (true, _) => "succeeded",
+                        (false, true) => "timed out",
+                        (false, false) => "failed",
+                    }
                 ),
             );
             r
         })
     }
 
-    /// Undo changed steps (reverse completion order), then run the `rollback` steps (reverse
-    /// declaration order) when `with_steps`. Returns the errors met.
+    /// Undo changed steps of `scope`'s level and below (reverse completion order), then run
+    /// the `rollback` steps of `w` (reverse declaration order) when `with_steps`. Records are
+    /// prefixed with the level's prefix (`undo:<id>`, `rollback:<id>`; `<step>/undo:<id>` in
+    /// a sub-workflow). Changes made by compensation steps are never undone. Returns the
+    /// errors met.
     async fn compensate(
         &self,
         run: &RunCtx,
@@ -1406,12 +1502,14 @@ impl Engine {
         with_steps: bool,
     ) -> Result<Vec<String>, EngineError> {
         let mut errors = Vec::new();
+        let prefix = scope.prefix.as_str();
         let mut entries = self.journal.pending_undo(&run.run_id)?;
+        entries.retain(|e| e.step_id.starts_with(prefix) && !is_compensation(&e.step_id));
         entries.reverse();
         let originals: BTreeMap<i64, StepRecord> =
             self.journal.records_seq(&run.run_id)?.into_iter().collect();
         for e in entries {
-            let id = format!("undo:{}", e.step_id);
+            let id = format!("{prefix}undo:{}", &e.step_id[prefix.len()..]);
             let started = chrono::Utc::now();
             let clock = Instant::now();
             let mut rec = StepRecord {
@@ -1500,7 +1598,7 @@ impl Engine {
         }
         if with_steps && !w.spec.rollback.is_empty() {
             let rb_scope = Scope {
-                prefix: "rollback:".into(),
+                prefix: format!("{prefix}rollback:"),
                 inputs: scope.inputs.clone(),
                 event: scope.event.clone(),
                 secrets: scope.secrets.clone(),
@@ -1508,6 +1606,8 @@ impl Engine {
                 default_node: scope.default_node.clone(),
                 steps: Mutex::new(scope.steps.lock().map(|s| s.clone()).unwrap_or_default()),
                 depth: scope.depth,
+                // Compensation always runs to its end.
+                deadline: None,
             };
             for s in w.spec.rollback.iter().rev() {
                 let out = self.run_step(run, &rb_scope, s, None).await;
@@ -1516,11 +1616,18 @@ impl Engine {
                 }
             }
         }
-        if with_steps {
+        if with_steps && scope.depth == 0 {
             self.journal.set_compensated(&run.run_id)?;
         }
         Ok(errors)
     }
+}
+
+/// Whether a record id is an undo or rollback record (of the run or of a sub-workflow).
+fn is_compensation(step_id: &str) -> bool {
+    step_id
+        .split('/')
+        .any(|seg| seg.starts_with("undo:") || seg.starts_with("rollback:"))
 }
 
 /// One step on one node: (node, status, outputs, changed).

@@ -11,5 +11,6 @@ mod injection;
 mod resume;
 mod rollback;
 mod secrets;
+mod subworkflow;
 mod support;
 mod validate;
