@@ -22,7 +22,9 @@ use vacsine_core::workflow::{parse_duration, InputSpec, RunsOn, Step, Workflow};
 /// Nodes a run may use, by name.
 pub type NodeMap = BTreeMap<String, Arc<dyn NodeOps>>;
 
-/// Default deadline of a step without `timeout`.
+/// Default deadline of a step without `timeout` (a `workflow` step without `timeout` has no
+/// deadline of its own: its sub-run's steps have theirs; with `timeout`, the whole sub-run is
+/// bounded).
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default number of steps run at once.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -447,7 +449,10 @@ impl Engine {
 
     /// Continue a run whose process died. Finished steps are not re-run (their outputs are
     /// restored); a step caught `running` is re-run only if idempotent, otherwise it is
-    /// recorded `interrupted` and the run stops.
+    /// recorded `interrupted` and the run stops. A step whose process died between two
+    /// attempts (last attempt failed, retry attempts left) goes on retrying at once, with the
+    /// next attempt number, on the nodes where it failed. Journaled attempts count against
+    /// `retry.attempts` (an idempotent step caught running always gets one more attempt).
     pub async fn resume(&self, run_id: &str, nodes: NodeMap) -> Result<RunReport, EngineError> {
         self.resume_with(run_id, nodes, None, None).await
     }
@@ -821,6 +826,9 @@ impl Engine {
             .copied()
             .filter(|(_, r)| r.status == StepStatus::Running)
             .collect();
+        if stale.is_empty() && retry_left(s, recs).is_some() {
+            return PriorState::Rerun;
+        }
         if stale.is_empty() {
             let status = last
                 .values()
@@ -1018,17 +1026,41 @@ impl Engine {
             }
         };
         let full_id = full_id.as_str();
-        let results: Vec<NodeResult> =
-            futures_util::future::join_all(nodes.iter().map(|n| async move {
+        // Resumed between two attempts: nodes that had succeeded keep their result, the
+        // others go on with their next attempt.
+        let prior = run.prior.get(full_id);
+        let keep = prior.and_then(|r| retry_left(s, r));
+        let results: Vec<NodeResult> = futures_util::future::join_all(nodes.iter().map(|n| {
+            let name = n.as_ref().map(|n| n.node().name.clone());
+            let kept = keep
+                .as_ref()
+                .and_then(|k| k.get(&name))
+                .filter(|r| r.status.is_ok())
+                .map(|r| (name.clone(), r.status, r.outputs.clone(), r.changed));
+            // Attempts are numbered per node.
+            let base = prior
+                .map(|r| {
+                    r.iter()
+                        .filter(|(_, x)| x.node == name)
+                        .map(|(_, x)| x.attempt)
+                        .max()
+                        .unwrap_or(0)
+                })
+                .unwrap_or(0);
+            async move {
+                if let Some(k) = kept {
+                    return k;
+                }
                 // Closed never: the semaphore lives as long as the scheduling loop.
                 let _permit = match permits {
                     Some(p) => p.acquire().await.ok(),
                     None => None,
                 };
-                self.run_on_node(run, scope, s, full_id, n.as_ref(), attempt_base)
+                self.run_on_node(run, scope, s, full_id, n.as_ref(), base)
                     .await
-            }))
-            .await;
+            }
+        }))
+        .await;
         let status = results
             .iter()
             .map(|r| r.1)
@@ -1163,6 +1195,8 @@ impl Engine {
             }
         };
         let literal: &[&str] = executor.as_ref().map(|e| e.literal_args()).unwrap_or(&[]);
+        // On resume, attempts already journaled count (a step caught running gets one more).
+        let attempts = attempts.saturating_sub(attempt_base).max(1);
         let mut last = (StepStatus::Failed, Map::new(), false);
         for i in 1..=attempts {
             let attempt = attempt_base + i;
@@ -1358,7 +1392,7 @@ impl Engine {
             if rec.status == StepStatus::Succeeded || i == attempts {
                 break;
             }
-            let mut delay = backoff.saturating_mul(1u32 << (i - 1).min(16));
+            let mut delay = backoff.saturating_mul(1u32 << (attempt - 1).min(16));
             if let Some(d) = scope.deadline {
                 delay = delay.min(d.saturating_duration_since(Instant::now()));
             }
@@ -1621,6 +1655,26 @@ impl Engine {
         }
         Ok(errors)
     }
+}
+
+/// On resume, for a step whose process died between two attempts (no attempt caught
+/// running; every node's last attempt succeeded, was skipped, or failed with retry attempts
+/// left; at least one failed): the last record per node. The step then goes on retrying.
+fn retry_left(
+    s: &Step,
+    recs: &[(i64, StepRecord)],
+) -> Option<BTreeMap<Option<String>, StepRecord>> {
+    let attempts = s.retry.as_ref().map_or(1, |r| r.attempts.max(1));
+    let mut last: BTreeMap<Option<String>, StepRecord> = BTreeMap::new();
+    for (_, r) in recs {
+        last.insert(r.node.clone(), r.clone());
+    }
+    let failed = |r: &StepRecord| matches!(r.status, StepStatus::Failed | StepStatus::TimedOut);
+    let resumable = last.values().any(failed)
+        && last
+            .values()
+            .all(|r| r.status.is_ok() || (failed(r) && r.attempt < attempts));
+    resumable.then_some(last)
 }
 
 /// Whether a record id is an undo or rollback record (of the run or of a sub-workflow).

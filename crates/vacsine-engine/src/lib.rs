@@ -5,10 +5,15 @@
 //!   undefined) and handing the rendered values to an [`executor::Executor`] as *data*.
 //! - Every step attempt is journaled in SQLite ([`Journal`]) before it starts and after it
 //!   ends; [`Engine::resume`] continues a crashed run without silently re-running a
-//!   non-idempotent step.
+//!   non-idempotent step (a step that died between two attempts goes on retrying).
+//! - `concurrency` bounds step instances: each node of a fanned-out step takes a slot.
+//! - A `workflow` step's `timeout` bounds its whole sub-run: steps not started by then are
+//!   `cancelled`, running ones time out (processes killed), the step is `timed_out`.
 //! - Executors that change state capture the prior state first; a failed run is compensated
 //!   (automatic undo in reverse completion order, then the workflow's `rollback` steps), and
-//!   [`Engine::rollback`] undoes a finished run on request.
+//!   [`Engine::rollback`] undoes a finished run on request. A failed sub-workflow is
+//!   compensated the same way (records `<step>/undo:…`, `<step>/rollback:…`) before its
+//!   parent fails; changes made by compensation steps are never undone.
 //!
 //! Step failures are data (in the [`RunReport`]); [`EngineError`] is only for a bad workflow,
 //! bad inputs, missing secrets or nodes, and journal problems.

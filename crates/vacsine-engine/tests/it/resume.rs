@@ -27,7 +27,7 @@ fn spec(idempotent: bool) -> String {
         argv:
           - sh
           - -c
-          - 'if [ -e "$1/long-done" ]; then echo resumed; else echo $$ > "$1/long-pid.tmp"; mv "$1/long-pid.tmp" "$1/long-pid"; touch "$1/long-done"; exec sleep 30; fi'
+          - 'if [ -e "$1/long-done" ]; then echo resumed; else touch "$1/long-done"; echo $$ > "$1/long-pid.tmp"; mv "$1/long-pid.tmp" "$1/long-pid"; exec sleep 30; fi'
           - sh
           - "{{{{ inputs.dir }}}}"
     - id: after
@@ -96,6 +96,10 @@ async fn child_runner() {
     e.register(Arc::new(SlowWrite));
     let w = match mode.as_str() {
         "slow-write" => wf("slow", SLOW_SPEC),
+        m if m.starts_with("retry-") => {
+            let (attempts, succeed_at) = m["retry-".len()..].split_once('-').unwrap();
+            wf("retry", &retry_spec(attempts, succeed_at))
+        }
         m => wf("crashy", &spec(m == "true")),
     };
     let mut req = RunRequest::new(w);
@@ -250,4 +254,130 @@ async fn crash_mid_change_still_rolls_back_to_the_true_prior_state() {
             ("undo:change", StepStatus::Succeeded)
         ]
     );
+}
+
+/// A step that fails its first attempt(s), with a long backoff: the process is killed while it
+/// waits to retry. (The backoff applies after the resumed attempts too, so the cases below
+/// need at most one more attempt.)
+fn retry_spec(attempts: &str, succeed_at: &str) -> String {
+    format!(
+        r#"
+  inputs:
+    dir: {{ type: string }}
+  steps:
+    - id: flaky
+      uses: script
+      retry: {{ attempts: {attempts}, backoff: 60s }}
+      with:
+        env: {{ DIR: "{{{{ inputs.dir }}}}" }}
+        script: |
+          n=$(cat "$DIR/n" 2>/dev/null || echo 0)
+          n=$((n+1))
+          echo $n > "$DIR/n"
+          echo "attempt $n"
+          [ $n -ge {succeed_at} ]
+    - id: after
+      uses: command
+      needs: [flaky]
+      with: {{ argv: [sh, -c, 'echo ran >> "$1/after"', sh, "{{{{ inputs.dir }}}}"] }}
+"#
+    )
+}
+
+/// Data-driven: (retry attempts, attempt that succeeds, run status after resume, `flaky`
+/// records after resume, `after` ran). The child is killed during the backoff after attempt 1 failed.
+#[tokio::test]
+async fn resume_between_attempts_goes_on_retrying() {
+    use StepStatus::*;
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        RunStatus,
+        &'a [(u32, StepStatus, &'a str)],
+        usize,
+    );
+    let cases: &[Case] = &[
+        (
+            "3",
+            "2",
+            RunStatus::Succeeded,
+            &[(1, Failed, "attempt 1\n"), (2, Succeeded, "attempt 2\n")],
+            1,
+        ),
+        (
+            "2",
+            "99",
+            RunStatus::Failed,
+            &[(1, Failed, "attempt 1\n"), (2, Failed, "attempt 2\n")],
+            0,
+        ),
+    ];
+    for (i, (attempts, succeed_at, run_status, flaky, after)) in cases.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal.db");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "resume::child_runner",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("VX_RESUME_JOURNAL", &journal)
+            .env("VX_RESUME_DIR", dir.path())
+            .env(
+                "VX_RESUME_IDEMPOTENT",
+                format!("retry-{attempts}-{succeed_at}"),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the failed first attempt is journaled (the child then sleeps 60s).
+        let t = Instant::now();
+        let run_id = loop {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "case {i}: first attempt never journaled"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            if !journal.exists() {
+                continue;
+            }
+            let Ok(j) = Journal::open(&journal) else {
+                continue;
+            };
+            let Some(run) = j.runs(1).ok().and_then(|r| r.into_iter().next()) else {
+                continue;
+            };
+            let failed = j
+                .records(&run.id)
+                .map(|r| r.iter().any(|x| x.step_id == "flaky" && x.status == Failed))
+                .unwrap_or(false);
+            if failed {
+                break run.id;
+            }
+        };
+        child.kill().unwrap(); // SIGKILL, during the backoff
+        child.wait().unwrap();
+        let e = Engine::new(Journal::open(&journal).unwrap(), Catalog::new());
+        assert_eq!(
+            e.journal().run(&run_id).unwrap().unwrap().status,
+            RunStatus::Running
+        );
+        let t = Instant::now();
+        let r = e.resume(&run_id, nodes(&[local("local")])).await.unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "case {i}: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(r.status, *run_status, "case {i}: {r:#?}");
+        let got: Vec<(u32, StepStatus, &str)> = recs(&r, "flaky")
+            .iter()
+            .map(|x| (x.attempt, x.status, x.stdout.as_str()))
+            .collect();
+        assert_eq!(got, *flaky, "case {i}");
+        assert_eq!(lines(&dir.path().join("after")), *after, "case {i}");
+    }
 }
