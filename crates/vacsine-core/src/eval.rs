@@ -71,11 +71,8 @@ pub fn evaluate(check: &Check, obs: &Observation) -> Evaluation {
                 detail,
             },
         ) => {
-            let seen = format!(
-                "{address}:{} {}",
-                c.port,
-                if *open { "open" } else { "closed" }
-            );
+            // The driver's address already names the port (`ip:port`).
+            let seen = format!("{address} {}", if *open { "open" } else { "closed" });
             let want_open = c.expect == PortState::Open;
             if *open == want_open {
                 ev(
