@@ -265,3 +265,18 @@ fn errors_and_mismatches() {
         Outcome::Error,
     );
 }
+
+#[test]
+fn port_evidence_names_address_and_state_once() {
+    let c: Check = parse_as(&SourceFile::new(
+        "c.yaml",
+        "port: {port: 23, from: out, expect: closed}",
+    ))
+    .unwrap();
+    let o = Observation::Port {
+        address: "10.0.0.2:23".into(),
+        open: false,
+        detail: String::new(),
+    };
+    assert_eq!(evaluate(&c, &o).observed, "10.0.0.2:23 closed");
+}
