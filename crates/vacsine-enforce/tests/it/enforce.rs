@@ -238,3 +238,30 @@ async fn catalog_workflows_run_and_are_idempotent() {
         .unwrap();
     assert_ne!(legacy_telnet.outcome, Outcome::Fail, "{legacy_telnet:?}");
 }
+
+/// `--keep-sandbox` leaves the sandbox for inspection; `gc` removes it by label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_sandbox_is_listed_then_garbage_collected() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = inputs_with_policy(dir.path(), BAD_FIX);
+    let mut o = opts();
+    o.keep_sandbox = true;
+    let rep = enforce(&inputs, &o).await.expect("enforce");
+    assert!(rep.sandbox.kept);
+    let id = rep.sandbox.id.clone().unwrap();
+    let list = vacsine_docker::sandbox::list(&d).await.unwrap();
+    let info = list
+        .iter()
+        .find(|s| s.id == id)
+        .expect("kept sandbox listed");
+    assert!(info.containers >= 5 && info.networks >= 1, "{info:?}");
+    let removed = vacsine_docker::sandbox::gc(&d).await.unwrap();
+    assert!(!removed.is_empty());
+    assert!(
+        sandbox_leftovers().await.is_empty(),
+        "gc left sandbox objects"
+    );
+}
