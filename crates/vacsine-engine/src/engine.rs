@@ -196,6 +196,29 @@ struct Scope {
 }
 
 impl Scope {
+    /// The top level of a run (no prefix, no deadline).
+    fn root(
+        inputs: Map<String, Value>,
+        event: Value,
+        secrets: Map<String, Value>,
+        secret_env: Vec<(String, String)>,
+        default_node: Option<String>,
+    ) -> Self {
+        Scope {
+            prefix: String::new(),
+            inputs,
+            event,
+            secrets,
+            secret_env,
+            default_node,
+            steps: Mutex::new(Map::new()),
+            depth: 0,
+            deadline: None,
+        }
+    }
+}
+
+impl Scope {
     fn context(&self, run: &RunCtx, node: Option<&Arc<dyn NodeOps>>) -> Value {
         let steps = self.steps.lock().map(|s| s.clone()).unwrap_or_default();
         let mut ctx = json!({
@@ -429,17 +452,7 @@ impl Engine {
             stop: Mutex::new(None),
             started: Instant::now(),
         };
-        let scope = Scope {
-            prefix: String::new(),
-            inputs,
-            event,
-            secrets: secret_map,
-            secret_env,
-            default_node,
-            steps: Mutex::new(Map::new()),
-            depth: 0,
-            deadline: None,
-        };
+        let scope = Scope::root(inputs, event, secret_map, secret_env, default_node);
         run.emit(ProgressEvent::RunStarted {
             run_id: run.run_id.clone(),
             workflow: w.metadata.name.value.clone(),
@@ -614,17 +627,7 @@ impl Engine {
             stop: Mutex::new(None),
             started: Instant::now(),
         };
-        let scope = Scope {
-            prefix: String::new(),
-            inputs,
-            event,
-            secrets: secret_map,
-            secret_env,
-            default_node,
-            steps: Mutex::new(Map::new()),
-            depth: 0,
-            deadline: None,
-        };
+        let scope = Scope::root(inputs, event, secret_map, secret_env, default_node);
         Ok((run, scope, w))
     }
 
