@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod engine;
+mod inputs;
 pub mod executor;
 mod journal;
 mod local;

@@ -1,6 +1,7 @@
 //! Static checks of a workflow, before anything runs. Pure: no node, no journal.
 
-use crate::engine::{coerce_inputs, Catalog};
+use crate::engine::Catalog;
+use crate::inputs::coerce_inputs;
 use crate::executor::{Registry, WORKFLOW_EXECUTOR};
 use crate::template;
 use serde_json::Value;
