@@ -107,6 +107,60 @@ pub struct StepRecord {
     pub outputs: serde_json::Map<String, serde_json::Value>,
 }
 
+impl StepRecord {
+    /// A record as an attempt starts: status `running`, nothing else known yet.
+    pub fn started(
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        node: Option<&str>,
+        executor: &str,
+        started_at: String,
+    ) -> Self {
+        StepRecord {
+            run_id: run_id.into(),
+            step_id: step_id.into(),
+            attempt,
+            node: node.map(str::to_string),
+            executor: executor.into(),
+            started_at,
+            finished_at: None,
+            duration_ms: None,
+            status: StepStatus::Running,
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            changed: false,
+            messages: Vec::new(),
+            error: None,
+            outputs: serde_json::Map::new(),
+        }
+    }
+
+    /// A record of a step that ended at once without running (skipped, cancelled, failed
+    /// before its executor could start), with one message.
+    pub fn instant(
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        node: Option<&str>,
+        executor: &str,
+        status: StepStatus,
+        message: Message,
+    ) -> Self {
+        let mut r =
+            StepRecord::started(run_id, step_id, attempt, node, executor, message.at.clone());
+        r.finished_at = Some(message.at.clone());
+        r.duration_ms = Some(0);
+        r.status = status;
+        if status == StepStatus::Failed {
+            r.error = Some(message.text.clone());
+        }
+        r.messages.push(message);
+        r
+    }
+}
+
 /// RFC 3339 UTC timestamp with microseconds.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -123,6 +177,23 @@ pub fn bound_stream(bytes: &[u8]) -> String {
         cut -= 1;
     }
     format!("{}{TRUNCATION_MARKER}", &s[..cut])
+}
+
+/// Masks a fixed set of secrets in many strings (built once per run).
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    secrets: Vec<String>,
+}
+
+impl Masker {
+    pub fn new(secrets: &[String]) -> Self {
+        let mut secrets: Vec<String> = secrets.iter().filter(|s| !s.is_empty()).cloned().collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Masker { secrets }
+    }
+    pub fn mask(&self, text: &str) -> String {
+        mask(text, &self.secrets)
+    }
 }
 
 /// Replace every occurrence of each secret by `***`.

@@ -1,13 +1,23 @@
 //! The run journal: embedded SQLite (WAL, `synchronous=FULL`), written before each step starts
 //! and after it ends, so a crash can be resumed without silently re-running a step.
 //!
-//! Nothing secret is stored in plain text: records and inputs are masked before they get here.
+//! Nothing secret is stored in plain text: records and inputs are masked before they get here,
+//! and what a resume or an undo needs in full (real inputs and outputs, undo data) is sealed
+//! with a key kept in a file of its own (see [`crate::seal`]). The database, its WAL and the key
+//! are private to their owner (0600).
+//!
+//! A run is driven by one process at a time: the driver holds a lease on the run (holder,
+//! heartbeat); another process may take it over only once the holder is gone (its process no
+//! longer exists on this host, or its heartbeat is older than [`LEASE_TTL`]).
 
+use crate::seal::Sealer;
 use crate::RunStatus;
-use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::Value;
-use std::path::Path;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::{Map, Value};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use vacsine_core::record::{StepRecord, StepStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +51,10 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at    TEXT NOT NULL,
     finished_at   TEXT,
     message       TEXT,
-    compensated   INTEGER NOT NULL DEFAULT 0
+    compensated   INTEGER NOT NULL DEFAULT 0,
+    inputs_sealed TEXT,
+    holder        TEXT,
+    heartbeat_ms  INTEGER
 );
 CREATE TABLE IF NOT EXISTS step_records (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -60,7 +73,8 @@ CREATE TABLE IF NOT EXISTS step_records (
     changed       INTEGER NOT NULL,
     messages_json TEXT NOT NULL,
     error         TEXT,
-    outputs_json  TEXT NOT NULL
+    outputs_json  TEXT NOT NULL,
+    outputs_sealed TEXT
 );
 CREATE INDEX IF NOT EXISTS step_records_run ON step_records(run_id, seq);
 CREATE TABLE IF NOT EXISTS undo (
@@ -74,8 +88,87 @@ CREATE TABLE IF NOT EXISTS undo (
     undone_at   TEXT
 );
 CREATE INDEX IF NOT EXISTS undo_run ON undo(run_id, seq);
-PRAGMA user_version = 1;
 ";
+
+/// Columns added after the first schema, added to older journals when opened.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("runs", "inputs_sealed", "TEXT"),
+    ("runs", "holder", "TEXT"),
+    ("runs", "heartbeat_ms", "INTEGER"),
+    ("step_records", "outputs_sealed", "TEXT"),
+];
+
+/// A lease whose heartbeat is older than this is expired (its holder is taken for dead).
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often a driver renews its lease.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// Who drives a run: `<host>/<pid>/<process start time>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub host: String,
+    pub pid: u32,
+    start: String,
+}
+
+impl LeaseHolder {
+    /// This process.
+    pub fn current() -> Self {
+        let pid = std::process::id();
+        LeaseHolder {
+            host: hostname(),
+            pid,
+            start: process_start(pid).unwrap_or_default(),
+        }
+    }
+    fn encode(&self) -> String {
+        format!("{}/{}/{}", self.host, self.pid, self.start)
+    }
+    fn decode(s: &str) -> Option<Self> {
+        let mut it = s.rsplitn(3, '/');
+        let start = it.next()?.to_string();
+        let pid = it.next()?.parse().ok()?;
+        let host = it.next()?.to_string();
+        Some(LeaseHolder { host, pid, start })
+    }
+    /// Whether the holder is known to be gone: on this host, its process no longer exists
+    /// (or the pid now belongs to another process).
+    fn is_gone(&self) -> bool {
+        self.host == hostname() && process_start(self.pid).as_deref() != Some(self.start.as_str())
+    }
+}
+
+impl std::fmt::Display for LeaseHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "process {} on host `{}`", self.pid, self.host)
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot).
+fn process_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19).map(str::to_string)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Why a lease could not be taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseBusy {
+    pub holder: String,
+    /// Time since the holder's last heartbeat.
+    pub since_heartbeat: Duration,
+}
 
 /// A run as listed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -101,6 +194,53 @@ pub(crate) struct StoredRun {
     pub compensated: bool,
 }
 
+/// A run as it is first journaled.
+pub(crate) struct NewRun<'a> {
+    pub id: &'a str,
+    pub workflow: &'a str,
+    pub workflow_json: &'a str,
+    /// Masked, for display.
+    pub inputs: &'a Map<String, Value>,
+    /// Real, sealed.
+    pub real_inputs: &'a Map<String, Value>,
+    pub target: &'a str,
+    pub labels: &'a std::collections::BTreeMap<String, String>,
+    pub default_node: Option<&'a str>,
+    pub started_at: &'a str,
+}
+
+/// Create the journal file private (0600), or make an existing one private.
+fn make_private(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| JournalError(format!("cannot create `{}`: {e}", dir.display())))?;
+        }
+    }
+    let err = |e: std::io::Error| JournalError(format!("cannot open `{}`: {e}", path.display()));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)
+}
+
+/// The place a sealed value is bound to.
+fn place_inputs(run_id: &str) -> String {
+    format!("run/{run_id}/inputs")
+}
+fn place_outputs(run_id: &str, seq: i64) -> String {
+    format!("run/{run_id}/record/{seq}/outputs")
+}
+fn place_undo(run_id: &str, record_seq: i64) -> String {
+    format!("run/{run_id}/record/{record_seq}/undo")
+}
+
 /// Undo data of one changed step, captured before the change.
 #[derive(Debug, Clone)]
 pub(crate) struct UndoEntry {
@@ -116,6 +256,7 @@ pub(crate) struct UndoEntry {
 #[derive(Clone)]
 pub struct Journal {
     conn: Arc<Mutex<Connection>>,
+    sealer: Arc<Sealer>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -169,25 +310,71 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
 }
 
 impl Journal {
-    /// Open (or create) the journal file.
+    /// Open (or create) the journal file, private to its owner (0600, its WAL and shared
+    /// memory files too), with its key in [`Journal::key_path`].
     pub fn open(path: &Path) -> Result<Self> {
+        make_private(path)?;
+        let sealer = Sealer::load_or_create(&Self::key_path(path)).map_err(JournalError)?;
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        let j = Self::init(conn, sealer)?;
+        for ext in ["-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(ext);
+            let p = PathBuf::from(p);
+            if p.exists() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| JournalError(format!("cannot restrict `{}`: {e}", p.display())))?;
+            }
+        }
+        Ok(j)
     }
 
-    /// A journal that lives in memory (tests, one-shot runs).
+    /// The key file of a journal: `journal.db` → `journal.key`.
+    pub fn key_path(path: &Path) -> PathBuf {
+        path.with_extension("key")
+    }
+
+    /// A journal that lives in memory (tests, one-shot runs), with an ephemeral key.
     pub fn in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(
+            Connection::open_in_memory()?,
+            Sealer::ephemeral().map_err(JournalError)?,
+        )
     }
 
-    fn init(conn: Connection) -> Result<Self> {
+    fn init(conn: Connection, sealer: Sealer) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         conn.execute_batch(SCHEMA)?;
+        for (table, column, ty) in ADDED_COLUMNS {
+            let has: bool = conn.query_row(
+                &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                [column],
+                |r| r.get(0),
+            )?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+            }
+        }
+        conn.execute_batch("PRAGMA user_version = 2;")?;
         Ok(Journal {
             conn: Arc::new(Mutex::new(conn)),
+            sealer: Arc::new(sealer),
         })
+    }
+
+    fn seal_json(&self, place: &str, v: &impl serde::Serialize) -> Result<String> {
+        let plain = serde_json::to_vec(v)?;
+        self.sealer.seal(place, &plain).map_err(JournalError)
+    }
+
+    fn open_json<T: serde::de::DeserializeOwned>(&self, place: &str, stored: &str) -> Result<T> {
+        if !Sealer::is_sealed(stored) {
+            return Ok(serde_json::from_str(stored)?);
+        }
+        let plain = self.sealer.open(place, stored).map_err(JournalError)?;
+        Ok(serde_json::from_slice(&plain)?)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
@@ -237,34 +424,95 @@ impl Journal {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn create_run(
-        &self,
-        id: &str,
-        workflow: &str,
-        workflow_json: &str,
-        inputs: &serde_json::Map<String, Value>,
-        target: &str,
-        labels: &std::collections::BTreeMap<String, String>,
-        default_node: Option<&str>,
-        started_at: &str,
-    ) -> Result<()> {
-        let inputs = serde_json::to_string(inputs)?;
-        let labels = serde_json::to_string(labels)?;
+    /// Journal a new run, leased to `holder`. `inputs` are shown (masked); `real_inputs`
+    /// are sealed for a resume.
+    pub(crate) fn create_run(&self, n: NewRun<'_>, holder: &LeaseHolder) -> Result<()> {
+        let inputs = serde_json::to_string(n.inputs)?;
+        let sealed = self.seal_json(&place_inputs(n.id), n.real_inputs)?;
+        let labels = serde_json::to_string(n.labels)?;
         self.with(|c| {
             c.execute(
                 "INSERT INTO runs (id, workflow, workflow_json, inputs_json, target, labels_json,
-                   default_node, status, started_at) VALUES (?1,?2,?3,?4,?5,?6,?7,'running',?8)",
+                   default_node, status, started_at, inputs_sealed, holder, heartbeat_ms)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,'running',?8,?9,?10,?11)",
                 params![
-                    id,
-                    workflow,
-                    workflow_json,
+                    n.id,
+                    n.workflow,
+                    n.workflow_json,
                     inputs,
-                    target,
+                    n.target,
                     labels,
-                    default_node,
-                    started_at
+                    n.default_node,
+                    n.started_at,
+                    sealed,
+                    holder.encode(),
+                    now_ms()
                 ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Take the lease of a run for `holder`: granted when nobody holds it, the holder is
+    /// `holder` itself, or the holder is gone (process gone on this host, or heartbeat older
+    /// than [`LEASE_TTL`]).
+    pub(crate) fn acquire_lease(
+        &self,
+        run_id: &str,
+        holder: &LeaseHolder,
+    ) -> Result<std::result::Result<(), LeaseBusy>> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row: Option<(Option<String>, Option<i64>)> = tx
+                .query_row(
+                    "SELECT holder, heartbeat_ms FROM runs WHERE id = ?1",
+                    [run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((current, beat)) = row else {
+                return Err(JournalError(format!("run `{run_id}` not found")));
+            };
+            let now = now_ms();
+            if let Some(cur) = current.as_deref().filter(|c| *c != holder.encode()) {
+                let age = Duration::from_millis((now - beat.unwrap_or(0)).max(0) as u64);
+                let gone = LeaseHolder::decode(cur).is_none_or(|h| h.is_gone());
+                if !gone && age < LEASE_TTL {
+                    let shown = LeaseHolder::decode(cur)
+                        .map(|h| h.to_string())
+                        .unwrap_or_else(|| cur.to_string());
+                    return Ok(Err(LeaseBusy {
+                        holder: shown,
+                        since_heartbeat: age,
+                    }));
+                }
+            }
+            tx.execute(
+                "UPDATE runs SET holder = ?2, heartbeat_ms = ?3 WHERE id = ?1",
+                params![run_id, holder.encode(), now],
+            )?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })
+    }
+
+    /// Renew the lease; false when `holder` no longer holds it.
+    pub(crate) fn heartbeat(&self, run_id: &str, holder: &LeaseHolder) -> Result<bool> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE runs SET heartbeat_ms = ?3 WHERE id = ?1 AND holder = ?2",
+                params![run_id, holder.encode(), now_ms()],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Give the lease up (the run ended, or its driver stops).
+    pub(crate) fn release_lease(&self, run_id: &str, holder: &LeaseHolder) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET holder = NULL WHERE id = ?1 AND holder = ?2",
+                params![run_id, holder.encode()],
             )?;
             Ok(())
         })
@@ -274,19 +522,55 @@ impl Journal {
         self.with(|c| {
             c.query_row("SELECT * FROM runs WHERE id = ?1", [id], |r| {
                 let inputs: String = r.get("inputs_json")?;
+                let sealed: Option<String> = r.get("inputs_sealed")?;
                 let labels: String = r.get("labels_json")?;
-                Ok(StoredRun {
-                    summary: summary_from_row(r)?,
-                    workflow_json: r.get("workflow_json")?,
-                    inputs: serde_json::from_str(&inputs).unwrap_or_default(),
-                    labels: serde_json::from_str(&labels).unwrap_or_default(),
-                    default_node: r.get("default_node")?,
-                    compensated: r.get("compensated")?,
-                })
+                Ok((
+                    StoredRun {
+                        summary: summary_from_row(r)?,
+                        workflow_json: r.get("workflow_json")?,
+                        inputs: serde_json::from_str(&inputs).unwrap_or_default(),
+                        labels: serde_json::from_str(&labels).unwrap_or_default(),
+                        default_node: r.get("default_node")?,
+                        compensated: r.get("compensated")?,
+                    },
+                    sealed,
+                ))
             })
             .optional()
-            .map_err(Into::into)
+            .map_err(JournalError::from)
+        })?
+        .map(|(mut run, sealed)| {
+            // The real inputs (a journal from before sealing has only the masked ones).
+            if let Some(sealed) = sealed {
+                run.inputs = self.open_json(&place_inputs(id), &sealed)?;
+            }
+            Ok(run)
         })
+        .transpose()
+    }
+
+    /// Every step record of a run with the real outputs (for a resume or a rollback, whose
+    /// later steps must see real values, not masked ones).
+    pub(crate) fn records_unsealed(&self, run_id: &str) -> Result<Vec<(i64, StepRecord)>> {
+        let sealed: Vec<(i64, String)> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT seq, outputs_sealed FROM step_records
+                 WHERE run_id = ?1 AND outputs_sealed IS NOT NULL",
+            )?;
+            let rows = st.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        let mut real: std::collections::HashMap<i64, Map<String, Value>> = Default::default();
+        for (seq, s) in sealed {
+            real.insert(seq, self.open_json(&place_outputs(run_id, seq), &s)?);
+        }
+        let mut recs = self.records_seq(run_id)?;
+        for (seq, r) in &mut recs {
+            if let Some(o) = real.remove(seq) {
+                r.outputs = o;
+            }
+        }
+        Ok(recs)
     }
 
     pub(crate) fn set_run_status(
@@ -345,21 +629,30 @@ impl Journal {
         })
     }
 
-    /// Journal a record as it ends, with its undo data (one transaction).
+    /// Journal a record as it ends, with its undo data (one transaction). `real_outputs`,
+    /// when they differ from the (masked) record's, are sealed for a resume.
     pub(crate) fn finish_record(
         &self,
         seq: i64,
         r: &StepRecord,
         undo: Option<&Value>,
+        real_outputs: Option<&Map<String, Value>>,
     ) -> Result<()> {
         let messages = serde_json::to_string(&r.messages)?;
         let outputs = serde_json::to_string(&r.outputs)?;
-        let undo = undo.map(serde_json::to_string).transpose()?;
+        let sealed_outputs = real_outputs
+            .filter(|o| **o != r.outputs)
+            .map(|o| self.seal_json(&place_outputs(&r.run_id, seq), o))
+            .transpose()?;
+        let undo = undo
+            .map(|u| self.seal_json(&place_undo(&r.run_id, seq), u))
+            .transpose()?;
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
                 "UPDATE step_records SET finished_at=?2, duration_ms=?3, status=?4, exit_code=?5,
-                   stdout=?6, stderr=?7, changed=?8, messages_json=?9, error=?10, outputs_json=?11
+                   stdout=?6, stderr=?7, changed=?8, messages_json=?9, error=?10, outputs_json=?11,
+                   outputs_sealed = COALESCE(?12, outputs_sealed)
                  WHERE seq = ?1",
                 params![
                     seq,
@@ -372,7 +665,8 @@ impl Journal {
                     r.changed,
                     messages,
                     r.error,
-                    outputs
+                    outputs,
+                    sealed_outputs
                 ],
             )?;
             if let Some(u) = undo {
@@ -398,7 +692,7 @@ impl Journal {
         executor: &str,
         data: &Value,
     ) -> Result<()> {
-        let data = serde_json::to_string(data)?;
+        let data = self.seal_json(&place_undo(run_id, record_seq), data)?;
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
@@ -428,12 +722,12 @@ impl Journal {
 
     /// Change a finished record's status (e.g. to `rolled_back`), adding a message.
     pub(crate) fn update_record(&self, seq: i64, r: &StepRecord) -> Result<()> {
-        self.finish_record(seq, r, None)
+        self.finish_record(seq, r, None, None)
     }
 
     /// Undo data not yet applied, in completion order.
     pub(crate) fn pending_undo(&self, run_id: &str) -> Result<Vec<UndoEntry>> {
-        self.with(|c| {
+        let mut entries = self.with(|c| {
             let mut st = c.prepare(
                 "SELECT seq, record_seq, step_id, node, executor, data_json FROM undo
                  WHERE run_id = ?1 AND undone_at IS NULL ORDER BY seq",
@@ -446,11 +740,17 @@ impl Journal {
                     step_id: r.get(2)?,
                     node: r.get(3)?,
                     executor: r.get(4)?,
-                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                    data: Value::String(data),
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+        })?;
+        for e in &mut entries {
+            if let Value::String(stored) = &e.data {
+                e.data = self.open_json(&place_undo(run_id, e.record_seq), stored)?;
+            }
+        }
+        Ok(entries)
     }
 
     pub(crate) fn mark_undone(&self, seq: i64, at: &str) -> Result<()> {

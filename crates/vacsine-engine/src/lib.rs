@@ -20,18 +20,20 @@
 #![forbid(unsafe_code)]
 
 mod engine;
-mod inputs;
 pub mod executor;
+mod inputs;
 mod journal;
 mod local;
+mod procgroup;
+mod seal;
 mod template;
 mod validate;
 
 pub use engine::{
-    Catalog, Engine, NodeMap, ProgressEvent, ProgressFn, RunReport, RunRequest,
-    DEFAULT_CONCURRENCY, DEFAULT_STEP_TIMEOUT,
+    CancelToken, Catalog, Engine, NodeMap, ProgressEvent, ProgressFn, RunReport, RunRequest,
+    CANCEL_GRACE, DEFAULT_CONCURRENCY, DEFAULT_STEP_TIMEOUT,
 };
-pub use journal::{Journal, JournalError, RunSummary};
+pub use journal::{Journal, JournalError, LeaseBusy, RunSummary, LEASE_TTL};
 pub use local::LocalNode;
 pub use validate::{validate_workflow, WorkflowProblem};
 
@@ -49,6 +51,8 @@ pub enum RunStatus {
     Interrupted,
     /// Undone by [`Engine::rollback`].
     RolledBack,
+    /// Stopped by a signal (SIGINT/SIGTERM); resumable.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -59,6 +63,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
             RunStatus::RolledBack => "rolled_back",
+            RunStatus::Cancelled => "cancelled",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -68,6 +73,7 @@ impl RunStatus {
             "failed" => RunStatus::Failed,
             "interrupted" => RunStatus::Interrupted,
             "rolled_back" => RunStatus::RolledBack,
+            "cancelled" => RunStatus::Cancelled,
             _ => return None,
         })
     }
@@ -105,6 +111,8 @@ pub enum EngineError {
         name: String,
         available: Vec<String>,
     },
+    #[error("run `{run_id}` is being driven by {} (last heartbeat {}s ago): wait for it to end, or stop that process; a lease whose holder is gone expires after {}s", .busy.holder, .busy.since_heartbeat.as_secs(), journal::LEASE_TTL.as_secs())]
+    LeaseHeld { run_id: String, busy: LeaseBusy },
     #[error("run `{0}` not found in the journal")]
     RunNotFound(String),
     #[error("run `{run_id}` is {status}: it cannot be {action}")]

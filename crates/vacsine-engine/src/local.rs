@@ -148,6 +148,8 @@ impl NodeOps for LocalNode {
             .spawn()
             .map_err(|e| self.failed("exec", format!("cannot start `{prog}`: {e}")))?;
         let pid = child.id();
+        // Reachable by a cancelled run (signals are forwarded to the group).
+        let _group = pid.map(|p| crate::procgroup::register(p as i32));
         let out_task = tokio::spawn(read_capped(child.stdout.take()));
         let err_task = tokio::spawn(read_capped(child.stderr.take()));
         if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {

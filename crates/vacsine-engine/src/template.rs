@@ -4,6 +4,7 @@
 //! one environment value, never spliced into a shell command line.
 
 use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
 use serde_json::Value;
 use std::sync::OnceLock;
 
@@ -51,8 +52,9 @@ fn describe(e: &minijinja::Error) -> String {
     msg
 }
 
-/// Render one string template.
-pub(crate) fn render_str(tpl: &str, ctx: &Value) -> Result<Value, String> {
+/// Render one string template. The context is any serializable value: a lazy
+/// `minijinja::Value` object (the engine's, see `engine::context`) is passed through as is.
+pub(crate) fn render_str<C: Serialize + ?Sized>(tpl: &str, ctx: &C) -> Result<Value, String> {
     if !is_templated(tpl) {
         return Ok(Value::String(tpl.to_string()));
     }
@@ -66,7 +68,7 @@ pub(crate) fn render_str(tpl: &str, ctx: &Value) -> Result<Value, String> {
 }
 
 /// Evaluate an expression into a JSON value; an undefined result is an error.
-pub(crate) fn eval_value(expr: &str, ctx: &Value) -> Result<Value, String> {
+pub(crate) fn eval_value<C: Serialize + ?Sized>(expr: &str, ctx: &C) -> Result<Value, String> {
     let compiled = env().compile_expression(expr).map_err(|e| describe(&e))?;
     let v = compiled.eval(ctx).map_err(|e| describe(&e))?;
     if v.is_undefined() {
@@ -76,7 +78,7 @@ pub(crate) fn eval_value(expr: &str, ctx: &Value) -> Result<Value, String> {
 }
 
 /// Evaluate an `if` condition.
-pub(crate) fn eval_condition(expr: &str, ctx: &Value) -> Result<bool, String> {
+pub(crate) fn eval_condition<C: Serialize + ?Sized>(expr: &str, ctx: &C) -> Result<bool, String> {
     let expr = sole_expression(expr).unwrap_or(expr);
     let compiled = env().compile_expression(expr).map_err(|e| describe(&e))?;
     let v = compiled.eval(ctx).map_err(|e| describe(&e))?;
@@ -87,7 +89,7 @@ pub(crate) fn eval_condition(expr: &str, ctx: &Value) -> Result<bool, String> {
 }
 
 /// Render every string inside `v` recursively (map keys are left as written).
-pub(crate) fn render_value(v: &Value, ctx: &Value) -> Result<Value, String> {
+pub(crate) fn render_value<C: Serialize + ?Sized>(v: &Value, ctx: &C) -> Result<Value, String> {
     Ok(match v {
         Value::String(s) => render_str(s, ctx)?,
         Value::Array(a) => Value::Array(

@@ -1,8 +1,8 @@
 //! Static checks of a workflow, before anything runs. Pure: no node, no journal.
 
 use crate::engine::Catalog;
-use crate::inputs::coerce_inputs;
 use crate::executor::{Registry, WORKFLOW_EXECUTOR};
+use crate::inputs::coerce_inputs;
 use crate::template;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
