@@ -8,6 +8,7 @@ mod dag;
 mod executors;
 mod firewall;
 mod injection;
+mod lease;
 mod resume;
 mod rollback;
 mod secrets;
