@@ -342,6 +342,7 @@ async fn in_sandbox(
         labels: target.metadata.labels.clone(),
         progress: None,
         observer: None,
+        cancel: Default::default(),
     };
     let targeted = targeted(the_plan);
 

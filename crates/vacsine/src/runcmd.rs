@@ -10,7 +10,7 @@ use vacsine_core::doc::LoadError;
 use vacsine_core::node::Site;
 use vacsine_core::target::DriverKind;
 use vacsine_enforce::inputs;
-use vacsine_engine::{Engine, Journal, NodeMap, RunRequest, RunStatus};
+use vacsine_engine::{CancelToken, Engine, Journal, NodeMap, RunRequest, RunStatus};
 
 fn parse_inputs(raw: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     let mut m = serde_json::Map::new();
@@ -101,10 +101,11 @@ pub async fn run(
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
+    let (cancel, signalled) = cancel_on_signals();
     let report = if let Some(run_id) = resume {
         let engine = Engine::new(journal, vacsine_enforce::engine_catalog(&ecat_src));
         engine
-            .resume_with(&run_id, nodes, Some(on_progress), observer)
+            .resume_cancellable(&run_id, nodes, Some(on_progress), observer, cancel)
             .await
     } else {
         let Some(wf_path) = workflow else {
@@ -153,6 +154,7 @@ pub async fn run(
                 labels: Default::default(),
                 progress: Some(on_progress),
                 observer,
+                cancel,
             })
             .await
     };
@@ -176,11 +178,56 @@ pub async fn run(
             println!("run {} {}", report.run_id, report.status.as_str());
         }
     }
-    Ok(if report.status == RunStatus::Succeeded {
-        EXIT_OK
-    } else {
-        EXIT_FAILURES
+    Ok(match report.status {
+        RunStatus::Succeeded => EXIT_OK,
+        RunStatus::Cancelled => {
+            eprintln!(
+                "run {} cancelled: resume it with `vacsine run --resume {}`",
+                report.run_id, report.run_id
+            );
+            signalled.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        _ => EXIT_FAILURES,
     })
+}
+
+/// SIGINT and SIGTERM cancel the run: the first stops scheduling and asks running steps to
+/// end (their process groups get SIGTERM, then SIGKILL after a grace period), a second one
+/// kills them at once. Returns the token and the exit code to use (130 or 143).
+fn cancel_on_signals() -> (CancelToken, Arc<std::sync::atomic::AtomicI32>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let cancel = CancelToken::new();
+    let code = Arc::new(std::sync::atomic::AtomicI32::new(130));
+    let (c, k) = (cancel.clone(), code.clone());
+    let streams =
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+    match streams {
+        Ok((mut int, mut term)) => {
+            tokio::spawn(async move {
+                loop {
+                    let exit = tokio::select! {
+                        Some(()) = int.recv() => 130,
+                        Some(()) = term.recv() => 143,
+                        else => break,
+                    };
+                    if !c.is_cancelled() {
+                        k.store(exit, std::sync::atomic::Ordering::SeqCst);
+                        eprintln!(
+                            "signal received: stopping the run (running steps get {}s to end; signal again to kill them now)",
+                            vacsine_engine::CANCEL_GRACE.as_secs()
+                        );
+                    } else {
+                        eprintln!("second signal: killing running steps now");
+                    }
+                    c.cancel();
+                }
+            });
+        }
+        Err(e) => eprintln!(
+            "warning: cannot watch for signals ({e}): Ctrl-C will not stop the run cleanly"
+        ),
+    }
+    (cancel, code)
 }
 
 fn print_records(records: &[vacsine_core::record::StepRecord]) {
