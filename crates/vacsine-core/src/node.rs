@@ -96,6 +96,12 @@ pub struct ExecOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub timed_out: bool,
+    /// Bytes written past the driver's read cap and dropped, per stream (the process was
+    /// drained, not stopped: it ran to completion).
+    #[serde(default)]
+    pub stdout_dropped: u64,
+    #[serde(default)]
+    pub stderr_dropped: u64,
 }
 
 /// A file as read from a node.

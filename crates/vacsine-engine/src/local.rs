@@ -1,5 +1,11 @@
-//! The local host as a node: processes spawned with tokio in their own process group (the whole
-//! group is killed on timeout), files through the filesystem, nftables through `nft`.
+//! The local host as a node: processes spawned with tokio in their own process group, files
+//! through the filesystem, nftables through `nft`.
+//!
+//! A command's life is its main process's: on timeout its whole process group is killed
+//! (SIGKILL); when the main process ends, whatever it left running in its group (a background
+//! `sleep 300 &`) is ended too (SIGTERM, then SIGKILL after half a second), and the output read
+//! so far is kept. Output past 8 MiB per stream is drained and dropped, never left unread (the
+//! process would die of SIGPIPE halfway): [`ExecOutput`] counts the dropped bytes.
 //!
 //! A `LocalNode` can be bound to a named network namespace (`ip netns`): commands, `nft` and
 //! `sysctl` then run inside it through `ip netns exec NAME`, files stay the host's.
@@ -12,6 +18,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 use vacsine_core::node::{ExecOutput, FileContent, NodeError, NodeOps};
 use vacsine_core::target::ResolvedNode;
 
@@ -19,8 +26,10 @@ use vacsine_core::target::ResolvedNode;
 const OP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Cap on the bytes read from a child's stream (records keep far less).
 const READ_CAP: u64 = 8 * 1024 * 1024;
-/// How long streams are read after the process ended.
+/// How long the streams are still read once the command's process group is gone.
 const STREAM_GRACE: Duration = Duration::from_secs(2);
+/// Between SIGTERM and SIGKILL to what a finished command left in its process group.
+const GROUP_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct LocalNode {
@@ -93,19 +102,63 @@ impl LocalNode {
     }
 }
 
-async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> Vec<u8> {
-    let mut buf = Vec::new();
-    if let Some(r) = r {
-        let _ = r.take(READ_CAP).read_to_end(&mut buf).await;
-    }
-    buf
+/// One stream's output: the bytes kept (at most [`READ_CAP`]) and how many were dropped.
+#[derive(Default)]
+struct Captured {
+    kept: Vec<u8>,
+    dropped: u64,
 }
 
-fn kill_group(pid: Option<u32>) {
+/// Read a child's stream to its end, keeping the first [`READ_CAP`] bytes and counting the
+/// rest: the stream is always drained, so a chatty process is never killed by SIGPIPE. Stops
+/// early (keeping what was read) when `stop` fires.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    r: Option<R>,
+    mut stop: watch::Receiver<bool>,
+) -> Captured {
+    let mut out = Captured::default();
+    let Some(mut r) = r else { return out };
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            res = r.read(&mut chunk) => match res {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+        };
+        let room = (READ_CAP as usize).saturating_sub(out.kept.len());
+        let keep = n.min(room);
+        out.kept.extend_from_slice(&chunk[..keep]);
+        out.dropped += (n - keep) as u64;
+    }
+    out
+}
+
+fn kill_group(pid: Option<u32>, sig: Signal) {
     if let Some(pid) = pid {
         // The child leads its own group (process_group(0)), so its pid is the group id.
-        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        let _ = killpg(Pid::from_raw(pid as i32), sig);
     }
+}
+
+/// End what is left of a finished command's process group: SIGTERM, then SIGKILL if anything
+/// is still there after [`GROUP_GRACE`]. Returns at once when the group is already empty.
+async fn end_group(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    let pg = Pid::from_raw(pid as i32);
+    if killpg(pg, Signal::SIGTERM).is_err() {
+        return; // ESRCH: no process left in the group
+    }
+    let deadline = tokio::time::Instant::now() + GROUP_GRACE;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if killpg(pg, None).is_err() {
+            return;
+        }
+    }
+    let _ = killpg(pg, Signal::SIGKILL);
 }
 
 fn sysctl_path(key: &str) -> String {
@@ -148,8 +201,9 @@ impl NodeOps for LocalNode {
             .spawn()
             .map_err(|e| self.failed("exec", format!("cannot start `{prog}`: {e}")))?;
         let pid = child.id();
-        let out_task = tokio::spawn(read_capped(child.stdout.take()));
-        let err_task = tokio::spawn(read_capped(child.stderr.take()));
+        let (stop, stop_rx) = watch::channel(false);
+        let mut out_task = tokio::spawn(read_capped(child.stdout.take(), stop_rx.clone()));
+        let mut err_task = tokio::spawn(read_capped(child.stderr.take(), stop_rx));
         if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
             tokio::spawn(async move {
                 let _ = w.write_all(&data).await;
@@ -159,38 +213,48 @@ impl NodeOps for LocalNode {
         let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
             Ok(s) => (s.ok(), false),
             Err(_) => {
-                kill_group(pid);
+                kill_group(pid, Signal::SIGKILL);
                 (child.wait().await.ok(), true)
             }
         };
-        // Streams close when every process holding them is gone. A background process the
-        // command left behind (and that keeps them open) is not waited for beyond a grace delay.
-        let (mut out_task, mut err_task) = (out_task, err_task);
+        // The main process has ended: so does the step. What it left running in its process
+        // group is ended too (SIGTERM, then SIGKILL), and the output read so far is kept.
+        end_group(pid).await;
+        // The streams close once no process holds them. One that left the group (setsid) may
+        // still hold them: reading stops after a grace delay, keeping what was read.
         let joined = tokio::time::timeout(STREAM_GRACE, async {
             ((&mut out_task).await, (&mut err_task).await)
         })
         .await;
-        let (stdout, stderr) = match joined {
+        let mut left_open = false;
+        let (out, err) = match joined {
             Ok((o, e)) => (o.unwrap_or_default(), e.unwrap_or_default()),
             Err(_) => {
-                out_task.abort();
-                err_task.abort();
+                left_open = true;
+                let _ = stop.send(true);
                 (
-                    Vec::new(),
-                    b"[vacsine: output not collected: a background process kept the streams open]"
-                        .to_vec(),
+                    out_task.await.unwrap_or_default(),
+                    err_task.await.unwrap_or_default(),
                 )
             }
         };
+        let mut stderr = err.kept;
+        if left_open {
+            stderr.extend_from_slice(
+                b"\n[vacsine: stopped reading output: a process outside the step's process group kept it open]",
+            );
+        }
         Ok(ExecOutput {
             exit_code: if timed_out {
                 None
             } else {
                 status.and_then(|s| s.code())
             },
-            stdout,
+            stdout: out.kept,
             stderr,
             timed_out,
+            stdout_dropped: out.dropped,
+            stderr_dropped: err.dropped,
         })
     }
 

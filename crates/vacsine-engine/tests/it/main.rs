@@ -8,6 +8,7 @@ mod dag;
 mod executors;
 mod firewall;
 mod injection;
+mod local_node;
 mod resume;
 mod rollback;
 mod secrets;
