@@ -287,34 +287,49 @@ impl NodeOps for LocalNode {
         gid: u32,
     ) -> Result<(), NodeError> {
         let p = std::path::Path::new(path);
-        let dir = p
-            .parent()
-            .ok_or_else(|| self.failed("write_file", format!("{path} has no parent directory")))?;
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-        let tmp = dir.join(format!(".{name}.vacsine-{}", uuid::Uuid::new_v4().simple()));
-        let (content, tmp2, path2) = (content.to_vec(), tmp.clone(), p.to_path_buf());
-        let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode_compat(0o600)
-                .open(&tmp2)?;
-            f.write_all(&content)?;
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-            f.sync_all()?;
-            std::fs::rename(&tmp2, &path2)?;
-            if let Some(d) = path2.parent() {
-                let _ = std::fs::File::open(d).and_then(|d| d.sync_all());
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| self.failed("write_file", e.to_string()))?;
+        if p.parent().is_none() {
+            return Err(self.failed("write_file", format!("{path} has no parent directory")));
+        }
+        let (content, path2) = (content.to_vec(), p.to_path_buf());
+        tokio::task::spawn_blocking(move || write_local(&path2, &content, mode, uid, gid))
+            .await
+            .map_err(|e| self.failed("write_file", e.to_string()))?
+            .map_err(|e| self.failed("write_file", describe_write_error(path, &e)))
+    }
+
+    async fn read_link(&self, path: &str) -> Result<Option<String>, NodeError> {
+        match tokio::fs::symlink_metadata(path).await {
+            Ok(m) if m.file_type().is_symlink() => {}
+            Ok(_) => return Ok(None),
+            Err(e) if absent(&e) => return Ok(None),
+            Err(e) => return Err(self.failed("read_link", format!("{path}: {e}"))),
+        }
+        let target = tokio::fs::read_link(path)
+            .await
+            .map_err(|e| self.failed("read_link", format!("{path}: {e}")))?;
+        target
+            .into_os_string()
+            .into_string()
+            .map(Some)
+            .map_err(|t| {
+                self.failed(
+                    "read_link",
+                    format!("{path}: link target {t:?} is not UTF-8"),
+                )
+            })
+    }
+
+    async fn symlink(&self, target: &str, path: &str) -> Result<(), NodeError> {
+        let tmp = temp_beside(std::path::Path::new(path))
+            .ok_or_else(|| self.failed("symlink", format!("{path} has no parent directory")))?;
+        let res = async {
+            tokio::fs::symlink(target, &tmp).await?;
+            tokio::fs::rename(&tmp, path).await
+        }
+        .await;
         if let Err(e) = res {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(self.failed("write_file", format!("{path}: {e}")));
+            return Err(self.failed("symlink", describe_write_error(path, &e)));
         }
         Ok(())
     }
@@ -393,6 +408,113 @@ impl NodeOps for LocalNode {
             driver: "local".into(),
         })
     }
+}
+
+fn absent(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+        || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
+}
+
+/// A fresh temporary name in the directory of `p`.
+fn temp_beside(p: &std::path::Path) -> Option<std::path::PathBuf> {
+    let dir = p.parent()?;
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    Some(dir.join(format!(".{name}.vacsine-{}", uuid::Uuid::new_v4().simple())))
+}
+
+/// An I/O error of a write, worded for the user (a read-only mount says so).
+fn describe_write_error(path: &str, e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) {
+        format!(
+            "{path} is on a read-only mount and cannot be written (remount it read-write, or \
+             change the file where it is mounted from)"
+        )
+    } else {
+        format!("{path}: {e}")
+    }
+}
+
+/// Whether `path` (not followed) is the root of a mount, such as a bind-mounted file.
+fn is_mount_point(path: &std::path::Path) -> std::io::Result<bool> {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
+    let st = match statx(
+        CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BASIC_STATS,
+    ) {
+        Ok(st) => st,
+        Err(e) if e == rustix::io::Errno::NOENT => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+        return Ok(st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT));
+    }
+    // Older kernels: a different device than the parent directory's.
+    let parent = path.parent().unwrap_or(std::path::Path::new("/"));
+    let pst = statx(CWD, parent, AtFlags::empty(), StatxFlags::BASIC_STATS)?;
+    Ok((st.stx_dev_major, st.stx_dev_minor) != (pst.stx_dev_major, pst.stx_dev_minor))
+}
+
+/// Write a file: a temporary file renamed over the path, or, when the path is a mount point
+/// (which a rename cannot replace), the file itself truncated and rewritten in place.
+fn write_local(
+    path: &std::path::Path,
+    content: &[u8],
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    if is_mount_point(path)? {
+        return write_in_place(path, content, mode, uid, gid);
+    }
+    let tmp = temp_beside(path).ok_or_else(|| std::io::Error::other("no parent directory"))?;
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode_compat(0o600)
+            .open(&tmp)?;
+        f.write_all(content)?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        // Mounted over between the check and the rename.
+        if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
+            return write_in_place(path, content, mode, uid, gid);
+        }
+        return Err(e);
+    }
+    if let Some(d) = path.parent() {
+        let _ = std::fs::File::open(d).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// Truncate, write and fsync an existing file where it is (not atomic: used for mount points).
+fn write_in_place(
+    path: &std::path::Path,
+    content: &[u8],
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    f.write_all(content)?;
+    std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.sync_all()
 }
 
 /// `OpenOptions::mode` lives in an extension trait; named to read clearly above.
