@@ -567,6 +567,13 @@ mod tests {
     }
 
     #[test]
+    fn tidy_keeps_dotdot() {
+        assert_eq!(tidy("/etc//./ssh/"), "/etc/ssh");
+        assert_eq!(tidy("/etc/../x"), "/etc/../x");
+        assert_eq!(tidy("/"), "/");
+    }
+
+    #[test]
     fn hex_roundtrip() {
         let b = vec![0u8, 1, 0xfe, 0xff, b'a'];
         assert_eq!(unhex(&hex(&b)).unwrap(), b);

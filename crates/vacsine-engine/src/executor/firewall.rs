@@ -508,6 +508,32 @@ mod tests {
     }
 
     #[test]
+    fn undo_script_touches_only_its_table() {
+        let rs = "table ip other {\n}\ntable inet vacsine {\n\tchain input {\n\t\ttcp dport 23 counter packets 3 bytes 180 drop\n\t}\n}\n";
+        let u = TableUndo {
+            family: "inet".into(),
+            table: "vacsine".into(),
+            prior: table_block(rs, "inet", "vacsine"),
+        };
+        let s = u.script().unwrap();
+        assert_eq!(
+            s,
+            "table inet vacsine\ndelete table inet vacsine\ntable inet vacsine {\n\tchain input {\n\t\ttcp dport 23 counter packets 3 bytes 180 drop\n\t}\n}\n"
+        );
+        assert!(!s.contains("flush") && !s.contains("other"));
+        let created = TableUndo { prior: None, ..u };
+        assert_eq!(
+            created.script().unwrap(),
+            "table inet vacsine\ndelete table inet vacsine\n"
+        );
+        let forged = TableUndo {
+            prior: Some("table ip other {\n}\n".into()),
+            ..created
+        };
+        assert!(forged.script().is_err());
+    }
+
+    #[test]
     fn extracts_table_listing() {
         let rs = "table ip other {\n}\ntable inet vacsine {\n\tchain input {\n\t\ttcp dport 23 counter packets 3 bytes 180 drop\n\t}\n}\n";
         let t = table_listing(rs, "inet", "vacsine").unwrap();
