@@ -96,6 +96,12 @@ pub struct ExecOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub timed_out: bool,
+    /// Bytes written past the driver's read cap and dropped, per stream (the process was
+    /// drained, not stopped: it ran to completion).
+    #[serde(default)]
+    pub stdout_dropped: u64,
+    #[serde(default)]
+    pub stderr_dropped: u64,
 }
 
 /// A file as read from a node.
@@ -140,7 +146,9 @@ pub trait NodeOps: Send + Sync {
     ) -> Result<ExecOutput, NodeError>;
     /// Read a regular file; `Ok(None)` when it does not exist.
     async fn read_file(&self, path: &str) -> Result<Option<FileContent>, NodeError>;
-    /// Write a file atomically (temp file + rename) with mode and ownership.
+    /// Write a file atomically (temp file + rename) with mode and ownership. A path that is a
+    /// mount point (a bind-mounted file) is written in place instead (truncate, write, fsync),
+    /// as renaming over it fails; a read-only mount is an error saying so.
     async fn write_file(
         &self,
         path: &str,
@@ -151,6 +159,23 @@ pub trait NodeOps: Send + Sync {
     ) -> Result<(), NodeError>;
     /// Change permission bits of an existing path.
     async fn chmod(&self, path: &str, mode: u32) -> Result<(), NodeError>;
+    /// The target of `path` when `path` itself is a symbolic link (read, not followed);
+    /// `Ok(None)` when it is not a link or does not exist.
+    async fn read_link(&self, path: &str) -> Result<Option<String>, NodeError> {
+        let _ = path;
+        Err(NodeError::Unsupported {
+            op: "read_link".into(),
+            driver: self.driver().into(),
+        })
+    }
+    /// Make `path` a symbolic link to `target`, atomically replacing what is there.
+    async fn symlink(&self, target: &str, path: &str) -> Result<(), NodeError> {
+        let _ = (target, path);
+        Err(NodeError::Unsupported {
+            op: "symlink".into(),
+            driver: self.driver().into(),
+        })
+    }
     /// `nft list ruleset` of the node's network namespace.
     async fn nft_ruleset(&self) -> Result<String, NodeError>;
     /// Apply an nft script (`nft -f -`) atomically in the node's network namespace.

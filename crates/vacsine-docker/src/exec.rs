@@ -8,12 +8,15 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use vacsine_core::node::ExecOutput;
 
-/// Output kept per stream; the rest is dropped.
+/// Output kept per stream; the rest is read (the process is never blocked or stopped by it)
+/// and dropped, counted in [`ExecOutput`].
 pub(crate) const OUTPUT_LIMIT: usize = 4 << 20;
 
-fn push_bounded(buf: &mut Vec<u8>, data: &[u8]) {
+fn push_bounded(buf: &mut Vec<u8>, dropped: &mut u64, data: &[u8]) {
     let room = OUTPUT_LIMIT.saturating_sub(buf.len());
-    buf.extend_from_slice(&data[..data.len().min(room)]);
+    let keep = data.len().min(room);
+    buf.extend_from_slice(&data[..keep]);
+    *dropped += (data.len() - keep) as u64;
 }
 
 /// Run a host program (argv, no shell) with optional stdin; killed at `timeout`.
@@ -50,6 +53,7 @@ pub(crate) async fn host_tool(
             stdout: out.stdout,
             stderr: out.stderr,
             timed_out: false,
+            ..Default::default()
         }),
         Ok(Err(e)) => Err(DockerError::Tool {
             tool,
@@ -61,6 +65,7 @@ pub(crate) async fn host_tool(
             stdout: Vec::new(),
             stderr: format!("{tool} killed after {timeout:?}").into_bytes(),
             timed_out: true,
+            ..Default::default()
         }),
     }
 }
@@ -159,16 +164,16 @@ pub(crate) async fn docker_exec(
     } else {
         drop(input);
     }
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
+    let (mut stdout, mut stdout_dropped) = (Vec::new(), 0);
+    let (mut stderr, mut stderr_dropped) = (Vec::new(), 0);
     let collect = async {
         while let Some(item) = output.next().await {
             match item {
                 Ok(bollard::container::LogOutput::StdOut { message }) => {
-                    push_bounded(&mut stdout, &message)
+                    push_bounded(&mut stdout, &mut stdout_dropped, &message)
                 }
                 Ok(bollard::container::LogOutput::StdErr { message }) => {
-                    push_bounded(&mut stderr, &message)
+                    push_bounded(&mut stderr, &mut stderr_dropped, &message)
                 }
                 Ok(_) => {}
                 Err(e) => return Err(e),
@@ -195,6 +200,8 @@ pub(crate) async fn docker_exec(
                 stdout,
                 stderr,
                 timed_out: true,
+                stdout_dropped,
+                stderr_dropped,
             });
         }
     }
@@ -215,6 +222,8 @@ pub(crate) async fn docker_exec(
         stdout,
         stderr,
         timed_out: false,
+        stdout_dropped,
+        stderr_dropped,
     })
 }
 

@@ -139,15 +139,8 @@ impl Root {
         Ok(Some((meta, Some((buf, truncated)))))
     }
 
-    /// Write `content` atomically: a temporary file in the same directory, then `rename`.
-    pub fn write_atomic(
-        &self,
-        path: &str,
-        content: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> io::Result<()> {
+    /// The directory holding `path` (resolved in the root) and the last component's name.
+    fn parent_of<'p>(&self, path: &'p str) -> io::Result<(OwnedFd, &'p str)> {
         check_path(path)?;
         let (parent, base) = match path.trim_end_matches('/').rsplit_once('/') {
             Some((p, b)) => (if p.is_empty() { "/" } else { p }, b),
@@ -159,31 +152,62 @@ impl Root {
                 format!("`{path}` does not name a file"),
             ));
         }
-        let dir = self.resolve(parent, OFlags::PATH | OFlags::DIRECTORY)?;
+        Ok((
+            self.resolve(parent, OFlags::PATH | OFlags::DIRECTORY)?,
+            base,
+        ))
+    }
+
+    /// Write `content` atomically: a temporary file in the same directory, then `rename`. A
+    /// mount point (a bind-mounted file, such as `/etc/hosts`) cannot be renamed over: it is
+    /// truncated and rewritten in place. A read-only mount is an error naming the path.
+    pub fn write_atomic(
+        &self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<()> {
+        let (dir, base) = self.parent_of(path)?;
+        let result = if is_mount_root(&dir, base)? {
+            write_in_place(&dir, base, content, mode, uid, gid)
+        } else {
+            write_renamed(&dir, base, content, mode, uid, gid)
+        };
+        result.map_err(|e| describe_write_error(path, e))
+    }
+
+    /// The target of `path` when it is a symbolic link (not followed), else `None`.
+    pub fn read_link(&self, path: &str) -> io::Result<Option<String>> {
+        let (dir, base) = match self.parent_of(path) {
+            Ok(x) => x,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match fs::readlinkat(&dir, base, Vec::new()) {
+            Ok(t) => t.into_string().map(Some).map_err(|t| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{path}: link target {t:?} is not UTF-8"),
+                )
+            }),
+            // EINVAL: not a link.
+            Err(e) if e == rustix::io::Errno::INVAL || absent(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Make `path` a symbolic link to `target` (a temporary link renamed over the path).
+    pub fn symlink(&self, target: &str, path: &str) -> io::Result<()> {
+        let (dir, base) = self.parent_of(path)?;
         let tmp = format!(".{base}.vacsine-{}", uuid::Uuid::new_v4().simple());
-        let fd = fs::openat(
-            &dir,
-            tmp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
-        let result = (|| -> io::Result<()> {
-            let mut f = std::fs::File::from(fd);
-            f.write_all(content)?;
-            fs::fchown(
-                &f,
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-            )?;
-            fs::fchmod(&f, Mode::from_raw_mode(mode & 0o7777))?;
-            fs::fsync(&f)?;
-            fs::renameat(&dir, tmp.as_str(), &dir, base)?;
-            Ok(())
-        })();
-        if result.is_err() {
+        fs::symlinkat(target, &dir, tmp.as_str())?;
+        let r = fs::renameat(&dir, tmp.as_str(), &dir, base);
+        if r.is_err() {
             let _ = fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
         }
-        result
+        Ok(r?)
     }
 
     /// Change the permission bits of an existing path.
@@ -209,5 +233,113 @@ impl Root {
         )?;
         fs::fchmod(&real, Mode::from_raw_mode(mode & 0o7777))?;
         Ok(())
+    }
+}
+
+fn is_absent(e: &io::Error) -> bool {
+    e.raw_os_error()
+        .is_some_and(|c| absent(&rustix::io::Errno::from_raw_os_error(c)))
+}
+
+/// Whether `base` in `dir` (not followed) is the root of a mount, such as a bind-mounted file.
+fn is_mount_root(dir: &OwnedFd, base: &str) -> io::Result<bool> {
+    use rustix::fs::{statx, StatxAttributes, StatxFlags};
+    let st = match statx(
+        dir,
+        base,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BASIC_STATS,
+    ) {
+        Ok(st) => st,
+        Err(e) if absent(&e) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+        return Ok(st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT));
+    }
+    // Older kernels: a different device than its directory's.
+    let d = statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+    Ok((st.stx_dev_major, st.stx_dev_minor) != (d.stx_dev_major, d.stx_dev_minor))
+}
+
+/// A temporary file in `dir`, then `rename` over `base`.
+fn write_renamed(
+    dir: &OwnedFd,
+    base: &str,
+    content: &[u8],
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> io::Result<()> {
+    let tmp = format!(".{base}.vacsine-{}", uuid::Uuid::new_v4().simple());
+    let fd = fs::openat(
+        dir,
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    let result = (|| -> io::Result<()> {
+        let mut f = std::fs::File::from(fd);
+        f.write_all(content)?;
+        set_owner_mode(&f, mode, uid, gid)?;
+        fs::fsync(&f)?;
+        fs::renameat(dir, tmp.as_str(), dir, base)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
+        // Mounted over between the check and the rename.
+        if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
+            return write_in_place(dir, base, content, mode, uid, gid);
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Truncate, write and fsync the existing file `base` in `dir` (not atomic: for mount points).
+fn write_in_place(
+    dir: &OwnedFd,
+    base: &str,
+    content: &[u8],
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> io::Result<()> {
+    let fd = fs::openat(
+        dir,
+        base,
+        OFlags::WRONLY | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(content)?;
+    set_owner_mode(&f, mode, uid, gid)?;
+    fs::fsync(&f)?;
+    Ok(())
+}
+
+fn set_owner_mode(f: &std::fs::File, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+    fs::fchown(
+        f,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )?;
+    fs::fchmod(f, Mode::from_raw_mode(mode & 0o7777))?;
+    Ok(())
+}
+
+/// A write error worded for the user: a read-only mount says so, naming the path.
+fn describe_write_error(path: &str, e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{path} is on a read-only mount and cannot be written (mount it read-write, or \
+                 change the file where it is mounted from)"
+            ),
+        )
+    } else {
+        e
     }
 }

@@ -256,6 +256,20 @@ impl NodeOps for DockerNode {
             .map_err(|e| self.failed("write_file", e))
     }
 
+    async fn read_link(&self, path: &str) -> Result<Option<String>, NodeError> {
+        let p = path.to_string();
+        self.with_root(move |root| root.read_link(&p))
+            .await
+            .map_err(|e| self.failed("read_link", e))
+    }
+
+    async fn symlink(&self, target: &str, path: &str) -> Result<(), NodeError> {
+        let (t, p) = (target.to_string(), path.to_string());
+        self.with_root(move |root| root.symlink(&t, &p))
+            .await
+            .map_err(|e| self.failed("symlink", e))
+    }
+
     async fn chmod(&self, path: &str, mode: u32) -> Result<(), NodeError> {
         let p = path.to_string();
         self.with_root(move |root| root.chmod(&p, mode))

@@ -1,5 +1,11 @@
-//! The local host as a node: processes spawned with tokio in their own process group (the whole
-//! group is killed on timeout), files through the filesystem, nftables through `nft`.
+//! The local host as a node: processes spawned with tokio in their own process group, files
+//! through the filesystem, nftables through `nft`.
+//!
+//! A command's life is its main process's: on timeout its whole process group is killed
+//! (SIGKILL); when the main process ends, whatever it left running in its group (a background
+//! `sleep 300 &`) is ended too (SIGTERM, then SIGKILL after half a second), and the output read
+//! so far is kept. Output past 8 MiB per stream is drained and dropped, never left unread (the
+//! process would die of SIGPIPE halfway): [`ExecOutput`] counts the dropped bytes.
 //!
 //! A `LocalNode` can be bound to a named network namespace (`ip netns`): commands, `nft` and
 //! `sysctl` then run inside it through `ip netns exec NAME`, files stay the host's.
@@ -12,6 +18,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 use vacsine_core::node::{ExecOutput, FileContent, NodeError, NodeOps};
 use vacsine_core::target::ResolvedNode;
 
@@ -19,8 +26,10 @@ use vacsine_core::target::ResolvedNode;
 const OP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Cap on the bytes read from a child's stream (records keep far less).
 const READ_CAP: u64 = 8 * 1024 * 1024;
-/// How long streams are read after the process ended.
+/// How long the streams are still read once the command's process group is gone.
 const STREAM_GRACE: Duration = Duration::from_secs(2);
+/// Between SIGTERM and SIGKILL to what a finished command left in its process group.
+const GROUP_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct LocalNode {
@@ -93,19 +102,63 @@ impl LocalNode {
     }
 }
 
-async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> Vec<u8> {
-    let mut buf = Vec::new();
-    if let Some(r) = r {
-        let _ = r.take(READ_CAP).read_to_end(&mut buf).await;
-    }
-    buf
+/// One stream's output: the bytes kept (at most [`READ_CAP`]) and how many were dropped.
+#[derive(Default)]
+struct Captured {
+    kept: Vec<u8>,
+    dropped: u64,
 }
 
-fn kill_group(pid: Option<u32>) {
+/// Read a child's stream to its end, keeping the first [`READ_CAP`] bytes and counting the
+/// rest: the stream is always drained, so a chatty process is never killed by SIGPIPE. Stops
+/// early (keeping what was read) when `stop` fires.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    r: Option<R>,
+    mut stop: watch::Receiver<bool>,
+) -> Captured {
+    let mut out = Captured::default();
+    let Some(mut r) = r else { return out };
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            res = r.read(&mut chunk) => match res {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+        };
+        let room = (READ_CAP as usize).saturating_sub(out.kept.len());
+        let keep = n.min(room);
+        out.kept.extend_from_slice(&chunk[..keep]);
+        out.dropped += (n - keep) as u64;
+    }
+    out
+}
+
+fn kill_group(pid: Option<u32>, sig: Signal) {
     if let Some(pid) = pid {
         // The child leads its own group (process_group(0)), so its pid is the group id.
-        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        let _ = killpg(Pid::from_raw(pid as i32), sig);
     }
+}
+
+/// End what is left of a finished command's process group: SIGTERM, then SIGKILL if anything
+/// is still there after [`GROUP_GRACE`]. Returns at once when the group is already empty.
+async fn end_group(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    let pg = Pid::from_raw(pid as i32);
+    if killpg(pg, Signal::SIGTERM).is_err() {
+        return; // ESRCH: no process left in the group
+    }
+    let deadline = tokio::time::Instant::now() + GROUP_GRACE;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if killpg(pg, None).is_err() {
+            return;
+        }
+    }
+    let _ = killpg(pg, Signal::SIGKILL);
 }
 
 fn sysctl_path(key: &str) -> String {
@@ -150,8 +203,9 @@ impl NodeOps for LocalNode {
         let pid = child.id();
         // Reachable by a cancelled run (signals are forwarded to the group).
         let _group = pid.map(|p| crate::procgroup::register(p as i32));
-        let out_task = tokio::spawn(read_capped(child.stdout.take()));
-        let err_task = tokio::spawn(read_capped(child.stderr.take()));
+        let (stop, stop_rx) = watch::channel(false);
+        let mut out_task = tokio::spawn(read_capped(child.stdout.take(), stop_rx.clone()));
+        let mut err_task = tokio::spawn(read_capped(child.stderr.take(), stop_rx));
         if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
             tokio::spawn(async move {
                 let _ = w.write_all(&data).await;
@@ -161,38 +215,48 @@ impl NodeOps for LocalNode {
         let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
             Ok(s) => (s.ok(), false),
             Err(_) => {
-                kill_group(pid);
+                kill_group(pid, Signal::SIGKILL);
                 (child.wait().await.ok(), true)
             }
         };
-        // Streams close when every process holding them is gone. A background process the
-        // command left behind (and that keeps them open) is not waited for beyond a grace delay.
-        let (mut out_task, mut err_task) = (out_task, err_task);
+        // The main process has ended: so does the step. What it left running in its process
+        // group is ended too (SIGTERM, then SIGKILL), and the output read so far is kept.
+        end_group(pid).await;
+        // The streams close once no process holds them. One that left the group (setsid) may
+        // still hold them: reading stops after a grace delay, keeping what was read.
         let joined = tokio::time::timeout(STREAM_GRACE, async {
             ((&mut out_task).await, (&mut err_task).await)
         })
         .await;
-        let (stdout, stderr) = match joined {
+        let mut left_open = false;
+        let (out, err) = match joined {
             Ok((o, e)) => (o.unwrap_or_default(), e.unwrap_or_default()),
             Err(_) => {
-                out_task.abort();
-                err_task.abort();
+                left_open = true;
+                let _ = stop.send(true);
                 (
-                    Vec::new(),
-                    b"[vacsine: output not collected: a background process kept the streams open]"
-                        .to_vec(),
+                    out_task.await.unwrap_or_default(),
+                    err_task.await.unwrap_or_default(),
                 )
             }
         };
+        let mut stderr = err.kept;
+        if left_open {
+            stderr.extend_from_slice(
+                b"\n[vacsine: stopped reading output: a process outside the step's process group kept it open]",
+            );
+        }
         Ok(ExecOutput {
             exit_code: if timed_out {
                 None
             } else {
                 status.and_then(|s| s.code())
             },
-            stdout,
+            stdout: out.kept,
             stderr,
             timed_out,
+            stdout_dropped: out.dropped,
+            stderr_dropped: err.dropped,
         })
     }
 
@@ -225,34 +289,49 @@ impl NodeOps for LocalNode {
         gid: u32,
     ) -> Result<(), NodeError> {
         let p = std::path::Path::new(path);
-        let dir = p
-            .parent()
-            .ok_or_else(|| self.failed("write_file", format!("{path} has no parent directory")))?;
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-        let tmp = dir.join(format!(".{name}.vacsine-{}", uuid::Uuid::new_v4().simple()));
-        let (content, tmp2, path2) = (content.to_vec(), tmp.clone(), p.to_path_buf());
-        let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode_compat(0o600)
-                .open(&tmp2)?;
-            f.write_all(&content)?;
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-            f.sync_all()?;
-            std::fs::rename(&tmp2, &path2)?;
-            if let Some(d) = path2.parent() {
-                let _ = std::fs::File::open(d).and_then(|d| d.sync_all());
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| self.failed("write_file", e.to_string()))?;
+        if p.parent().is_none() {
+            return Err(self.failed("write_file", format!("{path} has no parent directory")));
+        }
+        let (content, path2) = (content.to_vec(), p.to_path_buf());
+        tokio::task::spawn_blocking(move || write_local(&path2, &content, mode, uid, gid))
+            .await
+            .map_err(|e| self.failed("write_file", e.to_string()))?
+            .map_err(|e| self.failed("write_file", describe_write_error(path, &e)))
+    }
+
+    async fn read_link(&self, path: &str) -> Result<Option<String>, NodeError> {
+        match tokio::fs::symlink_metadata(path).await {
+            Ok(m) if m.file_type().is_symlink() => {}
+            Ok(_) => return Ok(None),
+            Err(e) if absent(&e) => return Ok(None),
+            Err(e) => return Err(self.failed("read_link", format!("{path}: {e}"))),
+        }
+        let target = tokio::fs::read_link(path)
+            .await
+            .map_err(|e| self.failed("read_link", format!("{path}: {e}")))?;
+        target
+            .into_os_string()
+            .into_string()
+            .map(Some)
+            .map_err(|t| {
+                self.failed(
+                    "read_link",
+                    format!("{path}: link target {t:?} is not UTF-8"),
+                )
+            })
+    }
+
+    async fn symlink(&self, target: &str, path: &str) -> Result<(), NodeError> {
+        let tmp = temp_beside(std::path::Path::new(path))
+            .ok_or_else(|| self.failed("symlink", format!("{path} has no parent directory")))?;
+        let res = async {
+            tokio::fs::symlink(target, &tmp).await?;
+            tokio::fs::rename(&tmp, path).await
+        }
+        .await;
         if let Err(e) = res {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(self.failed("write_file", format!("{path}: {e}")));
+            return Err(self.failed("symlink", describe_write_error(path, &e)));
         }
         Ok(())
     }
@@ -331,6 +410,113 @@ impl NodeOps for LocalNode {
             driver: "local".into(),
         })
     }
+}
+
+fn absent(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+        || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
+}
+
+/// A fresh temporary name in the directory of `p`.
+fn temp_beside(p: &std::path::Path) -> Option<std::path::PathBuf> {
+    let dir = p.parent()?;
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    Some(dir.join(format!(".{name}.vacsine-{}", uuid::Uuid::new_v4().simple())))
+}
+
+/// An I/O error of a write, worded for the user (a read-only mount says so).
+fn describe_write_error(path: &str, e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) {
+        format!(
+            "{path} is on a read-only mount and cannot be written (remount it read-write, or \
+             change the file where it is mounted from)"
+        )
+    } else {
+        format!("{path}: {e}")
+    }
+}
+
+/// Whether `path` (not followed) is the root of a mount, such as a bind-mounted file.
+fn is_mount_point(path: &std::path::Path) -> std::io::Result<bool> {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
+    let st = match statx(
+        CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BASIC_STATS,
+    ) {
+        Ok(st) => st,
+        Err(e) if e == rustix::io::Errno::NOENT => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+        return Ok(st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT));
+    }
+    // Older kernels: a different device than the parent directory's.
+    let parent = path.parent().unwrap_or(std::path::Path::new("/"));
+    let pst = statx(CWD, parent, AtFlags::empty(), StatxFlags::BASIC_STATS)?;
+    Ok((st.stx_dev_major, st.stx_dev_minor) != (pst.stx_dev_major, pst.stx_dev_minor))
+}
+
+/// Write a file: a temporary file renamed over the path, or, when the path is a mount point
+/// (which a rename cannot replace), the file itself truncated and rewritten in place.
+fn write_local(
+    path: &std::path::Path,
+    content: &[u8],
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    if is_mount_point(path)? {
+        return write_in_place(path, content, mode, uid, gid);
+    }
+    let tmp = temp_beside(path).ok_or_else(|| std::io::Error::other("no parent directory"))?;
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode_compat(0o600)
+            .open(&tmp)?;
+        f.write_all(content)?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        // Mounted over between the check and the rename.
+        if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
+            return write_in_place(path, content, mode, uid, gid);
+        }
+        return Err(e);
+    }
+    if let Some(d) = path.parent() {
+        let _ = std::fs::File::open(d).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// Truncate, write and fsync an existing file where it is (not atomic: used for mount points).
+fn write_in_place(
+    path: &std::path::Path,
+    content: &[u8],
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    f.write_all(content)?;
+    std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.sync_all()
 }
 
 /// `OpenOptions::mode` lives in an extension trait; named to read clearly above.

@@ -387,3 +387,104 @@ async fn bench_file_read() {
         b[10].as_secs_f64() / a[10].as_secs_f64()
     );
 }
+
+/// Issue 7 on a container node: symbolic links are read and recreated as links (inside the
+/// container's root), and a bind-mounted file is written in place (renaming over it fails);
+/// a read-only bind mount gives an error naming the path.
+#[tokio::test]
+async fn issue_7_links_and_bind_mounted_files() {
+    let Some(d) = docker().await else { return };
+    images(&d).await;
+    let name = unique("mounts");
+    let _cleanup = Cleanup {
+        containers: vec![name.clone()],
+        networks: vec![],
+        volumes: vec![],
+    };
+    let hostdir = tempfile::tempdir().unwrap();
+    let ro = hostdir.path().join("ro.conf");
+    std::fs::write(&ro, "ro\n").unwrap();
+    let body = ContainerCreateBody {
+        host_config: Some(HostConfig {
+            binds: Some(vec![format!("{}:/etc/ro.conf:ro", ro.display())]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    start(&d, &name, "base", body).await;
+    let site = DockerSite::resolve(d.clone(), &target(&[&name], None))
+        .await
+        .unwrap();
+    let n = site.node_ops(&name).unwrap();
+    let t = Duration::from_secs(5);
+
+    n.write_file("/etc/real.conf", b"a\n", 0o644, 0, 0)
+        .await
+        .unwrap();
+    let ln = n
+        .exec(
+            &s(&["ln", "-s", "real.conf", "/etc/link.conf"]),
+            &[],
+            None,
+            t,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ln.exit_code, Some(0), "{ln:?}");
+    assert_eq!(
+        n.read_link("/etc/link.conf").await.unwrap().as_deref(),
+        Some("real.conf")
+    );
+    assert_eq!(n.read_link("/etc/real.conf").await.unwrap(), None);
+    assert_eq!(n.read_link("/etc/nothing/here").await.unwrap(), None);
+    // A regular file replaced by a link, atomically; the link resolves inside the root.
+    n.write_file("/etc/other.conf", b"x\n", 0o644, 0, 0)
+        .await
+        .unwrap();
+    n.symlink("/etc/real.conf", "/etc/other.conf")
+        .await
+        .unwrap();
+    assert_eq!(
+        n.read_link("/etc/other.conf").await.unwrap().as_deref(),
+        Some("/etc/real.conf")
+    );
+    assert_eq!(
+        n.read_file("/etc/other.conf")
+            .await
+            .unwrap()
+            .unwrap()
+            .content,
+        b"a\n"
+    );
+
+    // Docker bind-mounts /etc/hosts into every container.
+    let before = n.read_file("/etc/hosts").await.unwrap().unwrap();
+    let mut new = before.content.clone();
+    new.extend_from_slice(b"10.9.9.9 issue7\n");
+    n.write_file("/etc/hosts", &new, before.mode, before.uid, before.gid)
+        .await
+        .unwrap();
+    assert_eq!(
+        n.read_file("/etc/hosts").await.unwrap().unwrap().content,
+        new
+    );
+    let mounts = n
+        .exec(&s(&["cat", "/proc/self/mountinfo"]), &[], None, t)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&mounts.stdout).contains(" /etc/hosts "),
+        "/etc/hosts is no longer a mount point"
+    );
+
+    let err = n
+        .write_file("/etc/ro.conf", b"changed\n", 0o644, 0, 0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/etc/ro.conf is on a read-only mount"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&ro).unwrap(), "ro\n");
+}

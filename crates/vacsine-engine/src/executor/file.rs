@@ -1,5 +1,18 @@
 //! `file`: ensure a line, a whole content, a mode, or absence. Reports `changed` accurately and
 //! captures the previous bytes, mode and ownership (or absence) for undo.
+//!
+//! **Symbolic links.** A link is never replaced silently:
+//! * by default (`follow: true`) a step whose `path` is a symbolic link acts on the file the
+//!   link leads to, resolved as the node sees it (in a container, inside its root: an absolute
+//!   or `..` target cannot leave it). A message names the resolved path, the link is left as
+//!   it is, and undo restores the bytes of that resolved file;
+//! * with `follow: false` the link itself is replaced by a regular file (a message says so),
+//!   and undo recreates the link with its original target;
+//! * `state: absent` removes the link itself, never its target; undo recreates the link.
+//!
+//! **Mount points.** Writing goes through [`NodeOps::write_file`]: a temporary file renamed over
+//! the path, except for a mount point (a bind-mounted file), which is rewritten in place; a
+//! read-only mount is an error naming the path.
 
 use super::{check_typed, parse_args, ExecCtx, Executor, StepResult};
 use async_trait::async_trait;
@@ -32,6 +45,44 @@ struct FileArgs {
     mode: Option<ModeArg>,
     #[serde(default)]
     state: FileState,
+    /// When `path` is a symbolic link: act on its target (true), or replace the link (false).
+    #[serde(default = "yes")]
+    follow: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Most symbolic links followed in a row (as the kernel's limit).
+const MAX_LINKS: usize = 40;
+
+/// `path` lexically tidied: no empty or `.` components (`..` is kept: only the node can tell
+/// where it leads).
+fn tidy(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// Follow `path` while it is a symbolic link, as the node sees it.
+async fn resolve_links(node: &dyn NodeOps, path: &str) -> Result<String, String> {
+    let mut p = path.to_string();
+    for _ in 0..MAX_LINKS {
+        match node.read_link(&p).await.map_err(|e| e.to_string())? {
+            None => return Ok(p),
+            Some(t) if t.starts_with('/') => p = tidy(&t),
+            Some(t) => {
+                let dir = p.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                p = tidy(&format!("{dir}/{t}"));
+            }
+        }
+    }
+    Err(format!(
+        "{path}: more than {MAX_LINKS} symbolic links in a row"
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +256,15 @@ impl Executor for FileExecutor {
         if path.is_empty() {
             return StepResult::failed("undo data has no path");
         }
+        if let Some(target) = undo["symlink"].as_str() {
+            return match node.symlink(target, &path).await {
+                Ok(()) => StepResult::ok(true).msg(
+                    Level::Info,
+                    format!("recreated symbolic link {path} → {target}"),
+                ),
+                Err(e) => StepResult::failed(e.to_string()),
+            };
+        }
         if undo["chmod_only"] == json!(true) {
             let m = undo["mode"].as_u64().unwrap_or(0) as u32;
             return match node.chmod(&path, m).await {
@@ -261,33 +321,146 @@ impl FileExecutor {
             .map(regex::Regex::new)
             .transpose()
             .map_err(|e| format!("invalid `regexp`: {e}"))?;
+        let link = node.read_link(&a.path).await.map_err(|e| e.to_string())?;
+        if let Some(target) = &link {
+            if a.state == FileState::Absent {
+                return self.remove_link(ctx, node.as_ref(), &a.path, target).await;
+            }
+            if !a.follow {
+                return self
+                    .replace_link(ctx, node.as_ref(), &a, target, mode, regexp.as_ref())
+                    .await;
+            }
+        }
+        // Through a link (`follow`), the file acted on is its target.
+        let path = match &link {
+            Some(_) => resolve_links(node.as_ref(), &a.path).await?,
+            None => a.path.clone(),
+        };
+        let mut r = self
+            .apply_to(ctx, node.as_ref(), &a, &path, mode, regexp.as_ref())
+            .await?;
+        if let Some(target) = &link {
+            r.messages.insert(
+                0,
+                super::message(
+                    Level::Info,
+                    format!(
+                        "{} is a symbolic link to {target}: acting on {path} (`follow: false` \
+                         would replace the link)",
+                        a.path
+                    ),
+                ),
+            );
+        }
+        Ok(r)
+    }
+
+    /// `state: absent` on a symbolic link: the link goes, its target stays.
+    async fn remove_link(
+        &self,
+        ctx: &ExecCtx,
+        node: &dyn NodeOps,
+        path: &str,
+        target: &str,
+    ) -> Result<StepResult, String> {
+        let undo = json!({"path": path, "symlink": target});
+        ctx.save_undo(&undo)?;
+        remove(node, path, ctx.timeout).await?;
+        let mut r = StepResult::ok(true).msg(
+            Level::Info,
+            format!("removed symbolic link {path} (→ {target}; the target is left as it is)"),
+        );
+        r.undo = Some(undo);
+        Ok(r)
+    }
+
+    /// `follow: false` on a symbolic link: a regular file takes the link's place. Its content
+    /// starts from what the link showed (for `line`), its mode and owner from the target.
+    async fn replace_link(
+        &self,
+        ctx: &ExecCtx,
+        node: &dyn NodeOps,
+        a: &FileArgs,
+        target: &str,
+        mode: Option<u32>,
+        regexp: Option<&regex::Regex>,
+    ) -> Result<StepResult, String> {
+        let shown = node.read_file(&a.path).await.map_err(|e| e.to_string())?;
+        let new = match (&a.content, &a.line) {
+            (Some(c), _) => c.as_bytes().to_vec(),
+            (None, Some(line)) => {
+                let old = shown
+                    .as_ref()
+                    .map(|f| String::from_utf8_lossy(&f.content).into_owned())
+                    .unwrap_or_default();
+                ensure_line(&old, line, regexp).into_bytes()
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{} is a symbolic link and `follow: false` would replace it: give \
+                     `content` or `line` (a link has no mode of its own)",
+                    a.path
+                ))
+            }
+        };
+        let (m, uid, gid) = match &shown {
+            Some(f) => (mode.unwrap_or(f.mode), f.uid, f.gid),
+            None => (mode.unwrap_or(0o644), 0, 0),
+        };
+        let undo = json!({"path": a.path, "symlink": target});
+        ctx.save_undo(&undo)?;
+        node.write_file(&a.path, &new, m, uid, gid)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut r = StepResult::ok(true).msg(
+            Level::Info,
+            format!(
+                "replaced symbolic link {} (→ {target}) with a regular file ({} bytes, mode \
+                 {m:04o}; `follow: false`)",
+                a.path,
+                new.len()
+            ),
+        );
+        r.undo = Some(undo);
+        Ok(r)
+    }
+
+    /// The step on a path that is not a symbolic link.
+    async fn apply_to(
+        &self,
+        ctx: &ExecCtx,
+        node: &dyn NodeOps,
+        a: &FileArgs,
+        path: &str,
+        mode: Option<u32>,
+        regexp: Option<&regex::Regex>,
+    ) -> Result<StepResult, String> {
         // Mode only (files or directories): stat and chmod, the content is never read.
         if let (Some(m), None, None, FileState::Present) = (mode, &a.content, &a.line, a.state) {
-            let old = stat_mode(node.as_ref(), &a.path, ctx.timeout).await?;
+            let old = stat_mode(node, path, ctx.timeout).await?;
             if old == m {
                 return Ok(StepResult::ok(false)
-                    .msg(Level::Info, format!("{} already has mode {m:04o}", a.path)));
+                    .msg(Level::Info, format!("{path} already has mode {m:04o}")));
             }
-            let undo = json!({"path": a.path, "chmod_only": true, "mode": old});
+            let undo = json!({"path": path, "chmod_only": true, "mode": old});
             ctx.save_undo(&undo)?;
-            node.chmod(&a.path, m).await.map_err(|e| e.to_string())?;
-            let mut r = StepResult::ok(true)
-                .msg(Level::Info, format!("{}: mode {old:04o} → {m:04o}", a.path));
+            node.chmod(path, m).await.map_err(|e| e.to_string())?;
+            let mut r =
+                StepResult::ok(true).msg(Level::Info, format!("{path}: mode {old:04o} → {m:04o}"));
             r.undo = Some(undo);
             return Ok(r);
         }
-        let prior = node.read_file(&a.path).await.map_err(|e| e.to_string())?;
-        let undo = prior_json(&a.path, &prior);
+        let prior = node.read_file(path).await.map_err(|e| e.to_string())?;
+        let undo = prior_json(path, &prior);
 
         if a.state == FileState::Absent {
             if prior.is_none() {
-                return Ok(
-                    StepResult::ok(false).msg(Level::Info, format!("{} already absent", a.path))
-                );
+                return Ok(StepResult::ok(false).msg(Level::Info, format!("{path} already absent")));
             }
             ctx.save_undo(&undo)?;
-            remove(node.as_ref(), &a.path, ctx.timeout).await?;
-            let mut r = StepResult::ok(true).msg(Level::Info, format!("removed {}", a.path));
+            remove(node, path, ctx.timeout).await?;
+            let mut r = StepResult::ok(true).msg(Level::Info, format!("removed {path}"));
             r.undo = Some(undo);
             return Ok(r);
         }
@@ -299,25 +472,24 @@ impl FileExecutor {
                 let old = old_bytes
                     .map(|b| String::from_utf8_lossy(b).into_owned())
                     .unwrap_or_default();
-                Some(ensure_line(&old, line, regexp.as_ref()).into_bytes())
+                Some(ensure_line(&old, line, regexp).into_bytes())
             }
             (None, None) => None,
         };
 
         match (&prior, new_content) {
             (None, None) => Err(format!(
-                "{} does not exist; give `content` or `line` to create it",
-                a.path
+                "{path} does not exist; give `content` or `line` to create it"
             )),
             (None, Some(new)) => {
                 let m = mode.unwrap_or(0o644);
                 ctx.save_undo(&undo)?;
-                node.write_file(&a.path, &new, m, 0, 0)
+                node.write_file(path, &new, m, 0, 0)
                     .await
                     .map_err(|e| e.to_string())?;
                 let mut r = StepResult::ok(true).msg(
                     Level::Info,
-                    format!("created {} ({} bytes, mode {m:04o})", a.path, new.len()),
+                    format!("created {path} ({} bytes, mode {m:04o})", new.len()),
                 );
                 r.undo = Some(undo);
                 Ok(r)
@@ -325,17 +497,12 @@ impl FileExecutor {
             (Some(p), Some(new)) if new != p.content => {
                 let m = mode.unwrap_or(p.mode);
                 ctx.save_undo(&undo)?;
-                node.write_file(&a.path, &new, m, p.uid, p.gid)
+                node.write_file(path, &new, m, p.uid, p.gid)
                     .await
                     .map_err(|e| e.to_string())?;
                 let mut r = StepResult::ok(true).msg(
                     Level::Info,
-                    format!(
-                        "updated {} ({} → {} bytes)",
-                        a.path,
-                        p.content.len(),
-                        new.len()
-                    ),
+                    format!("updated {path} ({} → {} bytes)", p.content.len(), new.len()),
                 );
                 if m != p.mode {
                     r.push(Level::Info, format!("mode {:04o} → {m:04o}", p.mode));
@@ -343,19 +510,19 @@ impl FileExecutor {
                 r.undo = Some(undo);
                 Ok(r)
             }
-            (Some(p), _) => {
-                match mode {
-                    Some(m) if m != p.mode => {
-                        node.chmod(&a.path, m).await.map_err(|e| e.to_string())?;
-                        let mut r = StepResult::ok(true)
-                            .msg(Level::Info, format!("mode {:04o} → {m:04o}", p.mode));
-                        r.undo = Some(undo);
-                        Ok(r)
-                    }
-                    _ => Ok(StepResult::ok(false)
-                        .msg(Level::Info, format!("{} already as wanted", a.path))),
+            (Some(p), _) => match mode {
+                Some(m) if m != p.mode => {
+                    ctx.save_undo(&undo)?;
+                    node.chmod(path, m).await.map_err(|e| e.to_string())?;
+                    let mut r = StepResult::ok(true)
+                        .msg(Level::Info, format!("mode {:04o} → {m:04o}", p.mode));
+                    r.undo = Some(undo);
+                    Ok(r)
                 }
-            }
+                _ => {
+                    Ok(StepResult::ok(false).msg(Level::Info, format!("{path} already as wanted")))
+                }
+            },
         }
     }
 }
@@ -397,6 +564,13 @@ mod tests {
             Some(&re),
             "PermitRootLogin no\n",
         );
+    }
+
+    #[test]
+    fn tidy_keeps_dotdot() {
+        assert_eq!(tidy("/etc//./ssh/"), "/etc/ssh");
+        assert_eq!(tidy("/etc/../x"), "/etc/../x");
+        assert_eq!(tidy("/"), "/");
     }
 
     #[test]

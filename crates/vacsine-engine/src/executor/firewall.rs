@@ -5,10 +5,15 @@
 //! possibly templated event data), so it is checked against a strict whitelist: it must not be
 //! able to end its command and start another (no `;`, newline, `#`, `$`, backslash, nested or
 //! unbalanced braces, no top-level command keywords).
+//!
+//! Undo restores exactly the one table the step touched, and nothing else: the table's listing
+//! before the step is journaled first, and undo deletes the table and recreates that listing in
+//! one transaction (or only deletes it, when the step created it). Tables that other parties
+//! add or change in the meantime are left as they are.
 
 use super::{check_typed, parse_args, ExecCtx, Executor, StepResult};
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use vacsine_core::record::Level;
@@ -277,18 +282,18 @@ fn build_script(a: &FirewallArgs) -> Result<String, String> {
     Ok(s)
 }
 
-/// The listing of one table inside `nft list ruleset` output, counters removed.
-fn table_listing(ruleset: &str, family: &str, table: &str) -> Option<String> {
+/// The block of one table inside `nft list ruleset` output, as listed (counters included):
+/// what `nft -f` takes back to recreate the table exactly.
+fn table_block(ruleset: &str, family: &str, table: &str) -> Option<String> {
     let head = format!("table {family} {table} {{");
     let mut out = String::new();
     let mut inside = false;
-    let counters = regex::Regex::new(r"packets \d+ bytes \d+").expect("static regex");
     for l in ruleset.lines() {
         if !inside && l.trim_end() == head {
             inside = true;
         }
         if inside {
-            out.push_str(&counters.replace_all(l, "packets _ bytes _"));
+            out.push_str(l);
             out.push('\n');
             if l == "}" {
                 return Some(out);
@@ -296,6 +301,46 @@ fn table_listing(ruleset: &str, family: &str, table: &str) -> Option<String> {
         }
     }
     inside.then_some(out)
+}
+
+/// The listing of one table inside `nft list ruleset` output, counters removed (for
+/// comparing a table before and after a step).
+fn table_listing(ruleset: &str, family: &str, table: &str) -> Option<String> {
+    let counters = regex::Regex::new(r"packets \d+ bytes \d+").expect("static regex");
+    table_block(ruleset, family, table)
+        .map(|t| counters.replace_all(&t, "packets _ bytes _").into_owned())
+}
+
+/// What undoing a step restores: one table, as it was before the step (`None`: it did not
+/// exist, so undo deletes it). Nothing else in the ruleset is touched, so tables other parties
+/// add or change meanwhile survive an undo.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct TableUndo {
+    family: String,
+    table: String,
+    prior: Option<String>,
+}
+
+impl TableUndo {
+    /// The nft script putting the table back (one transaction): declare it (so the delete
+    /// cannot fail), delete it, then recreate its prior content if it had one.
+    fn script(&self) -> Result<String, String> {
+        check_name("table", &self.table)?;
+        check_one_of(
+            "family",
+            &self.family,
+            &["ip", "ip6", "inet", "arp", "bridge", "netdev"],
+        )?;
+        let (f, t) = (&self.family, &self.table);
+        let mut s = format!("table {f} {t}\ndelete table {f} {t}\n");
+        if let Some(prior) = &self.prior {
+            if !prior.starts_with(&format!("table {f} {t} {{")) {
+                return Err(format!("undo data of table {f} {t} holds another table"));
+            }
+            s.push_str(prior);
+        }
+        Ok(s)
+    }
 }
 
 pub struct FirewallExecutor;
@@ -337,7 +382,16 @@ impl Executor for FirewallExecutor {
             Err(e) => return StepResult::failed(format!("reading the ruleset: {e}")),
         };
         let old_table = table_listing(&before, &a.family, &a.table);
-        if let Err(e) = ctx.save_undo(&json!({"ruleset": before})) {
+        let undo = TableUndo {
+            family: a.family.clone(),
+            table: a.table.clone(),
+            prior: table_block(&before, &a.family, &a.table),
+        };
+        let undo = match serde_json::to_value(&undo) {
+            Ok(v) => v,
+            Err(e) => return StepResult::failed(format!("encoding undo data: {e}")),
+        };
+        if let Err(e) = ctx.save_undo(&undo) {
             return StepResult::failed(e);
         }
         if let Err(e) = node.nft_apply(&script).await {
@@ -360,7 +414,7 @@ impl Executor for FirewallExecutor {
         );
         r.stdout = new_table.unwrap_or_default().into_bytes();
         if changed {
-            r.undo = Some(json!({"ruleset": before}));
+            r.undo = Some(undo);
         }
         r
     }
@@ -369,13 +423,33 @@ impl Executor for FirewallExecutor {
             Ok(n) => n,
             Err(e) => return StepResult::failed(e),
         };
-        let Some(prev) = undo["ruleset"].as_str() else {
-            return StepResult::failed("undo data has no ruleset");
+        if undo.get("ruleset").is_some() && undo.get("table").is_none() {
+            // Written by versions that replayed the whole ruleset: doing so now would drop
+            // every table added since, so it is refused.
+            return StepResult::failed(
+                "undo data holds a whole ruleset (older vacsine): restoring it would remove \
+                 tables added since; restore the step's table by hand",
+            );
+        }
+        let u: TableUndo = match serde_json::from_value(undo) {
+            Ok(u) => u,
+            Err(e) => return StepResult::failed(format!("corrupt undo data: {e}")),
         };
-        let script = format!("flush ruleset\n{prev}");
+        let script = match u.script() {
+            Ok(s) => s,
+            Err(e) => return StepResult::failed(format!("corrupt undo data: {e}")),
+        };
+        let what = format!("table {} {}", u.family, u.table);
         match node.nft_apply(&script).await {
-            Ok(()) => StepResult::ok(true).msg(Level::Info, "previous ruleset restored"),
-            Err(e) => StepResult::failed(format!("restoring the ruleset: {e}")),
+            Ok(()) => StepResult::ok(true).msg(
+                Level::Info,
+                if u.prior.is_some() {
+                    format!("{what} restored to its prior content")
+                } else {
+                    format!("{what} deleted (the step created it)")
+                },
+            ),
+            Err(e) => StepResult::failed(format!("restoring {what}: {e}")),
         }
     }
 }
@@ -431,6 +505,32 @@ mod tests {
         }))
         .unwrap();
         assert!(build_script(&bad).unwrap_err().contains("not declared"));
+    }
+
+    #[test]
+    fn undo_script_touches_only_its_table() {
+        let rs = "table ip other {\n}\ntable inet vacsine {\n\tchain input {\n\t\ttcp dport 23 counter packets 3 bytes 180 drop\n\t}\n}\n";
+        let u = TableUndo {
+            family: "inet".into(),
+            table: "vacsine".into(),
+            prior: table_block(rs, "inet", "vacsine"),
+        };
+        let s = u.script().unwrap();
+        assert_eq!(
+            s,
+            "table inet vacsine\ndelete table inet vacsine\ntable inet vacsine {\n\tchain input {\n\t\ttcp dport 23 counter packets 3 bytes 180 drop\n\t}\n}\n"
+        );
+        assert!(!s.contains("flush") && !s.contains("other"));
+        let created = TableUndo { prior: None, ..u };
+        assert_eq!(
+            created.script().unwrap(),
+            "table inet vacsine\ndelete table inet vacsine\n"
+        );
+        let forged = TableUndo {
+            prior: Some("table ip other {\n}\n".into()),
+            ..created
+        };
+        assert!(forged.script().is_err());
     }
 
     #[test]

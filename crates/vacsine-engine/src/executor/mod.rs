@@ -150,6 +150,19 @@ impl StepResult {
     }
     /// Fill exit code and streams from a process result.
     pub fn with_exec(mut self, out: ExecOutput) -> Self {
+        let streams = [
+            ("stdout", out.stdout.len(), out.stdout_dropped),
+            ("stderr", out.stderr.len(), out.stderr_dropped),
+        ];
+        for (name, kept, dropped) in streams.into_iter().filter(|s| s.2 > 0) {
+            self.push(
+                Level::Warn,
+                format!(
+                    "{name}: {dropped} bytes dropped past the first {kept} (output cap; the \
+                     process ran to completion)"
+                ),
+            );
+        }
         self.exit_code = out.exit_code;
         self.stdout = out.stdout;
         self.stderr = out.stderr;

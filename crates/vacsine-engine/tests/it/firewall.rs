@@ -160,3 +160,97 @@ async fn firewall_refuses_injected_rules_without_touching_nft() {
         assert_eq!(ns.ruleset(), before, "{bad:?} changed the ruleset");
     }
 }
+
+fn nft_in(ns: &Netns, script: &str) {
+    let st = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(script.as_bytes())?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(st.success(), "nft -f failed on:\n{script}");
+}
+
+fn list_table(ns: &Netns, family: &str, table: &str) -> Option<String> {
+    let o = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.0, "nft", "list", "table", family, table,
+        ])
+        .output()
+        .unwrap();
+    o.status
+        .success()
+        .then(|| String::from_utf8(o.stdout).unwrap())
+}
+
+/// Issue 7: undoing a failed run flushed the whole ruleset and replayed the old one, so a table
+/// added by someone else during the run disappeared. Undo must touch only the step's tables.
+#[tokio::test]
+async fn issue_7_firewall_undo_restores_only_the_tables_the_steps_touched() {
+    let Some(ns) = netns_or_skip() else { return };
+    // The table the run changes, with a counter that has counted (restored byte for byte).
+    nft_in(
+        &ns,
+        "table inet vacsine {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t\tudp dport 53 counter packets 7 bytes 420 accept\n\t}\n}\n",
+    );
+    let touched_before = list_table(&ns, "inet", "vacsine").unwrap();
+    assert!(list_table(&ns, "inet", "created").is_none());
+    let w = wf(
+        "fw7",
+        r#"
+  steps:
+    - id: change
+      uses: firewall
+      with:
+        table: vacsine
+        chains: [{ name: input, hook: input, priority: 0, policy: drop }]
+        rules: [{ chain: input, rule: "tcp dport 23 drop" }]
+    - id: create
+      uses: firewall
+      needs: [change]
+      with:
+        table: created
+        chains: [{ name: output, hook: output, priority: 0, policy: accept }]
+    - id: third-party
+      uses: command
+      needs: [create]
+      with: { argv: [nft, add, table, ip, foreign] }
+    - id: third-party-chain
+      uses: command
+      needs: [third-party]
+      with: { argv: [nft, add, chain, ip, foreign, keep] }
+    - id: boom
+      uses: command
+      needs: [third-party-chain]
+      with: { argv: ["false"] }
+"#,
+    );
+    let mut req = RunRequest::new(w);
+    req.nodes = nodes(&[ns.node()]);
+    let r = engine().run(req).await.unwrap();
+    assert_eq!(r.status, RunStatus::Failed, "{r:#?}");
+    assert_eq!(status(&r, "change"), StepStatus::RolledBack, "{r:#?}");
+    assert_eq!(status(&r, "create"), StepStatus::RolledBack, "{r:#?}");
+    assert_eq!(status(&r, "undo:change"), StepStatus::Succeeded, "{r:#?}");
+
+    let foreign = list_table(&ns, "ip", "foreign");
+    assert!(
+        foreign.as_deref().is_some_and(|t| t.contains("chain keep")),
+        "the table added during the run was removed by undo:\n{}",
+        ns.ruleset()
+    );
+    assert_eq!(
+        list_table(&ns, "inet", "vacsine").as_deref(),
+        Some(touched_before.as_str()),
+        "the changed table is not back to its prior state"
+    );
+    assert!(
+        list_table(&ns, "inet", "created").is_none(),
+        "the table the run created is still there:\n{}",
+        ns.ruleset()
+    );
+}

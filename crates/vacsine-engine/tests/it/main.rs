@@ -9,6 +9,7 @@ mod executors;
 mod firewall;
 mod injection;
 mod lease;
+mod local_node;
 mod resume;
 mod rollback;
 mod secrets;
