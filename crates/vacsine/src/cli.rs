@@ -61,6 +61,13 @@ pub enum NodeChoice {
     Role(String),
 }
 
+fn name_value(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((name, _)) if !name.is_empty() => Ok(s.to_string()),
+        _ => Err("expected NAME=VALUE".into()),
+    }
+}
+
 fn node_choice(s: &str) -> Result<NodeChoice, String> {
     match s.split_once('=') {
         Some(("role", r)) if !r.is_empty() => Ok(NodeChoice::Role(r.to_string())),
@@ -157,8 +164,9 @@ pub enum Command {
         /// Target system description; without it, steps run on this machine (`local`).
         #[arg(long, short = 't')]
         target: Option<PathBuf>,
-        /// Input values, `name=value` (repeatable).
-        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+        /// Input values, `name=value` (repeatable). Strings, unless the input is declared
+        /// `array` or `object` (then JSON); typed scalars (`port`, `boolean`…) are parsed.
+        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE", value_parser = name_value)]
         inputs: Vec<String>,
         /// Catalog folders for sub-workflows (default: ./catalog when present).
         #[arg(long = "catalog")]

@@ -528,6 +528,7 @@ fn issue7_usage_errors_exit_1() {
     let cases: &[(&[&str], &str)] = &[
         (&["run", wf, "--bogus"], "--bogus"),
         (&["run", wf, "-i"], "--input"),
+        (&["run", wf, "-i", "who"], "NAME=VALUE"),
         (
             &["run", wf, "--format", "xml"],
             "expected `human` or `json`",
