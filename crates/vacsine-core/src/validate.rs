@@ -7,7 +7,7 @@ use crate::eval::parse_mode;
 use crate::policy::{Check, Policy};
 use crate::target::Target;
 use crate::version::Constraint;
-use crate::workflow::{parse_duration, Workflow};
+use crate::workflow::{check_workflow_name, parse_duration, Step, Workflow};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One problem found by validation.
@@ -213,9 +213,8 @@ pub fn validate_policy(
                         )),
                     )),
                     Some(spec) => {
-                        let templated = v.value.as_str().is_some_and(|s| s.contains("{{"));
-                        if !templated {
-                            if let Err(e) = spec.ty.coerce(&v.value) {
+                        if !is_templated(&v.value) {
+                            if let Err(e) = spec.check(&v.value) {
                                 out.push(Problem::at(
                                     v,
                                     format!("input `{k}` of workflow `{}`: {e}", f.uses.value),
@@ -227,8 +226,7 @@ pub fn validate_policy(
                 }
             }
             for (k, spec) in &w.spec.inputs {
-                let required = spec.required.unwrap_or(spec.default.is_none());
-                if required && !f.with.contains_key(k) {
+                if spec.is_required() && !f.with.contains_key(k) {
                     out.push(Problem::at(
                         &f.uses,
                         format!(
@@ -296,10 +294,22 @@ pub fn validate_target(t: &Target) -> Vec<Problem> {
     out
 }
 
-/// Structural validation of a workflow: step ids, `needs` references and cycles, durations,
-/// retry counts, sub-workflow references. Template and executor checks live in the engine.
+/// The one validation of a workflow's structure, every problem once, at its own place: the
+/// name, step ids, `needs` (unknown, itself, cycles, in rollback steps), durations, retry,
+/// `concurrency`, input defaults, and sub-workflow calls (the workflow exists, its inputs are
+/// known, literal values have the declared types, required inputs are given).
+///
+/// What needs the executors (unknown `uses`, their arguments, templates) is checked by the
+/// engine (`vacsine_engine::validate_workflow`), which runs this first.
 pub fn validate_workflow_structure(w: &Workflow, catalog: &CatalogIndex<'_>) -> Vec<Problem> {
     let mut out = Vec::new();
+    if let Err(e) = check_workflow_name(&w.metadata.name) {
+        out.push(Problem::at(
+            &w.metadata.name,
+            e,
+            Some("rename it in metadata.name (and where it is called as a sub-workflow)"),
+        ));
+    }
     if w.spec.steps.is_empty() {
         out.push(Problem::at(
             &w.metadata.name,
@@ -307,14 +317,38 @@ pub fn validate_workflow_structure(w: &Workflow, catalog: &CatalogIndex<'_>) -> 
             Some("add at least one entry under spec.steps"),
         ));
     }
-    for (section, steps) in [("steps", &w.spec.steps), ("rollback", &w.spec.rollback)] {
+    if w.spec.concurrency == Some(0) {
+        out.push(Problem::at(
+            &w.metadata.name,
+            "`concurrency` must be at least 1",
+            None,
+        ));
+    }
+    for (name, spec) in &w.spec.inputs {
+        if let Some(d) = &spec.default {
+            if let Err(e) = spec.check(d) {
+                let at = if d.line > 0 {
+                    d.clone()
+                } else {
+                    Loc::at(d.value.clone(), spec.name.line, spec.name.column)
+                };
+                out.push(Problem::at(
+                    &at,
+                    format!("default of input `{name}`: {e}"),
+                    Some("give a default of the declared type, or change `type`"),
+                ));
+            }
+        }
+    }
+    for (rollback, steps) in [(false, &w.spec.steps), (true, &w.spec.rollback)] {
+        let what = if rollback { "rollback step" } else { "step" };
         let mut ids = BTreeSet::new();
         for s in steps {
             if !ids.insert(s.id.value.as_str()) {
                 out.push(Problem::at(
                     &s.id,
-                    format!("duplicate step id `{}` in {section}", s.id.value),
-                    None,
+                    format!("duplicate {what} id `{}`", s.id.value),
+                    Some("step ids must be unique within steps and within rollback"),
                 ));
             }
             if s.id.value.is_empty()
@@ -328,82 +362,192 @@ pub fn validate_workflow_structure(w: &Workflow, catalog: &CatalogIndex<'_>) -> 
             }
         }
         for s in steps {
-            for n in &s.needs {
-                if !ids.contains(n.value.as_str()) {
-                    out.push(Problem::at(
-                        n,
-                        format!(
-                            "step `{}` needs `{}`, which is not a step of {section}",
-                            s.id.value, n.value
-                        ),
-                        None,
-                    ));
-                }
-            }
-            if let Some(t) = &s.timeout {
-                if let Err(e) = parse_duration(t) {
-                    out.push(Problem::at(t, e, None));
-                }
-            }
-            if let Some(r) = &s.retry {
-                if r.attempts == 0 {
-                    out.push(Problem::at(
-                        &s.id,
-                        "retry.attempts must be at least 1",
-                        None,
-                    ));
-                }
-                if let Err(e) = parse_duration(&r.backoff) {
-                    out.push(Problem::at(&s.id, format!("retry.backoff: {e}"), None));
-                }
-            }
-            if s.uses.value == "workflow" {
-                match s.with.get("workflow").and_then(|v| v.as_str()) {
-                    Some(name) if !name.contains("{{") && !catalog.contains_key(name) => {
-                        out.push(Problem::at(
-                            &s.uses,
-                            format!(
-                                "step `{}` runs workflow `{name}`, which is not in the catalog",
-                                s.id.value
-                            ),
-                            None,
-                        ))
-                    }
-                    None => out.push(Problem::at(
-                        &s.uses,
-                        format!(
-                            "step `{}` uses `workflow` without `with.workflow`",
-                            s.id.value
-                        ),
-                        Some("name the sub-workflow: with: {workflow: <name>, inputs: {...}}"),
-                    )),
-                    _ => {}
-                }
-            }
-        }
-        if let Err(cycle) = dag::topo_order(steps) {
-            let first = steps.iter().find(|s| cycle.contains(&s.id.value));
-            let msg = format!("`needs` forms a cycle between steps: {}", cycle.join(", "));
-            match first {
-                Some(s) => out.push(Problem::at(
-                    &s.id,
-                    msg,
-                    Some("remove one of the dependencies"),
-                )),
-                None => out.push(Problem::at(&w.metadata.name, msg, None)),
-            }
+            step_structure(w, s, rollback, &ids, catalog, &mut out);
         }
     }
-    for (name, spec) in &w.spec.inputs {
-        if let Some(d) = &spec.default {
-            if let Err(e) = spec.ty.coerce(d) {
+    // A step that needs itself is reported above, not again as a cycle.
+    let without_self: Vec<Step> = w
+        .spec
+        .steps
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            let id = s.id.value.clone();
+            s.needs.retain(|n| n.value != id);
+            s
+        })
+        .collect();
+    if let Err(cycle) = dag::topo_order(&without_self) {
+        let first = w.spec.steps.iter().find(|s| cycle.contains(&s.id.value));
+        let msg = format!("`needs` forms a cycle between steps: {}", cycle.join(" → "));
+        let help = Some("remove one of the `needs` in the cycle");
+        match first {
+            Some(s) => out.push(Problem::at(&s.id, msg, help)),
+            None => out.push(Problem::at(&w.metadata.name, msg, help)),
+        }
+    }
+    out
+}
+
+fn names<'x>(it: impl IntoIterator<Item = &'x str>) -> String {
+    let v: Vec<&str> = it.into_iter().collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn step_structure(
+    w: &Workflow,
+    s: &Step,
+    rollback: bool,
+    ids: &BTreeSet<&str>,
+    catalog: &CatalogIndex<'_>,
+    out: &mut Vec<Problem>,
+) {
+    let sid = &s.id.value;
+    if rollback {
+        if let Some(n) = s.needs.first() {
+            out.push(Problem::at(
+                n,
+                format!("rollback step `{sid}`: `needs` has no effect in rollback steps (they run in reverse declaration order)"),
+                Some("remove `needs`"),
+            ));
+        }
+    } else {
+        for n in &s.needs {
+            if n.value == *sid {
                 out.push(Problem::at(
-                    &w.metadata.name,
-                    format!("default of input `{name}`: {e}"),
-                    None,
+                    n,
+                    format!("step `{sid}` needs itself"),
+                    Some("remove it from `needs`"),
+                ));
+            } else if !ids.contains(n.value.as_str()) {
+                out.push(Problem::at(
+                    n,
+                    format!("step `{sid}` needs unknown step `{}`", n.value),
+                    Some(&format!("steps: {}", names(ids.iter().copied()))),
                 ));
             }
         }
     }
-    out
+    if let Some(t) = &s.timeout {
+        if let Err(e) = parse_duration(t) {
+            out.push(Problem::at(
+                t,
+                format!("step `{sid}`: `timeout`: {e}"),
+                None,
+            ));
+        }
+    }
+    if let Some(r) = &s.retry {
+        if r.attempts == 0 {
+            out.push(Problem::at(
+                &s.id,
+                format!("step `{sid}`: `retry.attempts` must be at least 1"),
+                None,
+            ));
+        }
+        if let Err(e) = parse_duration(&r.backoff) {
+            out.push(Problem::at(
+                &s.id,
+                format!("step `{sid}`: `retry.backoff`: {e}"),
+                None,
+            ));
+        }
+    }
+    if s.uses.value == WORKFLOW_STEP {
+        subworkflow(w, s, catalog, out);
+    }
+}
+
+/// Executor name of a step that runs a sub-workflow.
+pub const WORKFLOW_STEP: &str = "workflow";
+
+fn is_templated(v: &serde_json::Value) -> bool {
+    v.as_str()
+        .is_some_and(|t| t.contains("{{") || t.contains("{%") || t.contains("{#"))
+}
+
+fn subworkflow(w: &Workflow, s: &Step, catalog: &CatalogIndex<'_>, out: &mut Vec<Problem>) {
+    let sid = &s.id.value;
+    let mut push = |m: String, h: Option<String>| {
+        out.push(Problem::at(
+            &s.uses,
+            format!("step `{sid}`: {m}"),
+            h.as_deref(),
+        ))
+    };
+    for k in s.with.keys() {
+        if k != "workflow" && k != "inputs" {
+            push(
+                format!("invalid `with` for `workflow`: unknown field `{k}`"),
+                Some("a `workflow` step takes `workflow` and `inputs`".into()),
+            );
+        }
+    }
+    let name = match s.with.get("workflow") {
+        Some(v) if is_templated(v) => return,
+        Some(serde_json::Value::String(n)) => n,
+        _ => {
+            push(
+                "`with.workflow` must name a catalog workflow".into(),
+                Some("with: {workflow: <name>, inputs: {...}}".into()),
+            );
+            return;
+        }
+    };
+    if *name == w.metadata.name.value {
+        push(format!("workflow `{name}` calls itself"), None);
+        return;
+    }
+    let Some(sub) = catalog.get(name) else {
+        push(
+            format!("workflow `{name}` is not in the catalog"),
+            Some(format!(
+                "catalog: {}",
+                names(catalog.keys().map(String::as_str))
+            )),
+        );
+        return;
+    };
+    let empty = serde_json::Map::new();
+    let given = match s.with.get("inputs") {
+        None => &empty,
+        Some(serde_json::Value::Object(m)) => m,
+        Some(_) => {
+            push("`with.inputs` must be a mapping".into(), None);
+            return;
+        }
+    };
+    // Templated values are only known at run time: check names, and literal values.
+    for (k, v) in given {
+        match sub.spec.inputs.get(k) {
+            None => push(
+                format!("workflow `{name}` has no input `{k}`"),
+                Some(format!(
+                    "its inputs: {}",
+                    names(sub.spec.inputs.keys().map(String::as_str))
+                )),
+            ),
+            Some(spec) if !is_templated(v) => {
+                if let Err(m) = spec.check(v) {
+                    push(format!("input `{k}` of workflow `{name}`: {m}"), None);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for (k, spec) in &sub.spec.inputs {
+        if !given.contains_key(k) && spec.is_required() {
+            push(
+                format!(
+                    "workflow `{name}` requires input `{k}` ({})",
+                    spec.ty.as_str()
+                ),
+                Some("add it under `with.inputs`".into()),
+            );
+        }
+    }
 }

@@ -4,9 +4,14 @@
 //! (templated, Jinja syntax) arguments, `needs` orders steps, `if` guards them.
 //! Canonical keys are camelCase; the GitHub spellings (`continue-on-error`, `runs-on`) are
 //! accepted as aliases.
+//!
+//! A workflow's `metadata.name` is how catalogs, sub-workflow steps and the journal refer to
+//! it: 1 to 63 characters, lowercase ASCII letters, digits, `.`, `_` and `-`, starting with a
+//! letter or a digit (`^[a-z0-9][a-z0-9._-]{0,62}$`, see [`check_workflow_name`]).
 
 use crate::doc::{Loc, Metadata};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -22,7 +27,11 @@ pub struct Workflow {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WorkflowSpec {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "located_inputs"
+    )]
     pub inputs: BTreeMap<String, InputSpec>,
     /// Secrets, read at run time from the environment or a file, masked in every record.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -159,6 +168,9 @@ fn short(v: &serde_json::Value) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct InputSpec {
+    /// The input's name where it is declared (line 0 when built in code), for diagnostics.
+    #[serde(skip)]
+    pub name: Loc<String>,
     #[serde(rename = "type")]
     pub ty: InputType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,10 +179,147 @@ pub struct InputSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default: Option<serde_json::Value>,
+    pub default: Option<Loc<serde_json::Value>>,
     /// Allowed values.
     #[serde(default, rename = "enum", skip_serializing_if = "Vec::is_empty")]
     pub allowed: Vec<serde_json::Value>,
+}
+
+impl InputSpec {
+    /// Required unless `required: false` or a default is given.
+    pub fn is_required(&self) -> bool {
+        self.required.unwrap_or(self.default.is_none())
+    }
+
+    /// Check a value against the type and the allowed values; returns the normalised value.
+    pub fn check(&self, v: &Value) -> Result<Value, String> {
+        let v = self.ty.coerce(v)?;
+        if !self.allowed.is_empty()
+            && !self
+                .allowed
+                .iter()
+                .any(|a| self.ty.coerce(a).is_ok_and(|a| a == v))
+        {
+            let allowed: Vec<String> = self.allowed.iter().map(Value::to_string).collect();
+            return Err(format!(
+                "{v} is not one of the allowed values: {}",
+                allowed.join(", ")
+            ));
+        }
+        Ok(v)
+    }
+}
+
+impl InputType {
+    /// A value written on the command line (`-i NAME=VALUE`): a string, unless the declared
+    /// type is a list or a map (then JSON). Scalar types are parsed later by [`coerce`]
+    /// (`port`, `boolean`…), so a string input may start with `[` or `{`.
+    ///
+    /// [`coerce`]: InputType::coerce
+    pub fn from_command_line(self, raw: &str) -> Result<Value, String> {
+        match self {
+            InputType::Array | InputType::Object => serde_json::from_str(raw).map_err(|e| {
+                let example = if self == InputType::Array {
+                    r#"'["a", "b"]'"#
+                } else {
+                    r#"'{"k": "v"}'"#
+                };
+                format!(
+                    "expected a JSON {} such as {example}, got {}: {e}",
+                    self.as_str(),
+                    short(&Value::String(raw.to_string()))
+                )
+            }),
+            _ => Ok(Value::String(raw.to_string())),
+        }
+    }
+}
+
+/// A problem with one input value: the input's name and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub name: String,
+    pub message: String,
+}
+
+/// Check and coerce input values against the declared inputs: every given name must be
+/// declared (except `event`, the triggering event), required inputs must be given, values must
+/// have the declared type and be among the allowed ones. Defaults fill the rest.
+pub fn coerce_inputs(
+    decl: &BTreeMap<String, InputSpec>,
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, InputError> {
+    let err = |name: &str, message: String| InputError {
+        name: name.to_string(),
+        message,
+    };
+    for k in given.keys() {
+        if !decl.contains_key(k) && k != "event" {
+            let known: Vec<&str> = decl.keys().map(String::as_str).collect();
+            return Err(err(
+                k,
+                format!(
+                    "not declared by the workflow (declared inputs: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    let mut out = Map::new();
+    for (name, spec) in decl {
+        let raw = given.get(name).or(spec.default.as_ref().map(|d| &d.value));
+        let v = match raw {
+            Some(v) => spec.check(v).map_err(|m| err(name, m))?,
+            None if spec.required.unwrap_or(true) => {
+                return Err(err(
+                    name,
+                    format!("required (type {}) and not given", spec.ty.as_str()),
+                ))
+            }
+            None => Value::Null,
+        };
+        out.insert(name.clone(), v);
+    }
+    Ok(out)
+}
+
+/// Inputs by name, each remembering where its name is written.
+fn located_inputs<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, InputSpec>, D::Error> {
+    let m = BTreeMap::<Loc<String>, InputSpec>::deserialize(d)?;
+    Ok(m.into_iter()
+        .map(|(k, mut spec)| {
+            spec.name = k.clone();
+            (k.value, spec)
+        })
+        .collect())
+}
+
+/// Longest workflow name.
+pub const MAX_WORKFLOW_NAME: usize = 63;
+
+/// Check a workflow name against `^[a-z0-9][a-z0-9._-]{0,62}$`.
+pub fn check_workflow_name(name: &str) -> Result<(), String> {
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+    if first_ok && rest_ok && name.len() <= MAX_WORKFLOW_NAME {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid workflow name {}: use 1 to {MAX_WORKFLOW_NAME} lowercase letters, digits, `.`, `_` and `-`, starting with a letter or a digit",
+            short(&Value::String(name.to_string()))
+        ))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -1,13 +1,18 @@
 //! Static checks of a workflow, before anything runs. Pure: no node, no journal.
+//!
+//! One validator: the structure (names, ids, `needs`, durations, input defaults, sub-workflow
+//! calls) is checked by `vacsine_core::validate::validate_workflow_structure`; this module adds
+//! what needs the executors (unknown `uses`, their arguments, templates and the variables they
+//! use), so that each problem is reported once, at its own line.
 
 use crate::engine::Catalog;
 use crate::executor::{Registry, WORKFLOW_EXECUTOR};
-use crate::inputs::coerce_inputs;
 use crate::template;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use vacsine_core::doc::Loc;
-use vacsine_core::workflow::{parse_duration, RunsOn, Step, Workflow};
+use vacsine_core::doc::{LoadError, Loc, SourceFile};
+use vacsine_core::validate::{validate_workflow_structure, CatalogIndex, Problem};
+use vacsine_core::workflow::{InputType, RunsOn, Step, Workflow};
 
 /// One problem found in a workflow, located at the field it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -17,6 +22,31 @@ pub struct WorkflowProblem {
     pub column: u64,
     pub message: String,
     pub help: Option<String>,
+}
+
+impl From<Problem> for WorkflowProblem {
+    fn from(p: Problem) -> Self {
+        WorkflowProblem {
+            step: None,
+            line: p.line,
+            column: p.column,
+            message: p.message,
+            help: p.help,
+        }
+    }
+}
+
+impl WorkflowProblem {
+    /// The problem as a diagnostic located in the workflow's file.
+    pub fn into_error(self, source: &SourceFile) -> LoadError {
+        let message = match &self.step {
+            Some(s) if !self.message.contains(&format!("`{s}`")) => {
+                format!("step `{s}`: {}", self.message)
+            }
+            _ => self.message,
+        };
+        LoadError::at(source, self.line, self.column, message, self.help)
+    }
 }
 
 impl std::fmt::Display for WorkflowProblem {
@@ -61,7 +91,6 @@ const STEP_FIELDS: &[&str] = &["status", "outputs", "changed", "nodes"];
 
 struct Checker<'a> {
     w: &'a Workflow,
-    catalog: &'a Catalog,
     registry: &'a Registry,
     problems: Vec<WorkflowProblem>,
     ids: BTreeSet<&'a str>,
@@ -206,14 +235,6 @@ impl<'a> Checker<'a> {
 
     fn step(&mut self, s: &'a Step, rollback: bool) {
         let sid = Some(s.id.as_str());
-        if s.id.is_empty()
-            || !s
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            self.push(sid, &s.id, format!("invalid step id `{}`", s.id.value), Some("use letters, digits, `_` and `-` (`_` keeps it usable as `steps.<id>` in templates)".into()));
-        }
         let exec = self.registry.get(&s.uses).cloned();
         if exec.is_none() && s.uses.value != WORKFLOW_EXECUTOR {
             self.push(
@@ -223,52 +244,11 @@ impl<'a> Checker<'a> {
                 Some(format!("executors: {}", self.registry.names().join(", "))),
             );
         }
-        if rollback && !s.needs.is_empty() {
-            self.push(
-                sid,
-                &s.needs[0],
-                "`needs` has no effect in rollback steps (they run in reverse declaration order)"
-                    .into(),
-                Some("remove `needs`".into()),
-            );
-        }
-        if !rollback {
-            for n in &s.needs {
-                if !self.ids.contains(n.as_str()) {
-                    self.push(
-                        sid,
-                        n,
-                        format!("needs unknown step `{}`", n.value),
-                        Some(format!("steps: {}", names(self.ids.iter()))),
-                    );
-                } else if n.value == s.id.value {
-                    self.push(sid, n, "a step cannot need itself".into(), None);
-                }
-            }
-        }
         if let Some(c) = &s.condition {
             let expr = template::sole_expression(c).unwrap_or(c);
             match template::expression_variables(expr) {
                 Ok(v) => self.vars(s, c, "`if`", v, rollback, false),
                 Err(e) => self.push(sid, c, format!("`if`: expression error: {e}"), Some("write a Jinja expression without braces, e.g. `inputs.enabled and steps.a.status == 'succeeded'`".into())),
-            }
-        }
-        if let Some(t) = &s.timeout {
-            if let Err(e) = parse_duration(t) {
-                self.push(sid, t, e, None);
-            }
-        }
-        if let Some(r) = &s.retry {
-            if r.attempts == 0 {
-                self.push(
-                    sid,
-                    &s.id,
-                    "`retry.attempts` must be at least 1".into(),
-                    None,
-                );
-            }
-            if let Err(e) = parse_duration(&r.backoff) {
-                self.push(sid, &s.id, format!("`retry.backoff`: {e}"), None);
             }
         }
         if let Some(RunsOn::Node(n)) = &s.runs_on {
@@ -281,125 +261,80 @@ impl<'a> Checker<'a> {
                 self.value(s, &s.uses, &format!("`with.{k}`"), v, rollback);
             }
         }
-        let args = Value::Object(s.with.clone().into_iter().collect());
         if let Some(e) = &exec {
+            let args = Value::Object(s.with.clone().into_iter().collect());
             if let Err(m) = e.check_args(&args) {
                 self.push(sid, &s.uses, m, None);
+            } else {
+                // Inputs used whole (`"{{ inputs.x }}"`) have a declared type: check the
+                // arguments again with a value of that type in their place.
+                let typed: serde_json::Map<String, Value> = s
+                    .with
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = if literal.contains(&k.as_str()) {
+                            v.clone()
+                        } else {
+                            self.typed_sample(v)
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect();
+                let typed = Value::Object(typed);
+                if typed != args {
+                    if let Err(m) = e.check_args(&typed) {
+                        if m.contains("invalid type") {
+                            self.push(
+                                sid,
+                                &s.uses,
+                                format!("{m} (with the declared types of the inputs used)"),
+                                Some("a whole `{{ inputs.x }}` keeps the input's type: pass a scalar where one argument is expected, or change the input's type".into()),
+                            );
+                        }
+                    }
+                }
             }
-        }
-        if s.uses.value == WORKFLOW_EXECUTOR {
-            self.subworkflow(s, &args);
         }
         for (k, tpl) in &s.outputs {
             self.template(s, &s.id, &format!("output `{k}`"), tpl, rollback, true);
         }
     }
 
-    fn subworkflow(&mut self, s: &Step, args: &Value) {
-        let sid = Some(s.id.as_str());
-        let Some(obj) = args.as_object() else { return };
-        for k in obj.keys() {
-            if k != "workflow" && k != "inputs" {
-                self.push(sid, &s.uses, format!("invalid `with` for `workflow`: unknown field `{k}`, expected `workflow` or `inputs`"), None);
-            }
-        }
-        let name = match obj.get("workflow") {
-            Some(Value::String(n)) if !template::is_templated(n) => n,
-            Some(Value::String(_)) => return,
-            _ => {
-                self.push(
-                    sid,
-                    &s.uses,
-                    "`with.workflow` must name a catalog workflow".into(),
-                    None,
-                );
-                return;
-            }
-        };
-        if name == &self.w.metadata.name.value {
-            self.push(
-                sid,
-                &s.uses,
-                format!("workflow `{name}` calls itself"),
-                None,
-            );
-            return;
-        }
-        let Some(sub) = self.catalog.get(name) else {
-            self.push(
-                sid,
-                &s.uses,
-                format!("workflow `{name}` is not in the catalog"),
-                Some(format!("catalog: {}", names(self.catalog.names()))),
-            );
-            return;
-        };
-        let given = match obj.get("inputs") {
-            None => serde_json::Map::new(),
-            Some(Value::Object(m)) => m.clone(),
-            Some(_) => {
-                self.push(sid, &s.uses, "`with.inputs` must be a mapping".into(), None);
-                return;
-            }
-        };
-        // Templated values are only known at run time: check names, and literal values' types.
-        let mut literal = serde_json::Map::new();
-        for (k, v) in &given {
-            let templated = matches!(v, Value::String(t) if template::is_templated(t));
-            match sub.spec.inputs.get(k) {
-                None => self.push(
-                    sid,
-                    &s.uses,
-                    format!("workflow `{name}` has no input `{k}`"),
-                    Some(format!("its inputs: {}", names(sub.spec.inputs.keys()))),
-                ),
-                Some(spec) if !templated => {
-                    if let Err(m) = spec.ty.coerce(v) {
-                        self.push(
-                            sid,
-                            &s.uses,
-                            format!("input `{k}` of workflow `{name}`: {m}"),
-                            None,
-                        );
-                    } else {
-                        literal.insert(k.clone(), v.clone());
-                    }
+    /// `v` with every whole `{{ inputs.x }}` replaced by a value of the input's declared type
+    /// (its default when it has one).
+    fn typed_sample(&self, v: &Value) -> Value {
+        match v {
+            Value::String(t) => {
+                let Some(name) = template::sole_expression(t)
+                    .and_then(|e| e.strip_prefix("inputs."))
+                    .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                else {
+                    return v.clone();
+                };
+                let Some(spec) = self.w.spec.inputs.get(name) else {
+                    return v.clone();
+                };
+                if let Some(d) = spec.default.as_ref().and_then(|d| spec.check(d).ok()) {
+                    return d;
                 }
-                Some(_) => {
-                    literal.insert(k.clone(), Value::Null);
+                match spec.ty {
+                    InputType::String => Value::from("x"),
+                    InputType::Integer | InputType::Port => Value::from(1),
+                    InputType::Number => Value::from(1.5),
+                    InputType::Boolean => Value::Bool(true),
+                    InputType::Array => Value::Array(vec![]),
+                    InputType::Object => Value::Object(Default::default()),
+                    InputType::Ip => Value::from("192.0.2.1"),
+                    InputType::Cidr => Value::from("192.0.2.0/24"),
                 }
             }
-        }
-        for (k, spec) in &sub.spec.inputs {
-            if !given.contains_key(k) && spec.default.is_none() && spec.required.unwrap_or(true) {
-                self.push(
-                    sid,
-                    &s.uses,
-                    format!(
-                        "workflow `{name}` requires input `{k}` ({})",
-                        spec.ty.as_str()
-                    ),
-                    None,
-                );
-            }
-        }
-        // Enum checks of literal values.
-        let decl: BTreeMap<_, _> = sub
-            .spec
-            .inputs
-            .iter()
-            .filter(|(k, _)| matches!(literal.get(*k), Some(v) if !v.is_null()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let lit: serde_json::Map<String, Value> =
-            literal.into_iter().filter(|(_, v)| !v.is_null()).collect();
-        if let Err((k, m)) = coerce_inputs(&decl, &lit) {
-            self.push(
-                sid,
-                &s.uses,
-                format!("input `{k}` of workflow `{name}`: {m}"),
-                None,
-            );
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.typed_sample(x)).collect()),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, x)| (k.clone(), self.typed_sample(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
         }
     }
 }
@@ -418,88 +353,40 @@ pub(crate) fn validate_with(
     catalog: &Catalog,
     registry: &Registry,
 ) -> Vec<WorkflowProblem> {
+    let index: CatalogIndex<'_> = catalog
+        .names()
+        .filter_map(|n| Some((n.to_string(), catalog.get(n)?)))
+        .collect();
     let steps = &w.spec.steps;
     let mut c = Checker {
         w,
-        catalog,
         registry,
-        problems: Vec::new(),
+        problems: validate_workflow_structure(w, &index)
+            .into_iter()
+            .map(WorkflowProblem::from)
+            .collect(),
         ids: steps.iter().map(|s| s.id.as_str()).collect(),
         ancestors: BTreeMap::new(),
     };
-    if steps.is_empty() {
-        c.push(
-            None,
-            &w.metadata.name,
-            "the workflow has no steps".into(),
-            None,
-        );
-    }
-    if w.spec.concurrency == Some(0) {
-        c.push(
-            None,
-            &w.metadata.name,
-            "`concurrency` must be at least 1".into(),
-            None,
-        );
-    }
-    for (list, what) in [(&w.spec.steps, "step"), (&w.spec.rollback, "rollback step")] {
+    // Transitive dependencies; without an order (a cycle, reported above), accept any
+    // reference between steps.
+    let by_id: BTreeMap<&str, &Step> = steps.iter().map(|s| (s.id.as_str(), s)).collect();
+    let ordered = vacsine_core::dag::topo_order(steps).is_ok();
+    for s in steps {
         let mut seen = BTreeSet::new();
-        for s in list {
-            if !seen.insert(s.id.as_str()) {
-                c.push(
-                    Some(&s.id),
-                    &s.id,
-                    format!("duplicate {what} id `{}`", s.id.value),
-                    None,
-                );
-            }
-        }
-    }
-    for (name, spec) in &w.spec.inputs {
-        if let Some(d) = &spec.default {
-            if let Err(m) = spec.ty.coerce(d) {
-                c.push(
-                    None,
-                    &w.metadata.name,
-                    format!("default of input `{name}`: {m}"),
-                    None,
-                );
-            }
-        }
-    }
-    match vacsine_core::dag::topo_order(steps) {
-        Ok(_) => {
-            // Transitive dependencies.
-            let by_id: BTreeMap<&str, &Step> = steps.iter().map(|s| (s.id.as_str(), s)).collect();
-            for s in steps {
-                let mut seen = BTreeSet::new();
-                let mut stack: Vec<&str> = s.needs.iter().map(|n| n.as_str()).collect();
-                while let Some(n) = stack.pop() {
-                    if seen.insert(n) {
-                        if let Some(d) = by_id.get(n) {
-                            stack.extend(d.needs.iter().map(|x| x.as_str()));
-                        }
+        if ordered {
+            let mut stack: Vec<&str> = s.needs.iter().map(|n| n.as_str()).collect();
+            while let Some(n) = stack.pop() {
+                if seen.insert(n) {
+                    if let Some(d) = by_id.get(n) {
+                        stack.extend(d.needs.iter().map(|x| x.as_str()));
                     }
                 }
-                c.ancestors.insert(s.id.as_str(), seen);
             }
+        } else {
+            seen = c.ids.clone();
         }
-        Err(cycle) => {
-            let first = steps.iter().find(|s| cycle.contains(&s.id.value));
-            let at = first.map(|s| s.id.clone()).unwrap_or_default();
-            c.push(
-                first.map(|s| s.id.as_str()),
-                &at,
-                format!("steps form a cycle through `needs`: {}", cycle.join(" → ")),
-                Some("remove one of the `needs` in the cycle".into()),
-            );
-            // Without an order, accept any reference between steps.
-            let all: BTreeSet<&str> = c.ids.clone();
-            for s in steps {
-                c.ancestors.insert(s.id.as_str(), all.clone());
-            }
-        }
+        c.ancestors.insert(s.id.as_str(), seen);
     }
     for s in steps {
         c.step(s, false);

@@ -11,7 +11,8 @@ use std::path::PathBuf;
     long_about = "Vacsine enforces security policies on real systems: it checks a target, deduces a \
 remediation workflow from the failed requirements, proves it in a sandbox clone of the target, \
 applies it to the target, verifies, and rolls back when verification fails.\n\n\
-Exit codes: 0 verified or all pass, 2 failures remain, 1 error.",
+Exit codes: 0 verified or all pass, 2 failures remain (or a run failed), 1 error (bad input or \
+usage), 130 interrupted.",
     after_help = "Examples:\n  vacsine demo\n  vacsine check --policy examples/edge-site/policy.yaml --target examples/edge-site/target.yaml\n  vacsine enforce --policy examples/edge-site/policy.yaml --target examples/edge-site/target.yaml --report report.json"
 )]
 pub struct Cli {
@@ -29,6 +30,50 @@ pub enum Format {
     Junit,
     /// SARIF 2.1.0 for code-scanning dashboards.
     Sarif,
+}
+
+/// `--format` of the commands that print no report: `human` or `json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimpleFormat {
+    Human,
+    Json,
+}
+
+/// Parse `--format` for commands without a report: `junit` and `sarif` are refused with the
+/// commands that have them, rather than silently printing the human table.
+pub fn simple_format(s: &str) -> Result<SimpleFormat, String> {
+    match s {
+        "human" => Ok(SimpleFormat::Human),
+        "json" => Ok(SimpleFormat::Json),
+        "junit" | "sarif" => Err(format!(
+            "`{s}` is a report format of `check` and `enforce`; this command prints `human` or `json`"
+        )),
+        _ => Err("expected `human` or `json`".into()),
+    }
+}
+
+/// Where `vacsine run` runs the steps that name no node (`runsOn`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeChoice {
+    /// The node of the target with this name.
+    Name(String),
+    /// Every node of the target with this role.
+    Role(String),
+}
+
+fn name_value(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((name, _)) if !name.is_empty() => Ok(s.to_string()),
+        _ => Err("expected NAME=VALUE".into()),
+    }
+}
+
+fn node_choice(s: &str) -> Result<NodeChoice, String> {
+    match s.split_once('=') {
+        Some(("role", r)) if !r.is_empty() => Ok(NodeChoice::Role(r.to_string())),
+        None if !s.is_empty() => Ok(NodeChoice::Name(s.to_string())),
+        _ => Err("expected a node name, or role=ROLE".into()),
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -64,8 +109,9 @@ pub enum Command {
         /// Extra catalog folders used to resolve fixes and sub-workflows.
         #[arg(long = "catalog")]
         catalog: Vec<PathBuf>,
-        #[arg(long, value_enum, default_value = "human")]
-        format: Format,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
     },
     /// Check a policy's requirements on a target (read-only).
     Check {
@@ -79,8 +125,8 @@ pub enum Command {
         #[command(flatten)]
         io: PolicyTarget,
         /// `human` prints the workflow as YAML; `json` prints plan items and workflow.
-        #[arg(long, value_enum, default_value = "human")]
-        format: Format,
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
     },
     /// Enforce a policy: sandbox, apply, verify, apply to the target, verify, roll back.
     Enforce {
@@ -102,8 +148,9 @@ pub enum Command {
     Sandbox {
         #[command(subcommand)]
         action: SandboxAction,
-        #[arg(long, value_enum, default_value = "human")]
-        format: Format,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
     },
     /// Print the JSON Schema of a document kind (for editor completion).
     Schema {
@@ -117,30 +164,39 @@ pub enum Command {
         /// Target system description; without it, steps run on this machine (`local`).
         #[arg(long, short = 't')]
         target: Option<PathBuf>,
-        /// Input values, `name=value` (repeatable).
-        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+        /// Input values, `name=value` (repeatable). Strings, unless the input is declared
+        /// `array` or `object` (then JSON); typed scalars (`port`, `boolean`…) are parsed.
+        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE", value_parser = name_value)]
         inputs: Vec<String>,
         /// Catalog folders for sub-workflows (default: ./catalog when present).
         #[arg(long = "catalog")]
         catalog: Vec<PathBuf>,
+        /// Where steps that name no node (`runsOn`) run: a node of the target by name, or
+        /// `role=ROLE` for every node with that role (repeatable; with several nodes, those
+        /// steps fan out over them). Needed when the target has several nodes.
+        #[arg(long = "node", value_name = "NAME|role=ROLE", value_parser = node_choice, conflicts_with = "resume")]
+        nodes: Vec<NodeChoice>,
         /// Resume an interrupted run.
         #[arg(long, value_name = "RUN_ID", conflicts_with = "workflow")]
         resume: Option<String>,
-        #[arg(long, value_enum, default_value = "human")]
-        format: Format,
+        /// `human` or `json` (JSON Lines of step records).
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
     },
     /// List recent runs.
     Runs {
         #[arg(long, default_value_t = 20)]
         limit: usize,
-        #[arg(long, value_enum, default_value = "human")]
-        format: Format,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
     },
     /// Show the step records of a run (`--format json` prints JSON Lines).
     Logs {
         run_id: String,
-        #[arg(long, value_enum, default_value = "human")]
-        format: Format,
+        /// `human` or `json` (JSON Lines).
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
     },
 }
 

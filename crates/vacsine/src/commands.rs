@@ -15,6 +15,16 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 pub const EXIT_FAILURES: i32 = 2;
 
+/// Exit code of a command line clap refused: usage errors are errors (1), not "failures
+/// remain" (clap's own default, 2); `--help` and `--version` succeed.
+pub fn usage_exit_code(e: &clap::Error) -> i32 {
+    if e.use_stderr() {
+        EXIT_ERROR
+    } else {
+        EXIT_OK
+    }
+}
+
 pub async fn dispatch(cli: Cli) -> i32 {
     let r = match cli.command {
         Command::Demo {
@@ -43,9 +53,10 @@ pub async fn dispatch(cli: Cli) -> i32 {
             target,
             inputs,
             catalog,
+            nodes,
             resume,
             format,
-        } => crate::runcmd::run(workflow, target, inputs, catalog, resume, format).await,
+        } => crate::runcmd::run(workflow, target, inputs, catalog, nodes, resume, format).await,
         Command::Runs { limit, format } => crate::runcmd::runs(limit, format),
         Command::Logs { run_id, format } => crate::runcmd::logs(&run_id, format),
     };
@@ -108,7 +119,7 @@ pub fn journal_path() -> miette::Result<PathBuf> {
     Ok(d.join("journal.db"))
 }
 
-fn validate(files: &[PathBuf], catalog: &[PathBuf], format: Format) -> i32 {
+fn validate(files: &[PathBuf], catalog: &[PathBuf], format: SimpleFormat) -> i32 {
     let mut errors = Vec::new();
     let mut docs = Vec::new();
     for f in files {
@@ -148,7 +159,6 @@ fn validate(files: &[PathBuf], catalog: &[PathBuf], format: Format) -> i32 {
         }
     }
     errors.append(&mut extra_problems);
-    errors.extend(cat.problems());
     let targets: Vec<&vacsine_core::target::Target> = docs
         .iter()
         .filter_map(|d| match &d.doc {
@@ -171,13 +181,11 @@ fn validate(files: &[PathBuf], catalog: &[PathBuf], format: Format) -> i32 {
             Document::Workflow(_) => {}
         }
     }
-    // Engine-level checks (executors, templates) for every catalog workflow.
+    // Every catalog workflow, by the one workflow validator (structure, executors, templates).
     let ecat = vacsine_enforce::engine_catalog(&cat);
     for w in cat.workflows.values() {
         for p in vacsine_engine::validate_workflow(&w.doc, &ecat) {
-            errors.push(LoadError::at(
-                &w.source, p.line, p.column, p.message, p.help,
-            ));
+            errors.push(p.into_error(&w.source));
         }
     }
     errors.sort_by(|a, b| {
@@ -186,7 +194,7 @@ fn validate(files: &[PathBuf], catalog: &[PathBuf], format: Format) -> i32 {
     errors.dedup_by(|a, b| {
         a.file == b.file && a.line == b.line && a.column == b.column && a.message == b.message
     });
-    if format == Format::Json {
+    if format == SimpleFormat::Json {
         let v: Vec<_> = errors
             .iter()
             .map(|e| serde_json::json!({"file": e.file, "line": e.line, "column": e.column, "message": e.message, "help": e.help}))
@@ -272,7 +280,7 @@ async fn check(io: &PolicyTarget, format: Format) -> miette::Result<i32> {
     })
 }
 
-async fn plan(io: &PolicyTarget, format: Format) -> miette::Result<i32> {
+async fn plan(io: &PolicyTarget, format: SimpleFormat) -> miette::Result<i32> {
     let inputs = match load(io) {
         Ok(i) => i,
         Err(code) => return Ok(code),
@@ -288,8 +296,8 @@ async fn plan(io: &PolicyTarget, format: Format) -> miette::Result<i32> {
         &inputs.catalog.index(),
     );
     match format {
-        Format::Json => print_json(&plan),
-        _ => {
+        SimpleFormat::Json => print_json(&plan),
+        SimpleFormat::Human => {
             let mut out = String::new();
             for i in &plan.items {
                 out.push_str(&format!(
@@ -508,7 +516,7 @@ fn find_examples() -> miette::Result<PathBuf> {
         })
 }
 
-async fn sandbox(action: SandboxAction, format: Format) -> miette::Result<i32> {
+async fn sandbox(action: SandboxAction, format: SimpleFormat) -> miette::Result<i32> {
     let docker = vacsine_docker::connect()
         .await
         .map_err(|e| miette::miette!("{e}"))?;
@@ -517,7 +525,7 @@ async fn sandbox(action: SandboxAction, format: Format) -> miette::Result<i32> {
             let list = vacsine_docker::sandbox::list(&docker)
                 .await
                 .map_err(|e| miette::miette!("{e}"))?;
-            if format == Format::Json {
+            if format == SimpleFormat::Json {
                 print_json(&list);
             } else if list.is_empty() {
                 print("no sandbox\n");
@@ -535,7 +543,7 @@ async fn sandbox(action: SandboxAction, format: Format) -> miette::Result<i32> {
             let removed = vacsine_docker::sandbox::gc(&docker)
                 .await
                 .map_err(|e| miette::miette!("{e}"))?;
-            if format == Format::Json {
+            if format == SimpleFormat::Json {
                 print_json(&removed);
             } else {
                 print(&format!("removed {} sandbox objects\n", removed.len()));

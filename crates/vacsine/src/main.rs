@@ -1,5 +1,6 @@
 //! `vacsine`: the command-line interface. Maps every error to an exit code in one place:
-//! 0 success (verified / all pass), 2 failures remain, 1 error (bad input, engine problem).
+//! 0 success (verified / all pass), 2 failures remain, 1 error (bad input, usage, engine
+//! problem).
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -10,7 +11,13 @@ mod runcmd;
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(commands::usage_exit_code(&e));
+        }
+    };
     let filter = std::env::var("VACSINE_LOG").unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

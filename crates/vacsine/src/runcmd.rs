@@ -1,54 +1,159 @@
 //! `vacsine run`, `runs`, `logs`: job 2, applying a workflow with traceable step records.
 
-use crate::cli::Format;
+use crate::cli::{NodeChoice, SimpleFormat};
 use crate::commands::{journal_path, print_diagnostics, EXIT_ERROR, EXIT_FAILURES, EXIT_OK};
 use crate::progress::Progress;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use vacsine_core::doc::LoadError;
-use vacsine_core::node::Site;
-use vacsine_core::target::DriverKind;
-use vacsine_enforce::inputs;
-use vacsine_engine::{CancelToken, Engine, Journal, NodeMap, RunRequest, RunStatus};
+use vacsine_core::doc::{LoadError, Loc};
+use vacsine_core::node::{NodeOps, Site};
+use vacsine_core::policy::NodeSelector;
+use vacsine_core::target::{DriverKind, Target};
+use vacsine_core::workflow::{RunsOn, Step, Workflow};
+use vacsine_enforce::inputs::{self, Loaded};
+use vacsine_engine::executor::{Registry, WORKFLOW_EXECUTOR};
+use vacsine_engine::{
+    CancelToken, Engine, EngineError, Journal, LocalNode, NodeMap, RunRequest, RunStatus,
+};
 
-fn parse_inputs(raw: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    let mut m = serde_json::Map::new();
+/// Input values given with `--input NAME=VALUE`, typed by the workflow's declarations: a
+/// value is a string unless its input is declared `array` or `object` (then JSON); scalar types
+/// (`port`, `boolean`…) are parsed by their type. A wrong or missing value is located at the
+/// input's declaration in the workflow file.
+fn inputs_from_command_line(
+    wf: &Loaded<Workflow>,
+    raw: &[String],
+) -> Result<Map<String, Value>, Vec<LoadError>> {
+    let w = &wf.doc;
+    let decl = &w.spec.inputs;
+    let at = |line: u64, column: u64, message: String, help: Option<String>| {
+        LoadError::at(&wf.source, line, column, message, help)
+    };
+    let declared = || {
+        let v: Vec<&str> = decl.keys().map(String::as_str).collect();
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let mut errors = Vec::new();
+    let mut given = Map::new();
+    let mut seen = BTreeSet::new();
     for r in raw {
-        let Some((k, v)) = r.split_once('=') else {
-            return Err(format!("--input `{r}`: expected NAME=VALUE"));
+        let Some((name, value)) = r.split_once('=') else {
+            errors.push(at(
+                0,
+                0,
+                format!("--input {r:?}: expected NAME=VALUE"),
+                Some(format!(
+                    "inputs of workflow `{}`: {}",
+                    w.metadata.name.value,
+                    declared()
+                )),
+            ));
+            continue;
         };
-        // Values are strings; the workflow's typed inputs convert them (ports, booleans…).
-        // A value that is a JSON array or object is taken as such.
-        let val = match v.trim_start().chars().next() {
-            Some('[') | Some('{') => {
-                serde_json::from_str(v).map_err(|e| format!("--input `{k}`: invalid JSON: {e}"))?
+        if !seen.insert(name) {
+            errors.push(at(0, 0, format!("--input {name} is given twice"), None));
+            continue;
+        }
+        let v = match decl.get(name) {
+            Some(spec) => match spec
+                .ty
+                .from_command_line(value)
+                .and_then(|v| spec.check(&v))
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(at(
+                        spec.name.line,
+                        spec.name.column,
+                        format!("--input {name}={value:?}: {e}"),
+                        Some(format!(
+                            "input `{name}` is declared here with type {}",
+                            spec.ty.as_str()
+                        )),
+                    ));
+                    continue;
+                }
+            },
+            // The triggering event, when the workflow does not declare an input of that name.
+            None if name == "event" => {
+                serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()))
             }
-            _ => serde_json::Value::String(v.to_string()),
+            None => {
+                errors.push(at(
+                    w.metadata.name.line,
+                    w.metadata.name.column,
+                    format!(
+                        "--input {name}: workflow `{}` declares no input `{name}`",
+                        w.metadata.name.value
+                    ),
+                    Some(format!("declared inputs: {}", declared())),
+                ));
+                continue;
+            }
         };
-        m.insert(k.to_string(), val);
+        given.insert(name.to_string(), v);
     }
-    Ok(m)
+    for (name, spec) in decl {
+        if spec.is_required() && !seen.contains(name.as_str()) {
+            errors.push(at(
+                spec.name.line,
+                spec.name.column,
+                format!(
+                    "input `{name}` ({}) is required and was not given",
+                    spec.ty.as_str()
+                ),
+                Some(format!("pass --input {name}=VALUE")),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(given)
+    } else {
+        Err(errors)
+    }
 }
 
-fn local_nodes() -> NodeMap {
-    let mut m = NodeMap::new();
-    m.insert(
-        "local".into(),
-        Arc::new(vacsine_engine::LocalNode::new("local")) as Arc<dyn vacsine_core::node::NodeOps>,
-    );
-    m
+fn local_node(name: &str, roles: &[String], labels: &BTreeMap<String, String>) -> Arc<dyn NodeOps> {
+    let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+    let mut n = LocalNode::new(name).with_roles(&roles);
+    for (k, v) in labels {
+        n = n.with_label(k, v);
+    }
+    Arc::new(n)
 }
 
+/// Nodes of the run, the target's name and its observer. Without a target, this machine as
+/// node `local`; a `driver: local` target names this machine once per declared node (with
+/// its roles and labels).
 async fn nodes_for(
-    target: Option<&PathBuf>,
+    target: Option<&Loaded<Target>>,
 ) -> Result<(NodeMap, String, Option<Arc<dyn Site>>), i32> {
     let Some(t) = target else {
-        return Ok((local_nodes(), "local".into(), None));
+        let mut m = NodeMap::new();
+        m.insert("local".into(), local_node("local", &[], &BTreeMap::new()));
+        return Ok((m, "local".into(), None));
     };
-    let t = inputs::load_target(t).map_err(|e| print_diagnostics(vec![e]))?;
+    let name = t.doc.metadata.name.value.clone();
     match t.doc.spec.driver {
-        DriverKind::Local => Ok((local_nodes(), t.doc.metadata.name.value.clone(), None)),
+        DriverKind::Local => {
+            let mut m = NodeMap::new();
+            for n in &t.doc.spec.nodes {
+                let id = n
+                    .name
+                    .as_ref()
+                    .or(n.container.as_ref())
+                    .map_or("local", |x| x.value.as_str());
+                m.insert(id.to_string(), local_node(id, &n.roles, &n.labels));
+            }
+            Ok((m, name, None))
+        }
         DriverKind::Docker => {
             let site = vacsine_docker::DockerSite::connect(&t.doc)
                 .await
@@ -62,13 +167,130 @@ async fn nodes_for(
                     m.insert(n.name.clone(), ops);
                 }
             }
-            Ok((
-                m,
-                t.doc.metadata.name.value.clone(),
-                Some(Arc::new(site) as Arc<dyn Site>),
-            ))
+            Ok((m, name, Some(Arc::new(site) as Arc<dyn Site>)))
         }
     }
+}
+
+/// A node as `--node` sees it: its name and roles.
+struct NodeInfo {
+    name: String,
+    roles: Vec<String>,
+}
+
+fn describe_nodes(nodes: &[NodeInfo]) -> String {
+    if nodes.is_empty() {
+        return "none".into();
+    }
+    nodes
+        .iter()
+        .map(|n| {
+            if n.roles.is_empty() {
+                n.name.clone()
+            } else {
+                format!("{} (roles: {})", n.name, n.roles.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The nodes chosen with `--node`, in the order of the target, each once.
+fn select_nodes(
+    nodes: &[NodeInfo],
+    choices: &[NodeChoice],
+    target: &str,
+) -> Result<Vec<String>, String> {
+    let mut chosen = BTreeSet::new();
+    for c in choices {
+        let hits: Vec<&str> = nodes
+            .iter()
+            .filter(|n| match c {
+                NodeChoice::Name(x) => n.name == *x,
+                NodeChoice::Role(r) => n.roles.contains(r),
+            })
+            .map(|n| n.name.as_str())
+            .collect();
+        if hits.is_empty() {
+            let what = match c {
+                NodeChoice::Name(x) => format!("target `{target}` has no node `{x}`"),
+                NodeChoice::Role(r) => format!("no node of target `{target}` has role `{r}`"),
+            };
+            return Err(format!(
+                "--node: {what}; its nodes: {}",
+                describe_nodes(nodes)
+            ));
+        }
+        chosen.extend(hits);
+    }
+    Ok(nodes
+        .iter()
+        .filter(|n| chosen.contains(n.name.as_str()))
+        .map(|n| n.name.clone())
+        .collect())
+}
+
+/// The nodes a target file declares, when every one is named there (a label selector's
+/// nodes are only known once the driver resolves them).
+fn declared_nodes(t: &Target) -> Option<Vec<NodeInfo>> {
+    t.spec
+        .nodes
+        .iter()
+        .map(|n| {
+            let name = n.name.as_ref().or(n.container.as_ref());
+            let name = match (name, t.spec.driver) {
+                (Some(x), _) => x.value.clone(),
+                (None, DriverKind::Local) => "local".into(),
+                (None, DriverKind::Docker) => return None,
+            };
+            Some(NodeInfo {
+                name,
+                roles: n.roles.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Whether a step runs on a node and names none (`runsOn`).
+fn unplaced(s: &Step, registry: &Registry) -> bool {
+    s.runs_on.is_none()
+        && (s.uses.value == WORKFLOW_EXECUTOR
+            || registry.get(&s.uses).is_some_and(|e| e.needs_node()))
+}
+
+/// The error when steps name no node and the target has several: choose with `--node`.
+fn no_node_error(step: &str, executor: &str, target: &str, nodes: &str) -> miette::Report {
+    miette::miette!(
+        help = format!(
+            "choose where with --node NAME or --node role=ROLE (repeatable; steps fan out over several), or set `runsOn` on the step; nodes of `{target}`: {nodes}"
+        ),
+        "step `{step}` ({executor}) names no node (`runsOn`), and target `{target}` has several"
+    )
+}
+
+/// Steps that name no node run on the chosen ones: one node becomes the default node; several
+/// become a `runsOn` selector of those names on each such step, so the step fans out.
+fn place_steps(w: &mut Workflow, chosen: &[String]) -> Option<String> {
+    if let [one] = chosen {
+        return Some(one.clone());
+    }
+    let registry = Registry::default();
+    let selector = NodeSelector {
+        names: chosen.iter().map(|n| Loc::new(n.clone())).collect(),
+        ..Default::default()
+    };
+    for s in w.spec.steps.iter_mut().chain(w.spec.rollback.iter_mut()) {
+        if unplaced(s, &registry) {
+            s.runs_on = Some(RunsOn::Select(selector.clone()));
+        }
+    }
+    None
+}
+
+/// What `vacsine run` does once its arguments are checked.
+enum Job {
+    Resume(String),
+    Run(Box<Workflow>, Map<String, Value>),
 }
 
 pub async fn run(
@@ -76,8 +298,9 @@ pub async fn run(
     target: Option<PathBuf>,
     raw_inputs: Vec<String>,
     catalog: Vec<PathBuf>,
+    node_choices: Vec<NodeChoice>,
     resume: Option<String>,
-    format: Format,
+    format: SimpleFormat,
 ) -> miette::Result<i32> {
     let journal = Journal::open(&journal_path()?).map_err(|e| miette::miette!("{e}"))?;
     let mut cat_dirs = catalog;
@@ -89,7 +312,75 @@ pub async fn run(
         return Ok(print_diagnostics(problems));
     }
     let mut ecat_src = cat.clone();
-    let progress = Progress::new(format != Format::Human);
+    let target = match target.as_deref().map(inputs::load_target).transpose() {
+        Ok(t) => t,
+        Err(e) => return Ok(print_diagnostics(vec![e])),
+    };
+    let target_label = target
+        .as_ref()
+        .map_or("local".to_string(), |t| t.doc.metadata.name.value.clone());
+    // `--node` names checked against the target file before connecting to anything.
+    if let Some(declared) = target.as_ref().and_then(|t| declared_nodes(&t.doc)) {
+        if let Err(e) = select_nodes(&declared, &node_choices, &target_label) {
+            eprintln!("error: {e}");
+            return Ok(EXIT_ERROR);
+        }
+    }
+    // The workflow and its inputs are checked before connecting to the target.
+    let job = match (resume, workflow) {
+        (Some(run_id), _) => Job::Resume(run_id),
+        (None, None) => {
+            return Err(miette::miette!(
+                help = "give a workflow file, or --resume RUN_ID",
+                "nothing to run"
+            ))
+        }
+        (None, Some(wf_path)) => {
+            let wf = match inputs::load_workflow(&wf_path) {
+                Ok(w) => w,
+                Err(e) => return Ok(print_diagnostics(vec![e])),
+            };
+            ecat_src
+                .workflows
+                .entry(wf.doc.metadata.name.value.clone())
+                .or_insert_with(|| wf.clone());
+            let ecat = vacsine_enforce::engine_catalog(&ecat_src);
+            let errs: Vec<LoadError> = vacsine_engine::validate_workflow(&wf.doc, &ecat)
+                .into_iter()
+                .map(|p| p.into_error(&wf.source))
+                .collect();
+            if !errs.is_empty() {
+                return Ok(print_diagnostics(errs));
+            }
+            let inputs = match inputs_from_command_line(&wf, &raw_inputs) {
+                Ok(i) => i,
+                Err(errs) => return Ok(print_diagnostics(errs)),
+            };
+            // Several nodes declared and none chosen: say so before connecting.
+            let declared = target.as_ref().and_then(|t| declared_nodes(&t.doc));
+            if let Some(d) = declared.filter(|d| d.len() > 1 && node_choices.is_empty()) {
+                let registry = Registry::default();
+                let w = &wf.doc.spec;
+                if let Some(s) = w
+                    .steps
+                    .iter()
+                    .chain(&w.rollback)
+                    .find(|s| unplaced(s, &registry))
+                {
+                    let e = no_node_error(&s.id, &s.uses, &target_label, &describe_nodes(&d));
+                    eprintln!("{e:?}");
+                    return Ok(EXIT_ERROR);
+                }
+            }
+            Job::Run(Box::new(wf.doc), inputs)
+        }
+    };
+    let engine = Engine::new(journal, vacsine_enforce::engine_catalog(&ecat_src));
+    let (nodes, target_name, observer) = match nodes_for(target.as_ref()).await {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let progress = Progress::new(format != SimpleFormat::Human);
     let p2 = progress.clone();
     let on_progress: Arc<dyn Fn(&vacsine_engine::ProgressEvent) + Send + Sync> =
         Arc::new(move |e| {
@@ -97,83 +388,77 @@ pub async fn run(
                 p2.say(&line)
             }
         });
-    let (nodes, target_name, observer) = match nodes_for(target.as_ref()).await {
-        Ok(x) => x,
-        Err(code) => return Ok(code),
-    };
     let (cancel, signalled) = cancel_on_signals();
-    let report = if let Some(run_id) = resume {
-        let engine = Engine::new(journal, vacsine_enforce::engine_catalog(&ecat_src));
-        engine
-            .resume_cancellable(&run_id, nodes, Some(on_progress), observer, cancel)
-            .await
-    } else {
-        let Some(wf_path) = workflow else {
-            return Err(miette::miette!(
-                help = "give a workflow file, or --resume RUN_ID",
-                "nothing to run"
-            ));
-        };
-        let wf = match inputs::load_workflow(&wf_path) {
-            Ok(w) => w,
-            Err(e) => return Ok(print_diagnostics(vec![e])),
-        };
-        ecat_src
-            .workflows
-            .entry(wf.doc.metadata.name.value.clone())
-            .or_insert_with(|| wf.clone());
-        let ecat = vacsine_enforce::engine_catalog(&ecat_src);
-        let mut errs: Vec<LoadError> =
-            vacsine_core::validate::validate_workflow_structure(&wf.doc, &ecat_src.index())
-                .into_iter()
-                .map(|p| p.into_error(&wf.source))
-                .collect();
-        errs.extend(
-            vacsine_engine::validate_workflow(&wf.doc, &ecat)
-                .into_iter()
-                .map(|p| LoadError::at(&wf.source, p.line, p.column, p.message, p.help)),
-        );
-        if !errs.is_empty() {
-            return Ok(print_diagnostics(errs));
+    let report = match job {
+        Job::Resume(run_id) => {
+            engine
+                .resume_cancellable(&run_id, nodes, Some(on_progress), observer, cancel)
+                .await
         }
-        let inputs = match parse_inputs(&raw_inputs) {
-            Ok(i) => i,
-            Err(e) => return Err(miette::miette!("{e}")),
-        };
-        let default_node = (nodes.len() == 1)
-            .then(|| nodes.keys().next().cloned())
-            .flatten();
-        let engine = Engine::new(journal, ecat);
-        engine
-            .run(RunRequest {
-                workflow: wf.doc,
-                inputs,
-                nodes,
-                default_node,
-                target_name,
-                labels: Default::default(),
-                progress: Some(on_progress),
-                observer,
-                cancel,
-            })
-            .await
+        Job::Run(mut workflow, inputs) => {
+            let mut default_node = None;
+            if !node_choices.is_empty() {
+                let infos: Vec<NodeInfo> = nodes
+                    .values()
+                    .map(|n| NodeInfo {
+                        name: n.node().name.clone(),
+                        roles: n.node().roles.clone(),
+                    })
+                    .collect();
+                match select_nodes(&infos, &node_choices, &target_label) {
+                    Ok(chosen) => default_node = place_steps(&mut workflow, &chosen),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return Ok(EXIT_ERROR);
+                    }
+                }
+            }
+            engine
+                .run(RunRequest {
+                    workflow: *workflow,
+                    inputs,
+                    nodes,
+                    default_node,
+                    target_name,
+                    labels: Default::default(),
+                    progress: Some(on_progress),
+                    observer,
+                    cancel,
+                })
+                .await
+        }
     };
     progress.done();
     let report = match report {
         Ok(r) => r,
+        Err(EngineError::NoNode {
+            step,
+            executor,
+            available,
+            ..
+        }) => {
+            let nodes = if available.is_empty() {
+                "none".to_string()
+            } else {
+                available.join(", ")
+            };
+            let e = no_node_error(&step, &executor, &target_label, &nodes);
+            eprintln!("{e:?}");
+            return Ok(EXIT_ERROR);
+        }
         Err(e) => {
             eprintln!("{:?}", miette::miette!("{e}"));
             return Ok(EXIT_ERROR);
         }
     };
     match format {
-        Format::Json => {
+        SimpleFormat::Json => {
             let mut out = std::io::stdout().lock();
             for r in &report.records {
                 let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
             }
         }
-        _ => {
+        SimpleFormat::Human => {
             print_records(&report.records);
             println!("run {} {}", report.run_id, report.status.as_str());
         }
@@ -235,12 +520,12 @@ fn print_records(records: &[vacsine_core::record::StepRecord]) {
     for r in records {
         let _ = writeln!(
             out,
-            "{}  {:<24} {:<10} {:<12} {:>7}ms  {}{}",
+            "{}  {:<24} {:<10} {:<12} {:>9}  {}{}",
             r.started_at,
             format!("{}#{}", r.step_id, r.attempt),
             r.node.as_deref().unwrap_or("-"),
             r.status.as_str(),
-            r.duration_ms.unwrap_or(0),
+            duration(r),
             r.executor,
             if r.changed { " (changed)" } else { "" }
         );
@@ -253,10 +538,17 @@ fn print_records(records: &[vacsine_core::record::StepRecord]) {
     }
 }
 
-pub fn runs(limit: usize, format: Format) -> miette::Result<i32> {
+/// A step record's measured duration, or `—` when none was measured (a step interrupted by a
+/// crash: its end, journaled on resume, says when the crash was noticed, not how long it ran).
+fn duration(r: &vacsine_core::record::StepRecord) -> String {
+    r.duration_ms
+        .map_or_else(|| "—".to_string(), |ms| format!("{ms}ms"))
+}
+
+pub fn runs(limit: usize, format: SimpleFormat) -> miette::Result<i32> {
     let journal = Journal::open(&journal_path()?).map_err(|e| miette::miette!("{e}"))?;
     let runs = journal.runs(limit).map_err(|e| miette::miette!("{e}"))?;
-    if format == Format::Json {
+    if format == SimpleFormat::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(&runs).unwrap_or_default()
@@ -297,7 +589,7 @@ pub fn runs(limit: usize, format: Format) -> miette::Result<i32> {
     Ok(EXIT_OK)
 }
 
-pub fn logs(run_id: &str, format: Format) -> miette::Result<i32> {
+pub fn logs(run_id: &str, format: SimpleFormat) -> miette::Result<i32> {
     let journal = Journal::open(&journal_path()?).map_err(|e| miette::miette!("{e}"))?;
     let records = journal
         .records(run_id)
@@ -306,7 +598,7 @@ pub fn logs(run_id: &str, format: Format) -> miette::Result<i32> {
         eprintln!("error: no step records for run `{run_id}`; `vacsine runs` lists the runs");
         return Ok(EXIT_ERROR);
     }
-    if format == Format::Json {
+    if format == SimpleFormat::Json {
         let mut out = std::io::stdout().lock();
         for r in &records {
             let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());

@@ -3,3 +3,4 @@
 mod eval;
 mod load;
 mod plan;
+mod workflow;

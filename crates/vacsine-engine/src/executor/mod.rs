@@ -218,12 +218,13 @@ pub trait Executor: Send + Sync {
 
 /// Parse arguments strictly, with an error naming the executor.
 pub fn parse_args<T: DeserializeOwned>(executor: &str, args: Value) -> Result<T, String> {
-    serde_json::from_value(args).map_err(|e| format!("invalid `with` for `{executor}`: {e}"))
+    crate::template::from_rendered(args)
+        .map_err(|e| format!("invalid `with` for `{executor}`: {e}"))
 }
 
 /// Static check: parse if nothing is templated; otherwise only unknown/missing fields count.
 pub(crate) fn check_typed<T: DeserializeOwned>(executor: &str, args: &Value) -> Result<(), String> {
-    match serde_json::from_value::<T>(args.clone()) {
+    match crate::template::from_rendered::<T>(args.clone()) {
         Ok(_) => Ok(()),
         Err(e) => {
             let msg = e.to_string();

@@ -45,7 +45,7 @@ const CASES: &[(&str, &str, u64)] = &[
     ("  steps:\n    - id: a\n      uses: workflow\n      with: { workflow: child, inputs: { port: \"ssh\" } }\n", "input `port` of workflow `child`: expected a port", 8),
     ("  steps:\n    - id: a\n      uses: workflow\n      with: { workflow: child, inputs: { port: 22, mode: c } }\n", "input `mode` of workflow `child`", 8),
     ("  steps:\n    - id: a\n      uses: workflow\n      with: { workflow: child }\n", "requires input `port`", 8),
-    ("  steps:\n    - id: a\n      uses: workflow\n      with: { workflow: child, inputs: { prot: 22 } }\n", "has no input `prot`", 8),
+    ("  steps:\n    - id: a\n      uses: workflow\n      with: { workflow: child, inputs: { port: 22, prot: 22 } }\n", "has no input `prot`", 8),
     (
         "  steps:\n    - id: a\n      uses: firewall\n      with: { chains: [{ name: input }], rules: [{ chain: input, rule: \"drop; flush ruleset\" }] }\n",
         "not allowed in a firewall rule",
@@ -54,7 +54,83 @@ const CASES: &[(&str, &str, u64)] = &[
     ("  steps:\n    - id: a\n      uses: file\n      with: { path: /x, line: a, content: b }\n", "either `line` or `content`", 8),
     ("  steps:\n    - id: a\n      uses: command\n      with: { argv: [x] }\n    - id: a\n      uses: command\n      with: { argv: [x] }\n", "duplicate step id `a`", 10),
     ("  steps:\n    - id: a\n      uses: command\n      with: { argv: [x] }\n      outputs: { o: \"{{ reslt.stdout }}\" }\n", "`reslt`, which is not defined", 0),
+    // Issue 7: a wrong-typed default is reported at the default's own line.
+    ("  inputs:\n    port:\n      type: port\n      default: ssh\n  steps:\n    - id: a\n      uses: command\n      with: { argv: [x] }\n", "default of input `port`: expected a port", 9),
+    ("  inputs:\n    mode: { type: string, enum: [a, b], default: c }\n  steps:\n    - id: a\n      uses: command\n      with: { argv: [x] }\n", "default of input `mode`", 7),
+    // Issue 7: a list input used whole as one argument is refused before running.
+    ("  inputs:\n    ports: { type: array }\n  steps:\n    - id: a\n      uses: command\n      with: { argv: [echo, \"{{ inputs.ports }}\"] }\n", "expected a string (with the declared types of the inputs used)", 10),
+    ("  steps:\n    - id: a\n      uses: command\n      needs: [a]\n      with: { argv: [x] }\n", "needs itself", 9),
+    ("  steps:\n    - id: a\n      uses: command\n      retry: { attempts: 0 }\n      with: { argv: [x] }\n", "`retry.attempts` must be at least 1", 7),
+    ("  steps:\n    - id: a\n      uses: command\n      with: { argv: [x] }\n  rollback:\n    - id: r\n      uses: command\n      needs: [a]\n      with: { argv: [x] }\n", "no effect in rollback steps", 13),
+    ("  steps:\n    - id: a b\n      uses: command\n      with: { argv: [x] }\n", "invalid step id", 7),
 ];
+
+/// Each case has one fault: exactly one problem is reported (issue 7: the core and the engine
+/// used to report the same fault twice, in two wordings).
+#[test]
+fn each_fault_is_reported_once() {
+    let cat = catalog();
+    for (i, (spec, want, _)) in CASES.iter().enumerate() {
+        let w = wf(&format!("v{i}"), spec);
+        let problems = validate_workflow(&w, &cat);
+        assert_eq!(problems.len(), 1, "case {i} ({want}): {problems:#?}");
+    }
+}
+
+/// Issue 7: workflow names follow `^[a-z0-9][a-z0-9._-]{0,62}$`.
+#[test]
+fn workflow_names_are_checked() {
+    let cat = catalog();
+    let spec = "  steps:\n    - id: a\n      uses: command\n      with: { argv: [x] }\n";
+    let long = "a".repeat(64);
+    for bad in [
+        "Block-IP",
+        "\"-x\"",
+        "\"a b\"",
+        "\".hidden\"",
+        "\"a/b\"",
+        long.as_str(),
+    ] {
+        let p = validate_workflow(&wf(bad, spec), &cat);
+        assert_eq!(p.len(), 1, "{bad}: {p:#?}");
+        assert!(
+            p[0].message.contains("invalid workflow name"),
+            "{bad}: {p:#?}"
+        );
+        assert_eq!(p[0].line, 4, "{bad}: {p:#?}");
+    }
+    let ok63 = "a".repeat(63);
+    for good in ["block-ip", "a", "0day", "set_sysctl.v2", ok63.as_str()] {
+        let p = validate_workflow(&wf(good, spec), &cat);
+        assert!(p.is_empty(), "{good}: {p:#?}");
+    }
+}
+
+/// Issue 7: a typed input used whole as an argv/env element passes validation and runs.
+#[tokio::test]
+async fn typed_inputs_as_whole_arguments_run() {
+    let w = wf(
+        "typed",
+        r#"
+  inputs:
+    port: { type: port }
+    on: { type: boolean, default: true }
+    n: { type: number, default: 1.5 }
+  steps:
+    - id: a
+      uses: command
+      with: { argv: [echo, "{{ inputs.port }}", "{{ inputs.n }}"] }
+    - id: b
+      uses: command
+      with: { argv: [sh, -c, 'echo "$ON"'], env: { ON: "{{ inputs.on }}" } }
+"#,
+    );
+    assert!(validate_workflow(&w, &catalog()).is_empty());
+    let r = run(w, serde_json::json!({"port": "8080"})).await;
+    assert_eq!(r.status, vacsine_engine::RunStatus::Succeeded, "{r:#?}");
+    assert_eq!(recs(&r, "a")[0].stdout, "8080 1.5\n");
+    assert_eq!(recs(&r, "b")[0].stdout, "true\n");
+}
 
 #[test]
 fn each_problem_is_found_and_located() {

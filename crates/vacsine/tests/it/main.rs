@@ -32,6 +32,15 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Output with miette's line wrapping undone (runs of spaces and `│` become one space).
+fn flat(o: &Output) -> String {
+    text(o)
+        .split(|c: char| c.is_whitespace() || c == '│')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn docker_available() -> bool {
     let ok = Command::new("docker")
         .arg("info")
@@ -482,6 +491,14 @@ fn kill_9_then_resume_does_not_rerun_finished_steps() {
         "x\n",
         "the finished step was re-run"
     );
+    // Issue 7: the interrupted attempt has no measured duration: `—`, not `0ms`.
+    let o = vacsine(&["logs", &run_id], dir.path());
+    let t = text(&o);
+    let line = t
+        .lines()
+        .find(|l| l.contains("long#") && l.contains("interrupted"))
+        .unwrap_or_else(|| panic!("no interrupted record in\n{t}"));
+    assert!(line.contains('—') && !line.contains(" 0ms"), "{line}");
 }
 
 /// The committed schemas (for editors: `# yaml-language-server: $schema=…`) match the code.
@@ -498,4 +515,286 @@ fn committed_schemas_are_up_to_date() {
             "schemas/{kind}.schema.json is stale: regenerate with `vacsine schema {kind} > schemas/{kind}.schema.json`"
         );
     }
+}
+
+/// Issue 7: usage errors are errors (exit 1), not "a run failed" (2); report formats are
+/// refused by the commands that print no report.
+#[test]
+fn issue7_usage_errors_exit_1() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let wf = write(dir.path(), "wf.yaml", RUN_OK);
+    let wf = wf.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", wf, "--bogus"], "--bogus"),
+        (&["run", wf, "-i"], "--input"),
+        (&["run", wf, "-i", "who"], "NAME=VALUE"),
+        (
+            &["run", wf, "--format", "xml"],
+            "expected `human` or `json`",
+        ),
+        (
+            &["run", wf, "--format", "junit"],
+            "report format of `check` and `enforce`",
+        ),
+        (
+            &["runs", "--format", "sarif"],
+            "report format of `check` and `enforce`",
+        ),
+        (
+            &["logs", "x", "--format", "junit"],
+            "report format of `check` and `enforce`",
+        ),
+        (&["validate", wf, "--format", "sarif"], "report format"),
+        (&["runs", "--limit", "abc"], "--limit"),
+        (&["run", wf, "--node", "x=y"], "role=ROLE"),
+        (&["frobnicate"], "frobnicate"),
+    ];
+    for (args, words) in cases {
+        let o = vacsine(args, dir.path());
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {t}");
+        assert!(t.contains(words), "{args:?}: `{words}` not in\n{t}");
+    }
+    // A non-UTF-8 input value.
+    let o = Command::new(env!("CARGO_BIN_EXE_vacsine"))
+        .args(["run", wf, "-i"])
+        .arg(std::ffi::OsStr::from_bytes(b"who=\xff"))
+        .env("VACSINE_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("UTF-8"), "{}", text(&o));
+    for args in [&["--help"][..], &["run", "--help"], &["--version"]] {
+        assert_eq!(vacsine(args, dir.path()).status.code(), Some(0), "{args:?}");
+    }
+}
+
+const RUN_TYPED: &str = r#"apiVersion: vacsine.io/v1
+kind: Workflow
+metadata: {name: typed}
+spec:
+  inputs:
+    pattern: {type: string}
+    port: {type: port}
+    names: {type: array, default: []}
+  steps:
+    - id: show
+      uses: command
+      with:
+        argv: [echo, "{{ inputs.pattern }}", "{{ inputs.port }}", "{{ inputs.names | length }}"]
+        env: {PORT: "{{ inputs.port }}"}
+"#;
+
+/// Issue 7: command-line inputs are strings unless their declared type is a list or a map;
+/// a typed input used whole as an argv/env element runs.
+#[test]
+fn issue7_command_line_inputs_follow_declared_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = write(dir.path(), "typed.yaml", RUN_TYPED);
+    let o = vacsine(
+        &[
+            "run",
+            wf.to_str().unwrap(),
+            "-i",
+            "pattern=[0-9]+",
+            "-i",
+            "port=8080",
+            "-i",
+            r#"names=["a", "b"]"#,
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rec: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(rec["stdout"], "[0-9]+ 8080 2\n", "{rec}");
+    let o = vacsine(
+        &[
+            "run",
+            wf.to_str().unwrap(),
+            "-i",
+            "pattern={x}",
+            "-i",
+            "port=22",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// Issue 7: a wrong or missing `--input` is shown at the input's declaration, with the value
+/// given, once.
+#[test]
+fn issue7_input_errors_point_at_the_declaration() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = write(dir.path(), "typed.yaml", RUN_TYPED);
+    let wf = wf.to_str().unwrap();
+    let o = vacsine(
+        &["run", wf, "-i", "pattern=x", "-i", "port=ssh"],
+        dir.path(),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("typed.yaml:7:5"), "{t}");
+    assert!(
+        t.contains(r#"port="ssh""#) && t.contains("expected a port"),
+        "{t}"
+    );
+    assert!(
+        t.contains("port: {type: port}"),
+        "no snippet of the declaration: {t}"
+    );
+    assert!(t.contains("1 problem found"), "{t}");
+    let o = vacsine(&["run", wf, "-i", "names=[1"], dir.path());
+    let t = flat(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    for want in [
+        "typed.yaml:8:5",
+        "expected a JSON array",
+        "typed.yaml:6:5",
+        "`pattern`",
+    ] {
+        assert!(t.contains(want), "`{want}` not in\n{t}");
+    }
+    assert!(t.contains("3 problems found"), "{t}");
+    let o = vacsine(
+        &["run", wf, "-i", "pattern=x", "-i", "port=1", "-i", "prot=2"],
+        dir.path(),
+    );
+    let t = flat(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("declares no input `prot`"), "{t}");
+}
+
+const BAD_WORKFLOW: &str = r#"apiVersion: vacsine.io/v1
+kind: Workflow
+metadata: {name: Bad_Name}
+spec:
+  inputs:
+    port:
+      type: port
+      default: ssh
+  steps:
+    - id: a
+      uses: command
+      needs: [nope]
+      timeout: 5 parsecs
+      with: {argv: ["true"]}
+    - id: a
+      uses: command
+      with: {argv: ["true"]}
+"#;
+
+/// Issue 7: one workflow validator: each problem once, at its own line, in `validate` and
+/// in `run`.
+#[test]
+fn issue7_each_workflow_problem_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = write(dir.path(), "bad.yaml", BAD_WORKFLOW);
+    let wf = wf.to_str().unwrap();
+    for args in [&["validate", wf][..], &["run", wf]] {
+        let o = vacsine(args, dir.path());
+        let t = flat(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {t}");
+        for want in [
+            "bad.yaml:3:18: invalid workflow name",
+            "bad.yaml:8:16: default of input `port`",
+            "bad.yaml:12:15: step `a` needs unknown step `nope`",
+            "bad.yaml:13:16: step `a`: `timeout`",
+            "bad.yaml:15:11: duplicate step id `a`",
+            "5 problems found",
+        ] {
+            assert!(t.contains(want), "{args:?}: `{want}` not in\n{t}");
+        }
+    }
+}
+
+/// `--node` chooses where the steps that name no node run. Error paths are decided from the
+/// target file (no Docker); the success path uses a `driver: local` target.
+#[test]
+fn run_node_option_chooses_where_steps_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = "examples/edge-site/target.yaml";
+    let q = "catalog/quarantine-node.yaml";
+    let listing = "web (roles: web), gateway (roles: gateway)";
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["run", q, "--target", t],
+            "--node NAME or --node role=ROLE",
+        ),
+        (
+            &["run", q, "--target", t, "--node", "nope"],
+            "no node `nope`",
+        ),
+        (&["run", q, "--target", t, "--node", "role=db"], "role `db`"),
+        (
+            &[
+                "run", q, "--target", t, "--node", "web", "--node", "role=db",
+            ],
+            "role `db`",
+        ),
+    ];
+    for (args, words) in cases {
+        let o = vacsine(args, dir.path());
+        let txt = flat(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {txt}");
+        assert!(txt.contains(words), "{args:?}: `{words}` not in\n{txt}");
+        assert!(
+            txt.contains(listing),
+            "{args:?}: nodes not listed in\n{txt}"
+        );
+    }
+    let target = write(
+        dir.path(),
+        "here.yaml",
+        "apiVersion: vacsine.io/v1\nkind: Target\nmetadata: {name: here}\nspec:\n  driver: local\n  nodes:\n    - {name: a, roles: [web]}\n    - {name: b, roles: [web]}\n    - {name: c, roles: [db]}\n",
+    );
+    let wf = write(
+        dir.path(),
+        "who.yaml",
+        "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata: {name: who}\nspec:\n  steps:\n    - id: say\n      uses: command\n      with: {argv: [echo, \"{{ node.name }}\"]}\n",
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            wf.to_str().unwrap(),
+            "--target",
+            target.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        args.extend(["--format", "json"]);
+        let o = vacsine(&args, dir.path());
+        let mut nodes: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["stdout"]
+                    .as_str()
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        nodes.sort();
+        (o.status.code(), nodes, flat(&o))
+    };
+    let (code, nodes, t) = run(&["--node", "role=web"]);
+    assert_eq!(
+        (code, nodes),
+        (Some(0), vec!["a".to_string(), "b".to_string()]),
+        "{t}"
+    );
+    let (code, nodes, t) = run(&["--node", "c"]);
+    assert_eq!((code, nodes), (Some(0), vec!["c".to_string()]), "{t}");
+    let (code, nodes, t) = run(&["--node", "c", "--node", "role=web"]);
+    assert_eq!(code, Some(0), "{t}");
+    assert_eq!(nodes, ["a", "b", "c"]);
+    let (code, _, t) = run(&[]);
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains("a (roles: web), b (roles: web), c (roles: db)"),
+        "{t}"
+    );
 }
