@@ -2,4 +2,5 @@
 
 mod eval;
 mod load;
+mod mask;
 mod plan;
