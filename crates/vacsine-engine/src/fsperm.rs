@@ -144,5 +144,17 @@ mod tests {
         for p in [&db, &sibling(&db, "-wal"), &sibling(&db, "-shm")] {
             assert_eq!(mode(p), 0o600, "{}", p.display());
         }
+        // Closed (SQLite removes the WAL), prepared again (empty sidecars), reopened: the
+        // data is all there.
+        drop(c);
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        create_private(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("INSERT INTO t VALUES (2);").unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
     }
 }
