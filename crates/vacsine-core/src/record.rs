@@ -179,32 +179,226 @@ pub fn bound_stream(bytes: &[u8]) -> String {
     format!("{}{TRUNCATION_MARKER}", &s[..cut])
 }
 
-/// Masks a fixed set of secrets in many strings (built once per run).
-#[derive(Debug, Clone, Default)]
+/// What a masked secret becomes.
+pub const MASK: &str = "***";
+
+/// Derived forms (encodings, single lines) are masked only for a secret or line of at least this
+/// many characters: shorter ones would hide ordinary text. The secret itself is always masked.
+pub const MIN_DERIVED_CHARS: usize = 4;
+
+/// A base64 fragment of a secret found inside a longer base64 text (HTTP Basic credentials,
+/// a base64-encoded config file) is masked only from this many characters.
+const MIN_FRAGMENT_CHARS: usize = 8;
+
+/// RFC 3986 unreserved characters stay as they are; everything else is percent-encoded.
+const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Masks a run's secrets in any text, built once from the secret list.
+///
+/// Besides each secret itself it masks the forms a secret commonly takes in output: standard
+/// and URL-safe base64 (padded or not, and the part of it that survives inside a longer base64
+/// text at any byte offset), lowercase and uppercase hex, percent-encoding (`%20` and `+` for a
+/// space), JSON string escaping (also `\uXXXX` as Python's `json.dumps` writes non-ASCII), and
+/// every line of a multi-line secret. All patterns are matched in one pass (Aho-Corasick); every
+/// byte covered by any occurrence of any pattern is masked, so a secret that contains,
+/// overlaps or extends another never leaves a visible tail.
+#[derive(Clone, Default)]
 pub struct Masker {
-    secrets: Vec<String>,
+    matcher: Option<aho_corasick::AhoCorasick>,
+    /// Used only if the automaton cannot be built (far beyond any real secret list): the same
+    /// patterns, longest first, replaced one after the other.
+    fallback: Vec<String>,
+}
+
+impl std::fmt::Debug for Masker {
+    // Never print the patterns: they are the secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = match &self.matcher {
+            Some(m) => m.patterns_len(),
+            None => self.fallback.len(),
+        };
+        f.debug_struct("Masker").field("patterns", &n).finish()
+    }
 }
 
 impl Masker {
-    pub fn new(secrets: &[String]) -> Self {
-        let mut secrets: Vec<String> = secrets.iter().filter(|s| !s.is_empty()).cloned().collect();
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Masker { secrets }
+    /// Build the matcher for these secrets (empty strings are ignored).
+    pub fn new<S: AsRef<str>>(secrets: &[S]) -> Self {
+        let mut patterns = Vec::new();
+        for s in secrets {
+            secret_forms(s.as_ref(), &mut patterns);
+        }
+        patterns.sort_unstable();
+        patterns.dedup();
+        if patterns.is_empty() {
+            return Masker::default();
+        }
+        match aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::Standard)
+            // A DFA searches a little faster but takes milliseconds to build; texts are short.
+            .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+            .build(&patterns)
+        {
+            Ok(m) => Masker {
+                matcher: Some(m),
+                fallback: Vec::new(),
+            },
+            Err(_) => {
+                patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
+                Masker {
+                    matcher: None,
+                    fallback: patterns,
+                }
+            }
+        }
     }
-    pub fn mask(&self, text: &str) -> String {
-        mask(text, &self.secrets)
+
+    /// Whether there is nothing to mask.
+    pub fn is_empty(&self) -> bool {
+        self.matcher.is_none() && self.fallback.is_empty()
+    }
+
+    /// `text` with every occurrence of a secret (or a derived form) replaced by [`MASK`];
+    /// overlapping or touching-inside occurrences become a single mask.
+    pub fn mask<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        use std::borrow::Cow;
+        let Some(m) = &self.matcher else {
+            if self.fallback.is_empty() {
+                return Cow::Borrowed(text);
+            }
+            let mut out = text.to_string();
+            for p in &self.fallback {
+                if out.contains(p.as_str()) {
+                    out = out.replace(p.as_str(), MASK);
+                }
+            }
+            return Cow::Owned(out);
+        };
+        // Every occurrence, overlapping ones included, merged into disjoint spans.
+        let mut spans: Vec<(usize, usize)> = m
+            .find_overlapping_iter(text)
+            .map(|x| (x.start(), x.end()))
+            .collect();
+        if spans.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        spans.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        let mut cur = spans[0];
+        for &(s, e) in &spans[1..] {
+            if s < cur.1 {
+                cur.1 = cur.1.max(e);
+            } else {
+                out.push_str(&text[at..cur.0]);
+                out.push_str(MASK);
+                at = cur.1;
+                cur = (s, e);
+            }
+        }
+        out.push_str(&text[at..cur.0]);
+        out.push_str(MASK);
+        out.push_str(&text[cur.1..]);
+        Cow::Owned(out)
+    }
+
+    /// Every string in a JSON value masked (object keys are kept).
+    pub fn mask_json(&self, v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => Value::String(self.mask(s).into_owned()),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.mask_json(x)).collect()),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, x)| (k.clone(), self.mask_json(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
     }
 }
 
-/// Replace every occurrence of each secret by `***`.
-pub fn mask(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_string();
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        if out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), "***");
+/// The secret and the forms it takes in output.
+fn secret_forms(secret: &str, out: &mut Vec<String>) {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    if secret.is_empty() {
+        return;
+    }
+    out.push(secret.to_string());
+    if secret.chars().count() >= MIN_DERIVED_CHARS {
+        let b = secret.as_bytes();
+        for e in [&STANDARD, &URL_SAFE] {
+            out.push(e.encode(b));
+        }
+        for e in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            out.push(e.encode(b));
+            base64_fragments(b, e, out);
+        }
+        out.push(hex::encode(b));
+        out.push(hex::encode_upper(b));
+        let url = percent_encoding::utf8_percent_encode(secret, URL_COMPONENT).to_string();
+        if secret.contains(' ') {
+            out.push(url.replace("%20", "+"));
+        }
+        out.push(url);
+        let json = serde_json::Value::String(secret.to_string()).to_string();
+        out.push(json[1..json.len() - 1].to_string());
+        if !secret.is_ascii() {
+            out.push(json_ascii_escaped(&json[1..json.len() - 1]));
         }
     }
-    out
+    if secret.contains('\n') {
+        for line in secret.lines() {
+            let line = line.trim();
+            if line.chars().count() >= MIN_DERIVED_CHARS {
+                out.push(line.to_string());
+            }
+        }
+    }
+}
+
+/// The part of `base64(prefix ++ secret ++ suffix)` that depends on the secret alone, for each
+/// of the three alignments the secret can have in the encoded stream.
+fn base64_fragments(secret: &[u8], engine: &impl base64::Engine, out: &mut Vec<String>) {
+    for shift in 0..3usize {
+        let mut buf = vec![0u8; shift];
+        buf.extend_from_slice(secret);
+        let enc = engine.encode(&buf);
+        // Leading characters that mix in prefix bits; a trailing one that mixes in suffix bits.
+        let skip = [0, 2, 3][shift];
+        let end = enc.len() - usize::from(buf.len() % 3 != 0);
+        if end >= skip + MIN_FRAGMENT_CHARS {
+            out.push(enc[skip..end].to_string());
+        }
+    }
+}
+
+/// A JSON string body with non-ASCII characters written as `\uXXXX` (UTF-16, lowercase hex),
+/// as Python's `json.dumps` does by default.
+fn json_ascii_escaped(body: &str) -> String {
+    let mut s = String::with_capacity(body.len() * 2);
+    for c in body.chars() {
+        if c.is_ascii() {
+            s.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                s.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    s
+}
+
+/// Replace every occurrence of each secret (and its derived forms, see [`Masker`]) by `***`.
+/// Builds a [`Masker`] on each call: to mask many strings, build one and reuse it.
+pub fn mask(text: &str, secrets: &[String]) -> String {
+    Masker::new(secrets).mask(text).into_owned()
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@ use crate::seal::Sealer;
 use crate::RunStatus;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -209,27 +208,6 @@ pub(crate) struct NewRun<'a> {
     pub started_at: &'a str,
 }
 
-/// Create the journal file private (0600), or make an existing one private.
-fn make_private(path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| JournalError(format!("cannot create `{}`: {e}", dir.display())))?;
-        }
-    }
-    let err = |e: std::io::Error| JournalError(format!("cannot open `{}`: {e}", path.display()));
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)
-}
-
 /// The place a sealed value is bound to.
 fn place_inputs(run_id: &str) -> String {
     format!("run/{run_id}/inputs")
@@ -313,20 +291,11 @@ impl Journal {
     /// Open (or create) the journal file, private to its owner (0600, its WAL and shared
     /// memory files too), with its key in [`Journal::key_path`].
     pub fn open(path: &Path) -> Result<Self> {
-        make_private(path)?;
+        crate::fsperm::create_private(path)
+            .map_err(|e| JournalError(format!("cannot open `{}`: {e}", path.display())))?;
         let sealer = Sealer::load_or_create(&Self::key_path(path)).map_err(JournalError)?;
         let conn = Connection::open(path)?;
-        let j = Self::init(conn, sealer)?;
-        for ext in ["-wal", "-shm"] {
-            let mut p = path.as_os_str().to_owned();
-            p.push(ext);
-            let p = PathBuf::from(p);
-            if p.exists() {
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| JournalError(format!("cannot restrict `{}`: {e}", p.display())))?;
-            }
-        }
-        Ok(j)
+        Self::init(conn, sealer)
     }
 
     /// The key file of a journal: `journal.db` → `journal.key`.

@@ -21,6 +21,7 @@
 
 mod engine;
 pub mod executor;
+mod fsperm;
 mod inputs;
 mod journal;
 mod local;

@@ -2,5 +2,6 @@
 
 mod eval;
 mod load;
+mod mask;
 mod plan;
 mod workflow;

@@ -32,7 +32,7 @@ impl Engine {
         attempt: u32,
         error: String,
     ) -> StepStatus {
-        let error = run.masker().mask(&error);
+        let error = run.masker().mask(&error).into_owned();
         let rec = StepRecord::instant(
             &run.run_id,
             full_id,
@@ -256,12 +256,12 @@ impl Engine {
             .messages
             .iter()
             .map(|m| Message {
-                text: masker.mask(&m.text),
+                text: masker.mask(&m.text).into_owned(),
                 ..m.clone()
             })
             .collect();
         if let Some(e) = &result.error {
-            let e = masker.mask(e);
+            let e = masker.mask(e).into_owned();
             rec.messages.push(message(Level::Error, e.clone()));
             rec.error = Some(e);
         }

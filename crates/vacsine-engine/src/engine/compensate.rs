@@ -90,12 +90,12 @@ impl Engine {
                 .messages
                 .iter()
                 .map(|m| Message {
-                    text: masker.mask(&m.text),
+                    text: masker.mask(&m.text).into_owned(),
                     ..m.clone()
                 })
                 .collect();
             if let Some(err) = &result.error {
-                let err = masker.mask(err);
+                let err = masker.mask(err).into_owned();
                 rec.messages.push(message(Level::Error, err.clone()));
                 rec.error = Some(err.clone());
                 errors.push(format!("{id}: {err}"));

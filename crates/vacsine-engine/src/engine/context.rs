@@ -79,7 +79,7 @@ impl RunCtx {
         self.masker
             .read()
             .map(|m| m.clone())
-            .unwrap_or_else(|_| Arc::new(Masker::new(&[])))
+            .unwrap_or_else(|_| Arc::new(Masker::new::<String>(&[])))
     }
 
     /// Add secrets (of a sub-workflow) to those masked.
@@ -490,23 +490,9 @@ pub(super) fn load_secrets(w: &Workflow) -> Result<LoadedSecrets, EngineError> {
     Ok(out)
 }
 
-/// Mask every string inside a JSON value.
-pub(super) fn mask_value(v: &Value, masker: &Masker) -> Value {
-    match v {
-        Value::String(s) => Value::String(masker.mask(s)),
-        Value::Array(a) => Value::Array(a.iter().map(|x| mask_value(x, masker)).collect()),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, x)| (k.clone(), mask_value(x, masker)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-/// [`mask_value`] over a map.
+/// Mask every string of a map's values.
 pub(super) fn mask_map(m: &Map<String, Value>, masker: &Masker) -> Map<String, Value> {
-    match mask_value(&Value::Object(m.clone()), masker) {
+    match masker.mask_json(&Value::Object(m.clone())) {
         Value::Object(m) => m,
         _ => Map::new(),
     }
