@@ -12,7 +12,7 @@ pub fn topo_order(steps: &[Step]) -> Result<Vec<String>, Vec<String>> {
         order.push(steps[i].id.value.clone());
         sched.finish(i, true);
     }
-    if order.len() == sched.distinct {
+    if order.len() == steps.len() {
         Ok(order)
     } else {
         let done: BTreeSet<&str> = order.iter().map(String::as_str).collect();
@@ -73,8 +73,6 @@ pub struct Scheduler {
     dependents: Vec<Vec<usize>>,
     ready: BTreeSet<usize>,
     skip: Vec<usize>,
-    /// Number of distinct step ids.
-    distinct: usize,
 }
 
 impl Scheduler {
@@ -105,7 +103,6 @@ impl Scheduler {
             dependents,
             ready,
             skip: Vec::new(),
-            distinct: index.len(),
         }
     }
 
