@@ -370,7 +370,10 @@ async fn clone_container(
                 container: Some(cid.clone()),
                 repo: Some(repo.into()),
                 tag: Some(tag.into()),
-                pause: true,
+                // Never freeze the target: a commit without pausing copies the filesystem as it
+                // is while the services go on answering (a file being written at that instant
+                // may be copied half-written; the fidelity check compares the clone anyway).
+                pause: false,
                 comment: Some(format!("vacsine sandbox {id} of {name}")),
                 ..Default::default()
             },
