@@ -597,8 +597,10 @@ impl DockerSite {
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<(Sandbox, DockerSite), DockerError> {
         let docker = self.docker().clone();
+        // Stopped or missing nodes are not cloned: they stay unavailable in the sandbox too.
         let mut containers: BTreeSet<String> = vacsine_core::node::Site::nodes(self)
             .into_iter()
+            .filter(|n| !self.unavailable().contains_key(&n.name))
             .map(|n| n.handle)
             .collect();
         containers.extend(self.vantage_points().into_values());
@@ -657,7 +659,12 @@ impl DockerSite {
         let nodes = vacsine_core::node::Site::nodes(self)
             .into_iter()
             .map(|mut n| {
-                n.handle = map[&n.handle].clone();
+                // An unavailable node gets the name its clone would have (no such container):
+                // the sandbox must never reach the target's container.
+                n.handle = map
+                    .get(&n.handle)
+                    .cloned()
+                    .unwrap_or_else(|| container_name(id, &n.handle));
                 n
             })
             .collect();
@@ -674,7 +681,7 @@ impl DockerSite {
                 id: id.into(),
                 docker: docker.clone(),
             },
-            DockerSite::from_parts(docker, nodes, vantage, mgmt),
+            DockerSite::from_parts(docker, nodes, vantage, mgmt, self.unavailable().clone()),
         ))
     }
 }

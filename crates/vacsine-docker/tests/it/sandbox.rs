@@ -371,3 +371,45 @@ async fn issue6_clone_never_pauses_the_target() {
     );
     assert!(ok > 0 && samples.load(Ordering::Relaxed) > 10);
 }
+
+/// Issue 6: a stopped node resolves as unavailable (its observations are errors with the
+/// reason), and a sandbox of the site clones the others and keeps it unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_stopped_node_is_unavailable_not_fatal() {
+    let Some(d) = docker().await else { return };
+    let (_demo, _) = demo_site(&d).await;
+    let out = std::process::Command::new("docker")
+        .args(["stop", "-t", "1", "vacsine-demo-legacy"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let site = DockerSite::resolve(d.clone(), &vacsine_docker::demo::target())
+        .await
+        .expect("resolve with a stopped node");
+    assert!(site.unavailable()["legacy"].contains("is not running"));
+    let f =
+        Check::File(serde_json::from_value(serde_json::json!({"path": "/etc/passwd"})).unwrap());
+    match site.observe("legacy", &f).await {
+        Observation::Error { message } => assert!(message.contains("vacsine-demo-legacy")),
+        o => panic!("{o:?}"),
+    }
+    assert!(matches!(
+        site.observe("web", &f).await,
+        Observation::File { stat: Some(_), .. }
+    ));
+    let id = sandbox::new_id();
+    let r = site.clone_sandbox(&id, |_| {}).await;
+    let removed = sandbox::teardown(&d, &id).await.unwrap();
+    let (_, clone) = r.unwrap();
+    assert!(matches!(
+        clone.observe("legacy", &f).await,
+        Observation::Error { .. }
+    ));
+    assert_eq!(
+        removed
+            .iter()
+            .filter(|o| o.starts_with("container"))
+            .count(),
+        4
+    );
+}
