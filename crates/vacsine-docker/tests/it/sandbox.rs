@@ -413,3 +413,42 @@ async fn issue6_stopped_node_is_unavailable_not_fatal() {
         4
     );
 }
+
+/// Issue 6: interrupting a clone at any moment (its future dropped, as on Ctrl-C) and then
+/// tearing the sandbox down leaves no container, network, volume or image labelled for it,
+/// even when a commit or a create was in flight. Cancel points: after the k-th progress
+/// message (network, commits, creates, nft copies) plus a short delay, and fixed delays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_interrupted_clone_leaves_nothing() {
+    let Some(d) = docker().await else { return };
+    let (_demo, site) = demo_site(&d).await;
+    let mut points: Vec<(usize, u64)> = [1, 2, 4, 6, 7, 9, 12].iter().map(|k| (*k, 20)).collect();
+    points.extend([(0, 100), (0, 700)]);
+    let mut leaks = Vec::new();
+    for (k, ms) in points {
+        let id = sandbox::new_id();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let interrupt = async {
+            for _ in 0..k {
+                if rx.recv().await.is_none() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        };
+        let finished = tokio::select! {
+            r = site.clone_sandbox(&id, move |m| { let _ = tx.send(m.to_string()); }) => Some(r.is_ok()),
+            _ = interrupt => None,
+        };
+        sandbox::teardown(&d, &id).await.unwrap();
+        // Anything still in flight on the engine would land now.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let left = sandbox::list(&d).await.unwrap();
+        if let Some(info) = left.iter().find(|s| s.id == id) {
+            leaks.push(format!("cancel after {k} messages + {ms} ms: {info:?}"));
+            let _ = sandbox::teardown(&d, &id).await;
+        }
+        println!("cancel after {k} messages + {ms} ms: clone finished first: {finished:?}");
+    }
+    assert!(leaks.is_empty(), "{leaks:#?}");
+}
