@@ -433,3 +433,67 @@ async fn issue6_same_end_state_same_verdict() {
     );
     assert!(sandbox_leftovers().await.is_empty(), "sandbox objects left");
 }
+
+/// Issue 6: `default-deny-inbound` with `allow_tcp: []` denies every inbound connection
+/// (established flows and loopback stay allowed) instead of failing with an nft syntax error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_default_deny_with_empty_allow_list_denies_all() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let inputs = demo_inputs();
+    let site = vacsine_docker::DockerSite::connect(&inputs.target.doc)
+        .await
+        .unwrap();
+    let engine = vacsine_engine::Engine::new(
+        vacsine_engine::Journal::in_memory().unwrap(),
+        vacsine_enforce::engine_catalog(&inputs.catalog),
+    );
+    use vacsine_core::node::Site;
+    let mut changed = Vec::new();
+    for _ in 0..2 {
+        let mut nodes = vacsine_engine::NodeMap::new();
+        nodes.insert("web".into(), site.node_ops("web").unwrap());
+        let mut req = vacsine_engine::RunRequest::new(
+            inputs.catalog.workflows["default-deny-inbound"].doc.clone(),
+        );
+        req.inputs = serde_json::json!({"allow_tcp": []})
+            .as_object()
+            .unwrap()
+            .clone();
+        req.nodes = nodes;
+        req.default_node = Some("web".into());
+        req.target_name = "edge-site".into();
+        let rep = engine.run(req).await.unwrap();
+        assert_eq!(
+            rep.status,
+            vacsine_engine::RunStatus::Succeeded,
+            "{:#?}",
+            rep.records
+        );
+        changed.push(rep.changed);
+    }
+    assert_eq!(
+        changed,
+        vec![true, false],
+        "first run changes, second does not"
+    );
+    let all = ruleset("vacsine-demo-web").await;
+    let start = all
+        .find("table inet vacsine_inbound")
+        .unwrap_or_else(|| panic!("no vacsine_inbound table: {all}"));
+    let table = &all[start..];
+    let table = &table[..table.find("\ntable ").unwrap_or(table.len())];
+    assert!(
+        table.contains("policy drop") && table.contains("ct state established,related accept"),
+        "{table}"
+    );
+    assert!(!table.contains("dport"), "no port may stay open: {table}");
+    // The web server is no longer reachable from outside.
+    let results = check_site(&inputs.policy.doc, &site).await;
+    let web = results
+        .iter()
+        .find(|r| r.requirement == "web-reachable")
+        .unwrap();
+    assert_eq!(web.outcome, Outcome::Fail, "{web:?}");
+}
