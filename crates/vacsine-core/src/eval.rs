@@ -221,12 +221,24 @@ pub fn evaluate(check: &Check, obs: &Observation) -> Evaluation {
             Observation::Package {
                 database,
                 installed_version,
+                broken,
             },
         ) => {
-            let seen = match installed_version {
-                Some(v) => format!("{} {v} ({database})", c.name),
-                None => format!("{} not installed ({database})", c.name),
+            let seen = match (installed_version, broken) {
+                (Some(v), Some(b)) => format!("{} {v} {b} ({database})", c.name),
+                (Some(v), None) => format!("{} {v} ({database})", c.name),
+                (None, _) => format!("{} not installed ({database})", c.name),
             };
+            if let (Some(_), Some(b), true) = (installed_version, broken, c.installed) {
+                return ev(
+                    Outcome::Fail,
+                    seen,
+                    format!(
+                        "package {} is present but not fully installed ({b})",
+                        c.name
+                    ),
+                );
+            }
             match (installed_version, c.installed) {
                 (None, false) => ev(Outcome::Pass, seen, "not installed, as required"),
                 (None, true) => ev(

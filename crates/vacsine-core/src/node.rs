@@ -46,6 +46,10 @@ pub enum Observation {
         /// Which database was read: `dpkg`, `apk`, or `none`.
         database: String,
         installed_version: Option<String>,
+        /// Present but not fully installed: the package manager's state (dpkg
+        /// `half-installed`, `unpacked`, `half-configured`). `None` when installed or absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        broken: Option<String>,
     },
     Firewall {
         /// `nft list ruleset` output of the node's network namespace.

@@ -43,6 +43,8 @@ pub const ROLE_LABEL: &str = "vacsine.demo.role";
 /// Image label holding the hash of the build context (rebuild only when it changes).
 pub const HASH_LABEL: &str = "vacsine.demo.hash";
 /// Roles of the demo containers; container `vacsine-demo-<role>`, image `vacsine-demo/<role>:1`.
+/// Seconds the demo web server takes to start listening (see `up`).
+pub const WEB_START_DELAY_S: u32 = 2;
 pub const ROLES: [&str; 5] = ["outside", "web", "gateway", "legacy", "ssh"];
 
 /// Container name of a demo role.
@@ -173,9 +175,13 @@ pub fn provision_busybox() -> Result<PathBuf, DockerError> {
 
 const INIT: &str = r#"#!/bin/sh
 # Vacsine demo init: start every service listed in /etc/demo/services (one argv per line,
-# no quoting), then wait forever; exit at once on SIGTERM/SIGINT.
+# no quoting), then wait forever; exit at once on SIGTERM/SIGINT. VACSINE_DEMO_START_DELAY
+# (seconds) delays the services, as a real server takes a while to be ready.
 trap 'exit 0' TERM INT
 set -f
+if [ -n "${VACSINE_DEMO_START_DELAY:-}" ]; then
+  sleep "$VACSINE_DEMO_START_DELAY"
+fi
 if [ -r /etc/demo/services ]; then
   while IFS= read -r line || [ -n "$line" ]; do
     case "$line" in ''|'#'*) continue ;; esac
@@ -417,6 +423,10 @@ pub async fn up(docker: &Docker) -> Result<(), DockerError> {
         let body = ContainerCreateBody {
             image: Some(image_tag(role)),
             hostname: Some(role.into()),
+            // The web server takes a while to listen, like a real one: clones of it are not
+            // ready at once (the enforce fidelity check must wait for them).
+            env: (role == "web")
+                .then(|| vec![format!("VACSINE_DEMO_START_DELAY={WEB_START_DELAY_S}")]),
             labels: Some(HashMap::from([
                 (LABEL.to_string(), "1".to_string()),
                 (ROLE_LABEL.to_string(), role.to_string()),
@@ -455,7 +465,7 @@ pub async fn up(docker: &Docker) -> Result<(), DockerError> {
             .await
             .map_err(|e| DockerError::api("start container", &name, e))?;
     }
-    // Services start in a few ms; wait for them so the first check sees a settled site.
+    // Wait for the services (the web server starts after a delay) so the first check sees a settled site.
     for (role, daemon) in [("web", "httpd"), ("legacy", "telnetd")] {
         let node = crate::DockerNode::new(
             docker.clone(),

@@ -35,8 +35,12 @@ pub(crate) fn groups(text: &str) -> BTreeMap<u32, String> {
         .collect()
 }
 
-/// Version of `name` in a dpkg status file when its status is `install ok installed`.
-pub(crate) fn dpkg_installed(status: &str, name: &str) -> Option<String> {
+/// `name` in a dpkg status file, classified as dpkg does by the third word of its `Status:`
+/// line (the want flag `hold`/`install`/`deinstall` does not matter): `installed` (and the
+/// configured `triggers-awaited`/`triggers-pending`) → `(version, None)`; `half-installed`,
+/// `unpacked`, `half-configured` → present but broken, `(version, Some(state))`;
+/// `not-installed`, `config-files`, an unknown state or no stanza → `None`.
+pub(crate) fn dpkg_package(status: &str, name: &str) -> Option<(String, Option<String>)> {
     for stanza in status.split("\n\n") {
         let mut pkg = None;
         let mut st = None;
@@ -50,9 +54,18 @@ pub(crate) fn dpkg_installed(status: &str, name: &str) -> Option<String> {
                 ver = Some(v.trim());
             }
         }
-        if pkg == Some(name) && st == Some("install ok installed") {
-            return ver.map(str::to_string);
+        if pkg != Some(name) {
+            continue;
         }
+        let state = st.and_then(|s| s.split_whitespace().nth(2)).unwrap_or("");
+        let version = ver.unwrap_or("").to_string();
+        return match state {
+            "installed" | "triggers-awaited" | "triggers-pending" => Some((version, None)),
+            "half-installed" | "unpacked" | "half-configured" => {
+                Some((version, Some(state.to_string())))
+            }
+            _ => None,
+        };
     }
     None
 }
@@ -137,12 +150,45 @@ mod tests {
         assert_eq!(g.get(&42).map(String::as_str), Some("shadow"));
     }
 
+    /// Each dpkg `Status:` as dpkg classifies it: `(status, expected)` where expected is
+    /// `None` (not installed) or `Some(broken state)` (`Some("")`: installed and sound).
     #[test]
-    fn parses_dpkg_and_apk() {
-        let s = "Package: telnetd\nStatus: install ok installed\nVersion: 0.17-44\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n";
-        assert_eq!(dpkg_installed(s, "telnetd").as_deref(), Some("0.17-44"));
-        assert_eq!(dpkg_installed(s, "gone"), None);
-        assert_eq!(dpkg_installed(s, "nope"), None);
+    fn classifies_dpkg_states() {
+        let check = |status: &str, want: Option<&str>| {
+            let db = format!(
+                "Package: other\nStatus: install ok installed\nVersion: 9\n\nPackage: telnetd\nStatus: {status}\nArchitecture: amd64\nVersion: 0.17-44\nDescription: x\n\n"
+            );
+            let got = dpkg_package(&db, "telnetd");
+            let want = want.map(|b| {
+                (
+                    "0.17-44".to_string(),
+                    (!b.is_empty()).then(|| b.to_string()),
+                )
+            });
+            assert_eq!(got, want, "{status}");
+        };
+        check("install ok installed", Some(""));
+        check("hold ok installed", Some(""));
+        check("install ok triggers-pending", Some(""));
+        check("install ok triggers-awaited", Some(""));
+        check("install reinstreq half-installed", Some("half-installed"));
+        check("install ok unpacked", Some("unpacked"));
+        check("install ok half-configured", Some("half-configured"));
+        check("hold ok half-configured", Some("half-configured"));
+        check("deinstall ok installed", Some(""));
+        check("deinstall ok config-files", None);
+        check("purge ok not-installed", None);
+        check("unknown ok not-installed", None);
+        check("garbage", None);
+        assert_eq!(
+            dpkg_package("Package: a\nStatus: install ok installed\n", "b"),
+            None
+        );
+        assert_eq!(dpkg_package("", "b"), None);
+    }
+
+    #[test]
+    fn parses_apk() {
         let a = "C:Q1\nP:musl\nV:1.2.4-r2\n\nP:busybox\nV:1.36.1-r5\n";
         assert_eq!(apk_installed(a, "busybox").as_deref(), Some("1.36.1-r5"));
         assert_eq!(apk_installed(a, "curl"), None);

@@ -15,6 +15,11 @@
 //! vacsine_docker::sandbox::teardown(site.docker(), &id).await; // idempotent, also after errors
 //! ```
 //! `clone_sandbox` itself tears down what it created when it fails.
+//!
+//! Interrupting a clone (dropping its future, e.g. on Ctrl-C) cannot stop a request the engine
+//! already received: a `commit` in flight still creates its image. So every request that
+//! creates a sandbox object runs in its own task, registered under the sandbox id, and
+//! [`teardown`] (and [`gc`]) first wait for the ones still running before sweeping by label.
 
 use crate::error::{is_not_found, DockerError};
 use crate::node::{user_aliases, DockerNode};
@@ -33,6 +38,9 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
 use vacsine_core::target::ResolvedNode;
 
 /// A created sandbox. Dropping it does not remove anything: call [`Sandbox::teardown`].
@@ -63,6 +71,49 @@ impl Sandbox {
     pub async fn teardown(&self) -> Result<Vec<String>, DockerError> {
         teardown(&self.docker, &self.id).await
     }
+}
+
+/// Requests creating sandbox objects, by sandbox id (see the module docs).
+static IN_FLIGHT: LazyLock<Mutex<HashMap<String, Vec<tokio::task::JoinHandle<()>>>>> =
+    LazyLock::new(Default::default);
+
+/// How long a teardown waits for creating requests still in flight.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(120);
+
+/// Run `request` (which creates an object labelled for sandbox `id`) in its own task, so it
+/// completes even if the caller is dropped, and is awaited by [`teardown`] before it sweeps.
+async fn creating<R: Send + 'static>(
+    id: &str,
+    request: impl Future<Output = Result<R, DockerError>> + Send + 'static,
+) -> Result<R, DockerError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let _ = tx.send(request.await);
+    });
+    {
+        let mut m = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        let tasks = m.entry(id.to_string()).or_default();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+    rx.await.unwrap_or_else(|_| {
+        Err(DockerError::Sandbox {
+            id: id.into(),
+            detail: "a docker request task ended without an answer".into(),
+        })
+    })
+}
+
+/// Wait (bounded) for the creating requests of sandbox `id` (`None`: of every sandbox).
+async fn settle(id: Option<&str>) {
+    let tasks: Vec<tokio::task::JoinHandle<()>> = {
+        let mut m = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        match id {
+            Some(id) => m.remove(id).unwrap_or_default(),
+            None => m.drain().flat_map(|(_, v)| v).collect(),
+        }
+    };
+    let _ = tokio::time::timeout(IN_FLIGHT_WAIT, futures_util::future::join_all(tasks)).await;
 }
 
 /// A fresh sandbox id (`sbx-` and 12 hex digits).
@@ -101,6 +152,7 @@ fn label_filter(value: Option<&str>) -> HashMap<String, Vec<String>> {
 /// Remove every object carrying `vacsine.sandbox=<id>` (`None`: any value). Best effort: goes
 /// on after a failure and reports all failures at the end.
 async fn remove_labelled(docker: &Docker, id: Option<&str>) -> Result<Vec<String>, DockerError> {
+    settle(id).await;
     let what = id.unwrap_or("*").to_string();
     let mut removed = Vec::new();
     let mut errors = Vec::new();
@@ -204,7 +256,8 @@ async fn remove_labelled(docker: &Docker, id: Option<&str>) -> Result<Vec<String
     }
 }
 
-/// Remove every container, network, volume and image labelled `vacsine.sandbox=<id>`.
+/// Remove every container, network, volume and image labelled `vacsine.sandbox=<id>`, after
+/// waiting for this process's requests still creating such objects (an interrupted clone).
 /// Idempotent (nothing left: `Ok(vec![])`); returns what was removed.
 pub async fn teardown(docker: &Docker, id: &str) -> Result<Vec<String>, DockerError> {
     check_id(id)?;
@@ -364,23 +417,30 @@ async fn clone_container(
     progress(&format!("sandbox {id}: commit {name}"));
     let image = format!("vacsine-sandbox/{id}:{}", sanitize(&name));
     let (repo, tag) = image.split_once(':').unwrap_or((&image, "latest"));
-    docker
-        .commit_container(
-            CommitContainerOptions {
-                container: Some(cid.clone()),
-                repo: Some(repo.into()),
-                tag: Some(tag.into()),
-                pause: true,
-                comment: Some(format!("vacsine sandbox {id} of {name}")),
-                ..Default::default()
-            },
+    let (d, sbx, what) = (docker.clone(), sbx_label.clone(), name.clone());
+    let commit = CommitContainerOptions {
+        container: Some(cid.clone()),
+        repo: Some(repo.into()),
+        tag: Some(tag.into()),
+        // Never freeze the target: a commit without pausing copies the filesystem as it
+        // is while the services go on answering (a file being written at that instant
+        // may be copied half-written; the fidelity check compares the clone anyway).
+        pause: false,
+        comment: Some(format!("vacsine sandbox {id} of {name}")),
+        ..Default::default()
+    };
+    creating(id, async move {
+        d.commit_container(
+            commit,
             bollard::models::ContainerConfig {
-                labels: Some(sbx_label.clone()),
+                labels: Some(sbx),
                 ..Default::default()
             },
         )
         .await
-        .map_err(|e| DockerError::api("commit container", &name, e))?;
+        .map_err(|e| DockerError::api("commit container", &what, e))
+    })
+    .await?;
 
     // Mounts: a commit does not carry them. Directories become new labelled volumes, single
     // files are uploaded into the clone's own filesystem.
@@ -424,14 +484,21 @@ async fn clone_container(
         };
         if is_dir {
             let vol = format!("vsbx-{id}-{}-{i}", sanitize(&name));
-            docker
-                .create_volume(VolumeCreateOptions {
+            let (d, opts) = (
+                docker.clone(),
+                VolumeCreateOptions {
                     name: Some(vol.clone()),
                     labels: Some(sbx_label.clone()),
                     ..Default::default()
-                })
-                .await
-                .map_err(|e| DockerError::api("create volume", &vol, e))?;
+                },
+            );
+            let what = vol.clone();
+            creating(id, async move {
+                d.create_volume(opts)
+                    .await
+                    .map_err(|e| DockerError::api("create volume", &what, e))
+            })
+            .await?;
             let ro = if m.rw == Some(false) { ":ro" } else { "" };
             binds.push(format!("{vol}:{dest}{ro}"));
         }
@@ -503,16 +570,19 @@ async fn clone_container(
         ..Default::default()
     };
     progress(&format!("sandbox {id}: create {clone}"));
-    docker
-        .create_container(
+    let (d, what) = (docker.clone(), clone.clone());
+    creating(id, async move {
+        d.create_container(
             Some(CreateContainerOptions {
-                name: Some(clone.clone()),
+                name: Some(what.clone()),
                 ..Default::default()
             }),
             body,
         )
         .await
-        .map_err(|e| DockerError::api("create container", &clone, e))?;
+        .map_err(|e| DockerError::api("create container", &what, e))
+    })
+    .await?;
     for (n, ep) in ordered.iter().skip(1) {
         docker
             .connect_network(
@@ -594,8 +664,10 @@ impl DockerSite {
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<(Sandbox, DockerSite), DockerError> {
         let docker = self.docker().clone();
+        // Stopped or missing nodes are not cloned: they stay unavailable in the sandbox too.
         let mut containers: BTreeSet<String> = vacsine_core::node::Site::nodes(self)
             .into_iter()
+            .filter(|n| !self.unavailable().contains_key(&n.name))
             .map(|n| n.handle)
             .collect();
         containers.extend(self.vantage_points().into_values());
@@ -630,16 +702,20 @@ impl DockerSite {
             progress(&format!(
                 "sandbox {id}: network {copy} (internal copy of {orig})"
             ));
-            docker
-                .create_network(NetworkCreateRequest {
-                    name: copy.clone(),
-                    driver: Some("bridge".into()),
-                    internal: Some(true),
-                    labels: Some(HashMap::from([(SANDBOX_LABEL.to_string(), id.to_string())])),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| DockerError::api("create network", copy, e))?;
+            let (d, what) = (docker.clone(), copy.clone());
+            let request = NetworkCreateRequest {
+                name: copy.clone(),
+                driver: Some("bridge".into()),
+                internal: Some(true),
+                labels: Some(HashMap::from([(SANDBOX_LABEL.to_string(), id.to_string())])),
+                ..Default::default()
+            };
+            creating(id, async move {
+                d.create_network(request)
+                    .await
+                    .map_err(|e| DockerError::api("create network", &what, e))
+            })
+            .await?;
         }
         let clones = futures_util::future::join_all(
             infos
@@ -654,7 +730,12 @@ impl DockerSite {
         let nodes = vacsine_core::node::Site::nodes(self)
             .into_iter()
             .map(|mut n| {
-                n.handle = map[&n.handle].clone();
+                // An unavailable node gets the name its clone would have (no such container):
+                // the sandbox must never reach the target's container.
+                n.handle = map
+                    .get(&n.handle)
+                    .cloned()
+                    .unwrap_or_else(|| container_name(id, &n.handle));
                 n
             })
             .collect();
@@ -671,7 +752,7 @@ impl DockerSite {
                 id: id.into(),
                 docker: docker.clone(),
             },
-            DockerSite::from_parts(docker, nodes, vantage, mgmt),
+            DockerSite::from_parts(docker, nodes, vantage, mgmt, self.unavailable().clone()),
         ))
     }
 }

@@ -28,6 +28,9 @@ pub struct DockerSite {
     nodes: Vec<Arc<DockerNode>>,
     vantage: BTreeMap<String, Arc<DockerNode>>,
     management_network: Option<String>,
+    /// Nodes whose container is stopped or missing → why. Their observations are errors with
+    /// this reason; the other nodes are checked as usual.
+    unavailable: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for DockerSite {
@@ -53,7 +56,9 @@ impl DockerSite {
     /// Resolve every node spec (by `container` name, or by label `selector`: every running
     /// container carrying all the labels, sandbox clones excluded) and every vantage point.
     /// Node name: the spec's `name`, else the container name (a selector matching several
-    /// containers names each node after its container).
+    /// containers names each node after its container). A node named by `container` that is
+    /// stopped or missing stays in the site as unavailable (see [`DockerSite::unavailable`]):
+    /// its checks report an error with the reason, the other nodes are checked.
     pub async fn resolve(docker: Docker, target: &Target) -> Result<DockerSite, DockerError> {
         if target.spec.driver != DriverKind::Docker {
             return Err(DockerError::InvalidTarget {
@@ -64,9 +69,18 @@ impl DockerSite {
             });
         }
         let mut nodes: Vec<Arc<DockerNode>> = Vec::new();
+        let mut unavailable = BTreeMap::new();
         for spec in &target.spec.nodes {
+            let mut missing = None;
             let containers: Vec<String> = match (&spec.container, spec.selector.is_empty()) {
-                (Some(c), true) => vec![running_container(&docker, &c.value).await?],
+                (Some(c), true) => match running_container(&docker, &c.value).await {
+                    Ok(name) => vec![name],
+                    Err(e @ DockerError::ContainerNotFound { .. }) => {
+                        missing = Some(e.to_string());
+                        vec![c.value.clone()]
+                    }
+                    Err(e) => return Err(e),
+                },
                 (None, false) => {
                     let filters: HashMap<String, Vec<String>> = HashMap::from([(
                         "label".to_string(),
@@ -117,6 +131,9 @@ impl DockerSite {
                 if nodes.iter().any(|n| n.node().name == name) {
                     return Err(DockerError::DuplicateNode { name });
                 }
+                if let Some(why) = &missing {
+                    unavailable.insert(name.clone(), why.clone());
+                }
                 nodes.push(Arc::new(DockerNode::new(
                     docker.clone(),
                     ResolvedNode {
@@ -149,6 +166,7 @@ impl DockerSite {
             nodes,
             vantage,
             management_network: target.spec.management_network.clone(),
+            unavailable,
         })
     }
 
@@ -157,6 +175,7 @@ impl DockerSite {
         nodes: Vec<ResolvedNode>,
         vantage: BTreeMap<String, String>,
         management_network: Option<String>,
+        unavailable: BTreeMap<String, String>,
     ) -> Self {
         DockerSite {
             nodes: nodes
@@ -182,7 +201,13 @@ impl DockerSite {
                 .collect(),
             docker,
             management_network,
+            unavailable,
         }
+    }
+
+    /// Nodes whose container is stopped or missing, with the reason (node name → reason).
+    pub fn unavailable(&self) -> &BTreeMap<String, String> {
+        &self.unavailable
     }
 
     /// The engine connection.
@@ -493,14 +518,21 @@ impl DockerSite {
             .await;
         match r {
             Err(e) => err(e),
-            Ok((db, text)) => Observation::Package {
-                database: db.into(),
-                installed_version: match db {
-                    "dpkg" => parse::dpkg_installed(&text, name),
-                    "apk" => parse::apk_installed(&text, name),
-                    _ => None,
-                },
-            },
+            Ok((db, text)) => {
+                let (installed_version, broken) = match db {
+                    "dpkg" => match parse::dpkg_package(&text, name) {
+                        Some((v, b)) => (Some(v), b),
+                        None => (None, None),
+                    },
+                    "apk" => (parse::apk_installed(&text, name), None),
+                    _ => (None, None),
+                };
+                Observation::Package {
+                    database: db.into(),
+                    installed_version,
+                    broken,
+                }
+            }
         }
     }
 
@@ -630,6 +662,11 @@ impl Site for DockerSite {
                 message: format!("no node `{node}` in this site"),
             };
         };
+        if let Some(why) = self.unavailable.get(node) {
+            return Observation::Error {
+                message: why.clone(),
+            };
+        }
         match check {
             Check::Port(c) => self.observe_port(node, c).await,
             Check::Http(c) => self.observe_http(node, c).await,

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use vacsine_core::node::Site;
 use vacsine_core::plan::{plan, Plan};
 use vacsine_core::policy::RequirementKind;
@@ -44,8 +44,12 @@ pub type Hook = Arc<dyn Fn(HookPoint) -> BoxFuture<'static, ()> + Send + Sync>;
 pub struct EnforceOptions {
     /// Keep the sandbox after the run (for inspection); `vacsine sandbox gc` removes it.
     pub keep_sandbox: bool,
-    /// Go on when the sandbox is not faithful to the target.
+    /// Go on when the sandbox is not faithful to the target, or when an availability guard
+    /// fails before any change.
     pub force: bool,
+    /// How long the sandbox may take to become faithful to the target (its services start
+    /// after the clone); `None`: [`DEFAULT_FIDELITY_DEADLINE`].
+    pub fidelity_deadline: Option<Duration>,
     /// Journal file for the runs (None: in memory).
     pub journal: Option<PathBuf>,
     pub progress: Option<Progress>,
@@ -53,6 +57,12 @@ pub struct EnforceOptions {
     /// Receives the sandbox id as soon as it exists, so a Ctrl-C handler can remove it.
     pub sandbox_slot: Option<Arc<Mutex<Option<String>>>>,
 }
+
+/// Default of [`EnforceOptions::fidelity_deadline`].
+pub const DEFAULT_FIDELITY_DEADLINE: Duration = Duration::from_secs(20);
+/// First pause between two fidelity checks; it doubles up to [`FIDELITY_MAX_BACKOFF`].
+const FIDELITY_FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const FIDELITY_MAX_BACKOFF: Duration = Duration::from_secs(4);
 
 struct Clock {
     start: Instant,
@@ -151,6 +161,28 @@ pub fn gate(
     problems
 }
 
+/// Requirement/node pairs whose outcome differs between the target and the sandbox, each with
+/// both observations (evidence).
+pub fn differences(target: &[CheckResult], sandbox: &[CheckResult]) -> Vec<String> {
+    target
+        .iter()
+        .filter_map(|t| {
+            let s = sandbox
+                .iter()
+                .find(|s| s.requirement == t.requirement && s.node == t.node);
+            let (so, sobs) = s
+                .map(|s| (s.outcome, s.observed.as_str()))
+                .unwrap_or((Outcome::NotChecked, "not checked"));
+            (so != t.outcome).then(|| {
+                format!(
+                    "{} on {}: target {} (observed: {}), sandbox {so} (observed: {sobs})",
+                    t.requirement, t.node, t.outcome, t.observed
+                )
+            })
+        })
+        .collect()
+}
+
 fn failed_step(run: &RunReport) -> String {
     use vacsine_core::record::StepStatus;
     let bad = |r: &&vacsine_core::record::StepRecord| {
@@ -220,22 +252,35 @@ pub async fn enforce(inputs: &Inputs, opts: &EnforceOptions) -> Result<Report, E
         .iter()
         .filter(|r| r.kind == RequirementKind::Security && r.outcome.is_problem())
         .count();
+    let guards_down: Vec<String> = f
+        .target_before
+        .iter()
+        .filter(|r| r.kind == RequirementKind::Availability && r.outcome.is_problem())
+        .map(|r| {
+            format!(
+                "{} on {} is {}: {}",
+                r.requirement, r.node, r.outcome, r.message
+            )
+        })
+        .collect();
     let mut sandbox = SandboxReport::default();
-    let finish =
-        |clock: Clock,
-         f: Findings,
-         sandbox: SandboxReport,
-         verdict: Verdict,
-         summary: String,
-         plan: &Plan| { build_report(inputs, clock, f, sandbox, verdict, summary, plan) };
+    if !guards_down.is_empty() && !opts.force {
+        let course = Course::GuardsDown(guards_down);
+        return Ok(build_report(inputs, clock, f, sandbox, &course, &the_plan));
+    }
     if failing == 0 {
-        let s = "every applicable requirement already passes".to_string();
-        return Ok(finish(clock, f, sandbox, Verdict::Compliant, s, &the_plan));
+        return Ok(build_report(
+            inputs,
+            clock,
+            f,
+            sandbox,
+            &Course::NothingToFix,
+            &the_plan,
+        ));
     }
     if the_plan.is_empty() {
-        let s =
-            format!("{failing} requirement/node pairs fail and none can be fixed from the catalog");
-        return Ok(finish(clock, f, sandbox, Verdict::Failed, s, &the_plan));
+        let course = Course::NothingFixable;
+        return Ok(build_report(inputs, clock, f, sandbox, &course, &the_plan));
     }
 
     let journal = match &opts.journal {
@@ -267,7 +312,7 @@ pub async fn enforce(inputs: &Inputs, opts: &EnforceOptions) -> Result<Report, E
             return Err(e.into());
         }
     };
-    let verdict = in_sandbox(
+    let course = in_sandbox(
         &mut clock,
         &mut f,
         &mut sandbox,
@@ -287,8 +332,45 @@ pub async fn enforce(inputs: &Inputs, opts: &EnforceOptions) -> Result<Report, E
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
-    let (verdict, summary) = verdict?;
-    Ok(finish(clock, f, sandbox, verdict, summary, &the_plan))
+    let course = course?;
+    Ok(build_report(inputs, clock, f, sandbox, &course, &the_plan))
+}
+
+/// Check the sandbox until it agrees with the target or `deadline` passes (exponential
+/// backoff): the clones' services start after the clone, not all at once. Returns the last
+/// differences (empty: faithful) and how many checks it took.
+async fn wait_for_fidelity(
+    progress: Option<Progress>,
+    policy: &vacsine_core::policy::Policy,
+    target_before: &[CheckResult],
+    sbx_site: &DockerSite,
+    deadline: Duration,
+) -> (Vec<CheckResult>, Vec<String>, u32) {
+    let until = Instant::now() + deadline;
+    let mut backoff = FIDELITY_FIRST_BACKOFF;
+    let mut checks = 0;
+    loop {
+        checks += 1;
+        let seen = check_site(policy, sbx_site).await;
+        let diff = differences(target_before, &seen);
+        let left = until.saturating_duration_since(Instant::now());
+        if diff.is_empty() || left.is_zero() {
+            return (seen, diff, checks);
+        }
+        let pause = backoff.min(left);
+        let msg = format!(
+            "sandbox not faithful yet ({} differences, e.g. {}); checking again in {:.1}s",
+            diff.len(),
+            diff[0],
+            pause.as_secs_f64()
+        );
+        tracing::info!(target: "vacsine::enforce", "{msg}");
+        if let Some(p) = &progress {
+            p(&msg);
+        }
+        tokio::time::sleep(pause).await;
+        backoff = (backoff * 2).min(FIDELITY_MAX_BACKOFF);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -302,36 +384,28 @@ async fn in_sandbox(
     site: &DockerSite,
     sbx_site: &DockerSite,
     the_plan: &Plan,
-) -> Result<(Verdict, String), EnforceError> {
+) -> Result<Course, EnforceError> {
     let policy = &inputs.policy.doc;
     let target = &inputs.target.doc;
-    f.sandbox_before = clock
-        .phase("check sandbox fidelity", check_site(policy, sbx_site))
+    let deadline = opts.fidelity_deadline.unwrap_or(DEFAULT_FIDELITY_DEADLINE);
+    let (seen, differences, checks) = clock
+        .phase(
+            "check sandbox fidelity",
+            wait_for_fidelity(
+                opts.progress.clone(),
+                policy,
+                &f.target_before,
+                sbx_site,
+                deadline,
+            ),
+        )
         .await;
-    let differences: Vec<String> = f
-        .target_before
-        .iter()
-        .filter_map(|t| {
-            let s = outcome_of(&f.sandbox_before, &t.requirement, &t.node)
-                .unwrap_or(Outcome::NotChecked);
-            (s != t.outcome).then(|| {
-                format!(
-                    "{} on {}: target {}, sandbox {s}",
-                    t.requirement, t.node, t.outcome
-                )
-            })
-        })
-        .collect();
+    f.sandbox_before = seen;
     sandbox.faithful = Some(differences.is_empty());
     sandbox.differences = differences.clone();
+    sandbox.fidelity_checks = checks;
     if !differences.is_empty() && !opts.force {
-        return Ok((
-            Verdict::Failed,
-            format!(
-                "the sandbox is not faithful to the target ({}); use --force to go on anyway",
-                differences.join("; ")
-            ),
-        ));
+        return Ok(Course::NotFaithful(differences));
     }
     let request = |nodes: NodeMap| RunRequest {
         workflow: the_plan.workflow.clone(),
@@ -354,13 +428,10 @@ async fn in_sandbox(
         .await?;
     clock.records("sandbox-apply", &run);
     if run.status != RunStatus::Succeeded {
-        return Ok((
-            Verdict::RejectedInSandbox,
-            format!(
-                "the remediation failed in the sandbox ({}); the target was not touched",
-                failed_step(&run)
-            ),
-        ));
+        return Ok(Course::RejectedInSandbox(format!(
+            "the remediation failed in the sandbox ({})",
+            failed_step(&run)
+        )));
     }
     f.sandbox_after = clock
         .phase("check sandbox", check_site(policy, sbx_site))
@@ -379,17 +450,17 @@ async fn in_sandbox(
             .filter(|r| r.changed || !r.status.is_ok())
             .map(|r| format!("{} on {}", r.step_id, r.node.as_deref().unwrap_or("-")))
             .collect();
-        return Ok((Verdict::RejectedInSandbox, format!("the remediation is not idempotent: a second run changed {}; the target was not touched", what.join(", "))));
+        return Ok(Course::RejectedInSandbox(format!(
+            "the remediation is not idempotent: a second run changed {}",
+            what.join(", ")
+        )));
     }
     let problems = gate(&targeted, &f.sandbox_before, &f.sandbox_after);
     if !problems.is_empty() {
-        return Ok((
-            Verdict::RejectedInSandbox,
-            format!(
-                "the sandbox gate failed: {}; the target was not touched",
-                problems.join("; ")
-            ),
-        ));
+        return Ok(Course::RejectedInSandbox(format!(
+            "the sandbox gate failed: {}",
+            problems.join("; ")
+        )));
     }
 
     if let Some(h) = &opts.hook {
@@ -410,13 +481,9 @@ async fn in_sandbox(
         vec![failed_step(&run)]
     };
     if problems.is_empty() {
-        return Ok((
-            Verdict::Verified,
-            format!(
-                "{} fixes verified in the sandbox, then on the target",
-                the_plan.items.len()
-            ),
-        ));
+        return Ok(Course::Applied {
+            fixes: the_plan.items.len(),
+        });
     }
     // A failed run was already compensated by the engine; a succeeded one is undone here.
     if applied_ok {
@@ -429,19 +496,17 @@ async fn in_sandbox(
         clock.records("rollback", &rb);
         if rb.status != RunStatus::RolledBack && rb.status != RunStatus::Succeeded {
             f.target_after = check_site(policy, site).await;
-            return Ok((Verdict::Failed, format!("target verification failed ({}) and the rollback did not complete ({}): inspect the target", problems.join("; "), failed_step(&rb))));
+            return Ok(Course::RollbackIncomplete(format!(
+                "{}; rollback: {}",
+                problems.join("; "),
+                failed_step(&rb)
+            )));
         }
     }
     f.target_after = clock
         .phase("re-check target after rollback", check_site(policy, site))
         .await;
-    Ok((
-        Verdict::RolledBack,
-        format!(
-            "target verification failed ({}); the changes were rolled back",
-            problems.join("; ")
-        ),
-    ))
+    Ok(Course::RolledBack(problems.join("; ")))
 }
 
 fn build_report(
@@ -449,8 +514,7 @@ fn build_report(
     clock: Clock,
     f: Findings,
     sandbox: SandboxReport,
-    verdict: Verdict,
-    summary: String,
+    course: &Course,
     plan: &Plan,
 ) -> Report {
     let get = |v: &[CheckResult], r: &CheckResult| {
@@ -482,19 +546,23 @@ fn build_report(
             }
         })
         .collect();
+    let requirements: Vec<RequirementRow> = requirements;
+    let plan = PlanReport {
+        items: plan.items.clone(),
+        unfixable: plan.unfixable.clone(),
+        workflow: plan.workflow.clone(),
+    };
+    let (verdict, summary, remaining) = decide(course, &requirements, Some(&plan));
     Report {
         verdict,
         summary,
+        remaining,
         policy: inputs.policy.doc.metadata.name.value.clone(),
         target: inputs.target.doc.metadata.name.value.clone(),
         started_at: clock.started_at,
         duration_ms: clock.start.elapsed().as_millis() as u64,
         requirements,
-        plan: Some(PlanReport {
-            items: plan.items.clone(),
-            unfixable: plan.unfixable.clone(),
-            workflow: plan.workflow.clone(),
-        }),
+        plan: Some(plan),
         steps: clock.steps,
         phases: clock.phases,
         sandbox,

@@ -12,15 +12,19 @@ use vacsine_core::Outcome;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// Remediated in the sandbox, then on the target, and verified there.
+    /// Remediated in the sandbox, then on the target, verified there, and nothing fails.
     Verified,
     /// Nothing to do: every applicable requirement already passes.
     Compliant,
+    /// The pipeline ran its course but requirements still fail that it cannot fix (no fix in
+    /// the policy, or a check in error); every fix it could prove was applied and verified.
+    NonCompliant,
     /// The remediation failed its gate in the sandbox; the target was not touched.
     RejectedInSandbox,
     /// The target failed verification; the changes were rolled back.
     RolledBack,
-    /// The pipeline could not complete (unfaithful sandbox, nothing fixable, rollback failed…).
+    /// The pipeline stopped before remediating (unfaithful sandbox, availability guard failing
+    /// before any change) or could not complete its rollback.
     Failed,
 }
 
@@ -29,11 +33,181 @@ impl Verdict {
         match self {
             Verdict::Verified => "verified",
             Verdict::Compliant => "compliant",
+            Verdict::NonCompliant => "non_compliant",
             Verdict::RejectedInSandbox => "rejected_in_sandbox",
             Verdict::RolledBack => "rolled_back",
             Verdict::Failed => "failed",
         }
     }
+}
+
+/// How far the pipeline went, and why it stopped there: with the final outcome of every
+/// requirement, this decides the verdict ([`decide`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Course {
+    /// Nothing failed before: no remediation.
+    NothingToFix,
+    /// Requirements fail, but the plan has no fix for any of them.
+    NothingFixable,
+    /// Availability guards failed before any change (and `--force` was not given).
+    GuardsDown(Vec<String>),
+    /// The sandbox did not become faithful to the target before the deadline.
+    NotFaithful(Vec<String>),
+    /// The remediation failed in the sandbox; the target was not touched.
+    RejectedInSandbox(String),
+    /// The remediation was applied to the target and passed its verification.
+    Applied { fixes: usize },
+    /// Target verification failed; the changes were rolled back.
+    RolledBack(String),
+    /// Target verification failed and the rollback did not complete.
+    RollbackIncomplete(String),
+}
+
+/// A requirement that still fails at the end of an enforce, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Remaining {
+    pub requirement: String,
+    pub node: String,
+    pub outcome: Outcome,
+    /// Why it was not remediated (no fix, fix rejected, rolled back…).
+    pub reason: String,
+    /// The evaluation message of its last check.
+    pub message: String,
+}
+
+impl std::fmt::Display for Remaining {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} on {} ({}: {}; {})",
+            self.requirement, self.node, self.outcome, self.reason, self.message
+        )
+    }
+}
+
+/// Why a requirement that still fails was not remediated (pure).
+fn reason(course: &Course, row: &RequirementRow, plan: Option<&PlanReport>) -> String {
+    if row.kind == RequirementKind::Availability {
+        return if row.target_before.is_problem() {
+            "availability guard failing before any change".into()
+        } else {
+            "availability guard broken by the remediation".into()
+        };
+    }
+    let item = plan.and_then(|p| {
+        p.items
+            .iter()
+            .find(|i| i.node == row.node && i.requirements.contains(&row.id))
+    });
+    if let Some(u) = plan.and_then(|p| {
+        p.unfixable
+            .iter()
+            .find(|u| u.node == row.node && u.requirement == row.id)
+    }) {
+        return format!("no fix: {}", u.reason);
+    }
+    let Some(item) = item else {
+        return if row.target_before.is_problem() {
+            "no fix in the plan".into()
+        } else {
+            format!("regression: {} before", row.target_before)
+        };
+    };
+    let fix = &item.workflow;
+    match course {
+        Course::NothingToFix | Course::NothingFixable => "no fix in the plan".into(),
+        Course::GuardsDown(_) => {
+            format!("fix {fix} not attempted: an availability guard failed before any change")
+        }
+        Course::NotFaithful(_) => {
+            format!("fix {fix} not attempted: the sandbox is not faithful to the target")
+        }
+        Course::RejectedInSandbox(_) => format!("fix {fix} rejected in the sandbox"),
+        Course::Applied { .. } => format!("fix {fix} applied but it did not make it pass"),
+        Course::RolledBack(_) => {
+            format!("fix {fix} rolled back after the target verification failed")
+        }
+        Course::RollbackIncomplete(_) => {
+            format!("fix {fix} applied, verification failed and the rollback did not complete")
+        }
+    }
+}
+
+/// The verdict, its one-paragraph summary and the requirements still failing: a pure function
+/// of how far the pipeline went and the final outcome of every requirement. The same end state
+/// always gives the same verdict (and [`Report::exit_code`]); every requirement still failing
+/// is named with its reason.
+pub fn decide(
+    course: &Course,
+    rows: &[RequirementRow],
+    plan: Option<&PlanReport>,
+) -> (Verdict, String, Vec<Remaining>) {
+    let remaining: Vec<Remaining> = rows
+        .iter()
+        .filter(|r| final_outcome(r).is_problem())
+        .map(|r| Remaining {
+            requirement: r.id.clone(),
+            node: r.node.clone(),
+            outcome: final_outcome(r),
+            reason: reason(course, r, plan),
+            message: r.message.clone(),
+        })
+        .collect();
+    let (verdict, head) = match course {
+        Course::NothingToFix | Course::NothingFixable if remaining.is_empty() => (
+            Verdict::Compliant,
+            "every applicable requirement passes".to_string(),
+        ),
+        Course::Applied { fixes } if remaining.is_empty() => (
+            Verdict::Verified,
+            format!("{fixes} fixes verified in the sandbox, then on the target"),
+        ),
+        Course::NothingToFix | Course::NothingFixable => (
+            Verdict::NonCompliant,
+            "nothing the policy can fix".to_string(),
+        ),
+        Course::Applied { fixes } => (
+            Verdict::NonCompliant,
+            format!("{fixes} fixes verified in the sandbox, then on the target"),
+        ),
+        Course::GuardsDown(g) => (
+            Verdict::Failed,
+            format!(
+                "availability guards fail before any change ({}): the site is not healthy, nothing was changed; repair it first, or use --force",
+                g.join("; ")
+            ),
+        ),
+        Course::NotFaithful(d) => (
+            Verdict::Failed,
+            format!(
+                "the sandbox is not faithful to the target ({}); nothing was changed; use --force to go on anyway",
+                d.join("; ")
+            ),
+        ),
+        Course::RejectedInSandbox(why) => (
+            Verdict::RejectedInSandbox,
+            format!("{why}; the target was not touched"),
+        ),
+        Course::RolledBack(why) => (
+            Verdict::RolledBack,
+            format!("target verification failed ({why}); the changes were rolled back"),
+        ),
+        Course::RollbackIncomplete(why) => (
+            Verdict::Failed,
+            format!("target verification failed and the rollback did not complete ({why}): inspect the target"),
+        ),
+    };
+    let summary = if remaining.is_empty() {
+        head
+    } else {
+        let list: Vec<String> = remaining.iter().map(|r| r.to_string()).collect();
+        format!(
+            "{head}; {} still failing: {}",
+            remaining.len(),
+            list.join("; ")
+        )
+    };
+    (verdict, summary, remaining)
 }
 
 /// One requirement on one node across the phases.
@@ -74,6 +248,10 @@ pub struct SandboxReport {
     pub faithful: Option<bool>,
     /// Requirements whose outcome differs between target and sandbox before any change.
     pub differences: Vec<String>,
+    /// How many checks of the sandbox it took to decide fidelity (it is re-checked with
+    /// backoff until it agrees with the target or the deadline passes).
+    #[serde(default)]
+    pub fidelity_checks: u32,
     pub kept: bool,
 }
 
@@ -94,6 +272,9 @@ pub struct Report {
     pub started_at: String,
     pub duration_ms: u64,
     pub requirements: Vec<RequirementRow>,
+    /// Requirements still failing at the end, each with why (see [`decide`]).
+    #[serde(default)]
+    pub remaining: Vec<Remaining>,
     pub plan: Option<PlanReport>,
     pub steps: Vec<PhaseStep>,
     pub phases: Vec<PhaseTiming>,
@@ -101,16 +282,20 @@ pub struct Report {
 }
 
 impl Report {
-    /// Exit code, as oscap: 0 verified/compliant with nothing failing, 2 failures remain.
+    /// Exit code, as oscap: 0 only when nothing fails at the end (verified or compliant),
+    /// else 2.
     pub fn exit_code(&self) -> i32 {
-        let remaining = self
-            .requirements
-            .iter()
-            .any(|r| final_outcome(r).is_problem());
-        match self.verdict {
-            Verdict::Verified | Verdict::Compliant if !remaining => 0,
-            _ => 2,
-        }
+        exit_code(self.verdict, &self.requirements)
+    }
+}
+
+/// Exit code of an end state: 0 only when the verdict is `verified`/`compliant` and no
+/// requirement fails at the end, else 2.
+pub fn exit_code(verdict: Verdict, rows: &[RequirementRow]) -> i32 {
+    let failing = rows.iter().any(|r| final_outcome(r).is_problem());
+    match verdict {
+        Verdict::Verified | Verdict::Compliant if !failing => 0,
+        _ => 2,
     }
 }
 
@@ -474,4 +659,215 @@ pub fn enforce_sarif(policy_file: &str, r: &Report) -> serde_json::Value {
         })
         .collect();
     sarif(policy_file, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vacsine_core::plan::Unfixable;
+    use vacsine_core::policy::{Disruption, Strategy};
+    use Outcome::{Error, Fail, NotChecked as NC, Pass};
+
+    /// (id, kind, before, after) → a row on node `n`.
+    fn row(id: &str, kind: RequirementKind, before: Outcome, after: Outcome) -> RequirementRow {
+        RequirementRow {
+            id: id.into(),
+            node: "n".into(),
+            title: id.into(),
+            severity: Severity::High,
+            kind,
+            target_before: before,
+            sandbox_before: NC,
+            sandbox_after: NC,
+            target_after: after,
+            observed: String::new(),
+            message: format!("{id} message"),
+        }
+    }
+    fn sec(id: &str, before: Outcome, after: Outcome) -> RequirementRow {
+        row(id, RequirementKind::Security, before, after)
+    }
+    /// A plan fixing `fixed` and unable to fix `unfixable` (no fix declared).
+    fn plan(fixed: &[&str], unfixable: &[&str]) -> PlanReport {
+        PlanReport {
+            items: fixed
+                .iter()
+                .map(|r| PlanItem {
+                    step: format!("fix-{r}"),
+                    requirements: vec![r.to_string()],
+                    node: "n".into(),
+                    workflow: format!("wf-{r}"),
+                    inputs: Default::default(),
+                    strategy: Strategy::Configure,
+                    disruption: Disruption::Low,
+                    reboot: false,
+                })
+                .collect(),
+            unfixable: unfixable
+                .iter()
+                .map(|r| Unfixable {
+                    requirement: r.to_string(),
+                    node: "n".into(),
+                    reason: "the requirement declares no fix".into(),
+                })
+                .collect(),
+            workflow: serde_json::from_value(serde_json::json!({
+                "apiVersion": "vacsine.io/v1", "kind": "Workflow",
+                "metadata": {"name": "plan"}, "spec": {"steps": []}
+            }))
+            .unwrap(),
+        }
+    }
+
+    /// `check(course, rows, plan, verdict, exit code, fragments the summary must contain)`.
+    fn check(
+        course: Course,
+        rows: &[RequirementRow],
+        plan: &PlanReport,
+        verdict: Verdict,
+        exit: i32,
+        says: &[&str],
+    ) {
+        let (v, summary, remaining) = decide(&course, rows, Some(plan));
+        assert_eq!(v, verdict, "{course:?}: {summary}");
+        assert_eq!(exit_code(v, rows), exit, "{course:?}: {summary}");
+        for s in says {
+            assert!(summary.contains(s), "{course:?}: `{s}` not in: {summary}");
+        }
+        // Every requirement still failing is named in the summary and listed.
+        for r in rows.iter().filter(|r| final_outcome(r).is_problem()) {
+            assert!(summary.contains(&r.id), "{} not named: {summary}", r.id);
+            assert!(remaining.iter().any(|x| x.requirement == r.id));
+        }
+        assert_eq!(
+            remaining.len(),
+            rows.iter()
+                .filter(|r| final_outcome(r).is_problem())
+                .count()
+        );
+    }
+
+    #[test]
+    fn verdict_table() {
+        let none = plan(&[], &[]);
+        // Nothing fails.
+        check(
+            Course::NothingToFix,
+            &[sec("a", Pass, NC)],
+            &none,
+            Verdict::Compliant,
+            0,
+            &[],
+        );
+        // Everything fixed and verified.
+        check(
+            Course::Applied { fixes: 1 },
+            &[sec("a", Fail, Pass), sec("b", Pass, Pass)],
+            &plan(&["a"], &[]),
+            Verdict::Verified,
+            0,
+            &["1 fixes verified"],
+        );
+        // Issue 6: the same end state (two failing requirements without a fix) gives the same
+        // verdict and exit code whether fixes were applied on the way or not.
+        let end = |a_before| {
+            [
+                sec("a", a_before, Pass),
+                sec("x", Fail, Fail),
+                sec("y", Fail, Fail),
+            ]
+        };
+        for (course, p, a_before) in [
+            (
+                Course::Applied { fixes: 1 },
+                plan(&["a"], &["x", "y"]),
+                Fail,
+            ),
+            (Course::NothingFixable, plan(&[], &["x", "y"]), Pass),
+        ] {
+            let (v, ..) = decide(&course, &end(a_before), Some(&p));
+            assert_eq!(v, Verdict::NonCompliant);
+            check(
+                course,
+                &end(a_before),
+                &p,
+                Verdict::NonCompliant,
+                2,
+                &[
+                    "2 still failing",
+                    "x on n (fail: no fix: the requirement declares no fix",
+                ],
+            );
+        }
+        // A check in error is failing at the end too.
+        check(
+            Course::NothingFixable,
+            &[sec("e", Error, NC)],
+            &none,
+            Verdict::NonCompliant,
+            2,
+            &["e on n (error"],
+        );
+        // Availability guard down before any change.
+        check(
+            Course::GuardsDown(vec!["web-up on n is fail".into()]),
+            &[
+                row("web-up", RequirementKind::Availability, Fail, NC),
+                sec("a", Fail, NC),
+            ],
+            &plan(&["a"], &[]),
+            Verdict::Failed,
+            2,
+            &[
+                "availability guards fail before any change",
+                "--force",
+                "not attempted",
+            ],
+        );
+        check(
+            Course::NotFaithful(vec!["a on n: target fail, sandbox pass".into()]),
+            &[sec("a", Fail, NC)],
+            &plan(&["a"], &[]),
+            Verdict::Failed,
+            2,
+            &["not faithful", "a on n: target fail, sandbox pass"],
+        );
+        check(
+            Course::RejectedInSandbox("the sandbox gate failed: web-up".into()),
+            &[sec("a", Fail, NC), sec("x", Fail, NC)],
+            &plan(&["a"], &["x"]),
+            Verdict::RejectedInSandbox,
+            2,
+            &[
+                "target was not touched",
+                "fix wf-a rejected in the sandbox",
+                "no fix",
+            ],
+        );
+        check(
+            Course::RolledBack("a on n is still fail".into()),
+            &[sec("a", Fail, Fail)],
+            &plan(&["a"], &[]),
+            Verdict::RolledBack,
+            2,
+            &["rolled back"],
+        );
+        check(
+            Course::RollbackIncomplete("a".into()),
+            &[sec("a", Fail, Fail)],
+            &plan(&["a"], &[]),
+            Verdict::Failed,
+            2,
+            &["inspect the target"],
+        );
+        // A regression the gate missed still fails the run.
+        check(
+            Course::Applied { fixes: 1 },
+            &[sec("a", Fail, Pass), sec("b", Pass, Fail)],
+            &plan(&["a"], &[]),
+            Verdict::NonCompliant,
+            2,
+            &["b on n (fail: regression"],
+        );
+    }
 }

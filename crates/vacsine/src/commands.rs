@@ -371,6 +371,7 @@ async fn run_enforce(
         progress: Some(Arc::new(move |m: &str| p2.say(m))),
         hook: None,
         sandbox_slot: Some(slot.clone()),
+        ..Default::default()
     };
     let result = tokio::select! {
         r = vacsine_enforce::enforce(inputs, &opts) => r,

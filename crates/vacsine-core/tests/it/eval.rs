@@ -166,6 +166,7 @@ fn command_process_package_user_sysctl() {
     let pkg = |v: Option<&str>| Observation::Package {
         database: "dpkg".into(),
         installed_version: v.map(Into::into),
+        broken: None,
     };
     check(
         "package: {name: b, installed: true, version: '>= 1:1.30'}",
@@ -187,6 +188,19 @@ fn command_process_package_user_sysctl() {
         pkg(None),
         Outcome::Pass,
     );
+    // Issue 6: present but half-configured is installed for a removal rule, broken for an
+    // installation rule.
+    let half = Observation::Package {
+        database: "dpkg".into(),
+        installed_version: Some("1".into()),
+        broken: Some("half-configured".into()),
+    };
+    check(
+        "package: {name: b, installed: false}",
+        half.clone(),
+        Outcome::Fail,
+    );
+    check("package: {name: b, installed: true}", half, Outcome::Fail);
     let user = Observation::User {
         entry: Some(PasswdEntry {
             name: "guest".into(),

@@ -182,21 +182,24 @@ async fn probes_on_demo_site() {
         site.observe("legacy", &pkg("telnetd")).await,
         Observation::Package {
             database: "dpkg".into(),
-            installed_version: Some("0.17-44".into())
+            installed_version: Some("0.17-44".into()),
+            broken: None
         }
     );
     assert_eq!(
         site.observe("legacy", &pkg("openssh-server")).await,
         Observation::Package {
             database: "dpkg".into(),
-            installed_version: None
+            installed_version: None,
+            broken: None
         }
     );
     assert_eq!(
         site.observe("web", &pkg("telnetd")).await,
         Observation::Package {
             database: "none".into(),
-            installed_version: None
+            installed_version: None,
+            broken: None
         }
     );
 
@@ -280,16 +283,25 @@ async fn probes_on_demo_site() {
     assert!(vacsine_docker::demo::down(&d).await.unwrap().is_empty());
 }
 
+/// A missing container is not fatal to the site (issue 6): its node is unavailable, and every
+/// observation of it is an error naming the container, the reason and the fix.
 #[tokio::test]
 async fn missing_container_is_a_clear_error() {
     let Some(d) = docker().await else { return };
     let t = crate::common::target(&["vt-does-not-exist-xyz"], None);
-    let e = vacsine_docker::DockerSite::resolve(d, &t)
-        .await
-        .unwrap_err();
-    let m = e.to_string();
-    assert!(
-        m.contains("vt-does-not-exist-xyz") && m.contains("does not exist"),
-        "{m}"
-    );
+    let site = vacsine_docker::DockerSite::resolve(d, &t).await.unwrap();
+    let check = Check::Sysctl(SysctlCheck {
+        key: "net.ipv4.ip_forward".into(),
+        value: "0".into(),
+    });
+    match site.observe("vt-does-not-exist-xyz", &check).await {
+        Observation::Error { message: m } => assert!(
+            m.contains("vt-does-not-exist-xyz")
+                && m.contains("does not exist")
+                && m.contains("docker start"),
+            "{m}"
+        ),
+        o => panic!("{o:?}"),
+    }
+    assert!(site.unavailable().contains_key("vt-does-not-exist-xyz"));
 }

@@ -256,3 +256,199 @@ async fn bench_demo_clone() {
     );
     r.unwrap();
 }
+
+/// Freezer state of the cgroup of process `pid`: `Some(true)` when frozen (or freezing).
+fn frozen(pid: i64) -> Option<bool> {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    for line in cg.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+        if ctrl.split(',').any(|c| c == "freezer") {
+            let s = std::fs::read_to_string(format!("/sys/fs/cgroup/freezer{path}/freezer.state"))
+                .ok()?;
+            return Some(s.trim() != "THAWED");
+        }
+        if ctrl.is_empty() {
+            if let Ok(ev) = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cgroup.events")) {
+                return Some(ev.lines().any(|l| l.trim() == "frozen 1"));
+            }
+        }
+    }
+    None
+}
+
+/// Issue 6: cloning must not pause the target. While the demo site is cloned, the web node's
+/// cgroup freezer is sampled every millisecond and its HTTP service is probed in a loop from
+/// the vantage point; no sample may be frozen and no probe may fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_clone_never_pauses_the_target() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let Some(d) = docker().await else { return };
+    let (_demo, site) = demo_site(&d).await;
+    let pid = d
+        .inspect_container(
+            "vacsine-demo-web",
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap()
+        .state
+        .and_then(|s| s.pid)
+        .unwrap();
+    assert_eq!(
+        frozen(pid),
+        Some(false),
+        "freezer state of the web node unreadable"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (samples, frozen_samples) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let sampler = {
+        let (stop, samples, frozen_samples) =
+            (stop.clone(), samples.clone(), frozen_samples.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                samples.fetch_add(1, Ordering::Relaxed);
+                if frozen(pid) == Some(true) {
+                    frozen_samples.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let prober = {
+        let (stop, site) = (stop.clone(), site.clone());
+        tokio::spawn(async move {
+            let h = Check::Http(HttpCheck {
+                port: 80,
+                path: "/".into(),
+                from: Loc::new("outside".into()),
+                status: 200,
+                body_matches: None,
+                timeout_ms: 10_000,
+            });
+            let (mut ok, mut failed, mut longest) = (0usize, Vec::new(), Duration::ZERO);
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                match site.observe("web", &h).await {
+                    Observation::Http {
+                        status: Some(200), ..
+                    } => {
+                        ok += 1;
+                        longest = longest.max(last.elapsed());
+                        last = Instant::now();
+                    }
+                    o => failed.push(format!("{o:?}")),
+                }
+            }
+            longest = longest.max(last.elapsed());
+            (ok, failed, longest)
+        })
+    };
+    let id = sandbox::new_id();
+    let t0 = Instant::now();
+    let r = site.clone_sandbox(&id, |_| {}).await;
+    let took = t0.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, longest) = prober.await.unwrap();
+    sampler.join().unwrap();
+    sandbox::teardown(&d, &id).await.unwrap();
+    r.unwrap();
+    println!(
+        "clone of the demo site: {took:?}; {ok} HTTP probes from the vantage point, {} failed, longest gap between answers {longest:?}; {} freezer samples, {} frozen",
+        failed.len(),
+        samples.load(Ordering::Relaxed),
+        frozen_samples.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        frozen_samples.load(Ordering::Relaxed),
+        0,
+        "the target was frozen during the clone"
+    );
+    assert!(
+        failed.is_empty(),
+        "probes failed during the clone: {failed:?}"
+    );
+    assert!(ok > 0 && samples.load(Ordering::Relaxed) > 10);
+}
+
+/// Issue 6: a stopped node resolves as unavailable (its observations are errors with the
+/// reason), and a sandbox of the site clones the others and keeps it unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_stopped_node_is_unavailable_not_fatal() {
+    let Some(d) = docker().await else { return };
+    let (_demo, _) = demo_site(&d).await;
+    let out = std::process::Command::new("docker")
+        .args(["stop", "-t", "1", "vacsine-demo-legacy"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let site = DockerSite::resolve(d.clone(), &vacsine_docker::demo::target())
+        .await
+        .expect("resolve with a stopped node");
+    assert!(site.unavailable()["legacy"].contains("is not running"));
+    let f =
+        Check::File(serde_json::from_value(serde_json::json!({"path": "/etc/passwd"})).unwrap());
+    match site.observe("legacy", &f).await {
+        Observation::Error { message } => assert!(message.contains("vacsine-demo-legacy")),
+        o => panic!("{o:?}"),
+    }
+    assert!(matches!(
+        site.observe("web", &f).await,
+        Observation::File { stat: Some(_), .. }
+    ));
+    let id = sandbox::new_id();
+    let r = site.clone_sandbox(&id, |_| {}).await;
+    let removed = sandbox::teardown(&d, &id).await.unwrap();
+    let (_, clone) = r.unwrap();
+    assert!(matches!(
+        clone.observe("legacy", &f).await,
+        Observation::Error { .. }
+    ));
+    assert_eq!(
+        removed
+            .iter()
+            .filter(|o| o.starts_with("container"))
+            .count(),
+        4
+    );
+}
+
+/// Issue 6: interrupting a clone at any moment (its future dropped, as on Ctrl-C) and then
+/// tearing the sandbox down leaves no container, network, volume or image labelled for it,
+/// even when a commit or a create was in flight. Cancel points: after the k-th progress
+/// message (network, commits, creates, nft copies) plus a short delay, and fixed delays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_interrupted_clone_leaves_nothing() {
+    let Some(d) = docker().await else { return };
+    let (_demo, site) = demo_site(&d).await;
+    let mut points: Vec<(usize, u64)> = [1, 2, 4, 6, 7, 9, 12].iter().map(|k| (*k, 20)).collect();
+    points.extend([(0, 100), (0, 700)]);
+    let mut leaks = Vec::new();
+    for (k, ms) in points {
+        let id = sandbox::new_id();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let interrupt = async {
+            for _ in 0..k {
+                if rx.recv().await.is_none() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        };
+        let finished = tokio::select! {
+            r = site.clone_sandbox(&id, move |m| { let _ = tx.send(m.to_string()); }) => Some(r.is_ok()),
+            _ = interrupt => None,
+        };
+        sandbox::teardown(&d, &id).await.unwrap();
+        // Anything still in flight on the engine would land now.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let left = sandbox::list(&d).await.unwrap();
+        if let Some(info) = left.iter().find(|s| s.id == id) {
+            leaks.push(format!("cancel after {k} messages + {ms} ms: {info:?}"));
+            let _ = sandbox::teardown(&d, &id).await;
+        }
+        println!("cancel after {k} messages + {ms} ms: clone finished first: {finished:?}");
+    }
+    assert!(leaks.is_empty(), "{leaks:#?}");
+}

@@ -265,3 +265,235 @@ async fn kept_sandbox_is_listed_then_garbage_collected() {
         "gc left sandbox objects"
     );
 }
+
+/// Issue 6: the clones' services start after the clone (the demo web server takes
+/// `WEB_START_DELAY_S` to listen); the fidelity check must wait for them instead of calling the
+/// sandbox "not faithful". The BAD_FIX policy is rejected in the sandbox, so the target stays
+/// unchanged and every run clones it again. Runs: `VACSINE_FIDELITY_RUNS` (default 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_fidelity_waits_for_readiness() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = inputs_with_policy(dir.path(), BAD_FIX);
+    let runs: usize = std::env::var("VACSINE_FIDELITY_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut unfaithful = Vec::new();
+    let mut checks = Vec::new();
+    let t0 = std::time::Instant::now();
+    for i in 0..runs {
+        let rep = enforce(&inputs, &opts()).await.expect("enforce");
+        checks.push(rep.sandbox.fidelity_checks);
+        if rep.sandbox.faithful != Some(true) {
+            unfaithful.push(format!("run {i}: {:?}", rep.sandbox.differences));
+        }
+        assert_eq!(
+            rep.verdict,
+            Verdict::RejectedInSandbox,
+            "run {i}: {}",
+            rep.summary
+        );
+    }
+    println!(
+        "{runs} consecutive enforces on an unchanged site in {:?}: {} not faithful; fidelity checks per run {checks:?}",
+        t0.elapsed(),
+        unfaithful.len()
+    );
+    assert!(unfaithful.is_empty(), "{unfaithful:#?}");
+    assert!(sandbox_leftovers().await.is_empty(), "sandbox objects left");
+}
+
+/// Issue 6: a fidelity deadline that passes names the requirement that still differs, with
+/// both observations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_unfaithful_sandbox_names_the_difference() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = inputs_with_policy(dir.path(), BAD_FIX);
+    let mut o = opts();
+    // Shorter than the web server's start delay: the clone cannot be ready in time.
+    o.fidelity_deadline = Some(std::time::Duration::from_millis(300));
+    let rep = enforce(&inputs, &o).await.expect("enforce");
+    assert_eq!(rep.verdict, Verdict::Failed, "{}", rep.summary);
+    assert_eq!(rep.sandbox.faithful, Some(false));
+    let diff = rep.sandbox.differences.join("\n");
+    assert!(
+        diff.contains("web-reachable on web: target pass (observed: ")
+            && diff.contains("sandbox fail (observed: "),
+        "{diff}"
+    );
+    assert!(
+        rep.summary.contains("web-reachable on web"),
+        "{}",
+        rep.summary
+    );
+    assert!(
+        rep.steps.is_empty(),
+        "nothing may run when the sandbox is not faithful"
+    );
+    assert_eq!(rep.exit_code(), 2);
+    assert!(sandbox_leftovers().await.is_empty(), "sandbox objects left");
+}
+
+const PARTLY_FIXABLE: &str = r#"apiVersion: vacsine.io/v1
+kind: Policy
+metadata: {name: partly-fixable}
+spec:
+  catalog: [CATALOG]
+  requirements:
+    - id: web-reachable
+      title: web answers
+      kind: availability
+      severity: high
+      nodes: {roles: [web]}
+      check: {http: {port: 80, from: outside, status: 200}}
+    - id: webroot
+      title: web root not world-writable
+      severity: low
+      nodes: {roles: [web]}
+      check: {file: {path: /srv/www, maxMode: "0755"}}
+      fixes:
+        - {uses: fix-permissions, with: {path: /srv/www, mode: "0755"}, disruption: low}
+    - id: index-private
+      title: index page readable by its owner only (no fix on purpose)
+      severity: low
+      nodes: {roles: [web]}
+      check: {file: {path: /srv/www/index.html, maxMode: "0600"}}
+    - id: shadow-private
+      title: shadow private (no fix on purpose)
+      severity: low
+      nodes: {roles: [ssh]}
+      check: {file: {path: /etc/shadow, maxMode: "0600"}}
+"#;
+
+/// Issue 6: one verdict model. The same end state (two requirements failing without a fix)
+/// gives the same verdict and exit code whether a fix was applied on the way (first run) or
+/// there was nothing left to fix (second run), and the summary names both with why. An
+/// availability guard failing before any change stops enforce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_same_end_state_same_verdict() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = inputs_with_policy(dir.path(), PARTLY_FIXABLE);
+    let first = enforce(&inputs, &opts()).await.expect("enforce");
+    let second = enforce(&inputs, &opts()).await.expect("enforce again");
+    for rep in [&first, &second] {
+        eprintln!("{}", vacsine_enforce::report::enforce_human(rep));
+        assert_eq!(rep.verdict, Verdict::NonCompliant, "{}", rep.summary);
+        assert_eq!(rep.exit_code(), 2);
+        for r in ["index-private on web", "shadow-private on ssh"] {
+            assert!(rep.summary.contains(r), "{r} not named: {}", rep.summary);
+        }
+        assert!(rep.summary.contains("no fix"), "{}", rep.summary);
+        let still: Vec<(&str, &str)> = rep
+            .remaining
+            .iter()
+            .map(|r| (r.requirement.as_str(), r.node.as_str()))
+            .collect();
+        assert_eq!(
+            still,
+            vec![("index-private", "web"), ("shadow-private", "ssh")]
+        );
+    }
+    assert!(
+        first.summary.contains("1 fixes verified"),
+        "{}",
+        first.summary
+    );
+    assert_eq!(first.sandbox.faithful, Some(true));
+    assert!(second.sandbox.id.is_none(), "nothing to fix: no sandbox");
+
+    // The web server is down before any change: enforce stops, names the guard.
+    dexec("vacsine-demo-web", &["killall", "httpd"]).await;
+    dexec("vacsine-demo-web", &["chmod", "0777", "/srv/www"]).await;
+    let rep = enforce(&inputs, &opts()).await.expect("enforce");
+    assert_eq!(rep.verdict, Verdict::Failed, "{}", rep.summary);
+    assert!(
+        rep.summary
+            .contains("availability guards fail before any change")
+            && rep.summary.contains("web-reachable on web"),
+        "{}",
+        rep.summary
+    );
+    assert!(rep.sandbox.id.is_none() && rep.steps.is_empty());
+    assert_eq!(rep.exit_code(), 2);
+    assert_eq!(
+        dexec("vacsine-demo-web", &["stat", "-c", "%a", "/srv/www"])
+            .await
+            .trim(),
+        "777",
+        "nothing may change while a guard is down"
+    );
+    assert!(sandbox_leftovers().await.is_empty(), "sandbox objects left");
+}
+
+/// Issue 6: `default-deny-inbound` with `allow_tcp: []` denies every inbound connection
+/// (established flows and loopback stay allowed) instead of failing with an nft syntax error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_default_deny_with_empty_allow_list_denies_all() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let inputs = demo_inputs();
+    let site = vacsine_docker::DockerSite::connect(&inputs.target.doc)
+        .await
+        .unwrap();
+    let engine = vacsine_engine::Engine::new(
+        vacsine_engine::Journal::in_memory().unwrap(),
+        vacsine_enforce::engine_catalog(&inputs.catalog),
+    );
+    use vacsine_core::node::Site;
+    let mut changed = Vec::new();
+    for _ in 0..2 {
+        let mut nodes = vacsine_engine::NodeMap::new();
+        nodes.insert("web".into(), site.node_ops("web").unwrap());
+        let mut req = vacsine_engine::RunRequest::new(
+            inputs.catalog.workflows["default-deny-inbound"].doc.clone(),
+        );
+        req.inputs = serde_json::json!({"allow_tcp": []})
+            .as_object()
+            .unwrap()
+            .clone();
+        req.nodes = nodes;
+        req.default_node = Some("web".into());
+        req.target_name = "edge-site".into();
+        let rep = engine.run(req).await.unwrap();
+        assert_eq!(
+            rep.status,
+            vacsine_engine::RunStatus::Succeeded,
+            "{:#?}",
+            rep.records
+        );
+        changed.push(rep.changed);
+    }
+    assert_eq!(
+        changed,
+        vec![true, false],
+        "first run changes, second does not"
+    );
+    let all = ruleset("vacsine-demo-web").await;
+    let start = all
+        .find("table inet vacsine_inbound")
+        .unwrap_or_else(|| panic!("no vacsine_inbound table: {all}"));
+    let table = &all[start..];
+    let table = &table[..table.find("\ntable ").unwrap_or(table.len())];
+    assert!(
+        table.contains("policy drop") && table.contains("ct state established,related accept"),
+        "{table}"
+    );
+    assert!(!table.contains("dport"), "no port may stay open: {table}");
+    // The web server is no longer reachable from outside.
+    let results = check_site(&inputs.policy.doc, &site).await;
+    let web = results
+        .iter()
+        .find(|r| r.requirement == "web-reachable")
+        .unwrap();
+    assert_eq!(web.outcome, Outcome::Fail, "{web:?}");
+}

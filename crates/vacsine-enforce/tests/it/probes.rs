@@ -72,3 +72,41 @@ async fn every_probe_passes_fails_and_is_not_applicable() {
         wrong.join("\n")
     );
 }
+
+/// Issue 6: a stopped container and a missing one do not abort the check: their requirements
+/// are `error` with the reason, the other nodes are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_check_goes_on_past_stopped_and_missing_nodes() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let docker = |args: &'static [&'static str]| async move {
+        let out = tokio::process::Command::new("docker")
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "docker {args:?}: {out:?}");
+    };
+    docker(&["stop", "-t", "1", "vacsine-demo-legacy"]).await;
+    docker(&["rm", "-f", "vacsine-demo-ssh"]).await;
+    let inputs = demo_inputs();
+    let site = vacsine_docker::DockerSite::connect(&inputs.target.doc)
+        .await
+        .expect("a stopped or missing node must not abort the resolution");
+    let results = check_site(&inputs.policy.doc, &site).await;
+    for (node, why) in [("legacy", "is not running"), ("ssh", "does not exist")] {
+        let rows: Vec<_> = results.iter().filter(|r| r.node == node).collect();
+        assert!(!rows.is_empty(), "{node} not checked");
+        for r in rows {
+            assert_eq!(r.outcome, Outcome::Error, "{r:?}");
+            assert!(r.message.contains(why), "{r:?}");
+        }
+    }
+    let web: Vec<_> = results.iter().filter(|r| r.node == "web").collect();
+    assert!(
+        !web.is_empty() && web.iter().all(|r| r.outcome != Outcome::Error),
+        "{web:#?}"
+    );
+    fresh_site(&d).await;
+}
