@@ -140,7 +140,8 @@ impl Engine {
         let stale: Vec<&(i64, StepRecord)> = last
             .values()
             .copied()
-            .filter(|(_, r)| r.status == StepStatus::Running)
+            // Caught running by a crash, or stopped by a signal (a cancelled run).
+            .filter(|(_, r)| matches!(r.status, StepStatus::Running | StepStatus::Cancelled))
             .collect();
         if stale.is_empty() && retry_left(s, recs).is_some() {
             return PriorState::Rerun;
@@ -174,6 +175,16 @@ impl Engine {
                 .as_deref()
                 .map(|n| format!(" on node `{n}`"))
                 .unwrap_or_default();
+            if r.status == StepStatus::Cancelled {
+                // Stopped by a signal: the record stays `cancelled`.
+                if !idempotent {
+                    run.set_stop(format!(
+                        "step `{full_id}` ({}) was stopped by a signal while running{on}; it is not idempotent, so it is not re-run automatically: check the node's state, then re-run the workflow, or mark the step `idempotent: true` if it is safe to repeat",
+                        r.executor
+                    ));
+                }
+                continue;
+            }
             let why = if idempotent {
                 format!(
                     "the run was interrupted (process crash or kill) while step `{full_id}` was running{on}; the step is idempotent, so it is run again"

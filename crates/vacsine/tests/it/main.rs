@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod signals;
+
 /// Tests that use the demo site (fixed container names) run one at a time.
 static SITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
