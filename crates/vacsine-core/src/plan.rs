@@ -227,7 +227,7 @@ pub fn plan(
         });
     }
     let workflow = Workflow::new(
-        &format!("remediate-{}", policy.metadata.name.value),
+        &plan_workflow_name(&policy.metadata.name.value),
         Some(format!(
             "Remediation of policy {} on target {target_name}, deduced by vacsine plan",
             policy.metadata.name.value
@@ -242,4 +242,22 @@ pub fn plan(
         unfixable,
         workflow,
     }
+}
+
+/// The plan's workflow name, `remediate-<policy>`, made a valid workflow name whatever the
+/// policy's name (lowercased; other characters become `-`; cut to the longest name allowed).
+pub fn plan_workflow_name(policy: &str) -> String {
+    let mut name: String = format!("remediate-{policy}")
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.truncate(crate::workflow::MAX_WORKFLOW_NAME);
+    name
 }

@@ -166,3 +166,21 @@ fn needs_cycle_and_unknown_need_are_reported() {
         "{msgs:?}"
     );
 }
+
+#[test]
+fn plan_workflow_names_are_valid_workflow_names() {
+    use vacsine_core::plan::plan_workflow_name;
+    use vacsine_core::workflow::check_workflow_name;
+    for (policy, want) in [
+        ("edge-site", "remediate-edge-site"),
+        ("Edge Site/CIS v8", "remediate-edge-site-cis-v8"),
+        ("été", "remediate--t-"),
+    ] {
+        let got = plan_workflow_name(policy);
+        assert_eq!(got, want);
+        check_workflow_name(&got).unwrap_or_else(|e| panic!("{policy}: {e}"));
+    }
+    let long = plan_workflow_name(&"x".repeat(200));
+    assert_eq!(long.len(), 63);
+    check_workflow_name(&long).unwrap();
+}
