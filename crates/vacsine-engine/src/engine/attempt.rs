@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vacsine_core::node::NodeOps;
-use vacsine_core::record::{bound_stream, rfc3339, Level, Message, StepRecord, StepStatus};
+use vacsine_core::record::{bound_stream, rfc3339, Level, Masker, Message, StepRecord, StepStatus};
 use vacsine_core::workflow::{parse_duration, Step};
 
 /// How a step is attempted, from its declaration.
@@ -242,29 +242,7 @@ impl Engine {
         }
         let elapsed = clock.elapsed();
         let masker = run.masker();
-        let ms = |b: &[u8]| bound_stream(masker.mask(&String::from_utf8_lossy(b)).as_bytes());
-        rec.finished_at = Some(rfc3339(
-            started + chrono::Duration::from_std(elapsed).unwrap_or_default(),
-        ));
-        rec.duration_ms = Some(elapsed.as_millis() as u64);
-        rec.status = result.status;
-        rec.exit_code = result.exit_code;
-        rec.stdout = ms(&result.stdout);
-        rec.stderr = ms(&result.stderr);
-        rec.changed = result.changed;
-        rec.messages = result
-            .messages
-            .iter()
-            .map(|m| Message {
-                text: masker.mask(&m.text).into_owned(),
-                ..m.clone()
-            })
-            .collect();
-        if let Some(e) = &result.error {
-            let e = masker.mask(e).into_owned();
-            rec.messages.push(message(Level::Error, e.clone()));
-            rec.error = Some(e);
-        }
+        finish_record(&mut rec, &result, &masker, started, elapsed);
         rec.outputs = mask_map(&result.outputs, &masker);
         // Undo data: journaled by the executor before its change, or returned with the
         // result; dropped when nothing changed after all.
@@ -298,6 +276,39 @@ impl Engine {
             outputs: result.outputs,
             changed: rec.changed,
         }
+    }
+}
+
+/// Fill an attempt's record from its result, every text masked and streams bounded.
+pub(super) fn finish_record(
+    rec: &mut StepRecord,
+    result: &StepResult,
+    masker: &Masker,
+    started: chrono::DateTime<chrono::Utc>,
+    elapsed: Duration,
+) {
+    let bounded = |b: &[u8]| bound_stream(masker.mask(&String::from_utf8_lossy(b)).as_bytes());
+    rec.finished_at = Some(rfc3339(
+        started + chrono::Duration::from_std(elapsed).unwrap_or_default(),
+    ));
+    rec.duration_ms = Some(elapsed.as_millis() as u64);
+    rec.status = result.status;
+    rec.exit_code = result.exit_code;
+    rec.stdout = bounded(&result.stdout);
+    rec.stderr = bounded(&result.stderr);
+    rec.changed = result.changed;
+    rec.messages = result
+        .messages
+        .iter()
+        .map(|m| Message {
+            text: masker.mask(&m.text).into_owned(),
+            ..m.clone()
+        })
+        .collect();
+    if let Some(e) = &result.error {
+        let e = masker.mask(e).into_owned();
+        rec.messages.push(message(Level::Error, e.clone()));
+        rec.error = Some(e);
     }
 }
 

@@ -1,13 +1,14 @@
 //! Compensation of a failed (or rolled back) level: automatic undo of its changed steps in
 //! reverse completion order, then its `rollback` steps in reverse declaration order.
 
+use super::attempt::finish_record;
 use super::context::{RunCtx, Scope, ScopeInit, StepTable};
 use super::{is_compensation, now, Engine, ProgressEvent};
 use crate::executor::{message, ExecCtx, StepResult};
 use crate::EngineError;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use vacsine_core::record::{bound_stream, rfc3339, Level, Message, StepRecord, StepStatus};
+use vacsine_core::record::{rfc3339, Level, StepRecord, StepStatus};
 use vacsine_core::workflow::Workflow;
 
 impl Engine {
@@ -68,36 +69,9 @@ impl Engine {
                     x.undo(&ctx, e.data.clone()).await
                 }
             };
-            let masker = run.masker();
             let elapsed = clock.elapsed();
-            rec.finished_at = Some(rfc3339(
-                started + chrono::Duration::from_std(elapsed).unwrap_or_default(),
-            ));
-            rec.duration_ms = Some(elapsed.as_millis() as u64);
-            rec.status = result.status;
-            rec.changed = result.changed;
-            rec.stdout = bound_stream(
-                masker
-                    .mask(&String::from_utf8_lossy(&result.stdout))
-                    .as_bytes(),
-            );
-            rec.stderr = bound_stream(
-                masker
-                    .mask(&String::from_utf8_lossy(&result.stderr))
-                    .as_bytes(),
-            );
-            rec.messages = result
-                .messages
-                .iter()
-                .map(|m| Message {
-                    text: masker.mask(&m.text).into_owned(),
-                    ..m.clone()
-                })
-                .collect();
-            if let Some(err) = &result.error {
-                let err = masker.mask(err).into_owned();
-                rec.messages.push(message(Level::Error, err.clone()));
-                rec.error = Some(err.clone());
+            finish_record(&mut rec, &result, &run.masker(), started, elapsed);
+            if let Some(err) = &rec.error {
                 errors.push(format!("{id}: {err}"));
             }
             self.journal.finish_record(seq, &rec, None, None)?;
