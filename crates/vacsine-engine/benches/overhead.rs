@@ -41,6 +41,20 @@ fn chained(n: usize) -> Workflow {
     vacsine_core::doc::parse_as(&SourceFile::new("chain.yaml", text)).expect("chain workflow")
 }
 
+/// CPU time (user + system) this process has used so far, from /proc/self/stat (10 ms
+/// resolution), excluding its children.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
 /// Wall time of one run of `w` with a file journal.
 async fn run_once(w: Workflow, journal: Journal) -> Duration {
     let n = w.spec.steps.len();
@@ -247,8 +261,8 @@ fn main() {
         "\nscaling: chained steps reading `steps.<previous>.status`, file journal, median of 3"
     );
     println!(
-        "{:<12} {:>12} {:>14} {:>14} {:>12}",
-        "steps", "run", "per step", "over /bin/true", "vs 100"
+        "{:<8} {:>9} {:>12} {:>14} {:>8} {:>16} {:>8}",
+        "steps", "run", "per step", "over /bin/true", "vs 100", "engine CPU/step", "vs 100"
     );
     let base = rt.block_on(direct(200));
     let mut first: Option<Duration> = None;

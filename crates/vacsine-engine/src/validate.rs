@@ -94,11 +94,39 @@ struct Checker<'a> {
     registry: &'a Registry,
     problems: Vec<WorkflowProblem>,
     ids: BTreeSet<&'a str>,
-    /// Transitive dependencies of each main step.
-    ancestors: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    /// `needs` of each main step.
+    needs: BTreeMap<&'a str, Vec<&'a str>>,
+    /// Position of each main step in a topological order (None: the steps have a cycle).
+    order: Option<BTreeMap<&'a str, usize>>,
 }
 
 impl<'a> Checker<'a> {
+    /// Whether step `s` needs step `a`, directly or through other steps. Answered per
+    /// reference (a direct need at once, otherwise a walk that skips steps ordered before
+    /// `a`), so long chains cost neither quadratic time nor quadratic memory.
+    fn depends_on(&self, s: &str, a: &str) -> bool {
+        let Some(order) = &self.order else {
+            return true;
+        };
+        let Some(&target) = order.get(a) else {
+            return false;
+        };
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut stack: Vec<&str> = vec![s];
+        while let Some(n) = stack.pop() {
+            for &d in self.needs.get(n).into_iter().flatten() {
+                if d == a {
+                    return true;
+                }
+                // A step ordered before `a` cannot depend on `a`.
+                if order.get(d).is_some_and(|&p| p > target) && seen.insert(d) {
+                    stack.push(d);
+                }
+            }
+        }
+        false
+    }
+
     fn push<T>(&mut self, step: Option<&str>, at: &Loc<T>, message: String, help: Option<String>) {
         self.problems.push(WorkflowProblem {
             step: step.map(str::to_string),
@@ -155,12 +183,7 @@ impl<'a> Checker<'a> {
                         format!("{what} refers to its own step `{id}`"),
                         Some("use `result` in `outputs` to read this step's result".into()),
                     )),
-                    Some(id)
-                        if !rollback
-                            && !self
-                                .ancestors
-                                .get(s.id.as_str())
-                                .is_some_and(|a| a.contains(id)) =>
+                    Some(id) if !rollback && !self.depends_on(s.id.as_str(), id) =>
                     {
                         Some((
                             format!("{what} uses `steps.{id}`, but step `{}` does not need `{id}` (directly or indirectly), so it may not have run yet", s.id.value),
@@ -366,27 +389,20 @@ pub(crate) fn validate_with(
             .map(WorkflowProblem::from)
             .collect(),
         ids: steps.iter().map(|s| s.id.as_str()).collect(),
-        ancestors: BTreeMap::new(),
+        needs: steps
+            .iter()
+            .map(|s| (s.id.as_str(), s.needs.iter().map(|n| n.as_str()).collect()))
+            .collect(),
+        order: None,
     };
-    // Transitive dependencies; without an order (a cycle, reported above), accept any
-    // reference between steps.
-    let by_id: BTreeMap<&str, &Step> = steps.iter().map(|s| (s.id.as_str(), s)).collect();
-    let ordered = vacsine_core::dag::topo_order(steps).is_ok();
-    for s in steps {
-        let mut seen = BTreeSet::new();
-        if ordered {
-            let mut stack: Vec<&str> = s.needs.iter().map(|n| n.as_str()).collect();
-            while let Some(n) = stack.pop() {
-                if seen.insert(n) {
-                    if let Some(d) = by_id.get(n) {
-                        stack.extend(d.needs.iter().map(|x| x.as_str()));
-                    }
-                }
-            }
-        } else {
-            seen = c.ids.clone();
-        }
-        c.ancestors.insert(s.id.as_str(), seen);
+    // Without an order (a cycle, reported above), any reference between steps is accepted.
+    if let Ok(order) = vacsine_core::dag::topo_order(steps) {
+        let pos = order
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| c.ids.get(id.as_str()).map(|id| (*id, i)))
+            .collect();
+        c.order = Some(pos);
     }
     for s in steps {
         c.step(s, false);
