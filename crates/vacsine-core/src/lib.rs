@@ -12,6 +12,7 @@ pub mod doc;
 pub mod eval;
 pub mod node;
 pub mod outcome;
+pub mod parse;
 pub mod plan;
 pub mod policy;
 pub mod record;

@@ -20,7 +20,6 @@ mod error;
 mod exec;
 mod fsroot;
 mod node;
-mod parse;
 pub mod sandbox;
 mod site;
 
