@@ -4,11 +4,12 @@
 //! workflow), their strict loading with located diagnostics, cross-reference validation, the
 //! evaluation of a probe observation into an XCCDF-style outcome, remediation planning, and DAG
 //! decisions. **This crate performs no I/O** (architecture invariant): drivers and executors
-//! live in other crates, behind the traits of [`node`].
+//! live in other crates, behind the traits of [`node`] and [`driver`].
 #![forbid(unsafe_code)]
 
 pub mod dag;
 pub mod doc;
+pub mod driver;
 pub mod eval;
 pub mod node;
 pub mod outcome;

@@ -1,5 +1,7 @@
 //! Vacsine docker driver: the only crate that talks to the Docker Engine.
 //!
+//! * [`DockerDriver`] implements the core's [`vacsine_core::driver::Driver`] seam: the enforce
+//!   pipeline and the CLI reach this crate only through it (and `demo`/`sandbox gc`).
 //! * [`DockerSite`] resolves a [`vacsine_core::target::Target`] into containers and implements
 //!   [`vacsine_core::node::Site`]: it gathers an [`vacsine_core::node::Observation`] for every
 //!   probe kind.
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+mod driver;
 mod error;
 mod exec;
 mod fsroot;
@@ -24,6 +27,7 @@ pub mod sandbox;
 mod site;
 
 pub use bollard::Docker;
+pub use driver::DockerDriver;
 pub use error::DockerError;
 pub use node::DockerNode;
 

@@ -100,9 +100,10 @@ async fn main() {
     for _ in 0..runs.min(3) {
         vacsine_docker::demo::up(&docker).await.expect("demo up");
         let t = Instant::now();
-        let rep = vacsine_enforce::enforce(&inputs, &Default::default())
-            .await
-            .expect("enforce");
+        let rep =
+            vacsine_enforce::enforce(&vacsine_docker::DockerDriver, &inputs, &Default::default())
+                .await
+                .expect("enforce");
         enforces.push(t.elapsed());
         assert_eq!(rep.verdict, vacsine_enforce::Verdict::Verified);
     }

@@ -7,6 +7,7 @@ mod probes;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Mutex;
+pub use vacsine_docker::DockerDriver;
 use vacsine_enforce::inputs::{load_inputs, Inputs};
 
 pub static SITE: Mutex<()> = Mutex::const_new(());
