@@ -4,6 +4,8 @@
 //!     cargo bench -p vacsine-enforce --bench site
 //!
 //! Prints medians and ratios (the machine is shared and noisy: absolute times vary).
+// Tests and benches set up and inspect their peers (docker, nft, the binary) directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
