@@ -4,14 +4,16 @@
 //! workflow), their strict loading with located diagnostics, cross-reference validation, the
 //! evaluation of a probe observation into an XCCDF-style outcome, remediation planning, and DAG
 //! decisions. **This crate performs no I/O** (architecture invariant): drivers and executors
-//! live in other crates, behind the traits of [`node`].
+//! live in other crates, behind the traits of [`node`] and [`driver`].
 #![forbid(unsafe_code)]
 
 pub mod dag;
 pub mod doc;
+pub mod driver;
 pub mod eval;
 pub mod node;
 pub mod outcome;
+pub mod parse;
 pub mod plan;
 pub mod policy;
 pub mod record;

@@ -1,5 +1,7 @@
 //! Vacsine docker driver: the only crate that talks to the Docker Engine.
 //!
+//! * [`DockerDriver`] implements the core's [`vacsine_core::driver::Driver`] seam: the enforce
+//!   pipeline and the CLI reach this crate only through it (and `demo`/`sandbox gc`).
 //! * [`DockerSite`] resolves a [`vacsine_core::target::Target`] into containers and implements
 //!   [`vacsine_core::node::Site`]: it gathers an [`vacsine_core::node::Observation`] for every
 //!   probe kind.
@@ -14,17 +16,21 @@
 //! Network namespace work (nft, sysctl, probes from a vantage point) runs host tools under
 //! `nsenter -t <pid> -n`, spawned with argv lists, never a shell string.
 #![forbid(unsafe_code)]
+// The driver is where nodes are reached: it spawns host tools and talks to the Docker API
+// (see the workspace clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 pub mod demo;
+mod driver;
 mod error;
 mod exec;
 mod fsroot;
 mod node;
-mod parse;
 pub mod sandbox;
 mod site;
 
 pub use bollard::Docker;
+pub use driver::DockerDriver;
 pub use error::DockerError;
 pub use node::DockerNode;
 

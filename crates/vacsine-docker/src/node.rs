@@ -3,7 +3,6 @@
 use crate::error::{is_not_found, DockerError};
 use crate::exec::{check_ok, docker_exec, host_tool, nsenter};
 use crate::fsroot::{Kind, Root};
-use crate::parse;
 use async_trait::async_trait;
 use bollard::models::{
     ContainerInspectResponse, EndpointIpamConfig, EndpointSettings, NetworkConnectRequest,
@@ -14,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use vacsine_core::node::{ExecOutput, FileContent, NodeError, NodeOps};
+use vacsine_core::parse;
 use vacsine_core::target::ResolvedNode;
 
 /// Largest file `read_file` returns.

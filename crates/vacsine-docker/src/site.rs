@@ -4,7 +4,6 @@ use crate::error::{is_not_found, DockerError};
 use crate::exec::{docker_exec, host_tool, nsenter};
 use crate::fsroot::Kind;
 use crate::node::DockerNode;
-use crate::parse;
 use crate::SANDBOX_LABEL;
 use async_trait::async_trait;
 use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions};
@@ -13,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use vacsine_core::node::{FileStat, NodeOps, Observation, Site};
+use vacsine_core::parse;
 use vacsine_core::policy::{Check, FileCheck};
 use vacsine_core::target::{DriverKind, ResolvedNode, Target};
 

@@ -4,6 +4,8 @@
 //!     cargo bench -p vacsine-enforce --bench site
 //!
 //! Prints medians and ratios (the machine is shared and noisy: absolute times vary).
+// Tests and benches set up and inspect their peers (docker, nft, the binary) directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -100,9 +102,10 @@ async fn main() {
     for _ in 0..runs.min(3) {
         vacsine_docker::demo::up(&docker).await.expect("demo up");
         let t = Instant::now();
-        let rep = vacsine_enforce::enforce(&inputs, &Default::default())
-            .await
-            .expect("enforce");
+        let rep =
+            vacsine_enforce::enforce(&vacsine_docker::DockerDriver, &inputs, &Default::default())
+                .await
+                .expect("enforce");
         enforces.push(t.elapsed());
         assert_eq!(rep.verdict, vacsine_enforce::Verdict::Verified);
     }

@@ -9,19 +9,19 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vacsine_core::driver::{Driver, DriverError};
 use vacsine_core::node::Site;
 use vacsine_core::plan::{plan, Plan};
 use vacsine_core::policy::RequirementKind;
 use vacsine_core::record::rfc3339;
 use vacsine_core::Outcome;
-use vacsine_docker::DockerSite;
 use vacsine_engine::{Engine, Journal, NodeMap, RunReport, RunRequest, RunStatus};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnforceError {
     #[error(transparent)]
-    Docker(#[from] vacsine_docker::DockerError),
+    Driver(#[from] DriverError),
     #[error(transparent)]
     Engine(#[from] vacsine_engine::EngineError),
     #[error(transparent)]
@@ -215,8 +215,13 @@ fn failed_step(run: &RunReport) -> String {
         .unwrap_or_else(|| format!("run {}", run.status.as_str()))
 }
 
-/// Run the whole pipeline against a Docker target.
-pub async fn enforce(inputs: &Inputs, opts: &EnforceOptions) -> Result<Report, EnforceError> {
+/// Run the whole pipeline against the target of `inputs`, through `driver` (the one the
+/// target's `driver:` names; the caller chooses it).
+pub async fn enforce(
+    driver: &dyn Driver,
+    inputs: &Inputs,
+    opts: &EnforceOptions,
+) -> Result<Report, EnforceError> {
     let mut clock = Clock {
         start: Instant::now(),
         started_at: rfc3339(chrono::Utc::now()),
@@ -226,11 +231,12 @@ pub async fn enforce(inputs: &Inputs, opts: &EnforceOptions) -> Result<Report, E
     };
     let policy = &inputs.policy.doc;
     let target = &inputs.target.doc;
-    let site = clock
-        .phase("resolve target", DockerSite::connect(target))
+    let resolved = clock
+        .phase("resolve target", driver.resolve(target))
         .await?;
+    let site = resolved.as_site();
     let mut f = Findings {
-        target_before: clock.phase("check target", check_site(policy, &site)).await,
+        target_before: clock.phase("check target", check_site(policy, site)).await,
         sandbox_before: Vec::new(),
         sandbox_after: Vec::new(),
         target_after: Vec::new(),
@@ -294,21 +300,19 @@ pub async fn enforce(inputs: &Inputs, opts: &EnforceOptions) -> Result<Report, E
     }
     sandbox.id = Some(sandbox_id.clone());
     let progress = opts.progress.clone();
+    let say = move |m: &str| {
+        if let Some(p) = &progress {
+            p(m)
+        }
+    };
     let cloned = clock
-        .phase(
-            "clone sandbox",
-            site.clone_sandbox(&sandbox_id, move |m: &str| {
-                if let Some(p) = &progress {
-                    p(m)
-                }
-            }),
-        )
+        .phase("clone sandbox", resolved.clone_sandbox(&sandbox_id, &say))
         .await;
-    let (sbx, sbx_site) = match cloned {
+    let sbx = match cloned {
         Ok(x) => x,
         Err(e) => {
             // A partial clone may have left objects behind.
-            let _ = vacsine_docker::sandbox::teardown(site.docker(), &sandbox_id).await;
+            let _ = driver.teardown(&sandbox_id).await;
             return Err(e.into());
         }
     };
@@ -319,15 +323,15 @@ pub async fn enforce(inputs: &Inputs, opts: &EnforceOptions) -> Result<Report, E
         inputs,
         opts,
         &engine,
-        &site,
-        &sbx_site,
+        site,
+        sbx.site.as_ref(),
         &the_plan,
     )
     .await;
     if opts.keep_sandbox {
         sandbox.kept = true;
     } else {
-        clock.phase("remove sandbox", sbx.teardown()).await?;
+        clock.phase("remove sandbox", sbx.handle.teardown()).await?;
         if let Some(slot) = &opts.sandbox_slot {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
@@ -343,7 +347,7 @@ async fn wait_for_fidelity(
     progress: Option<Progress>,
     policy: &vacsine_core::policy::Policy,
     target_before: &[CheckResult],
-    sbx_site: &DockerSite,
+    sbx_site: &dyn Site,
     deadline: Duration,
 ) -> (Vec<CheckResult>, Vec<String>, u32) {
     let until = Instant::now() + deadline;
@@ -381,8 +385,8 @@ async fn in_sandbox(
     inputs: &Inputs,
     opts: &EnforceOptions,
     engine: &Engine,
-    site: &DockerSite,
-    sbx_site: &DockerSite,
+    site: &dyn Site,
+    sbx_site: &dyn Site,
     the_plan: &Plan,
 ) -> Result<Course, EnforceError> {
     let policy = &inputs.policy.doc;

@@ -6,6 +6,8 @@
 //! (`VX_BENCH_RSS_CHILD=<steps>`) that runs the workflow with a file journal, then reports its
 //! own `VmHWM` (peak resident set, /proc/self/status); a child that only starts the runtime and
 //! opens the journal gives the baseline.
+// Tests and benches set up and inspect their peers (docker, nft, the binary) directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

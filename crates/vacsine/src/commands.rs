@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use vacsine_core::doc::{Document, LoadError};
+use vacsine_core::driver::{DriverError, DriverErrorKind, ResolvedSite};
 use vacsine_enforce::check::check_site;
 use vacsine_enforce::inputs::{self, load_inputs, Inputs};
 use vacsine_enforce::report;
@@ -232,15 +233,15 @@ fn load(io: &PolicyTarget) -> Result<Inputs, i32> {
     load_inputs(&io.policy, &io.target, &io.catalog).map_err(print_diagnostics)
 }
 
-async fn connect_site(inputs: &Inputs) -> miette::Result<vacsine_docker::DockerSite> {
-    vacsine_docker::DockerSite::connect(&inputs.target.doc)
+async fn connect_site(inputs: &Inputs) -> miette::Result<Arc<dyn ResolvedSite>> {
+    crate::drivers::resolve(&inputs.target.doc)
         .await
         .map_err(|e| site_error(inputs, &e))
 }
 
 /// A driver error, located in the target file when it is about a container it names.
-fn site_error(inputs: &Inputs, e: &vacsine_docker::DockerError) -> miette::Report {
-    if let vacsine_docker::DockerError::ContainerNotFound { container, .. } = e {
+fn site_error(inputs: &Inputs, e: &DriverError) -> miette::Report {
+    if let DriverErrorKind::NodeMissing { handle: container } = e.kind() {
         let spec = &inputs.target.doc.spec;
         let at = spec
             .nodes
@@ -262,7 +263,7 @@ async fn check(io: &PolicyTarget, format: Format) -> miette::Result<i32> {
         Err(code) => return Ok(code),
     };
     let site = connect_site(&inputs).await?;
-    let results = check_site(&inputs.policy.doc, &site).await;
+    let results = check_site(&inputs.policy.doc, site.as_site()).await;
     let name = inputs.policy.doc.metadata.name.value.clone();
     match format {
         Format::Human => print(&report::check_human(&results)),
@@ -286,8 +287,7 @@ async fn plan(io: &PolicyTarget, format: SimpleFormat) -> miette::Result<i32> {
         Err(code) => return Ok(code),
     };
     let site = connect_site(&inputs).await?;
-    let results = check_site(&inputs.policy.doc, &site).await;
-    use vacsine_core::node::Site;
+    let results = check_site(&inputs.policy.doc, site.as_site()).await;
     let plan = vacsine_core::plan::plan(
         &inputs.policy.doc,
         &inputs.target.doc.metadata.name.value,
@@ -361,6 +361,8 @@ async fn run_enforce(
     keep_sandbox: bool,
     force: bool,
 ) -> miette::Result<i32> {
+    let driver =
+        crate::drivers::for_target(&inputs.target.doc).map_err(|e| site_error(inputs, &e))?;
     let progress = Progress::new(false);
     let p2 = progress.clone();
     let slot = Arc::new(Mutex::new(None::<String>));
@@ -374,26 +376,25 @@ async fn run_enforce(
         ..Default::default()
     };
     let result = tokio::select! {
-        r = vacsine_enforce::enforce(inputs, &opts) => r,
+        r = vacsine_enforce::enforce(driver.as_ref(), inputs, &opts) => r,
         _ = tokio::signal::ctrl_c() => {
             progress.done();
             let id = slot.lock().ok().and_then(|s| s.clone());
             eprintln!("interrupted{}", id.as_ref().map(|i| format!(": removing sandbox {i}")).unwrap_or_default());
             if let Some(id) = id {
-                if let Ok(d) = vacsine_docker::connect().await {
-                    // Requests in flight when the clone was interrupted (a commit, a create)
-                    // can still complete on the daemon: sweep until two passes find nothing.
-                    let mut quiet = 0;
-                    for _ in 0..20 {
-                        match vacsine_docker::sandbox::teardown(&d, &id).await {
-                            Ok(removed) if removed.is_empty() => quiet += 1,
-                            _ => quiet = 0,
-                        }
-                        if quiet >= 2 {
-                            break;
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                // Requests in flight when the clone was interrupted (a commit, a create)
+                // can still complete on the backend: sweep until two passes find nothing.
+                let mut quiet = 0;
+                for _ in 0..20 {
+                    match driver.teardown(&id).await {
+                        Ok(removed) if removed.is_empty() => quiet += 1,
+                        Err(e) if *e.kind() == DriverErrorKind::Unreachable => break,
+                        _ => quiet = 0,
                     }
+                    if quiet >= 2 {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
             }
             return Ok(130);
@@ -401,7 +402,7 @@ async fn run_enforce(
     };
     progress.done();
     let rep = result.map_err(|e| match &e {
-        vacsine_enforce::EnforceError::Docker(d) => site_error(inputs, d),
+        vacsine_enforce::EnforceError::Driver(d) => site_error(inputs, d),
         _ => miette::miette!("{e}"),
     })?;
     if let Some(path) = report_path {

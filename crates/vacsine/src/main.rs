@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod drivers;
 mod progress;
 mod runcmd;
 

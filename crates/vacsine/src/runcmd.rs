@@ -155,19 +155,17 @@ async fn nodes_for(
             Ok((m, name, None))
         }
         DriverKind::Docker => {
-            let site = vacsine_docker::DockerSite::connect(&t.doc)
-                .await
-                .map_err(|e| {
-                    eprintln!("error: {e}");
-                    EXIT_ERROR
-                })?;
+            let site = crate::drivers::resolve(&t.doc).await.map_err(|e| {
+                eprintln!("error: {e}");
+                EXIT_ERROR
+            })?;
             let mut m = NodeMap::new();
             for n in site.nodes() {
                 if let Some(ops) = site.node_ops(&n.name) {
                     m.insert(n.name.clone(), ops);
                 }
             }
-            Ok((m, name, Some(Arc::new(site) as Arc<dyn Site>)))
+            Ok((m, name, Some(site.into_site())))
         }
     }
 }

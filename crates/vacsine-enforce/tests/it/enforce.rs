@@ -9,7 +9,9 @@ async fn demo_enforce_is_verified() {
     let _g = SITE.lock().await;
     fresh_site(&d).await;
     let inputs = demo_inputs();
-    let rep = enforce(&inputs, &opts()).await.expect("enforce");
+    let rep = enforce(&DockerDriver, &inputs, &opts())
+        .await
+        .expect("enforce");
     eprintln!("{}", vacsine_enforce::report::enforce_human(&rep));
     assert_eq!(rep.verdict, Verdict::Verified, "{}", rep.summary);
     let fixed = rep
@@ -57,7 +59,9 @@ async fn demo_enforce_is_verified() {
     assert!(v["sandbox"]["id"].is_string());
     assert!(sandbox_leftovers().await.is_empty(), "sandbox objects left");
     // Enforcing again finds nothing to do.
-    let again = enforce(&inputs, &opts()).await.expect("enforce again");
+    let again = enforce(&DockerDriver, &inputs, &opts())
+        .await
+        .expect("enforce again");
     assert_eq!(again.verdict, Verdict::Compliant, "{}", again.summary);
 }
 
@@ -100,7 +104,9 @@ async fn bad_fix_is_rejected_in_sandbox_and_target_untouched() {
     let inputs = inputs_with_policy(dir.path(), BAD_FIX);
     let rules_before = ruleset("vacsine-demo-web").await;
     let stat_before = dexec("vacsine-demo-web", &["stat", "-c", "%a %U", "/srv/www"]).await;
-    let rep = enforce(&inputs, &opts()).await.expect("enforce");
+    let rep = enforce(&DockerDriver, &inputs, &opts())
+        .await
+        .expect("enforce");
     assert_eq!(rep.verdict, Verdict::RejectedInSandbox, "{}", rep.summary);
     assert!(rep.summary.contains("web-reachable"), "{}", rep.summary);
     assert_eq!(
@@ -136,7 +142,7 @@ async fn drift_after_sandbox_verdict_is_rolled_back() {
             }
         })
     }));
-    let rep = enforce(&inputs, &o).await.expect("enforce");
+    let rep = enforce(&DockerDriver, &inputs, &o).await.expect("enforce");
     assert_eq!(rep.verdict, Verdict::RolledBack, "{}", rep.summary);
     assert!(rep.steps.iter().any(|s| s.phase == "rollback"
         || s.record.status == vacsine_core::record::StepStatus::RolledBack));
@@ -249,7 +255,7 @@ async fn kept_sandbox_is_listed_then_garbage_collected() {
     let inputs = inputs_with_policy(dir.path(), BAD_FIX);
     let mut o = opts();
     o.keep_sandbox = true;
-    let rep = enforce(&inputs, &o).await.expect("enforce");
+    let rep = enforce(&DockerDriver, &inputs, &o).await.expect("enforce");
     assert!(rep.sandbox.kept);
     let id = rep.sandbox.id.clone().unwrap();
     let list = vacsine_docker::sandbox::list(&d).await.unwrap();
@@ -285,7 +291,9 @@ async fn issue6_fidelity_waits_for_readiness() {
     let mut checks = Vec::new();
     let t0 = std::time::Instant::now();
     for i in 0..runs {
-        let rep = enforce(&inputs, &opts()).await.expect("enforce");
+        let rep = enforce(&DockerDriver, &inputs, &opts())
+            .await
+            .expect("enforce");
         checks.push(rep.sandbox.fidelity_checks);
         if rep.sandbox.faithful != Some(true) {
             unfaithful.push(format!("run {i}: {:?}", rep.sandbox.differences));
@@ -318,7 +326,7 @@ async fn issue6_unfaithful_sandbox_names_the_difference() {
     let mut o = opts();
     // Shorter than the web server's start delay: the clone cannot be ready in time.
     o.fidelity_deadline = Some(std::time::Duration::from_millis(300));
-    let rep = enforce(&inputs, &o).await.expect("enforce");
+    let rep = enforce(&DockerDriver, &inputs, &o).await.expect("enforce");
     assert_eq!(rep.verdict, Verdict::Failed, "{}", rep.summary);
     assert_eq!(rep.sandbox.faithful, Some(false));
     let diff = rep.sandbox.differences.join("\n");
@@ -382,8 +390,12 @@ async fn issue6_same_end_state_same_verdict() {
     fresh_site(&d).await;
     let dir = tempfile::tempdir().unwrap();
     let inputs = inputs_with_policy(dir.path(), PARTLY_FIXABLE);
-    let first = enforce(&inputs, &opts()).await.expect("enforce");
-    let second = enforce(&inputs, &opts()).await.expect("enforce again");
+    let first = enforce(&DockerDriver, &inputs, &opts())
+        .await
+        .expect("enforce");
+    let second = enforce(&DockerDriver, &inputs, &opts())
+        .await
+        .expect("enforce again");
     for rep in [&first, &second] {
         eprintln!("{}", vacsine_enforce::report::enforce_human(rep));
         assert_eq!(rep.verdict, Verdict::NonCompliant, "{}", rep.summary);
@@ -413,7 +425,9 @@ async fn issue6_same_end_state_same_verdict() {
     // The web server is down before any change: enforce stops, names the guard.
     dexec("vacsine-demo-web", &["killall", "httpd"]).await;
     dexec("vacsine-demo-web", &["chmod", "0777", "/srv/www"]).await;
-    let rep = enforce(&inputs, &opts()).await.expect("enforce");
+    let rep = enforce(&DockerDriver, &inputs, &opts())
+        .await
+        .expect("enforce");
     assert_eq!(rep.verdict, Verdict::Failed, "{}", rep.summary);
     assert!(
         rep.summary

@@ -1,5 +1,7 @@
 //! End-to-end tests of check and enforce against the real demo site in Docker.
 //! They share the demo containers, so they run one at a time (SITE lock).
+// Tests and benches set up and inspect their peers (docker, nft, the binary) directly.
+#![allow(clippy::disallowed_methods)]
 
 mod enforce;
 mod probes;
@@ -7,6 +9,7 @@ mod probes;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Mutex;
+pub use vacsine_docker::DockerDriver;
 use vacsine_enforce::inputs::{load_inputs, Inputs};
 
 pub static SITE: Mutex<()> = Mutex::const_new(());

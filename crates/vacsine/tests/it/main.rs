@@ -1,4 +1,6 @@
 //! The `vacsine` binary end to end: located errors and exit codes, the JSON contracts.
+// Tests and benches set up and inspect their peers (docker, nft, the binary) directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

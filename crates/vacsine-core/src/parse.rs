@@ -1,10 +1,11 @@
-//! Pure parsers for what the driver reads from containers.
+//! Pure parsers for what drivers read from nodes (`/etc/passwd`, `/etc/group`, the dpkg and
+//! apk databases, `nft -j list chains`, sysctl keys), shared by every driver.
 
+use crate::node::PasswdEntry;
 use std::collections::BTreeMap;
-use vacsine_core::node::PasswdEntry;
 
 /// Entries of an `/etc/passwd` file.
-pub(crate) fn passwd(text: &str) -> Vec<PasswdEntry> {
+pub fn passwd(text: &str) -> Vec<PasswdEntry> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -23,7 +24,7 @@ pub(crate) fn passwd(text: &str) -> Vec<PasswdEntry> {
 }
 
 /// `gid → name` of an `/etc/group` file.
-pub(crate) fn groups(text: &str) -> BTreeMap<u32, String> {
+pub fn groups(text: &str) -> BTreeMap<u32, String> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -40,7 +41,7 @@ pub(crate) fn groups(text: &str) -> BTreeMap<u32, String> {
 /// configured `triggers-awaited`/`triggers-pending`) → `(version, None)`; `half-installed`,
 /// `unpacked`, `half-configured` → present but broken, `(version, Some(state))`;
 /// `not-installed`, `config-files`, an unknown state or no stanza → `None`.
-pub(crate) fn dpkg_package(status: &str, name: &str) -> Option<(String, Option<String>)> {
+pub fn dpkg_package(status: &str, name: &str) -> Option<(String, Option<String>)> {
     for stanza in status.split("\n\n") {
         let mut pkg = None;
         let mut st = None;
@@ -71,7 +72,7 @@ pub(crate) fn dpkg_package(status: &str, name: &str) -> Option<(String, Option<S
 }
 
 /// Version of `name` in an apk `installed` database (`P:`/`V:` lines).
-pub(crate) fn apk_installed(db: &str, name: &str) -> Option<String> {
+pub fn apk_installed(db: &str, name: &str) -> Option<String> {
     for stanza in db.split("\n\n") {
         let mut pkg = None;
         let mut ver = None;
@@ -90,7 +91,7 @@ pub(crate) fn apk_installed(db: &str, name: &str) -> Option<String> {
 }
 
 /// hook → policies of base chains, from `nft -j list chains`.
-pub(crate) fn nft_base_policies(json: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
+pub fn nft_base_policies(json: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
     let v: serde_json::Value = serde_json::from_str(json)
         .map_err(|e| format!("cannot parse `nft -j list chains`: {e}"))?;
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -117,7 +118,7 @@ pub(crate) fn nft_base_policies(json: &str) -> Result<BTreeMap<String, Vec<Strin
 }
 
 /// A sysctl key as a path under `/proc/sys`, or why it is refused.
-pub(crate) fn sysctl_path(key: &str) -> Result<String, String> {
+pub fn sysctl_path(key: &str) -> Result<String, String> {
     let ok = !key.is_empty()
         && key
             .chars()
