@@ -14,6 +14,7 @@ pub mod node;
 pub mod outcome;
 pub mod plan;
 pub mod policy;
+pub mod procnet;
 pub mod record;
 pub mod target;
 pub mod validate;

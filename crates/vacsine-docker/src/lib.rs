@@ -23,6 +23,7 @@ mod node;
 mod parse;
 pub mod sandbox;
 mod site;
+mod ssh;
 
 pub use bollard::Docker;
 pub use error::DockerError;

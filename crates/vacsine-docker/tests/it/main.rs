@@ -8,3 +8,4 @@ mod common;
 mod ops;
 mod probes;
 mod sandbox;
+mod ssh;
