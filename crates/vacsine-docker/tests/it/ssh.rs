@@ -226,6 +226,8 @@ struct SshdSite {
     _keydir: tempfile::TempDir,
     site: DockerSite,
     server: String,
+    /// IP of the vantage container on the shared network.
+    vantage_ip: String,
     key: String,
 }
 
@@ -285,11 +287,23 @@ async fn sshd_site() -> Option<SshdSite> {
     let allowed = ssh_check(&key, SshLogin::Allowed);
     let o = until_login(&site, &server, &allowed, true).await;
     assert_eq!(login_of(&o), Some(true), "{o:?}");
+    let vantage_ip = d
+        .inspect_container(
+            &vantage,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap()
+        .network_settings
+        .and_then(|s| s.networks)
+        .and_then(|n| n.get(&net).and_then(|e| e.ip_address.clone()))
+        .unwrap();
     Some(SshdSite {
         _cleanup: cleanup,
         _keydir: keydir,
         site,
         server,
+        vantage_ip,
         key,
     })
 }
@@ -302,12 +316,28 @@ async fn ssh_probe_sees_the_running_config_not_the_file() {
         _keydir,
         site,
         server,
+        vantage_ip,
         key,
     }) = sshd_site().await
     else {
         return;
     };
     let n = site.node_ops(&server).unwrap();
+    // The probe is made from the vantage point's network namespace, not from the host: the
+    // server refuses every other source.
+    n.nft_apply(&format!("table inet vt_only_vantage {{ chain input {{ type filter hook input priority 0; policy accept; tcp dport 22 ip saddr != {vantage_ip} reject with tcp reset\n }}\n}}\n"))
+        .await
+        .unwrap();
+    let server_ip = site.node_address(&server, "outside").await.unwrap();
+    let from_host = std::net::TcpStream::connect_timeout(
+        &format!("{server_ip}:22").parse().unwrap(),
+        Duration::from_secs(2),
+    );
+    assert!(
+        from_host.is_err(),
+        "the host must be refused: {from_host:?}"
+    );
+
     let allowed = ssh_check(&key, SshLogin::Allowed);
     let denied = ssh_check(&key, SshLogin::Denied);
     let o = until_login(&site, &server, &allowed, true).await;
@@ -359,7 +389,15 @@ async fn ssh_probe_sees_the_running_config_not_the_file() {
         })
     };
     let c22 = listening(22, Presence::Present);
+    let t = Instant::now();
     let o = site.observe(&server, &c22).await;
+    let listening_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let _ = site.observe(&server, &denied).await;
+    eprintln!(
+        "probe wall time: listening {listening_ms:.1} ms, ssh (connect, kex, none + publickey auth) {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let e = evaluate(&c22, &o);
     assert_eq!(e.outcome, Outcome::Pass, "{e:?}");
     assert!(e.observed.contains("tcp 0.0.0.0:22"), "{e:?}");
@@ -450,6 +488,7 @@ async fn harden_sshd_makes_the_running_sshd_take_the_config() {
         site,
         server,
         key,
+        ..
     }) = sshd_site().await
     else {
         return;
