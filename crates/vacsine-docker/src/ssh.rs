@@ -26,26 +26,42 @@ const BANNER_LIMIT: usize = 512;
 /// Connect to `addr` from the network namespace of process `netns_pid` (`/proc/<pid>/ns/net`)
 /// and read the server's identification line without consuming it (`peek`), so the SSH
 /// client still sees it.
+/// Why a connection was not made: the probe could not run (`Setup`: the outcome is an
+/// error), or the server did not answer (`Connect`: an observation).
+enum ConnectError {
+    Setup(String),
+    Connect(std::io::Error),
+}
+
 async fn connect_in_netns(
     netns_pid: i64,
     addr: SocketAddr,
     timeout: Duration,
-) -> std::io::Result<(TcpStream, Option<String>)> {
-    let ns = std::fs::File::open(format!("/proc/{netns_pid}/ns/net"))?;
+) -> Result<(TcpStream, Option<String>), ConnectError> {
+    let path = format!("/proc/{netns_pid}/ns/net");
+    let ns = std::fs::File::open(&path)
+        .map_err(|e| ConnectError::Setup(format!("opening {path}: {e}")))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("vacsine-netns-connect".into())
         .spawn(move || {
-            let r = (|| {
-                move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))?;
-                let s = TcpStream::connect_timeout(&addr, timeout)?;
-                let banner = peek_banner(&s, timeout)?;
-                Ok((s, banner))
-            })();
+            let r = move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
+                .map_err(|e| {
+                    ConnectError::Setup(format!(
+                        "entering the network namespace {path} (setns needs root): {e}"
+                    ))
+                })
+                .and_then(|()| {
+                    let s = TcpStream::connect_timeout(&addr, timeout)
+                        .map_err(ConnectError::Connect)?;
+                    let banner = peek_banner(&s, timeout).map_err(ConnectError::Connect)?;
+                    Ok((s, banner))
+                });
             let _ = tx.send(r);
-        })?;
+        })
+        .map_err(|e| ConnectError::Setup(format!("starting the connecting thread: {e}")))?;
     rx.await
-        .map_err(|_| std::io::Error::other("the connecting thread ended without an answer"))?
+        .map_err(|_| ConnectError::Setup("the connecting thread ended without an answer".into()))?
 }
 
 /// The first line the server sent (up to [`BANNER_LIMIT`]), left in the socket's buffer.
@@ -155,7 +171,8 @@ pub(crate) async fn probe(
     };
     let (stream, seen) = match connect_in_netns(netns_pid, addr, timeout).await {
         Ok(s) => s,
-        Err(e) => {
+        Err(ConnectError::Setup(message)) => return Observation::Error { message },
+        Err(ConnectError::Connect(e)) => {
             *detail = format!("connecting: {e}");
             return obs;
         }
