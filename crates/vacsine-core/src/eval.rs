@@ -1,8 +1,8 @@
 //! Pure evaluation of a probe observation into an outcome, with the evidence shown to users.
 
-use crate::node::Observation;
+use crate::node::{Listener, Observation};
 use crate::outcome::Outcome;
-use crate::policy::{Check, PortState};
+use crate::policy::{Check, ListeningCheck, PortState, Presence, SshCheck, SshLogin};
 use crate::version::Constraint;
 use regex::RegexBuilder;
 use serde::{Deserialize, Serialize};
@@ -377,6 +377,24 @@ pub fn evaluate(check: &Check, obs: &Observation) -> Evaluation {
                 format!("expected {key} = {}", c.value),
             ),
         },
+        (Check::Listening(c), Observation::Listening { sockets }) => eval_listening(c, sockets),
+        (
+            Check::Ssh(c),
+            Observation::Ssh {
+                address,
+                banner,
+                methods,
+                login,
+                detail,
+            },
+        ) => eval_ssh(
+            c,
+            address,
+            banner.as_deref(),
+            methods.as_deref(),
+            *login,
+            detail,
+        ),
         (c, o) => ev(
             Outcome::Error,
             "",
@@ -400,8 +418,166 @@ fn obs_kind(o: &Observation) -> &'static str {
         Observation::Firewall { .. } => "firewall",
         Observation::User { .. } => "user",
         Observation::Sysctl { .. } => "sysctl",
+        Observation::Listening { .. } => "listening",
+        Observation::Ssh { .. } => "ssh",
         Observation::Error { .. } => "error",
     }
+}
+
+fn eval_listening(c: &ListeningCheck, sockets: &[Listener]) -> Evaluation {
+    let what = format!("{} port {}", c.protocol.as_str(), c.port);
+    let mut on_port: Vec<String> = sockets
+        .iter()
+        .filter(|s| s.protocol == c.protocol && s.port == c.port)
+        .map(ToString::to_string)
+        .collect();
+    on_port.sort();
+    on_port.dedup();
+    let seen = if on_port.is_empty() {
+        let mut all: Vec<String> = sockets.iter().map(ToString::to_string).collect();
+        all.sort();
+        all.dedup();
+        format!(
+            "nothing listening on {what}; listening: {}",
+            if all.is_empty() {
+                "none".to_string()
+            } else {
+                all.join(", ")
+            }
+        )
+    } else {
+        format!("listening: {}", on_port.join(", "))
+    };
+    match (on_port.is_empty(), c.expect) {
+        (false, Presence::Present) => ev(Outcome::Pass, seen, format!("{what} is listening")),
+        (true, Presence::Absent) => ev(
+            Outcome::Pass,
+            seen,
+            format!("nothing listens on {what}, as required"),
+        ),
+        (true, Presence::Present) => ev(
+            Outcome::Fail,
+            seen,
+            format!("nothing listens on {what} in the node"),
+        ),
+        (false, Presence::Absent) => ev(
+            Outcome::Fail,
+            seen,
+            format!("a socket listens on {what} in the node (a firewall rule does not remove it)"),
+        ),
+    }
+}
+
+fn eval_ssh(
+    c: &SshCheck,
+    address: &str,
+    banner: Option<&str>,
+    methods: Option<&[String]>,
+    login: Option<bool>,
+    detail: &str,
+) -> Evaluation {
+    let Some(banner) = banner else {
+        return ev(
+            Outcome::Fail,
+            format!("{address}: no SSH server"),
+            format!(
+                "no SSH server answered on {address} from {}: {detail}",
+                c.from.value
+            ),
+        );
+    };
+    let mut seen = format!("{address}: {}", first_line(banner));
+    if let Some(m) = methods {
+        seen.push_str(&format!(
+            "; methods for {}: {}",
+            c.user,
+            if m.is_empty() {
+                "none".to_string()
+            } else {
+                m.join(",")
+            }
+        ));
+    }
+    if let Some(l) = login {
+        seen.push_str(&format!(
+            "; key login as {}: {}",
+            c.user,
+            if l { "allowed" } else { "denied" }
+        ));
+    }
+    let why = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    };
+    let e = &c.expect;
+    if let Some(p) = &e.banner_matches {
+        match re(p) {
+            Err(err) => return ev(Outcome::Error, seen, err),
+            Ok(r) if !r.is_match(banner) => {
+                return ev(
+                    Outcome::Fail,
+                    seen,
+                    format!("banner does not match `{}`", p.value),
+                )
+            }
+            _ => {}
+        }
+    }
+    if !e.methods_include.is_empty() || !e.methods_exclude.is_empty() {
+        let Some(m) = methods else {
+            return ev(
+                Outcome::Error,
+                seen,
+                format!("the server's authentication methods could not be read{why}"),
+            );
+        };
+        for want in &e.methods_include {
+            if !m.contains(&want.value) {
+                return ev(
+                    Outcome::Fail,
+                    seen,
+                    format!("method {} is not offered to {}", want.value, c.user),
+                );
+            }
+        }
+        for no in &e.methods_exclude {
+            if m.contains(&no.value) {
+                return ev(
+                    Outcome::Fail,
+                    seen,
+                    format!("method {} is offered to {}", no.value, c.user),
+                );
+            }
+        }
+    }
+    if let Some(want) = &e.login {
+        let Some(l) = login else {
+            return ev(
+                Outcome::Error,
+                seen,
+                format!("the key login could not be tried{why}"),
+            );
+        };
+        match (want.value, l) {
+            (SshLogin::Allowed, false) => {
+                return ev(
+                    Outcome::Fail,
+                    seen,
+                    format!("{} cannot log in with the key", c.user),
+                )
+            }
+            (SshLogin::Denied, true) => {
+                return ev(
+                    Outcome::Fail,
+                    seen,
+                    format!("{} logs in with the key from {}", c.user, c.from.value),
+                )
+            }
+            _ => {}
+        }
+    }
+    ev(Outcome::Pass, seen, "SSH server behaves as required")
 }
 
 fn fmt_policies(p: &std::collections::BTreeMap<String, Vec<String>>) -> String {

@@ -16,6 +16,7 @@ pub mod outcome;
 pub mod parse;
 pub mod plan;
 pub mod policy;
+pub mod procnet;
 pub mod record;
 pub mod target;
 pub mod validate;

@@ -64,10 +64,61 @@ pub enum Observation {
         key: String,
         value: Option<String>,
     },
+    Listening {
+        /// Every listening socket of the node's network namespace (TCP and UDP, IPv4 and
+        /// IPv6), whatever the check's port: the evidence names what is there.
+        sockets: Vec<Listener>,
+    },
+    Ssh {
+        /// `ip:port` connected to.
+        address: String,
+        /// The server's identification line (`SSH-2.0-OpenSSH_9.2p1 …`); None when no
+        /// SSH server answered.
+        banner: Option<String>,
+        /// Methods the server offers to the user (from a `none` authentication request).
+        /// None when not asked (no SSH session) or when `none` itself succeeded.
+        methods: Option<Vec<String>>,
+        /// Did the key log in? None when no key was tried.
+        login: Option<bool>,
+        /// Problems met on the way (connection refused, key exchange failed…).
+        detail: String,
+    },
     /// The driver could not observe: the outcome is `error`.
     Error {
         message: String,
     },
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Listener {
+    pub protocol: crate::policy::Protocol,
+    /// Bound address (`0.0.0.0`, `::`, `127.0.0.1`…); an IPv4-mapped IPv6 address is shown
+    /// as IPv4.
+    pub address: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.address.contains(':') {
+            write!(
+                f,
+                "{} [{}]:{}",
+                self.protocol.as_str(),
+                self.address,
+                self.port
+            )
+        } else {
+            write!(
+                f,
+                "{} {}:{}",
+                self.protocol.as_str(),
+                self.address,
+                self.port
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -194,6 +194,12 @@ pub enum Check {
     User(UserCheck),
     /// A kernel parameter as seen in the node.
     Sysctl(SysctlCheck),
+    /// Sockets listening inside the node's network namespace (seen even when a firewall
+    /// rule hides them from the network).
+    Listening(ListeningCheck),
+    /// An SSH server's behaviour from a vantage point: banner, authentication methods
+    /// offered to a user, whether a key logs in.
+    Ssh(SshCheck),
 }
 
 impl Check {
@@ -208,6 +214,8 @@ impl Check {
             Check::Firewall(_) => "firewall",
             Check::User(_) => "user",
             Check::Sysctl(_) => "sysctl",
+            Check::Listening(_) => "listening",
+            Check::Ssh(_) => "ssh",
         }
     }
     /// The vantage point a network probe is made from, if any.
@@ -215,6 +223,7 @@ impl Check {
         match self {
             Check::Port(p) => Some(&p.from),
             Check::Http(h) => Some(&h.from),
+            Check::Ssh(s) => Some(&s.from),
             _ => None,
         }
     }
@@ -365,6 +374,132 @@ pub struct SysctlCheck {
     /// Dotted key, e.g. `net.ipv4.ip_forward`.
     pub key: String,
     pub value: String,
+}
+
+/// Transport protocol of a socket.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    Present,
+    Absent,
+}
+
+/// Is a socket listening on `port` in the node's network namespace (IPv4 or IPv6, any
+/// address)? TCP: sockets in state LISTEN; UDP: bound, unconnected sockets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListeningCheck {
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub expect: Presence,
+}
+
+/// Connects to the node's SSH server from a vantage point, as a client would.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SshCheck {
+    #[serde(default = "ssh_port")]
+    pub port: u16,
+    /// Vantage point name (from the target's `vantagePoints`).
+    pub from: Loc<String>,
+    /// User name offered to the server (methods and login are asked for this user).
+    #[serde(default = "root_user")]
+    pub user: String,
+    /// Private key file (OpenSSH format, Ed25519 or ECDSA, unencrypted) tried for `login`;
+    /// a relative path is relative to the policy file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Loc<String>>,
+    pub expect: SshExpect,
+    #[serde(default = "default_probe_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn ssh_port() -> u16 {
+    22
+}
+fn root_user() -> String {
+    "root".into()
+}
+
+/// What the SSH server must do. Every field given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SshExpect {
+    /// Regex the server's identification line must match (e.g. `^SSH-2\.0-OpenSSH_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banner_matches: Option<Loc<String>>,
+    /// Whether `user` logs in with `key` (needs `key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<Loc<SshLogin>>,
+    /// Authentication methods that must each be offered to `user`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods_include: Vec<Loc<String>>,
+    /// Authentication methods that must not be offered to `user` (e.g. `password`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods_exclude: Vec<Loc<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SshLogin {
+    Allowed,
+    Denied,
+}
+
+/// SSH authentication method names (RFC 4252 and its extensions) the `ssh` probe knows.
+pub const SSH_METHODS: &[&str] = &[
+    "publickey",
+    "password",
+    "keyboard-interactive",
+    "hostbased",
+    "gssapi-with-mic",
+    "none",
+];
+
+impl Policy {
+    /// Make the relative file paths of the policy (SSH keys) relative to `dir`, the folder
+    /// of the policy file. Pure path arithmetic.
+    pub fn rebase_paths(&mut self, dir: &std::path::Path) {
+        for r in &mut self.spec.requirements {
+            for c in std::iter::once(&mut r.check).chain(r.applies_when.as_mut()) {
+                if let Check::Ssh(SshCheck { key: Some(k), .. }) = c {
+                    if std::path::Path::new(&k.value).is_relative() {
+                        k.value = dir.join(&k.value).to_string_lossy().into_owned();
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Strategy {

@@ -4,7 +4,7 @@
 use crate::dag;
 use crate::doc::{LoadError, Loc, SourceFile};
 use crate::eval::parse_mode;
-use crate::policy::{Check, Policy};
+use crate::policy::{Check, Policy, SSH_METHODS};
 use crate::target::Target;
 use crate::version::Constraint;
 use crate::workflow::{check_workflow_name, parse_duration, Step, Workflow};
@@ -105,7 +105,47 @@ pub fn check_check(c: &Check, out: &mut Vec<Problem>) {
                 regex_ok(s, out)
             }
         }
-        Check::Process(_) | Check::Sysctl(_) => {}
+        Check::Ssh(s) => {
+            let e = &s.expect;
+            if let Some(b) = &e.banner_matches {
+                regex_ok(b, out);
+            }
+            for m in e.methods_include.iter().chain(&e.methods_exclude) {
+                if !SSH_METHODS.contains(&m.value.as_str()) {
+                    out.push(Problem::at(
+                        m,
+                        format!("unknown SSH authentication method `{}`", m.value),
+                        Some(&format!("use one of: {}", SSH_METHODS.join(", "))),
+                    ));
+                }
+            }
+            if let (Some(l), None) = (&e.login, &s.key) {
+                out.push(Problem::at(
+                    l,
+                    "`login` needs a private key to try",
+                    Some("add `key: path/to/private-key` to the ssh check"),
+                ));
+            }
+            if e.banner_matches.is_none()
+                && e.login.is_none()
+                && e.methods_include.is_empty()
+                && e.methods_exclude.is_empty()
+            {
+                out.push(Problem::at(
+                    &s.from,
+                    "the ssh check expects nothing",
+                    Some("give `expect` at least one of bannerMatches, login, methodsInclude, methodsExclude"),
+                ));
+            }
+            if s.user.is_empty() || s.user.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                out.push(Problem::at(
+                    &s.from,
+                    format!("invalid SSH user name `{}`", s.user.escape_debug()),
+                    Some("a user name has no spaces or control characters"),
+                ));
+            }
+        }
+        Check::Process(_) | Check::Sysctl(_) | Check::Listening(_) => {}
     }
 }
 

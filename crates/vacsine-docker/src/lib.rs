@@ -28,6 +28,7 @@ mod fsroot;
 mod node;
 pub mod sandbox;
 mod site;
+mod ssh;
 
 pub use bollard::Docker;
 pub use driver::DockerDriver;

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use vacsine_core::node::{FileStat, NodeOps, Observation, Site};
 use vacsine_core::parse;
-use vacsine_core::policy::{Check, FileCheck};
+use vacsine_core::policy::{Check, FileCheck, Protocol, SshCheck};
+use vacsine_core::procnet;
 use vacsine_core::target::{DriverKind, ResolvedNode, Target};
 
 /// Content read for file checks is bounded to this many bytes.
@@ -552,6 +553,75 @@ impl DockerSite {
         }
     }
 
+    /// Listening sockets of the node's network namespace, read from the host through the
+    /// socket tables of its init process (`/proc/<pid>/net/*` is that namespace's view), so
+    /// no tool is needed in the node and a firewall rule cannot hide a socket.
+    async fn observe_listening(&self, n: &DockerNode) -> Observation {
+        let pid = match n.pid().await {
+            Ok(p) => p,
+            Err(e) => return err(e),
+        };
+        let r = tokio::task::spawn_blocking(move || {
+            let mut sockets = Vec::new();
+            for (file, protocol, ipv6) in [
+                ("tcp", Protocol::Tcp, false),
+                ("tcp6", Protocol::Tcp, true),
+                ("udp", Protocol::Udp, false),
+                ("udp6", Protocol::Udp, true),
+            ] {
+                let path = format!("/proc/{pid}/net/{file}");
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    // No IPv6 in this namespace (or kernel): no table, no socket.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && ipv6 => continue,
+                    Err(e) => return Err(format!("reading {path}: {e}")),
+                };
+                sockets.extend(procnet::parse_table(&text, protocol, ipv6)?);
+            }
+            sockets.sort();
+            sockets.dedup();
+            Ok(sockets)
+        })
+        .await;
+        match r {
+            Ok(Ok(sockets)) => Observation::Listening { sockets },
+            Ok(Err(e)) => Observation::Error {
+                message: format!("listening sockets of container `{}`: {e}", n.container()),
+            },
+            Err(e) => Observation::Error {
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// An SSH client session from the vantage point's network namespace (see `ssh.rs`).
+    async fn observe_ssh(&self, node: &str, c: &SshCheck) -> Observation {
+        let ip = match self.node_address(node, &c.from.value).await {
+            Ok(ip) => ip,
+            Err(e) => return err(e),
+        };
+        let Some(v) = self.vantage.get(&c.from.value) else {
+            return Observation::Error {
+                message: format!(
+                    "no vantage point `{}`: declare it under the target's `vantagePoints:`",
+                    c.from.value
+                ),
+            };
+        };
+        let pid = match v.pid().await {
+            Ok(p) => p,
+            Err(e) => return err(e),
+        };
+        let key = match &c.key {
+            None => None,
+            Some(path) => match crate::ssh::load_key(&path.value).await {
+                Ok(k) => Some(k),
+                Err(message) => return Observation::Error { message },
+            },
+        };
+        crate::ssh::probe(pid, &ip, c, key).await
+    }
+
     async fn observe_firewall(&self, n: &DockerNode) -> Observation {
         let ruleset = match n.ruleset().await {
             Ok(r) => r,
@@ -717,6 +787,8 @@ impl Site for DockerSite {
                     },
                 }
             }
+            Check::Listening(_) => self.observe_listening(&n).await,
+            Check::Ssh(c) => self.observe_ssh(node, c).await,
             Check::Sysctl(c) => match n.sysctl(&c.key).await {
                 Ok(value) => Observation::Sysctl {
                     key: c.key.clone(),

@@ -80,11 +80,15 @@ fn load_one<T>(
     })
 }
 
+/// Load a policy; its relative file paths (SSH keys) become relative to the policy's folder.
 pub fn load_policy(path: &Path) -> Result<Loaded<Policy>, LoadError> {
-    load_one(path, "Policy", |d| match d {
+    let mut p = load_one(path, "Policy", |d| match d {
         Document::Policy(p) => Some(p),
         _ => None,
-    })
+    })?;
+    p.doc
+        .rebase_paths(path.parent().unwrap_or_else(|| Path::new("")));
+    Ok(p)
 }
 
 /// Load a target and check it on its own (nodes, names, vantage points).

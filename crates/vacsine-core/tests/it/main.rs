@@ -4,4 +4,5 @@ mod eval;
 mod load;
 mod mask;
 mod plan;
+mod procnet;
 mod workflow;

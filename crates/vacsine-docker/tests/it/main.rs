@@ -10,3 +10,4 @@ mod common;
 mod ops;
 mod probes;
 mod sandbox;
+mod ssh;
