@@ -20,6 +20,7 @@
 // (see the workspace clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
+pub mod debian;
 pub mod demo;
 mod driver;
 mod error;

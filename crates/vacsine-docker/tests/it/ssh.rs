@@ -12,7 +12,6 @@ use bollard::models::{
 };
 use bollard::query_parameters::{CreateContainerOptions, StartContainerOptions};
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use vacsine_core::doc::Loc;
@@ -24,116 +23,19 @@ use vacsine_docker::DockerSite;
 
 const IMAGE: &str = "vacsine-test/openssh:1";
 
-fn ok(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// The host's Debian main archive and release, from its apt configuration (one-line
-/// `sources.list` entries and deb822 `.sources` files).
-fn apt_mirror() -> Option<(String, String)> {
-    let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
-    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        let mut more: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        more.sort();
-        files.extend(more);
-    }
-    let main_suite = |s: &str| !s.is_empty() && !s.contains('-') && !s.contains('/');
-    for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else {
-            continue;
-        };
-        let name = f.to_string_lossy();
-        if name.ends_with(".list") {
-            for l in text.lines() {
-                let w: Vec<&str> = l
-                    .split_whitespace()
-                    .filter(|w| !w.starts_with('['))
-                    .collect();
-                if w.len() >= 3 && w[0] == "deb" && main_suite(w[2]) {
-                    return Some((w[1].to_string(), w[2].to_string()));
-                }
-            }
-        } else if name.ends_with(".sources") {
-            for stanza in text.split("\n\n") {
-                let field = |k: &str| {
-                    stanza
-                        .lines()
-                        .find_map(|l| l.strip_prefix(k))
-                        .map(|v| v.split_whitespace().map(String::from).collect::<Vec<_>>())
-                        .unwrap_or_default()
-                };
-                if !field("Types:").iter().any(|t| t == "deb") {
-                    continue;
-                }
-                let (uris, suites) = (field("URIs:"), field("Suites:"));
-                if let (Some(u), Some(s)) = (uris.first(), suites.iter().find(|s| main_suite(s))) {
-                    return Some((u.clone(), s.clone()));
-                }
-            }
-        }
-    }
-    None
-}
-
 /// Build (once per machine) the OpenSSH image. Err: why it cannot be built.
 fn openssh_image() -> Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            if ok(Command::new("docker").args(["image", "inspect", IMAGE])) {
-                return Ok(());
+            if let vacsine_docker::debian::Built::Now { suite, took } =
+                vacsine_docker::debian::ensure_image(IMAGE, &["openssh-server"])?
+            {
+                eprintln!(
+                    "built {IMAGE} ({suite}, debootstrap minbase + openssh-server) in {:.0} s",
+                    took.as_secs_f64()
+                );
             }
-            if !ok(Command::new("debootstrap").arg("--version")) {
-                return Err(format!(
-                    "`debootstrap` is needed to build {IMAGE} (apt-get install debootstrap)"
-                ));
-            }
-            let (mirror, suite) =
-                apt_mirror().ok_or("no Debian mirror found in the apt configuration")?;
-            let t = Instant::now();
-            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-            let root = dir.path().join("root");
-            let out = Command::new("debootstrap")
-                .args(["--variant=minbase", "--include=openssh-server"])
-                .arg(&suite)
-                .arg(&root)
-                .arg(&mirror)
-                .output()
-                .map_err(|e| format!("debootstrap: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "debootstrap failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let mut tar = Command::new("tar")
-                .arg("-C")
-                .arg(&root)
-                .args(["-c", "."])
-                .stdout(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("tar: {e}"))?;
-            let stdout = tar.stdout.take().ok_or("tar has no stdout")?;
-            let import = Command::new("docker")
-                .args(["import", "--change", "CMD [\"/bin/sh\"]", "-", IMAGE])
-                .stdin(stdout)
-                .output()
-                .map_err(|e| format!("docker import: {e}"))?;
-            let tar_ok = tar.wait().map(|s| s.success()).unwrap_or(false);
-            if !tar_ok || !import.status.success() {
-                return Err(format!(
-                    "docker import failed: {}",
-                    String::from_utf8_lossy(&import.stderr)
-                ));
-            }
-            eprintln!(
-                "built {IMAGE} ({suite}, debootstrap minbase + openssh-server) in {:.0} s",
-                t.elapsed().as_secs_f64()
-            );
             Ok(())
         })
         .clone()

@@ -28,117 +28,18 @@ fn skip(why: &str) -> Option<&'static str> {
     None
 }
 
-fn ok(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// The host's Debian main archive and release, read from its apt configuration (one-line
-/// `sources.list` entries and deb822 `.sources` files).
-fn apt_mirror() -> Option<(String, String)> {
-    let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
-    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        let mut more: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        more.sort();
-        files.extend(more);
-    }
-    let main_suite = |s: &str| !s.is_empty() && !s.contains('-') && !s.contains('/');
-    for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else {
-            continue;
-        };
-        let name = f.to_string_lossy();
-        if name.ends_with(".list") {
-            for l in text.lines() {
-                let w: Vec<&str> = l
-                    .split_whitespace()
-                    .filter(|w| !w.starts_with('['))
-                    .collect();
-                if w.len() >= 3 && w[0] == "deb" && main_suite(w[2]) {
-                    return Some((w[1].to_string(), w[2].to_string()));
-                }
-            }
-        } else if name.ends_with(".sources") {
-            for stanza in text.split("\n\n") {
-                let field = |k: &str| {
-                    stanza
-                        .lines()
-                        .find_map(|l| l.strip_prefix(k))
-                        .map(|v| v.split_whitespace().map(String::from).collect::<Vec<_>>())
-                        .unwrap_or_default()
-                };
-                if !field("Types:").iter().any(|t| t == "deb") {
-                    continue;
-                }
-                let (uris, suites) = (field("URIs:"), field("Suites:"));
-                if let (Some(u), Some(s)) = (uris.first(), suites.iter().find(|s| main_suite(s))) {
-                    return Some((u.clone(), s.clone()));
-                }
-            }
-        }
-    }
-    None
-}
-
 /// Build (once per machine) the image with Python; None (skip) when impossible.
 fn python_image() -> Option<&'static str> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let r = BUILT.get_or_init(|| {
-        if !have("docker") || !ok(Command::new("docker").arg("info")) {
-            return Err("Docker is unreachable".into());
+        if let vacsine_docker::debian::Built::Now { suite, took } =
+            vacsine_docker::debian::ensure_image(IMAGE, &["python3"])?
+        {
+            eprintln!(
+                "built {IMAGE} ({suite}, debootstrap minbase + python3) in {:.0} s",
+                took.as_secs_f64()
+            );
         }
-        if ok(Command::new("docker").args(["image", "inspect", IMAGE])) {
-            return Ok(());
-        }
-        if !have("debootstrap") {
-            return Err(format!(
-                "`debootstrap` is needed to build {IMAGE} (apt-get install debootstrap)"
-            ));
-        }
-        let (mirror, suite) =
-            apt_mirror().ok_or("no Debian mirror found in the apt configuration")?;
-        let t = Instant::now();
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let root = dir.path().join("root");
-        let out = Command::new("debootstrap")
-            .args(["--variant=minbase", "--include=python3"])
-            .arg(&suite)
-            .arg(&root)
-            .arg(&mirror)
-            .output()
-            .map_err(|e| format!("debootstrap: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "debootstrap failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let mut tar = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("tar: {e}"))?;
-        let import = Command::new("docker")
-            .args(["import", "--change", "CMD [\"/bin/sh\"]", "-", IMAGE])
-            .stdin(tar.stdout.take().unwrap())
-            .output()
-            .map_err(|e| format!("docker import: {e}"))?;
-        let tar_ok = tar.wait().map(|s| s.success()).unwrap_or(false);
-        if !tar_ok || !import.status.success() {
-            return Err(format!(
-                "docker import failed: {}",
-                String::from_utf8_lossy(&import.stderr)
-            ));
-        }
-        eprintln!(
-            "built {IMAGE} ({suite}, debootstrap minbase + python3) in {:.0} s",
-            t.elapsed().as_secs_f64()
-        );
         Ok(())
     });
     match r {
@@ -183,7 +84,11 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = ok(Command::new("docker").args(["rm", "-f", &self.0]));
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

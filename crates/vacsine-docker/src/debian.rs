@@ -1,0 +1,137 @@
+//! Debian images built locally from Debian's packages, for sites without an image registry:
+//! `debootstrap --variant=minbase --include=<packages>` from the mirror the host's apt is
+//! configured with, then `docker import`. An image is built once per machine and kept under
+//! its tag; later calls find it and return at once.
+//!
+//! Blocking (it runs debootstrap, tar and the docker CLI): call it from a test set-up or
+//! through `spawn_blocking`.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn quiet_ok(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The host's Debian main archive and release, from its apt configuration (one-line
+/// `sources.list` entries and deb822 `.sources` files).
+pub fn apt_mirror() -> Option<(String, String)> {
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut more: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        more.sort();
+        files.extend(more);
+    }
+    let main_suite = |s: &str| !s.is_empty() && !s.contains('-') && !s.contains('/');
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let name = f.to_string_lossy();
+        if name.ends_with(".list") {
+            for l in text.lines() {
+                let w: Vec<&str> = l
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with('['))
+                    .collect();
+                if w.len() >= 3 && w[0] == "deb" && main_suite(w[2]) {
+                    return Some((w[1].to_string(), w[2].to_string()));
+                }
+            }
+        } else if name.ends_with(".sources") {
+            for stanza in text.split("\n\n") {
+                let field = |k: &str| {
+                    stanza
+                        .lines()
+                        .find_map(|l| l.strip_prefix(k))
+                        .map(|v| v.split_whitespace().map(String::from).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                };
+                if !field("Types:").iter().any(|t| t == "deb") {
+                    continue;
+                }
+                let (uris, suites) = (field("URIs:"), field("Suites:"));
+                if let (Some(u), Some(s)) = (uris.first(), suites.iter().find(|s| main_suite(s))) {
+                    return Some((u.clone(), s.clone()));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// What [`ensure_image`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Built {
+    /// The image was there already.
+    Present,
+    /// Built now, from this suite, in this time.
+    Now { suite: String, took: Duration },
+}
+
+/// Make sure the image `tag` exists: a Debian minbase rootfs with `packages`. Err: why it
+/// cannot be built (Docker unreachable, no debootstrap, no mirror, a failed step with its
+/// output).
+pub fn ensure_image(tag: &str, packages: &[&str]) -> Result<Built, String> {
+    if !quiet_ok(Command::new("docker").arg("info")) {
+        return Err("Docker is unreachable".into());
+    }
+    if quiet_ok(Command::new("docker").args(["image", "inspect", tag])) {
+        return Ok(Built::Present);
+    }
+    if !quiet_ok(Command::new("debootstrap").arg("--version")) {
+        return Err(format!(
+            "`debootstrap` is needed to build {tag} (apt-get install debootstrap)"
+        ));
+    }
+    let (mirror, suite) = apt_mirror().ok_or("no Debian mirror found in the apt configuration")?;
+    let t = Instant::now();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let root = dir.path().join("root");
+    let mut cmd = Command::new("debootstrap");
+    cmd.arg("--variant=minbase");
+    if !packages.is_empty() {
+        cmd.arg(format!("--include={}", packages.join(",")));
+    }
+    let out = cmd
+        .arg(&suite)
+        .arg(&root)
+        .arg(&mirror)
+        .output()
+        .map_err(|e| format!("debootstrap: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "debootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("tar: {e}"))?;
+    let stdout = tar.stdout.take().ok_or("tar has no stdout")?;
+    let import = Command::new("docker")
+        .args(["import", "--change", "CMD [\"/bin/sh\"]", "-", tag])
+        .stdin(stdout)
+        .output()
+        .map_err(|e| format!("docker import: {e}"))?;
+    let tar_ok = tar.wait().map(|s| s.success()).unwrap_or(false);
+    if !tar_ok || !import.status.success() {
+        return Err(format!(
+            "docker import failed: {}",
+            String::from_utf8_lossy(&import.stderr)
+        ));
+    }
+    Ok(Built::Now {
+        suite,
+        took: t.elapsed(),
+    })
+}
