@@ -434,7 +434,7 @@ async fn measure_persistence(
         let settled = ready && previous.as_ref() == Some(&now);
         let left = until.saturating_duration_since(Instant::now());
         if all_pass || settled || left.is_zero() {
-            return Ok((persistence(plan, &seen), checks));
+            return Ok((persistence(&plan.items, &seen), checks));
         }
         previous = Some(now);
         let pause = backoff.min(left);
@@ -457,8 +457,11 @@ async fn measure_persistence(
 }
 
 /// Each plan item's persistence given the checks after a restart (pure).
-pub fn persistence(plan: &Plan, after_restart: &[CheckResult]) -> Vec<FixPersistence> {
-    plan.items
+pub fn persistence(
+    items: &[vacsine_core::plan::PlanItem],
+    after_restart: &[CheckResult],
+) -> Vec<FixPersistence> {
+    items
         .iter()
         .map(|i| {
             let lost: Vec<String> = i
@@ -720,5 +723,77 @@ fn build_report(
         sandbox,
         fixes: f.fixes,
         warnings: f.warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vacsine_core::plan::PlanItem;
+    use vacsine_core::policy::{Disruption, Severity, Strategy};
+
+    fn item(workflow: &str, node: &str, reqs: &[&str]) -> PlanItem {
+        PlanItem {
+            step: format!("fix-{workflow}"),
+            requirements: reqs.iter().map(|r| r.to_string()).collect(),
+            node: node.into(),
+            workflow: workflow.into(),
+            inputs: Default::default(),
+            strategy: Strategy::Configure,
+            disruption: Disruption::Low,
+            reboot: false,
+        }
+    }
+    fn seen(req: &str, node: &str, outcome: Outcome) -> CheckResult {
+        CheckResult {
+            requirement: req.into(),
+            node: node.into(),
+            outcome,
+            observed: format!("{req} seen"),
+            message: String::new(),
+            title: req.into(),
+            severity: Severity::High,
+            kind: RequirementKind::Security,
+        }
+    }
+
+    /// A fix is persistent when every requirement it targets on its node passes after the
+    /// restart; the others are named with their outcome and observation.
+    #[test]
+    fn persistence_names_what_did_not_survive() {
+        let items = [
+            item("file-fix", "a", &["r1", "r2"]),
+            item("nft-fix", "a", &["r3"]),
+            item("same-req-other-node", "b", &["r1"]),
+            item("unchecked", "a", &["r9"]),
+        ];
+        let after = [
+            seen("r1", "a", Outcome::Pass),
+            seen("r2", "a", Outcome::Pass),
+            seen("r3", "a", Outcome::Fail),
+            seen("r1", "b", Outcome::Error),
+        ];
+        let p = persistence(&items, &after);
+        let got: Vec<(bool, Vec<String>)> =
+            p.iter().map(|x| (x.persistent, x.lost.clone())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (true, vec![]),
+                (
+                    false,
+                    vec!["r3 is fail after the restart (observed: r3 seen)".to_string()]
+                ),
+                (
+                    false,
+                    vec!["r1 is error after the restart (observed: r1 seen)".to_string()]
+                ),
+                (
+                    false,
+                    vec!["r9 was not checked after the restart".to_string()]
+                ),
+            ]
+        );
+        assert!(p[1].to_string().contains("NOT persistent"));
     }
 }
