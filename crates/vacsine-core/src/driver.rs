@@ -111,4 +111,10 @@ pub trait SandboxHandle: Send + Sync {
     fn id(&self) -> &str;
     /// Remove every object of the sandbox (idempotent); returns what was removed.
     async fn teardown(&self) -> Result<Vec<String>, DriverError>;
+    /// Restart every clone of the sandbox as its platform restarts a node (Docker: `docker
+    /// restart`), and return once each runs again (its services may still be starting);
+    /// returns the clones restarted. State kept only by the running node (a network
+    /// namespace's firewall tables, runtime sysctls, processes) is lost, so the pipeline can
+    /// tell which fixes persist.
+    async fn restart(&self) -> Result<Vec<String>, DriverError>;
 }

@@ -83,6 +83,10 @@ impl SandboxHandle for Sandbox {
     async fn teardown(&self) -> Result<Vec<String>, DriverError> {
         Ok(Sandbox::teardown(self).await?)
     }
+
+    async fn restart(&self) -> Result<Vec<String>, DriverError> {
+        Ok(Sandbox::restart(self).await?)
+    }
 }
 
 #[cfg(test)]

@@ -71,7 +71,90 @@ impl Sandbox {
     pub async fn teardown(&self) -> Result<Vec<String>, DockerError> {
         teardown(&self.docker, &self.id).await
     }
+
+    /// Restart every container of this sandbox (`docker restart`, concurrently, a grace of
+    /// [`RESTART_GRACE_S`] before SIGKILL) and wait until each runs again. What only the
+    /// running container held (nft tables of its network namespace, runtime sysctls,
+    /// processes) is lost; its files and its creation-time configuration stay. Returns the
+    /// containers restarted, sorted.
+    pub async fn restart(&self) -> Result<Vec<String>, DockerError> {
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(label_filter(Some(&self.id))),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| DockerError::api("list containers of sandbox", &self.id, e))?;
+        let names: Vec<String> = containers
+            .into_iter()
+            .filter_map(|c| {
+                let name = c.names.and_then(|n| n.first().cloned()).or(c.id)?;
+                Some(name.trim_start_matches('/').to_string())
+            })
+            .collect();
+        let restarts = names.iter().map(|name| async move {
+            self.docker
+                .restart_container(
+                    name,
+                    Some(bollard::query_parameters::RestartContainerOptions {
+                        t: Some(RESTART_GRACE_S),
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(|e| DockerError::api("restart container", name, e))?;
+            self.wait_running(name).await
+        });
+        futures_util::future::try_join_all(restarts).await?;
+        let mut names = names;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Wait (bounded by [`RESTART_WAIT`]) until container `name` is running with a pid.
+    async fn wait_running(&self, name: &str) -> Result<(), DockerError> {
+        let until = tokio::time::Instant::now() + RESTART_WAIT;
+        loop {
+            let st = self
+                .docker
+                .inspect_container(
+                    name,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+                .map_err(|e| DockerError::api("inspect container", name, e))?
+                .state;
+            let running = st
+                .as_ref()
+                .is_some_and(|s| s.running == Some(true) && s.pid.unwrap_or(0) > 0);
+            if running {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= until {
+                let status = st
+                    .and_then(|s| s.status)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".into());
+                return Err(DockerError::Sandbox {
+                    id: self.id.clone(),
+                    detail: format!(
+                        "clone `{name}` does not run again {}s after its restart (status {status}); inspect it with `docker logs {name}` and keep the sandbox with --keep-sandbox",
+                        RESTART_WAIT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
+
+/// Seconds a restarted clone gets to stop before SIGKILL (a container's PID 1 often ignores
+/// SIGTERM; nothing in a clone needs a clean shutdown to be judged).
+pub const RESTART_GRACE_S: i32 = 2;
+/// How long a restarted clone may take to run again.
+const RESTART_WAIT: Duration = Duration::from_secs(30);
 
 /// Requests creating sandbox objects, by sandbox id (see the module docs).
 static IN_FLIGHT: LazyLock<Mutex<HashMap<String, Vec<tokio::task::JoinHandle<()>>>>> =

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vacsine_core::driver::{Driver, DriverError};
+use vacsine_core::driver::{Driver, DriverError, SandboxHandle};
 use vacsine_core::node::Site;
 use vacsine_core::plan::{plan, Plan};
 use vacsine_core::policy::RequirementKind;
@@ -50,6 +50,9 @@ pub struct EnforceOptions {
     /// How long the sandbox may take to become faithful to the target (its services start
     /// after the clone); `None`: [`DEFAULT_FIDELITY_DEADLINE`].
     pub fidelity_deadline: Option<Duration>,
+    /// A fix that does not survive a restart of its sandbox clone rejects the remediation
+    /// (`rejected_in_sandbox`); without it, non-persistence is a warning of the report.
+    pub require_persistent: bool,
     /// Journal file for the runs (None: in memory).
     pub journal: Option<PathBuf>,
     pub progress: Option<Progress>,
@@ -105,6 +108,9 @@ struct Findings {
     sandbox_before: Vec<CheckResult>,
     sandbox_after: Vec<CheckResult>,
     target_after: Vec<CheckResult>,
+    /// Each fix and whether it survived a restart of its sandbox clone.
+    fixes: Vec<FixPersistence>,
+    warnings: Vec<String>,
 }
 
 fn node_map(site: &dyn Site, plan: &Plan) -> Result<NodeMap, EnforceError> {
@@ -240,6 +246,8 @@ pub async fn enforce(
         sandbox_before: Vec::new(),
         sandbox_after: Vec::new(),
         target_after: Vec::new(),
+        fixes: Vec::new(),
+        warnings: Vec::new(),
     };
     let idx = inputs.catalog.index();
     let the_plan = clock
@@ -325,6 +333,7 @@ pub async fn enforce(
         &engine,
         site,
         sbx.site.as_ref(),
+        sbx.handle.as_ref(),
         &the_plan,
     )
     .await;
@@ -377,6 +386,112 @@ async fn wait_for_fidelity(
     }
 }
 
+/// Restart every clone of the sandbox, then check it until every requirement the plan targets
+/// passes again, or the clones are ready (what passed on the sandbox before any change and no
+/// fix targets passes again) and two checks in a row agree, or `deadline` passes (backoff as
+/// for fidelity: services take time to come back). Returns each fix's persistence and how
+/// many checks it took.
+async fn measure_persistence(
+    progress: Option<Progress>,
+    policy: &vacsine_core::policy::Policy,
+    handle: &dyn SandboxHandle,
+    sbx_site: &dyn Site,
+    sandbox_before: &[CheckResult],
+    plan: &Plan,
+    deadline: Duration,
+) -> Result<(Vec<FixPersistence>, u32), DriverError> {
+    let restarted = handle.restart().await?;
+    if let Some(p) = &progress {
+        p(&format!(
+            "sandbox {}: restarted {}",
+            handle.id(),
+            restarted.join(", ")
+        ));
+    }
+    let targeted = targeted(plan);
+    let readiness: Vec<&CheckResult> = sandbox_before
+        .iter()
+        .filter(|b| {
+            b.outcome == Outcome::Pass
+                && !targeted.contains(&(b.requirement.clone(), b.node.clone()))
+        })
+        .collect();
+    let until = Instant::now() + deadline;
+    let mut backoff = FIDELITY_FIRST_BACKOFF;
+    let mut checks = 0;
+    let mut previous: Option<Vec<Outcome>> = None;
+    loop {
+        checks += 1;
+        let seen = check_site(policy, sbx_site).await;
+        let now: Vec<Outcome> = targeted
+            .iter()
+            .map(|(r, n)| outcome_of(&seen, r, n).unwrap_or(Outcome::NotChecked))
+            .collect();
+        let all_pass = now.iter().all(|o| *o == Outcome::Pass);
+        let ready = readiness
+            .iter()
+            .all(|b| outcome_of(&seen, &b.requirement, &b.node) == Some(Outcome::Pass));
+        let settled = ready && previous.as_ref() == Some(&now);
+        let left = until.saturating_duration_since(Instant::now());
+        if all_pass || settled || left.is_zero() {
+            return Ok((persistence(&plan.items, &seen), checks));
+        }
+        previous = Some(now);
+        let pause = backoff.min(left);
+        let msg = format!(
+            "sandbox restarted, {}; checking again in {:.1}s",
+            if ready {
+                "its targeted requirements are not all back yet"
+            } else {
+                "its services are not all back yet"
+            },
+            pause.as_secs_f64()
+        );
+        tracing::info!(target: "vacsine::enforce", "{msg}");
+        if let Some(p) = &progress {
+            p(&msg);
+        }
+        tokio::time::sleep(pause).await;
+        backoff = (backoff * 2).min(FIDELITY_MAX_BACKOFF);
+    }
+}
+
+/// Each plan item's persistence given the checks after a restart (pure).
+pub fn persistence(
+    items: &[vacsine_core::plan::PlanItem],
+    after_restart: &[CheckResult],
+) -> Vec<FixPersistence> {
+    items
+        .iter()
+        .map(|i| {
+            let lost: Vec<String> = i
+                .requirements
+                .iter()
+                .filter_map(|r| {
+                    let found = after_restart
+                        .iter()
+                        .find(|x| &x.requirement == r && x.node == i.node);
+                    match found {
+                        Some(x) if x.outcome == Outcome::Pass => None,
+                        Some(x) => Some(format!(
+                            "{r} is {} after the restart (observed: {})",
+                            x.outcome, x.observed
+                        )),
+                        None => Some(format!("{r} was not checked after the restart")),
+                    }
+                })
+                .collect();
+            FixPersistence {
+                workflow: i.workflow.clone(),
+                node: i.node.clone(),
+                requirements: i.requirements.clone(),
+                persistent: lost.is_empty(),
+                lost,
+            }
+        })
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn in_sandbox(
     clock: &mut Clock,
@@ -387,6 +502,7 @@ async fn in_sandbox(
     engine: &Engine,
     site: &dyn Site,
     sbx_site: &dyn Site,
+    sbx_handle: &dyn SandboxHandle,
     the_plan: &Plan,
 ) -> Result<Course, EnforceError> {
     let policy = &inputs.policy.doc;
@@ -465,6 +581,41 @@ async fn in_sandbox(
             "the sandbox gate failed: {}",
             problems.join("; ")
         )));
+    }
+    let (fixes, checks) = clock
+        .phase(
+            "restart sandbox and re-check (persistence)",
+            measure_persistence(
+                opts.progress.clone(),
+                policy,
+                sbx_handle,
+                sbx_site,
+                &f.sandbox_before,
+                the_plan,
+                deadline,
+            ),
+        )
+        .await?;
+    sandbox.restart_checks = checks;
+    let lost: Vec<String> = fixes
+        .iter()
+        .filter(|x| !x.persistent)
+        .map(|x| x.to_string())
+        .collect();
+    f.fixes = fixes;
+    if !lost.is_empty() {
+        if opts.require_persistent {
+            return Ok(Course::RejectedInSandbox(format!(
+                "--require-persistent: fixes do not survive a restart of their sandbox clone: {}",
+                lost.join("; ")
+            )));
+        }
+        let w = format!(
+            "fixes that do not survive a restart of their node (the target loses them when it restarts; --require-persistent rejects them): {}",
+            lost.join("; ")
+        );
+        clock.say(&format!("warning: {w}"));
+        f.warnings.push(w);
     }
 
     if let Some(h) = &opts.hook {
@@ -570,5 +721,79 @@ fn build_report(
         steps: clock.steps,
         phases: clock.phases,
         sandbox,
+        fixes: f.fixes,
+        warnings: f.warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vacsine_core::plan::PlanItem;
+    use vacsine_core::policy::{Disruption, Severity, Strategy};
+
+    fn item(workflow: &str, node: &str, reqs: &[&str]) -> PlanItem {
+        PlanItem {
+            step: format!("fix-{workflow}"),
+            requirements: reqs.iter().map(|r| r.to_string()).collect(),
+            node: node.into(),
+            workflow: workflow.into(),
+            inputs: Default::default(),
+            strategy: Strategy::Configure,
+            disruption: Disruption::Low,
+            reboot: false,
+        }
+    }
+    fn seen(req: &str, node: &str, outcome: Outcome) -> CheckResult {
+        CheckResult {
+            requirement: req.into(),
+            node: node.into(),
+            outcome,
+            observed: format!("{req} seen"),
+            message: String::new(),
+            title: req.into(),
+            severity: Severity::High,
+            kind: RequirementKind::Security,
+        }
+    }
+
+    /// A fix is persistent when every requirement it targets on its node passes after the
+    /// restart; the others are named with their outcome and observation.
+    #[test]
+    fn persistence_names_what_did_not_survive() {
+        let items = [
+            item("file-fix", "a", &["r1", "r2"]),
+            item("nft-fix", "a", &["r3"]),
+            item("same-req-other-node", "b", &["r1"]),
+            item("unchecked", "a", &["r9"]),
+        ];
+        let after = [
+            seen("r1", "a", Outcome::Pass),
+            seen("r2", "a", Outcome::Pass),
+            seen("r3", "a", Outcome::Fail),
+            seen("r1", "b", Outcome::Error),
+        ];
+        let p = persistence(&items, &after);
+        let got: Vec<(bool, Vec<String>)> =
+            p.iter().map(|x| (x.persistent, x.lost.clone())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (true, vec![]),
+                (
+                    false,
+                    vec!["r3 is fail after the restart (observed: r3 seen)".to_string()]
+                ),
+                (
+                    false,
+                    vec!["r1 is error after the restart (observed: r1 seen)".to_string()]
+                ),
+                (
+                    false,
+                    vec!["r9 was not checked after the restart".to_string()]
+                ),
+            ]
+        );
+        assert!(p[1].to_string().contains("NOT persistent"));
     }
 }

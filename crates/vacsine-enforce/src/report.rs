@@ -252,7 +252,45 @@ pub struct SandboxReport {
     /// backoff until it agrees with the target or the deadline passes).
     #[serde(default)]
     pub fidelity_checks: u32,
+    /// How many checks of the sandbox it took, after its clones were restarted, to judge
+    /// which fixes persist (0: not measured).
+    #[serde(default)]
+    pub restart_checks: u32,
     pub kept: bool,
+}
+
+/// Whether a fix of the plan survives a restart of its sandbox clone: after the idempotence
+/// check the pipeline restarts every clone and checks again. A fix is persistent when every
+/// requirement it targets still passes after the restart; nft tables and runtime sysctls live
+/// only in the running node and are lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixPersistence {
+    pub workflow: String,
+    pub node: String,
+    /// The requirements the fix targets on `node`.
+    #[serde(default)]
+    pub requirements: Vec<String>,
+    pub persistent: bool,
+    /// The targeted requirements that did not survive the restart, each with its outcome and
+    /// observation after the restart.
+    #[serde(default)]
+    pub lost: Vec<String>,
+}
+
+impl std::fmt::Display for FixPersistence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.persistent {
+            write!(f, "{} on {}: persistent", self.workflow, self.node)
+        } else {
+            write!(
+                f,
+                "{} on {}: NOT persistent ({})",
+                self.workflow,
+                self.node,
+                self.lost.join("; ")
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -279,6 +317,14 @@ pub struct Report {
     pub steps: Vec<PhaseStep>,
     pub phases: Vec<PhaseTiming>,
     pub sandbox: SandboxReport,
+    /// Each fix of the plan and whether it survived a restart of its sandbox clone (empty
+    /// when the pipeline stopped before measuring it).
+    #[serde(default)]
+    pub fixes: Vec<FixPersistence>,
+    /// What the verdict does not say but the user should know (e.g. a fix that does not
+    /// survive a restart, without `--require-persistent`).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -481,6 +527,18 @@ pub fn enforce_human(r: &Report) -> String {
         .iter()
         .map(|p| format!("{} {:.1}s", p.name, p.duration_ms as f64 / 1000.0))
         .collect();
+    if !r.fixes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nPersistence (sandbox clones restarted, then checked again):"
+        );
+        for x in &r.fixes {
+            let _ = writeln!(out, "  {} {x}", if x.persistent { "✓" } else { "✗" });
+        }
+    }
+    for w in &r.warnings {
+        let _ = writeln!(out, "Warning: {w}");
+    }
     let _ = writeln!(out, "\nPhases: {}", phases.join(", "));
     if let Some(id) = &r.sandbox.id {
         let _ = writeln!(

@@ -143,6 +143,10 @@ pub enum Command {
         /// Go on even when the sandbox is not faithful to the target.
         #[arg(long)]
         force: bool,
+        /// Reject the remediation (`rejected_in_sandbox`, target untouched) when a fix does
+        /// not survive a restart of its sandbox clone; without it that is a warning.
+        #[arg(long)]
+        require_persistent: bool,
     },
     /// List or garbage-collect sandboxes.
     Sandbox {

@@ -46,7 +46,15 @@ pub async fn dispatch(cli: Cli) -> i32 {
             format,
             keep_sandbox,
             force,
-        } => enforce(&io, report.as_deref(), format, keep_sandbox, force).await,
+            require_persistent,
+        } => {
+            let flags = EnforceFlags {
+                keep_sandbox,
+                force,
+                require_persistent,
+            };
+            enforce(&io, report.as_deref(), format, flags).await
+        }
         Command::Sandbox { action, format } => sandbox(action, format).await,
         Command::Schema { kind } => schema(kind),
         Command::Run {
@@ -331,26 +339,25 @@ async fn plan(io: &PolicyTarget, format: SimpleFormat) -> miette::Result<i32> {
     })
 }
 
+/// The gates and switches of `vacsine enforce`.
+#[derive(Debug, Clone, Copy, Default)]
+struct EnforceFlags {
+    keep_sandbox: bool,
+    force: bool,
+    require_persistent: bool,
+}
+
 async fn enforce(
     io: &PolicyTarget,
     report_path: Option<&Path>,
     format: Format,
-    keep_sandbox: bool,
-    force: bool,
+    flags: EnforceFlags,
 ) -> miette::Result<i32> {
     let inputs = match load(io) {
         Ok(i) => i,
         Err(code) => return Ok(code),
     };
-    run_enforce(
-        &inputs,
-        &io.policy,
-        report_path,
-        format,
-        keep_sandbox,
-        force,
-    )
-    .await
+    run_enforce(&inputs, &io.policy, report_path, format, flags).await
 }
 
 async fn run_enforce(
@@ -358,8 +365,7 @@ async fn run_enforce(
     policy_path: &Path,
     report_path: Option<&Path>,
     format: Format,
-    keep_sandbox: bool,
-    force: bool,
+    flags: EnforceFlags,
 ) -> miette::Result<i32> {
     let driver =
         crate::drivers::for_target(&inputs.target.doc).map_err(|e| site_error(inputs, &e))?;
@@ -367,8 +373,9 @@ async fn run_enforce(
     let p2 = progress.clone();
     let slot = Arc::new(Mutex::new(None::<String>));
     let opts = vacsine_enforce::EnforceOptions {
-        keep_sandbox,
-        force,
+        keep_sandbox: flags.keep_sandbox,
+        force: flags.force,
+        require_persistent: flags.require_persistent,
         journal: Some(journal_path()?),
         progress: Some(Arc::new(move |m: &str| p2.say(m))),
         hook: None,
@@ -494,7 +501,14 @@ async fn demo(
         .await
         .map_err(|e| miette::miette!("{e}"))?;
     p.done();
-    let code = run_enforce(&inputs, &policy, Some(report_path), format, false, false).await?;
+    let code = run_enforce(
+        &inputs,
+        &policy,
+        Some(report_path),
+        format,
+        EnforceFlags::default(),
+    )
+    .await?;
     if format == Format::Human {
         print("The demo site stays up for exploring: `vacsine check ...`; remove it with `vacsine demo down`.\n");
     }

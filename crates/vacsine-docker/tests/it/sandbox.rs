@@ -223,6 +223,51 @@ async fn clone_is_faithful_isolated_and_torn_down() {
         b"changed in target"
     );
 
+    // A restart (persistence check) keeps files and loses what only the running node held
+    // (the nft tables of its network namespace); the target is not restarted.
+    let target_pid = vacsine_docker::DockerNode::new(d.clone(), n.node().clone())
+        .pid()
+        .await
+        .unwrap();
+    let clone_pid = vacsine_docker::DockerNode::new(d.clone(), cn.node().clone())
+        .pid()
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut restarted = sbx.restart().await.unwrap();
+    println!("restart of 2 clones: {:?}", t0.elapsed());
+    restarted.sort();
+    let mut expected = vec![handle.clone(), clone.vantage_points()["outside"].clone()];
+    expected.sort();
+    assert_eq!(restarted, expected);
+    assert_ne!(
+        vacsine_docker::DockerNode::new(d.clone(), cn.node().clone())
+            .pid()
+            .await
+            .unwrap(),
+        clone_pid,
+        "the clone was not restarted"
+    );
+    assert_eq!(
+        vacsine_docker::DockerNode::new(d.clone(), n.node().clone())
+            .pid()
+            .await
+            .unwrap(),
+        target_pid,
+        "the target was restarted"
+    );
+    assert_eq!(
+        cn.read_file("/srv/www/index.html")
+            .await
+            .unwrap()
+            .unwrap()
+            .content,
+        b"sandbox only"
+    );
+    let r = cn.nft_ruleset().await.unwrap();
+    assert!(!r.contains("vacsine_s"), "{r}");
+    assert!(n.nft_ruleset().await.unwrap().contains("vacsine_s"));
+
     let listed = sandbox::list(&d).await.unwrap();
     let mine = listed.iter().find(|s| s.id == id).expect("listed");
     assert_eq!(
