@@ -377,6 +377,11 @@ async fn wait_for_fidelity(
     }
 }
 
+/// The target name a run on sandbox `sandbox_id` of `target` is journaled under.
+fn sandbox_target_name(target: &str, sandbox_id: &str) -> String {
+    format!("{target} (sandbox {sandbox_id})")
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn in_sandbox(
     clock: &mut Clock,
@@ -411,12 +416,16 @@ async fn in_sandbox(
     if !differences.is_empty() && !opts.force {
         return Ok(Course::NotFaithful(differences));
     }
-    let request = |nodes: NodeMap| RunRequest {
+    let target_name = &target.metadata.name.value;
+    // Runs on the clones are journaled under a name of their own, so `vacsine runs` never
+    // shows a sandbox application as if it had happened on the target.
+    let sandbox_name = sandbox_target_name(target_name, sandbox.id.as_deref().unwrap_or("?"));
+    let request = |nodes: NodeMap, name: &str| RunRequest {
         workflow: the_plan.workflow.clone(),
         inputs: Default::default(),
         nodes,
         default_node: None,
-        target_name: target.metadata.name.value.clone(),
+        target_name: name.to_string(),
         labels: target.metadata.labels.clone(),
         progress: None,
         observer: None,
@@ -427,7 +436,7 @@ async fn in_sandbox(
     let run = clock
         .phase(
             "apply to sandbox",
-            engine.run(request(node_map(sbx_site, the_plan)?)),
+            engine.run(request(node_map(sbx_site, the_plan)?, &sandbox_name)),
         )
         .await?;
     clock.records("sandbox-apply", &run);
@@ -443,7 +452,7 @@ async fn in_sandbox(
     let again = clock
         .phase(
             "re-apply to sandbox (idempotence)",
-            engine.run(request(node_map(sbx_site, the_plan)?)),
+            engine.run(request(node_map(sbx_site, the_plan)?, &sandbox_name)),
         )
         .await?;
     clock.records("sandbox-idempotence", &again);
@@ -473,7 +482,7 @@ async fn in_sandbox(
     let run = clock
         .phase(
             "apply to target",
-            engine.run(request(node_map(site, the_plan)?)),
+            engine.run(request(node_map(site, the_plan)?, target_name)),
         )
         .await?;
     clock.records("target-apply", &run);
@@ -570,5 +579,18 @@ fn build_report(
         steps: clock.steps,
         phases: clock.phases,
         sandbox,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sandbox_target_name;
+
+    /// Issue 6: sandbox runs were listed under the target's own name.
+    #[test]
+    fn issue6_sandbox_runs_are_named_after_their_sandbox() {
+        let n = sandbox_target_name("edge-site", "sbx-0123456789ab");
+        assert_eq!(n, "edge-site (sandbox sbx-0123456789ab)");
+        assert_ne!(n, "edge-site");
     }
 }
