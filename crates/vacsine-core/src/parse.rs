@@ -1,5 +1,5 @@
 //! Pure parsers for what drivers read from nodes (`/etc/passwd`, `/etc/group`, the dpkg and
-//! apk databases, `nft -j list chains`, sysctl keys), shared by every driver.
+//! apk databases, `nft list ruleset`, sysctl keys), shared by every driver.
 
 use crate::node::PasswdEntry;
 use std::collections::BTreeMap;
@@ -90,20 +90,19 @@ pub fn apk_installed(db: &str, name: &str) -> Option<String> {
     None
 }
 
-/// hook → policies of base chains, from `nft -j list chains`.
+/// hook → policies of base chains, from `nft -j list chains` or `nft -j list ruleset`.
+/// Tables Docker owns ([`nft_docker_tables`]) are left out.
 pub fn nft_base_policies(json: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
-    let v: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| format!("cannot parse `nft -j list chains`: {e}"))?;
+    let items = nft_items(json)?;
+    let docker = docker_tables(&items);
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for item in v
-        .get("nftables")
-        .and_then(|n| n.as_array())
-        .into_iter()
-        .flatten()
-    {
+    for item in &items {
         let Some(chain) = item.get("chain") else {
             continue;
         };
+        if docker.contains(&table_of(chain)) {
+            continue;
+        }
         let (Some(hook), Some(policy)) = (
             chain.get("hook").and_then(|h| h.as_str()),
             chain.get("policy").and_then(|p| p.as_str()),
@@ -115,6 +114,113 @@ pub fn nft_base_policies(json: &str) -> Result<BTreeMap<String, Vec<String>>, St
             .push(policy.to_string());
     }
     Ok(out)
+}
+
+fn nft_items(json: &str) -> Result<Vec<serde_json::Value>, String> {
+    let mut v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("cannot parse nft's JSON output: {e}"))?;
+    Ok(match v.get_mut("nftables").map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(a)) => a,
+        _ => Vec::new(),
+    })
+}
+
+/// (family, table) of a `chain` or `rule` object.
+fn table_of(obj: &serde_json::Value) -> (String, String) {
+    let s = |k: &str| {
+        obj.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    (s("family"), s("table"))
+}
+
+/// The address Docker's embedded DNS server listens on inside every container.
+const DOCKER_DNS: &str = "127.0.0.11";
+
+/// Chains Docker's embedded DNS installs in table `ip nat` of a container on a user-defined
+/// network: two base chains that jump to two of its own.
+const DOCKER_DNS_CHAINS: [&str; 4] = [
+    "DOCKER_OUTPUT",
+    "DOCKER_POSTROUTING",
+    "OUTPUT",
+    "POSTROUTING",
+];
+
+/// Whether one of an nft rule's expressions matches an address equal to Docker's DNS one.
+fn matches_docker_dns(rule: &serde_json::Value) -> bool {
+    rule.get("expr")
+        .and_then(|e| e.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.get("match"))
+        .any(|m| {
+            m.get("op").and_then(|o| o.as_str()) == Some("==")
+                && m.get("right").and_then(|r| r.as_str()) == Some(DOCKER_DNS)
+        })
+}
+
+fn docker_tables(items: &[serde_json::Value]) -> Vec<(String, String)> {
+    let key = ("ip".to_string(), "nat".to_string());
+    let chains: Vec<&serde_json::Value> = items
+        .iter()
+        .filter_map(|i| i.get("chain"))
+        .filter(|c| table_of(c) == key)
+        .collect();
+    let names: Vec<&str> = chains
+        .iter()
+        .filter_map(|c| c.get("name").and_then(|n| n.as_str()))
+        .collect();
+    let rules: Vec<&serde_json::Value> = items
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .filter(|r| table_of(r) == key)
+        .collect();
+    // Other objects (sets, maps, flowtables) in the table: someone else put them there.
+    let others = items.iter().any(|i| {
+        i.as_object().is_some_and(|o| {
+            o.iter().any(|(k, v)| {
+                !matches!(k.as_str(), "table" | "chain" | "rule" | "metainfo") && table_of(v) == key
+            })
+        })
+    });
+    let docker = !others
+        && names.contains(&"DOCKER_OUTPUT")
+        && names.iter().all(|n| DOCKER_DNS_CHAINS.contains(n))
+        && rules.iter().all(|r| matches_docker_dns(r));
+    if docker {
+        vec![key]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Tables Docker owns in a container's network namespace, from `nft -j list ruleset`: the
+/// `ip nat` table of its embedded DNS server (chains DOCKER_OUTPUT, DOCKER_POSTROUTING and the
+/// OUTPUT/POSTROUTING base chains jumping to them, every rule matching 127.0.0.11). The same
+/// table with any other chain, rule or object in it is not Docker's alone and is kept.
+pub fn nft_docker_tables(json: &str) -> Result<Vec<(String, String)>, String> {
+    Ok(docker_tables(&nft_items(json)?))
+}
+
+/// `nft list ruleset` text without the given (family, table) blocks.
+pub fn nft_without_tables(ruleset: &str, tables: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(ruleset.len());
+    let mut skipping = false;
+    for line in ruleset.split_inclusive('\n') {
+        if let Some(head) = line.strip_prefix("table ") {
+            let mut w = head.split_whitespace();
+            let (fam, name) = (w.next().unwrap_or(""), w.next().unwrap_or(""));
+            skipping = tables.iter().any(|(f, t)| f == fam && t == name);
+        }
+        if !skipping {
+            out.push_str(line);
+        } else if line.trim_end() == "}" {
+            skipping = false;
+        }
+    }
+    out
 }
 
 /// A sysctl key as a path under `/proc/sys`, or why it is refused.

@@ -627,13 +627,13 @@ impl DockerSite {
             Ok(r) => r,
             Err(e) => return err(e),
         };
-        let argv = ["nft", "-j", "list", "chains"];
+        let argv = ["nft", "-j", "list", "ruleset"];
         let out = match n.in_ns(&["-n"], &argv, None).await {
             Ok(o) if o.exit_code == Some(0) => o,
             Ok(o) => {
                 return Observation::Error {
                     message: format!(
-                        "nft -j list chains in `{}`: {}",
+                        "nft -j list ruleset in `{}`: {}",
                         n.container(),
                         String::from_utf8_lossy(&o.stderr).trim()
                     ),
@@ -641,8 +641,15 @@ impl DockerSite {
             }
             Err(e) => return err(e),
         };
-        match parse::nft_base_policies(&String::from_utf8_lossy(&out.stdout)) {
-            Ok(base_policies) => Observation::Firewall {
+        // Docker's own tables (its embedded DNS's `ip nat`) are no finding of the policy's.
+        let json = String::from_utf8_lossy(&out.stdout);
+        match parse::nft_docker_tables(&json).and_then(|docker| {
+            Ok((
+                parse::nft_without_tables(&ruleset, &docker),
+                parse::nft_base_policies(&json)?,
+            ))
+        }) {
+            Ok((ruleset, base_policies)) => Observation::Firewall {
                 ruleset,
                 base_policies,
             },

@@ -492,6 +492,11 @@ pub fn persistence(
         .collect()
 }
 
+/// The target name a run on sandbox `sandbox_id` of `target` is journaled under.
+fn sandbox_target_name(target: &str, sandbox_id: &str) -> String {
+    format!("{target} (sandbox {sandbox_id})")
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn in_sandbox(
     clock: &mut Clock,
@@ -527,12 +532,16 @@ async fn in_sandbox(
     if !differences.is_empty() && !opts.force {
         return Ok(Course::NotFaithful(differences));
     }
-    let request = |nodes: NodeMap| RunRequest {
+    let target_name = &target.metadata.name.value;
+    // Runs on the clones are journaled under a name of their own, so `vacsine runs` never
+    // shows a sandbox application as if it had happened on the target.
+    let sandbox_name = sandbox_target_name(target_name, sandbox.id.as_deref().unwrap_or("?"));
+    let request = |nodes: NodeMap, name: &str| RunRequest {
         workflow: the_plan.workflow.clone(),
         inputs: Default::default(),
         nodes,
         default_node: None,
-        target_name: target.metadata.name.value.clone(),
+        target_name: name.to_string(),
         labels: target.metadata.labels.clone(),
         progress: None,
         observer: None,
@@ -543,7 +552,7 @@ async fn in_sandbox(
     let run = clock
         .phase(
             "apply to sandbox",
-            engine.run(request(node_map(sbx_site, the_plan)?)),
+            engine.run(request(node_map(sbx_site, the_plan)?, &sandbox_name)),
         )
         .await?;
     clock.records("sandbox-apply", &run);
@@ -559,7 +568,7 @@ async fn in_sandbox(
     let again = clock
         .phase(
             "re-apply to sandbox (idempotence)",
-            engine.run(request(node_map(sbx_site, the_plan)?)),
+            engine.run(request(node_map(sbx_site, the_plan)?, &sandbox_name)),
         )
         .await?;
     clock.records("sandbox-idempotence", &again);
@@ -624,7 +633,7 @@ async fn in_sandbox(
     let run = clock
         .phase(
             "apply to target",
-            engine.run(request(node_map(site, the_plan)?)),
+            engine.run(request(node_map(site, the_plan)?, target_name)),
         )
         .await?;
     clock.records("target-apply", &run);
@@ -795,5 +804,13 @@ mod tests {
             ]
         );
         assert!(p[1].to_string().contains("NOT persistent"));
+    }
+
+    /// Issue 6: sandbox runs were listed under the target's own name.
+    #[test]
+    fn issue6_sandbox_runs_are_named_after_their_sandbox() {
+        let n = sandbox_target_name("edge-site", "sbx-0123456789ab");
+        assert_eq!(n, "edge-site (sandbox sbx-0123456789ab)");
+        assert_ne!(n, "edge-site");
     }
 }

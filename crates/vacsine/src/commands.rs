@@ -5,6 +5,7 @@ use crate::progress::Progress;
 use miette::Report as Diag;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use vacsine_core::doc::{Document, LoadError};
 use vacsine_core::driver::{DriverError, DriverErrorKind, ResolvedSite};
@@ -26,7 +27,30 @@ pub fn usage_exit_code(e: &clap::Error) -> i32 {
     }
 }
 
+/// Whether errors are printed as JSON on stdout (`--format json`, `sarif`) rather than as
+/// human diagnostics on stderr. Decided once, in [`dispatch`], from the command's format.
+static JSON_ERRORS: AtomicBool = AtomicBool::new(false);
+
+/// Whether a command line asks for machine-readable output, so its errors must be too.
+fn wants_json_errors(cmd: &Command) -> bool {
+    let machine = |f: &Format| matches!(f, Format::Json | Format::Sarif);
+    let simple = |f: &SimpleFormat| *f == SimpleFormat::Json;
+    match cmd {
+        Command::Demo { format, .. }
+        | Command::Check { format, .. }
+        | Command::Enforce { format, .. } => machine(format),
+        Command::Plan { format, .. }
+        | Command::Validate { format, .. }
+        | Command::Sandbox { format, .. }
+        | Command::Run { format, .. }
+        | Command::Runs { format, .. }
+        | Command::Logs { format, .. } => simple(format),
+        Command::Schema { .. } => false,
+    }
+}
+
 pub async fn dispatch(cli: Cli) -> i32 {
+    JSON_ERRORS.store(wants_json_errors(&cli.command), Ordering::Relaxed);
     let r = match cli.command {
         Command::Demo {
             action,
@@ -71,15 +95,61 @@ pub async fn dispatch(cli: Cli) -> i32 {
     };
     match r {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("{e:?}");
-            EXIT_ERROR
-        }
+        Err(e) => report_error(e),
     }
 }
 
-/// Print located diagnostics and return the error exit code.
+/// A located error as JSON: message, help, file, line, column.
+fn load_error_json(l: &LoadError) -> serde_json::Value {
+    serde_json::json!({
+        "message": l.message,
+        "help": l.help,
+        "file": l.file,
+        "line": l.line,
+        "column": l.column,
+    })
+}
+
+/// An error as JSON: located when it is a [`LoadError`], else its message and help.
+fn error_json(e: &miette::Report) -> serde_json::Value {
+    match e.downcast_ref::<LoadError>() {
+        Some(l) => load_error_json(l),
+        None => serde_json::json!({
+            "message": e.to_string(),
+            "help": e.help().map(|h| h.to_string()),
+        }),
+    }
+}
+
+/// An error object on one line of stdout: valid JSON for the commands that print one
+/// document and one line of the JSON Lines that `run` and `logs` print.
+fn print_json_line(v: &serde_json::Value) {
+    print(&format!("{v}\n"));
+}
+
+/// Print an error that ends the command (as `{"error": {...}}` on stdout under `--format
+/// json`, as a diagnostic on stderr otherwise) and return the error exit code.
+pub fn report_error(e: miette::Report) -> i32 {
+    if JSON_ERRORS.load(Ordering::Relaxed) {
+        print_json_line(&serde_json::json!({ "error": error_json(&e) }));
+    } else {
+        eprintln!("{e:?}");
+    }
+    EXIT_ERROR
+}
+
+/// Print located diagnostics and return the error exit code. Under `--format json`: one
+/// `{"error": {...}}` object for one problem, `{"errors": [...]}` for several.
 pub fn print_diagnostics(errors: Vec<LoadError>) -> i32 {
+    if JSON_ERRORS.load(Ordering::Relaxed) {
+        let mut v: Vec<_> = errors.iter().map(load_error_json).collect();
+        if v.len() == 1 {
+            print_json_line(&serde_json::json!({ "error": v.remove(0) }));
+        } else {
+            print_json_line(&serde_json::json!({ "errors": v }));
+        }
+        return EXIT_ERROR;
+    }
     let n = errors.len();
     for e in errors {
         eprintln!("{:?}", Diag::new(e));

@@ -1,7 +1,7 @@
 //! `vacsine run`, `runs`, `logs`: job 2, applying a workflow with traceable step records.
 
 use crate::cli::{NodeChoice, SimpleFormat};
-use crate::commands::{journal_path, print_diagnostics, EXIT_ERROR, EXIT_FAILURES, EXIT_OK};
+use crate::commands::{journal_path, print_diagnostics, report_error, EXIT_FAILURES, EXIT_OK};
 use crate::progress::Progress;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -155,10 +155,9 @@ async fn nodes_for(
             Ok((m, name, None))
         }
         DriverKind::Docker => {
-            let site = crate::drivers::resolve(&t.doc).await.map_err(|e| {
-                eprintln!("error: {e}");
-                EXIT_ERROR
-            })?;
+            let site = crate::drivers::resolve(&t.doc)
+                .await
+                .map_err(|e| report_error(miette::miette!("{e}")))?;
             let mut m = NodeMap::new();
             for n in site.nodes() {
                 if let Some(ops) = site.node_ops(&n.name) {
@@ -320,8 +319,7 @@ pub async fn run(
     // `--node` names checked against the target file before connecting to anything.
     if let Some(declared) = target.as_ref().and_then(|t| declared_nodes(&t.doc)) {
         if let Err(e) = select_nodes(&declared, &node_choices, &target_label) {
-            eprintln!("error: {e}");
-            return Ok(EXIT_ERROR);
+            return Ok(report_error(miette::miette!("{e}")));
         }
     }
     // The workflow and its inputs are checked before connecting to the target.
@@ -366,8 +364,7 @@ pub async fn run(
                     .find(|s| unplaced(s, &registry))
                 {
                     let e = no_node_error(&s.id, &s.uses, &target_label, &describe_nodes(&d));
-                    eprintln!("{e:?}");
-                    return Ok(EXIT_ERROR);
+                    return Ok(report_error(e));
                 }
             }
             Job::Run(Box::new(wf.doc), inputs)
@@ -405,10 +402,7 @@ pub async fn run(
                     .collect();
                 match select_nodes(&infos, &node_choices, &target_label) {
                     Ok(chosen) => default_node = place_steps(&mut workflow, &chosen),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return Ok(EXIT_ERROR);
-                    }
+                    Err(e) => return Ok(report_error(miette::miette!("{e}"))),
                 }
             }
             engine
@@ -441,13 +435,9 @@ pub async fn run(
                 available.join(", ")
             };
             let e = no_node_error(&step, &executor, &target_label, &nodes);
-            eprintln!("{e:?}");
-            return Ok(EXIT_ERROR);
+            return Ok(report_error(e));
         }
-        Err(e) => {
-            eprintln!("{:?}", miette::miette!("{e}"));
-            return Ok(EXIT_ERROR);
-        }
+        Err(e) => return Ok(report_error(miette::miette!("{e}"))),
     };
     match format {
         SimpleFormat::Json => {
@@ -593,8 +583,10 @@ pub fn logs(run_id: &str, format: SimpleFormat) -> miette::Result<i32> {
         .records(run_id)
         .map_err(|e| miette::miette!("{e}"))?;
     if records.is_empty() {
-        eprintln!("error: no step records for run `{run_id}`; `vacsine runs` lists the runs");
-        return Ok(EXIT_ERROR);
+        return Ok(report_error(miette::miette!(
+            help = "`vacsine runs` lists the runs",
+            "no step records for run `{run_id}`"
+        )));
     }
     if format == SimpleFormat::Json {
         let mut out = std::io::stdout().lock();

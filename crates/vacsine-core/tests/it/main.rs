@@ -3,6 +3,7 @@
 mod eval;
 mod load;
 mod mask;
+mod nft;
 mod plan;
 mod procnet;
 mod workflow;

@@ -488,3 +488,72 @@ async fn issue_7_links_and_bind_mounted_files() {
     );
     assert_eq!(std::fs::read_to_string(&ro).unwrap(), "ro\n");
 }
+
+/// Issue 6: on a user-defined network Docker's embedded DNS installs an `ip nat` table in the
+/// container's netns; the firewall observation leaves it out and still shows a table of ours.
+#[tokio::test]
+async fn issue6_firewall_observation_ignores_docker_dns_nat_table() {
+    let Some(d) = docker().await else { return };
+    images(&d).await;
+    let (net, name) = (unique("dnsnet"), unique("dns"));
+    let _c = Cleanup {
+        containers: vec![name.clone()],
+        networks: vec![net.clone()],
+        volumes: vec![],
+    };
+    d.create_network(NetworkCreateRequest {
+        name: net.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let body = ContainerCreateBody {
+        host_config: Some(HostConfig {
+            network_mode: Some(net.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    start(&d, &name, "base", body).await;
+    let site = DockerSite::resolve(d.clone(), &target(&[&name], None))
+        .await
+        .unwrap();
+    let n = site.node_ops(&name).unwrap();
+    // The table is there (Docker installs it before the container starts)...
+    let raw = n.nft_ruleset().await.unwrap();
+    assert!(
+        raw.contains("table ip nat") && raw.contains("DOCKER_OUTPUT"),
+        "{raw}"
+    );
+    let fw = Check::Firewall(FirewallCheck {
+        contains: vec![],
+        not_contains: vec![],
+        default_policy: Default::default(),
+    });
+    // ...but not in what the probe reports.
+    match site.observe(&name, &fw).await {
+        Observation::Firewall {
+            ruleset,
+            base_policies,
+        } => {
+            assert!(!ruleset.contains("table ip nat"), "{ruleset}");
+            assert!(base_policies.is_empty(), "{base_policies:?}");
+        }
+        o => panic!("{o:?}"),
+    }
+    n.nft_apply("table inet vacsine_t {\n chain input {\n  type filter hook input priority 0; policy drop;\n }\n}\n")
+        .await
+        .unwrap();
+    match site.observe(&name, &fw).await {
+        Observation::Firewall {
+            ruleset,
+            base_policies,
+        } => {
+            assert!(ruleset.contains("table inet vacsine_t"), "{ruleset}");
+            assert!(!ruleset.contains("table ip nat"), "{ruleset}");
+            assert_eq!(base_policies.len(), 1, "{base_policies:?}");
+            assert_eq!(base_policies.get("input"), Some(&vec!["drop".to_string()]));
+        }
+        o => panic!("{o:?}"),
+    }
+}

@@ -407,7 +407,12 @@ impl Executor for FirewallExecutor {
         let mut r = StepResult::ok(changed).msg(
             Level::Info,
             if changed {
-                format!("table {} {} redefined", a.family, a.table)
+                let verb = match (&old_table, a.state) {
+                    (_, TableState::Absent) => "deleted",
+                    (None, _) => "created",
+                    (Some(_), _) => "replaced",
+                };
+                format!("table {} {} {verb}", a.family, a.table)
             } else {
                 format!("table {} {} already as wanted", a.family, a.table)
             },

@@ -43,6 +43,15 @@ impl Drop for Netns {
     }
 }
 
+/// The messages of a step's first record.
+fn texts(r: &vacsine_engine::RunReport, step: &str) -> Vec<String> {
+    recs(r, step)[0]
+        .messages
+        .iter()
+        .map(|m| m.text.clone())
+        .collect()
+}
+
 fn netns_or_skip() -> Option<Netns> {
     let ns = Netns::new();
     if ns.is_none() {
@@ -98,6 +107,8 @@ async fn firewall_applies_atomically_reports_changed_and_undoes() {
     let r1 = e.run(go(23)).await.unwrap();
     assert_eq!(r1.status, RunStatus::Succeeded, "{r1:#?}");
     assert!(recs(&r1, "block")[0].changed);
+    // Issue 6: a new table is said to be created, an existing one replaced.
+    assert_eq!(texts(&r1, "block"), ["table inet vacsine created"]);
     let after = ns.ruleset();
     assert!(
         after.contains("tcp dport 23 counter packets 0 bytes 0 drop"),
@@ -113,6 +124,7 @@ async fn firewall_applies_atomically_reports_changed_and_undoes() {
 
     let r3 = e.run(go(2323)).await.unwrap();
     assert!(recs(&r3, "block")[0].changed);
+    assert_eq!(texts(&r3, "block"), ["table inet vacsine replaced"]);
     let after3 = ns.ruleset();
     assert!(
         after3.contains("dport 2323") && !after3.contains("dport 23 "),

@@ -773,12 +773,10 @@ fn run_node_option_chooses_where_steps_run() {
         let o = vacsine(&args, dir.path());
         let mut nodes: Vec<String> = String::from_utf8_lossy(&o.stdout)
             .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["stdout"]
-                    .as_str()
-                    .unwrap()
-                    .trim()
-                    .to_string()
+            .filter_map(|l| {
+                // Step records; an error is one `{"error": ...}` line instead.
+                let v = serde_json::from_str::<serde_json::Value>(l).unwrap();
+                v["stdout"].as_str().map(|s| s.trim().to_string())
             })
             .collect();
         nodes.sort();
@@ -801,4 +799,88 @@ fn run_node_option_chooses_where_steps_run() {
         t.contains("a (roles: web), b (roles: web), c (roles: db)"),
         "{t}"
     );
+}
+
+/// Issue 6: with `--format json`, an error before any result is one JSON object on stdout.
+fn json_error(o: &Output) -> serde_json::Value {
+    assert_eq!(o.status.code(), Some(1), "{}", text(o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(o)));
+    v["error"].clone()
+}
+
+#[test]
+fn issue6_json_errors_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (content, _, words) = BAD[0];
+    let policy = write(dir.path(), "bad-policy.yaml", content);
+    let target = root().join("examples/edge-site/target.yaml");
+    for cmd in ["check", "plan", "enforce"] {
+        let o = vacsine(
+            &[
+                cmd,
+                "--policy",
+                policy.to_str().unwrap(),
+                "--target",
+                target.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            dir.path(),
+        );
+        let e = json_error(&o);
+        assert!(
+            e["file"].as_str().unwrap().ends_with("bad-policy.yaml"),
+            "{cmd}: {e}"
+        );
+        assert_eq!(
+            (e["line"].as_u64(), e["column"].as_u64()),
+            (Some(8), Some(7)),
+            "{cmd}: {e}"
+        );
+        assert!(e["message"].as_str().unwrap().contains(words), "{cmd}: {e}");
+        // Human output is unchanged: the diagnostic on stderr, nothing on stdout.
+        let o = vacsine(
+            &[
+                cmd,
+                "--policy",
+                policy.to_str().unwrap(),
+                "--target",
+                target.to_str().unwrap(),
+            ],
+            dir.path(),
+        );
+        assert_eq!(o.status.code(), Some(1));
+        assert!(o.stdout.is_empty(), "{cmd}: {}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("bad-policy.yaml:8:7"));
+    }
+    // A workflow with a cycle, run with --format json.
+    let (content, _, words) = BAD[3];
+    let wf = write(dir.path(), "bad.yaml", content);
+    let o = vacsine(
+        &["run", wf.to_str().unwrap(), "--format", "json"],
+        dir.path(),
+    );
+    // `run` prints JSON Lines: the error is one line of them.
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().count(),
+        1,
+        "{}",
+        text(&o)
+    );
+    let e = json_error(&o);
+    assert!(e["file"].as_str().unwrap().ends_with("bad.yaml"), "{e}");
+    assert_eq!(e["line"].as_u64(), Some(6), "{e}");
+    assert!(e["column"].as_u64().is_some(), "{e}");
+    assert!(e["message"].as_str().unwrap().contains(words), "{e}");
+    // An error without a place (an unknown run) still comes as JSON, with its help.
+    let e = json_error(&vacsine(
+        &["logs", "no-such-run", "--format", "json"],
+        dir.path(),
+    ));
+    assert!(
+        e["message"].as_str().unwrap().contains("no-such-run"),
+        "{e}"
+    );
+    assert!(e["help"].as_str().is_some(), "{e}");
 }
