@@ -1,6 +1,8 @@
 //! Per-step overhead of the engine: N trivial `/bin/true` steps run one at a time, compared
 //! with spawning `/bin/true` directly. Run with `cargo bench -p vacsine-engine --bench overhead`
-//! (`VX_BENCH_STEPS`, `VX_BENCH_ROUNDS` to change the size). Prints a table; asserts nothing.
+//! (`VX_BENCH_STEPS`, `VX_BENCH_ROUNDS` to change the size; `VX_BENCH_CURVE=100,1000,10000` the
+//! scaling sizes; `VX_BENCH_CURVE_MEMORY=1` the scaling with an in-memory journal). Prints a
+//! table; asserts nothing.
 //!
 //! Also the peak memory of a run: the bench re-executes itself as a fresh child process
 //! (`VX_BENCH_RSS_CHILD=<steps>`) that runs the workflow with a file journal, then reports its
@@ -259,8 +261,12 @@ fn main() {
         }
     });
     // Scaling: a chain whose steps read the previous step through a template.
+    // VX_BENCH_CURVE_MEMORY=1: the curve with an in-memory journal (engine cost without
+    // the journal's fsyncs).
+    let memory = std::env::var("VX_BENCH_CURVE_MEMORY").is_ok_and(|v| v == "1");
     println!(
-        "\nscaling: chained steps reading `steps.<previous>.status`, file journal, median of 3"
+        "\nscaling: chained steps reading `steps.<previous>.status`, {} journal, median of 3",
+        if memory { "in-memory" } else { "file" }
     );
     println!(
         "{:<8} {:>9} {:>12} {:>14} {:>8} {:>16} {:>8}",
@@ -274,7 +280,12 @@ fn main() {
         for i in 0..3 {
             let path = dir.path().join(format!("c{k}-{i}.db"));
             let c0 = cpu_time();
-            times.push(rt.block_on(run_once(chained(k), Journal::open(&path).expect("journal"))));
+            let journal = if memory {
+                Journal::in_memory()
+            } else {
+                Journal::open(&path)
+            };
+            times.push(rt.block_on(run_once(chained(k), journal.expect("journal"))));
             cpus.push(cpu_time().saturating_sub(c0));
         }
         let (t, cpu) = (median(times), median(cpus));
