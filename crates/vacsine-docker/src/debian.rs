@@ -78,6 +78,16 @@ pub enum Built {
 /// cannot be built (Docker unreachable, no debootstrap, no mirror, a failed step with its
 /// output).
 pub fn ensure_image(tag: &str, packages: &[&str]) -> Result<Built, String> {
+    ensure_image_with_progress(tag, packages, &|_| {})
+}
+
+/// [`ensure_image`], telling `progress` what debootstrap is doing (its `I:` lines: resolving,
+/// retrieving, unpacking, configuring each package), for a first build that takes minutes.
+pub fn ensure_image_with_progress(
+    tag: &str,
+    packages: &[&str],
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Built, String> {
     if !quiet_ok(Command::new("docker").arg("info")) {
         return Err("Docker is unreachable".into());
     }
@@ -98,18 +108,36 @@ pub fn ensure_image(tag: &str, packages: &[&str]) -> Result<Built, String> {
     if !packages.is_empty() {
         cmd.arg(format!("--include={}", packages.join(",")));
     }
-    let out = cmd
-        .arg(&suite)
+    cmd.arg(&suite)
         .arg(&root)
         .arg(&mirror)
-        .output()
-        .map_err(|e| format!("debootstrap: {e}"))?;
-    if !out.status.success() {
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    progress(&format!(
+        "debootstrap {suite} ({} packages + minbase) for {tag}",
+        packages.len()
+    ));
+    let mut child = cmd.spawn().map_err(|e| format!("debootstrap: {e}"))?;
+    let stderr = child.stderr.take().ok_or("debootstrap has no stderr")?;
+    // Keep the last lines for an error message; report the informative ones as they come.
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+        if let Some(info) = line.strip_prefix("I: ") {
+            progress(info);
+        }
+        if tail.len() == 30 {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    let status = child.wait().map_err(|e| format!("debootstrap: {e}"))?;
+    if !status.success() {
         return Err(format!(
-            "debootstrap failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "debootstrap failed ({status}):\n{}",
+            Vec::from(tail).join("\n")
         ));
     }
+    progress(&format!("importing the root file system as {tag}"));
     let mut tar = Command::new("tar")
         .arg("-C")
         .arg(&root)

@@ -1,21 +1,28 @@
-//! The demo site: images built locally (no registry) from Debian's static busybox, and the
-//! lifecycle of a fresh, deliberately non-compliant site.
+//! The demo site: real Debian containers built locally from Debian's packages (no registry),
+//! and the lifecycle of a fresh, deliberately non-compliant site.
 //!
-//! Site (names and facts other crates and the shipped policy depend on):
+//! Two flavours share names, roles and network:
+//! * [`Flavor::Debian`] (the demo, `vacsine demo`, the enforce tests): a Debian base image made
+//!   with debootstrap from the host's apt mirror ([`debian_base_tag`], packages
+//!   [`DEBIAN_PACKAGES`]), then one small image per role on top of it;
+//! * [`Flavor::Busybox`] (fast driver tests): `FROM scratch` + Debian's static busybox.
+//!
+//! Debian site:
 //!
 //! | container | role | facts |
 //! |---|---|---|
-//! | `vacsine-demo-outside` | outside | vantage point (busybox `nc`, `wget`) |
-//! | `vacsine-demo-web` | web | busybox `httpd` on :80 (daemon) serving `/srv/www/index.html` ("Vacsine demo edge site"); `/srv/www` mode 0777 |
-//! | `vacsine-demo-gateway` | gateway | `net.ipv4.ip_forward=1` (0 on every other container); no user nft table (only the engine's embedded-DNS `ip nat` table) |
-//! | `vacsine-demo-legacy` | legacy | `telnetd -p 23 -l /bin/sh` (daemon); dpkg status lists `busybox` 1:1.35.0-4 and `telnetd` 0.17-44 |
-//! | `vacsine-demo-ssh` | ssh | `/etc/ssh/sshd_config` with `PermitRootLogin yes`, `PasswordAuthentication yes`, `X11Forwarding yes`; `/etc/shadow` 0644 root; users root and guest |
+//! | `vacsine-demo-outside` | outside | vantage point (busybox image) |
+//! | `vacsine-demo-web` | web | nginx (a standalone daemon started by the container's init after `WEB_START_DELAY_S`) serving `/srv/www/index.html` ("Vacsine demo edge site"); `/srv/www` mode 0777 |
+//! | `vacsine-demo-gateway` | gateway | a router: `net.ipv4.ip_forward=1` (0 elsewhere); no user nft table |
+//! | `vacsine-demo-legacy` | legacy | `inetutils-inetd` (standalone daemon) serving telnet (`inetutils-telnetd`) from `/etc/inetd.conf` |
+//! | `vacsine-demo-ssh` | ssh | OpenSSH `sshd -D` as PID 1, `PermitRootLogin yes`, `PasswordAuthentication yes`, the demo key (`examples/edge-site/keys`) authorized for root; `/etc/shadow` 0644; users root and guest |
+//!
+//! Busybox site: the same roles with busybox `httpd`, `telnetd -l /bin/sh`, a fake dpkg status
+//! and a weak `sshd_config` without an sshd (see [`contexts`]).
 //!
 //! All on the bridge network `vacsine-demo-lan`, labelled `vacsine.demo=1` and
-//! `vacsine.demo.role=<role>`. PID 1 of every container is `/init` (busybox sh): it starts each
-//! line of `/etc/demo/services` (one argv per line, no shell quoting) and waits; it exits at once
-//! on SIGTERM. `pkill NAME` exists in the images as a wrapper around busybox `killall NAME`
-//! (busybox-static has no pkill applet).
+//! `vacsine.demo.role=<role>`. PID 1 of every container but Debian's ssh is `/init` (sh): it
+//! starts the role's services and waits; it exits at once on SIGTERM.
 
 use crate::error::{is_not_found, DockerError};
 use crate::SANDBOX_LABEL;
@@ -331,15 +338,191 @@ fn contexts(busybox: Vec<u8>) -> Vec<(&'static str, String, Vec<Entry>)> {
     ]
 }
 
+/// Which images a demo site runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Real Debian services (OpenSSH, nginx, inetd + telnetd): the demo and enforce tests.
+    Debian,
+    /// Busybox look-alikes: fast driver tests.
+    Busybox,
+}
+
+/// Debian packages of the demo's base image (on top of debootstrap's minbase).
+pub const DEBIAN_PACKAGES: &[&str] = &[
+    "openssh-server",
+    "nginx-light",
+    "inetutils-inetd",
+    "inetutils-telnetd",
+    "procps",
+];
+
+/// Tag of the Debian base image: it names its package list, so a changed list builds anew.
+pub fn debian_base_tag() -> String {
+    let mut h = Sha256::new();
+    h.update(DEBIAN_PACKAGES.join(",").as_bytes());
+    let hex = format!("{:x}", h.finalize());
+    format!("vacsine-demo/debian:1-{}", &hex[..10])
+}
+
+/// Image tag of a role of the Debian site.
+pub fn debian_image_tag(role: &str) -> String {
+    format!("vacsine-demo/{role}-debian:1")
+}
+
+/// The demo's root key (public half), authorized for root in the Debian ssh node.
+pub const DEMO_ROOT_KEY_PUB: &str =
+    include_str!("../../../examples/edge-site/keys/demo-root-ed25519.pub");
+
+/// PID 1 of the Debian web, gateway and legacy nodes: start the role's services
+/// (`/etc/vacsine-demo/rc`, after `VACSINE_DEMO_START_DELAY` seconds), then wait; stop the
+/// services and exit on SIGTERM/SIGINT.
+const DEBIAN_INIT: &str = r#"#!/bin/sh
+# Vacsine demo init (PID 1): start the node's services, then wait; exit on SIGTERM/SIGINT.
+trap 'kill $(cat /run/*.pid 2>/dev/null) 2>/dev/null; exit 0' TERM INT
+if [ -n "${VACSINE_DEMO_START_DELAY:-}" ]; then
+  sleep "$VACSINE_DEMO_START_DELAY" &
+  wait $!
+fi
+[ -x /etc/vacsine-demo/rc ] && /etc/vacsine-demo/rc
+while :; do
+  sleep 3600 &
+  wait $!
+done
+"#;
+
+const NGINX_SITE: &str = "# Demo web site (nginx, Debian's nginx-light)\nserver {\n\tlisten 80 default_server;\n\tlisten [::]:80 default_server;\n\troot /srv/www;\n\tindex index.html;\n\tserver_name _;\n\tlocation / {\n\t\ttry_files $uri $uri/ =404;\n\t}\n}\n";
+
+const INETD_CONF: &str = "# /etc/inetd.conf: see inetd(8) for further information.\n#\n# <service_name> <sock_type> <proto> <flags> <user> <server_path> <args>\n#\n#:STANDARD: These are standard services.\ntelnet\tstream\ttcp\tnowait\troot\t/usr/sbin/telnetd\ttelnetd\n";
+
+/// Build contexts of the Debian site's roles: (role, Dockerfile, entries). Every image is
+/// `FROM` [`debian_base_tag`].
+fn debian_contexts() -> Vec<(&'static str, String, Vec<Entry>)> {
+    let from = format!("FROM {}\n", debian_base_tag());
+    let init_df = format!("{from}COPY rootfs/ /\nENTRYPOINT [\"/bin/sh\", \"/init\"]\n");
+    let init = || Entry::File("init", 0o755, 0, DEBIAN_INIT.as_bytes().to_vec());
+    let rc = |body: &str| {
+        Entry::File(
+            "etc/vacsine-demo/rc",
+            0o755,
+            0,
+            format!("#!/bin/sh\n{body}").into_bytes(),
+        )
+    };
+    vec![
+        (
+            "web",
+            format!("{init_df}RUN chmod 0777 /srv/www\n"),
+            vec![
+                init(),
+                Entry::Dir("etc", 0o755, 0),
+                Entry::Dir("etc/vacsine-demo", 0o755, 0),
+                rc("exec nginx\n"),
+                Entry::Dir("etc/nginx", 0o755, 0),
+                Entry::Dir("etc/nginx/sites-available", 0o755, 0),
+                Entry::File("etc/nginx/sites-available/default", 0o644, 0, NGINX_SITE.as_bytes().to_vec()),
+                Entry::Dir("srv", 0o755, 0),
+                Entry::Dir("srv/www", 0o755, 0),
+                Entry::File(
+                    "srv/www/index.html",
+                    0o644,
+                    0,
+                    b"<!doctype html>\n<html><head><title>Vacsine demo</title></head>\n<body><h1>Vacsine demo edge site</h1></body></html>\n".to_vec(),
+                ),
+            ],
+        ),
+        ("gateway", init_df.clone(), vec![init()]),
+        (
+            "legacy",
+            init_df,
+            vec![
+                init(),
+                Entry::Dir("etc", 0o755, 0),
+                Entry::Dir("etc/vacsine-demo", 0o755, 0),
+                rc("exec /usr/sbin/inetutils-inetd\n"),
+                Entry::File("etc/inetd.conf", 0o644, 0, INETD_CONF.as_bytes().to_vec()),
+            ],
+        ),
+        (
+            "ssh",
+            format!(
+                "{from}COPY rootfs/ /\nRUN mkdir -p /run/sshd && chmod 0755 /run/sshd && chmod 0644 /etc/shadow \\\n && useradd -m -s /bin/bash -c Guest guest\nENTRYPOINT [\"/usr/sbin/sshd\", \"-D\", \"-e\"]\n"
+            ),
+            vec![
+                Entry::Dir("etc", 0o755, 0),
+                Entry::Dir("etc/ssh", 0o755, 0),
+                Entry::File("etc/ssh/sshd_config", 0o644, 0, DEBIAN_SSHD_CONFIG.as_bytes().to_vec()),
+                Entry::Dir("root", 0o700, 0),
+                Entry::Dir("root/.ssh", 0o700, 0),
+                Entry::File("root/.ssh/authorized_keys", 0o600, 0, DEMO_ROOT_KEY_PUB.as_bytes().to_vec()),
+            ],
+        ),
+    ]
+}
+
+/// Debian's own sshd_config with the demo's weaknesses set explicitly.
+const DEBIAN_SSHD_CONFIG: &str = "# Demo sshd configuration (deliberately weak; see sshd_config(5))\nInclude /etc/ssh/sshd_config.d/*.conf\nPort 22\nPermitRootLogin yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM yes\nX11Forwarding yes\nPrintMotd no\nAcceptEnv LANG LC_*\nSubsystem sftp /usr/lib/openssh/sftp-server\n";
+
 async fn image_hash_label(docker: &Docker, tag: &str) -> Option<String> {
     let img = docker.inspect_image(tag).await.ok()?;
     img.config?.labels?.get(HASH_LABEL).cloned()
 }
 
-/// Build the demo images (`vacsine-demo/<role>:1` and their base) with the engine's legacy
-/// builder from tar contexts made here; an image whose `vacsine.demo.hash` label equals the
-/// hash of its context is kept as is. Returns the tags.
-pub async fn images(docker: &Docker) -> Result<Vec<String>, DockerError> {
+/// Build one image from a tar context unless an image with its tag carries the same context
+/// hash (`vacsine.demo.hash`, which also covers `parent`, the hash or id of the image it
+/// starts from). Returns the hash.
+async fn build_one(
+    docker: &Docker,
+    tag: &str,
+    dockerfile: &str,
+    entries: &[Entry],
+    parent: &str,
+) -> Result<String, DockerError> {
+    let tar = context_tar(dockerfile, entries)?;
+    let mut h = Sha256::new();
+    h.update(parent.as_bytes());
+    h.update(&tar);
+    let hash = format!("{:x}", h.finalize());
+    if image_hash_label(docker, tag).await.as_deref() == Some(hash.as_str()) {
+        return Ok(hash);
+    }
+    tracing::info!(image = %tag, "building demo image");
+    let opts = BuildImageOptions {
+        dockerfile: "Dockerfile".into(),
+        t: Some(tag.to_string()),
+        rm: true,
+        forcerm: true,
+        labels: Some(HashMap::from([(HASH_LABEL.to_string(), hash.clone())])),
+        ..Default::default()
+    };
+    let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
+    let mut log = String::new();
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| DockerError::Build {
+            image: tag.to_string(),
+            detail: e.to_string(),
+        })?;
+        if let Some(e) = info.error.or(info.error_detail.and_then(|d| d.message)) {
+            return Err(DockerError::Build {
+                image: tag.to_string(),
+                detail: format!("{e}\n{log}"),
+            });
+        }
+        if let Some(s) = info.stream {
+            log.push_str(&s);
+        }
+    }
+    if image_hash_label(docker, tag).await.is_none() {
+        return Err(DockerError::Build {
+            image: tag.to_string(),
+            detail: format!("the engine reported no error but the image is missing\n{log}"),
+        });
+    }
+    Ok(hash)
+}
+
+/// Build the busybox images (`vacsine-demo/<role>:1` and their base) from tar contexts made
+/// here; an image whose context did not change is kept as is. Returns the tags.
+pub async fn images_busybox(docker: &Docker) -> Result<Vec<String>, DockerError> {
     let path = provision_busybox()?;
     let busybox = std::fs::read(&path).map_err(|_| DockerError::BusyboxMissing {
         path: path.display().to_string(),
@@ -348,60 +531,84 @@ pub async fn images(docker: &Docker) -> Result<Vec<String>, DockerError> {
     let mut tags = Vec::new();
     for (name, dockerfile, entries) in contexts(busybox) {
         let tag = image_tag(name);
-        let tar = context_tar(&dockerfile, &entries)?;
-        let mut h = Sha256::new();
-        h.update(base_hash.as_bytes());
-        h.update(&tar);
-        let hash = format!("{:x}", h.finalize());
+        let hash = build_one(docker, &tag, &dockerfile, &entries, &base_hash).await?;
         if name == "base" {
-            base_hash = hash.clone();
+            base_hash = hash;
         }
-        tags.push(tag.clone());
-        if image_hash_label(docker, &tag).await.as_deref() == Some(hash.as_str()) {
-            continue;
-        }
-        tracing::info!(image = %tag, "building demo image");
-        let opts = BuildImageOptions {
-            dockerfile: "Dockerfile".into(),
-            t: Some(tag.clone()),
-            rm: true,
-            forcerm: true,
-            labels: Some(HashMap::from([(HASH_LABEL.to_string(), hash)])),
-            ..Default::default()
-        };
-        let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
-        let mut log = String::new();
-        while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| DockerError::Build {
-                image: tag.clone(),
-                detail: e.to_string(),
-            })?;
-            if let Some(e) = info.error.or(info.error_detail.and_then(|d| d.message)) {
-                return Err(DockerError::Build {
-                    image: tag,
-                    detail: format!("{e}\n{log}"),
-                });
-            }
-            if let Some(s) = info.stream {
-                log.push_str(&s);
-            }
-        }
-        if image_hash_label(docker, &tag).await.is_none() {
-            return Err(DockerError::Build {
-                image: tag,
-                detail: format!("the engine reported no error but the image is missing\n{log}"),
-            });
-        }
+        tags.push(tag);
     }
     Ok(tags)
 }
 
-/// Start a fresh demo site (removing any previous one first): builds the images if needed,
-/// creates `vacsine-demo-lan` and the five containers, and waits until `httpd` and `telnetd`
-/// run.
+/// Build every image of the demo site: the busybox vantage point, the Debian base image
+/// (debootstrap, the first time only: a minute or two, told to `progress`) and the Debian
+/// roles. Returns the tags.
+pub async fn images_with_progress(
+    docker: &Docker,
+    progress: std::sync::Arc<dyn Fn(&str) + Send + Sync>,
+) -> Result<Vec<String>, DockerError> {
+    let mut tags = images_busybox(docker).await?;
+    let base = debian_base_tag();
+    let p = progress.clone();
+    let tag = base.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        crate::debian::ensure_image_with_progress(&tag, DEBIAN_PACKAGES, &|m: &str| p(m))
+    })
+    .await
+    .map_err(|e| DockerError::Build {
+        image: base.clone(),
+        detail: e.to_string(),
+    })?
+    .map_err(|detail| DockerError::Build {
+        image: base.clone(),
+        detail,
+    })?;
+    if let crate::debian::Built::Now { suite, took } = built {
+        progress(&format!(
+            "built {base} from Debian {suite} packages in {:.0} s (kept for later runs)",
+            took.as_secs_f64()
+        ));
+    }
+    // Role images are rebuilt when the base image itself changed (its id is in their hash).
+    let base_id = docker
+        .inspect_image(&base)
+        .await
+        .map_err(|e| DockerError::api("inspect image", &base, e))?
+        .id
+        .unwrap_or_default();
+    tags.push(base.clone());
+    for (role, dockerfile, entries) in debian_contexts() {
+        let tag = debian_image_tag(role);
+        build_one(docker, &tag, &dockerfile, &entries, &base_id).await?;
+        tags.push(tag);
+    }
+    Ok(tags)
+}
+
+/// [`images_with_progress`] without progress reports.
+pub async fn images(docker: &Docker) -> Result<Vec<String>, DockerError> {
+    images_with_progress(docker, std::sync::Arc::new(|_: &str| {})).await
+}
+
+/// Start a fresh Debian demo site (removing any previous one first): builds the images if
+/// needed, creates `vacsine-demo-lan` and the five containers, and waits until nginx, inetd
+/// and sshd run.
 pub async fn up(docker: &Docker) -> Result<(), DockerError> {
+    up_flavor(docker, Flavor::Debian).await
+}
+
+/// Start a fresh busybox demo site (see [`Flavor::Busybox`]).
+pub async fn up_busybox(docker: &Docker) -> Result<(), DockerError> {
+    up_flavor(docker, Flavor::Busybox).await
+}
+
+/// Start a fresh demo site of the given flavour.
+pub async fn up_flavor(docker: &Docker, flavor: Flavor) -> Result<(), DockerError> {
     down(docker).await?;
-    images(docker).await?;
+    match flavor {
+        Flavor::Debian => images(docker).await?,
+        Flavor::Busybox => images_busybox(docker).await?,
+    };
     docker
         .create_network(NetworkCreateRequest {
             name: NETWORK.into(),
@@ -421,7 +628,10 @@ pub async fn up(docker: &Docker) -> Result<(), DockerError> {
             forward.to_string(),
         )]));
         let body = ContainerCreateBody {
-            image: Some(image_tag(role)),
+            image: Some(match flavor {
+                Flavor::Debian if role != "outside" => debian_image_tag(role),
+                _ => image_tag(role),
+            }),
             hostname: Some(role.into()),
             // The web server takes a while to listen, like a real one: clones of it are not
             // ready at once (the enforce fidelity check must wait for them).
@@ -466,7 +676,15 @@ pub async fn up(docker: &Docker) -> Result<(), DockerError> {
             .map_err(|e| DockerError::api("start container", &name, e))?;
     }
     // Wait for the services (the web server starts after a delay) so the first check sees a settled site.
-    for (role, daemon) in [("web", "httpd"), ("legacy", "telnetd")] {
+    let daemons: &[(&str, &str)] = match flavor {
+        Flavor::Debian => &[
+            ("web", "nginx"),
+            ("legacy", "inetutils-inetd"),
+            ("ssh", "sshd"),
+        ],
+        Flavor::Busybox => &[("web", "httpd"), ("legacy", "telnetd")],
+    };
+    for &(role, daemon) in daemons {
         let node = crate::DockerNode::new(
             docker.clone(),
             vacsine_core::target::ResolvedNode {

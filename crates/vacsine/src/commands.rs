@@ -540,10 +540,7 @@ async fn demo(
         }
         Some(DemoAction::Up) => {
             let p = Progress::new(false);
-            p.say("building demo images (cached after the first run)");
-            vacsine_docker::demo::images(&docker)
-                .await
-                .map_err(|e| miette::miette!("{e}"))?;
+            build_demo_images(&docker, &p).await?;
             p.say("starting a fresh, non-compliant demo site");
             vacsine_docker::demo::up(&docker)
                 .await
@@ -562,10 +559,7 @@ async fn demo(
         Err(e) => return Ok(print_diagnostics(e)),
     };
     let p = Progress::new(false);
-    p.say("building demo images (cached after the first run)");
-    vacsine_docker::demo::images(&docker)
-        .await
-        .map_err(|e| miette::miette!("{e}"))?;
+    build_demo_images(&docker, &p).await?;
     p.say("starting a fresh, non-compliant demo site (4 nodes + vantage point `outside`)");
     vacsine_docker::demo::up(&docker)
         .await
@@ -583,6 +577,23 @@ async fn demo(
         print("The demo site stays up for exploring: `vacsine check ...`; remove it with `vacsine demo down`.\n");
     }
     Ok(code)
+}
+
+/// Build the demo's images, telling the user what a first build (Debian packages, a minute
+/// or two) is doing.
+async fn build_demo_images(
+    docker: &vacsine_docker::Docker,
+    p: &std::sync::Arc<Progress>,
+) -> miette::Result<()> {
+    p.say("building demo images: Debian packages, cached after the first run");
+    let say = p.clone();
+    vacsine_docker::demo::images_with_progress(
+        docker,
+        std::sync::Arc::new(move |m: &str| say.say(m)),
+    )
+    .await
+    .map_err(|e| miette::miette!("{e}"))?;
+    Ok(())
 }
 
 /// The demo's files live in the repository: from the current folder or the binary's.

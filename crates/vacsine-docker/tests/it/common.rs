@@ -41,7 +41,7 @@ static DEMO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub async fn images(d: &Docker) {
     IMAGES
         .get_or_init(|| async {
-            demo::images(d).await.expect("build demo images");
+            demo::images_busybox(d).await.expect("build demo images");
         })
         .await;
 }
@@ -75,7 +75,7 @@ pub async fn demo_site(d: &Docker) -> (DemoGuard, DockerSite) {
     images(d).await;
     let lock = DEMO.lock().await;
     let guard = DemoGuard { _lock: lock };
-    demo::up(d).await.expect("demo up");
+    demo::up_busybox(d).await.expect("demo up");
     let site = DockerSite::resolve(d.clone(), &demo::target())
         .await
         .expect("resolve demo site");

@@ -138,7 +138,7 @@ async fn drift_after_sandbox_verdict_is_rolled_back() {
     o.hook = Some(Arc::new(|p| {
         Box::pin(async move {
             if p == HookPoint::BeforeTargetApply {
-                dexec("vacsine-demo-web", &["killall", "httpd"]).await;
+                dexec("vacsine-demo-web", &["pkill", "-x", "nginx"]).await;
             }
         })
     }));
@@ -186,7 +186,7 @@ async fn catalog_workflows_run_and_are_idempotent() {
         (
             "disable-service",
             "legacy",
-            serde_json::json!({"service": "telnetd"}),
+            serde_json::json!({"service": "telnetd", "port": 23}),
         ),
         (
             "harden-sshd",
@@ -423,7 +423,7 @@ async fn issue6_same_end_state_same_verdict() {
     assert!(second.sandbox.id.is_none(), "nothing to fix: no sandbox");
 
     // The web server is down before any change: enforce stops, names the guard.
-    dexec("vacsine-demo-web", &["killall", "httpd"]).await;
+    dexec("vacsine-demo-web", &["pkill", "-x", "nginx"]).await;
     dexec("vacsine-demo-web", &["chmod", "0777", "/srv/www"]).await;
     let rep = enforce(&DockerDriver, &inputs, &opts())
         .await
@@ -531,11 +531,11 @@ async fn issue6_persistence_is_measured() {
     let plan = rep.plan.as_ref().expect("plan");
     assert_eq!(rep.fixes.len(), plan.items.len(), "one entry per fix");
     let expected = |workflow: &str| match workflow {
-        // Files (sshd_config, modes, the demo's services list) are in the container's layer.
+        // Files (sshd_config, modes, inetd.conf) are in the container's layer.
         "harden-sshd" | "fix-permissions" | "disable-service" => Some(true),
         // Persistence is judged by the requirements a fix targets: block-port's nft table is
         // lost, but telnet stays unreachable after the restart because disable-service (a
-        // file fix on the same node) keeps telnetd from starting again.
+        // file fix on the same node) keeps inetd from serving telnet again.
         "block-port" => Some(true),
         // nft tables and runtime sysctls live in the network namespace only.
         "set-sysctl" | "default-deny-inbound" => Some(false),
@@ -604,7 +604,7 @@ async fn issue6_require_persistent_rejects_in_sandbox() {
                 &["cat", "/proc/sys/net/ipv4/ip_forward"],
             )
             .await,
-            dexec("vacsine-demo-legacy", &["cat", "/etc/demo/services"]).await,
+            dexec("vacsine-demo-legacy", &["cat", "/etc/inetd.conf"]).await,
         )
     };
     let before = snapshot().await;
@@ -626,4 +626,199 @@ async fn issue6_require_persistent_rejects_in_sandbox() {
     assert!(rep.steps.iter().all(|s| s.phase.starts_with("sandbox")));
     assert_eq!(rep.exit_code(), 2);
     assert!(sandbox_leftovers().await.is_empty(), "sandbox objects left");
+}
+
+/// A config-only variant of harden-sshd: writes the file (sshd -t would accept it) but never
+/// makes the running sshd take it.
+const CONFIG_ONLY_SSHD: &str = r#"apiVersion: vacsine.io/v1
+kind: Workflow
+metadata: {name: set-sshd-option}
+spec:
+  inputs:
+    option: {type: string}
+    value: {type: string}
+  steps:
+    - id: set
+      uses: file
+      with:
+        path: /etc/ssh/sshd_config
+        regexp: "^#?\\s*{{ inputs.option }}\\s"
+        line: "{{ inputs.option }} {{ inputs.value }}"
+"#;
+
+const SSH_BEHAVIOUR: &str = r#"apiVersion: vacsine.io/v1
+kind: Policy
+metadata: {name: ssh-behaviour}
+spec:
+  catalog: [CATALOG]
+  requirements:
+    - id: sshd-no-root-login
+      title: SSH refuses root logins
+      severity: high
+      appliesWhen: {listening: {port: 22, expect: present}}
+      check:
+        ssh: {from: outside, user: root, key: KEY, expect: {login: denied}}
+      fixes:
+        - {uses: WORKFLOW, with: {option: PermitRootLogin, value: "no"}, disruption: low}
+"#;
+
+/// Issue 6, "effective, not just configured": on a real OpenSSH server, a fix that only
+/// changes sshd_config leaves root able to log in (the running sshd keeps its start-time
+/// configuration): the sandbox proves it and the verdict is `rejected_in_sandbox`, the target
+/// untouched. The shipped harden-sshd (sshd -t, then SIGHUP to the master) is verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_config_only_sshd_fix_is_rejected_in_sandbox() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("catalog");
+    std::fs::create_dir(&cat).unwrap();
+    std::fs::write(cat.join("set-sshd-option.yaml"), CONFIG_ONLY_SSHD).unwrap();
+    let key = root().join("examples/edge-site/keys/demo-root-ed25519");
+    let policy = |catalog: &std::path::Path, workflow: &str| {
+        SSH_BEHAVIOUR
+            .replace("CATALOG", &catalog.display().to_string())
+            .replace("KEY", &key.display().to_string())
+            .replace("WORKFLOW", workflow)
+    };
+    let config_before = dexec("vacsine-demo-ssh", &["cat", "/etc/ssh/sshd_config"]).await;
+    let inputs = inputs_with_policy(dir.path(), &policy(&cat, "set-sshd-option"));
+    let rep = enforce(&DockerDriver, &inputs, &opts())
+        .await
+        .expect("enforce");
+    eprintln!("{}", vacsine_enforce::report::enforce_human(&rep));
+    assert_eq!(rep.verdict, Verdict::RejectedInSandbox, "{}", rep.summary);
+    assert!(
+        rep.summary.contains("sshd-no-root-login"),
+        "{}",
+        rep.summary
+    );
+    // The sandbox's file did change: the fix "worked" on paper.
+    assert!(rep
+        .steps
+        .iter()
+        .any(|s| s.phase == "sandbox-apply" && s.record.changed));
+    assert_eq!(
+        dexec("vacsine-demo-ssh", &["cat", "/etc/ssh/sshd_config"]).await,
+        config_before,
+        "the target was changed"
+    );
+    assert_eq!(rep.exit_code(), 2);
+
+    // The shipped workflow makes sshd take the change: verified, and root is refused on the
+    // target from outside.
+    let inputs = inputs_with_policy(dir.path(), &policy(&root().join("catalog"), "harden-sshd"));
+    let rep = enforce(&DockerDriver, &inputs, &opts())
+        .await
+        .expect("enforce");
+    assert_eq!(rep.verdict, Verdict::Verified, "{}", rep.summary);
+    let r = rep
+        .requirements
+        .iter()
+        .find(|r| r.id == "sshd-no-root-login")
+        .unwrap();
+    assert_eq!(
+        (r.target_before, r.target_after),
+        (Outcome::Fail, Outcome::Pass)
+    );
+    assert!(sandbox_leftovers().await.is_empty(), "sandbox objects left");
+}
+
+/// Issue 6: disable-service on the ways a service runs on Debian, each proved by the node's
+/// own socket table: telnet served by inetd (entry disabled, inetd re-reads), nginx as a
+/// standalone daemon (stopped), sshd as PID 1 of its container (refused, with the reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue6_disable_service_inetd_standalone_and_pid1() {
+    let Some(d) = docker().await else { return };
+    let _g = SITE.lock().await;
+    fresh_site(&d).await;
+    let inputs = demo_inputs();
+    let site = vacsine_docker::DockerSite::connect(&inputs.target.doc)
+        .await
+        .unwrap();
+    let engine = vacsine_engine::Engine::new(
+        vacsine_engine::Journal::in_memory().unwrap(),
+        vacsine_enforce::engine_catalog(&inputs.catalog),
+    );
+    use vacsine_core::node::Site;
+    let run = |node: &'static str, args: serde_json::Value| {
+        let mut nodes = vacsine_engine::NodeMap::new();
+        nodes.insert(node.to_string(), site.node_ops(node).unwrap());
+        let mut req = vacsine_engine::RunRequest::new(
+            inputs.catalog.workflows["disable-service"].doc.clone(),
+        );
+        req.inputs = args.as_object().unwrap().clone();
+        req.nodes = nodes;
+        req.default_node = Some(node.to_string());
+        req.target_name = "edge-site".into();
+        engine.run(req)
+    };
+    let listening = |container: &'static str, port: u16| async move {
+        let hex = format!(":{port:04X}");
+        let tables = dexec(container, &["cat", "/proc/net/tcp", "/proc/net/tcp6"]).await;
+        tables
+            .lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1].ends_with(&hex) && f[3] == "0A"
+            })
+            .count()
+    };
+    // inetd: telnet's socket is inetd's; after the run it is gone, inetd still runs.
+    assert!(listening("vacsine-demo-legacy", 23).await > 0);
+    let rep = run(
+        "legacy",
+        serde_json::json!({"service": "telnetd", "port": 23}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rep.status,
+        vacsine_engine::RunStatus::Succeeded,
+        "{:#?}",
+        rep.records
+    );
+    assert_eq!(listening("vacsine-demo-legacy", 23).await, 0);
+    assert!(dexec("vacsine-demo-legacy", &["cat", "/etc/inetd.conf"])
+        .await
+        .contains("#<off># telnetd disabled by vacsine"));
+    assert!(
+        dexec("vacsine-demo-legacy", &["pgrep", "-x", "inetutils-inetd"])
+            .await
+            .trim()
+            .parse::<u32>()
+            .is_ok()
+    );
+    // A standalone daemon: nginx stopped, port 80 closed inside the node.
+    assert!(listening("vacsine-demo-web", 80).await > 0);
+    let rep = run("web", serde_json::json!({"service": "nginx", "port": 80}))
+        .await
+        .unwrap();
+    assert_eq!(
+        rep.status,
+        vacsine_engine::RunStatus::Succeeded,
+        "{:#?}",
+        rep.records
+    );
+    assert!(rep.changed);
+    assert_eq!(listening("vacsine-demo-web", 80).await, 0);
+    // PID 1: refused with the reason; the container and its sshd still run.
+    let rep = run("ssh", serde_json::json!({"service": "sshd", "port": 22}))
+        .await
+        .unwrap();
+    assert_eq!(rep.status, vacsine_engine::RunStatus::Failed);
+    let why = rep
+        .records
+        .iter()
+        .flat_map(|r| {
+            r.messages
+                .iter()
+                .map(|m| m.text.clone())
+                .chain([r.stderr.clone(), r.error.clone().unwrap_or_default()])
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(why.contains("PID 1"), "{why}");
+    assert!(listening("vacsine-demo-ssh", 22).await > 0);
 }

@@ -14,19 +14,19 @@ spec:
     - {id: port-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {file: {path: /nonexistent}}, check: {port: {port: 80, from: outside, expect: open}}}
     - {id: http-pass, title: t, severity: low, nodes: {roles: [web]}, check: {http: {port: 80, from: outside, bodyMatches: Vacsine}}}
     - {id: http-fail, title: t, severity: low, nodes: {roles: [web]}, check: {http: {port: 80, path: /missing.html, from: outside}}}
-    - {id: http-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {process: {name: nginx, running: true}}, check: {http: {port: 80, from: outside}}}
+    - {id: http-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {process: {name: apache2, running: true}}, check: {http: {port: 80, from: outside}}}
     - {id: file-pass, title: t, severity: low, nodes: {roles: [ssh]}, check: {file: {path: /etc/ssh/sshd_config, contains: '^Port 22$', owner: root}}}
     - {id: file-fail, title: t, severity: low, nodes: {roles: [ssh]}, check: {file: {path: /etc/shadow, maxMode: "0640"}}}
-    - {id: file-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {file: {path: /etc/ssh/sshd_config}}, check: {file: {path: /etc/ssh/sshd_config}}}
+    - {id: file-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {file: {path: /etc/vsftpd.conf}}, check: {file: {path: /etc/vsftpd.conf}}}
     - {id: command-pass, title: t, severity: low, nodes: {roles: [web]}, check: {command: {argv: [cat, /srv/www/index.html], stdoutMatches: Vacsine}}}
     - {id: command-fail, title: t, severity: low, nodes: {roles: [web]}, check: {command: {argv: [ls, /nonexistent]}}}
     - {id: command-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {package: {name: telnetd, installed: true}}, check: {command: {argv: ["true"]}}}
-    - {id: process-pass, title: t, severity: low, nodes: {roles: [web]}, check: {process: {name: httpd, running: true}}}
-    - {id: process-fail, title: t, severity: low, nodes: {roles: [legacy]}, check: {process: {name: telnetd, running: false}}}
-    - {id: process-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {user: {name: nobody-here, exists: true}}, check: {process: {name: httpd, running: true}}}
-    - {id: package-pass, title: t, severity: low, nodes: {roles: [legacy]}, check: {package: {name: busybox, installed: true, version: ">= 1:1.30"}}}
-    - {id: package-fail, title: t, severity: low, nodes: {roles: [legacy]}, check: {package: {name: telnetd, installed: false}}}
-    - {id: package-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {file: {path: /var/lib/dpkg/status}}, check: {package: {name: busybox, installed: true}}}
+    - {id: process-pass, title: t, severity: low, nodes: {roles: [web]}, check: {process: {name: nginx, running: true}}}
+    - {id: process-fail, title: t, severity: low, nodes: {roles: [legacy]}, check: {process: {name: inetutils-inetd, running: false}}}
+    - {id: process-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {user: {name: nobody-here, exists: true}}, check: {process: {name: nginx, running: true}}}
+    - {id: package-pass, title: t, severity: low, nodes: {roles: [legacy]}, check: {package: {name: inetutils-inetd, installed: true, version: ">= 2:2.4"}}}
+    - {id: package-fail, title: t, severity: low, nodes: {roles: [legacy]}, check: {package: {name: inetutils-telnetd, installed: false}}}
+    - {id: package-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {file: {path: /etc/apk/world}}, check: {package: {name: busybox, installed: true}}}
     - {id: firewall-pass, title: t, severity: low, nodes: {roles: [web]}, check: {firewall: {notContains: ['dport 80 drop']}}}
     - {id: firewall-fail, title: t, severity: low, nodes: {roles: [gateway]}, check: {firewall: {defaultPolicy: {input: drop}}}}
     - {id: firewall-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {sysctl: {key: net.ipv4.ip_forward, value: "1"}}, check: {firewall: {defaultPolicy: {input: drop}}}}

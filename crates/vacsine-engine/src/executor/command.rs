@@ -121,6 +121,10 @@ struct ScriptArgs {
     env: BTreeMap<String, String>,
     #[serde(default = "zero")]
     expect_exit: Vec<i32>,
+    /// Exit codes meaning "something changed" (default: any accepted exit code). A script
+    /// that found nothing to do exits with an accepted code not listed here.
+    #[serde(default)]
+    changed_exit: Option<Vec<i32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,7 +175,11 @@ impl Executor for ScriptExecutor {
             .exec(&argv, &env, Some(a.script.into_bytes()), ctx.timeout)
             .await;
         let mut r = finish(out, ctx, &a.expect_exit);
-        r.changed = r.status == StepStatus::Succeeded;
+        r.changed = r.status == StepStatus::Succeeded
+            && match (&a.changed_exit, r.exit_code) {
+                (Some(codes), Some(c)) => codes.contains(&c),
+                _ => true,
+            };
         r
     }
 }
