@@ -1,10 +1,10 @@
 //! The `ssh` and `listening` probes against a real OpenSSH server (issue 6, "effective, not
 //! just configured"): a configuration file changed without a reload is seen as such.
 //!
-//! The server runs `vacsine-test/openssh:1`, a Debian rootfs with `openssh-server` built
-//! locally with `debootstrap --variant=minbase` from the mirror the host's apt is configured
-//! with, then `docker import`ed (the same recipe as the engine's `vacsine-test/python:1`).
-//! It is built once per machine and kept, like that image.
+//! The server runs the demo's Debian base image (`demo::debian_base_tag()`: OpenSSH among
+//! Debian's packages), built locally with `debootstrap --variant=minbase` from the mirror the
+//! host's apt is configured with, then `docker import`ed (the same recipe as the engine's
+//! `vacsine-test/python:1`). It is built once per machine and kept, and shared with the demo.
 
 use crate::common::{docker, target, unique, Cleanup};
 use bollard::models::{
@@ -21,18 +21,18 @@ use vacsine_core::policy::*;
 use vacsine_core::Outcome;
 use vacsine_docker::DockerSite;
 
-const IMAGE: &str = "vacsine-test/openssh:1";
 
 /// Build (once per machine) the OpenSSH image. Err: why it cannot be built.
 fn openssh_image() -> Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            let image = vacsine_docker::demo::debian_base_tag();
             if let vacsine_docker::debian::Built::Now { suite, took } =
-                vacsine_docker::debian::ensure_image(IMAGE, &["openssh-server"])?
+                vacsine_docker::debian::ensure_image(&image, vacsine_docker::demo::DEBIAN_PACKAGES)?
             {
                 eprintln!(
-                    "built {IMAGE} ({suite}, debootstrap minbase + openssh-server) in {:.0} s",
+                    "built {image} ({suite}, debootstrap minbase + the demo's packages) in {:.0} s",
                     took.as_secs_f64()
                 );
             }
@@ -48,7 +48,7 @@ async fn run(d: &bollard::Docker, name: &str, net: &str, cmd: &[&str]) {
             ..Default::default()
         }),
         ContainerCreateBody {
-            image: Some(IMAGE.into()),
+            image: Some(vacsine_docker::demo::debian_base_tag()),
             cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
             host_config: Some(HostConfig {
                 network_mode: Some(net.into()),

@@ -716,7 +716,7 @@ async fn issue6_config_only_sshd_fix_is_rejected_in_sandbox() {
     let r = rep
         .requirements
         .iter()
-        .find(|r| r.id == "sshd-no-root-login")
+        .find(|r| r.id == "sshd-no-root-login" && r.node == "ssh")
         .unwrap();
     assert_eq!(
         (r.target_before, r.target_after),

@@ -117,8 +117,10 @@ pub async fn ruleset(container: &str) -> String {
         .await
         .unwrap();
     let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    // `-s` (stateless): counters move with any traffic (a DNS lookup counts in Docker's nat
+    // table) and are not part of the ruleset's meaning.
     let out = tokio::process::Command::new("nsenter")
-        .args(["-t", &pid, "-n", "nft", "list", "ruleset"])
+        .args(["-t", &pid, "-n", "nft", "-s", "list", "ruleset"])
         .output()
         .await
         .unwrap();

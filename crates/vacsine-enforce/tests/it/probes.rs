@@ -35,7 +35,7 @@ spec:
     - {id: user-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {user: {name: guest, exists: true}}, check: {user: {name: guest, exists: true}}}
     - {id: sysctl-pass, title: t, severity: low, nodes: {roles: [web]}, check: {sysctl: {key: net.ipv4.ip_forward, value: "0"}}}
     - {id: sysctl-fail, title: t, severity: low, nodes: {roles: [gateway]}, check: {sysctl: {key: net.ipv4.ip_forward, value: "0"}}}
-    - {id: sysctl-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {file: {path: /etc/shadow}}, check: {sysctl: {key: net.ipv4.ip_forward, value: "0"}}}
+    - {id: sysctl-na, title: t, severity: low, nodes: {roles: [web]}, appliesWhen: {file: {path: /etc/vsftpd.conf}}, check: {sysctl: {key: net.ipv4.ip_forward, value: "0"}}}
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
