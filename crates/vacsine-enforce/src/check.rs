@@ -47,9 +47,9 @@ async fn check_one(site: &dyn Site, req: &Requirement, node: &str) -> Evaluation
     evaluate(&req.check, &site.observe(node, &req.check).await)
 }
 
-/// Check every requirement of `policy` on every node of `site` it selects. Results come in
-/// policy order, then node order.
-pub async fn check_site(policy: &Policy, site: &dyn Site) -> Vec<CheckResult> {
+/// The (requirement, node) pairs `policy` checks on `site`: every requirement on every node
+/// it selects, in policy order, then node order.
+pub fn selected<'p>(policy: &'p Policy, site: &dyn Site) -> Vec<(&'p Requirement, String)> {
     let nodes = site.nodes();
     let mut work = Vec::new();
     for req in &policy.spec.requirements {
@@ -59,20 +59,30 @@ pub async fn check_site(policy: &Policy, site: &dyn Site) -> Vec<CheckResult> {
             }
         }
     }
-    stream::iter(work)
-        .map(|(req, node)| async move {
-            let e = check_one(site, req, &node).await;
-            CheckResult {
-                requirement: req.id.value.clone(),
-                node,
-                outcome: e.outcome,
-                observed: e.observed,
-                message: e.message,
-                title: req.title.clone(),
-                severity: req.severity,
-                kind: req.kind,
-            }
-        })
+    work
+}
+
+/// Check one requirement on one node (`appliesWhen` first), as [`check_site`] does for each
+/// pair; the availability monitor of the enforce pipeline probes its guards with it.
+pub async fn check_requirement(site: &dyn Site, req: &Requirement, node: &str) -> CheckResult {
+    let e = check_one(site, req, node).await;
+    CheckResult {
+        requirement: req.id.value.clone(),
+        node: node.to_string(),
+        outcome: e.outcome,
+        observed: e.observed,
+        message: e.message,
+        title: req.title.clone(),
+        severity: req.severity,
+        kind: req.kind,
+    }
+}
+
+/// Check every requirement of `policy` on every node of `site` it selects. Results come in
+/// policy order, then node order.
+pub async fn check_site(policy: &Policy, site: &dyn Site) -> Vec<CheckResult> {
+    stream::iter(selected(policy, site))
+        .map(|(req, node)| async move { check_requirement(site, req, &node).await })
         .buffered(CHECK_CONCURRENCY)
         .collect()
         .await

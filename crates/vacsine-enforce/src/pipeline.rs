@@ -1,7 +1,7 @@
 //! The enforce pipeline (design §5): check the target, plan, clone into a sandbox, check its
 //! fidelity, apply there twice (idempotence), gate, apply to the target, verify, roll back.
 
-use crate::check::{check_site, findings, outcome_of, CheckResult};
+use crate::check::{check_requirement, check_site, findings, outcome_of, selected, CheckResult};
 use crate::inputs::Inputs;
 use crate::report::*;
 use futures_util::future::BoxFuture;
@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vacsine_core::driver::{Driver, DriverError, SandboxHandle};
+use vacsine_core::driver::{Driver, DriverError, ResolvedSite, SandboxHandle};
 use vacsine_core::node::Site;
 use vacsine_core::plan::{plan, Plan};
-use vacsine_core::policy::RequirementKind;
+use vacsine_core::policy::{Requirement, RequirementKind};
 use vacsine_core::record::rfc3339;
 use vacsine_core::Outcome;
 use vacsine_engine::{Engine, Journal, NodeMap, RunReport, RunRequest, RunStatus};
@@ -73,6 +73,9 @@ struct Clock {
     phases: Vec<PhaseTiming>,
     steps: Vec<PhaseStep>,
     progress: Option<Progress>,
+    /// The phase running now (`after <phase>` between two), read by the availability
+    /// monitor to attribute its probes.
+    current: PhaseName,
 }
 
 impl Clock {
@@ -84,9 +87,11 @@ impl Clock {
     }
     async fn phase<T>(&mut self, name: &str, fut: impl std::future::Future<Output = T>) -> T {
         self.say(name);
+        set_phase(&self.current, name.to_string());
         let started_at = rfc3339(chrono::Utc::now());
         let t = Instant::now();
         let out = fut.await;
+        set_phase(&self.current, format!("after {name}"));
         self.phases.push(PhaseTiming {
             name: name.to_string(),
             started_at,
@@ -223,6 +228,11 @@ fn failed_step(run: &RunReport) -> String {
 
 /// Run the whole pipeline against the target of `inputs`, through `driver` (the one the
 /// target's `driver:` names; the caller chooses it).
+///
+/// From the moment the target is resolved until the report, every availability guard is
+/// probed on the target in a loop ([`AVAILABILITY_INTERVAL`]); the report's `availability`
+/// says how many probes failed and the longest outage per guard. The loop ends with the
+/// pipeline on every path (an error, or the future dropped on Ctrl-C, aborts it).
 pub async fn enforce(
     driver: &dyn Driver,
     inputs: &Inputs,
@@ -234,12 +244,39 @@ pub async fn enforce(
         phases: Vec::new(),
         steps: Vec::new(),
         progress: opts.progress.clone(),
+        current: Arc::new(Mutex::new(String::new())),
     };
+    let resolved = clock
+        .phase("resolve target", driver.resolve(&inputs.target.doc))
+        .await?;
+    let guards: Vec<(Requirement, String)> = selected(&inputs.policy.doc, resolved.as_site())
+        .into_iter()
+        .filter(|(r, _)| r.kind == RequirementKind::Availability)
+        .map(|(r, n)| (r.clone(), n))
+        .collect();
+    let monitor = AvailabilityMonitor::start(
+        resolved.clone().into_site(),
+        guards,
+        clock.current.clone(),
+        AVAILABILITY_INTERVAL,
+        AVAILABILITY_PROBE_TIMEOUT,
+    );
+    // On an error the monitor is dropped here, which aborts its loop.
+    let mut report = enforce_resolved(driver, inputs, opts, clock, resolved.as_ref()).await?;
+    report.availability = monitor.finish().await;
+    Ok(report)
+}
+
+/// The pipeline once the target is resolved.
+async fn enforce_resolved(
+    driver: &dyn Driver,
+    inputs: &Inputs,
+    opts: &EnforceOptions,
+    mut clock: Clock,
+    resolved: &dyn ResolvedSite,
+) -> Result<Report, EnforceError> {
     let policy = &inputs.policy.doc;
     let target = &inputs.target.doc;
-    let resolved = clock
-        .phase("resolve target", driver.resolve(target))
-        .await?;
     let site = resolved.as_site();
     let mut f = Findings {
         target_before: clock.phase("check target", check_site(policy, site)).await,
@@ -732,6 +769,178 @@ fn build_report(
         sandbox,
         fixes: f.fixes,
         warnings: f.warnings,
+        availability: AvailabilityReport::default(),
+    }
+}
+
+/// Pause between the starts of two probes of one availability guard during enforce.
+pub const AVAILABILITY_INTERVAL: Duration = Duration::from_millis(250);
+/// Deadline of one availability probe; the check's own timeout (2 s by default for network
+/// probes) usually ends a probe first.
+pub const AVAILABILITY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The name of the phase the pipeline is in, shared with the availability monitor.
+type PhaseName = Arc<Mutex<String>>;
+
+fn set_phase(p: &PhaseName, name: String) {
+    *p.lock().unwrap_or_else(|e| e.into_inner()) = name;
+}
+
+/// Probes of one guard on one node, and its outages (pure bookkeeping).
+#[derive(Debug, Default)]
+pub struct GuardTally {
+    probes: u32,
+    failed: u32,
+    longest: Duration,
+    /// Start of the first failed probe of the current outage.
+    outage_since: Option<Instant>,
+    phases: Vec<PhaseAvailability>,
+    last_failure: Option<String>,
+}
+
+impl GuardTally {
+    /// One probe started at `at` during `phase`: passed (`failure` None) or failed with what
+    /// it observed.
+    pub fn record(&mut self, at: Instant, phase: &str, failure: Option<String>) {
+        self.probes += 1;
+        let i = match self.phases.iter().position(|p| p.phase == phase) {
+            Some(i) => i,
+            None => {
+                self.phases.push(PhaseAvailability {
+                    phase: phase.to_string(),
+                    ..Default::default()
+                });
+                self.phases.len() - 1
+            }
+        };
+        self.phases[i].probes += 1;
+        match failure {
+            None => {
+                if let Some(since) = self.outage_since.take() {
+                    self.longest = self.longest.max(at.saturating_duration_since(since));
+                }
+            }
+            Some(what) => {
+                self.failed += 1;
+                self.phases[i].failed += 1;
+                self.outage_since.get_or_insert(at);
+                self.last_failure = Some(what);
+            }
+        }
+    }
+    /// The tally when the watch ends at `end` (an outage still going lasts until then).
+    pub fn finish(mut self, end: Instant, requirement: &str, node: &str) -> GuardAvailability {
+        if let Some(since) = self.outage_since.take() {
+            self.longest = self.longest.max(end.saturating_duration_since(since));
+        }
+        GuardAvailability {
+            requirement: requirement.to_string(),
+            node: node.to_string(),
+            probes: self.probes,
+            failed: self.failed,
+            longest_outage_ms: self.longest.as_millis() as u64,
+            phases: self.phases,
+            last_failure: self.last_failure,
+        }
+    }
+}
+
+/// A background task probing the target's availability guards until [`finish`] (or until it
+/// is dropped, which aborts it).
+///
+/// [`finish`]: AvailabilityMonitor::finish
+struct AvailabilityMonitor {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<AvailabilityReport>>,
+}
+
+impl AvailabilityMonitor {
+    fn start(
+        site: Arc<dyn Site>,
+        guards: Vec<(Requirement, String)>,
+        phase: PhaseName,
+        interval: Duration,
+        probe_timeout: Duration,
+    ) -> Self {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let loops = guards.iter().map(|(req, node)| {
+                let site = site.clone();
+                let phase = phase.clone();
+                let mut stop = stop_rx.clone();
+                async move {
+                    let mut tally = GuardTally::default();
+                    let mut next = tokio::time::Instant::now();
+                    loop {
+                        if *stop.borrow_and_update() {
+                            break;
+                        }
+                        let at = Instant::now();
+                        let during = phase.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        let probe = tokio::time::timeout(
+                            probe_timeout,
+                            check_requirement(site.as_ref(), req, node),
+                        );
+                        // A probe still running when the watch ends is not counted.
+                        let got = tokio::select! {
+                            r = probe => r,
+                            _ = stop.changed() => break,
+                        };
+                        let failure = match got {
+                            Ok(r) if !r.outcome.is_problem() => None,
+                            Ok(r) => Some(format!("{}: {} ({})", r.outcome, r.observed, r.message)),
+                            Err(_) => Some(format!(
+                                "no answer within {} ms",
+                                probe_timeout.as_millis()
+                            )),
+                        };
+                        if let Some(f) = &failure {
+                            tracing::info!(target: "vacsine::enforce", "availability guard {} on {node} failed during {during}: {f}", req.id.value);
+                        }
+                        tally.record(at, &during, failure);
+                        next += interval;
+                        let now = tokio::time::Instant::now();
+                        if next < now {
+                            next = now;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(next) => {}
+                            _ = stop.changed() => break,
+                        }
+                    }
+                    tally.finish(Instant::now(), &req.id.value, node)
+                }
+            });
+            let guards = futures_util::future::join_all(loops).await;
+            AvailabilityReport {
+                interval_ms: interval.as_millis() as u64,
+                probe_timeout_ms: probe_timeout.as_millis() as u64,
+                duration_ms: started.elapsed().as_millis() as u64,
+                guards,
+            }
+        });
+        AvailabilityMonitor {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stop the probes and return what they measured.
+    async fn finish(mut self) -> AvailabilityReport {
+        let _ = self.stop.send(true);
+        match self.task.take() {
+            Some(t) => t.await.unwrap_or_default(),
+            None => AvailabilityReport::default(),
+        }
+    }
+}
+
+impl Drop for AvailabilityMonitor {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
     }
 }
 
@@ -804,6 +1013,65 @@ mod tests {
             ]
         );
         assert!(p[1].to_string().contains("NOT persistent"));
+    }
+
+    /// Outages run from the first failed probe to the next passing one, or to the end of
+    /// the watch; failures are attributed to the phase they happened in.
+    #[test]
+    fn guard_tally_measures_the_longest_outage() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let bad = || Some("fail: refused".to_string());
+        let mut t = GuardTally::default();
+        t.record(ms(0), "clone sandbox", None);
+        t.record(ms(250), "clone sandbox", bad());
+        t.record(ms(500), "apply to target", bad());
+        t.record(ms(750), "apply to target", None); // outage of 500 ms
+        t.record(ms(1000), "apply to target", bad());
+        t.record(ms(1250), "verify target", None); // outage of 250 ms
+        let g = t.finish(ms(1300), "web-up", "web");
+        assert_eq!((g.probes, g.failed, g.longest_outage_ms), (6, 3, 500));
+        assert_eq!(
+            g.phases,
+            vec![
+                PhaseAvailability {
+                    phase: "clone sandbox".into(),
+                    probes: 2,
+                    failed: 1
+                },
+                PhaseAvailability {
+                    phase: "apply to target".into(),
+                    probes: 3,
+                    failed: 2
+                },
+                PhaseAvailability {
+                    phase: "verify target".into(),
+                    probes: 1,
+                    failed: 0
+                },
+            ]
+        );
+        assert_eq!(g.last_failure.as_deref(), Some("fail: refused"));
+        let shown = g.to_string();
+        assert!(
+            shown.starts_with("web-up on web: 6 probes, 3 failed, longest outage 500 ms"),
+            "{shown}"
+        );
+        assert!(shown.contains("apply to target 2/3"), "{shown}");
+        // Still down at the end: the outage lasts until the watch ends.
+        let mut t = GuardTally::default();
+        t.record(ms(0), "p", None);
+        t.record(ms(100), "p", bad());
+        let g = t.finish(ms(2100), "web-up", "web");
+        assert_eq!((g.failed, g.longest_outage_ms), (1, 2000));
+        // Never down.
+        let mut t = GuardTally::default();
+        for i in 0..10 {
+            t.record(ms(i * 250), "p", None);
+        }
+        let g = t.finish(ms(3000), "web-up", "web");
+        assert_eq!((g.probes, g.failed, g.longest_outage_ms), (10, 0, 0));
+        assert!(g.last_failure.is_none());
     }
 
     /// Issue 6: sandbox runs were listed under the target's own name.

@@ -293,6 +293,75 @@ impl std::fmt::Display for FixPersistence {
     }
 }
 
+/// The target's availability during the whole enforce: every availability guard probed on
+/// the target in a loop (from its vantage point, with the same check code as the pipeline)
+/// from the moment the target is resolved until the report. The verdict does not depend on
+/// it; it measures what the pipeline cost the service (goal: 0 failed probes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AvailabilityReport {
+    /// Pause between the starts of two probes of one guard, in milliseconds.
+    pub interval_ms: u64,
+    /// Deadline of one probe (besides the check's own timeout), in milliseconds.
+    pub probe_timeout_ms: u64,
+    /// How long the guards were watched, in milliseconds.
+    pub duration_ms: u64,
+    /// One entry per availability guard and node, in policy order.
+    pub guards: Vec<GuardAvailability>,
+}
+
+/// How one availability guard fared on one node of the target during the enforce.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuardAvailability {
+    pub requirement: String,
+    pub node: String,
+    /// Probes made (a probe still running when the enforce ended is not counted).
+    pub probes: u32,
+    /// Probes whose outcome was a problem (fail, error, unknown) or that did not answer in
+    /// time.
+    pub failed: u32,
+    /// The longest outage, in milliseconds: from the start of the first failed probe of a
+    /// series to the start of the next passing probe (or to the end of the watch).
+    pub longest_outage_ms: u64,
+    /// Probes and failures per phase of the pipeline (phases in the order they ran; time
+    /// between two phases is `after <phase>`).
+    #[serde(default)]
+    pub phases: Vec<PhaseAvailability>,
+    /// What the last failed probe observed (evidence), if one failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+}
+
+/// Probes of one guard during one phase.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseAvailability {
+    pub phase: String,
+    pub probes: u32,
+    pub failed: u32,
+}
+
+impl std::fmt::Display for GuardAvailability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} on {}: {} probes, {} failed, longest outage {} ms",
+            self.requirement, self.node, self.probes, self.failed, self.longest_outage_ms
+        )?;
+        let bad: Vec<String> = self
+            .phases
+            .iter()
+            .filter(|p| p.failed > 0)
+            .map(|p| format!("{} {}/{}", p.phase, p.failed, p.probes))
+            .collect();
+        if !bad.is_empty() {
+            write!(f, " (failed during: {})", bad.join(", "))?;
+        }
+        if let Some(l) = &self.last_failure {
+            write!(f, "; last failure: {l}")?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanReport {
     pub items: Vec<PlanItem>,
@@ -325,6 +394,9 @@ pub struct Report {
     /// survive a restart, without `--require-persistent`).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The target's availability guards, probed in a loop during the whole enforce.
+    #[serde(default)]
+    pub availability: AvailabilityReport,
 }
 
 impl Report {
@@ -538,6 +610,17 @@ pub fn enforce_human(r: &Report) -> String {
     }
     for w in &r.warnings {
         let _ = writeln!(out, "Warning: {w}");
+    }
+    if !r.availability.guards.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nAvailability of the target during enforce (guards probed every {} ms for {:.1}s):",
+            r.availability.interval_ms,
+            r.availability.duration_ms as f64 / 1000.0
+        );
+        for g in &r.availability.guards {
+            let _ = writeln!(out, "  {} {g}", if g.failed == 0 { "✓" } else { "✗" });
+        }
     }
     let _ = writeln!(out, "\nPhases: {}", phases.join(", "));
     if let Some(id) = &r.sandbox.id {

@@ -36,7 +36,7 @@ pub use engine::{
 };
 pub use journal::{Journal, JournalError, LeaseBusy, RunSummary, LEASE_TTL};
 pub use local::LocalNode;
-pub use validate::{validate_workflow, WorkflowProblem};
+pub use validate::{firewall_rulesets, validate_workflow, FirewallRuleset, WorkflowProblem};
 
 use serde::{Deserialize, Serialize};
 

@@ -412,3 +412,225 @@ pub(crate) fn validate_with(
     }
     c.problems
 }
+
+/// The ruleset one `firewall` step loads when its workflow runs with given inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallRuleset {
+    /// The workflow the step belongs to (`parent > child` for a sub-workflow's step).
+    pub workflow: String,
+    /// The name of the workflow whose file holds the step (the last of `workflow`).
+    pub defined_in: String,
+    pub step: String,
+    /// Where the step's `uses` is in its workflow's file.
+    pub line: u64,
+    pub column: u64,
+    /// The nft script, or why the step's arguments make none (the step would fail).
+    pub script: Result<String, String>,
+}
+
+/// How deep [`firewall_rulesets`] follows sub-workflow calls.
+const MAX_SUBWORKFLOW_DEPTH: usize = 8;
+
+/// The rulesets the `firewall` steps of `w` (and of the catalog workflows it calls) load when
+/// it runs with `inputs` (checked against its declared inputs, defaults filled in), rendered
+/// as the engine renders them. Only what the inputs decide is rendered: a step whose `if` or
+/// arguments use anything else (earlier steps, the node, secrets, event data) is left out,
+/// as is a step whose `if` is false. Inputs the workflow refuses give nothing (the run would
+/// stop before any step); no inputs at all render the steps that need none. Pure: nft is not called (see [`crate::executor::nft_check`]).
+pub fn firewall_rulesets(
+    w: &Workflow,
+    inputs: &serde_json::Map<String, Value>,
+    catalog: &Catalog,
+) -> Vec<FirewallRuleset> {
+    let mut out = Vec::new();
+    rulesets_into(w, &w.metadata.name.value, inputs, catalog, 0, &mut out);
+    out
+}
+
+fn rulesets_into(
+    w: &Workflow,
+    path: &str,
+    inputs: &serde_json::Map<String, Value>,
+    catalog: &Catalog,
+    depth: usize,
+    out: &mut Vec<FirewallRuleset>,
+) {
+    let inputs = match vacsine_core::workflow::coerce_inputs(&w.spec.inputs, inputs) {
+        Ok(i) => i,
+        // No inputs given: what needs none (literal steps) is still rendered.
+        Err(_) if inputs.is_empty() => Default::default(),
+        Err(_) => return,
+    };
+    let ctx = serde_json::json!({ "inputs": inputs });
+    for s in w.spec.steps.iter().chain(&w.spec.rollback) {
+        if let Some(c) = &s.condition {
+            match template::eval_condition(c, &ctx) {
+                Ok(true) => {}
+                // False, or decided by something other than the inputs.
+                _ => continue,
+            }
+        }
+        let args = Value::Object(s.with.clone().into_iter().collect());
+        if s.uses.value == "firewall" {
+            let Ok(rendered) = template::render_value(&args, &ctx) else {
+                continue;
+            };
+            out.push(FirewallRuleset {
+                workflow: path.to_string(),
+                defined_in: w.metadata.name.value.clone(),
+                step: s.id.value.clone(),
+                line: s.uses.line,
+                column: s.uses.column,
+                script: crate::executor::rendered_ruleset(rendered),
+            });
+        } else if s.uses.value == WORKFLOW_EXECUTOR && depth < MAX_SUBWORKFLOW_DEPTH {
+            let Ok(rendered) = template::render_value(&args, &ctx) else {
+                continue;
+            };
+            let name = rendered.get("workflow").and_then(Value::as_str);
+            let Some(sub) = name.and_then(|n| catalog.get(n)) else {
+                continue;
+            };
+            let sub_inputs = match rendered.get("inputs") {
+                Some(Value::Object(m)) => m.clone(),
+                None => Default::default(),
+                Some(_) => continue,
+            };
+            let sub_path = format!("{path} > {}", sub.metadata.name.value);
+            rulesets_into(sub, &sub_path, &sub_inputs, catalog, depth + 1, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod ruleset_tests {
+    use super::*;
+    use crate::executor::{nft_check, NftCheck};
+
+    fn workflow(yaml: &str) -> Workflow {
+        let src = vacsine_core::doc::SourceFile::new("w.yaml", yaml);
+        vacsine_core::doc::parse_as::<Workflow>(&src).unwrap()
+    }
+
+    const DENY: &str = r#"apiVersion: vacsine.io/v1
+kind: Workflow
+metadata: {name: deny}
+spec:
+  inputs:
+    allow_tcp: {type: array}
+    verdict: {type: string, default: accept}
+  steps:
+    - id: policy
+      if: inputs.allow_tcp | length > 0
+      uses: firewall
+      with:
+        table: t
+        chains: [{name: input, hook: input, priority: 0, policy: drop}]
+        rules:
+          - {chain: input, rule: "tcp dport { {{ inputs.allow_tcp | join(', ') }} } {{ inputs.verdict }}"}
+    - id: deny-all
+      if: inputs.allow_tcp | length == 0
+      uses: firewall
+      with:
+        table: t
+        chains: [{name: input, hook: input, priority: 0, policy: drop}]
+    - id: later
+      needs: [policy]
+      if: steps.policy.changed
+      uses: firewall
+      with: {table: t2}
+    - id: on-node
+      uses: firewall
+      with: {table: "t_{{ node.name }}"}
+"#;
+
+    fn inputs(v: serde_json::Value) -> serde_json::Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    /// Only what the inputs decide is rendered: the `if` picks the variant, a step that
+    /// depends on another step or on the node is left out.
+    #[test]
+    fn renders_the_steps_the_inputs_decide() {
+        let w = workflow(DENY);
+        let cat = Catalog::new();
+        let r = firewall_rulesets(
+            &w,
+            &inputs(serde_json::json!({"allow_tcp": [22, 80]})),
+            &cat,
+        );
+        assert_eq!(r.len(), 1, "{r:#?}");
+        assert_eq!(
+            (r[0].step.as_str(), r[0].defined_in.as_str()),
+            ("policy", "deny")
+        );
+        let s = r[0].script.as_ref().unwrap();
+        assert!(
+            s.ends_with("add rule inet t input tcp dport { 22, 80 } accept\n"),
+            "{s}"
+        );
+        assert_eq!(r[0].line, 11);
+        let r = firewall_rulesets(&w, &inputs(serde_json::json!({"allow_tcp": []})), &cat);
+        assert_eq!(
+            r.iter().map(|x| x.step.as_str()).collect::<Vec<_>>(),
+            vec!["deny-all"]
+        );
+        // Inputs the workflow refuses: nothing (the run would stop first).
+        let r = firewall_rulesets(&w, &inputs(serde_json::json!({"allow_tcp": "22"})), &cat);
+        assert!(r.is_empty(), "{r:#?}");
+        // A sub-workflow call is followed with its rendered inputs.
+        let parent = workflow(
+            "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata: {name: parent}\nspec:\n  inputs:\n    port: {type: port}\n  steps:\n    - id: call\n      uses: workflow\n      with: {workflow: deny, inputs: {allow_tcp: [\"{{ inputs.port }}\"], verdict: drop}}\n",
+        );
+        let mut cat = Catalog::new();
+        cat.insert(w.clone());
+        let r = firewall_rulesets(&parent, &inputs(serde_json::json!({"port": 443})), &cat);
+        assert_eq!(r.len(), 1, "{r:#?}");
+        assert_eq!(r[0].workflow, "parent > deny");
+        assert!(r[0]
+            .script
+            .as_ref()
+            .unwrap()
+            .contains("tcp dport { 443 } drop"));
+    }
+
+    /// `nft -c` in a throw-away network namespace: a ruleset that cannot load is refused with
+    /// nft's message; a good one passes; the host's ruleset is untouched either way.
+    #[tokio::test]
+    async fn nft_dry_run_refuses_what_cannot_load() {
+        let w = workflow(DENY);
+        let cat = Catalog::new();
+        let bad = firewall_rulesets(
+            &w,
+            &inputs(serde_json::json!({"allow_tcp": [22], "verdict": "frobnicate"})),
+            &cat,
+        );
+        let good = firewall_rulesets(&w, &inputs(serde_json::json!({"allow_tcp": [22]})), &cat);
+        let tables = || async {
+            use vacsine_core::node::NodeOps;
+            let argv: Vec<String> = ["nft", "list", "tables"].map(String::from).to_vec();
+            let o = crate::LocalNode::new("h")
+                .exec(&argv, &[], None, std::time::Duration::from_secs(10))
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let host_before = tables().await;
+        match nft_check(bad[0].script.as_ref().unwrap()).await {
+            NftCheck::Rejected(m) => {
+                assert!(m.contains("frobnicate") && m.contains("Error"), "{m}")
+            }
+            NftCheck::Unchecked(why) | NftCheck::Unavailable(why) => {
+                eprintln!("skipping: {why}");
+                return;
+            }
+            NftCheck::Loads => panic!("an invalid ruleset passed"),
+        }
+        assert_eq!(
+            nft_check(good[0].script.as_ref().unwrap()).await,
+            NftCheck::Loads
+        );
+        assert_eq!(tables().await, host_before, "the host's tables changed");
+        assert!(!host_before.contains("table inet t\n"), "{host_before}");
+    }
+}

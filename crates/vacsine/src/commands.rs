@@ -61,7 +61,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             files,
             catalog,
             format,
-        } => Ok(validate(&files, &catalog, format)),
+        } => Ok(validate(&files, &catalog, format).await),
         Command::Check { io, format } => check(&io, format).await,
         Command::Plan { io, format } => plan(&io, format).await,
         Command::Enforce {
@@ -198,7 +198,157 @@ pub fn journal_path() -> miette::Result<PathBuf> {
     Ok(d.join("journal.db"))
 }
 
-fn validate(files: &[PathBuf], catalog: &[PathBuf], format: SimpleFormat) -> i32 {
+/// One firewall ruleset to dry-run with `nft -c`, and where a failure is reported.
+struct RulesetCheck<'a> {
+    source: &'a vacsine_core::doc::SourceFile,
+    line: u64,
+    column: u64,
+    /// What asked for it (`requirement `r` on node `n`, fix `f``), or empty for a step
+    /// that needs no input.
+    context: String,
+    /// The fix's inputs, for the help text.
+    inputs: Option<serde_json::Map<String, serde_json::Value>>,
+    ruleset: vacsine_engine::FirewallRuleset,
+}
+
+/// Dry-run every ruleset with `nft -c` (nothing is loaded; see
+/// `vacsine_engine::executor::nft_check`), each distinct script once. Returns the located
+/// errors and the warnings (`nft` not available here: said once, and the command goes on).
+async fn nft_dry_run(checks: Vec<RulesetCheck<'_>>) -> (Vec<LoadError>, Vec<String>) {
+    use vacsine_engine::executor::{nft_check, NftCheck};
+    let mut errors = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashMap<String, NftCheck> = Default::default();
+    for c in checks {
+        let r = &c.ruleset;
+        let step = format!("workflow `{}`, step `{}`", r.workflow, r.step);
+        let head = if c.context.is_empty() {
+            step.clone()
+        } else {
+            format!("{} ({step})", c.context)
+        };
+        let with = c
+            .inputs
+            .as_ref()
+            .map(|i| format!(" with inputs {}", serde_json::Value::Object(i.clone())))
+            .unwrap_or_default();
+        let script = match &r.script {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(LoadError::at(
+                    c.source,
+                    c.line,
+                    c.column,
+                    format!("{head}: the firewall step would fail{with}: {e}"),
+                    Some(
+                        "correct the fix's `with:` values or the workflow's firewall arguments"
+                            .into(),
+                    ),
+                ));
+                continue;
+            }
+        };
+        let verdict = match seen.get(script) {
+            Some(v) => v.clone(),
+            None => {
+                let v = nft_check(script).await;
+                seen.insert(script.clone(), v.clone());
+                v
+            }
+        };
+        match verdict {
+            NftCheck::Loads => {}
+            NftCheck::Rejected(msg) => errors.push(LoadError::at(
+                c.source,
+                c.line,
+                c.column,
+                format!("{head}: the nft ruleset it renders{with} does not load (`nft -c`): {msg}"),
+                Some(format!(
+                    "the ruleset was checked with `nft -c` before anything runs; correct the fix's `with:` values or the rules of workflow `{}`.\nRuleset:\n{script}",
+                    r.defined_in
+                )),
+            )),
+            NftCheck::Unchecked(why) => warnings.push(format!("{head}: not checked: {why}")),
+            NftCheck::Unavailable(why) => {
+                // Said once; no other ruleset can be checked either.
+                warnings.push(why);
+                break;
+            }
+        }
+    }
+    (errors, warnings)
+}
+
+/// Whether a value holds template syntax anywhere (it is decided only at run time).
+fn has_template(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains("{{") || s.contains("{%"),
+        serde_json::Value::Array(a) => a.iter().any(has_template),
+        serde_json::Value::Object(o) => o.values().any(has_template),
+        _ => false,
+    }
+}
+
+/// The firewall rulesets `validate` can render without a site: the catalog's firewall steps
+/// that need no input, and the fixes of each policy whose `with:` values are literal.
+fn validate_ruleset_checks<'a>(
+    docs: &'a [inputs::Loaded<Document>],
+    cat: &'a inputs::Catalog,
+    ecat: &vacsine_engine::Catalog,
+) -> Vec<RulesetCheck<'a>> {
+    let mut checks = Vec::new();
+    for w in cat.workflows.values() {
+        for r in vacsine_engine::firewall_rulesets(&w.doc, &Default::default(), ecat) {
+            let Some(src) = cat.workflows.get(&r.defined_in) else {
+                continue;
+            };
+            checks.push(RulesetCheck {
+                source: &src.source,
+                line: r.line,
+                column: r.column,
+                context: String::new(),
+                inputs: None,
+                ruleset: r,
+            });
+        }
+    }
+    for d in docs {
+        let Document::Policy(p) = &d.doc else {
+            continue;
+        };
+        for req in &p.spec.requirements {
+            for fix in &req.fixes {
+                let Some(w) = cat.workflows.get(&fix.uses.value) else {
+                    continue;
+                };
+                let inputs: serde_json::Map<String, serde_json::Value> = fix
+                    .with
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.value.clone()))
+                    .collect();
+                if inputs.is_empty() || inputs.values().any(has_template) {
+                    continue;
+                }
+                for r in vacsine_engine::firewall_rulesets(&w.doc, &inputs, ecat) {
+                    checks.push(RulesetCheck {
+                        source: &d.source,
+                        line: fix.uses.line,
+                        column: fix.uses.column,
+                        context: format!(
+                            "requirement `{}`, fix `{}`",
+                            req.id.value, fix.uses.value
+                        ),
+                        inputs: Some(inputs.clone()),
+                        ruleset: r,
+                    });
+                }
+            }
+        }
+    }
+    checks
+}
+
+async fn validate(files: &[PathBuf], catalog: &[PathBuf], format: SimpleFormat) -> i32 {
     let mut errors = Vec::new();
     let mut docs = Vec::new();
     for f in files {
@@ -267,6 +417,9 @@ fn validate(files: &[PathBuf], catalog: &[PathBuf], format: SimpleFormat) -> i32
             errors.push(p.into_error(&w.source));
         }
     }
+    // Firewall rulesets that can be rendered without a site are dry-run with `nft -c`.
+    let (mut nft_errors, warnings) = nft_dry_run(validate_ruleset_checks(&docs, &cat, &ecat)).await;
+    errors.append(&mut nft_errors);
     errors.sort_by(|a, b| {
         (a.file.as_str(), a.line, a.column).cmp(&(b.file.as_str(), b.line, b.column))
     });
@@ -279,13 +432,16 @@ fn validate(files: &[PathBuf], catalog: &[PathBuf], format: SimpleFormat) -> i32
             .map(|e| serde_json::json!({"file": e.file, "line": e.line, "column": e.column, "message": e.message, "help": e.help}))
             .collect();
         print_json(
-            &serde_json::json!({"valid": v.is_empty(), "documents": docs.len(), "workflows": cat.workflows.len(), "problems": v}),
+            &serde_json::json!({"valid": v.is_empty(), "documents": docs.len(), "workflows": cat.workflows.len(), "problems": v, "warnings": warnings}),
         );
         return if errors.is_empty() {
             EXIT_OK
         } else {
             EXIT_ERROR
         };
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
     }
     if errors.is_empty() {
         for d in &docs {
@@ -373,6 +529,50 @@ async fn plan(io: &PolicyTarget, format: SimpleFormat) -> miette::Result<i32> {
         &vacsine_enforce::check::findings(&results),
         &inputs.catalog.index(),
     );
+    // Every firewall step of the plan, rendered with the fix's inputs, must load: dry-run
+    // with `nft -c` before anything is printed.
+    let ecat = vacsine_enforce::engine_catalog(&inputs.catalog);
+    let mut checks = Vec::new();
+    for i in &plan.items {
+        let Some(w) = inputs.catalog.workflows.get(&i.workflow) else {
+            continue;
+        };
+        // Located at the fix in the policy (the first requirement it fixes).
+        let fix = inputs
+            .policy
+            .doc
+            .spec
+            .requirements
+            .iter()
+            .filter(|r| i.requirements.contains(&r.id.value))
+            .flat_map(|r| r.fixes.iter().map(move |f| (r, f)))
+            .find(|(_, f)| f.uses.value == i.workflow);
+        let (line, column) = fix
+            .map(|(_, f)| (f.uses.line, f.uses.column))
+            .unwrap_or((0, 0));
+        for r in vacsine_engine::firewall_rulesets(&w.doc, &i.inputs, &ecat) {
+            checks.push(RulesetCheck {
+                source: &inputs.policy.source,
+                line,
+                column,
+                context: format!(
+                    "requirement `{}` on node `{}`, fix `{}`",
+                    i.requirements.join("`, `"),
+                    i.node,
+                    i.workflow
+                ),
+                inputs: Some(i.inputs.clone()),
+                ruleset: r,
+            });
+        }
+    }
+    let (errors, warnings) = nft_dry_run(checks).await;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    if !errors.is_empty() {
+        return Ok(print_diagnostics(errors));
+    }
     match format {
         SimpleFormat::Json => print_json(&plan),
         SimpleFormat::Human => {

@@ -3,6 +3,7 @@
 // Tests and benches set up and inspect their peers (docker, nft, the binary) directly.
 #![allow(clippy::disallowed_methods)]
 
+mod availability;
 mod enforce;
 mod probes;
 

@@ -282,6 +282,106 @@ fn build_script(a: &FirewallArgs) -> Result<String, String> {
     Ok(s)
 }
 
+/// The nft script a `firewall` step with these (rendered) arguments loads: exactly what
+/// [`FirewallExecutor`] applies. An error says why the step would fail before reaching nft.
+pub fn rendered_ruleset(args: Value) -> Result<String, String> {
+    let a: FirewallArgs = parse_args("firewall", args)?;
+    build_script(&a)
+}
+
+/// What `nft -c` said of a ruleset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NftCheck {
+    /// nft accepts it: it would load.
+    Loads,
+    /// nft refuses it; its message.
+    Rejected(String),
+    /// This ruleset could not be checked here (it names an interface that exists only on
+    /// the node); why.
+    Unchecked(String),
+    /// No ruleset can be checked here (`nft` is not installed or cannot run); why.
+    Unavailable(String),
+}
+
+/// Where `nft` is, from `PATH` and the usual system folders (`/usr/sbin` is often not in a
+/// user's `PATH`).
+fn find_nft() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(std::path::PathBuf::from))
+        .map(|d| d.join("nft"))
+        .find(|p| p.is_file())
+}
+
+/// Check that `script` loads with `nft --check -f -`, which parses it and runs it through
+/// the kernel as one transaction that is never committed: nothing is loaded. The check runs
+/// in a fresh, empty network namespace made for it and gone with it (`unshare -n`, or
+/// `unshare -r -n` without root), so the host's own ruleset is neither read nor touched; only
+/// when no namespace can be made does it run `nft -c` in the current one (still
+/// commit-free). The spawn goes through the engine's [`crate::LocalNode`] (argv only; the
+/// script on stdin).
+pub async fn nft_check(script: &str) -> NftCheck {
+    use vacsine_core::node::NodeOps;
+    let Some(nft) = find_nft() else {
+        return NftCheck::Unavailable(
+            "`nft` is not installed here (Debian package `nftables`), so firewall rulesets are not checked before they run".into(),
+        );
+    };
+    let nft = nft.to_string_lossy().into_owned();
+    let local = crate::LocalNode::new("nft-check");
+    let mut why_not = Vec::new();
+    let variants: [&[&str]; 3] = [&["unshare", "-n"], &["unshare", "-r", "-n"], &[]];
+    for prefix in variants {
+        let argv: Vec<String> = prefix
+            .iter()
+            .map(|s| s.to_string())
+            .chain([nft.clone(), "-c".into(), "-f".into(), "-".into()])
+            .collect();
+        let out = match local
+            .exec(
+                &argv,
+                &[],
+                Some(script.as_bytes().to_vec()),
+                std::time::Duration::from_secs(30),
+            )
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                why_not.push(e.to_string());
+                continue;
+            }
+        };
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if out.exit_code == Some(0) {
+            return NftCheck::Loads;
+        }
+        // unshare's own failure (no right to make a namespace): try the next way.
+        if err.starts_with("unshare:") || out.exit_code.is_none() {
+            why_not.push(if err.is_empty() {
+                format!("`{}` timed out", argv.join(" "))
+            } else {
+                err
+            });
+            continue;
+        }
+        if err.contains("Operation not permitted") {
+            why_not.push(err);
+            continue;
+        }
+        if err.contains("Interface does not exist") {
+            return NftCheck::Unchecked(format!(
+                "the ruleset names a network interface that exists only on the node: {err}"
+            ));
+        }
+        return NftCheck::Rejected(err);
+    }
+    NftCheck::Unavailable(format!(
+        "`nft -c` cannot run here ({}), so firewall rulesets are not checked before they run",
+        why_not.join("; ")
+    ))
+}
+
 /// The block of one table inside `nft list ruleset` output, as listed (counters included):
 /// what `nft -f` takes back to recreate the table exactly.
 fn table_block(ruleset: &str, family: &str, table: &str) -> Option<String> {

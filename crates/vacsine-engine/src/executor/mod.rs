@@ -25,7 +25,7 @@ pub use ansible::AnsibleExecutor;
 pub use command::{CommandExecutor, ScriptExecutor};
 pub use container::ContainerExecutor;
 pub use file::FileExecutor;
-pub use firewall::{validate_rule, FirewallExecutor};
+pub use firewall::{nft_check, rendered_ruleset, validate_rule, FirewallExecutor, NftCheck};
 pub use http::HttpExecutor;
 pub use misc::{QuarantineExecutor, SysctlExecutor};
 pub use wait::WaitUntilExecutor;

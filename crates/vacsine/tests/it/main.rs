@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod nft_dry_run;
 mod signals;
 
 /// Tests that use the demo site (fixed container names) run one at a time.
