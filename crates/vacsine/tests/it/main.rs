@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod signals;
+mod watch;
 
 /// Tests that use the demo site (fixed container names) run one at a time.
 static SITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
