@@ -215,8 +215,9 @@ pub enum LogLine {
     },
     /// The event stream was lost; it reconnects from the last event seen.
     StreamError { message: String },
-    /// The watch stopped (signal).
-    Stopped { signal: String },
+    /// The watch stopped: `SIGINT`, `SIGTERM` (exit 0), or the event stream cannot go on
+    /// (exit 1).
+    Stopped { reason: String },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -336,12 +337,12 @@ pub fn human(line: &LogLine) -> String {
             container,
             event_time,
         } => format!(
-            "{event_time} {node} ({container}) removed; still watching (it is re-applied if it comes back)\n"
+            "{event_time} {node} ({container}) removed; still watching (a container started again under this name is handled like a restart)\n"
         ),
         LogLine::StreamError { message } => {
             format!("{now} event stream lost ({message}); reconnecting\n")
         }
-        LogLine::Stopped { signal } => format!("{now} {signal} received: watch stopped\n"),
+        LogLine::Stopped { reason } => format!("{now} watch stopped: {reason}\n"),
     }
 }
 
@@ -379,6 +380,8 @@ struct Ctx {
     log: Log,
     /// One re-application at a time per node.
     node_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Container → node name, as last resolved (names removed containers in the log).
+    known: Mutex<HashMap<String, String>>,
 }
 
 impl Ctx {
@@ -409,6 +412,13 @@ impl Ctx {
             out.push((r, w));
         }
         Ok(out)
+    }
+
+    fn remember(&self, site: &dyn Site) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        for n in site.nodes() {
+            known.insert(n.handle, n.name);
+        }
     }
 
     fn node_lock(&self, node: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -477,6 +487,7 @@ async fn watch_here(
         cancel: CancelToken::new(),
         log: Log { format },
         node_locks: Mutex::new(HashMap::new()),
+        known: Mutex::new(HashMap::new()),
         inputs,
     });
     let runs = ctx.journaled_runs().map_err(|e| miette::miette!("{e}"))?;
@@ -501,6 +512,10 @@ async fn watch_here(
         if !fixes.is_empty() {
             applied.insert(n, fixes.into_iter().map(|f| f.workflow).collect());
         }
+    }
+    // Best effort (a node may be down now): which container is which node.
+    if let Ok(site) = driver.resolve(&ctx.inputs.target.doc).await {
+        ctx.remember(site.as_site());
     }
     // Subscribe before saying so: events from here on are delivered.
     let mut events = driver
@@ -559,14 +574,18 @@ async fn watch_here(
     )
     .await;
     ctx.log.line(&LogLine::Stopped {
-        signal: code.1.to_string(),
+        reason: code.1.to_string(),
     });
     Ok(code.0)
 }
 
-/// The node a container is in the target, without asking the driver (`container:` nodes);
-/// else the container's own name (selector nodes are named after their container).
+/// The node a container is in the target: as last resolved, else as the target names it
+/// (`container:` nodes), else the container's own name.
 fn node_name_of(ctx: &Ctx, handle: &str) -> String {
+    let known = ctx.known.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = known.get(handle) {
+        return n.clone();
+    }
     ctx.inputs
         .target
         .doc
@@ -607,6 +626,7 @@ async fn reapply(ctx: &Ctx, ev: &NodeEvent, line: &mut StartLine) -> Result<(), 
         .await
         .map_err(|e| format!("cannot resolve the target: {e}"))?
         .into_site();
+    ctx.remember(site.as_ref());
     let node = site
         .nodes()
         .into_iter()

@@ -398,7 +398,7 @@ fn issue6_watch_reapplies_lost_fixes_after_a_restart() {
     let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
     assert_eq!(code, Some(0), "{err}");
     let l = log.next(Duration::from_secs(5), |v| v["type"] == "stopped");
-    assert_eq!(l["signal"], "SIGTERM");
+    assert_eq!(l["reason"], "SIGTERM");
 }
 
 /// Clear errors before anything is watched: a target that is not Docker's, and no journal.
