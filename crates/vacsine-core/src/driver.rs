@@ -76,6 +76,59 @@ pub trait Driver: Send + Sync {
     /// returns what was removed. Used on error paths and by a Ctrl-C handler, which only
     /// knows the id.
     async fn teardown(&self, sandbox_id: &str) -> Result<Vec<String>, DriverError>;
+    /// Follow the lifecycle of `target`'s nodes (starts, restarts, removals) from now on, as
+    /// the driver's platform reports them. Only the target's own nodes are reported, never a
+    /// sandbox clone. A driver that cannot follow its nodes says so (the default).
+    async fn node_events(&self, target: &Target) -> Result<Box<dyn NodeEvents>, DriverError> {
+        Err(DriverError::new(
+            self.name(),
+            DriverErrorKind::InvalidTarget,
+            format!(
+                "the {} driver of target `{}` cannot follow its nodes' events (`vacsine watch` needs `driver: docker`)",
+                self.name(),
+                target.metadata.name.value
+            ),
+        ))
+    }
+}
+
+/// What happened to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEventKind {
+    /// The node (re)started: state kept only by the running node is gone.
+    Started,
+    /// The node was removed (it may come back later under the same handle).
+    Removed,
+}
+
+impl NodeEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeEventKind::Started => "start",
+            NodeEventKind::Removed => "remove",
+        }
+    }
+}
+
+/// A lifecycle event of one node of a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEvent {
+    /// The node's driver handle (docker: container name), as in
+    /// [`crate::target::ResolvedNode::handle`].
+    pub handle: String,
+    pub kind: NodeEventKind,
+    /// When the platform says it happened.
+    pub at: std::time::SystemTime,
+}
+
+/// A stream of node events, made by [`Driver::node_events`].
+#[async_trait]
+pub trait NodeEvents: Send {
+    /// The next event. An error says the stream was lost (the backend went away); the next
+    /// call reconnects and resumes from the last event seen, so none is skipped while the
+    /// backend keeps them. `None`: the stream cannot go on.
+    async fn next(&mut self) -> Option<Result<NodeEvent, DriverError>>;
 }
 
 /// A site resolved by a driver, which can be cloned into a sandbox.

@@ -6,7 +6,8 @@ use crate::{DockerError, DockerSite};
 use async_trait::async_trait;
 use std::sync::Arc;
 use vacsine_core::driver::{
-    Driver, DriverError, DriverErrorKind, ProgressFn, ResolvedSite, SandboxClone, SandboxHandle,
+    Driver, DriverError, DriverErrorKind, NodeEvents, ProgressFn, ResolvedSite, SandboxClone,
+    SandboxHandle,
 };
 use vacsine_core::node::Site;
 use vacsine_core::target::Target;
@@ -48,6 +49,13 @@ impl Driver for DockerDriver {
     async fn teardown(&self, sandbox_id: &str) -> Result<Vec<String>, DriverError> {
         let docker = crate::connect().await?;
         Ok(sandbox::teardown(&docker, sandbox_id).await?)
+    }
+
+    async fn node_events(&self, target: &Target) -> Result<Box<dyn NodeEvents>, DriverError> {
+        let docker = crate::connect().await?;
+        Ok(Box::new(crate::events::DockerNodeEvents::new(
+            docker, target,
+        )?))
     }
 }
 

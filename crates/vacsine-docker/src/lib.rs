@@ -9,6 +9,7 @@
 //!   nftables, sysctls, quarantine).
 //! * [`sandbox`] clones a site into an isolated copy (design §5 step 2) and garbage-collects
 //!   sandboxes by label.
+//! * [`events`] follows Docker's event stream for a target's containers (`vacsine watch`).
 //! * [`demo`] builds the demo images locally (no registry) and starts/stops the demo site.
 //!
 //! Files are read and written through `/proc/<pid>/root` of the container with
@@ -24,6 +25,7 @@ pub mod debian;
 pub mod demo;
 mod driver;
 mod error;
+pub mod events;
 mod exec;
 mod fsroot;
 mod node;

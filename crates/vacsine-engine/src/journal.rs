@@ -364,6 +364,31 @@ impl Journal {
         })
     }
 
+    /// Every run of workflow `workflow` journaled under target name `target`, oldest first.
+    pub fn runs_of(&self, target: &str, workflow: &str) -> Result<Vec<RunSummary>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT * FROM runs WHERE target = ?1 AND workflow = ?2
+                 ORDER BY started_at, rowid",
+            )?;
+            let rows = st.query_map([target, workflow], summary_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// The workflow a run executed, as journaled (JSON of its `Workflow`, with the `with`
+    /// values of its steps as written, before templating).
+    pub fn run_workflow(&self, run_id: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT workflow_json FROM runs WHERE id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+    }
+
     /// One run.
     pub fn run(&self, run_id: &str) -> Result<Option<RunSummary>> {
         self.with(|c| {

@@ -187,6 +187,19 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+    /// Keep a policy in effect on a Docker target: when a node (re)starts, re-apply the fixes
+    /// `enforce` applied to it (from the journal), re-check it, and log the latency. Runs
+    /// until SIGINT/SIGTERM.
+    Watch {
+        #[command(flatten)]
+        io: PolicyTarget,
+        /// `human` or `json` (JSON Lines: one object per event).
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+        /// Seconds a re-check may wait for a restarted node's services to come back.
+        #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+        recheck_timeout: u64,
+    },
     /// List recent runs.
     Runs {
         #[arg(long, default_value_t = 20)]

@@ -44,7 +44,8 @@ fn wants_json_errors(cmd: &Command) -> bool {
         | Command::Sandbox { format, .. }
         | Command::Run { format, .. }
         | Command::Runs { format, .. }
-        | Command::Logs { format, .. } => simple(format),
+        | Command::Logs { format, .. }
+        | Command::Watch { format, .. } => simple(format),
         Command::Schema { .. } => false,
     }
 }
@@ -92,6 +93,13 @@ pub async fn dispatch(cli: Cli) -> i32 {
         } => crate::runcmd::run(workflow, target, inputs, catalog, nodes, resume, format).await,
         Command::Runs { limit, format } => crate::runcmd::runs(limit, format),
         Command::Logs { run_id, format } => crate::runcmd::logs(&run_id, format),
+        Command::Watch {
+            io,
+            format,
+            recheck_timeout,
+        } => {
+            crate::watch::watch(&io, format, std::time::Duration::from_secs(recheck_timeout)).await
+        }
     };
     match r {
         Ok(code) => code,
@@ -463,7 +471,7 @@ async fn validate(files: &[PathBuf], catalog: &[PathBuf], format: SimpleFormat) 
     }
 }
 
-fn load(io: &PolicyTarget) -> Result<Inputs, i32> {
+pub(crate) fn load(io: &PolicyTarget) -> Result<Inputs, i32> {
     load_inputs(&io.policy, &io.target, &io.catalog).map_err(print_diagnostics)
 }
 

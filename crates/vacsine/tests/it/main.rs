@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 mod nft_dry_run;
 mod signals;
+mod watch;
 
 /// Tests that use the demo site (fixed container names) run one at a time.
 static SITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
