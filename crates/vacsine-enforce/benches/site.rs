@@ -82,14 +82,55 @@ async fn main() {
     let local = median(local);
     let per_check = local / local_count.max(1) as u32;
 
-    // Sandbox clone of the whole demo site.
+    // Sandbox clone of the whole demo site, while the availability guards are probed from the
+    // vantage point in a loop (every 100 ms): the target must stay up (no pause).
+    let guards: Vec<_> = vacsine_enforce::check::selected(&inputs.policy.doc, &site)
+        .into_iter()
+        .filter(|(r, _)| r.kind == vacsine_core::policy::RequirementKind::Availability)
+        .collect();
     let mut clones = Vec::new();
     let mut teardowns = Vec::new();
+    let (mut guard_probes, mut guard_failed) = (0u32, 0u32);
+    let mut longest_outage = Duration::ZERO;
     for _ in 0..runs {
         let id = vacsine_docker::sandbox::new_id();
+        let done = std::sync::atomic::AtomicBool::new(false);
         let t = Instant::now();
-        let (sbx, _s) = site.clone_sandbox(&id, |_| {}).await.expect("clone");
-        clones.push(t.elapsed());
+        let probe_loop = async {
+            let (mut probes, mut failed) = (0u32, 0u32);
+            let mut down_since: Option<Instant> = None;
+            let mut longest = Duration::ZERO;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for (req, node) in &guards {
+                    let r = vacsine_enforce::check::check_requirement(&site, req, node).await;
+                    probes += 1;
+                    if r.outcome == vacsine_core::Outcome::Pass {
+                        if let Some(s) = down_since.take() {
+                            longest = longest.max(s.elapsed());
+                        }
+                    } else {
+                        failed += 1;
+                        down_since.get_or_insert_with(Instant::now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if let Some(s) = down_since {
+                longest = longest.max(s.elapsed());
+            }
+            (probes, failed, longest)
+        };
+        let clone = async {
+            let r = site.clone_sandbox(&id, |_| {}).await.expect("clone");
+            let took = t.elapsed();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            (r, took)
+        };
+        let (((sbx, _s), took), (probes, failed, longest)) = tokio::join!(clone, probe_loop);
+        clones.push(took);
+        guard_probes += probes;
+        guard_failed += failed;
+        longest_outage = longest_outage.max(longest);
         let t = Instant::now();
         sbx.teardown().await.expect("teardown");
         teardowns.push(t.elapsed());
@@ -99,6 +140,7 @@ async fn main() {
 
     // Full enforce on a fresh non-compliant site.
     let mut enforces = Vec::new();
+    let (mut enforce_probes, mut enforce_failed, mut enforce_outage) = (0u32, 0u32, 0u64);
     for _ in 0..runs.min(3) {
         vacsine_docker::demo::up(&docker).await.expect("demo up");
         let t = Instant::now();
@@ -107,7 +149,17 @@ async fn main() {
                 .await
                 .expect("enforce");
         enforces.push(t.elapsed());
-        assert_eq!(rep.verdict, vacsine_enforce::Verdict::Verified);
+        assert_eq!(
+            rep.verdict,
+            vacsine_enforce::Verdict::Verified,
+            "{}",
+            rep.summary
+        );
+        for g in &rep.availability.guards {
+            enforce_probes += g.probes;
+            enforce_failed += g.failed;
+            enforce_outage = enforce_outage.max(g.longest_outage_ms);
+        }
     }
     let enforce = median(enforces);
 
@@ -119,11 +171,22 @@ async fn main() {
         "clone the demo site into a sandbox",
         ms(clone)
     );
+    println!(
+        "{:<52} {:>8}    {guard_failed} failed of {guard_probes}; longest outage {:.0} ms (goal 0)",
+        "guards probed during the clones",
+        "",
+        ms(longest_outage)
+    );
     println!("{:<52} {:>8.1}ms", "tear the sandbox down", ms(teardown));
     println!(
         "{:<52} {:>8.1}ms  goal < 60000 ms",
         "full demo enforce (fresh site → verified)",
         ms(enforce)
+    );
+    println!(
+        "{:<52} {:>8}    {enforce_failed} failed of {enforce_probes}; longest outage {enforce_outage} ms (goal 0)",
+        "guards probed during the whole enforces",
+        ""
     );
     println!(
         "{:<52} {:>8.1}ms  ({count} requirement×node checks)",

@@ -307,7 +307,7 @@ async fn issue6_availability_reports_an_outage_during_target_apply() {
 /// New TCP connections to the web node's port 80, counted by an nft rule in its network
 /// namespace (each http probe opens one).
 async fn web_connections(web: &str) -> u64 {
-    let rules = ruleset(web).await;
+    let rules = nft_list(web, false).await;
     counted(&rules).unwrap_or_else(|| panic!("no counter in {rules}"))
 }
 

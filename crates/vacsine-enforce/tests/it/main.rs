@@ -112,16 +112,26 @@ pub async fn dexec(container: &str, argv: &[&str]) -> String {
 
 /// Ruleset of a container's network namespace, as text.
 pub async fn ruleset(container: &str) -> String {
+    // `-s` (stateless): counters move with any traffic (a DNS lookup counts in Docker's nat
+    // table) and are not part of the ruleset's meaning.
+    nft_list(container, true).await
+}
+
+/// `nft list ruleset` in the container's network namespace, with counters unless `stateless`.
+pub async fn nft_list(container: &str, stateless: bool) -> String {
     let pid = tokio::process::Command::new("docker")
         .args(["inspect", "-f", "{{.State.Pid}}", container])
         .output()
         .await
         .unwrap();
     let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
-    // `-s` (stateless): counters move with any traffic (a DNS lookup counts in Docker's nat
-    // table) and are not part of the ruleset's meaning.
+    let mut args = vec!["-t", pid.as_str(), "-n", "nft"];
+    if stateless {
+        args.push("-s");
+    }
+    args.extend(["list", "ruleset"]);
     let out = tokio::process::Command::new("nsenter")
-        .args(["-t", &pid, "-n", "nft", "-s", "list", "ruleset"])
+        .args(&args)
         .output()
         .await
         .unwrap();
