@@ -65,6 +65,81 @@ pub fn apt_mirror() -> Option<(String, String)> {
     None
 }
 
+/// How to run debootstrap: the host's, or one unpacked from Debian's package into the cache.
+enum Debootstrap {
+    Host,
+    Unpacked(PathBuf),
+}
+
+impl Debootstrap {
+    fn command(&self) -> Command {
+        match self {
+            Debootstrap::Host => Command::new("debootstrap"),
+            Debootstrap::Unpacked(root) => {
+                let mut c = Command::new(root.join("usr/sbin/debootstrap"));
+                c.env("DEBOOTSTRAP_DIR", root.join("usr/share/debootstrap"));
+                c
+            }
+        }
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("vacsine")
+}
+
+/// The host's debootstrap; else Debian's `debootstrap` package fetched with `apt-get
+/// download` and unpacked into the cache (it is a shell script: nothing is installed).
+fn debootstrap(progress: &(dyn Fn(&str) + Sync)) -> Result<Debootstrap, String> {
+    if quiet_ok(Command::new("debootstrap").arg("--version")) {
+        return Ok(Debootstrap::Host);
+    }
+    let root = cache_dir().join("debootstrap");
+    if root.join("usr/sbin/debootstrap").is_file() {
+        return Ok(Debootstrap::Unpacked(root));
+    }
+    progress("debootstrap is not installed: unpacking Debian's debootstrap package into the cache");
+    let work = root.with_extension("download");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
+        let out = cmd
+            .current_dir(&work)
+            .output()
+            .map_err(|e| format!("{what}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    run(
+        Command::new("apt-get").args(["download", "debootstrap"]),
+        "apt-get download debootstrap",
+    )?;
+    let deb = std::fs::read_dir(&work)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or("apt-get download produced no package")?;
+    let unpack = work.join("root");
+    run(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpack),
+        "dpkg-deb -x",
+    )?;
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::rename(&unpack, &root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(Debootstrap::Unpacked(root))
+}
+
 /// What [`ensure_image`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Built {
@@ -94,16 +169,14 @@ pub fn ensure_image_with_progress(
     if quiet_ok(Command::new("docker").args(["image", "inspect", tag])) {
         return Ok(Built::Present);
     }
-    if !quiet_ok(Command::new("debootstrap").arg("--version")) {
-        return Err(format!(
-            "`debootstrap` is needed to build {tag} (apt-get install debootstrap)"
-        ));
-    }
+    let debootstrap = debootstrap(progress).map_err(|why| {
+        format!("`debootstrap` is needed to build {tag} ({why}; apt-get install debootstrap)")
+    })?;
     let (mirror, suite) = apt_mirror().ok_or("no Debian mirror found in the apt configuration")?;
     let t = Instant::now();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let root = dir.path().join("root");
-    let mut cmd = Command::new("debootstrap");
+    let mut cmd = debootstrap.command();
     cmd.arg("--variant=minbase");
     if !packages.is_empty() {
         cmd.arg(format!("--include={}", packages.join(",")));
