@@ -169,6 +169,25 @@ pub fn ensure_image_with_progress(
     if quiet_ok(Command::new("docker").args(["image", "inspect", tag])) {
         return Ok(Built::Present);
     }
+    // One build at a time on this machine (tests and commands may ask at once): wait for the
+    // lock, then look again, as another process may have built the image meanwhile.
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+    let lock_path = cache.join("debian-images.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        progress("another process is building a Debian image: waiting for it");
+        lock.lock()
+            .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
+    }
+    if quiet_ok(Command::new("docker").args(["image", "inspect", tag])) {
+        return Ok(Built::Present);
+    }
     let debootstrap = debootstrap(progress).map_err(|why| {
         format!("`debootstrap` is needed to build {tag} ({why}; apt-get install debootstrap)")
     })?;
