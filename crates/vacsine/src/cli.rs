@@ -113,6 +113,11 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+    /// SCAP content (SSG data streams): list profiles, evaluate a profile on a target.
+    Scap {
+        #[command(subcommand)]
+        action: ScapAction,
+    },
     /// Check a policy's requirements on a target (read-only).
     Check {
         #[command(flatten)]
@@ -238,4 +243,37 @@ pub enum SchemaKind {
     Policy,
     Target,
     Workflow,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScapAction {
+    /// List a data stream's profiles with their number of selected rules.
+    Profiles {
+        /// SCAP 1.3 source data stream (e.g. /usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml).
+        datastream: PathBuf,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
+    /// Evaluate a profile natively (XCCDF + OVAL) on every node of a target (read-only).
+    /// Exit 0 when no rule fails, 2 when some rule fails or errs, 1 on bad input.
+    Eval {
+        /// SCAP 1.3 source data stream.
+        datastream: PathBuf,
+        /// Profile id (full, or its short form such as `anssi_np_nt28_high`).
+        #[arg(long)]
+        profile: String,
+        /// Target system description (kind: Target).
+        #[arg(long, short = 't')]
+        target: PathBuf,
+        /// Only this node of the target.
+        #[arg(long)]
+        node: Option<String>,
+        /// Evaluate rules restricted to machines (SSG's `machine` platform) on containers too.
+        #[arg(long)]
+        container_as_machine: bool,
+        /// `human` or `json` (one JSON object per node).
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
 }

@@ -1,0 +1,166 @@
+//! [`System`] over a driver's [`NodeOps`]: files through `read_file`, kernel parameters through
+//! `sysctl_get`, directory listings and `lstat` through one `find -printf` per directory
+//! (argv only; cached for the evaluator's life), so content is evaluated on any node a driver
+//! reaches. The evaluator is synchronous: run it on a blocking thread
+//! (`tokio::task::spawn_blocking`), this type blocks on the runtime handle it was given.
+
+use crate::system::{FileKind, Stat, System, Uname};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vacsine_core::node::NodeOps;
+
+type Listing = Option<Vec<(String, Stat)>>;
+
+pub struct NodeSystem {
+    ops: Arc<dyn NodeOps>,
+    rt: tokio::runtime::Handle,
+    dirs: Mutex<HashMap<String, Result<Listing, String>>>,
+    /// Number of programs run in the node (for the figures).
+    pub execs: std::sync::atomic::AtomicUsize,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+impl NodeSystem {
+    pub fn new(ops: Arc<dyn NodeOps>, rt: tokio::runtime::Handle) -> NodeSystem {
+        NodeSystem {
+            ops,
+            rt,
+            dirs: Mutex::default(),
+            execs: Default::default(),
+        }
+    }
+
+    fn node(&self) -> String {
+        self.ops.node().name.clone()
+    }
+
+    /// Entries of a directory with their `lstat`, by `find DIR -mindepth 1 -maxdepth 1`;
+    /// `depth0` lists the path itself instead.
+    fn find(&self, path: &str, depth0: bool) -> Result<Listing, String> {
+        if !path.starts_with('/') {
+            return Err(format!("path `{path}` is not absolute"));
+        }
+        let mut argv: Vec<String> = vec!["find".into(), "-H".into(), path.into()];
+        if depth0 {
+            argv.extend(["-maxdepth".into(), "0".into()]);
+        } else {
+            argv.extend(["-mindepth", "1", "-maxdepth", "1"].map(String::from));
+        }
+        argv.extend(["-printf".into(), "%P\\0%y\\0%m\\0%U\\0%G\\0%s\\0".into()]);
+        self.execs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out = self
+            .rt
+            .block_on(self.ops.exec(&argv, &[], None, TIMEOUT))
+            .map_err(|e| format!("listing {path} on node {}: {e}", self.node()))?;
+        if out.exit_code != Some(0) {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("No such file") || err.contains("Not a directory") {
+                return Ok(None);
+            }
+            return Err(format!(
+                "listing {path} on node {}: find exited with {:?}: {}",
+                self.node(),
+                out.exit_code,
+                err.trim()
+            ));
+        }
+        let fields: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
+        let mut entries = Vec::new();
+        for f in fields.chunks_exact(6) {
+            let s = |i: usize| String::from_utf8_lossy(f[i]).into_owned();
+            let kind = match f[1] {
+                b"f" => FileKind::Regular,
+                b"d" => FileKind::Directory,
+                b"l" => FileKind::Symlink,
+                _ => FileKind::Other,
+            };
+            entries.push((
+                s(0),
+                Stat {
+                    kind,
+                    mode: u32::from_str_radix(&s(2), 8).unwrap_or(0),
+                    uid: s(3).parse().unwrap_or(u32::MAX),
+                    gid: s(4).parse().unwrap_or(u32::MAX),
+                    size: s(5).parse().unwrap_or(0),
+                },
+            ));
+        }
+        Ok(Some(entries))
+    }
+
+    fn listing(&self, dir: &str) -> Result<Listing, String> {
+        if let Ok(m) = self.dirs.lock() {
+            if let Some(l) = m.get(dir) {
+                return l.clone();
+            }
+        }
+        let l = self.find(dir, false);
+        if let Ok(mut m) = self.dirs.lock() {
+            m.insert(dir.into(), l.clone());
+        }
+        l
+    }
+}
+
+impl System for NodeSystem {
+    fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        self.rt
+            .block_on(self.ops.read_file(path))
+            .map(|f| f.map(|f| f.content))
+            .map_err(|e| e.to_string())
+    }
+
+    fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>, String> {
+        Ok(self
+            .listing(if path.trim_end_matches('/').is_empty() {
+                "/"
+            } else {
+                path.trim_end_matches('/')
+            })?
+            .map(|l| l.into_iter().map(|(n, _)| n).collect()))
+    }
+
+    fn stat(&self, path: &str) -> Result<Option<Stat>, String> {
+        let p = path.trim_end_matches('/');
+        if p.is_empty() {
+            return Ok(self
+                .find("/", true)?
+                .and_then(|l| l.into_iter().next())
+                .map(|(_, s)| s));
+        }
+        let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+        let dir = if dir.is_empty() { "/" } else { dir };
+        Ok(self
+            .listing(dir)?
+            .and_then(|l| l.into_iter().find(|(n, _)| n == name).map(|(_, s)| s)))
+    }
+
+    fn sysctl(&self, key: &str) -> Result<Option<String>, String> {
+        self.rt
+            .block_on(self.ops.sysctl_get(key))
+            .map_err(|e| e.to_string())
+    }
+
+    fn uname(&self) -> Result<Uname, String> {
+        let get = |k: &str| -> Result<String, String> {
+            Ok(self.sysctl(k)?.unwrap_or_default().trim().to_string())
+        };
+        let argv = vec!["uname".to_string(), "-m".to_string()];
+        self.execs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let m = self
+            .rt
+            .block_on(self.ops.exec(&argv, &[], None, TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        Ok(Uname {
+            os_name: get("kernel.ostype")?,
+            node_name: get("kernel.hostname")?,
+            os_release: get("kernel.osrelease")?,
+            os_version: get("kernel.version")?,
+            machine: String::from_utf8_lossy(&m.stdout).trim().to_string(),
+        })
+    }
+}

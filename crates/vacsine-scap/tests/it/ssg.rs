@@ -1,0 +1,63 @@
+//! Against the real SSG Debian content (`ssg-debian` package); skipped with a message when
+//! the package is not installed.
+
+use std::time::Instant;
+use vacsine_scap::system::MemSystem;
+use vacsine_scap::xccdf::{find_profile, selected_rules};
+
+const DS: &str = "/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml";
+
+fn load() -> Option<vacsine_scap::DataStream> {
+    let Ok(text) = std::fs::read_to_string(DS) else {
+        eprintln!("SKIP: {DS} missing (apt-get install ssg-debian)");
+        return None;
+    };
+    let t = Instant::now();
+    let ds = vacsine_scap::parse(&text, DS).expect("SSG data stream parses");
+    eprintln!("parsed {} bytes in {:?}", text.len(), t.elapsed());
+    Some(ds)
+}
+
+#[test]
+fn ssg_debian11_profiles_rules_and_oval_are_parsed() {
+    let Some(ds) = load() else { return };
+    let b = &ds.benchmark;
+    assert_eq!(b.id, "xccdf_org.ssgproject.content_benchmark_DEBIAN-11");
+    assert_eq!(b.profiles.len(), 5);
+    for p in &b.profiles {
+        eprintln!("{} {}", p.id, selected_rules(&ds, p).len());
+    }
+    let high = find_profile(&ds, "anssi_np_nt28_high").unwrap();
+    let rules = selected_rules(&ds, high);
+    assert!(rules
+        .iter()
+        .any(|r| r.id.ends_with("sshd_disable_root_login")));
+    let oval = ds
+        .ovals
+        .get("ssg-debian11-oval.xml")
+        .expect("oval component by its catalog name");
+    assert!(oval
+        .definitions
+        .contains_key("oval:ssg-sshd_disable_root_login:def:1"));
+    assert!(ds.ovals.contains_key("ssg-debian11-cpe-oval.xml"));
+    assert!(ds.platform_specs.contains_key("machine"));
+    let r = rules
+        .iter()
+        .find(|r| r.id.ends_with("sshd_disable_root_login"))
+        .unwrap();
+    let c = r.check.as_ref().unwrap();
+    assert_eq!(c.exports[0].0, "oval:ssg-sshd_required:var:1");
+    assert!(r.references.iter().any(|x| x.text == "BP28(R19)"));
+}
+
+#[test]
+fn ssg_debian11_profile_evaluates_on_an_empty_system() {
+    let Some(ds) = load() else { return };
+    let sys = MemSystem::new();
+    let t = Instant::now();
+    let rep = vacsine_scap::evaluate(&ds, "anssi_np_nt28_high", &sys, &Default::default()).unwrap();
+    eprintln!("evaluated in {:?}: {:?}", t.elapsed(), rep.summary);
+    for r in &rep.rules {
+        eprintln!("{:?} {} | {}", r.outcome, r.id, r.evidence.join(" | "));
+    }
+}
