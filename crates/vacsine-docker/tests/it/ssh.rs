@@ -21,7 +21,6 @@ use vacsine_core::policy::*;
 use vacsine_core::Outcome;
 use vacsine_docker::DockerSite;
 
-
 /// Build (once per machine) the OpenSSH image. Err: why it cannot be built.
 fn openssh_image() -> Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
