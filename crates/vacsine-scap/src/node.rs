@@ -70,28 +70,13 @@ impl NodeSystem {
         let fields: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
         let mut entries = Vec::new();
         for f in fields.chunks_exact(6) {
-            let s = |i: usize| String::from_utf8_lossy(f[i]).into_owned();
-            let kind = match f[1] {
-                b"f" => FileKind::Regular,
-                b"d" => FileKind::Directory,
-                b"l" => FileKind::Symlink,
-                _ => FileKind::Other,
-            };
-            entries.push((
-                s(0),
-                Stat {
-                    kind,
-                    mode: u32::from_str_radix(&s(2), 8).unwrap_or(0),
-                    uid: s(3).parse().unwrap_or(u32::MAX),
-                    gid: s(4).parse().unwrap_or(u32::MAX),
-                    size: s(5).parse().unwrap_or(0),
-                },
-            ));
+            entries.push((String::from_utf8_lossy(f[0]).into_owned(), parse_stat(f)));
         }
         Ok(Some(entries))
     }
 
     fn listing(&self, dir: &str) -> Result<Listing, String> {
+        let dir = &norm(dir);
         if let Ok(m) = self.dirs.lock() {
             if let Some(l) = m.get(dir) {
                 return l.clone();
@@ -106,6 +91,72 @@ impl NodeSystem {
 }
 
 impl System for NodeSystem {
+    /// One `find` over every directory down to `depth`: each directory met above that depth
+    /// is cached as listed (maybe empty); a start point that is not a directory or is
+    /// missing is cached as `None`.
+    fn prefetch_dirs(&self, dirs: &[String], depth: usize) {
+        let mut dirs: Vec<String> = dirs
+            .iter()
+            .filter(|d| d.starts_with('/'))
+            .map(|d| norm(d))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        if dirs.is_empty() || depth == 0 {
+            return;
+        }
+        let mut argv: Vec<String> = vec!["find".into(), "-H".into()];
+        argv.extend(dirs.iter().cloned());
+        argv.extend([
+            "-mindepth".into(),
+            "0".into(),
+            "-maxdepth".into(),
+            depth.to_string(),
+        ]);
+        argv.extend([
+            "-printf".into(),
+            "%d\\0%p\\0%h\\0%f\\0%y\\0%m\\0%U\\0%G\\0%s\\0".into(),
+        ]);
+        self.execs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Ok(out) = self.rt.block_on(self.ops.exec(&argv, &[], None, TIMEOUT)) else {
+            return;
+        };
+        if out.timed_out || out.stdout_dropped > 0 {
+            return;
+        }
+        let mut is_dir: HashMap<String, bool> = HashMap::new();
+        let mut listed: HashMap<String, Vec<(String, Stat)>> = HashMap::new();
+        let fields: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
+        for f in fields.chunks_exact(9) {
+            let s = |i: usize| String::from_utf8_lossy(f[i]).into_owned();
+            let d: usize = s(0).parse().unwrap_or(usize::MAX);
+            let path = norm(&s(1));
+            if d == 0 {
+                is_dir.insert(path, f[4] == b"d");
+                continue;
+            }
+            if f[4] == b"d" && d < depth {
+                is_dir.insert(path, true);
+            }
+            listed
+                .entry(norm(&s(2)))
+                .or_default()
+                .push((s(3), parse_stat(&[f[3], f[4], f[5], f[6], f[7], f[8]])));
+        }
+        if let Ok(mut m) = self.dirs.lock() {
+            for d in &dirs {
+                if !is_dir.contains_key(d) {
+                    m.insert(d.clone(), Ok(None));
+                }
+            }
+            for (d, yes) in is_dir {
+                let listing = yes.then(|| listed.remove(&d).unwrap_or_default());
+                m.insert(d, Ok(listing));
+            }
+        }
+    }
+
     fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
         self.rt
             .block_on(self.ops.read_file(path))
@@ -162,5 +213,32 @@ impl System for NodeSystem {
             os_version: get("kernel.version")?,
             machine: String::from_utf8_lossy(&m.stdout).trim().to_string(),
         })
+    }
+}
+
+/// (name, type, mode, uid, gid, size) fields of `find -printf` → [`Stat`].
+fn parse_stat(f: &[&[u8]]) -> Stat {
+    let s = |i: usize| String::from_utf8_lossy(f[i]).into_owned();
+    Stat {
+        kind: match f[1] {
+            b"f" => FileKind::Regular,
+            b"d" => FileKind::Directory,
+            b"l" => FileKind::Symlink,
+            _ => FileKind::Other,
+        },
+        mode: u32::from_str_radix(&s(2), 8).unwrap_or(0),
+        uid: s(3).parse().unwrap_or(u32::MAX),
+        gid: s(4).parse().unwrap_or(u32::MAX),
+        size: s(5).parse().unwrap_or(0),
+    }
+}
+
+/// A path without trailing slashes; `/` for the root (and for find's empty `%h`).
+fn norm(p: &str) -> String {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        "/".into()
+    } else {
+        t.into()
     }
 }

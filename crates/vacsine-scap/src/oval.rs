@@ -1209,6 +1209,47 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// Directories the objects of `doc` may list or stat in, for [`System::prefetch_dirs`]:
+/// (parents of literal file paths and literal paths, literal directory prefixes of path
+/// patterns, which are walked).
+pub fn directories(doc: &OvalDoc) -> (Vec<String>, Vec<String>) {
+    let mut out = std::collections::BTreeSet::new();
+    let mut walked = std::collections::BTreeSet::new();
+    let parent = |p: &str| -> Option<String> {
+        match p.rsplit_once('/') {
+            Some(("", _)) => Some("/".into()),
+            Some((d, _)) => Some(d.into()),
+            None => None,
+        }
+    };
+    for o in doc.objects.values() {
+        for e in &o.children {
+            if e.attr("var_ref").is_some() || !matches!(e.name.as_str(), "filepath" | "path") {
+                continue;
+            }
+            let pattern = e.attr("operation") == Some("pattern match");
+            let p = if pattern {
+                literal_prefix(&e.text)
+            } else {
+                e.text.clone()
+            };
+            if !p.starts_with('/') {
+                continue;
+            }
+            if e.name == "path" && !pattern {
+                out.insert(p.trim_end_matches('/').to_string());
+            }
+            if let Some(d) = parent(&p) {
+                if pattern && d != "/" {
+                    walked.insert(d.clone());
+                }
+                out.insert(d);
+            }
+        }
+    }
+    (out.into_iter().collect(), walked.into_iter().collect())
+}
+
 fn package_field(status: &str, name: &str, field: &str) -> Option<String> {
     let want = format!("Package: {name}");
     let stanza = status

@@ -240,6 +240,11 @@ pub fn evaluate(
             }
         }
     }
+    for doc in ds.ovals.values() {
+        let (dirs, walked) = crate::oval::directories(doc);
+        sys.prefetch_dirs(&dirs, 1);
+        sys.prefetch_dirs(&walked, 3);
+    }
     let evaluators: HashMap<&str, Evaluator> = ds
         .ovals
         .iter()
