@@ -292,7 +292,11 @@ impl<'a> Evaluator<'a> {
                         let t = ch.attr("test_ref").unwrap_or("");
                         if seen.insert(t.to_string()) {
                             if let Some(tr) = self.tests.borrow().get(t) {
-                                out.push(tr.clone());
+                                let mut tr = tr.clone();
+                                if ch.attr("negate") == Some("true") {
+                                    tr.detail = format!("(negated in the criteria) {}", tr.detail);
+                                }
+                                out.push(tr);
                             }
                         }
                     }
@@ -495,6 +499,7 @@ impl<'a> Evaluator<'a> {
             }
             "version" => Some(cmp_version(actual, expected)),
             "debian_evr_string" => Some(vacsine_core::version::compare(actual, expected)),
+            "evr_string" => Some(cmp_rpm_evr(actual, expected)),
             "string" => None,
             other => {
                 return Err(Fault::NotChecked(format!(
@@ -1318,6 +1323,95 @@ pub fn cmp_version(a: &str, b: &str) -> std::cmp::Ordering {
         }
     }
     std::cmp::Ordering::Equal
+}
+
+/// RPM's `epoch:version-release` ordering (OVAL `evr_string`): epochs numerically, then
+/// version and release with `rpmvercmp` (alphanumeric segments, `~` sorts first).
+pub fn cmp_rpm_evr(a: &str, b: &str) -> std::cmp::Ordering {
+    fn split(s: &str) -> (u64, &str, &str) {
+        let (e, rest) = match s.split_once(':') {
+            Some((e, r)) => (e.trim().parse().unwrap_or(0), r),
+            None => (0, s),
+        };
+        match rest.rsplit_once('-') {
+            Some((v, r)) => (e, v, r),
+            None => (e, rest, ""),
+        }
+    }
+    let (ea, va, ra) = split(a.trim());
+    let (eb, vb, rb) = split(b.trim());
+    ea.cmp(&eb).then_with(|| rpmvercmp(va, vb)).then_with(|| {
+        if ra.is_empty() || rb.is_empty() {
+            std::cmp::Ordering::Equal
+        } else {
+            rpmvercmp(ra, rb)
+        }
+    })
+}
+
+/// `rpmvercmp`: compares alternating numeric and alphabetic segments.
+pub fn rpmvercmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    if a == b {
+        return Equal;
+    }
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        let skip = |s: &[u8]| -> usize {
+            s.iter()
+                .take_while(|c| !c.is_ascii_alphanumeric() && **c != b'~')
+                .count()
+        };
+        x = &x[skip(x)..];
+        y = &y[skip(y)..];
+        match (x.first() == Some(&b'~'), y.first() == Some(&b'~')) {
+            (true, true) => {
+                x = &x[1..];
+                y = &y[1..];
+                continue;
+            }
+            (true, false) => return Less,
+            (false, true) => return Greater,
+            _ => {}
+        }
+        if x.is_empty() || y.is_empty() {
+            return match (x.is_empty(), y.is_empty()) {
+                (true, true) => Equal,
+                (true, false) => Less,
+                _ => Greater,
+            };
+        }
+        let numeric = x[0].is_ascii_digit();
+        let take = |s: &[u8]| -> usize {
+            s.iter()
+                .take_while(|c| {
+                    if numeric {
+                        c.is_ascii_digit()
+                    } else {
+                        c.is_ascii_alphabetic()
+                    }
+                })
+                .count()
+        };
+        let (nx, ny) = (take(x), take(y));
+        if ny == 0 {
+            // Different segment types: the numeric one is newer.
+            return if numeric { Greater } else { Less };
+        }
+        let (sx, sy) = (&x[..nx], &y[..ny]);
+        let o = if numeric {
+            let tx: &[u8] = &sx[sx.iter().take_while(|c| **c == b'0').count()..];
+            let ty: &[u8] = &sy[sy.iter().take_while(|c| **c == b'0').count()..];
+            tx.len().cmp(&ty.len()).then_with(|| tx.cmp(ty))
+        } else {
+            sx.cmp(sy)
+        };
+        if o != Equal {
+            return o;
+        }
+        x = &x[nx..];
+        y = &y[ny..];
+    }
 }
 
 /// The literal text a regular expression starts with (after `^`), with `\.`-style escapes

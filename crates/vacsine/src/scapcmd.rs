@@ -158,8 +158,20 @@ fn human(node: &str, rep: &Report, parse_ms: f64, ms: f64, execs: usize) -> Stri
             r.title
         ));
         if !matches!(r.outcome, Outcome::Pass) {
-            for e in r.evidence.iter().take(4) {
-                let e: String = e.chars().take(200).collect();
+            // The decisive lines first: tests that were false, errors, not evaluated.
+            let telling = |e: &&String| {
+                [": false —", ": error —", ": not evaluated —"]
+                    .iter()
+                    .any(|k| e.contains(k))
+            };
+            let (first, rest) = r.evidence.split_at(r.evidence.len().min(1));
+            let lines = first
+                .iter()
+                .chain(rest.iter().filter(telling))
+                .chain(rest.iter().filter(|e| !telling(e)))
+                .take(5);
+            for e in lines {
+                let e: String = e.chars().take(220).collect();
                 s.push_str(&format!("                  {e}\n"));
             }
         }

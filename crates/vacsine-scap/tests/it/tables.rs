@@ -350,3 +350,65 @@ fn bad_files_give_located_errors() {
     let e = evaluate(&ds, "nope", &good(), &Options::default()).unwrap_err();
     assert!(e.contains("xccdf_p_strict"), "{e}");
 }
+
+#[test]
+fn datatypes_and_operations() {
+    use vacsine_scap::ds::OvalDoc;
+    let doc = OvalDoc::default();
+    let sys = MemSystem::new();
+    let ev = vacsine_scap::oval::Evaluator::new(&doc, &sys, Default::default());
+    let rows: &[(&str, &str, &str, &str, bool)] = &[
+        ("equals", "string", "no", "no", true),
+        ("not equal", "string", "no", "yes", true),
+        ("case insensitive equals", "string", "No", "nO", true),
+        (
+            "pattern match",
+            "string",
+            "PermitRootLogin no",
+            "^(?i)permitrootlogin\\s+no$",
+            true,
+        ),
+        (
+            "pattern match",
+            "string",
+            "# x public",
+            "^((?!#).)*(public|private).*",
+            false,
+        ),
+        ("greater than or equal", "int", "10", "9", true),
+        ("less than", "int", "0x10", "17", true),
+        ("bitwise and", "int", "7", "5", true),
+        ("equals", "boolean", "1", "true", true),
+        ("greater than", "version", "1.10", "1.9", true),
+        (
+            "less than",
+            "debian_evr_string",
+            "1:9.2p1-2",
+            "1:9.2p1-2+deb12u1",
+            true,
+        ),
+        ("greater than", "debian_evr_string", "2.0~rc1", "1.9", true),
+        ("less than", "debian_evr_string", "2.0~rc1", "2.0", true),
+        (
+            "greater than or equal",
+            "evr_string",
+            "1:9.2p1-2+deb12u10",
+            "0:7.4",
+            true,
+        ),
+        ("less than", "evr_string", "0:1.0~rc1-1", "0:1.0-1", true),
+        ("greater than", "evr_string", "0:1.10-1", "0:1.9-1", true),
+        ("greater than", "evr_string", "0:1.0a-1", "0:1.0-1", true),
+    ];
+    for (op, dt, a, e, want) in rows {
+        assert_eq!(ev.compare(op, dt, a, e), Ok(*want), "{a} {op} {e} ({dt})");
+    }
+    assert!(matches!(
+        ev.compare("equals", "ipv4_address", "1.2.3.4", "1.2.3.4"),
+        Err(vacsine_scap::oval::Fault::NotChecked(_))
+    ));
+    assert!(matches!(
+        ev.compare("equals", "int", "x", "1"),
+        Err(vacsine_scap::oval::Fault::Error(_))
+    ));
+}
