@@ -24,9 +24,46 @@ fn ssg_debian11_profiles_rules_and_oval_are_parsed() {
     let b = &ds.benchmark;
     assert_eq!(b.id, "xccdf_org.ssgproject.content_benchmark_DEBIAN-11");
     assert_eq!(b.profiles.len(), 5);
-    for p in &b.profiles {
-        eprintln!("{} {}", p.id, selected_rules(&ds, p).len());
-    }
+    // The numbers `oscap xccdf eval` evaluates for each profile (same rule sets, checked once).
+    let counts: Vec<(String, usize)> = b
+        .profiles
+        .iter()
+        .map(|p| {
+            (
+                p.id.rsplit("_profile_").next().unwrap().to_string(),
+                selected_rules(&ds, p).len(),
+            )
+        })
+        .collect();
+    let want = [
+        ("anssi_np_nt28_average", 45),
+        ("anssi_np_nt28_high", 50),
+        ("anssi_np_nt28_minimal", 24),
+        ("anssi_np_nt28_restrictive", 49),
+        ("standard", 44),
+    ];
+    assert_eq!(
+        counts,
+        want.iter()
+            .map(|(p, n)| (p.to_string(), *n))
+            .collect::<Vec<_>>()
+    );
+    let all: std::collections::BTreeSet<&str> = b
+        .profiles
+        .iter()
+        .flat_map(|p| selected_rules(&ds, p))
+        .map(|r| r.id.as_str())
+        .collect();
+    let two: std::collections::BTreeSet<&str> = ["anssi_np_nt28_high", "standard"]
+        .iter()
+        .flat_map(|p| selected_rules(&ds, find_profile(&ds, p).unwrap()))
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(
+        all, two,
+        "high ∪ standard selects every profiled rule (the oracle's choice)"
+    );
+    assert_eq!(all.len(), 51);
     let high = find_profile(&ds, "anssi_np_nt28_high").unwrap();
     let rules = selected_rules(&ds, high);
     assert!(rules
@@ -57,7 +94,37 @@ fn ssg_debian11_profile_evaluates_on_an_empty_system() {
     let t = Instant::now();
     let rep = vacsine_scap::evaluate(&ds, "anssi_np_nt28_high", &sys, &Default::default()).unwrap();
     eprintln!("evaluated in {:?}: {:?}", t.elapsed(), rep.summary);
+    // Not Debian 11 (no /etc/debian_version): the benchmark's platform excludes every rule.
+    assert_eq!(
+        rep.summary.get(&vacsine_scap::Outcome::NotApplicable),
+        Some(&50)
+    );
+    // Declared Debian 11, empty otherwise, evaluated as a machine: every rule gets an outcome
+    // from its OVAL, and what Vacsine cannot evaluate yet says why.
+    let mut sys = MemSystem::new();
+    sys.file("/etc/debian_version", "11.11\n");
+    let opts = vacsine_scap::Options {
+        container_as_machine: true,
+    };
+    let rep = vacsine_scap::evaluate(&ds, "anssi_np_nt28_high", &sys, &opts).unwrap();
+    eprintln!("{:?}", rep.summary);
     for r in &rep.rules {
-        eprintln!("{:?} {} | {}", r.outcome, r.id, r.evidence.join(" | "));
+        // Only packages' platforms (audit, …) can exclude a rule now.
+        assert!(
+            !r.evidence
+                .iter()
+                .any(|e| e.contains("`machine`") || e.contains("debian_linux")),
+            "{}: {:?}",
+            r.id,
+            r.evidence
+        );
+        if r.outcome == vacsine_scap::Outcome::NotChecked {
+            assert!(
+                r.evidence.iter().any(|e| e.contains("not supported")),
+                "{}: {:?}",
+                r.id,
+                r.evidence
+            );
+        }
     }
 }

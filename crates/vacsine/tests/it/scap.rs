@@ -1,7 +1,7 @@
 //! Issue 9, the oracle: `vacsine scap eval` against real `oscap xccdf eval` (Debian's
 //! `openscap-scanner` and `ssg-debian`) on this test's own Debian container (the demo's
 //! debootstrap base image, container `h-scap-<pid>`, removed at the end), on a clean node and
-//! on a perturbed one, for every profile of the SSG Debian 11 data stream. Every
+//! on a perturbed one, for the SSG Debian 11 profiles that together select all its profiled rules. Every
 //! disagreement must be one explained in [`EXPLAINED`], and every explained one must occur.
 //!
 //! oscap runs offline on the container's root (`OSCAP_PROBE_ROOT=/proc/<pid>/root`), which
@@ -18,13 +18,10 @@ use std::process::Command;
 use std::time::Instant;
 
 const DS: &str = "/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml";
-const PROFILES: &[&str] = &[
-    "anssi_np_nt28_minimal",
-    "anssi_np_nt28_average",
-    "anssi_np_nt28_high",
-    "anssi_np_nt28_restrictive",
-    "standard",
-];
+/// Their union is every rule the stream's five profiles select (the ANSSI minimal, average and
+/// restrictive selections are within `high`); the selections of all five were compared with
+/// oscap's once (same rule sets) and are pinned in vacsine-scap's `ssg` test.
+const PROFILES: &[&str] = &["anssi_np_nt28_high", "standard"];
 
 /// (rule, scenario, why oscap and Vacsine disagree).
 const EXPLAINED: &[(&str, &str, &str)] = &[
