@@ -118,10 +118,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ScapAction,
     },
-    /// Check a policy's requirements on a target (read-only).
+    /// Check a policy's requirements on a target (read-only); or, with `--scap DS --profile
+    /// ID`, a SCAP profile evaluated natively (as `vacsine scap eval`).
     Check {
         #[command(flatten)]
-        io: PolicyTarget,
+        io: CheckInputs,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
@@ -243,6 +244,35 @@ pub enum SchemaKind {
     Policy,
     Target,
     Workflow,
+}
+
+/// `check`'s inputs: a policy, or a SCAP data stream and one of its profiles.
+#[derive(Args, Debug, Clone)]
+pub struct CheckInputs {
+    /// Policy file (kind: Policy).
+    #[arg(
+        long,
+        short = 'p',
+        required_unless_present = "scap",
+        conflicts_with = "scap"
+    )]
+    pub policy: Option<PathBuf>,
+    /// Target system description (kind: Target).
+    #[arg(long, short = 't')]
+    pub target: PathBuf,
+    /// Extra catalog folders or workflow files (besides the policy's `spec.catalog`).
+    #[arg(long = "catalog")]
+    pub catalog: Vec<PathBuf>,
+    /// A SCAP 1.3 source data stream to evaluate instead of a policy (needs `--profile`).
+    #[arg(long, requires = "profile")]
+    pub scap: Option<PathBuf>,
+    /// The data stream's profile (full id or short form such as `anssi_np_nt28_high`).
+    #[arg(long, requires = "scap")]
+    pub profile: Option<String>,
+    /// With `--scap`: evaluate rules restricted to machines (SSG's `machine` platform) on
+    /// containers too.
+    #[arg(long, requires = "scap")]
+    pub container_as_machine: bool,
 }
 
 #[derive(Subcommand, Debug)]

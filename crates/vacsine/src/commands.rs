@@ -66,7 +66,26 @@ pub async fn dispatch(cli: Cli) -> i32 {
             catalog,
             format,
         } => Ok(validate(&files, &catalog, format).await),
-        Command::Check { io, format } => check(&io, format).await,
+        Command::Check { io, format } => match (io.scap, io.profile, io.policy) {
+            (Some(datastream), Some(profile), _) => {
+                crate::scapcmd::check_scap(
+                    datastream,
+                    profile,
+                    io.target,
+                    io.container_as_machine,
+                    format,
+                )
+                .await
+            }
+            (_, _, policy) => {
+                let io = PolicyTarget {
+                    policy: policy.unwrap_or_default(),
+                    target: io.target,
+                    catalog: io.catalog,
+                };
+                check(&io, format).await
+            }
+        },
         Command::Scap { action } => crate::scapcmd::scap(action).await,
         Command::Plan { io, format } => plan(&io, format).await,
         Command::Enforce {

@@ -2,7 +2,7 @@
 //! profiles; `eval` evaluates a profile natively on every node of a target through its
 //! driver (`vacsine_scap::node::NodeSystem`), one blocking thread per node.
 
-use crate::cli::{ScapAction, SimpleFormat};
+use crate::cli::{Format, ScapAction, SimpleFormat};
 use crate::commands::{print, print_json, print_json_line, EXIT_FAILURES, EXIT_OK};
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +20,34 @@ fn load(path: &Path) -> miette::Result<(DataStream, f64)> {
     let t = Instant::now();
     let ds = vacsine_scap::parse(&text, &name).map_err(|e| miette::miette!("{e}"))?;
     Ok((ds, t.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// `vacsine check --scap DS --profile ID --target T`: the same as `vacsine scap eval`.
+pub async fn check_scap(
+    datastream: std::path::PathBuf,
+    profile: String,
+    target: std::path::PathBuf,
+    container_as_machine: bool,
+    format: Format,
+) -> miette::Result<i32> {
+    let format = match format {
+        Format::Human => SimpleFormat::Human,
+        Format::Json => SimpleFormat::Json,
+        Format::Junit | Format::Sarif => {
+            return Err(miette::miette!(
+                "`check --scap` prints `human` or `json` for now (JUnit and SARIF are the policy report's formats)"
+            ))
+        }
+    };
+    scap(ScapAction::Eval {
+        datastream,
+        profile,
+        target,
+        node: None,
+        container_as_machine,
+        format,
+    })
+    .await
 }
 
 pub async fn scap(action: ScapAction) -> miette::Result<i32> {

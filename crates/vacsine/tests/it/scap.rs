@@ -127,9 +127,18 @@ fn vacsine_eval(
     f64,
     Option<u64>,
 ) {
+    // `check --scap` is `scap eval`: the standard profile goes through it.
     let (o, secs, rss) = timed(Command::new(env!("CARGO_BIN_EXE_vacsine")).args([
-        "scap",
-        "eval",
+        if profile == "standard" {
+            "check"
+        } else {
+            "scap"
+        },
+        if profile == "standard" {
+            "--scap"
+        } else {
+            "eval"
+        },
         DS,
         "--profile",
         profile,
@@ -315,4 +324,83 @@ fn issue9_scap_eval_agrees_with_oscap_on_a_debian_node() {
         o_secs / v_secs,
         o_rss as f64 / v_rss.max(1) as f64
     );
+}
+
+/// `scap profiles`, and the errors of `scap eval` / `check --scap` before any node is reached.
+#[test]
+fn issue9_scap_profiles_and_input_errors() {
+    use crate::vacsine;
+    let dir = tempfile::tempdir().unwrap();
+    if Path::new(DS).exists() {
+        let o = vacsine(&["scap", "profiles", DS, "--format", "json"], dir.path());
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let high = v["profiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "xccdf_org.ssgproject.content_profile_anssi_np_nt28_high")
+            .unwrap();
+        assert_eq!(high["rules"], 50);
+        let o = vacsine(&["scap", "profiles", DS], dir.path());
+        assert!(
+            text(&o).contains("Profile for ANSSI DAT-NT28 High"),
+            "{}",
+            text(&o)
+        );
+        // An unknown profile names the ones there are (JSON error on stdout).
+        let o = vacsine(
+            &[
+                "check",
+                "--scap",
+                DS,
+                "--profile",
+                "nope",
+                "--target",
+                "t.yaml",
+                "--format",
+                "json",
+            ],
+            dir.path(),
+        );
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(
+            m.contains("`nope`") && m.contains("anssi_np_nt28_high"),
+            "{m}"
+        );
+    }
+    // A file that is not XML: located error, exit 1.
+    let bad = dir.path().join("bad.xml");
+    std::fs::write(&bad, "<a>\n<b></a>\n").unwrap();
+    let o = vacsine(&["scap", "profiles", bad.to_str().unwrap()], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("bad.xml:2:"), "{}", text(&o));
+    // Usage: --scap needs --profile, and excludes --policy.
+    for (args, words) in [
+        (
+            &["check", "--scap", "x.xml", "-t", "t.yaml"][..],
+            "--profile",
+        ),
+        (
+            &[
+                "check",
+                "--scap",
+                "x",
+                "--profile",
+                "p",
+                "-p",
+                "p.yaml",
+                "-t",
+                "t",
+            ][..],
+            "cannot be used with",
+        ),
+        (&["check", "-t", "t.yaml"][..], "--policy"),
+    ] {
+        let o = vacsine(args, dir.path());
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(words), "{args:?}: {}", text(&o));
+    }
 }
