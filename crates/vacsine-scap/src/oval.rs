@@ -722,6 +722,7 @@ impl<'a> Evaluator<'a> {
                 "file_object" => self.collect_file(o)?,
                 "dpkginfo_object" => self.collect_dpkg(o)?,
                 "sysctl_object" => self.collect_sysctl(o)?,
+                "partition_object" => self.collect_partition(o)?,
                 "family_object" => vec![item(&[("family", "unix")])],
                 "uname_object" => {
                     let u = self.sys.uname().map_err(Fault::Error)?;
@@ -1194,6 +1195,59 @@ impl<'a> Evaluator<'a> {
         Ok(items)
     }
 
+    /// Mounted file systems as the node's init sees them (`/proc/1/mounts`): mount point,
+    /// device, type, options. Space figures (`total_space`…) are not collected: a state on
+    /// them is an error that says so.
+    fn collect_partition(&self, o: &Elem) -> Result<Vec<Item>, Fault> {
+        let Some(mp) = o.child("mount_point") else {
+            return Err(Fault::Error("partition_object without mount_point".into()));
+        };
+        let (op, vals) = self.entity_values(mp)?;
+        let Some(bytes) = self.sys.read_file("/proc/1/mounts").map_err(Fault::Error)? else {
+            return Err(Fault::Error(
+                "/proc/1/mounts is not readable on the node".into(),
+            ));
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let mut items = Vec::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 {
+                continue;
+            }
+            let point = unescape_mount(f[1]);
+            let mut hit = false;
+            for v in &vals {
+                hit |= match op.as_str() {
+                    "equals" => &point == v,
+                    "not equal" => &point != v,
+                    "pattern match" => self.is_match(v, &point)?,
+                    other => {
+                        return Err(Fault::NotChecked(format!(
+                            "mount_point operation `{other}` is not supported"
+                        )))
+                    }
+                };
+            }
+            if !hit {
+                continue;
+            }
+            let mut it = item(&[
+                ("mount_point", &point),
+                ("device", &unescape_mount(f[0])),
+                ("fs_type", f[2]),
+            ]);
+            it.insert(
+                "mount_options".into(),
+                f[3].split(',').map(String::from).collect(),
+            );
+            // The last mount on a point hides the earlier ones.
+            items.retain(|i: &Item| i.get("mount_point") != it.get("mount_point"));
+            items.push(it);
+        }
+        Ok(items)
+    }
+
     fn collect_sysctl(&self, o: &Elem) -> Result<Vec<Item>, Fault> {
         let Some(name) = o.child("name") else {
             return Err(Fault::Error("sysctl_object without name".into()));
@@ -1253,6 +1307,33 @@ pub fn directories(doc: &OvalDoc) -> (Vec<String>, Vec<String>) {
         }
     }
     (out.into_iter().collect(), walked.into_iter().collect())
+}
+
+/// `/proc/mounts` escapes spaces, tabs, newlines and backslashes as octal (`\\040`).
+fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c));
+        let v = if octal {
+            b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |a, c| a * 8 + u32::from(c - b'0'))
+        } else {
+            256
+        };
+        if let Ok(byte) = u8::try_from(v) {
+            out.push(byte);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn package_field(status: &str, name: &str, field: &str) -> Option<String> {
@@ -1475,11 +1556,18 @@ fn summarize(items: &[Item]) -> String {
         .iter()
         .take(3)
         .map(|i| {
-            let key = ["filepath", "name", "var_ref", "family", "os_release"]
-                .iter()
-                .find_map(|k| i.get(*k).and_then(|v| v.first()).map(|v| v.to_string()))
-                .unwrap_or_default();
-            let val = ["text", "value", "evr", "type"]
+            let key = [
+                "filepath",
+                "name",
+                "var_ref",
+                "family",
+                "os_release",
+                "mount_point",
+            ]
+            .iter()
+            .find_map(|k| i.get(*k).and_then(|v| v.first()).map(|v| v.to_string()))
+            .unwrap_or_default();
+            let val = ["text", "value", "evr", "type", "fs_type"]
                 .iter()
                 .find_map(|k| {
                     i.get(*k)

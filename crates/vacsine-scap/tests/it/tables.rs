@@ -35,7 +35,7 @@ const DS: &str = r##"<?xml version="1.0"?>
     <x:select idref="r_ssh" selected="true"/><x:select idref="r_shadow" selected="true"/>
     <x:select idref="r_telnet" selected="true"/><x:select idref="r_fwd" selected="true"/>
     <x:select idref="r_umask" selected="true"/><x:select idref="r_machine" selected="true"/>
-    <x:select idref="r_part" selected="true"/><x:select idref="r_ocil" selected="true"/>
+    <x:select idref="r_part" selected="true"/><x:select idref="r_space" selected="true"/><x:select idref="r_ocil" selected="true"/>
     <x:select idref="r_off" selected="false"/>
     <x:refine-value idref="v_umask" selector="strict"/>
    </x:Profile>
@@ -63,6 +63,8 @@ const DS: &str = r##"<?xml version="1.0"?>
     <x:check system="http://oval.mitre.org/XMLSchema/oval-definitions-5"><x:check-content-ref href="t-oval.xml" name="def:ssh"/></x:check></x:Rule>
    <x:Rule id="r_part"><x:title>partition</x:title>
     <x:check system="http://oval.mitre.org/XMLSchema/oval-definitions-5"><x:check-content-ref href="t-oval.xml" name="def:part"/></x:check></x:Rule>
+   <x:Rule id="r_space"><x:title>space</x:title>
+    <x:check system="http://oval.mitre.org/XMLSchema/oval-definitions-5"><x:check-content-ref href="t-oval.xml" name="def:space"/></x:check></x:Rule>
    <x:Rule id="r_ocil"><x:title>manual</x:title>
     <x:check system="http://scap.nist.gov/schema/ocil/2"><x:check-content-ref href="t-ocil.xml" name="q"/></x:check></x:Rule>
    <x:Rule id="r_off" selected="true"><x:title>deselected</x:title></x:Rule>
@@ -91,6 +93,8 @@ const DS: &str = r##"<?xml version="1.0"?>
       <o:criterion test_ref="tst:dockerenv" /></o:criteria></o:definition>
     <o:definition id="def:part" class="compliance"><o:criteria>
       <o:criterion test_ref="tst:part"/></o:criteria></o:definition>
+    <o:definition id="def:space" class="compliance"><o:criteria>
+      <o:criterion test_ref="tst:space"/></o:criteria></o:definition>
    </o:definitions>
    <o:tests>
     <linux:dpkginfo_test id="tst:pkg_ssh" check="all" check_existence="at_least_one_exists" comment="openssh-server installed">
@@ -108,7 +112,9 @@ const DS: &str = r##"<?xml version="1.0"?>
     <unix:file_test id="tst:dockerenv" check="all" check_existence="none_exist">
      <unix:object object_ref="obj:dockerenv"/></unix:file_test>
     <linux:partition_test id="tst:part" check="all" check_existence="all_exist">
-     <linux:object object_ref="obj:part"/></linux:partition_test>
+     <linux:object object_ref="obj:part"/><linux:state state_ref="ste:nodev"/></linux:partition_test>
+    <linux:partition_test id="tst:space" check="all" check_existence="all_exist">
+     <linux:object object_ref="obj:all_mounts"/><linux:state state_ref="ste:space"/></linux:partition_test>
    </o:tests>
    <o:objects>
     <linux:dpkginfo_object id="obj:pkg_ssh"><linux:name>openssh-server</linux:name></linux:dpkginfo_object>
@@ -125,12 +131,15 @@ const DS: &str = r##"<?xml version="1.0"?>
      <ind:instance datatype="int">1</ind:instance></ind:textfilecontent54_object>
     <unix:file_object id="obj:dockerenv"><unix:path>/</unix:path><unix:filename>.dockerenv</unix:filename></unix:file_object>
     <linux:partition_object id="obj:part"><linux:mount_point>/tmp</linux:mount_point></linux:partition_object>
+    <linux:partition_object id="obj:all_mounts"><linux:mount_point operation="pattern match">^/.*</linux:mount_point></linux:partition_object>
    </o:objects>
    <o:states>
     <ind:textfilecontent54_state id="ste:no"><ind:subexpression operation="equals">no</ind:subexpression></ind:textfilecontent54_state>
     <unix:file_state id="ste:root_owned"><unix:user_id datatype="int">0</unix:user_id></unix:file_state>
     <unix:file_state id="ste:no_other" operator="AND"><unix:oread datatype="boolean">false</unix:oread><unix:owrite datatype="boolean">false</unix:owrite></unix:file_state>
     <unix:sysctl_state id="ste:zero"><unix:value datatype="int" operation="equals">0</unix:value></unix:sysctl_state>
+    <linux:partition_state id="ste:nodev"><linux:mount_options entity_check="at least one">nodev</linux:mount_options></linux:partition_state>
+    <linux:partition_state id="ste:space"><linux:space_left datatype="int" operation="greater than">0</linux:space_left></linux:partition_state>
     <ind:textfilecontent54_state id="ste:umask"><ind:subexpression var_ref="var:umask_re" operation="pattern match"/></ind:textfilecontent54_state>
    </o:states>
    <o:variables>
@@ -152,6 +161,10 @@ fn good() -> MemSystem {
         .file_with("/etc/shadow", "root:*:1::::::\n", 0o640, 0, 42)
         .file("/etc/profile.d/umask.sh", "umask 077\n")
         .file("/.dockerenv", "")
+        .file(
+            "/proc/1/mounts",
+            "overlay / overlay rw,relatime 0 0\ntmpfs /tmp tmpfs rw,nosuid,nodev 0 0\n/dev/sdb1 /srv/my\\040data ext4 rw 0 0\n",
+        )
         .sysctl_value("net.ipv4.ip_forward", "0");
     m
 }
@@ -210,7 +223,12 @@ fn compliant_system_passes_and_unsupported_is_notchecked() {
         Outcome::NotApplicable,
         "/.dockerenv: not a machine"
     );
-    assert_eq!(o["r_part"], Outcome::NotChecked);
+    assert_eq!(o["r_part"], Outcome::Pass, "/tmp mounted nodev");
+    assert_eq!(
+        o["r_space"],
+        Outcome::Error,
+        "space figures are not collected"
+    );
     assert_eq!(o["r_ocil"], Outcome::NotChecked);
     assert!(!o.contains_key("r_off"), "deselected by the profile");
     assert!(o.contains_key("r_in_group"), "group selected by default");
@@ -251,6 +269,16 @@ fn each_perturbation_fails_its_rule_only() {
         }),
         ("r_umask", |m| {
             m.file("/etc/profile.d/umask.sh", "umask 022\n");
+        }),
+        ("r_part", |m| {
+            m.file(
+                "/proc/1/mounts",
+                "overlay / overlay rw 0 0\ntmpfs /tmp tmpfs rw,nosuid 0 0\n",
+            );
+        }),
+        ("r_part", |m| {
+            // No /tmp mount: all_exist not met.
+            m.file("/proc/1/mounts", "overlay / overlay rw 0 0\n");
         }),
     ];
     for (rule, perturb) in rows {
@@ -320,9 +348,31 @@ fn evidence_and_rollup_name_what_was_seen() {
     assert_eq!(r.families["PCI-DSS"].failed, 1);
     let part = r.rules.iter().find(|r| r.id == "r_part").unwrap();
     assert!(
-        part.evidence.join(" ").contains("partition_object"),
+        part.evidence.join(" ").contains("/tmp"),
         "{:?}",
         part.evidence
+    );
+    let space = r.rules.iter().find(|r| r.id == "r_space").unwrap();
+    assert!(
+        space.evidence.join(" ").contains("no `space_left`"),
+        "{:?}",
+        space.evidence
+    );
+    let ocil = r.rules.iter().find(|r| r.id == "r_ocil").unwrap();
+    assert!(
+        ocil.evidence.join(" ").contains("no OVAL check"),
+        "{:?}",
+        ocil.evidence
+    );
+    // A mount point with an escaped space is unescaped.
+    let ev = vacsine_scap::oval::Evaluator::new(&ds.ovals["t-oval.xml"], &m, Default::default());
+    let all = ev.object("obj:all_mounts");
+    let vacsine_scap::oval::Collected::Items(items) = &*all else {
+        panic!("{all:?}")
+    };
+    assert!(
+        items.iter().any(|i| i["mount_point"] == ["/srv/my data"]),
+        "{items:?}"
     );
 }
 

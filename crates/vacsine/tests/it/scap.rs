@@ -1,7 +1,8 @@
 //! Issue 9, the oracle: `vacsine scap eval` against real `oscap xccdf eval` (Debian's
 //! `openscap-scanner` and `ssg-debian`) on this test's own Debian container (the demo's
 //! debootstrap base image, container `h-scap-<pid>`, removed at the end), on a clean node and
-//! on a perturbed one, for the SSG Debian 11 profiles that together select all its profiled rules. Every
+//! on a perturbed one and on the perturbed one seen as a machine (no `/.dockerenv`), for the
+//! SSG Debian 11 profiles that together select all its profiled rules. Every
 //! disagreement must be one explained in [`EXPLAINED`], and every explained one must occur.
 //!
 //! oscap runs offline on the container's root (`OSCAP_PROBE_ROOT=/proc/<pid>/root`), which
@@ -23,20 +24,97 @@ const DS: &str = "/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml";
 /// oscap's once (same rule sets) and are pinned in vacsine-scap's `ssg` test.
 const PROFILES: &[&str] = &["anssi_np_nt28_high", "standard"];
 
-/// (rule, scenario, why oscap and Vacsine disagree).
-const EXPLAINED: &[(&str, &str, &str)] = &[
+/// Why oscap (offline) and Vacsine may disagree on a rule: oscap's known offline faults.
+#[derive(Debug)]
+enum Why {
+    /// oscap's offline dpkginfo probe reads the host's dpkg database, not the scanned root's:
+    /// where the package's state differs between host and node, rules on it differ.
+    HostDpkg(&'static str),
+    /// oscap offline never reads runtime kernel parameters (it judges the configuration
+    /// files only); Vacsine reads the node's runtime value (for `fs.*`, `kernel.*`: the
+    /// host kernel's). Differs where the runtime value is not the wanted one.
+    RuntimeSysctl(&'static str, &'static str),
+}
+
+/// (rule, why, must occur whenever the cause is present): every disagreement must be here
+/// with its cause present; the `true` ones must also occur then.
+const EXPLAINED: &[(&str, Why, bool)] = &[
     (
         "package_inetutils-telnetd_removed",
-        "clean",
-        "oscap's offline dpkginfo probe reads the host's dpkg database, not the scanned root's: \
-         the host has no inetutils-telnetd, the container has it installed (Vacsine: fail, as dpkg -l in the node says)",
+        Why::HostDpkg("inetutils-telnetd"),
+        true,
+    ),
+    // Machine scenario: sshd rules pass in oscap as "openssh-server removed" (host).
+    (
+        "sshd_disable_empty_passwords",
+        Why::HostDpkg("openssh-server"),
+        false,
     ),
     (
-        "package_inetutils-telnetd_removed",
-        "perturbed",
-        "same oscap offline fault (host dpkg database)",
+        "sshd_disable_root_login",
+        Why::HostDpkg("openssh-server"),
+        false,
+    ),
+    (
+        "sshd_set_idle_timeout",
+        Why::HostDpkg("openssh-server"),
+        false,
+    ),
+    (
+        "sshd_set_keepalive_0",
+        Why::HostDpkg("openssh-server"),
+        false,
+    ),
+    (
+        "sshd_allow_only_protocol2",
+        Why::HostDpkg("openssh-server"),
+        false,
+    ),
+    (
+        "sysctl_fs_protected_symlinks",
+        Why::RuntimeSysctl("fs.protected_symlinks", "1"),
+        false,
+    ),
+    (
+        "sysctl_fs_protected_hardlinks",
+        Why::RuntimeSysctl("fs.protected_hardlinks", "1"),
+        false,
+    ),
+    (
+        "sysctl_fs_suid_dumpable",
+        Why::RuntimeSysctl("fs.suid_dumpable", "0"),
+        false,
+    ),
+    (
+        "sysctl_kernel_randomize_va_space",
+        Why::RuntimeSysctl("kernel.randomize_va_space", "2"),
+        false,
     ),
 ];
+
+fn dpkg_installed(out: &std::process::Output) -> bool {
+    String::from_utf8_lossy(&out.stdout).contains("install ok installed")
+}
+
+/// Is the cause of an explained disagreement present on this host and node?
+fn cause_present(why: &Why, node: &str) -> bool {
+    match why {
+        Why::HostDpkg(pkg) => {
+            let q = ["dpkg-query", "-W", "-f=${Status}", pkg];
+            let host = Command::new(q[0]).args(&q[1..]).output().unwrap();
+            let node = Command::new("docker")
+                .args(["exec", node])
+                .args(q)
+                .output()
+                .unwrap();
+            dpkg_installed(&host) != dpkg_installed(&node)
+        }
+        Why::RuntimeSysctl(key, want) => {
+            let path = format!("/proc/sys/{}", key.replace('.', "/"));
+            std::fs::read_to_string(path).unwrap_or_default().trim() != *want
+        }
+    }
+}
 
 struct Node(String);
 
@@ -216,13 +294,19 @@ fn issue9_scap_eval_agrees_with_oscap_on_a_debian_node() {
     )
     .unwrap();
 
-    let mut table = String::from("| scenario | rule | oscap | vacsine |\n|---|---|---|---|\n");
-    let mut seen_explained = std::collections::BTreeSet::new();
+    let mut table =
+        String::from("| scenario | rule | oscap | vacsine | why |\n|---|---|---|---|---|\n");
+    let mut seen_explained: std::collections::BTreeSet<(&str, &str)> = Default::default();
     let (mut agree, mut total, mut decided) = (0usize, 0usize, 0usize);
     let (mut o_secs, mut v_secs) = (0.0, 0.0);
     let (mut o_rss, mut v_rss) = (0u64, 0u64);
     let mut outcomes: BTreeMap<(String, String), String> = BTreeMap::new();
-    for scenario in ["clean", "perturbed"] {
+    // `machine`: the perturbed node without /.dockerenv, so SSG's machine-only rules (sshd,
+    // sysctl, partitions, services…) apply for both tools.
+    for scenario in ["clean", "perturbed", "machine"] {
+        if scenario == "machine" {
+            exec("rm -f /.dockerenv");
+        }
         if scenario == "perturbed" {
             exec(concat!(
                 "chmod 0644 /etc/shadow; chown 1:1 /etc/group; ",
@@ -262,21 +346,28 @@ fn issue9_scap_eval_agrees_with_oscap_on_a_debian_node() {
             }
             let why = EXPLAINED
                 .iter()
-                .find(|(r, s, _)| r == rule && *s == scenario)
+                .find(|(r, w, _)| r == rule && cause_present(w, &node.0))
                 .unwrap_or_else(|| {
                     panic!(
                         "unexplained disagreement on {rule} ({scenario}): oscap {o}, vacsine {v}"
                     )
                 });
-            seen_explained.insert((why.0, why.1));
-            table.push_str(&format!("| {scenario} | {rule} | {o} | {v} | {}\n", why.2));
+            seen_explained.insert((why.0, scenario));
+            table.push_str(&format!(
+                "| {scenario} | {rule} | {o} | {v} | {:?} |\n",
+                why.1
+            ));
         }
     }
-    for (r, s, _) in EXPLAINED {
-        assert!(
-            seen_explained.contains(&(*r, *s)),
-            "explained disagreement {r} ({s}) did not occur: update the table"
-        );
+    for (r, why, must) in EXPLAINED {
+        if *must && cause_present(why, &node.0) {
+            for s in ["clean", "perturbed", "machine"] {
+                assert!(
+                    seen_explained.contains(&(*r, s)),
+                    "{r} ({s}): {why:?} holds but oscap and Vacsine agreed: update the table"
+                );
+            }
+        }
     }
     // The perturbations are seen (the oracle agrees on them, so both tools saw them).
     for rule in [
@@ -317,6 +408,16 @@ fn issue9_scap_eval_agrees_with_oscap_on_a_debian_node() {
             .map(String::as_str),
         Some("pass")
     );
+    // Machine-only rules are evaluated in the machine scenario (partition: /proc/1/mounts).
+    for rule in ["partition_for_tmp", "partition_for_home"] {
+        assert_eq!(
+            outcomes
+                .get(&("machine".into(), rule.into()))
+                .map(String::as_str),
+            Some("fail"),
+            "{rule} machine"
+        );
+    }
     eprintln!("{table}");
     eprintln!(
         "agreement {agree}/{total} rule×scenario pairs ({:.1} %; {decided} agreed pairs are pass/fail, the rest notapplicable); time oscap {o_secs:.2} s vs vacsine {v_secs:.2} s ({:.1}×); max RSS oscap {o_rss} KiB vs vacsine {v_rss} KiB ({:.1}×)",
