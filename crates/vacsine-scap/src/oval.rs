@@ -191,6 +191,8 @@ pub struct Evaluator<'a> {
     regexes: RefCell<HashMap<String, Result<Rc<fancy_regex::Regex>, String>>>,
     dpkg: RefCell<Option<Result<Rc<String>, String>>>,
     depth: RefCell<usize>,
+    /// Objects and variables being computed: a reference back to one is a cycle.
+    busy: RefCell<std::collections::HashSet<String>>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -211,6 +213,7 @@ impl<'a> Evaluator<'a> {
             regexes: RefCell::default(),
             dpkg: RefCell::default(),
             depth: RefCell::new(0),
+            busy: RefCell::default(),
         }
     }
 
@@ -532,7 +535,12 @@ impl<'a> Evaluator<'a> {
         if let Some(v) = self.vars.borrow().get(id) {
             return v.clone();
         }
+        let key = format!("var {id}");
+        if !self.busy.borrow_mut().insert(key.clone()) {
+            return Err(Fault::Error(format!("variable {id} refers to itself")));
+        }
         let v = self.eval_variable(id);
+        self.busy.borrow_mut().remove(&key);
         self.vars.borrow_mut().insert(id.into(), v.clone());
         v
     }
@@ -633,7 +641,7 @@ impl<'a> Evaluator<'a> {
                         let e = if len < 0 {
                             chars.len()
                         } else {
-                            (s + len as usize).min(chars.len())
+                            s.saturating_add(len as usize).min(chars.len())
                         };
                         chars[s..e].iter().collect()
                     })
@@ -664,13 +672,22 @@ impl<'a> Evaluator<'a> {
                         .collect::<Result<_, _>>()?;
                     acc = Some(match acc {
                         None => nums,
-                        Some(a) => a
-                            .iter()
-                            .flat_map(|x| {
-                                nums.iter()
-                                    .map(move |y| if op == "multiply" { x * y } else { x + y })
-                            })
-                            .collect(),
+                        Some(a) => {
+                            let mut out = Vec::new();
+                            for x in &a {
+                                for y in &nums {
+                                    let r = if op == "multiply" {
+                                        x.checked_mul(*y)
+                                    } else {
+                                        x.checked_add(*y)
+                                    };
+                                    out.push(r.ok_or_else(|| {
+                                        Fault::Error(format!("arithmetic overflow: {x} {op} {y}"))
+                                    })?);
+                                }
+                            }
+                            out
+                        }
                     });
                 }
                 Ok(acc
@@ -700,6 +717,12 @@ impl<'a> Evaluator<'a> {
         if let Some(c) = self.objects.borrow().get(id) {
             return c.clone();
         }
+        let key = format!("obj {id}");
+        if !self.busy.borrow_mut().insert(key.clone()) {
+            return Rc::new(Collected::Fault(Fault::Error(format!(
+                "object {id} refers to itself"
+            ))));
+        }
         let c = Rc::new(match self.doc.objects.get(id) {
             Some(o) => match self.collect(o) {
                 Ok(items) => Collected::Items(items),
@@ -709,6 +732,7 @@ impl<'a> Evaluator<'a> {
                 "object {id} is not in the OVAL content"
             ))),
         });
+        self.busy.borrow_mut().remove(&key);
         self.objects.borrow_mut().insert(id.into(), c.clone());
         c
     }

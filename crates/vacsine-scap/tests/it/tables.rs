@@ -462,3 +462,44 @@ fn datatypes_and_operations() {
         Err(vacsine_scap::oval::Fault::Error(_))
     ));
 }
+
+/// Content that refers to itself or overflows gives `error`, not a crash.
+#[test]
+fn cycles_and_overflows_are_errors() {
+    let oval = r#"<oval_definitions xmlns="http://oval.mitre.org/XMLSchema/oval-definitions-5"
+      xmlns:ind="http://oval.mitre.org/XMLSchema/oval-definitions-5#independent">
+     <definitions>
+      <definition id="d:loop"><criteria><extend_definition definition_ref="d:loop"/></criteria></definition>
+      <definition id="d:var"><criteria><criterion test_ref="t:var"/></criteria></definition>
+      <definition id="d:set"><criteria><criterion test_ref="t:set"/></criteria></definition>
+      <definition id="d:big"><criteria><criterion test_ref="t:big"/></criteria></definition>
+     </definitions>
+     <tests>
+      <ind:variable_test id="t:var" check="all"><ind:object object_ref="o:var"/></ind:variable_test>
+      <ind:variable_test id="t:set" check="all"><ind:object object_ref="o:set"/></ind:variable_test>
+      <ind:variable_test id="t:big" check="all"><ind:object object_ref="o:big"/></ind:variable_test>
+     </tests>
+     <objects>
+      <ind:variable_object id="o:var"><ind:var_ref>v:self</ind:var_ref></ind:variable_object>
+      <ind:variable_object id="o:set"><set><object_reference>o:set</object_reference></set></ind:variable_object>
+      <ind:variable_object id="o:big"><ind:var_ref>v:big</ind:var_ref></ind:variable_object>
+     </objects>
+     <variables>
+      <local_variable id="v:self" datatype="string"><concat><literal_component>x</literal_component><variable_component var_ref="v:self"/></concat></local_variable>
+      <local_variable id="v:big" datatype="int"><arithmetic arithmetic_operation="multiply"><literal_component>9223372036854775807</literal_component><literal_component>2</literal_component></arithmetic></local_variable>
+     </variables>
+    </oval_definitions>"#;
+    let xml = format!(
+        "<ds:data-stream-collection xmlns:ds='http://scap.nist.gov/schema/scap/source/1.2'>\
+         <ds:component id='c_comp_x.xml'><Benchmark xmlns='http://checklists.nist.gov/xccdf/1.2' id='b'/></ds:component>\
+         <ds:component id='c_comp_o.xml'>{oval}</ds:component></ds:data-stream-collection>"
+    );
+    let ds = vacsine_scap::parse(&xml, "c.xml").unwrap();
+    let sys = MemSystem::new();
+    let ev = vacsine_scap::oval::Evaluator::new(&ds.ovals["o.xml"], &sys, Default::default());
+    for d in ["d:loop", "d:var", "d:set", "d:big"] {
+        assert_eq!(ev.definition(d), OvalResult::Error, "{d}");
+    }
+    let t = ev.test("t:big");
+    assert!(t.detail.contains("overflow"), "{t:?}");
+}
