@@ -128,3 +128,74 @@ fn ssg_debian11_profile_evaluates_on_an_empty_system() {
         }
     }
 }
+
+/// Coverage over every rule of the stream (not only the profiled ones), on an empty Debian 11
+/// machine: what Vacsine cannot evaluate yet, counted by reason.
+#[test]
+fn ssg_debian11_every_rule_coverage() {
+    let Some(mut ds) = load() else { return };
+    let selects: Vec<(String, bool)> = ds
+        .benchmark
+        .rules
+        .iter()
+        .map(|r| (r.id.clone(), true))
+        .chain(ds.benchmark.groups.keys().map(|g| (g.clone(), true)))
+        .collect();
+    ds.benchmark.profiles.push(vacsine_scap::ds::Profile {
+        id: "all".into(),
+        title: "every rule".into(),
+        extends: None,
+        selects,
+        refine_values: vec![],
+        set_values: vec![],
+    });
+    let mut sys = MemSystem::new();
+    sys.file("/etc/debian_version", "11.11\n");
+    let opts = vacsine_scap::Options {
+        container_as_machine: true,
+    };
+    let rep = vacsine_scap::evaluate(&ds, "all", &sys, &opts).unwrap();
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in &rep.rules {
+        if r.outcome == vacsine_scap::Outcome::NotChecked {
+            let why = r
+                .evidence
+                .iter()
+                .find_map(|e| {
+                    e.split(" — ")
+                        .nth(1)
+                        .filter(|d| d.contains("not supported"))
+                        .or_else(|| {
+                            (e.contains("no OVAL") || e.contains("no automated check"))
+                                .then_some(e.as_str())
+                        })
+                })
+                .unwrap_or("?")
+                .to_string();
+
+            *reasons.entry(why).or_default() += 1;
+        }
+    }
+    eprintln!("{} rules: {:?}", rep.rules.len(), rep.summary);
+    // Errors here come from the empty system only (no /proc/1/mounts).
+    for r in rep
+        .rules
+        .iter()
+        .filter(|r| r.outcome == vacsine_scap::Outcome::Error)
+    {
+        assert!(
+            r.evidence.join(" ").contains("/proc/1/mounts"),
+            "{}: {:?}",
+            r.id,
+            r.evidence
+        );
+    }
+    for (why, n) in &reasons {
+        eprintln!("{n:>4} notchecked: {why}");
+    }
+    assert_eq!(rep.rules.len(), ds.benchmark.rules.len());
+    assert!(
+        !reasons.contains_key("?"),
+        "a notchecked rule without its reason: {reasons:?}"
+    );
+}
