@@ -1062,6 +1062,12 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             let path = join(&dir, &name);
+            // Only regular files (or links to them) have text content.
+            if let Some(st) = self.sys.stat(&path).map_err(Fault::Error)? {
+                if matches!(st.kind, FileKind::Directory | FileKind::Other) {
+                    continue;
+                }
+            }
             let Some(bytes) = self.sys.read_file(&path).map_err(Fault::Error)? else {
                 continue;
             };

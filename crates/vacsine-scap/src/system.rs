@@ -177,11 +177,13 @@ impl MemSystem {
 }
 
 impl System for MemSystem {
+    /// Like the drivers: a directory or a special file is an error, not "absent".
     fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
-        Ok(self
-            .resolve(path)
-            .filter(|e| e.0.kind == FileKind::Regular)
-            .map(|e| e.1.clone()))
+        match self.resolve(path) {
+            None => Ok(None),
+            Some((st, content)) if st.kind == FileKind::Regular => Ok(Some(content.clone())),
+            Some(_) => Err(format!("{path} is not a regular file")),
+        }
     }
     fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>, String> {
         match self.resolve(path) {

@@ -120,7 +120,7 @@ const DS: &str = r##"<?xml version="1.0"?>
     <linux:dpkginfo_object id="obj:pkg_ssh"><linux:name>openssh-server</linux:name></linux:dpkginfo_object>
     <linux:dpkginfo_object id="obj:telnetd"><linux:name operation="pattern match">^telnetd.*$</linux:name></linux:dpkginfo_object>
     <ind:textfilecontent54_object id="obj:ssh_root">
-     <ind:path>/etc/ssh</ind:path><ind:filename operation="pattern match">^sshd_config$</ind:filename>
+     <ind:path>/etc/ssh</ind:path><ind:filename operation="pattern match">^sshd_config.*$</ind:filename>
      <ind:pattern operation="pattern match">^[\s]*(?i)PermitRootLogin(?-i)[\s]+(.+?)[\s]*$</ind:pattern>
      <ind:instance datatype="int" operation="greater than or equal">1</ind:instance></ind:textfilecontent54_object>
     <unix:file_object id="obj:shadow"><unix:filepath>/etc/shadow</unix:filepath></unix:file_object>
@@ -158,6 +158,8 @@ fn good() -> MemSystem {
     let mut m = MemSystem::new();
     m.file("/var/lib/dpkg/status", DPKG)
         .file("/etc/ssh/sshd_config", "# comment\nPermitRootLogin no\n")
+        // Matches the file name pattern but is a directory: not read.
+        .dir("/etc/ssh/sshd_config.d", 0o755)
         .file_with("/etc/shadow", "root:*:1::::::\n", 0o640, 0, 42)
         .file("/etc/profile.d/umask.sh", "umask 077\n")
         .file("/.dockerenv", "")
@@ -269,6 +271,12 @@ fn each_perturbation_fails_its_rule_only() {
         }),
         ("r_umask", |m| {
             m.file("/etc/profile.d/umask.sh", "umask 022\n");
+        }),
+        ("r_umask", |m| {
+            // A directory whose name matches the pattern is not a file to read; the file
+            // next to it decides.
+            m.dir("/etc/profile.d/old.sh", 0o755)
+                .file("/etc/profile.d/z.sh", "umask 022\n");
         }),
         ("r_part", |m| {
             m.file(
