@@ -88,40 +88,9 @@ impl NodeSystem {
         }
         l
     }
-}
 
-impl System for NodeSystem {
-    /// One `find` over every directory down to `depth`: each directory met above that depth
-    /// is cached as listed (maybe empty); a start point that is not a directory or is
-    /// missing is cached as `None`.
-    fn prefetch_dirs(&self, dirs: &[String], depth: usize) {
-        let mut dirs: Vec<String> = dirs
-            .iter()
-            .filter(|d| d.starts_with('/'))
-            .map(|d| norm(d))
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        if dirs.is_empty() || depth == 0 {
-            return;
-        }
-        let mut argv: Vec<String> = vec!["find".into(), "-H".into()];
-        argv.extend(dirs.iter().cloned());
-        argv.extend([
-            "-mindepth".into(),
-            "0".into(),
-            "-maxdepth".into(),
-            depth.to_string(),
-        ]);
-        argv.extend([
-            "-printf".into(),
-            "%d\\0%p\\0%h\\0%f\\0%y\\0%m\\0%U\\0%G\\0%s\\0".into(),
-        ]);
-        self.execs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Ok(out) = self.rt.block_on(self.ops.exec(&argv, &[], None, TIMEOUT)) else {
-            return;
-        };
+    /// Caches the listings a prefetch `find` printed.
+    fn cache_listing(&self, dirs: &[String], depth: usize, out: &vacsine_core::node::ExecOutput) {
         if out.timed_out || out.stdout_dropped > 0 {
             return;
         }
@@ -145,7 +114,7 @@ impl System for NodeSystem {
                 .push((s(3), parse_stat(&[f[3], f[4], f[5], f[6], f[7], f[8]])));
         }
         if let Ok(mut m) = self.dirs.lock() {
-            for d in &dirs {
+            for d in dirs {
                 if !is_dir.contains_key(d) {
                     m.insert(d.clone(), Ok(None));
                 }
@@ -153,6 +122,51 @@ impl System for NodeSystem {
             for (d, yes) in is_dir {
                 let listing = yes.then(|| listed.remove(&d).unwrap_or_default());
                 m.insert(d, Ok(listing));
+            }
+        }
+    }
+}
+
+impl System for NodeSystem {
+    /// One `find` per group (directories, depth), the groups' programs run concurrently:
+    /// each directory met above its depth is cached as listed (maybe empty); a start point
+    /// that is not a directory or is missing is cached as `None`.
+    fn prefetch_dirs(&self, groups: &[(Vec<String>, usize)]) {
+        let mut runs = Vec::new();
+        for (dirs, depth) in groups {
+            let mut dirs: Vec<String> = dirs
+                .iter()
+                .filter(|d| d.starts_with('/'))
+                .map(|d| norm(d))
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            if dirs.is_empty() || *depth == 0 {
+                continue;
+            }
+            let mut argv: Vec<String> = vec!["find".into(), "-H".into()];
+            argv.extend(dirs.iter().cloned());
+            argv.extend([
+                "-mindepth".into(),
+                "0".into(),
+                "-maxdepth".into(),
+                depth.to_string(),
+            ]);
+            argv.extend([
+                "-printf".into(),
+                "%d\\0%p\\0%h\\0%f\\0%y\\0%m\\0%U\\0%G\\0%s\\0".into(),
+            ]);
+            self.execs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ops = self.ops.clone();
+            let task = self
+                .rt
+                .spawn(async move { ops.exec(&argv, &[], None, TIMEOUT).await });
+            runs.push((dirs, *depth, task));
+        }
+        for (dirs, depth, task) in runs {
+            if let Ok(Ok(out)) = self.rt.block_on(task) {
+                self.cache_listing(&dirs, depth, &out);
             }
         }
     }

@@ -53,11 +53,11 @@ pub trait System {
     /// A kernel parameter as the running system sees it (`net.ipv4.ip_forward`).
     fn sysctl(&self, key: &str) -> Result<Option<String>, String>;
     fn uname(&self) -> Result<Uname, String>;
-    /// A hint: these directories (and their subdirectories down to `depth`) are about to be
-    /// listed; a driver that pays per call lists them all at once. Errors are left to the
-    /// later calls.
-    fn prefetch_dirs(&self, dirs: &[String], depth: usize) {
-        let _ = (dirs, depth);
+    /// A hint: these groups of directories (each with its subdirectories down to its depth)
+    /// are about to be listed; a driver that pays per call lists them all at once. Errors are
+    /// left to the later calls.
+    fn prefetch_dirs(&self, groups: &[(Vec<String>, usize)]) {
+        let _ = groups;
     }
 }
 

@@ -240,11 +240,13 @@ pub fn evaluate(
             }
         }
     }
+    let (mut dirs, mut walked) = (Vec::new(), Vec::new());
     for doc in ds.ovals.values() {
-        let (dirs, walked) = crate::oval::directories(doc);
-        sys.prefetch_dirs(&dirs, 1);
-        sys.prefetch_dirs(&walked, 3);
+        let (d, w) = crate::oval::directories(doc);
+        dirs.extend(d);
+        walked.extend(w);
     }
+    sys.prefetch_dirs(&[(dirs, 1), (walked, 3)]);
     let evaluators: HashMap<&str, Evaluator> = ds
         .ovals
         .iter()
