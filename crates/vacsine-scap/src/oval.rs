@@ -747,6 +747,7 @@ impl<'a> Evaluator<'a> {
                 "dpkginfo_object" => self.collect_dpkg(o)?,
                 "sysctl_object" => self.collect_sysctl(o)?,
                 "partition_object" => self.collect_partition(o)?,
+                "password_object" => self.collect_password(o)?,
                 "family_object" => vec![item(&[("family", "unix")])],
                 "uname_object" => {
                     let u = self.sys.uname().map_err(Fault::Error)?;
@@ -1278,6 +1279,51 @@ impl<'a> Evaluator<'a> {
         Ok(items)
     }
 
+    /// Accounts of the node's `/etc/passwd` (username, password field, ids, gcos, home,
+    /// shell); `last_login` is not collected.
+    fn collect_password(&self, o: &Elem) -> Result<Vec<Item>, Fault> {
+        let Some(user) = o.child("username") else {
+            return Err(Fault::Error("password_object without username".into()));
+        };
+        let (op, vals) = self.entity_values(user)?;
+        let Some(bytes) = self.sys.read_file("/etc/passwd").map_err(Fault::Error)? else {
+            return Ok(Vec::new());
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let mut items = Vec::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() < 7 || line.starts_with('#') {
+                continue;
+            }
+            let mut hit = false;
+            for v in &vals {
+                hit |= match op.as_str() {
+                    "equals" => f[0] == v,
+                    "not equal" => f[0] != v,
+                    "pattern match" => self.is_match(v, f[0])?,
+                    other => {
+                        return Err(Fault::NotChecked(format!(
+                            "username operation `{other}` is not supported"
+                        )))
+                    }
+                };
+            }
+            if hit {
+                items.push(item(&[
+                    ("username", f[0]),
+                    ("password", f[1]),
+                    ("user_id", f[2]),
+                    ("group_id", f[3]),
+                    ("gcos", f[4]),
+                    ("home_dir", f[5]),
+                    ("login_shell", f[6]),
+                ]));
+            }
+        }
+        Ok(items)
+    }
+
     fn collect_sysctl(&self, o: &Elem) -> Result<Vec<Item>, Fault> {
         let Some(name) = o.child("name") else {
             return Err(Fault::Error("sysctl_object without name".into()));
@@ -1593,6 +1639,7 @@ fn summarize(items: &[Item]) -> String {
                 "family",
                 "os_release",
                 "mount_point",
+                "username",
             ]
             .iter()
             .find_map(|k| i.get(*k).and_then(|v| v.first()).map(|v| v.to_string()))

@@ -35,7 +35,7 @@ const DS: &str = r##"<?xml version="1.0"?>
     <x:select idref="r_ssh" selected="true"/><x:select idref="r_shadow" selected="true"/>
     <x:select idref="r_telnet" selected="true"/><x:select idref="r_fwd" selected="true"/>
     <x:select idref="r_umask" selected="true"/><x:select idref="r_machine" selected="true"/>
-    <x:select idref="r_part" selected="true"/><x:select idref="r_space" selected="true"/><x:select idref="r_ocil" selected="true"/>
+    <x:select idref="r_part" selected="true"/><x:select idref="r_space" selected="true"/><x:select idref="r_shadowed" selected="true"/><x:select idref="r_ocil" selected="true"/>
     <x:select idref="r_off" selected="false"/>
     <x:refine-value idref="v_umask" selector="strict"/>
    </x:Profile>
@@ -63,6 +63,8 @@ const DS: &str = r##"<?xml version="1.0"?>
     <x:check system="http://oval.mitre.org/XMLSchema/oval-definitions-5"><x:check-content-ref href="t-oval.xml" name="def:ssh"/></x:check></x:Rule>
    <x:Rule id="r_part"><x:title>partition</x:title>
     <x:check system="http://oval.mitre.org/XMLSchema/oval-definitions-5"><x:check-content-ref href="t-oval.xml" name="def:part"/></x:check></x:Rule>
+   <x:Rule id="r_shadowed"><x:title>hashes shadowed</x:title>
+    <x:check system="http://oval.mitre.org/XMLSchema/oval-definitions-5"><x:check-content-ref href="t-oval.xml" name="def:shadowed"/></x:check></x:Rule>
    <x:Rule id="r_space"><x:title>space</x:title>
     <x:check system="http://oval.mitre.org/XMLSchema/oval-definitions-5"><x:check-content-ref href="t-oval.xml" name="def:space"/></x:check></x:Rule>
    <x:Rule id="r_ocil"><x:title>manual</x:title>
@@ -93,6 +95,8 @@ const DS: &str = r##"<?xml version="1.0"?>
       <o:criterion test_ref="tst:dockerenv" /></o:criteria></o:definition>
     <o:definition id="def:part" class="compliance"><o:criteria>
       <o:criterion test_ref="tst:part"/></o:criteria></o:definition>
+    <o:definition id="def:shadowed" class="compliance"><o:criteria>
+      <o:criterion test_ref="tst:shadowed"/></o:criteria></o:definition>
     <o:definition id="def:space" class="compliance"><o:criteria>
       <o:criterion test_ref="tst:space"/></o:criteria></o:definition>
    </o:definitions>
@@ -113,6 +117,8 @@ const DS: &str = r##"<?xml version="1.0"?>
      <unix:object object_ref="obj:dockerenv"/></unix:file_test>
     <linux:partition_test id="tst:part" check="all" check_existence="all_exist">
      <linux:object object_ref="obj:part"/><linux:state state_ref="ste:nodev"/></linux:partition_test>
+    <unix:password_test id="tst:shadowed" check="all">
+     <unix:object object_ref="obj:users"/><unix:state state_ref="ste:xstar"/></unix:password_test>
     <linux:partition_test id="tst:space" check="all" check_existence="all_exist">
      <linux:object object_ref="obj:all_mounts"/><linux:state state_ref="ste:space"/></linux:partition_test>
    </o:tests>
@@ -131,6 +137,7 @@ const DS: &str = r##"<?xml version="1.0"?>
      <ind:instance datatype="int">1</ind:instance></ind:textfilecontent54_object>
     <unix:file_object id="obj:dockerenv"><unix:path>/</unix:path><unix:filename>.dockerenv</unix:filename></unix:file_object>
     <linux:partition_object id="obj:part"><linux:mount_point>/tmp</linux:mount_point></linux:partition_object>
+    <unix:password_object id="obj:users"><unix:username operation="pattern match">.*</unix:username></unix:password_object>
     <linux:partition_object id="obj:all_mounts"><linux:mount_point operation="pattern match">^/.*</linux:mount_point></linux:partition_object>
    </o:objects>
    <o:states>
@@ -138,6 +145,7 @@ const DS: &str = r##"<?xml version="1.0"?>
     <unix:file_state id="ste:root_owned"><unix:user_id datatype="int">0</unix:user_id></unix:file_state>
     <unix:file_state id="ste:no_other" operator="AND"><unix:oread datatype="boolean">false</unix:oread><unix:owrite datatype="boolean">false</unix:owrite></unix:file_state>
     <unix:sysctl_state id="ste:zero"><unix:value datatype="int" operation="equals">0</unix:value></unix:sysctl_state>
+    <unix:password_state id="ste:xstar"><unix:password operation="pattern match">^[x*]$</unix:password></unix:password_state>
     <linux:partition_state id="ste:nodev"><linux:mount_options entity_check="at least one">nodev</linux:mount_options></linux:partition_state>
     <linux:partition_state id="ste:space"><linux:space_left datatype="int" operation="greater than">0</linux:space_left></linux:partition_state>
     <ind:textfilecontent54_state id="ste:umask"><ind:subexpression var_ref="var:umask_re" operation="pattern match"/></ind:textfilecontent54_state>
@@ -162,6 +170,10 @@ fn good() -> MemSystem {
         .dir("/etc/ssh/sshd_config.d", 0o755)
         .file_with("/etc/shadow", "root:*:1::::::\n", 0o640, 0, 42)
         .file("/etc/profile.d/umask.sh", "umask 077\n")
+        .file(
+            "/etc/passwd",
+            "root:x:0:0:root:/root:/bin/bash\nnobody:*:65534:65534::/:/usr/sbin/nologin\n",
+        )
         .file("/.dockerenv", "")
         .file(
             "/proc/1/mounts",
@@ -219,6 +231,7 @@ fn compliant_system_passes_and_unsupported_is_notchecked() {
         "config-files only is not installed"
     );
     assert_eq!(o["r_fwd"], Outcome::Pass);
+    assert_eq!(o["r_shadowed"], Outcome::Pass);
     assert_eq!(o["r_umask"], Outcome::Pass);
     assert_eq!(
         o["r_machine"],
@@ -264,6 +277,12 @@ fn each_perturbation_fails_its_rule_only() {
             m.file(
                 "/var/lib/dpkg/status",
                 &DPKG.replace("deinstall ok config-files", "hold ok unpacked"),
+            );
+        }),
+        ("r_shadowed", |m| {
+            m.file(
+                "/etc/passwd",
+                "root:x:0:0:root:/root:/bin/bash\nold:$1$salt$hash:1001:1001::/home/old:/bin/sh\n",
             );
         }),
         ("r_fwd", |m| {
