@@ -113,10 +113,16 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
-    /// Check a policy's requirements on a target (read-only).
+    /// SCAP content (SSG data streams): list profiles, evaluate a profile on a target.
+    Scap {
+        #[command(subcommand)]
+        action: ScapAction,
+    },
+    /// Check a policy's requirements on a target (read-only); or, with `--scap DS --profile
+    /// ID`, a SCAP profile evaluated natively (as `vacsine scap eval`).
     Check {
         #[command(flatten)]
-        io: PolicyTarget,
+        io: CheckInputs,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
@@ -238,4 +244,66 @@ pub enum SchemaKind {
     Policy,
     Target,
     Workflow,
+}
+
+/// `check`'s inputs: a policy, or a SCAP data stream and one of its profiles.
+#[derive(Args, Debug, Clone)]
+pub struct CheckInputs {
+    /// Policy file (kind: Policy).
+    #[arg(
+        long,
+        short = 'p',
+        required_unless_present = "scap",
+        conflicts_with = "scap"
+    )]
+    pub policy: Option<PathBuf>,
+    /// Target system description (kind: Target).
+    #[arg(long, short = 't')]
+    pub target: PathBuf,
+    /// Extra catalog folders or workflow files (besides the policy's `spec.catalog`).
+    #[arg(long = "catalog")]
+    pub catalog: Vec<PathBuf>,
+    /// A SCAP 1.3 source data stream to evaluate instead of a policy (needs `--profile`).
+    #[arg(long, requires = "profile")]
+    pub scap: Option<PathBuf>,
+    /// The data stream's profile (full id or short form such as `anssi_np_nt28_high`).
+    #[arg(long, requires = "scap")]
+    pub profile: Option<String>,
+    /// With `--scap`: evaluate rules restricted to machines (SSG's `machine` platform) on
+    /// containers too.
+    #[arg(long, requires = "scap")]
+    pub container_as_machine: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScapAction {
+    /// List a data stream's profiles with their number of selected rules.
+    Profiles {
+        /// SCAP 1.3 source data stream (e.g. /usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml).
+        datastream: PathBuf,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
+    /// Evaluate a profile natively (XCCDF + OVAL) on every node of a target (read-only).
+    /// Exit 0 when no rule fails, 2 when some rule fails or errs, 1 on bad input.
+    Eval {
+        /// SCAP 1.3 source data stream.
+        datastream: PathBuf,
+        /// Profile id (full, or its short form such as `anssi_np_nt28_high`).
+        #[arg(long)]
+        profile: String,
+        /// Target system description (kind: Target).
+        #[arg(long, short = 't')]
+        target: PathBuf,
+        /// Only this node of the target.
+        #[arg(long)]
+        node: Option<String>,
+        /// Evaluate rules restricted to machines (SSG's `machine` platform) on containers too.
+        #[arg(long)]
+        container_as_machine: bool,
+        /// `human` or `json` (one JSON object per node).
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
 }

@@ -47,6 +47,9 @@ fn wants_json_errors(cmd: &Command) -> bool {
         | Command::Logs { format, .. }
         | Command::Watch { format, .. } => simple(format),
         Command::Schema { .. } => false,
+        Command::Scap { action } => match action {
+            ScapAction::Profiles { format, .. } | ScapAction::Eval { format, .. } => simple(format),
+        },
     }
 }
 
@@ -63,7 +66,27 @@ pub async fn dispatch(cli: Cli) -> i32 {
             catalog,
             format,
         } => Ok(validate(&files, &catalog, format).await),
-        Command::Check { io, format } => check(&io, format).await,
+        Command::Check { io, format } => match (io.scap, io.profile, io.policy) {
+            (Some(datastream), Some(profile), _) => {
+                crate::scapcmd::check_scap(
+                    datastream,
+                    profile,
+                    io.target,
+                    io.container_as_machine,
+                    format,
+                )
+                .await
+            }
+            (_, _, policy) => {
+                let io = PolicyTarget {
+                    policy: policy.unwrap_or_default(),
+                    target: io.target,
+                    catalog: io.catalog,
+                };
+                check(&io, format).await
+            }
+        },
+        Command::Scap { action } => crate::scapcmd::scap(action).await,
         Command::Plan { io, format } => plan(&io, format).await,
         Command::Enforce {
             io,
@@ -131,7 +154,7 @@ fn error_json(e: &miette::Report) -> serde_json::Value {
 
 /// An error object on one line of stdout: valid JSON for the commands that print one
 /// document and one line of the JSON Lines that `run` and `logs` print.
-fn print_json_line(v: &serde_json::Value) {
+pub(crate) fn print_json_line(v: &serde_json::Value) {
     print(&format!("{v}\n"));
 }
 
@@ -166,13 +189,13 @@ pub fn print_diagnostics(errors: Vec<LoadError>) -> i32 {
     EXIT_ERROR
 }
 
-fn print(s: &str) {
+pub(crate) fn print(s: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(s.as_bytes());
     let _ = out.flush();
 }
 
-fn print_json(v: &impl serde::Serialize) {
+pub(crate) fn print_json(v: &impl serde::Serialize) {
     match serde_json::to_string_pretty(v) {
         Ok(s) => print(&format!("{s}\n")),
         Err(e) => eprintln!("error: cannot render JSON: {e}"),

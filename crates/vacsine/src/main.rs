@@ -8,6 +8,7 @@ mod commands;
 mod drivers;
 mod progress;
 mod runcmd;
+mod scapcmd;
 mod watch;
 
 use clap::Parser;

@@ -1,0 +1,2 @@
+mod ssg;
+mod tables;

@@ -1,0 +1,201 @@
+//! Against the real SSG Debian content (`ssg-debian` package); skipped with a message when
+//! the package is not installed.
+
+use std::time::Instant;
+use vacsine_scap::system::MemSystem;
+use vacsine_scap::xccdf::{find_profile, selected_rules};
+
+const DS: &str = "/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml";
+
+fn load() -> Option<vacsine_scap::DataStream> {
+    let Ok(text) = std::fs::read_to_string(DS) else {
+        eprintln!("SKIP: {DS} missing (apt-get install ssg-debian)");
+        return None;
+    };
+    let t = Instant::now();
+    let ds = vacsine_scap::parse(&text, DS).expect("SSG data stream parses");
+    eprintln!("parsed {} bytes in {:?}", text.len(), t.elapsed());
+    Some(ds)
+}
+
+#[test]
+fn ssg_debian11_profiles_rules_and_oval_are_parsed() {
+    let Some(ds) = load() else { return };
+    let b = &ds.benchmark;
+    assert_eq!(b.id, "xccdf_org.ssgproject.content_benchmark_DEBIAN-11");
+    assert_eq!(b.profiles.len(), 5);
+    // The numbers `oscap xccdf eval` evaluates for each profile (same rule sets, checked once).
+    let counts: Vec<(String, usize)> = b
+        .profiles
+        .iter()
+        .map(|p| {
+            (
+                p.id.rsplit("_profile_").next().unwrap().to_string(),
+                selected_rules(&ds, p).len(),
+            )
+        })
+        .collect();
+    let want = [
+        ("anssi_np_nt28_average", 45),
+        ("anssi_np_nt28_high", 50),
+        ("anssi_np_nt28_minimal", 24),
+        ("anssi_np_nt28_restrictive", 49),
+        ("standard", 44),
+    ];
+    assert_eq!(
+        counts,
+        want.iter()
+            .map(|(p, n)| (p.to_string(), *n))
+            .collect::<Vec<_>>()
+    );
+    let all: std::collections::BTreeSet<&str> = b
+        .profiles
+        .iter()
+        .flat_map(|p| selected_rules(&ds, p))
+        .map(|r| r.id.as_str())
+        .collect();
+    let two: std::collections::BTreeSet<&str> = ["anssi_np_nt28_high", "standard"]
+        .iter()
+        .flat_map(|p| selected_rules(&ds, find_profile(&ds, p).unwrap()))
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(
+        all, two,
+        "high ∪ standard selects every profiled rule (the oracle's choice)"
+    );
+    assert_eq!(all.len(), 51);
+    let high = find_profile(&ds, "anssi_np_nt28_high").unwrap();
+    let rules = selected_rules(&ds, high);
+    assert!(rules
+        .iter()
+        .any(|r| r.id.ends_with("sshd_disable_root_login")));
+    let oval = ds
+        .ovals
+        .get("ssg-debian11-oval.xml")
+        .expect("oval component by its catalog name");
+    assert!(oval
+        .definitions
+        .contains_key("oval:ssg-sshd_disable_root_login:def:1"));
+    assert!(ds.ovals.contains_key("ssg-debian11-cpe-oval.xml"));
+    assert!(ds.platform_specs.contains_key("machine"));
+    let r = rules
+        .iter()
+        .find(|r| r.id.ends_with("sshd_disable_root_login"))
+        .unwrap();
+    let c = r.check.as_ref().unwrap();
+    assert_eq!(c.exports[0].0, "oval:ssg-sshd_required:var:1");
+    assert!(r.references.iter().any(|x| x.text == "BP28(R19)"));
+}
+
+#[test]
+fn ssg_debian11_profile_evaluates_on_an_empty_system() {
+    let Some(ds) = load() else { return };
+    let sys = MemSystem::new();
+    let t = Instant::now();
+    let rep = vacsine_scap::evaluate(&ds, "anssi_np_nt28_high", &sys, &Default::default()).unwrap();
+    eprintln!("evaluated in {:?}: {:?}", t.elapsed(), rep.summary);
+    // Not Debian 11 (no /etc/debian_version): the benchmark's platform excludes every rule.
+    assert_eq!(
+        rep.summary.get(&vacsine_scap::Outcome::NotApplicable),
+        Some(&50)
+    );
+    // Declared Debian 11, empty otherwise, evaluated as a machine: every rule gets an outcome
+    // from its OVAL, and what Vacsine cannot evaluate yet says why.
+    let mut sys = MemSystem::new();
+    sys.file("/etc/debian_version", "11.11\n");
+    let opts = vacsine_scap::Options {
+        container_as_machine: true,
+    };
+    let rep = vacsine_scap::evaluate(&ds, "anssi_np_nt28_high", &sys, &opts).unwrap();
+    eprintln!("{:?}", rep.summary);
+    for r in &rep.rules {
+        // Only packages' platforms (audit, …) can exclude a rule now.
+        assert!(
+            !r.evidence
+                .iter()
+                .any(|e| e.contains("`machine`") || e.contains("debian_linux")),
+            "{}: {:?}",
+            r.id,
+            r.evidence
+        );
+        if r.outcome == vacsine_scap::Outcome::NotChecked {
+            assert!(
+                r.evidence.iter().any(|e| e.contains("not supported")),
+                "{}: {:?}",
+                r.id,
+                r.evidence
+            );
+        }
+    }
+}
+
+/// Coverage over every rule of the stream (not only the profiled ones), on an empty Debian 11
+/// machine: what Vacsine cannot evaluate yet, counted by reason.
+#[test]
+fn ssg_debian11_every_rule_coverage() {
+    let Some(mut ds) = load() else { return };
+    let selects: Vec<(String, bool)> = ds
+        .benchmark
+        .rules
+        .iter()
+        .map(|r| (r.id.clone(), true))
+        .chain(ds.benchmark.groups.keys().map(|g| (g.clone(), true)))
+        .collect();
+    ds.benchmark.profiles.push(vacsine_scap::ds::Profile {
+        id: "all".into(),
+        title: "every rule".into(),
+        extends: None,
+        selects,
+        refine_values: vec![],
+        set_values: vec![],
+    });
+    let mut sys = MemSystem::new();
+    sys.file("/etc/debian_version", "11.11\n");
+    let opts = vacsine_scap::Options {
+        container_as_machine: true,
+    };
+    let rep = vacsine_scap::evaluate(&ds, "all", &sys, &opts).unwrap();
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in &rep.rules {
+        if r.outcome == vacsine_scap::Outcome::NotChecked {
+            let why = r
+                .evidence
+                .iter()
+                .find_map(|e| {
+                    e.split(" — ")
+                        .nth(1)
+                        .filter(|d| d.contains("not supported"))
+                        .or_else(|| {
+                            (e.contains("no OVAL") || e.contains("no automated check"))
+                                .then_some(e.as_str())
+                        })
+                })
+                .unwrap_or("?")
+                .to_string();
+
+            *reasons.entry(why).or_default() += 1;
+        }
+    }
+    eprintln!("{} rules: {:?}", rep.rules.len(), rep.summary);
+    // Errors here come from the empty system only (no /proc/1/mounts).
+    for r in rep
+        .rules
+        .iter()
+        .filter(|r| r.outcome == vacsine_scap::Outcome::Error)
+    {
+        assert!(
+            r.evidence.join(" ").contains("/proc/1/mounts"),
+            "{}: {:?}",
+            r.id,
+            r.evidence
+        );
+    }
+    for (why, n) in &reasons {
+        eprintln!("{n:>4} notchecked: {why}");
+    }
+    assert_eq!(rep.rules.len(), ds.benchmark.rules.len());
+    assert!(
+        !reasons.contains_key("?"),
+        "a notchecked rule without its reason: {reasons:?}"
+    );
+}
