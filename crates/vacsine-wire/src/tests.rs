@@ -86,12 +86,13 @@ fn refusals_table() {
         .is_ok());
 
     type Mutate = Box<dyn Fn(&mut Envelope, &mut i64)>;
+    type Row = (&'static str, Mutate, fn(&WireError) -> bool);
     let flip_ct: Mutate = Box::new(|e, _| {
         let mut ct = B64.decode(&e.ct).unwrap();
         ct[0] ^= 1;
         e.ct = B64.encode(ct);
     });
-    let rows: Vec<(&str, Mutate, fn(&WireError) -> bool)> = vec![
+    let rows: Vec<Row> = vec![
         (
             "another method",
             Box::new(|e, _| e.method = "GET".into()),
