@@ -354,16 +354,7 @@ impl Srv {
             .opener
             .open(&self.keys, &from, b, None, &env, now_ms())?;
         if let Some(t) = agent.revoked_ms {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "revoked",
-                format!(
-                    "agent `{}` of site `{}` was revoked at {}; enrol it again with a new intake key",
-                    agent.name,
-                    agent.site,
-                    rfc3339(t)
-                ),
-            ));
+            return Err(revoked(&agent, t));
         }
         self.store.touch_agent(&agent.id, now_ms()).await?;
         match path {
@@ -503,6 +494,15 @@ impl Srv {
         let mut rx = self.queue.subscribe();
         loop {
             rx.mark_unchanged();
+            // Revoked while waiting: refused at once, not at the next poll.
+            if let Some(t) = self
+                .store
+                .agent(&agent.id)
+                .await?
+                .and_then(|a| a.revoked_ms)
+            {
+                return Err(revoked(agent, t));
+            }
             if let Some(run) = self
                 .store
                 .lease_next(&agent.site, &agent.id, now_ms(), self.lease_ttl_ms)
@@ -545,6 +545,19 @@ impl Srv {
             ))
         }
     }
+}
+
+fn revoked(agent: &AgentRow, at: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "revoked",
+        format!(
+            "agent `{}` of site `{}` was revoked at {}; enrol it again with a new intake key",
+            agent.name,
+            agent.site,
+            rfc3339(at)
+        ),
+    )
 }
 
 fn valid_name(name: &str) -> ApiResult<()> {
@@ -617,6 +630,8 @@ async fn revoke(
         Some(a) => s.store.revoke_agent(&name, a, now_ms()).await?,
         None => s.store.revoke_site(&name, now_ms()).await?,
     }
+    // Wake long polls: a revoked agent is refused now.
+    s.queue.send_modify(|n| *n += 1);
     Ok(Json(serde_json::json!({ "revoked": true })))
 }
 
