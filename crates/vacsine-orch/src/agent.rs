@@ -230,8 +230,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     );
     let up = tokio::spawn(uploader(sh.clone()));
     let rn = tokio::spawn(renewer(sh.clone()));
+    let mut stop = stop_on_signals();
     let mut backoff = Backoff::default();
     let r = loop {
+        if *stop.borrow() > 0 {
+            break Ok(());
+        }
         let poll = sh.link.call::<_, proto::PollResponse>(
             proto::POLL,
             &sh.agent_id,
@@ -242,21 +246,80 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         let r = tokio::select! {
             r = poll => r,
             _ = fatal_rx.changed() => break Err(anyhow!("{}", fatal_rx.borrow().clone().unwrap_or_default())),
+            // Draining: no new work (a lease given to the abandoned poll expires and is
+            // re-offered).
+            _ = stop.changed() => break Ok(()),
         };
         match r {
             Ok(p) => {
                 backoff.ok("polling");
                 if let Some(w) = p.work {
-                    execute(&sh, w).await;
+                    let run_id = w.run_id.clone();
+                    let job = execute(&sh, w);
+                    tokio::pin!(job);
+                    loop {
+                        tokio::select! {
+                            () = &mut job => break,
+                            r = stop.changed() => {
+                                if r.is_err() || *stop.borrow() >= 2 {
+                                    eprintln!("second signal: cancelling run {run_id}");
+                                    if let Some(c) = sh.active.lock().ok().and_then(|a| a.get(&run_id).cloned()) {
+                                        c.cancel();
+                                    }
+                                } else {
+                                    eprintln!("signal received: draining (run {run_id} finishes, then its records are uploaded; signal again to cancel it)");
+                                }
+                            }
+                        }
+                    }
                 }
             }
             Err(e) if e.is_revoked() => break Err(anyhow!("{e}")),
             Err(e) => backoff.fail("polling", &e).await,
         }
     };
+    if r.is_ok() {
+        // Drain: upload what the outbox holds, for a bounded time.
+        let deadline = tokio::time::Instant::now() + DRAIN_UPLOAD;
+        while sh.outbox.pending_count().unwrap_or(0) > 0 && tokio::time::Instant::now() < deadline {
+            sh.kick.notify_one();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = sh.outbox.pending_count().unwrap_or(0);
+        if left > 0 {
+            eprintln!("stopping with {left} item(s) still in the outbox: they are uploaded at the next start");
+        } else {
+            eprintln!("stopped: no work running, outbox empty");
+        }
+    }
     up.abort();
     rn.abort();
     r
+}
+
+/// How long a stopping agent keeps uploading its outbox.
+const DRAIN_UPLOAD: Duration = Duration::from_secs(10);
+
+/// SIGTERM/SIGINT: 1 = drain (finish the running work, upload, stop), 2 = cancel it now.
+fn stop_on_signals() -> watch::Receiver<u8> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = watch::channel(0u8);
+    match signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?))) {
+        Ok((mut int, mut term)) => {
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        Some(()) = int.recv() => {},
+                        Some(()) = term.recv() => {},
+                        else => break,
+                    }
+                    tx.send_modify(|l| *l = (*l + 1).min(2));
+                }
+            });
+        }
+        Err(e) => eprintln!("warning: cannot watch for signals ({e}): SIGTERM will not drain"),
+    }
+    rx
 }
 
 /// Retry delays of an unreachable orchestrator, and one line per change of state.

@@ -50,6 +50,8 @@ struct Srv {
     queue: watch::Sender<u64>,
     /// Bumped when records arrive or a run changes (wakes operators waiting on a run).
     events: watch::Sender<u64>,
+    /// Set when the orchestrator stops: long polls end at once.
+    stopping: watch::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -184,6 +186,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             lease_ttl_ms: cfg.lease_ttl_ms,
             queue,
             events,
+            stopping: watch::channel(false).0,
         }),
         tls,
         pin,
@@ -234,20 +237,26 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.data.join("operator.token").display(),
         opp.display()
     );
-    tokio::spawn(sweeper(p.srv.clone()));
+    let sweep = tokio::spawn(sweeper(p.srv.clone()));
     let app = router(p.srv.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(p.tls));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = stop_signal();
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.recv() => break,
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -259,14 +268,51 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                     Err(_) => return,
                 };
             let svc = hyper_util::service::TowerToHyperService::new(app);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                .await
-            {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!("connection from {peer}: {e}");
             }
         });
     }
+    // Stopping: no new connections; long polls answer "no work" now; requests under way
+    // finish (bounded); the store is durable at every step, so what is cut is retried.
+    drop(listener);
+    p.srv.stopping.send_replace(true);
+    sweep.abort();
+    eprintln!("stopping: finishing requests under way");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        eprintln!("stopped with requests still open after {SHUTDOWN_GRACE:?}");
+    } else {
+        eprintln!("stopped");
+    }
+    Ok(())
+}
+
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Fires at SIGTERM or SIGINT.
+fn stop_signal() -> tokio::sync::mpsc::Receiver<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    match signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?))) {
+        Ok((mut int, mut term)) => {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
+                let _ = tx.send(()).await;
+            });
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch for signals ({e}): SIGTERM will not stop gracefully")
+        }
+    }
+    rx
 }
 
 /// Expire leases: work of an agent that stopped renewing is re-offered or failed, visibly.
@@ -492,6 +538,7 @@ impl Srv {
     async fn poll(&self, agent: &AgentRow, wait_ms: u64) -> ApiResult<Option<proto::Work>> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let mut rx = self.queue.subscribe();
+        let mut stopping = self.stopping.subscribe();
         loop {
             rx.mark_unchanged();
             // Revoked while waiting: refused at once, not at the next poll.
@@ -525,6 +572,7 @@ impl Srv {
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return Ok(None) },
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                _ = stopping.wait_for(|s| *s) => return Ok(None),
             }
         }
     }
@@ -731,6 +779,7 @@ async fn run_records(
     s.operator(&h)?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(MAX_WAIT_MS));
     let mut rx = s.events.subscribe();
+    let mut stopping = s.stopping.subscribe();
     loop {
         rx.mark_unchanged();
         let run = s.store.run(&id).await?.ok_or_else(|| {
@@ -753,6 +802,9 @@ async fn run_records(
         tokio::select! {
             r = rx.changed() => if r.is_err() { return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "internal", "shutting down")) },
             _ = tokio::time::sleep_until(deadline) => {
+                return Ok(Json(proto::RunRecords { run: run_view(run), records: vec![] }));
+            }
+            _ = stopping.wait_for(|s| *s) => {
                 return Ok(Json(proto::RunRecords { run: run_view(run), records: vec![] }));
             }
         }

@@ -486,3 +486,52 @@ fn running_server_refuses_replayed_tampered_and_foreign_requests() {
         assert_eq!(o.run(&run)["records"], 1);
     });
 }
+
+fn sigterm(pid: u32) {
+    let st = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn sigterm_drains_the_agent_and_stops_the_orchestrator_promptly() {
+    let d = tempfile::tempdir().unwrap();
+    let mut o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 3000);
+    let key = o.site("edge-a");
+    let mut a = Agent::start(&o, &key, "edge-a-1", &d.path().join("agent1"));
+    let wf = workflow(
+        d.path(),
+        "drain",
+        &[("a", "sleep 1; echo a"), ("b", "echo b")],
+    );
+    let id = submit(&o, &wf, "edge-a");
+    wait_until(Duration::from_secs(20), "the run leased", || {
+        (o.run(&id)["status"] == "running").then_some(())
+    });
+    // SIGTERM mid-step: the run finishes, its records are uploaded, the agent exits 0.
+    sigterm(a.child.id());
+    let code = wait_until(Duration::from_secs(20), "the agent to drain", || {
+        a.child.try_wait().unwrap()
+    });
+    assert!(code.success(), "{}", a.log());
+    assert!(a.log().contains("draining"), "{}", a.log());
+    assert!(a.log().contains("outbox empty"), "{}", a.log());
+    let run = o.run(&id);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["records"], 2, "{run}");
+
+    // An orchestrator with an agent long-polling stops at once on SIGTERM, not after the
+    // poll's 25 s.
+    let _b = Agent::start(&o, &key, "edge-a-2", &d.path().join("agent2"));
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    sigterm(o.child.id());
+    let code = wait_until(Duration::from_secs(10), "the orchestrator to stop", || {
+        o.child.try_wait().unwrap()
+    });
+    assert!(code.success());
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    o.kill9();
+}
