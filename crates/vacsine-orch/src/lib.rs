@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod client;
 pub mod files;
+pub mod preflight;
 pub mod proto;
 pub mod server;
 pub mod store;

@@ -10,6 +10,13 @@ pub const POLL: &str = "/v1/agent/poll";
 pub const RENEW: &str = "/v1/agent/renew";
 pub const RECORDS: &str = "/v1/agent/records";
 pub const FINISH: &str = "/v1/agent/finish";
+/// Authenticated no-op (preflight): proves the keys and that the agent is not revoked.
+pub const PING: &str = "/v1/agent/ping";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pong {
+    pub time_ms: i64,
+}
 /// Public, unsealed: the orchestrator's keys (authenticated by the TLS pin).
 pub const HELLO: &str = "/v1/hello";
 

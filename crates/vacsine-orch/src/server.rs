@@ -409,6 +409,7 @@ impl Srv {
                 let work = self.poll(&agent, r.wait_ms.min(MAX_WAIT_MS)).await?;
                 self.seal_reply(&from, b, &env, &proto::PollResponse { work })
             }
+            proto::PING => self.seal_reply(&from, b, &env, &proto::Pong { time_ms: now_ms() }),
             proto::RENEW => {
                 let r: proto::RenewRequest = parse(&plain, "renew")?;
                 let held = self

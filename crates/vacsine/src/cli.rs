@@ -239,20 +239,27 @@ pub enum Command {
     /// Run a site agent: enrols with an intake key on first start, then pulls work from the
     /// orchestrator (outbound connections only) and runs it on this machine.
     Agent {
+        #[command(subcommand)]
+        action: Option<AgentAction>,
         /// Orchestrator URL (https://HOST:PORT). Kept after enrolment.
-        #[arg(long)]
+        #[arg(long, global = true)]
         orchestrator: Option<String>,
         /// Intake key of the site (`vacsine site create SITE`), for the first start.
-        #[arg(long, env = "VACSINE_INTAKE_KEY", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "VACSINE_INTAKE_KEY",
+            hide_env_values = true,
+            global = true
+        )]
         intake_key: Option<String>,
         /// Name of this agent at its site.
-        #[arg(long)]
+        #[arg(long, global = true)]
         name: Option<String>,
         /// SHA-256 pin of the orchestrator's certificate (`sha256:…`, printed at its start).
-        #[arg(long)]
+        #[arg(long, global = true)]
         pin: Option<String>,
         /// Data folder: identity (0600), journal, outbox.
-        #[arg(long, default_value = "./vacsine-agent")]
+        #[arg(long, default_value = "./vacsine-agent", global = true)]
         data: PathBuf,
     },
     /// Sites and their intake keys (as an operator of the orchestrator).
@@ -301,6 +308,13 @@ pub struct OperatorConn {
         global = true
     )]
     pub data: PathBuf,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum AgentAction {
+    /// Check what the agent needs, each pass/fail: the orchestrator reachable with the pin,
+    /// clock skew, identity accepted, Docker, nft, disk. Exit 0 when all pass, 2 otherwise.
+    Preflight,
 }
 
 #[derive(Subcommand, Debug, Clone)]

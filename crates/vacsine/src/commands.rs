@@ -120,6 +120,15 @@ pub async fn dispatch(cli: Cli) -> i32 {
             lease_ttl_ms,
         } => crate::orch::orchestrator(listen, data, lease_ttl_ms).await,
         Command::Agent {
+            action: Some(crate::cli::AgentAction::Preflight),
+            orchestrator,
+            intake_key,
+            pin,
+            data,
+            ..
+        } => Ok(crate::orch::preflight(orchestrator, pin, intake_key.is_some(), &data).await),
+        Command::Agent {
+            action: None,
             orchestrator,
             intake_key,
             name,

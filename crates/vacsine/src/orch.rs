@@ -63,6 +63,29 @@ pub async fn agent(
     Ok(EXIT_OK)
 }
 
+/// `vacsine agent preflight`: one line per check; exit 0 when all pass, 2 otherwise.
+pub async fn preflight(
+    orchestrator: Option<String>,
+    pin: Option<String>,
+    intake_key: bool,
+    data: &std::path::Path,
+) -> i32 {
+    let checks = vacsine_orch::preflight::run(orchestrator, pin, intake_key, data).await;
+    for c in &checks {
+        println!(
+            "{}  {:<13} {}",
+            if c.pass { "PASS" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    if checks.iter().all(|c| c.pass) {
+        EXIT_OK
+    } else {
+        EXIT_FAILURES
+    }
+}
+
 fn client(conn: &OperatorConn) -> miette::Result<OperatorClient> {
     let cfg = match (&conn.url, &conn.pin, &conn.token) {
         (Some(url), Some(pin), Some(token)) => proto::OperatorConfig {

@@ -172,6 +172,21 @@ fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
+/// `vacsine agent preflight`'s output (Docker and nft may fail on a CI host: callers look at
+/// the lines they need).
+fn preflight(data: &Path, args: &[&str]) -> String {
+    let o = Command::new(BIN)
+        .args(["agent", "preflight", "--data"])
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    let all_pass = !t.contains("FAIL");
+    assert_eq!(o.status.code(), Some(if all_pass { 0 } else { 2 }), "{t}");
+    t
+}
+
 fn workflow(dir: &Path, name: &str, steps: &[(&str, &str)]) -> PathBuf {
     let mut y = format!(
         "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n  steps:\n"
@@ -263,6 +278,22 @@ fn orchestrator_runs_a_workflow_at_a_site_then_refuses_the_revoked_agent() {
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["records"], 3);
 
+    // Preflight of the enrolled agent: reachable with the pin, clocks close, identity accepted.
+    let pf = preflight(&d.path().join("agent"), &[]);
+    for name in ["orchestrator", "clock", "identity", "disk"] {
+        assert!(pf.contains(&format!("PASS  {name}")), "{pf}");
+    }
+    // A wrong pin is a failure that names both fingerprints.
+    let zero = format!("sha256:{}", "0".repeat(64));
+    let pf2 = preflight(
+        &d.path().join("other"),
+        &["--orchestrator", &o.url, "--pin", &zero],
+    );
+    assert!(
+        pf2.contains("FAIL  orchestrator") && pf2.contains(&o.pin),
+        "{pf2}"
+    );
+
     // Revoked while it long-polls: refused at once, the agent stops and says why.
     let t0 = Instant::now();
     let r = o.cli(&["site", "revoke", "edge-a", "--agent", "edge-a-1"]);
@@ -282,6 +313,11 @@ fn orchestrator_runs_a_workflow_at_a_site_then_refuses_the_revoked_agent() {
         .unwrap();
     assert!(!again.status.success());
     assert!(text(&again).contains("revoked"), "{}", text(&again));
+    let pf = preflight(&d.path().join("agent"), &[]);
+    assert!(
+        pf.contains("FAIL  identity") && pf.contains("revoked"),
+        "{pf}"
+    );
     a.kill9();
 }
 
