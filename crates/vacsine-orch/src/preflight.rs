@@ -200,6 +200,8 @@ fn disk(data: &Path) -> Check {
         "disk",
         match nix::sys::statvfs::statvfs(data) {
             Ok(s) => {
+                // The field types differ between platforms (u32 on some 32-bit ones).
+                #[allow(clippy::unnecessary_cast)]
                 let free = s.blocks_available() as u64 * s.fragment_size() as u64;
                 let mib = free / (1024 * 1024);
                 if free >= DISK_MIN {
