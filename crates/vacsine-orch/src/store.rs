@@ -644,3 +644,147 @@ impl Store for SqliteStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store_with_agent() -> SqliteStore {
+        let s = SqliteStore::in_memory().unwrap();
+        s.create_site("edge", "h1", 0).await.unwrap();
+        for id in ["a1", "a2"] {
+            s.enroll_agent(&AgentRow {
+                id: id.into(),
+                site: "edge".into(),
+                name: id.into(),
+                public_key: "k".into(),
+                version: "t".into(),
+                enrolled_ms: 0,
+                last_seen_ms: 0,
+                revoked_ms: None,
+            })
+            .await
+            .unwrap();
+        }
+        s
+    }
+
+    fn run(id: &str, at: i64) -> RunRow {
+        RunRow {
+            id: id.into(),
+            site: "edge".into(),
+            workflow: "w".into(),
+            request: "{}".into(),
+            status: status::QUEUED.into(),
+            agent_id: None,
+            lease_expires_ms: None,
+            offers: 0,
+            created_ms: at,
+            started_ms: None,
+            finished_ms: None,
+            message: None,
+            records: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn leases_expire_into_reoffer_or_visible_failure() {
+        let s = store_with_agent().await;
+        s.create_run(&run("r1", 1)).await.unwrap();
+        s.create_run(&run("r2", 2)).await.unwrap();
+        // Oldest first, each to one agent.
+        let l1 = s.lease_next("edge", "a1", 10, 100).await.unwrap().unwrap();
+        let l2 = s.lease_next("edge", "a2", 10, 100).await.unwrap().unwrap();
+        assert_eq!((l1.id.as_str(), l2.id.as_str()), ("r1", "r2"));
+        assert!(s.lease_next("edge", "a1", 10, 100).await.unwrap().is_none());
+        // r2 got a record; renewal keeps only the agent's own leases.
+        let rec = vec![("k1".to_string(), "{}".to_string())];
+        s.add_records("r2", "a2", &rec, 20).await.unwrap();
+        assert_eq!(
+            s.renew("a1", &["r1".into(), "r2".into()], 50, 100)
+                .await
+                .unwrap(),
+            vec!["r1".to_string()]
+        );
+        // Nothing expires before its time.
+        assert!(s.expire_leases(109).await.unwrap().is_empty());
+        let e = s.expire_leases(111).await.unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].run_id.as_str(), e[0].now_status.as_str()),
+            ("r2", "failed")
+        );
+        let r2 = s.run("r2").await.unwrap().unwrap();
+        assert!(r2.message.unwrap().contains("1 step record"));
+        assert!(r2.finished_ms.is_some());
+        let e = s.expire_leases(151).await.unwrap();
+        assert_eq!(e[0].now_status, "queued", "r1 had no record: re-offered");
+        let r1 = s.run("r1").await.unwrap().unwrap();
+        assert_eq!((r1.status.as_str(), r1.agent_id), ("queued", None));
+        // Re-offered at most MAX_OFFERS times, then failed.
+        for n in 2..=MAX_OFFERS {
+            let l = s.lease_next("edge", "a2", 200, 10).await.unwrap().unwrap();
+            assert_eq!(l.offers, n);
+            let e = s.expire_leases(211 + n).await.unwrap();
+            let want = if n < MAX_OFFERS { "queued" } else { "failed" };
+            assert_eq!(e[0].now_status, want);
+            // A late finish by the agent that lost the lease is not taken.
+            assert!(!s
+                .finish_run("r1", "a2", "succeeded", None, 300)
+                .await
+                .unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn records_are_stored_once_per_key_and_only_from_the_runs_agent() {
+        let s = store_with_agent().await;
+        s.create_run(&run("r1", 1)).await.unwrap();
+        s.lease_next("edge", "a1", 10, 100).await.unwrap().unwrap();
+        let recs = vec![
+            ("x/1".to_string(), "{\"n\":1}".to_string()),
+            ("y/1".to_string(), "{\"n\":2}".to_string()),
+        ];
+        let a = s.add_records("r1", "a1", &recs, 20).await.unwrap();
+        let b = s.add_records("r1", "a1", &recs, 21).await.unwrap();
+        assert_eq!(
+            (a.stored, a.duplicates, b.stored, b.duplicates),
+            (2, 0, 0, 2)
+        );
+        assert!(matches!(
+            s.add_records("r1", "a2", &recs, 22).await,
+            Err(StoreError::Forbidden(_))
+        ));
+        assert!(matches!(
+            s.add_records("nope", "a1", &recs, 22).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let got = s.records("r1", 0).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(s.records("r1", got[0].0).await.unwrap().len(), 1);
+        assert!(s
+            .finish_run("r1", "a1", "succeeded", None, 30)
+            .await
+            .unwrap());
+        assert_eq!(s.run("r1").await.unwrap().unwrap().records, 2);
+    }
+
+    #[tokio::test]
+    async fn revoking_a_site_revokes_its_agents_and_its_intake_key() {
+        let s = store_with_agent().await;
+        assert!(s.site_by_intake("h1").await.unwrap().is_some());
+        assert!(matches!(
+            s.create_site("edge", "h2", 1).await,
+            Err(StoreError::Conflict(_))
+        ));
+        s.revoke_site("edge", 5).await.unwrap();
+        assert!(s.site_by_intake("h1").await.unwrap().is_none());
+        for a in s.agents().await.unwrap() {
+            assert_eq!(a.revoked_ms, Some(5));
+        }
+        assert!(matches!(
+            s.revoke_agent("edge", "zz", 6).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
