@@ -303,7 +303,8 @@ fn orchestrator_runs_a_workflow_at_a_site_then_refuses_the_revoked_agent() {
     });
     assert!(!code.success());
     assert!(a.log().contains("revoked"), "{}", a.log());
-    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // Long polls last 25 s: a prompt refusal is the revocation waking it.
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     assert_eq!(o.status()["agents"][0]["state"], "revoked");
     // Its identity no longer works on restart either.
     let again = Command::new(BIN)
@@ -398,7 +399,8 @@ fn killed_agents_lease_expires_and_its_run_is_failed_or_reoffered_visibly() {
     let waited = t0.elapsed();
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["message"].as_str().unwrap().contains("lease"), "{run}");
-    assert!(waited < Duration::from_secs(6), "{waited:?}");
+    // Lease 1.5 s, sweeper every ~0.4 s; slack for a loaded CI host.
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
 
     // A run that recorded nothing yet: re-offered to the site.
     let mut b = Agent::start(&o, &key, "edge-a-2", &d.path().join("agent2"));
@@ -568,6 +570,7 @@ fn sigterm_drains_the_agent_and_stops_the_orchestrator_promptly() {
         o.child.try_wait().unwrap()
     });
     assert!(code.success());
+    // Under the 5 s grace given to requests under way: the long poll ended at once.
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
     o.kill9();
 }
