@@ -525,6 +525,52 @@ fn running_server_refuses_replayed_tampered_and_foreign_requests() {
     });
 }
 
+#[test]
+fn run_at_a_site_checks_inputs_before_queuing_anything() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 3000);
+    o.site("edge-a");
+    let wf = d.path().join("typed.yaml");
+    std::fs::write(
+        &wf,
+        "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata:\n  name: typed\nspec:\n  inputs:\n    port:\n      type: port\n  steps:\n    - id: show\n      uses: command\n      with:\n        argv: [\"echo\", \"{{ inputs.port }}\"]\n",
+    )
+    .unwrap();
+    let w = wf.to_str().unwrap();
+    let bad = o.cli(&[
+        "run",
+        w,
+        "--site",
+        "edge-a",
+        "--detach",
+        "--input",
+        "port=99999",
+    ]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("typed.yaml:7:5"), "{}", text(&bad));
+    assert!(!text(&bad).contains("not given"), "{}", text(&bad));
+    let missing = o.cli(&["run", w, "--site", "edge-a", "--detach"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing).contains("required"), "{}", text(&missing));
+    let nosite = o.cli(&["run", w, "--site", "nope", "--detach", "--input", "port=22"]);
+    assert_eq!(nosite.status.code(), Some(1));
+    assert!(
+        text(&nosite).contains("vacsine site create nope"),
+        "{}",
+        text(&nosite)
+    );
+    assert_eq!(
+        o.status()["runs"].as_array().unwrap().len(),
+        0,
+        "nothing queued"
+    );
+    let ok = o.cli(&[
+        "run", w, "--site", "edge-a", "--detach", "--input", "port=22",
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert_eq!(o.status()["runs"][0]["status"], "queued");
+}
+
 fn sigterm(pid: u32) {
     let st = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
