@@ -377,6 +377,48 @@ fn orchestrator_killed_mid_run_gets_every_record_once_after_restart() {
 }
 
 #[test]
+fn records_kept_in_a_killed_agents_outbox_arrive_once_after_both_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("orch");
+    let mut o = Orch::start(&data, "127.0.0.1:0", 5000);
+    let addr = o.addr();
+    let key = o.site("edge-a");
+    let adata = d.path().join("agent");
+    let mut a = Agent::start(&o, &key, "edge-a-1", &adata);
+    let wf = workflow(
+        d.path(),
+        "three",
+        &[("a", "sleep 0.5"), ("b", "echo b"), ("c", "echo c")],
+    );
+    let id = submit(&o, &wf, "edge-a");
+    wait_until(Duration::from_secs(20), "the run leased", || {
+        (o.run(&id)["status"] == "running").then_some(())
+    });
+    o.kill9();
+    wait_until(
+        Duration::from_secs(30),
+        "the agent to finish the run",
+        || {
+            a.log()
+                .contains(&format!("run {id}: succeeded"))
+                .then_some(())
+        },
+    );
+    // Both die: the records and the run's end are only in the agent's outbox now.
+    a.kill9();
+    drop(o);
+    let o = Orch::start(&data, &addr, 5000);
+    assert_ne!(o.run(&id)["status"], "succeeded");
+    let _a = Agent::start(&o, &key, "edge-a-1", &adata);
+    let run = wait_until(Duration::from_secs(20), "the run to end", || {
+        let r = o.run(&id);
+        (r["status"] != "running").then_some(r)
+    });
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["records"], 3, "{run}");
+}
+
+#[test]
 fn killed_agents_lease_expires_and_its_run_is_failed_or_reoffered_visibly() {
     let d = tempfile::tempdir().unwrap();
     let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 1500);
