@@ -192,6 +192,14 @@ pub enum Command {
         /// `human` or `json` (JSON Lines of step records).
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
+        /// Run at this site, by its agent, through the orchestrator (see `vacsine orchestrator`).
+        #[arg(long, conflicts_with_all = ["resume", "target", "nodes"])]
+        site: Option<String>,
+        /// With --site: print the run id and return instead of following its records.
+        #[arg(long, requires = "site")]
+        detach: bool,
+        #[command(flatten)]
+        conn: OperatorConn,
     },
     /// Keep a policy in effect on a Docker target: when a node (re)starts, re-apply the fixes
     /// `enforce` applied to it (from the journal), re-check it, and log the latency. Runs
@@ -220,6 +228,113 @@ pub enum Command {
         /// `human` or `json` (JSON Lines).
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
+    },
+    /// Run the orchestrator: HTTPS with a self-signed certificate made on first start (its
+    /// pin is printed), sealed agent channel, work queue, data in --data.
+    Orchestrator {
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// Data folder: store, keys, certificate, operator token (`operator.token`, and
+        /// `operator.json` that the CLI reads).
+        #[arg(long, default_value = "./vacsine-data")]
+        data: PathBuf,
+        /// How long a work lease lasts without renewal by its agent (ms).
+        #[arg(long, default_value_t = 30_000, value_name = "MS")]
+        lease_ttl_ms: u64,
+    },
+    /// Run a site agent: enrols with an intake key on first start, then pulls work from the
+    /// orchestrator (outbound connections only) and runs it on this machine.
+    Agent {
+        #[command(subcommand)]
+        action: Option<AgentAction>,
+        /// Orchestrator URL (https://HOST:PORT). Kept after enrolment.
+        #[arg(long, global = true)]
+        orchestrator: Option<String>,
+        /// Intake key of the site (`vacsine site create SITE`), for the first start.
+        #[arg(
+            long,
+            env = "VACSINE_INTAKE_KEY",
+            hide_env_values = true,
+            global = true
+        )]
+        intake_key: Option<String>,
+        /// Name of this agent at its site.
+        #[arg(long, global = true)]
+        name: Option<String>,
+        /// SHA-256 pin of the orchestrator's certificate (`sha256:…`, printed at its start).
+        #[arg(long, global = true)]
+        pin: Option<String>,
+        /// Data folder: identity (0600), journal, outbox.
+        #[arg(long, default_value = "./vacsine-agent", global = true)]
+        data: PathBuf,
+    },
+    /// Sites and their intake keys (as an operator of the orchestrator).
+    Site {
+        #[command(subcommand)]
+        action: SiteAction,
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
+        format: SimpleFormat,
+    },
+    /// Sites, agents (online/offline, last seen, version) and runs known to the orchestrator.
+    Status {
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
+}
+
+/// How an operator's command reaches the orchestrator. Without flags, from `operator.json`
+/// in the orchestrator's data folder (written at its start).
+#[derive(Args, Debug, Clone)]
+pub struct OperatorConn {
+    /// Orchestrator URL.
+    #[arg(long = "orchestrator", env = "VACSINE_ORCHESTRATOR", global = true)]
+    pub url: Option<String>,
+    /// SHA-256 pin of its certificate.
+    #[arg(long, env = "VACSINE_PIN", global = true)]
+    pub pin: Option<String>,
+    /// Operator token (`operator.token` in its data folder).
+    #[arg(
+        long,
+        env = "VACSINE_OPERATOR_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+    /// The orchestrator's data folder, when it runs on this machine.
+    #[arg(
+        long = "orchestrator-data",
+        env = "VACSINE_ORCHESTRATOR_DATA",
+        default_value = "./vacsine-data",
+        global = true
+    )]
+    pub data: PathBuf,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum AgentAction {
+    /// Check what the agent needs, each pass/fail: the orchestrator reachable with the pin,
+    /// clock skew, identity accepted, Docker, nft, disk. Exit 0 when all pass, 2 otherwise.
+    Preflight,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum SiteAction {
+    /// Create a site and print its intake key.
+    Create { name: String },
+    /// List sites.
+    List,
+    /// Revoke a site (its intake key and every agent), or one agent of it.
+    Revoke {
+        name: String,
+        /// Revoke only this agent (by name).
+        #[arg(long)]
+        agent: Option<String>,
     },
 }
 

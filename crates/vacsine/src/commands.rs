@@ -46,10 +46,11 @@ fn wants_json_errors(cmd: &Command) -> bool {
         | Command::Runs { format, .. }
         | Command::Logs { format, .. }
         | Command::Watch { format, .. } => simple(format),
-        Command::Schema { .. } => false,
         Command::Scap { action } => match action {
             ScapAction::Profiles { format, .. } | ScapAction::Eval { format, .. } => simple(format),
         },
+        Command::Site { format, .. } | Command::Status { format, .. } => simple(format),
+        Command::Schema { .. } | Command::Orchestrator { .. } | Command::Agent { .. } => false,
     }
 }
 
@@ -107,12 +108,25 @@ pub async fn dispatch(cli: Cli) -> i32 {
         Command::Schema { kind } => schema(kind),
         Command::Run {
             workflow,
+            inputs,
+            catalog,
+            format,
+            site: Some(site),
+            detach,
+            conn,
+            ..
+        } => {
+            crate::orch::run_at_site(workflow, &site, inputs, catalog, detach, &conn, format).await
+        }
+        Command::Run {
+            workflow,
             target,
             inputs,
             catalog,
             nodes,
             resume,
             format,
+            ..
         } => crate::runcmd::run(workflow, target, inputs, catalog, nodes, resume, format).await,
         Command::Runs { limit, format } => crate::runcmd::runs(limit, format),
         Command::Logs { run_id, format } => crate::runcmd::logs(&run_id, format),
@@ -123,6 +137,33 @@ pub async fn dispatch(cli: Cli) -> i32 {
         } => {
             crate::watch::watch(&io, format, std::time::Duration::from_secs(recheck_timeout)).await
         }
+        Command::Orchestrator {
+            listen,
+            data,
+            lease_ttl_ms,
+        } => crate::orch::orchestrator(listen, data, lease_ttl_ms).await,
+        Command::Agent {
+            action: Some(crate::cli::AgentAction::Preflight),
+            orchestrator,
+            intake_key,
+            pin,
+            data,
+            ..
+        } => Ok(crate::orch::preflight(orchestrator, pin, intake_key.is_some(), &data).await),
+        Command::Agent {
+            action: None,
+            orchestrator,
+            intake_key,
+            name,
+            pin,
+            data,
+        } => crate::orch::agent(orchestrator, intake_key, name, pin, data).await,
+        Command::Site {
+            action,
+            conn,
+            format,
+        } => crate::orch::site(action, &conn, format).await,
+        Command::Status { conn, format } => crate::orch::status(&conn, format).await,
     };
     match r {
         Ok(code) => code,

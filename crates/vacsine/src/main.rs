@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod drivers;
+mod orch;
 mod progress;
 mod runcmd;
 mod scapcmd;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod nft_dry_run;
+mod orchestrator;
 mod scap;
 mod signals;
 mod watch;

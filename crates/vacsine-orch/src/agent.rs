@@ -1,0 +1,594 @@
+//! The site agent: enrols once (identity kept 0600 in its data folder), then opens every
+//! connection itself: long-polls for work, runs it with the engine on this machine, renews
+//! its lease while it runs, and uploads each step record from a local outbox (SQLite) as it
+//! is journaled. While the orchestrator is unreachable the run goes on and records wait in
+//! the outbox; they are uploaded when it returns, each with an idempotency key, so nothing is
+//! lost and nothing doubled.
+
+use crate::client::{AgentLink, CallError};
+use crate::now_ms;
+use crate::proto::{self, Work};
+use anyhow::{anyhow, Context};
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use vacsine_core::workflow::Workflow;
+use vacsine_engine::{CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, RunRequest};
+use vacsine_wire::{KeyPair, PublicKey};
+
+pub struct AgentConfig {
+    pub orchestrator: String,
+    pub intake_key: Option<String>,
+    pub name: String,
+    pub pin: String,
+    pub data: PathBuf,
+}
+
+/// The agent's identity, `agent.json` in its data folder (0600).
+#[derive(Serialize, Deserialize)]
+struct Identity {
+    agent_id: String,
+    name: String,
+    site: String,
+    orchestrator: String,
+    pin: String,
+    secret_key: String,
+    server_key: String,
+}
+
+/// Records and run ends waiting to be uploaded, in the order they were made.
+pub struct Outbox {
+    conn: Mutex<Connection>,
+}
+
+struct Item {
+    seq: i64,
+    run_id: String,
+    kind: String,
+    key: String,
+    body: String,
+}
+
+impl Outbox {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if !path.exists() {
+            crate::files::write_private(path, b"")?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.execute_batch(
+            "PRAGMA synchronous=FULL;
+             CREATE TABLE IF NOT EXISTS outbox (
+               seq INTEGER PRIMARY KEY AUTOINCREMENT,
+               key TEXT NOT NULL UNIQUE,
+               run_id TEXT NOT NULL,
+               kind TEXT NOT NULL,
+               body TEXT NOT NULL,
+               sent_ms INTEGER
+             );
+             CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(sent_ms, seq);",
+        )?;
+        Ok(Outbox {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| anyhow!("outbox lock poisoned"))
+    }
+
+    /// Queue an item once per key (a key already queued or sent is left alone).
+    fn put(&self, key: &str, run_id: &str, kind: &str, body: &str) -> anyhow::Result<bool> {
+        Ok(self.lock()?.execute(
+            "INSERT OR IGNORE INTO outbox (key, run_id, kind, body) VALUES (?1, ?2, ?3, ?4)",
+            params![key, run_id, kind, body],
+        )? == 1)
+    }
+
+    fn pending(&self, limit: usize) -> anyhow::Result<Vec<Item>> {
+        let c = self.lock()?;
+        let mut st = c.prepare(
+            "SELECT seq, run_id, kind, key, body FROM outbox WHERE sent_ms IS NULL ORDER BY seq LIMIT ?1",
+        )?;
+        let rows = st.query_map([limit as i64], |r| {
+            Ok(Item {
+                seq: r.get(0)?,
+                run_id: r.get(1)?,
+                kind: r.get(2)?,
+                key: r.get(3)?,
+                body: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn mark_sent(&self, seqs: &[i64]) -> anyhow::Result<()> {
+        let mut c = self.lock()?;
+        let tx = c.transaction()?;
+        for s in seqs {
+            tx.execute(
+                "UPDATE outbox SET sent_ms = ?2 WHERE seq = ?1",
+                params![s, now_ms()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Items not uploaded yet.
+    pub fn pending_count(&self) -> anyhow::Result<i64> {
+        Ok(self.lock()?.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE sent_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+fn load_identity(path: &Path) -> anyhow::Result<Option<Identity>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let t = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(serde_json::from_slice(&t).with_context(|| {
+        format!(
+            "{} is not a valid agent identity (remove it and enrol again)",
+            path.display()
+        )
+    })?))
+}
+
+async fn enroll(cfg: &AgentConfig, path: &Path) -> anyhow::Result<Identity> {
+    let intake = cfg.intake_key.as_deref().ok_or_else(|| {
+        anyhow!(
+            "this agent is not enrolled yet ({} is missing): give --intake-key (from `vacsine site create SITE`)",
+            path.display()
+        )
+    })?;
+    let pin = crate::tls::parse_pin(&cfg.pin)?;
+    let hello = AgentLink::hello(&cfg.orchestrator, &pin)
+        .await
+        .with_context(|| format!("cannot reach the orchestrator at {}", cfg.orchestrator))?;
+    let keys = KeyPair::generate();
+    let server = PublicKey::from_b64(&hello.server_key)?;
+    let link = AgentLink::new(&cfg.orchestrator, &pin, keys.clone(), server.clone())?;
+    let req = proto::EnrollRequest {
+        intake_key: intake.to_string(),
+        name: cfg.name.clone(),
+        version: crate::VERSION.to_string(),
+    };
+    let env = link.seal(proto::ENROLL, &cfg.name, &req)?;
+    let wrapped = proto::EnrollEnvelope {
+        public_key: keys.public().to_b64(),
+        envelope: env.clone(),
+    };
+    let r: proto::EnrollResponse = link
+        .send(proto::ENROLL, &cfg.name, &env, &wrapped)
+        .await
+        .context("enrolment refused")?;
+    let id = Identity {
+        agent_id: r.agent_id,
+        name: cfg.name.clone(),
+        site: r.site,
+        orchestrator: cfg.orchestrator.clone(),
+        pin,
+        secret_key: keys.secret_b64(),
+        server_key: server.to_b64(),
+    };
+    crate::files::write_private(path, &serde_json::to_vec_pretty(&id)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+type Active = Arc<Mutex<HashMap<String, CancelToken>>>;
+
+struct Shared {
+    link: AgentLink,
+    agent_id: String,
+    outbox: Outbox,
+    journal: Journal,
+    kick: Notify,
+    active: Active,
+    renew_every_ms: AtomicI64,
+    fatal: watch::Sender<Option<String>>,
+}
+
+/// Run the agent until it is revoked or the process ends.
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    crate::files::private_dir(&cfg.data)
+        .with_context(|| format!("creating {}", cfg.data.display()))?;
+    let idp = cfg.data.join("agent.json");
+    let id = match load_identity(&idp)? {
+        Some(id) => id,
+        None => enroll(&cfg, &idp).await?,
+    };
+    let keys = KeyPair::from_secret_b64(&id.secret_key)?;
+    let server = PublicKey::from_b64(&id.server_key)?;
+    let link = AgentLink::new(&id.orchestrator, &id.pin, keys, server)?;
+    let (fatal, mut fatal_rx) = watch::channel(None);
+    let sh = Arc::new(Shared {
+        link,
+        agent_id: id.agent_id.clone(),
+        outbox: Outbox::open(&cfg.data.join("agent.db"))?,
+        journal: Journal::open(&cfg.data.join("journal.db"))?,
+        kick: Notify::new(),
+        active: Arc::default(),
+        renew_every_ms: AtomicI64::new(5_000),
+        fatal,
+    });
+    println!(
+        "vacsine agent {} ({}) of site {} → {}",
+        id.name, id.agent_id, id.site, id.orchestrator
+    );
+    let up = tokio::spawn(uploader(sh.clone()));
+    let rn = tokio::spawn(renewer(sh.clone()));
+    let mut stop = stop_on_signals();
+    let mut backoff = Backoff::default();
+    let r = loop {
+        if *stop.borrow() > 0 {
+            break Ok(());
+        }
+        let poll = sh.link.call::<_, proto::PollResponse>(
+            proto::POLL,
+            &sh.agent_id,
+            &proto::PollRequest {
+                wait_ms: crate::server::MAX_WAIT_MS,
+            },
+        );
+        let r = tokio::select! {
+            r = poll => r,
+            _ = fatal_rx.changed() => break Err(anyhow!("{}", fatal_rx.borrow().clone().unwrap_or_default())),
+            // Draining: no new work (a lease given to the abandoned poll expires and is
+            // re-offered).
+            _ = stop.changed() => break Ok(()),
+        };
+        match r {
+            Ok(p) => {
+                backoff.ok("polling");
+                if let Some(w) = p.work {
+                    let run_id = w.run_id.clone();
+                    let job = execute(&sh, w);
+                    tokio::pin!(job);
+                    loop {
+                        tokio::select! {
+                            () = &mut job => break,
+                            r = stop.changed() => {
+                                if r.is_err() || *stop.borrow() >= 2 {
+                                    eprintln!("second signal: cancelling run {run_id}");
+                                    if let Some(c) = sh.active.lock().ok().and_then(|a| a.get(&run_id).cloned()) {
+                                        c.cancel();
+                                    }
+                                } else {
+                                    eprintln!("signal received: draining (run {run_id} finishes, then its records are uploaded; signal again to cancel it)");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) if e.is_revoked() => break Err(anyhow!("{e}")),
+            Err(e) => backoff.fail("polling", &e).await,
+        }
+    };
+    if r.is_ok() {
+        // Drain: upload what the outbox holds, for a bounded time.
+        let deadline = tokio::time::Instant::now() + DRAIN_UPLOAD;
+        while sh.outbox.pending_count().unwrap_or(0) > 0 && tokio::time::Instant::now() < deadline {
+            sh.kick.notify_one();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = sh.outbox.pending_count().unwrap_or(0);
+        if left > 0 {
+            eprintln!("stopping with {left} item(s) still in the outbox: they are uploaded at the next start");
+        } else {
+            eprintln!("stopped: no work running, outbox empty");
+        }
+    }
+    up.abort();
+    rn.abort();
+    r
+}
+
+/// How long a stopping agent keeps uploading its outbox.
+const DRAIN_UPLOAD: Duration = Duration::from_secs(10);
+
+/// SIGTERM/SIGINT: 1 = drain (finish the running work, upload, stop), 2 = cancel it now.
+fn stop_on_signals() -> watch::Receiver<u8> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = watch::channel(0u8);
+    match signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?))) {
+        Ok((mut int, mut term)) => {
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        Some(()) = int.recv() => {},
+                        Some(()) = term.recv() => {},
+                        else => break,
+                    }
+                    tx.send_modify(|l| *l = (*l + 1).min(2));
+                }
+            });
+        }
+        Err(e) => eprintln!("warning: cannot watch for signals ({e}): SIGTERM will not drain"),
+    }
+    rx
+}
+
+/// Retry delays of an unreachable orchestrator, and one line per change of state.
+#[derive(Default)]
+struct Backoff {
+    delay_ms: u64,
+}
+
+impl Backoff {
+    fn ok(&mut self, what: &str) {
+        if self.delay_ms > 0 {
+            eprintln!("orchestrator reachable again ({what})");
+        }
+        self.delay_ms = 0;
+    }
+    async fn fail(&mut self, what: &str, e: &CallError) {
+        if self.delay_ms == 0 {
+            eprintln!("{what}: {e}; retrying (work goes on, records wait in the outbox)");
+        }
+        self.delay_ms = (self.delay_ms * 2).clamp(200, 3_000);
+        tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
+    }
+}
+
+fn record_key(r: &vacsine_core::record::StepRecord) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        r.run_id,
+        r.step_id,
+        r.attempt,
+        r.node.as_deref().unwrap_or("-")
+    )
+}
+
+/// Queue the finished records of engine run `engine_run` for orchestrator run `run`.
+fn forward(sh: &Shared, run: &str, engine_run: &str) {
+    let recs = match sh.journal.records(engine_run) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("warning: reading the journal of run {engine_run}: {e}");
+            return;
+        }
+    };
+    for r in recs.iter().filter(|r| r.finished_at.is_some()) {
+        let body = serde_json::to_string(r).unwrap_or_default();
+        if let Err(e) = sh.outbox.put(&record_key(r), run, "record", &body) {
+            eprintln!("warning: outbox: {e}");
+        }
+    }
+    sh.kick.notify_one();
+}
+
+async fn execute(sh: &Arc<Shared>, w: Work) {
+    sh.renew_every_ms
+        .store((w.lease_ttl_ms / 3).max(100), Ordering::Relaxed);
+    let cancel = CancelToken::new();
+    if let Ok(mut a) = sh.active.lock() {
+        a.insert(w.run_id.clone(), cancel.clone());
+    }
+    eprintln!("run {}: started", w.run_id);
+    let (status, message) = match run_job(sh, &w, cancel).await {
+        Ok(report) => {
+            forward(sh, &w.run_id, &report.run_id);
+            let st = match report.status {
+                vacsine_engine::RunStatus::Succeeded => "succeeded",
+                vacsine_engine::RunStatus::Cancelled => "cancelled",
+                _ => "failed",
+            };
+            (st, report.message)
+        }
+        Err(e) => ("failed", Some(format!("{e:#}"))),
+    };
+    eprintln!("run {}: {status}", w.run_id);
+    let fin = proto::FinishRequest {
+        run_id: w.run_id.clone(),
+        status: status.into(),
+        message,
+    };
+    let body = serde_json::to_string(&fin).unwrap_or_default();
+    if let Err(e) = sh
+        .outbox
+        .put(&format!("finish/{}", w.run_id), &w.run_id, "finish", &body)
+    {
+        eprintln!("warning: outbox: {e}");
+    }
+    sh.kick.notify_one();
+    if let Ok(mut a) = sh.active.lock() {
+        a.remove(&w.run_id);
+    }
+}
+
+async fn run_job(
+    sh: &Arc<Shared>,
+    w: &Work,
+    cancel: CancelToken,
+) -> anyhow::Result<vacsine_engine::RunReport> {
+    let workflow: Workflow =
+        serde_json::from_value(w.job.workflow.clone()).context("the workflow sent is not valid")?;
+    let mut cat = Catalog::new();
+    for c in &w.job.catalog {
+        cat.insert(
+            serde_json::from_value(c.clone()).context("a catalog workflow sent is not valid")?,
+        );
+    }
+    let engine = Engine::new(sh.journal.clone(), cat);
+    let mut nodes = NodeMap::new();
+    nodes.insert("local".into(), Arc::new(LocalNode::new("local")));
+    let (s2, run) = (sh.clone(), w.run_id.clone());
+    let progress: vacsine_engine::ProgressFn = Arc::new(move |e| {
+        use vacsine_engine::ProgressEvent as P;
+        match e {
+            P::StepFinished { run_id, .. } | P::RunFinished { run_id, .. } => {
+                forward(&s2, &run, run_id)
+            }
+            _ => {}
+        }
+    });
+    Ok(engine
+        .run(RunRequest {
+            workflow,
+            inputs: w.job.inputs.clone(),
+            nodes,
+            default_node: None,
+            target_name: "local".into(),
+            labels: Default::default(),
+            progress: Some(progress),
+            observer: None,
+            cancel,
+        })
+        .await?)
+}
+
+/// Upload the outbox in order: consecutive records of one run in one request, then run ends.
+async fn uploader(sh: Arc<Shared>) {
+    let mut backoff = Backoff::default();
+    loop {
+        let items = match sh.outbox.pending(200) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("warning: outbox: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(first) = items.first() else {
+            tokio::select! {
+                _ = sh.kick.notified() => {},
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {},
+            }
+            continue;
+        };
+        let batch: Vec<&Item> = if first.kind == "record" {
+            items
+                .iter()
+                .take_while(|i| i.kind == "record" && i.run_id == first.run_id)
+                .collect()
+        } else {
+            vec![first]
+        };
+        let r: Result<(), CallError> = if first.kind == "record" {
+            let req = proto::RecordsRequest {
+                run_id: first.run_id.clone(),
+                records: batch
+                    .iter()
+                    .map(|i| proto::KeyedRecord {
+                        key: i.key.clone(),
+                        record: serde_json::from_str(&i.body).unwrap_or_default(),
+                    })
+                    .collect(),
+            };
+            sh.link
+                .call::<_, proto::RecordsResponse>(proto::RECORDS, &sh.agent_id, &req)
+                .await
+                .map(|_| ())
+        } else {
+            match serde_json::from_str::<proto::FinishRequest>(&first.body) {
+                Ok(req) => sh
+                    .link
+                    .call::<_, proto::FinishResponse>(proto::FINISH, &sh.agent_id, &req)
+                    .await
+                    .map(|r| {
+                        if !r.accepted {
+                            eprintln!(
+                                "run {}: the orchestrator no longer counts this agent as its runner (lease expired); its end was not taken",
+                                req.run_id
+                            );
+                        }
+                    }),
+                Err(e) => Err(CallError::Bad(e.to_string())),
+            }
+        };
+        let seqs: Vec<i64> = batch.iter().map(|i| i.seq).collect();
+        match r {
+            Ok(()) => {
+                backoff.ok("uploading");
+                if let Err(e) = sh.outbox.mark_sent(&seqs) {
+                    eprintln!("warning: outbox: {e}");
+                }
+            }
+            Err(e) if e.is_revoked() => {
+                let _ = sh.fatal.send(Some(e.to_string()));
+                return;
+            }
+            Err(CallError::Refused {
+                status,
+                code,
+                message,
+                ..
+            }) if status < 500 && code != "stale" => {
+                // Permanent: this agent may not upload them (the run is no longer its own).
+                eprintln!(
+                    "warning: {} item(s) of run {} refused by the orchestrator ({code}): {message}; dropped",
+                    seqs.len(),
+                    first.run_id
+                );
+                let _ = sh.outbox.mark_sent(&seqs);
+            }
+            Err(CallError::Bad(m)) => {
+                eprintln!(
+                    "warning: outbox item {} unreadable ({m}); dropped",
+                    first.key
+                );
+                let _ = sh.outbox.mark_sent(&seqs);
+            }
+            Err(e) => backoff.fail("uploading", &e).await,
+        }
+    }
+}
+
+/// Renew the leases of running work; a lease the orchestrator gave away cancels its run.
+async fn renewer(sh: Arc<Shared>) {
+    loop {
+        let ms = sh.renew_every_ms.load(Ordering::Relaxed).max(100) as u64;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let runs: Vec<String> = sh
+            .active
+            .lock()
+            .map(|a| a.keys().cloned().collect())
+            .unwrap_or_default();
+        if runs.is_empty() {
+            continue;
+        }
+        match sh
+            .link
+            .call::<_, proto::RenewResponse>(
+                proto::RENEW,
+                &sh.agent_id,
+                &proto::RenewRequest { runs: runs.clone() },
+            )
+            .await
+        {
+            Ok(r) => {
+                for lost in runs.iter().filter(|x| !r.held.contains(x)) {
+                    eprintln!("run {lost}: lease lost (the orchestrator failed or re-offered it); cancelling");
+                    if let Some(c) = sh.active.lock().ok().and_then(|a| a.get(lost).cloned()) {
+                        c.cancel();
+                    }
+                }
+            }
+            Err(e) if e.is_revoked() => {
+                if let Ok(a) = sh.active.lock() {
+                    a.values().for_each(CancelToken::cancel);
+                }
+                let _ = sh.fatal.send(Some(e.to_string()));
+                return;
+            }
+            // Unreachable: the work goes on; the lease is extended when the orchestrator
+            // restarts.
+            Err(_) => {}
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Clients of the orchestrator: the operator's (bearer token) and the agent's (sealed bodies),
+//! both over HTTPS pinned to the orchestrator's certificate.
+
+use crate::now_ms;
+use crate::proto::{self, ErrorBody};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+use vacsine_wire::{Binding, Envelope, KeyPair, Opener, PublicKey, WireError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No answer: the orchestrator is down or unreachable (retry later).
+    #[error("orchestrator unreachable: {0}")]
+    Unreachable(String),
+    /// The orchestrator answered with a refusal.
+    #[error("refused ({status}, {code}): {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The answer does not open: not from the orchestrator, altered, or replayed.
+    #[error("answer refused: {0}")]
+    Wire(#[from] WireError),
+    #[error("bad answer: {0}")]
+    Bad(String),
+}
+
+impl CallError {
+    pub fn is_revoked(&self) -> bool {
+        matches!(self, CallError::Refused { code, .. } if code == "revoked" || code == "unknown_agent")
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+async fn refusal(resp: reqwest::Response) -> CallError {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => CallError::Refused {
+            status,
+            code: b.code,
+            message: b.error,
+        },
+        Err(_) => CallError::Refused {
+            status,
+            code: "http".into(),
+            message: text.chars().take(300).collect(),
+        },
+    }
+}
+
+/// The operator's client (CLI commands).
+pub struct OperatorClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl OperatorClient {
+    pub fn new(cfg: &proto::OperatorConfig) -> anyhow::Result<Self> {
+        Ok(OperatorClient {
+            http: crate::tls::pinned_client(&cfg.pin, Duration::from_secs(40))?,
+            base: cfg.url.trim_end_matches('/').to_string(),
+            token: cfg.token.clone(),
+        })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, CallError> {
+        let resp = rb
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(describe(&e)))?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        resp.json().await.map_err(|e| CallError::Bad(describe(&e)))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CallError> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+}
+
+/// The agent's side of the sealed channel.
+pub struct AgentLink {
+    http: reqwest::Client,
+    base: String,
+    keys: KeyPair,
+    server: PublicKey,
+    opener: Opener,
+}
+
+impl AgentLink {
+    pub fn new(base: &str, pin: &str, keys: KeyPair, server: PublicKey) -> anyhow::Result<Self> {
+        Ok(AgentLink {
+            // Long polls last up to 25 s.
+            http: crate::tls::pinned_client(pin, Duration::from_secs(40))?,
+            base: base.trim_end_matches('/').to_string(),
+            keys,
+            server,
+            opener: Opener::default(),
+        })
+    }
+
+    /// The orchestrator's public keys (unsealed; the TLS pin vouches for them).
+    pub async fn hello(base: &str, pin: &str) -> Result<proto::Hello, CallError> {
+        let http = crate::tls::pinned_client(pin, Duration::from_secs(15))
+            .map_err(|e| CallError::Bad(e.to_string()))?;
+        let resp = http
+            .get(format!("{}{}", base.trim_end_matches('/'), proto::HELLO))
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(describe(&e)))?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        resp.json().await.map_err(|e| CallError::Bad(describe(&e)))
+    }
+
+    /// Seal `req` for `path` as agent `agent`, send it, open the sealed answer.
+    pub async fn call<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        path: &str,
+        agent: &str,
+        req: &Q,
+    ) -> Result<A, CallError> {
+        let env = self.seal(path, agent, req)?;
+        self.send(path, agent, &env, &env).await
+    }
+
+    pub fn seal<Q: Serialize>(
+        &self,
+        path: &str,
+        agent: &str,
+        req: &Q,
+    ) -> Result<Envelope, CallError> {
+        let body = serde_json::to_vec(req).map_err(|e| CallError::Bad(e.to_string()))?;
+        let b = Binding {
+            method: "POST",
+            path,
+            agent,
+        };
+        Ok(vacsine_wire::seal(
+            &self.keys,
+            &self.server,
+            b,
+            None,
+            now_ms(),
+            &body,
+        )?)
+    }
+
+    /// Send `body` (an envelope or a wrapper of it) and open the answer to `env`.
+    pub async fn send<B: Serialize, A: DeserializeOwned>(
+        &self,
+        path: &str,
+        agent: &str,
+        env: &Envelope,
+        body: &B,
+    ) -> Result<A, CallError> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(describe(&e)))?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        let answer: Envelope = resp
+            .json()
+            .await
+            .map_err(|e| CallError::Unreachable(describe(&e)))?;
+        let b = Binding {
+            method: "POST",
+            path,
+            agent,
+        };
+        let plain = self.opener.open(
+            &self.keys,
+            &self.server,
+            b,
+            Some(&env.nonce),
+            &answer,
+            now_ms(),
+        )?;
+        serde_json::from_slice(&plain).map_err(|e| CallError::Bad(e.to_string()))
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        self.keys.public()
+    }
+}

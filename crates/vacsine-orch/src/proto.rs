@@ -1,0 +1,231 @@
+//! Messages between agents, operators and the orchestrator (JSON; agent bodies travel sealed
+//! in a [`vacsine_wire::Envelope`]). Tolerant to unknown fields.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Agent endpoints (POST, sealed bodies).
+pub const ENROLL: &str = "/v1/agent/enroll";
+pub const POLL: &str = "/v1/agent/poll";
+pub const RENEW: &str = "/v1/agent/renew";
+pub const RECORDS: &str = "/v1/agent/records";
+pub const FINISH: &str = "/v1/agent/finish";
+/// Authenticated no-op (preflight): proves the keys and that the agent is not revoked.
+pub const PING: &str = "/v1/agent/ping";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pong {
+    pub time_ms: i64,
+}
+/// Public, unsealed: the orchestrator's keys (authenticated by the TLS pin).
+pub const HELLO: &str = "/v1/hello";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// HPKE public key of the orchestrator, base64.
+    pub server_key: String,
+    /// ed25519 key that signs bundles, base64.
+    pub bundle_key: String,
+    pub version: String,
+    pub time_ms: i64,
+}
+
+/// The enrolment request: the agent's new public key travels beside its sealed body (the
+/// orchestrator does not know it yet; HPKE auth mode proves the agent holds its secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollEnvelope {
+    pub public_key: String,
+    pub envelope: vacsine_wire::Envelope,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub intake_key: String,
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub agent_id: String,
+    pub site: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PollRequest {
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PollResponse {
+    pub work: Option<Work>,
+}
+
+/// A run leased to an agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Work {
+    pub run_id: String,
+    pub lease_ttl_ms: i64,
+    pub job: Job,
+}
+
+/// What an operator submits: a workflow (kind: Workflow, as JSON), the catalog workflows it
+/// may call, input values (strings are typed by the engine from the declarations).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub workflow: Value,
+    #[serde(default)]
+    pub catalog: Vec<Value>,
+    #[serde(default)]
+    pub inputs: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub runs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewResponse {
+    /// Runs whose leases were renewed; the others are no longer this agent's.
+    pub held: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyedRecord {
+    /// Idempotency key: unique per step attempt.
+    pub key: String,
+    pub record: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordsRequest {
+    pub run_id: String,
+    pub records: Vec<KeyedRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordsResponse {
+    pub stored: usize,
+    pub duplicates: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinishRequest {
+    pub run_id: String,
+    pub status: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinishResponse {
+    pub accepted: bool,
+}
+
+/// Error body of every refusal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Short machine name: `replay`, `stale`, `tampered`, `wrong_sender`, `misbound`,
+    /// `unknown_agent`, `revoked`, `bad_intake_key`, `unauthorized`, `not_found`, `conflict`,
+    /// `forbidden`, `bad_request`, `internal`.
+    pub code: String,
+    pub error: String,
+}
+
+// Operator endpoints (bearer token).
+pub const OP_SITES: &str = "/v1/sites";
+pub const OP_RUNS: &str = "/v1/runs";
+pub const OP_STATUS: &str = "/v1/status";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateSite {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteCreated {
+    pub name: String,
+    pub intake_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct RevokeRequest {
+    /// Revoke only this agent of the site (by name).
+    #[serde(default)]
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitRun {
+    pub site: String,
+    pub job: Job,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunCreated {
+    pub run_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteView {
+    pub name: String,
+    pub created: String,
+    pub revoked: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentView {
+    pub id: String,
+    pub site: String,
+    pub name: String,
+    pub version: String,
+    /// `online`, `offline` or `revoked`.
+    pub state: String,
+    pub last_seen: String,
+    pub enrolled: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunView {
+    pub id: String,
+    pub site: String,
+    pub workflow: String,
+    pub status: String,
+    pub agent: Option<String>,
+    pub offers: i64,
+    pub created: String,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub lease_expires: Option<String>,
+    pub message: Option<String>,
+    pub records: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub sites: Vec<SiteView>,
+    pub agents: Vec<AgentView>,
+    pub runs: Vec<RunView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeqRecord {
+    pub seq: i64,
+    pub record: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecords {
+    pub run: RunView,
+    pub records: Vec<SeqRecord>,
+}
+
+/// What an operator's CLI needs to reach the orchestrator, written to `operator.json` in the
+/// orchestrator's data folder (0600).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OperatorConfig {
+    pub url: String,
+    pub pin: String,
+    pub token: String,
+}

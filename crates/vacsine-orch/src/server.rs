@@ -1,0 +1,861 @@
+//! The orchestrator: HTTPS server, agent endpoints (sealed), operator endpoints (token), the
+//! lease sweeper.
+
+use crate::proto::{self, ErrorBody};
+use crate::store::{status, AgentRow, RunRow, SqliteStore, Store, StoreError};
+use crate::{now_ms, rfc3339};
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, WireError};
+
+/// Longest long poll an agent may ask for.
+pub const MAX_WAIT_MS: u64 = 25_000;
+/// An agent not seen for this long is shown offline.
+pub const ONLINE_MS: i64 = 60_000;
+
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl_ms: i64,
+}
+
+/// The orchestrator's long-lived keys, in `keys.json` (0600).
+#[derive(Serialize, Deserialize)]
+struct KeysFile {
+    hpke_secret: String,
+    bundle_secret: String,
+}
+
+struct Srv {
+    store: Arc<dyn Store>,
+    keys: KeyPair,
+    bundle: BundleSigner,
+    opener: Opener,
+    token: String,
+    lease_ttl_ms: i64,
+    /// Bumped when work is queued (wakes long polls).
+    queue: watch::Sender<u64>,
+    /// Bumped when records arrive or a run changes (wakes operators waiting on a run).
+    events: watch::Sender<u64>,
+    /// Set when the orchestrator stops: long polls end at once.
+    stopping: watch::Sender<bool>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                code: self.code.to_string(),
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
+            StoreError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            e => {
+                tracing::error!("store: {e}");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(e: WireError) -> Self {
+        let (status, code) = match &e {
+            WireError::Replay => (StatusCode::CONFLICT, "replay"),
+            WireError::Stale { .. } => (StatusCode::UNAUTHORIZED, "stale"),
+            WireError::WrongSender { .. } => (StatusCode::UNAUTHORIZED, "wrong_sender"),
+            WireError::Tampered => (StatusCode::BAD_REQUEST, "tampered"),
+            WireError::Misbound { .. } => (StatusCode::BAD_REQUEST, "misbound"),
+            WireError::Version(_) | WireError::Malformed(_) => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
+            WireError::BadSignature | WireError::Seal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn parse<T: DeserializeOwned>(bytes: &[u8], what: &str) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("{what}: {e}")))
+}
+
+fn random_hex(n: usize) -> String {
+    let b = vacsine_wire::random_bytes::<32>();
+    b[..n.min(32)].iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn intake_hash(key: &str) -> String {
+    vacsine_wire::sha256_pin(key.trim().as_bytes())
+}
+
+/// Keys, token, certificate and store in `data`, each made on first start.
+struct Prepared {
+    srv: Arc<Srv>,
+    tls: rustls::ServerConfig,
+    pin: String,
+}
+
+async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
+    let data = &cfg.data;
+    crate::files::private_dir(data).with_context(|| format!("creating {}", data.display()))?;
+    let (cert, key) = crate::tls::load_or_create_cert(&data.join("tls"))?;
+    let pin = vacsine_wire::sha256_pin(&cert);
+    let tls = crate::tls::server_config(cert, key)?;
+    let kp = data.join("keys.json");
+    let keys: KeysFile = if kp.exists() {
+        let t = std::fs::read(&kp).with_context(|| format!("reading {}", kp.display()))?;
+        serde_json::from_slice(&t).with_context(|| format!("{} is not valid", kp.display()))?
+    } else {
+        let k = KeysFile {
+            hpke_secret: KeyPair::generate().secret_b64(),
+            bundle_secret: BundleSigner::generate().secret_b64(),
+        };
+        crate::files::write_private(&kp, &serde_json::to_vec_pretty(&k)?)
+            .with_context(|| format!("writing {}", kp.display()))?;
+        k
+    };
+    let tp = data.join("operator.token");
+    let token = if tp.exists() {
+        std::fs::read_to_string(&tp)
+            .with_context(|| format!("reading {}", tp.display()))?
+            .trim()
+            .to_string()
+    } else {
+        let t = random_hex(32);
+        crate::files::write_private(&tp, t.as_bytes())
+            .with_context(|| format!("writing {}", tp.display()))?;
+        t
+    };
+    let store = SqliteStore::open(&data.join("orchestrator.db"))?;
+    let (queue, _) = watch::channel(0);
+    let (events, _) = watch::channel(0);
+    Ok(Prepared {
+        srv: Arc::new(Srv {
+            store: Arc::new(store),
+            keys: KeyPair::from_secret_b64(&keys.hpke_secret)?,
+            bundle: BundleSigner::from_secret_b64(&keys.bundle_secret)?,
+            opener: Opener::default(),
+            token,
+            lease_ttl_ms: cfg.lease_ttl_ms,
+            queue,
+            events,
+            stopping: watch::channel(false).0,
+        }),
+        tls,
+        pin,
+    })
+}
+
+fn router(srv: Arc<Srv>) -> Router {
+    Router::new()
+        .route(proto::HELLO, get(hello))
+        .route("/v1/agent/{op}", post(agent_call))
+        .route(proto::OP_SITES, post(create_site).get(list_sites))
+        .route("/v1/sites/{name}/revoke", post(revoke))
+        .route(proto::OP_RUNS, post(submit_run))
+        .route("/v1/runs/{id}", get(run_records))
+        .route(proto::OP_STATUS, get(status_view))
+        .with_state(srv)
+}
+
+/// Run the orchestrator until the process ends. Prints where it listens and the pin, and
+/// writes `operator.json` (URL, pin, token) for the CLI on this machine.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let p = prepare(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("https://{addr}");
+    let op = proto::OperatorConfig {
+        url: url.clone(),
+        pin: p.pin.clone(),
+        token: p.srv.token.clone(),
+    };
+    let opp = cfg.data.join("operator.json");
+    crate::files::write_private(&opp, &serde_json::to_vec_pretty(&op)?)
+        .with_context(|| format!("writing {}", opp.display()))?;
+    let extended = p
+        .srv
+        .store
+        .extend_leases(now_ms(), p.srv.lease_ttl_ms)
+        .await?;
+    if extended > 0 {
+        tracing::info!("{extended} lease(s) held at the last stop get one more lease period");
+    }
+    println!("vacsine orchestrator listening on {url}");
+    println!("certificate pin: {}", p.pin);
+    println!(
+        "operator token in {} (the CLI reads {})",
+        cfg.data.join("operator.token").display(),
+        opp.display()
+    );
+    let sweep = tokio::spawn(sweeper(p.srv.clone()));
+    let app = router(p.srv.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(p.tls));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = stop_signal();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.recv() => break,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!("TLS handshake with {peer}: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+    // Stopping: no new connections; long polls answer "no work" now; requests under way
+    // finish (bounded); the store is durable at every step, so what is cut is retried.
+    drop(listener);
+    p.srv.stopping.send_replace(true);
+    sweep.abort();
+    eprintln!("stopping: finishing requests under way");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        eprintln!("stopped with requests still open after {SHUTDOWN_GRACE:?}");
+    } else {
+        eprintln!("stopped");
+    }
+    Ok(())
+}
+
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Fires at SIGTERM or SIGINT.
+fn stop_signal() -> tokio::sync::mpsc::Receiver<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    match signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?))) {
+        Ok((mut int, mut term)) => {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
+                let _ = tx.send(()).await;
+            });
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch for signals ({e}): SIGTERM will not stop gracefully")
+        }
+    }
+    rx
+}
+
+/// Expire leases: work of an agent that stopped renewing is re-offered or failed, visibly.
+async fn sweeper(srv: Arc<Srv>) {
+    let every = Duration::from_millis((srv.lease_ttl_ms / 4).clamp(100, 1000) as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        match srv.store.expire_leases(now_ms()).await {
+            Ok(v) if !v.is_empty() => {
+                for e in &v {
+                    tracing::warn!(
+                        "lease of run {} by agent {} expired: run {}",
+                        e.run_id,
+                        e.agent_id,
+                        e.now_status
+                    );
+                }
+                srv.queue.send_modify(|n| *n += 1);
+                srv.events.send_modify(|n| *n += 1);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("lease sweeper: {e}"),
+        }
+    }
+}
+
+async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
+    Json(proto::Hello {
+        server_key: s.keys.public().to_b64(),
+        bundle_key: s.bundle.public_b64(),
+        version: crate::VERSION.to_string(),
+        time_ms: now_ms(),
+    })
+}
+
+async fn agent_call(State(s): State<Arc<Srv>>, uri: Uri, body: Bytes) -> Response {
+    let path = uri.path().to_string();
+    match s.agent_call(&path, &body).await {
+        Ok(env) => Json(env).into_response(),
+        Err(e) => {
+            tracing::info!("{path}: refused ({}): {}", e.code, e.message);
+            e.into_response()
+        }
+    }
+}
+
+impl Srv {
+    fn seal_reply<T: Serialize>(
+        &self,
+        to: &PublicKey,
+        b: Binding<'_>,
+        req: &Envelope,
+        v: &T,
+    ) -> ApiResult<Envelope> {
+        let body = serde_json::to_vec(v).map_err(|e| ApiError::bad(e.to_string()))?;
+        Ok(vacsine_wire::seal(
+            &self.keys,
+            to,
+            b,
+            Some(&req.nonce),
+            now_ms(),
+            &body,
+        )?)
+    }
+
+    async fn agent_call(&self, path: &str, body: &[u8]) -> ApiResult<Envelope> {
+        if path == proto::ENROLL {
+            return self.enroll(body).await;
+        }
+        let env: Envelope = parse(body, "sealed envelope")?;
+        let agent = self.store.agent(&env.agent).await?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown_agent",
+                format!("no agent `{}` is enrolled here", env.agent),
+            )
+        })?;
+        let from = PublicKey::from_b64(&agent.public_key)?;
+        let b = Binding {
+            method: "POST",
+            path,
+            agent: &agent.id,
+        };
+        let plain = self
+            .opener
+            .open(&self.keys, &from, b, None, &env, now_ms())?;
+        if let Some(t) = agent.revoked_ms {
+            return Err(revoked(&agent, t));
+        }
+        self.store.touch_agent(&agent.id, now_ms()).await?;
+        match path {
+            proto::POLL => {
+                let r: proto::PollRequest = parse(&plain, "poll")?;
+                let work = self.poll(&agent, r.wait_ms.min(MAX_WAIT_MS)).await?;
+                self.seal_reply(&from, b, &env, &proto::PollResponse { work })
+            }
+            proto::PING => self.seal_reply(&from, b, &env, &proto::Pong { time_ms: now_ms() }),
+            proto::RENEW => {
+                let r: proto::RenewRequest = parse(&plain, "renew")?;
+                let held = self
+                    .store
+                    .renew(&agent.id, &r.runs, now_ms(), self.lease_ttl_ms)
+                    .await?;
+                self.seal_reply(&from, b, &env, &proto::RenewResponse { held })
+            }
+            proto::RECORDS => {
+                let r: proto::RecordsRequest = parse(&plain, "records")?;
+                let recs: Vec<(String, String)> = r
+                    .records
+                    .iter()
+                    .map(|k| (k.key.clone(), k.record.to_string()))
+                    .collect();
+                let st = self
+                    .store
+                    .add_records(&r.run_id, &agent.id, &recs, now_ms())
+                    .await?;
+                // Records are proof of life: the lease goes on.
+                self.store
+                    .renew(
+                        &agent.id,
+                        std::slice::from_ref(&r.run_id),
+                        now_ms(),
+                        self.lease_ttl_ms,
+                    )
+                    .await?;
+                self.events.send_modify(|n| *n += 1);
+                self.seal_reply(
+                    &from,
+                    b,
+                    &env,
+                    &proto::RecordsResponse {
+                        stored: st.stored,
+                        duplicates: st.duplicates,
+                    },
+                )
+            }
+            proto::FINISH => {
+                let r: proto::FinishRequest = parse(&plain, "finish")?;
+                if !status::is_final(&r.status) {
+                    return Err(ApiError::bad(format!(
+                        "`{}` is not a final status",
+                        r.status
+                    )));
+                }
+                let accepted = self
+                    .store
+                    .finish_run(
+                        &r.run_id,
+                        &agent.id,
+                        &r.status,
+                        r.message.as_deref(),
+                        now_ms(),
+                    )
+                    .await?;
+                self.events.send_modify(|n| *n += 1);
+                self.seal_reply(&from, b, &env, &proto::FinishResponse { accepted })
+            }
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no agent endpoint {path}"),
+            )),
+        }
+    }
+
+    async fn enroll(&self, body: &[u8]) -> ApiResult<Envelope> {
+        let e: proto::EnrollEnvelope = parse(body, "enrolment")?;
+        let from = PublicKey::from_b64(&e.public_key)?;
+        let env = e.envelope;
+        let b = Binding {
+            method: "POST",
+            path: proto::ENROLL,
+            agent: &env.agent,
+        };
+        let plain = self
+            .opener
+            .open(&self.keys, &from, b, None, &env, now_ms())?;
+        let r: proto::EnrollRequest = parse(&plain, "enrolment")?;
+        if r.name != env.agent || r.name.is_empty() || r.name.len() > 128 {
+            return Err(ApiError::bad(
+                "the agent name must be 1 to 128 characters and match the envelope",
+            ));
+        }
+        let site = self
+            .store
+            .site_by_intake(&intake_hash(&r.intake_key))
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "bad_intake_key",
+                    "the intake key is unknown or its site was revoked; `vacsine site create NAME` prints a new one",
+                )
+            })?;
+        let now = now_ms();
+        let row = AgentRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            site: site.name.clone(),
+            name: r.name.clone(),
+            public_key: from.to_b64(),
+            version: r.version.clone(),
+            enrolled_ms: now,
+            last_seen_ms: now,
+            revoked_ms: None,
+        };
+        self.store.enroll_agent(&row).await?;
+        tracing::info!(
+            "agent {} enrolled at site {} as {}",
+            r.name,
+            site.name,
+            row.id
+        );
+        self.seal_reply(
+            &from,
+            b,
+            &env,
+            &proto::EnrollResponse {
+                agent_id: row.id,
+                site: site.name,
+            },
+        )
+    }
+
+    async fn poll(&self, agent: &AgentRow, wait_ms: u64) -> ApiResult<Option<proto::Work>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+        let mut rx = self.queue.subscribe();
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            rx.mark_unchanged();
+            // Revoked while waiting: refused at once, not at the next poll.
+            if let Some(t) = self
+                .store
+                .agent(&agent.id)
+                .await?
+                .and_then(|a| a.revoked_ms)
+            {
+                return Err(revoked(agent, t));
+            }
+            if let Some(run) = self
+                .store
+                .lease_next(&agent.site, &agent.id, now_ms(), self.lease_ttl_ms)
+                .await?
+            {
+                self.events.send_modify(|n| *n += 1);
+                let job: proto::Job = serde_json::from_str(&run.request).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        format!("stored run {}: {e}", run.id),
+                    )
+                })?;
+                return Ok(Some(proto::Work {
+                    run_id: run.id,
+                    lease_ttl_ms: self.lease_ttl_ms,
+                    job,
+                }));
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return Ok(None) },
+                _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                _ = stopping.wait_for(|s| *s) => return Ok(None),
+            }
+        }
+    }
+
+    fn operator(&self, h: &HeaderMap) -> ApiResult<()> {
+        let given = h
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if vacsine_wire::constant_time_eq(given.as_bytes(), self.token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "operator token missing or wrong (it is in the orchestrator's data folder: operator.token)",
+            ))
+        }
+    }
+}
+
+fn revoked(agent: &AgentRow, at: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "revoked",
+        format!(
+            "agent `{}` of site `{}` was revoked at {}; enrol it again with a new intake key",
+            agent.name,
+            agent.site,
+            rfc3339(at)
+        ),
+    )
+}
+
+fn valid_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!(
+            "site name {name:?}: use 1 to 64 letters, digits, `-`, `_` or `.`"
+        )))
+    }
+}
+
+async fn create_site(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<proto::SiteCreated>> {
+    s.operator(&h)?;
+    let r: proto::CreateSite = parse(&body, "site")?;
+    valid_name(&r.name)?;
+    let key = format!("vik_{}", random_hex(24));
+    s.store
+        .create_site(&r.name, &intake_hash(&key), now_ms())
+        .await?;
+    Ok(Json(proto::SiteCreated {
+        name: r.name,
+        intake_key: key,
+    }))
+}
+
+async fn list_sites(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+) -> ApiResult<Json<Vec<proto::SiteView>>> {
+    s.operator(&h)?;
+    Ok(Json(site_views(&*s.store).await?))
+}
+
+async fn site_views(store: &dyn Store) -> ApiResult<Vec<proto::SiteView>> {
+    Ok(store
+        .sites()
+        .await?
+        .into_iter()
+        .map(|x| proto::SiteView {
+            name: x.name,
+            created: rfc3339(x.created_ms),
+            revoked: x.revoked_ms.map(rfc3339),
+        })
+        .collect())
+}
+
+async fn revoke(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    s.operator(&h)?;
+    let r: proto::RevokeRequest = if body.is_empty() {
+        Default::default()
+    } else {
+        parse(&body, "revoke")?
+    };
+    match &r.agent {
+        Some(a) => s.store.revoke_agent(&name, a, now_ms()).await?,
+        None => s.store.revoke_site(&name, now_ms()).await?,
+    }
+    // Wake long polls: a revoked agent is refused now.
+    s.queue.send_modify(|n| *n += 1);
+    Ok(Json(serde_json::json!({ "revoked": true })))
+}
+
+async fn submit_run(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<proto::RunCreated>> {
+    s.operator(&h)?;
+    let r: proto::SubmitRun = parse(&body, "run")?;
+    let sites = s.store.sites().await?;
+    match sites.iter().find(|x| x.name == r.site) {
+        None => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "no site `{}`; `vacsine site create {}` makes it",
+                    r.site, r.site
+                ),
+            ))
+        }
+        Some(x) if x.revoked_ms.is_some() => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "revoked",
+                format!("site `{}` is revoked", r.site),
+            ))
+        }
+        Some(_) => {}
+    }
+    let workflow = r
+        .job
+        .workflow
+        .pointer("/metadata/name")
+        .and_then(|v| {
+            v.as_str()
+                .or_else(|| v.pointer("/value").and_then(|x| x.as_str()))
+        })
+        .unwrap_or("?")
+        .to_string();
+    let id = uuid::Uuid::new_v4().to_string();
+    let row = RunRow {
+        id: id.clone(),
+        site: r.site,
+        workflow,
+        request: serde_json::to_string(&r.job).map_err(|e| ApiError::bad(e.to_string()))?,
+        status: status::QUEUED.into(),
+        agent_id: None,
+        lease_expires_ms: None,
+        offers: 0,
+        created_ms: now_ms(),
+        started_ms: None,
+        finished_ms: None,
+        message: None,
+        records: 0,
+    };
+    s.store.create_run(&row).await?;
+    s.queue.send_modify(|n| *n += 1);
+    s.events.send_modify(|n| *n += 1);
+    Ok(Json(proto::RunCreated { run_id: id }))
+}
+
+fn run_view(r: RunRow) -> proto::RunView {
+    proto::RunView {
+        id: r.id,
+        site: r.site,
+        workflow: r.workflow,
+        status: r.status,
+        agent: r.agent_id,
+        offers: r.offers,
+        created: rfc3339(r.created_ms),
+        started: r.started_ms.map(rfc3339),
+        finished: r.finished_ms.map(rfc3339),
+        lease_expires: r.lease_expires_ms.map(rfc3339),
+        message: r.message,
+        records: r.records,
+    }
+}
+
+#[derive(Deserialize)]
+struct RecordsQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// A run and its records after `after`; with `wait_ms`, waits (up to 25 s) until there are
+/// new records or the run ends.
+async fn run_records(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<RecordsQuery>,
+) -> ApiResult<Json<proto::RunRecords>> {
+    s.operator(&h)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(MAX_WAIT_MS));
+    let mut rx = s.events.subscribe();
+    let mut stopping = s.stopping.subscribe();
+    loop {
+        rx.mark_unchanged();
+        let run = s.store.run(&id).await?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no run `{id}`"))
+        })?;
+        let recs = s.store.records(&id, q.after).await?;
+        if !recs.is_empty() || status::is_final(&run.status) || q.wait_ms == 0 {
+            let records = recs
+                .into_iter()
+                .map(|(seq, r)| proto::SeqRecord {
+                    seq,
+                    record: serde_json::from_str(&r).unwrap_or(serde_json::Value::String(r)),
+                })
+                .collect();
+            return Ok(Json(proto::RunRecords {
+                run: run_view(run),
+                records,
+            }));
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "internal", "shutting down")) },
+            _ = tokio::time::sleep_until(deadline) => {
+                return Ok(Json(proto::RunRecords { run: run_view(run), records: vec![] }));
+            }
+            _ = stopping.wait_for(|s| *s) => {
+                return Ok(Json(proto::RunRecords { run: run_view(run), records: vec![] }));
+            }
+        }
+    }
+}
+
+async fn status_view(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+) -> ApiResult<Json<proto::StatusView>> {
+    s.operator(&h)?;
+    let now = now_ms();
+    let agents = s
+        .store
+        .agents()
+        .await?
+        .into_iter()
+        .map(|a| proto::AgentView {
+            state: if a.revoked_ms.is_some() {
+                "revoked"
+            } else if now - a.last_seen_ms <= ONLINE_MS {
+                "online"
+            } else {
+                "offline"
+            }
+            .to_string(),
+            last_seen: rfc3339(a.last_seen_ms),
+            enrolled: rfc3339(a.enrolled_ms),
+            id: a.id,
+            site: a.site,
+            name: a.name,
+            version: a.version,
+        })
+        .collect();
+    Ok(Json(proto::StatusView {
+        sites: site_views(&*s.store).await?,
+        agents,
+        runs: s.store.runs(50).await?.into_iter().map(run_view).collect(),
+    }))
+}
+
+/// The data folder's `operator.json`, as the CLI reads it.
+pub fn operator_config(data: &Path) -> anyhow::Result<proto::OperatorConfig> {
+    let p = data.join("operator.json");
+    let t = std::fs::read(&p).with_context(|| {
+        format!(
+            "reading {} (start `vacsine orchestrator --data {}` first, or give --orchestrator, --pin and --token)",
+            p.display(),
+            data.display()
+        )
+    })?;
+    serde_json::from_slice(&t).with_context(|| format!("{} is not valid", p.display()))
+}

@@ -1,0 +1,790 @@
+//! The orchestrator's store: sites and their intake keys, agents, the work queue with leases,
+//! and the step records agents upload (deduplicated by idempotency key).
+//!
+//! [`Store`] is the seam; [`SqliteStore`] the embedded implementation (one file, WAL,
+//! synchronous FULL, 0600). A PostgreSQL implementation goes behind the same trait.
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("store: {0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteRow {
+    pub name: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRow {
+    pub id: String,
+    pub site: String,
+    pub name: String,
+    /// HPKE public key, base64.
+    pub public_key: String,
+    pub version: String,
+    pub enrolled_ms: i64,
+    pub last_seen_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+/// Status of a run in the work queue.
+pub mod status {
+    pub const QUEUED: &str = "queued";
+    /// Leased to an agent, which is executing it.
+    pub const RUNNING: &str = "running";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const CANCELLED: &str = "cancelled";
+    pub fn is_final(s: &str) -> bool {
+        matches!(s, SUCCEEDED | FAILED | CANCELLED)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRow {
+    pub id: String,
+    pub site: String,
+    pub workflow: String,
+    /// The work as the agent receives it (JSON).
+    pub request: String,
+    pub status: String,
+    pub agent_id: Option<String>,
+    pub lease_expires_ms: Option<i64>,
+    /// How many times the run was leased.
+    pub offers: i64,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub message: Option<String>,
+    pub records: i64,
+}
+
+/// What an upload of records did.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stored {
+    pub stored: usize,
+    pub duplicates: usize,
+}
+
+/// A lease that expired, and what became of its run.
+#[derive(Debug, Clone)]
+pub struct Expired {
+    pub run_id: String,
+    pub agent_id: String,
+    /// `queued` (re-offered) or `failed`.
+    pub now_status: String,
+}
+
+/// Leases are re-offered at most this many times before the run fails.
+pub const MAX_OFFERS: i64 = 3;
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn create_site(&self, name: &str, intake_hash: &str, now: i64) -> Result<()>;
+    async fn sites(&self) -> Result<Vec<SiteRow>>;
+    /// Revoke a site and every agent of it.
+    async fn revoke_site(&self, name: &str, now: i64) -> Result<()>;
+    async fn revoke_agent(&self, site: &str, name: &str, now: i64) -> Result<()>;
+    /// The site an intake key belongs to, if it is not revoked.
+    async fn site_by_intake(&self, intake_hash: &str) -> Result<Option<SiteRow>>;
+    async fn enroll_agent(&self, a: &AgentRow) -> Result<()>;
+    async fn agent(&self, id: &str) -> Result<Option<AgentRow>>;
+    async fn agents(&self) -> Result<Vec<AgentRow>>;
+    async fn touch_agent(&self, id: &str, now: i64) -> Result<()>;
+    async fn create_run(&self, r: &RunRow) -> Result<()>;
+    async fn run(&self, id: &str) -> Result<Option<RunRow>>;
+    async fn runs(&self, limit: usize) -> Result<Vec<RunRow>>;
+    /// Lease the oldest queued run of `site` to `agent` until `now + ttl_ms`.
+    async fn lease_next(
+        &self,
+        site: &str,
+        agent: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<RunRow>>;
+    /// Renew `agent`'s leases on `runs`; returns the runs it still holds.
+    async fn renew(
+        &self,
+        agent: &str,
+        runs: &[String],
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<String>>;
+    /// Leases past their expiry: re-offered when nothing was recorded yet (at most
+    /// [`MAX_OFFERS`] offers), failed visibly otherwise.
+    async fn expire_leases(&self, now: i64) -> Result<Vec<Expired>>;
+    /// At start: the leases held when the orchestrator stopped get one more TTL (their agents
+    /// could not renew while it was down).
+    async fn extend_leases(&self, now: i64, ttl_ms: i64) -> Result<usize>;
+    /// Store records of `run` uploaded by `agent`, each once by its idempotency key.
+    async fn add_records(
+        &self,
+        run: &str,
+        agent: &str,
+        records: &[(String, String)],
+        now: i64,
+    ) -> Result<Stored>;
+    /// Records of a run after sequence number `after`, in arrival order.
+    async fn records(&self, run: &str, after: i64) -> Result<Vec<(i64, String)>>;
+    /// The agent holding `run` reports its end. Returns false when it no longer holds it.
+    async fn finish_run(
+        &self,
+        run: &str,
+        agent: &str,
+        status: &str,
+        message: Option<&str>,
+        now: i64,
+    ) -> Result<bool>;
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sites (
+  name TEXT PRIMARY KEY,
+  intake_hash TEXT NOT NULL UNIQUE,
+  created_ms INTEGER NOT NULL,
+  revoked_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS agents (
+  id TEXT PRIMARY KEY,
+  site TEXT NOT NULL REFERENCES sites(name),
+  name TEXT NOT NULL,
+  public_key TEXT NOT NULL,
+  version TEXT NOT NULL,
+  enrolled_ms INTEGER NOT NULL,
+  last_seen_ms INTEGER NOT NULL,
+  revoked_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS agents_site ON agents(site, name);
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY,
+  site TEXT NOT NULL,
+  workflow TEXT NOT NULL,
+  request TEXT NOT NULL,
+  status TEXT NOT NULL,
+  agent_id TEXT,
+  lease_expires_ms INTEGER,
+  offers INTEGER NOT NULL DEFAULT 0,
+  created_ms INTEGER NOT NULL,
+  started_ms INTEGER,
+  finished_ms INTEGER,
+  message TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_queue ON runs(site, status, created_ms);
+CREATE TABLE IF NOT EXISTS records (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  run_id TEXT NOT NULL,
+  key TEXT NOT NULL UNIQUE,
+  record TEXT NOT NULL,
+  received_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_run ON records(run_id, seq);
+";
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
+    Ok(AgentRow {
+        id: r.get("id")?,
+        site: r.get("site")?,
+        name: r.get("name")?,
+        public_key: r.get("public_key")?,
+        version: r.get("version")?,
+        enrolled_ms: r.get("enrolled_ms")?,
+        last_seen_ms: r.get("last_seen_ms")?,
+        revoked_ms: r.get("revoked_ms")?,
+    })
+}
+
+const RUN_COLS: &str = "id, site, workflow, request, status, agent_id, lease_expires_ms, offers, created_ms, started_ms, finished_ms, message, (SELECT COUNT(*) FROM records WHERE run_id = runs.id) AS nrec";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        id: r.get("id")?,
+        site: r.get("site")?,
+        workflow: r.get("workflow")?,
+        request: r.get("request")?,
+        status: r.get("status")?,
+        agent_id: r.get("agent_id")?,
+        lease_expires_ms: r.get("lease_expires_ms")?,
+        offers: r.get("offers")?,
+        created_ms: r.get("created_ms")?,
+        started_ms: r.get("started_ms")?,
+        finished_ms: r.get("finished_ms")?,
+        message: r.get("message")?,
+        records: r.get("nrec")?,
+    })
+}
+
+impl SqliteStore {
+    /// Open (or create) the store file, private to its owner.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            crate::files::write_private(path, b"")
+                .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", path.display())))?;
+        }
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut c = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Other("connection lock poisoned".into()))?;
+        f(&mut c)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_site(&self, name: &str, intake_hash: &str, now: i64) -> Result<()> {
+        self.with(|c| {
+            let exists: bool = c.query_row(
+                "SELECT COUNT(*) > 0 FROM sites WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            if exists {
+                return Err(StoreError::Conflict(format!(
+                    "site `{name}` already exists"
+                )));
+            }
+            c.execute(
+                "INSERT INTO sites (name, intake_hash, created_ms) VALUES (?1, ?2, ?3)",
+                params![name, intake_hash, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn sites(&self) -> Result<Vec<SiteRow>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT name, created_ms, revoked_ms FROM sites ORDER BY name")?;
+            let rows = st.query_map([], |r| {
+                Ok(SiteRow {
+                    name: r.get(0)?,
+                    created_ms: r.get(1)?,
+                    revoked_ms: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn revoke_site(&self, name: &str, now: i64) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE sites SET revoked_ms = COALESCE(revoked_ms, ?2) WHERE name = ?1",
+                params![name, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("no site `{name}`")));
+            }
+            tx.execute(
+                "UPDATE agents SET revoked_ms = COALESCE(revoked_ms, ?2) WHERE site = ?1",
+                params![name, now],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    async fn revoke_agent(&self, site: &str, name: &str, now: i64) -> Result<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE agents SET revoked_ms = COALESCE(revoked_ms, ?3) WHERE site = ?1 AND name = ?2",
+                params![site, name, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "no agent `{name}` at site `{site}`"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    async fn site_by_intake(&self, intake_hash: &str) -> Result<Option<SiteRow>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT name, created_ms, revoked_ms FROM sites WHERE intake_hash = ?1 AND revoked_ms IS NULL",
+                [intake_hash],
+                |r| {
+                    Ok(SiteRow {
+                        name: r.get(0)?,
+                        created_ms: r.get(1)?,
+                        revoked_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    async fn enroll_agent(&self, a: &AgentRow) -> Result<()> {
+        self.with(|c| {
+            let taken: bool = c.query_row(
+                "SELECT COUNT(*) > 0 FROM agents WHERE site = ?1 AND name = ?2 AND revoked_ms IS NULL",
+                params![a.site, a.name],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::Conflict(format!(
+                    "an agent named `{}` is already enrolled at site `{}` (revoke it first with `vacsine site revoke {} --agent {}`)",
+                    a.name, a.site, a.site, a.name
+                )));
+            }
+            c.execute(
+                "INSERT INTO agents (id, site, name, public_key, version, enrolled_ms, last_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![a.id, a.site, a.name, a.public_key, a.version, a.enrolled_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn agent(&self, id: &str) -> Result<Option<AgentRow>> {
+        self.with(|c| {
+            Ok(
+                c.query_row("SELECT * FROM agents WHERE id = ?1", [id], agent_row)
+                    .optional()?,
+            )
+        })
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRow>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT * FROM agents ORDER BY site, name, enrolled_ms")?;
+            let rows = st.query_map([], agent_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn touch_agent(&self, id: &str, now: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE agents SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE id = ?1",
+                params![id, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn create_run(&self, r: &RunRow) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (id, site, workflow, request, status, created_ms, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    r.id,
+                    r.site,
+                    r.workflow,
+                    r.request,
+                    r.status,
+                    r.created_ms,
+                    r.message
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<RunRow>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
+                [id],
+                run_row,
+            )
+            .optional()?)
+        })
+    }
+
+    async fn runs(&self, limit: usize) -> Result<Vec<RunRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {RUN_COLS} FROM runs ORDER BY created_ms DESC, rowid DESC LIMIT ?1"
+            ))?;
+            let rows = st.query_map([limit as i64], run_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn lease_next(
+        &self,
+        site: &str,
+        agent: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<RunRow>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let id: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM runs WHERE site = ?1 AND status = 'queued'
+                     ORDER BY created_ms, rowid LIMIT 1",
+                    [site],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = id else { return Ok(None) };
+            tx.execute(
+                "UPDATE runs SET status = 'running', agent_id = ?2, lease_expires_ms = ?3,
+                   offers = offers + 1, started_ms = COALESCE(started_ms, ?4)
+                 WHERE id = ?1",
+                params![id, agent, now + ttl_ms, now],
+            )?;
+            let row = tx.query_row(
+                &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
+                [&id],
+                run_row,
+            )?;
+            tx.commit()?;
+            Ok(Some(row))
+        })
+    }
+
+    async fn renew(
+        &self,
+        agent: &str,
+        runs: &[String],
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut held = Vec::new();
+            for r in runs {
+                let n = c.execute(
+                    "UPDATE runs SET lease_expires_ms = ?3
+                     WHERE id = ?1 AND agent_id = ?2 AND status = 'running'",
+                    params![r, agent, now + ttl_ms],
+                )?;
+                if n > 0 {
+                    held.push(r.clone());
+                }
+            }
+            Ok(held)
+        })
+    }
+
+    async fn expire_leases(&self, now: i64) -> Result<Vec<Expired>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let expired: Vec<(String, String, i64, i64, i64)> = {
+                let mut st = tx.prepare(
+                    "SELECT id, agent_id, lease_expires_ms, offers,
+                       (SELECT COUNT(*) FROM records WHERE run_id = runs.id)
+                     FROM runs WHERE status = 'running' AND lease_expires_ms < ?1",
+                )?;
+                let rows = st.query_map([now], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                    ))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            let mut out = Vec::new();
+            for (id, agent, at, offers, nrec) in expired {
+                let at_s = crate::rfc3339(at);
+                let (st, msg) = if nrec == 0 && offers < MAX_OFFERS {
+                    (
+                        status::QUEUED,
+                        format!(
+                            "re-offered: agent {agent} stopped renewing its lease (expired at {at_s}) before recording any step"
+                        ),
+                    )
+                } else {
+                    (
+                        status::FAILED,
+                        format!(
+                            "failed: agent {agent} stopped renewing its lease (expired at {at_s}) after {nrec} step record(s), {offers} offer(s); the steps it ran are not re-run automatically"
+                        ),
+                    )
+                };
+                tx.execute(
+                    "UPDATE runs SET status = ?2, message = ?3, lease_expires_ms = NULL,
+                       agent_id = CASE WHEN ?2 = 'queued' THEN NULL ELSE agent_id END,
+                       finished_ms = CASE WHEN ?2 = 'failed' THEN ?4 ELSE NULL END
+                     WHERE id = ?1",
+                    params![id, st, msg, now],
+                )?;
+                out.push(Expired {
+                    run_id: id,
+                    agent_id: agent,
+                    now_status: st.to_string(),
+                });
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    async fn extend_leases(&self, now: i64, ttl_ms: i64) -> Result<usize> {
+        self.with(|c| {
+            Ok(c.execute(
+                "UPDATE runs SET lease_expires_ms = MAX(lease_expires_ms, ?1)
+                 WHERE status = 'running'",
+                [now + ttl_ms],
+            )?)
+        })
+    }
+
+    async fn add_records(
+        &self,
+        run: &str,
+        agent: &str,
+        records: &[(String, String)],
+        now: i64,
+    ) -> Result<Stored> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let owner: Option<Option<String>> = tx
+                .query_row("SELECT agent_id FROM runs WHERE id = ?1", [run], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match owner {
+                None => return Err(StoreError::NotFound(format!("no run `{run}`"))),
+                Some(Some(a)) if a == agent => {}
+                Some(_) => {
+                    return Err(StoreError::Forbidden(format!(
+                        "run `{run}` is not leased to this agent"
+                    )))
+                }
+            }
+            let mut out = Stored::default();
+            for (key, rec) in records {
+                let n = tx.execute(
+                    "INSERT OR IGNORE INTO records (run_id, key, record, received_ms)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![run, format!("{run}/{key}"), rec, now],
+                )?;
+                if n == 1 {
+                    out.stored += 1;
+                } else {
+                    out.duplicates += 1;
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    async fn records(&self, run: &str, after: i64) -> Result<Vec<(i64, String)>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT seq, record FROM records WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+            )?;
+            let rows = st.query_map(params![run, after], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn finish_run(
+        &self,
+        run: &str,
+        agent: &str,
+        status: &str,
+        message: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        if !status::is_final(status) {
+            return Err(StoreError::Other(format!(
+                "`{status}` is not a final status"
+            )));
+        }
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE runs SET status = ?3, message = ?4, finished_ms = ?5, lease_expires_ms = NULL
+                 WHERE id = ?1 AND agent_id = ?2 AND status = 'running'",
+                params![run, agent, status, message, now],
+            )?;
+            Ok(n == 1)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store_with_agent() -> SqliteStore {
+        let s = SqliteStore::in_memory().unwrap();
+        s.create_site("edge", "h1", 0).await.unwrap();
+        for id in ["a1", "a2"] {
+            s.enroll_agent(&AgentRow {
+                id: id.into(),
+                site: "edge".into(),
+                name: id.into(),
+                public_key: "k".into(),
+                version: "t".into(),
+                enrolled_ms: 0,
+                last_seen_ms: 0,
+                revoked_ms: None,
+            })
+            .await
+            .unwrap();
+        }
+        s
+    }
+
+    fn run(id: &str, at: i64) -> RunRow {
+        RunRow {
+            id: id.into(),
+            site: "edge".into(),
+            workflow: "w".into(),
+            request: "{}".into(),
+            status: status::QUEUED.into(),
+            agent_id: None,
+            lease_expires_ms: None,
+            offers: 0,
+            created_ms: at,
+            started_ms: None,
+            finished_ms: None,
+            message: None,
+            records: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn leases_expire_into_reoffer_or_visible_failure() {
+        let s = store_with_agent().await;
+        s.create_run(&run("r1", 1)).await.unwrap();
+        s.create_run(&run("r2", 2)).await.unwrap();
+        // Oldest first, each to one agent.
+        let l1 = s.lease_next("edge", "a1", 10, 100).await.unwrap().unwrap();
+        let l2 = s.lease_next("edge", "a2", 10, 100).await.unwrap().unwrap();
+        assert_eq!((l1.id.as_str(), l2.id.as_str()), ("r1", "r2"));
+        assert!(s.lease_next("edge", "a1", 10, 100).await.unwrap().is_none());
+        // r2 got a record; renewal keeps only the agent's own leases.
+        let rec = vec![("k1".to_string(), "{}".to_string())];
+        s.add_records("r2", "a2", &rec, 20).await.unwrap();
+        assert_eq!(
+            s.renew("a1", &["r1".into(), "r2".into()], 50, 100)
+                .await
+                .unwrap(),
+            vec!["r1".to_string()]
+        );
+        // Nothing expires before its time.
+        assert!(s.expire_leases(109).await.unwrap().is_empty());
+        let e = s.expire_leases(111).await.unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].run_id.as_str(), e[0].now_status.as_str()),
+            ("r2", "failed")
+        );
+        let r2 = s.run("r2").await.unwrap().unwrap();
+        assert!(r2.message.unwrap().contains("1 step record"));
+        assert!(r2.finished_ms.is_some());
+        let e = s.expire_leases(151).await.unwrap();
+        assert_eq!(e[0].now_status, "queued", "r1 had no record: re-offered");
+        let r1 = s.run("r1").await.unwrap().unwrap();
+        assert_eq!((r1.status.as_str(), r1.agent_id), ("queued", None));
+        // Re-offered at most MAX_OFFERS times, then failed.
+        for n in 2..=MAX_OFFERS {
+            let l = s.lease_next("edge", "a2", 200, 10).await.unwrap().unwrap();
+            assert_eq!(l.offers, n);
+            let e = s.expire_leases(211 + n).await.unwrap();
+            let want = if n < MAX_OFFERS { "queued" } else { "failed" };
+            assert_eq!(e[0].now_status, want);
+            // A late finish by the agent that lost the lease is not taken.
+            assert!(!s
+                .finish_run("r1", "a2", "succeeded", None, 300)
+                .await
+                .unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn records_are_stored_once_per_key_and_only_from_the_runs_agent() {
+        let s = store_with_agent().await;
+        s.create_run(&run("r1", 1)).await.unwrap();
+        s.lease_next("edge", "a1", 10, 100).await.unwrap().unwrap();
+        let recs = vec![
+            ("x/1".to_string(), "{\"n\":1}".to_string()),
+            ("y/1".to_string(), "{\"n\":2}".to_string()),
+        ];
+        let a = s.add_records("r1", "a1", &recs, 20).await.unwrap();
+        let b = s.add_records("r1", "a1", &recs, 21).await.unwrap();
+        assert_eq!(
+            (a.stored, a.duplicates, b.stored, b.duplicates),
+            (2, 0, 0, 2)
+        );
+        assert!(matches!(
+            s.add_records("r1", "a2", &recs, 22).await,
+            Err(StoreError::Forbidden(_))
+        ));
+        assert!(matches!(
+            s.add_records("nope", "a1", &recs, 22).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let got = s.records("r1", 0).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(s.records("r1", got[0].0).await.unwrap().len(), 1);
+        assert!(s
+            .finish_run("r1", "a1", "succeeded", None, 30)
+            .await
+            .unwrap());
+        assert_eq!(s.run("r1").await.unwrap().unwrap().records, 2);
+    }
+
+    #[tokio::test]
+    async fn revoking_a_site_revokes_its_agents_and_its_intake_key() {
+        let s = store_with_agent().await;
+        assert!(s.site_by_intake("h1").await.unwrap().is_some());
+        assert!(matches!(
+            s.create_site("edge", "h2", 1).await,
+            Err(StoreError::Conflict(_))
+        ));
+        s.revoke_site("edge", 5).await.unwrap();
+        assert!(s.site_by_intake("h1").await.unwrap().is_none());
+        for a in s.agents().await.unwrap() {
+            assert_eq!(a.revoked_ms, Some(5));
+        }
+        assert!(matches!(
+            s.revoke_agent("edge", "zz", 6).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}

@@ -1,0 +1,470 @@
+//! `vacsine orchestrator`, `agent`, `site`, `status`, and `run --site`: the CLI side of
+//! `vacsine-orch`.
+
+use crate::cli::{OperatorConn, SimpleFormat, SiteAction};
+use crate::commands::{print_diagnostics, report_error, EXIT_FAILURES, EXIT_OK};
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use vacsine_core::doc::LoadError;
+use vacsine_enforce::inputs;
+use vacsine_orch::client::OperatorClient;
+use vacsine_orch::proto;
+
+fn err(e: impl std::fmt::Display) -> miette::Report {
+    miette::miette!("{e:#}")
+}
+
+pub async fn orchestrator(
+    listen: SocketAddr,
+    data: PathBuf,
+    lease_ttl_ms: u64,
+) -> miette::Result<i32> {
+    vacsine_orch::server::serve(vacsine_orch::server::Config {
+        listen,
+        data,
+        lease_ttl_ms: lease_ttl_ms.max(100) as i64,
+    })
+    .await
+    .map_err(|e| miette::miette!("{e:#}"))?;
+    Ok(EXIT_OK)
+}
+
+pub async fn agent(
+    orchestrator: Option<String>,
+    intake_key: Option<String>,
+    name: Option<String>,
+    pin: Option<String>,
+    data: PathBuf,
+) -> miette::Result<i32> {
+    let enrolled = data.join("agent.json").exists();
+    let need = |v: Option<String>, flag: &str| -> miette::Result<String> {
+        match v {
+            Some(v) => Ok(v),
+            None if enrolled => Ok(String::new()),
+            None => Err(miette::miette!(
+                help = "the first start enrols the agent: vacsine agent --orchestrator https://HOST:8443 --intake-key KEY --name NAME --pin sha256:…",
+                "{flag} is needed to enrol this agent ({} has no identity yet)",
+                data.display()
+            )),
+        }
+    };
+    let cfg = vacsine_orch::agent::AgentConfig {
+        orchestrator: need(orchestrator, "--orchestrator")?,
+        name: need(name, "--name")?,
+        pin: need(pin, "--pin")?,
+        intake_key,
+        data,
+    };
+    vacsine_orch::agent::run(cfg)
+        .await
+        .map_err(|e| miette::miette!("agent stopped: {e:#}"))?;
+    Ok(EXIT_OK)
+}
+
+/// `vacsine agent preflight`: one line per check; exit 0 when all pass, 2 otherwise.
+pub async fn preflight(
+    orchestrator: Option<String>,
+    pin: Option<String>,
+    intake_key: bool,
+    data: &std::path::Path,
+) -> i32 {
+    let checks = vacsine_orch::preflight::run(orchestrator, pin, intake_key, data).await;
+    for c in &checks {
+        println!(
+            "{}  {:<13} {}",
+            if c.pass { "PASS" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    if checks.iter().all(|c| c.pass) {
+        EXIT_OK
+    } else {
+        EXIT_FAILURES
+    }
+}
+
+fn client(conn: &OperatorConn) -> miette::Result<OperatorClient> {
+    let cfg = match (&conn.url, &conn.pin, &conn.token) {
+        (Some(url), Some(pin), Some(token)) => proto::OperatorConfig {
+            url: url.clone(),
+            pin: pin.clone(),
+            token: token.clone(),
+        },
+        _ => {
+            let mut c = vacsine_orch::server::operator_config(&conn.data).map_err(err)?;
+            if let Some(u) = &conn.url {
+                c.url = u.clone();
+            }
+            if let Some(p) = &conn.pin {
+                c.pin = p.clone();
+            }
+            if let Some(t) = &conn.token {
+                c.token = t.clone();
+            }
+            c
+        }
+    };
+    OperatorClient::new(&cfg).map_err(err)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+pub async fn site(
+    action: SiteAction,
+    conn: &OperatorConn,
+    format: SimpleFormat,
+) -> miette::Result<i32> {
+    let c = client(conn)?;
+    match action {
+        SiteAction::Create { name } => {
+            let r: proto::SiteCreated = c
+                .post(proto::OP_SITES, &proto::CreateSite { name })
+                .await
+                .map_err(err)?;
+            if format == SimpleFormat::Json {
+                print_json(&r);
+            } else {
+                println!("site {} created; its intake key (shown once):", r.name);
+                println!("{}", r.intake_key);
+            }
+        }
+        SiteAction::List => {
+            let v: Vec<proto::SiteView> = c.get(proto::OP_SITES).await.map_err(err)?;
+            if format == SimpleFormat::Json {
+                print_json(&v);
+            } else {
+                println!("{:<24} {:<26} REVOKED", "SITE", "CREATED");
+                for s in v {
+                    println!(
+                        "{:<24} {:<26} {}",
+                        s.name,
+                        s.created,
+                        s.revoked.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        SiteAction::Revoke { name, agent } => {
+            let _: Value = c
+                .post(
+                    &format!("{}/{name}/revoke", proto::OP_SITES),
+                    &proto::RevokeRequest {
+                        agent: agent.clone(),
+                    },
+                )
+                .await
+                .map_err(err)?;
+            match agent {
+                Some(a) => println!("agent {a} of site {name} revoked"),
+                None => println!("site {name} revoked (its intake key and every agent)"),
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<i32> {
+    let c = client(conn)?;
+    let v: proto::StatusView = c.get(proto::OP_STATUS).await.map_err(err)?;
+    if format == SimpleFormat::Json {
+        print_json(&v);
+        return Ok(EXIT_OK);
+    }
+    println!("SITES");
+    for s in &v.sites {
+        println!(
+            "  {:<20} created {}{}",
+            s.name,
+            s.created,
+            s.revoked
+                .as_deref()
+                .map(|r| format!(", revoked {r}"))
+                .unwrap_or_default()
+        );
+    }
+    println!("AGENTS");
+    println!(
+        "  {:<16} {:<16} {:<8} {:<26} {:<8} ID",
+        "SITE", "NAME", "STATE", "LAST SEEN", "VERSION"
+    );
+    for a in &v.agents {
+        println!(
+            "  {:<16} {:<16} {:<8} {:<26} {:<8} {}",
+            a.site, a.name, a.state, a.last_seen, a.version, a.id
+        );
+    }
+    println!("RUNS");
+    println!(
+        "  {:<38} {:<16} {:<20} {:<10} {:>7}  MESSAGE",
+        "RUN", "SITE", "WORKFLOW", "STATUS", "RECORDS"
+    );
+    for r in &v.runs {
+        println!(
+            "  {:<38} {:<16} {:<20} {:<10} {:>7}  {}",
+            r.id,
+            r.site,
+            r.workflow,
+            r.status,
+            r.records,
+            r.message.as_deref().unwrap_or("")
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+fn print_record(out: &mut impl Write, r: &vacsine_core::record::StepRecord) {
+    let _ = writeln!(
+        out,
+        "{}  {:<24} {:<10} {:<12} {:>9}  {}{}",
+        r.started_at,
+        format!("{}#{}", r.step_id, r.attempt),
+        r.node.as_deref().unwrap_or("-"),
+        r.status.as_str(),
+        r.duration_ms
+            .map_or_else(|| "—".to_string(), |ms| format!("{ms}ms")),
+        r.executor,
+        if r.changed { " (changed)" } else { "" }
+    );
+    if let Some(e) = &r.error {
+        let _ = writeln!(out, "      error: {e}");
+    }
+}
+
+/// `--input NAME=VALUE` typed by the workflow's declarations (as `vacsine run` does), errors
+/// located at the declaration.
+fn typed_inputs(
+    wf: &inputs::Loaded<vacsine_core::workflow::Workflow>,
+    raw: &[String],
+) -> Result<Map<String, Value>, Vec<LoadError>> {
+    let decl = &wf.doc.spec.inputs;
+    let name_at = &wf.doc.metadata.name;
+    let mut errors = Vec::new();
+    let mut out = Map::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in raw {
+        let Some((name, value)) = r.split_once('=') else {
+            continue; // refused by the argument parser
+        };
+        if !seen.insert(name) {
+            errors.push(LoadError::at(
+                &wf.source,
+                0,
+                0,
+                format!("--input {name} is given twice"),
+                None,
+            ));
+            continue;
+        }
+        match decl.get(name) {
+            Some(spec) => match spec
+                .ty
+                .from_command_line(value)
+                .and_then(|v| spec.check(&v))
+            {
+                Ok(v) => {
+                    out.insert(name.to_string(), v);
+                }
+                Err(e) => errors.push(LoadError::at(
+                    &wf.source,
+                    spec.name.line,
+                    spec.name.column,
+                    format!("--input {name}={value:?}: {e}"),
+                    Some(format!(
+                        "input `{name}` is declared here with type {}",
+                        spec.ty.as_str()
+                    )),
+                )),
+            },
+            None if name == "event" => {
+                out.insert(
+                    name.to_string(),
+                    serde_json::from_str(value)
+                        .unwrap_or_else(|_| Value::String(value.to_string())),
+                );
+            }
+            None => errors.push(LoadError::at(
+                &wf.source,
+                name_at.line,
+                name_at.column,
+                format!(
+                    "--input {name}: workflow `{}` declares no input `{name}`",
+                    name_at.value
+                ),
+                Some(format!(
+                    "declared inputs: {}",
+                    decl.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+            )),
+        }
+    }
+    for (name, spec) in decl {
+        if spec.is_required() && !seen.contains(name.as_str()) {
+            errors.push(LoadError::at(
+                &wf.source,
+                spec.name.line,
+                spec.name.column,
+                format!(
+                    "input `{name}` ({}) is required and was not given",
+                    spec.ty.as_str()
+                ),
+                Some(format!("pass --input {name}=VALUE")),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `vacsine run WF --site S`: validate here, submit, follow the records as they arrive.
+pub async fn run_at_site(
+    workflow: Option<PathBuf>,
+    site: &str,
+    raw_inputs: Vec<String>,
+    catalog: Vec<PathBuf>,
+    detach: bool,
+    conn: &OperatorConn,
+    format: SimpleFormat,
+) -> miette::Result<i32> {
+    let Some(wf_path) = workflow else {
+        return Err(miette::miette!(
+            help = "vacsine run WORKFLOW --site SITE",
+            "give a workflow file"
+        ));
+    };
+    let mut cat_dirs = catalog;
+    if cat_dirs.is_empty() && std::path::Path::new("catalog").is_dir() {
+        cat_dirs.push(PathBuf::from("catalog"));
+    }
+    let (mut cat, problems) = inputs::catalog_for(None, &cat_dirs);
+    if !problems.is_empty() {
+        return Ok(print_diagnostics(problems));
+    }
+    let wf = match inputs::load_workflow(&wf_path) {
+        Ok(w) => w,
+        Err(e) => return Ok(print_diagnostics(vec![e])),
+    };
+    cat.workflows
+        .entry(wf.doc.metadata.name.value.clone())
+        .or_insert_with(|| wf.clone());
+    let ecat = vacsine_enforce::engine_catalog(&cat);
+    let errs: Vec<LoadError> = vacsine_engine::validate_workflow(&wf.doc, &ecat)
+        .into_iter()
+        .map(|p| p.into_error(&wf.source))
+        .collect();
+    if !errs.is_empty() {
+        return Ok(print_diagnostics(errs));
+    }
+    // Inputs are typed and checked here, before anything is queued at the site.
+    let inputs_map = match typed_inputs(&wf, &raw_inputs) {
+        Ok(m) => m,
+        Err(errs) => return Ok(print_diagnostics(errs)),
+    };
+    let to_json = |w: &vacsine_core::workflow::Workflow| serde_json::to_value(w).map_err(err);
+    let mut catalog_json = Vec::new();
+    for (name, w) in &cat.workflows {
+        if *name != wf.doc.metadata.name.value {
+            catalog_json.push(to_json(&w.doc)?);
+        }
+    }
+    let c = client(conn)?;
+    let created: proto::RunCreated = c
+        .post(
+            proto::OP_RUNS,
+            &proto::SubmitRun {
+                site: site.to_string(),
+                job: proto::Job {
+                    workflow: to_json(&wf.doc)?,
+                    catalog: catalog_json,
+                    inputs: inputs_map,
+                },
+            },
+        )
+        .await
+        .map_err(err)?;
+    if detach {
+        if format == SimpleFormat::Json {
+            println!("{}", serde_json::json!({ "run_id": created.run_id }));
+        } else {
+            println!("run {} queued at site {site}", created.run_id);
+        }
+        return Ok(EXIT_OK);
+    }
+    if format == SimpleFormat::Human {
+        eprintln!("run {} queued at site {site}", created.run_id);
+    }
+    let mut after = 0i64;
+    let mut unreachable = false;
+    loop {
+        let path = format!(
+            "{}/{}?after={after}&wait_ms=20000",
+            proto::OP_RUNS,
+            created.run_id
+        );
+        let r: proto::RunRecords = match c.get(&path).await {
+            Ok(r) => {
+                if unreachable {
+                    eprintln!("orchestrator reachable again");
+                    unreachable = false;
+                }
+                r
+            }
+            Err(vacsine_orch::client::CallError::Unreachable(m)) => {
+                if !unreachable {
+                    eprintln!("orchestrator unreachable ({m}); waiting for it");
+                    unreachable = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Ok(report_error(err(e))),
+        };
+        let mut out = std::io::stdout().lock();
+        for s in &r.records {
+            after = after.max(s.seq);
+            match format {
+                SimpleFormat::Json => {
+                    let _ = writeln!(out, "{}", s.record);
+                }
+                SimpleFormat::Human => {
+                    match serde_json::from_value::<vacsine_core::record::StepRecord>(
+                        s.record.clone(),
+                    ) {
+                        Ok(rec) => print_record(&mut out, &rec),
+                        Err(_) => {
+                            let _ = writeln!(out, "{}", s.record);
+                        }
+                    }
+                }
+            }
+        }
+        let _ = out.flush();
+        drop(out);
+        if vacsine_orch::store::status::is_final(&r.run.status) && r.records.is_empty() {
+            if format == SimpleFormat::Human {
+                println!(
+                    "run {} {}{}",
+                    r.run.id,
+                    r.run.status,
+                    r.run
+                        .message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                );
+            }
+            return Ok(if r.run.status == "succeeded" {
+                EXIT_OK
+            } else {
+                EXIT_FAILURES
+            });
+        }
+    }
+}

@@ -1,0 +1,664 @@
+//! Orchestrator and agent as real processes of the built binary, over real TLS sockets on
+//! loopback, each with its own temporary data folder.
+
+use serde_json::Value;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
+
+struct Orch {
+    child: Child,
+    data: PathBuf,
+    url: String,
+    pin: String,
+}
+
+impl Orch {
+    /// Start an orchestrator on `listen` with its data in `data`; wait until it answers.
+    fn start(data: &Path, listen: &str, lease_ttl_ms: u64) -> Orch {
+        let op = data.join("operator.json");
+        let _ = std::fs::remove_file(&op);
+        let child = Command::new(BIN)
+            .args(["orchestrator", "--listen", listen, "--data"])
+            .arg(data)
+            .args(["--lease-ttl-ms", &lease_ttl_ms.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the orchestrator");
+        let cfg: Value = wait_until(Duration::from_secs(20), "operator.json", || {
+            std::fs::read(&op)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+        });
+        let url = cfg["url"].as_str().unwrap().to_string();
+        let pin = cfg["pin"].as_str().unwrap().to_string();
+        let o = Orch {
+            child,
+            data: data.to_path_buf(),
+            url,
+            pin,
+        };
+        wait_until(
+            Duration::from_secs(20),
+            "the orchestrator answering",
+            || {
+                o.cli(&["status", "--format", "json"])
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        );
+        o
+    }
+
+    fn addr(&self) -> String {
+        self.url.trim_start_matches("https://").to_string()
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--orchestrator-data")
+            .arg(&self.data)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run vacsine")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let o = self.cli(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&o)))
+    }
+
+    fn site(&self, name: &str) -> String {
+        let v = self.json(&["site", "create", name, "--format", "json"]);
+        v["intake_key"].as_str().unwrap().to_string()
+    }
+
+    fn status(&self) -> Value {
+        self.json(&["status", "--format", "json"])
+    }
+
+    fn run(&self, id: &str) -> Value {
+        self.status()["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("run {id} not in status"))
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Orch {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(o: &Orch, key: &str, name: &str, data: &Path) -> Agent {
+        let log = data.with_extension("log");
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(["agent", "--orchestrator", &o.url, "--intake-key", key])
+            .args(["--name", name, "--pin", &o.pin, "--data"])
+            .arg(data)
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("start the agent");
+        let a = Agent { child, log };
+        wait_until(Duration::from_secs(20), "the agent enrolled", || {
+            a.log().contains("vacsine agent").then_some(())
+        });
+        a
+    }
+
+    fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `vacsine agent preflight`'s output (Docker and nft may fail on a CI host: callers look at
+/// the lines they need).
+fn preflight(data: &Path, args: &[&str]) -> String {
+    let o = Command::new(BIN)
+        .args(["agent", "preflight", "--data"])
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    let all_pass = !t.contains("FAIL");
+    assert_eq!(o.status.code(), Some(if all_pass { 0 } else { 2 }), "{t}");
+    t
+}
+
+fn workflow(dir: &Path, name: &str, steps: &[(&str, &str)]) -> PathBuf {
+    let mut y = format!(
+        "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n  steps:\n"
+    );
+    let mut prev: Option<&str> = None;
+    for (id, sh) in steps {
+        y.push_str(&format!(
+            "    - id: {id}\n      uses: command\n      with:\n        argv: [\"sh\", \"-c\", {sh:?}]\n"
+        ));
+        if let Some(p) = prev {
+            y.push_str(&format!("      needs: [{p}]\n"));
+        }
+        prev = Some(id);
+    }
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(&p, y).unwrap();
+    p
+}
+
+fn submit(o: &Orch, wf: &Path, site: &str) -> String {
+    let v = o.json(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--site",
+        site,
+        "--detach",
+        "--format",
+        "json",
+    ]);
+    v["run_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn orchestrator_runs_a_workflow_at_a_site_then_refuses_the_revoked_agent() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 3000);
+    let key = o.site("edge-a");
+    let mut a = Agent::start(&o, &key, "edge-a-1", &d.path().join("agent"));
+    // The identity is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.path().join("agent/agent.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let wf = workflow(
+        d.path(),
+        "three",
+        &[("a", "echo a; sleep 0.2"), ("b", "echo b"), ("c", "echo c")],
+    );
+    let out = o.cli(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--site",
+        "edge-a",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let recs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&str> = recs
+        .iter()
+        .map(|r| r["step_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"], "each record once, in order");
+    for r in &recs {
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert!(
+            r["started_at"].is_string() && r["finished_at"].is_string(),
+            "{r}"
+        );
+        assert!(r["duration_ms"].is_u64(), "{r}");
+    }
+    assert!(recs[0]["duration_ms"].as_u64().unwrap() >= 200);
+    assert_eq!(recs[0]["stdout"], "a\n");
+
+    let st = o.status();
+    let ag = &st["agents"][0];
+    assert_eq!(
+        (ag["name"].as_str(), ag["state"].as_str()),
+        (Some("edge-a-1"), Some("online"))
+    );
+    assert!(ag["version"].is_string() && ag["last_seen"].is_string());
+    let run = &st["runs"][0];
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["records"], 3);
+
+    // Preflight of the enrolled agent: reachable with the pin, clocks close, identity accepted.
+    let pf = preflight(&d.path().join("agent"), &[]);
+    for name in ["orchestrator", "clock", "identity", "disk"] {
+        assert!(pf.contains(&format!("PASS  {name}")), "{pf}");
+    }
+    // A wrong pin is a failure that names both fingerprints.
+    let zero = format!("sha256:{}", "0".repeat(64));
+    let pf2 = preflight(
+        &d.path().join("other"),
+        &["--orchestrator", &o.url, "--pin", &zero],
+    );
+    assert!(
+        pf2.contains("FAIL  orchestrator") && pf2.contains(&o.pin),
+        "{pf2}"
+    );
+
+    // Revoked while it long-polls: refused at once, the agent stops and says why.
+    let t0 = Instant::now();
+    let r = o.cli(&["site", "revoke", "edge-a", "--agent", "edge-a-1"]);
+    assert!(r.status.success(), "{}", text(&r));
+    let code = wait_until(Duration::from_secs(10), "the revoked agent to stop", || {
+        a.child.try_wait().unwrap()
+    });
+    assert!(!code.success());
+    assert!(a.log().contains("revoked"), "{}", a.log());
+    // Long polls last 25 s: a prompt refusal is the revocation waking it.
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(o.status()["agents"][0]["state"], "revoked");
+    // Its identity no longer works on restart either.
+    let again = Command::new(BIN)
+        .args(["agent", "--data"])
+        .arg(d.path().join("agent"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(text(&again).contains("revoked"), "{}", text(&again));
+    let pf = preflight(&d.path().join("agent"), &[]);
+    assert!(
+        pf.contains("FAIL  identity") && pf.contains("revoked"),
+        "{pf}"
+    );
+    a.kill9();
+}
+
+#[test]
+fn orchestrator_killed_mid_run_gets_every_record_once_after_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("orch");
+    let mut o = Orch::start(&data, "127.0.0.1:0", 3000);
+    let addr = o.addr();
+    let key = o.site("edge-a");
+    let a = Agent::start(&o, &key, "edge-a-1", &d.path().join("agent"));
+    let wf = workflow(
+        d.path(),
+        "four",
+        &[
+            ("a", "echo a"),
+            ("b", "sleep 1.5; echo b"),
+            ("c", "echo c"),
+            ("d", "echo d"),
+        ],
+    );
+    let id = submit(&o, &wf, "edge-a");
+    wait_until(Duration::from_secs(20), "step a recorded", || {
+        (o.run(&id)["records"].as_i64() >= Some(1)).then_some(())
+    });
+    let before = o.run(&id)["records"].as_i64().unwrap();
+    o.kill9();
+    // The agent goes on alone; its records wait in its outbox.
+    wait_until(
+        Duration::from_secs(30),
+        "the agent to finish the run",
+        || {
+            a.log()
+                .contains(&format!("run {id}: succeeded"))
+                .then_some(())
+        },
+    );
+    assert!(a.log().contains("unreachable"), "{}", a.log());
+    drop(o);
+    let o = Orch::start(&data, &addr, 3000);
+    let run = wait_until(Duration::from_secs(30), "the run to end", || {
+        let r = o.run(&id);
+        (r["status"] != "running").then_some(r)
+    });
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(before < 4, "some records were made while it was down");
+    // Exactly once: four step attempts, four records (the store keeps one per key).
+    let fin = wait_until(Duration::from_secs(10), "all records", || {
+        let r = o.run(&id);
+        (r["records"].as_i64() >= Some(4)).then_some(r)
+    });
+    assert_eq!(fin["records"], 4, "{fin}");
+    // Following the run now prints each step once.
+    let out = o.cli(&["status", "--format", "json"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn records_kept_in_a_killed_agents_outbox_arrive_once_after_both_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("orch");
+    let mut o = Orch::start(&data, "127.0.0.1:0", 5000);
+    let addr = o.addr();
+    let key = o.site("edge-a");
+    let adata = d.path().join("agent");
+    let mut a = Agent::start(&o, &key, "edge-a-1", &adata);
+    let wf = workflow(
+        d.path(),
+        "three",
+        &[("a", "sleep 0.5"), ("b", "echo b"), ("c", "echo c")],
+    );
+    let id = submit(&o, &wf, "edge-a");
+    wait_until(Duration::from_secs(20), "the run leased", || {
+        (o.run(&id)["status"] == "running").then_some(())
+    });
+    o.kill9();
+    wait_until(
+        Duration::from_secs(30),
+        "the agent to finish the run",
+        || {
+            a.log()
+                .contains(&format!("run {id}: succeeded"))
+                .then_some(())
+        },
+    );
+    // Both die: the records and the run's end are only in the agent's outbox now.
+    a.kill9();
+    drop(o);
+    let o = Orch::start(&data, &addr, 5000);
+    assert_ne!(o.run(&id)["status"], "succeeded");
+    let _a = Agent::start(&o, &key, "edge-a-1", &adata);
+    let run = wait_until(Duration::from_secs(20), "the run to end", || {
+        let r = o.run(&id);
+        (r["status"] != "running").then_some(r)
+    });
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["records"], 3, "{run}");
+}
+
+#[test]
+fn killed_agents_lease_expires_and_its_run_is_failed_or_reoffered_visibly() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 1500);
+    let key = o.site("edge-a");
+
+    // A run with a recorded step: failed, visibly, when its agent dies.
+    let mut a = Agent::start(&o, &key, "edge-a-1", &d.path().join("agent1"));
+    let wf = workflow(d.path(), "slow", &[("a", "echo a"), ("b", "sleep 20")]);
+    let id = submit(&o, &wf, "edge-a");
+    wait_until(Duration::from_secs(20), "step a recorded", || {
+        (o.run(&id)["records"].as_i64() >= Some(1)).then_some(())
+    });
+    assert_eq!(o.run(&id)["status"], "running");
+    let t0 = Instant::now();
+    a.kill9();
+    let run = wait_until(Duration::from_secs(15), "the lease to expire", || {
+        let r = o.run(&id);
+        (r["status"] != "running").then_some(r)
+    });
+    let waited = t0.elapsed();
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["message"].as_str().unwrap().contains("lease"), "{run}");
+    // Lease 1.5 s, sweeper every ~0.4 s; slack for a loaded CI host.
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+
+    // A run that recorded nothing yet: re-offered to the site.
+    let mut b = Agent::start(&o, &key, "edge-a-2", &d.path().join("agent2"));
+    let wf2 = workflow(d.path(), "sleepy", &[("z", "sleep 20")]);
+    let id2 = submit(&o, &wf2, "edge-a");
+    wait_until(Duration::from_secs(20), "run leased", || {
+        (o.run(&id2)["status"] == "running").then_some(())
+    });
+    b.kill9();
+    let run = wait_until(Duration::from_secs(15), "the lease to expire", || {
+        let r = o.run(&id2);
+        (r["status"] != "running").then_some(r)
+    });
+    assert_eq!(run["status"], "queued", "{run}");
+    assert!(
+        run["message"].as_str().unwrap().contains("re-offered"),
+        "{run}"
+    );
+    assert_eq!(run["offers"], 1);
+}
+
+/// Requests crafted by hand against the running server: a replay, a tampered body, another
+/// agent's keys, another agent's work — each refused with its own status and code.
+#[test]
+fn running_server_refuses_replayed_tampered_and_foreign_requests() {
+    use vacsine_orch::client::{AgentLink, CallError};
+    use vacsine_orch::proto;
+    use vacsine_wire::{KeyPair, PublicKey};
+
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
+    let key = o.site("edge-a");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let hello = AgentLink::hello(&o.url, &o.pin).await.unwrap();
+        let server = PublicKey::from_b64(&hello.server_key).unwrap();
+        let enrol = |name: &'static str, keys: KeyPair| {
+            let link = AgentLink::new(&o.url, &o.pin, keys.clone(), server.clone()).unwrap();
+            let key = key.clone();
+            async move {
+                let req = proto::EnrollRequest {
+                    intake_key: key,
+                    name: name.into(),
+                    version: "test".into(),
+                };
+                let env = link.seal(proto::ENROLL, name, &req).unwrap();
+                let wrapped = proto::EnrollEnvelope {
+                    public_key: keys.public().to_b64(),
+                    envelope: env.clone(),
+                };
+                let r: proto::EnrollResponse = link
+                    .send(proto::ENROLL, name, &env, &wrapped)
+                    .await
+                    .unwrap();
+                (link, r.agent_id)
+            }
+        };
+        let (la, ida) = enrol("a", KeyPair::generate()).await;
+        let (lb, idb) = enrol("b", KeyPair::generate()).await;
+        let poll = proto::PollRequest { wait_ms: 0 };
+        let refused = |r: Result<proto::PollResponse, CallError>| match r {
+            Err(CallError::Refused { status, code, .. }) => (status, code),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+
+        // A good request, then the very same bytes again.
+        let env = la.seal(proto::POLL, &ida, &poll).unwrap();
+        let ok: proto::PollResponse = la.send(proto::POLL, &ida, &env, &env).await.unwrap();
+        assert!(ok.work.is_none());
+        let r = la.send(proto::POLL, &ida, &env, &env).await;
+        assert_eq!(refused(r), (409, "replay".into()));
+
+        // A tampered body.
+        let mut bad = la.seal(proto::POLL, &ida, &poll).unwrap();
+        let mut ct = bad.ct.into_bytes();
+        ct[5] = if ct[5] == b'A' { b'B' } else { b'A' };
+        bad.ct = String::from_utf8(ct).unwrap();
+        let r = la.send(proto::POLL, &ida, &bad, &bad).await;
+        assert_eq!(refused(r), (400, "tampered".into()));
+
+        // Sent to another path than the one it is sealed for.
+        let env = la.seal(proto::RENEW, &ida, &poll).unwrap();
+        let r = la.send(proto::POLL, &ida, &env, &env).await;
+        assert_eq!(refused(r), (400, "misbound".into()));
+
+        // Agent b claims to be agent a, with its own keys.
+        let env = lb.seal(proto::POLL, &ida, &poll).unwrap();
+        let r = lb.send(proto::POLL, &ida, &env, &env).await;
+        assert_eq!(refused(r), (401, "wrong_sender".into()));
+
+        // Agent b uploads records to a run leased to agent a.
+        let wf = workflow(d.path(), "one", &[("x", "sleep 5")]);
+        let run = submit(&o, &wf, "edge-a");
+        let got: proto::PollResponse = la
+            .call(proto::POLL, &ida, &proto::PollRequest { wait_ms: 5000 })
+            .await
+            .unwrap();
+        assert_eq!(got.work.unwrap().run_id, run);
+        let forged = proto::RecordsRequest {
+            run_id: run.clone(),
+            records: vec![proto::KeyedRecord {
+                key: "x/1/local".into(),
+                record: serde_json::json!({"step_id": "x"}),
+            }],
+        };
+        let r = lb
+            .call::<_, proto::RecordsResponse>(proto::RECORDS, &idb, &forged)
+            .await;
+        assert!(
+            matches!(&r, Err(CallError::Refused { status: 403, code, .. }) if code == "forbidden"),
+            "{r:?}"
+        );
+        // The same upload by its agent is stored once, however often it is sent.
+        for n in 0..2 {
+            let s: proto::RecordsResponse = la.call(proto::RECORDS, &ida, &forged).await.unwrap();
+            assert_eq!(
+                (s.stored, s.duplicates),
+                if n == 0 { (1, 0) } else { (0, 1) }
+            );
+        }
+        assert_eq!(o.run(&run)["records"], 1);
+    });
+}
+
+#[test]
+fn run_at_a_site_checks_inputs_before_queuing_anything() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 3000);
+    o.site("edge-a");
+    let wf = d.path().join("typed.yaml");
+    std::fs::write(
+        &wf,
+        "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata:\n  name: typed\nspec:\n  inputs:\n    port:\n      type: port\n  steps:\n    - id: show\n      uses: command\n      with:\n        argv: [\"echo\", \"{{ inputs.port }}\"]\n",
+    )
+    .unwrap();
+    let w = wf.to_str().unwrap();
+    let bad = o.cli(&[
+        "run",
+        w,
+        "--site",
+        "edge-a",
+        "--detach",
+        "--input",
+        "port=99999",
+    ]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("typed.yaml:7:5"), "{}", text(&bad));
+    assert!(!text(&bad).contains("not given"), "{}", text(&bad));
+    let missing = o.cli(&["run", w, "--site", "edge-a", "--detach"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing).contains("required"), "{}", text(&missing));
+    let nosite = o.cli(&["run", w, "--site", "nope", "--detach", "--input", "port=22"]);
+    assert_eq!(nosite.status.code(), Some(1));
+    assert!(
+        text(&nosite).contains("vacsine site create nope"),
+        "{}",
+        text(&nosite)
+    );
+    assert_eq!(
+        o.status()["runs"].as_array().unwrap().len(),
+        0,
+        "nothing queued"
+    );
+    let ok = o.cli(&[
+        "run", w, "--site", "edge-a", "--detach", "--input", "port=22",
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert_eq!(o.status()["runs"][0]["status"], "queued");
+}
+
+fn sigterm(pid: u32) {
+    let st = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn sigterm_drains_the_agent_and_stops_the_orchestrator_promptly() {
+    let d = tempfile::tempdir().unwrap();
+    let mut o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 3000);
+    let key = o.site("edge-a");
+    let mut a = Agent::start(&o, &key, "edge-a-1", &d.path().join("agent1"));
+    let wf = workflow(
+        d.path(),
+        "drain",
+        &[("a", "sleep 1; echo a"), ("b", "echo b")],
+    );
+    let id = submit(&o, &wf, "edge-a");
+    wait_until(Duration::from_secs(20), "the run leased", || {
+        (o.run(&id)["status"] == "running").then_some(())
+    });
+    // SIGTERM mid-step: the run finishes, its records are uploaded, the agent exits 0.
+    sigterm(a.child.id());
+    let code = wait_until(Duration::from_secs(20), "the agent to drain", || {
+        a.child.try_wait().unwrap()
+    });
+    assert!(code.success(), "{}", a.log());
+    assert!(a.log().contains("draining"), "{}", a.log());
+    assert!(a.log().contains("outbox empty"), "{}", a.log());
+    let run = o.run(&id);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["records"], 2, "{run}");
+
+    // An orchestrator with an agent long-polling stops at once on SIGTERM, not after the
+    // poll's 25 s.
+    let _b = Agent::start(&o, &key, "edge-a-2", &d.path().join("agent2"));
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    sigterm(o.child.id());
+    let code = wait_until(Duration::from_secs(10), "the orchestrator to stop", || {
+        o.child.try_wait().unwrap()
+    });
+    assert!(code.success());
+    // Under the 5 s grace given to requests under way: the long poll ended at once.
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    o.kill9();
+}
