@@ -168,6 +168,33 @@ pub struct FileContent {
     pub gid: u32,
 }
 
+/// What a path is, the final symbolic link not followed (`lstat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Regular,
+    Directory,
+    Symlink,
+    /// Device, FIFO, socket.
+    Other,
+}
+
+/// `lstat` of a path as a node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryStat {
+    pub kind: EntryKind,
+    /// Permission bits (07777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// The link's target (read, not followed) when `kind` is [`EntryKind::Symlink`].
+    pub link_target: Option<String>,
+}
+
+/// A directory's entries (name, `lstat`), or `None` when it is missing or not a directory.
+pub type DirListing = Option<Vec<(String, EntryStat)>>;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
@@ -231,6 +258,56 @@ pub trait NodeOps: Send + Sync {
             driver: self.driver().into(),
         })
     }
+    /// `lstat` of `path` (a final symbolic link is described, not followed); `Ok(None)` when
+    /// it does not exist. Drivers without it answer `Unsupported` (callers fall back to
+    /// running programs in the node).
+    async fn lstat(&self, path: &str) -> Result<Option<EntryStat>, NodeError> {
+        let _ = path;
+        Err(NodeError::Unsupported {
+            op: "lstat".into(),
+            driver: self.driver().into(),
+        })
+    }
+    /// Entries of directory `path` (symbolic links in `path` followed, as `find -H` does),
+    /// each with its `lstat`, sorted by name; `Ok(None)` when `path` is missing or not a
+    /// directory. Drivers without it answer `Unsupported`.
+    async fn list_dir(&self, path: &str) -> Result<DirListing, NodeError> {
+        let _ = path;
+        Err(NodeError::Unsupported {
+            op: "list_dir".into(),
+            driver: self.driver().into(),
+        })
+    }
+    /// Listings of `dirs` and of their subdirectories (real directories, not links) down to
+    /// `depth` levels: `depth` 1 lists only `dirs`. Each listed directory once, with its
+    /// listing; a start point missing or not a directory comes with `None`. The default walks
+    /// with [`NodeOps::list_dir`]; a driver that pays per call does it in one.
+    async fn list_tree(
+        &self,
+        dirs: &[String],
+        depth: usize,
+    ) -> Result<Vec<(String, DirListing)>, NodeError> {
+        let mut out = Vec::new();
+        let mut level: Vec<String> = dirs.to_vec();
+        for l in 0..depth {
+            let mut next = Vec::new();
+            for dir in level {
+                let listing = self.list_dir(&dir).await?;
+                if let Some(entries) = &listing {
+                    if l + 1 < depth {
+                        for (name, st) in entries {
+                            if st.kind == EntryKind::Directory {
+                                next.push(child_path(&dir, name));
+                            }
+                        }
+                    }
+                }
+                out.push((dir, listing));
+            }
+            level = next;
+        }
+        Ok(out)
+    }
     /// `nft list ruleset` of the node's network namespace.
     async fn nft_ruleset(&self) -> Result<String, NodeError>;
     /// Apply an nft script (`nft -f -`) atomically in the node's network namespace.
@@ -245,6 +322,15 @@ pub trait NodeOps: Send + Sync {
     async fn quarantine(&self, keep: Option<&str>) -> Result<Vec<String>, NodeError>;
     /// Reconnect networks removed by [`NodeOps::quarantine`].
     async fn release(&self, networks: &[String]) -> Result<(), NodeError>;
+}
+
+/// `dir/name`, without doubling the root's slash.
+pub fn child_path(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
 }
 
 /// A resolved site: its nodes, and observation of checks on them.

@@ -11,6 +11,7 @@
 use rustix::fs::{self, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use vacsine_core::node::{child_path, DirListing, EntryKind, EntryStat};
 
 /// What `stat` returns about a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +199,85 @@ impl Root {
         }
     }
 
+    /// `lstat` of `path`: the directories on the way are resolved in the root, the last
+    /// component is not followed. `None` when it does not exist.
+    pub fn lstat(&self, path: &str) -> io::Result<Option<EntryStat>> {
+        check_path(path)?;
+        if path.trim_end_matches('/').is_empty() {
+            let fd = self.resolve("/", OFlags::PATH | OFlags::DIRECTORY)?;
+            return Ok(Some(entry_of(&fd, "", AtFlags::EMPTY_PATH)?));
+        }
+        let (dir, base) = match self.parent_of(path) {
+            Ok(x) => x,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match entry_of(&dir, base, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Entries of the directory `path` (resolved in the root, links followed) with their
+    /// `lstat`, sorted by name; `None` when it is missing or not a directory.
+    pub fn list_dir(&self, path: &str) -> io::Result<DirListing> {
+        let fd = match self.resolve(path, OFlags::RDONLY | OFlags::DIRECTORY) {
+            Ok(fd) => fd,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in fs::Dir::read_from(&fd)? {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let Ok(name) = std::str::from_utf8(name) else {
+                // Not UTF-8: no path the evaluator builds can name it.
+                continue;
+            };
+            match entry_of(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => out.push((name.to_string(), st)),
+                // Removed while listing.
+                Err(e) if is_absent(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Some(out))
+    }
+
+    /// Listings of `dirs` and of their real subdirectories down to `depth` levels (see
+    /// `NodeOps::list_tree`).
+    pub fn list_tree(
+        &self,
+        dirs: &[String],
+        depth: usize,
+    ) -> io::Result<Vec<(String, DirListing)>> {
+        let mut out = Vec::new();
+        let mut level: Vec<String> = dirs.to_vec();
+        for l in 0..depth {
+            let mut next = Vec::new();
+            for dir in level {
+                let listing = self.list_dir(&dir)?;
+                if let Some(entries) = &listing {
+                    if l + 1 < depth {
+                        for (name, st) in entries {
+                            if st.kind == EntryKind::Directory {
+                                next.push(child_path(&dir, name));
+                            }
+                        }
+                    }
+                }
+                out.push((dir, listing));
+            }
+            level = next;
+        }
+        Ok(out)
+    }
+
     /// Make `path` a symbolic link to `target` (a temporary link renamed over the path).
     pub fn symlink(&self, target: &str, path: &str) -> io::Result<()> {
         let (dir, base) = self.parent_of(path)?;
@@ -234,6 +314,31 @@ impl Root {
         fs::fchmod(&real, Mode::from_raw_mode(mode & 0o7777))?;
         Ok(())
     }
+}
+
+/// `statat(dir, name, flags)` as an [`EntryStat`], with the link's target for a link.
+fn entry_of(dir: &OwnedFd, name: &str, flags: AtFlags) -> io::Result<EntryStat> {
+    let st = fs::statat(dir, name, flags)?;
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => EntryKind::Regular,
+        FileType::Directory => EntryKind::Directory,
+        FileType::Symlink => EntryKind::Symlink,
+        _ => EntryKind::Other,
+    };
+    let link_target = if kind == EntryKind::Symlink {
+        let t = fs::readlinkat(dir, name, Vec::new())?;
+        Some(String::from_utf8_lossy(t.as_bytes()).into_owned())
+    } else {
+        None
+    };
+    Ok(EntryStat {
+        kind,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: st.st_size as u64,
+        link_target,
+    })
 }
 
 fn is_absent(e: &io::Error) -> bool {

@@ -12,7 +12,7 @@ use bollard::Docker;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
-use vacsine_core::node::{ExecOutput, FileContent, NodeError, NodeOps};
+use vacsine_core::node::{DirListing, EntryStat, ExecOutput, FileContent, NodeError, NodeOps};
 use vacsine_core::parse;
 use vacsine_core::target::ResolvedNode;
 
@@ -261,6 +261,31 @@ impl NodeOps for DockerNode {
         self.with_root(move |root| root.read_link(&p))
             .await
             .map_err(|e| self.failed("read_link", e))
+    }
+
+    async fn lstat(&self, path: &str) -> Result<Option<EntryStat>, NodeError> {
+        let p = path.to_string();
+        self.with_root(move |root| root.lstat(&p))
+            .await
+            .map_err(|e| self.failed("lstat", e))
+    }
+
+    async fn list_dir(&self, path: &str) -> Result<DirListing, NodeError> {
+        let p = path.to_string();
+        self.with_root(move |root| root.list_dir(&p))
+            .await
+            .map_err(|e| self.failed("list_dir", e))
+    }
+
+    async fn list_tree(
+        &self,
+        dirs: &[String],
+        depth: usize,
+    ) -> Result<Vec<(String, DirListing)>, NodeError> {
+        let d = dirs.to_vec();
+        self.with_root(move |root| root.list_tree(&d, depth))
+            .await
+            .map_err(|e| self.failed("list_tree", e))
     }
 
     async fn symlink(&self, target: &str, path: &str) -> Result<(), NodeError> {

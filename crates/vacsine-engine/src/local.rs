@@ -19,7 +19,9 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
-use vacsine_core::node::{ExecOutput, FileContent, NodeError, NodeOps};
+use vacsine_core::node::{
+    DirListing, EntryKind, EntryStat, ExecOutput, FileContent, NodeError, NodeOps,
+};
 use vacsine_core::target::ResolvedNode;
 
 /// Deadline for the node's own housekeeping commands (`nft`, `sysctl`).
@@ -323,6 +325,22 @@ impl NodeOps for LocalNode {
             })
     }
 
+    async fn lstat(&self, path: &str) -> Result<Option<EntryStat>, NodeError> {
+        let p = path.to_string();
+        tokio::task::spawn_blocking(move || local_lstat(std::path::Path::new(&p)))
+            .await
+            .map_err(|e| self.failed("lstat", e.to_string()))?
+            .map_err(|e| self.failed("lstat", format!("{path}: {e}")))
+    }
+
+    async fn list_dir(&self, path: &str) -> Result<DirListing, NodeError> {
+        let p = path.to_string();
+        tokio::task::spawn_blocking(move || local_list_dir(&p))
+            .await
+            .map_err(|e| self.failed("list_dir", e.to_string()))?
+            .map_err(|e| self.failed("list_dir", format!("{path}: {e}")))
+    }
+
     async fn symlink(&self, target: &str, path: &str) -> Result<(), NodeError> {
         let tmp = temp_beside(std::path::Path::new(path))
             .ok_or_else(|| self.failed("symlink", format!("{path} has no parent directory")))?;
@@ -412,6 +430,64 @@ impl NodeOps for LocalNode {
             driver: "local".into(),
         })
     }
+}
+
+/// `lstat` of a host path; `None` when it does not exist.
+fn local_lstat(p: &std::path::Path) -> std::io::Result<Option<EntryStat>> {
+    let m = match std::fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(e) if absent(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        EntryKind::Regular
+    } else if ft.is_dir() {
+        EntryKind::Directory
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        EntryKind::Other
+    };
+    let link_target = match kind {
+        EntryKind::Symlink => match std::fs::read_link(p) {
+            Ok(t) => Some(t.to_string_lossy().into_owned()),
+            Err(e) if absent(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        },
+        _ => None,
+    };
+    Ok(Some(EntryStat {
+        kind,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        size: m.size(),
+        link_target,
+    }))
+}
+
+/// Entries of a host directory with their `lstat`, sorted; `None` when missing or not a
+/// directory.
+fn local_list_dir(path: &str) -> std::io::Result<DirListing> {
+    let rd = match std::fs::read_dir(path) {
+        Ok(rd) => rd,
+        Err(e) if absent(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry?;
+        // Not UTF-8: no path the evaluator builds can name it.
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if let Some(st) = local_lstat(&entry.path())? {
+            out.push((name, st));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Some(out))
 }
 
 fn absent(e: &std::io::Error) -> bool {

@@ -1,14 +1,16 @@
 //! [`System`] over a driver's [`NodeOps`]: files through `read_file`, kernel parameters through
-//! `sysctl_get`, directory listings and `lstat` through one `find -printf` per directory
-//! (argv only; cached for the evaluator's life), so content is evaluated on any node a driver
-//! reaches. The evaluator is synchronous: run it on a blocking thread
+//! `sysctl_get`, directory listings and `lstat` through the driver's `list_dir` / `list_tree` /
+//! `lstat` (no program run in the node), or, for a driver without them, through one
+//! `find -printf` per directory (argv only). Listings are cached for the evaluator's life, so
+//! content is evaluated on any node a driver reaches. The evaluator is synchronous: run it on a blocking thread
 //! (`tokio::task::spawn_blocking`), this type blocks on the runtime handle it was given.
 
 use crate::system::{FileKind, Stat, System, Uname};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use vacsine_core::node::NodeOps;
+use vacsine_core::node::{EntryKind, EntryStat, NodeError, NodeOps};
 
 type Listing = Option<Vec<(String, Stat)>>;
 
@@ -16,6 +18,9 @@ pub struct NodeSystem {
     ops: Arc<dyn NodeOps>,
     rt: tokio::runtime::Handle,
     dirs: Mutex<HashMap<String, Result<Listing, String>>>,
+    stats: Mutex<HashMap<String, Option<Stat>>>,
+    /// The driver lists and stats natively (cleared at its first `Unsupported`).
+    native: AtomicBool,
     /// Number of programs run in the node (for the figures).
     pub execs: std::sync::atomic::AtomicUsize,
 }
@@ -28,6 +33,8 @@ impl NodeSystem {
             ops,
             rt,
             dirs: Mutex::default(),
+            stats: Mutex::default(),
+            native: AtomicBool::new(true),
             execs: Default::default(),
         }
     }
@@ -75,14 +82,38 @@ impl NodeSystem {
         Ok(Some(entries))
     }
 
-    fn listing(&self, dir: &str) -> Result<Listing, String> {
-        let dir = &norm(dir);
-        if let Ok(m) = self.dirs.lock() {
-            if let Some(l) = m.get(dir) {
-                return l.clone();
+    /// Whether to use the driver's own calls; `Unsupported` turns them off for good.
+    fn native_ok<T>(&self, r: &Result<T, NodeError>) -> bool {
+        if let Err(NodeError::Unsupported { .. }) = r {
+            self.native.store(false, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// The listing of `dir`: the driver's `list_dir`, else `find`.
+    fn list_uncached(&self, dir: &str) -> Result<Listing, String> {
+        if self.native.load(Ordering::Relaxed) {
+            let r = self.rt.block_on(self.ops.list_dir(dir));
+            if self.native_ok(&r) {
+                return r
+                    .map(convert_listing)
+                    .map_err(|e| format!("listing {dir} on node {}: {e}", self.node()));
             }
         }
-        let l = self.find(dir, false);
+        self.find(dir, false)
+    }
+
+    fn cached(&self, dir: &str) -> Option<Result<Listing, String>> {
+        self.dirs.lock().ok().and_then(|m| m.get(dir).cloned())
+    }
+
+    fn listing(&self, dir: &str) -> Result<Listing, String> {
+        let dir = &norm(dir);
+        if let Some(l) = self.cached(dir) {
+            return l;
+        }
+        let l = self.list_uncached(dir);
         if let Ok(mut m) = self.dirs.lock() {
             m.insert(dir.into(), l.clone());
         }
@@ -127,11 +158,59 @@ impl NodeSystem {
     }
 }
 
+impl NodeSystem {
+    /// Prefetch through the driver's `list_tree`, the groups concurrently; false when the
+    /// driver has no such call (nothing cached then).
+    fn prefetch_native(&self, groups: &[(Vec<String>, usize)]) -> bool {
+        let mut runs = Vec::new();
+        for (dirs, depth) in groups {
+            let mut dirs: Vec<String> = dirs
+                .iter()
+                .filter(|d| d.starts_with('/'))
+                .map(|d| norm(d))
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            if dirs.is_empty() || *depth == 0 {
+                continue;
+            }
+            // `find -maxdepth N` lists directories down to N-1 levels below the start points.
+            let levels = *depth;
+            let ops = self.ops.clone();
+            runs.push(
+                self.rt
+                    .spawn(async move { ops.list_tree(&dirs, levels).await }),
+            );
+        }
+        let mut ok = true;
+        for task in runs {
+            let Ok(r) = self.rt.block_on(task) else {
+                continue;
+            };
+            if !self.native_ok(&r) {
+                ok = false;
+                continue;
+            }
+            // Errors are left to the later calls.
+            if let (Ok(listed), Ok(mut m)) = (r, self.dirs.lock()) {
+                for (dir, listing) in listed {
+                    m.entry(norm(&dir))
+                        .or_insert_with(|| Ok(convert_listing(listing)));
+                }
+            }
+        }
+        ok
+    }
+}
+
 impl System for NodeSystem {
     /// One `find` per group (directories, depth), the groups' programs run concurrently:
     /// each directory met above its depth is cached as listed (maybe empty); a start point
     /// that is not a directory or is missing is cached as `None`.
     fn prefetch_dirs(&self, groups: &[(Vec<String>, usize)]) {
+        if self.native.load(Ordering::Relaxed) && self.prefetch_native(groups) {
+            return;
+        }
         let mut runs = Vec::new();
         for (dirs, depth) in groups {
             let mut dirs: Vec<String> = dirs
@@ -190,14 +269,31 @@ impl System for NodeSystem {
 
     fn stat(&self, path: &str) -> Result<Option<Stat>, String> {
         let p = path.trim_end_matches('/');
+        let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+        let dir = if dir.is_empty() { "/" } else { dir };
+        // Natively: the parent's cached listing, else one `lstat` (cached).
+        if self.native.load(Ordering::Relaxed) && (p.is_empty() || self.cached(dir).is_none()) {
+            let key = norm(p);
+            if let Some(s) = self.stats.lock().ok().and_then(|m| m.get(&key).cloned()) {
+                return Ok(s);
+            }
+            let r = self.rt.block_on(self.ops.lstat(&key));
+            if self.native_ok(&r) {
+                let s = r
+                    .map(|s| s.map(|s| convert(&s)))
+                    .map_err(|e| format!("stat {key} on node {}: {e}", self.node()))?;
+                if let Ok(mut m) = self.stats.lock() {
+                    m.insert(key, s.clone());
+                }
+                return Ok(s);
+            }
+        }
         if p.is_empty() {
             return Ok(self
                 .find("/", true)?
                 .and_then(|l| l.into_iter().next())
                 .map(|(_, s)| s));
         }
-        let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
-        let dir = if dir.is_empty() { "/" } else { dir };
         Ok(self
             .listing(dir)?
             .and_then(|l| l.into_iter().find(|(n, _)| n == name).map(|(_, s)| s)))
@@ -245,6 +341,26 @@ fn parse_stat(f: &[&[u8]]) -> Stat {
         gid: s(4).parse().unwrap_or(u32::MAX),
         size: s(5).parse().unwrap_or(0),
     }
+}
+
+/// A driver's `lstat` → [`Stat`].
+fn convert(s: &EntryStat) -> Stat {
+    Stat {
+        kind: match s.kind {
+            EntryKind::Regular => FileKind::Regular,
+            EntryKind::Directory => FileKind::Directory,
+            EntryKind::Symlink => FileKind::Symlink,
+            EntryKind::Other => FileKind::Other,
+        },
+        mode: s.mode,
+        uid: s.uid,
+        gid: s.gid,
+        size: s.size,
+    }
+}
+
+fn convert_listing(l: vacsine_core::node::DirListing) -> Listing {
+    l.map(|l| l.into_iter().map(|(n, s)| (n, convert(&s))).collect())
 }
 
 /// A path without trailing slashes; `/` for the root (and for find's empty `%h`).

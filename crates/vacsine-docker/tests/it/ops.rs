@@ -557,3 +557,123 @@ async fn issue6_firewall_observation_ignores_docker_dns_nat_table() {
         o => panic!("{o:?}"),
     }
 }
+
+/// `list_dir`, `list_tree` and `lstat` read the container's root from the host: they see its
+/// files as `stat` in the container does, and a symbolic link never leads them out of it.
+#[tokio::test]
+async fn list_dir_and_lstat_agree_with_stat_and_stay_in_root() {
+    use vacsine_core::node::EntryKind;
+    let Some((_d, _c, name, site)) = one("lsdir").await else {
+        return;
+    };
+    let n = site.node_ops(&name).unwrap();
+    let hostdir = tempfile::tempdir().unwrap();
+    std::fs::write(hostdir.path().join("HOSTFILE"), "host").unwrap();
+    let hd = hostdir.path().to_str().unwrap().to_string();
+    let t = Duration::from_secs(10);
+    let script = "set -e; mkdir -p /srv/t/d/e; printf hello > /srv/t/f; chmod 2640 /srv/t/f; \
+                  chown 12:34 /srv/t/f; ln -s f /srv/t/l; ln -s \"$1\" /srv/t/esc; \
+                  ln -s \"../../../../../..$1\" /srv/t/rel; mkfifo /srv/t/p; \
+                  touch /srv/t/d/e/deep";
+    let o = n
+        .exec(&s(&["sh", "-c", script, "sh", &hd]), &[], None, t)
+        .await
+        .unwrap();
+    assert_eq!(
+        o.exit_code,
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let listing = n.list_dir("/srv/t").await.unwrap().expect("a directory");
+    let names: Vec<&str> = listing.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["d", "esc", "f", "l", "p", "rel"]);
+    // Every entry as `stat` (not following links) prints it in the container.
+    let mut argv = s(&["stat", "-c", "%n|%F|%a|%u|%g|%s"]);
+    argv.extend(names.iter().map(|x| format!("/srv/t/{x}")));
+    let o = n.exec(&argv, &[], None, t).await.unwrap();
+    assert_eq!(
+        o.exit_code,
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let printed = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), listing.len(), "{printed}");
+    for ((entry, st), line) in listing.iter().zip(&lines) {
+        let kind = match st.kind {
+            EntryKind::Regular => "regular file",
+            EntryKind::Directory => "directory",
+            EntryKind::Symlink => "symbolic link",
+            EntryKind::Other => "fifo",
+        };
+        let mine = format!(
+            "/srv/t/{entry}|{kind}|{:o}|{}|{}|{}",
+            st.mode, st.uid, st.gid, st.size
+        );
+        assert_eq!(&mine, line);
+        assert_eq!(
+            n.lstat(&format!("/srv/t/{entry}")).await.unwrap().as_ref(),
+            Some(st)
+        );
+    }
+    let f = &listing[2].1;
+    assert_eq!(
+        (f.kind, f.mode, f.uid, f.gid, f.size),
+        (EntryKind::Regular, 0o2640, 12, 34, 5)
+    );
+    let l = n.lstat("/srv/t/l").await.unwrap().unwrap();
+    assert_eq!(
+        (l.kind, l.link_target.as_deref()),
+        (EntryKind::Symlink, Some("f"))
+    );
+    assert_eq!(listing[1].1.link_target.as_deref(), Some(hd.as_str()));
+    assert_eq!(
+        n.lstat("/").await.unwrap().unwrap().kind,
+        EntryKind::Directory
+    );
+    assert_eq!(n.lstat("/srv/t/missing").await.unwrap(), None);
+    assert_eq!(n.lstat("/srv/t/f/below").await.unwrap(), None);
+    assert_eq!(n.list_dir("/srv/t/f").await.unwrap(), None);
+    assert_eq!(n.list_dir("/srv/missing").await.unwrap(), None);
+    // A link to a directory inside the root is followed, as `find -H` does.
+    n.exec(&s(&["ln", "-s", "/srv/t/d", "/srv/dl"]), &[], None, t)
+        .await
+        .unwrap();
+    let dl = n.list_dir("/srv/dl").await.unwrap().unwrap();
+    assert_eq!(dl.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["e"]);
+
+    // Links to the host directory resolve inside the container's root, where it is absent.
+    for p in ["/srv/t/esc", "/srv/t/rel"] {
+        match n.list_dir(p).await {
+            Ok(None) | Err(_) => {}
+            Ok(Some(l)) => panic!("{p} listed the host directory: {l:?}"),
+        }
+        match n.lstat(&format!("{p}/HOSTFILE")).await {
+            Ok(None) | Err(_) => {}
+            Ok(Some(s)) => panic!("{p}/HOSTFILE seen on the host: {s:?}"),
+        }
+    }
+    // The walk lists real subdirectories only, down to its depth, never through a link.
+    let tree = n.list_tree(&s(&["/srv/t", "/srv/none"]), 2).await.unwrap();
+    let dirs: Vec<&str> = tree.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(dirs, ["/srv/t", "/srv/none", "/srv/t/d"]);
+    assert_eq!(tree[1].1, None);
+    assert_eq!(
+        tree[2]
+            .1
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.0.as_str())
+            .collect::<Vec<_>>(),
+        ["e"]
+    );
+    let deeper = n.list_tree(&s(&["/srv/t"]), 3).await.unwrap();
+    assert!(deeper
+        .iter()
+        .any(|(d, l)| d == "/srv/t/d/e" && l.as_ref().unwrap().iter().any(|e| e.0 == "deep")));
+    assert!(!format!("{deeper:?}").contains("HOSTFILE"));
+}
