@@ -607,3 +607,52 @@ impl ModeCompat for std::fs::OpenOptions {
         std::os::unix::fs::OpenOptionsExt::mode(self, mode)
     }
 }
+
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn list_dir_and_lstat_read_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("f"), "hello").unwrap();
+        std::fs::set_permissions(d.join("f"), std::fs::Permissions::from_mode(0o2640)).unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("sub/deep"), "").unwrap();
+        std::os::unix::fs::symlink("f", d.join("l")).unwrap();
+        std::os::unix::fs::symlink("sub", d.join("dl")).unwrap();
+        let me = std::fs::metadata(d).unwrap();
+        let n = LocalNode::new("host");
+        let ds = d.to_str().unwrap();
+
+        let l = n.list_dir(ds).await.unwrap().expect("a directory");
+        let names: Vec<&str> = l.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, ["dl", "f", "l", "sub"]);
+        let f = &l[1].1;
+        assert_eq!(
+            (f.kind, f.mode, f.uid, f.gid, f.size),
+            (EntryKind::Regular, 0o2640, me.uid(), me.gid(), 5)
+        );
+        assert_eq!(l[3].1.kind, EntryKind::Directory);
+        let link = n.lstat(&format!("{ds}/l")).await.unwrap().unwrap();
+        assert_eq!(
+            (link.kind, link.link_target.as_deref(), link.size),
+            (EntryKind::Symlink, Some("f"), 1)
+        );
+        assert_eq!(l[2].1, link);
+        // A link to a directory is followed when listed, as `find -H` does.
+        let sub = n.list_dir(&format!("{ds}/dl")).await.unwrap().unwrap();
+        assert_eq!(
+            sub.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+            ["deep"]
+        );
+        assert_eq!(n.lstat(&format!("{ds}/missing")).await.unwrap(), None);
+        assert_eq!(n.list_dir(&format!("{ds}/f")).await.unwrap(), None);
+        assert_eq!(n.list_dir(&format!("{ds}/missing")).await.unwrap(), None);
+        // The default walk: real subdirectories only, not through the link.
+        let tree = n.list_tree(&[ds.to_string()], 2).await.unwrap();
+        let dirs: Vec<String> = tree.iter().map(|(d, _)| d.clone()).collect();
+        assert_eq!(dirs, [ds.to_string(), format!("{ds}/sub")]);
+    }
+}

@@ -309,19 +309,26 @@ impl System for NodeSystem {
         let get = |k: &str| -> Result<String, String> {
             Ok(self.sysctl(k)?.unwrap_or_default().trim().to_string())
         };
-        let argv = vec!["uname".to_string(), "-m".to_string()];
-        self.execs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let m = self
-            .rt
-            .block_on(self.ops.exec(&argv, &[], None, TIMEOUT))
-            .map_err(|e| e.to_string())?;
+        // `kernel.arch` (Linux 6.1 and later) spares a program run in the node.
+        let machine = match self.sysctl("kernel.arch").ok().flatten() {
+            Some(m) if !m.trim().is_empty() => m.trim().to_string(),
+            _ => {
+                let argv = vec!["uname".to_string(), "-m".to_string()];
+                self.execs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let m = self
+                    .rt
+                    .block_on(self.ops.exec(&argv, &[], None, TIMEOUT))
+                    .map_err(|e| e.to_string())?;
+                String::from_utf8_lossy(&m.stdout).trim().to_string()
+            }
+        };
         Ok(Uname {
             os_name: get("kernel.ostype")?,
             node_name: get("kernel.hostname")?,
             os_release: get("kernel.osrelease")?,
             os_version: get("kernel.version")?,
-            machine: String::from_utf8_lossy(&m.stdout).trim().to_string(),
+            machine,
         })
     }
 }
