@@ -350,13 +350,30 @@ async fn issue6_availability_probes_stop_when_enforce_is_dropped() {
     let slot = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let mut o = opts();
     o.sandbox_slot = Some(slot.clone());
+    // The enforce is held before its target apply (the sandbox has been cloned and checked
+    // meanwhile, probes running), then dropped one second later.
+    let reached = std::sync::Arc::new(tokio::sync::Notify::new());
+    let at_hook = reached.clone();
+    o.hook = Some(std::sync::Arc::new(move |p| {
+        let at_hook = at_hook.clone();
+        Box::pin(async move {
+            if p == vacsine_enforce::HookPoint::BeforeTargetApply {
+                at_hook.notify_one();
+                std::future::pending::<()>().await;
+            }
+        })
+    }));
     let inputs = site.inputs("chmod");
-    let ran = tokio::time::timeout(
-        Duration::from_millis(2500),
-        enforce(&DockerDriver, &inputs, &o),
-    )
-    .await;
-    assert!(ran.is_err(), "the enforce ended before it could be dropped");
+    // Boxed, so that `drop(run)` below drops the enforce itself.
+    let mut run = Box::pin(enforce(&DockerDriver, &inputs, &o));
+    tokio::select! {
+        r = &mut run => panic!("the enforce ended before it could be dropped: {:?}", r.map(|r| r.verdict)),
+        _ = async {
+            reached.notified().await;
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        } => {}
+    }
+    drop(run);
     let at_drop = web_connections(&web).await;
     assert!(
         at_drop > before,
