@@ -3,7 +3,7 @@
 
 use crate::cli::{OperatorConn, SimpleFormat, SiteAction};
 use crate::commands::{print_diagnostics, report_error, EXIT_FAILURES, EXIT_OK};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -235,94 +235,6 @@ fn print_record(out: &mut impl Write, r: &vacsine_core::record::StepRecord) {
     }
 }
 
-/// `--input NAME=VALUE` typed by the workflow's declarations (as `vacsine run` does), errors
-/// located at the declaration.
-fn typed_inputs(
-    wf: &inputs::Loaded<vacsine_core::workflow::Workflow>,
-    raw: &[String],
-) -> Result<Map<String, Value>, Vec<LoadError>> {
-    let decl = &wf.doc.spec.inputs;
-    let name_at = &wf.doc.metadata.name;
-    let mut errors = Vec::new();
-    let mut out = Map::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for r in raw {
-        let Some((name, value)) = r.split_once('=') else {
-            continue; // refused by the argument parser
-        };
-        if !seen.insert(name) {
-            errors.push(LoadError::at(
-                &wf.source,
-                0,
-                0,
-                format!("--input {name} is given twice"),
-                None,
-            ));
-            continue;
-        }
-        match decl.get(name) {
-            Some(spec) => match spec
-                .ty
-                .from_command_line(value)
-                .and_then(|v| spec.check(&v))
-            {
-                Ok(v) => {
-                    out.insert(name.to_string(), v);
-                }
-                Err(e) => errors.push(LoadError::at(
-                    &wf.source,
-                    spec.name.line,
-                    spec.name.column,
-                    format!("--input {name}={value:?}: {e}"),
-                    Some(format!(
-                        "input `{name}` is declared here with type {}",
-                        spec.ty.as_str()
-                    )),
-                )),
-            },
-            None if name == "event" => {
-                out.insert(
-                    name.to_string(),
-                    serde_json::from_str(value)
-                        .unwrap_or_else(|_| Value::String(value.to_string())),
-                );
-            }
-            None => errors.push(LoadError::at(
-                &wf.source,
-                name_at.line,
-                name_at.column,
-                format!(
-                    "--input {name}: workflow `{}` declares no input `{name}`",
-                    name_at.value
-                ),
-                Some(format!(
-                    "declared inputs: {}",
-                    decl.keys().cloned().collect::<Vec<_>>().join(", ")
-                )),
-            )),
-        }
-    }
-    for (name, spec) in decl {
-        if spec.is_required() && !seen.contains(name.as_str()) {
-            errors.push(LoadError::at(
-                &wf.source,
-                spec.name.line,
-                spec.name.column,
-                format!(
-                    "input `{name}` ({}) is required and was not given",
-                    spec.ty.as_str()
-                ),
-                Some(format!("pass --input {name}=VALUE")),
-            ));
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
-}
-
 /// `vacsine run WF --site S`: validate here, submit, follow the records as they arrive.
 pub async fn run_at_site(
     workflow: Option<PathBuf>,
@@ -363,7 +275,7 @@ pub async fn run_at_site(
         return Ok(print_diagnostics(errs));
     }
     // Inputs are typed and checked here, before anything is queued at the site.
-    let inputs_map = match typed_inputs(&wf, &raw_inputs) {
+    let inputs_map = match crate::runcmd::inputs_from_command_line(&wf, &raw_inputs) {
         Ok(m) => m,
         Err(errs) => return Ok(print_diagnostics(errs)),
     };

@@ -23,7 +23,7 @@ use vacsine_engine::{
 /// value is a string unless its input is declared `array` or `object` (then JSON); scalar types
 /// (`port`, `boolean`…) are parsed by their type. A wrong or missing value is located at the
 /// input's declaration in the workflow file.
-fn inputs_from_command_line(
+pub(crate) fn inputs_from_command_line(
     wf: &Loaded<Workflow>,
     raw: &[String],
 ) -> Result<Map<String, Value>, Vec<LoadError>> {
