@@ -3,6 +3,7 @@
 //! that reads a system only through [`system::System`]'s primitives. [`node::NodeSystem`]
 //! implements them over a driver's `NodeOps`, so content is evaluated on any node.
 
+pub mod cache;
 pub mod ds;
 pub mod node;
 pub mod oval;

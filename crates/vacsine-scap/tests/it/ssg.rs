@@ -199,3 +199,82 @@ fn ssg_debian11_every_rule_coverage() {
         "a notchecked rule without its reason: {reasons:?}"
     );
 }
+
+/// A profile's slice (`cache::prune`) evaluates exactly as the whole stream does, on every
+/// profile, on a system where rules pass, fail and err; the slice read back from the cache is
+/// the slice written, and a changed stream file is parsed again.
+#[test]
+fn ssg_debian11_profile_slice_and_cache_evaluate_as_the_whole_stream() {
+    let Some(ds) = load() else { return };
+    let mut sys = MemSystem::new();
+    sys.file("/etc/debian_version", "11.11\n")
+        .file(
+            "/etc/ssh/sshd_config",
+            "PermitRootLogin yes\nPermitEmptyPasswords no\nX11Forwarding yes\n",
+        )
+        .file("/etc/login.defs", "PASS_MAX_DAYS 99999\nUMASK 027\n")
+        .sysctl_value("kernel.randomize_va_space", "2")
+        .sysctl_value("net.ipv4.ip_forward", "1");
+    let opts = vacsine_scap::Options {
+        container_as_machine: true,
+    };
+    let outcomes = |ds: &vacsine_scap::DataStream, p: &str| {
+        let rep = vacsine_scap::evaluate(ds, p, &sys, &opts).unwrap();
+        rep.rules
+            .iter()
+            .map(|r| (r.id.clone(), r.outcome, r.evidence.clone()))
+            .collect::<Vec<_>>()
+    };
+    for p in &ds.benchmark.profiles {
+        let slice = vacsine_scap::cache::prune(&ds, &p.id).unwrap();
+        let full_tests: usize = ds.ovals.values().map(|d| d.tests.len()).sum();
+        let slice_tests: usize = slice.ovals.values().map(|d| d.tests.len()).sum();
+        assert!(slice_tests < full_tests, "{}: nothing pruned", p.id);
+        let (a, b) = (outcomes(&ds, &p.id), outcomes(&slice, &p.id));
+        assert_eq!(a.len(), b.len(), "{}", p.id);
+        assert!(
+            a.iter().any(|(_, o, _)| *o == vacsine_scap::Outcome::Fail),
+            "{}: the system should fail some rules",
+            p.id
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y, "profile {}", p.id);
+        }
+    }
+    // Through the cache, in a folder of this test's own, from a copy of the stream.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("ds.xml");
+    std::fs::copy(DS, &copy).unwrap();
+    let cache = Some(dir.path().join("cache"));
+    let profile = "anssi_np_nt28_high";
+    let (first, i1) = vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    assert!(!i1.cached && i1.cache_error.is_none(), "{i1:?}");
+    let (second, i2) = vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    assert!(i2.cached, "{i2:?}");
+    eprintln!("parsed+pruned in {:.0} ms, from the cache in {:.0} ms", i1.load_ms, i2.load_ms);
+    assert_eq!(first, second);
+    assert_eq!(outcomes(&second, profile), outcomes(&ds, profile));
+    let entry = i2.entry.unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Another tailoring is another entry.
+    let (_, i3) = vacsine_scap::cache::load_in(cache.clone(), &copy, profile, Some(b"<x/>"), |_| Ok(())).unwrap();
+    assert!(!i3.cached);
+    // A corrupt entry is ignored and rewritten.
+    std::fs::write(&entry, b"{not json").unwrap();
+    let (_, i4) = vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    assert!(!i4.cached);
+    let (_, i5) = vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    assert!(i5.cached);
+    // The stream rewritten (same bytes, new change time): parsed again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::copy(DS, &copy).unwrap();
+    let (_, i6) = vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    assert!(!i6.cached);
+    // An unknown profile is an error naming the file, nothing cached.
+    let e = vacsine_scap::cache::load_in(cache.clone(), &copy, "nope", None, |_| Ok(())).unwrap_err();
+    assert!(e.to_string().contains("ds.xml"), "{e}");
+}
