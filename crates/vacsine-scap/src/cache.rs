@@ -391,24 +391,30 @@ mod tests {
                 &[("id", "oval:t:obj:1")],
                 "",
                 vec![
-                    el("set", &[], "", vec![
-                        el("object_reference", &[], "oval:t:obj:2", vec![]),
-                        el("filter", &[("action", "exclude")], "oval:t:ste:2", vec![]),
-                    ]),
+                    el(
+                        "set",
+                        &[],
+                        "",
+                        vec![
+                            el("object_reference", &[], "oval:t:obj:2", vec![]),
+                            el("filter", &[("action", "exclude")], "oval:t:ste:2", vec![]),
+                        ],
+                    ),
                     el("pattern", &[("var_ref", "oval:t:var:1")], "", vec![]),
                 ],
             ),
         );
-        for (map, id) in [
-            (&mut doc.objects, "oval:t:obj:2"),
-            (&mut doc.objects, "oval:t:obj:9"),
-            (&mut doc.states, "oval:t:ste:1"),
-            (&mut doc.states, "oval:t:ste:2"),
-            (&mut doc.states, "oval:t:ste:9"),
-            (&mut doc.variables, "oval:t:var:1"),
-            (&mut doc.variables, "oval:t:var:9"),
-        ] {
-            map.insert(id.into(), el("x", &[("id", id)], "", vec![]));
+        for id in ["oval:t:obj:2", "oval:t:obj:9"] {
+            doc.objects
+                .insert(id.into(), el("x", &[("id", id)], "", vec![]));
+        }
+        for id in ["oval:t:ste:1", "oval:t:ste:2", "oval:t:ste:9"] {
+            doc.states
+                .insert(id.into(), el("x", &[("id", id)], "", vec![]));
+        }
+        for id in ["oval:t:var:1", "oval:t:var:9"] {
+            doc.variables
+                .insert(id.into(), el("x", &[("id", id)], "", vec![]));
         }
         let c = closure(&doc, ["oval:t:def:1".to_string()]);
         let mut ids: Vec<&String> = c

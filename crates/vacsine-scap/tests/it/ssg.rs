@@ -247,11 +247,16 @@ fn ssg_debian11_profile_slice_and_cache_evaluate_as_the_whole_stream() {
     std::fs::copy(DS, &copy).unwrap();
     let cache = Some(dir.path().join("cache"));
     let profile = "anssi_np_nt28_high";
-    let (first, i1) = vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    let (first, i1) =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
     assert!(!i1.cached && i1.cache_error.is_none(), "{i1:?}");
-    let (second, i2) = vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    let (second, i2) =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
     assert!(i2.cached, "{i2:?}");
-    eprintln!("parsed+pruned in {:.0} ms, from the cache in {:.0} ms", i1.load_ms, i2.load_ms);
+    eprintln!(
+        "parsed+pruned in {:.0} ms, from the cache in {:.0} ms",
+        i1.load_ms, i2.load_ms
+    );
     assert_eq!(first, second);
     assert_eq!(outcomes(&second, profile), outcomes(&ds, profile));
     let entry = i2.entry.unwrap();
@@ -261,20 +266,26 @@ fn ssg_debian11_profile_slice_and_cache_evaluate_as_the_whole_stream() {
         0o600
     );
     // Another tailoring is another entry.
-    let (_, i3) = vacsine_scap::cache::load_in(cache.clone(), &copy, profile, Some(b"<x/>"), |_| Ok(())).unwrap();
+    let (_, i3) =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, profile, Some(b"<x/>"), |_| Ok(()))
+            .unwrap();
     assert!(!i3.cached);
     // A corrupt entry is ignored and rewritten.
     std::fs::write(&entry, b"{not json").unwrap();
-    let (_, i4) = vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    let (_, i4) =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
     assert!(!i4.cached);
-    let (_, i5) = vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    let (_, i5) =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
     assert!(i5.cached);
     // The stream rewritten (same bytes, new change time): parsed again.
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::copy(DS, &copy).unwrap();
-    let (_, i6) = vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    let (_, i6) =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
     assert!(!i6.cached);
     // An unknown profile is an error naming the file, nothing cached.
-    let e = vacsine_scap::cache::load_in(cache.clone(), &copy, "nope", None, |_| Ok(())).unwrap_err();
+    let e =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, "nope", None, |_| Ok(())).unwrap_err();
     assert!(e.to_string().contains("ds.xml"), "{e}");
 }
