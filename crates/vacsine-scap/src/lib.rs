@@ -8,6 +8,7 @@ pub mod ds;
 pub mod node;
 pub mod oval;
 pub mod system;
+pub mod units;
 pub mod xccdf;
 pub mod xml;
 

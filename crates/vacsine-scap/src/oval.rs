@@ -749,6 +749,8 @@ impl<'a> Evaluator<'a> {
                 "partition_object" => self.collect_partition(o)?,
                 "password_object" => self.collect_password(o)?,
                 "family_object" => vec![item(&[("family", "unix")])],
+                "systemdunitdependency_object" => self.collect_unit_dependencies(o)?,
+                "systemdunitproperty_object" => self.collect_unit_properties(o)?,
                 "uname_object" => {
                     let u = self.sys.uname().map_err(Fault::Error)?;
                     vec![item(&[
@@ -1319,6 +1321,81 @@ impl<'a> Evaluator<'a> {
                     ("home_dir", f[5]),
                     ("login_shell", f[6]),
                 ]));
+            }
+        }
+        Ok(items)
+    }
+
+    /// Units an object's `unit` entity designates that have a unit file (or are masked).
+    fn units_of(&self, o: &Elem) -> Result<Vec<String>, Fault> {
+        let Some(u) = o.child("unit") else {
+            return Err(Fault::Error(format!("{} without unit", o.name)));
+        };
+        let (op, vals) = self.entity_values(u)?;
+        let known = crate::units::unit_names(self.sys).map_err(Fault::Error)?;
+        let mut out = Vec::new();
+        for n in &known {
+            let mut hit = false;
+            for v in &vals {
+                hit |= match op.as_str() {
+                    "equals" => n == v,
+                    "not equal" => n != v,
+                    "pattern match" => self.is_match(v, n)?,
+                    other => {
+                        return Err(Fault::NotChecked(format!(
+                            "unit operation `{other}` is not supported"
+                        )))
+                    }
+                };
+            }
+            if hit {
+                out.push(n.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// `systemdunitdependency`: every unit a unit depends on, transitively
+    /// ([`crate::units`]).
+    fn collect_unit_dependencies(&self, o: &Elem) -> Result<Vec<Item>, Fault> {
+        let mut items = Vec::new();
+        for unit in self.units_of(o)? {
+            let deps = crate::units::all_dependencies(self.sys, &unit).map_err(Fault::Error)?;
+            let mut it = item(&[("unit", &unit)]);
+            it.insert("dependency".into(), deps);
+            items.push(it);
+        }
+        Ok(items)
+    }
+
+    /// `systemdunitproperty`: the properties [`crate::units::property`] derives.
+    fn collect_unit_properties(&self, o: &Elem) -> Result<Vec<Item>, Fault> {
+        let Some(p) = o.child("property") else {
+            return Err(Fault::Error(
+                "systemdunitproperty_object without property".into(),
+            ));
+        };
+        let (op, vals) = self.entity_values(p)?;
+        if op != "equals" {
+            return Err(Fault::NotChecked(format!(
+                "property operation `{op}` is not supported"
+            )));
+        }
+        let mut items = Vec::new();
+        for unit in self.units_of(o)? {
+            for prop in &vals {
+                match crate::units::property(self.sys, &unit, prop).map_err(Fault::Error)? {
+                    Some(values) => {
+                        let mut it = item(&[("unit", &unit), ("property", prop)]);
+                        it.insert("value".into(), values);
+                        items.push(it);
+                    }
+                    None => {
+                        return Err(Fault::NotChecked(format!(
+                            "systemd unit property `{prop}` is not supported (Vacsine derives Id, LoadState, FragmentPath, UnitFileState, ActiveState, SubState, Requires, Requisite, Wants, BindsTo)"
+                        )))
+                    }
+                }
             }
         }
         Ok(items)

@@ -289,3 +289,115 @@ fn ssg_debian11_profile_slice_and_cache_evaluate_as_the_whole_stream() {
         vacsine_scap::cache::load_in(cache.clone(), &copy, "nope", None, |_| Ok(())).unwrap_err();
     assert!(e.to_string().contains("ds.xml"), "{e}");
 }
+
+/// A system whose service manager runs, with each unit's `ActiveState` given.
+struct Booted {
+    inner: MemSystem,
+    active: Vec<&'static str>,
+}
+
+impl vacsine_scap::system::System for Booted {
+    fn read_file(&self, p: &str) -> Result<Option<Vec<u8>>, String> {
+        self.inner.read_file(p)
+    }
+    fn list_dir(&self, p: &str) -> Result<Option<Vec<String>>, String> {
+        self.inner.list_dir(p)
+    }
+    fn stat(&self, p: &str) -> Result<Option<vacsine_scap::system::Stat>, String> {
+        self.inner.stat(p)
+    }
+    fn sysctl(&self, k: &str) -> Result<Option<String>, String> {
+        self.inner.sysctl(k)
+    }
+    fn uname(&self) -> Result<vacsine_scap::system::Uname, String> {
+        self.inner.uname()
+    }
+    fn unit_runtime_property(&self, unit: &str, property: &str) -> Result<String, String> {
+        assert_eq!(property, "ActiveState");
+        Ok(if self.active.contains(&unit) {
+            "active"
+        } else {
+            "inactive"
+        }
+        .into())
+    }
+}
+
+/// SSG's `service_cron_enabled` (systemdunitdependency on multi-user.target and
+/// systemdunitproperty ActiveState): pass only when cron is installed, wanted by
+/// multi-user.target (a link, as `systemctl enable` makes) and active in a running manager.
+#[test]
+fn ssg_debian11_service_rule_reads_systemd_units() {
+    use vacsine_scap::system::System as _;
+    let Some(mut ds) = load() else { return };
+    let rule = "xccdf_org.ssgproject.content_rule_service_cron_enabled";
+    assert!(ds.benchmark.rules.iter().any(|r| r.id == rule));
+    let mut selects: Vec<(String, bool)> = vec![(rule.into(), true)];
+    selects.extend(ds.benchmark.groups.keys().map(|g| (g.clone(), true)));
+    ds.benchmark.profiles.push(vacsine_scap::ds::Profile {
+        id: "cron".into(),
+        title: "cron".into(),
+        extends: None,
+        selects,
+        refine_values: vec![],
+        set_values: vec![],
+    });
+    let base = || {
+        let mut m = MemSystem::new();
+        m.file("/etc/debian_version", "11.11\n")
+            .file(
+                "/var/lib/dpkg/status",
+                "Package: cron\nStatus: install ok installed\nArchitecture: amd64\nVersion: 3.0pl1-137\n\n",
+            )
+            .file(
+                "/lib/systemd/system/multi-user.target",
+                "[Unit]\nRequires=basic.target\n",
+            )
+            .file("/lib/systemd/system/basic.target", "[Unit]\n")
+            .file(
+                "/lib/systemd/system/cron.service",
+                "[Unit]\nDescription=cron\n[Install]\nWantedBy=multi-user.target\n",
+            );
+        m
+    };
+    let enabled = || {
+        let mut m = base();
+        m.symlink(
+            "/etc/systemd/system/multi-user.target.wants/cron.service",
+            "/lib/systemd/system/cron.service",
+        );
+        m
+    };
+    let opts = vacsine_scap::Options {
+        container_as_machine: true,
+    };
+    let outcome = |sys: &dyn vacsine_scap::system::System| {
+        let rep = vacsine_scap::evaluate(&ds, "cron", sys, &opts).unwrap();
+        assert_eq!(rep.rules.len(), 1);
+        (rep.rules[0].outcome, rep.rules[0].evidence.join("\n"))
+    };
+    let booted = |mut m: MemSystem, active: Vec<&'static str>| {
+        m.dir("/run/systemd/system", 0o755);
+        Booted { inner: m, active }
+    };
+    // Enabled and running under a booted systemd: pass.
+    let (o, ev) = outcome(&booted(enabled(), vec!["cron.service"]));
+    assert_eq!(o, vacsine_scap::Outcome::Pass, "{ev}");
+    // Enabled but stopped: fail.
+    let (o, ev) = outcome(&booted(enabled(), vec![]));
+    assert_eq!(o, vacsine_scap::Outcome::Fail, "{ev}");
+    // Running but not enabled (no link): fail.
+    let (o, ev) = outcome(&booted(base(), vec!["cron.service"]));
+    assert_eq!(o, vacsine_scap::Outcome::Fail, "{ev}");
+    // No service manager (a container): nothing is active, fail, and the evidence says so.
+    let m = enabled();
+    assert!(m.stat("/run/systemd/system").unwrap().is_none());
+    let (o, ev) = outcome(&m);
+    assert_eq!(o, vacsine_scap::Outcome::Fail, "{ev}");
+    assert!(ev.contains("inactive"), "{ev}");
+    // A booted node whose manager cannot be asked: an error, not a guess.
+    let mut m = enabled();
+    m.dir("/run/systemd/system", 0o755);
+    let (o, ev) = outcome(&m);
+    assert_eq!(o, vacsine_scap::Outcome::Error, "{ev}");
+}
