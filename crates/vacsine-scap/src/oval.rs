@@ -749,6 +749,7 @@ impl<'a> Evaluator<'a> {
                 "partition_object" => self.collect_partition(o)?,
                 "password_object" => self.collect_password(o)?,
                 "family_object" => vec![item(&[("family", "unix")])],
+                "environmentvariable58_object" => self.collect_environment(o)?,
                 "systemdunitdependency_object" => self.collect_unit_dependencies(o)?,
                 "systemdunitproperty_object" => self.collect_unit_properties(o)?,
                 "uname_object" => {
@@ -1321,6 +1322,65 @@ impl<'a> Evaluator<'a> {
                     ("home_dir", f[5]),
                     ("login_shell", f[6]),
                 ]));
+            }
+        }
+        Ok(items)
+    }
+
+    /// `environmentvariable58`: a process's environment from `/proc/<pid>/environ`. A nil
+    /// `pid` means, for OVAL, the collecting process; on a node Vacsine reads the node's
+    /// init (PID 1), whose environment is the one the node's services and a root `exec` get
+    /// (oscap offline reads its own environment on the scanning host instead).
+    fn collect_environment(&self, o: &Elem) -> Result<Vec<Item>, Fault> {
+        let pids: Vec<String> = match o.child("pid") {
+            None => vec!["1".into()],
+            Some(p) if p.attr("nil") == Some("true") => vec!["1".into()],
+            Some(p) => {
+                let (op, vals) = self.entity_values(p)?;
+                if op != "equals" {
+                    return Err(Fault::NotChecked(format!(
+                        "environmentvariable58 pid operation `{op}` is not supported"
+                    )));
+                }
+                vals
+            }
+        };
+        let Some(name) = o.child("name") else {
+            return Err(Fault::Error(
+                "environmentvariable58_object without name".into(),
+            ));
+        };
+        let (op, names) = self.entity_values(name)?;
+        let mut items = Vec::new();
+        for pid in pids {
+            if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Fault::Error(format!("pid `{pid}` is not a process id")));
+            }
+            let path = format!("/proc/{pid}/environ");
+            let Some(bytes) = self.sys.read_file(&path).map_err(Fault::Error)? else {
+                continue;
+            };
+            for pair in bytes.split(|b| *b == 0) {
+                let pair = String::from_utf8_lossy(pair);
+                let Some((k, v)) = pair.split_once('=') else {
+                    continue;
+                };
+                let mut hit = false;
+                for n in &names {
+                    hit |= match op.as_str() {
+                        "equals" => k == n,
+                        "not equal" => k != n,
+                        "pattern match" => self.is_match(n, k)?,
+                        other => {
+                            return Err(Fault::NotChecked(format!(
+                                "environment variable name operation `{other}` is not supported"
+                            )))
+                        }
+                    };
+                }
+                if hit {
+                    items.push(item(&[("pid", &pid), ("name", k), ("value", v)]));
+                }
             }
         }
         Ok(items)

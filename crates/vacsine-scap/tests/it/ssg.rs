@@ -401,3 +401,39 @@ fn ssg_debian11_service_rule_reads_systemd_units() {
     let (o, ev) = outcome(&m);
     assert_eq!(o, vacsine_scap::Outcome::Error, "{ev}");
 }
+
+/// SSG's `root_path_no_dot` (environmentvariable58, pid nil): the node's init environment.
+#[test]
+fn ssg_debian11_path_rule_reads_the_nodes_init_environment() {
+    let Some(mut ds) = load() else { return };
+    let rule = "xccdf_org.ssgproject.content_rule_root_path_no_dot";
+    assert!(ds.benchmark.rules.iter().any(|r| r.id == rule));
+    let mut selects: Vec<(String, bool)> = vec![(rule.into(), true)];
+    selects.extend(ds.benchmark.groups.keys().map(|g| (g.clone(), true)));
+    ds.benchmark.profiles.push(vacsine_scap::ds::Profile {
+        id: "path".into(),
+        title: "path".into(),
+        extends: None,
+        selects,
+        refine_values: vec![],
+        set_values: vec![],
+    });
+    let opts = vacsine_scap::Options {
+        container_as_machine: true,
+    };
+    let outcome = |path: &str| {
+        let mut m = MemSystem::new();
+        m.file("/etc/debian_version", "11.11\n").file(
+            "/proc/1/environ",
+            &format!("HOME=/root\0PATH={path}\0TERM=xterm\0"),
+        );
+        let rep = vacsine_scap::evaluate(&ds, "path", &m, &opts).unwrap();
+        (rep.rules[0].outcome, rep.rules[0].evidence.join("\n"))
+    };
+    let (o, ev) = outcome("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    assert_eq!(o, vacsine_scap::Outcome::Pass, "{ev}");
+    for bad in ["/usr/bin:.", ".:/usr/bin", "/usr/bin::/bin", "/usr/bin:bin"] {
+        let (o, ev) = outcome(bad);
+        assert_eq!(o, vacsine_scap::Outcome::Fail, "PATH={bad}: {ev}");
+    }
+}
