@@ -27,6 +27,11 @@ pub const ONLINE_MS: i64 = 60_000;
 
 pub struct Config {
     pub listen: SocketAddr,
+    /// Also serve plain HTTP here, for a TLS-terminating proxy in front (the bodies stay
+    /// sealed end to end; only the proxy should reach this address).
+    pub listen_plain: Option<SocketAddr>,
+    /// A given certificate chain and key (PEM) instead of the self-signed one.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
     pub data: PathBuf,
     /// How long a lease lasts without renewal.
     pub lease_ttl_ms: i64,
@@ -145,9 +150,17 @@ struct Prepared {
 async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     let data = &cfg.data;
     crate::files::private_dir(data).with_context(|| format!("creating {}", data.display()))?;
-    let (cert, key) = crate::tls::load_or_create_cert(&data.join("tls"))?;
-    let pin = vacsine_wire::sha256_pin(&cert);
-    let tls = crate::tls::server_config(cert, key)?;
+    let (tls, pin) = match &cfg.tls_files {
+        Some((c, k)) => {
+            let (tls, leaf) = crate::tls::server_config_pem(c, k)?;
+            (tls, vacsine_wire::sha256_pin(&leaf))
+        }
+        None => {
+            let (cert, key) = crate::tls::load_or_create_cert(&data.join("tls"))?;
+            let pin = vacsine_wire::sha256_pin(&cert);
+            (crate::tls::server_config(cert, key)?, pin)
+        }
+    };
     let kp = data.join("keys.json");
     let keys: KeysFile = if kp.exists() {
         let t = std::fs::read(&kp).with_context(|| format!("reading {}", kp.display()))?;
@@ -237,17 +250,38 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.data.join("operator.token").display(),
         opp.display()
     );
+    let plain = match cfg.listen_plain {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (--listen-plain)"))?;
+            println!(
+                "plain HTTP for a TLS-terminating proxy on http://{} (bodies stay sealed; let only the proxy reach it)",
+                l.local_addr()?
+            );
+            Some(l)
+        }
+        None => None,
+    };
     let sweep = tokio::spawn(sweeper(p.srv.clone()));
     let app = router(p.srv.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(p.tls));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = stop_signal();
     loop {
-        let (tcp, peer) = tokio::select! {
+        let (tcp, peer, tls) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok((t, p)) => (t, p, true),
                 Err(e) => {
                     tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            r = accept_opt(plain.as_ref()) => match r {
+                Ok((t, p)) => (t, p, false),
+                Err(e) => {
+                    tracing::warn!("accept (plain): {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -258,19 +292,28 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        tracing::debug!("TLS handshake with {peer}: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
             let svc = hyper_util::service::TowerToHyperService::new(app);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
-            if let Err(e) = watcher.watch(conn).await {
+            let builder = hyper::server::conn::http1::Builder::new();
+            let r = if tls {
+                let stream =
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
+                            tracing::debug!("TLS handshake with {peer}: {e}");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                watcher
+                    .watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc))
+                    .await
+            } else {
+                watcher
+                    .watch(builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc))
+                    .await
+            };
+            if let Err(e) = r {
                 tracing::debug!("connection from {peer}: {e}");
             }
         });
@@ -278,6 +321,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Stopping: no new connections; long polls answer "no work" now; requests under way
     // finish (bounded); the store is durable at every step, so what is cut is retried.
     drop(listener);
+    drop(plain);
     p.srv.stopping.send_replace(true);
     sweep.abort();
     eprintln!("stopping: finishing requests under way");
@@ -290,6 +334,16 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         eprintln!("stopped");
     }
     Ok(())
+}
+
+/// Accepts on the listener if there is one; never returns otherwise.
+async fn accept_opt(
+    l: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

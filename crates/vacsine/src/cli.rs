@@ -232,8 +232,21 @@ pub enum Command {
     /// Run the orchestrator: HTTPS with a self-signed certificate made on first start (its
     /// pin is printed), sealed agent channel, work queue, data in --data.
     Orchestrator {
+        /// HTTPS address for agents and operators.
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
+        /// Also serve plain HTTP here, for a TLS-terminating reverse proxy in front (request
+        /// and response bodies stay sealed end to end): bind it to an address only the
+        /// proxy reaches, such as 127.0.0.1.
+        #[arg(long, value_name = "ADDR")]
+        listen_plain: Option<std::net::SocketAddr>,
+        /// A given certificate chain (PEM, server certificate first) instead of the
+        /// self-signed one made on first start; with --tls-key.
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Data folder: store, keys, certificate, operator token (`operator.token`, and
         /// `operator.json` that the CLI reads).
         #[arg(long, default_value = "./vacsine-data")]

@@ -139,9 +139,21 @@ pub async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Orchestrator {
             listen,
+            listen_plain,
+            tls_cert,
+            tls_key,
             data,
             lease_ttl_ms,
-        } => crate::orch::orchestrator(listen, data, lease_ttl_ms).await,
+        } => {
+            crate::orch::orchestrator(crate::orch::OrchestratorArgs {
+                listen,
+                listen_plain,
+                tls_files: tls_cert.zip(tls_key),
+                data,
+                lease_ttl_ms,
+            })
+            .await
+        }
         Command::Agent {
             action: Some(crate::cli::AgentAction::Preflight),
             orchestrator,

@@ -16,15 +16,22 @@ fn err(e: impl std::fmt::Display) -> miette::Report {
     miette::miette!("{e:#}")
 }
 
-pub async fn orchestrator(
-    listen: SocketAddr,
-    data: PathBuf,
-    lease_ttl_ms: u64,
-) -> miette::Result<i32> {
+/// `vacsine orchestrator`'s arguments.
+pub struct OrchestratorArgs {
+    pub listen: SocketAddr,
+    pub listen_plain: Option<SocketAddr>,
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    pub data: PathBuf,
+    pub lease_ttl_ms: u64,
+}
+
+pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
     vacsine_orch::server::serve(vacsine_orch::server::Config {
-        listen,
-        data,
-        lease_ttl_ms: lease_ttl_ms.max(100) as i64,
+        listen: a.listen,
+        listen_plain: a.listen_plain,
+        tls_files: a.tls_files,
+        data: a.data,
+        lease_ttl_ms: a.lease_ttl_ms.max(100) as i64,
     })
     .await
     .map_err(|e| miette::miette!("{e:#}"))?;
