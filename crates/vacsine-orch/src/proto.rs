@@ -202,6 +202,12 @@ pub struct RunView {
     pub records: i64,
 }
 
+/// `GET /v1/runs?site=&status=&workflow=&limit=`: runs of every site, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunList {
+    pub runs: Vec<RunView>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusView {
     pub sites: Vec<SiteView>,

@@ -212,7 +212,7 @@ fn router(srv: Arc<Srv>) -> Router {
         .route("/v1/agent/{op}", post(agent_call))
         .route(proto::OP_SITES, post(create_site).get(list_sites))
         .route("/v1/sites/{name}/revoke", post(revoke))
-        .route(proto::OP_RUNS, post(submit_run))
+        .route(proto::OP_RUNS, post(submit_run).get(list_runs))
         .route("/v1/runs/{id}", get(run_records))
         .route(proto::OP_STATUS, get(status_view))
         .with_state(srv)
@@ -864,6 +864,56 @@ async fn run_records(
             }
         }
     }
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    site: Option<String>,
+    status: Option<String>,
+    workflow: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Runs of every site, newest first, filtered by site, status and workflow.
+async fn list_runs(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult<Json<proto::RunList>> {
+    s.operator(&h)?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    if let Some(st) = &q.status {
+        const KNOWN: &[&str] = &[
+            status::QUEUED,
+            status::RUNNING,
+            status::SUCCEEDED,
+            status::FAILED,
+            status::CANCELLED,
+        ];
+        if !KNOWN.contains(&st.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("unknown status `{st}`; one of {}", KNOWN.join(", ")),
+            ));
+        }
+    }
+    let keep = |r: &RunRow| {
+        q.site.as_deref().is_none_or(|x| r.site == x)
+            && q.status.as_deref().is_none_or(|x| r.status == x)
+            && q.workflow.as_deref().is_none_or(|x| r.workflow == x)
+    };
+    let filtered = q.site.is_some() || q.status.is_some() || q.workflow.is_some();
+    // The store lists newest first; filters are applied to its most recent 10 000 runs.
+    let rows = s.store.runs(if filtered { 10_000 } else { limit }).await?;
+    Ok(Json(proto::RunList {
+        runs: rows
+            .into_iter()
+            .filter(keep)
+            .take(limit)
+            .map(run_view)
+            .collect(),
+    }))
 }
 
 async fn status_view(

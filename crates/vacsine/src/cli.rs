@@ -214,17 +214,33 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 20)]
         recheck_timeout: u64,
     },
-    /// List recent runs.
+    /// List recent runs: this machine's, or with --site / --all-sites every site's, from
+    /// the orchestrator.
     Runs {
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Runs of this site, from the orchestrator.
+        #[arg(long, conflicts_with = "all_sites")]
+        site: Option<String>,
+        /// Runs of every site, from the orchestrator.
+        #[arg(long)]
+        all_sites: bool,
+        /// Only runs in this state (queued, running, succeeded, failed, cancelled); with
+        /// --site or --all-sites.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        conn: OperatorConn,
         /// `human` or `json`.
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
-    /// Show the step records of a run (`--format json` prints JSON Lines).
+    /// Show the step records of a run (`--format json` prints JSON Lines): from this
+    /// machine's journal, else from the orchestrator (a run at a site).
     Logs {
         run_id: String,
+        #[command(flatten)]
+        conn: OperatorConn,
         /// `human` or `json` (JSON Lines).
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,

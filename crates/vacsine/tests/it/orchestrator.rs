@@ -1037,5 +1037,44 @@ fn two_sites_in_namespaces_and_a_cut_link_lose_and_double_nothing() {
         let r = o.run(run);
         // Records are unique per idempotency key: 4 rows for 4 steps is each exactly once.
         assert_eq!(r["records"], 4, "{r}");
+        // The consolidated view: the run's records as the orchestrator holds them.
+        let out = o.cli(&["logs", run, "--format", "json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| v["step_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["s1", "s2", "s3", "s4"], "each record once, in order");
     }
+    // Runs across sites, filtered.
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["runs", "--format", "json"];
+        a.extend_from_slice(args);
+        o.json(&a)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&["--site", "edge-a"]), [run_a.clone()]);
+    assert_eq!(ids(&["--site", "edge-b"]), [run_b.clone()]);
+    let mut all = ids(&["--all-sites", "--status", "succeeded"]);
+    all.sort();
+    let mut want = vec![run_a.clone(), run_b.clone()];
+    want.sort();
+    assert_eq!(all, want);
+    assert!(ids(&["--all-sites", "--status", "failed"]).is_empty());
+    let bad = o.cli(&["runs", "--all-sites", "--status", "exploded"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("unknown status"), "{}", text(&bad));
+    // The human views name the site and the steps.
+    let h = o.cli(&["logs", &run_a]);
+    assert!(h.status.success(), "{}", text(&h));
+    let t = text(&h);
+    assert!(
+        t.contains("at site edge-a: succeeded") && t.contains("s4#1"),
+        "{t}"
+    );
 }
