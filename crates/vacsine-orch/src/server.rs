@@ -206,6 +206,16 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     })
 }
 
+#[path = "openapi.rs"]
+pub mod openapi;
+
+/// Where the API's OpenAPI document is served (no authentication: it holds no data).
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi::document())
+}
+
 fn router(srv: Arc<Srv>) -> Router {
     Router::new()
         .route(proto::HELLO, get(hello))
@@ -215,6 +225,7 @@ fn router(srv: Arc<Srv>) -> Router {
         .route(proto::OP_RUNS, post(submit_run).get(list_runs))
         .route("/v1/runs/{id}", get(run_records))
         .route(proto::OP_STATUS, get(status_view))
+        .route(OPENAPI_PATH, get(openapi_json))
         .with_state(srv)
 }
 
@@ -393,6 +404,9 @@ async fn sweeper(srv: Arc<Srv>) {
     }
 }
 
+#[utoipa::path(get, path = "/v1/hello", tag = "agent",
+    description = "The orchestrator's public keys (HPKE, bundle signing) and version; no authentication.",
+    responses((status = 200, body = proto::Hello)))]
 async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
     Json(proto::Hello {
         server_key: s.keys.public().to_b64(),
@@ -402,6 +416,16 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
     })
 }
 
+#[utoipa::path(post, path = "/v1/agent/{op}", tag = "agent",
+    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
+    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping")),
+    request_body(content = Object, description = "sealed envelope (JSON): v, method, path, agent, ts, nonce, sender, enc, ct"),
+    responses(
+        (status = 200, description = "sealed envelope with the operation's response"),
+        (status = 400, body = proto::ErrorBody, description = "malformed, tampered or misbound"),
+        (status = 401, body = proto::ErrorBody, description = "stale timestamp or wrong sender key"),
+        (status = 403, body = proto::ErrorBody, description = "revoked, or another agent's run"),
+        (status = 409, body = proto::ErrorBody, description = "replayed nonce")))]
 async fn agent_call(State(s): State<Arc<Srv>>, uri: Uri, body: Bytes) -> Response {
     let path = uri.path().to_string();
     match s.agent_call(&path, &body).await {
@@ -678,6 +702,10 @@ fn valid_name(name: &str) -> ApiResult<()> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/sites", tag = "operator", security(("operator" = [])),
+    description = "Create a site; the response holds its intake key, shown once (stored hashed).",
+    request_body = proto::CreateSite,
+    responses((status = 200, body = proto::SiteCreated), (status = 400, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
 async fn create_site(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -696,6 +724,8 @@ async fn create_site(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/sites", tag = "operator", security(("operator" = [])),
+    responses((status = 200, body = Vec<proto::SiteView>), (status = 401, body = proto::ErrorBody)))]
 async fn list_sites(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -717,6 +747,11 @@ async fn site_views(store: &dyn Store) -> ApiResult<Vec<proto::SiteView>> {
         .collect())
 }
 
+#[utoipa::path(post, path = "/v1/sites/{name}/revoke", tag = "operator", security(("operator" = [])),
+    description = "Revoke a site (its intake key and every agent) or, with `agent`, one agent: refused at its next request.",
+    params(("name" = String, Path, description = "site")),
+    request_body = proto::RevokeRequest,
+    responses((status = 200, description = "`{\"revoked\": true}`"), (status = 401, body = proto::ErrorBody)))]
 async fn revoke(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -738,6 +773,10 @@ async fn revoke(
     Ok(Json(serde_json::json!({ "revoked": true })))
 }
 
+#[utoipa::path(post, path = "/v1/runs", tag = "operator", security(("operator" = [])),
+    description = "Queue a run of a workflow at a site; its agent leases it at its next poll.",
+    request_body = proto::SubmitRun,
+    responses((status = 200, body = proto::RunCreated), (status = 400, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
 async fn submit_run(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -825,6 +864,11 @@ struct RecordsQuery {
 
 /// A run and its records after `after`; with `wait_ms`, waits (up to 25 s) until there are
 /// new records or the run ends.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "run id"),
+        ("after" = Option<i64>, Query, description = "only records after this sequence number"),
+        ("wait_ms" = Option<u64>, Query, description = "wait up to this long (max 25000) for new records or the run's end")),
+    responses((status = 200, body = proto::RunRecords), (status = 404, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
 async fn run_records(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -875,6 +919,12 @@ struct RunsQuery {
 }
 
 /// Runs of every site, newest first, filtered by site, status and workflow.
+#[utoipa::path(get, path = "/v1/runs", tag = "operator", security(("operator" = [])),
+    params(("site" = Option<String>, Query, description = "only this site's runs"),
+        ("status" = Option<String>, Query, description = "queued | running | succeeded | failed | cancelled"),
+        ("workflow" = Option<String>, Query, description = "only runs of this workflow"),
+        ("limit" = Option<usize>, Query, description = "at most this many (default 50, max 1000)")),
+    responses((status = 200, body = proto::RunList), (status = 400, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
 async fn list_runs(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -916,6 +966,9 @@ async fn list_runs(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/status", tag = "operator", security(("operator" = [])),
+    description = "The consolidated view: sites, agents (online/offline/revoked, last seen, version) and the latest runs.",
+    responses((status = 200, body = proto::StatusView), (status = 401, body = proto::ErrorBody)))]
 async fn status_view(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,

@@ -763,7 +763,7 @@ impl Drop for Killed {
 /// HTTP requests but none of the run's content in plain text (the bodies are sealed).
 #[test]
 fn agent_behind_a_tls_terminating_nginx_leaks_nothing_on_the_plain_leg() {
-    if !net_tools(&["nginx", "openssl", "dumpcap"]) {
+    if !net_tools(&["nginx", "openssl", "dumpcap", "curl"]) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -822,6 +822,21 @@ fn agent_behind_a_tls_terminating_nginx_leaks_nothing_on_the_plain_leg() {
     wait_until(Duration::from_secs(10), "nginx listening", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
+
+    // The API's OpenAPI document, through the proxy, is the one kept in docs/.
+    let served: Value = serde_json::from_str(&sh(&format!(
+        "curl -sSk https://127.0.0.1:{port}/v1/openapi.json"
+    )))
+    .unwrap();
+    let kept: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/openapi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served, kept);
 
     // Capture the plain leg.
     let pcap = d.path().join("plain.pcap");
