@@ -3,7 +3,7 @@
 
 use crate::doc::Loc;
 use crate::outcome::Outcome;
-use crate::policy::{Disruption, Fix, Policy, RequirementKind, Strategy};
+use crate::policy::{Check, Disruption, Fix, Policy, RequirementKind, Strategy};
 use crate::target::ResolvedNode;
 use crate::validate::CatalogIndex;
 use crate::workflow::{RunsOn, Step, Workflow, WorkflowSpec};
@@ -144,7 +144,9 @@ pub fn plan(
                 unfixable.push(Unfixable {
                     requirement: req.id.value.clone(),
                     node: node.name.clone(),
-                    reason: if req.fixes.is_empty() {
+                    reason: if req.fixes.is_empty() && matches!(req.check, Check::Scap(_)) {
+                        "no fix in the content: the SCAP rule has neither Ansible tasks nor a usable shell script".into()
+                    } else if req.fixes.is_empty() {
                         "the requirement declares no fix".into()
                     } else {
                         "none of its fixes is in the catalog".into()

@@ -122,6 +122,10 @@ fn reason(course: &Course, row: &RequirementRow, plan: Option<&PlanReport>) -> S
         Course::NotFaithful(_) => {
             format!("fix {fix} not attempted: the sandbox is not faithful to the target")
         }
+        Course::RejectedInSandbox(_) if row.sandbox_after.is_problem() => format!(
+            "fix {fix} rejected in the sandbox: it did not make the requirement pass there ({} after it ran)",
+            row.sandbox_after
+        ),
         Course::RejectedInSandbox(_) => format!("fix {fix} rejected in the sandbox"),
         Course::Applied { .. } => format!("fix {fix} applied but it did not make it pass"),
         Course::RolledBack(_) => {

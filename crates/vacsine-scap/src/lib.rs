@@ -4,6 +4,7 @@
 //! implements them over a driver's `NodeOps`, so content is evaluated on any node.
 
 pub mod ds;
+pub mod import;
 pub mod node;
 pub mod oval;
 pub mod system;
