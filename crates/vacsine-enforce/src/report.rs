@@ -104,7 +104,11 @@ fn reason(course: &Course, row: &RequirementRow, plan: Option<&PlanReport>) -> S
             .iter()
             .find(|u| u.node == row.node && u.requirement == row.id)
     }) {
-        return format!("no fix: {}", u.reason);
+        return if u.reason.starts_with("no fix") {
+            u.reason.clone()
+        } else {
+            format!("no fix: {}", u.reason)
+        };
     }
     let Some(item) = item else {
         return if row.target_before.is_problem() {

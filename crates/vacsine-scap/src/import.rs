@@ -197,7 +197,9 @@ pub fn import(ds: &DataStream, spec: &ImportSpec) -> Result<Imported, ImportErro
                     },
                 ));
             }
-            Err(why) => req.rationale = Some(format!("no fix in the content: {why}")),
+            Err(why) => {
+                req.rationale = Some(format!("{}: {why}", vacsine_core::plan::NO_FIX_IN_CONTENT))
+            }
         }
         imported.requirements.push(req);
     }
