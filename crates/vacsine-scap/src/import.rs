@@ -304,6 +304,22 @@ fn value_of<'v>(values: &'v HashMap<String, String>, id: &str) -> Result<&'v str
     })
 }
 
+/// A value as the engine must pass it on verbatim: the engine renders the `with` strings of a
+/// step (`vars`, `env`) as templates, so a value holding template syntax is wrapped in
+/// `{% raw %}` (which renders to the value itself). A value that would close that block is
+/// refused.
+pub fn verbatim(v: &str) -> Result<Value, String> {
+    if !(v.contains("{{") || v.contains("{%") || v.contains("{#")) {
+        return Ok(Value::String(v.to_string()));
+    }
+    if v.contains("endraw") {
+        return Err(format!(
+            "value {v:?} holds template syntax that cannot be passed verbatim"
+        ));
+    }
+    Ok(Value::String(format!("{{% raw %}}{v}{{% endraw %}}")))
+}
+
 fn step(uses: &str, with: BTreeMap<String, Value>) -> Step {
     Step {
         id: Loc::new("fix".into()),
@@ -362,7 +378,7 @@ fn ansible_step(fix: &ScapFix, values: &HashMap<String, String>) -> Result<Step,
                 let v = value_of(values, id)?;
                 let n = vars.len();
                 text.push_str(&format!("__{TOKEN}{n}__"));
-                vars.insert(format!("{TOKEN}{n}"), Value::String(v.to_string()));
+                vars.insert(format!("{TOKEN}{n}"), verbatim(v)?);
             }
         }
     }
@@ -409,7 +425,7 @@ fn shell_step(fix: &ScapFix, values: &HashMap<String, String>) -> Result<Step, S
                 let var = format!("VACSINE_SUB_{}", env.len());
                 script.pop();
                 script.push_str(&format!("\"${var}\""));
-                env.insert(var, Value::String(v.to_string()));
+                env.insert(var, verbatim(v)?);
             }
         }
     }
@@ -543,10 +559,15 @@ mod tests {
         assert_eq!(tasks.len(), 3, "{tasks:?}");
         assert_eq!(tasks[1]["set_fact"]["t"], "{{ vacsine_sub_0 }}");
         assert_eq!(tasks[2]["debug"]["msg"], "a {{ t }}");
+        // Through the engine's templating (minijinja), the value comes out verbatim.
+        let passed = s.with["vars"]["vacsine_sub_0"].as_str().unwrap();
+        let env = minijinja::Environment::new();
         assert_eq!(
-            s.with["vars"]["vacsine_sub_0"],
+            env.render_str(passed, ()).unwrap(),
             "{{ lookup('pipe', 'id') }}"
         );
+        assert!(verbatim("{% endraw %}{{ x }}").is_err());
+        assert_eq!(verbatim("600").unwrap(), "600");
         // A value the stream does not define.
         let f = fix(ANSIBLE_FIX, vec![FixPart::Sub("nope".into())]);
         assert!(ansible_step(&f, &values).unwrap_err().contains("`nope`"));
