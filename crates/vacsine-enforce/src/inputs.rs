@@ -152,6 +152,48 @@ pub fn expand_import(p: &mut Loaded<Policy>) -> Result<Vec<Loaded<Workflow>>, Lo
         .collect())
 }
 
+/// Problems of the `scap` checks written in the policy itself (imported ones are sound by
+/// construction): the data stream must parse, the profile exist and select the rule. Each is
+/// located at the requirement's id.
+pub fn scap_check_problems(p: &Loaded<Policy>) -> Vec<LoadError> {
+    use vacsine_core::policy::Check;
+    let mut out = Vec::new();
+    for r in p.doc.spec.requirements.iter().filter(|r| r.id.line > 0) {
+        for c in std::iter::once(&r.check).chain(r.applies_when.as_ref()) {
+            let Check::Scap(c) = c else { continue };
+            let problem = match vacsine_scap::import::load_cached(Path::new(&c.datastream)) {
+                Err(e) => Some(e.to_string()),
+                Ok(ds) => match vacsine_scap::xccdf::find_profile(&ds, &c.profile) {
+                    Err(e) => Some(e),
+                    Ok(profile) => {
+                        let selected = vacsine_scap::xccdf::selected_rules(&ds, profile);
+                        let short = vacsine_scap::import::short_rule_id;
+                        (!selected
+                            .iter()
+                            .any(|x| x.id == c.rule || short(&x.id) == c.rule))
+                        .then(|| {
+                            format!(
+                                "rule `{}` is not selected by profile `{}` of {}",
+                                c.rule, profile.id, ds.file
+                            )
+                        })
+                    }
+                },
+            };
+            if let Some(m) = problem {
+                out.push(LoadError::at(
+                    &p.source,
+                    r.id.line,
+                    r.id.column,
+                    format!("requirement `{}`: scap check: {m}", r.id.value),
+                    Some("name a data stream, one of its profiles and a rule that profile selects (`vacsine scap profiles`, `vacsine scap eval`)".into()),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Load a target and check it on its own (nodes, names, vantage points).
 pub fn load_target(path: &Path) -> Result<Loaded<Target>, LoadError> {
     let t = load_one(path, "Target", |d| match d {
@@ -385,6 +427,9 @@ fn load_inputs_with(
         Some(Ok(w)) => w,
         None => Vec::new(),
     };
+    if let Some(p) = &p {
+        errors.extend(scap_check_problems(p));
+    }
     let t = load_target(target).map_err(|e| errors.push(e)).ok();
     let (mut catalog, mut cp) = catalog_for(p.as_ref(), extra_catalog);
     errors.append(&mut cp);

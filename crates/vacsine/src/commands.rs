@@ -443,9 +443,6 @@ async fn validate(files: &[PathBuf], catalog: &[PathBuf], format: SimpleFormat) 
     let mut generated = Vec::new();
     for d in &mut docs {
         if let Document::Policy(p) = &d.doc {
-            if p.spec.import.is_none() {
-                continue;
-            }
             let mut lp = inputs::Loaded {
                 doc: p.clone(),
                 source: d.source.clone(),
@@ -453,6 +450,10 @@ async fn validate(files: &[PathBuf], catalog: &[PathBuf], format: SimpleFormat) 
             };
             lp.doc
                 .rebase_paths(d.path.parent().unwrap_or_else(|| Path::new("")));
+            errors.extend(inputs::scap_check_problems(&lp));
+            if p.spec.import.is_none() {
+                continue;
+            }
             match inputs::expand_import(&mut lp) {
                 Ok(w) => {
                     generated.extend(w);

@@ -378,4 +378,10 @@ fn spec_import_errors_name_the_policy_file_and_line() {
         8,
         "unknown field",
     );
+    // A `scap` check written in the policy: located at its requirement.
+    check(
+        &format!("    scap: {DS}\n    profile: standard\n    rules: [file_owner_etc_group]\n  requirements:\n    - id: mine\n      title: t\n      severity: low\n      check: {{scap: {{datastream: {DS}, profile: standard, rule: no_such_rule}}}}\n"),
+        10,
+        "requirement `mine`: scap check: rule `no_such_rule` is not selected",
+    );
 }
