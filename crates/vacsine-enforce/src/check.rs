@@ -31,10 +31,13 @@ pub const CHECK_CONCURRENCY: usize = 16;
 /// (data stream, profile, options, node), however many of its rules are checked.
 #[derive(Default)]
 pub struct ScapEvaluations {
-    cells: Mutex<HashMap<(ScapCheckKey, String), Arc<OnceCell<Result<RuleResults, String>>>>>,
+    cells: Mutex<HashMap<(ScapCheckKey, String), Arc<ProfileCell>>>,
 }
 
+/// Data stream, profile, tailoring, `containerAsMachine`.
 type ScapCheckKey = (String, String, Option<String>, bool);
+/// One profile evaluation on one node, made once by the first check that needs it.
+type ProfileCell = OnceCell<Result<RuleResults, String>>;
 
 impl ScapEvaluations {
     async fn observe(&self, site: &dyn Site, node: &str, c: &ScapCheck) -> Observation {
