@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod ds;
+pub mod import;
 pub mod node;
 pub mod oval;
 pub mod system;
