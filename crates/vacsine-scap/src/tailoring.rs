@@ -22,8 +22,9 @@ pub struct Tailoring {
     /// `version` text and its `@time` (now when absent).
     pub version: String,
     pub time: String,
-    /// `benchmark/@id` when the tailoring names it.
+    /// `benchmark/@id` when the tailoring names it, and its line.
     pub benchmark: Option<String>,
+    benchmark_line: u32,
     /// The profiles, with the line each starts on.
     pub profiles: Vec<(Profile, u32)>,
     /// The `Tailoring` element as written, self-contained (for ARF).
@@ -88,10 +89,7 @@ pub fn parse(xml: &str, file: &str) -> Result<Tailoring, ScapError> {
             err(
                 file,
                 line(n),
-                format!(
-                    "<{}> has no `{a}` attribute (required by XCCDF 1.2)",
-                    n.tag_name().name()
-                ),
+                format!("<{}> has no `{a}` attribute (required by XCCDF 1.2)", n.tag_name().name()),
             )
         })
     };
@@ -111,9 +109,11 @@ pub fn parse(xml: &str, file: &str) -> Result<Tailoring, ScapError> {
             .and_then(|v| v.attribute("time"))
             .map(String::from)
             .unwrap_or_else(|| {
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+                chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
             }),
         benchmark: child(t, "benchmark").and_then(|b| b.attribute("id").map(String::from)),
+        benchmark_line: child(t, "benchmark").map(line).unwrap_or(1),
         profiles: Vec::new(),
         element: crate::results::source_element(xml, t),
         lines: Vec::new(),
@@ -204,11 +204,8 @@ impl Tailoring {
             if *id != b.id {
                 return Err(err(
                     file,
-                    1,
-                    format!(
-                        "the tailoring is for benchmark `{id}`, but {} holds `{}`",
-                        ds.file, b.id
-                    ),
+                    self.benchmark_line,
+                    format!("the tailoring is for benchmark `{id}`, but {} holds `{}`", ds.file, b.id),
                 ));
             }
         }
@@ -309,11 +306,7 @@ impl Tailoring {
                             "refine-value: value `{id}` has no selector `{sel}` (selectors: {})",
                             v.values
                                 .iter()
-                                .map(|(s, _)| if s.is_empty() {
-                                    "(default)"
-                                } else {
-                                    s.as_str()
-                                })
+                                .map(|(s, _)| if s.is_empty() { "(default)" } else { s.as_str() })
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ),
