@@ -89,7 +89,10 @@ pub fn parse(xml: &str, file: &str) -> Result<Tailoring, ScapError> {
             err(
                 file,
                 line(n),
-                format!("<{}> has no `{a}` attribute (required by XCCDF 1.2)", n.tag_name().name()),
+                format!(
+                    "<{}> has no `{a}` attribute (required by XCCDF 1.2)",
+                    n.tag_name().name()
+                ),
             )
         })
     };
@@ -109,8 +112,7 @@ pub fn parse(xml: &str, file: &str) -> Result<Tailoring, ScapError> {
             .and_then(|v| v.attribute("time"))
             .map(String::from)
             .unwrap_or_else(|| {
-                chrono::Utc::now()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
             }),
         benchmark: child(t, "benchmark").and_then(|b| b.attribute("id").map(String::from)),
         benchmark_line: child(t, "benchmark").map(line).unwrap_or(1),
@@ -205,7 +207,10 @@ impl Tailoring {
                 return Err(err(
                     file,
                     self.benchmark_line,
-                    format!("the tailoring is for benchmark `{id}`, but {} holds `{}`", ds.file, b.id),
+                    format!(
+                        "the tailoring is for benchmark `{id}`, but {} holds `{}`",
+                        ds.file, b.id
+                    ),
                 ));
             }
         }
@@ -306,7 +311,11 @@ impl Tailoring {
                             "refine-value: value `{id}` has no selector `{sel}` (selectors: {})",
                             v.values
                                 .iter()
-                                .map(|(s, _)| if s.is_empty() { "(default)" } else { s.as_str() })
+                                .map(|(s, _)| if s.is_empty() {
+                                    "(default)"
+                                } else {
+                                    s.as_str()
+                                })
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ),

@@ -67,7 +67,11 @@ fn xccdf_results_document_holds_the_benchmark_and_the_test_result() {
     let rep = evaluate(&ds, "xccdf_p_strict", &sys, &Options::default()).unwrap();
     let umask = rep.rules.iter().find(|r| r.id == "r_umask").unwrap();
     assert_eq!(umask.outcome, Outcome::Fail);
-    assert!(umask.evidence.iter().any(|e| e.contains("]]>")), "{:?}", umask.evidence);
+    assert!(
+        umask.evidence.iter().any(|e| e.contains("]]>")),
+        "{:?}",
+        umask.evidence
+    );
     let (start, end) = times();
     let run = Run {
         report: &rep,
@@ -82,22 +86,40 @@ fn xccdf_results_document_holds_the_benchmark_and_the_test_result() {
     assert!(root.has_tag_name((XCCDF, "Benchmark")));
     assert_eq!(root.attribute("id"), Some("xccdf_b"));
     // The benchmark as written: its profiles and rules are there.
-    let again = vacsine_scap::parse(&text, "again.xml").expect("the results document parses as a benchmark");
+    let again = vacsine_scap::parse(&text, "again.xml")
+        .expect("the results document parses as a benchmark");
     assert_eq!(again.benchmark.rules.len(), ds.benchmark.rules.len());
     let tr = root
         .children()
         .find(|n| n.has_tag_name((XCCDF, "TestResult")))
         .expect("TestResult in the Benchmark");
-    assert_eq!(tr.attribute("id"), Some("xccdf_io.vacsine_testresult_xccdf_p_strict_web__1_"));
-    assert_eq!(tr.attribute("start-time"), Some("2026-03-01T10:00:00+00:00"));
+    assert_eq!(
+        tr.attribute("id"),
+        Some("xccdf_io.vacsine_testresult_xccdf_p_strict_web__1_")
+    );
+    assert_eq!(
+        tr.attribute("start-time"),
+        Some("2026-03-01T10:00:00+00:00")
+    );
     assert_eq!(tr.attribute("end-time"), Some("2026-03-01T10:00:02+00:00"));
     let kids = |name: &str| -> Vec<roxmltree::Node> {
-        tr.children().filter(|n| n.has_tag_name((XCCDF, name))).collect()
+        tr.children()
+            .filter(|n| n.has_tag_name((XCCDF, name)))
+            .collect()
     };
-    assert_eq!(kids("profile")[0].attribute("idref"), Some("xccdf_p_strict"));
+    assert_eq!(
+        kids("profile")[0].attribute("idref"),
+        Some("xccdf_p_strict")
+    );
     assert_eq!(kids("target")[0].text(), Some("web <1>"));
-    let addrs: Vec<&str> = kids("target-address").iter().filter_map(|n| n.text()).collect();
-    assert_eq!(addrs, ["172.17.0.2", "fe80::42:acff:fe11:2", "02:42:ac:11:00:02"]);
+    let addrs: Vec<&str> = kids("target-address")
+        .iter()
+        .filter_map(|n| n.text())
+        .collect();
+    assert_eq!(
+        addrs,
+        ["172.17.0.2", "fe80::42:acff:fe11:2", "02:42:ac:11:00:02"]
+    );
     let facts: HashMap<&str, &str> = tr
         .descendants()
         .filter(|n| n.has_tag_name((XCCDF, "fact")))
@@ -115,11 +137,18 @@ fn xccdf_results_document_holds_the_benchmark_and_the_test_result() {
     let rr: Vec<(&str, &str)> = kids("rule-result")
         .iter()
         .map(|n| {
-            let res = n.children().find(|c| c.has_tag_name((XCCDF, "result"))).unwrap();
+            let res = n
+                .children()
+                .find(|c| c.has_tag_name((XCCDF, "result")))
+                .unwrap();
             (n.attribute("idref").unwrap(), res.text().unwrap())
         })
         .collect();
-    let want: Vec<(&str, &str)> = rep.rules.iter().map(|r| (r.id.as_str(), r.outcome.as_str())).collect();
+    let want: Vec<(&str, &str)> = rep
+        .rules
+        .iter()
+        .map(|r| (r.id.as_str(), r.outcome.as_str()))
+        .collect();
     assert_eq!(rr, want);
     // The umask rule: its check with the export and content ref, and the evidence as messages
     // (the control character made visible, the rest escaped and read back as it was).
@@ -127,21 +156,39 @@ fn xccdf_results_document_holds_the_benchmark_and_the_test_result() {
         .into_iter()
         .find(|n| n.attribute("idref") == Some("r_umask"))
         .unwrap();
-    let check = um.children().find(|c| c.has_tag_name((XCCDF, "check"))).unwrap();
-    let export = check.children().find(|c| c.has_tag_name((XCCDF, "check-export"))).unwrap();
+    let check = um
+        .children()
+        .find(|c| c.has_tag_name((XCCDF, "check")))
+        .unwrap();
+    let export = check
+        .children()
+        .find(|c| c.has_tag_name((XCCDF, "check-export")))
+        .unwrap();
     assert_eq!(
-        (export.attribute("export-name"), export.attribute("value-id")),
+        (
+            export.attribute("export-name"),
+            export.attribute("value-id")
+        ),
         (Some("var:umask"), Some("v_umask"))
     );
-    let cref = check.children().find(|c| c.has_tag_name((XCCDF, "check-content-ref"))).unwrap();
-    assert_eq!((cref.attribute("href"), cref.attribute("name")), (Some("t-oval.xml"), Some("def:umask")));
+    let cref = check
+        .children()
+        .find(|c| c.has_tag_name((XCCDF, "check-content-ref")))
+        .unwrap();
+    assert_eq!(
+        (cref.attribute("href"), cref.attribute("name")),
+        (Some("t-oval.xml"), Some("def:umask"))
+    );
     let messages: String = um
         .children()
         .filter(|c| c.has_tag_name((XCCDF, "message")))
         .filter_map(|c| c.text())
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(messages.contains("/etc/profile.d/x<&\"']]>\\u{1}.sh"), "{messages}");
+    assert!(
+        messages.contains("/etc/profile.d/x<&\"']]>\\u{1}.sh"),
+        "{messages}"
+    );
     assert!(!text.contains('\u{1}'));
     // Default score: every rule here is at the benchmark's top level with weight 1, so it is
     // the share of passes among the rules that count.
@@ -154,7 +201,10 @@ fn xccdf_results_document_holds_the_benchmark_and_the_test_result() {
     let pass = counted.iter().filter(|o| **o == Outcome::Pass).count();
     let score: f64 = kids("score")[0].text().unwrap().parse().unwrap();
     assert!(pass > 0 && pass < counted.len(), "{counted:?}");
-    assert!((score - 100.0 * pass as f64 / counted.len() as f64).abs() < 1e-5, "{score}");
+    assert!(
+        (score - 100.0 * pass as f64 / counted.len() as f64).abs() < 1e-5,
+        "{score}"
+    );
 }
 
 #[test]
@@ -171,9 +221,30 @@ fn default_score_weights_groups_then_rules() {
     use Outcome::*;
     let rows: &[(&[(&str, Outcome)], f64)] = &[
         // g1 = 50, g3 = 100, g2 = 100, top = (50×1 + 100×3 + 0×1) / 5 = 70; g4 does not count.
-        (&[("r1", Pass), ("r2", Fail), ("r3", Pass), ("r4", Pass), ("r5", NotApplicable), ("r6", Fail), ("r7", NotChecked)], 70.0),
+        (
+            &[
+                ("r1", Pass),
+                ("r2", Fail),
+                ("r3", Pass),
+                ("r4", Pass),
+                ("r5", NotApplicable),
+                ("r6", Fail),
+                ("r7", NotChecked),
+            ],
+            70.0,
+        ),
         // g3 = (0×2 + 100)/3 with r5 passing: 33.3; g2 = (100 + 33.3)/2 = 66.7; top = (50 + 200 + 0)/5.
-        (&[("r1", Pass), ("r2", Error), ("r3", Pass), ("r4", Fail), ("r5", Pass), ("r6", Unknown)], 50.0),
+        (
+            &[
+                ("r1", Pass),
+                ("r2", Error),
+                ("r3", Pass),
+                ("r4", Fail),
+                ("r5", Pass),
+                ("r6", Unknown),
+            ],
+            50.0,
+        ),
         (&[("r6", Pass)], 100.0),
         (&[("r5", NotApplicable)], 0.0),
         (&[], 0.0),
@@ -216,31 +287,55 @@ fn arf_document_embeds_the_stream_the_node_and_the_result() {
         .descendants()
         .filter(|n| n.has_tag_name((CORE, "relationship")))
         .map(|n| {
-            let r = n.children().find(|c| c.has_tag_name((CORE, "ref"))).unwrap();
-            (n.attribute("type").unwrap(), n.attribute("subject").unwrap(), r.text().unwrap())
+            let r = n
+                .children()
+                .find(|c| c.has_tag_name((CORE, "ref")))
+                .unwrap();
+            (
+                n.attribute("type").unwrap(),
+                n.attribute("subject").unwrap(),
+                r.text().unwrap(),
+            )
         })
         .collect();
     assert_eq!(
         rels,
-        [("arfvocab:createdFor", "xccdf1", "collection1"), ("arfvocab:isAbout", "xccdf1", "asset0")]
+        [
+            ("arfvocab:createdFor", "xccdf1", "collection1"),
+            ("arfvocab:isAbout", "xccdf1", "asset0")
+        ]
     );
     // The report request: the source data stream, with the tailoring spliced in as a
     // checklist component; it still parses as the same stream.
-    let req = root.descendants().find(|n| n.has_tag_name((ARF, "report-request"))).unwrap();
+    let req = root
+        .descendants()
+        .find(|n| n.has_tag_name((ARF, "report-request")))
+        .unwrap();
     assert_eq!(req.attribute("id"), Some("collection1"));
-    let content = req.first_element_child().unwrap().first_element_child().unwrap();
+    let content = req
+        .first_element_child()
+        .unwrap()
+        .first_element_child()
+        .unwrap();
     assert_eq!(content.tag_name().name(), "data-stream-collection");
     let embedded = &text[content.range()];
     let again = vacsine_scap::parse(embedded, "embedded").unwrap();
     let orig_ds = vacsine_scap::parse(DS, "t.xml").unwrap();
     let orig = &orig_ds.benchmark;
     assert_eq!(
-        (&again.benchmark.profiles, &again.benchmark.values, again.benchmark.rules.len()),
+        (
+            &again.benchmark.profiles,
+            &again.benchmark.values,
+            again.benchmark.rules.len()
+        ),
         (&orig.profiles, &orig.values, orig.rules.len())
     );
     let keys = |d: &vacsine_scap::DataStream| {
-        let mut k: Vec<(String, usize)> =
-            d.ovals.iter().map(|(n, o)| (n.clone(), o.tests.len())).collect();
+        let mut k: Vec<(String, usize)> = d
+            .ovals
+            .iter()
+            .map(|(n, o)| (n.clone(), o.tests.len()))
+            .collect();
         k.sort();
         k
     };
@@ -252,38 +347,73 @@ fn arf_document_embeds_the_stream_the_node_and_the_result() {
     assert_eq!(cref.parent().unwrap().tag_name().name(), "checklists");
     let comp = content
         .descendants()
-        .find(|n| n.tag_name().name() == "component" && n.attribute("id") == Some("scap_io.vacsine_comp_tailoring"))
+        .find(|n| {
+            n.tag_name().name() == "component"
+                && n.attribute("id") == Some("scap_io.vacsine_comp_tailoring")
+        })
         .expect("tailoring component");
     let tl = comp.first_element_child().unwrap();
     assert!(tl.has_tag_name((XCCDF, "Tailoring")));
     assert_eq!(tl.attribute("id"), Some("xccdf_t_tailoring_a"));
     // The asset: host name, addresses, MAC.
-    let asset = root.descendants().find(|n| n.has_tag_name((ARF, "asset"))).unwrap();
+    let asset = root
+        .descendants()
+        .find(|n| n.has_tag_name((ARF, "asset")))
+        .unwrap();
     assert_eq!(asset.attribute("id"), Some("asset0"));
     let texts = |name: &str| -> Vec<&str> {
-        asset.descendants().filter(|n| n.has_tag_name((AI, name))).filter_map(|n| n.text()).collect()
+        asset
+            .descendants()
+            .filter(|n| n.has_tag_name((AI, name)))
+            .filter_map(|n| n.text())
+            .collect()
     };
     assert_eq!(texts("hostname"), ["web-1"]);
     assert_eq!(texts("ip-v4"), ["172.17.0.2"]);
     assert_eq!(texts("ip-v6"), ["fe80::42:acff:fe11:2"]);
     assert_eq!(texts("mac-address"), ["02:42:ac:11:00:02"]);
     // The report: the TestResult, naming the tailoring and the tailored profile.
-    let report = root.descendants().find(|n| n.has_tag_name((ARF, "report"))).unwrap();
+    let report = root
+        .descendants()
+        .find(|n| n.has_tag_name((ARF, "report")))
+        .unwrap();
     assert_eq!(report.attribute("id"), Some("xccdf1"));
-    let tr = report.descendants().find(|n| n.has_tag_name((XCCDF, "TestResult"))).unwrap();
-    let tf = tr.children().find(|n| n.has_tag_name((XCCDF, "tailoring-file"))).unwrap();
+    let tr = report
+        .descendants()
+        .find(|n| n.has_tag_name((XCCDF, "TestResult")))
+        .unwrap();
+    let tf = tr
+        .children()
+        .find(|n| n.has_tag_name((XCCDF, "tailoring-file")))
+        .unwrap();
     assert_eq!(
-        (tf.attribute("href"), tf.attribute("id"), tf.attribute("version"), tf.attribute("time")),
-        (Some("tailor.xml"), Some("xccdf_t_tailoring_a"), Some("2"), Some("2026-01-01T00:00:00"))
+        (
+            tf.attribute("href"),
+            tf.attribute("id"),
+            tf.attribute("version"),
+            tf.attribute("time")
+        ),
+        (
+            Some("tailor.xml"),
+            Some("xccdf_t_tailoring_a"),
+            Some("2"),
+            Some("2026-01-01T00:00:00")
+        )
     );
-    let prof = tr.children().find(|n| n.has_tag_name((XCCDF, "profile"))).unwrap();
+    let prof = tr
+        .children()
+        .find(|n| n.has_tag_name((XCCDF, "profile")))
+        .unwrap();
     assert_eq!(prof.attribute("idref"), Some("xccdf_t_profile_a"));
     let ids: Vec<&str> = tr
         .children()
         .filter(|n| n.has_tag_name((XCCDF, "rule-result")))
         .filter_map(|n| n.attribute("idref"))
         .collect();
-    assert!(!ids.contains(&"r_ssh") && ids.contains(&"r_umask"), "{ids:?}");
+    assert!(
+        !ids.contains(&"r_ssh") && ids.contains(&"r_umask"),
+        "{ids:?}"
+    );
     // A host name outside ARF's pattern is left out of the asset (kept as a fact).
     let mut odd = node();
     odd.sysctl_value("kernel.hostname", "a b<c>");

@@ -105,7 +105,11 @@ fn select_refine_and_set_value_change_what_is_evaluated() {
     for (profiles, mask, want) in rows {
         let got = outcomes(&profiles, &umask(&mut good(), mask));
         for (rule, o) in want {
-            assert_eq!(got.get(rule).copied(), o, "{rule} with umask {mask}: {profiles}");
+            assert_eq!(
+                got.get(rule).copied(),
+                o,
+                "{rule} with umask {mask}: {profiles}"
+            );
         }
     }
 }
@@ -121,11 +125,17 @@ fn wrapped_in_a_data_stream_collection_and_listed() {
  </xccdf:Tailoring></ds:component></ds:data-stream-collection>"#;
     let mut ds = ds();
     let t = vacsine_scap::tailoring::parse(wrapped, "w.xml").unwrap();
-    assert_eq!((t.id.as_str(), t.version.as_str()), ("xccdf_t_tailoring_w", "1"));
+    assert_eq!(
+        (t.id.as_str(), t.version.as_str()),
+        ("xccdf_t_tailoring_w", "1")
+    );
     // The element kept for ARF declares the namespace its ancestors did.
     let start = &t.element[..t.element.find('>').unwrap()];
     assert!(start.starts_with("<xccdf:Tailoring "), "{start}");
-    assert!(start.contains(" xmlns:xccdf=\"http://checklists.nist.gov/xccdf/1.2\""), "{start}");
+    assert!(
+        start.contains(" xmlns:xccdf=\"http://checklists.nist.gov/xccdf/1.2\""),
+        "{start}"
+    );
     roxmltree::Document::parse(&t.element).expect("self-contained");
     assert_eq!(t.apply_to(&mut ds).unwrap(), vec!["xccdf_t_profile_w"]);
     let p = vacsine_scap::xccdf::find_profile(&ds, "xccdf_t_profile_w").unwrap();
@@ -171,11 +181,18 @@ fn unknown_ids_and_bad_shapes_are_located_errors() {
         let e = vacsine_scap::tailoring::apply(&mut ds, &text, "tailor.xml")
             .expect_err(&text)
             .to_string();
-        assert!(e.starts_with(&format!("tailor.xml:{line}: ")), "{e}\n{text}");
+        assert!(
+            e.starts_with(&format!("tailor.xml:{line}: ")),
+            "{e}\n{text}"
+        );
         for w in words {
             assert!(e.contains(w), "`{w}` not in: {e}");
         }
-        assert_eq!(ds.benchmark.profiles.len(), before, "nothing added on error");
+        assert_eq!(
+            ds.benchmark.profiles.len(),
+            before,
+            "nothing added on error"
+        );
     }
     // Not XML: line and column.
     let e = vacsine_scap::tailoring::apply(&mut ds(), "<a>\n<b></a>", "tailor.xml")
