@@ -92,8 +92,7 @@ impl<'a> Source<'a> {
                 });
             components_end = root
                 .children()
-                .filter(|n| is_sds(n, "component"))
-                .last()
+                .rfind(|n| is_sds(n, "component"))
                 .map(|c| c.range().end);
         }
         Ok(Source {

@@ -40,6 +40,9 @@ fn umask(m: &mut MemSystem, v: &str) -> MemSystem {
     m.clone()
 }
 
+/// (tailoring profiles, umask on the node, rule → outcome, None: not evaluated)
+type Row = (String, &'static str, Vec<(&'static str, Option<Outcome>)>);
+
 #[test]
 fn select_refine_and_set_value_change_what_is_evaluated() {
     // (profiles, umask on the node, expected: rule → Some(outcome) | None (not evaluated))
@@ -48,7 +51,7 @@ fn select_refine_and_set_value_change_what_is_evaluated() {
             "<xccdf-1.2:Profile id=\"xccdf_t_profile_tailored\" extends=\"xccdf_p_strict\"><xccdf-1.2:title>T</xccdf-1.2:title>{body}</xccdf-1.2:Profile>"
         )
     };
-    let rows: Vec<(String, &str, Vec<(&str, Option<Outcome>)>)> = vec![
+    let rows: Vec<Row> = vec![
         // Nothing tailored: strict as it is (umask 077 wanted).
         (p(""), "077", vec![("r_umask", Some(Outcome::Pass)), ("r_ssh", Some(Outcome::Pass))]),
         (p(""), "027", vec![("r_umask", Some(Outcome::Fail))]),
