@@ -323,7 +323,19 @@ fn scap_results_and_arf_are_read_by_oscap_and_tailoring_agrees_with_it() {
         arf.contains(&format!("<ai:hostname>{hostname}</ai:hostname>")),
         "hostname {hostname}"
     );
-    if !ip.is_empty() {
+    if ip.is_empty() {
+        eprintln!("the node has no bridge address: addresses not checked");
+    } else {
+        let mac = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.MacAddress}}{{end}}",
+            &node.container,
+        ]);
+        assert!(
+            arf.contains(&format!("<ai:mac-address>{mac}</ai:mac-address>")),
+            "MAC {mac}"
+        );
         assert!(
             arf.contains(&format!("<ai:ip-v4>{ip}</ai:ip-v4>")),
             "address {ip}"
