@@ -217,15 +217,16 @@ pub fn test_result_id(run: &Run) -> String {
     )
 }
 
-/// Writes the `TestResult` element (with its own default namespace declaration when
-/// `standalone`, as ARF embeds it).
+/// Writes the `TestResult` element, with its own default namespace declaration (the
+/// Benchmark it goes into may use a prefix); `in_arf`: its benchmark is named by the report
+/// request's component, as oscap does, else by the stream's file.
 fn test_result(
     x: &mut Xml,
     src: &Source,
     ds: &DataStream,
     run: &Run,
     tailoring: Option<&Tailoring>,
-    standalone: bool,
+    in_arf: bool,
 ) {
     let rep = run.report;
     let id = test_result_id(run);
@@ -238,14 +239,13 @@ fn test_result(
         ("version", src.version.as_str()),
         ("test-system", system.as_str()),
     ];
-    if standalone {
-        attrs.insert(0, ("xmlns", XCCDF12));
-    }
+    attrs.insert(0, ("xmlns", XCCDF12));
     x.start("TestResult", &attrs);
-    x.empty(
-        "benchmark",
-        &[("href", &src.file), ("id", &ds.benchmark.id)],
-    );
+    let href = match (in_arf, &src.bench_component) {
+        (true, Some(c)) => c.as_str(),
+        _ => src.file.as_str(),
+    };
+    x.empty("benchmark", &[("href", href), ("id", &ds.benchmark.id)]);
     if let Some(t) = tailoring {
         x.empty(
             "tailoring-file",
@@ -381,7 +381,7 @@ pub fn xccdf_document(
     tailoring: Option<&Tailoring>,
 ) -> String {
     let mut x = Xml::new();
-    test_result(&mut x, src, ds, run, tailoring, true);
+    test_result(&mut x, src, ds, run, tailoring, false);
     let tr = x.finish();
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}\n",

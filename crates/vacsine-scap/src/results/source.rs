@@ -34,6 +34,9 @@ pub struct Source<'a> {
     /// the end of the last `component` (where a tailoring component is spliced in).
     checklists_end: Option<usize>,
     components_end: Option<usize>,
+    /// `#<id>` of the data stream component holding the `Benchmark` (how a `TestResult` in
+    /// ARF names its benchmark, as oscap writes it).
+    pub(crate) bench_component: Option<String>,
 }
 
 impl<'a> Source<'a> {
@@ -95,7 +98,13 @@ impl<'a> Source<'a> {
                 .rfind(|n| is_sds(n, "component"))
                 .map(|c| c.range().end);
         }
+        let bench_component = bench
+            .ancestors()
+            .find(|a| is_sds(a, "component"))
+            .and_then(|c| c.attribute("id"))
+            .map(|id| format!("#{id}"));
         Ok(Source {
+            bench_component,
             text,
             file: file.into(),
             root: root.range(),

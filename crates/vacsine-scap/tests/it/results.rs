@@ -111,6 +111,7 @@ fn xccdf_results_document_holds_the_benchmark_and_the_test_result() {
         kids("profile")[0].attribute("idref"),
         Some("xccdf_p_strict")
     );
+    assert_eq!(kids("benchmark")[0].attribute("href"), Some("t.xml"));
     assert_eq!(kids("target")[0].text(), Some("web <1>"));
     let addrs: Vec<&str> = kids("target-address")
         .iter()
@@ -405,6 +406,15 @@ fn arf_document_embeds_the_stream_the_node_and_the_result() {
         .find(|n| n.has_tag_name((XCCDF, "profile")))
         .unwrap();
     assert_eq!(prof.attribute("idref"), Some("xccdf_t_profile_a"));
+    // The benchmark: the report request's component holding it (as oscap names it).
+    let bench = tr
+        .children()
+        .find(|n| n.has_tag_name((XCCDF, "benchmark")))
+        .unwrap();
+    assert_eq!(
+        (bench.attribute("href"), bench.attribute("id")),
+        (Some("#comp-x"), Some("xccdf_b"))
+    );
     let ids: Vec<&str> = tr
         .children()
         .filter(|n| n.has_tag_name((XCCDF, "rule-result")))
