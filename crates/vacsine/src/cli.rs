@@ -454,6 +454,16 @@ pub struct CheckInputs {
     /// containers too.
     #[arg(long, requires = "scap")]
     pub container_as_machine: bool,
+    /// With `--scap`: an XCCDF 1.2 tailoring file whose profiles `--profile` may name.
+    #[arg(long, requires = "scap", value_name = "FILE")]
+    pub tailoring: Option<PathBuf>,
+    /// With `--scap`: write the XCCDF 1.2 results document here (one file per node, named
+    /// `FILE` with `-<node>` before its extension, when the target has several nodes).
+    #[arg(long, requires = "scap", value_name = "FILE")]
+    pub results: Option<PathBuf>,
+    /// With `--scap`: write the ARF 1.1 report here (per node as `--results`).
+    #[arg(long, requires = "scap", value_name = "FILE")]
+    pub arf: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -483,6 +493,19 @@ pub enum ScapAction {
         /// Evaluate rules restricted to machines (SSG's `machine` platform) on containers too.
         #[arg(long)]
         container_as_machine: bool,
+        /// An XCCDF 1.2 tailoring file (SCAP Workbench, autotailor): its profiles become
+        /// selectable with `--profile`.
+        #[arg(long, value_name = "FILE")]
+        tailoring: Option<PathBuf>,
+        /// Write the XCCDF 1.2 results document (the benchmark with a TestResult, as `oscap
+        /// --results`) here; with several nodes, one file per node: `FILE` with `-<node>`
+        /// before its extension.
+        #[arg(long, value_name = "FILE")]
+        results: Option<PathBuf>,
+        /// Write the ARF 1.1 report (source data stream, node as asset, TestResult, as `oscap
+        /// --results-arf`) here; per node as `--results`.
+        #[arg(long, value_name = "FILE")]
+        arf: Option<PathBuf>,
         /// `human` or `json` (one JSON object per node).
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,

@@ -74,6 +74,11 @@ pub async fn dispatch(cli: Cli) -> i32 {
                     profile,
                     io.target,
                     io.container_as_machine,
+                    crate::scapcmd::Documents {
+                        tailoring: io.tailoring,
+                        results: io.results,
+                        arf: io.arf,
+                    },
                     format,
                 )
                 .await
