@@ -109,6 +109,20 @@ pub fn expand_import(p: &mut Loaded<Policy>) -> Result<Vec<Loaded<Workflow>>, Lo
             "give the path of a SCAP 1.3 source data stream (relative to the policy file), e.g. /usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml",
         )
     })?;
+    let ds = match &imp.tailoring {
+        None => ds,
+        Some(t) => vacsine_scap::import::load_tailored(
+            Path::new(&imp.scap.value),
+            Some(Path::new(&t.value)),
+        )
+        .map_err(|e| {
+            at(
+                t,
+                format!("spec.import.tailoring: {e}"),
+                "give an XCCDF 1.2 tailoring file for this data stream (relative to the policy file), e.g. one made by SCAP Workbench or autotailor",
+            )
+        })?,
+    };
     let spec = vacsine_scap::import::ImportSpec {
         datastream: imp.scap.value.clone(),
         profile: imp.profile.value.clone(),
@@ -126,7 +140,7 @@ pub fn expand_import(p: &mut Loaded<Policy>) -> Result<Vec<Loaded<Workflow>>, Lo
         ImportError::Tailoring(m) => at(
             imp.tailoring.as_ref().unwrap_or(&imp.scap),
             format!("spec.import.tailoring: {m}"),
-            "remove `tailoring`",
+            "fix the tailoring file or remove `tailoring`",
         ),
         ImportError::Rule(i, m) => at(
             imp.rules.get(i).unwrap_or(&imp.profile),
@@ -161,7 +175,10 @@ pub fn scap_check_problems(p: &Loaded<Policy>) -> Vec<LoadError> {
     for r in p.doc.spec.requirements.iter().filter(|r| r.id.line > 0) {
         for c in std::iter::once(&r.check).chain(r.applies_when.as_ref()) {
             let Check::Scap(c) = c else { continue };
-            let problem = match vacsine_scap::import::load_cached(Path::new(&c.datastream)) {
+            let problem = match vacsine_scap::import::load_tailored(
+                Path::new(&c.datastream),
+                c.tailoring.as_deref().map(Path::new),
+            ) {
                 Err(e) => Some(e.to_string()),
                 Ok(ds) => match vacsine_scap::xccdf::find_profile(&ds, &c.profile) {
                     Err(e) => Some(e),

@@ -52,6 +52,8 @@ fn referenced(e: &Elem, out: &mut Vec<String>) {
     }
 }
 
+type ById = HashMap<String, Elem>;
+
 /// The part of `doc` reachable from `roots` (definition ids).
 fn closure(doc: &OvalDoc, roots: impl IntoIterator<Item = String>) -> OvalDoc {
     let mut out = OvalDoc::default();
@@ -61,7 +63,7 @@ fn closure(doc: &OvalDoc, roots: impl IntoIterator<Item = String>) -> OvalDoc {
         if !seen.insert(id.clone()) {
             continue;
         }
-        let maps: [(&HashMap<String, Elem>, &mut HashMap<String, Elem>); 5] = [
+        let maps: [(&ById, &mut ById); 5] = [
             (&doc.definitions, &mut out.definitions),
             (&doc.tests, &mut out.tests),
             (&doc.objects, &mut out.objects),

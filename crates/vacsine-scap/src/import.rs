@@ -71,6 +71,45 @@ pub fn load_cached(path: &Path) -> Result<Arc<DataStream>, ScapError> {
     Ok(ds)
 }
 
+type TailoredKey = (PathBuf, PathBuf);
+type TailoredEntry = (Option<SystemTime>, Option<SystemTime>, Arc<DataStream>);
+
+fn tailored_cache() -> &'static Mutex<HashMap<TailoredKey, TailoredEntry>> {
+    static C: OnceLock<Mutex<HashMap<TailoredKey, TailoredEntry>>> = OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+/// [`load_cached`] with a tailoring file applied (its profiles added,
+/// [`crate::tailoring::apply`]); parsed once per process per (stream, tailoring) pair.
+pub fn load_tailored(path: &Path, tailoring: Option<&Path>) -> Result<Arc<DataStream>, ScapError> {
+    let Some(t) = tailoring else {
+        return load_cached(path);
+    };
+    let base = load_cached(path)?;
+    let tname = t.display().to_string();
+    let terr = |e: std::io::Error| ScapError::File {
+        file: tname.clone(),
+        message: format!("cannot read the tailoring file: {e}"),
+    };
+    let tcanon = std::fs::canonicalize(t).map_err(terr)?;
+    let tmtime = std::fs::metadata(&tcanon).and_then(|m| m.modified()).ok();
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let dmtime = std::fs::metadata(&canon).and_then(|m| m.modified()).ok();
+    let key = (canon, tcanon.clone());
+    let mut map = tailored_cache().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((d, tm, ds)) = map.get(&key) {
+        if *d == dmtime && *tm == tmtime {
+            return Ok(ds.clone());
+        }
+    }
+    let xml = std::fs::read_to_string(&tcanon).map_err(terr)?;
+    let mut ds = (*base).clone();
+    crate::tailoring::apply(&mut ds, &xml, &tname)?;
+    let ds = Arc::new(ds);
+    map.insert(key, (dmtime, tmtime, ds.clone()));
+    Ok(ds)
+}
+
 /// The short id of a rule (`xccdf_org.ssgproject.content_rule_x` → `x`).
 pub fn short_rule_id(id: &str) -> &str {
     id.rsplit_once("_rule_").map(|x| x.1).unwrap_or(id)
@@ -106,11 +145,6 @@ pub struct Imported {
 
 /// Import a profile of `ds` (already tailored, if a tailoring applies).
 pub fn import(ds: &DataStream, spec: &ImportSpec) -> Result<Imported, ImportError> {
-    if spec.tailoring.is_some() {
-        return Err(ImportError::Tailoring(
-            "tailoring files are not supported yet in this build: remove `tailoring`, or select rules with `rules:` (the profile's own values apply)".into(),
-        ));
-    }
     let profile = find_profile(ds, &spec.profile).map_err(ImportError::Profile)?;
     let selected = selected_rules(ds, profile);
     let values = profile_values(ds, profile);
@@ -452,13 +486,14 @@ pub async fn evaluate_on(
     check: &ScapCheck,
     ops: Arc<dyn vacsine_core::node::NodeOps>,
 ) -> Result<RuleResults, String> {
-    if check.tailoring.is_some() {
-        return Err("tailoring files are not supported yet in this build".into());
-    }
     let check = check.clone();
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let ds = load_cached(Path::new(&check.datastream)).map_err(|e| e.to_string())?;
+        let ds = load_tailored(
+            Path::new(&check.datastream),
+            check.tailoring.as_deref().map(Path::new),
+        )
+        .map_err(|e| e.to_string())?;
         let sys = crate::node::NodeSystem::new(ops, rt);
         let opts = crate::Options {
             container_as_machine: check.container_as_machine,

@@ -371,7 +371,7 @@ fn spec_import_errors_name_the_policy_file_and_line() {
     check(
         &format!("    scap: {DS}\n    profile: standard\n    tailoring: t.xml\n"),
         8,
-        "not supported yet",
+        "cannot read the tailoring file",
     );
     check(
         &format!("    scap: {DS}\n    profile: standard\n    profiles: x\n"),

@@ -572,3 +572,67 @@ fn ssg_standard_profile_imports_as_requirements_with_the_contents_fixes() {
         fixless.len()
     );
 }
+
+/// `spec.import` with a tailoring file: the tailored profile (extending SSG's `standard`,
+/// one rule deselected) is what is imported, and the imported checks carry the tailoring.
+#[test]
+fn ssg_import_through_a_tailoring_file() {
+    if !std::path::Path::new(DS).exists() {
+        eprintln!("SKIP: {DS} missing");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("tailoring.xml");
+    std::fs::write(
+        &t,
+        "<?xml version=\"1.0\"?>\n<xccdf-1.2:Tailoring xmlns:xccdf-1.2=\"http://checklists.nist.gov/xccdf/1.2\" id=\"xccdf_t_tailoring_x\">\n<xccdf-1.2:version time=\"2026-01-01T00:00:00\">1</xccdf-1.2:version>\n<xccdf-1.2:Profile id=\"xccdf_t_profile_mine\" extends=\"xccdf_org.ssgproject.content_profile_standard\"><xccdf-1.2:title>mine</xccdf-1.2:title><xccdf-1.2:select idref=\"xccdf_org.ssgproject.content_rule_file_owner_etc_group\" selected=\"false\"/></xccdf-1.2:Profile>\n</xccdf-1.2:Tailoring>\n",
+    )
+    .unwrap();
+    let ds = vacsine_scap::import::load_tailored(std::path::Path::new(DS), Some(&t)).unwrap();
+    let spec = |profile: &str, tailoring: Option<String>| vacsine_scap::import::ImportSpec {
+        datastream: DS.into(),
+        profile: profile.into(),
+        tailoring,
+        rules: vec![],
+        container_as_machine: false,
+    };
+    let ids = |imp: &vacsine_scap::import::Imported| -> Vec<String> {
+        imp.requirements
+            .iter()
+            .map(|r| r.id.value.clone())
+            .collect()
+    };
+    let base = vacsine_scap::import::import(&ds, &spec("standard", None)).unwrap();
+    let tname = t.display().to_string();
+    let mine =
+        vacsine_scap::import::import(&ds, &spec("xccdf_t_profile_mine", Some(tname.clone())))
+            .unwrap();
+    assert!(ids(&base).contains(&"file_owner_etc_group".to_string()));
+    assert!(!ids(&mine).contains(&"file_owner_etc_group".to_string()));
+    assert_eq!(ids(&mine).len() + 1, ids(&base).len());
+    // The generated checks name the tailoring, so each evaluation applies it too.
+    for r in &mine.requirements {
+        match &r.check {
+            vacsine_core::policy::Check::Scap(c) => {
+                assert_eq!(c.tailoring.as_deref(), Some(tname.as_str()))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A tailoring that names an unknown rule is an error naming its file.
+    std::fs::write(
+        &t,
+        "<?xml version=\"1.0\"?>\n<xccdf-1.2:Tailoring xmlns:xccdf-1.2=\"http://checklists.nist.gov/xccdf/1.2\" id=\"xccdf_t_tailoring_x\">\n<xccdf-1.2:version time=\"2026-01-01T00:00:00\">2</xccdf-1.2:version>\n<xccdf-1.2:Profile id=\"xccdf_t_profile_mine2\" extends=\"xccdf_org.ssgproject.content_profile_standard\"><xccdf-1.2:title>m</xccdf-1.2:title><xccdf-1.2:select idref=\"xccdf_org.ssgproject.content_rule_nope\" selected=\"true\"/></xccdf-1.2:Profile>\n</xccdf-1.2:Tailoring>\n",
+    )
+    .unwrap();
+    // (a new modification time: parsed again)
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&t)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let e = vacsine_scap::import::load_tailored(std::path::Path::new(DS), Some(&t)).unwrap_err();
+    assert!(e.to_string().contains("tailoring.xml"), "{e}");
+}
