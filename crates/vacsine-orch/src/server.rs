@@ -2,7 +2,7 @@
 //! lease sweeper.
 
 use crate::proto::{self, ErrorBody};
-use crate::store::{status, AgentRow, RunRow, SqliteStore, Store, StoreError};
+use crate::store::{status, AgentRow, Change, PgStore, RunRow, SqliteStore, Store, StoreError};
 use crate::{now_ms, rfc3339};
 use anyhow::Context;
 use axum::body::Bytes;
@@ -30,6 +30,8 @@ pub struct Config {
     pub data: PathBuf,
     /// How long a lease lasts without renewal.
     pub lease_ttl_ms: i64,
+    /// PostgreSQL URL: the store several replicas share. `None`: SQLite in `data`.
+    pub database: Option<String>,
 }
 
 /// The orchestrator's long-lived keys, in `keys.json` (0600).
@@ -173,12 +175,27 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             .with_context(|| format!("writing {}", tp.display()))?;
         t
     };
-    let store = SqliteStore::open(&data.join("orchestrator.db"))?;
+    let store: Arc<dyn Store> = match &cfg.database {
+        Some(url) => {
+            let masked = crate::store::mask_url(url);
+            let s = PgStore::connect(url).await.with_context(|| {
+                format!("cannot open the PostgreSQL store at {masked} (given with --database)")
+            })?;
+            println!("store: PostgreSQL at {masked}");
+            Arc::new(s)
+        }
+        None => {
+            let p = data.join("orchestrator.db");
+            let s = SqliteStore::open(&p).with_context(|| format!("opening {}", p.display()))?;
+            println!("store: SQLite in {}", p.display());
+            Arc::new(s)
+        }
+    };
     let (queue, _) = watch::channel(0);
     let (events, _) = watch::channel(0);
     Ok(Prepared {
         srv: Arc::new(Srv {
-            store: Arc::new(store),
+            store,
             keys: KeyPair::from_secret_b64(&keys.hpke_secret)?,
             bundle: BundleSigner::from_secret_b64(&keys.bundle_secret)?,
             opener: Opener::default(),
@@ -238,6 +255,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         opp.display()
     );
     let sweep = tokio::spawn(sweeper(p.srv.clone()));
+    let listen = tokio::spawn(replica_wakeups(p.srv.clone()));
     let app = router(p.srv.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(p.tls));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -280,6 +298,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     drop(listener);
     p.srv.stopping.send_replace(true);
     sweep.abort();
+    listen.abort();
     eprintln!("stopping: finishing requests under way");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
@@ -336,6 +355,28 @@ async fn sweeper(srv: Arc<Srv>) {
             Ok(_) => {}
             Err(e) => tracing::error!("lease sweeper: {e}"),
         }
+    }
+}
+
+/// Wake-ups from the other replicas sharing the store (PostgreSQL LISTEN) feed the same
+/// channels as this replica's own changes; the connection is made again when it fails.
+async fn replica_wakeups(srv: Arc<Srv>) {
+    let mut failed = false;
+    loop {
+        let s = srv.clone();
+        let wake = move |c: Change| match c {
+            Change::Queue => s.queue.send_modify(|n| *n += 1),
+            Change::Run => s.events.send_modify(|n| *n += 1),
+        };
+        if let Err(e) = srv.store.listen(&wake).await {
+            if !failed {
+                tracing::warn!(
+                    "listening for other replicas' changes: {e}; trying again (long polls still find work at their next poll)"
+                );
+            }
+            failed = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -141,7 +141,8 @@ pub async fn dispatch(cli: Cli) -> i32 {
             listen,
             data,
             lease_ttl_ms,
-        } => crate::orch::orchestrator(listen, data, lease_ttl_ms).await,
+            database,
+        } => crate::orch::orchestrator(listen, data, lease_ttl_ms, database).await,
         Command::Agent {
             action: Some(crate::cli::AgentAction::Preflight),
             orchestrator,

@@ -20,11 +20,23 @@ pub async fn orchestrator(
     listen: SocketAddr,
     data: PathBuf,
     lease_ttl_ms: u64,
+    database: Option<String>,
 ) -> miette::Result<i32> {
+    let database = database.filter(|d| !d.trim().is_empty());
+    if let Some(d) = &database {
+        if !(d.starts_with("postgres://") || d.starts_with("postgresql://")) {
+            return Err(miette::miette!(
+                help = "--database postgres://USER:PASSWORD@HOST:5432/DATABASE (or VACSINE_DATABASE_URL); without it the store is SQLite in --data",
+                "--database {}: only PostgreSQL URLs are supported",
+                vacsine_orch::store::mask_url(d)
+            ));
+        }
+    }
     vacsine_orch::server::serve(vacsine_orch::server::Config {
         listen,
         data,
         lease_ttl_ms: lease_ttl_ms.max(100) as i64,
+        database,
     })
     .await
     .map_err(|e| miette::miette!("{e:#}"))?;
