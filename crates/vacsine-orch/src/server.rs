@@ -419,6 +419,18 @@ impl Srv {
         )?)
     }
 
+    /// A request that opened here may still be a replay of one another replica took: the
+    /// store, which replicas share, is asked too.
+    async fn first_use(&self, env: &Envelope) -> ApiResult<()> {
+        let now = now_ms();
+        let keep_until = now + 2 * vacsine_wire::DEFAULT_WINDOW_MS;
+        if self.store.first_use(&env.nonce, now, keep_until).await? {
+            Ok(())
+        } else {
+            Err(WireError::Replay.into())
+        }
+    }
+
     async fn agent_call(&self, path: &str, body: &[u8]) -> ApiResult<Envelope> {
         if path == proto::ENROLL {
             return self.enroll(body).await;
@@ -440,6 +452,7 @@ impl Srv {
         let plain = self
             .opener
             .open(&self.keys, &from, b, None, &env, now_ms())?;
+        self.first_use(&env).await?;
         if let Some(t) = agent.revoked_ms {
             return Err(revoked(&agent, t));
         }
@@ -531,6 +544,7 @@ impl Srv {
         let plain = self
             .opener
             .open(&self.keys, &from, b, None, &env, now_ms())?;
+        self.first_use(&env).await?;
         let r: proto::EnrollRequest = parse(&plain, "enrolment")?;
         if r.name != env.agent || r.name.is_empty() || r.name.len() > 128 {
             return Err(ApiError::bad(

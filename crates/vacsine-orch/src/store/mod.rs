@@ -178,6 +178,14 @@ pub trait Store: Send + Sync {
         message: Option<&str>,
         now: i64,
     ) -> Result<bool>;
+    /// Remember the nonce of a sealed request that opened, until `keep_until`; false when a
+    /// process sharing the store saw it already: a replay sent to another replica (each
+    /// process also refuses replays it saw itself). A store one process uses has nothing to
+    /// add to that process's memory: true.
+    async fn first_use(&self, nonce: &str, now: i64, keep_until: i64) -> Result<bool> {
+        let _ = (nonce, now, keep_until);
+        Ok(true)
+    }
     /// Runs until the store's connection fails, calling `wake` for each change made by any
     /// process sharing the store (this one included), and once for each kind when it starts
     /// (what changed while it was not listening). A store only one process uses has nothing

@@ -33,9 +33,10 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 #[cfg(test)]
 pub(super) const MIGRATION_COUNT: usize = MIGRATIONS.len();
 
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE sites (
   name TEXT PRIMARY KEY,
   intake_hash TEXT NOT NULL UNIQUE,
@@ -112,7 +113,19 @@ END $$;
 CREATE TRIGGER agents_notify AFTER UPDATE ON agents
   FOR EACH ROW EXECUTE FUNCTION vacsine_notify_agent();
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- Nonces of sealed requests, so that a request replayed to another replica is refused.
+CREATE TABLE nonces (
+  nonce TEXT PRIMARY KEY,
+  keep_until_ms BIGINT NOT NULL
+);
+CREATE INDEX nonces_keep ON nonces(keep_until_ms);
+"#,
+    ),
+];
 
 /// The schema used when none is given.
 pub const DEFAULT_SCHEMA: &str = "vacsine";
@@ -646,6 +659,9 @@ impl Store for PgStore {
                 now_status: st.to_string(),
             });
         }
+        // Nonces past their time: their envelopes are refused as stale anyway.
+        tx.execute("DELETE FROM nonces WHERE keep_until_ms < $1", &[&now])
+            .await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -741,6 +757,26 @@ impl Store for PgStore {
         Ok(c.execute(&st, &[&run, &agent, &status, &message, &now])
             .await?
             == 1)
+    }
+
+    async fn first_use(&self, nonce: &str, now: i64, keep_until: i64) -> Result<bool> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        // Not waiting for the disk here: a nonce lost in a crash of the database only lets an
+        // envelope captured just before it be replayed once, within its clock window (the
+        // replica that opened it first refuses it anyway).
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO nonces (nonce, keep_until_ms) VALUES ($1, $2)
+                 ON CONFLICT (nonce) DO UPDATE SET keep_until_ms = EXCLUDED.keep_until_ms
+                   WHERE nonces.keep_until_ms < $3",
+            )
+            .await?;
+        let n = tx.execute(&st, &[&nonce, &keep_until, &now]).await?;
+        tx.commit().await?;
+        Ok(n == 1)
     }
 
     async fn listen(&self, wake: &(dyn Fn(Change) + Send + Sync)) -> Result<()> {

@@ -794,6 +794,8 @@ fn two_replicas_on_postgres_share_the_work_and_one_killed_leaves_the_other_carry
         "the agent talked to A until now: {}",
         agent.log()
     );
+    // A sealed request taken by A, replayed to B: refused there too (nonces are shared).
+    replay_across(&d.path().join("agent/agent.json"), &a, &b);
     // Step b is running: replica A dies.
     let before = b.run(&id)["records"].as_i64().unwrap();
     a.kill9();
@@ -861,4 +863,31 @@ fn run_records(o: &Orch, id: &str) -> Vec<Value> {
             .unwrap();
         r.records.into_iter().map(|s| s.record).collect()
     })
+}
+
+/// Seal one ping as the agent whose identity is in `identity`, send it to `a`, then the very
+/// same envelope to `b`: `b` must refuse it as a replay.
+fn replay_across(identity: &Path, a: &Orch, b: &Orch) {
+    use vacsine_orch::client::{AgentLink, CallError};
+    use vacsine_orch::proto;
+    use vacsine_wire::{KeyPair, PublicKey};
+    let id: Value = serde_json::from_slice(&std::fs::read(identity).unwrap()).unwrap();
+    let s = |k: &str| id[k].as_str().unwrap().to_string();
+    let keys = KeyPair::from_secret_b64(&s("secret_key")).unwrap();
+    let server = PublicKey::from_b64(&s("server_key")).unwrap();
+    let agent = s("agent_id");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let to_a = AgentLink::new(&a.url, &a.pin, keys.clone(), server.clone()).unwrap();
+        let to_b = AgentLink::new(&b.url, &b.pin, keys, server).unwrap();
+        let env = to_a
+            .seal(proto::PING, &agent, &serde_json::json!({}))
+            .unwrap();
+        let _: proto::Pong = to_a.send(proto::PING, &agent, &env, &env).await.unwrap();
+        let r: Result<proto::Pong, _> = to_b.send(proto::PING, &agent, &env, &env).await;
+        assert!(
+            matches!(&r, Err(CallError::Refused { status: 409, code, .. }) if code == "replay"),
+            "{r:?}"
+        );
+    });
 }
