@@ -7,9 +7,13 @@
 //!   moment never hand one run to two agents, and never wait on each other's claims. The lease
 //!   sweeper takes expired leases the same way, so sweeps on several replicas never handle a
 //!   run twice.
-//! * Triggers `NOTIFY vacsine_<schema>` when work is queued or re-offered (`queue`), when a
-//!   run changes status or gets records (`run`) and when an agent is revoked (`queue`);
-//!   [`Store::listen`] turns them into wake-ups of the long polls of this replica.
+//! * `NOTIFY vacsine_<schema>` follows each change that can end a wait: work queued or
+//!   re-offered and agents revoked (`queue`), runs changing status or getting records (`run`);
+//!   [`Store::listen`] turns them into wake-ups of the long polls of this replica. The NOTIFY
+//!   is its own statement, sent once the change committed: a transaction that notifies holds
+//!   a database-wide lock through its commit's disk flush, which would serialize every commit
+//!   (no group commit). A replica that dies between the two leaves the others to find the
+//!   change at their next look (a long poll lasts at most 25 s).
 //! * Records of one run are inserted while its row is locked, so their sequence numbers
 //!   follow commit order and a reader resuming "after seq N" misses none.
 //!
@@ -82,36 +86,6 @@ CREATE TABLE records (
   received_ms BIGINT NOT NULL
 );
 CREATE INDEX records_run ON records(run_id, seq);
-
--- Wake-ups for the replicas (LISTEN vacsine_<schema>), sent when the change commits.
-CREATE FUNCTION vacsine_notify_run() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status THEN
-    IF NEW.status = 'queued' THEN
-      PERFORM pg_notify('vacsine_' || TG_TABLE_SCHEMA, 'queue');
-    END IF;
-    PERFORM pg_notify('vacsine_' || TG_TABLE_SCHEMA, 'run');
-  END IF;
-  RETURN NULL;
-END $$;
-CREATE TRIGGER runs_notify AFTER INSERT OR UPDATE ON runs
-  FOR EACH ROW EXECUTE FUNCTION vacsine_notify_run();
-CREATE FUNCTION vacsine_notify_records() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pg_notify('vacsine_' || TG_TABLE_SCHEMA, 'run');
-  RETURN NULL;
-END $$;
-CREATE TRIGGER records_notify AFTER INSERT ON records
-  FOR EACH STATEMENT EXECUTE FUNCTION vacsine_notify_records();
-CREATE FUNCTION vacsine_notify_agent() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF NEW.revoked_ms IS DISTINCT FROM OLD.revoked_ms THEN
-    PERFORM pg_notify('vacsine_' || TG_TABLE_SCHEMA, 'queue');
-  END IF;
-  RETURN NULL;
-END $$;
-CREATE TRIGGER agents_notify AFTER UPDATE ON agents
-  FOR EACH ROW EXECUTE FUNCTION vacsine_notify_agent();
 "#,
     ),
     (
@@ -267,6 +241,14 @@ fn site_row(r: &Row) -> SiteRow {
     }
 }
 
+/// What a change announces to the replicas.
+#[derive(Clone, Copy)]
+enum News {
+    Queue,
+    Run,
+    Both,
+}
+
 fn is_unique_violation(e: &tokio_postgres::Error, constraint: &str) -> bool {
     e.as_db_error().is_some_and(|d| {
         *d.code() == SqlState::UNIQUE_VIOLATION && d.constraint() == Some(constraint)
@@ -324,6 +306,24 @@ impl PgStore {
         };
         store.migrate(schema).await?;
         Ok(store)
+    }
+
+    /// Announce a committed change to every replica (this one included). Best effort: the
+    /// change is made; a replica that misses the news finds it at its next look.
+    async fn notify(&self, c: &deadpool_postgres::Client, news: News) {
+        let sql = match news {
+            News::Queue => "SELECT pg_notify($1, 'queue')",
+            News::Run => "SELECT pg_notify($1, 'run')",
+            News::Both => "SELECT pg_notify($1, 'queue'), pg_notify($1, 'run')",
+        };
+        let r = async {
+            let st = c.prepare_cached(sql).await?;
+            c.execute(&st, &[&self.channel]).await
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::warn!("PostgreSQL store: NOTIFY {}: {e}", self.channel);
+        }
     }
 
     /// Make the schema and apply the migrations it lacks, one replica at a time.
@@ -431,6 +431,7 @@ impl Store for PgStore {
         )
         .await?;
         tx.commit().await?;
+        self.notify(&c, News::Queue).await;
         Ok(())
     }
 
@@ -447,6 +448,7 @@ impl Store for PgStore {
                 "no agent `{name}` at site `{site}`"
             )));
         }
+        self.notify(&c, News::Queue).await;
         Ok(())
     }
 
@@ -532,6 +534,7 @@ impl Store for PgStore {
             ],
         )
         .await?;
+        self.notify(&c, News::Both).await;
         Ok(())
     }
 
@@ -575,10 +578,15 @@ impl Store for PgStore {
                  RETURNING {RUN_COLS}"
             ))
             .await?;
-        Ok(c.query_opt(&st, &[&site, &agent, &(now + ttl_ms), &now])
+        let leased = c
+            .query_opt(&st, &[&site, &agent, &(now + ttl_ms), &now])
             .await?
             .as_ref()
-            .map(run_row))
+            .map(run_row);
+        if leased.is_some() {
+            self.notify(&c, News::Run).await;
+        }
+        Ok(leased)
     }
 
     async fn renew(
@@ -663,6 +671,11 @@ impl Store for PgStore {
         tx.execute("DELETE FROM nonces WHERE keep_until_ms < $1", &[&now])
             .await?;
         tx.commit().await?;
+        if out.iter().any(|e| e.now_status == status::QUEUED) {
+            self.notify(&c, News::Both).await;
+        } else if !out.is_empty() {
+            self.notify(&c, News::Run).await;
+        }
         Ok(out)
     }
 
@@ -714,6 +727,9 @@ impl Store for PgStore {
             .await?;
         let stored = tx.execute(&ins, &[&run, &keys, &bodies, &now]).await? as usize;
         tx.commit().await?;
+        if stored > 0 {
+            self.notify(&c, News::Run).await;
+        }
         Ok(Stored {
             stored,
             duplicates: records.len() - stored,
@@ -754,9 +770,14 @@ impl Store for PgStore {
                  WHERE id = $1 AND agent_id = $2 AND status = 'running'",
             )
             .await?;
-        Ok(c.execute(&st, &[&run, &agent, &status, &message, &now])
+        let taken = c
+            .execute(&st, &[&run, &agent, &status, &message, &now])
             .await?
-            == 1)
+            == 1;
+        if taken {
+            self.notify(&c, News::Run).await;
+        }
+        Ok(taken)
     }
 
     async fn first_use(&self, nonce: &str, now: i64, keep_until: i64) -> Result<bool> {
