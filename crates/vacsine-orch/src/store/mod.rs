@@ -25,8 +25,9 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     #[error("store: {0}")]
     Db(#[from] rusqlite::Error),
-    #[error("PostgreSQL store: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    /// Shown with its causes (the driver's own message is only "db error").
+    #[error("PostgreSQL store: {}", causes(.0))]
+    Postgres(tokio_postgres::Error),
     #[error("PostgreSQL store: {0}")]
     Pool(String),
     #[error("{0}")]
@@ -40,6 +41,27 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(e)
+    }
+}
+
+/// An error and its causes on one line, each said once.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        let t = x.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = x.source();
+    }
+    s
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SiteRow {
