@@ -13,14 +13,14 @@ pub const FINISH: &str = "/v1/agent/finish";
 /// Authenticated no-op (preflight): proves the keys and that the agent is not revoked.
 pub const PING: &str = "/v1/agent/ping";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Pong {
     pub time_ms: i64,
 }
 /// Public, unsealed: the orchestrator's keys (authenticated by the TLS pin).
 pub const HELLO: &str = "/v1/hello";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Hello {
     /// HPKE public key of the orchestrator, base64.
     pub server_key: String,
@@ -32,37 +32,39 @@ pub struct Hello {
 
 /// The enrolment request: the agent's new public key travels beside its sealed body (the
 /// orchestrator does not know it yet; HPKE auth mode proves the agent holds its secret).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollEnvelope {
     pub public_key: String,
+    /// The sealed envelope.
+    #[schema(value_type = Object)]
     pub envelope: vacsine_wire::Envelope,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollRequest {
     pub intake_key: String,
     pub name: String,
     pub version: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollResponse {
     pub agent_id: String,
     pub site: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PollRequest {
     pub wait_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PollResponse {
     pub work: Option<Work>,
 }
 
 /// A run leased to an agent.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Work {
     pub run_id: String,
     pub lease_ttl_ms: i64,
@@ -71,7 +73,7 @@ pub struct Work {
 
 /// What an operator submits: a workflow (kind: Workflow, as JSON), the catalog workflows it
 /// may call, input values (strings are typed by the engine from the declarations).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub workflow: Value,
     #[serde(default)]
@@ -80,37 +82,37 @@ pub struct Job {
     pub inputs: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RenewRequest {
     pub runs: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RenewResponse {
     /// Runs whose leases were renewed; the others are no longer this agent's.
     pub held: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyedRecord {
     /// Idempotency key: unique per step attempt.
     pub key: String,
     pub record: Value,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordsRequest {
     pub run_id: String,
     pub records: Vec<KeyedRecord>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordsResponse {
     pub stored: usize,
     pub duplicates: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FinishRequest {
     pub run_id: String,
     pub status: String,
@@ -118,13 +120,13 @@ pub struct FinishRequest {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FinishResponse {
     pub accepted: bool,
 }
 
 /// Error body of every refusal.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Short machine name: `replay`, `stale`, `tampered`, `wrong_sender`, `misbound`,
     /// `unknown_agent`, `revoked`, `bad_intake_key`, `unauthorized`, `not_found`, `conflict`,
@@ -138,43 +140,43 @@ pub const OP_SITES: &str = "/v1/sites";
 pub const OP_RUNS: &str = "/v1/runs";
 pub const OP_STATUS: &str = "/v1/status";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateSite {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteCreated {
     pub name: String,
     pub intake_key: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct RevokeRequest {
     /// Revoke only this agent of the site (by name).
     #[serde(default)]
     pub agent: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitRun {
     pub site: String,
     pub job: Job,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunCreated {
     pub run_id: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteView {
     pub name: String,
     pub created: String,
     pub revoked: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentView {
     pub id: String,
     pub site: String,
@@ -186,7 +188,7 @@ pub struct AgentView {
     pub enrolled: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunView {
     pub id: String,
     pub site: String,
@@ -202,20 +204,26 @@ pub struct RunView {
     pub records: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `GET /v1/runs?site=&status=&workflow=&limit=`: runs of every site, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusView {
     pub sites: Vec<SiteView>,
     pub agents: Vec<AgentView>,
     pub runs: Vec<RunView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SeqRecord {
     pub seq: i64,
     pub record: Value,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRecords {
     pub run: RunView,
     pub records: Vec<SeqRecord>,
@@ -223,7 +231,7 @@ pub struct RunRecords {
 
 /// What an operator's CLI needs to reach the orchestrator, written to `operator.json` in the
 /// orchestrator's data folder (0600).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OperatorConfig {
     pub url: String,
     pub pin: String,

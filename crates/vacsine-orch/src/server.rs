@@ -27,6 +27,11 @@ pub const ONLINE_MS: i64 = 60_000;
 
 pub struct Config {
     pub listen: SocketAddr,
+    /// Also serve plain HTTP here, for a TLS-terminating proxy in front (the bodies stay
+    /// sealed end to end; only the proxy should reach this address).
+    pub listen_plain: Option<SocketAddr>,
+    /// A given certificate chain and key (PEM) instead of the self-signed one.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
     pub data: PathBuf,
     /// How long a lease lasts without renewal.
     pub lease_ttl_ms: i64,
@@ -147,9 +152,17 @@ struct Prepared {
 async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     let data = &cfg.data;
     crate::files::private_dir(data).with_context(|| format!("creating {}", data.display()))?;
-    let (cert, key) = crate::tls::load_or_create_cert(&data.join("tls"))?;
-    let pin = vacsine_wire::sha256_pin(&cert);
-    let tls = crate::tls::server_config(cert, key)?;
+    let (tls, pin) = match &cfg.tls_files {
+        Some((c, k)) => {
+            let (tls, leaf) = crate::tls::server_config_pem(c, k)?;
+            (tls, vacsine_wire::sha256_pin(&leaf))
+        }
+        None => {
+            let (cert, key) = crate::tls::load_or_create_cert(&data.join("tls"))?;
+            let pin = vacsine_wire::sha256_pin(&cert);
+            (crate::tls::server_config(cert, key)?, pin)
+        }
+    };
     let kp = data.join("keys.json");
     let keys: KeysFile = if kp.exists() {
         let t = std::fs::read(&kp).with_context(|| format!("reading {}", kp.display()))?;
@@ -210,15 +223,26 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     })
 }
 
+#[path = "openapi.rs"]
+pub mod openapi;
+
+/// Where the API's OpenAPI document is served (no authentication: it holds no data).
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi::document())
+}
+
 fn router(srv: Arc<Srv>) -> Router {
     Router::new()
         .route(proto::HELLO, get(hello))
         .route("/v1/agent/{op}", post(agent_call))
         .route(proto::OP_SITES, post(create_site).get(list_sites))
         .route("/v1/sites/{name}/revoke", post(revoke))
-        .route(proto::OP_RUNS, post(submit_run))
+        .route(proto::OP_RUNS, post(submit_run).get(list_runs))
         .route("/v1/runs/{id}", get(run_records))
         .route(proto::OP_STATUS, get(status_view))
+        .route(OPENAPI_PATH, get(openapi_json))
         .with_state(srv)
 }
 
@@ -254,6 +278,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.data.join("operator.token").display(),
         opp.display()
     );
+    let plain = match cfg.listen_plain {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (--listen-plain)"))?;
+            println!(
+                "plain HTTP for a TLS-terminating proxy on http://{} (bodies stay sealed; let only the proxy reach it)",
+                l.local_addr()?
+            );
+            Some(l)
+        }
+        None => None,
+    };
     let sweep = tokio::spawn(sweeper(p.srv.clone()));
     let listen = tokio::spawn(replica_wakeups(p.srv.clone()));
     let app = router(p.srv.clone());
@@ -261,11 +298,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = stop_signal();
     loop {
-        let (tcp, peer) = tokio::select! {
+        let (tcp, peer, tls) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok((t, p)) => (t, p, true),
                 Err(e) => {
                     tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            r = accept_opt(plain.as_ref()) => match r {
+                Ok((t, p)) => (t, p, false),
+                Err(e) => {
+                    tracing::warn!("accept (plain): {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -276,19 +321,28 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        tracing::debug!("TLS handshake with {peer}: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
             let svc = hyper_util::service::TowerToHyperService::new(app);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
-            if let Err(e) = watcher.watch(conn).await {
+            let builder = hyper::server::conn::http1::Builder::new();
+            let r = if tls {
+                let stream =
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
+                            tracing::debug!("TLS handshake with {peer}: {e}");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                watcher
+                    .watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc))
+                    .await
+            } else {
+                watcher
+                    .watch(builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc))
+                    .await
+            };
+            if let Err(e) = r {
                 tracing::debug!("connection from {peer}: {e}");
             }
         });
@@ -296,6 +350,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Stopping: no new connections; long polls answer "no work" now; requests under way
     // finish (bounded); the store is durable at every step, so what is cut is retried.
     drop(listener);
+    drop(plain);
     p.srv.stopping.send_replace(true);
     sweep.abort();
     listen.abort();
@@ -309,6 +364,16 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         eprintln!("stopped");
     }
     Ok(())
+}
+
+/// Accepts on the listener if there is one; never returns otherwise.
+async fn accept_opt(
+    l: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -380,6 +445,9 @@ async fn replica_wakeups(srv: Arc<Srv>) {
     }
 }
 
+#[utoipa::path(get, path = "/v1/hello", tag = "agent",
+    description = "The orchestrator's public keys (HPKE, bundle signing) and version; no authentication.",
+    responses((status = 200, body = proto::Hello)))]
 async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
     Json(proto::Hello {
         server_key: s.keys.public().to_b64(),
@@ -389,6 +457,16 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
     })
 }
 
+#[utoipa::path(post, path = "/v1/agent/{op}", tag = "agent",
+    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
+    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping")),
+    request_body(content = Object, description = "sealed envelope (JSON): v, method, path, agent, ts, nonce, sender, enc, ct"),
+    responses(
+        (status = 200, description = "sealed envelope with the operation's response"),
+        (status = 400, body = proto::ErrorBody, description = "malformed, tampered or misbound"),
+        (status = 401, body = proto::ErrorBody, description = "stale timestamp or wrong sender key"),
+        (status = 403, body = proto::ErrorBody, description = "revoked, or another agent's run"),
+        (status = 409, body = proto::ErrorBody, description = "replayed nonce")))]
 async fn agent_call(State(s): State<Arc<Srv>>, uri: Uri, body: Bytes) -> Response {
     let path = uri.path().to_string();
     match s.agent_call(&path, &body).await {
@@ -679,6 +757,10 @@ fn valid_name(name: &str) -> ApiResult<()> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/sites", tag = "operator", security(("operator" = [])),
+    description = "Create a site; the response holds its intake key, shown once (stored hashed).",
+    request_body = proto::CreateSite,
+    responses((status = 200, body = proto::SiteCreated), (status = 400, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
 async fn create_site(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -697,6 +779,8 @@ async fn create_site(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/sites", tag = "operator", security(("operator" = [])),
+    responses((status = 200, body = Vec<proto::SiteView>), (status = 401, body = proto::ErrorBody)))]
 async fn list_sites(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -718,6 +802,11 @@ async fn site_views(store: &dyn Store) -> ApiResult<Vec<proto::SiteView>> {
         .collect())
 }
 
+#[utoipa::path(post, path = "/v1/sites/{name}/revoke", tag = "operator", security(("operator" = [])),
+    description = "Revoke a site (its intake key and every agent) or, with `agent`, one agent: refused at its next request.",
+    params(("name" = String, Path, description = "site")),
+    request_body = proto::RevokeRequest,
+    responses((status = 200, description = "`{\"revoked\": true}`"), (status = 401, body = proto::ErrorBody)))]
 async fn revoke(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -739,6 +828,10 @@ async fn revoke(
     Ok(Json(serde_json::json!({ "revoked": true })))
 }
 
+#[utoipa::path(post, path = "/v1/runs", tag = "operator", security(("operator" = [])),
+    description = "Queue a run of a workflow at a site; its agent leases it at its next poll.",
+    request_body = proto::SubmitRun,
+    responses((status = 200, body = proto::RunCreated), (status = 400, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
 async fn submit_run(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -826,6 +919,11 @@ struct RecordsQuery {
 
 /// A run and its records after `after`; with `wait_ms`, waits (up to 25 s) until there are
 /// new records or the run ends.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "run id"),
+        ("after" = Option<i64>, Query, description = "only records after this sequence number"),
+        ("wait_ms" = Option<u64>, Query, description = "wait up to this long (max 25000) for new records or the run's end")),
+    responses((status = 200, body = proto::RunRecords), (status = 404, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
 async fn run_records(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -867,6 +965,65 @@ async fn run_records(
     }
 }
 
+#[derive(Deserialize)]
+struct RunsQuery {
+    site: Option<String>,
+    status: Option<String>,
+    workflow: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Runs of every site, newest first, filtered by site, status and workflow.
+#[utoipa::path(get, path = "/v1/runs", tag = "operator", security(("operator" = [])),
+    params(("site" = Option<String>, Query, description = "only this site's runs"),
+        ("status" = Option<String>, Query, description = "queued | running | succeeded | failed | cancelled"),
+        ("workflow" = Option<String>, Query, description = "only runs of this workflow"),
+        ("limit" = Option<usize>, Query, description = "at most this many (default 50, max 1000)")),
+    responses((status = 200, body = proto::RunList), (status = 400, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
+async fn list_runs(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult<Json<proto::RunList>> {
+    s.operator(&h)?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    if let Some(st) = &q.status {
+        const KNOWN: &[&str] = &[
+            status::QUEUED,
+            status::RUNNING,
+            status::SUCCEEDED,
+            status::FAILED,
+            status::CANCELLED,
+        ];
+        if !KNOWN.contains(&st.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("unknown status `{st}`; one of {}", KNOWN.join(", ")),
+            ));
+        }
+    }
+    let keep = |r: &RunRow| {
+        q.site.as_deref().is_none_or(|x| r.site == x)
+            && q.status.as_deref().is_none_or(|x| r.status == x)
+            && q.workflow.as_deref().is_none_or(|x| r.workflow == x)
+    };
+    let filtered = q.site.is_some() || q.status.is_some() || q.workflow.is_some();
+    // The store lists newest first; filters are applied to its most recent 10 000 runs.
+    let rows = s.store.runs(if filtered { 10_000 } else { limit }).await?;
+    Ok(Json(proto::RunList {
+        runs: rows
+            .into_iter()
+            .filter(keep)
+            .take(limit)
+            .map(run_view)
+            .collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/status", tag = "operator", security(("operator" = [])),
+    description = "The consolidated view: sites, agents (online/offline/revoked, last seen, version) and the latest runs.",
+    responses((status = 200, body = proto::StatusView), (status = 401, body = proto::ErrorBody)))]
 async fn status_view(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,

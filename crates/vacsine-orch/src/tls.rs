@@ -35,6 +35,42 @@ pub fn load_or_create_cert(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     Ok((c, k))
 }
 
+/// A given certificate chain and key (PEM files, as a CA or an ACME client issues them):
+/// the server configuration and the leaf certificate (DER, for its pin).
+pub fn server_config_pem(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(rustls::ServerConfig, Vec<u8>)> {
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading the certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
+    let Some(leaf) = chain.first().map(|c| c.as_ref().to_vec()) else {
+        return Err(anyhow!(
+            "{}: no certificate in it (expected PEM `-----BEGIN CERTIFICATE-----` blocks, the server's first)",
+            cert.display()
+        ));
+    };
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "{}: no private key in it (expected a PEM PKCS#8, PKCS#1 or SEC1 key)",
+            key.display()
+        )
+    })?;
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .with_context(|| {
+            format!(
+                "the certificate {} and its key do not fit together",
+                cert.display()
+            )
+        })?;
+    Ok((cfg, leaf))
+}
+
 pub fn server_config(cert: Vec<u8>, key: Vec<u8>) -> anyhow::Result<rustls::ServerConfig> {
     let cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?

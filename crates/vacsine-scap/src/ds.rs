@@ -2,6 +2,7 @@
 //! platforms), the CPE dictionary and applicability language, and the OVAL components.
 
 use crate::xml::{own, Elem, Lines};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// A data stream that could not be used: where, and why.
@@ -24,7 +25,7 @@ pub enum ScapError {
     File { file: String, message: String },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     pub id: String,
     pub title: String,
@@ -37,7 +38,7 @@ pub struct Profile {
     pub set_values: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
     pub id: String,
     pub selected: bool,
@@ -45,7 +46,7 @@ pub struct Group {
     pub parent: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct OvalCheck {
     /// The OVAL file named by `check-content-ref/@href`.
     pub href: String,
@@ -56,13 +57,13 @@ pub struct OvalCheck {
     pub negate: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reference {
     pub href: String,
     pub text: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rule {
     pub id: String,
     pub title: String,
@@ -80,7 +81,7 @@ pub struct Rule {
     pub line: u32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Value {
     pub id: String,
     pub kind: String,
@@ -105,7 +106,7 @@ impl Value {
 }
 
 /// A CPE applicability language test (`cpe-lang:logical-test`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PlatformTest {
     Logical {
         operator: String,
@@ -116,7 +117,7 @@ pub enum PlatformTest {
     Fact(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct OvalDoc {
     pub definitions: HashMap<String, Elem>,
     pub tests: HashMap<String, Elem>,
@@ -125,7 +126,7 @@ pub struct OvalDoc {
     pub variables: HashMap<String, Elem>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Benchmark {
     pub id: String,
     pub title: String,
@@ -136,7 +137,7 @@ pub struct Benchmark {
     pub values: HashMap<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct DataStream {
     pub file: String,
     pub benchmark: Benchmark,
@@ -295,17 +296,32 @@ pub fn parse(text: &str, file: &str) -> Result<DataStream, ScapError> {
         }
     }
     // Name each OVAL component by its catalog name.
+    // (Catalog names map components one to one in SSG content: a component named twice is
+    // copied once per extra name.)
+    let mut named: HashMap<String, Vec<String>> = HashMap::new();
     for (name, cref) in &uri_of_name {
         if let Some(comp) = comp_of_ref.get(cref) {
-            if let Some(d) = oval_by_comp.get(comp) {
-                ds.ovals.insert(name.clone(), d.clone());
-            }
+            named.entry(comp.clone()).or_default().push(name.clone());
         }
     }
-    // Components no catalog names: by their id's tail (`…_comp_<name>`).
+    let tail = |comp: &str| comp.rsplit("_comp_").next().unwrap_or(comp).to_string();
+    for (comp, mut names) in named {
+        if let Some(d) = oval_by_comp.remove(&comp) {
+            // Every component is also known by its id's tail (`…_comp_<name>`).
+            let t = tail(&comp);
+            if !names.contains(&t) && !ds.ovals.contains_key(&t) {
+                names.push(t);
+            }
+            let last = names.pop().expect("at least one name per entry");
+            for n in names {
+                ds.ovals.insert(n, d.clone());
+            }
+            ds.ovals.insert(last, d);
+        }
+    }
+    // Components no catalog names: by their id's tail.
     for (comp, d) in oval_by_comp {
-        let name = comp.rsplit("_comp_").next().unwrap_or(&comp).to_string();
-        ds.ovals.entry(name).or_insert(d);
+        ds.ovals.entry(tail(&comp)).or_insert(d);
     }
     Ok(ds)
 }

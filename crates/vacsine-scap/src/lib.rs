@@ -3,10 +3,12 @@
 //! that reads a system only through [`system::System`]'s primitives. [`node::NodeSystem`]
 //! implements them over a driver's `NodeOps`, so content is evaluated on any node.
 
+pub mod cache;
 pub mod ds;
 pub mod node;
 pub mod oval;
 pub mod system;
+pub mod units;
 pub mod xccdf;
 pub mod xml;
 

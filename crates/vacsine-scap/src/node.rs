@@ -305,6 +305,33 @@ impl System for NodeSystem {
             .map_err(|e| e.to_string())
     }
 
+    /// `systemctl show --property=P --value -- UNIT` in the node (argv only).
+    fn unit_runtime_property(&self, unit: &str, property: &str) -> Result<String, String> {
+        let argv: Vec<String> = vec![
+            "systemctl".into(),
+            "show".into(),
+            format!("--property={property}"),
+            "--value".into(),
+            "--".into(),
+            unit.into(),
+        ];
+        self.execs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out = self
+            .rt
+            .block_on(self.ops.exec(&argv, &[], None, TIMEOUT))
+            .map_err(|e| format!("systemctl show {unit} on node {}: {e}", self.node()))?;
+        if out.exit_code != Some(0) {
+            return Err(format!(
+                "systemctl show {unit} on node {} exited with {:?}: {}",
+                self.node(),
+                out.exit_code,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     fn uname(&self) -> Result<Uname, String> {
         let get = |k: &str| -> Result<String, String> {
             Ok(self.sysctl(k)?.unwrap_or_default().trim().to_string())

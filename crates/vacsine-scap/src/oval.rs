@@ -749,6 +749,9 @@ impl<'a> Evaluator<'a> {
                 "partition_object" => self.collect_partition(o)?,
                 "password_object" => self.collect_password(o)?,
                 "family_object" => vec![item(&[("family", "unix")])],
+                "environmentvariable58_object" => self.collect_environment(o)?,
+                "systemdunitdependency_object" => self.collect_unit_dependencies(o)?,
+                "systemdunitproperty_object" => self.collect_unit_properties(o)?,
                 "uname_object" => {
                     let u = self.sys.uname().map_err(Fault::Error)?;
                     vec![item(&[
@@ -1319,6 +1322,140 @@ impl<'a> Evaluator<'a> {
                     ("home_dir", f[5]),
                     ("login_shell", f[6]),
                 ]));
+            }
+        }
+        Ok(items)
+    }
+
+    /// `environmentvariable58`: a process's environment from `/proc/<pid>/environ`. A nil
+    /// `pid` means, for OVAL, the collecting process; on a node Vacsine reads the node's
+    /// init (PID 1), whose environment is the one the node's services and a root `exec` get
+    /// (oscap offline reads its own environment on the scanning host instead).
+    fn collect_environment(&self, o: &Elem) -> Result<Vec<Item>, Fault> {
+        let pids: Vec<String> = match o.child("pid") {
+            None => vec!["1".into()],
+            Some(p) if p.attr("nil") == Some("true") => vec!["1".into()],
+            Some(p) => {
+                let (op, vals) = self.entity_values(p)?;
+                if op != "equals" {
+                    return Err(Fault::NotChecked(format!(
+                        "environmentvariable58 pid operation `{op}` is not supported"
+                    )));
+                }
+                vals
+            }
+        };
+        let Some(name) = o.child("name") else {
+            return Err(Fault::Error(
+                "environmentvariable58_object without name".into(),
+            ));
+        };
+        let (op, names) = self.entity_values(name)?;
+        let mut items = Vec::new();
+        for pid in pids {
+            if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Fault::Error(format!("pid `{pid}` is not a process id")));
+            }
+            let path = format!("/proc/{pid}/environ");
+            let Some(bytes) = self.sys.read_file(&path).map_err(Fault::Error)? else {
+                continue;
+            };
+            for pair in bytes.split(|b| *b == 0) {
+                let pair = String::from_utf8_lossy(pair);
+                let Some((k, v)) = pair.split_once('=') else {
+                    continue;
+                };
+                let mut hit = false;
+                for n in &names {
+                    hit |= match op.as_str() {
+                        "equals" => k == n,
+                        "not equal" => k != n,
+                        "pattern match" => self.is_match(n, k)?,
+                        other => {
+                            return Err(Fault::NotChecked(format!(
+                                "environment variable name operation `{other}` is not supported"
+                            )))
+                        }
+                    };
+                }
+                if hit {
+                    items.push(item(&[("pid", &pid), ("name", k), ("value", v)]));
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    /// Units an object's `unit` entity designates that have a unit file (or are masked).
+    fn units_of(&self, o: &Elem) -> Result<Vec<String>, Fault> {
+        let Some(u) = o.child("unit") else {
+            return Err(Fault::Error(format!("{} without unit", o.name)));
+        };
+        let (op, vals) = self.entity_values(u)?;
+        let known = crate::units::unit_names(self.sys).map_err(Fault::Error)?;
+        let mut out = Vec::new();
+        for n in &known {
+            let mut hit = false;
+            for v in &vals {
+                hit |= match op.as_str() {
+                    "equals" => n == v,
+                    "not equal" => n != v,
+                    "pattern match" => self.is_match(v, n)?,
+                    other => {
+                        return Err(Fault::NotChecked(format!(
+                            "unit operation `{other}` is not supported"
+                        )))
+                    }
+                };
+            }
+            if hit {
+                out.push(n.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// `systemdunitdependency`: every unit a unit depends on, transitively
+    /// ([`crate::units`]).
+    fn collect_unit_dependencies(&self, o: &Elem) -> Result<Vec<Item>, Fault> {
+        let mut items = Vec::new();
+        for unit in self.units_of(o)? {
+            let deps = crate::units::all_dependencies(self.sys, &unit).map_err(Fault::Error)?;
+            let mut it = item(&[("unit", &unit)]);
+            it.insert("dependency".into(), deps);
+            items.push(it);
+        }
+        Ok(items)
+    }
+
+    /// `systemdunitproperty`: the properties [`crate::units::property`] derives.
+    fn collect_unit_properties(&self, o: &Elem) -> Result<Vec<Item>, Fault> {
+        let Some(p) = o.child("property") else {
+            return Err(Fault::Error(
+                "systemdunitproperty_object without property".into(),
+            ));
+        };
+        let (op, vals) = self.entity_values(p)?;
+        if op != "equals" {
+            return Err(Fault::NotChecked(format!(
+                "property operation `{op}` is not supported"
+            )));
+        }
+        let mut items = Vec::new();
+        for unit in self.units_of(o)? {
+            for prop in &vals {
+                match crate::units::property(self.sys, &unit, prop).map_err(Fault::Error)? {
+                    Some(values) => {
+                        let mut it = item(&[("unit", &unit), ("property", prop)]);
+                        it.insert("value".into(), values);
+                        items.push(it);
+                    }
+                    None => {
+                        return Err(Fault::NotChecked(format!(
+                            "systemd unit property `{prop}` is not supported (Vacsine derives Id, LoadState, FragmentPath, UnitFileState, ActiveState, SubState, Requires, Requisite, Wants, BindsTo)"
+                        )))
+                    }
+                }
             }
         }
         Ok(items)

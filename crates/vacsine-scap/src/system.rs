@@ -53,6 +53,13 @@ pub trait System {
     /// A kernel parameter as the running system sees it (`net.ipv4.ip_forward`).
     fn sysctl(&self, key: &str) -> Result<Option<String>, String>;
     fn uname(&self) -> Result<Uname, String>;
+    /// A unit's runtime property (`ActiveState`, `SubState`) from the running service
+    /// manager; only asked when systemd runs on the system.
+    fn unit_runtime_property(&self, unit: &str, property: &str) -> Result<String, String> {
+        Err(format!(
+            "the {property} of {unit} is not available: systemd runs on the system but its runtime state cannot be asked through this driver"
+        ))
+    }
     /// A hint: these groups of directories (each with its subdirectories down to its depth)
     /// are about to be listed; a driver that pays per call lists them all at once. Errors are
     /// left to the later calls.

@@ -3,7 +3,7 @@
 
 /// One XML element: local name, attributes (local names; `xsi:nil` is `nil`), text, children,
 /// and the line it starts on in its file (for messages).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Elem {
     pub name: String,
     pub attrs: Vec<(String, String)>,

@@ -214,17 +214,33 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 20)]
         recheck_timeout: u64,
     },
-    /// List recent runs.
+    /// List recent runs: this machine's, or with --site / --all-sites every site's, from
+    /// the orchestrator.
     Runs {
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Runs of this site, from the orchestrator.
+        #[arg(long, conflicts_with = "all_sites")]
+        site: Option<String>,
+        /// Runs of every site, from the orchestrator.
+        #[arg(long)]
+        all_sites: bool,
+        /// Only runs in this state (queued, running, succeeded, failed, cancelled); with
+        /// --site or --all-sites.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        conn: OperatorConn,
         /// `human` or `json`.
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
-    /// Show the step records of a run (`--format json` prints JSON Lines).
+    /// Show the step records of a run (`--format json` prints JSON Lines): from this
+    /// machine's journal, else from the orchestrator (a run at a site).
     Logs {
         run_id: String,
+        #[command(flatten)]
+        conn: OperatorConn,
         /// `human` or `json` (JSON Lines).
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
@@ -232,8 +248,21 @@ pub enum Command {
     /// Run the orchestrator: HTTPS with a self-signed certificate made on first start (its
     /// pin is printed), sealed agent channel, work queue, data in --data.
     Orchestrator {
+        /// HTTPS address for agents and operators.
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
+        /// Also serve plain HTTP here, for a TLS-terminating reverse proxy in front (request
+        /// and response bodies stay sealed end to end): bind it to an address only the
+        /// proxy reaches, such as 127.0.0.1.
+        #[arg(long, value_name = "ADDR")]
+        listen_plain: Option<std::net::SocketAddr>,
+        /// A given certificate chain (PEM, server certificate first) instead of the
+        /// self-signed one made on first start; with --tls-key.
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Data folder: store, keys, certificate, operator token (`operator.token`, and
         /// `operator.json` that the CLI reads).
         #[arg(long, default_value = "./vacsine-data")]

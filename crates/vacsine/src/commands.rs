@@ -128,8 +128,38 @@ pub async fn dispatch(cli: Cli) -> i32 {
             format,
             ..
         } => crate::runcmd::run(workflow, target, inputs, catalog, nodes, resume, format).await,
-        Command::Runs { limit, format } => crate::runcmd::runs(limit, format),
-        Command::Logs { run_id, format } => crate::runcmd::logs(&run_id, format),
+        Command::Runs {
+            limit,
+            site,
+            all_sites,
+            status,
+            conn,
+            format,
+        } => {
+            if site.is_some() || all_sites {
+                crate::orch::runs(&conn, site, status, limit, format).await
+            } else if status.is_some() {
+                Err(miette::miette!(
+                    help = "add --site SITE or --all-sites",
+                    "--status filters the orchestrator's runs"
+                ))
+            } else {
+                crate::runcmd::runs(limit, format)
+            }
+        }
+        Command::Logs {
+            run_id,
+            conn,
+            format,
+        } => {
+            if crate::runcmd::has_local_records(&run_id) {
+                crate::runcmd::logs(&run_id, format)
+            } else if conn.url.is_some() || conn.data.join("operator.json").exists() {
+                crate::orch::logs(&conn, &run_id, format).await
+            } else {
+                crate::runcmd::logs(&run_id, format)
+            }
+        }
         Command::Watch {
             io,
             format,
@@ -139,10 +169,23 @@ pub async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Orchestrator {
             listen,
+            listen_plain,
+            tls_cert,
+            tls_key,
             data,
             lease_ttl_ms,
             database,
-        } => crate::orch::orchestrator(listen, data, lease_ttl_ms, database).await,
+        } => {
+            crate::orch::orchestrator(crate::orch::OrchestratorArgs {
+                listen,
+                listen_plain,
+                tls_files: tls_cert.zip(tls_key),
+                data,
+                lease_ttl_ms,
+                database,
+            })
+            .await
+        }
         Command::Agent {
             action: Some(crate::cli::AgentAction::Preflight),
             orchestrator,

@@ -16,13 +16,19 @@ fn err(e: impl std::fmt::Display) -> miette::Report {
     miette::miette!("{e:#}")
 }
 
-pub async fn orchestrator(
-    listen: SocketAddr,
-    data: PathBuf,
-    lease_ttl_ms: u64,
-    database: Option<String>,
-) -> miette::Result<i32> {
-    let database = database.filter(|d| !d.trim().is_empty());
+/// `vacsine orchestrator`'s arguments.
+pub struct OrchestratorArgs {
+    pub listen: SocketAddr,
+    pub listen_plain: Option<SocketAddr>,
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    pub data: PathBuf,
+    pub lease_ttl_ms: u64,
+    /// PostgreSQL URL (replicas sharing the work); `None`: SQLite in `data`.
+    pub database: Option<String>,
+}
+
+pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
+    let database = a.database.filter(|d| !d.trim().is_empty());
     if let Some(d) = &database {
         if !(d.starts_with("postgres://") || d.starts_with("postgresql://")) {
             return Err(miette::miette!(
@@ -33,9 +39,11 @@ pub async fn orchestrator(
         }
     }
     vacsine_orch::server::serve(vacsine_orch::server::Config {
-        listen,
-        data,
-        lease_ttl_ms: lease_ttl_ms.max(100) as i64,
+        listen: a.listen,
+        listen_plain: a.listen_plain,
+        tls_files: a.tls_files,
+        data: a.data,
+        lease_ttl_ms: a.lease_ttl_ms.max(100) as i64,
         database,
     })
     .await
@@ -225,6 +233,96 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
             r.records,
             r.message.as_deref().unwrap_or("")
         );
+    }
+    Ok(EXIT_OK)
+}
+
+/// `vacsine runs --site S | --all-sites [--status X]`: the orchestrator's runs.
+pub async fn runs(
+    conn: &OperatorConn,
+    site: Option<String>,
+    status: Option<String>,
+    limit: usize,
+    format: SimpleFormat,
+) -> miette::Result<i32> {
+    let c = client(conn)?;
+    let mut q = vec![("limit", limit.to_string())];
+    if let Some(s) = site {
+        q.push(("site", s));
+    }
+    if let Some(s) = status {
+        q.push(("status", s));
+    }
+    let v: proto::RunList = c.get_query(proto::OP_RUNS, &q).await.map_err(err)?;
+    if format == SimpleFormat::Json {
+        print_json(&v.runs);
+        return Ok(EXIT_OK);
+    }
+    if v.runs.is_empty() {
+        println!("no runs");
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "{:<38} {:<16} {:<20} {:<10} {:>7}  {:<26} MESSAGE",
+        "RUN", "SITE", "WORKFLOW", "STATUS", "RECORDS", "CREATED"
+    );
+    for r in &v.runs {
+        println!(
+            "{:<38} {:<16} {:<20} {:<10} {:>7}  {:<26} {}",
+            r.id,
+            r.site,
+            r.workflow,
+            r.status,
+            r.records,
+            r.created,
+            r.message.as_deref().unwrap_or("")
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+/// `vacsine logs ID` for a run at a site: its records as the orchestrator holds them.
+pub async fn logs(conn: &OperatorConn, id: &str, format: SimpleFormat) -> miette::Result<i32> {
+    let c = client(conn)?;
+    let v: proto::RunRecords = c
+        .get_query(
+            &format!("{}/{id}", proto::OP_RUNS),
+            &[("wait_ms", "0".into())],
+        )
+        .await
+        .map_err(err)?;
+    let mut out = std::io::stdout().lock();
+    if format == SimpleFormat::Json {
+        for r in &v.records {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&r.record).unwrap_or_default()
+            );
+        }
+        return Ok(EXIT_OK);
+    }
+    let _ = writeln!(
+        out,
+        "run {} of {} at site {}: {} ({} records){}",
+        v.run.id,
+        v.run.workflow,
+        v.run.site,
+        v.run.status,
+        v.run.records,
+        v.run
+            .message
+            .as_deref()
+            .map(|m| format!(" — {m}"))
+            .unwrap_or_default()
+    );
+    for r in &v.records {
+        match serde_json::from_value::<vacsine_core::record::StepRecord>(r.record.clone()) {
+            Ok(rec) => print_record(&mut out, &rec),
+            Err(_) => {
+                let _ = writeln!(out, "  {}", r.record);
+            }
+        }
     }
     Ok(EXIT_OK)
 }

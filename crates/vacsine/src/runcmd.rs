@@ -577,6 +577,16 @@ pub fn runs(limit: usize, format: SimpleFormat) -> miette::Result<i32> {
     Ok(EXIT_OK)
 }
 
+/// Whether this machine's journal has records of `run_id`.
+pub fn has_local_records(run_id: &str) -> bool {
+    journal_path()
+        .ok()
+        .filter(|p| p.exists())
+        .and_then(|p| Journal::open(&p).ok())
+        .and_then(|j| j.records(run_id).ok())
+        .is_some_and(|r| !r.is_empty())
+}
+
 pub fn logs(run_id: &str, format: SimpleFormat) -> miette::Result<i32> {
     let journal = Journal::open(&journal_path()?).map_err(|e| miette::miette!("{e}"))?;
     let records = journal

@@ -199,3 +199,241 @@ fn ssg_debian11_every_rule_coverage() {
         "a notchecked rule without its reason: {reasons:?}"
     );
 }
+
+/// A profile's slice (`cache::prune`) evaluates exactly as the whole stream does, on every
+/// profile, on a system where rules pass, fail and err; the slice read back from the cache is
+/// the slice written, and a changed stream file is parsed again.
+#[test]
+fn ssg_debian11_profile_slice_and_cache_evaluate_as_the_whole_stream() {
+    let Some(ds) = load() else { return };
+    let mut sys = MemSystem::new();
+    sys.file("/etc/debian_version", "11.11\n")
+        .file(
+            "/etc/ssh/sshd_config",
+            "PermitRootLogin yes\nPermitEmptyPasswords no\nX11Forwarding yes\n",
+        )
+        .file("/etc/login.defs", "PASS_MAX_DAYS 99999\nUMASK 027\n")
+        .sysctl_value("kernel.randomize_va_space", "2")
+        .sysctl_value("net.ipv4.ip_forward", "1");
+    let opts = vacsine_scap::Options {
+        container_as_machine: true,
+    };
+    let outcomes = |ds: &vacsine_scap::DataStream, p: &str| {
+        let rep = vacsine_scap::evaluate(ds, p, &sys, &opts).unwrap();
+        rep.rules
+            .iter()
+            .map(|r| (r.id.clone(), r.outcome, r.evidence.clone()))
+            .collect::<Vec<_>>()
+    };
+    for p in &ds.benchmark.profiles {
+        let slice = vacsine_scap::cache::prune(&ds, &p.id).unwrap();
+        let full_tests: usize = ds.ovals.values().map(|d| d.tests.len()).sum();
+        let slice_tests: usize = slice.ovals.values().map(|d| d.tests.len()).sum();
+        assert!(slice_tests < full_tests, "{}: nothing pruned", p.id);
+        let (a, b) = (outcomes(&ds, &p.id), outcomes(&slice, &p.id));
+        assert_eq!(a.len(), b.len(), "{}", p.id);
+        assert!(
+            a.iter().any(|(_, o, _)| *o == vacsine_scap::Outcome::Fail),
+            "{}: the system should fail some rules",
+            p.id
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y, "profile {}", p.id);
+        }
+    }
+    // Through the cache, in a folder of this test's own, from a copy of the stream.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("ds.xml");
+    std::fs::copy(DS, &copy).unwrap();
+    let cache = Some(dir.path().join("cache"));
+    let profile = "anssi_np_nt28_high";
+    let (first, i1) =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    assert!(!i1.cached && i1.cache_error.is_none(), "{i1:?}");
+    let (second, i2) =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    assert!(i2.cached, "{i2:?}");
+    eprintln!(
+        "parsed+pruned in {:.0} ms, from the cache in {:.0} ms",
+        i1.load_ms, i2.load_ms
+    );
+    assert_eq!(first, second);
+    assert_eq!(outcomes(&second, profile), outcomes(&ds, profile));
+    let entry = i2.entry.unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Another tailoring is another entry.
+    let (_, i3) =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, profile, Some(b"<x/>"), |_| Ok(()))
+            .unwrap();
+    assert!(!i3.cached);
+    // A corrupt entry is ignored and rewritten.
+    std::fs::write(&entry, b"{not json").unwrap();
+    let (_, i4) =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    assert!(!i4.cached);
+    let (_, i5) =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    assert!(i5.cached);
+    // The stream rewritten (same bytes, new change time): parsed again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::copy(DS, &copy).unwrap();
+    let (_, i6) =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, profile, None, |_| Ok(())).unwrap();
+    assert!(!i6.cached);
+    // An unknown profile is an error naming the file, nothing cached.
+    let e =
+        vacsine_scap::cache::load_in(cache.clone(), &copy, "nope", None, |_| Ok(())).unwrap_err();
+    assert!(e.to_string().contains("ds.xml"), "{e}");
+}
+
+/// A system whose service manager runs, with each unit's `ActiveState` given.
+struct Booted {
+    inner: MemSystem,
+    active: Vec<&'static str>,
+}
+
+impl vacsine_scap::system::System for Booted {
+    fn read_file(&self, p: &str) -> Result<Option<Vec<u8>>, String> {
+        self.inner.read_file(p)
+    }
+    fn list_dir(&self, p: &str) -> Result<Option<Vec<String>>, String> {
+        self.inner.list_dir(p)
+    }
+    fn stat(&self, p: &str) -> Result<Option<vacsine_scap::system::Stat>, String> {
+        self.inner.stat(p)
+    }
+    fn sysctl(&self, k: &str) -> Result<Option<String>, String> {
+        self.inner.sysctl(k)
+    }
+    fn uname(&self) -> Result<vacsine_scap::system::Uname, String> {
+        self.inner.uname()
+    }
+    fn unit_runtime_property(&self, unit: &str, property: &str) -> Result<String, String> {
+        assert_eq!(property, "ActiveState");
+        Ok(if self.active.contains(&unit) {
+            "active"
+        } else {
+            "inactive"
+        }
+        .into())
+    }
+}
+
+/// SSG's `service_cron_enabled` (systemdunitdependency on multi-user.target and
+/// systemdunitproperty ActiveState): pass only when cron is installed, wanted by
+/// multi-user.target (a link, as `systemctl enable` makes) and active in a running manager.
+#[test]
+fn ssg_debian11_service_rule_reads_systemd_units() {
+    use vacsine_scap::system::System as _;
+    let Some(mut ds) = load() else { return };
+    let rule = "xccdf_org.ssgproject.content_rule_service_cron_enabled";
+    assert!(ds.benchmark.rules.iter().any(|r| r.id == rule));
+    let mut selects: Vec<(String, bool)> = vec![(rule.into(), true)];
+    selects.extend(ds.benchmark.groups.keys().map(|g| (g.clone(), true)));
+    ds.benchmark.profiles.push(vacsine_scap::ds::Profile {
+        id: "cron".into(),
+        title: "cron".into(),
+        extends: None,
+        selects,
+        refine_values: vec![],
+        set_values: vec![],
+    });
+    let base = || {
+        let mut m = MemSystem::new();
+        m.file("/etc/debian_version", "11.11\n")
+            .file(
+                "/var/lib/dpkg/status",
+                "Package: cron\nStatus: install ok installed\nArchitecture: amd64\nVersion: 3.0pl1-137\n\n",
+            )
+            .file(
+                "/lib/systemd/system/multi-user.target",
+                "[Unit]\nRequires=basic.target\n",
+            )
+            .file("/lib/systemd/system/basic.target", "[Unit]\n")
+            .file(
+                "/lib/systemd/system/cron.service",
+                "[Unit]\nDescription=cron\n[Install]\nWantedBy=multi-user.target\n",
+            );
+        m
+    };
+    let enabled = || {
+        let mut m = base();
+        m.symlink(
+            "/etc/systemd/system/multi-user.target.wants/cron.service",
+            "/lib/systemd/system/cron.service",
+        );
+        m
+    };
+    let opts = vacsine_scap::Options {
+        container_as_machine: true,
+    };
+    let outcome = |sys: &dyn vacsine_scap::system::System| {
+        let rep = vacsine_scap::evaluate(&ds, "cron", sys, &opts).unwrap();
+        assert_eq!(rep.rules.len(), 1);
+        (rep.rules[0].outcome, rep.rules[0].evidence.join("\n"))
+    };
+    let booted = |mut m: MemSystem, active: Vec<&'static str>| {
+        m.dir("/run/systemd/system", 0o755);
+        Booted { inner: m, active }
+    };
+    // Enabled and running under a booted systemd: pass.
+    let (o, ev) = outcome(&booted(enabled(), vec!["cron.service"]));
+    assert_eq!(o, vacsine_scap::Outcome::Pass, "{ev}");
+    // Enabled but stopped: fail.
+    let (o, ev) = outcome(&booted(enabled(), vec![]));
+    assert_eq!(o, vacsine_scap::Outcome::Fail, "{ev}");
+    // Running but not enabled (no link): fail.
+    let (o, ev) = outcome(&booted(base(), vec!["cron.service"]));
+    assert_eq!(o, vacsine_scap::Outcome::Fail, "{ev}");
+    // No service manager (a container): nothing is active, fail, and the evidence says so.
+    let m = enabled();
+    assert!(m.stat("/run/systemd/system").unwrap().is_none());
+    let (o, ev) = outcome(&m);
+    assert_eq!(o, vacsine_scap::Outcome::Fail, "{ev}");
+    assert!(ev.contains("inactive"), "{ev}");
+    // A booted node whose manager cannot be asked: an error, not a guess.
+    let mut m = enabled();
+    m.dir("/run/systemd/system", 0o755);
+    let (o, ev) = outcome(&m);
+    assert_eq!(o, vacsine_scap::Outcome::Error, "{ev}");
+}
+
+/// SSG's `root_path_no_dot` (environmentvariable58, pid nil): the node's init environment.
+#[test]
+fn ssg_debian11_path_rule_reads_the_nodes_init_environment() {
+    let Some(mut ds) = load() else { return };
+    let rule = "xccdf_org.ssgproject.content_rule_root_path_no_dot";
+    assert!(ds.benchmark.rules.iter().any(|r| r.id == rule));
+    let mut selects: Vec<(String, bool)> = vec![(rule.into(), true)];
+    selects.extend(ds.benchmark.groups.keys().map(|g| (g.clone(), true)));
+    ds.benchmark.profiles.push(vacsine_scap::ds::Profile {
+        id: "path".into(),
+        title: "path".into(),
+        extends: None,
+        selects,
+        refine_values: vec![],
+        set_values: vec![],
+    });
+    let opts = vacsine_scap::Options {
+        container_as_machine: true,
+    };
+    let outcome = |path: &str| {
+        let mut m = MemSystem::new();
+        m.file("/etc/debian_version", "11.11\n").file(
+            "/proc/1/environ",
+            &format!("HOME=/root\0PATH={path}\0TERM=xterm\0"),
+        );
+        let rep = vacsine_scap::evaluate(&ds, "path", &m, &opts).unwrap();
+        (rep.rules[0].outcome, rep.rules[0].evidence.join("\n"))
+    };
+    let (o, ev) = outcome("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    assert_eq!(o, vacsine_scap::Outcome::Pass, "{ev}");
+    for bad in ["/usr/bin:.", ".:/usr/bin", "/usr/bin::/bin", "/usr/bin:bin"] {
+        let (o, ev) = outcome(bad);
+        assert_eq!(o, vacsine_scap::Outcome::Fail, "PATH={bad}: {ev}");
+    }
+}

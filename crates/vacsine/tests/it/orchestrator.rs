@@ -19,17 +19,33 @@ struct Orch {
 impl Orch {
     /// Start an orchestrator on `listen` with its data in `data`; wait until it answers.
     fn start(data: &Path, listen: &str, lease_ttl_ms: u64) -> Orch {
-        Self::start_on(data, listen, lease_ttl_ms, None)
+        Orch::launch(data, listen, lease_ttl_ms, &[], None)
     }
 
-    /// As [`Orch::start`], with its store in PostgreSQL at `database` when given.
-    fn start_on(data: &Path, listen: &str, lease_ttl_ms: u64, database: Option<&str>) -> Orch {
+    /// [`Orch::start`] with more arguments.
+    fn start_with(data: &Path, listen: &str, lease_ttl_ms: u64, extra: &[&str]) -> Orch {
+        Orch::launch(data, listen, lease_ttl_ms, extra, None)
+    }
+
+    /// [`Orch::start`] with its store in PostgreSQL at `database`.
+    fn start_on(data: &Path, listen: &str, lease_ttl_ms: u64, database: &str) -> Orch {
+        Orch::launch(data, listen, lease_ttl_ms, &[], Some(database))
+    }
+
+    fn launch(
+        data: &Path,
+        listen: &str,
+        lease_ttl_ms: u64,
+        extra: &[&str],
+        database: Option<&str>,
+    ) -> Orch {
         let op = data.join("operator.json");
         let _ = std::fs::remove_file(&op);
         let mut cmd = Command::new(BIN);
         cmd.args(["orchestrator", "--listen", listen, "--data"])
             .arg(data)
             .args(["--lease-ttl-ms", &lease_ttl_ms.to_string()])
+            .args(extra)
             .env_remove("VACSINE_DATABASE_URL");
         if let Some(db) = database {
             // As an operator should: the URL (its password) out of the command line.
@@ -127,15 +143,30 @@ struct Agent {
 
 impl Agent {
     fn start(o: &Orch, key: &str, name: &str, data: &Path) -> Agent {
-        Self::start_with(&o.url, &o.pin, key, name, data)
+        Agent::start_via(&[], &o.url, &o.pin, key, name, data)
     }
 
-    /// An agent given `urls` (one orchestrator, or replicas separated by commas).
-    fn start_with(urls: &str, pin: &str, key: &str, name: &str, data: &Path) -> Agent {
+    /// An agent started through `prefix` (`ip netns exec NS`), to `url` pinned on `pin`.
+    fn start_via(
+        prefix: &[&str],
+        url: &str,
+        pin: &str,
+        key: &str,
+        name: &str,
+        data: &Path,
+    ) -> Agent {
         let log = data.with_extension("log");
         let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .args(["agent", "--orchestrator", urls, "--intake-key", key])
+        let mut cmd = match prefix.split_first() {
+            Some((p, rest)) => {
+                let mut c = Command::new(p);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
+            .args(["agent", "--orchestrator", url, "--intake-key", key])
             .args(["--name", name, "--pin", pin, "--data"])
             .arg(data)
             .stdout(f.try_clone().unwrap())
@@ -754,8 +785,8 @@ fn two_replicas_on_postgres_share_the_work_and_one_killed_leaves_the_other_carry
     };
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("orch");
-    let mut a = Orch::start_on(&data, "127.0.0.1:0", 3000, Some(&db.url));
-    let b = Orch::start_on(&data, "127.0.0.1:0", 3000, Some(&db.url));
+    let mut a = Orch::start_on(&data, "127.0.0.1:0", 3000, &db.url);
+    let b = Orch::start_on(&data, "127.0.0.1:0", 3000, &db.url);
     assert_eq!(a.pin, b.pin, "replicas share the certificate");
     // A site made through A is known to B: one store.
     let key = a.site("edge-a");
@@ -764,7 +795,14 @@ fn two_replicas_on_postgres_share_the_work_and_one_killed_leaves_the_other_carry
         "edge-a"
     );
     let urls = format!("{},{}", a.url, b.url);
-    let agent = Agent::start_with(&urls, &a.pin, &key, "edge-a-1", &d.path().join("agent"));
+    let agent = Agent::start_via(
+        &[],
+        &urls,
+        &a.pin,
+        &key,
+        "edge-a-1",
+        &d.path().join("agent"),
+    );
     // Its long poll is waiting at A (the first URL) now.
     std::thread::sleep(Duration::from_millis(500));
 
@@ -890,4 +928,409 @@ fn replay_across(identity: &Path, a: &Orch, b: &Orch) {
             "{r:?}"
         );
     });
+}
+
+// ---- across real networks: a proxy in front, namespaces as sites, links cut ---------------
+
+/// Whether this host can run the network tests (root, `ip`, `nginx`, `openssl`, `dumpcap`):
+/// required under CI (`.ci/run` installs them), else skipped with a line.
+fn net_tools(tools: &[&str]) -> bool {
+    let have = |t: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    let root = nix_is_root();
+    if missing.is_empty() && root {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI must run the network tests: missing {missing:?}, root: {root}"
+    );
+    eprintln!("skipping: missing {missing:?} or not root");
+    false
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn sh(script: &str) -> String {
+    let o = Command::new("sh").args(["-c", script]).output().unwrap();
+    assert!(o.status.success(), "{script}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A self-signed PEM certificate and key made by openssl; returns (cert, key, pin).
+fn openssl_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf, String) {
+    let (c, k) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+    sh(&format!(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN={cn} -keyout {} -out {} 2>/dev/null",
+        k.display(),
+        c.display()
+    ));
+    let hex = sh(&format!(
+        "openssl x509 -in {} -outform der | sha256sum | cut -d' ' -f1",
+        c.display()
+    ));
+    (c, k, format!("sha256:{hex}"))
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real nginx (Debian package) terminates the agents' TLS and forwards plain HTTP to the
+/// orchestrator's `--listen-plain`; the orchestrator itself serves a given certificate. The
+/// run completes through the proxy, and a capture of the proxy-to-orchestrator leg holds
+/// HTTP requests but none of the run's content in plain text (the bodies are sealed).
+#[test]
+fn agent_behind_a_tls_terminating_nginx_leaks_nothing_on_the_plain_leg() {
+    if !net_tools(&["nginx", "openssl", "dumpcap", "curl"]) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    // The orchestrator with a given certificate: the pin it prints is that certificate's.
+    let (ocert, okey, opin) = openssl_cert(d.path(), "orchestrator");
+    let plain = free_port();
+    let plain_addr = format!("127.0.0.1:{plain}");
+    let o = Orch::start_with(
+        &d.path().join("orch"),
+        "127.0.0.1:0",
+        15_000,
+        &[
+            "--listen-plain",
+            &plain_addr,
+            "--tls-cert",
+            ocert.to_str().unwrap(),
+            "--tls-key",
+            okey.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.pin, opin, "the given certificate is the one served");
+
+    // nginx in front.
+    let (pcert, pkey, ppin) = openssl_cert(d.path(), "proxy");
+    let port = free_port();
+    let prefix = d.path().join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nuser root;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n\
+               fastcgi_temp_path {p}/fcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
+               server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n\
+                 location / {{ proxy_pass http://{plain_addr}; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+                   proxy_read_timeout 60s; proxy_buffering off; client_max_body_size 16m; }}\n  }}\n}}\n",
+            p = prefix.display(),
+            c = pcert.display(),
+            k = pkey.display(),
+        ),
+    )
+    .unwrap();
+    let _nginx = Killed(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(10), "nginx listening", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+
+    // The API's OpenAPI document, through the proxy, is the one kept in docs/.
+    let served: Value = serde_json::from_str(&sh(&format!(
+        "curl -sSk https://127.0.0.1:{port}/v1/openapi.json"
+    )))
+    .unwrap();
+    let kept: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/openapi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served, kept);
+
+    // Capture the plain leg.
+    let pcap = d.path().join("plain.pcap");
+    let cap_log = d.path().join("dumpcap.log");
+    let mut dumpcap = Killed(
+        Command::new("dumpcap")
+            .args(["-i", "lo", "-f", &format!("tcp port {plain}"), "-w"])
+            .arg(&pcap)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&cap_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(15), "dumpcap capturing", || {
+        std::fs::read_to_string(&cap_log)
+            .ok()
+            .filter(|l| l.contains("Capturing on"))
+    });
+
+    let key = o.site("edge-p");
+    let url = format!("https://127.0.0.1:{port}");
+    let _a = Agent::start_via(&[], &url, &ppin, &key, "edge-p-1", &d.path().join("agent"));
+    let marker = format!("sealed-marker-{}", std::process::id());
+    let wf = workflow(
+        d.path(),
+        "proxied",
+        &[
+            ("first", &format!("echo {marker}-out")),
+            ("second", "echo done"),
+        ],
+    );
+    let out = o.cli(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--site",
+        "edge-p",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let recs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs[0]["stdout"], format!("{marker}-out\n"));
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-INT", &dumpcap.0.id().to_string()])
+        .status();
+    let _ = dumpcap.0.wait();
+    let cap = std::fs::read(&pcap).unwrap();
+    let has = |needle: &[u8]| cap.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        has(b"POST /v1/") && has(b"HTTP/1.1 200"),
+        "the capture holds the proxied HTTP exchanges ({} bytes)",
+        cap.len()
+    );
+    // The envelope's routing fields (agent id, method, path, time, nonce) are visible by
+    // design (bound to the ciphertext as associated data); the payload never is: not the
+    // steps, their output, the workflow, nor the site's intake key sent at enrolment.
+    for needle in [
+        marker.as_bytes(),
+        b"proxied",
+        b"echo done",
+        b"step_id",
+        key.as_bytes(),
+    ] {
+        assert!(
+            !has(needle),
+            "`{}` is readable on the proxy-to-orchestrator leg",
+            String::from_utf8_lossy(needle)
+        );
+    }
+}
+
+/// A network namespace as a site: its only way out is a veth link to the host (the "wan"),
+/// where the orchestrator listens.
+struct Site {
+    ns: String,
+    host_if: String,
+    host_ip: String,
+}
+
+impl Site {
+    fn new(tag: &str, n: u8) -> Site {
+        let id = std::process::id() % 10_000;
+        let ns = format!("vsn-{tag}-{id}");
+        let host_if = format!("vh{tag}{id}");
+        let (host_ip, ns_ip) = (format!("10.231.{n}.1"), format!("10.231.{n}.2"));
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        sh(&format!(
+            "ip netns add {ns} && ip link add {host_if} type veth peer name eth0 netns {ns} && \
+             ip addr add {host_ip}/30 dev {host_if} && ip link set {host_if} up && \
+             ip -n {ns} addr add {ns_ip}/30 dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up"
+        ));
+        Site {
+            ns,
+            host_if,
+            host_ip,
+        }
+    }
+    fn cut(&self) {
+        sh(&format!("ip link set {} down", self.host_if));
+    }
+    fn restore(&self) {
+        sh(&format!("ip link set {} up", self.host_if));
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// Two sites, each an agent in its own network namespace whose only route is its link to
+/// the orchestrator's host. A run at each site; site A's link is cut at the network level
+/// mid-run (its steps go on and their records wait in the agent's outbox), then restored:
+/// every record arrives exactly once and both runs succeed; site B is unaffected.
+#[test]
+fn two_sites_in_namespaces_and_a_cut_link_lose_and_double_nothing() {
+    if !net_tools(&["ip"]) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (Site::new("a", 1), Site::new("b", 2));
+    // One orchestrator reachable from both links (0.0.0.0), long leases: the cut must not
+    // expire the lease (that is the lease test's subject).
+    let o = Orch::start(&d.path().join("orch"), "0.0.0.0:0", 30_000);
+    let port = o.addr().rsplit(':').next().unwrap().to_string();
+    let (ka, kb) = (o.site("edge-a"), o.site("edge-b"));
+    let via = |s: &Site| {
+        vec!["ip", "netns", "exec", &s.ns]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let (va, vb) = (via(&a), via(&b));
+    let va: Vec<&str> = va.iter().map(String::as_str).collect();
+    let vb: Vec<&str> = vb.iter().map(String::as_str).collect();
+    let _ag_a = Agent::start_via(
+        &va,
+        &format!("https://{}:{port}", a.host_ip),
+        &o.pin,
+        &ka,
+        "edge-a-1",
+        &d.path().join("agent-a"),
+    );
+    let _ag_b = Agent::start_via(
+        &vb,
+        &format!("https://{}:{port}", b.host_ip),
+        &o.pin,
+        &kb,
+        "edge-b-1",
+        &d.path().join("agent-b"),
+    );
+    // The namespaces really are cut off from the host's loopback.
+    let lo = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &a.ns,
+            BIN,
+            "agent",
+            "preflight",
+            "--orchestrator",
+        ])
+        .arg(&o.url)
+        .args(["--pin", &o.pin, "--data"])
+        .arg(d.path().join("probe"))
+        .output()
+        .unwrap();
+    assert!(text(&lo).contains("FAIL  orchestrator"), "{}", text(&lo));
+
+    let steps: Vec<(String, String)> = (1..=4)
+        .map(|i| (format!("s{i}"), format!("echo step {i}; sleep 1")))
+        .collect();
+    let steps: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let wf = workflow(d.path(), "cut", &steps);
+    let run_a = submit(&o, &wf, "edge-a");
+    let run_b = submit(&o, &wf, "edge-b");
+    wait_until(Duration::from_secs(30), "site A's first record", || {
+        (o.run(&run_a)["records"].as_u64() >= Some(1)).then_some(())
+    });
+    a.cut();
+    let at_cut = o.run(&run_a)["records"].as_u64().unwrap();
+    // The agent goes on: its remaining steps (3 s) finish while the link is down.
+    std::thread::sleep(Duration::from_secs(5));
+    let during = o.run(&run_a)["records"].as_u64().unwrap();
+    assert!(
+        during <= at_cut + 1,
+        "records crossed a cut link: {at_cut} at the cut, {during} after"
+    );
+    assert!(during < 4, "the cut came too late to hold any record back");
+    // Site B was not affected.
+    wait_until(Duration::from_secs(30), "site B's run", || {
+        (o.run(&run_b)["status"] == "succeeded").then_some(())
+    });
+    a.restore();
+    wait_until(
+        Duration::from_secs(90),
+        "site A's run after the link returned",
+        || (o.run(&run_a)["status"] == "succeeded").then_some(()),
+    );
+    for run in [&run_a, &run_b] {
+        let r = o.run(run);
+        // Records are unique per idempotency key: 4 rows for 4 steps is each exactly once.
+        assert_eq!(r["records"], 4, "{r}");
+        // The consolidated view: the run's records as the orchestrator holds them.
+        let out = o.cli(&["logs", run, "--format", "json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| v["step_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["s1", "s2", "s3", "s4"], "each record once, in order");
+    }
+    // Runs across sites, filtered.
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["runs", "--format", "json"];
+        a.extend_from_slice(args);
+        o.json(&a)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&["--site", "edge-a"]), [run_a.clone()]);
+    assert_eq!(ids(&["--site", "edge-b"]), [run_b.clone()]);
+    let mut all = ids(&["--all-sites", "--status", "succeeded"]);
+    all.sort();
+    let mut want = vec![run_a.clone(), run_b.clone()];
+    want.sort();
+    assert_eq!(all, want);
+    assert!(ids(&["--all-sites", "--status", "failed"]).is_empty());
+    let bad = o.cli(&["runs", "--all-sites", "--status", "exploded"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("unknown status"), "{}", text(&bad));
+    // The human views name the site and the steps.
+    let h = o.cli(&["logs", &run_a]);
+    assert!(h.status.success(), "{}", text(&h));
+    let t = text(&h);
+    assert!(
+        t.contains("at site edge-a: succeeded") && t.contains("s4#1"),
+        "{t}"
+    );
 }

@@ -436,6 +436,17 @@ fn issue9_scap_eval_agrees_with_oscap_on_a_debian_node() {
         );
     }
     eprintln!("{table}");
+    // The fair figure: pairs where none of oscap's offline faults applies.
+    let faulted = table.lines().count() - 2;
+    let fair = 100.0 * agree as f64 / (total - faulted) as f64;
+    assert!(
+        fair >= 99.0,
+        "agreement on the pairs oscap's offline faults do not touch: {fair:.1} % (< 99 %)"
+    );
+    eprintln!(
+        "agreement where no oscap offline fault applies: {agree}/{} ({fair:.1} %)",
+        total - faulted
+    );
     eprintln!(
         "agreement {agree}/{total} rule×scenario pairs ({:.1} %; {decided} agreed pairs are pass/fail, the rest notapplicable); time oscap {o_secs:.2} s vs vacsine {v_secs:.2} s ({:.1}×); max RSS oscap {o_rss} KiB vs vacsine {v_rss} KiB ({:.1}×)",
         100.0 * agree as f64 / total as f64,
