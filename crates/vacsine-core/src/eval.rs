@@ -395,6 +395,14 @@ pub fn evaluate(check: &Check, obs: &Observation) -> Evaluation {
             *login,
             detail,
         ),
+        (
+            Check::Scap(_),
+            Observation::Scap {
+                rule,
+                result,
+                evidence,
+            },
+        ) => eval_scap(rule, result, evidence),
         (c, o) => ev(
             Outcome::Error,
             "",
@@ -420,8 +428,47 @@ fn obs_kind(o: &Observation) -> &'static str {
         Observation::Sysctl { .. } => "sysctl",
         Observation::Listening { .. } => "listening",
         Observation::Ssh { .. } => "ssh",
+        Observation::Scap { .. } => "scap",
         Observation::Error { .. } => "error",
     }
+}
+
+/// A SCAP rule's XCCDF result as an outcome; the evidence's first lines (the definition's
+/// result, then the tests that decided it) are the observation.
+fn eval_scap(rule: &str, result: &str, evidence: &[String]) -> Evaluation {
+    let outcome = match result {
+        "pass" => Outcome::Pass,
+        "fail" => Outcome::Fail,
+        "error" => Outcome::Error,
+        "unknown" => Outcome::Unknown,
+        "notapplicable" => Outcome::NotApplicable,
+        "notchecked" => Outcome::NotChecked,
+        other => {
+            return ev(
+                Outcome::Error,
+                format!("{rule}: {other}"),
+                format!("unknown XCCDF result `{other}`"),
+            )
+        }
+    };
+    let telling = |e: &&String| {
+        [": false", ": error", ": not evaluated"]
+            .iter()
+            .any(|k| e.contains(k))
+    };
+    let mut lines: Vec<&String> = evidence.iter().take(1).collect();
+    lines.extend(evidence.iter().skip(1).filter(telling).take(3));
+    let observed: String = lines
+        .iter()
+        .map(|l| l.chars().take(300).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = match outcome {
+        Outcome::Pass => format!("rule {rule} passes"),
+        Outcome::Fail => format!("rule {rule} fails"),
+        _ => format!("rule {rule}: {result}"),
+    };
+    ev(outcome, observed, message)
 }
 
 fn eval_listening(c: &ListeningCheck, sockets: &[Listener]) -> Evaluation {

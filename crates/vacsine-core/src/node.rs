@@ -83,6 +83,13 @@ pub enum Observation {
         /// Problems met on the way (connection refused, key exchange failed…).
         detail: String,
     },
+    /// A SCAP rule evaluated on the node (`vacsine-scap`): its XCCDF result (`pass`, `fail`,
+    /// `error`, `unknown`, `notapplicable`, `notchecked`) and the evaluator's evidence.
+    Scap {
+        rule: String,
+        result: String,
+        evidence: Vec<String>,
+    },
     /// The driver could not observe: the outcome is `error`.
     Error {
         message: String,

@@ -3,7 +3,7 @@
 
 use crate::doc::Loc;
 use crate::outcome::Outcome;
-use crate::policy::{Disruption, Fix, Policy, RequirementKind, Strategy};
+use crate::policy::{Check, Disruption, Fix, Policy, RequirementKind, Strategy};
 use crate::target::ResolvedNode;
 use crate::validate::CatalogIndex;
 use crate::workflow::{RunsOn, Step, Workflow, WorkflowSpec};
@@ -95,6 +95,9 @@ fn step_id(req: &str, node: &str) -> String {
         .collect()
 }
 
+/// How the plan (and an imported SCAP rule's rationale) says a rule's content has no fix.
+pub const NO_FIX_IN_CONTENT: &str = "no fix in the content";
+
 /// Build the remediation plan for the failed security requirements in `findings`.
 pub fn plan(
     policy: &Policy,
@@ -144,7 +147,13 @@ pub fn plan(
                 unfixable.push(Unfixable {
                     requirement: req.id.value.clone(),
                     node: node.name.clone(),
-                    reason: if req.fixes.is_empty() {
+                    reason: if req.fixes.is_empty() && matches!(req.check, Check::Scap(_)) {
+                        // An imported rule's rationale says why its content gave no fix.
+                        match &req.rationale {
+                            Some(r) if r.starts_with(NO_FIX_IN_CONTENT) => r.clone(),
+                            _ => format!("{NO_FIX_IN_CONTENT}: the SCAP rule has neither Ansible tasks nor a usable shell script"),
+                        }
+                    } else if req.fixes.is_empty() {
                         "the requirement declares no fix".into()
                     } else {
                         "none of its fixes is in the catalog".into()

@@ -19,7 +19,36 @@ pub struct PolicySpec {
     /// Catalog folders (relative to the policy file) where fixes are looked up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub catalog: Vec<String>,
+    /// A SCAP profile imported next to the policy's own requirements: each rule the profile
+    /// selects becomes a requirement (id: the rule's short id) checked by the content's OVAL,
+    /// fixed by the content's own remediation (Ansible tasks, else its shell script).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ScapImport>,
+    /// The policy's own requirements (may be empty when `import` brings some).
+    #[serde(default)]
     pub requirements: Vec<Requirement>,
+}
+
+/// `spec.import`: a profile of a SCAP source data stream (SSG content).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScapImport {
+    /// SCAP 1.3 source data stream, e.g. `/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml`
+    /// (relative: to the policy file).
+    pub scap: Loc<String>,
+    /// Profile id (`xccdf_org.ssgproject.content_profile_standard`, or its short form
+    /// `standard`).
+    pub profile: Loc<String>,
+    /// XCCDF tailoring file applied to the data stream before the profile is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tailoring: Option<Loc<String>>,
+    /// Only these rules of the profile (short ids such as `file_permissions_etc_shadow`);
+    /// empty: every rule the profile selects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Loc<String>>,
+    /// Treat SSG's `machine` platform (not a container) as applicable on containers.
+    #[serde(default)]
+    pub container_as_machine: bool,
 }
 
 /// How bad a failure is. Never used to mean "not applicable": use `appliesWhen`.
@@ -200,6 +229,8 @@ pub enum Check {
     /// An SSH server's behaviour from a vantage point: banner, authentication methods
     /// offered to a user, whether a key logs in.
     Ssh(SshCheck),
+    /// One rule of a SCAP data stream's profile, evaluated natively (OVAL) on the node.
+    Scap(ScapCheck),
 }
 
 impl Check {
@@ -216,6 +247,7 @@ impl Check {
             Check::Sysctl(_) => "sysctl",
             Check::Listening(_) => "listening",
             Check::Ssh(_) => "ssh",
+            Check::Scap(_) => "scap",
         }
     }
     /// The vantage point a network probe is made from, if any.
@@ -476,6 +508,24 @@ pub enum SshLogin {
     Denied,
 }
 
+/// A rule of a SCAP source data stream, evaluated with the values of a profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScapCheck {
+    /// The data stream file (relative: to the policy file).
+    pub datastream: String,
+    /// Profile id (full or short); its values (refine-value, set-value) feed the OVAL check.
+    pub profile: String,
+    /// Rule id (full `xccdf_…_rule_x` or short `x`).
+    pub rule: String,
+    /// Tailoring file applied before the profile is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tailoring: Option<String>,
+    /// Treat SSG's `machine` platform as applicable on containers.
+    #[serde(default)]
+    pub container_as_machine: bool,
+}
+
 /// SSH authentication method names (RFC 4252 and its extensions) the `ssh` probe knows.
 pub const SSH_METHODS: &[&str] = &[
     "publickey",
@@ -490,7 +540,26 @@ impl Policy {
     /// Make the relative file paths of the policy (SSH keys) relative to `dir`, the folder
     /// of the policy file. Pure path arithmetic.
     pub fn rebase_paths(&mut self, dir: &std::path::Path) {
+        let rebase = |p: &mut String| {
+            if !p.is_empty() && std::path::Path::new(p.as_str()).is_relative() {
+                *p = dir.join(&*p).to_string_lossy().into_owned();
+            }
+        };
+        if let Some(i) = &mut self.spec.import {
+            rebase(&mut i.scap.value);
+            if let Some(t) = &mut i.tailoring {
+                rebase(&mut t.value);
+            }
+        }
         for r in &mut self.spec.requirements {
+            for c in std::iter::once(&mut r.check).chain(r.applies_when.as_mut()) {
+                if let Check::Scap(s) = c {
+                    rebase(&mut s.datastream);
+                    if let Some(t) = &mut s.tailoring {
+                        rebase(t);
+                    }
+                }
+            }
             for c in std::iter::once(&mut r.check).chain(r.applies_when.as_mut()) {
                 if let Check::Ssh(SshCheck { key: Some(k), .. }) = c {
                     if std::path::Path::new(&k.value).is_relative() {

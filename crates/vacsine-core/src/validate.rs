@@ -145,7 +145,7 @@ pub fn check_check(c: &Check, out: &mut Vec<Problem>) {
                 ));
             }
         }
-        Check::Process(_) | Check::Sysctl(_) | Check::Listening(_) => {}
+        Check::Process(_) | Check::Sysctl(_) | Check::Listening(_) | Check::Scap(_) => {}
     }
 }
 

@@ -795,6 +795,11 @@ impl Site for DockerSite {
                 }
             }
             Check::Listening(_) => self.observe_listening(&n).await,
+            // Evaluated by the check layer (vacsine-scap over this node's NodeOps).
+            Check::Scap(_) => Observation::Error {
+                message: "a scap check is evaluated by the check layer, not observed by the driver"
+                    .into(),
+            },
             Check::Ssh(c) => self.observe_ssh(node, c).await,
             Check::Sysctl(c) => match n.sysctl(&c.key).await {
                 Ok(value) => Observation::Sysctl {

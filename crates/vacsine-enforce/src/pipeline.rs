@@ -150,9 +150,16 @@ pub fn gate(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for (req, node) in targeted {
-        let o = outcome_of(after, req, node).unwrap_or(Outcome::NotChecked);
-        if o != Outcome::Pass {
-            problems.push(format!("{req} on {node} is still {o}"));
+        let seen = after
+            .iter()
+            .find(|r| &r.requirement == req && &r.node == node);
+        match seen {
+            Some(r) if r.outcome == Outcome::Pass => {}
+            Some(r) => problems.push(format!(
+                "{req} on {node} is still {}: its fix did not make it pass (observed: {})",
+                r.outcome, r.observed
+            )),
+            None => problems.push(format!("{req} on {node} is still {}", Outcome::NotChecked)),
         }
     }
     for b in before.iter().filter(|b| b.outcome == Outcome::Pass) {

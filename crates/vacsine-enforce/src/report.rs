@@ -104,7 +104,11 @@ fn reason(course: &Course, row: &RequirementRow, plan: Option<&PlanReport>) -> S
             .iter()
             .find(|u| u.node == row.node && u.requirement == row.id)
     }) {
-        return format!("no fix: {}", u.reason);
+        return if u.reason.starts_with("no fix") {
+            u.reason.clone()
+        } else {
+            format!("no fix: {}", u.reason)
+        };
     }
     let Some(item) = item else {
         return if row.target_before.is_problem() {
@@ -122,6 +126,10 @@ fn reason(course: &Course, row: &RequirementRow, plan: Option<&PlanReport>) -> S
         Course::NotFaithful(_) => {
             format!("fix {fix} not attempted: the sandbox is not faithful to the target")
         }
+        Course::RejectedInSandbox(_) if row.sandbox_after.is_problem() => format!(
+            "fix {fix} rejected in the sandbox: it did not make the requirement pass there ({} after it ran)",
+            row.sandbox_after
+        ),
         Course::RejectedInSandbox(_) => format!("fix {fix} rejected in the sandbox"),
         Course::Applied { .. } => format!("fix {fix} applied but it did not make it pass"),
         Course::RolledBack(_) => {

@@ -78,7 +78,28 @@ pub struct Rule {
     pub check: Option<OvalCheck>,
     /// Check systems present but not OVAL (for the `notchecked` reason).
     pub other_systems: Vec<String>,
+    /// The rule's `<fix>`es, in document order.
+    pub fixes: Vec<Fix>,
     pub line: u32,
+}
+
+/// An XCCDF `<fix>`: its system (`urn:xccdf:fix:script:ansible`, `urn:xccdf:fix:script:sh`…),
+/// attributes, and text with its `<sub idref>` placeholders kept apart.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Fix {
+    pub system: String,
+    pub strategy: String,
+    pub disruption: String,
+    pub reboot: bool,
+    pub parts: Vec<FixPart>,
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FixPart {
+    Text(String),
+    /// `<sub idref="…"/>`: the value (id) to put here.
+    Sub(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -436,10 +457,12 @@ fn walk_item(
                 references: vec![],
                 check: None,
                 other_systems: vec![],
+                fixes: vec![],
                 line: cx.line(n),
             };
             for c in n.children().filter(|c| c.is_element()) {
                 match c.tag_name().name() {
+                    "fix" => r.fixes.push(parse_fix(cx, c)),
                     "ident" => r
                         .idents
                         .push((c.attribute("system").unwrap_or("").into(), text_of(c))),
@@ -482,6 +505,27 @@ fn walk_item(
         _ => {}
     }
     Ok(())
+}
+
+fn parse_fix(cx: &Ctx, n: roxmltree::Node) -> Fix {
+    let mut parts = Vec::new();
+    for c in n.children() {
+        if c.is_text() {
+            if let Some(t) = c.text() {
+                parts.push(FixPart::Text(t.to_string()));
+            }
+        } else if is(&c, "sub") {
+            parts.push(FixPart::Sub(c.attribute("idref").unwrap_or("").to_string()));
+        }
+    }
+    Fix {
+        system: n.attribute("system").unwrap_or("").into(),
+        strategy: n.attribute("strategy").unwrap_or("").into(),
+        disruption: n.attribute("disruption").unwrap_or("").into(),
+        reboot: bool_attr(n, "reboot", false),
+        parts,
+        line: cx.line(n),
+    }
 }
 
 fn parse_oval(cx: &Ctx, root: roxmltree::Node) -> Result<OvalDoc, ScapError> {

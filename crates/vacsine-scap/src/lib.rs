@@ -5,9 +5,12 @@
 
 pub mod cache;
 pub mod ds;
+pub mod import;
 pub mod node;
 pub mod oval;
+pub mod results;
 pub mod system;
+pub mod tailoring;
 pub mod units;
 pub mod xccdf;
 pub mod xml;

@@ -134,10 +134,12 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
-    /// Enforce a policy: sandbox, apply, verify, apply to the target, verify, roll back.
+    /// Enforce a policy: sandbox, apply, verify, apply to the target, verify, roll back; or,
+    /// with `--scap DS --profile ID`, a SCAP profile remediated with the content's own fixes
+    /// (as a policy whose `spec.import` is that profile).
     Enforce {
         #[command(flatten)]
-        io: PolicyTarget,
+        io: EnforceInputs,
         /// Write the full JSON report here.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -402,6 +404,41 @@ pub enum SchemaKind {
     Workflow,
 }
 
+/// `enforce`'s inputs: a policy, or a SCAP data stream and one of its profiles.
+#[derive(Args, Debug, Clone)]
+pub struct EnforceInputs {
+    /// Policy file (kind: Policy).
+    #[arg(
+        long,
+        short = 'p',
+        required_unless_present = "scap",
+        conflicts_with = "scap"
+    )]
+    pub policy: Option<PathBuf>,
+    /// Target system description (kind: Target).
+    #[arg(long, short = 't')]
+    pub target: PathBuf,
+    /// Extra catalog folders or workflow files (besides the policy's `spec.catalog`).
+    #[arg(long = "catalog")]
+    pub catalog: Vec<PathBuf>,
+    /// A SCAP 1.3 source data stream whose profile is enforced (needs `--profile`).
+    #[arg(long, requires = "profile")]
+    pub scap: Option<PathBuf>,
+    /// The data stream's profile (full id or short form such as `standard`).
+    #[arg(long, requires = "scap")]
+    pub profile: Option<String>,
+    /// An XCCDF tailoring file applied to the data stream.
+    #[arg(long, requires = "scap")]
+    pub tailoring: Option<PathBuf>,
+    /// Only this rule of the profile (short id; repeatable). Default: every selected rule.
+    #[arg(long = "rule", requires = "scap")]
+    pub rules: Vec<String>,
+    /// With `--scap`: rules restricted to machines (SSG's `machine` platform) apply to
+    /// containers too.
+    #[arg(long, requires = "scap")]
+    pub container_as_machine: bool,
+}
+
 /// `check`'s inputs: a policy, or a SCAP data stream and one of its profiles.
 #[derive(Args, Debug, Clone)]
 pub struct CheckInputs {
@@ -429,6 +466,16 @@ pub struct CheckInputs {
     /// containers too.
     #[arg(long, requires = "scap")]
     pub container_as_machine: bool,
+    /// With `--scap`: an XCCDF 1.2 tailoring file whose profiles `--profile` may name.
+    #[arg(long, requires = "scap", value_name = "FILE")]
+    pub tailoring: Option<PathBuf>,
+    /// With `--scap`: write the XCCDF 1.2 results document here (one file per node, named
+    /// `FILE` with `-<node>` before its extension, when the target has several nodes).
+    #[arg(long, requires = "scap", value_name = "FILE")]
+    pub results: Option<PathBuf>,
+    /// With `--scap`: write the ARF 1.1 report here (per node as `--results`).
+    #[arg(long, requires = "scap", value_name = "FILE")]
+    pub arf: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -458,6 +505,19 @@ pub enum ScapAction {
         /// Evaluate rules restricted to machines (SSG's `machine` platform) on containers too.
         #[arg(long)]
         container_as_machine: bool,
+        /// An XCCDF 1.2 tailoring file (SCAP Workbench, autotailor): its profiles become
+        /// selectable with `--profile`.
+        #[arg(long, value_name = "FILE")]
+        tailoring: Option<PathBuf>,
+        /// Write the XCCDF 1.2 results document (the benchmark with a TestResult, as `oscap
+        /// --results`) here; with several nodes, one file per node: `FILE` with `-<node>`
+        /// before its extension.
+        #[arg(long, value_name = "FILE")]
+        results: Option<PathBuf>,
+        /// Write the ARF 1.1 report (source data stream, node as asset, TestResult, as `oscap
+        /// --results-arf`) here; per node as `--results`.
+        #[arg(long, value_name = "FILE")]
+        arf: Option<PathBuf>,
         /// `human` or `json` (one JSON object per node).
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,

@@ -74,6 +74,11 @@ pub async fn dispatch(cli: Cli) -> i32 {
                     profile,
                     io.target,
                     io.container_as_machine,
+                    crate::scapcmd::Documents {
+                        tailoring: io.tailoring,
+                        results: io.results,
+                        arf: io.arf,
+                    },
                     format,
                 )
                 .await
@@ -483,6 +488,33 @@ async fn validate(files: &[PathBuf], catalog: &[PathBuf], format: SimpleFormat) 
             cat.add_file(c, &mut extra_problems);
         }
     }
+    // `spec.import`: the profile's rules become requirements, their fixes catalog workflows.
+    let mut generated = Vec::new();
+    for d in &mut docs {
+        if let Document::Policy(p) = &d.doc {
+            let mut lp = inputs::Loaded {
+                doc: p.clone(),
+                source: d.source.clone(),
+                path: d.path.clone(),
+            };
+            lp.doc
+                .rebase_paths(d.path.parent().unwrap_or_else(|| Path::new("")));
+            errors.extend(inputs::scap_check_problems(&lp));
+            if p.spec.import.is_none() {
+                continue;
+            }
+            match inputs::expand_import(&mut lp) {
+                Ok(w) => {
+                    generated.extend(w);
+                    d.doc = Document::Policy(lp.doc);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    for w in generated {
+        cat.add_generated(w, &mut extra_problems);
+    }
     for d in &docs {
         match &d.doc {
             Document::Policy(p) => {
@@ -734,16 +766,35 @@ struct EnforceFlags {
 }
 
 async fn enforce(
-    io: &PolicyTarget,
+    io: &crate::cli::EnforceInputs,
     report_path: Option<&Path>,
     format: Format,
     flags: EnforceFlags,
 ) -> miette::Result<i32> {
-    let inputs = match load(io) {
-        Ok(i) => i,
-        Err(code) => return Ok(code),
+    let (loaded, shown) = match (&io.scap, &io.profile, &io.policy) {
+        (Some(ds), Some(profile), _) => {
+            let imp = inputs::ScapImportArgs {
+                datastream: ds.clone(),
+                profile: profile.clone(),
+                tailoring: io.tailoring.clone(),
+                rules: io.rules.clone(),
+                container_as_machine: io.container_as_machine,
+            };
+            (
+                inputs::load_scap_inputs(&imp, &io.target, &io.catalog),
+                ds.clone(),
+            )
+        }
+        (_, _, policy) => {
+            let policy = policy.clone().unwrap_or_default();
+            (load_inputs(&policy, &io.target, &io.catalog), policy)
+        }
     };
-    run_enforce(&inputs, &io.policy, report_path, format, flags).await
+    let inputs = match loaded {
+        Ok(i) => i,
+        Err(errors) => return Ok(print_diagnostics(errors)),
+    };
+    run_enforce(&inputs, &shown, report_path, format, flags).await
 }
 
 async fn run_enforce(

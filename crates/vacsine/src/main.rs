@@ -10,6 +10,7 @@ mod orch;
 mod progress;
 mod runcmd;
 mod scapcmd;
+mod scapdocs;
 mod watch;
 
 use clap::Parser;

@@ -22,12 +22,22 @@ fn load(path: &Path) -> miette::Result<(DataStream, f64)> {
     Ok((ds, t.elapsed().as_secs_f64() * 1000.0))
 }
 
+/// The tailoring to apply and the result documents to write (`--tailoring`, `--results`,
+/// `--arf`).
+#[derive(Debug, Clone, Default)]
+pub struct Documents {
+    pub tailoring: Option<std::path::PathBuf>,
+    pub results: Option<std::path::PathBuf>,
+    pub arf: Option<std::path::PathBuf>,
+}
+
 /// `vacsine check --scap DS --profile ID --target T`: the same as `vacsine scap eval`.
 pub async fn check_scap(
     datastream: std::path::PathBuf,
     profile: String,
     target: std::path::PathBuf,
     container_as_machine: bool,
+    docs: Documents,
     format: Format,
 ) -> miette::Result<i32> {
     let format = match format {
@@ -45,6 +55,9 @@ pub async fn check_scap(
         target,
         node: None,
         container_as_machine,
+        tailoring: docs.tailoring,
+        results: docs.results,
+        arf: docs.arf,
         format,
     })
     .await
@@ -90,17 +103,49 @@ pub async fn scap(action: ScapAction) -> miette::Result<i32> {
             target,
             node,
             container_as_machine,
+            tailoring,
+            results,
+            arf,
             format,
         } => {
+            // A tailoring's profiles are added before the profile is sliced (its bytes are
+            // part of the cache key).
+            let tailoring = match &tailoring {
+                Some(path) => Some(crate::scapdocs::read_tailoring(path)?),
+                None => None,
+            };
             // The profile's slice of the stream, from the cache when this very file was
             // loaded before (`vacsine_scap::cache`).
-            let (ds, info) = vacsine_scap::cache::load(&datastream, &profile, None, |_| Ok(()))
-                .map_err(|e| miette::miette!("{e}"))?;
+            let (ds, info) = vacsine_scap::cache::load(
+                &datastream,
+                &profile,
+                tailoring.as_ref().map(|(_, text)| text.as_bytes()),
+                |ds| match &tailoring {
+                    Some((t, _)) => t.apply_to(ds).map(|_| ()),
+                    None => Ok(()),
+                },
+            )
+            .map_err(|e| miette::miette!("{e}"))?;
+            let tailoring = tailoring.map(|(t, _)| t);
             let parse_ms = info.load_ms;
             let cached = info.cached;
             if let Some(e) = &info.cache_error {
                 tracing::debug!("SCAP cache: {e}");
             }
+            // The result documents embed the stream as written: read (and located) once.
+            let want_docs = results.is_some() || arf.is_some();
+            let source_text = if want_docs {
+                Some(crate::scapdocs::read_source(&datastream)?)
+            } else {
+                None
+            };
+            let source = match &source_text {
+                Some(text) => Some(
+                    vacsine_scap::results::Source::new(text, &ds.file)
+                        .map_err(|e| miette::miette!("{e}"))?,
+                ),
+                None => None,
+            };
             let target = match vacsine_enforce::inputs::load_target(&target) {
                 Ok(t) => t,
                 Err(e) => return Ok(crate::commands::print_diagnostics(vec![e])),
@@ -132,27 +177,48 @@ pub async fn scap(action: ScapAction) -> miette::Result<i32> {
                     ));
                 };
                 let (ds, opts, profile) = (ds.clone(), opts.clone(), profile.clone());
+                let node_name = name.clone();
                 let rt = tokio::runtime::Handle::current();
                 tasks.push((
                     name,
                     tokio::task::spawn_blocking(move || {
                         let sys = vacsine_scap::node::NodeSystem::new(ops, rt);
                         let t = Instant::now();
+                        let start = chrono::Utc::now();
                         let r = vacsine_scap::evaluate(&ds, &profile, &sys, &opts);
-                        (
-                            r,
-                            t.elapsed().as_secs_f64() * 1000.0,
-                            sys.execs.load(std::sync::atomic::Ordering::Relaxed),
-                        )
+                        let end = chrono::Utc::now();
+                        let ms = t.elapsed().as_secs_f64() * 1000.0;
+                        let execs = sys.execs.load(std::sync::atomic::Ordering::Relaxed);
+                        let info =
+                            want_docs.then(|| vacsine_scap::results::target_info(&node_name, &sys));
+                        (r, ms, execs, (start, end, info))
                     }),
                 ));
             }
             let mut code = EXIT_OK;
+            let several = tasks.len() > 1;
             for (name, task) in tasks {
-                let (r, ms, execs) = task
+                let (r, ms, execs, (start, end, info)) = task
                     .await
                     .map_err(|e| miette::miette!("evaluation of node `{name}` stopped: {e}"))?;
                 let rep = r.map_err(|e| miette::miette!("{e}"))?;
+                let written = match (&source, info) {
+                    (Some(src), Some(target)) => crate::scapdocs::write(
+                        src,
+                        &ds,
+                        &vacsine_scap::results::Run {
+                            report: &rep,
+                            target,
+                            start,
+                            end,
+                        },
+                        tailoring.as_ref(),
+                        results.as_deref(),
+                        arf.as_deref(),
+                        several,
+                    )?,
+                    _ => Vec::new(),
+                };
                 let failed = rep
                     .rules
                     .iter()
@@ -161,11 +227,21 @@ pub async fn scap(action: ScapAction) -> miette::Result<i32> {
                     code = EXIT_FAILURES;
                 }
                 match format {
-                    SimpleFormat::Json => print_json_line(&serde_json::json!({
-                        "node": name, "report": rep,
-                        "timing": {"load_ms": parse_ms, "cached": cached, "evaluate_ms": ms, "node_execs": execs},
-                    })),
-                    SimpleFormat::Human => print(&human(&name, &rep, parse_ms, cached, ms, execs)),
+                    SimpleFormat::Json => {
+                        let mut v = serde_json::json!({
+                            "node": name, "report": rep,
+                            "timing": {"load_ms": parse_ms, "cached": cached, "evaluate_ms": ms, "node_execs": execs},
+                        });
+                        for (kind, path) in &written {
+                            v[*kind] = serde_json::json!(path.display().to_string());
+                        }
+                        print_json_line(&v)
+                    }
+                    SimpleFormat::Human => {
+                        let mut s = human(&name, &rep, parse_ms, cached, ms, execs);
+                        s.push_str(&crate::scapdocs::written_line(&written));
+                        print(&s)
+                    }
                 }
             }
             Ok(code)

@@ -6,6 +6,7 @@
 mod availability;
 mod enforce;
 mod probes;
+mod scap_import;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,2 +1,4 @@
+mod results;
 mod ssg;
 mod tables;
+mod tailoring;

@@ -437,3 +437,138 @@ fn ssg_debian11_path_rule_reads_the_nodes_init_environment() {
         assert_eq!(o, vacsine_scap::Outcome::Fail, "PATH={bad}: {ev}");
     }
 }
+
+/// `spec.import` of SSG's `standard` profile: one requirement per selected rule, checked by the
+/// rule itself; each rule with Ansible tasks gets a generated `ansible` workflow with the
+/// profile's values as (unsafe) vars; a rule without a usable fix is planned as `no fix in the
+/// content`, not hidden.
+#[test]
+fn ssg_standard_profile_imports_as_requirements_with_the_contents_fixes() {
+    use vacsine_core::policy::Check;
+    use vacsine_scap::import::{import, ImportSpec};
+    let Some(ds) = load() else { return };
+    let spec = ImportSpec {
+        datastream: DS.into(),
+        profile: "standard".into(),
+        ..Default::default()
+    };
+    let got = import(&ds, &spec).unwrap();
+    assert_eq!(got.requirements.len(), 44);
+    let by_id = |id: &str| {
+        got.requirements
+            .iter()
+            .find(|r| r.id.value == id)
+            .unwrap_or_else(|| panic!("{id}"))
+    };
+    let shadow = by_id("file_permissions_etc_shadow");
+    match &shadow.check {
+        Check::Scap(c) => {
+            assert_eq!(
+                c.rule,
+                "xccdf_org.ssgproject.content_rule_file_permissions_etc_shadow"
+            );
+            assert_eq!(c.profile, "xccdf_org.ssgproject.content_profile_standard");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        shadow.fixes[0].uses.value,
+        "scap-file_permissions_etc_shadow"
+    );
+    let wf = got
+        .workflows
+        .iter()
+        .find(|w| w.metadata.name.value == "scap-file_permissions_etc_shadow")
+        .unwrap();
+    let step = &wf.spec.steps[0];
+    assert_eq!(step.uses.value, "ansible");
+    let tasks = step.with["tasks"].as_array().unwrap();
+    assert!(tasks[0].get("setup").is_some(), "facts first");
+    assert_eq!(tasks[2]["file"]["mode"], "u-xs,g-xws,o-xwrt");
+    // A rule whose tasks use a value (no profile of this stream selects one): the value is a
+    // var, the task refers to it.
+    let profile = vacsine_scap::xccdf::find_profile(&ds, "standard").unwrap();
+    let values = vacsine_scap::xccdf::profile_values(&ds, profile);
+    let rule = ds
+        .benchmark
+        .rules
+        .iter()
+        .find(|r| r.id.ends_with("_rule_sshd_set_max_sessions"))
+        .unwrap();
+    let (_, step) = vacsine_scap::import::remedy(rule, &values).unwrap();
+    assert_eq!(step.uses.value, "ansible");
+    let vars = step.with["vars"].as_object().expect("values as vars");
+    let value = values
+        .get("xccdf_org.ssgproject.content_value_var_sshd_max_sessions")
+        .unwrap();
+    assert_eq!(vars["vacsine_sub_0"], value.as_str());
+    let text = step.with["tasks"].to_string();
+    assert!(text.contains("{{ vacsine_sub_0 }}"), "{text}");
+    // Rules without a usable fix: none hidden, each says why, and the plan reports it.
+    let fixless: Vec<&str> = got
+        .requirements
+        .iter()
+        .filter(|r| r.fixes.is_empty())
+        .map(|r| r.id.value.as_str())
+        .collect();
+    assert!(fixless.contains(&"partition_for_home"), "{fixless:?}");
+    for r in got.requirements.iter().filter(|r| r.fixes.is_empty()) {
+        assert!(
+            r.rationale
+                .as_deref()
+                .is_some_and(|t| t.starts_with("no fix in the content")),
+            "{}: {:?}",
+            r.id.value,
+            r.rationale
+        );
+    }
+    let policy = vacsine_core::policy::Policy {
+        api_version: vacsine_core::API_VERSION.into(),
+        kind: "Policy".into(),
+        metadata: Default::default(),
+        spec: vacsine_core::policy::PolicySpec {
+            catalog: vec![],
+            import: None,
+            requirements: got.requirements.clone(),
+        },
+    };
+    let catalog: vacsine_core::validate::CatalogIndex<'_> = got
+        .workflows
+        .iter()
+        .map(|w| (w.metadata.name.value.clone(), w))
+        .collect();
+    assert!(vacsine_core::validate::validate_policy(&policy, &catalog, None).is_empty());
+    let node = vacsine_core::target::ResolvedNode {
+        name: "n".into(),
+        roles: vec![],
+        labels: Default::default(),
+        handle: "n".into(),
+    };
+    let findings: Vec<vacsine_core::plan::Finding> = policy
+        .spec
+        .requirements
+        .iter()
+        .map(|r| vacsine_core::plan::Finding {
+            requirement: r.id.value.clone(),
+            node: "n".into(),
+            outcome: vacsine_core::Outcome::Fail,
+        })
+        .collect();
+    let plan = vacsine_core::plan::plan(&policy, "t", &[node], &findings, &catalog);
+    assert_eq!(plan.items.len() + plan.unfixable.len(), 44);
+    assert_eq!(plan.unfixable.len(), fixless.len());
+    assert!(plan
+        .unfixable
+        .iter()
+        .all(|u| u.reason.starts_with("no fix in the content")));
+    eprintln!(
+        "standard: {} rules, {} with a fix ({} Ansible), {} without: {fixless:?}",
+        got.requirements.len(),
+        plan.items.len(),
+        got.workflows
+            .iter()
+            .filter(|w| w.spec.steps[0].uses.value == "ansible")
+            .count(),
+        fixless.len()
+    );
+}

@@ -6,7 +6,7 @@ use vacsine_scap::oval::{check_items, combine, OvalResult};
 use vacsine_scap::system::MemSystem;
 use vacsine_scap::{evaluate, Options, Outcome};
 
-const DS: &str = r##"<?xml version="1.0"?>
+pub const DS: &str = r##"<?xml version="1.0"?>
 <ds:data-stream-collection xmlns:ds="http://scap.nist.gov/schema/scap/source/1.2"
   xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:cat="urn:oasis:names:tc:entity:xmlns:xml:catalog"
   xmlns:x="http://checklists.nist.gov/xccdf/1.2" xmlns:cpe-lang="http://cpe.mitre.org/language/2.0"
@@ -162,7 +162,7 @@ const DS: &str = r##"<?xml version="1.0"?>
 const DPKG: &str = "Package: openssh-server\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:9.2p1-2\n\nPackage: telnetd\nStatus: deinstall ok config-files\nVersion: 0.17-44\n\n";
 
 /// A compliant system for the strict profile.
-fn good() -> MemSystem {
+pub fn good() -> MemSystem {
     let mut m = MemSystem::new();
     m.file("/var/lib/dpkg/status", DPKG)
         .file("/etc/ssh/sshd_config", "# comment\nPermitRootLogin no\n")

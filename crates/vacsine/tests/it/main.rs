@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 mod nft_dry_run;
 mod orchestrator;
 mod scap;
+mod scap_docs;
 mod signals;
 mod watch;
 

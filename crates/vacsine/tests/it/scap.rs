@@ -12,7 +12,7 @@
 //! benchmark platform is `/etc/debian_version` matching `^11.[0-9]+$`: the node declares
 //! itself Debian 11 (`11.11`) for both tools, otherwise every rule is `notapplicable` for both.
 
-use crate::{docker_available, text};
+use crate::{docker_available, flat, text, vacsine};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -532,4 +532,85 @@ fn issue9_scap_profiles_and_input_errors() {
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
         assert!(text(&o).contains(words), "{args:?}: {}", text(&o));
     }
+}
+
+/// `spec.import` through the CLI: `validate` expands it (the rules' fixes become catalog
+/// workflows) and points at the policy's line when the profile is unknown; `enforce --scap`
+/// refuses an unknown profile before touching any site.
+#[test]
+fn scap_import_validate_and_enforce_scap_inputs() {
+    if !Path::new(DS).exists() {
+        assert!(
+            !std::env::var("VACSINE_REQUIRE_DOCKER").is_ok_and(|v| v == "1"),
+            "{DS} is required (apt-get install ssg-debian)"
+        );
+        eprintln!("skipping: {DS} missing");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    let write = |profile: &str| {
+        std::fs::write(
+            &policy,
+            format!("apiVersion: vacsine.io/v1\nkind: Policy\nmetadata: {{name: imp}}\nspec:\n  import:\n    scap: {DS}\n    profile: {profile}\n    rules: [file_permissions_etc_shadow, package_telnetd_removed]\n  requirements:\n    - id: own\n      title: own requirement\n      severity: low\n      check: {{file: {{path: /etc/hostname}}}}\n"),
+        )
+        .unwrap();
+    };
+    write("standard");
+    let p = policy.to_str().unwrap();
+    let o = vacsine(&["validate", p], home.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("1 documents valid (2 catalog workflows resolved)"),
+        "{}",
+        text(&o)
+    );
+    write("nope");
+    let o = vacsine(&["validate", p], home.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let f = flat(&o);
+    assert!(f.contains(&format!("{p}:7:")), "{f}");
+    assert!(f.contains("profile `nope` is not in"), "{f}");
+    let o = vacsine(
+        &[
+            "enforce",
+            "--scap",
+            DS,
+            "--profile",
+            "nope",
+            "--target",
+            "examples/edge-site/target.yaml",
+        ],
+        home.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        flat(&o).contains("profile `nope` is not in"),
+        "{}",
+        text(&o)
+    );
+    // `--profile` belongs to `--scap`; `--policy` and `--scap` exclude each other.
+    let o = vacsine(
+        &["enforce", "--profile", "standard", "--target", "t.yaml"],
+        home.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--scap <SCAP>"), "{}", text(&o));
+    let o = vacsine(
+        &[
+            "enforce",
+            "--policy",
+            p,
+            "--scap",
+            DS,
+            "--profile",
+            "standard",
+            "--target",
+            "t.yaml",
+        ],
+        home.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("cannot be used with"), "{}", text(&o));
 }
