@@ -1314,8 +1314,8 @@ fn two_sites_in_namespaces_and_a_cut_link_lose_and_double_nothing() {
             .map(|r| r["id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(ids(&["--site", "edge-a"]), [run_a.clone()]);
-    assert_eq!(ids(&["--site", "edge-b"]), [run_b.clone()]);
+    assert_eq!(ids(&["--site", "edge-a"]), std::slice::from_ref(&run_a));
+    assert_eq!(ids(&["--site", "edge-b"]), std::slice::from_ref(&run_b));
     let mut all = ids(&["--all-sites", "--status", "succeeded"]);
     all.sort();
     let mut want = vec![run_a.clone(), run_b.clone()];
