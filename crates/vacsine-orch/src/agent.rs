@@ -22,6 +22,7 @@ use vacsine_engine::{CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, 
 use vacsine_wire::{KeyPair, PublicKey};
 
 pub struct AgentConfig {
+    /// One URL, or several replicas separated by commas (tried in order when one is down).
     pub orchestrator: String,
     pub intake_key: Option<String>,
     pub name: String,
@@ -212,7 +213,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     };
     let keys = KeyPair::from_secret_b64(&id.secret_key)?;
     let server = PublicKey::from_b64(&id.server_key)?;
-    let link = AgentLink::new(&id.orchestrator, &id.pin, keys, server)?;
+    // Replicas given at this start replace those known at enrolment (same keys and pin).
+    let orchestrators = if cfg.orchestrator.trim().is_empty() {
+        id.orchestrator.clone()
+    } else {
+        cfg.orchestrator.clone()
+    };
+    let link = AgentLink::new(&orchestrators, &id.pin, keys, server)?;
     let (fatal, mut fatal_rx) = watch::channel(None);
     let sh = Arc::new(Shared {
         link,
@@ -226,7 +233,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     });
     println!(
         "vacsine agent {} ({}) of site {} → {}",
-        id.name, id.agent_id, id.site, id.orchestrator
+        id.name, id.agent_id, id.site, orchestrators
     );
     let up = tokio::spawn(uploader(sh.clone()));
     let rn = tokio::spawn(renewer(sh.clone()));

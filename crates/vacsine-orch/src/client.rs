@@ -5,6 +5,7 @@ use crate::now_ms;
 use crate::proto::{self, ErrorBody};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use vacsine_wire::{Binding, Envelope, KeyPair, Opener, PublicKey, WireError};
 
@@ -115,51 +116,123 @@ impl OperatorClient {
     }
 }
 
-/// The agent's side of the sealed channel.
+/// The orchestrator URLs of a comma-separated list (`https://a:8443,https://b:8443`), in order.
+pub fn urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// The agent's side of the sealed channel, to one orchestrator or to several replicas of it
+/// (sharing one store, keys and certificate): when the one in use is unreachable, the next
+/// ones are tried in order, and the first that answers is kept.
 pub struct AgentLink {
     http: reqwest::Client,
-    base: String,
+    bases: Vec<String>,
+    current: AtomicUsize,
     keys: KeyPair,
     server: PublicKey,
     opener: Opener,
 }
 
 impl AgentLink {
+    /// `base`: one URL or a comma-separated list of replicas.
     pub fn new(base: &str, pin: &str, keys: KeyPair, server: PublicKey) -> anyhow::Result<Self> {
+        let bases = urls(base);
+        if bases.is_empty() {
+            anyhow::bail!(
+                "no orchestrator URL given (https://HOST:PORT, or several separated by commas)"
+            );
+        }
         Ok(AgentLink {
             // Long polls last up to 25 s.
             http: crate::tls::pinned_client(pin, Duration::from_secs(40))?,
-            base: base.trim_end_matches('/').to_string(),
+            bases,
+            current: AtomicUsize::new(0),
             keys,
             server,
             opener: Opener::default(),
         })
     }
 
-    /// The orchestrator's public keys (unsealed; the TLS pin vouches for them).
+    /// The orchestrator's public keys (unsealed; the TLS pin vouches for them), from the first
+    /// of `base`'s URLs that answers.
     pub async fn hello(base: &str, pin: &str) -> Result<proto::Hello, CallError> {
         let http = crate::tls::pinned_client(pin, Duration::from_secs(15))
             .map_err(|e| CallError::Bad(e.to_string()))?;
-        let resp = http
-            .get(format!("{}{}", base.trim_end_matches('/'), proto::HELLO))
-            .send()
-            .await
-            .map_err(|e| CallError::Unreachable(describe(&e)))?;
-        if !resp.status().is_success() {
-            return Err(refusal(resp).await);
+        let mut last = CallError::Unreachable("no orchestrator URL given".into());
+        for b in urls(base) {
+            let resp = match http.get(format!("{b}{}", proto::HELLO)).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = CallError::Unreachable(format!("{b}: {}", describe(&e)));
+                    continue;
+                }
+            };
+            if !resp.status().is_success() {
+                return Err(refusal(resp).await);
+            }
+            return resp.json().await.map_err(|e| CallError::Bad(describe(&e)));
         }
-        resp.json().await.map_err(|e| CallError::Bad(describe(&e)))
+        Err(last)
     }
 
-    /// Seal `req` for `path` as agent `agent`, send it, open the sealed answer.
+    /// Seal `req` for `path` as agent `agent`, send it, open the sealed answer. An
+    /// unreachable orchestrator is left for the next replica (sealed afresh: each envelope
+    /// goes to one place once).
     pub async fn call<Q: Serialize, A: DeserializeOwned>(
         &self,
         path: &str,
         agent: &str,
         req: &Q,
     ) -> Result<A, CallError> {
-        let env = self.seal(path, agent, req)?;
-        self.send(path, agent, &env, &env).await
+        self.each_replica(|base| async move {
+            let env = self.seal(path, agent, req)?;
+            self.send_to(&base, path, agent, &env, &env).await
+        })
+        .await
+    }
+
+    /// Try `f` on the replica in use, then on the others in order while they are
+    /// unreachable; keep the first that answers.
+    async fn each_replica<A, F, Fut>(&self, f: F) -> Result<A, CallError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<A, CallError>>,
+    {
+        let n = self.bases.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            match f(self.bases[i].clone()).await {
+                Err(CallError::Unreachable(m)) => {
+                    if n > 1 {
+                        eprintln!(
+                            "orchestrator {} unreachable ({m}){}",
+                            self.bases[i],
+                            if k + 1 < n {
+                                "; trying the next replica"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    last = Some(CallError::Unreachable(m));
+                }
+                r => {
+                    if k > 0 {
+                        let prev = self.current.swap(i, Ordering::Relaxed);
+                        if prev != i {
+                            eprintln!("now talking to orchestrator {}", self.bases[i]);
+                        }
+                    }
+                    return r;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| CallError::Unreachable("no orchestrator URL".into())))
     }
 
     pub fn seal<Q: Serialize>(
@@ -192,9 +265,21 @@ impl AgentLink {
         env: &Envelope,
         body: &B,
     ) -> Result<A, CallError> {
+        self.each_replica(|base| async move { self.send_to(&base, path, agent, env, body).await })
+            .await
+    }
+
+    async fn send_to<B: Serialize, A: DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+        agent: &str,
+        env: &Envelope,
+        body: &B,
+    ) -> Result<A, CallError> {
         let resp = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(format!("{base}{path}"))
             .json(body)
             .send()
             .await

@@ -6,7 +6,8 @@
 //! * [`agent`]: the site agent: enrols with an intake key, opens every connection itself,
 //!   long-polls for work, runs it with the one engine ([`vacsine_engine`]) on this machine,
 //!   and uploads each step record from a local outbox (store and forward).
-//! * [`store`]: the orchestrator's store behind a trait (SQLite here).
+//! * [`store`]: the orchestrator's store behind a trait: SQLite (one process) or PostgreSQL
+//!   (replicas sharing the work).
 #![forbid(unsafe_code)]
 
 pub mod agent;

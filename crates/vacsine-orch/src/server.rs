@@ -2,7 +2,7 @@
 //! lease sweeper.
 
 use crate::proto::{self, ErrorBody};
-use crate::store::{status, AgentRow, RunRow, SqliteStore, Store, StoreError};
+use crate::store::{status, AgentRow, Change, PgStore, RunRow, SqliteStore, Store, StoreError};
 use crate::{now_ms, rfc3339};
 use anyhow::Context;
 use axum::body::Bytes;
@@ -35,6 +35,8 @@ pub struct Config {
     pub data: PathBuf,
     /// How long a lease lasts without renewal.
     pub lease_ttl_ms: i64,
+    /// PostgreSQL URL: the store several replicas share. `None`: SQLite in `data`.
+    pub database: Option<String>,
 }
 
 /// The orchestrator's long-lived keys, in `keys.json` (0600).
@@ -186,12 +188,27 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             .with_context(|| format!("writing {}", tp.display()))?;
         t
     };
-    let store = SqliteStore::open(&data.join("orchestrator.db"))?;
+    let store: Arc<dyn Store> = match &cfg.database {
+        Some(url) => {
+            let masked = crate::store::mask_url(url);
+            let s = PgStore::connect(url).await.with_context(|| {
+                format!("cannot open the PostgreSQL store at {masked} (given with --database)")
+            })?;
+            println!("store: PostgreSQL at {masked}");
+            Arc::new(s)
+        }
+        None => {
+            let p = data.join("orchestrator.db");
+            let s = SqliteStore::open(&p).with_context(|| format!("opening {}", p.display()))?;
+            println!("store: SQLite in {}", p.display());
+            Arc::new(s)
+        }
+    };
     let (queue, _) = watch::channel(0);
     let (events, _) = watch::channel(0);
     Ok(Prepared {
         srv: Arc::new(Srv {
-            store: Arc::new(store),
+            store,
             keys: KeyPair::from_secret_b64(&keys.hpke_secret)?,
             bundle: BundleSigner::from_secret_b64(&keys.bundle_secret)?,
             opener: Opener::default(),
@@ -275,6 +292,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
     let sweep = tokio::spawn(sweeper(p.srv.clone()));
+    let listen = tokio::spawn(replica_wakeups(p.srv.clone()));
     let app = router(p.srv.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(p.tls));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -335,6 +353,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     drop(plain);
     p.srv.stopping.send_replace(true);
     sweep.abort();
+    listen.abort();
     eprintln!("stopping: finishing requests under way");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
@@ -404,6 +423,28 @@ async fn sweeper(srv: Arc<Srv>) {
     }
 }
 
+/// Wake-ups from the other replicas sharing the store (PostgreSQL LISTEN) feed the same
+/// channels as this replica's own changes; the connection is made again when it fails.
+async fn replica_wakeups(srv: Arc<Srv>) {
+    let mut failed = false;
+    loop {
+        let s = srv.clone();
+        let wake = move |c: Change| match c {
+            Change::Queue => s.queue.send_modify(|n| *n += 1),
+            Change::Run => s.events.send_modify(|n| *n += 1),
+        };
+        if let Err(e) = srv.store.listen(&wake).await {
+            if !failed {
+                tracing::warn!(
+                    "listening for other replicas' changes: {e}; trying again (long polls still find work at their next poll)"
+                );
+            }
+            failed = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 #[utoipa::path(get, path = "/v1/hello", tag = "agent",
     description = "The orchestrator's public keys (HPKE, bundle signing) and version; no authentication.",
     responses((status = 200, body = proto::Hello)))]
@@ -456,6 +497,18 @@ impl Srv {
         )?)
     }
 
+    /// A request that opened here may still be a replay of one another replica took: the
+    /// store, which replicas share, is asked too.
+    async fn first_use(&self, env: &Envelope) -> ApiResult<()> {
+        let now = now_ms();
+        let keep_until = now + 2 * vacsine_wire::DEFAULT_WINDOW_MS;
+        if self.store.first_use(&env.nonce, now, keep_until).await? {
+            Ok(())
+        } else {
+            Err(WireError::Replay.into())
+        }
+    }
+
     async fn agent_call(&self, path: &str, body: &[u8]) -> ApiResult<Envelope> {
         if path == proto::ENROLL {
             return self.enroll(body).await;
@@ -477,6 +530,7 @@ impl Srv {
         let plain = self
             .opener
             .open(&self.keys, &from, b, None, &env, now_ms())?;
+        self.first_use(&env).await?;
         if let Some(t) = agent.revoked_ms {
             return Err(revoked(&agent, t));
         }
@@ -568,6 +622,7 @@ impl Srv {
         let plain = self
             .opener
             .open(&self.keys, &from, b, None, &env, now_ms())?;
+        self.first_use(&env).await?;
         let r: proto::EnrollRequest = parse(&plain, "enrolment")?;
         if r.name != env.agent || r.name.is_empty() || r.name.len() > 128 {
             return Err(ApiError::bad(

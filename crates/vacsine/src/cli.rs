@@ -272,13 +272,25 @@ pub enum Command {
         /// How long a work lease lasts without renewal by its agent (ms).
         #[arg(long, default_value_t = 30_000, value_name = "MS")]
         lease_ttl_ms: u64,
+        /// PostgreSQL store shared by several replicas (scale-out):
+        /// postgres://USER:PASSWORD@HOST:5432/DATABASE. Replicas share the data folder's keys,
+        /// certificate and token. Default: SQLite in --data. Prefer the environment variable:
+        /// a password on the command line is visible to other local users.
+        #[arg(
+            long,
+            env = "VACSINE_DATABASE_URL",
+            hide_env_values = true,
+            value_name = "URL"
+        )]
+        database: Option<String>,
     },
     /// Run a site agent: enrols with an intake key on first start, then pulls work from the
     /// orchestrator (outbound connections only) and runs it on this machine.
     Agent {
         #[command(subcommand)]
         action: Option<AgentAction>,
-        /// Orchestrator URL (https://HOST:PORT). Kept after enrolment.
+        /// Orchestrator URL (https://HOST:PORT), or several replicas separated by commas, tried
+        /// in order when one is unreachable. Kept after enrolment; given again, it replaces them.
         #[arg(long, global = true)]
         orchestrator: Option<String>,
         /// Intake key of the site (`vacsine site create SITE`), for the first start.

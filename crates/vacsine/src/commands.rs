@@ -179,6 +179,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             tls_key,
             data,
             lease_ttl_ms,
+            database,
         } => {
             crate::orch::orchestrator(crate::orch::OrchestratorArgs {
                 listen,
@@ -186,6 +187,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 tls_files: tls_cert.zip(tls_key),
                 data,
                 lease_ttl_ms,
+                database,
             })
             .await
         }

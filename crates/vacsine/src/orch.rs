@@ -23,15 +23,28 @@ pub struct OrchestratorArgs {
     pub tls_files: Option<(PathBuf, PathBuf)>,
     pub data: PathBuf,
     pub lease_ttl_ms: u64,
+    /// PostgreSQL URL (replicas sharing the work); `None`: SQLite in `data`.
+    pub database: Option<String>,
 }
 
 pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
+    let database = a.database.filter(|d| !d.trim().is_empty());
+    if let Some(d) = &database {
+        if !(d.starts_with("postgres://") || d.starts_with("postgresql://")) {
+            return Err(miette::miette!(
+                help = "--database postgres://USER:PASSWORD@HOST:5432/DATABASE (or VACSINE_DATABASE_URL); without it the store is SQLite in --data",
+                "--database {}: only PostgreSQL URLs are supported",
+                vacsine_orch::store::mask_url(d)
+            ));
+        }
+    }
     vacsine_orch::server::serve(vacsine_orch::server::Config {
         listen: a.listen,
         listen_plain: a.listen_plain,
         tls_files: a.tls_files,
         data: a.data,
         lease_ttl_ms: a.lease_ttl_ms.max(100) as i64,
+        database,
     })
     .await
     .map_err(|e| miette::miette!("{e:#}"))?;

@@ -19,18 +19,39 @@ struct Orch {
 impl Orch {
     /// Start an orchestrator on `listen` with its data in `data`; wait until it answers.
     fn start(data: &Path, listen: &str, lease_ttl_ms: u64) -> Orch {
-        Orch::start_with(data, listen, lease_ttl_ms, &[])
+        Orch::launch(data, listen, lease_ttl_ms, &[], None)
     }
 
     /// [`Orch::start`] with more arguments.
     fn start_with(data: &Path, listen: &str, lease_ttl_ms: u64, extra: &[&str]) -> Orch {
+        Orch::launch(data, listen, lease_ttl_ms, extra, None)
+    }
+
+    /// [`Orch::start`] with its store in PostgreSQL at `database`.
+    fn start_on(data: &Path, listen: &str, lease_ttl_ms: u64, database: &str) -> Orch {
+        Orch::launch(data, listen, lease_ttl_ms, &[], Some(database))
+    }
+
+    fn launch(
+        data: &Path,
+        listen: &str,
+        lease_ttl_ms: u64,
+        extra: &[&str],
+        database: Option<&str>,
+    ) -> Orch {
         let op = data.join("operator.json");
         let _ = std::fs::remove_file(&op);
-        let child = Command::new(BIN)
-            .args(["orchestrator", "--listen", listen, "--data"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["orchestrator", "--listen", listen, "--data"])
             .arg(data)
             .args(["--lease-ttl-ms", &lease_ttl_ms.to_string()])
             .args(extra)
+            .env_remove("VACSINE_DATABASE_URL");
+        if let Some(db) = database {
+            // As an operator should: the URL (its password) out of the command line.
+            cmd.env("VACSINE_DATABASE_URL", db);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -65,11 +86,14 @@ impl Orch {
         self.url.trim_start_matches("https://").to_string()
     }
 
+    /// The CLI, talking to this orchestrator (pin and token from the data folder, which
+    /// replicas share).
     fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
             .arg("--orchestrator-data")
             .arg(&self.data)
+            .args(["--orchestrator", &self.url])
             .env("NO_COLOR", "1")
             .output()
             .expect("run vacsine")
@@ -687,6 +711,223 @@ fn sigterm_drains_the_agent_and_stops_the_orchestrator_promptly() {
     // Under the 5 s grace given to requests under way: the long poll ended at once.
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
     o.kill9();
+}
+
+/// A database of its own on the PostgreSQL server of `VACSINE_TEST_PG`, dropped at the end.
+/// `None` (the test is skipped, and says so) when the variable is unset outside CI.
+struct TestDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    fn create(test: &str) -> Option<TestDb> {
+        let admin = match std::env::var("VACSINE_TEST_PG") {
+            Ok(u) if !u.trim().is_empty() => u,
+            _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => {
+                panic!("{test}: VACSINE_TEST_PG is not set and CI is: CI must run the PostgreSQL tests (.ci/run starts a server and sets it)")
+            }
+            _ => {
+                eprintln!("skipped {test}: set VACSINE_TEST_PG=postgres://USER@127.0.0.1:5432/DB to run it");
+                return None;
+            }
+        };
+        let rnd: String = vacsine_wire::random_bytes::<4>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let name = format!("vacsine_it_{rnd}");
+        Self::sql(&admin, &format!("CREATE DATABASE {name}"));
+        // The same server and role, the new database.
+        let (base, query) = match admin.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (admin.as_str(), String::new()),
+        };
+        let at = base
+            .rfind('/')
+            .expect("VACSINE_TEST_PG: postgres://USER@HOST:PORT/DB");
+        let url = format!("{}/{name}{query}", &base[..at]);
+        Some(TestDb { admin, name, url })
+    }
+
+    fn sql(url: &str, sql: &str) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("VACSINE_TEST_PG: {e}"));
+            let h = tokio::spawn(conn);
+            c.batch_execute(sql).await.unwrap();
+            drop(c);
+            let _ = h.await;
+        });
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        Self::sql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Scale-out: two replicas on one PostgreSQL, sharing the data folder's keys, certificate and
+/// token. A run queued through replica B reaches the agent long-polling replica A at once
+/// (LISTEN/NOTIFY); replica A is killed with SIGKILL while the agent runs a step; the agent
+/// carries on with replica B and the run completes with each record exactly once.
+#[test]
+fn two_replicas_on_postgres_share_the_work_and_one_killed_leaves_the_other_carrying_on() {
+    let Some(db) = TestDb::create("two_replicas_on_postgres") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("orch");
+    let mut a = Orch::start_on(&data, "127.0.0.1:0", 3000, &db.url);
+    let b = Orch::start_on(&data, "127.0.0.1:0", 3000, &db.url);
+    assert_eq!(a.pin, b.pin, "replicas share the certificate");
+    // A site made through A is known to B: one store.
+    let key = a.site("edge-a");
+    assert_eq!(
+        b.json(&["site", "list", "--format", "json"])[0]["name"],
+        "edge-a"
+    );
+    let urls = format!("{},{}", a.url, b.url);
+    let agent = Agent::start_via(
+        &[],
+        &urls,
+        &a.pin,
+        &key,
+        "edge-a-1",
+        &d.path().join("agent"),
+    );
+    // Its long poll is waiting at A (the first URL) now.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let wf = workflow(
+        d.path(),
+        "four",
+        &[
+            ("a", "echo a"),
+            ("b", "sleep 3; echo b"),
+            ("c", "echo c"),
+            ("d", "echo d"),
+        ],
+    );
+    let t0 = Instant::now();
+    let id = submit(&b, &wf, "edge-a");
+    wait_until(Duration::from_secs(10), "the run leased", || {
+        (b.run(&id)["status"] != "queued").then_some(())
+    });
+    // A long poll ends after 25 s: leased well before, so A's poll was woken by B's NOTIFY.
+    let woken = t0.elapsed();
+    assert!(woken < Duration::from_secs(5), "{woken:?}");
+    wait_until(Duration::from_secs(20), "step a recorded", || {
+        (b.run(&id)["records"].as_i64() >= Some(1)).then_some(())
+    });
+    assert!(
+        !agent.log().contains("unreachable"),
+        "the agent talked to A until now: {}",
+        agent.log()
+    );
+    // A sealed request taken by A, replayed to B: refused there too (nonces are shared).
+    replay_across(&d.path().join("agent/agent.json"), &a, &b);
+    // Step b is running: replica A dies.
+    let before = b.run(&id)["records"].as_i64().unwrap();
+    a.kill9();
+    assert!(before < 4, "A died mid-run ({before} records)");
+    let run = wait_until(Duration::from_secs(30), "the run to end", || {
+        let r = b.run(&id);
+        (r["status"] != "running").then_some(r)
+    });
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", agent.log());
+    assert!(
+        agent
+            .log()
+            .contains(&format!("now talking to orchestrator {}", b.url)),
+        "{}",
+        agent.log()
+    );
+    // Each record exactly once, in order, as B serves them.
+    let recs = run_records(&b, &id);
+    let steps: Vec<&str> = recs
+        .iter()
+        .map(|r| r["step_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["a", "b", "c", "d"], "{recs:?}");
+    assert!(recs.iter().all(|r| r["status"] == "succeeded"), "{recs:?}");
+    assert_eq!(run["records"], 4, "{run}");
+
+    // The agent now polls B: the next run goes through it alone.
+    let wf2 = workflow(d.path(), "one", &[("z", "echo z")]);
+    let id2 = submit(&b, &wf2, "edge-a");
+    let run2 = wait_until(Duration::from_secs(20), "the second run to end", || {
+        let r = b.run(&id2);
+        status_final(&r).then_some(r)
+    });
+    assert_eq!(run2["status"], "succeeded", "{run2}");
+    drop(agent);
+    drop(b);
+    drop(a);
+}
+
+fn status_final(r: &Value) -> bool {
+    matches!(
+        r["status"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
+}
+
+/// The records of run `id` as the orchestrator serves them to operators.
+fn run_records(o: &Orch, id: &str) -> Vec<Value> {
+    use vacsine_orch::client::OperatorClient;
+    use vacsine_orch::proto;
+    let cfg = proto::OperatorConfig {
+        url: o.url.clone(),
+        pin: o.pin.clone(),
+        token: std::fs::read_to_string(o.data.join("operator.token"))
+            .unwrap()
+            .trim()
+            .to_string(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = OperatorClient::new(&cfg).unwrap();
+        let r: proto::RunRecords = c
+            .get(&format!("{}/{id}?after=0", proto::OP_RUNS))
+            .await
+            .unwrap();
+        r.records.into_iter().map(|s| s.record).collect()
+    })
+}
+
+/// Seal one ping as the agent whose identity is in `identity`, send it to `a`, then the very
+/// same envelope to `b`: `b` must refuse it as a replay.
+fn replay_across(identity: &Path, a: &Orch, b: &Orch) {
+    use vacsine_orch::client::{AgentLink, CallError};
+    use vacsine_orch::proto;
+    use vacsine_wire::{KeyPair, PublicKey};
+    let id: Value = serde_json::from_slice(&std::fs::read(identity).unwrap()).unwrap();
+    let s = |k: &str| id[k].as_str().unwrap().to_string();
+    let keys = KeyPair::from_secret_b64(&s("secret_key")).unwrap();
+    let server = PublicKey::from_b64(&s("server_key")).unwrap();
+    let agent = s("agent_id");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let to_a = AgentLink::new(&a.url, &a.pin, keys.clone(), server.clone()).unwrap();
+        let to_b = AgentLink::new(&b.url, &b.pin, keys, server).unwrap();
+        let env = to_a
+            .seal(proto::PING, &agent, &serde_json::json!({}))
+            .unwrap();
+        let _: proto::Pong = to_a.send(proto::PING, &agent, &env, &env).await.unwrap();
+        let r: Result<proto::Pong, _> = to_b.send(proto::PING, &agent, &env, &env).await;
+        assert!(
+            matches!(&r, Err(CallError::Refused { status: 409, code, .. }) if code == "replay"),
+            "{r:?}"
+        );
+    });
 }
 
 // ---- across real networks: a proxy in front, namespaces as sites, links cut ---------------

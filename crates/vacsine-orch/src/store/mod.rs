@@ -1,0 +1,219 @@
+//! The orchestrator's store: sites and their intake keys, agents, the work queue with leases,
+//! and the step records agents upload (deduplicated by idempotency key).
+//!
+//! [`Store`] is the seam, with two implementations that pass the same test suite
+//! (`tests.rs`):
+//!
+//! * [`SqliteStore`]: embedded, one file (WAL, synchronous FULL, 0600), one process.
+//! * [`PgStore`]: PostgreSQL, shared by several orchestrator replicas: leases are claimed with
+//!   `FOR UPDATE SKIP LOCKED`, and every change that can wake a waiting request is announced
+//!   with `NOTIFY` so a replica's long poll wakes when another replica queued the work.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+mod pg;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use pg::{mask_url, PgStore};
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// Shown with its causes (the driver's own message is only "db error").
+    #[error("PostgreSQL store: {}", causes(.0))]
+    Postgres(tokio_postgres::Error),
+    #[error("PostgreSQL store: {0}")]
+    Pool(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("store: {0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(e)
+    }
+}
+
+/// An error and its causes on one line, each said once.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        let t = x.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = x.source();
+    }
+    s
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteRow {
+    pub name: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRow {
+    pub id: String,
+    pub site: String,
+    pub name: String,
+    /// HPKE public key, base64.
+    pub public_key: String,
+    pub version: String,
+    pub enrolled_ms: i64,
+    pub last_seen_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+/// Status of a run in the work queue.
+pub mod status {
+    pub const QUEUED: &str = "queued";
+    /// Leased to an agent, which is executing it.
+    pub const RUNNING: &str = "running";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const CANCELLED: &str = "cancelled";
+    pub fn is_final(s: &str) -> bool {
+        matches!(s, SUCCEEDED | FAILED | CANCELLED)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRow {
+    pub id: String,
+    pub site: String,
+    pub workflow: String,
+    /// The work as the agent receives it (JSON).
+    pub request: String,
+    pub status: String,
+    pub agent_id: Option<String>,
+    pub lease_expires_ms: Option<i64>,
+    /// How many times the run was leased.
+    pub offers: i64,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub message: Option<String>,
+    pub records: i64,
+}
+
+/// What an upload of records did.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stored {
+    pub stored: usize,
+    pub duplicates: usize,
+}
+
+/// A lease that expired, and what became of its run.
+#[derive(Debug, Clone)]
+pub struct Expired {
+    pub run_id: String,
+    pub agent_id: String,
+    /// `queued` (re-offered) or `failed`.
+    pub now_status: String,
+}
+
+/// Leases are re-offered at most this many times before the run fails.
+pub const MAX_OFFERS: i64 = 3;
+
+/// A change another process sharing the store made, that may end a wait here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Work was queued or re-offered, or an agent revoked: long polls look again.
+    Queue,
+    /// A run changed status or got records: operators following a run look again.
+    Run,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn create_site(&self, name: &str, intake_hash: &str, now: i64) -> Result<()>;
+    async fn sites(&self) -> Result<Vec<SiteRow>>;
+    /// Revoke a site and every agent of it.
+    async fn revoke_site(&self, name: &str, now: i64) -> Result<()>;
+    async fn revoke_agent(&self, site: &str, name: &str, now: i64) -> Result<()>;
+    /// The site an intake key belongs to, if it is not revoked.
+    async fn site_by_intake(&self, intake_hash: &str) -> Result<Option<SiteRow>>;
+    async fn enroll_agent(&self, a: &AgentRow) -> Result<()>;
+    async fn agent(&self, id: &str) -> Result<Option<AgentRow>>;
+    async fn agents(&self) -> Result<Vec<AgentRow>>;
+    async fn touch_agent(&self, id: &str, now: i64) -> Result<()>;
+    async fn create_run(&self, r: &RunRow) -> Result<()>;
+    async fn run(&self, id: &str) -> Result<Option<RunRow>>;
+    async fn runs(&self, limit: usize) -> Result<Vec<RunRow>>;
+    /// Lease the oldest queued run of `site` to `agent` until `now + ttl_ms`.
+    async fn lease_next(
+        &self,
+        site: &str,
+        agent: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<RunRow>>;
+    /// Renew `agent`'s leases on `runs`; returns the runs it still holds.
+    async fn renew(
+        &self,
+        agent: &str,
+        runs: &[String],
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<String>>;
+    /// Leases past their expiry: re-offered when nothing was recorded yet (at most
+    /// [`MAX_OFFERS`] offers), failed visibly otherwise.
+    async fn expire_leases(&self, now: i64) -> Result<Vec<Expired>>;
+    /// At start: the leases held when the orchestrator stopped get one more TTL (their agents
+    /// could not renew while it was down).
+    async fn extend_leases(&self, now: i64, ttl_ms: i64) -> Result<usize>;
+    /// Store records of `run` uploaded by `agent`, each once by its idempotency key.
+    async fn add_records(
+        &self,
+        run: &str,
+        agent: &str,
+        records: &[(String, String)],
+        now: i64,
+    ) -> Result<Stored>;
+    /// Records of a run after sequence number `after`, in arrival order.
+    async fn records(&self, run: &str, after: i64) -> Result<Vec<(i64, String)>>;
+    /// The agent holding `run` reports its end. Returns false when it no longer holds it.
+    async fn finish_run(
+        &self,
+        run: &str,
+        agent: &str,
+        status: &str,
+        message: Option<&str>,
+        now: i64,
+    ) -> Result<bool>;
+    /// Remember the nonce of a sealed request that opened, until `keep_until`; false when a
+    /// process sharing the store saw it already: a replay sent to another replica (each
+    /// process also refuses replays it saw itself). A store one process uses has nothing to
+    /// add to that process's memory: true.
+    async fn first_use(&self, nonce: &str, now: i64, keep_until: i64) -> Result<bool> {
+        let _ = (nonce, now, keep_until);
+        Ok(true)
+    }
+    /// Runs until the store's connection fails, calling `wake` for each change made by any
+    /// process sharing the store (this one included), and once for each kind when it starts
+    /// (what changed while it was not listening). A store only one process uses has nothing
+    /// to report: it waits forever.
+    async fn listen(&self, wake: &(dyn Fn(Change) + Send + Sync)) -> Result<()> {
+        let _ = wake;
+        std::future::pending().await
+    }
+}

@@ -1,0 +1,642 @@
+//! One test suite for every store: SQLite always; PostgreSQL when `VACSINE_TEST_PG` names a
+//! server (`postgres://USER@HOST:PORT/DB`), each test in a schema of its own, dropped when it
+//! passes. Without it the PostgreSQL tests say they are skipped, unless `CI` is set: then they
+//! fail, so CI cannot silently not run them.
+
+use super::*;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// A fresh store, and a second handle on the same data (another replica for PostgreSQL; the
+/// same handle for SQLite, which one process uses).
+struct Fixture {
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+    pg: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn sqlite_fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("o.db")).unwrap());
+    Fixture {
+        b: a.clone(),
+        a,
+        pg: None,
+        _dir: Some(dir),
+    }
+}
+
+/// The PostgreSQL server for tests, or `None` (skipped) when none is given outside CI.
+pub(super) fn test_pg_url(test: &str) -> Option<String> {
+    match std::env::var("VACSINE_TEST_PG") {
+        Ok(u) if !u.trim().is_empty() => Some(u),
+        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => panic!(
+            "{test}: VACSINE_TEST_PG is not set and CI is: CI must run the PostgreSQL store tests (.ci/run starts a server and sets it)"
+        ),
+        _ => {
+            eprintln!(
+                "skipped {test} on PostgreSQL: set VACSINE_TEST_PG=postgres://USER@127.0.0.1:5432/DB to run it"
+            );
+            None
+        }
+    }
+}
+
+/// A schema name of its own for `test`.
+pub(super) fn test_schema(test: &str) -> String {
+    let tag: String = test
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(24)
+        .collect();
+    let rnd: String = vacsine_wire::random_bytes::<4>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t_{}_{rnd}", tag.to_ascii_lowercase())
+}
+
+pub(super) async fn drop_schema(url: &str, schema: &str) {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let h = tokio::spawn(conn);
+    c.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+    drop(c);
+    let _ = h.await;
+}
+
+async fn pg_fixture(test: &str) -> Option<Fixture> {
+    let url = test_pg_url(test)?;
+    let schema = test_schema(test);
+    let a = PgStore::connect_schema(&url, &schema)
+        .await
+        .unwrap_or_else(|e| panic!("{test}: PostgreSQL at {}: {e}", mask_url(&url)));
+    let b = PgStore::connect_schema(&url, &schema).await.unwrap();
+    Some(Fixture {
+        a: Arc::new(a),
+        b: Arc::new(b),
+        pg: Some((url, schema)),
+        _dir: None,
+    })
+}
+
+impl Fixture {
+    async fn done(self) {
+        if let Some((url, schema)) = &self.pg {
+            drop(self.a);
+            drop(self.b);
+            drop_schema(url, schema).await;
+        }
+    }
+}
+
+/// Each test once per store: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! suite {
+    ($($t:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $t() {
+                    let f = super::sqlite_fixture();
+                    super::$t(&f).await;
+                    f.done().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $t() {
+                    let Some(f) = super::pg_fixture(stringify!($t)).await else { return };
+                    super::$t(&f).await;
+                    f.done().await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    leases_expire_into_reoffer_or_visible_failure,
+    records_are_stored_once_per_key_and_only_from_the_runs_agent,
+    revoking_a_site_revokes_its_agents_and_its_intake_key,
+    enrolling_a_live_agent_name_twice_is_a_conflict_until_it_is_revoked,
+    two_replicas_asking_at_once_never_lease_one_run_twice,
+    sweeps_on_two_replicas_handle_each_expired_lease_once,
+    records_follow_in_order_and_a_reader_resuming_misses_none,
+);
+
+async fn with_agents(s: &dyn Store) {
+    s.create_site("edge", "h1", 0).await.unwrap();
+    for id in ["a1", "a2"] {
+        s.enroll_agent(&agent(id, id)).await.unwrap();
+    }
+}
+
+fn agent(id: &str, name: &str) -> AgentRow {
+    AgentRow {
+        id: id.into(),
+        site: "edge".into(),
+        name: name.into(),
+        public_key: "k".into(),
+        version: "t".into(),
+        enrolled_ms: 0,
+        last_seen_ms: 0,
+        revoked_ms: None,
+    }
+}
+
+fn run(id: &str, at: i64) -> RunRow {
+    RunRow {
+        id: id.into(),
+        site: "edge".into(),
+        workflow: "w".into(),
+        request: "{}".into(),
+        status: status::QUEUED.into(),
+        agent_id: None,
+        lease_expires_ms: None,
+        offers: 0,
+        created_ms: at,
+        started_ms: None,
+        finished_ms: None,
+        message: None,
+        records: 0,
+    }
+}
+
+async fn leases_expire_into_reoffer_or_visible_failure(f: &Fixture) {
+    let s = &*f.a;
+    with_agents(s).await;
+    s.create_run(&run("r1", 1)).await.unwrap();
+    s.create_run(&run("r2", 2)).await.unwrap();
+    // Oldest first, each to one agent.
+    let l1 = s.lease_next("edge", "a1", 10, 100).await.unwrap().unwrap();
+    let l2 = s.lease_next("edge", "a2", 10, 100).await.unwrap().unwrap();
+    assert_eq!((l1.id.as_str(), l2.id.as_str()), ("r1", "r2"));
+    assert!(s.lease_next("edge", "a1", 10, 100).await.unwrap().is_none());
+    // r2 got a record; renewal keeps only the agent's own leases.
+    let rec = vec![("k1".to_string(), "{}".to_string())];
+    s.add_records("r2", "a2", &rec, 20).await.unwrap();
+    assert_eq!(
+        s.renew("a1", &["r1".into(), "r2".into()], 50, 100)
+            .await
+            .unwrap(),
+        vec!["r1".to_string()]
+    );
+    // Nothing expires before its time.
+    assert!(s.expire_leases(109).await.unwrap().is_empty());
+    let e = s.expire_leases(111).await.unwrap();
+    assert_eq!(e.len(), 1);
+    assert_eq!(
+        (e[0].run_id.as_str(), e[0].now_status.as_str()),
+        ("r2", "failed")
+    );
+    let r2 = s.run("r2").await.unwrap().unwrap();
+    assert!(r2.message.unwrap().contains("1 step record"));
+    assert!(r2.finished_ms.is_some());
+    let e = s.expire_leases(151).await.unwrap();
+    assert_eq!(e[0].now_status, "queued", "r1 had no record: re-offered");
+    let r1 = s.run("r1").await.unwrap().unwrap();
+    assert_eq!((r1.status.as_str(), r1.agent_id), ("queued", None));
+    // Re-offered at most MAX_OFFERS times, then failed.
+    for n in 2..=MAX_OFFERS {
+        let l = s.lease_next("edge", "a2", 200, 10).await.unwrap().unwrap();
+        assert_eq!(l.offers, n);
+        let e = s.expire_leases(211 + n).await.unwrap();
+        let want = if n < MAX_OFFERS { "queued" } else { "failed" };
+        assert_eq!(e[0].now_status, want);
+        // A late finish by the agent that lost the lease is not taken.
+        assert!(!s
+            .finish_run("r1", "a2", "succeeded", None, 300)
+            .await
+            .unwrap());
+    }
+}
+
+async fn records_are_stored_once_per_key_and_only_from_the_runs_agent(f: &Fixture) {
+    let s = &*f.a;
+    with_agents(s).await;
+    s.create_run(&run("r1", 1)).await.unwrap();
+    s.lease_next("edge", "a1", 10, 100).await.unwrap().unwrap();
+    let recs = vec![
+        ("x/1".to_string(), "{\"n\":1}".to_string()),
+        ("y/1".to_string(), "{\"n\":2}".to_string()),
+    ];
+    let a = s.add_records("r1", "a1", &recs, 20).await.unwrap();
+    let b = s.add_records("r1", "a1", &recs, 21).await.unwrap();
+    assert_eq!(
+        (a.stored, a.duplicates, b.stored, b.duplicates),
+        (2, 0, 0, 2)
+    );
+    assert!(matches!(
+        s.add_records("r1", "a2", &recs, 22).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert!(matches!(
+        s.add_records("nope", "a1", &recs, 22).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let got = s.records("r1", 0).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(s.records("r1", got[0].0).await.unwrap().len(), 1);
+    assert!(s
+        .finish_run("r1", "a1", "succeeded", None, 30)
+        .await
+        .unwrap());
+    assert_eq!(s.run("r1").await.unwrap().unwrap().records, 2);
+}
+
+async fn revoking_a_site_revokes_its_agents_and_its_intake_key(f: &Fixture) {
+    let s = &*f.a;
+    with_agents(s).await;
+    assert!(s.site_by_intake("h1").await.unwrap().is_some());
+    assert!(matches!(
+        s.create_site("edge", "h2", 1).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.revoke_site("edge", 5).await.unwrap();
+    assert!(s.site_by_intake("h1").await.unwrap().is_none());
+    for a in s.agents().await.unwrap() {
+        assert_eq!(a.revoked_ms, Some(5));
+    }
+    assert!(matches!(
+        s.revoke_agent("edge", "zz", 6).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn enrolling_a_live_agent_name_twice_is_a_conflict_until_it_is_revoked(f: &Fixture) {
+    let s = &*f.a;
+    with_agents(s).await;
+    // Through the other replica too: the rule holds in the store, not in one process.
+    let e = f.b.enroll_agent(&agent("a1-again", "a1")).await;
+    assert!(
+        matches!(&e, Err(StoreError::Conflict(m)) if m.contains("vacsine site revoke edge --agent a1")),
+        "{e:?}"
+    );
+    s.revoke_agent("edge", "a1", 7).await.unwrap();
+    f.b.enroll_agent(&agent("a1-again", "a1")).await.unwrap();
+    let names: Vec<(String, Option<i64>)> = s
+        .agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.name == "a1")
+        .map(|a| (a.id, a.revoked_ms))
+        .collect();
+    assert_eq!(
+        names,
+        [("a1".to_string(), Some(7)), ("a1-again".to_string(), None)]
+    );
+}
+
+async fn two_replicas_asking_at_once_never_lease_one_run_twice(f: &Fixture) {
+    with_agents(&*f.a).await;
+    const RUNS: usize = 60;
+    for i in 0..RUNS {
+        f.a.create_run(&run(&format!("r{i:03}"), i as i64))
+            .await
+            .unwrap();
+    }
+    // Eight askers, half on each replica, each leasing until the queue is empty.
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let s = if w % 2 == 0 { f.a.clone() } else { f.b.clone() };
+        let agent = if w % 4 < 2 { "a1" } else { "a2" };
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(r) = s.lease_next("edge", agent, 100, 1000).await.unwrap() {
+                assert_eq!((r.status.as_str(), r.offers), ("running", 1));
+                got.push(r.id);
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), RUNS, "every run leased once: {all:?}");
+    assert_eq!(distinct.len(), RUNS);
+    for r in f.a.runs(RUNS + 5).await.unwrap() {
+        assert_eq!(r.status, "running", "{r:?}");
+    }
+}
+
+async fn sweeps_on_two_replicas_handle_each_expired_lease_once(f: &Fixture) {
+    with_agents(&*f.a).await;
+    const RUNS: usize = 40;
+    for i in 0..RUNS {
+        f.a.create_run(&run(&format!("r{i:03}"), i as i64))
+            .await
+            .unwrap();
+        f.a.lease_next("edge", "a1", 10, 100)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let (x, y) = tokio::join!(
+        {
+            let s = f.a.clone();
+            async move { s.expire_leases(500).await.unwrap() }
+        },
+        {
+            let s = f.b.clone();
+            async move { s.expire_leases(500).await.unwrap() }
+        }
+    );
+    let ids: Vec<&String> = x.iter().chain(&y).map(|e| &e.run_id).collect();
+    let distinct: HashSet<&&String> = ids.iter().collect();
+    assert_eq!((ids.len(), distinct.len()), (RUNS, RUNS), "{x:?} {y:?}");
+    for r in f.a.runs(RUNS + 5).await.unwrap() {
+        assert_eq!((r.status.as_str(), r.offers), ("queued", 1), "{r:?}");
+    }
+    assert!(f.b.expire_leases(600).await.unwrap().is_empty());
+}
+
+async fn records_follow_in_order_and_a_reader_resuming_misses_none(f: &Fixture) {
+    with_agents(&*f.a).await;
+    f.a.create_run(&run("r1", 1)).await.unwrap();
+    f.a.lease_next("edge", "a1", 10, 100_000)
+        .await
+        .unwrap()
+        .unwrap();
+    // Uploads through both replicas while a reader follows with `after`.
+    let writer = {
+        let (a, b) = (f.a.clone(), f.b.clone());
+        tokio::spawn(async move {
+            for i in 0..50 {
+                let s = if i % 2 == 0 { &a } else { &b };
+                let recs = vec![(format!("s{i:02}"), format!("{{\"i\":{i}}}"))];
+                s.add_records("r1", "a1", &recs, 20 + i).await.unwrap();
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut after = 0;
+    let t0 = std::time::Instant::now();
+    while seen.len() < 50 {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "only {} records seen",
+            seen.len()
+        );
+        for (seq, r) in f.b.records("r1", after).await.unwrap() {
+            assert!(seq > after);
+            after = seq;
+            seen.push(r);
+        }
+    }
+    writer.await.unwrap();
+    let want: Vec<String> = (0..50).map(|i| format!("{{\"i\":{i}}}")).collect();
+    assert_eq!(seen, want, "each once, in upload order");
+    assert_eq!(f.a.run("r1").await.unwrap().unwrap().records, 50);
+}
+
+/// PostgreSQL only: what SQLite, used by one process, has no use for.
+mod postgres_only {
+    use super::*;
+    use std::time::Duration;
+
+    async fn wait_for(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Change>, want: Change) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while rx.recv().await != Some(want) {}
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {want:?} wake-up within 5 s"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_is_woken_when_another_queues_work_or_records() {
+        let Some(f) = pg_fixture("wake").await else {
+            return;
+        };
+        with_agents(&*f.a).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let b = f.b.clone();
+        let listener = tokio::spawn(async move {
+            let send = move |c: Change| {
+                let _ = tx.send(c);
+            };
+            b.listen(&send).await
+        });
+        // The wake-ups of a start (what changed while it was not listening).
+        let mut first = vec![
+            tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+            rx.recv().await.unwrap(),
+        ];
+        first.sort_by_key(|c| *c == Change::Run);
+        assert_eq!(first, [Change::Queue, Change::Run]);
+        let next = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Change>| {
+            let mut got = Vec::new();
+            while let Ok(c) = rx.try_recv() {
+                got.push(c);
+            }
+            got
+        };
+        // Nothing changed: nothing wakes.
+        f.a.touch_agent("a1", 5).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(next(&mut rx), []);
+        // Work queued on replica a wakes replica b's long polls.
+        f.a.create_run(&run("r1", 1)).await.unwrap();
+        wait_for(&mut rx, Change::Queue).await;
+        f.a.lease_next("edge", "a1", 10, 100)
+            .await
+            .unwrap()
+            .unwrap();
+        wait_for(&mut rx, Change::Run).await;
+        // A renewal is not news.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = next(&mut rx);
+        f.a.renew("a1", &["r1".into()], 20, 100).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(next(&mut rx), []);
+        let recs = vec![("k".to_string(), "{}".to_string())];
+        f.a.add_records("r1", "a1", &recs, 30).await.unwrap();
+        wait_for(&mut rx, Change::Run).await;
+        // A revocation wakes long polls (the revoked agent is refused at once).
+        f.a.revoke_agent("edge", "a2", 40).await.unwrap();
+        wait_for(&mut rx, Change::Queue).await;
+        listener.abort();
+        f.done().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_starting_together_migrate_once() {
+        let Some(url) = test_pg_url("migrate") else {
+            return;
+        };
+        let schema = test_schema("migrate");
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let (u, s) = (url.clone(), schema.clone());
+                tokio::spawn(async move { PgStore::connect_schema(&u, &s).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for s in starts {
+            stores.push(s.await.unwrap().expect("every replica starts"));
+        }
+        stores[0].create_site("edge", "h", 0).await.unwrap();
+        assert_eq!(stores[3].sites().await.unwrap().len(), 1);
+        // And again later: nothing to do.
+        let again = PgStore::connect_schema(&url, &schema).await.unwrap();
+        assert_eq!(again.sites().await.unwrap().len(), 1);
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let h = tokio::spawn(conn);
+        let n: i64 = c
+            .query_one(
+                &format!("SELECT COUNT(*) FROM \"{schema}\".vacsine_migrations"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, pg::MIGRATION_COUNT as i64);
+        drop(c);
+        let _ = h.await;
+        drop((stores, again));
+        drop_schema(&url, &schema).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_nonce_is_taken_once_across_replicas_until_its_time_is_over() {
+        let Some(f) = pg_fixture("nonce").await else {
+            return;
+        };
+        assert!(f.a.first_use("n1", 0, 1000).await.unwrap());
+        assert!(!f.b.first_use("n1", 10, 1010).await.unwrap(), "a replay");
+        assert!(!f.a.first_use("n1", 20, 1020).await.unwrap());
+        assert!(f.b.first_use("n2", 20, 1020).await.unwrap());
+        // The sweep forgets nonces past their time (their envelopes are stale by then)...
+        f.a.expire_leases(1005).await.unwrap();
+        assert!(f.a.first_use("n1", 1006, 2006).await.unwrap());
+        assert!(!f.a.first_use("n2", 1006, 2006).await.unwrap());
+        // ...and one past its time is taken again even before a sweep.
+        assert!(f.b.first_use("n2", 1021, 2021).await.unwrap());
+        f.done().await;
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_or_an_unreachable_server_is_a_clear_error_without_the_password() {
+        let e = PgStore::connect("postgres://u:hunter2@127.0.0.1:1/db")
+            .await
+            .err()
+            .expect("nothing listens on port 1");
+        let m = e.to_string();
+        assert!(!m.contains("hunter2"), "{m}");
+        assert!(m.contains("PostgreSQL"), "{m}");
+        let e = PgStore::connect("postgres://u:hunter2@h:notaport/db")
+            .await
+            .err()
+            .unwrap();
+        let m = e.to_string();
+        assert!(!m.contains("hunter2") && m.contains("u:***@h"), "{m}");
+        let e = PgStore::connect_schema("postgres://h/d", "Bad-Name")
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("lowercase"), "{e}");
+    }
+}
+
+/// Benchmark, not a test (run on demand, asserts nothing): dispatch + confirm throughput, the
+/// store's share of one orchestrated step (lease a run, add its record, finish it), on SQLite
+/// and on PostgreSQL (when `VACSINE_TEST_PG` is set) in the same run, with 1, 8 and 32 agents
+/// asking at once. Prints a table of medians over 3 rounds and the ratios.
+///
+/// `cargo test --workspace --lib -- --ignored --nocapture bench_dispatch_confirm`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run on demand"]
+async fn bench_dispatch_confirm() {
+    const STEPS: usize = 1000;
+    const ROUNDS: usize = 3;
+    // Agents asking at once (an orchestrator serves many).
+    const WORKERS: [usize; 3] = [1, 8, 32];
+    /// `workers` agents, alternately on each replica (`a`, `b`), empty the queue.
+    async fn round(f: &Fixture, round: usize, workers: usize) -> f64 {
+        for i in 0..STEPS {
+            f.a.create_run(&run(&format!("b{round}-{i:05}"), i as i64))
+                .await
+                .unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            let s = if w % 2 == 0 { f.a.clone() } else { f.b.clone() };
+            let agent = if w % 2 == 0 { "a1" } else { "a2" };
+            tasks.push(tokio::spawn(async move {
+                while let Some(r) = s.lease_next("edge", agent, 10, 60_000).await.unwrap() {
+                    let rec = vec![(
+                        "step/1/local".to_string(),
+                        r#"{"step_id":"step","status":"succeeded"}"#.to_string(),
+                    )];
+                    assert_eq!(
+                        s.add_records(&r.id, agent, &rec, 11).await.unwrap().stored,
+                        1
+                    );
+                    assert!(s
+                        .finish_run(&r.id, agent, "succeeded", None, 12)
+                        .await
+                        .unwrap());
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        STEPS as f64 / t0.elapsed().as_secs_f64()
+    }
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+    let mut rows: Vec<(&str, usize, f64)> = Vec::new();
+    for workers in WORKERS {
+        let f = sqlite_fixture();
+        with_agents(&*f.a).await;
+        let mut v = Vec::new();
+        for r in 0..ROUNDS {
+            v.push(round(&f, r, workers).await);
+        }
+        rows.push(("sqlite", workers, median(v)));
+        f.done().await;
+        if let Some(f) = pg_fixture("bench").await {
+            with_agents(&*f.a).await;
+            let mut v = Vec::new();
+            for r in 0..ROUNDS {
+                v.push(round(&f, r, workers).await);
+            }
+            rows.push(("postgres", workers, median(v)));
+            f.done().await;
+        }
+    }
+    println!(
+        "\ndispatch + confirm (lease, one record, finish), {STEPS} steps x {ROUNDS} rounds, median"
+    );
+    println!("{:<10} {:>8} {:>12}", "store", "workers", "steps/s");
+    for (s, w, r) in &rows {
+        println!("{s:<10} {w:>8} {r:>12.0}");
+    }
+    for workers in WORKERS {
+        let get = |n: &str| {
+            rows.iter()
+                .find(|r| r.0 == n && r.1 == workers)
+                .map(|r| r.2)
+        };
+        if let (Some(sq), Some(pg)) = (get("sqlite"), get("postgres")) {
+            println!("postgres / sqlite with {workers} worker(s): {:.2}", pg / sq);
+        }
+    }
+}
