@@ -675,16 +675,18 @@ pub async fn up_flavor(docker: &Docker, flavor: Flavor) -> Result<(), DockerErro
             .await
             .map_err(|e| DockerError::api("start container", &name, e))?;
     }
-    // Wait for the services (the web server starts after a delay) so the first check sees a settled site.
-    let daemons: &[(&str, &str)] = match flavor {
+    // Wait for the services (the web server starts after a delay) so the first check sees a
+    // settled site: the daemon running and its socket listening (on a loaded machine a daemon
+    // binds its port a while after it starts).
+    let daemons: &[(&str, &str, u16)] = match flavor {
         Flavor::Debian => &[
-            ("web", "nginx"),
-            ("legacy", "inetutils-inetd"),
-            ("ssh", "sshd"),
+            ("web", "nginx", 80),
+            ("legacy", "inetutils-inetd", 23),
+            ("ssh", "sshd", 22),
         ],
-        Flavor::Busybox => &[("web", "httpd"), ("legacy", "telnetd")],
+        Flavor::Busybox => &[("web", "httpd", 80), ("legacy", "telnetd", 23)],
     };
-    for &(role, daemon) in daemons {
+    for &(role, daemon, port) in daemons {
         let node = crate::DockerNode::new(
             docker.clone(),
             vacsine_core::target::ResolvedNode {
@@ -718,8 +720,36 @@ pub async fn up_flavor(docker: &Docker, flavor: Flavor) -> Result<(), DockerErro
                 ),
             });
         }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !listening(pid, port) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(DockerError::Api {
+                    op: "start service in".into(),
+                    object: container_name(role),
+                    detail: format!(
+                        "{daemon} runs but does not listen on TCP port {port} after 30 s (see `docker logs {}`)",
+                        container_name(role)
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     Ok(())
+}
+
+/// Whether a TCP socket listens on `port` in the network namespace of process `pid` (read
+/// from the host's `/proc/<pid>/net/tcp{,6}`).
+fn listening(pid: i64, port: u16) -> bool {
+    [("tcp", false), ("tcp6", true)].iter().any(|(t, v6)| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{t}"))
+            .ok()
+            .and_then(|text| {
+                vacsine_core::procnet::parse_table(&text, vacsine_core::policy::Protocol::Tcp, *v6)
+                    .ok()
+            })
+            .is_some_and(|l| l.iter().any(|l| l.port == port))
+    })
 }
 
 /// Remove the demo site's containers and network (sandbox clones are left to
