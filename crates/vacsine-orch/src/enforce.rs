@@ -143,3 +143,82 @@ pub trait EnforceRunner: Send + Sync {
         cancel: vacsine_engine::CancelToken,
     ) -> anyhow::Result<EnforceOutcome>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(policy: Value, catalog: Vec<Value>) -> Job {
+        Job {
+            workflow: Value::Null,
+            catalog,
+            inputs: Default::default(),
+            enforce: Some(EnforceJob {
+                policy,
+                target: json!({"apiVersion": "vacsine.io/v1", "kind": "Target",
+                    "metadata": {"name": "t"},
+                    "spec": {"driver": "docker", "nodes": [{"name": "n", "container": "c", "roles": ["server"]}]}}),
+                options: Default::default(),
+            }),
+        }
+    }
+
+    fn policy(uses: &str) -> Value {
+        json!({"apiVersion": "vacsine.io/v1", "kind": "Policy", "metadata": {"name": "p"},
+            "spec": {"requirements": [{"id": "r", "title": "t", "severity": "low",
+                "nodes": {"roles": ["server"]},
+                "check": {"file": {"path": "/etc/x", "maxMode": "0640"}},
+                "fixes": [{"uses": uses, "with": {"path": "/etc/x", "mode": "0640"}}]}]}})
+    }
+
+    fn chmod() -> Value {
+        json!({"apiVersion": "vacsine.io/v1", "kind": "Workflow", "metadata": {"name": "fix"},
+            "spec": {"inputs": {"path": {"type": "string"}, "mode": {"type": "string"}},
+                "steps": [{"id": "chmod", "uses": "file",
+                    "with": {"path": "{{ inputs.path }}", "mode": "{{ inputs.mode }}"}}]}})
+    }
+
+    #[test]
+    fn a_sound_enforce_job_passes_and_is_named_after_its_policy() {
+        let j = job(policy("fix"), vec![chmod()]);
+        check_job(&j).unwrap();
+        assert_eq!(job_title(&j), "enforce/p");
+        let d = decode(j.enforce.as_ref().unwrap(), &j.catalog).unwrap();
+        assert_eq!(d.policy.spec.requirements.len(), 1);
+        assert_eq!(d.catalog.len(), 1);
+    }
+
+    #[test]
+    fn a_bad_enforce_job_is_refused_with_the_document_at_fault() {
+        for (j, want) in [
+            (job(policy("missing"), vec![chmod()]), "policy `p`"),
+            (
+                job(json!({"kind": "Policy"}), vec![chmod()]),
+                "not a valid Policy",
+            ),
+            (
+                job(policy("fix"), vec![json!({"kind": 1})]),
+                "catalog workflow #0",
+            ),
+            (job(policy("fix"), vec![chmod(), chmod()]), "twice"),
+            (
+                Job {
+                    workflow: json!({"metadata": {"name": "w"}}),
+                    ..job(policy("fix"), vec![chmod()])
+                },
+                "not both",
+            ),
+            (
+                Job {
+                    enforce: None,
+                    ..job(policy("fix"), vec![])
+                },
+                "no workflow",
+            ),
+        ] {
+            let e = check_job(&j).unwrap_err();
+            assert!(e.contains(want), "{e} (wanted {want})");
+        }
+    }
+}

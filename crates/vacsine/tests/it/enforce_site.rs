@@ -318,6 +318,66 @@ fn enforce_at_a_site_runs_the_pipeline_there_and_brings_the_report_back() {
         human.contains("secret-mode") && human.contains("compliant"),
         "{human}"
     );
+
+    a_rejected_fix_fails_the_run_with_its_verdict(&o, d.path(), &n, &target);
+}
+
+/// A fix that cannot work is rejected in the sandbox: the run fails with the verdict as its
+/// message, the CLI exits 2 as a local enforce does, and the target is untouched.
+fn a_rejected_fix_fails_the_run_with_its_verdict(o: &Orch, dir: &Path, n: &OwnNode, target: &str) {
+    docker(&["exec", &n.node(), "chmod", "0666", "/etc/es-secret"]);
+    let policy = write(
+        dir,
+        "wrong-fix.yaml",
+        &format!(
+            r#"apiVersion: vacsine.io/v1
+kind: Policy
+metadata: {{name: wrong-fix}}
+spec:
+  catalog: [{catalog}]
+  requirements:
+    - id: secret-mode
+      title: The secret is not world readable
+      severity: high
+      nodes: {{roles: [server]}}
+      check: {{file: {{path: /etc/es-secret, maxMode: "0640"}}}}
+      fixes:
+        - {{uses: fix-permissions, with: {{path: /etc/es-secret, mode: "0644"}}}}
+"#,
+            catalog = root().join("catalog").display()
+        ),
+    );
+    let out = o.cli(&[
+        "enforce",
+        "--site",
+        "edge-enf",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--target",
+        target,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(report["verdict"], "rejected_in_sandbox", "{report:#}");
+    let run = o.status()["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["workflow"] == "enforce/wrong-fix")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (run["status"].as_str(), run["message"].as_str()),
+        (Some("failed"), Some("rejected_in_sandbox"))
+    );
+    assert_eq!(
+        docker(&["exec", &n.node(), "stat", "-c", "%a", "/etc/es-secret"]),
+        "666",
+        "the target is untouched"
+    );
 }
 
 /// `GET /v1/runs/{id}/report` as an operator.
