@@ -244,16 +244,16 @@ fn enforce_at_a_site_runs_the_pipeline_there_and_brings_the_report_back() {
         "640"
     );
     // No sandbox left behind.
+    let sbx = report["sandbox"]["id"].as_str().unwrap();
     assert_eq!(
         docker(&[
             "ps",
-            "-a",
+            "-aq",
             "--filter",
-            &format!("name={}", n.prefix),
-            "--format",
-            "{{.Names}}"
+            &format!("label={}={sbx}", vacsine_docker::SANDBOX_LABEL),
         ]),
-        n.node()
+        "",
+        "sandbox {sbx} left behind"
     );
 
     // The run: succeeded with its verdict, each step record once, the same as the report's.
