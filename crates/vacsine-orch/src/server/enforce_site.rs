@@ -2,9 +2,9 @@
 //! enforce run is kept with the run, and operators fetch it.
 
 use super::{run_view, ApiError, ApiResult, Srv};
+use crate::now_ms;
 use crate::proto;
 use crate::store::AgentRow;
-use crate::{now_ms, rfc3339};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -62,10 +62,7 @@ pub(super) async fn run_report(
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            format!(
-                "the report kept for run `{id}` (at {}) is not JSON: {e}",
-                rfc3339(now_ms())
-            ),
+            format!("the report kept for run `{id}` is not JSON: {e}"),
         )
     })?;
     Ok(Json(proto::RunReportView {
