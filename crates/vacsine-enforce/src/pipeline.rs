@@ -59,6 +59,9 @@ pub struct EnforceOptions {
     pub hook: Option<Hook>,
     /// Receives the sandbox id as soon as it exists, so a Ctrl-C handler can remove it.
     pub sandbox_slot: Option<Arc<Mutex<Option<String>>>>,
+    /// Receives the engine's events of every run the pipeline makes (sandbox and target), so
+    /// a caller can forward each step record as soon as it is journaled (the site agent).
+    pub steps: Option<vacsine_engine::ProgressFn>,
 }
 
 /// Default of [`EnforceOptions::fidelity_deadline`].
@@ -587,7 +590,7 @@ async fn in_sandbox(
         default_node: None,
         target_name: name.to_string(),
         labels: target.metadata.labels.clone(),
-        progress: None,
+        progress: opts.steps.clone(),
         observer: None,
         cancel: Default::default(),
     };

@@ -21,6 +21,8 @@ use vacsine_core::workflow::Workflow;
 use vacsine_engine::{CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, RunRequest};
 use vacsine_wire::{KeyPair, PublicKey};
 
+mod enforce_job;
+
 pub struct AgentConfig {
     /// One URL, or several replicas separated by commas (tried in order when one is down).
     pub orchestrator: String,
@@ -28,6 +30,9 @@ pub struct AgentConfig {
     pub name: String,
     pub pin: String,
     pub data: PathBuf,
+    /// Runs enforce jobs (`vacsine enforce --site`); without it they fail with a clear
+    /// message.
+    pub enforcer: Option<Arc<dyn crate::enforce::EnforceRunner>>,
 }
 
 /// The agent's identity, `agent.json` in its data folder (0600).
@@ -200,6 +205,8 @@ struct Shared {
     active: Active,
     renew_every_ms: AtomicI64,
     fatal: watch::Sender<Option<String>>,
+    enforcer: Option<Arc<dyn crate::enforce::EnforceRunner>>,
+    journal_path: PathBuf,
 }
 
 /// Run the agent until it is revoked or the process ends.
@@ -230,6 +237,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         active: Arc::default(),
         renew_every_ms: AtomicI64::new(5_000),
         fatal,
+        enforcer: cfg.enforcer.clone(),
+        journal_path: cfg.data.join("journal.db"),
     });
     println!(
         "vacsine agent {} ({}) of site {} → {}",
@@ -387,23 +396,18 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
         a.insert(w.run_id.clone(), cancel.clone());
     }
     eprintln!("run {}: started", w.run_id);
-    let (status, message) = match run_job(sh, &w, cancel).await {
-        Ok(report) => {
-            forward(sh, &w.run_id, &report.run_id);
-            let st = match report.status {
-                vacsine_engine::RunStatus::Succeeded => "succeeded",
-                vacsine_engine::RunStatus::Cancelled => "cancelled",
-                _ => "failed",
-            };
-            (st, report.message)
-        }
-        Err(e) => ("failed", Some(format!("{e:#}"))),
+    let (status, message, report) = if w.job.enforce.is_some() {
+        enforce_job::run(sh, &w, cancel).await
+    } else {
+        let (st, m) = run_workflow_job(sh, &w, cancel).await;
+        (st, m, None)
     };
     eprintln!("run {}: {status}", w.run_id);
     let fin = proto::FinishRequest {
         run_id: w.run_id.clone(),
         status: status.into(),
         message,
+        report,
     };
     let body = serde_json::to_string(&fin).unwrap_or_default();
     if let Err(e) = sh
@@ -415,6 +419,25 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
     sh.kick.notify_one();
     if let Ok(mut a) = sh.active.lock() {
         a.remove(&w.run_id);
+    }
+}
+
+async fn run_workflow_job(
+    sh: &Arc<Shared>,
+    w: &Work,
+    cancel: CancelToken,
+) -> (&'static str, Option<String>) {
+    match run_job(sh, w, cancel).await {
+        Ok(report) => {
+            forward(sh, &w.run_id, &report.run_id);
+            let st = match report.status {
+                vacsine_engine::RunStatus::Succeeded => "succeeded",
+                vacsine_engine::RunStatus::Cancelled => "cancelled",
+                _ => "failed",
+            };
+            (st, report.message)
+        }
+        Err(e) => ("failed", Some(format!("{e:#}"))),
     }
 }
 

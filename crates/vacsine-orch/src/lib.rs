@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod enforce;
 pub mod files;
 pub mod preflight;
 pub mod proto;

@@ -42,6 +42,7 @@ impl Modify for OperatorAuth {
         super::submit_run,
         super::list_runs,
         super::run_records,
+        super::enforce_site::run_report,
         super::status_view,
     ),
     components(schemas(
@@ -55,6 +56,8 @@ impl Modify for OperatorAuth {
         proto::RecordsResponse,
         proto::FinishRequest,
         proto::FinishResponse,
+        proto::EnforceJob,
+        proto::EnforceJobOptions,
     )),
     modifiers(&OperatorAuth),
     tags(
@@ -86,6 +89,7 @@ mod tests {
             "/v1/sites/{name}/revoke",
             proto::OP_RUNS,
             "/v1/runs/{id}",
+            "/v1/runs/{id}/report",
             proto::OP_STATUS,
         ];
         want.sort();
@@ -103,6 +107,8 @@ mod tests {
             "PollRequest",
             "ErrorBody",
             "SubmitRun",
+            "RunReportView",
+            "EnforceJob",
         ] {
             assert!(
                 json["components"]["schemas"][schema].is_object(),

@@ -72,14 +72,40 @@ pub struct Work {
 }
 
 /// What an operator submits: a workflow (kind: Workflow, as JSON), the catalog workflows it
-/// may call, input values (strings are typed by the engine from the declarations).
+/// may call, input values (strings are typed by the engine from the declarations); or, with
+/// `enforce`, a policy to enforce on a target of the site (then `workflow` is null and
+/// `catalog` holds the fixes the policy may use).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
+    #[serde(default)]
     pub workflow: Value,
     #[serde(default)]
     pub catalog: Vec<Value>,
     #[serde(default)]
     pub inputs: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce: Option<EnforceJob>,
+}
+
+/// Job 1 at a site (`vacsine enforce --site`): the agent resolves the target with its own
+/// driver and runs the whole pipeline (sandbox, verify, apply, verify, roll back).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EnforceJob {
+    /// The policy (kind: Policy, as JSON; SCAP imports already expanded).
+    pub policy: Value,
+    /// The target system description (kind: Target, as JSON).
+    pub target: Value,
+    #[serde(default)]
+    pub options: EnforceJobOptions,
+}
+
+/// The switches of `vacsine enforce` that travel with the job.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EnforceJobOptions {
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default)]
+    pub require_persistent: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -118,6 +144,9 @@ pub struct FinishRequest {
     pub status: String,
     #[serde(default)]
     pub message: Option<String>,
+    /// The report of an enforce job (JSON), stored with the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -215,6 +244,15 @@ pub struct StatusView {
     pub sites: Vec<SiteView>,
     pub agents: Vec<AgentView>,
     pub runs: Vec<RunView>,
+}
+
+/// `GET /v1/runs/{id}/report`: the run and the report its agent sent (enforce runs).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunReportView {
+    pub run: RunView,
+    /// The enforce report (`vacsine enforce --format json`'s document).
+    #[schema(value_type = Object)]
+    pub report: Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -20,6 +20,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, WireError};
 
+mod enforce_site;
+
 /// Longest long poll an agent may ask for.
 pub const MAX_WAIT_MS: u64 = 25_000;
 /// An agent not seen for this long is shown offline.
@@ -241,6 +243,7 @@ fn router(srv: Arc<Srv>) -> Router {
         .route("/v1/sites/{name}/revoke", post(revoke))
         .route(proto::OP_RUNS, post(submit_run).get(list_runs))
         .route("/v1/runs/{id}", get(run_records))
+        .route("/v1/runs/{id}/report", get(enforce_site::run_report))
         .route(proto::OP_STATUS, get(status_view))
         .route(OPENAPI_PATH, get(openapi_json))
         .with_state(srv)
@@ -589,6 +592,7 @@ impl Srv {
                         r.status
                     )));
                 }
+                self.keep_report(&agent, &r).await?;
                 let accepted = self
                     .store
                     .finish_run(
@@ -860,16 +864,8 @@ async fn submit_run(
         }
         Some(_) => {}
     }
-    let workflow = r
-        .job
-        .workflow
-        .pointer("/metadata/name")
-        .and_then(|v| {
-            v.as_str()
-                .or_else(|| v.pointer("/value").and_then(|x| x.as_str()))
-        })
-        .unwrap_or("?")
-        .to_string();
+    crate::enforce::check_job(&r.job).map_err(ApiError::bad)?;
+    let workflow = crate::enforce::job_title(&r.job);
     let id = uuid::Uuid::new_v4().to_string();
     let row = RunRow {
         id: id.clone(),

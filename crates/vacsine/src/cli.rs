@@ -155,6 +155,17 @@ pub enum Command {
         /// not survive a restart of its sandbox clone; without it that is a warning.
         #[arg(long)]
         require_persistent: bool,
+        /// Enforce at this site, by its agent, through the orchestrator: the files are checked
+        /// here, the site's agent resolves the target with its own driver and runs the whole
+        /// pipeline there, and the report comes back.
+        #[arg(long, conflicts_with_all = ["scap", "keep_sandbox"])]
+        site: Option<String>,
+        /// With --site: print the run id and return instead of following the run (its report:
+        /// `GET /v1/runs/{id}/report`).
+        #[arg(long, requires = "site")]
+        detach: bool,
+        #[command(flatten)]
+        conn: OperatorConn,
     },
     /// List or garbage-collect sandboxes.
     Sandbox {

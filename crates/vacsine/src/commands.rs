@@ -98,9 +98,29 @@ pub async fn dispatch(cli: Cli) -> i32 {
             io,
             report,
             format,
+            force,
+            require_persistent,
+            site: Some(site),
+            detach,
+            conn,
+            ..
+        } => {
+            let at = crate::siteenforce::AtSite {
+                site,
+                detach,
+                force,
+                require_persistent,
+            };
+            crate::siteenforce::enforce_at_site(&io, &at, report.as_deref(), format, &conn).await
+        }
+        Command::Enforce {
+            io,
+            report,
+            format,
             keep_sandbox,
             force,
             require_persistent,
+            ..
         } => {
             let flags = EnforceFlags {
                 keep_sandbox,
@@ -826,20 +846,7 @@ async fn run_enforce(
             let id = slot.lock().ok().and_then(|s| s.clone());
             eprintln!("interrupted{}", id.as_ref().map(|i| format!(": removing sandbox {i}")).unwrap_or_default());
             if let Some(id) = id {
-                // Requests in flight when the clone was interrupted (a commit, a create)
-                // can still complete on the backend: sweep until two passes find nothing.
-                let mut quiet = 0;
-                for _ in 0..20 {
-                    match driver.teardown(&id).await {
-                        Ok(removed) if removed.is_empty() => quiet += 1,
-                        Err(e) if *e.kind() == DriverErrorKind::Unreachable => break,
-                        _ => quiet = 0,
-                    }
-                    if quiet >= 2 {
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
+                sweep_sandbox(driver.as_ref(), &id).await;
             }
             return Ok(130);
         }
@@ -849,6 +856,16 @@ async fn run_enforce(
         vacsine_enforce::EnforceError::Driver(d) => site_error(inputs, d),
         _ => miette::miette!("{e}"),
     })?;
+    show_enforce_report(&rep, policy_path, report_path, format)
+}
+
+/// Print an enforce report as `format` (and write it to `report_path`); its exit code.
+pub(crate) fn show_enforce_report(
+    rep: &vacsine_enforce::Report,
+    policy_path: &Path,
+    report_path: Option<&Path>,
+    format: Format,
+) -> miette::Result<i32> {
     if let Some(path) = report_path {
         write_atomic(
             path,
@@ -856,18 +873,36 @@ async fn run_enforce(
         )?;
     }
     match format {
-        Format::Human => print(&report::enforce_human(&rep)),
-        Format::Json => print_json(&rep),
-        Format::Junit => print(&report::enforce_junit(&rep)),
+        Format::Human => print(&report::enforce_human(rep)),
+        Format::Json => print_json(rep),
+        Format::Junit => print(&report::enforce_junit(rep)),
         Format::Sarif => print_json(&report::enforce_sarif(
             &policy_path.display().to_string(),
-            &rep,
+            rep,
         )),
     }
     if let (Some(p), Format::Human) = (report_path, format) {
         print(&format!("Report written to {}\n", p.display()));
     }
     Ok(rep.exit_code())
+}
+
+/// Remove sandbox `id` of an interrupted enforce. Requests in flight when the clone was
+/// interrupted (a commit, a create) can still complete on the backend: sweep until two passes
+/// find nothing.
+pub(crate) async fn sweep_sandbox(driver: &dyn vacsine_core::driver::Driver, id: &str) {
+    let mut quiet = 0;
+    for _ in 0..20 {
+        match driver.teardown(id).await {
+            Ok(removed) if removed.is_empty() => quiet += 1,
+            Err(e) if *e.kind() == DriverErrorKind::Unreachable => break,
+            _ => quiet = 0,
+        }
+        if quiet >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Write a file through a temporary sibling and a rename: never half-written.

@@ -11,6 +11,7 @@ mod progress;
 mod runcmd;
 mod scapcmd;
 mod scapdocs;
+mod siteenforce;
 mod watch;
 
 use clap::Parser;

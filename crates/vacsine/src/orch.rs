@@ -76,6 +76,7 @@ pub async fn agent(
         pin: need(pin, "--pin")?,
         intake_key,
         data,
+        enforcer: Some(std::sync::Arc::new(crate::siteenforce::SiteEnforcer)),
     };
     vacsine_orch::agent::run(cfg)
         .await
@@ -106,7 +107,7 @@ pub async fn preflight(
     }
 }
 
-fn client(conn: &OperatorConn) -> miette::Result<OperatorClient> {
+pub(crate) fn client(conn: &OperatorConn) -> miette::Result<OperatorClient> {
     let cfg = match (&conn.url, &conn.pin, &conn.token) {
         (Some(url), Some(pin), Some(token)) => proto::OperatorConfig {
             url: url.clone(),
@@ -327,7 +328,7 @@ pub async fn logs(conn: &OperatorConn, id: &str, format: SimpleFormat) -> miette
     Ok(EXIT_OK)
 }
 
-fn print_record(out: &mut impl Write, r: &vacsine_core::record::StepRecord) {
+pub(crate) fn print_record(out: &mut impl Write, r: &vacsine_core::record::StepRecord) {
     let _ = writeln!(
         out,
         "{}  {:<24} {:<10} {:<12} {:>9}  {}{}",
@@ -406,6 +407,7 @@ pub async fn run_at_site(
                     workflow: to_json(&wf.doc)?,
                     catalog: catalog_json,
                     inputs: inputs_map,
+                    enforce: None,
                 },
             },
         )

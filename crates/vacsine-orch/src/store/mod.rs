@@ -200,6 +200,11 @@ pub trait Store: Send + Sync {
         message: Option<&str>,
         now: i64,
     ) -> Result<bool>;
+    /// Keep the report `agent` made of `run` (an enforce job), while it holds the run's lease
+    /// (a report sent again replaces the first). Returns false when it no longer holds it.
+    async fn set_report(&self, run: &str, agent: &str, report: &str, now: i64) -> Result<bool>;
+    /// The report kept with `run`, if any.
+    async fn report(&self, run: &str) -> Result<Option<String>>;
     /// Remember the nonce of a sealed request that opened, until `keep_until`; false when a
     /// process sharing the store saw it already: a replay sent to another replica (each
     /// process also refuses replays it saw itself). A store one process uses has nothing to

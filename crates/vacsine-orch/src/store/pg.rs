@@ -99,6 +99,17 @@ CREATE TABLE nonces (
 CREATE INDEX nonces_keep ON nonces(keep_until_ms);
 "#,
     ),
+    (
+        3,
+        r#"
+-- The reports of enforce runs (`vacsine enforce --site`), as their agents sent them.
+CREATE TABLE run_reports (
+  run_id TEXT PRIMARY KEY REFERENCES runs(id),
+  report TEXT NOT NULL,
+  received_ms BIGINT NOT NULL
+);
+"#,
+    ),
 ];
 
 /// The schema used when none is given.
@@ -778,6 +789,27 @@ impl Store for PgStore {
             self.notify(&c, News::Run).await;
         }
         Ok(taken)
+    }
+
+    async fn set_report(&self, run: &str, agent: &str, report: &str, now: i64) -> Result<bool> {
+        let c = self.pool.get().await?;
+        // One statement: the report is kept only while the agent holds the run.
+        let st = c
+            .prepare_cached(
+                "INSERT INTO run_reports (run_id, report, received_ms)
+                 SELECT id, $3, $4 FROM runs WHERE id = $1 AND agent_id = $2 AND status = 'running'
+                 ON CONFLICT (run_id) DO UPDATE SET report = EXCLUDED.report, received_ms = EXCLUDED.received_ms",
+            )
+            .await?;
+        Ok(c.execute(&st, &[&run, &agent, &report, &now]).await? == 1)
+    }
+
+    async fn report(&self, run: &str) -> Result<Option<String>> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached("SELECT report FROM run_reports WHERE run_id = $1")
+            .await?;
+        Ok(c.query_opt(&st, &[&run]).await?.map(|r| r.get(0)))
     }
 
     async fn first_use(&self, nonce: &str, now: i64, keep_until: i64) -> Result<bool> {

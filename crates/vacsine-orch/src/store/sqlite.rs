@@ -51,6 +51,16 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_run ON records(run_id, seq);
 ";
 
+/// Added after the first schema (stores made before it get it at their next start): the
+/// reports of enforce runs.
+const REPORTS: &str = "
+CREATE TABLE IF NOT EXISTS run_reports (
+  run_id TEXT PRIMARY KEY REFERENCES runs(id),
+  report TEXT NOT NULL,
+  received_ms INTEGER NOT NULL
+);
+";
+
 pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
@@ -108,6 +118,7 @@ impl SqliteStore {
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(REPORTS)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -493,6 +504,37 @@ impl Store for SqliteStore {
                 params![run, agent, status, message, now],
             )?;
             Ok(n == 1)
+        })
+    }
+
+    async fn set_report(&self, run: &str, agent: &str, report: &str, now: i64) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let held: bool = tx.query_row(
+                "SELECT COUNT(*) > 0 FROM runs WHERE id = ?1 AND agent_id = ?2 AND status = 'running'",
+                params![run, agent],
+                |r| r.get(0),
+            )?;
+            if held {
+                tx.execute(
+                    "INSERT INTO run_reports (run_id, report, received_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (run_id) DO UPDATE SET report = excluded.report, received_ms = excluded.received_ms",
+                    params![run, report, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(held)
+        })
+    }
+
+    async fn report(&self, run: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT report FROM run_reports WHERE run_id = ?1",
+                [run],
+                |r| r.get(0),
+            )
+            .optional()?)
         })
     }
 }

@@ -128,6 +128,7 @@ suite!(
     two_replicas_asking_at_once_never_lease_one_run_twice,
     sweeps_on_two_replicas_handle_each_expired_lease_once,
     records_follow_in_order_and_a_reader_resuming_misses_none,
+    a_report_is_kept_only_from_the_agent_holding_the_run,
 );
 
 async fn with_agents(s: &dyn Store) {
@@ -248,6 +249,36 @@ async fn records_are_stored_once_per_key_and_only_from_the_runs_agent(f: &Fixtur
         .await
         .unwrap());
     assert_eq!(s.run("r1").await.unwrap().unwrap().records, 2);
+}
+
+async fn a_report_is_kept_only_from_the_agent_holding_the_run(f: &Fixture) {
+    let s = &*f.a;
+    with_agents(s).await;
+    s.create_run(&run("r1", 1)).await.unwrap();
+    assert!(
+        !s.set_report("r1", "a1", "{}", 5).await.unwrap(),
+        "queued: nobody holds it"
+    );
+    s.lease_next("edge", "a1", 10, 100).await.unwrap().unwrap();
+    assert!(!s.set_report("r1", "a2", "{\"x\":0}", 11).await.unwrap());
+    assert!(s.report("r1").await.unwrap().is_none());
+    assert!(s.set_report("r1", "a1", "{\"x\":1}", 12).await.unwrap());
+    // Sent again (an upload retried): the last one is kept, once; another replica sees it.
+    assert!(s.set_report("r1", "a1", "{\"x\":2}", 13).await.unwrap());
+    assert_eq!(
+        f.b.report("r1").await.unwrap().as_deref(),
+        Some("{\"x\":2}")
+    );
+    assert!(s
+        .finish_run("r1", "a1", "succeeded", None, 20)
+        .await
+        .unwrap());
+    assert!(
+        !s.set_report("r1", "a1", "{\"x\":3}", 21).await.unwrap(),
+        "finished: the report is final"
+    );
+    assert_eq!(s.report("r1").await.unwrap().as_deref(), Some("{\"x\":2}"));
+    assert!(s.report("nope").await.unwrap().is_none());
 }
 
 async fn revoking_a_site_revokes_its_agents_and_its_intake_key(f: &Fixture) {

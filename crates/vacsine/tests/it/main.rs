@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod enforce_site;
 mod nft_dry_run;
 mod orchestrator;
 mod scap;

@@ -9,16 +9,16 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
 
-struct Orch {
+pub(crate) struct Orch {
     child: Child,
-    data: PathBuf,
-    url: String,
-    pin: String,
+    pub(crate) data: PathBuf,
+    pub(crate) url: String,
+    pub(crate) pin: String,
 }
 
 impl Orch {
     /// Start an orchestrator on `listen` with its data in `data`; wait until it answers.
-    fn start(data: &Path, listen: &str, lease_ttl_ms: u64) -> Orch {
+    pub(crate) fn start(data: &Path, listen: &str, lease_ttl_ms: u64) -> Orch {
         Orch::launch(data, listen, lease_ttl_ms, &[], None)
     }
 
@@ -88,7 +88,7 @@ impl Orch {
 
     /// The CLI, talking to this orchestrator (pin and token from the data folder, which
     /// replicas share).
-    fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
             .arg("--orchestrator-data")
@@ -99,18 +99,18 @@ impl Orch {
             .expect("run vacsine")
     }
 
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let o = self.cli(args);
         assert!(o.status.success(), "{args:?}: {}", text(&o));
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&o)))
     }
 
-    fn site(&self, name: &str) -> String {
+    pub(crate) fn site(&self, name: &str) -> String {
         let v = self.json(&["site", "create", name, "--format", "json"]);
         v["intake_key"].as_str().unwrap().to_string()
     }
 
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         self.json(&["status", "--format", "json"])
     }
 
@@ -136,13 +136,13 @@ impl Drop for Orch {
     }
 }
 
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
     log: PathBuf,
 }
 
 impl Agent {
-    fn start(o: &Orch, key: &str, name: &str, data: &Path) -> Agent {
+    pub(crate) fn start(o: &Orch, key: &str, name: &str, data: &Path) -> Agent {
         Agent::start_via(&[], &o.url, &o.pin, key, name, data)
     }
 
@@ -180,7 +180,7 @@ impl Agent {
         a
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {
             let _ = f.read_to_string(&mut s);
@@ -881,7 +881,7 @@ fn status_final(r: &Value) -> bool {
 }
 
 /// The records of run `id` as the orchestrator serves them to operators.
-fn run_records(o: &Orch, id: &str) -> Vec<Value> {
+pub(crate) fn run_records(o: &Orch, id: &str) -> Vec<Value> {
     use vacsine_orch::client::OperatorClient;
     use vacsine_orch::proto;
     let cfg = proto::OperatorConfig {

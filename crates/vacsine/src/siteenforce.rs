@@ -1,0 +1,293 @@
+//! `vacsine enforce --site S`: job 1 run by a site's agent. Both sides live here, beside
+//! `vacsine enforce`, so the two share their loading, driver choice and report printing:
+//!
+//! * the operator's side ([`enforce_at_site`]) loads and validates policy, target and catalog
+//!   as local `enforce` does (same located errors), submits their documents, follows the
+//!   run's step records, then prints the report the agent sent, with the same exit codes;
+//! * the agent's side ([`SiteEnforcer`]) runs the pipeline on the documents it received,
+//!   through the driver [`crate::drivers`] chooses for the target.
+
+use crate::cli::{EnforceInputs, Format, OperatorConn};
+use crate::commands::{print_diagnostics, show_enforce_report, EXIT_ERROR, EXIT_OK};
+use crate::orch::{client, print_record};
+use async_trait::async_trait;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vacsine_core::doc::{LoadError, SourceFile};
+use vacsine_core::policy::Check;
+use vacsine_enforce::inputs::{load_inputs, Catalog, Inputs, Loaded};
+use vacsine_orch::client::CallError;
+use vacsine_orch::enforce::{EnforceDocs, EnforceOutcome, EnforceRunner, StepEvents};
+use vacsine_orch::proto;
+
+fn err(e: impl std::fmt::Display) -> miette::Report {
+    miette::miette!("{e:#}")
+}
+
+/// Where and how `vacsine enforce --site` runs.
+pub struct AtSite {
+    pub site: String,
+    pub detach: bool,
+    pub force: bool,
+    pub require_persistent: bool,
+}
+
+/// Checks a loaded policy can travel to a site: a `scap` check reads a data stream from this
+/// machine's disk, which the site does not have.
+fn travel_problems(inputs: &Inputs) -> Vec<LoadError> {
+    let p = &inputs.policy;
+    p.doc
+        .spec
+        .requirements
+        .iter()
+        .filter(|r| {
+            std::iter::once(&r.check)
+                .chain(r.applies_when.as_ref())
+                .any(|c| matches!(c, Check::Scap(_)))
+        })
+        .map(|r| {
+            LoadError::at(
+                &p.source,
+                r.id.line,
+                r.id.column,
+                format!(
+                    "requirement `{}` uses a `scap` check, whose data stream is a file on this machine: `--site` cannot send it",
+                    r.id.value
+                ),
+                Some("enforce this policy without --site on a machine that has the data stream, or express the requirement with the native probes (file, sysctl, port…)".into()),
+            )
+        })
+        .collect()
+}
+
+/// The job `vacsine enforce --site` submits: the documents as JSON values.
+fn job_of(inputs: &Inputs, at: &AtSite) -> miette::Result<proto::Job> {
+    let catalog = inputs
+        .catalog
+        .workflows
+        .values()
+        .map(|w| to_json(&w.doc))
+        .collect::<miette::Result<Vec<_>>>()?;
+    let job = proto::Job {
+        workflow: serde_json::Value::Null,
+        catalog,
+        inputs: Default::default(),
+        enforce: Some(proto::EnforceJob {
+            policy: to_json(&inputs.policy.doc)?,
+            target: to_json(&inputs.target.doc)?,
+            options: proto::EnforceJobOptions {
+                force: at.force,
+                require_persistent: at.require_persistent,
+            },
+        }),
+    };
+    // What the site will decode: a document that does not survive the trip is our bug, said
+    // here rather than by the agent after queuing.
+    vacsine_orch::enforce::check_job(&job).map_err(|e| {
+        miette::miette!("internal: the documents do not survive their encoding: {e}")
+    })?;
+    Ok(job)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> miette::Result<serde_json::Value> {
+    serde_json::to_value(v).map_err(err)
+}
+
+/// `vacsine enforce --site S --policy P --target T`.
+pub async fn enforce_at_site(
+    io: &EnforceInputs,
+    at: &AtSite,
+    report_path: Option<&Path>,
+    format: Format,
+    conn: &OperatorConn,
+) -> miette::Result<i32> {
+    let policy_path = io.policy.clone().unwrap_or_default();
+    let inputs = match load_inputs(&policy_path, &io.target, &io.catalog) {
+        Ok(i) => i,
+        Err(errors) => return Ok(print_diagnostics(errors)),
+    };
+    let problems = travel_problems(&inputs);
+    if !problems.is_empty() {
+        return Ok(print_diagnostics(problems));
+    }
+    // The driver is chosen at the site, by the same rule as here: refuse now what it would.
+    crate::drivers::for_target(&inputs.target.doc).map_err(err)?;
+    let job = job_of(&inputs, at)?;
+    let c = client(conn)?;
+    let created: proto::RunCreated = c
+        .post(
+            proto::OP_RUNS,
+            &proto::SubmitRun {
+                site: at.site.clone(),
+                job,
+            },
+        )
+        .await
+        .map_err(err)?;
+    let id = created.run_id;
+    let human = format == Format::Human;
+    if at.detach {
+        if human {
+            println!("enforce run {id} queued at site {}", at.site);
+        } else {
+            println!("{}", serde_json::json!({ "run_id": id }));
+        }
+        return Ok(EXIT_OK);
+    }
+    eprintln!("enforce run {id} queued at site {}", at.site);
+    let run = follow(&c, &id).await?;
+    let report: proto::RunReportView = match c.get(&format!("{}/{id}/report", proto::OP_RUNS)).await
+    {
+        Ok(r) => r,
+        Err(CallError::Refused { status: 404, .. }) => {
+            // The pipeline did not get to a report (a driver error at the site, a lost lease).
+            eprintln!(
+                "Error: enforce run {id} at site {} {}{}",
+                at.site,
+                run.status,
+                run.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+            return Ok(EXIT_ERROR);
+        }
+        Err(e) => return Err(err(e)),
+    };
+    let rep: vacsine_enforce::Report = serde_json::from_value(report.report)
+        .map_err(|e| miette::miette!("the report of run {id} is not an enforce report: {e}"))?;
+    show_enforce_report(&rep, &policy_path, report_path, format)
+}
+
+/// Print the run's step records on stderr as they arrive; the run once it ended.
+async fn follow(
+    c: &vacsine_orch::client::OperatorClient,
+    id: &str,
+) -> miette::Result<proto::RunView> {
+    let mut after = 0i64;
+    let mut unreachable = false;
+    loop {
+        let path = format!("{}/{id}?after={after}&wait_ms=20000", proto::OP_RUNS);
+        let r: proto::RunRecords = match c.get(&path).await {
+            Ok(r) => {
+                if unreachable {
+                    eprintln!("orchestrator reachable again");
+                    unreachable = false;
+                }
+                r
+            }
+            Err(CallError::Unreachable(m)) => {
+                if !unreachable {
+                    eprintln!("orchestrator unreachable ({m}); waiting for it");
+                    unreachable = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(err(e)),
+        };
+        let mut out = std::io::stderr().lock();
+        for s in &r.records {
+            after = after.max(s.seq);
+            match serde_json::from_value::<vacsine_core::record::StepRecord>(s.record.clone()) {
+                Ok(rec) => print_record(&mut out, &rec),
+                Err(_) => {
+                    let _ = writeln!(out, "{}", s.record);
+                }
+            }
+        }
+        let _ = out.flush();
+        if vacsine_orch::store::status::is_final(&r.run.status) && r.records.is_empty() {
+            return Ok(r.run);
+        }
+    }
+}
+
+/// The agent's enforce pipeline: `vacsine enforce`'s code and driver choice, on documents
+/// received from the orchestrator.
+pub struct SiteEnforcer;
+
+fn loaded<T>(doc: T, what: &str, name: &str) -> Loaded<T> {
+    Loaded {
+        doc,
+        // No file: a problem is reported by name (the operator's CLI located it already).
+        source: SourceFile::new(format!("{what} `{name}` (sent by the orchestrator)"), ""),
+        path: PathBuf::from(name),
+    }
+}
+
+fn inputs_of(docs: EnforceDocs) -> Inputs {
+    let pname = docs.policy.metadata.name.value.clone();
+    let tname = docs.target.metadata.name.value.clone();
+    let mut catalog = Catalog::default();
+    for w in docs.catalog {
+        let name = w.metadata.name.value.clone();
+        catalog
+            .workflows
+            .insert(name.clone(), loaded(w, "workflow", &name));
+    }
+    Inputs {
+        policy: loaded(docs.policy, "policy", &pname),
+        target: loaded(docs.target, "target", &tname),
+        catalog,
+    }
+}
+
+#[async_trait]
+impl EnforceRunner for SiteEnforcer {
+    async fn enforce(
+        &self,
+        docs: EnforceDocs,
+        journal: PathBuf,
+        steps: StepEvents,
+        cancel: vacsine_engine::CancelToken,
+    ) -> anyhow::Result<EnforceOutcome> {
+        let options = docs.options;
+        let inputs = inputs_of(docs);
+        let driver = crate::drivers::for_target(&inputs.target.doc)?;
+        let policy = inputs.policy.doc.metadata.name.value.clone();
+        // The pipeline's future is not `Send` (its probes borrow across awaits): it runs on a
+        // blocking thread of this runtime, driven there by `block_on`.
+        let rt = tokio::runtime::Handle::current();
+        let result = tokio::task::spawn_blocking(move || {
+            rt.block_on(async move {
+                let slot = Arc::new(Mutex::new(None::<String>));
+                let opts = vacsine_enforce::EnforceOptions {
+                    force: options.force,
+                    require_persistent: options.require_persistent,
+                    journal: Some(journal),
+                    progress: Some(Arc::new(move |m: &str| eprintln!("enforce {policy}: {m}"))),
+                    sandbox_slot: Some(slot.clone()),
+                    steps: Some(steps),
+                    ..Default::default()
+                };
+                let run = vacsine_enforce::enforce(driver.as_ref(), &inputs, &opts);
+                tokio::pin!(run);
+                loop {
+                    tokio::select! {
+                        r = &mut run => break r.map_err(anyhow::Error::from),
+                        () = tokio::time::sleep(Duration::from_millis(200)) => {
+                            if cancel.is_cancelled() {
+                                let id = slot.lock().ok().and_then(|s| s.clone());
+                                if let Some(id) = id {
+                                    crate::commands::sweep_sandbox(driver.as_ref(), &id).await;
+                                }
+                                anyhow::bail!("cancelled (the sandbox was removed; the target was left as it was at that moment)");
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the enforce pipeline stopped abruptly: {e}"))?;
+        let rep = result?;
+        Ok(EnforceOutcome {
+            verdict: rep.verdict.as_str().to_string(),
+            succeeded: rep.exit_code() == EXIT_OK,
+            report: serde_json::to_value(&rep)?,
+        })
+    }
+}
