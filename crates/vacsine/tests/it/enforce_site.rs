@@ -153,6 +153,9 @@ fn enforce_at_a_site_runs_the_pipeline_there_and_brings_the_report_back() {
     if !docker_available() {
         return;
     }
+    // Sandboxes are made while it runs: not beside the tests that count every sandbox object
+    // on the engine (Ctrl-C, gc).
+    let _g = crate::site_lock();
     let n = start_node();
     let d = tempfile::tempdir().unwrap();
     let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 5000);
