@@ -40,6 +40,10 @@ struct Identity {
     pin: String,
     secret_key: String,
     server_key: String,
+    /// The orchestrator's bundle verifying key (ed25519, base64), pinned at enrolment: every
+    /// job must be signed with it. Missing in identities made before jobs were signed.
+    #[serde(default)]
+    bundle_key: Option<String>,
 }
 
 /// Records and run ends waiting to be uploaded, in the order they were made.
@@ -183,10 +187,38 @@ async fn enroll(cfg: &AgentConfig, path: &Path) -> anyhow::Result<Identity> {
         pin,
         secret_key: keys.secret_b64(),
         server_key: server.to_b64(),
+        bundle_key: Some(hello.bundle_key.clone()),
     };
     crate::files::write_private(path, &serde_json::to_vec_pretty(&id)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(id)
+}
+
+/// The bundle key pinned in the identity; an identity made before jobs were signed gets the
+/// key from `hello` (authenticated by the pinned certificate) once, and keeps it.
+async fn pin_bundle_key(id: &mut Identity, path: &Path) -> anyhow::Result<String> {
+    if let Some(k) = &id.bundle_key {
+        return Ok(k.clone());
+    }
+    let hello = AgentLink::hello(&id.orchestrator, &id.pin)
+        .await
+        .with_context(|| {
+            format!(
+                "{} holds no bundle key (enrolled before jobs were signed) and the orchestrator at {} cannot be reached to pin it",
+                path.display(),
+                id.orchestrator
+            )
+        })?;
+    crate::bundle::check_key(&hello.bundle_key)?;
+    eprintln!(
+        "pinned the orchestrator's bundle key (key id {}) in {}",
+        crate::bundle::key_id(&hello.bundle_key),
+        path.display()
+    );
+    id.bundle_key = Some(hello.bundle_key.clone());
+    crate::files::write_private(path, &serde_json::to_vec_pretty(&*id)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(hello.bundle_key)
 }
 
 type Active = Arc<Mutex<HashMap<String, CancelToken>>>;
@@ -200,6 +232,10 @@ struct Shared {
     active: Active,
     renew_every_ms: AtomicI64,
     fatal: watch::Sender<Option<String>>,
+    site: String,
+    /// The pinned bundle key and the verified bundles (`agent.db`).
+    bundle_key: String,
+    bundles: crate::bundle::BundleStore,
 }
 
 /// Run the agent until it is revoked or the process ends.
@@ -207,10 +243,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     crate::files::private_dir(&cfg.data)
         .with_context(|| format!("creating {}", cfg.data.display()))?;
     let idp = cfg.data.join("agent.json");
-    let id = match load_identity(&idp)? {
+    let mut id = match load_identity(&idp)? {
         Some(id) => id,
         None => enroll(&cfg, &idp).await?,
     };
+    let bundle_key = pin_bundle_key(&mut id, &idp).await?;
     let keys = KeyPair::from_secret_b64(&id.secret_key)?;
     let server = PublicKey::from_b64(&id.server_key)?;
     // Replicas given at this start replace those known at enrolment (same keys and pin).
@@ -230,6 +267,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         active: Arc::default(),
         renew_every_ms: AtomicI64::new(5_000),
         fatal,
+        site: id.site.clone(),
+        bundle_key,
+        bundles: crate::bundle::BundleStore::open(&cfg.data.join("agent.db"))?,
     });
     println!(
         "vacsine agent {} ({}) of site {} → {}",
@@ -423,6 +463,8 @@ async fn run_job(
     w: &Work,
     cancel: CancelToken,
 ) -> anyhow::Result<vacsine_engine::RunReport> {
+    // Nothing runs before the job's signature is verified; what runs is the signed job.
+    let w = &crate::bundle::verified_work(&sh.bundle_key, &sh.site, &sh.bundles, w)?;
     let workflow: Workflow =
         serde_json::from_value(w.job.workflow.clone()).context("the workflow sent is not valid")?;
     let mut cat = Catalog::new();

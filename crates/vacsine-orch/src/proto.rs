@@ -68,18 +68,47 @@ pub struct PollResponse {
 pub struct Work {
     pub run_id: String,
     pub lease_ttl_ms: i64,
+    /// The job, unsigned, for reading; an agent executes only [`Work::signed`].
     pub job: Job,
+    /// The job signed by the orchestrator's bundle key when the run was submitted
+    /// (`None` for a run queued by an orchestrator that did not sign: agents refuse it).
+    #[serde(default)]
+    pub signed: Option<SignedJob>,
+}
+
+/// A job signed by the orchestrator (see `vacsine_orch::bundle`): `payload` is the canonical
+/// JSON of `{format, run_id, site, job, signed_ms}`, `signature` its ed25519 signature
+/// (base64, domain separated), `key_id` the first 16 hex digits of the SHA-256 of the
+/// verifying key (base64 text) that agents pinned at enrolment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct SignedJob {
+    pub payload: String,
+    pub signature: String,
+    pub key_id: String,
+}
+
+/// A document of the registry a job carries: `kind` (`Policy` or `Workflow`), name, version
+/// (1, 2, …) and the SHA-256 of its content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct VersionRef {
+    pub kind: String,
+    pub name: String,
+    pub version: i64,
+    pub sha256: String,
 }
 
 /// What an operator submits: a workflow (kind: Workflow, as JSON), the catalog workflows it
 /// may call, input values (strings are typed by the engine from the declarations).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Job {
     pub workflow: Value,
     #[serde(default)]
     pub catalog: Vec<Value>,
     #[serde(default)]
     pub inputs: Map<String, Value>,
+    /// The registry versions of the workflow and catalog (empty for files sent as they are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<VersionRef>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

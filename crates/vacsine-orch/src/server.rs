@@ -225,6 +225,8 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
 
 #[path = "openapi.rs"]
 pub mod openapi;
+#[path = "signing.rs"]
+mod signing;
 
 /// Where the API's OpenAPI document is served (no authentication: it holds no data).
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
@@ -697,10 +699,12 @@ impl Srv {
                         format!("stored run {}: {e}", run.id),
                     )
                 })?;
+                let signed = self.signed_for(&run.id).await?;
                 return Ok(Some(proto::Work {
                     run_id: run.id,
                     lease_ttl_ms: self.lease_ttl_ms,
                     job,
+                    signed,
                 }));
             }
             tokio::select! {
@@ -886,6 +890,7 @@ async fn submit_run(
         message: None,
         records: 0,
     };
+    s.sign_run(&row.id, &row.site, &r.job).await?;
     s.store.create_run(&row).await?;
     s.queue.send_modify(|n| *n += 1);
     s.events.send_modify(|n| *n += 1);

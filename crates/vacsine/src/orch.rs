@@ -406,6 +406,7 @@ pub async fn run_at_site(
                     workflow: to_json(&wf.doc)?,
                     catalog: catalog_json,
                     inputs: inputs_map,
+                    versions: vec![],
                 },
             },
         )

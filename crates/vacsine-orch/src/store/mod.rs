@@ -132,6 +132,14 @@ pub struct Expired {
 }
 
 /// Leases are re-offered at most this many times before the run fails.
+/// A run's job as the orchestrator signed it (see `crate::bundle`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRow {
+    pub payload: String,
+    pub signature: String,
+    pub key_id: String,
+}
+
 pub const MAX_OFFERS: i64 = 3;
 
 /// A change another process sharing the store made, that may end a wait here.
@@ -204,6 +212,11 @@ pub trait Store: Send + Sync {
     /// process sharing the store saw it already: a replay sent to another replica (each
     /// process also refuses replays it saw itself). A store one process uses has nothing to
     /// add to that process's memory: true.
+    /// Keep the signed job of run `run` (before the run is queued, so no agent is handed it
+    /// unsigned). A second one for the same run is a conflict.
+    async fn put_signed_job(&self, run: &str, job: &SignedRow, now: i64) -> Result<()>;
+    /// The signed job of run `run`, if it was signed.
+    async fn signed_job(&self, run: &str) -> Result<Option<SignedRow>>;
     async fn first_use(&self, nonce: &str, now: i64, keep_until: i64) -> Result<bool> {
         let _ = (nonce, now, keep_until);
         Ok(true)

@@ -22,8 +22,8 @@
 //! host or network); a URL asking for `sslmode=require` is refused by the driver.
 
 use super::{
-    status, AgentRow, Change, Expired, Result, RunRow, SiteRow, Store, StoreError, Stored,
-    MAX_OFFERS,
+    status, AgentRow, Change, Expired, Result, RunRow, SignedRow, SiteRow, Store, StoreError,
+    Stored, MAX_OFFERS,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -97,6 +97,19 @@ CREATE TABLE nonces (
   keep_until_ms BIGINT NOT NULL
 );
 CREATE INDEX nonces_keep ON nonces(keep_until_ms);
+"#,
+    ),
+    (
+        3,
+        r#"
+-- Jobs as the orchestrator signed them at submission (agents verify before running).
+CREATE TABLE signed_jobs (
+  run_id TEXT PRIMARY KEY,
+  payload TEXT NOT NULL,
+  signature TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  signed_ms BIGINT NOT NULL
+);
 "#,
     ),
 ];
@@ -511,6 +524,37 @@ impl Store for PgStore {
             .await?;
         c.execute(&st, &[&id, &now]).await?;
         Ok(())
+    }
+
+    async fn put_signed_job(&self, run: &str, j: &SignedRow, now: i64) -> Result<()> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO signed_jobs (run_id, payload, signature, key_id, signed_ms)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id) DO NOTHING",
+            )
+            .await?;
+        let n = c
+            .execute(&st, &[&run, &j.payload, &j.signature, &j.key_id, &now])
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "run {run} already has a signed job"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn signed_job(&self, run: &str) -> Result<Option<SignedRow>> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached("SELECT payload, signature, key_id FROM signed_jobs WHERE run_id = $1")
+            .await?;
+        Ok(c.query_opt(&st, &[&run]).await?.map(|r| SignedRow {
+            payload: r.get(0),
+            signature: r.get(1),
+            key_id: r.get(2),
+        }))
     }
 
     async fn create_run(&self, r: &RunRow) -> Result<()> {

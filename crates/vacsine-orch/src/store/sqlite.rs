@@ -1,7 +1,8 @@
 //! The embedded store: one SQLite file (WAL, synchronous FULL, 0600), one connection.
 
 use super::{
-    status, AgentRow, Expired, Result, RunRow, SiteRow, Store, StoreError, Stored, MAX_OFFERS,
+    status, AgentRow, Expired, Result, RunRow, SignedRow, SiteRow, Store, StoreError, Stored,
+    MAX_OFFERS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -49,6 +50,13 @@ CREATE TABLE IF NOT EXISTS records (
   received_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_run ON records(run_id, seq);
+CREATE TABLE IF NOT EXISTS signed_jobs (
+  run_id TEXT PRIMARY KEY,
+  payload TEXT NOT NULL,
+  signature TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  signed_ms INTEGER NOT NULL
+);
 ";
 
 pub struct SqliteStore {
@@ -256,6 +264,39 @@ impl Store for SqliteStore {
                 params![id, now],
             )?;
             Ok(())
+        })
+    }
+
+    async fn put_signed_job(&self, run: &str, j: &SignedRow, now: i64) -> Result<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO signed_jobs (run_id, payload, signature, key_id, signed_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run, j.payload, j.signature, j.key_id, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "run {run} already has a signed job"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    async fn signed_job(&self, run: &str) -> Result<Option<SignedRow>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT payload, signature, key_id FROM signed_jobs WHERE run_id = ?1",
+                [run],
+                |r| {
+                    Ok(SignedRow {
+                        payload: r.get(0)?,
+                        signature: r.get(1)?,
+                        key_id: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
         })
     }
 

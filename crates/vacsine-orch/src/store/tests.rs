@@ -128,6 +128,7 @@ suite!(
     two_replicas_asking_at_once_never_lease_one_run_twice,
     sweeps_on_two_replicas_handle_each_expired_lease_once,
     records_follow_in_order_and_a_reader_resuming_misses_none,
+    a_runs_signed_job_is_kept_once_and_read_back_as_signed,
 );
 
 async fn with_agents(s: &dyn Store) {
@@ -639,4 +640,26 @@ async fn bench_dispatch_confirm() {
             println!("postgres / sqlite with {workers} worker(s): {:.2}", pg / sq);
         }
     }
+}
+
+async fn a_runs_signed_job_is_kept_once_and_read_back_as_signed(f: &Fixture) {
+    let s = &*f.a;
+    let j = super::SignedRow {
+        payload: "{\"run_id\":\"r1\"}".into(),
+        signature: "c2ln".into(),
+        key_id: "0123456789abcdef".into(),
+    };
+    assert_eq!(s.signed_job("r1").await.unwrap(), None);
+    s.put_signed_job("r1", &j, 1).await.unwrap();
+    // Another replica reads what this one signed.
+    assert_eq!(f.b.signed_job("r1").await.unwrap(), Some(j.clone()));
+    let other = super::SignedRow {
+        payload: "{}".into(),
+        ..j.clone()
+    };
+    assert!(matches!(
+        f.b.put_signed_job("r1", &other, 2).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.signed_job("r1").await.unwrap(), Some(j));
 }

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
 
+#[path = "bundles.rs"]
+mod bundles;
+
 struct Orch {
     child: Child,
     data: PathBuf,
