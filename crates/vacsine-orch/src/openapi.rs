@@ -43,6 +43,9 @@ impl Modify for OperatorAuth {
         super::list_runs,
         super::run_records,
         super::status_view,
+        super::registry::push_documents,
+        super::registry::list_registry,
+        super::registry::run_pushed,
     ),
     components(schemas(
         proto::EnrollRequest,
@@ -87,6 +90,8 @@ mod tests {
             proto::OP_RUNS,
             "/v1/runs/{id}",
             proto::OP_STATUS,
+            proto::OP_REGISTRY,
+            proto::OP_REGISTRY_RUNS,
         ];
         want.sort();
         assert_eq!(paths, want);
@@ -103,6 +108,10 @@ mod tests {
             "PollRequest",
             "ErrorBody",
             "SubmitRun",
+            "PushRequest",
+            "RegistryList",
+            "RunPushed",
+            "SignedJob",
         ] {
             assert!(
                 json["components"]["schemas"][schema].is_object(),

@@ -169,6 +169,57 @@ pub const OP_SITES: &str = "/v1/sites";
 pub const OP_RUNS: &str = "/v1/runs";
 pub const OP_STATUS: &str = "/v1/status";
 
+/// The registry of pushed policies and workflows (operator).
+pub const OP_REGISTRY: &str = "/v1/registry";
+/// Run a pushed workflow at a site (operator).
+pub const OP_REGISTRY_RUNS: &str = "/v1/registry/runs";
+
+/// A document pushed into the registry: `kind` `Policy` or `Workflow`, its
+/// `metadata.name`, and the document as JSON (as `vacsine` parsed it from YAML).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PushDocument {
+    pub kind: String,
+    pub name: String,
+    pub document: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PushRequest {
+    pub documents: Vec<PushDocument>,
+}
+
+/// A version in the registry.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RegistryEntry {
+    pub kind: String,
+    pub name: String,
+    pub version: i64,
+    /// `sha256:<hex>` of the document's canonical JSON.
+    pub sha256: String,
+    pub pushed: String,
+    /// In a push's answer: whether this push made the version (`false`: the content was
+    /// already the latest version).
+    #[serde(default)]
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RegistryList {
+    pub entries: Vec<RegistryEntry>,
+}
+
+/// Run a pushed workflow (its latest version, or `version`) at a site; the catalog is the
+/// latest version of every other pushed workflow.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunPushed {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<i64>,
+    pub site: String,
+    #[serde(default)]
+    pub inputs: Map<String, Value>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateSite {
     pub name: String,

@@ -225,6 +225,8 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
 
 #[path = "openapi.rs"]
 pub mod openapi;
+#[path = "registry.rs"]
+mod registry;
 #[path = "signing.rs"]
 mod signing;
 
@@ -244,6 +246,11 @@ fn router(srv: Arc<Srv>) -> Router {
         .route(proto::OP_RUNS, post(submit_run).get(list_runs))
         .route("/v1/runs/{id}", get(run_records))
         .route(proto::OP_STATUS, get(status_view))
+        .route(
+            proto::OP_REGISTRY,
+            post(registry::push_documents).get(registry::list_registry),
+        )
+        .route(proto::OP_REGISTRY_RUNS, post(registry::run_pushed))
         .route(OPENAPI_PATH, get(openapi_json))
         .with_state(srv)
 }

@@ -12,7 +12,7 @@ use vacsine_enforce::inputs;
 use vacsine_orch::client::OperatorClient;
 use vacsine_orch::proto;
 
-fn err(e: impl std::fmt::Display) -> miette::Report {
+pub(crate) fn err(e: impl std::fmt::Display) -> miette::Report {
     miette::miette!("{e:#}")
 }
 
@@ -106,7 +106,7 @@ pub async fn preflight(
     }
 }
 
-fn client(conn: &OperatorConn) -> miette::Result<OperatorClient> {
+pub(crate) fn client(conn: &OperatorConn) -> miette::Result<OperatorClient> {
     let cfg = match (&conn.url, &conn.pin, &conn.token) {
         (Some(url), Some(pin), Some(token)) => proto::OperatorConfig {
             url: url.clone(),
@@ -130,7 +130,7 @@ fn client(conn: &OperatorConn) -> miette::Result<OperatorClient> {
     OperatorClient::new(&cfg).map_err(err)
 }
 
-fn print_json<T: serde::Serialize>(v: &T) {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -361,6 +361,12 @@ pub async fn run_at_site(
             "give a workflow file"
         ));
     };
+    if let Some((name, version)) = crate::registrycmd::pushed_ref(&wf_path) {
+        return crate::registrycmd::run_pushed(
+            name, version, site, raw_inputs, detach, conn, format,
+        )
+        .await;
+    }
     let mut cat_dirs = catalog;
     if cat_dirs.is_empty() && std::path::Path::new("catalog").is_dir() {
         cat_dirs.push(PathBuf::from("catalog"));
@@ -412,6 +418,17 @@ pub async fn run_at_site(
         )
         .await
         .map_err(err)?;
+    follow_run(&c, created, site, detach, format).await
+}
+
+/// After a run was queued: print its id (`detach`), or follow its records to its end.
+pub(crate) async fn follow_run(
+    c: &OperatorClient,
+    created: proto::RunCreated,
+    site: &str,
+    detach: bool,
+    format: SimpleFormat,
+) -> miette::Result<i32> {
     if detach {
         if format == SimpleFormat::Json {
             println!("{}", serde_json::json!({ "run_id": created.run_id }));

@@ -140,6 +140,18 @@ pub struct SignedRow {
     pub key_id: String,
 }
 
+/// A version of a policy or workflow in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRow {
+    pub kind: String,
+    pub name: String,
+    pub version: i64,
+    pub sha256: String,
+    /// The document as JSON.
+    pub document: String,
+    pub pushed_ms: i64,
+}
+
 pub const MAX_OFFERS: i64 = 3;
 
 /// A change another process sharing the store made, that may end a wait here.
@@ -217,6 +229,26 @@ pub trait Store: Send + Sync {
     async fn put_signed_job(&self, run: &str, job: &SignedRow, now: i64) -> Result<()>;
     /// The signed job of run `run`, if it was signed.
     async fn signed_job(&self, run: &str) -> Result<Option<SignedRow>>;
+    /// Push a document into the registry: a new version (1, 2, …) of `kind`/`name` when its
+    /// content (`sha256`) differs from the latest one, else the latest one. `true` when a
+    /// version was made.
+    async fn push_document(
+        &self,
+        kind: &str,
+        name: &str,
+        sha256: &str,
+        document: &str,
+        now: i64,
+    ) -> Result<(RegistryRow, bool)>;
+    /// Every version of every document, by kind, name and version.
+    async fn registry(&self) -> Result<Vec<RegistryRow>>;
+    /// One version of a document, or its latest (`version` `None`).
+    async fn registry_document(
+        &self,
+        kind: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<RegistryRow>>;
     async fn first_use(&self, nonce: &str, now: i64, keep_until: i64) -> Result<bool> {
         let _ = (nonce, now, keep_until);
         Ok(true)

@@ -102,3 +102,156 @@ fn a_job_altered_in_the_store_after_signing_is_refused_and_nothing_runs() {
     );
     assert_eq!(kept, format!("{r2} sig-two"));
 }
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn greet(word: &str) -> String {
+    format!(
+        "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata:\n  name: greet\nspec:\n  inputs:\n    who: {{type: string}}\n  steps:\n    - id: say\n      uses: command\n      with:\n        argv: [\"echo\", \"{word}-{{{{ inputs.who }}}}\"]\n"
+    )
+}
+
+const SAY: &str = "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata:\n  name: say\nspec:\n  inputs:\n    who: {type: string}\n  steps:\n    - id: call\n      uses: workflow\n      with: {workflow: greet, inputs: {who: \"{{ inputs.who }}\"}}\n";
+
+/// `(kind, name, version, created)` of a push's or a list's entries.
+fn entries(v: &serde_json::Value) -> Vec<(String, String, i64, bool)> {
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["name"].as_str().unwrap().to_string(),
+                e["version"].as_i64().unwrap(),
+                e["created"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+fn e(kind: &str, name: &str, version: i64, created: bool) -> (String, String, i64, bool) {
+    (kind.into(), name.into(), version, created)
+}
+
+/// The stdout of every record of a followed run (`vacsine run … --format json`).
+fn stdouts(o: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["stdout"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn pushed_workflows_are_versioned_and_run_at_a_site_by_name_and_version() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 3000);
+    let key = o.site("edge-reg");
+    let adata = d.path().join("agent");
+    let a = Agent::start(&o, &key, "edge-reg-1", &adata);
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/edge-site/policy.yaml");
+    let policy_name = "edge-baseline";
+    assert!(std::fs::read_to_string(&policy)
+        .unwrap()
+        .contains("name: edge-baseline"));
+    let say = write(d.path(), "say.yaml", SAY);
+    let g = write(d.path(), "greet.yaml", &greet("hello"));
+    let files = [
+        say.to_str().unwrap(),
+        g.to_str().unwrap(),
+        policy.to_str().unwrap(),
+    ];
+    let push = |files: &[&str]| {
+        let mut args = vec!["push"];
+        args.extend_from_slice(files);
+        args.extend(["--format", "json"]);
+        entries(&o.json(&args))
+    };
+    assert_eq!(
+        push(&files),
+        [
+            e("Workflow", "say", 1, true),
+            e("Workflow", "greet", 1, true),
+            e("Policy", policy_name, 1, true)
+        ]
+    );
+    // Unchanged content: no new version.
+    assert_eq!(
+        push(&files),
+        [
+            e("Workflow", "say", 1, false),
+            e("Workflow", "greet", 1, false),
+            e("Policy", policy_name, 1, false)
+        ]
+    );
+    std::fs::write(&g, greet("hi")).unwrap();
+    assert_eq!(
+        push(&[g.to_str().unwrap()]),
+        [e("Workflow", "greet", 2, true)]
+    );
+    let list = o.json(&["registry", "list", "--format", "json"]);
+    assert_eq!(
+        entries(&list),
+        [
+            e("Policy", policy_name, 1, false),
+            e("Workflow", "greet", 1, false),
+            e("Workflow", "greet", 2, false),
+            e("Workflow", "say", 1, false)
+        ]
+    );
+    assert!(list["entries"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    // A file that does not parse is refused before anything is pushed, at its line.
+    let bad = write(d.path(), "bad.yaml", &SAY.replace("  steps:", "  stepz:"));
+    let r = o.cli(&["push", bad.to_str().unwrap()]);
+    assert!(!r.status.success());
+    assert!(text(&r).contains("bad.yaml"), "{}", text(&r));
+
+    // Run by name: the latest versions, the catalog resolved from the registry.
+    let r = o.cli(&[
+        "run", "say", "--site", "edge-reg", "-i", "who=bob", "--format", "json",
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(
+        stdouts(&r).contains(&"hi-bob\n".to_string()),
+        "{}",
+        text(&r)
+    );
+    assert!(
+        a.log().contains("versions Workflow/say@1,Workflow/greet@2"),
+        "{}",
+        a.log()
+    );
+    // An older version, by its number.
+    let r = o.cli(&[
+        "run", "greet@1", "--site", "edge-reg", "-i", "who=ann", "--format", "json",
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert_eq!(stdouts(&r), ["hello-ann\n"]);
+    // A version that does not exist: a clear error, nothing queued.
+    let runs_before = o.status()["runs"].as_array().unwrap().len();
+    let r = o.cli(&["run", "say@7", "--site", "edge-reg"]);
+    assert!(!r.status.success());
+    assert!(
+        text(&r).contains("no version 7 of workflow `say`"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(o.status()["runs"].as_array().unwrap().len(), runs_before);
+    // Each verified bundle is in the agent's store with the versions it carries.
+    let kept = sqlite(
+        &adata.join("agent.db"),
+        "SELECT versions FROM bundles ORDER BY verified_ms",
+    );
+    assert_eq!(
+        kept,
+        "Workflow/say@1,Workflow/greet@2\nWorkflow/greet@1,Workflow/say@1"
+    );
+}
