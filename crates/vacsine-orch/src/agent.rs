@@ -21,6 +21,9 @@ use vacsine_core::workflow::Workflow;
 use vacsine_engine::{CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, RunRequest};
 use vacsine_wire::{KeyPair, PublicKey};
 
+#[path = "agent_sync.rs"]
+mod sync;
+
 pub struct AgentConfig {
     /// One URL, or several replicas separated by commas (tried in order when one is down).
     pub orchestrator: String,
@@ -276,6 +279,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         id.name, id.agent_id, id.site, orchestrators
     );
     let up = tokio::spawn(uploader(sh.clone()));
+    let sync = tokio::spawn(sync::syncer(sh.clone()));
     let rn = tokio::spawn(renewer(sh.clone()));
     let mut stop = stop_on_signals();
     let mut backoff = Backoff::default();
@@ -341,6 +345,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     up.abort();
     rn.abort();
+    sync.abort();
     r
 }
 

@@ -132,6 +132,98 @@ pub fn verify_job(
     Ok(b)
 }
 
+/// The `format` of a registry bundle.
+pub const REGISTRY_FORMAT: &str = "vacsine.io/registry-bundle/v1";
+
+/// One document of a registry bundle.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BundleDocument {
+    pub kind: String,
+    pub name: String,
+    pub version: i64,
+    pub sha256: String,
+    pub document: Value,
+}
+
+/// The registry as agents sync it: the latest version of every pushed document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegistryBundle {
+    pub format: String,
+    pub site: String,
+    pub documents: Vec<BundleDocument>,
+    pub signed_ms: i64,
+}
+
+impl RegistryBundle {
+    /// `kind/name@version` of each document, joined by `,`.
+    pub fn label(&self) -> String {
+        self.documents
+            .iter()
+            .map(|d| format!("{}/{}@{}", d.kind, d.name, d.version))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The version of a signed bundle: `sha256:…` of the documents it holds (so two signings of
+/// the same registry have one version).
+pub fn registry_version(documents: &[BundleDocument]) -> String {
+    let v = serde_json::to_value(
+        documents
+            .iter()
+            .map(|d| (&d.kind, &d.name, d.version, &d.sha256))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_default();
+    vacsine_wire::sha256_pin(canonical_json(&v).as_bytes())
+}
+
+/// Sign the registry bundle for `site`.
+pub fn sign_registry(
+    signer: &BundleSigner,
+    site: &str,
+    documents: Vec<BundleDocument>,
+    now_ms: i64,
+) -> anyhow::Result<SignedJob> {
+    let b = RegistryBundle {
+        format: REGISTRY_FORMAT.into(),
+        site: site.into(),
+        documents,
+        signed_ms: now_ms,
+    };
+    let payload = canonical_json(&serde_json::to_value(&b)?);
+    Ok(SignedJob {
+        signature: signer.sign(payload.as_bytes()),
+        key_id: key_id(&signer.public_b64()),
+        payload,
+    })
+}
+
+/// Verify a registry bundle with the pinned key, for this site.
+pub fn verify_registry(
+    pinned_key: &str,
+    site: &str,
+    s: &SignedJob,
+) -> anyhow::Result<RegistryBundle> {
+    vacsine_wire::verify_bundle(pinned_key, s.payload.as_bytes(), &s.signature).map_err(|_| {
+        anyhow!(
+            "the registry bundle's signature does not verify with the orchestrator bundle key pinned at enrolment (key id {}; the bundle names key id {}): not used",
+            key_id(pinned_key),
+            s.key_id
+        )
+    })?;
+    let b: RegistryBundle =
+        serde_json::from_str(&s.payload).context("the signed registry bundle is not readable")?;
+    if b.format != REGISTRY_FORMAT || b.site != site {
+        bail!(
+            "the signed registry bundle is `{}` for site `{}`, not `{REGISTRY_FORMAT}` for `{site}`: not used",
+            b.format,
+            b.site
+        );
+    }
+    Ok(b)
+}
+
 /// The agent's verified bundles, in its local store (`agent.db`).
 pub struct BundleStore {
     conn: Mutex<Connection>,
@@ -167,7 +259,14 @@ impl BundleStore {
                key_id TEXT NOT NULL,
                verified_ms INTEGER NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS bundles_workflow ON bundles(workflow, verified_ms);",
+             CREATE INDEX IF NOT EXISTS bundles_workflow ON bundles(workflow, verified_ms);
+             CREATE TABLE IF NOT EXISTS registry_bundles (
+               version TEXT PRIMARY KEY,
+               payload TEXT NOT NULL,
+               signature TEXT NOT NULL,
+               key_id TEXT NOT NULL,
+               verified_ms INTEGER NOT NULL
+             );",
         )?;
         Ok(BundleStore {
             conn: Mutex::new(conn),
@@ -241,6 +340,62 @@ impl BundleStore {
             })?;
         let b: JobBundle = serde_json::from_str(&k.signed.payload)?;
         Ok(Some((k, b)))
+    }
+
+    /// Keep a verified registry bundle in place of the one held.
+    pub fn keep_registry(&self, version: &str, s: &SignedJob, now_ms: i64) -> anyhow::Result<()> {
+        let mut c = self.lock()?;
+        let tx = c.transaction()?;
+        tx.execute("DELETE FROM registry_bundles", [])?;
+        tx.execute(
+            "INSERT INTO registry_bundles (version, payload, signature, key_id, verified_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![version, s.payload, s.signature, s.key_id, now_ms],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The registry bundle held (the latest verified), verified again; `Err` when it no
+    /// longer verifies (altered on disk).
+    pub fn held_registry(
+        &self,
+        pinned_key: &str,
+        site: &str,
+    ) -> anyhow::Result<Option<(String, RegistryBundle)>> {
+        let row = self
+            .lock()?
+            .query_row(
+                "SELECT version, payload, signature, key_id FROM registry_bundles
+                 ORDER BY verified_ms DESC, rowid DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        SignedJob {
+                            payload: r.get(1)?,
+                            signature: r.get(2)?,
+                            key_id: r.get(3)?,
+                        },
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((version, s)) = row else {
+            return Ok(None);
+        };
+        let b = verify_registry(pinned_key, site, &s)
+            .with_context(|| format!("the registry bundle {version} held in agent.db"))?;
+        if registry_version(&b.documents) != version {
+            bail!("the registry bundle {version} held in agent.db is not that version: not used");
+        }
+        Ok(Some((version, b)))
+    }
+
+    /// Forget the registry bundles held (one no longer verified).
+    pub fn drop_registry(&self) -> anyhow::Result<()> {
+        self.lock()?.execute("DELETE FROM registry_bundles", [])?;
+        Ok(())
     }
 
     /// How many bundles are kept.
@@ -365,6 +520,45 @@ mod tests {
         let mut g = s.clone();
         g.signature = "AAAA".into();
         assert!(verify_job(&k.public_b64(), "run-1", "edge", &g).is_err());
+    }
+
+    #[test]
+    fn a_registry_bundle_verifies_for_its_site_and_is_held_verified() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent.db");
+        let k = BundleSigner::generate();
+        let docs = vec![BundleDocument {
+            kind: "Workflow".into(),
+            name: "w".into(),
+            version: 2,
+            sha256: "sha256:00".into(),
+            document: job().workflow,
+        }];
+        let v = registry_version(&docs);
+        assert_eq!(v, registry_version(&docs.clone()), "stable");
+        let s = sign_registry(&k, "edge", docs.clone(), 1).unwrap();
+        let b = verify_registry(&k.public_b64(), "edge", &s).unwrap();
+        assert_eq!((b.label().as_str(), b.documents), ("Workflow/w@2", docs));
+        assert!(verify_registry(&k.public_b64(), "other", &s).is_err());
+        let mut t = s.clone();
+        t.payload = t.payload.replace("safe", "evil");
+        assert!(verify_registry(&k.public_b64(), "edge", &t).is_err());
+        let st = BundleStore::open(&p).unwrap();
+        assert!(st.held_registry(&k.public_b64(), "edge").unwrap().is_none());
+        st.keep_registry(&v, &s, 5).unwrap();
+        let (hv, hb) = st.held_registry(&k.public_b64(), "edge").unwrap().unwrap();
+        assert_eq!((hv, hb.label()), (v, "Workflow/w@2".to_string()));
+        Connection::open(&p)
+            .unwrap()
+            .execute(
+                "UPDATE registry_bundles SET payload = replace(payload, 'safe', 'evil')",
+                [],
+            )
+            .unwrap();
+        let e = st.held_registry(&k.public_b64(), "edge").unwrap_err();
+        assert!(format!("{e:#}").contains("does not verify"), "{e:#}");
+        st.drop_registry().unwrap();
+        assert!(st.held_registry(&k.public_b64(), "edge").unwrap().is_none());
     }
 
     #[test]

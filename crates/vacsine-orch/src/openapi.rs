@@ -58,6 +58,8 @@ impl Modify for OperatorAuth {
         proto::RecordsResponse,
         proto::FinishRequest,
         proto::FinishResponse,
+        proto::BundleRequest,
+        proto::BundleResponse,
     )),
     modifiers(&OperatorAuth),
     tags(

@@ -10,6 +10,26 @@ pub const POLL: &str = "/v1/agent/poll";
 pub const RENEW: &str = "/v1/agent/renew";
 pub const RECORDS: &str = "/v1/agent/records";
 pub const FINISH: &str = "/v1/agent/finish";
+/// The registry bundle: every document's latest version, signed (`BundleRequest`,
+/// `BundleResponse`).
+pub const BUNDLE: &str = "/v1/agent/bundle";
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BundleRequest {
+    /// The bundle version the agent holds (`sha256:…` of its payload): not sent again.
+    #[serde(default)]
+    pub have: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BundleResponse {
+    /// The latest bundle (same fields as a signed job: canonical JSON payload, signature,
+    /// key id), or `None` when the agent holds it already.
+    pub bundle: Option<SignedJob>,
+    /// Its version (`sha256:…` of the payload).
+    pub version: String,
+}
+
 /// Authenticated no-op (preflight): proves the keys and that the agent is not revoked.
 pub const PING: &str = "/v1/agent/ping";
 

@@ -196,3 +196,47 @@ pub(super) async fn run_pushed(
     let body = serde_json::to_vec(&submit).map_err(|e| ApiError::bad(e.to_string()))?;
     super::submit_run(State(s), h, Bytes::from(body)).await
 }
+
+impl Srv {
+    /// The registry bundle for an agent of `site`: the latest version of every document,
+    /// signed; only its version when the agent holds it already.
+    pub(super) async fn registry_bundle(
+        &self,
+        site: &str,
+        have: Option<&str>,
+    ) -> ApiResult<proto::BundleResponse> {
+        let mut latest: BTreeMap<(String, String), RegistryRow> = BTreeMap::new();
+        for row in self.store.registry().await? {
+            latest.insert((row.kind.clone(), row.name.clone()), row);
+        }
+        let mut documents = Vec::new();
+        for row in latest.values() {
+            documents.push(crate::bundle::BundleDocument {
+                kind: row.kind.clone(),
+                name: row.name.clone(),
+                version: row.version,
+                sha256: row.sha256.clone(),
+                document: document(row)?,
+            });
+        }
+        let version = crate::bundle::registry_version(&documents);
+        if have == Some(version.as_str()) {
+            return Ok(proto::BundleResponse {
+                bundle: None,
+                version,
+            });
+        }
+        let signed = crate::bundle::sign_registry(&self.bundle, site, documents, crate::now_ms())
+            .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("signing the registry bundle: {e}"),
+            )
+        })?;
+        Ok(proto::BundleResponse {
+            bundle: Some(signed),
+            version,
+        })
+    }
+}

@@ -255,3 +255,77 @@ fn pushed_workflows_are_versioned_and_run_at_a_site_by_name_and_version() {
         "Workflow/say@1,Workflow/greet@2\nWorkflow/greet@1,Workflow/say@1"
     );
 }
+
+#[test]
+fn agents_sync_the_signed_registry_bundle_and_hold_it_verified_while_cut_off() {
+    let d = tempfile::tempdir().unwrap();
+    let mut o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 3000);
+    let key = o.site("edge-sync");
+    let adata = d.path().join("agent");
+    let g = write(d.path(), "greet.yaml", &greet("hello"));
+    o.json(&["push", g.to_str().unwrap(), "--format", "json"]);
+    let kept_line = |log: &str, label: &str| -> Option<String> {
+        log.lines()
+            .find(|l| l.starts_with("registry bundle sha256:") && l.contains(label))
+            .map(|l| l.split_whitespace().nth(2).unwrap().to_string())
+    };
+    let mut a = Agent::start(&o, &key, "edge-sync-1", &adata);
+    let v1 = wait_until(Duration::from_secs(20), "bundle v1 kept", || {
+        kept_line(
+            &a.log(),
+            "verified and kept (1 document(s): Workflow/greet@1)",
+        )
+    });
+    assert!(
+        a.log().contains("registry bundle held: none yet"),
+        "{}",
+        a.log()
+    );
+    a.kill9();
+
+    std::fs::write(&g, greet("hi")).unwrap();
+    o.json(&["push", g.to_str().unwrap(), "--format", "json"]);
+    let mut a = Agent::start(&o, &key, "edge-sync-1", &adata);
+    let v2 = wait_until(Duration::from_secs(20), "bundle v2 kept", || {
+        kept_line(&a.log(), "Workflow/greet@2), was")
+    });
+    assert_ne!(v1, v2);
+    assert!(
+        a.log().contains(&format!(
+            "registry bundle held: {v1} (1 document(s): Workflow/greet@1)"
+        )),
+        "{}",
+        a.log()
+    );
+    a.kill9();
+
+    // Cut off: the bundle held is still verified and named.
+    o.kill9();
+    let a = Agent::start_via(&[], &o.url, &o.pin, &key, "edge-sync-1", &adata);
+    wait_until(Duration::from_secs(20), "the held bundle named", || {
+        let l = a.log();
+        (l.contains(&format!(
+            "registry bundle held: {v2} (1 document(s): Workflow/greet@2)"
+        )) && l.contains("sync failed"))
+        .then_some(())
+    });
+    drop(a);
+
+    // Altered on disk: not used, dropped, synced again once the orchestrator is back.
+    let n = sqlite(
+        &adata.join("agent.db"),
+        "UPDATE registry_bundles SET payload = replace(payload, 'hi-', 'rm -rf ') ; SELECT changes();",
+    );
+    assert_eq!(n, "1");
+    let o = Orch::start(&d.path().join("orch"), &o.addr(), 3000);
+    let a = Agent::start(&o, &key, "edge-sync-1", &adata);
+    wait_until(Duration::from_secs(20), "bundle synced again", || {
+        kept_line(&a.log(), "Workflow/greet@2)").filter(|v| *v == v2)
+    });
+    assert!(a.log().contains("does not verify"), "{}", a.log());
+    assert!(
+        !a.log().contains("registry bundle held: sha256"),
+        "{}",
+        a.log()
+    );
+}
