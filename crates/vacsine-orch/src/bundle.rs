@@ -247,8 +247,10 @@ impl BundleStore {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        // A cache of what was verified (the orchestrator keeps the originals): no disk flush
+        // per commit on the path to running a job; a crash may forget the last ones.
         conn.execute_batch(
-            "PRAGMA synchronous=FULL;
+            "PRAGMA synchronous=NORMAL;
              CREATE TABLE IF NOT EXISTS bundles (
                sha256 TEXT PRIMARY KEY,
                run_id TEXT NOT NULL,

@@ -902,8 +902,8 @@ async fn submit_run(
         message: None,
         records: 0,
     };
-    s.sign_run(&row.id, &row.site, &r.job).await?;
-    s.store.create_run(&row).await?;
+    // Signed and queued together: no agent is handed it unsigned.
+    s.sign_and_create_run(&row, &r.job).await?;
     s.queue.send_modify(|n| *n += 1);
     s.events.send_modify(|n| *n += 1);
     Ok(Json(proto::RunCreated { run_id: id }))

@@ -4,12 +4,13 @@
 
 use super::{ApiError, ApiResult, Srv};
 use crate::proto::{Job, SignedJob};
-use crate::store::SignedRow;
+use crate::store::{RunRow, SignedRow};
 use axum::http::StatusCode;
 
 impl Srv {
-    /// Sign run `run_id`'s job and keep it (before the run is queued).
-    pub(super) async fn sign_run(&self, run_id: &str, site: &str, job: &Job) -> ApiResult<()> {
+    /// Sign run `run`'s job and queue the run with its signed job.
+    pub(super) async fn sign_and_create_run(&self, run: &RunRow, job: &Job) -> ApiResult<()> {
+        let (run_id, site) = (run.id.as_str(), run.site.as_str());
         let now = crate::now_ms();
         let s = crate::bundle::sign_job(&self.bundle, run_id, site, job, now).map_err(|e| {
             ApiError::new(
@@ -23,7 +24,7 @@ impl Srv {
             signature: s.signature,
             key_id: s.key_id,
         };
-        self.store.put_signed_job(run_id, &row, now).await?;
+        self.store.create_signed_run(run, &row, now).await?;
         Ok(())
     }
 

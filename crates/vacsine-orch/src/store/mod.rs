@@ -227,6 +227,12 @@ pub trait Store: Send + Sync {
     /// Keep the signed job of run `run` (before the run is queued, so no agent is handed it
     /// unsigned). A second one for the same run is a conflict.
     async fn put_signed_job(&self, run: &str, job: &SignedRow, now: i64) -> Result<()>;
+    /// Queue run `r` with its signed job (the signed job first: a run is never offered
+    /// without it).
+    async fn create_signed_run(&self, r: &RunRow, job: &SignedRow, now: i64) -> Result<()> {
+        self.put_signed_job(&r.id, job, now).await?;
+        self.create_run(r).await
+    }
     /// The signed job of run `run`, if it was signed.
     async fn signed_job(&self, run: &str) -> Result<Option<SignedRow>>;
     /// Push a document into the registry: a new version (1, 2, …) of `kind`/`name` when its

@@ -305,6 +305,39 @@ impl Store for SqliteStore {
         })
     }
 
+    /// One transaction, one commit (a commit is a disk flush here).
+    async fn create_signed_run(&self, r: &RunRow, j: &SignedRow, now: i64) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO signed_jobs (run_id, payload, signature, key_id, signed_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![r.id, j.payload, j.signature, j.key_id, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "run {} already has a signed job",
+                    r.id
+                )));
+            }
+            tx.execute(
+                "INSERT INTO runs (id, site, workflow, request, status, created_ms, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    r.id,
+                    r.site,
+                    r.workflow,
+                    r.request,
+                    r.status,
+                    r.created_ms,
+                    r.message
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     async fn signed_job(&self, run: &str) -> Result<Option<SignedRow>> {
         self.with(|c| {
             Ok(c.query_row(

@@ -644,7 +644,7 @@ async fn bench_dispatch_confirm() {
 }
 
 async fn a_runs_signed_job_is_kept_once_and_read_back_as_signed(f: &Fixture) {
-    let s = &*f.a;
+    let (s, b) = (&*f.a, &*f.b);
     let j = super::SignedRow {
         payload: "{\"run_id\":\"r1\"}".into(),
         signature: "c2ln".into(),
@@ -662,7 +662,19 @@ async fn a_runs_signed_job_is_kept_once_and_read_back_as_signed(f: &Fixture) {
         f.b.put_signed_job("r1", &other, 2).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(s.signed_job("r1").await.unwrap(), Some(j));
+    assert_eq!(s.signed_job("r1").await.unwrap(), Some(j.clone()));
+    // A run queued with its signed job: both there, leased with it.
+    with_agents(s).await;
+    s.create_signed_run(&run("r2", 5), &j, 5).await.unwrap();
+    assert_eq!(b.signed_job("r2").await.unwrap(), Some(j.clone()));
+    let leased = b.lease_next("edge", "a1", 6, 1000).await.unwrap().unwrap();
+    assert_eq!(leased.id, "r2");
+    // A run id that has a signed job already is refused whole: no unsigned run is queued.
+    assert!(matches!(
+        s.create_signed_run(&run("r1", 7), &j, 7).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s.run("r1").await.unwrap().is_none());
 }
 
 async fn a_push_makes_a_new_version_only_when_the_content_changed(f: &Fixture) {
