@@ -22,6 +22,8 @@ use vacsine_engine::{CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, 
 use vacsine_wire::{KeyPair, PublicKey};
 
 mod enforce_job;
+#[path = "agent_sync.rs"]
+mod sync;
 
 pub struct AgentConfig {
     /// One URL, or several replicas separated by commas (tried in order when one is down).
@@ -45,6 +47,10 @@ struct Identity {
     pin: String,
     secret_key: String,
     server_key: String,
+    /// The orchestrator's bundle verifying key (ed25519, base64), pinned at enrolment: every
+    /// job must be signed with it. Missing in identities made before jobs were signed.
+    #[serde(default)]
+    bundle_key: Option<String>,
 }
 
 /// Records and run ends waiting to be uploaded, in the order they were made.
@@ -188,10 +194,38 @@ async fn enroll(cfg: &AgentConfig, path: &Path) -> anyhow::Result<Identity> {
         pin,
         secret_key: keys.secret_b64(),
         server_key: server.to_b64(),
+        bundle_key: Some(hello.bundle_key.clone()),
     };
     crate::files::write_private(path, &serde_json::to_vec_pretty(&id)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(id)
+}
+
+/// The bundle key pinned in the identity; an identity made before jobs were signed gets the
+/// key from `hello` (authenticated by the pinned certificate) once, and keeps it.
+async fn pin_bundle_key(id: &mut Identity, path: &Path) -> anyhow::Result<String> {
+    if let Some(k) = &id.bundle_key {
+        return Ok(k.clone());
+    }
+    let hello = AgentLink::hello(&id.orchestrator, &id.pin)
+        .await
+        .with_context(|| {
+            format!(
+                "{} holds no bundle key (enrolled before jobs were signed) and the orchestrator at {} cannot be reached to pin it",
+                path.display(),
+                id.orchestrator
+            )
+        })?;
+    crate::bundle::check_key(&hello.bundle_key)?;
+    eprintln!(
+        "pinned the orchestrator's bundle key (key id {}) in {}",
+        crate::bundle::key_id(&hello.bundle_key),
+        path.display()
+    );
+    id.bundle_key = Some(hello.bundle_key.clone());
+    crate::files::write_private(path, &serde_json::to_vec_pretty(&*id)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(hello.bundle_key)
 }
 
 type Active = Arc<Mutex<HashMap<String, CancelToken>>>;
@@ -207,6 +241,10 @@ struct Shared {
     fatal: watch::Sender<Option<String>>,
     enforcer: Option<Arc<dyn crate::enforce::EnforceRunner>>,
     journal_path: PathBuf,
+    site: String,
+    /// The pinned bundle key and the verified bundles (`agent.db`).
+    bundle_key: String,
+    bundles: crate::bundle::BundleStore,
 }
 
 /// Run the agent until it is revoked or the process ends.
@@ -214,10 +252,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     crate::files::private_dir(&cfg.data)
         .with_context(|| format!("creating {}", cfg.data.display()))?;
     let idp = cfg.data.join("agent.json");
-    let id = match load_identity(&idp)? {
+    let mut id = match load_identity(&idp)? {
         Some(id) => id,
         None => enroll(&cfg, &idp).await?,
     };
+    let bundle_key = pin_bundle_key(&mut id, &idp).await?;
     let keys = KeyPair::from_secret_b64(&id.secret_key)?;
     let server = PublicKey::from_b64(&id.server_key)?;
     // Replicas given at this start replace those known at enrolment (same keys and pin).
@@ -239,12 +278,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         fatal,
         enforcer: cfg.enforcer.clone(),
         journal_path: cfg.data.join("journal.db"),
+        site: id.site.clone(),
+        bundle_key,
+        bundles: crate::bundle::BundleStore::open(&cfg.data.join("agent.db"))?,
     });
     println!(
         "vacsine agent {} ({}) of site {} → {}",
         id.name, id.agent_id, id.site, orchestrators
     );
     let up = tokio::spawn(uploader(sh.clone()));
+    let sync = tokio::spawn(sync::syncer(sh.clone()));
     let rn = tokio::spawn(renewer(sh.clone()));
     let mut stop = stop_on_signals();
     let mut backoff = Backoff::default();
@@ -310,6 +353,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     up.abort();
     rn.abort();
+    sync.abort();
     r
 }
 
@@ -446,6 +490,8 @@ async fn run_job(
     w: &Work,
     cancel: CancelToken,
 ) -> anyhow::Result<vacsine_engine::RunReport> {
+    // Nothing runs before the job's signature is verified; what runs is the signed job.
+    let w = &crate::bundle::verified_work(&sh.bundle_key, &sh.site, &sh.bundles, w)?;
     let workflow: Workflow =
         serde_json::from_value(w.job.workflow.clone()).context("the workflow sent is not valid")?;
     let mut cat = Catalog::new();

@@ -161,6 +161,7 @@ mod tests {
                     "spec": {"driver": "docker", "nodes": [{"name": "n", "container": "c", "roles": ["server"]}]}}),
                 options: Default::default(),
             }),
+            versions: vec![],
         }
     }
 

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod bundle;
 pub mod client;
 pub mod enforce;
 pub mod files;

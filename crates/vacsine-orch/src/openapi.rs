@@ -44,6 +44,9 @@ impl Modify for OperatorAuth {
         super::run_records,
         super::enforce_site::run_report,
         super::status_view,
+        super::registry::push_documents,
+        super::registry::list_registry,
+        super::registry::run_pushed,
     ),
     components(schemas(
         proto::EnrollRequest,
@@ -58,6 +61,8 @@ impl Modify for OperatorAuth {
         proto::FinishResponse,
         proto::EnforceJob,
         proto::EnforceJobOptions,
+        proto::BundleRequest,
+        proto::BundleResponse,
     )),
     modifiers(&OperatorAuth),
     tags(
@@ -91,6 +96,8 @@ mod tests {
             "/v1/runs/{id}",
             "/v1/runs/{id}/report",
             proto::OP_STATUS,
+            proto::OP_REGISTRY,
+            proto::OP_REGISTRY_RUNS,
         ];
         want.sort();
         assert_eq!(paths, want);
@@ -109,6 +116,10 @@ mod tests {
             "SubmitRun",
             "RunReportView",
             "EnforceJob",
+            "PushRequest",
+            "RegistryList",
+            "RunPushed",
+            "SignedJob",
         ] {
             assert!(
                 json["components"]["schemas"][schema].is_object(),

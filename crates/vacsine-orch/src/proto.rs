@@ -10,6 +10,26 @@ pub const POLL: &str = "/v1/agent/poll";
 pub const RENEW: &str = "/v1/agent/renew";
 pub const RECORDS: &str = "/v1/agent/records";
 pub const FINISH: &str = "/v1/agent/finish";
+/// The registry bundle: every document's latest version, signed (`BundleRequest`,
+/// `BundleResponse`).
+pub const BUNDLE: &str = "/v1/agent/bundle";
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BundleRequest {
+    /// The bundle version the agent holds (`sha256:…` of its payload): not sent again.
+    #[serde(default)]
+    pub have: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BundleResponse {
+    /// The latest bundle (same fields as a signed job: canonical JSON payload, signature,
+    /// key id), or `None` when the agent holds it already.
+    pub bundle: Option<SignedJob>,
+    /// Its version (`sha256:…` of the payload).
+    pub version: String,
+}
+
 /// Authenticated no-op (preflight): proves the keys and that the agent is not revoked.
 pub const PING: &str = "/v1/agent/ping";
 
@@ -68,14 +88,40 @@ pub struct PollResponse {
 pub struct Work {
     pub run_id: String,
     pub lease_ttl_ms: i64,
+    /// The job, unsigned, for reading; an agent executes only [`Work::signed`].
     pub job: Job,
+    /// The job signed by the orchestrator's bundle key when the run was submitted
+    /// (`None` for a run queued by an orchestrator that did not sign: agents refuse it).
+    #[serde(default)]
+    pub signed: Option<SignedJob>,
+}
+
+/// A job signed by the orchestrator (see `vacsine_orch::bundle`): `payload` is the canonical
+/// JSON of `{format, run_id, site, job, signed_ms}`, `signature` its ed25519 signature
+/// (base64, domain separated), `key_id` the first 16 hex digits of the SHA-256 of the
+/// verifying key (base64 text) that agents pinned at enrolment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct SignedJob {
+    pub payload: String,
+    pub signature: String,
+    pub key_id: String,
+}
+
+/// A document of the registry a job carries: `kind` (`Policy` or `Workflow`), name, version
+/// (1, 2, …) and the SHA-256 of its content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct VersionRef {
+    pub kind: String,
+    pub name: String,
+    pub version: i64,
+    pub sha256: String,
 }
 
 /// What an operator submits: a workflow (kind: Workflow, as JSON), the catalog workflows it
 /// may call, input values (strings are typed by the engine from the declarations); or, with
 /// `enforce`, a policy to enforce on a target of the site (then `workflow` is null and
 /// `catalog` holds the fixes the policy may use).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Job {
     #[serde(default)]
     pub workflow: Value,
@@ -85,11 +131,14 @@ pub struct Job {
     pub inputs: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforce: Option<EnforceJob>,
+    /// The registry versions of the workflow and catalog (empty for files sent as they are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<VersionRef>,
 }
 
 /// Job 1 at a site (`vacsine enforce --site`): the agent resolves the target with its own
 /// driver and runs the whole pipeline (sandbox, verify, apply, verify, roll back).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct EnforceJob {
     /// The policy (kind: Policy, as JSON; SCAP imports already expanded).
     pub policy: Value,
@@ -100,7 +149,7 @@ pub struct EnforceJob {
 }
 
 /// The switches of `vacsine enforce` that travel with the job.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct EnforceJobOptions {
     #[serde(default)]
     pub force: bool,
@@ -168,6 +217,57 @@ pub struct ErrorBody {
 pub const OP_SITES: &str = "/v1/sites";
 pub const OP_RUNS: &str = "/v1/runs";
 pub const OP_STATUS: &str = "/v1/status";
+
+/// The registry of pushed policies and workflows (operator).
+pub const OP_REGISTRY: &str = "/v1/registry";
+/// Run a pushed workflow at a site (operator).
+pub const OP_REGISTRY_RUNS: &str = "/v1/registry/runs";
+
+/// A document pushed into the registry: `kind` `Policy` or `Workflow`, its
+/// `metadata.name`, and the document as JSON (as `vacsine` parsed it from YAML).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PushDocument {
+    pub kind: String,
+    pub name: String,
+    pub document: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PushRequest {
+    pub documents: Vec<PushDocument>,
+}
+
+/// A version in the registry.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RegistryEntry {
+    pub kind: String,
+    pub name: String,
+    pub version: i64,
+    /// `sha256:<hex>` of the document's canonical JSON.
+    pub sha256: String,
+    pub pushed: String,
+    /// In a push's answer: whether this push made the version (`false`: the content was
+    /// already the latest version).
+    #[serde(default)]
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RegistryList {
+    pub entries: Vec<RegistryEntry>,
+}
+
+/// Run a pushed workflow (its latest version, or `version`) at a site; the catalog is the
+/// latest version of every other pushed workflow.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunPushed {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<i64>,
+    pub site: String,
+    #[serde(default)]
+    pub inputs: Map<String, Value>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateSite {

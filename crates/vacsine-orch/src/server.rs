@@ -227,6 +227,10 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
 
 #[path = "openapi.rs"]
 pub mod openapi;
+#[path = "registry.rs"]
+mod registry;
+#[path = "signing.rs"]
+mod signing;
 
 /// Where the API's OpenAPI document is served (no authentication: it holds no data).
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
@@ -245,6 +249,11 @@ fn router(srv: Arc<Srv>) -> Router {
         .route("/v1/runs/{id}", get(run_records))
         .route("/v1/runs/{id}/report", get(enforce_site::run_report))
         .route(proto::OP_STATUS, get(status_view))
+        .route(
+            proto::OP_REGISTRY,
+            post(registry::push_documents).get(registry::list_registry),
+        )
+        .route(proto::OP_REGISTRY_RUNS, post(registry::run_pushed))
         .route(OPENAPI_PATH, get(openapi_json))
         .with_state(srv)
 }
@@ -461,8 +470,8 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
 }
 
 #[utoipa::path(post, path = "/v1/agent/{op}", tag = "agent",
-    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
-    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping")),
+    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`, `bundle`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`, `BundleRequest`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
+    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle")),
     request_body(content = Object, description = "sealed envelope (JSON): v, method, path, agent, ts, nonce, sender, enc, ct"),
     responses(
         (status = 200, description = "sealed envelope with the operation's response"),
@@ -545,6 +554,11 @@ impl Srv {
                 self.seal_reply(&from, b, &env, &proto::PollResponse { work })
             }
             proto::PING => self.seal_reply(&from, b, &env, &proto::Pong { time_ms: now_ms() }),
+            proto::BUNDLE => {
+                let r: proto::BundleRequest = parse(&plain, "bundle")?;
+                let resp = self.registry_bundle(&agent.site, r.have.as_deref()).await?;
+                self.seal_reply(&from, b, &env, &resp)
+            }
             proto::RENEW => {
                 let r: proto::RenewRequest = parse(&plain, "renew")?;
                 let held = self
@@ -701,10 +715,12 @@ impl Srv {
                         format!("stored run {}: {e}", run.id),
                     )
                 })?;
+                let signed = self.signed_for(&run.id).await?;
                 return Ok(Some(proto::Work {
                     run_id: run.id,
                     lease_ttl_ms: self.lease_ttl_ms,
                     job,
+                    signed,
                 }));
             }
             tokio::select! {
@@ -882,7 +898,8 @@ async fn submit_run(
         message: None,
         records: 0,
     };
-    s.store.create_run(&row).await?;
+    // Signed and queued together: no agent is handed it unsigned.
+    s.sign_and_create_run(&row, &r.job).await?;
     s.queue.send_modify(|n| *n += 1);
     s.events.send_modify(|n| *n += 1);
     Ok(Json(proto::RunCreated { run_id: id }))

@@ -332,6 +332,28 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
         format: SimpleFormat,
     },
+    /// Push policies and workflows into the orchestrator's registry: each gets a new version
+    /// when its content changed (`vacsine run NAME[@VERSION] --site S` runs a pushed workflow).
+    Push {
+        /// Policy and workflow files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
+    /// The orchestrator's registry of pushed policies and workflows.
+    Registry {
+        #[command(subcommand)]
+        action: RegistryAction,
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
+        format: SimpleFormat,
+    },
     /// Sites, agents (online/offline, last seen, version) and runs known to the orchestrator.
     Status {
         #[command(flatten)]
@@ -375,6 +397,12 @@ pub enum AgentAction {
     /// Check what the agent needs, each pass/fail: the orchestrator reachable with the pin,
     /// clock skew, identity accepted, Docker, nft, disk. Exit 0 when all pass, 2 otherwise.
     Preflight,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum RegistryAction {
+    /// Every version of every pushed policy and workflow.
+    List,
 }
 
 #[derive(Subcommand, Debug, Clone)]

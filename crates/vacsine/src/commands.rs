@@ -49,7 +49,10 @@ fn wants_json_errors(cmd: &Command) -> bool {
         Command::Scap { action } => match action {
             ScapAction::Profiles { format, .. } | ScapAction::Eval { format, .. } => simple(format),
         },
-        Command::Site { format, .. } | Command::Status { format, .. } => simple(format),
+        Command::Site { format, .. }
+        | Command::Status { format, .. }
+        | Command::Push { format, .. }
+        | Command::Registry { format, .. } => simple(format),
         Command::Schema { .. } | Command::Orchestrator { .. } | Command::Agent { .. } => false,
     }
 }
@@ -233,6 +236,16 @@ pub async fn dispatch(cli: Cli) -> i32 {
             format,
         } => crate::orch::site(action, &conn, format).await,
         Command::Status { conn, format } => crate::orch::status(&conn, format).await,
+        Command::Push {
+            files,
+            conn,
+            format,
+        } => crate::registrycmd::push(files, &conn, format).await,
+        Command::Registry {
+            action: crate::cli::RegistryAction::List,
+            conn,
+            format,
+        } => crate::registrycmd::list(&conn, format).await,
     };
     match r {
         Ok(code) => code,

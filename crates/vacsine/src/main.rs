@@ -8,6 +8,7 @@ mod commands;
 mod drivers;
 mod orch;
 mod progress;
+mod registrycmd;
 mod runcmd;
 mod scapcmd;
 mod scapdocs;

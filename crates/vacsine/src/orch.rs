@@ -12,7 +12,7 @@ use vacsine_enforce::inputs;
 use vacsine_orch::client::OperatorClient;
 use vacsine_orch::proto;
 
-fn err(e: impl std::fmt::Display) -> miette::Report {
+pub(crate) fn err(e: impl std::fmt::Display) -> miette::Report {
     miette::miette!("{e:#}")
 }
 
@@ -131,7 +131,7 @@ pub(crate) fn client(conn: &OperatorConn) -> miette::Result<OperatorClient> {
     OperatorClient::new(&cfg).map_err(err)
 }
 
-fn print_json<T: serde::Serialize>(v: &T) {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -362,6 +362,12 @@ pub async fn run_at_site(
             "give a workflow file"
         ));
     };
+    if let Some((name, version)) = crate::registrycmd::pushed_ref(&wf_path) {
+        return crate::registrycmd::run_pushed(
+            name, version, site, raw_inputs, detach, conn, format,
+        )
+        .await;
+    }
     let mut cat_dirs = catalog;
     if cat_dirs.is_empty() && std::path::Path::new("catalog").is_dir() {
         cat_dirs.push(PathBuf::from("catalog"));
@@ -408,11 +414,23 @@ pub async fn run_at_site(
                     catalog: catalog_json,
                     inputs: inputs_map,
                     enforce: None,
+                    versions: vec![],
                 },
             },
         )
         .await
         .map_err(err)?;
+    follow_run(&c, created, site, detach, format).await
+}
+
+/// After a run was queued: print its id (`detach`), or follow its records to its end.
+pub(crate) async fn follow_run(
+    c: &OperatorClient,
+    created: proto::RunCreated,
+    site: &str,
+    detach: bool,
+    format: SimpleFormat,
+) -> miette::Result<i32> {
     if detach {
         if format == SimpleFormat::Json {
             println!("{}", serde_json::json!({ "run_id": created.run_id }));

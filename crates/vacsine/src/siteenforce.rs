@@ -82,6 +82,7 @@ fn job_of(inputs: &Inputs, at: &AtSite) -> miette::Result<proto::Job> {
                 require_persistent: at.require_persistent,
             },
         }),
+        versions: vec![],
     };
     // What the site will decode: a document that does not survive the trip is our bug, said
     // here rather than by the agent after queuing.

@@ -132,6 +132,26 @@ pub struct Expired {
 }
 
 /// Leases are re-offered at most this many times before the run fails.
+/// A run's job as the orchestrator signed it (see `crate::bundle`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRow {
+    pub payload: String,
+    pub signature: String,
+    pub key_id: String,
+}
+
+/// A version of a policy or workflow in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRow {
+    pub kind: String,
+    pub name: String,
+    pub version: i64,
+    pub sha256: String,
+    /// The document as JSON.
+    pub document: String,
+    pub pushed_ms: i64,
+}
+
 pub const MAX_OFFERS: i64 = 3;
 
 /// A change another process sharing the store made, that may end a wait here.
@@ -209,6 +229,37 @@ pub trait Store: Send + Sync {
     /// process sharing the store saw it already: a replay sent to another replica (each
     /// process also refuses replays it saw itself). A store one process uses has nothing to
     /// add to that process's memory: true.
+    /// Keep the signed job of run `run` (before the run is queued, so no agent is handed it
+    /// unsigned). A second one for the same run is a conflict.
+    async fn put_signed_job(&self, run: &str, job: &SignedRow, now: i64) -> Result<()>;
+    /// Queue run `r` with its signed job (the signed job first: a run is never offered
+    /// without it).
+    async fn create_signed_run(&self, r: &RunRow, job: &SignedRow, now: i64) -> Result<()> {
+        self.put_signed_job(&r.id, job, now).await?;
+        self.create_run(r).await
+    }
+    /// The signed job of run `run`, if it was signed.
+    async fn signed_job(&self, run: &str) -> Result<Option<SignedRow>>;
+    /// Push a document into the registry: a new version (1, 2, …) of `kind`/`name` when its
+    /// content (`sha256`) differs from the latest one, else the latest one. `true` when a
+    /// version was made.
+    async fn push_document(
+        &self,
+        kind: &str,
+        name: &str,
+        sha256: &str,
+        document: &str,
+        now: i64,
+    ) -> Result<(RegistryRow, bool)>;
+    /// Every version of every document, by kind, name and version.
+    async fn registry(&self) -> Result<Vec<RegistryRow>>;
+    /// One version of a document, or its latest (`version` `None`).
+    async fn registry_document(
+        &self,
+        kind: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<RegistryRow>>;
     async fn first_use(&self, nonce: &str, now: i64, keep_until: i64) -> Result<bool> {
         let _ = (nonce, now, keep_until);
         Ok(true)

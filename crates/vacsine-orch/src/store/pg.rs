@@ -22,8 +22,8 @@
 //! host or network); a URL asking for `sslmode=require` is refused by the driver.
 
 use super::{
-    status, AgentRow, Change, Expired, Result, RunRow, SiteRow, Store, StoreError, Stored,
-    MAX_OFFERS,
+    status, AgentRow, Change, Expired, RegistryRow, Result, RunRow, SignedRow, SiteRow, Store,
+    StoreError, Stored, MAX_OFFERS,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -110,12 +110,48 @@ CREATE TABLE run_reports (
 );
 "#,
     ),
+    (
+        4,
+        r#"
+-- Jobs as the orchestrator signed them at submission (agents verify before running).
+CREATE TABLE signed_jobs (
+  run_id TEXT PRIMARY KEY,
+  payload TEXT NOT NULL,
+  signature TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  signed_ms BIGINT NOT NULL
+);
+-- The registry: versions of pushed policies and workflows.
+CREATE TABLE registry (
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  version BIGINT NOT NULL,
+  sha256 TEXT NOT NULL,
+  document TEXT NOT NULL,
+  pushed_ms BIGINT NOT NULL,
+  PRIMARY KEY (kind, name, version)
+);
+"#,
+    ),
 ];
 
 /// The schema used when none is given.
 pub const DEFAULT_SCHEMA: &str = "vacsine";
 
 const RUN_COLS: &str = "id, site, workflow, request, status, agent_id, lease_expires_ms, offers, created_ms, started_ms, finished_ms, message, (SELECT COUNT(*) FROM records WHERE run_id = runs.id) AS nrec";
+
+const REG_COLS: &str = "kind, name, version, sha256, document, pushed_ms";
+
+fn registry_row(r: &Row) -> RegistryRow {
+    RegistryRow {
+        kind: r.get(0),
+        name: r.get(1),
+        version: r.get(2),
+        sha256: r.get(3),
+        document: r.get(4),
+        pushed_ms: r.get(5),
+    }
+}
 
 pub struct PgStore {
     pool: Pool,
@@ -522,6 +558,108 @@ impl Store for PgStore {
             .await?;
         c.execute(&st, &[&id, &now]).await?;
         Ok(())
+    }
+
+    async fn put_signed_job(&self, run: &str, j: &SignedRow, now: i64) -> Result<()> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO signed_jobs (run_id, payload, signature, key_id, signed_ms)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id) DO NOTHING",
+            )
+            .await?;
+        let n = c
+            .execute(&st, &[&run, &j.payload, &j.signature, &j.key_id, &now])
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "run {run} already has a signed job"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn signed_job(&self, run: &str) -> Result<Option<SignedRow>> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached("SELECT payload, signature, key_id FROM signed_jobs WHERE run_id = $1")
+            .await?;
+        Ok(c.query_opt(&st, &[&run]).await?.map(|r| SignedRow {
+            payload: r.get(0),
+            signature: r.get(1),
+            key_id: r.get(2),
+        }))
+    }
+
+    async fn push_document(
+        &self,
+        kind: &str,
+        name: &str,
+        sha256: &str,
+        document: &str,
+        now: i64,
+    ) -> Result<(RegistryRow, bool)> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        // Pushes of one document on several replicas take their turn.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('vacsine.registry.' || $1 || '/' || $2))",
+            &[&kind, &name],
+        )
+        .await?;
+        let latest = tx
+            .query_opt(
+                &format!("SELECT {REG_COLS} FROM registry WHERE kind = $1 AND name = $2 ORDER BY version DESC LIMIT 1"),
+                &[&kind, &name],
+            )
+            .await?
+            .map(|r| registry_row(&r));
+        if let Some(l) = latest.as_ref().filter(|l| l.sha256 == sha256) {
+            return Ok((l.clone(), false));
+        }
+        let row = RegistryRow {
+            kind: kind.into(),
+            name: name.into(),
+            version: latest.map_or(1, |l| l.version + 1),
+            sha256: sha256.into(),
+            document: document.into(),
+            pushed_ms: now,
+        };
+        tx.execute(
+            "INSERT INTO registry (kind, name, version, sha256, document, pushed_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&row.kind, &row.name, &row.version, &row.sha256, &row.document, &row.pushed_ms],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((row, true))
+    }
+
+    async fn registry(&self) -> Result<Vec<RegistryRow>> {
+        let c = self.pool.get().await?;
+        Ok(c.query(
+            &format!("SELECT {REG_COLS} FROM registry ORDER BY kind, name, version"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(registry_row)
+        .collect())
+    }
+
+    async fn registry_document(
+        &self,
+        kind: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<RegistryRow>> {
+        let c = self.pool.get().await?;
+        Ok(c
+            .query_opt(
+                &format!("SELECT {REG_COLS} FROM registry WHERE kind = $1 AND name = $2 AND ($3::BIGINT IS NULL OR version = $3) ORDER BY version DESC LIMIT 1"),
+                &[&kind, &name, &version],
+            )
+            .await?
+            .map(|r| registry_row(&r)))
     }
 
     async fn create_run(&self, r: &RunRow) -> Result<()> {

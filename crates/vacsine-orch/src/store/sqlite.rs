@@ -1,7 +1,8 @@
 //! The embedded store: one SQLite file (WAL, synchronous FULL, 0600), one connection.
 
 use super::{
-    status, AgentRow, Expired, Result, RunRow, SiteRow, Store, StoreError, Stored, MAX_OFFERS,
+    status, AgentRow, Expired, RegistryRow, Result, RunRow, SignedRow, SiteRow, Store, StoreError,
+    Stored, MAX_OFFERS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -49,6 +50,22 @@ CREATE TABLE IF NOT EXISTS records (
   received_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_run ON records(run_id, seq);
+CREATE TABLE IF NOT EXISTS signed_jobs (
+  run_id TEXT PRIMARY KEY,
+  payload TEXT NOT NULL,
+  signature TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  signed_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry (
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  sha256 TEXT NOT NULL,
+  document TEXT NOT NULL,
+  pushed_ms INTEGER NOT NULL,
+  PRIMARY KEY (kind, name, version)
+);
 ";
 
 /// Added after the first schema (stores made before it get it at their next start): the
@@ -95,6 +112,19 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         finished_ms: r.get("finished_ms")?,
         message: r.get("message")?,
         records: r.get("nrec")?,
+    })
+}
+
+const REG_COLS: &str = "kind, name, version, sha256, document, pushed_ms";
+
+fn registry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegistryRow> {
+    Ok(RegistryRow {
+        kind: r.get(0)?,
+        name: r.get(1)?,
+        version: r.get(2)?,
+        sha256: r.get(3)?,
+        document: r.get(4)?,
+        pushed_ms: r.get(5)?,
     })
 }
 
@@ -267,6 +297,137 @@ impl Store for SqliteStore {
                 params![id, now],
             )?;
             Ok(())
+        })
+    }
+
+    async fn put_signed_job(&self, run: &str, j: &SignedRow, now: i64) -> Result<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO signed_jobs (run_id, payload, signature, key_id, signed_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run, j.payload, j.signature, j.key_id, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "run {run} already has a signed job"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// One transaction, one commit (a commit is a disk flush here).
+    async fn create_signed_run(&self, r: &RunRow, j: &SignedRow, now: i64) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO signed_jobs (run_id, payload, signature, key_id, signed_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![r.id, j.payload, j.signature, j.key_id, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "run {} already has a signed job",
+                    r.id
+                )));
+            }
+            tx.execute(
+                "INSERT INTO runs (id, site, workflow, request, status, created_ms, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    r.id,
+                    r.site,
+                    r.workflow,
+                    r.request,
+                    r.status,
+                    r.created_ms,
+                    r.message
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    async fn signed_job(&self, run: &str) -> Result<Option<SignedRow>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT payload, signature, key_id FROM signed_jobs WHERE run_id = ?1",
+                [run],
+                |r| {
+                    Ok(SignedRow {
+                        payload: r.get(0)?,
+                        signature: r.get(1)?,
+                        key_id: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    async fn push_document(
+        &self,
+        kind: &str,
+        name: &str,
+        sha256: &str,
+        document: &str,
+        now: i64,
+    ) -> Result<(RegistryRow, bool)> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let latest = tx
+                .query_row(
+                    &format!("SELECT {REG_COLS} FROM registry WHERE kind = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1"),
+                    params![kind, name],
+                    registry_row,
+                )
+                .optional()?;
+            if let Some(l) = latest.as_ref().filter(|l| l.sha256 == sha256) {
+                return Ok((l.clone(), false));
+            }
+            let row = RegistryRow {
+                kind: kind.into(),
+                name: name.into(),
+                version: latest.map_or(1, |l| l.version + 1),
+                sha256: sha256.into(),
+                document: document.into(),
+                pushed_ms: now,
+            };
+            tx.execute(
+                "INSERT INTO registry (kind, name, version, sha256, document, pushed_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![row.kind, row.name, row.version, row.sha256, row.document, row.pushed_ms],
+            )?;
+            tx.commit()?;
+            Ok((row, true))
+        })
+    }
+
+    async fn registry(&self) -> Result<Vec<RegistryRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {REG_COLS} FROM registry ORDER BY kind, name, version"
+            ))?;
+            let rows = st.query_map([], registry_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn registry_document(
+        &self,
+        kind: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<RegistryRow>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {REG_COLS} FROM registry WHERE kind = ?1 AND name = ?2 AND (?3 IS NULL OR version = ?3) ORDER BY version DESC LIMIT 1"
+                ),
+                params![kind, name, version],
+                registry_row,
+            )
+            .optional()?)
         })
     }
 

@@ -129,6 +129,8 @@ suite!(
     sweeps_on_two_replicas_handle_each_expired_lease_once,
     records_follow_in_order_and_a_reader_resuming_misses_none,
     a_report_is_kept_only_from_the_agent_holding_the_run,
+    a_runs_signed_job_is_kept_once_and_read_back_as_signed,
+    a_push_makes_a_new_version_only_when_the_content_changed,
 );
 
 async fn with_agents(s: &dyn Store) {
@@ -670,4 +672,103 @@ async fn bench_dispatch_confirm() {
             println!("postgres / sqlite with {workers} worker(s): {:.2}", pg / sq);
         }
     }
+}
+
+async fn a_runs_signed_job_is_kept_once_and_read_back_as_signed(f: &Fixture) {
+    let (s, b) = (&*f.a, &*f.b);
+    let j = super::SignedRow {
+        payload: "{\"run_id\":\"r1\"}".into(),
+        signature: "c2ln".into(),
+        key_id: "0123456789abcdef".into(),
+    };
+    assert_eq!(s.signed_job("r1").await.unwrap(), None);
+    s.put_signed_job("r1", &j, 1).await.unwrap();
+    // Another replica reads what this one signed.
+    assert_eq!(f.b.signed_job("r1").await.unwrap(), Some(j.clone()));
+    let other = super::SignedRow {
+        payload: "{}".into(),
+        ..j.clone()
+    };
+    assert!(matches!(
+        f.b.put_signed_job("r1", &other, 2).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.signed_job("r1").await.unwrap(), Some(j.clone()));
+    // A run queued with its signed job: both there, leased with it.
+    with_agents(s).await;
+    s.create_signed_run(&run("r2", 5), &j, 5).await.unwrap();
+    assert_eq!(b.signed_job("r2").await.unwrap(), Some(j.clone()));
+    let leased = b.lease_next("edge", "a1", 6, 1000).await.unwrap().unwrap();
+    assert_eq!(leased.id, "r2");
+    // A run id that has a signed job already is refused whole: no unsigned run is queued.
+    assert!(matches!(
+        s.create_signed_run(&run("r1", 7), &j, 7).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s.run("r1").await.unwrap().is_none());
+}
+
+async fn a_push_makes_a_new_version_only_when_the_content_changed(f: &Fixture) {
+    let (s, b) = (&*f.a, &*f.b);
+    let (r, made) = s
+        .push_document("Workflow", "w", "sha:1", "{\"a\":1}", 10)
+        .await
+        .unwrap();
+    assert_eq!((r.version, made), (1, true));
+    // The same content again, from another replica: the same version.
+    let (r, made) = b
+        .push_document("Workflow", "w", "sha:1", "{\"a\":1}", 11)
+        .await
+        .unwrap();
+    assert_eq!((r.version, r.pushed_ms, made), (1, 10, false));
+    let (r, made) = s
+        .push_document("Workflow", "w", "sha:2", "{\"a\":2}", 12)
+        .await
+        .unwrap();
+    assert_eq!((r.version, made), (2, true));
+    // Back to the first content: a new version still (versions only go forward).
+    let (r, _) = b
+        .push_document("Workflow", "w", "sha:1", "{\"a\":1}", 13)
+        .await
+        .unwrap();
+    assert_eq!(r.version, 3);
+    // Another kind with the same name is its own line.
+    let (r, _) = s
+        .push_document("Policy", "w", "sha:9", "{}", 14)
+        .await
+        .unwrap();
+    assert_eq!(r.version, 1);
+    let all = b.registry().await.unwrap();
+    let v: Vec<(&str, i64)> = all.iter().map(|r| (r.kind.as_str(), r.version)).collect();
+    assert_eq!(
+        v,
+        [
+            ("Policy", 1),
+            ("Workflow", 1),
+            ("Workflow", 2),
+            ("Workflow", 3)
+        ]
+    );
+    let latest = s
+        .registry_document("Workflow", "w", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((latest.version, latest.document.as_str()), (3, "{\"a\":1}"));
+    let v2 = s
+        .registry_document("Workflow", "w", Some(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v2.sha256, "sha:2");
+    assert!(s
+        .registry_document("Workflow", "w", Some(4))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .registry_document("Workflow", "x", None)
+        .await
+        .unwrap()
+        .is_none());
 }

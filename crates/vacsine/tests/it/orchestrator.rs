@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
 
+#[path = "bundles.rs"]
+mod bundles;
+
 pub(crate) struct Orch {
     child: Child,
     pub(crate) data: PathBuf,

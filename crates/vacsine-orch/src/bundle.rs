@@ -1,0 +1,595 @@
+//! Signed work: every job the orchestrator hands an agent is signed with its bundle key
+//! (ed25519, [`vacsine_wire::BundleSigner`]) when the run is submitted, and the agent verifies
+//! it with the key it pinned at enrolment before it executes anything.
+//!
+//! What is signed is a [`JobBundle`] (format, run id, site, the job: workflow, catalog, inputs,
+//! registry versions, and when it was signed), serialized as canonical JSON (object keys
+//! sorted, no whitespace) and sent as that exact text: the agent checks the signature over
+//! the bytes it received, then parses the job *from those bytes*, so what runs is what was
+//! signed (the unsigned copy in [`crate::proto::Work::job`] is never executed).
+//!
+//! The agent keeps each verified bundle in its local store (`agent.db`, table `bundles`), so
+//! a later run of the same version while cut off can use it; a bundle read back is verified
+//! again (the local file could have been altered).
+
+use crate::proto::{Job, SignedJob};
+use anyhow::{anyhow, bail, Context};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+use vacsine_wire::BundleSigner;
+
+/// The `format` of a signed job.
+pub const JOB_FORMAT: &str = "vacsine.io/signed-job/v1";
+
+/// What the orchestrator signs for one run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobBundle {
+    pub format: String,
+    pub run_id: String,
+    pub site: String,
+    pub job: Job,
+    pub signed_ms: i64,
+}
+
+/// `value` as canonical JSON: object keys sorted (by their UTF-8 bytes), no whitespace.
+pub fn canonical_json(value: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                let mut out = serde_json::Map::new();
+                for k in keys {
+                    out.insert(k.clone(), sorted(&m[k]));
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            v => v.clone(),
+        }
+    }
+    // Without serde_json's `preserve_order` a Map is a BTreeMap (sorted already); with it,
+    // the insertion order above is the sorted order. Either way the text is canonical.
+    sorted(value).to_string()
+}
+
+/// Short id of a bundle verifying key (base64): the first 16 hex digits of its SHA-256.
+pub fn key_id(public_b64: &str) -> String {
+    let pin = vacsine_wire::sha256_pin(public_b64.as_bytes());
+    pin.trim_start_matches("sha256:")[..16].to_string()
+}
+
+/// An ed25519 verifying key as `hello` gives it: 32 bytes, base64.
+pub fn check_key(public_b64: &str) -> anyhow::Result<()> {
+    use base64::Engine;
+    let n = base64::engine::general_purpose::STANDARD
+        .decode(public_b64.trim())
+        .map(|v| v.len())
+        .unwrap_or(0);
+    if n != 32 {
+        bail!("the orchestrator's bundle key is not 32 bytes of base64: not pinned");
+    }
+    Ok(())
+}
+
+/// Sign `job` for run `run_id` at `site`.
+pub fn sign_job(
+    signer: &BundleSigner,
+    run_id: &str,
+    site: &str,
+    job: &Job,
+    now_ms: i64,
+) -> anyhow::Result<SignedJob> {
+    let b = JobBundle {
+        format: JOB_FORMAT.into(),
+        run_id: run_id.into(),
+        site: site.into(),
+        job: job.clone(),
+        signed_ms: now_ms,
+    };
+    let payload = canonical_json(&serde_json::to_value(&b)?);
+    Ok(SignedJob {
+        signature: signer.sign(payload.as_bytes()),
+        key_id: key_id(&signer.public_b64()),
+        payload,
+    })
+}
+
+/// Verify a signed job with the pinned key and check that it is for this run at this site.
+/// The error says why it is refused.
+pub fn verify_job(
+    pinned_key: &str,
+    run_id: &str,
+    site: &str,
+    s: &SignedJob,
+) -> anyhow::Result<JobBundle> {
+    vacsine_wire::verify_bundle(pinned_key, s.payload.as_bytes(), &s.signature).map_err(|_| {
+        anyhow!(
+            "the job's signature does not verify with the orchestrator bundle key pinned at enrolment (key id {}; the job names key id {}): refused, nothing executed",
+            key_id(pinned_key),
+            s.key_id
+        )
+    })?;
+    let b: JobBundle = serde_json::from_str(&s.payload)
+        .context("the signed job is not a job bundle: refused, nothing executed")?;
+    if b.format != JOB_FORMAT {
+        bail!(
+            "the signed job is in format `{}`, this agent reads `{JOB_FORMAT}`: refused, nothing executed",
+            b.format
+        );
+    }
+    if b.run_id != run_id || b.site != site {
+        bail!(
+            "the signed job is for run {} at site `{}`, not run {run_id} at site `{site}` (a signed job replayed into another run): refused, nothing executed",
+            b.run_id,
+            b.site
+        );
+    }
+    Ok(b)
+}
+
+/// The `format` of a registry bundle.
+pub const REGISTRY_FORMAT: &str = "vacsine.io/registry-bundle/v1";
+
+/// One document of a registry bundle.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BundleDocument {
+    pub kind: String,
+    pub name: String,
+    pub version: i64,
+    pub sha256: String,
+    pub document: Value,
+}
+
+/// The registry as agents sync it: the latest version of every pushed document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegistryBundle {
+    pub format: String,
+    pub site: String,
+    pub documents: Vec<BundleDocument>,
+    pub signed_ms: i64,
+}
+
+impl RegistryBundle {
+    /// `kind/name@version` of each document, joined by `,`.
+    pub fn label(&self) -> String {
+        self.documents
+            .iter()
+            .map(|d| format!("{}/{}@{}", d.kind, d.name, d.version))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The version of a signed bundle: `sha256:…` of the documents it holds (so two signings of
+/// the same registry have one version).
+pub fn registry_version(documents: &[BundleDocument]) -> String {
+    let v = serde_json::to_value(
+        documents
+            .iter()
+            .map(|d| (&d.kind, &d.name, d.version, &d.sha256))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_default();
+    vacsine_wire::sha256_pin(canonical_json(&v).as_bytes())
+}
+
+/// Sign the registry bundle for `site`.
+pub fn sign_registry(
+    signer: &BundleSigner,
+    site: &str,
+    documents: Vec<BundleDocument>,
+    now_ms: i64,
+) -> anyhow::Result<SignedJob> {
+    let b = RegistryBundle {
+        format: REGISTRY_FORMAT.into(),
+        site: site.into(),
+        documents,
+        signed_ms: now_ms,
+    };
+    let payload = canonical_json(&serde_json::to_value(&b)?);
+    Ok(SignedJob {
+        signature: signer.sign(payload.as_bytes()),
+        key_id: key_id(&signer.public_b64()),
+        payload,
+    })
+}
+
+/// Verify a registry bundle with the pinned key, for this site.
+pub fn verify_registry(
+    pinned_key: &str,
+    site: &str,
+    s: &SignedJob,
+) -> anyhow::Result<RegistryBundle> {
+    vacsine_wire::verify_bundle(pinned_key, s.payload.as_bytes(), &s.signature).map_err(|_| {
+        anyhow!(
+            "the registry bundle's signature does not verify with the orchestrator bundle key pinned at enrolment (key id {}; the bundle names key id {}): not used",
+            key_id(pinned_key),
+            s.key_id
+        )
+    })?;
+    let b: RegistryBundle =
+        serde_json::from_str(&s.payload).context("the signed registry bundle is not readable")?;
+    if b.format != REGISTRY_FORMAT || b.site != site {
+        bail!(
+            "the signed registry bundle is `{}` for site `{}`, not `{REGISTRY_FORMAT}` for `{site}`: not used",
+            b.format,
+            b.site
+        );
+    }
+    Ok(b)
+}
+
+/// The agent's verified bundles, in its local store (`agent.db`).
+pub struct BundleStore {
+    conn: Mutex<Connection>,
+}
+
+/// A verified bundle as kept.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub sha256: String,
+    pub run_id: String,
+    pub workflow: String,
+    pub versions: String,
+    pub signed: SignedJob,
+}
+
+impl BundleStore {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if !path.exists() {
+            crate::files::write_private(path, b"")?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        // A cache of what was verified (the orchestrator keeps the originals): no disk flush
+        // per commit on the path to running a job; a crash may forget the last ones.
+        conn.execute_batch(
+            "PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS bundles (
+               sha256 TEXT PRIMARY KEY,
+               run_id TEXT NOT NULL,
+               workflow TEXT NOT NULL,
+               versions TEXT NOT NULL,
+               payload TEXT NOT NULL,
+               signature TEXT NOT NULL,
+               key_id TEXT NOT NULL,
+               verified_ms INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS bundles_workflow ON bundles(workflow, verified_ms);
+             CREATE TABLE IF NOT EXISTS registry_bundles (
+               version TEXT PRIMARY KEY,
+               payload TEXT NOT NULL,
+               signature TEXT NOT NULL,
+               key_id TEXT NOT NULL,
+               verified_ms INTEGER NOT NULL
+             );",
+        )?;
+        Ok(BundleStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| anyhow!("bundle store lock poisoned"))
+    }
+
+    /// Keep a verified bundle (once per content); returns its SHA-256.
+    pub fn keep(&self, s: &SignedJob, b: &JobBundle, now_ms: i64) -> anyhow::Result<String> {
+        let sha = vacsine_wire::sha256_pin(s.payload.as_bytes());
+        let versions = versions_label(&b.job);
+        self.lock()?.execute(
+            "INSERT OR IGNORE INTO bundles (sha256, run_id, workflow, versions, payload, signature, key_id, verified_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                sha,
+                b.run_id,
+                workflow_name(&b.job),
+                versions,
+                s.payload,
+                s.signature,
+                s.key_id,
+                now_ms
+            ],
+        )?;
+        Ok(sha)
+    }
+
+    /// The latest kept bundle of `workflow` (with `versions`, as [`versions_label`] writes
+    /// them, when given), verified again with `pinned_key` before it is returned.
+    pub fn latest(
+        &self,
+        pinned_key: &str,
+        workflow: &str,
+        versions: Option<&str>,
+    ) -> anyhow::Result<Option<(Kept, JobBundle)>> {
+        let row = self
+            .lock()?
+            .query_row(
+                "SELECT sha256, run_id, workflow, versions, payload, signature, key_id FROM bundles
+                 WHERE workflow = ?1 AND (?2 IS NULL OR versions = ?2)
+                 ORDER BY verified_ms DESC, rowid DESC LIMIT 1",
+                params![workflow, versions],
+                |r| {
+                    Ok(Kept {
+                        sha256: r.get(0)?,
+                        run_id: r.get(1)?,
+                        workflow: r.get(2)?,
+                        versions: r.get(3)?,
+                        signed: SignedJob {
+                            payload: r.get(4)?,
+                            signature: r.get(5)?,
+                            key_id: r.get(6)?,
+                        },
+                    })
+                },
+            )
+            .optional()?;
+        let Some(k) = row else { return Ok(None) };
+        vacsine_wire::verify_bundle(pinned_key, k.signed.payload.as_bytes(), &k.signed.signature)
+            .map_err(|_| {
+                anyhow!(
+                    "the bundle {} kept in the local store no longer verifies (altered on disk): not used",
+                    k.sha256
+                )
+            })?;
+        let b: JobBundle = serde_json::from_str(&k.signed.payload)?;
+        Ok(Some((k, b)))
+    }
+
+    /// Keep a verified registry bundle in place of the one held.
+    pub fn keep_registry(&self, version: &str, s: &SignedJob, now_ms: i64) -> anyhow::Result<()> {
+        let mut c = self.lock()?;
+        let tx = c.transaction()?;
+        tx.execute("DELETE FROM registry_bundles", [])?;
+        tx.execute(
+            "INSERT INTO registry_bundles (version, payload, signature, key_id, verified_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![version, s.payload, s.signature, s.key_id, now_ms],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The registry bundle held (the latest verified), verified again; `Err` when it no
+    /// longer verifies (altered on disk).
+    pub fn held_registry(
+        &self,
+        pinned_key: &str,
+        site: &str,
+    ) -> anyhow::Result<Option<(String, RegistryBundle)>> {
+        let row = self
+            .lock()?
+            .query_row(
+                "SELECT version, payload, signature, key_id FROM registry_bundles
+                 ORDER BY verified_ms DESC, rowid DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        SignedJob {
+                            payload: r.get(1)?,
+                            signature: r.get(2)?,
+                            key_id: r.get(3)?,
+                        },
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((version, s)) = row else {
+            return Ok(None);
+        };
+        let b = verify_registry(pinned_key, site, &s)
+            .with_context(|| format!("the registry bundle {version} held in agent.db"))?;
+        if registry_version(&b.documents) != version {
+            bail!("the registry bundle {version} held in agent.db is not that version: not used");
+        }
+        Ok(Some((version, b)))
+    }
+
+    /// Forget the registry bundles held (one no longer verified).
+    pub fn drop_registry(&self) -> anyhow::Result<()> {
+        self.lock()?.execute("DELETE FROM registry_bundles", [])?;
+        Ok(())
+    }
+
+    /// How many bundles are kept.
+    pub fn count(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .lock()?
+            .query_row("SELECT COUNT(*) FROM bundles", [], |r| r.get(0))?)
+    }
+}
+
+/// The work as the agent may execute it: the signature of `w.signed` verified with the key
+/// pinned at enrolment, for this run at this site, the job taken from the signed bytes, and
+/// the bundle kept in the local store. Anything else is refused with the reason.
+pub fn verified_work(
+    pinned_key: &str,
+    site: &str,
+    store: &BundleStore,
+    w: &crate::proto::Work,
+) -> anyhow::Result<crate::proto::Work> {
+    let s = w.signed.as_ref().ok_or_else(|| {
+        anyhow!(
+            "the orchestrator sent run {} unsigned (queued by an orchestrator that did not sign jobs?): refused, nothing executed; submit it again",
+            w.run_id
+        )
+    })?;
+    let b = verify_job(pinned_key, &w.run_id, site, s)?;
+    let sha = store.keep(s, &b, crate::now_ms())?;
+    let versions = versions_label(&b.job);
+    eprintln!(
+        "run {}: job signature verified (key id {}, bundle {sha}{})",
+        w.run_id,
+        s.key_id,
+        if versions.is_empty() {
+            String::new()
+        } else {
+            format!(", versions {versions}")
+        }
+    );
+    Ok(crate::proto::Work {
+        run_id: w.run_id.clone(),
+        lease_ttl_ms: w.lease_ttl_ms,
+        job: b.job,
+        signed: w.signed.clone(),
+    })
+}
+
+/// The workflow's `metadata.name` (a plain string or a located `{value: …}`).
+pub fn workflow_name(job: &Job) -> String {
+    job.workflow
+        .pointer("/metadata/name")
+        .and_then(|v| {
+            v.as_str()
+                .or_else(|| v.pointer("/value").and_then(|x| x.as_str()))
+        })
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// The registry versions a job carries, as `kind/name@version` joined by `,` (empty for a
+/// job submitted from files).
+pub fn versions_label(job: &Job) -> String {
+    job.versions
+        .iter()
+        .map(|v| format!("{}/{}@{}", v.kind, v.name, v.version))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job() -> Job {
+        Job {
+            workflow: json!({"apiVersion": "vacsine.io/v1", "kind": "Workflow",
+                "metadata": {"name": "w"},
+                "spec": {"steps": [{"id": "a", "uses": "command", "with": {"argv": ["echo", "safe"]}}]}}),
+            catalog: vec![],
+            inputs: serde_json::Map::new(),
+            enforce: None,
+            versions: vec![],
+        }
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let a = json!({"b": 1, "a": {"z": [{"y": 1, "x": 2}], "c": "é"}});
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"c":"é","z":[{"x":2,"y":1}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn a_signed_job_verifies_for_its_run_and_site_only() {
+        let k = BundleSigner::generate();
+        let s = sign_job(&k, "run-1", "edge", &job(), 5).unwrap();
+        let b = verify_job(&k.public_b64(), "run-1", "edge", &s).unwrap();
+        assert_eq!(b.job, job());
+        assert_eq!(s.key_id, key_id(&k.public_b64()));
+        let e = verify_job(&k.public_b64(), "run-2", "edge", &s).unwrap_err();
+        assert!(e.to_string().contains("not run run-2"), "{e}");
+        let e = verify_job(&k.public_b64(), "run-1", "other", &s).unwrap_err();
+        assert!(e.to_string().contains("site `other`"), "{e}");
+    }
+
+    #[test]
+    fn a_tampered_job_or_another_key_is_refused() {
+        let k = BundleSigner::generate();
+        let s = sign_job(&k, "run-1", "edge", &job(), 5).unwrap();
+        let mut t = s.clone();
+        t.payload = t.payload.replace("safe", "touch /tmp/pwned");
+        assert_ne!(t.payload, s.payload);
+        let e = verify_job(&k.public_b64(), "run-1", "edge", &t).unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+        // Signed by another key (an orchestrator this agent did not enrol with).
+        let other = BundleSigner::generate();
+        let s2 = sign_job(&other, "run-1", "edge", &job(), 5).unwrap();
+        let e = verify_job(&k.public_b64(), "run-1", "edge", &s2).unwrap_err();
+        assert!(e.to_string().contains(&key_id(&k.public_b64())), "{e}");
+        // A signature cut or garbled.
+        let mut g = s.clone();
+        g.signature = "AAAA".into();
+        assert!(verify_job(&k.public_b64(), "run-1", "edge", &g).is_err());
+    }
+
+    #[test]
+    fn a_registry_bundle_verifies_for_its_site_and_is_held_verified() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent.db");
+        let k = BundleSigner::generate();
+        let docs = vec![BundleDocument {
+            kind: "Workflow".into(),
+            name: "w".into(),
+            version: 2,
+            sha256: "sha256:00".into(),
+            document: job().workflow,
+        }];
+        let v = registry_version(&docs);
+        assert_eq!(v, registry_version(&docs.clone()), "stable");
+        let s = sign_registry(&k, "edge", docs.clone(), 1).unwrap();
+        let b = verify_registry(&k.public_b64(), "edge", &s).unwrap();
+        assert_eq!((b.label().as_str(), b.documents), ("Workflow/w@2", docs));
+        assert!(verify_registry(&k.public_b64(), "other", &s).is_err());
+        let mut t = s.clone();
+        t.payload = t.payload.replace("safe", "evil");
+        assert!(verify_registry(&k.public_b64(), "edge", &t).is_err());
+        let st = BundleStore::open(&p).unwrap();
+        assert!(st.held_registry(&k.public_b64(), "edge").unwrap().is_none());
+        st.keep_registry(&v, &s, 5).unwrap();
+        let (hv, hb) = st.held_registry(&k.public_b64(), "edge").unwrap().unwrap();
+        assert_eq!((hv, hb.label()), (v, "Workflow/w@2".to_string()));
+        Connection::open(&p)
+            .unwrap()
+            .execute(
+                "UPDATE registry_bundles SET payload = replace(payload, 'safe', 'evil')",
+                [],
+            )
+            .unwrap();
+        let e = st.held_registry(&k.public_b64(), "edge").unwrap_err();
+        assert!(format!("{e:#}").contains("does not verify"), "{e:#}");
+        st.drop_registry().unwrap();
+        assert!(st.held_registry(&k.public_b64(), "edge").unwrap().is_none());
+    }
+
+    #[test]
+    fn kept_bundles_are_found_by_workflow_and_verified_again() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent.db");
+        let k = BundleSigner::generate();
+        let st = BundleStore::open(&p).unwrap();
+        let s = sign_job(&k, "run-1", "edge", &job(), 5).unwrap();
+        let b = verify_job(&k.public_b64(), "run-1", "edge", &s).unwrap();
+        let sha = st.keep(&s, &b, 10).unwrap();
+        st.keep(&s, &b, 11).unwrap();
+        assert_eq!(st.count().unwrap(), 1, "kept once per content");
+        let (kept, back) = st.latest(&k.public_b64(), "w", None).unwrap().unwrap();
+        assert_eq!((kept.sha256.as_str(), back.job), (sha.as_str(), job()));
+        assert!(st
+            .latest(&k.public_b64(), "w", Some("x@1"))
+            .unwrap()
+            .is_none());
+        assert!(st.latest(&k.public_b64(), "nope", None).unwrap().is_none());
+        // Altered on disk: refused when read back.
+        let c = Connection::open(&p).unwrap();
+        c.execute(
+            "UPDATE bundles SET payload = replace(payload, 'safe', 'evil')",
+            [],
+        )
+        .unwrap();
+        let e = st.latest(&k.public_b64(), "w", None).unwrap_err();
+        assert!(e.to_string().contains("no longer verifies"), "{e}");
+    }
+}

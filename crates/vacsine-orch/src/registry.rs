@@ -1,0 +1,244 @@
+//! The registry (operator endpoints): policies and workflows pushed by operators, versioned
+//! (1, 2, … a new version only when the content changed), and runs of a pushed workflow at a
+//! site whose job names the versions it carries (and is signed, as every job).
+
+use super::{parse, valid_name, ApiError, ApiResult, Srv};
+use crate::proto::{self, RegistryEntry, VersionRef};
+use crate::rfc3339;
+use crate::store::RegistryRow;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn entry(r: &RegistryRow, created: bool) -> RegistryEntry {
+    RegistryEntry {
+        kind: r.kind.clone(),
+        name: r.name.clone(),
+        version: r.version,
+        sha256: r.sha256.clone(),
+        pushed: rfc3339(r.pushed_ms),
+        created,
+    }
+}
+
+/// A pushed document is what agents will read: it must parse as its kind, strictly, and be
+/// named as it says.
+fn check_document(d: &proto::PushDocument) -> ApiResult<()> {
+    valid_name(&d.name)?;
+    let (parsed, name) = match d.kind.as_str() {
+        "Workflow" => {
+            let w = serde_json::from_value::<vacsine_core::workflow::Workflow>(d.document.clone());
+            (
+                w.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+                crate::bundle::workflow_name(&proto::Job {
+                    workflow: d.document.clone(),
+                    catalog: vec![],
+                    inputs: Default::default(),
+                    enforce: None,
+                    versions: vec![],
+                }),
+            )
+        }
+        "Policy" => {
+            let p = serde_json::from_value::<vacsine_core::policy::Policy>(d.document.clone());
+            (
+                p.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+                p.map(|p| p.metadata.name.to_string()).unwrap_or_default(),
+            )
+        }
+        k => {
+            return Err(ApiError::bad(format!(
+            "document `{}` is of kind `{k}`: the registry keeps `Policy` and `Workflow` documents",
+            d.name
+        )))
+        }
+    };
+    parsed.map_err(|e| ApiError::bad(format!("{} `{}` is not valid: {e}", d.kind, d.name)))?;
+    if name != d.name {
+        return Err(ApiError::bad(format!(
+            "{} pushed as `{}` is named `{name}` in its metadata",
+            d.kind, d.name
+        )));
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/v1/registry", tag = "operator", security(("operator" = [])),
+    description = "Push policies and workflows into the registry: each gets a new version (1, 2, …) when its content (SHA-256 of its canonical JSON) differs from its latest version. Every document is checked before any is kept.",
+    request_body = proto::PushRequest,
+    responses((status = 200, body = proto::RegistryList), (status = 400, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
+pub(super) async fn push_documents(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<proto::RegistryList>> {
+    s.operator(&h)?;
+    let r: proto::PushRequest = parse(&body, "push")?;
+    if r.documents.is_empty() {
+        return Err(ApiError::bad("nothing to push: give policies or workflows"));
+    }
+    for d in &r.documents {
+        check_document(d)?;
+    }
+    let mut entries = Vec::new();
+    for d in &r.documents {
+        let text = crate::bundle::canonical_json(&d.document);
+        let sha = vacsine_wire::sha256_pin(text.as_bytes());
+        let (row, created) = s
+            .store
+            .push_document(&d.kind, &d.name, &sha, &text, crate::now_ms())
+            .await?;
+        if created {
+            tracing::info!(
+                "registry: {} {} version {} pushed",
+                row.kind,
+                row.name,
+                row.version
+            );
+        }
+        entries.push(entry(&row, created));
+    }
+    Ok(Json(proto::RegistryList { entries }))
+}
+
+#[utoipa::path(get, path = "/v1/registry", tag = "operator", security(("operator" = [])),
+    description = "Every version of every pushed policy and workflow, by kind, name and version.",
+    responses((status = 200, body = proto::RegistryList), (status = 401, body = proto::ErrorBody)))]
+pub(super) async fn list_registry(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+) -> ApiResult<Json<proto::RegistryList>> {
+    s.operator(&h)?;
+    let entries = s
+        .store
+        .registry()
+        .await?
+        .iter()
+        .map(|r| entry(r, false))
+        .collect();
+    Ok(Json(proto::RegistryList { entries }))
+}
+
+fn document(r: &RegistryRow) -> ApiResult<serde_json::Value> {
+    serde_json::from_str(&r.document).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("registry {} {} version {}: {e}", r.kind, r.name, r.version),
+        )
+    })
+}
+
+fn vref(r: &RegistryRow) -> VersionRef {
+    VersionRef {
+        kind: r.kind.clone(),
+        name: r.name.clone(),
+        version: r.version,
+        sha256: r.sha256.clone(),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/registry/runs", tag = "operator", security(("operator" = [])),
+    description = "Queue a run of a pushed workflow (its latest version, or `version`) at a site. The job carries the latest version of every other pushed workflow as its catalog, names every version it carries, and is signed like every job.",
+    request_body = proto::RunPushed,
+    responses((status = 200, body = proto::RunCreated), (status = 400, body = proto::ErrorBody), (status = 404, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
+pub(super) async fn run_pushed(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<proto::RunCreated>> {
+    s.operator(&h)?;
+    let r: proto::RunPushed = parse(&body, "run")?;
+    let main = s
+        .store
+        .registry_document("Workflow", &r.name, r.version)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                match r.version {
+                    Some(v) => format!(
+                        "no version {v} of workflow `{}` in the registry (`vacsine registry list` shows them)",
+                        r.name
+                    ),
+                    None => format!(
+                        "no workflow `{}` in the registry; `vacsine push FILE` adds it",
+                        r.name
+                    ),
+                },
+            )
+        })?;
+    // The latest version of every other workflow: the catalog.
+    let mut latest: BTreeMap<String, RegistryRow> = BTreeMap::new();
+    for row in s.store.registry().await? {
+        if row.kind == "Workflow" && row.name != r.name {
+            latest.insert(row.name.clone(), row);
+        }
+    }
+    let mut versions = vec![vref(&main)];
+    let mut catalog = Vec::new();
+    for row in latest.values() {
+        versions.push(vref(row));
+        catalog.push(document(row)?);
+    }
+    let submit = proto::SubmitRun {
+        site: r.site,
+        job: proto::Job {
+            workflow: document(&main)?,
+            catalog,
+            inputs: r.inputs,
+            enforce: None,
+            versions,
+        },
+    };
+    let body = serde_json::to_vec(&submit).map_err(|e| ApiError::bad(e.to_string()))?;
+    super::submit_run(State(s), h, Bytes::from(body)).await
+}
+
+impl Srv {
+    /// The registry bundle for an agent of `site`: the latest version of every document,
+    /// signed; only its version when the agent holds it already.
+    pub(super) async fn registry_bundle(
+        &self,
+        site: &str,
+        have: Option<&str>,
+    ) -> ApiResult<proto::BundleResponse> {
+        let mut latest: BTreeMap<(String, String), RegistryRow> = BTreeMap::new();
+        for row in self.store.registry().await? {
+            latest.insert((row.kind.clone(), row.name.clone()), row);
+        }
+        let mut documents = Vec::new();
+        for row in latest.values() {
+            documents.push(crate::bundle::BundleDocument {
+                kind: row.kind.clone(),
+                name: row.name.clone(),
+                version: row.version,
+                sha256: row.sha256.clone(),
+                document: document(row)?,
+            });
+        }
+        let version = crate::bundle::registry_version(&documents);
+        if have == Some(version.as_str()) {
+            return Ok(proto::BundleResponse {
+                bundle: None,
+                version,
+            });
+        }
+        let signed = crate::bundle::sign_registry(&self.bundle, site, documents, crate::now_ms())
+            .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("signing the registry bundle: {e}"),
+            )
+        })?;
+        Ok(proto::BundleResponse {
+            bundle: Some(signed),
+            version,
+        })
+    }
+}

@@ -1,0 +1,331 @@
+//! Signed work, end to end: the orchestrator signs each job when it is submitted; a job
+//! altered in its store afterwards is refused by the agent before anything runs.
+
+use super::{run_records, status_final, submit, text, wait_until, workflow, Agent, Orch};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// `sqlite3 DB SQL`, its output (the test needs the `sqlite3` tool, as an operator would to
+/// tamper with the file).
+fn sqlite(db: &Path, sql: &str) -> String {
+    let o = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("the `sqlite3` tool is needed by this test (apt-get install sqlite3)");
+    assert!(o.status.success(), "sqlite3 {sql}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn a_job_altered_in_the_store_after_signing_is_refused_and_nothing_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 3000);
+    let key = o.site("edge-sig");
+    let adata = d.path().join("agent");
+    let mut a = Agent::start(&o, &key, "edge-sig-1", &adata);
+    // The agent pinned the orchestrator's bundle key at enrolment.
+    let id: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(adata.join("agent.json")).unwrap()).unwrap();
+    let pinned = id["bundle_key"].as_str().expect("bundle_key in agent.json");
+    assert_eq!(pinned.len(), 44, "{id}");
+    a.kill9();
+
+    // Two runs queued while the agent is away.
+    let marker = d.path().join("tampered-ran");
+    let marker2 = d.path().join("unsigned-copy-ran");
+    let w1 = workflow(d.path(), "sig-one", &[("only", "echo safe-one")]);
+    let w2 = workflow(d.path(), "sig-two", &[("only", "echo safe-two")]);
+    let r1 = submit(&o, &w1, "edge-sig");
+    let r2 = submit(&o, &w2, "edge-sig");
+    let db = o.data.join("orchestrator.db");
+    // Run 1: its signed job altered in the store (as someone with write access to the
+    // database would): the command becomes `touch MARKER`.
+    let n = sqlite(
+        &db,
+        &format!(
+            "UPDATE signed_jobs SET payload = replace(payload, 'echo safe-one', 'touch {}') WHERE run_id = '{r1}'; SELECT changes();",
+            marker.display()
+        ),
+    );
+    assert_eq!(n, "1");
+    assert!(sqlite(
+        &db,
+        &format!("SELECT payload FROM signed_jobs WHERE run_id = '{r1}'")
+    )
+    .contains("touch "));
+    // Run 2: only the unsigned copy altered: the agent runs what was signed.
+    let n = sqlite(
+        &db,
+        &format!(
+            "UPDATE runs SET request = replace(request, 'echo safe-two', 'touch {}') WHERE id = '{r2}'; SELECT changes();",
+            marker2.display()
+        ),
+    );
+    assert_eq!(n, "1");
+
+    let a = Agent::start(&o, &key, "edge-sig-1", &adata);
+    let (v1, v2) = wait_until(Duration::from_secs(30), "both runs to end", || {
+        let (v1, v2) = (o.run(&r1), o.run(&r2));
+        (status_final(&v1) && status_final(&v2)).then_some((v1, v2))
+    });
+    assert_eq!(v1["status"], "failed", "{v1}");
+    let msg = v1["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("signature does not verify") && msg.contains("nothing executed"),
+        "{v1}"
+    );
+    assert!(!marker.exists(), "the tampered job ran");
+    assert!(run_records(&o, &r1).is_empty(), "no step of run 1 ran");
+    assert!(
+        a.log().contains(&format!("run {r1}: failed")),
+        "{}",
+        a.log()
+    );
+
+    assert_eq!(v2["status"], "succeeded", "{v2}");
+    assert!(!marker2.exists(), "the unsigned copy was executed");
+    let recs = run_records(&o, &r2);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["stdout"], "safe-two\n");
+    assert!(
+        a.log()
+            .contains(&format!("run {r2}: job signature verified")),
+        "{}",
+        a.log()
+    );
+    // The verified bundle is in the agent's local store; the refused one is not.
+    let kept = sqlite(
+        &adata.join("agent.db"),
+        "SELECT run_id || ' ' || workflow FROM bundles",
+    );
+    assert_eq!(kept, format!("{r2} sig-two"));
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn greet(word: &str) -> String {
+    format!(
+        "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata:\n  name: greet\nspec:\n  inputs:\n    who: {{type: string}}\n  steps:\n    - id: say\n      uses: command\n      with:\n        argv: [\"echo\", \"{word}-{{{{ inputs.who }}}}\"]\n"
+    )
+}
+
+const SAY: &str = "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata:\n  name: say\nspec:\n  inputs:\n    who: {type: string}\n  steps:\n    - id: call\n      uses: workflow\n      with: {workflow: greet, inputs: {who: \"{{ inputs.who }}\"}}\n";
+
+/// `(kind, name, version, created)` of a push's or a list's entries.
+fn entries(v: &serde_json::Value) -> Vec<(String, String, i64, bool)> {
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["name"].as_str().unwrap().to_string(),
+                e["version"].as_i64().unwrap(),
+                e["created"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+fn e(kind: &str, name: &str, version: i64, created: bool) -> (String, String, i64, bool) {
+    (kind.into(), name.into(), version, created)
+}
+
+/// The stdout of every record of a followed run (`vacsine run … --format json`).
+fn stdouts(o: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["stdout"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn pushed_workflows_are_versioned_and_run_at_a_site_by_name_and_version() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 3000);
+    let key = o.site("edge-reg");
+    let adata = d.path().join("agent");
+    let a = Agent::start(&o, &key, "edge-reg-1", &adata);
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/edge-site/policy.yaml");
+    let policy_name = "edge-baseline";
+    assert!(std::fs::read_to_string(&policy)
+        .unwrap()
+        .contains("name: edge-baseline"));
+    let say = write(d.path(), "say.yaml", SAY);
+    let g = write(d.path(), "greet.yaml", &greet("hello"));
+    let files = [
+        say.to_str().unwrap(),
+        g.to_str().unwrap(),
+        policy.to_str().unwrap(),
+    ];
+    let push = |files: &[&str]| {
+        let mut args = vec!["push"];
+        args.extend_from_slice(files);
+        args.extend(["--format", "json"]);
+        entries(&o.json(&args))
+    };
+    assert_eq!(
+        push(&files),
+        [
+            e("Workflow", "say", 1, true),
+            e("Workflow", "greet", 1, true),
+            e("Policy", policy_name, 1, true)
+        ]
+    );
+    // Unchanged content: no new version.
+    assert_eq!(
+        push(&files),
+        [
+            e("Workflow", "say", 1, false),
+            e("Workflow", "greet", 1, false),
+            e("Policy", policy_name, 1, false)
+        ]
+    );
+    std::fs::write(&g, greet("hi")).unwrap();
+    assert_eq!(
+        push(&[g.to_str().unwrap()]),
+        [e("Workflow", "greet", 2, true)]
+    );
+    let list = o.json(&["registry", "list", "--format", "json"]);
+    assert_eq!(
+        entries(&list),
+        [
+            e("Policy", policy_name, 1, false),
+            e("Workflow", "greet", 1, false),
+            e("Workflow", "greet", 2, false),
+            e("Workflow", "say", 1, false)
+        ]
+    );
+    assert!(list["entries"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    // A file that does not parse is refused before anything is pushed, at its line.
+    let bad = write(d.path(), "bad.yaml", &SAY.replace("  steps:", "  stepz:"));
+    let r = o.cli(&["push", bad.to_str().unwrap()]);
+    assert!(!r.status.success());
+    assert!(text(&r).contains("bad.yaml"), "{}", text(&r));
+
+    // Run by name: the latest versions, the catalog resolved from the registry.
+    let r = o.cli(&[
+        "run", "say", "--site", "edge-reg", "-i", "who=bob", "--format", "json",
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(
+        stdouts(&r).contains(&"hi-bob\n".to_string()),
+        "{}",
+        text(&r)
+    );
+    assert!(
+        a.log().contains("versions Workflow/say@1,Workflow/greet@2"),
+        "{}",
+        a.log()
+    );
+    // An older version, by its number.
+    let r = o.cli(&[
+        "run", "greet@1", "--site", "edge-reg", "-i", "who=ann", "--format", "json",
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert_eq!(stdouts(&r), ["hello-ann\n"]);
+    // A version that does not exist: a clear error, nothing queued.
+    let runs_before = o.status()["runs"].as_array().unwrap().len();
+    let r = o.cli(&["run", "say@7", "--site", "edge-reg"]);
+    assert!(!r.status.success());
+    assert!(
+        text(&r).contains("no version 7 of workflow `say`"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(o.status()["runs"].as_array().unwrap().len(), runs_before);
+    // Each verified bundle is in the agent's store with the versions it carries.
+    let kept = sqlite(
+        &adata.join("agent.db"),
+        "SELECT versions FROM bundles ORDER BY verified_ms",
+    );
+    assert_eq!(
+        kept,
+        "Workflow/say@1,Workflow/greet@2\nWorkflow/greet@1,Workflow/say@1"
+    );
+}
+
+#[test]
+fn agents_sync_the_signed_registry_bundle_and_hold_it_verified_while_cut_off() {
+    let d = tempfile::tempdir().unwrap();
+    let mut o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 3000);
+    let key = o.site("edge-sync");
+    let adata = d.path().join("agent");
+    let g = write(d.path(), "greet.yaml", &greet("hello"));
+    o.json(&["push", g.to_str().unwrap(), "--format", "json"]);
+    let kept_line = |log: &str, label: &str| -> Option<String> {
+        log.lines()
+            .find(|l| l.starts_with("registry bundle sha256:") && l.contains(label))
+            .map(|l| l.split_whitespace().nth(2).unwrap().to_string())
+    };
+    let mut a = Agent::start(&o, &key, "edge-sync-1", &adata);
+    let v1 = wait_until(Duration::from_secs(20), "bundle v1 kept", || {
+        kept_line(
+            &a.log(),
+            "verified and kept (1 document(s): Workflow/greet@1)",
+        )
+    });
+    assert!(
+        a.log().contains("registry bundle held: none yet"),
+        "{}",
+        a.log()
+    );
+    a.kill9();
+
+    std::fs::write(&g, greet("hi")).unwrap();
+    o.json(&["push", g.to_str().unwrap(), "--format", "json"]);
+    let mut a = Agent::start(&o, &key, "edge-sync-1", &adata);
+    let v2 = wait_until(Duration::from_secs(20), "bundle v2 kept", || {
+        kept_line(&a.log(), "Workflow/greet@2), was")
+    });
+    assert_ne!(v1, v2);
+    assert!(
+        a.log().contains(&format!(
+            "registry bundle held: {v1} (1 document(s): Workflow/greet@1)"
+        )),
+        "{}",
+        a.log()
+    );
+    a.kill9();
+
+    // Cut off: the bundle held is still verified and named.
+    o.kill9();
+    let a = Agent::start_via(&[], &o.url, &o.pin, &key, "edge-sync-1", &adata);
+    wait_until(Duration::from_secs(20), "the held bundle named", || {
+        let l = a.log();
+        (l.contains(&format!(
+            "registry bundle held: {v2} (1 document(s): Workflow/greet@2)"
+        )) && l.contains("sync failed"))
+        .then_some(())
+    });
+    drop(a);
+
+    // Altered on disk: not used, dropped, synced again once the orchestrator is back.
+    let n = sqlite(
+        &adata.join("agent.db"),
+        "UPDATE registry_bundles SET payload = replace(payload, 'hi-', 'rm -rf ') ; SELECT changes();",
+    );
+    assert_eq!(n, "1");
+    let o = Orch::start(&d.path().join("orch"), &o.addr(), 3000);
+    let a = Agent::start(&o, &key, "edge-sync-1", &adata);
+    wait_until(Duration::from_secs(20), "bundle synced again", || {
+        kept_line(&a.log(), "Workflow/greet@2)").filter(|v| *v == v2)
+    });
+    assert!(a.log().contains("does not verify"), "{}", a.log());
+    assert!(
+        !a.log().contains("registry bundle held: sha256"),
+        "{}",
+        a.log()
+    );
+}
