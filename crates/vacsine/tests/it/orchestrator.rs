@@ -788,8 +788,10 @@ fn two_replicas_on_postgres_share_the_work_and_one_killed_leaves_the_other_carry
     };
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("orch");
-    let mut a = Orch::start_on(&data, "127.0.0.1:0", 3000, &db.url);
-    let b = Orch::start_on(&data, "127.0.0.1:0", 3000, &db.url);
+    // Leases long enough that a loaded machine's failover never lets one lapse (lease expiry
+    // is another test's subject).
+    let mut a = Orch::start_on(&data, "127.0.0.1:0", 10_000, &db.url);
+    let b = Orch::start_on(&data, "127.0.0.1:0", 10_000, &db.url);
     assert_eq!(a.pin, b.pin, "replicas share the certificate");
     // A site made through A is known to B: one store.
     let key = a.site("edge-a");
