@@ -4,7 +4,7 @@
 //! policy. The agent runs the whole pipeline there and the report comes back.
 
 use crate::orchestrator::{run_records, Agent, Orch};
-use crate::{docker_available, root, text, write};
+use crate::{docker, docker_available, root, text, write};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -33,16 +33,6 @@ impl Drop for OwnNode {
             .args(["network", "rm", &self.network()])
             .output();
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let o = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 fn start_node() -> OwnNode {

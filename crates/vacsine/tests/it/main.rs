@@ -34,6 +34,17 @@ fn vacsine(args: &[&str], home: &Path) -> Output {
         .expect("run vacsine")
 }
 
+/// `docker ARGS…`, which must succeed: its trimmed stdout.
+fn docker(args: &[&str]) -> String {
+    let o = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",

@@ -12,7 +12,7 @@
 //! benchmark platform is `/etc/debian_version` matching `^11.[0-9]+$`: the node declares
 //! itself Debian 11 (`11.11`) for both tools, otherwise every rule is `notapplicable` for both.
 
-use crate::{docker_available, flat, text, vacsine};
+use crate::{docker, docker_available, flat, text, vacsine};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -122,16 +122,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let o = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 fn short(id: &str) -> String {

@@ -6,7 +6,7 @@
 //! The site is this test's own: busybox containers named `hw-<pid>-*` on network
 //! `hw-<pid>-lan`, built from the project's demo images (never the demo containers).
 
-use crate::{docker_available, root, text, vacsine, write};
+use crate::{docker, docker_available, root, text, vacsine, write};
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -38,16 +38,6 @@ impl Drop for OwnSite {
             .args(["network", "rm", &self.network()])
             .output();
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let o = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 fn build_images() {
