@@ -22,6 +22,7 @@ use vacsine_engine::{CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, 
 use vacsine_wire::{KeyPair, PublicKey};
 
 mod enforce_job;
+mod step_job;
 #[path = "agent_sync.rs"]
 mod sync;
 
@@ -404,7 +405,7 @@ impl Backoff {
     }
 }
 
-fn record_key(r: &vacsine_core::record::StepRecord) -> String {
+pub(crate) fn record_key(r: &vacsine_core::record::StepRecord) -> String {
     format!(
         "{}/{}/{}/{}",
         r.run_id,
@@ -442,6 +443,8 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
     eprintln!("run {}: started", w.run_id);
     let (status, message, report) = if w.job.enforce.is_some() {
         enforce_job::run(sh, &w, cancel).await
+    } else if w.job.step.is_some() {
+        step_job::run(sh, &w, cancel).await
     } else {
         let (st, m) = run_workflow_job(sh, &w, cancel).await;
         (st, m, None)
@@ -524,6 +527,7 @@ async fn run_job(
             progress: Some(progress),
             observer: None,
             cancel,
+            run_id: None,
         })
         .await?)
 }

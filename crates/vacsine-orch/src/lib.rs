@@ -20,6 +20,7 @@ pub mod proto;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod xsite;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -134,6 +134,55 @@ pub struct Job {
     /// The registry versions of the workflow and catalog (empty for files sent as they are).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<VersionRef>,
+    /// One step of a run the orchestrator drives across sites (then `workflow` is null): the
+    /// agent runs this step's executor, or its undo, and reports the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepJob>,
+}
+
+/// One step of a run spanning sites, as the orchestrator dispatches it to the site's agent.
+/// Its arguments are already rendered (templates were evaluated by the orchestrator's engine):
+/// the agent hands them to the executor as data, never to a template engine or a shell.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct StepJob {
+    /// The run spanning sites this step belongs to.
+    pub parent_run: String,
+    pub step_id: String,
+    pub attempt: u32,
+    /// The executor (`command`, `file`, `firewall`…).
+    pub executor: String,
+    /// The step's rendered `with`.
+    #[serde(default)]
+    pub args: Value,
+    pub timeout_ms: u64,
+    /// When present: undo a change this step made, with the prior state it captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Value>,
+}
+
+/// What a step dispatched to a site did (the agent's `finish` report of a step job).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct StepOutcome {
+    /// `succeeded`, `failed`, `timed_out`, `cancelled`, `interrupted`.
+    pub status: String,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub stdout: String,
+    #[serde(default)]
+    pub stderr: String,
+    #[serde(default)]
+    pub changed: bool,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<vacsine_core::record::Message>,
+    #[serde(default)]
+    pub outputs: Map<String, Value>,
+    /// Prior state captured before the change (to undo it later), when `changed`.
+    #[serde(default)]
+    pub undo: Option<Value>,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// Job 1 at a site (`vacsine enforce --site`): the agent resolves the target with its own

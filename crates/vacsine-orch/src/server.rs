@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, WireError};
 
 mod enforce_site;
+mod spanning;
 
 /// Longest long poll an agent may ask for.
 pub const MAX_WAIT_MS: u64 = 25_000;
@@ -61,6 +62,8 @@ struct Srv {
     events: watch::Sender<u64>,
     /// Set when the orchestrator stops: long polls end at once.
     stopping: watch::Sender<bool>,
+    /// Runs spanning sites, driven here.
+    spanning: spanning::Spanning,
 }
 
 #[derive(Debug)]
@@ -219,6 +222,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             queue,
             events,
             stopping: watch::channel(false).0,
+            spanning: spanning::Spanning::open(data)?,
         }),
         tls,
         pin,
@@ -282,6 +286,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await?;
     if extended > 0 {
         tracing::info!("{extended} lease(s) held at the last stop get one more lease period");
+    }
+    let resumed = p.srv.resume_spanning().await?;
+    if resumed > 0 {
+        println!("resumed {resumed} run(s) spanning sites");
     }
     println!("vacsine orchestrator listening on {url}");
     println!("certificate pin: {}", p.pin);
@@ -882,6 +890,11 @@ async fn submit_run(
     }
     crate::enforce::check_job(&r.job).map_err(ApiError::bad)?;
     let workflow = crate::enforce::job_title(&r.job);
+    if crate::xsite::spans_sites(&r.job) {
+        // Steps naming sites: driven here, one step at a time.
+        let id = s.start_spanning(&r.site, &r.job, workflow).await?;
+        return Ok(Json(proto::RunCreated { run_id: id }));
+    }
     let id = uuid::Uuid::new_v4().to_string();
     let row = RunRow {
         id: id.clone(),

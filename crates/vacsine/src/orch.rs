@@ -415,6 +415,7 @@ pub async fn run_at_site(
                     inputs: inputs_map,
                     enforce: None,
                     versions: vec![],
+                    step: None,
                 },
             },
         )

@@ -416,6 +416,7 @@ pub async fn run(
                     progress: Some(on_progress),
                     observer,
                     cancel,
+                    run_id: None,
                 })
                 .await
         }

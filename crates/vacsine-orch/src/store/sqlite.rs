@@ -434,8 +434,9 @@ impl Store for SqliteStore {
     async fn create_run(&self, r: &RunRow) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (id, site, workflow, request, status, created_ms, message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO runs (id, site, workflow, request, status, created_ms, message,
+                   agent_id, started_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     r.id,
                     r.site,
@@ -443,7 +444,9 @@ impl Store for SqliteStore {
                     r.request,
                     r.status,
                     r.created_ms,
-                    r.message
+                    r.message,
+                    r.agent_id,
+                    r.started_ms
                 ],
             )?;
             Ok(())
@@ -588,9 +591,19 @@ impl Store for SqliteStore {
         self.with(|c| {
             Ok(c.execute(
                 "UPDATE runs SET lease_expires_ms = MAX(lease_expires_ms, ?1)
-                 WHERE status = 'running'",
+                 WHERE status = 'running' AND lease_expires_ms IS NOT NULL",
                 [now + ttl_ms],
             )?)
+        })
+    }
+
+    async fn cancel_queued(&self, run: &str, message: &str, now: i64) -> Result<bool> {
+        self.with(|c| {
+            Ok(c.execute(
+                "UPDATE runs SET status = 'cancelled', message = ?2, finished_ms = ?3
+                 WHERE id = ?1 AND status = 'queued'",
+                params![run, message, now],
+            )? == 1)
         })
     }
 
