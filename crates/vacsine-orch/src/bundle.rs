@@ -480,6 +480,7 @@ mod tests {
             inputs: serde_json::Map::new(),
             enforce: None,
             versions: vec![],
+            images: vec![],
         }
     }
 

@@ -162,6 +162,7 @@ mod tests {
                 options: Default::default(),
             }),
             versions: vec![],
+            images: vec![],
         }
     }
 

@@ -39,6 +39,7 @@ fn check_document(d: &proto::PushDocument) -> ApiResult<()> {
                     inputs: Default::default(),
                     enforce: None,
                     versions: vec![],
+                    images: vec![],
                 }),
             )
         }
@@ -193,6 +194,7 @@ pub(super) async fn run_pushed(
             inputs: r.inputs,
             enforce: None,
             versions,
+            images: vec![],
         },
     };
     let body = serde_json::to_vec(&submit).map_err(|e| ApiError::bad(e.to_string()))?;
