@@ -506,7 +506,7 @@ async fn run_job(
     }
     // The images the signed job lists, fetched and verified if needed: the only ones its
     // `container` steps may run, by the ID loaded.
-    let allowed = images::prepare(sh, w).await?;
+    let allowed = images::prepare(sh, w, &cancel).await?;
     let mut engine = Engine::new(sh.journal.clone(), cat);
     engine.register(Arc::new(
         vacsine_engine::executor::ContainerExecutor::allowing(allowed),

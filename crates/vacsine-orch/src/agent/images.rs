@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 use vacsine_core::node::NodeOps;
-use vacsine_engine::LocalNode;
+use vacsine_engine::{CancelToken, LocalNode};
 
 /// How long `docker load` of one archive may take.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -123,7 +123,12 @@ async fn image_id(reference: &str) -> Option<String> {
 }
 
 /// Every image the verified job lists, present on this machine: name → image ID to run.
-pub(super) async fn prepare(sh: &Shared, w: &Work) -> anyhow::Result<BTreeMap<String, String>> {
+/// A fetch stops between chunks when `cancel` is set (the lease was lost).
+pub(super) async fn prepare(
+    sh: &Shared,
+    w: &Work,
+    cancel: &CancelToken,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let mut allow = BTreeMap::new();
     for img in &w.job.images {
         digest_hex(&img.digest).map_err(|e| anyhow!("the signed job's image list: {e}"))?;
@@ -139,7 +144,7 @@ pub(super) async fn prepare(sh: &Shared, w: &Work) -> anyhow::Result<BTreeMap<St
                 continue;
             }
         }
-        let id = fetch_and_load(sh, &w.run_id, img)
+        let id = fetch_and_load(sh, &w.run_id, img, cancel)
             .await
             .with_context(|| format!("image `{}` ({})", img.name, img.digest))?;
         allow.insert(img.name.clone(), id);
@@ -147,7 +152,12 @@ pub(super) async fn prepare(sh: &Shared, w: &Work) -> anyhow::Result<BTreeMap<St
     Ok(allow)
 }
 
-async fn fetch_and_load(sh: &Shared, run_id: &str, img: &ImageRef) -> anyhow::Result<String> {
+async fn fetch_and_load(
+    sh: &Shared,
+    run_id: &str,
+    img: &ImageRef,
+    cancel: &CancelToken,
+) -> anyhow::Result<String> {
     let hex = digest_hex(&img.digest).map_err(|e| anyhow!(e))?;
     crate::files::private_dir(&sh.images.dir)
         .with_context(|| format!("creating {}", sh.images.dir.display()))?;
@@ -159,6 +169,9 @@ async fn fetch_and_load(sh: &Shared, run_id: &str, img: &ImageRef) -> anyhow::Re
     let b64 = base64::engine::general_purpose::STANDARD;
     let started = std::time::Instant::now();
     loop {
+        if cancel.is_cancelled() {
+            bail!("cancelled while fetching the archive (nothing loaded)");
+        }
         let req = proto::ImageChunkRequest {
             run_id: run_id.to_string(),
             digest: img.digest.clone(),
