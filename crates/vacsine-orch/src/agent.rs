@@ -22,6 +22,7 @@ use vacsine_engine::{CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, 
 use vacsine_wire::{KeyPair, PublicKey};
 
 mod enforce_job;
+mod images;
 mod step_job;
 #[path = "agent_sync.rs"]
 mod sync;
@@ -246,6 +247,8 @@ struct Shared {
     /// The pinned bundle key and the verified bundles (`agent.db`).
     bundle_key: String,
     bundles: crate::bundle::BundleStore,
+    /// Action images loaded here (`agent.db`) and where archives are fetched to.
+    images: images::ImageCache,
 }
 
 /// Run the agent until it is revoked or the process ends.
@@ -282,6 +285,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         site: id.site.clone(),
         bundle_key,
         bundles: crate::bundle::BundleStore::open(&cfg.data.join("agent.db"))?,
+        images: images::ImageCache::open(&cfg.data.join("agent.db"), cfg.data.join("images"))?,
     });
     println!(
         "vacsine agent {} ({}) of site {} → {}",
@@ -503,7 +507,13 @@ async fn run_job(
             serde_json::from_value(c.clone()).context("a catalog workflow sent is not valid")?,
         );
     }
-    let engine = Engine::new(sh.journal.clone(), cat);
+    // The images the signed job lists, fetched and verified if needed: the only ones its
+    // `container` steps may run, by the ID loaded.
+    let allowed = images::prepare(sh, w, &cancel).await?;
+    let mut engine = Engine::new(sh.journal.clone(), cat);
+    engine.register(Arc::new(
+        vacsine_engine::executor::ContainerExecutor::allowing(allowed),
+    ));
     let mut nodes = NodeMap::new();
     nodes.insert("local".into(), Arc::new(LocalNode::new("local")));
     let (s2, run) = (sh.clone(), w.run_id.clone());

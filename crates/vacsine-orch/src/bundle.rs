@@ -481,6 +481,7 @@ mod tests {
             enforce: None,
             versions: vec![],
             step: None,
+            images: vec![],
         }
     }
 

@@ -166,6 +166,7 @@ mod tests {
             }),
             versions: vec![],
             step: None,
+            images: vec![],
         }
     }
 

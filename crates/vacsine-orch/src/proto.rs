@@ -134,6 +134,11 @@ pub struct Job {
     /// The registry versions of the workflow and catalog (empty for files sent as they are).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<VersionRef>,
+    /// The action images of the `container` steps of the workflow and its catalog, resolved
+    /// by the orchestrator at submission (what an operator sends here is replaced): the
+    /// agent fetches each archive over the sealed channel and runs only these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRef>,
     /// One step of a run the orchestrator drives across sites (then `workflow` is null): the
     /// agent runs this step's executor, or its undo, and reports the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +188,51 @@ pub struct StepOutcome {
     pub undo: Option<Value>,
     #[serde(default)]
     pub error: Option<String>,
+}
+
+/// An action image a job may run: the reference its steps name, the SHA-256 of the image
+/// archive (`docker save`) pushed with `vacsine push image`, and the archive's size.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ImageRef {
+    pub name: String,
+    /// `sha256:<hex>` of the archive.
+    pub digest: String,
+    pub size: u64,
+}
+
+/// A chunk of an image archive listed in a run this agent holds (`ImageChunkRequest`,
+/// `ImageChunk`).
+pub const IMAGE: &str = "/v1/agent/image";
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImageChunkRequest {
+    /// The run (leased to this agent) whose signed job lists the image.
+    pub run_id: String,
+    pub digest: String,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImageChunk {
+    /// Bytes from `offset`, base64 (empty at the end).
+    pub data: String,
+    /// The archive's size.
+    pub total: u64,
+}
+
+/// Upload an image archive (operator): `PUT /v1/images/{digest}?name=REF`, the body the
+/// archive itself.
+pub const OP_IMAGES: &str = "/v1/images";
+
+/// An image archive kept by the orchestrator and its registry entry (kind `Image`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImagePushed {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    pub version: i64,
+    /// Whether this push made the version (`false`: already the latest).
+    pub created: bool,
 }
 
 /// Job 1 at a site (`vacsine enforce --site`): the agent resolves the target with its own

@@ -40,6 +40,7 @@ fn check_document(d: &proto::PushDocument) -> ApiResult<()> {
                     enforce: None,
                     versions: vec![],
                     step: None,
+                    images: vec![],
                 }),
             )
         }
@@ -195,6 +196,7 @@ pub(super) async fn run_pushed(
             enforce: None,
             versions,
             step: None,
+            images: vec![],
         },
     };
     let body = serde_json::to_vec(&submit).map_err(|e| ApiError::bad(e.to_string()))?;

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, WireError};
 
 mod enforce_site;
+mod images;
 mod spanning;
 
 /// Longest long poll an agent may ask for.
@@ -40,6 +41,8 @@ pub struct Config {
     pub lease_ttl_ms: i64,
     /// PostgreSQL URL: the store several replicas share. `None`: SQLite in `data`.
     pub database: Option<String>,
+    /// Largest action image archive accepted (`vacsine push image`).
+    pub max_image_bytes: u64,
 }
 
 /// The orchestrator's long-lived keys, in `keys.json` (0600).
@@ -64,6 +67,9 @@ struct Srv {
     stopping: watch::Sender<bool>,
     /// Runs spanning sites, driven here.
     spanning: spanning::Spanning,
+    /// Action image archives, content-addressed (`images` in the data folder).
+    images: PathBuf,
+    max_image_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -223,6 +229,8 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             events,
             stopping: watch::channel(false).0,
             spanning: spanning::Spanning::open(data)?,
+            images: data.join("images"),
+            max_image_bytes: cfg.max_image_bytes,
         }),
         tls,
         pin,
@@ -258,6 +266,7 @@ fn router(srv: Arc<Srv>) -> Router {
             post(registry::push_documents).get(registry::list_registry),
         )
         .route(proto::OP_REGISTRY_RUNS, post(registry::run_pushed))
+        .route("/v1/images/{digest}", put(images::put_image))
         .route(OPENAPI_PATH, get(openapi_json))
         .with_state(srv)
 }
@@ -478,8 +487,8 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
 }
 
 #[utoipa::path(post, path = "/v1/agent/{op}", tag = "agent",
-    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`, `bundle`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`, `BundleRequest`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
-    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle")),
+    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`, `bundle`, `image`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`, `BundleRequest`, `ImageChunkRequest`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
+    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle | image")),
     request_body(content = Object, description = "sealed envelope (JSON): v, method, path, agent, ts, nonce, sender, enc, ct"),
     responses(
         (status = 200, description = "sealed envelope with the operation's response"),
@@ -562,6 +571,11 @@ impl Srv {
                 self.seal_reply(&from, b, &env, &proto::PollResponse { work })
             }
             proto::PING => self.seal_reply(&from, b, &env, &proto::Pong { time_ms: now_ms() }),
+            proto::IMAGE => {
+                let r: proto::ImageChunkRequest = parse(&plain, "image")?;
+                let chunk = self.image_chunk(&agent, &r).await?;
+                self.seal_reply(&from, b, &env, &chunk)
+            }
             proto::BUNDLE => {
                 let r: proto::BundleRequest = parse(&plain, "bundle")?;
                 let resp = self.registry_bundle(&agent.site, r.have.as_deref()).await?;
@@ -866,7 +880,7 @@ async fn submit_run(
     body: Bytes,
 ) -> ApiResult<Json<proto::RunCreated>> {
     s.operator(&h)?;
-    let r: proto::SubmitRun = parse(&body, "run")?;
+    let mut r: proto::SubmitRun = parse(&body, "run")?;
     let sites = s.store.sites().await?;
     match sites.iter().find(|x| x.name == r.site) {
         None => {
@@ -889,6 +903,7 @@ async fn submit_run(
         Some(_) => {}
     }
     crate::enforce::check_job(&r.job).map_err(ApiError::bad)?;
+    s.resolve_images(&mut r.job).await?;
     let workflow = crate::enforce::job_title(&r.job);
     if crate::xsite::spans_sites(&r.job) {
         // Steps naming sites: driven here, one step at a time.

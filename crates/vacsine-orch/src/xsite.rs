@@ -308,6 +308,7 @@ mod tests {
             inputs: Default::default(),
             enforce: None,
             versions: vec![],
+            images: vec![],
             step: None,
         };
         assert!(!spans_sites(&job(

@@ -294,6 +294,9 @@ pub enum Command {
             value_name = "URL"
         )]
         database: Option<String>,
+        /// Largest action image archive `vacsine push image` may upload (MiB).
+        #[arg(long, default_value_t = 2048, value_name = "MIB")]
+        max_image_mb: u64,
     },
     /// Run a site agent: enrols with an intake key on first start, then pulls work from the
     /// orchestrator (outbound connections only) and runs it on this machine.
@@ -334,8 +337,10 @@ pub enum Command {
     },
     /// Push policies and workflows into the orchestrator's registry: each gets a new version
     /// when its content changed (`vacsine run NAME[@VERSION] --site S` runs a pushed workflow).
+    /// `vacsine push image REF...` uploads action images (`docker save` of each local image):
+    /// agents get them from the orchestrator, sites need no registry.
     Push {
-        /// Policy and workflow files (YAML).
+        /// Policy and workflow files (YAML); or `image` then image references.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]

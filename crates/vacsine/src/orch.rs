@@ -25,6 +25,8 @@ pub struct OrchestratorArgs {
     pub lease_ttl_ms: u64,
     /// PostgreSQL URL (replicas sharing the work); `None`: SQLite in `data`.
     pub database: Option<String>,
+    /// Largest action image archive accepted.
+    pub max_image_bytes: u64,
 }
 
 pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
@@ -45,6 +47,7 @@ pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
         data: a.data,
         lease_ttl_ms: a.lease_ttl_ms.max(100) as i64,
         database,
+        max_image_bytes: a.max_image_bytes,
     })
     .await
     .map_err(|e| miette::miette!("{e:#}"))?;
@@ -416,6 +419,7 @@ pub async fn run_at_site(
                     enforce: None,
                     versions: vec![],
                     step: None,
+                    images: vec![],
                 },
             },
         )

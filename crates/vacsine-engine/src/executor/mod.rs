@@ -23,7 +23,7 @@ mod wait;
 
 pub use ansible::AnsibleExecutor;
 pub use command::{CommandExecutor, ScriptExecutor};
-pub use container::ContainerExecutor;
+pub use container::{check_image, ContainerExecutor};
 pub use file::FileExecutor;
 pub use firewall::{nft_check, rendered_ruleset, validate_rule, FirewallExecutor, NftCheck};
 pub use http::HttpExecutor;

@@ -31,7 +31,7 @@ pub(super) async fn run(
     };
     let started = chrono::Utc::now();
     let clock = Instant::now();
-    let result = execute(sh, &w.run_id, job, cancel).await;
+    let result = execute(sh, &w, job, cancel).await;
     let elapsed = clock.elapsed();
     let outcome = xsite::outcome_of(&result);
     // The attempt's record, as this site saw it (the orchestrator journals its own copy in
@@ -92,19 +92,30 @@ pub(super) async fn run(
 
 async fn execute(
     sh: &Arc<Shared>,
-    run_id: &str,
+    w: &Work,
     job: &crate::proto::StepJob,
     cancel: CancelToken,
 ) -> StepResult {
-    let Some(x) = executor::builtin()
-        .into_iter()
-        .find(|e| e.name() == job.executor)
-    else {
-        return StepResult::failed(format!(
-            "this agent (vacsine {}) has no executor `{}`",
-            crate::VERSION,
-            job.executor
-        ));
+    let run_id = w.run_id.as_str();
+    let x: Arc<dyn executor::Executor> = if job.executor == "container" {
+        // Only the image the signed job lists, fetched and verified if needed, by the ID
+        // loaded.
+        match super::images::prepare(sh, w, &cancel).await {
+            Ok(allowed) => Arc::new(executor::ContainerExecutor::allowing(allowed)),
+            Err(e) => return StepResult::failed(format!("{e:#}")),
+        }
+    } else {
+        let Some(x) = executor::builtin()
+            .into_iter()
+            .find(|e| e.name() == job.executor)
+        else {
+            return StepResult::failed(format!(
+                "this agent (vacsine {}) has no executor `{}`",
+                crate::VERSION,
+                job.executor
+            ));
+        };
+        x
     };
     let timeout = Duration::from_millis(job.timeout_ms.clamp(1, xsite::MAX_STEP_MS));
     let node: Option<Arc<dyn NodeOps>> = x

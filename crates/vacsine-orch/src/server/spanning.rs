@@ -224,6 +224,7 @@ impl Srv {
             srv: self.clone(),
             parent: run.to_string(),
             title: w.metadata.name.value.clone(),
+            images: job.images.clone(),
         });
         for x in AtSite::all(dispatcher, home) {
             engine.register(x);
@@ -314,6 +315,8 @@ struct SiteDispatch {
     srv: Arc<Srv>,
     parent: String,
     title: String,
+    /// The action images the run's job lists (resolved and signed at submission).
+    images: Vec<crate::proto::ImageRef>,
 }
 
 /// The id of the job that runs `step`'s attempt `attempt` (or its undo) at `site`: the same
@@ -328,6 +331,20 @@ fn child_id(parent: &str, step: &str, attempt: u32, site: &str, undo: bool) -> S
 }
 
 impl SiteDispatch {
+    /// The image a `container` step names, as the run's signed job lists it: the only image
+    /// its site may run for it (none listed: the site refuses the step).
+    fn images_for(&self, executor: &str, args: &Value) -> Vec<crate::proto::ImageRef> {
+        if executor != "container" {
+            return vec![];
+        }
+        let name = args.get("image").and_then(Value::as_str);
+        self.images
+            .iter()
+            .filter(|i| Some(i.name.as_str()) == name)
+            .cloned()
+            .collect()
+    }
+
     fn mine(&self, id: &str) -> bool {
         self.srv
             .spanning
@@ -374,6 +391,7 @@ impl SiteDispatch {
             inputs: Default::default(),
             enforce: None,
             versions: vec![],
+            images: self.images_for(executor, &args),
             step: Some(StepJob {
                 parent_run: self.parent.clone(),
                 step_id: ctx.step_id.clone(),

@@ -385,3 +385,76 @@ spec:
     let b_runs = o.json(&["runs", "--site", "edge-b", "--format", "json"]);
     assert_eq!(b_runs.as_array().unwrap().len(), 1, "{b_runs:#}");
 }
+
+/// A `container` step at site B in a run spanning sites: the image, pushed once and listed
+/// in the run's signed job, is fetched, verified and run by B's agent; its output feeds the
+/// next step at A.
+#[test]
+fn a_container_step_at_another_site_runs_the_pushed_image() {
+    if !crate::docker_available() {
+        return;
+    }
+    let tag = format!("vacsine-test/span-action:{}", std::process::id());
+    let _made = super::images::Images(vec![tag.clone()]);
+    if !super::images::build(&tag, "from-b") {
+        assert!(
+            std::env::var_os("VACSINE_REQUIRE_DOCKER").is_none(),
+            "the test image cannot be built"
+        );
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
+    let (ka, kb) = (o.site("edge-a"), o.site("edge-b"));
+    let _a = Agent::start(&o, &ka, "edge-a-1", &d.path().join("agent-a"));
+    let b = Agent::start(&o, &kb, "edge-b-1", &d.path().join("agent-b"));
+    o.json(&["push", "image", &tag, "--format", "json"]);
+    let wf = d.path().join("act.yaml");
+    std::fs::write(
+        &wf,
+        format!(
+            r#"apiVersion: vacsine.io/v1
+kind: Workflow
+metadata:
+  name: act-across
+spec:
+  steps:
+    - id: act
+      uses: container
+      runsOn: edge-b
+      timeout: 60s
+      with:
+        image: "{tag}"
+        input: {{who: site-b}}
+    - id: back
+      uses: command
+      needs: [act]
+      with:
+        argv: ["echo", "{{{{ steps.act.outputs.greeting }}}}"]
+"#
+        ),
+    )
+    .unwrap();
+    let v = o.json(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--site",
+        "edge-a",
+        "--detach",
+        "--format",
+        "json",
+    ]);
+    let id = v["run_id"].as_str().unwrap().to_string();
+    let run = wait_end(&o, &id, Duration::from_secs(120));
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", b.log());
+    let recs = records(&o, &id);
+    let act = find(&recs, "act", 1);
+    assert_eq!(act["node"], "edge-b");
+    assert_eq!(act["outputs"]["greeting"], "from-b", "{act}");
+    assert_eq!(find(&recs, "back", 1)["stdout"], "from-b\n");
+    assert!(
+        b.log().contains("image") && b.log().contains(&tag),
+        "site B's agent fetched or found the image: {}",
+        b.log()
+    );
+}
