@@ -296,7 +296,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     if extended > 0 {
         tracing::info!("{extended} lease(s) held at the last stop get one more lease period");
     }
-    let resumed = p.srv.resume_spanning().await?;
+    let resumed = p.srv.resume_spanning(false).await?;
     if resumed > 0 {
         println!("resumed {resumed} run(s) spanning sites");
     }
@@ -431,8 +431,18 @@ fn stop_signal() -> tokio::sync::mpsc::Receiver<()> {
 /// Expire leases: work of an agent that stopped renewing is re-offered or failed, visibly.
 async fn sweeper(srv: Arc<Srv>) {
     let every = Duration::from_millis((srv.lease_ttl_ms / 4).clamp(100, 1000) as u64);
+    let mut last_takeover = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(every).await;
+        // Runs spanning sites whose driver died (another replica): taken over.
+        if last_takeover.elapsed() >= TAKEOVER_EVERY {
+            last_takeover = tokio::time::Instant::now();
+            match srv.resume_spanning(true).await {
+                Ok(n) if n > 0 => tracing::debug!("{n} run(s) spanning sites without a driver here: resuming unless another process drives them"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("looking for runs spanning sites to take over: {e}"),
+            }
+        }
         match srv.store.expire_leases(now_ms()).await {
             Ok(v) if !v.is_empty() => {
                 for e in &v {
@@ -451,6 +461,9 @@ async fn sweeper(srv: Arc<Srv>) {
         }
     }
 }
+
+/// How often the sweeper looks for runs spanning sites that no live process drives.
+const TAKEOVER_EVERY: Duration = Duration::from_secs(3);
 
 /// Wake-ups from the other replicas sharing the store (PostgreSQL LISTEN) feed the same
 /// channels as this replica's own changes; the connection is made again when it fails.

@@ -44,6 +44,8 @@ pub(super) struct Spanning {
     /// One-step jobs this process queued (a job of an earlier process found in the store
     /// is adopted).
     queued: Mutex<HashSet<String>>,
+    /// Runs this process is driving now.
+    driving: Mutex<HashSet<String>>,
 }
 
 impl Spanning {
@@ -53,6 +55,7 @@ impl Spanning {
             journal: Journal::open(&p)
                 .map_err(|e| anyhow::anyhow!("opening {}: {e}", p.display()))?,
             queued: Mutex::default(),
+            driving: Mutex::default(),
         })
     }
 }
@@ -147,14 +150,28 @@ impl Srv {
         Ok(id)
     }
 
-    /// At start: resume the runs spanning sites that a stop or a crash left running.
-    pub(super) async fn resume_spanning(self: &Arc<Self>) -> anyhow::Result<usize> {
+    /// Resume the runs spanning sites that nobody drives: at start, those a stop or a crash
+    /// left running; then, every few seconds, those of a replica that died (replicas share
+    /// the data folder, so its journal; the journal's lease says whether its driver lives).
+    pub(super) async fn resume_spanning(self: &Arc<Self>, quiet: bool) -> anyhow::Result<usize> {
         let mut n = 0;
         for r in self.store.runs(100_000).await? {
             if r.status != status::RUNNING || r.agent_id.as_deref() != Some(DRIVER) {
                 continue;
             }
+            let driven_here = self
+                .spanning
+                .driving
+                .lock()
+                .map(|d| d.contains(&r.id))
+                .unwrap_or(true);
+            if driven_here {
+                continue;
+            }
             let known = self.spanning.journal.run(&r.id).ok().flatten().is_some();
+            if !known && quiet {
+                continue;
+            }
             if !known {
                 tracing::warn!(
                     "run {} spans sites but {} holds no journal of it (driven by a replica with another data folder?): left as it is",
@@ -183,7 +200,19 @@ impl Srv {
 
     /// Drive run `run` (home site `home`) to its end and record that end.
     async fn drive(self: Arc<Self>, run: String, home: String, job: Job, resume: bool) {
+        let fresh = self
+            .spanning
+            .driving
+            .lock()
+            .map(|mut d| d.insert(run.clone()))
+            .unwrap_or(false);
+        if !fresh {
+            return;
+        }
         let ended = self.drive_engine(&run, &home, &job, resume).await;
+        if let Ok(mut d) = self.spanning.driving.lock() {
+            d.remove(&run);
+        }
         let (st, msg) = match ended {
             Ok(report) => {
                 let st = match report.status {
@@ -254,7 +283,7 @@ impl Srv {
             })
         };
         let r = if resume {
-            tracing::info!("run {run} (spanning sites): resumed");
+            tracing::debug!("run {run} (spanning sites): resuming");
             engine
                 .resume_cancellable(run, nodes, Some(progress), None, CancelToken::new())
                 .await

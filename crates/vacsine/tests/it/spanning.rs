@@ -458,3 +458,78 @@ spec:
         b.log()
     );
 }
+
+/// Two replicas on PostgreSQL sharing the data folder: the replica driving a run spanning
+/// sites dies mid-step; the other takes the run over (its journal is in the shared folder,
+/// its driver's lease says it is gone) and completes it, the step under way run once.
+#[test]
+fn a_run_spanning_sites_is_taken_over_when_its_replica_dies() {
+    let Some(db) = TestDb::create("spanning_takeover") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("orch");
+    let mut a = Orch::start_on(&data, "127.0.0.1:0", 10_000, &db.url);
+    let b = Orch::start_on(&data, "127.0.0.1:0", 10_000, &db.url);
+    let (ka, kb) = (a.site("edge-a"), a.site("edge-b"));
+    let urls = format!("{},{}", a.url, b.url);
+    let _ag_a = Agent::start_via(&[], &urls, &a.pin, &ka, "edge-a-1", &d.path().join("ag-a"));
+    let ag_b = Agent::start_via(&[], &urls, &a.pin, &kb, "edge-b-1", &d.path().join("ag-b"));
+    let count = d.path().join("count");
+    let started = d.path().join("started");
+    let wf = d.path().join("failover.yaml");
+    std::fs::write(
+        &wf,
+        format!(
+            r#"apiVersion: vacsine.io/v1
+kind: Workflow
+metadata:
+  name: failover
+spec:
+  steps:
+    - id: slow
+      uses: command
+      runsOn: edge-b
+      with:
+        argv: ["sh", "-c", "touch \"$2\"; sleep 4; echo once >> \"$1\"", "-", "{count}", "{started}"]
+    - id: last
+      uses: command
+      needs: [slow]
+      with:
+        argv: ["cat", "{count}"]
+"#,
+            count = count.display(),
+            started = started.display()
+        ),
+    )
+    .unwrap();
+    // Submitted to A: A drives it.
+    let v = a.json(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--site",
+        "edge-a",
+        "--detach",
+        "--format",
+        "json",
+    ]);
+    let id = v["run_id"].as_str().unwrap().to_string();
+    wait_until(
+        Duration::from_secs(30),
+        "the slow step started at B",
+        || started.exists().then_some(()),
+    );
+    a.kill9();
+    let run = wait_until(Duration::from_secs(60), "the run's end", || {
+        let r = b.run(&id);
+        (r["status"] != "running").then_some(r)
+    });
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", ag_b.log());
+    assert_eq!(std::fs::read_to_string(&count).unwrap(), "once\n");
+    let recs = records(&b, &id);
+    let last = recs
+        .iter()
+        .find(|r| r["step_id"] == "last" && r["status"] == "succeeded")
+        .expect("the last step");
+    assert_eq!(last["stdout"], "once\n");
+}
