@@ -66,6 +66,10 @@ impl Modify for OperatorAuth {
         proto::BundleResponse,
         proto::ImageChunkRequest,
         proto::ImageChunk,
+        proto::AutonomousRun,
+        proto::AutonomousAccepted,
+        proto::StepJob,
+        proto::StepOutcome,
     )),
     modifiers(&OperatorAuth),
     tags(

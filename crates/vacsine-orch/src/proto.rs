@@ -32,6 +32,27 @@ pub struct BundleResponse {
 
 /// Authenticated no-op (preflight): proves the keys and that the agent is not revoked.
 pub const PING: &str = "/v1/agent/ping";
+/// An autonomous run (`vacsine agent run`) made by the agent, reported when its link allows
+/// (`AutonomousRun` → `AutonomousAccepted`); its records and end follow as any run's.
+pub const AUTONOMOUS: &str = "/v1/agent/autonomous";
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AutonomousRun {
+    /// Made by the agent (a UUID).
+    pub run_id: String,
+    pub workflow: String,
+    /// The registry versions it ran (the workflow first, then its catalog).
+    pub versions: Vec<VersionRef>,
+    /// The registry bundle version it came from.
+    pub bundle: String,
+    pub started_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AutonomousAccepted {
+    /// False when the run was known already (reported again): nothing changed.
+    pub created: bool,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Pong {

@@ -500,8 +500,8 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
 }
 
 #[utoipa::path(post, path = "/v1/agent/{op}", tag = "agent",
-    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`, `bundle`, `image`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`, `BundleRequest`, `ImageChunkRequest`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
-    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle | image")),
+    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`, `bundle`, `image`, `autonomous`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`, `BundleRequest`, `ImageChunkRequest`, `AutonomousRun`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
+    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle | image | autonomous")),
     request_body(content = Object, description = "sealed envelope (JSON): v, method, path, agent, ts, nonce, sender, enc, ct"),
     responses(
         (status = 200, description = "sealed envelope with the operation's response"),
@@ -584,6 +584,11 @@ impl Srv {
                 self.seal_reply(&from, b, &env, &proto::PollResponse { work })
             }
             proto::PING => self.seal_reply(&from, b, &env, &proto::Pong { time_ms: now_ms() }),
+            proto::AUTONOMOUS => {
+                let r: proto::AutonomousRun = parse(&plain, "autonomous run")?;
+                let created = self.autonomous_run(&agent, &r).await?;
+                self.seal_reply(&from, b, &env, &proto::AutonomousAccepted { created })
+            }
             proto::IMAGE => {
                 let r: proto::ImageChunkRequest = parse(&plain, "image")?;
                 let chunk = self.image_chunk(&agent, &r).await?;
@@ -661,6 +666,51 @@ impl Srv {
                 format!("no agent endpoint {path}"),
             )),
         }
+    }
+
+    /// An autonomous run an agent made (`vacsine agent run`), reported when its link
+    /// allowed: a run of the agent's site, held by that agent until its end arrives (after
+    /// its records, from the same outbox). Reported again: nothing changes.
+    async fn autonomous_run(&self, agent: &AgentRow, r: &proto::AutonomousRun) -> ApiResult<bool> {
+        let ok_id = !r.run_id.is_empty()
+            && r.run_id.len() <= 64
+            && r.run_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok_id {
+            return Err(ApiError::bad("autonomous run: `run_id` must be a UUID"));
+        }
+        if let Some(known) = self.store.run(&r.run_id).await? {
+            if known.agent_id.as_deref() == Some(agent.id.as_str()) {
+                return Ok(false);
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("run `{}` exists and is not this agent's", r.run_id),
+            ));
+        }
+        let title: String = r.workflow.chars().take(200).collect();
+        let request = serde_json::json!({"autonomous": {
+            "bundle": r.bundle, "versions": r.versions, "agent": agent.name}});
+        let row = RunRow {
+            id: r.run_id.clone(),
+            site: agent.site.clone(),
+            workflow: format!("{title} (autonomous)"),
+            request: request.to_string(),
+            status: status::RUNNING.into(),
+            agent_id: Some(agent.id.clone()),
+            lease_expires_ms: None,
+            offers: 0,
+            created_ms: r.started_ms,
+            started_ms: Some(r.started_ms),
+            finished_ms: None,
+            message: None,
+            records: 0,
+        };
+        self.store.create_run(&row).await?;
+        self.events.send_modify(|n| *n += 1);
+        Ok(true)
     }
 
     async fn enroll(&self, body: &[u8]) -> ApiResult<Envelope> {

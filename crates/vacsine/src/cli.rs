@@ -397,11 +397,25 @@ pub struct OperatorConn {
     pub data: PathBuf,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum AgentAction {
     /// Check what the agent needs, each pass/fail: the orchestrator reachable with the pin,
     /// clock skew, identity accepted, Docker, nft, disk. Exit 0 when all pass, 2 otherwise.
     Preflight,
+    /// Run a workflow of the registry bundle this agent holds, here and now, without the
+    /// orchestrator (autonomous: works while the site is cut off). The bundle is verified
+    /// with the key pinned at enrolment first; the run is uploaded, marked autonomous, when
+    /// the agent next reaches the orchestrator. Exit 0 when it succeeded, 2 when it did not.
+    Run {
+        /// Workflow name in the bundle (`NAME` or `NAME@VERSION`).
+        workflow: String,
+        /// Input value `NAME=VALUE` (repeatable; typed by the workflow's declarations).
+        #[arg(long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// `human` (records as steps end) or `json` (one record per line).
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -217,6 +217,16 @@ pub async fn dispatch(cli: Cli) -> i32 {
             .await
         }
         Command::Agent {
+            action:
+                Some(crate::cli::AgentAction::Run {
+                    workflow,
+                    inputs,
+                    format,
+                }),
+            data,
+            ..
+        } => crate::orch::agent_run(&workflow, &inputs, format, &data).await,
+        Command::Agent {
             action: Some(crate::cli::AgentAction::Preflight),
             orchestrator,
             intake_key,

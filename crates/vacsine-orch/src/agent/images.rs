@@ -56,7 +56,7 @@ impl ImageCache {
             .map_err(|_| anyhow!("image table lock poisoned"))
     }
 
-    fn get(&self, digest: &str) -> anyhow::Result<Option<String>> {
+    pub(super) fn get(&self, digest: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .lock()?
             .query_row(
@@ -112,7 +112,7 @@ async fn docker(args: &[&str], timeout: Duration) -> anyhow::Result<String> {
 }
 
 /// The ID of a local image, when Docker has it.
-async fn image_id(reference: &str) -> Option<String> {
+pub(super) async fn image_id(reference: &str) -> Option<String> {
     docker(
         &["image", "inspect", "--format", "{{.Id}}", "--", reference],
         Duration::from_secs(30),
