@@ -67,6 +67,9 @@ struct Srv {
     stopping: watch::Sender<bool>,
     /// Runs spanning sites, driven here.
     spanning: spanning::Spanning,
+    /// Other replicas may share the store (PostgreSQL): runs spanning sites whose driver
+    /// died are taken over.
+    replicated: bool,
     /// Action image archives, content-addressed (`images` in the data folder).
     images: PathBuf,
     max_image_bytes: u64,
@@ -229,6 +232,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             events,
             stopping: watch::channel(false).0,
             spanning: spanning::Spanning::open(data)?,
+            replicated: cfg.database.is_some(),
             images: data.join("images"),
             max_image_bytes: cfg.max_image_bytes,
         }),
@@ -435,7 +439,7 @@ async fn sweeper(srv: Arc<Srv>) {
     loop {
         tokio::time::sleep(every).await;
         // Runs spanning sites whose driver died (another replica): taken over.
-        if last_takeover.elapsed() >= TAKEOVER_EVERY {
+        if srv.replicated && last_takeover.elapsed() >= TAKEOVER_EVERY {
             last_takeover = tokio::time::Instant::now();
             match srv.resume_spanning(true).await {
                 Ok(n) if n > 0 => tracing::debug!("{n} run(s) spanning sites without a driver here: resuming unless another process drives them"),

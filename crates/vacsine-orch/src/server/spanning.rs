@@ -155,10 +155,7 @@ impl Srv {
     /// the data folder, so its journal; the journal's lease says whether its driver lives).
     pub(super) async fn resume_spanning(self: &Arc<Self>, quiet: bool) -> anyhow::Result<usize> {
         let mut n = 0;
-        for r in self.store.runs(100_000).await? {
-            if r.status != status::RUNNING || r.agent_id.as_deref() != Some(DRIVER) {
-                continue;
-            }
+        for r in self.store.running_held_by(DRIVER).await? {
             let driven_here = self
                 .spanning
                 .driving

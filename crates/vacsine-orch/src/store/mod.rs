@@ -179,6 +179,8 @@ pub trait Store: Send + Sync {
     async fn create_run(&self, r: &RunRow) -> Result<()>;
     async fn run(&self, id: &str) -> Result<Option<RunRow>>;
     async fn runs(&self, limit: usize) -> Result<Vec<RunRow>>;
+    /// Runs `running` and held by `agent` (the orchestrator's own driver: runs spanning sites).
+    async fn running_held_by(&self, agent: &str) -> Result<Vec<RunRow>>;
     /// Lease the oldest queued run of `site` to `agent` until `now + ttl_ms`.
     async fn lease_next(
         &self,

@@ -709,6 +709,19 @@ impl Store for PgStore {
         Ok(rows.iter().map(run_row).collect())
     }
 
+    async fn running_held_by(&self, agent: &str) -> Result<Vec<RunRow>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {RUN_COLS} FROM runs WHERE status = 'running' AND agent_id = $1 ORDER BY created_ms"
+                ),
+                &[&agent],
+            )
+            .await?;
+        Ok(rows.iter().map(run_row).collect())
+    }
+
     async fn lease_next(
         &self,
         site: &str,

@@ -791,6 +791,14 @@ async fn a_run_driven_by_the_orchestrator_never_expires_and_queued_steps_can_be_
     assert!(s.expire_leases(i64::MAX / 2).await.unwrap().is_empty());
     let r = s.run("span").await.unwrap().unwrap();
     assert_eq!((r.status.as_str(), r.lease_expires_ms), ("running", None));
+    let held: Vec<String> = s
+        .running_held_by("orchestrator")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(held, ["span"]);
     assert_eq!(r.agent_id.as_deref(), Some("orchestrator"));
     assert_eq!(r.started_ms, Some(1));
     // Not offered to the site's agents.
