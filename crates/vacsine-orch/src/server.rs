@@ -26,6 +26,9 @@ mod enforce_site;
 pub const MAX_WAIT_MS: u64 = 25_000;
 /// An agent not seen for this long is shown offline.
 pub const ONLINE_MS: i64 = 60_000;
+/// An agent's "last seen" is written at most this often (it is shown to the second; each
+/// write is a commit, and every agent request would make one).
+const SEEN_EVERY_MS: i64 = 1_000;
 
 pub struct Config {
     pub listen: SocketAddr,
@@ -61,6 +64,8 @@ struct Srv {
     events: watch::Sender<u64>,
     /// Set when the orchestrator stops: long polls end at once.
     stopping: watch::Sender<bool>,
+    /// When this process last wrote each agent's "last seen" (see [`SEEN_EVERY_MS`]).
+    seen: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 #[derive(Debug)]
@@ -219,6 +224,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             queue,
             events,
             stopping: watch::channel(false).0,
+            seen: Default::default(),
         }),
         tls,
         pin,
@@ -546,7 +552,7 @@ impl Srv {
         if let Some(t) = agent.revoked_ms {
             return Err(revoked(&agent, t));
         }
-        self.store.touch_agent(&agent.id, now_ms()).await?;
+        self.touch(&agent.id).await?;
         match path {
             proto::POLL => {
                 let r: proto::PollRequest = parse(&plain, "poll")?;
@@ -628,6 +634,28 @@ impl Srv {
         }
     }
 
+    /// Record that `id` was seen now, unless this process did less than [`SEEN_EVERY_MS`] ago.
+    async fn touch(&self, id: &str) -> ApiResult<()> {
+        let now = now_ms();
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(&t) = seen.get(id) {
+                if (0..SEEN_EVERY_MS).contains(&(now - t)) {
+                    return Ok(());
+                }
+            }
+            seen.insert(id.to_string(), now);
+        }
+        if let Err(e) = self.store.touch_agent(id, now).await {
+            self.seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     async fn enroll(&self, body: &[u8]) -> ApiResult<Envelope> {
         let e: proto::EnrollEnvelope = parse(body, "enrolment")?;
         let from = PublicKey::from_b64(&e.public_key)?;
@@ -691,17 +719,22 @@ impl Srv {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let mut rx = self.queue.subscribe();
         let mut stopping = self.stopping.subscribe();
+        // `agent` was read (not revoked) just before this poll.
+        let mut woken = false;
         loop {
             rx.mark_unchanged();
             // Revoked while waiting: refused at once, not at the next poll.
-            if let Some(t) = self
-                .store
-                .agent(&agent.id)
-                .await?
-                .and_then(|a| a.revoked_ms)
-            {
-                return Err(revoked(agent, t));
+            if woken {
+                if let Some(t) = self
+                    .store
+                    .agent(&agent.id)
+                    .await?
+                    .and_then(|a| a.revoked_ms)
+                {
+                    return Err(revoked(agent, t));
+                }
             }
+            woken = true;
             if let Some(run) = self
                 .store
                 .lease_next(&agent.site, &agent.id, now_ms(), self.lease_ttl_ms)
