@@ -514,11 +514,11 @@ impl Store for SqliteStore {
                 return Ok((l.clone(), false));
             }
             let row = RegistryRow {
-                kind: kind.into(),
-                name: name.into(),
+                kind,
+                name,
                 version: latest.map_or(1, |l| l.version + 1),
-                sha256: sha256.into(),
-                document: document.into(),
+                sha256,
+                document,
                 pushed_ms: now,
             };
             tx.execute(
