@@ -87,8 +87,8 @@ CREATE TABLE IF NOT EXISTS run_reports (
 
 /// What becomes of an operation once its batch committed (`None`) or did not (the error).
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
-/// An operation for the connection's thread.
-type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+/// An operation for the connection's thread; `true`: inside a batch's transaction.
+type Job = Box<dyn FnOnce(&mut Connection, bool) -> Reply + Send>;
 
 /// Operations taken into one transaction at most.
 const MAX_BATCH: usize = 256;
@@ -118,10 +118,11 @@ fn serve_jobs(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        // Without the outer transaction (cannot begin), each operation's savepoint is its
-        // own transaction: still correct, one commit each.
-        let began = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
-        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut conn)).collect();
+        // One operation alone runs as it is (its own transaction, if it makes one). Without
+        // the outer transaction (cannot begin), each operation's savepoint is its own
+        // transaction: still correct, one commit each.
+        let began = batch.len() > 1 && conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut conn, began)).collect();
         let failed = if began {
             match conn.execute_batch("COMMIT") {
                 Ok(()) => None,
@@ -241,8 +242,8 @@ impl SqliteStore {
     ) -> Result<T> {
         let gone = || StoreError::Other("the store's thread stopped".into());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |c: &mut Connection| {
-            let r = in_savepoint(c, f);
+        let job: Job = Box::new(move |c: &mut Connection, batched: bool| {
+            let r = if batched { in_savepoint(c, f) } else { f(c) };
             Box::new(move |failed: Option<&str>| {
                 let r = match (r, failed) {
                     (Ok(_), Some(e)) => Err(StoreError::Other(format!("commit failed: {e}"))),
