@@ -13,8 +13,7 @@
 //!   is its own statement, sent once the change committed: a transaction that notifies holds
 //!   a database-wide lock through its commit's disk flush, which would serialize every commit
 //!   (no group commit). A replica that dies between the two leaves the others to find the
-//!   change at their next look (a long poll lasts at most 25 s). The notice's own commit does
-//!   not wait for the disk (it changes no data).
+//!   change at their next look (a long poll lasts at most 25 s).
 //! * Records of one run are inserted while its row is locked, so their sequence numbers
 //!   follow commit order and a reader resuming "after seq N" misses none.
 //!
@@ -358,16 +357,11 @@ impl PgStore {
 
     /// Announce a committed change to every replica (this one included). Best effort: the
     /// change is made; a replica that misses the news finds it at its next look.
-    ///
-    /// The notifying transaction commits without waiting for the disk (`synchronous_commit`
-    /// off for it alone): it changes no data, so a crash can only lose the news, which is
-    /// best effort anyway; waiting would cost a disk flush per notice, taken one at a time
-    /// under the database-wide notify lock (most of a step's time on a slow disk).
     async fn notify(&self, c: &deadpool_postgres::Client, news: News) {
         let sql = match news {
-            News::Queue => "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, 'queue')",
-            News::Run => "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, 'run')",
-            News::Both => "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, 'queue'), pg_notify($1, 'run')",
+            News::Queue => "SELECT pg_notify($1, 'queue')",
+            News::Run => "SELECT pg_notify($1, 'run')",
+            News::Both => "SELECT pg_notify($1, 'queue'), pg_notify($1, 'run')",
         };
         let r = async {
             let st = c.prepare_cached(sql).await?;
