@@ -6,7 +6,8 @@
 #
 #   bash bench/agents.sh [N=1000] [SECONDS=30]
 #   VACSINE_BENCH_PG=postgres://USER:PASSWORD@127.0.0.1:5432/DB bash bench/agents.sh 10000
-#     (the PostgreSQL store instead of SQLite)
+#     (the PostgreSQL store instead of SQLite; it makes schema `vacsine` in DB and leaves it:
+#     use a scratch database)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000}"
