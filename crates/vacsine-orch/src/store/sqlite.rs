@@ -87,8 +87,8 @@ CREATE TABLE IF NOT EXISTS run_reports (
 
 /// What becomes of an operation once its batch committed (`None`) or did not (the error).
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
-/// An operation for the connection's thread; `true`: inside a batch's transaction.
-type Job = Box<dyn FnOnce(&mut Connection, bool) -> Reply + Send>;
+/// An operation for the connection's thread.
+type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
 
 /// Operations taken into one transaction at most.
 const MAX_BATCH: usize = 256;
@@ -118,11 +118,11 @@ fn serve_jobs(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        // One operation alone runs as it is (its own transaction, if it makes one). Without
-        // the outer transaction (cannot begin), each operation's savepoint is its own
-        // transaction: still correct, one commit each.
+        // One operation alone needs no outer transaction: its savepoint is its transaction.
+        // Without the outer transaction (cannot begin), each operation's savepoint is its
+        // own transaction: still correct, one commit each.
         let began = batch.len() > 1 && conn.execute_batch("BEGIN IMMEDIATE").is_ok();
-        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut conn, began)).collect();
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut conn)).collect();
         let failed = if began {
             match conn.execute_batch("COMMIT") {
                 Ok(()) => None,
@@ -242,8 +242,8 @@ impl SqliteStore {
     ) -> Result<T> {
         let gone = || StoreError::Other("the store's thread stopped".into());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |c: &mut Connection, batched: bool| {
-            let r = if batched { in_savepoint(c, f) } else { f(c) };
+        let job: Job = Box::new(move |c: &mut Connection| {
+            let r = in_savepoint(c, f);
             Box::new(move |failed: Option<&str>| {
                 let r = match (r, failed) {
                     (Ok(_), Some(e)) => Err(StoreError::Other(format!("commit failed: {e}"))),
@@ -860,5 +860,58 @@ impl Store for SqliteStore {
             .optional()?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Operations taken into one batch: one that fails after writing is undone alone, the
+    /// others are kept, each caller gets its own result, and all of it is on disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_operation_in_a_batch_is_undone_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let s = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.with(move |c| {
+                    c.execute(
+                        "INSERT INTO sites (name, intake_hash, created_ms) VALUES (?1, ?1, 1)",
+                        [format!("s{i}")],
+                    )?;
+                    if i % 2 == 1 {
+                        return Err(StoreError::Conflict(format!("s{i} refused")));
+                    }
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(n) => assert_eq!((n, i % 2), (i, 0)),
+                Err(StoreError::Conflict(m)) => {
+                    assert_eq!((m, i % 2), (format!("s{i} refused"), 1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        drop(s);
+        // Read back from the file by a new connection.
+        let s = SqliteStore::open(&path).unwrap();
+        let names: Vec<String> = s
+            .sites()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        let mut want: Vec<String> = (0..64).step_by(2).map(|i| format!("s{i}")).collect();
+        want.sort();
+        assert_eq!(names, want);
     }
 }
