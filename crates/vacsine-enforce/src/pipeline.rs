@@ -593,6 +593,7 @@ async fn in_sandbox(
         progress: opts.steps.clone(),
         observer: None,
         cancel: Default::default(),
+        run_id: None,
     };
     let targeted = targeted(the_plan);
 

@@ -61,6 +61,8 @@ async fn serve(data: &str, database: Option<String>) -> anyhow::Result<()> {
         data: PathBuf::from(data),
         lease_ttl_ms: 30_000,
         database,
+        // No images in this benchmark.
+        max_image_bytes: 1 << 20,
     })
     .await
 }

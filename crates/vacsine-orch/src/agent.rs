@@ -21,7 +21,10 @@ use vacsine_core::workflow::Workflow;
 use vacsine_engine::{CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, RunRequest};
 use vacsine_wire::{KeyPair, PublicKey};
 
+pub mod autonomous;
 mod enforce_job;
+mod images;
+mod step_job;
 #[path = "agent_sync.rs"]
 mod sync;
 
@@ -245,6 +248,8 @@ struct Shared {
     /// The pinned bundle key and the verified bundles (`agent.db`).
     bundle_key: String,
     bundles: crate::bundle::BundleStore,
+    /// Action images loaded here (`agent.db`) and where archives are fetched to.
+    images: images::ImageCache,
 }
 
 /// Run the agent until it is revoked or the process ends.
@@ -281,6 +286,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         site: id.site.clone(),
         bundle_key,
         bundles: crate::bundle::BundleStore::open(&cfg.data.join("agent.db"))?,
+        images: images::ImageCache::open(&cfg.data.join("agent.db"), cfg.data.join("images"))?,
     });
     println!(
         "vacsine agent {} ({}) of site {} → {}",
@@ -404,7 +410,7 @@ impl Backoff {
     }
 }
 
-fn record_key(r: &vacsine_core::record::StepRecord) -> String {
+pub(crate) fn record_key(r: &vacsine_core::record::StepRecord) -> String {
     format!(
         "{}/{}/{}/{}",
         r.run_id,
@@ -442,6 +448,8 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
     eprintln!("run {}: started", w.run_id);
     let (status, message, report) = if w.job.enforce.is_some() {
         enforce_job::run(sh, &w, cancel).await
+    } else if w.job.step.is_some() {
+        step_job::run(sh, &w, cancel).await
     } else {
         let (st, m) = run_workflow_job(sh, &w, cancel).await;
         (st, m, None)
@@ -500,7 +508,13 @@ async fn run_job(
             serde_json::from_value(c.clone()).context("a catalog workflow sent is not valid")?,
         );
     }
-    let engine = Engine::new(sh.journal.clone(), cat);
+    // The images the signed job lists, fetched and verified if needed: the only ones its
+    // `container` steps may run, by the ID loaded.
+    let allowed = images::prepare(sh, w, &cancel).await?;
+    let mut engine = Engine::new(sh.journal.clone(), cat);
+    engine.register(Arc::new(
+        vacsine_engine::executor::ContainerExecutor::allowing(allowed),
+    ));
     let mut nodes = NodeMap::new();
     nodes.insert("local".into(), Arc::new(LocalNode::new("local")));
     let (s2, run) = (sh.clone(), w.run_id.clone());
@@ -524,6 +538,7 @@ async fn run_job(
             progress: Some(progress),
             observer: None,
             cancel,
+            run_id: None,
         })
         .await?)
 }
@@ -547,6 +562,53 @@ async fn uploader(sh: Arc<Shared>) {
             }
             continue;
         };
+        if first.kind == "autonomous" {
+            let r = match serde_json::from_str::<proto::AutonomousRun>(&first.body) {
+                Ok(req) => sh
+                    .link
+                    .call::<_, proto::AutonomousAccepted>(proto::AUTONOMOUS, &sh.agent_id, &req)
+                    .await
+                    .map(|a| {
+                        if a.created {
+                            eprintln!(
+                                "autonomous run {} ({}) reported to the orchestrator",
+                                req.run_id, req.workflow
+                            );
+                        }
+                    }),
+                Err(e) => Err(CallError::Bad(e.to_string())),
+            };
+            match r {
+                Ok(()) => {
+                    backoff.ok("uploading");
+                    let _ = sh.outbox.mark_sent(&[first.seq]);
+                }
+                Err(e) if e.is_revoked() => {
+                    let _ = sh.fatal.send(Some(e.to_string()));
+                    return;
+                }
+                Err(CallError::Refused {
+                    status,
+                    code,
+                    message,
+                }) if status < 500 && code != "stale" => {
+                    eprintln!(
+                        "warning: autonomous run {} refused by the orchestrator ({code}): {message}; its records will be refused too",
+                        first.run_id
+                    );
+                    let _ = sh.outbox.mark_sent(&[first.seq]);
+                }
+                Err(CallError::Bad(m)) => {
+                    eprintln!(
+                        "warning: outbox item {} unreadable ({m}); dropped",
+                        first.key
+                    );
+                    let _ = sh.outbox.mark_sent(&[first.seq]);
+                }
+                Err(e) => backoff.fail("uploading", &e).await,
+            }
+            continue;
+        }
         let batch: Vec<&Item> = if first.kind == "record" {
             items
                 .iter()

@@ -480,6 +480,8 @@ mod tests {
             inputs: serde_json::Map::new(),
             enforce: None,
             versions: vec![],
+            step: None,
+            images: vec![],
         }
     }
 

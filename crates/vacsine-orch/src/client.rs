@@ -114,6 +114,28 @@ impl OperatorClient {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
     }
+
+    /// PUT a file as the request body, streamed (not read into memory), allowing `timeout`
+    /// for the whole transfer.
+    pub async fn put_file<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        file: tokio::fs::File,
+        len: u64,
+        timeout: Duration,
+    ) -> Result<T, CallError> {
+        self.send(
+            self.http
+                .put(format!("{}{path}", self.base))
+                .query(query)
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .timeout(timeout)
+                .body(reqwest::Body::from(file)),
+        )
+        .await
+    }
 }
 
 /// The orchestrator URLs of a comma-separated list (`https://a:8443,https://b:8443`), in order.

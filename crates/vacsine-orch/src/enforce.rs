@@ -97,6 +97,9 @@ pub fn job_title(job: &Job) -> String {
 
 /// Refuse, before anything is queued, a job the agent could not run.
 pub fn check_job(job: &Job) -> Result<(), String> {
+    if job.step.is_some() {
+        return Err("`job.step` is made by the orchestrator for runs spanning sites: submit a workflow whose steps name their sites with `runsOn`".into());
+    }
     match &job.enforce {
         Some(e) => {
             if !job.workflow.is_null() {
@@ -162,6 +165,8 @@ mod tests {
                 options: Default::default(),
             }),
             versions: vec![],
+            step: None,
+            images: vec![],
         }
     }
 

@@ -15,11 +15,13 @@ pub mod bundle;
 pub mod client;
 pub mod enforce;
 pub mod files;
+pub mod images;
 pub mod preflight;
 pub mod proto;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod xsite;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

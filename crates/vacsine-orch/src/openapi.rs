@@ -47,6 +47,7 @@ impl Modify for OperatorAuth {
         super::registry::push_documents,
         super::registry::list_registry,
         super::registry::run_pushed,
+        super::images::put_image,
     ),
     components(schemas(
         proto::EnrollRequest,
@@ -63,6 +64,12 @@ impl Modify for OperatorAuth {
         proto::EnforceJobOptions,
         proto::BundleRequest,
         proto::BundleResponse,
+        proto::ImageChunkRequest,
+        proto::ImageChunk,
+        proto::AutonomousRun,
+        proto::AutonomousAccepted,
+        proto::StepJob,
+        proto::StepOutcome,
     )),
     modifiers(&OperatorAuth),
     tags(
@@ -98,6 +105,7 @@ mod tests {
             proto::OP_STATUS,
             proto::OP_REGISTRY,
             proto::OP_REGISTRY_RUNS,
+            "/v1/images/{digest}",
         ];
         want.sort();
         assert_eq!(paths, want);
@@ -120,6 +128,9 @@ mod tests {
             "RegistryList",
             "RunPushed",
             "SignedJob",
+            "ImagePushed",
+            "ImageChunkRequest",
+            "ImageRef",
         ] {
             assert!(
                 json["components"]["schemas"][schema].is_object(),

@@ -32,6 +32,27 @@ pub struct BundleResponse {
 
 /// Authenticated no-op (preflight): proves the keys and that the agent is not revoked.
 pub const PING: &str = "/v1/agent/ping";
+/// An autonomous run (`vacsine agent run`) made by the agent, reported when its link allows
+/// (`AutonomousRun` → `AutonomousAccepted`); its records and end follow as any run's.
+pub const AUTONOMOUS: &str = "/v1/agent/autonomous";
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AutonomousRun {
+    /// Made by the agent (a UUID).
+    pub run_id: String,
+    pub workflow: String,
+    /// The registry versions it ran (the workflow first, then its catalog).
+    pub versions: Vec<VersionRef>,
+    /// The registry bundle version it came from.
+    pub bundle: String,
+    pub started_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AutonomousAccepted {
+    /// False when the run was known already (reported again): nothing changed.
+    pub created: bool,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Pong {
@@ -134,6 +155,105 @@ pub struct Job {
     /// The registry versions of the workflow and catalog (empty for files sent as they are).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<VersionRef>,
+    /// The action images of the `container` steps of the workflow and its catalog, resolved
+    /// by the orchestrator at submission (what an operator sends here is replaced): the
+    /// agent fetches each archive over the sealed channel and runs only these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRef>,
+    /// One step of a run the orchestrator drives across sites (then `workflow` is null): the
+    /// agent runs this step's executor, or its undo, and reports the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepJob>,
+}
+
+/// One step of a run spanning sites, as the orchestrator dispatches it to the site's agent.
+/// Its arguments are already rendered (templates were evaluated by the orchestrator's engine):
+/// the agent hands them to the executor as data, never to a template engine or a shell.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct StepJob {
+    /// The run spanning sites this step belongs to.
+    pub parent_run: String,
+    pub step_id: String,
+    pub attempt: u32,
+    /// The executor (`command`, `file`, `firewall`…).
+    pub executor: String,
+    /// The step's rendered `with`.
+    #[serde(default)]
+    pub args: Value,
+    pub timeout_ms: u64,
+    /// When present: undo a change this step made, with the prior state it captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Value>,
+}
+
+/// What a step dispatched to a site did (the agent's `finish` report of a step job).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct StepOutcome {
+    /// `succeeded`, `failed`, `timed_out`, `cancelled`, `interrupted`.
+    pub status: String,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub stdout: String,
+    #[serde(default)]
+    pub stderr: String,
+    #[serde(default)]
+    pub changed: bool,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<vacsine_core::record::Message>,
+    #[serde(default)]
+    pub outputs: Map<String, Value>,
+    /// Prior state captured before the change (to undo it later), when `changed`.
+    #[serde(default)]
+    pub undo: Option<Value>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// An action image a job may run: the reference its steps name, the SHA-256 of the image
+/// archive (`docker save`) pushed with `vacsine push image`, and the archive's size.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ImageRef {
+    pub name: String,
+    /// `sha256:<hex>` of the archive.
+    pub digest: String,
+    pub size: u64,
+}
+
+/// A chunk of an image archive listed in a run this agent holds (`ImageChunkRequest`,
+/// `ImageChunk`).
+pub const IMAGE: &str = "/v1/agent/image";
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImageChunkRequest {
+    /// The run (leased to this agent) whose signed job lists the image.
+    pub run_id: String,
+    pub digest: String,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImageChunk {
+    /// Bytes from `offset`, base64 (empty at the end).
+    pub data: String,
+    /// The archive's size.
+    pub total: u64,
+}
+
+/// Upload an image archive (operator): `PUT /v1/images/{digest}?name=REF`, the body the
+/// archive itself.
+pub const OP_IMAGES: &str = "/v1/images";
+
+/// An image archive kept by the orchestrator and its registry entry (kind `Image`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImagePushed {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    pub version: i64,
+    /// Whether this push made the version (`false`: already the latest).
+    pub created: bool,
 }
 
 /// Job 1 at a site (`vacsine enforce --site`): the agent resolves the target with its own

@@ -39,6 +39,8 @@ fn check_document(d: &proto::PushDocument) -> ApiResult<()> {
                     inputs: Default::default(),
                     enforce: None,
                     versions: vec![],
+                    step: None,
+                    images: vec![],
                 }),
             )
         }
@@ -193,6 +195,8 @@ pub(super) async fn run_pushed(
             inputs: r.inputs,
             enforce: None,
             versions,
+            step: None,
+            images: vec![],
         },
     };
     let body = serde_json::to_vec(&submit).map_err(|e| ApiError::bad(e.to_string()))?;

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,8 @@ use tokio::sync::watch;
 use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, WireError};
 
 mod enforce_site;
+mod images;
+mod spanning;
 
 /// Longest long poll an agent may ask for.
 pub const MAX_WAIT_MS: u64 = 25_000;
@@ -42,6 +44,8 @@ pub struct Config {
     pub lease_ttl_ms: i64,
     /// PostgreSQL URL: the store several replicas share. `None`: SQLite in `data`.
     pub database: Option<String>,
+    /// Largest action image archive accepted (`vacsine push image`).
+    pub max_image_bytes: u64,
 }
 
 /// The orchestrator's long-lived keys, in `keys.json` (0600).
@@ -66,6 +70,11 @@ struct Srv {
     stopping: watch::Sender<bool>,
     /// When this process last wrote each agent's "last seen" (see [`SEEN_EVERY_MS`]).
     seen: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Runs spanning sites, driven here.
+    spanning: spanning::Spanning,
+    /// Action image archives, content-addressed (`images` in the data folder).
+    images: PathBuf,
+    max_image_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -225,6 +234,9 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             events,
             stopping: watch::channel(false).0,
             seen: Default::default(),
+            spanning: spanning::Spanning::open(data)?,
+            images: data.join("images"),
+            max_image_bytes: cfg.max_image_bytes,
         }),
         tls,
         pin,
@@ -260,6 +272,7 @@ fn router(srv: Arc<Srv>) -> Router {
             post(registry::push_documents).get(registry::list_registry),
         )
         .route(proto::OP_REGISTRY_RUNS, post(registry::run_pushed))
+        .route("/v1/images/{digest}", put(images::put_image))
         .route(OPENAPI_PATH, get(openapi_json))
         .with_state(srv)
 }
@@ -288,6 +301,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await?;
     if extended > 0 {
         tracing::info!("{extended} lease(s) held at the last stop get one more lease period");
+    }
+    let resumed = p.srv.resume_spanning(false).await?;
+    if resumed > 0 {
+        println!("resumed {resumed} run(s) spanning sites");
     }
     println!("vacsine orchestrator listening on {url}");
     println!("certificate pin: {}", p.pin);
@@ -420,8 +437,18 @@ fn stop_signal() -> tokio::sync::mpsc::Receiver<()> {
 /// Expire leases: work of an agent that stopped renewing is re-offered or failed, visibly.
 async fn sweeper(srv: Arc<Srv>) {
     let every = Duration::from_millis((srv.lease_ttl_ms / 4).clamp(100, 1000) as u64);
+    let mut last_takeover = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(every).await;
+        // Runs spanning sites whose driver died (another replica): taken over.
+        if last_takeover.elapsed() >= TAKEOVER_EVERY {
+            last_takeover = tokio::time::Instant::now();
+            match srv.resume_spanning(true).await {
+                Ok(n) if n > 0 => tracing::debug!("{n} run(s) spanning sites without a driver here: resuming unless another process drives them"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("looking for runs spanning sites to take over: {e}"),
+            }
+        }
         match srv.store.expire_leases(now_ms()).await {
             Ok(v) if !v.is_empty() => {
                 for e in &v {
@@ -440,6 +467,9 @@ async fn sweeper(srv: Arc<Srv>) {
         }
     }
 }
+
+/// How often the sweeper looks for runs spanning sites that no live process drives.
+const TAKEOVER_EVERY: Duration = Duration::from_secs(3);
 
 /// Wake-ups from the other replicas sharing the store (PostgreSQL LISTEN) feed the same
 /// channels as this replica's own changes; the connection is made again when it fails.
@@ -476,8 +506,8 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
 }
 
 #[utoipa::path(post, path = "/v1/agent/{op}", tag = "agent",
-    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`, `bundle`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`, `BundleRequest`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
-    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle")),
+    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`, `bundle`, `image`, `autonomous`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`, `BundleRequest`, `ImageChunkRequest`, `AutonomousRun`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
+    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle | image | autonomous")),
     request_body(content = Object, description = "sealed envelope (JSON): v, method, path, agent, ts, nonce, sender, enc, ct"),
     responses(
         (status = 200, description = "sealed envelope with the operation's response"),
@@ -560,6 +590,16 @@ impl Srv {
                 self.seal_reply(&from, b, &env, &proto::PollResponse { work })
             }
             proto::PING => self.seal_reply(&from, b, &env, &proto::Pong { time_ms: now_ms() }),
+            proto::AUTONOMOUS => {
+                let r: proto::AutonomousRun = parse(&plain, "autonomous run")?;
+                let created = self.autonomous_run(&agent, &r).await?;
+                self.seal_reply(&from, b, &env, &proto::AutonomousAccepted { created })
+            }
+            proto::IMAGE => {
+                let r: proto::ImageChunkRequest = parse(&plain, "image")?;
+                let chunk = self.image_chunk(&agent, &r).await?;
+                self.seal_reply(&from, b, &env, &chunk)
+            }
             proto::BUNDLE => {
                 let r: proto::BundleRequest = parse(&plain, "bundle")?;
                 let resp = self.registry_bundle(&agent.site, r.have.as_deref()).await?;
@@ -654,6 +694,51 @@ impl Srv {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// An autonomous run an agent made (`vacsine agent run`), reported when its link
+    /// allowed: a run of the agent's site, held by that agent until its end arrives (after
+    /// its records, from the same outbox). Reported again: nothing changes.
+    async fn autonomous_run(&self, agent: &AgentRow, r: &proto::AutonomousRun) -> ApiResult<bool> {
+        let ok_id = !r.run_id.is_empty()
+            && r.run_id.len() <= 64
+            && r.run_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok_id {
+            return Err(ApiError::bad("autonomous run: `run_id` must be a UUID"));
+        }
+        if let Some(known) = self.store.run(&r.run_id).await? {
+            if known.agent_id.as_deref() == Some(agent.id.as_str()) {
+                return Ok(false);
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("run `{}` exists and is not this agent's", r.run_id),
+            ));
+        }
+        let title: String = r.workflow.chars().take(200).collect();
+        let request = serde_json::json!({"autonomous": {
+            "bundle": r.bundle, "versions": r.versions, "agent": agent.name}});
+        let row = RunRow {
+            id: r.run_id.clone(),
+            site: agent.site.clone(),
+            workflow: format!("{title} (autonomous)"),
+            request: request.to_string(),
+            status: status::RUNNING.into(),
+            agent_id: Some(agent.id.clone()),
+            lease_expires_ms: None,
+            offers: 0,
+            created_ms: r.started_ms,
+            started_ms: Some(r.started_ms),
+            finished_ms: None,
+            message: None,
+            records: 0,
+        };
+        self.store.create_run(&row).await?;
+        self.events.send_modify(|n| *n += 1);
+        Ok(true)
     }
 
     async fn enroll(&self, body: &[u8]) -> ApiResult<Envelope> {
@@ -891,7 +976,7 @@ async fn submit_run(
     body: Bytes,
 ) -> ApiResult<Json<proto::RunCreated>> {
     s.operator(&h)?;
-    let r: proto::SubmitRun = parse(&body, "run")?;
+    let mut r: proto::SubmitRun = parse(&body, "run")?;
     let sites = s.store.sites().await?;
     match sites.iter().find(|x| x.name == r.site) {
         None => {
@@ -914,7 +999,13 @@ async fn submit_run(
         Some(_) => {}
     }
     crate::enforce::check_job(&r.job).map_err(ApiError::bad)?;
+    s.resolve_images(&mut r.job).await?;
     let workflow = crate::enforce::job_title(&r.job);
+    if crate::xsite::spans_sites(&r.job) {
+        // Steps naming sites: driven here, one step at a time.
+        let id = s.start_spanning(&r.site, &r.job, workflow).await?;
+        return Ok(Json(proto::RunCreated { run_id: id }));
+    }
     let id = uuid::Uuid::new_v4().to_string();
     let row = RunRow {
         id: id.clone(),

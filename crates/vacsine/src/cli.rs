@@ -294,6 +294,9 @@ pub enum Command {
             value_name = "URL"
         )]
         database: Option<String>,
+        /// Largest action image archive `vacsine push image` may upload (MiB).
+        #[arg(long, default_value_t = 2048, value_name = "MIB")]
+        max_image_mb: u64,
     },
     /// Run a site agent: enrols with an intake key on first start, then pulls work from the
     /// orchestrator (outbound connections only) and runs it on this machine.
@@ -334,8 +337,10 @@ pub enum Command {
     },
     /// Push policies and workflows into the orchestrator's registry: each gets a new version
     /// when its content changed (`vacsine run NAME[@VERSION] --site S` runs a pushed workflow).
+    /// `vacsine push image REF...` uploads action images (`docker save` of each local image):
+    /// agents get them from the orchestrator, sites need no registry.
     Push {
-        /// Policy and workflow files (YAML).
+        /// Policy and workflow files (YAML); or `image` then image references.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]
@@ -392,11 +397,25 @@ pub struct OperatorConn {
     pub data: PathBuf,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum AgentAction {
     /// Check what the agent needs, each pass/fail: the orchestrator reachable with the pin,
     /// clock skew, identity accepted, Docker, nft, disk. Exit 0 when all pass, 2 otherwise.
     Preflight,
+    /// Run a workflow of the registry bundle this agent holds, here and now, without the
+    /// orchestrator (autonomous: works while the site is cut off). The bundle is verified
+    /// with the key pinned at enrolment first; the run is uploaded, marked autonomous, when
+    /// the agent next reaches the orchestrator. Exit 0 when it succeeded, 2 when it did not.
+    Run {
+        /// Workflow name in the bundle (`NAME` or `NAME@VERSION`).
+        workflow: String,
+        /// Input value `NAME=VALUE` (repeatable; typed by the workflow's declarations).
+        #[arg(long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// `human` (records as steps end) or `json` (one record per line).
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]

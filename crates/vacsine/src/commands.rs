@@ -203,6 +203,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             data,
             lease_ttl_ms,
             database,
+            max_image_mb,
         } => {
             crate::orch::orchestrator(crate::orch::OrchestratorArgs {
                 listen,
@@ -211,9 +212,20 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 data,
                 lease_ttl_ms,
                 database,
+                max_image_bytes: max_image_mb.saturating_mul(1 << 20),
             })
             .await
         }
+        Command::Agent {
+            action:
+                Some(crate::cli::AgentAction::Run {
+                    workflow,
+                    inputs,
+                    format,
+                }),
+            data,
+            ..
+        } => crate::orch::agent_run(&workflow, &inputs, format, &data).await,
         Command::Agent {
             action: Some(crate::cli::AgentAction::Preflight),
             orchestrator,
@@ -240,7 +252,10 @@ pub async fn dispatch(cli: Cli) -> i32 {
             files,
             conn,
             format,
-        } => crate::registrycmd::push(files, &conn, format).await,
+        } => match crate::registrycmd::image_refs(&files) {
+            Some(refs) => crate::registrycmd::push_images(refs, &conn, format).await,
+            None => crate::registrycmd::push(files, &conn, format).await,
+        },
         Command::Registry {
             action: crate::cli::RegistryAction::List,
             conn,

@@ -25,6 +25,8 @@ pub struct OrchestratorArgs {
     pub lease_ttl_ms: u64,
     /// PostgreSQL URL (replicas sharing the work); `None`: SQLite in `data`.
     pub database: Option<String>,
+    /// Largest action image archive accepted.
+    pub max_image_bytes: u64,
 }
 
 pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
@@ -45,6 +47,7 @@ pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
         data: a.data,
         lease_ttl_ms: a.lease_ttl_ms.max(100) as i64,
         database,
+        max_image_bytes: a.max_image_bytes,
     })
     .await
     .map_err(|e| miette::miette!("{e:#}"))?;
@@ -85,6 +88,102 @@ pub async fn agent(
 }
 
 /// `vacsine agent preflight`: one line per check; exit 0 when all pass, 2 otherwise.
+/// `vacsine agent run NAME[@V]`: a workflow of the held registry bundle, run here.
+pub async fn agent_run(
+    workflow: &str,
+    inputs: &[String],
+    format: SimpleFormat,
+    data: &std::path::Path,
+) -> miette::Result<i32> {
+    let (name, version) = match workflow.split_once('@') {
+        Some((n, v)) => match v.parse::<i64>() {
+            Ok(v) if v > 0 => (n, Some(v)),
+            _ => {
+                return Err(miette::miette!(
+                    help = "give NAME or NAME@VERSION, VERSION a number such as 2",
+                    "`{workflow}`: the version after `@` is not a positive number"
+                ))
+            }
+        },
+        None => (workflow, None),
+    };
+    let mut map = serde_json::Map::new();
+    for i in inputs {
+        let Some((k, v)) = i.split_once('=') else {
+            return Err(miette::miette!(
+                help = "write --input NAME=VALUE",
+                "--input `{i}` has no `=`"
+            ));
+        };
+        map.insert(
+            k.trim().to_string(),
+            serde_json::Value::String(v.to_string()),
+        );
+    }
+    let b = vacsine_orch::agent::autonomous::bundled(data, name, version)
+        .map_err(|e| miette::miette!("{e:#}"))?;
+    if format == SimpleFormat::Human {
+        eprintln!(
+            "autonomous run of {} from the registry bundle {} (verified)",
+            b.versions
+                .first()
+                .map(|v| format!("{}@{}", v.name, v.version))
+                .unwrap_or_default(),
+            b.bundle
+        );
+    }
+    let (cancel, _signalled) = crate::runcmd::cancel_on_signals();
+    let journal_path = data.join("journal.db");
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let progress: vacsine_engine::ProgressFn = {
+        let printed = printed.clone();
+        std::sync::Arc::new(move |e| {
+            if let vacsine_engine::ProgressEvent::StepFinished { run_id, .. } = e {
+                let Ok(j) = vacsine_engine::Journal::open(&journal_path) else {
+                    return;
+                };
+                let mut out = std::io::stdout().lock();
+                for r in j.records(run_id).unwrap_or_default() {
+                    if r.finished_at.is_none() {
+                        continue;
+                    }
+                    let key = (r.step_id.clone(), r.attempt, r.node.clone());
+                    if !printed.lock().map(|mut p| p.insert(key)).unwrap_or(false) {
+                        continue;
+                    }
+                    match format {
+                        SimpleFormat::Json => {
+                            let _ =
+                                writeln!(out, "{}", serde_json::to_string(&r).unwrap_or_default());
+                        }
+                        SimpleFormat::Human => print_record(&mut out, &r),
+                    }
+                }
+            }
+        })
+    };
+    let report = vacsine_orch::agent::autonomous::run(data, b, map, Some(progress), cancel)
+        .await
+        .map_err(|e| miette::miette!("{e:#}"))?;
+    if format == SimpleFormat::Human {
+        println!(
+            "run {} {}{} (queued for upload: the agent reports it when it reaches the orchestrator)",
+            report.run_id,
+            report.status,
+            report
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(if report.status == vacsine_engine::RunStatus::Succeeded {
+        EXIT_OK
+    } else {
+        EXIT_FAILURES
+    })
+}
+
 pub async fn preflight(
     orchestrator: Option<String>,
     pin: Option<String>,
@@ -415,6 +514,8 @@ pub async fn run_at_site(
                     inputs: inputs_map,
                     enforce: None,
                     versions: vec![],
+                    step: None,
+                    images: vec![],
                 },
             },
         )

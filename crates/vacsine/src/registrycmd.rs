@@ -75,6 +75,112 @@ pub async fn push(
     Ok(EXIT_OK)
 }
 
+/// `vacsine push image REF...`: the references after `image` (`None`: files to push). A
+/// file named `image` is pushed as `./image`.
+pub fn image_refs(files: &[PathBuf]) -> Option<Vec<PathBuf>> {
+    match files.split_first() {
+        Some((first, rest)) if first.as_os_str() == "image" => Some(rest.to_vec()),
+        _ => None,
+    }
+}
+
+/// Upload each local image to the orchestrator: `docker save` to a temporary archive (argv,
+/// no shell), its SHA-256 is its digest, streamed with the reference it is recorded under.
+pub async fn push_images(
+    refs: Vec<PathBuf>,
+    conn: &OperatorConn,
+    format: SimpleFormat,
+) -> miette::Result<i32> {
+    use vacsine_core::node::NodeOps;
+    if refs.is_empty() {
+        return Err(miette::miette!(
+            help = "vacsine push image REF... (images built or pulled on this machine; `docker images` lists them)",
+            "no image given"
+        ));
+    }
+    let mut names = Vec::new();
+    for r in &refs {
+        let name = r
+            .to_str()
+            .ok_or_else(|| miette::miette!("{}: an image reference is UTF-8", r.display()))?;
+        vacsine_engine::executor::check_image(name).map_err(|e| {
+            miette::miette!(
+                help = "an image reference such as acme/block-ip:1 (letters, digits, `.`, `_`, `-`, `/`, `:`, `@`)",
+                "{e}"
+            )
+        })?;
+        names.push(name.to_string());
+    }
+    let c = client(conn)?;
+    let dir = tempfile::tempdir().map_err(err)?;
+    let file = dir.path().join("image.tar");
+    let path = file
+        .to_str()
+        .ok_or_else(|| {
+            miette::miette!("the temporary folder {} is not UTF-8", dir.path().display())
+        })?
+        .to_string();
+    let docker = vacsine_engine::LocalNode::new("local");
+    let mut pushed = Vec::new();
+    for name in names {
+        let argv: Vec<String> = ["docker", "save", "--output", &path, "--", &name]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let out = docker
+            .exec(&argv, &[], None, std::time::Duration::from_secs(1800))
+            .await
+            .map_err(err)?;
+        if out.exit_code != Some(0) {
+            return Err(miette::miette!(
+                help = "build or pull the image on this machine first (`docker images` lists them)",
+                "`docker save {name}` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let f2 = file.clone();
+        let (digest, size) =
+            tokio::task::spawn_blocking(move || vacsine_orch::images::sha256_file(&f2))
+                .await
+                .map_err(err)?
+                .map_err(err)?;
+        let body = tokio::fs::File::open(&file).await.map_err(err)?;
+        // A minute, plus a second per MiB (a slow link still gets there).
+        let timeout = std::time::Duration::from_secs(60 + (size >> 20));
+        let r: proto::ImagePushed = c
+            .put_file(
+                &format!("{}/{digest}", proto::OP_IMAGES),
+                &[("name", name.clone())],
+                body,
+                size,
+                timeout,
+            )
+            .await
+            .map_err(err)?;
+        let _ = std::fs::remove_file(&file);
+        if format == SimpleFormat::Human {
+            println!(
+                "{:<8} {:<32} version {:<4} {} ({:.1} MiB) {}",
+                "Image",
+                r.name,
+                r.version,
+                r.digest,
+                r.size as f64 / (1u64 << 20) as f64,
+                if r.created {
+                    "pushed"
+                } else {
+                    "unchanged (already the latest version)"
+                }
+            );
+        }
+        pushed.push(r);
+    }
+    if format == SimpleFormat::Json {
+        print_json(&serde_json::json!({ "images": pushed }));
+    }
+    Ok(EXIT_OK)
+}
+
 pub async fn list(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<i32> {
     let c = client(conn)?;
     let r: proto::RegistryList = c.get(proto::OP_REGISTRY).await.map_err(err)?;
@@ -165,5 +271,17 @@ mod tests {
         assert_eq!(p("harden.yaml"), None);
         assert_eq!(p("a b"), None);
         assert_eq!(p("Cargo.toml"), None, "an existing file");
+    }
+
+    #[test]
+    fn push_image_takes_the_references_after_image() {
+        let v = |a: &[&str]| a.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            image_refs(&v(&["image", "a:1", "b/c:2"])),
+            Some(v(&["a:1", "b/c:2"]))
+        );
+        assert_eq!(image_refs(&v(&["image"])), Some(vec![]));
+        assert_eq!(image_refs(&v(&["./image", "wf.yaml"])), None);
+        assert_eq!(image_refs(&v(&["wf.yaml", "image"])), None);
     }
 }

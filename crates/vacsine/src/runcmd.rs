@@ -416,6 +416,7 @@ pub async fn run(
                     progress: Some(on_progress),
                     observer,
                     cancel,
+                    run_id: None,
                 })
                 .await
         }
@@ -467,7 +468,7 @@ pub async fn run(
 /// SIGINT and SIGTERM cancel the run: the first stops scheduling and asks running steps to
 /// end (their process groups get SIGTERM, then SIGKILL after a grace period), a second one
 /// kills them at once. Returns the token and the exit code to use (130 or 143).
-fn cancel_on_signals() -> (CancelToken, Arc<std::sync::atomic::AtomicI32>) {
+pub(crate) fn cancel_on_signals() -> (CancelToken, Arc<std::sync::atomic::AtomicI32>) {
     use tokio::signal::unix::{signal, SignalKind};
     let cancel = CancelToken::new();
     let code = Arc::new(std::sync::atomic::AtomicI32::new(130));

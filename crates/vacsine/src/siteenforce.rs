@@ -83,6 +83,8 @@ fn job_of(inputs: &Inputs, at: &AtSite) -> miette::Result<proto::Job> {
             },
         }),
         versions: vec![],
+        step: None,
+        images: vec![],
     };
     // What the site will decode: a document that does not survive the trip is our bug, said
     // here rather than by the agent after queuing.

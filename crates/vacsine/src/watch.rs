@@ -660,6 +660,7 @@ async fn reapply(ctx: &Ctx, ev: &NodeEvent, line: &mut StartLine) -> Result<(), 
         progress: None,
         observer: Some(site.clone()),
         cancel: ctx.cancel.clone(),
+        run_id: None,
     };
     let run = ctx
         .engine

@@ -216,6 +216,7 @@ impl Engine {
         let ectx = ExecCtx {
             run_id: run.run_id.clone(),
             step_id: full_id.into(),
+            attempt,
             node: node.cloned(),
             timeout,
             secret_env: scope.secret_env.clone(),

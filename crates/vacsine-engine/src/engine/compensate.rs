@@ -60,6 +60,7 @@ impl Engine {
                     let ctx = ExecCtx {
                         run_id: run.run_id.clone(),
                         step_id: id.clone(),
+                        attempt: 1,
                         node,
                         timeout: Duration::from_secs(300),
                         secret_env: Vec::new(),

@@ -36,7 +36,10 @@ impl Engine {
         let secrets = load_secrets(w)?;
         let default_node = self.default_node(w, &req.nodes, req.default_node.as_deref())?;
 
-        let run_id = uuid::Uuid::new_v4().to_string();
+        let run_id = req
+            .run_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let mut real_inputs = inputs.clone();
         if !event.is_null() {
             real_inputs.insert("event".into(), event.clone());

@@ -59,7 +59,7 @@ impl CancelToken {
         *self.level.borrow() >= 2
     }
     /// Resolves once the level reaches `at_least` (1: graceful, 2: immediate).
-    pub(crate) async fn reached(&self, at_least: u8) {
+    pub async fn reached(&self, at_least: u8) {
         let mut rx = self.level.subscribe();
         let _ = rx.wait_for(|l| *l >= at_least).await;
     }
@@ -161,6 +161,9 @@ pub struct RunRequest {
     pub observer: Option<Arc<dyn Site>>,
     /// Cancellation (signals).
     pub cancel: CancelToken,
+    /// The run's id (default: a new UUID). A caller that keeps its own record of the run
+    /// (the orchestrator) gives its id, so that a resume after a crash finds the run.
+    pub run_id: Option<String>,
 }
 
 impl RunRequest {
@@ -176,6 +179,7 @@ impl RunRequest {
             progress: None,
             observer: None,
             cancel: CancelToken::default(),
+            run_id: None,
         }
     }
     /// Add a node under its own name.

@@ -28,7 +28,9 @@ struct ContainerArgs {
     network: Option<String>,
 }
 
-fn check_image(image: &str) -> Result<(), String> {
+/// An image reference as the `container` executor accepts it (also an image ID
+/// `sha256:…`): 1 to 256 letters, digits, `.`, `_`, `-`, `/`, `:`, `@`, not starting with `-`.
+pub fn check_image(image: &str) -> Result<(), String> {
     let ok = !image.is_empty()
         && image.len() <= 256
         && !image.starts_with('-')
@@ -56,12 +58,49 @@ fn check_network(n: &str) -> Result<(), String> {
 
 pub struct ContainerExecutor {
     host: LocalNode,
+    /// When set (the site agent), only these images run: the name a step gives → the ID of
+    /// the image loaded for it (what `docker run` is given, so another local image tagged
+    /// with the same name is never run).
+    allow: Option<BTreeMap<String, String>>,
 }
 
 impl Default for ContainerExecutor {
     fn default() -> Self {
         ContainerExecutor {
             host: LocalNode::new("docker-host"),
+            allow: None,
+        }
+    }
+}
+
+impl ContainerExecutor {
+    /// An executor that runs only the images of `allow` (name → loaded image ID); a step
+    /// naming any other image fails.
+    pub fn allowing(allow: BTreeMap<String, String>) -> Self {
+        ContainerExecutor {
+            allow: Some(allow),
+            ..Default::default()
+        }
+    }
+
+    /// The image `docker run` is given for the step's `image`, or why it may not run.
+    fn resolve(&self, image: &str) -> Result<String, String> {
+        let Some(allow) = &self.allow else {
+            return Ok(image.to_string());
+        };
+        match allow.get(image) {
+            Some(id) => {
+                check_image(id)?;
+                Ok(id.clone())
+            }
+            None => Err(format!(
+                "image `{image}` is not listed in the signed job (listed: {}): an agent runs only the action images the orchestrator distributed with the job; `vacsine push image {image}` then submit the run again",
+                if allow.is_empty() {
+                    "none".to_string()
+                } else {
+                    allow.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            )),
         }
     }
 }
@@ -102,6 +141,10 @@ impl Executor for ContainerExecutor {
         if let Err(e) = check_image(&a.image) {
             return StepResult::failed(e);
         }
+        let image = match self.resolve(&a.image) {
+            Ok(i) => i,
+            Err(e) => return StepResult::failed(e),
+        };
         let network = a.network.clone().unwrap_or_else(|| "none".into());
         if let Err(e) = check_network(&network) {
             return StepResult::failed(e);
@@ -132,7 +175,7 @@ impl Executor for ContainerExecutor {
             argv.push(k.clone());
         }
         argv.push("--".into());
-        argv.push(a.image.clone());
+        argv.push(image);
         let doc = json!({
             "input": a.input,
             "node": ctx.node.as_ref().map(|n| n.node().name.clone()),
@@ -208,5 +251,32 @@ impl Executor for ContainerExecutor {
                 r
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allow_list_maps_listed_names_to_their_ids_and_refuses_others() {
+        assert_eq!(
+            ContainerExecutor::default().resolve("any/image:1").unwrap(),
+            "any/image:1",
+            "no allow-list: the name as given"
+        );
+        let id = format!("sha256:{}", "a".repeat(64));
+        let e = ContainerExecutor::allowing(BTreeMap::from([("act:1".into(), id.clone())]));
+        assert_eq!(e.resolve("act:1").unwrap(), id);
+        let err = e.resolve("act:2").unwrap_err();
+        assert!(
+            err.contains("`act:2` is not listed") && err.contains("listed: act:1"),
+            "{err}"
+        );
+        assert!(err.contains("vacsine push image act:2"), "{err}");
+        let err = ContainerExecutor::allowing(BTreeMap::new())
+            .resolve("x")
+            .unwrap_err();
+        assert!(err.contains("listed: none"), "{err}");
     }
 }

@@ -23,7 +23,7 @@ mod wait;
 
 pub use ansible::AnsibleExecutor;
 pub use command::{CommandExecutor, ScriptExecutor};
-pub use container::ContainerExecutor;
+pub use container::{check_image, ContainerExecutor};
 pub use file::FileExecutor;
 pub use firewall::{nft_check, rendered_ruleset, validate_rule, FirewallExecutor, NftCheck};
 pub use http::HttpExecutor;
@@ -34,6 +34,8 @@ pub use wait::WaitUntilExecutor;
 pub struct ExecCtx {
     pub run_id: String,
     pub step_id: String,
+    /// Attempt number of the step (1, 2, … with `retry`; 1 for undo).
+    pub attempt: u32,
     /// The node the step runs on (None for executors that need none, e.g. `http`).
     pub node: Option<Arc<dyn NodeOps>>,
     /// Deadline for the whole step; executors pass it to `NodeOps::exec`.
@@ -256,24 +258,34 @@ pub struct Registry {
 /// Name of the sub-workflow executor (run by the engine itself).
 pub const WORKFLOW_EXECUTOR: &str = "workflow";
 
+/// The built-in executors (what an [`crate::Engine`] starts with; `workflow` is the
+/// engine's own).
+pub fn builtin() -> Vec<Arc<dyn Executor>> {
+    vec![
+        Arc::new(CommandExecutor { name: "command" }),
+        Arc::new(CommandExecutor {
+            name: "docker.exec",
+        }),
+        Arc::new(ScriptExecutor),
+        Arc::new(FileExecutor),
+        Arc::new(FirewallExecutor),
+        Arc::new(SysctlExecutor),
+        Arc::new(QuarantineExecutor),
+        Arc::new(WaitUntilExecutor),
+        Arc::new(HttpExecutor::default()),
+        Arc::new(ContainerExecutor::default()),
+        Arc::new(AnsibleExecutor::default()),
+    ]
+}
+
 impl Default for Registry {
     fn default() -> Self {
         let mut r = Registry {
             map: BTreeMap::new(),
         };
-        r.register(Arc::new(CommandExecutor { name: "command" }));
-        r.register(Arc::new(CommandExecutor {
-            name: "docker.exec",
-        }));
-        r.register(Arc::new(ScriptExecutor));
-        r.register(Arc::new(FileExecutor));
-        r.register(Arc::new(FirewallExecutor));
-        r.register(Arc::new(SysctlExecutor));
-        r.register(Arc::new(QuarantineExecutor));
-        r.register(Arc::new(WaitUntilExecutor));
-        r.register(Arc::new(HttpExecutor::default()));
-        r.register(Arc::new(ContainerExecutor::default()));
-        r.register(Arc::new(AnsibleExecutor::default()));
+        for e in builtin() {
+            r.register(e);
+        }
         r
     }
 }

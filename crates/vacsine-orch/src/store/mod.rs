@@ -203,6 +203,9 @@ pub trait Store: Send + Sync {
     /// At start: the leases held when the orchestrator stopped get one more TTL (their agents
     /// could not renew while it was down).
     async fn extend_leases(&self, now: i64, ttl_ms: i64) -> Result<usize>;
+    /// Cancel `run` if no agent took it yet (a step of a run spanning sites whose wait
+    /// ended); false when it was taken or had ended.
+    async fn cancel_queued(&self, run: &str, message: &str, now: i64) -> Result<bool>;
     /// Store records of `run` uploaded by `agent`, each once by its idempotency key.
     async fn add_records(
         &self,

@@ -666,8 +666,9 @@ impl Store for PgStore {
         let c = self.pool.get().await?;
         let st = c
             .prepare_cached(
-                "INSERT INTO runs (id, site, workflow, request, status, created_ms, message)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO runs (id, site, workflow, request, status, created_ms, message,
+                   agent_id, started_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .await?;
         c.execute(
@@ -680,6 +681,8 @@ impl Store for PgStore {
                 &r.status,
                 &r.created_ms,
                 &r.message,
+                &r.agent_id,
+                &r.started_ms,
             ],
         )
         .await?;
@@ -833,11 +836,26 @@ impl Store for PgStore {
         let n = c
             .execute(
                 "UPDATE runs SET lease_expires_ms = GREATEST(lease_expires_ms, $1)
-                 WHERE status = 'running'",
+                 WHERE status = 'running' AND lease_expires_ms IS NOT NULL",
                 &[&(now + ttl_ms)],
             )
             .await?;
         Ok(n as usize)
+    }
+
+    async fn cancel_queued(&self, run: &str, message: &str, now: i64) -> Result<bool> {
+        let c = self.pool.get().await?;
+        let n = c
+            .execute(
+                "UPDATE runs SET status = 'cancelled', message = $2, finished_ms = $3
+                 WHERE id = $1 AND status = 'queued'",
+                &[&run, &message, &now],
+            )
+            .await?;
+        if n == 1 {
+            self.notify(&c, News::Run).await;
+        }
+        Ok(n == 1)
     }
 
     async fn add_records(

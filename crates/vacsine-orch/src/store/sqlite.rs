@@ -568,8 +568,9 @@ impl Store for SqliteStore {
         let r = r.clone();
         self.with(move |c| {
             c.execute(
-                "INSERT INTO runs (id, site, workflow, request, status, created_ms, message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO runs (id, site, workflow, request, status, created_ms, message,
+                   agent_id, started_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     r.id,
                     r.site,
@@ -577,7 +578,9 @@ impl Store for SqliteStore {
                     r.request,
                     r.status,
                     r.created_ms,
-                    r.message
+                    r.message,
+                    r.agent_id,
+                    r.started_ms
                 ],
             )?;
             Ok(())
@@ -733,9 +736,22 @@ impl Store for SqliteStore {
         self.with(move |c| {
             Ok(c.execute(
                 "UPDATE runs SET lease_expires_ms = MAX(lease_expires_ms, ?1)
-                 WHERE status = 'running'",
+                 WHERE status = 'running' AND lease_expires_ms IS NOT NULL",
                 [now + ttl_ms],
             )?)
+        })
+        .await
+    }
+
+    async fn cancel_queued(&self, run: &str, message: &str, now: i64) -> Result<bool> {
+        let run = run.to_string();
+        let message = message.to_string();
+        self.with(move |c| {
+            Ok(c.execute(
+                "UPDATE runs SET status = 'cancelled', message = ?2, finished_ms = ?3
+                 WHERE id = ?1 AND status = 'queued'",
+                params![run, message, now],
+            )? == 1)
         })
         .await
     }

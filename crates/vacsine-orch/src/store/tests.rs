@@ -131,6 +131,7 @@ suite!(
     a_report_is_kept_only_from_the_agent_holding_the_run,
     a_runs_signed_job_is_kept_once_and_read_back_as_signed,
     a_push_makes_a_new_version_only_when_the_content_changed,
+    a_run_driven_by_the_orchestrator_never_expires_and_queued_steps_can_be_cancelled,
 );
 
 async fn with_agents(s: &dyn Store) {
@@ -771,4 +772,54 @@ async fn a_push_makes_a_new_version_only_when_the_content_changed(f: &Fixture) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// A run the orchestrator drives itself (spanning sites) is created `running` with no
+/// lease: no sweep expires it, a restart does not give it a lease, its driver adds its
+/// records and ends it. A one-step job still queued can be cancelled; a taken one cannot.
+async fn a_run_driven_by_the_orchestrator_never_expires_and_queued_steps_can_be_cancelled(
+    f: &Fixture,
+) {
+    let s = &*f.a;
+    with_agents(s).await;
+    let mut driven = run("span", 1);
+    driven.status = status::RUNNING.into();
+    driven.agent_id = Some("orchestrator".into());
+    driven.started_ms = Some(1);
+    s.create_run(&driven).await.unwrap();
+    assert_eq!(s.extend_leases(10, 100).await.unwrap(), 0);
+    assert!(s.expire_leases(i64::MAX / 2).await.unwrap().is_empty());
+    let r = s.run("span").await.unwrap().unwrap();
+    assert_eq!((r.status.as_str(), r.lease_expires_ms), ("running", None));
+    assert_eq!(r.agent_id.as_deref(), Some("orchestrator"));
+    assert_eq!(r.started_ms, Some(1));
+    // Not offered to the site's agents.
+    assert!(s
+        .lease_next("edge", "a1", 20, 1000)
+        .await
+        .unwrap()
+        .is_none());
+    let st = s
+        .add_records("span", "orchestrator", &[("k".into(), "{}".into())], 30)
+        .await
+        .unwrap();
+    assert_eq!(st.stored, 1);
+    // Queued one-step jobs: the one not taken is cancelled, the taken one is not.
+    s.create_run(&run("step1", 40)).await.unwrap();
+    s.create_run(&run("step2", 41)).await.unwrap();
+    let leased = s.lease_next("edge", "a1", 50, 1000).await.unwrap().unwrap();
+    assert_eq!(leased.id, "step1");
+    assert!(!s.cancel_queued("step1", "late", 60).await.unwrap());
+    assert!(s
+        .cancel_queued("step2", "no agent took it", 60)
+        .await
+        .unwrap());
+    let c = s.run("step2").await.unwrap().unwrap();
+    assert_eq!(c.status, status::CANCELLED);
+    assert_eq!(c.message.as_deref(), Some("no agent took it"));
+    assert!(!s.cancel_queued("step2", "again", 61).await.unwrap());
+    assert!(s
+        .finish_run("span", "orchestrator", status::SUCCEEDED, None, 70)
+        .await
+        .unwrap());
 }

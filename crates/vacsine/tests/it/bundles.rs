@@ -1,7 +1,8 @@
 //! Signed work, end to end: the orchestrator signs each job when it is submitted; a job
 //! altered in its store afterwards is refused by the agent before anything runs.
 
-use super::{run_records, status_final, submit, text, wait_until, workflow, Agent, Orch};
+use super::{run_records, status_final, submit, text, wait_until, workflow, Agent, Orch, BIN};
+use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -328,4 +329,107 @@ fn agents_sync_the_signed_registry_bundle_and_hold_it_verified_while_cut_off() {
         "{}",
         a.log()
     );
+}
+
+/// Cut off from the orchestrator, the site acts on its own: `vacsine agent run` runs a
+/// workflow of the registry bundle the agent holds (verified first; its catalog is the
+/// bundle's), and the run reaches the orchestrator, marked autonomous, with each record once,
+/// when the link returns. A bundle altered on disk is refused, nothing runs.
+#[test]
+fn a_cut_off_site_runs_a_bundled_workflow_on_its_own_and_reports_it_when_the_link_returns() {
+    let d = tempfile::tempdir().unwrap();
+    let mut o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
+    let key = o.site("edge-auto");
+    let adata = d.path().join("agent");
+    let g = write(d.path(), "greet.yaml", &greet("hello"));
+    let s = write(d.path(), "say.yaml", SAY);
+    o.json(&[
+        "push",
+        g.to_str().unwrap(),
+        s.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let a = Agent::start(&o, &key, "edge-auto-1", &adata);
+    wait_until(Duration::from_secs(20), "the bundle kept", || {
+        a.log()
+            .contains("verified and kept (2 document(s)")
+            .then_some(())
+    });
+    // The link is down (the orchestrator is gone); the agent keeps running.
+    o.kill9();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["agent", "run"])
+            .args(args)
+            .arg("--data")
+            .arg(&adata)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["say", "--input", "who=edge", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let recs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let said = recs
+        .iter()
+        .find(|r| r["step_id"] == "call/say")
+        .unwrap_or_else(|| panic!("{recs:#?}"));
+    assert_eq!(
+        said["stdout"], "hello-edge\n",
+        "the catalog came from the bundle"
+    );
+    // Unknown workflow, version not held: clear errors, nothing run.
+    let out = run(&["nope"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("no workflow `nope`") && text(&out).contains("greet@1"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["say@7"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not 7"), "{}", text(&out));
+
+    // The link returns: the run arrives, marked autonomous, each record once.
+    let o = Orch::start(&d.path().join("orch"), &o.addr(), 30_000);
+    let view = wait_until(
+        Duration::from_secs(30),
+        "the autonomous run reported",
+        || {
+            o.json(&["runs", "--site", "edge-auto", "--format", "json"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["workflow"] == "say (autonomous)" && r["status"] == "succeeded")
+                .cloned()
+        },
+    );
+    let id = view["id"].as_str().unwrap();
+    let logs = o.cli(&["logs", id, "--format", "json"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    let got: Vec<Value> = String::from_utf8_lossy(&logs.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), recs.len(), "each record once: {got:#?}");
+    assert!(
+        a.log().contains("reported to the orchestrator"),
+        "{}",
+        a.log()
+    );
+    drop(a);
+
+    // A bundle altered on disk: refused before anything runs.
+    let n = sqlite(
+        &adata.join("agent.db"),
+        "UPDATE registry_bundles SET payload = replace(payload, 'hello-', 'bye-') ; SELECT changes();",
+    );
+    assert_eq!(n, "1");
+    let out = run(&["say", "--input", "who=x"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("does not verify"), "{}", text(&out));
 }

@@ -11,6 +11,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
 
 #[path = "bundles.rs"]
 mod bundles;
+#[path = "images.rs"]
+mod images;
+#[path = "spanning.rs"]
+mod spanning;
 
 pub(crate) struct Orch {
     child: Child,

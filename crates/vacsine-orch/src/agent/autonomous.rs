@@ -1,0 +1,198 @@
+//! Autonomous runs (`vacsine agent run NAME`): a workflow of the registry bundle this agent
+//! holds, run on this machine without the orchestrator, e.g. while the site is cut off. The
+//! bundle is verified again with the key pinned at enrolment before anything runs; the
+//! workflow's catalog is the bundle's other workflows; `container` steps may run only the
+//! images the bundle lists that this machine has loaded already (an archive cannot be fetched
+//! without the link). The run is journaled in the agent's `journal.db`; its start, its records
+//! and its end go to the outbox in one go when it ends, and the agent uploads them when the
+//! orchestrator is reachable: the run then appears among the site's runs, marked autonomous.
+
+use super::{load_identity, record_key, Outbox};
+use crate::proto::{self, VersionRef};
+use anyhow::{anyhow, bail, Context};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use vacsine_core::workflow::Workflow;
+use vacsine_engine::{
+    CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, ProgressFn, RunReport, RunRequest,
+};
+
+/// A workflow found in the held bundle, with what it may use.
+pub struct Bundled {
+    pub workflow: Workflow,
+    pub catalog: Catalog,
+    pub versions: Vec<VersionRef>,
+    /// Registry version of the bundle (`sha256:…`).
+    pub bundle: String,
+    /// Images the bundle lists: reference → digest.
+    pub images: BTreeMap<String, String>,
+}
+
+/// Find workflow `name` (at `version`, or the one held) in the registry bundle held in
+/// `data`, verified with the pinned key.
+pub fn bundled(data: &Path, name: &str, version: Option<i64>) -> anyhow::Result<Bundled> {
+    let idp = data.join("agent.json");
+    let id = load_identity(&idp)?.ok_or_else(|| {
+        anyhow!(
+            "{} is missing: this folder holds no enrolled agent (start `vacsine agent` with an intake key first)",
+            idp.display()
+        )
+    })?;
+    let key = id.bundle_key.as_deref().ok_or_else(|| {
+        anyhow!(
+            "{} holds no bundle key: start `vacsine agent` once while the orchestrator is reachable",
+            idp.display()
+        )
+    })?;
+    let store = crate::bundle::BundleStore::open(&data.join("agent.db"))?;
+    let (bundle, b) = store.held_registry(key, &id.site)?.ok_or_else(|| {
+        anyhow!(
+            "this agent holds no registry bundle yet: it syncs one when it reaches the orchestrator (`vacsine push` the workflows first)"
+        )
+    })?;
+    let mut main = None;
+    let mut catalog = Catalog::new();
+    let mut versions = Vec::new();
+    let mut images = BTreeMap::new();
+    let mut names = Vec::new();
+    for d in &b.documents {
+        match d.kind.as_str() {
+            "Workflow" => {
+                let w: Workflow = serde_json::from_value(d.document.clone())
+                    .with_context(|| format!("workflow {}@{} of the bundle", d.name, d.version))?;
+                names.push(format!("{}@{}", d.name, d.version));
+                let r = VersionRef {
+                    kind: d.kind.clone(),
+                    name: d.name.clone(),
+                    version: d.version,
+                    sha256: d.sha256.clone(),
+                };
+                if d.name == name {
+                    if let Some(v) = version.filter(|v| *v != d.version) {
+                        bail!(
+                            "the bundle held ({bundle}) has `{name}` at version {}, not {v}: an agent holds the latest version of each workflow",
+                            d.version
+                        );
+                    }
+                    versions.insert(0, r);
+                    main = Some(w.clone());
+                } else {
+                    versions.push(r);
+                }
+                catalog.insert(w);
+            }
+            "Image" => {
+                if let Some(digest) = d.document.get("digest").and_then(Value::as_str) {
+                    images.insert(d.name.clone(), digest.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let workflow = main.ok_or_else(|| {
+        anyhow!(
+            "no workflow `{name}` in the registry bundle held ({bundle}); it holds: {}",
+            if names.is_empty() {
+                "no workflow".to_string()
+            } else {
+                names.join(", ")
+            }
+        )
+    })?;
+    Ok(Bundled {
+        workflow,
+        catalog,
+        versions,
+        bundle,
+        images,
+    })
+}
+
+/// Run `b` on this machine, journaled in `data`, and queue it for upload: the report.
+pub async fn run(
+    data: &Path,
+    b: Bundled,
+    inputs: Map<String, Value>,
+    progress: Option<ProgressFn>,
+    cancel: CancelToken,
+) -> anyhow::Result<RunReport> {
+    let journal = Journal::open(&data.join("journal.db")).context("opening the agent's journal")?;
+    let outbox = Outbox::open(&data.join("agent.db"))?;
+    // Images the bundle lists and this machine has loaded: the only ones `container` may run.
+    let cache = super::images::ImageCache::open(&data.join("agent.db"), data.join("images"))?;
+    let mut allowed = BTreeMap::new();
+    for (name, digest) in &b.images {
+        if let Some(id) = cache.get(digest)? {
+            if super::images::image_id(&id).await.as_deref() == Some(id.as_str()) {
+                allowed.insert(name.clone(), id);
+            }
+        }
+    }
+    let mut engine = Engine::new(journal.clone(), b.catalog);
+    engine.register(Arc::new(
+        vacsine_engine::executor::ContainerExecutor::allowing(allowed),
+    ));
+    let mut nodes = NodeMap::new();
+    nodes.insert("local".into(), Arc::new(LocalNode::new("local")));
+    let started_ms = crate::now_ms();
+    let title = b.workflow.metadata.name.value.clone();
+    let report = engine
+        .run(RunRequest {
+            workflow: b.workflow,
+            inputs,
+            nodes,
+            default_node: None,
+            target_name: "local".into(),
+            labels: Default::default(),
+            progress,
+            observer: None,
+            cancel,
+            run_id: None,
+        })
+        .await?;
+    // Start, records, end: uploaded in this order by the agent.
+    let run_id = report.run_id.clone();
+    let start = proto::AutonomousRun {
+        run_id: run_id.clone(),
+        workflow: title,
+        versions: b.versions,
+        bundle: b.bundle,
+        started_ms,
+    };
+    outbox.put(
+        &format!("autonomous/{run_id}"),
+        &run_id,
+        "autonomous",
+        &serde_json::to_string(&start)?,
+    )?;
+    for r in journal.records(&run_id)? {
+        if r.finished_at.is_some() {
+            outbox.put(
+                &record_key(&r),
+                &run_id,
+                "record",
+                &serde_json::to_string(&r)?,
+            )?;
+        }
+    }
+    let status = match report.status {
+        vacsine_engine::RunStatus::Succeeded => "succeeded",
+        vacsine_engine::RunStatus::Cancelled => "cancelled",
+        _ => "failed",
+    };
+    let fin = proto::FinishRequest {
+        run_id: run_id.clone(),
+        status: status.into(),
+        message: report.message.clone(),
+        report: None,
+    };
+    outbox.put(
+        &format!("finish/{run_id}"),
+        &run_id,
+        "finish",
+        &serde_json::to_string(&fin)?,
+    )?;
+    Ok(report)
+}
