@@ -28,6 +28,9 @@ mod spanning;
 pub const MAX_WAIT_MS: u64 = 25_000;
 /// An agent not seen for this long is shown offline.
 pub const ONLINE_MS: i64 = 60_000;
+/// An agent's "last seen" is written at most this often (it is shown to the second; each
+/// write is a commit, and every agent request would make one).
+const SEEN_EVERY_MS: i64 = 1_000;
 
 pub struct Config {
     pub listen: SocketAddr,
@@ -65,6 +68,8 @@ struct Srv {
     events: watch::Sender<u64>,
     /// Set when the orchestrator stops: long polls end at once.
     stopping: watch::Sender<bool>,
+    /// When this process last wrote each agent's "last seen" (see [`SEEN_EVERY_MS`]).
+    seen: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Runs spanning sites, driven here.
     spanning: spanning::Spanning,
     /// Other replicas may share the store (PostgreSQL): runs spanning sites whose driver
@@ -231,6 +236,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             queue,
             events,
             stopping: watch::channel(false).0,
+            seen: Default::default(),
             spanning: spanning::Spanning::open(data)?,
             replicated: cfg.database.is_some(),
             images: data.join("images"),
@@ -580,7 +586,7 @@ impl Srv {
         if let Some(t) = agent.revoked_ms {
             return Err(revoked(&agent, t));
         }
-        self.store.touch_agent(&agent.id, now_ms()).await?;
+        self.touch(&agent.id).await?;
         match path {
             proto::POLL => {
                 let r: proto::PollRequest = parse(&plain, "poll")?;
@@ -670,6 +676,28 @@ impl Srv {
                 format!("no agent endpoint {path}"),
             )),
         }
+    }
+
+    /// Record that `id` was seen now, unless this process did less than [`SEEN_EVERY_MS`] ago.
+    async fn touch(&self, id: &str) -> ApiResult<()> {
+        let now = now_ms();
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(&t) = seen.get(id) {
+                if (0..SEEN_EVERY_MS).contains(&(now - t)) {
+                    return Ok(());
+                }
+            }
+            seen.insert(id.to_string(), now);
+        }
+        if let Err(e) = self.store.touch_agent(id, now).await {
+            self.seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// An autonomous run an agent made (`vacsine agent run`), reported when its link
@@ -780,17 +808,22 @@ impl Srv {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let mut rx = self.queue.subscribe();
         let mut stopping = self.stopping.subscribe();
+        // `agent` was read (not revoked) just before this poll.
+        let mut woken = false;
         loop {
             rx.mark_unchanged();
             // Revoked while waiting: refused at once, not at the next poll.
-            if let Some(t) = self
-                .store
-                .agent(&agent.id)
-                .await?
-                .and_then(|a| a.revoked_ms)
-            {
-                return Err(revoked(agent, t));
+            if woken {
+                if let Some(t) = self
+                    .store
+                    .agent(&agent.id)
+                    .await?
+                    .and_then(|a| a.revoked_ms)
+                {
+                    return Err(revoked(agent, t));
+                }
             }
+            woken = true;
             if let Some(run) = self
                 .store
                 .lease_next(&agent.site, &agent.id, now_ms(), self.lease_ttl_ms)

@@ -4,7 +4,9 @@
 //! [`Store`] is the seam, with two implementations that pass the same test suite
 //! (`tests.rs`):
 //!
-//! * [`SqliteStore`]: embedded, one file (WAL, synchronous FULL, 0600), one process.
+//! * [`SqliteStore`]: embedded, one file (WAL, synchronous FULL, 0600), one process; the
+//!   connection has its own thread, which commits the operations waiting together once
+//!   (group commit) before answering any of them.
 //! * [`PgStore`]: PostgreSQL, shared by several orchestrator replicas: leases are claimed with
 //!   `FOR UPDATE SKIP LOCKED`, and every change that can wake a waiting request is announced
 //!   with `NOTIFY` so a replica's long poll wakes when another replica queued the work.

@@ -1,4 +1,11 @@
 //! The embedded store: one SQLite file (WAL, synchronous FULL, 0600), one connection.
+//!
+//! Group commit: the connection lives on its own thread, which takes the operations waiting
+//! for it together, runs each in its own savepoint (one that fails is undone alone) inside
+//! one transaction, commits once, and only then answers each of them. A commit is a disk
+//! flush, so many agents asking at once share one flush, and no answer is given before what
+//! it confirms is on disk (durability as with a commit per operation). The async callers
+//! never block on the disk.
 
 use super::{
     status, AgentRow, Expired, RegistryRow, Result, RunRow, SignedRow, SiteRow, Store, StoreError,
@@ -7,7 +14,7 @@ use super::{
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::mpsc;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sites (
@@ -78,8 +85,75 @@ CREATE TABLE IF NOT EXISTS run_reports (
 );
 ";
 
+/// What becomes of an operation once its batch committed (`None`) or did not (the error).
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+/// An operation for the connection's thread.
+type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+
+/// Operations taken into one transaction at most.
+const MAX_BATCH: usize = 256;
+
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // The thread ends when no sender is left; the connection is closed once it has.
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The connection's thread: each batch of waiting operations in one transaction.
+fn serve_jobs(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        // One operation alone needs no outer transaction: its savepoint is its transaction.
+        // Without the outer transaction (cannot begin), each operation's savepoint is its
+        // own transaction: still correct, one commit each.
+        let began = batch.len() > 1 && conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut conn)).collect();
+        let failed = if began {
+            match conn.execute_batch("COMMIT") {
+                Ok(()) => None,
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Some(e.to_string())
+                }
+            }
+        } else {
+            None
+        };
+        for r in replies {
+            r(failed.as_deref());
+        }
+    }
+}
+
+/// Run `f` in a savepoint: kept when it succeeds, undone when it fails.
+fn in_savepoint<T>(c: &mut Connection, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+    c.execute_batch("SAVEPOINT job")?;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *c)))
+        .unwrap_or_else(|_| Err(StoreError::Other("a store operation panicked".into())));
+    let end = match r {
+        Ok(_) => c.execute_batch("RELEASE job"),
+        Err(_) => c.execute_batch("ROLLBACK TO job; RELEASE job"),
+    };
+    if let Err(e) = end {
+        let _ = c.execute_batch("ROLLBACK TO job; RELEASE job");
+        return Err(e.into());
+    }
+    r
 }
 
 fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
@@ -149,27 +223,53 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(REPORTS)?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("vacsine-sqlite".into())
+            .spawn(move || serve_jobs(conn, rx))
+            .map_err(|e| StoreError::Other(format!("cannot start the store's thread: {e}")))?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            jobs: Some(tx),
+            thread: Some(thread),
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut c = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Other("connection lock poisoned".into()))?;
-        f(&mut c)
+    /// Run `f` on the connection's thread; its result once the transaction holding it is
+    /// committed.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let gone = || StoreError::Other("the store's thread stopped".into());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |c: &mut Connection| {
+            let r = in_savepoint(c, f);
+            Box::new(move |failed: Option<&str>| {
+                let r = match (r, failed) {
+                    (Ok(_), Some(e)) => Err(StoreError::Other(format!("commit failed: {e}"))),
+                    (r, _) => r,
+                };
+                let _ = tx.send(r);
+            })
+        });
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_site(&self, name: &str, intake_hash: &str, now: i64) -> Result<()> {
-        self.with(|c| {
+        let name = name.to_string();
+        let intake_hash = intake_hash.to_string();
+        self.with(move |c| {
             let exists: bool = c.query_row(
                 "SELECT COUNT(*) > 0 FROM sites WHERE name = ?1",
-                [name],
+                [&name],
                 |r| r.get(0),
             )?;
             if exists {
@@ -183,10 +283,11 @@ impl Store for SqliteStore {
             )?;
             Ok(())
         })
+        .await
     }
 
     async fn sites(&self) -> Result<Vec<SiteRow>> {
-        self.with(|c| {
+        self.with(move |c| {
             let mut st =
                 c.prepare("SELECT name, created_ms, revoked_ms FROM sites ORDER BY name")?;
             let rows = st.query_map([], |r| {
@@ -198,11 +299,13 @@ impl Store for SqliteStore {
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
+        .await
     }
 
     async fn revoke_site(&self, name: &str, now: i64) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let name = name.to_string();
+        self.with(move |c| {
+            let tx = c.savepoint()?;
             let n = tx.execute(
                 "UPDATE sites SET revoked_ms = COALESCE(revoked_ms, ?2) WHERE name = ?1",
                 params![name, now],
@@ -217,10 +320,13 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(())
         })
+        .await
     }
 
     async fn revoke_agent(&self, site: &str, name: &str, now: i64) -> Result<()> {
-        self.with(|c| {
+        let site = site.to_string();
+        let name = name.to_string();
+        self.with(move |c| {
             let n = c.execute(
                 "UPDATE agents SET revoked_ms = COALESCE(revoked_ms, ?3) WHERE site = ?1 AND name = ?2",
                 params![site, name, now],
@@ -232,13 +338,15 @@ impl Store for SqliteStore {
             }
             Ok(())
         })
+        .await
     }
 
     async fn site_by_intake(&self, intake_hash: &str) -> Result<Option<SiteRow>> {
-        self.with(|c| {
+        let intake_hash = intake_hash.to_string();
+        self.with(move |c| {
             Ok(c.query_row(
                 "SELECT name, created_ms, revoked_ms FROM sites WHERE intake_hash = ?1 AND revoked_ms IS NULL",
-                [intake_hash],
+                [&intake_hash],
                 |r| {
                     Ok(SiteRow {
                         name: r.get(0)?,
@@ -249,10 +357,12 @@ impl Store for SqliteStore {
             )
             .optional()?)
         })
+        .await
     }
 
     async fn enroll_agent(&self, a: &AgentRow) -> Result<()> {
-        self.with(|c| {
+        let a = a.clone();
+        self.with(move |c| {
             let taken: bool = c.query_row(
                 "SELECT COUNT(*) > 0 FROM agents WHERE site = ?1 AND name = ?2 AND revoked_ms IS NULL",
                 params![a.site, a.name],
@@ -271,37 +381,45 @@ impl Store for SqliteStore {
             )?;
             Ok(())
         })
+        .await
     }
 
     async fn agent(&self, id: &str) -> Result<Option<AgentRow>> {
-        self.with(|c| {
+        let id = id.to_string();
+        self.with(move |c| {
             Ok(
-                c.query_row("SELECT * FROM agents WHERE id = ?1", [id], agent_row)
+                c.query_row("SELECT * FROM agents WHERE id = ?1", [&id], agent_row)
                     .optional()?,
             )
         })
+        .await
     }
 
     async fn agents(&self) -> Result<Vec<AgentRow>> {
-        self.with(|c| {
+        self.with(move |c| {
             let mut st = c.prepare("SELECT * FROM agents ORDER BY site, name, enrolled_ms")?;
             let rows = st.query_map([], agent_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
+        .await
     }
 
     async fn touch_agent(&self, id: &str, now: i64) -> Result<()> {
-        self.with(|c| {
+        let id = id.to_string();
+        self.with(move |c| {
             c.execute(
                 "UPDATE agents SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE id = ?1",
                 params![id, now],
             )?;
             Ok(())
         })
+        .await
     }
 
     async fn put_signed_job(&self, run: &str, j: &SignedRow, now: i64) -> Result<()> {
-        self.with(|c| {
+        let run = run.to_string();
+        let j = j.clone();
+        self.with(move |c| {
             let n = c.execute(
                 "INSERT OR IGNORE INTO signed_jobs (run_id, payload, signature, key_id, signed_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -314,12 +432,15 @@ impl Store for SqliteStore {
             }
             Ok(())
         })
+        .await
     }
 
     /// One transaction, one commit (a commit is a disk flush here).
     async fn create_signed_run(&self, r: &RunRow, j: &SignedRow, now: i64) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let r = r.clone();
+        let j = j.clone();
+        self.with(move |c| {
+            let tx = c.savepoint()?;
             let n = tx.execute(
                 "INSERT OR IGNORE INTO signed_jobs (run_id, payload, signature, key_id, signed_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -347,13 +468,15 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(())
         })
+        .await
     }
 
     async fn signed_job(&self, run: &str) -> Result<Option<SignedRow>> {
-        self.with(|c| {
+        let run = run.to_string();
+        self.with(move |c| {
             Ok(c.query_row(
                 "SELECT payload, signature, key_id FROM signed_jobs WHERE run_id = ?1",
-                [run],
+                [&run],
                 |r| {
                     Ok(SignedRow {
                         payload: r.get(0)?,
@@ -364,6 +487,7 @@ impl Store for SqliteStore {
             )
             .optional()?)
         })
+        .await
     }
 
     async fn push_document(
@@ -374,8 +498,12 @@ impl Store for SqliteStore {
         document: &str,
         now: i64,
     ) -> Result<(RegistryRow, bool)> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let kind = kind.to_string();
+        let name = name.to_string();
+        let sha256 = sha256.to_string();
+        let document = document.to_string();
+        self.with(move |c| {
+            let tx = c.savepoint()?;
             let latest = tx
                 .query_row(
                     &format!("SELECT {REG_COLS} FROM registry WHERE kind = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1"),
@@ -387,11 +515,11 @@ impl Store for SqliteStore {
                 return Ok((l.clone(), false));
             }
             let row = RegistryRow {
-                kind: kind.into(),
-                name: name.into(),
+                kind,
+                name,
                 version: latest.map_or(1, |l| l.version + 1),
-                sha256: sha256.into(),
-                document: document.into(),
+                sha256,
+                document,
                 pushed_ms: now,
             };
             tx.execute(
@@ -401,16 +529,18 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok((row, true))
         })
+        .await
     }
 
     async fn registry(&self) -> Result<Vec<RegistryRow>> {
-        self.with(|c| {
+        self.with(move |c| {
             let mut st = c.prepare(&format!(
                 "SELECT {REG_COLS} FROM registry ORDER BY kind, name, version"
             ))?;
             let rows = st.query_map([], registry_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
+        .await
     }
 
     async fn registry_document(
@@ -419,7 +549,9 @@ impl Store for SqliteStore {
         name: &str,
         version: Option<i64>,
     ) -> Result<Option<RegistryRow>> {
-        self.with(|c| {
+        let kind = kind.to_string();
+        let name = name.to_string();
+        self.with(move |c| {
             Ok(c.query_row(
                 &format!(
                     "SELECT {REG_COLS} FROM registry WHERE kind = ?1 AND name = ?2 AND (?3 IS NULL OR version = ?3) ORDER BY version DESC LIMIT 1"
@@ -429,10 +561,12 @@ impl Store for SqliteStore {
             )
             .optional()?)
         })
+        .await
     }
 
     async fn create_run(&self, r: &RunRow) -> Result<()> {
-        self.with(|c| {
+        let r = r.clone();
+        self.with(move |c| {
             c.execute(
                 "INSERT INTO runs (id, site, workflow, request, status, created_ms, message,
                    agent_id, started_ms)
@@ -451,27 +585,31 @@ impl Store for SqliteStore {
             )?;
             Ok(())
         })
+        .await
     }
 
     async fn run(&self, id: &str) -> Result<Option<RunRow>> {
-        self.with(|c| {
+        let id = id.to_string();
+        self.with(move |c| {
             Ok(c.query_row(
                 &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
-                [id],
+                [&id],
                 run_row,
             )
             .optional()?)
         })
+        .await
     }
 
     async fn runs(&self, limit: usize) -> Result<Vec<RunRow>> {
-        self.with(|c| {
+        self.with(move |c| {
             let mut st = c.prepare(&format!(
                 "SELECT {RUN_COLS} FROM runs ORDER BY created_ms DESC, rowid DESC LIMIT ?1"
             ))?;
             let rows = st.query_map([limit as i64], run_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
+        .await
     }
 
     async fn running_held_by(&self, agent: &str) -> Result<Vec<RunRow>> {
@@ -491,13 +629,15 @@ impl Store for SqliteStore {
         now: i64,
         ttl_ms: i64,
     ) -> Result<Option<RunRow>> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let site = site.to_string();
+        let agent = agent.to_string();
+        self.with(move |c| {
+            let tx = c.savepoint()?;
             let id: Option<String> = tx
                 .query_row(
                     "SELECT id FROM runs WHERE site = ?1 AND status = 'queued'
                      ORDER BY created_ms, rowid LIMIT 1",
-                    [site],
+                    [&site],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -516,6 +656,7 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(Some(row))
         })
+        .await
     }
 
     async fn renew(
@@ -525,7 +666,9 @@ impl Store for SqliteStore {
         now: i64,
         ttl_ms: i64,
     ) -> Result<Vec<String>> {
-        self.with(|c| {
+        let agent = agent.to_string();
+        let runs = runs.to_vec();
+        self.with(move |c| {
             let mut held = Vec::new();
             for r in runs {
                 let n = c.execute(
@@ -539,11 +682,12 @@ impl Store for SqliteStore {
             }
             Ok(held)
         })
+        .await
     }
 
     async fn expire_leases(&self, now: i64) -> Result<Vec<Expired>> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.with(move |c| {
+            let tx = c.savepoint()?;
             let expired: Vec<(String, String, i64, i64, i64)> = {
                 let mut st = tx.prepare(
                     "SELECT id, agent_id, lease_expires_ms, offers,
@@ -595,26 +739,31 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(out)
         })
+        .await
     }
 
     async fn extend_leases(&self, now: i64, ttl_ms: i64) -> Result<usize> {
-        self.with(|c| {
+        self.with(move |c| {
             Ok(c.execute(
                 "UPDATE runs SET lease_expires_ms = MAX(lease_expires_ms, ?1)
                  WHERE status = 'running' AND lease_expires_ms IS NOT NULL",
                 [now + ttl_ms],
             )?)
         })
+        .await
     }
 
     async fn cancel_queued(&self, run: &str, message: &str, now: i64) -> Result<bool> {
-        self.with(|c| {
+        let run = run.to_string();
+        let message = message.to_string();
+        self.with(move |c| {
             Ok(c.execute(
                 "UPDATE runs SET status = 'cancelled', message = ?2, finished_ms = ?3
                  WHERE id = ?1 AND status = 'queued'",
                 params![run, message, now],
             )? == 1)
         })
+        .await
     }
 
     async fn add_records(
@@ -624,10 +773,13 @@ impl Store for SqliteStore {
         records: &[(String, String)],
         now: i64,
     ) -> Result<Stored> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let run = run.to_string();
+        let agent = agent.to_string();
+        let records = records.to_vec();
+        self.with(move |c| {
+            let tx = c.savepoint()?;
             let owner: Option<Option<String>> = tx
-                .query_row("SELECT agent_id FROM runs WHERE id = ?1", [run], |r| {
+                .query_row("SELECT agent_id FROM runs WHERE id = ?1", [&run], |r| {
                     r.get(0)
                 })
                 .optional()?;
@@ -656,16 +808,19 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(out)
         })
+        .await
     }
 
     async fn records(&self, run: &str, after: i64) -> Result<Vec<(i64, String)>> {
-        self.with(|c| {
+        let run = run.to_string();
+        self.with(move |c| {
             let mut st = c.prepare(
                 "SELECT seq, record FROM records WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
             )?;
             let rows = st.query_map(params![run, after], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
+        .await
     }
 
     async fn finish_run(
@@ -681,7 +836,11 @@ impl Store for SqliteStore {
                 "`{status}` is not a final status"
             )));
         }
-        self.with(|c| {
+        let run = run.to_string();
+        let agent = agent.to_string();
+        let status = status.to_string();
+        let message = message.map(str::to_string);
+        self.with(move |c| {
             let n = c.execute(
                 "UPDATE runs SET status = ?3, message = ?4, finished_ms = ?5, lease_expires_ms = NULL
                  WHERE id = ?1 AND agent_id = ?2 AND status = 'running'",
@@ -689,11 +848,15 @@ impl Store for SqliteStore {
             )?;
             Ok(n == 1)
         })
+        .await
     }
 
     async fn set_report(&self, run: &str, agent: &str, report: &str, now: i64) -> Result<bool> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let run = run.to_string();
+        let agent = agent.to_string();
+        let report = report.to_string();
+        self.with(move |c| {
+            let tx = c.savepoint()?;
             let held: bool = tx.query_row(
                 "SELECT COUNT(*) > 0 FROM runs WHERE id = ?1 AND agent_id = ?2 AND status = 'running'",
                 params![run, agent],
@@ -709,16 +872,72 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(held)
         })
+        .await
     }
 
     async fn report(&self, run: &str) -> Result<Option<String>> {
-        self.with(|c| {
+        let run = run.to_string();
+        self.with(move |c| {
             Ok(c.query_row(
                 "SELECT report FROM run_reports WHERE run_id = ?1",
-                [run],
+                [&run],
                 |r| r.get(0),
             )
             .optional()?)
         })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Operations taken into one batch: one that fails after writing is undone alone, the
+    /// others are kept, each caller gets its own result, and all of it is on disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_operation_in_a_batch_is_undone_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let s = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.with(move |c| {
+                    c.execute(
+                        "INSERT INTO sites (name, intake_hash, created_ms) VALUES (?1, ?1, 1)",
+                        [format!("s{i}")],
+                    )?;
+                    if i % 2 == 1 {
+                        return Err(StoreError::Conflict(format!("s{i} refused")));
+                    }
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(n) => assert_eq!((n, i % 2), (i, 0)),
+                Err(StoreError::Conflict(m)) => {
+                    assert_eq!((m, i % 2), (format!("s{i} refused"), 1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        drop(s);
+        // Read back from the file by a new connection.
+        let s = SqliteStore::open(&path).unwrap();
+        let names: Vec<String> = s
+            .sites()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        let mut want: Vec<String> = (0..64).step_by(2).map(|i| format!("s{i}")).collect();
+        want.sort();
+        assert_eq!(names, want);
     }
 }
