@@ -613,13 +613,15 @@ impl Store for SqliteStore {
     }
 
     async fn running_held_by(&self, agent: &str) -> Result<Vec<RunRow>> {
-        self.with(|c| {
+        let agent = agent.to_string();
+        self.with(move |c| {
             let mut st = c.prepare(&format!(
                 "SELECT {RUN_COLS} FROM runs WHERE status = 'running' AND agent_id = ?1 ORDER BY created_ms"
             ))?;
             let rows = st.query_map([agent], run_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
+        .await
     }
 
     async fn lease_next(
