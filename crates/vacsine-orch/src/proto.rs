@@ -435,6 +435,10 @@ pub struct AgentView {
     pub state: String,
     pub last_seen: String,
     pub enrolled: String,
+    /// When the latest autonomous run it reported (`vacsine agent run`, e.g. while cut off)
+    /// started, among the recent runs; `None`: none.
+    #[serde(default)]
+    pub last_autonomous: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1171,12 +1171,24 @@ async fn status_view(
 ) -> ApiResult<Json<proto::StatusView>> {
     s.operator(&h)?;
     let now = now_ms();
+    let recent = s.store.runs(1000).await?;
+    let mut autonomous: std::collections::HashMap<String, i64> = Default::default();
+    for r in recent
+        .iter()
+        .filter(|r| r.workflow.ends_with(" (autonomous)"))
+    {
+        if let Some(a) = &r.agent_id {
+            let t = autonomous.entry(a.clone()).or_insert(r.created_ms);
+            *t = (*t).max(r.created_ms);
+        }
+    }
     let agents = s
         .store
         .agents()
         .await?
         .into_iter()
         .map(|a| proto::AgentView {
+            last_autonomous: autonomous.get(&a.id).copied().map(rfc3339),
             state: if a.revoked_ms.is_some() {
                 "revoked"
             } else if now - a.last_seen_ms <= ONLINE_MS {
@@ -1196,7 +1208,7 @@ async fn status_view(
     Ok(Json(proto::StatusView {
         sites: site_views(&*s.store).await?,
         agents,
-        runs: s.store.runs(50).await?.into_iter().map(run_view).collect(),
+        runs: recent.into_iter().take(50).map(run_view).collect(),
     }))
 }
 

@@ -309,13 +309,19 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
     }
     println!("AGENTS");
     println!(
-        "  {:<16} {:<16} {:<8} {:<26} {:<8} ID",
-        "SITE", "NAME", "STATE", "LAST SEEN", "VERSION"
+        "  {:<16} {:<16} {:<8} {:<26} {:<8} {:<26} ID",
+        "SITE", "NAME", "STATE", "LAST SEEN", "VERSION", "LAST AUTONOMOUS RUN"
     );
     for a in &v.agents {
         println!(
-            "  {:<16} {:<16} {:<8} {:<26} {:<8} {}",
-            a.site, a.name, a.state, a.last_seen, a.version, a.id
+            "  {:<16} {:<16} {:<8} {:<26} {:<8} {:<26} {}",
+            a.site,
+            a.name,
+            a.state,
+            a.last_seen,
+            a.version,
+            a.last_autonomous.as_deref().unwrap_or("-"),
+            a.id
         );
     }
     println!("RUNS");

@@ -421,6 +421,22 @@ fn a_cut_off_site_runs_a_bundled_workflow_on_its_own_and_reports_it_when_the_lin
         "{}",
         a.log()
     );
+    // `status` names when each agent last acted on its own.
+    let st = o.status();
+    let agent = st["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "edge-auto-1")
+        .cloned()
+        .unwrap();
+    assert_eq!(agent["last_autonomous"], view["created"], "{st}");
+    let human = o.cli(&["status"]);
+    assert!(
+        text(&human).contains("LAST AUTONOMOUS RUN"),
+        "{}",
+        text(&human)
+    );
     drop(a);
 
     // A bundle altered on disk: refused before anything runs.
