@@ -43,6 +43,46 @@ pub struct WorkflowSpec {
     /// Compensation steps, run in reverse order when the workflow fails or is rolled back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollback: Vec<Step>,
+    /// Local events that start this workflow at a site by themselves, from the registry
+    /// bundle its agent holds, with or without the orchestrator (`vacsine agent event`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<Trigger>,
+}
+
+/// Event types a trigger may name.
+pub const EVENT_TYPES: &[&str] = &[
+    "indicator",
+    "incident",
+    "vulnerability",
+    "requirement_changed",
+];
+
+/// A local event that starts the workflow (`spec.on`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// `indicator`, `incident`, `vulnerability` or `requirement_changed`.
+    pub event: Loc<String>,
+    /// Condition over `event` (Jinja expression without braces), e.g.
+    /// `event.payload.type == 'ip'`.
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Loc<String>>,
+    /// Values of the workflow's inputs, templated over `event`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, String>,
+    /// At most one run per key within a window: the same indicator seen again does not
+    /// start the workflow again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe: Option<Dedupe>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dedupe {
+    /// Templated over `event`, e.g. `{{ event.payload.value }}`.
+    pub key: String,
+    /// Duration such as `10m`.
+    pub window: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

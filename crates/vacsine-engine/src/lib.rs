@@ -28,6 +28,7 @@ mod local;
 mod procgroup;
 mod seal;
 mod template;
+pub mod triggers;
 mod validate;
 
 pub use engine::{

@@ -410,6 +410,7 @@ pub(crate) fn validate_with(
     for s in &w.spec.rollback {
         c.step(s, true);
     }
+    c.problems.extend(crate::triggers::problems(w));
     c.problems
 }
 

@@ -416,6 +416,27 @@ pub enum AgentAction {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+    /// A local event (from an IDS hook, a scanner, an operator): every workflow of the held
+    /// registry bundle whose trigger (`spec.on`) matches it runs here, without the
+    /// orchestrator; runs are uploaded, marked autonomous, when the link allows. Exit 0 when
+    /// every run started succeeded (or none matched), 2 otherwise.
+    Event {
+        /// `indicator`, `incident`, `vulnerability` or `requirement_changed`.
+        #[arg(long = "type", value_name = "TYPE")]
+        event_type: String,
+        /// The event's payload, a JSON object (e.g. `{"type": "ip", "value": "203.0.113.9"}`).
+        #[arg(long, value_name = "JSON")]
+        payload: String,
+        /// Where the event comes from (default `local`).
+        #[arg(long, default_value = "local")]
+        source: String,
+        /// The event's id (default: a new UUID).
+        #[arg(long)]
+        id: Option<String>,
+        /// `human` or `json` (one line per workflow started).
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -227,6 +227,18 @@ pub async fn dispatch(cli: Cli) -> i32 {
             ..
         } => crate::orch::agent_run(&workflow, &inputs, format, &data).await,
         Command::Agent {
+            action:
+                Some(crate::cli::AgentAction::Event {
+                    event_type,
+                    payload,
+                    source,
+                    id,
+                    format,
+                }),
+            data,
+            ..
+        } => crate::orch::agent_event(&event_type, &payload, &source, id, format, &data).await,
+        Command::Agent {
             action: Some(crate::cli::AgentAction::Preflight),
             orchestrator,
             intake_key,

@@ -184,6 +184,79 @@ pub async fn agent_run(
     })
 }
 
+/// `vacsine agent event --type T --payload JSON`: the held bundle's triggers, run here.
+pub async fn agent_event(
+    event_type: &str,
+    payload: &str,
+    source: &str,
+    id: Option<String>,
+    format: SimpleFormat,
+    data: &std::path::Path,
+) -> miette::Result<i32> {
+    use vacsine_core::workflow::EVENT_TYPES;
+    if !EVENT_TYPES.contains(&event_type) {
+        return Err(miette::miette!(
+            help = format!("one of: {}", EVENT_TYPES.join(", ")),
+            "--type `{event_type}` is not an event type"
+        ));
+    }
+    let payload: serde_json::Value = serde_json::from_str(payload).map_err(|e| {
+        miette::miette!(
+            help = "give a JSON object, e.g. --payload '{\"type\": \"ip\", \"value\": \"203.0.113.9\"}'",
+            "--payload is not JSON: {e}"
+        )
+    })?;
+    if !payload.is_object() {
+        return Err(miette::miette!(
+            help = "give a JSON object, e.g. --payload '{\"type\": \"ip\", \"value\": \"203.0.113.9\"}'",
+            "--payload must be a JSON object"
+        ));
+    }
+    let event = serde_json::json!({
+        "id": id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        "type": event_type,
+        "source": source,
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "payload": payload,
+    });
+    let (cancel, _signalled) = crate::runcmd::cancel_on_signals();
+    let fired = vacsine_orch::agent::autonomous::on_event(data, &event, None, cancel)
+        .await
+        .map_err(|e| miette::miette!("{e:#}"))?;
+    let mut ok = true;
+    for t in &fired {
+        let line = match &t.report {
+            Some(r) => {
+                ok &= r.status == vacsine_engine::RunStatus::Succeeded;
+                serde_json::json!({"workflow": t.workflow, "run_id": r.run_id,
+                    "status": r.status.as_str(), "message": r.message})
+            }
+            None => serde_json::json!({"workflow": t.workflow, "run_id": null,
+                "status": "deduplicated", "message": "fired for the same key within its window: not run again"}),
+        };
+        match format {
+            SimpleFormat::Json => println!("{line}"),
+            SimpleFormat::Human => println!(
+                "{}: {}{}{}",
+                t.workflow,
+                line["status"].as_str().unwrap_or(""),
+                line["run_id"]
+                    .as_str()
+                    .map(|r| format!(" (run {r})"))
+                    .unwrap_or_default(),
+                line["message"]
+                    .as_str()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    if fired.is_empty() && format == SimpleFormat::Human {
+        println!("no trigger of the registry bundle held matches this event: nothing ran");
+    }
+    Ok(if ok { EXIT_OK } else { EXIT_FAILURES })
+}
+
 pub async fn preflight(
     orchestrator: Option<String>,
     pin: Option<String>,

@@ -30,9 +30,19 @@ pub struct Bundled {
     pub images: BTreeMap<String, String>,
 }
 
-/// Find workflow `name` (at `version`, or the one held) in the registry bundle held in
-/// `data`, verified with the pinned key.
-pub fn bundled(data: &Path, name: &str, version: Option<i64>) -> anyhow::Result<Bundled> {
+/// The registry bundle held in `data`, verified with the key pinned at enrolment.
+pub struct Held {
+    /// The agent's site.
+    pub site: String,
+    /// Registry version of the bundle (`sha256:…`).
+    pub bundle: String,
+    pub workflows: Vec<(VersionRef, Workflow)>,
+    /// Images the bundle lists: reference → digest.
+    pub images: BTreeMap<String, String>,
+}
+
+/// Read and verify the registry bundle held in `data`.
+pub fn held(data: &Path) -> anyhow::Result<Held> {
     let idp = data.join("agent.json");
     let id = load_identity(&idp)?.ok_or_else(|| {
         anyhow!(
@@ -52,36 +62,20 @@ pub fn bundled(data: &Path, name: &str, version: Option<i64>) -> anyhow::Result<
             "this agent holds no registry bundle yet: it syncs one when it reaches the orchestrator (`vacsine push` the workflows first)"
         )
     })?;
-    let mut main = None;
-    let mut catalog = Catalog::new();
-    let mut versions = Vec::new();
+    let mut workflows = Vec::new();
     let mut images = BTreeMap::new();
-    let mut names = Vec::new();
     for d in &b.documents {
         match d.kind.as_str() {
             "Workflow" => {
                 let w: Workflow = serde_json::from_value(d.document.clone())
                     .with_context(|| format!("workflow {}@{} of the bundle", d.name, d.version))?;
-                names.push(format!("{}@{}", d.name, d.version));
                 let r = VersionRef {
                     kind: d.kind.clone(),
                     name: d.name.clone(),
                     version: d.version,
                     sha256: d.sha256.clone(),
                 };
-                if d.name == name {
-                    if let Some(v) = version.filter(|v| *v != d.version) {
-                        bail!(
-                            "the bundle held ({bundle}) has `{name}` at version {}, not {v}: an agent holds the latest version of each workflow",
-                            d.version
-                        );
-                    }
-                    versions.insert(0, r);
-                    main = Some(w.clone());
-                } else {
-                    versions.push(r);
-                }
-                catalog.insert(w);
+                workflows.push((r, w));
             }
             "Image" => {
                 if let Some(digest) = d.document.get("digest").and_then(Value::as_str) {
@@ -91,23 +85,153 @@ pub fn bundled(data: &Path, name: &str, version: Option<i64>) -> anyhow::Result<
             _ => {}
         }
     }
-    let workflow = main.ok_or_else(|| {
-        anyhow!(
-            "no workflow `{name}` in the registry bundle held ({bundle}); it holds: {}",
-            if names.is_empty() {
-                "no workflow".to_string()
-            } else {
-                names.join(", ")
-            }
-        )
-    })?;
-    Ok(Bundled {
-        workflow,
-        catalog,
-        versions,
+    Ok(Held {
+        site: id.site.clone(),
         bundle,
+        workflows,
         images,
     })
+}
+
+impl Held {
+    /// Workflow `name` (at `version`, or the one held), with the others as its catalog.
+    pub fn pick(&self, name: &str, version: Option<i64>) -> anyhow::Result<Bundled> {
+        let Some((r, w)) = self.workflows.iter().find(|(r, _)| r.name == name) else {
+            let names: Vec<String> = self
+                .workflows
+                .iter()
+                .map(|(r, _)| format!("{}@{}", r.name, r.version))
+                .collect();
+            bail!(
+                "no workflow `{name}` in the registry bundle held ({}); it holds: {}",
+                self.bundle,
+                if names.is_empty() {
+                    "no workflow".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+        };
+        if let Some(v) = version.filter(|v| *v != r.version) {
+            bail!(
+                "the bundle held ({}) has `{name}` at version {}, not {v}: an agent holds the latest version of each workflow",
+                self.bundle,
+                r.version
+            );
+        }
+        let mut catalog = Catalog::new();
+        let mut versions = vec![r.clone()];
+        for (o, ow) in &self.workflows {
+            catalog.insert(ow.clone());
+            if o.name != name {
+                versions.push(o.clone());
+            }
+        }
+        Ok(Bundled {
+            workflow: w.clone(),
+            catalog,
+            versions,
+            bundle: self.bundle.clone(),
+            images: self.images.clone(),
+        })
+    }
+}
+
+/// Find workflow `name` (at `version`, or the one held) in the registry bundle held in
+/// `data`, verified with the pinned key.
+pub fn bundled(data: &Path, name: &str, version: Option<i64>) -> anyhow::Result<Bundled> {
+    held(data)?.pick(name, version)
+}
+
+/// What a local event did to one workflow whose trigger matched it.
+pub struct Triggered {
+    pub workflow: String,
+    /// `None`: the same dedupe key fired within its window; nothing ran.
+    pub report: Option<RunReport>,
+}
+
+/// A local event (`vacsine agent event`): every workflow of the held bundle whose trigger
+/// matches it runs here (its first matching trigger; at most once per dedupe key and window).
+pub async fn on_event(
+    data: &Path,
+    event: &Value,
+    progress: Option<ProgressFn>,
+    cancel: CancelToken,
+) -> anyhow::Result<Vec<Triggered>> {
+    let h = held(data)?;
+    let mut event = event.clone();
+    if let Some(o) = event.as_object_mut() {
+        o.entry("site")
+            .or_insert_with(|| Value::String(h.site.clone()));
+    }
+    let event = &event;
+    let dedupe = Dedupe::open(&data.join("agent.db"))?;
+    let mut out = Vec::new();
+    for (r, w) in &h.workflows {
+        let mut fired = None;
+        for t in &w.spec.on {
+            match vacsine_engine::triggers::fire(t, event) {
+                Ok(Some(f)) => {
+                    fired = Some(f);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => bail!("workflow `{}`, trigger on `{}`: {e}", r.name, t.event.value),
+            }
+        }
+        let Some(f) = fired else { continue };
+        if let Some((key, window)) = &f.dedupe {
+            if !dedupe.first_in_window(&r.name, key, window.as_millis() as i64)? {
+                out.push(Triggered {
+                    workflow: r.name.clone(),
+                    report: None,
+                });
+                continue;
+            }
+        }
+        let mut inputs = f.inputs;
+        inputs.insert("event".into(), event.clone());
+        let b = h.pick(&r.name, None)?;
+        let report = run(data, b, inputs, progress.clone(), cancel.clone()).await?;
+        out.push(Triggered {
+            workflow: r.name.clone(),
+            report: Some(report),
+        });
+    }
+    Ok(out)
+}
+
+/// Dedupe windows of triggers (`agent.db`, table `trigger_dedupe`).
+struct Dedupe {
+    conn: rusqlite::Connection,
+}
+
+impl Dedupe {
+    fn open(path: &Path) -> anyhow::Result<Self> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS trigger_dedupe (
+               workflow TEXT NOT NULL,
+               key TEXT NOT NULL,
+               until_ms INTEGER NOT NULL,
+               PRIMARY KEY (workflow, key)
+             );",
+        )?;
+        Ok(Dedupe { conn })
+    }
+
+    /// True (and the window starts) unless `key` fired for `workflow` within its window.
+    fn first_in_window(&self, workflow: &str, key: &str, window_ms: i64) -> anyhow::Result<bool> {
+        let now = crate::now_ms();
+        let n = self.conn.execute(
+            "INSERT INTO trigger_dedupe (workflow, key, until_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (workflow, key) DO UPDATE SET until_ms = excluded.until_ms
+               WHERE trigger_dedupe.until_ms <= ?4",
+            rusqlite::params![workflow, key, now + window_ms, now],
+        )?;
+        Ok(n == 1)
+    }
 }
 
 /// Run `b` on this machine, journaled in `data`, and queue it for upload: the report.

@@ -449,3 +449,125 @@ fn a_cut_off_site_runs_a_bundled_workflow_on_its_own_and_reports_it_when_the_lin
     assert!(!out.status.success());
     assert!(text(&out).contains("does not verify"), "{}", text(&out));
 }
+
+const BLOCK_ON_IOC: &str = r#"apiVersion: vacsine.io/v1
+kind: Workflow
+metadata:
+  name: note-ioc
+spec:
+  inputs:
+    ip: {type: ip}
+  on:
+    - event: indicator
+      if: "event.payload.type == 'ip'"
+      inputs:
+        ip: "{{ event.payload.value }}"
+      dedupe:
+        key: "{{ event.payload.value }}"
+        window: 10m
+  steps:
+    - id: note
+      uses: command
+      with:
+        argv: ["sh", "-c", "echo \"$1 from $2\" >> \"$3\"", "-", "{{ inputs.ip }}", "{{ event.source }}", "NOTES"]
+"#;
+
+/// A local event, the orchestrator down: the trigger of a bundled workflow matches it and the
+/// workflow runs at the site by itself, once per indicator within the dedupe window; events
+/// it does not match start nothing; a payload that is not an IP is refused by the input's
+/// type, nothing runs; the runs reach the orchestrator, marked autonomous, when it returns.
+#[test]
+fn a_local_event_starts_a_bundled_workflow_at_a_cut_off_site() {
+    let d = tempfile::tempdir().unwrap();
+    let mut o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
+    let key = o.site("edge-ioc");
+    let adata = d.path().join("agent");
+    let notes = d.path().join("notes.txt");
+    let wf = write(
+        d.path(),
+        "note-ioc.yaml",
+        &BLOCK_ON_IOC.replace("NOTES", notes.to_str().unwrap()),
+    );
+    o.json(&["push", wf.to_str().unwrap(), "--format", "json"]);
+    let a = Agent::start(&o, &key, "edge-ioc-1", &adata);
+    wait_until(Duration::from_secs(20), "the bundle kept", || {
+        a.log()
+            .contains("verified and kept (1 document(s)")
+            .then_some(())
+    });
+    o.kill9();
+    let event = |ty: &str, payload: &str| {
+        Command::new(BIN)
+            .args(["agent", "event", "--type", ty, "--payload", payload])
+            .args(["--source", "suricata", "--format", "json", "--data"])
+            .arg(&adata)
+            .output()
+            .unwrap()
+    };
+    let lines = |o: &std::process::Output| -> Vec<Value> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let out = event("indicator", r#"{"type": "ip", "value": "203.0.113.9"}"#);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = lines(&out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["workflow"], "note-ioc");
+    assert_eq!(got[0]["status"], "succeeded", "{got:?}");
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap(),
+        "203.0.113.9 from suricata\n"
+    );
+    // The same indicator again, within the window: not run again.
+    let out = event("indicator", r#"{"type": "ip", "value": "203.0.113.9"}"#);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lines(&out)[0]["status"], "deduplicated");
+    // Not matched: another event type, another indicator type.
+    for (ty, p) in [
+        ("incident", r#"{"type": "ip", "value": "198.51.100.1"}"#),
+        (
+            "indicator",
+            r#"{"type": "domain", "value": "evil.example"}"#,
+        ),
+    ] {
+        let out = event(ty, p);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(lines(&out).is_empty(), "{}", text(&out));
+    }
+    // An attacker's string where an IP is expected: refused by the input's type, nothing ran.
+    let out = event(
+        "indicator",
+        r#"{"type": "ip", "value": "1.2.3.4; rm -rf /"}"#,
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("ip"), "{}", text(&out));
+    // Bad events are usage errors.
+    let bad = event("sighting", "{}");
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("not an event type"), "{}", text(&bad));
+    let bad = event("indicator", "not json");
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap(),
+        "203.0.113.9 from suricata\n",
+        "only the first event ran the workflow"
+    );
+
+    // The link returns: the autonomous run is reported.
+    let o = Orch::start(&d.path().join("orch"), &o.addr(), 30_000);
+    let view = wait_until(
+        Duration::from_secs(30),
+        "the triggered run reported",
+        || {
+            o.json(&["runs", "--site", "edge-ioc", "--format", "json"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["workflow"] == "note-ioc (autonomous)" && r["status"] == "succeeded")
+                .cloned()
+        },
+    );
+    assert_eq!(view["id"], got[0]["run_id"]);
+}
