@@ -562,53 +562,6 @@ async fn uploader(sh: Arc<Shared>) {
             }
             continue;
         };
-        if first.kind == "autonomous" {
-            let r = match serde_json::from_str::<proto::AutonomousRun>(&first.body) {
-                Ok(req) => sh
-                    .link
-                    .call::<_, proto::AutonomousAccepted>(proto::AUTONOMOUS, &sh.agent_id, &req)
-                    .await
-                    .map(|a| {
-                        if a.created {
-                            eprintln!(
-                                "autonomous run {} ({}) reported to the orchestrator",
-                                req.run_id, req.workflow
-                            );
-                        }
-                    }),
-                Err(e) => Err(CallError::Bad(e.to_string())),
-            };
-            match r {
-                Ok(()) => {
-                    backoff.ok("uploading");
-                    let _ = sh.outbox.mark_sent(&[first.seq]);
-                }
-                Err(e) if e.is_revoked() => {
-                    let _ = sh.fatal.send(Some(e.to_string()));
-                    return;
-                }
-                Err(CallError::Refused {
-                    status,
-                    code,
-                    message,
-                }) if status < 500 && code != "stale" => {
-                    eprintln!(
-                        "warning: autonomous run {} refused by the orchestrator ({code}): {message}; its records will be refused too",
-                        first.run_id
-                    );
-                    let _ = sh.outbox.mark_sent(&[first.seq]);
-                }
-                Err(CallError::Bad(m)) => {
-                    eprintln!(
-                        "warning: outbox item {} unreadable ({m}); dropped",
-                        first.key
-                    );
-                    let _ = sh.outbox.mark_sent(&[first.seq]);
-                }
-                Err(e) => backoff.fail("uploading", &e).await,
-            }
-            continue;
-        }
         let batch: Vec<&Item> = if first.kind == "record" {
             items
                 .iter()
@@ -632,6 +585,23 @@ async fn uploader(sh: Arc<Shared>) {
                 .call::<_, proto::RecordsResponse>(proto::RECORDS, &sh.agent_id, &req)
                 .await
                 .map(|_| ())
+        } else if first.kind == "autonomous" {
+            // An autonomous run made here: the orchestrator learns of it before its records.
+            match serde_json::from_str::<proto::AutonomousRun>(&first.body) {
+                Ok(req) => sh
+                    .link
+                    .call::<_, proto::AutonomousAccepted>(proto::AUTONOMOUS, &sh.agent_id, &req)
+                    .await
+                    .map(|a| {
+                        if a.created {
+                            eprintln!(
+                                "autonomous run {} ({}) reported to the orchestrator",
+                                req.run_id, req.workflow
+                            );
+                        }
+                    }),
+                Err(e) => Err(CallError::Bad(e.to_string())),
+            }
         } else {
             match serde_json::from_str::<proto::FinishRequest>(&first.body) {
                 Ok(req) => sh

@@ -45,6 +45,78 @@ fn wait_end(o: &Orch, id: &str, limit: Duration) -> Value {
     })
 }
 
+/// Submit `wf` at `site`, detached: the run id.
+fn submit_detached(o: &Orch, wf: &Path, site: &str) -> String {
+    let v = o.json(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--site",
+        site,
+        "--detach",
+        "--format",
+        "json",
+    ]);
+    v["run_id"].as_str().unwrap().to_string()
+}
+
+/// A run whose step at edge-b marks `started`, takes 4 s and appends one line to `count`;
+/// then `last`, at the run's site, prints `count`. Submitted at edge-a: the run id.
+fn slow_step_at_b(o: &Orch, dir: &Path, count: &Path, started: &Path) -> String {
+    let wf = dir.join("slow.yaml");
+    std::fs::write(
+        &wf,
+        format!(
+            r#"apiVersion: vacsine.io/v1
+kind: Workflow
+metadata:
+  name: slow
+spec:
+  steps:
+    - id: first
+      uses: command
+      with:
+        argv: ["echo", "first"]
+    - id: slow
+      uses: command
+      runsOn: edge-b
+      needs: [first]
+      with:
+        argv: ["sh", "-c", "touch \"$2\"; sleep 4; echo once >> \"$1\"", "-", "{count}", "{started}"]
+    - id: last
+      uses: command
+      needs: [slow]
+      with:
+        argv: ["cat", "{count}"]
+"#,
+            count = count.display(),
+            started = started.display()
+        ),
+    )
+    .unwrap();
+    let id = submit_detached(o, &wf, "edge-a");
+    wait_until(
+        Duration::from_secs(30),
+        "the slow step started at B",
+        || started.exists().then_some(()),
+    );
+    id
+}
+
+/// The slow run ended well: the step under way was not sent again, `last` printed one line.
+fn slow_ran_once(o: &Orch, id: &str, count: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(count).unwrap(),
+        "once\n",
+        "the step under way was not sent again"
+    );
+    let recs = records(o, id);
+    let last = recs
+        .iter()
+        .find(|r| r["step_id"] == "last" && r["status"] == "succeeded")
+        .expect("the last step");
+    assert_eq!(last["stdout"], "once\n");
+}
+
 /// Two sites in their own network namespaces. Site A's step feeds its output to site B's,
 /// B's flaky step is retried at B, a false `if` skips, and the last step at A uses B's
 /// output: each step ran in its own site's namespace, in order, each once.
@@ -129,16 +201,7 @@ spec:
         ),
     )
     .unwrap();
-    let v = o.json(&[
-        "run",
-        wf.to_str().unwrap(),
-        "--site",
-        "edge-a",
-        "--detach",
-        "--format",
-        "json",
-    ]);
-    let id = v["run_id"].as_str().unwrap().to_string();
+    let id = submit_detached(&o, &wf, "edge-a");
     let run = wait_end(&o, &id, Duration::from_secs(90));
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
@@ -319,68 +382,13 @@ fn a_run_spanning_sites_survives_the_orchestrator_killed_mid_step() {
     let b = Agent::start(&o, &kb, "edge-b-1", &d.path().join("agent-b"));
     let count = d.path().join("count");
     let started = d.path().join("started");
-    let wf = d.path().join("long.yaml");
-    std::fs::write(
-        &wf,
-        format!(
-            r#"apiVersion: vacsine.io/v1
-kind: Workflow
-metadata:
-  name: long
-spec:
-  steps:
-    - id: first
-      uses: command
-      with:
-        argv: ["echo", "first"]
-    - id: slow
-      uses: command
-      runsOn: edge-b
-      needs: [first]
-      with:
-        argv: ["sh", "-c", "touch \"$2\"; sleep 4; echo once >> \"$1\"", "-", "{count}", "{started}"]
-    - id: last
-      uses: command
-      needs: [slow]
-      with:
-        argv: ["cat", "{count}"]
-"#,
-            count = count.display(),
-            started = started.display()
-        ),
-    )
-    .unwrap();
-    let v = o.json(&[
-        "run",
-        wf.to_str().unwrap(),
-        "--site",
-        "edge-a",
-        "--detach",
-        "--format",
-        "json",
-    ]);
-    let id = v["run_id"].as_str().unwrap().to_string();
-    wait_until(
-        Duration::from_secs(30),
-        "the slow step started at B",
-        || started.exists().then_some(()),
-    );
+    let id = slow_step_at_b(&o, d.path(), &count, &started);
     o.kill9();
     drop(o);
     let o = Orch::start(&data, &addr, 30_000);
     let run = wait_end(&o, &id, Duration::from_secs(60));
     assert_eq!(run["status"], "succeeded", "{run}\n{}", b.log());
-    assert_eq!(
-        std::fs::read_to_string(&count).unwrap(),
-        "once\n",
-        "the step under way was not sent again"
-    );
-    let recs = records(&o, &id);
-    let last = recs
-        .iter()
-        .find(|r| r["step_id"] == "last" && r["status"] == "succeeded")
-        .expect("the last step");
-    assert_eq!(last["stdout"], "once\n");
+    slow_ran_once(&o, &id, &count);
     // Site B ran one job for the slow step.
     let b_runs = o.json(&["runs", "--site", "edge-b", "--format", "json"]);
     assert_eq!(b_runs.as_array().unwrap().len(), 1, "{b_runs:#}");
@@ -435,16 +443,7 @@ spec:
         ),
     )
     .unwrap();
-    let v = o.json(&[
-        "run",
-        wf.to_str().unwrap(),
-        "--site",
-        "edge-a",
-        "--detach",
-        "--format",
-        "json",
-    ]);
-    let id = v["run_id"].as_str().unwrap().to_string();
+    let id = submit_detached(&o, &wf, "edge-a");
     let run = wait_end(&o, &id, Duration::from_secs(120));
     assert_eq!(run["status"], "succeeded", "{run}\n{}", b.log());
     let recs = records(&o, &id);
@@ -477,59 +476,13 @@ fn a_run_spanning_sites_is_taken_over_when_its_replica_dies() {
     let ag_b = Agent::start_via(&[], &urls, &a.pin, &kb, "edge-b-1", &d.path().join("ag-b"));
     let count = d.path().join("count");
     let started = d.path().join("started");
-    let wf = d.path().join("failover.yaml");
-    std::fs::write(
-        &wf,
-        format!(
-            r#"apiVersion: vacsine.io/v1
-kind: Workflow
-metadata:
-  name: failover
-spec:
-  steps:
-    - id: slow
-      uses: command
-      runsOn: edge-b
-      with:
-        argv: ["sh", "-c", "touch \"$2\"; sleep 4; echo once >> \"$1\"", "-", "{count}", "{started}"]
-    - id: last
-      uses: command
-      needs: [slow]
-      with:
-        argv: ["cat", "{count}"]
-"#,
-            count = count.display(),
-            started = started.display()
-        ),
-    )
-    .unwrap();
     // Submitted to A: A drives it.
-    let v = a.json(&[
-        "run",
-        wf.to_str().unwrap(),
-        "--site",
-        "edge-a",
-        "--detach",
-        "--format",
-        "json",
-    ]);
-    let id = v["run_id"].as_str().unwrap().to_string();
-    wait_until(
-        Duration::from_secs(30),
-        "the slow step started at B",
-        || started.exists().then_some(()),
-    );
+    let id = slow_step_at_b(&a, d.path(), &count, &started);
     a.kill9();
     let run = wait_until(Duration::from_secs(60), "the run's end", || {
         let r = b.run(&id);
         (r["status"] != "running").then_some(r)
     });
     assert_eq!(run["status"], "succeeded", "{run}\n{}", ag_b.log());
-    assert_eq!(std::fs::read_to_string(&count).unwrap(), "once\n");
-    let recs = records(&b, &id);
-    let last = recs
-        .iter()
-        .find(|r| r["step_id"] == "last" && r["status"] == "succeeded")
-        .expect("the last step");
-    assert_eq!(last["stdout"], "once\n");
+    slow_ran_once(&b, &id, &count);
 }
