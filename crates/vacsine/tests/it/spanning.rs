@@ -45,6 +45,15 @@ fn wait_end(o: &Orch, id: &str, limit: Duration) -> Value {
     })
 }
 
+/// Sites edge-a and edge-b of `o`, an agent each on loopback (data in `dir`): (A's, B's).
+fn two_agents(o: &Orch, dir: &Path) -> (Agent, Agent) {
+    let (ka, kb) = (o.site("edge-a"), o.site("edge-b"));
+    (
+        Agent::start(o, &ka, "edge-a-1", &dir.join("agent-a")),
+        Agent::start(o, &kb, "edge-b-1", &dir.join("agent-b")),
+    )
+}
+
 /// Submit `wf` at `site`, detached: the run id.
 fn submit_detached(o: &Orch, wf: &Path, site: &str) -> String {
     let v = o.json(&[
@@ -255,9 +264,7 @@ spec:
 fn a_failure_at_one_site_undoes_the_change_made_at_the_other() {
     let d = tempfile::tempdir().unwrap();
     let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
-    let (ka, kb) = (o.site("edge-a"), o.site("edge-b"));
-    let _a = Agent::start(&o, &ka, "edge-a-1", &d.path().join("agent-a"));
-    let _b = Agent::start(&o, &kb, "edge-b-1", &d.path().join("agent-b"));
+    let _agents = two_agents(&o, d.path());
     let file = d.path().join("banner.conf");
     std::fs::write(&file, "old\n").unwrap();
     let note = d.path().join("rolled-back");
@@ -377,9 +384,7 @@ fn a_run_spanning_sites_survives_the_orchestrator_killed_mid_step() {
     let data = d.path().join("orch");
     let mut o = Orch::start(&data, "127.0.0.1:0", 30_000);
     let addr = o.addr();
-    let (ka, kb) = (o.site("edge-a"), o.site("edge-b"));
-    let _a = Agent::start(&o, &ka, "edge-a-1", &d.path().join("agent-a"));
-    let b = Agent::start(&o, &kb, "edge-b-1", &d.path().join("agent-b"));
+    let (_a, b) = two_agents(&o, d.path());
     let count = d.path().join("count");
     let started = d.path().join("started");
     let id = slow_step_at_b(&o, d.path(), &count, &started);
@@ -413,9 +418,7 @@ fn a_container_step_at_another_site_runs_the_pushed_image() {
     }
     let d = tempfile::tempdir().unwrap();
     let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
-    let (ka, kb) = (o.site("edge-a"), o.site("edge-b"));
-    let _a = Agent::start(&o, &ka, "edge-a-1", &d.path().join("agent-a"));
-    let b = Agent::start(&o, &kb, "edge-b-1", &d.path().join("agent-b"));
+    let (_a, b) = two_agents(&o, d.path());
     o.json(&["push", "image", &tag, "--format", "json"]);
     let wf = d.path().join("act.yaml");
     std::fs::write(
