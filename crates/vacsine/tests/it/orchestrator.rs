@@ -1189,6 +1189,23 @@ impl Site {
             host_ip,
         }
     }
+    /// `ip netns exec NS`: how a process is started inside the site.
+    fn via(&self) -> [&str; 4] {
+        ["ip", "netns", "exec", self.ns.as_str()]
+    }
+    /// Site `site` of `o` (listening on 0.0.0.0), its intake key made here, and an agent named
+    /// `SITE-1` inside this namespace, reaching `o` over the site's link.
+    fn agent(&self, o: &Orch, site: &str, data: &Path) -> Agent {
+        let port = o.addr().rsplit(':').next().unwrap().to_string();
+        Agent::start_via(
+            &self.via(),
+            &format!("https://{}:{port}", self.host_ip),
+            &o.pin,
+            &o.site(site),
+            &format!("{site}-1"),
+            data,
+        )
+    }
     fn cut(&self) {
         sh(&format!("ip link set {} down", self.host_if));
     }
@@ -1220,33 +1237,8 @@ fn two_sites_in_namespaces_and_a_cut_link_lose_and_double_nothing() {
     // One orchestrator reachable from both links (0.0.0.0), long leases: the cut must not
     // expire the lease (that is the lease test's subject).
     let o = Orch::start(&d.path().join("orch"), "0.0.0.0:0", 30_000);
-    let port = o.addr().rsplit(':').next().unwrap().to_string();
-    let (ka, kb) = (o.site("edge-a"), o.site("edge-b"));
-    let via = |s: &Site| {
-        vec!["ip", "netns", "exec", &s.ns]
-            .into_iter()
-            .map(String::from)
-            .collect::<Vec<_>>()
-    };
-    let (va, vb) = (via(&a), via(&b));
-    let va: Vec<&str> = va.iter().map(String::as_str).collect();
-    let vb: Vec<&str> = vb.iter().map(String::as_str).collect();
-    let _ag_a = Agent::start_via(
-        &va,
-        &format!("https://{}:{port}", a.host_ip),
-        &o.pin,
-        &ka,
-        "edge-a-1",
-        &d.path().join("agent-a"),
-    );
-    let _ag_b = Agent::start_via(
-        &vb,
-        &format!("https://{}:{port}", b.host_ip),
-        &o.pin,
-        &kb,
-        "edge-b-1",
-        &d.path().join("agent-b"),
-    );
+    let _ag_a = a.agent(&o, "edge-a", &d.path().join("agent-a"));
+    let _ag_b = b.agent(&o, "edge-b", &d.path().join("agent-b"));
     // The namespaces really are cut off from the host's loopback.
     let lo = Command::new("ip")
         .args([

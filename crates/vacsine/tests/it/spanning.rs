@@ -137,27 +137,9 @@ fn a_run_spanning_two_sites_is_dispatched_step_by_step() {
     let d = tempfile::tempdir().unwrap();
     let (a, b) = (Site::new("xa", 11), Site::new("xb", 12));
     let o = Orch::start(&d.path().join("orch"), "0.0.0.0:0", 30_000);
-    let port = o.addr().rsplit(':').next().unwrap().to_string();
-    let (ka, kb) = (o.site("edge-a"), o.site("edge-b"));
-    let va = ["ip", "netns", "exec", a.ns.as_str()];
-    let vb = ["ip", "netns", "exec", b.ns.as_str()];
-    let _ag_a = Agent::start_via(
-        &va,
-        &format!("https://{}:{port}", a.host_ip),
-        &o.pin,
-        &ka,
-        "edge-a-1",
-        &d.path().join("agent-a"),
-    );
-    let _ag_b = Agent::start_via(
-        &vb,
-        &format!("https://{}:{port}", b.host_ip),
-        &o.pin,
-        &kb,
-        "edge-b-1",
-        &d.path().join("agent-b"),
-    );
-    let (ns_a, ns_b, ns_host) = (netns_of(&va), netns_of(&vb), netns_of(&[]));
+    let _ag_a = a.agent(&o, "edge-a", &d.path().join("agent-a"));
+    let _ag_b = b.agent(&o, "edge-b", &d.path().join("agent-b"));
+    let (ns_a, ns_b, ns_host) = (netns_of(&a.via()), netns_of(&b.via()), netns_of(&[]));
     assert!(ns_a != ns_b && ns_a != ns_host && ns_b != ns_host);
     let mark = d.path().join("flaky-mark");
     let wf = d.path().join("across.yaml");
