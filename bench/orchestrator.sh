@@ -8,29 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-200}"
-cargo build --release -q -p vacsine --bin vacsine
-BIN="$PWD/target/release/vacsine"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$BIN" orchestrator --listen 127.0.0.1:0 --data "$work/orch" >"$work/orch.log" 2>&1 &
-pids+=($!)
-orch_pid=$!
-for _ in $(seq 1 100); do [ -s "$work/orch/operator.json" ] && break; sleep 0.1; done
-url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$work/orch/operator.json")
-pin=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pin"])' "$work/orch/operator.json")
-op=(--orchestrator-data "$work/orch")
-key=$("$BIN" site create bench "${op[@]}" --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["intake_key"])')
-"$BIN" agent --orchestrator "$url" --intake-key "$key" --name bench-1 --pin "$pin" --data "$work/agent" >"$work/agent.log" 2>&1 &
-pids+=($!)
-agent_pid=$!
-for _ in $(seq 1 100); do grep -q "vacsine agent" "$work/agent.log" && break; sleep 0.1; done
+. bench/orch-common.sh
+start_agent bench bench-1
 sleep 3
 idle_agent=$(ps -o rss= -p "$agent_pid" | tr -d ' ')
 idle_orch=$(ps -o rss= -p "$orch_pid" | tr -d ' ')

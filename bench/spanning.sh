@@ -12,29 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-40}"
 R="${2:-3}"
-cargo build --release -q -p vacsine --bin vacsine
-BIN="$PWD/target/release/vacsine"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$BIN" orchestrator --listen 127.0.0.1:0 --data "$work/orch" >"$work/orch.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do [ -s "$work/orch/operator.json" ] && break; sleep 0.1; done
-url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$work/orch/operator.json")
-pin=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pin"])' "$work/orch/operator.json")
-op=(--orchestrator-data "$work/orch")
-for s in a b; do
-  key=$("$BIN" site create "edge-$s" "${op[@]}" --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["intake_key"])')
-  "$BIN" agent --orchestrator "$url" --intake-key "$key" --name "edge-$s-1" --pin "$pin" --data "$work/agent-$s" >"$work/agent-$s.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 100); do grep -q "vacsine agent" "$work/agent-$s.log" && break; sleep 0.1; done
-done
+. bench/orch-common.sh
+for s in a b; do start_agent "edge-$s" "edge-$s-1"; done
 sleep 2
 
 chain() { # $1 name, $2 = 1 to alternate sites
