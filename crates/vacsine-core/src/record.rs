@@ -76,6 +76,15 @@ pub struct Message {
     pub text: String,
 }
 
+/// When and how long a step ran where it ran (a site's agent), as that place measured it:
+/// the record of a step dispatched elsewhere carries these times, not the dispatcher's wait.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ran {
+    /// RFC 3339 with microseconds.
+    pub started_at: String,
+    pub duration_ms: u64,
+}
+
 /// One attempt of one step on one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
@@ -105,6 +114,11 @@ pub struct StepRecord {
     pub error: Option<String>,
     #[serde(default)]
     pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// When `run_id` is the run an operator was given and the record was made by another
+    /// engine run (an agent's own runs of a job at its site: an enforce job runs the engine
+    /// on the sandbox, the target and a rollback), that engine run's id, so both are named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_run_id: Option<String>,
 }
 
 impl StepRecord {
@@ -134,6 +148,7 @@ impl StepRecord {
             messages: Vec::new(),
             error: None,
             outputs: serde_json::Map::new(),
+            engine_run_id: None,
         }
     }
 

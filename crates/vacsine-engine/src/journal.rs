@@ -270,6 +270,7 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, StepRecord)>
             messages: serde_json::from_str(&messages).map_err(|e| bad(0, e.to_string()))?,
             error: r.get("error")?,
             outputs: serde_json::from_str(&outputs).map_err(|e| bad(0, e.to_string()))?,
+            engine_run_id: None,
         },
     ))
 }

@@ -184,11 +184,8 @@ async fn drive(data: &Path, n: usize, pid: u32, secs: u64) -> anyhow::Result<()>
         tokio::spawn(async move {
             let mut first = true;
             loop {
-                let call = link.call::<_, proto::PollResponse>(
-                    proto::POLL,
-                    &id,
-                    &proto::PollRequest { wait_ms: 25_000 },
-                );
+                let req = proto::PollRequest::new(25_000);
+                let call = link.call::<_, proto::PollResponse>(proto::POLL, &id, &req);
                 if first {
                     polling.fetch_add(1, Ordering::Relaxed);
                     first = false;

@@ -7,6 +7,7 @@
 
 use crate::client::{AgentLink, CallError};
 use crate::now_ms;
+use crate::bundle::{VerifiedKind, VerifiedWork};
 use crate::proto::{self, Work};
 use anyhow::{anyhow, Context};
 use rusqlite::{params, Connection};
@@ -301,13 +302,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         if *stop.borrow() > 0 {
             break Ok(());
         }
-        let poll = sh.link.call::<_, proto::PollResponse>(
-            proto::POLL,
-            &sh.agent_id,
-            &proto::PollRequest {
-                wait_ms: crate::server::MAX_WAIT_MS,
-            },
-        );
+        let req = proto::PollRequest::new(crate::server::MAX_WAIT_MS);
+        let poll = sh
+            .link
+            .call::<_, proto::PollResponse>(proto::POLL, &sh.agent_id, &req);
         let r = tokio::select! {
             r = poll => r,
             _ = fatal_rx.changed() => break Err(anyhow!("{}", fatal_rx.borrow().clone().unwrap_or_default())),
@@ -340,6 +338,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 }
             }
             Err(e) if e.is_revoked() => break Err(anyhow!("{e}")),
+            // Another contract version: no work can be taken until one side is upgraded.
+            Err(CallError::Refused { code, message, .. }) if code == "protocol" => {
+                break Err(anyhow!("{message}"))
+            }
             Err(e) => backoff.fail("polling", &e).await,
         }
     };
@@ -420,7 +422,9 @@ pub(crate) fn record_key(r: &vacsine_core::record::StepRecord) -> String {
     )
 }
 
-/// Queue the finished records of engine run `engine_run` for orchestrator run `run`.
+/// Queue the finished records of engine run `engine_run` for orchestrator run `run`. Each
+/// record names `run` (the id the operator was given) as its run, and `engine_run` as the
+/// engine run that made it when the two differ; its idempotency key stays the engine's.
 fn forward(sh: &Shared, run: &str, engine_run: &str) {
     let recs = match sh.journal.records(engine_run) {
         Ok(r) => r,
@@ -429,13 +433,33 @@ fn forward(sh: &Shared, run: &str, engine_run: &str) {
             return;
         }
     };
-    for r in recs.iter().filter(|r| r.finished_at.is_some()) {
-        let body = serde_json::to_string(r).unwrap_or_default();
-        if let Err(e) = sh.outbox.put(&record_key(r), run, "record", &body) {
+    for r in recs.into_iter().filter(|r| r.finished_at.is_some()) {
+        let key = record_key(&r);
+        let r = as_run(r, run);
+        let body = match serde_json::to_string(&r) {
+            Ok(b) => b,
+            Err(e) => {
+                // Kept in the journal: `vacsine agent` shows it; never queued as nothing.
+                eprintln!("warning: record {key} of run {run} cannot be encoded ({e}): not queued, kept in the journal");
+                continue;
+            }
+        };
+        if let Err(e) = sh.outbox.put(&key, run, "record", &body) {
             eprintln!("warning: outbox: {e}");
         }
     }
     sh.kick.notify_one();
+}
+
+/// `r` as a record of orchestrator run `run` (see [`forward`]).
+fn as_run(
+    mut r: vacsine_core::record::StepRecord,
+    run: &str,
+) -> vacsine_core::record::StepRecord {
+    if r.run_id != run {
+        r.engine_run_id = Some(std::mem::replace(&mut r.run_id, run.to_string()));
+    }
+    r
 }
 
 async fn execute(sh: &Arc<Shared>, w: Work) {
@@ -446,14 +470,26 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
         a.insert(w.run_id.clone(), cancel.clone());
     }
     eprintln!("run {}: started", w.run_id);
-    let (status, message, report) = if w.job.enforce.is_some() {
-        enforce_job::run(sh, &w, cancel).await
-    } else if w.job.step.is_some() {
-        step_job::run(sh, &w, cancel).await
-    } else {
-        let (st, m) = run_workflow_job(sh, &w, cancel).await;
-        (st, m, None)
-    };
+    // The job is verified once, here, before anything looks at what it asks for: every kind
+    // below receives only a `VerifiedWork`, which nothing but verification can make, and
+    // reads the job parsed from the signed bytes (the unsigned `w.job` is never read).
+    let (status, message, report) =
+        match crate::bundle::verified_work(&sh.bundle_key, &sh.site, &sh.bundles, &w) {
+            Err(e) => {
+                eprintln!("run {}: refused: {e:#}", w.run_id);
+                ("failed", Some(format!("{e:#}")), None)
+            }
+            Ok(v) => match v.kind() {
+                VerifiedKind::Enforce(job, catalog) => {
+                    enforce_job::run(sh, &v, job, catalog, cancel).await
+                }
+                VerifiedKind::Step(job) => step_job::run(sh, &v, job, cancel).await,
+                VerifiedKind::Workflow(_) => {
+                    let (st, m) = run_workflow_job(sh, &v, cancel).await;
+                    (st, m, None)
+                }
+            },
+        };
     eprintln!("run {}: {status}", w.run_id);
     let fin = proto::FinishRequest {
         run_id: w.run_id.clone(),
@@ -476,12 +512,12 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
 
 async fn run_workflow_job(
     sh: &Arc<Shared>,
-    w: &Work,
+    w: &VerifiedWork,
     cancel: CancelToken,
 ) -> (&'static str, Option<String>) {
     match run_job(sh, w, cancel).await {
         Ok(report) => {
-            forward(sh, &w.run_id, &report.run_id);
+            forward(sh, w.run_id(), &report.run_id);
             let st = match report.status {
                 vacsine_engine::RunStatus::Succeeded => "succeeded",
                 vacsine_engine::RunStatus::Cancelled => "cancelled",
@@ -495,15 +531,14 @@ async fn run_workflow_job(
 
 async fn run_job(
     sh: &Arc<Shared>,
-    w: &Work,
+    w: &VerifiedWork,
     cancel: CancelToken,
 ) -> anyhow::Result<vacsine_engine::RunReport> {
-    // Nothing runs before the job's signature is verified; what runs is the signed job.
-    let w = &crate::bundle::verified_work(&sh.bundle_key, &sh.site, &sh.bundles, w)?;
+    let job = w.job();
     let workflow: Workflow =
-        serde_json::from_value(w.job.workflow.clone()).context("the workflow sent is not valid")?;
+        serde_json::from_value(job.workflow.clone()).context("the workflow sent is not valid")?;
     let mut cat = Catalog::new();
-    for c in &w.job.catalog {
+    for c in &job.catalog {
         cat.insert(
             serde_json::from_value(c.clone()).context("a catalog workflow sent is not valid")?,
         );
@@ -517,7 +552,7 @@ async fn run_job(
     ));
     let mut nodes = NodeMap::new();
     nodes.insert("local".into(), Arc::new(LocalNode::new("local")));
-    let (s2, run) = (sh.clone(), w.run_id.clone());
+    let (s2, run) = (sh.clone(), w.run_id().to_string());
     let progress: vacsine_engine::ProgressFn = Arc::new(move |e| {
         use vacsine_engine::ProgressEvent as P;
         match e {
@@ -530,7 +565,7 @@ async fn run_job(
     Ok(engine
         .run(RunRequest {
             workflow,
-            inputs: w.job.inputs.clone(),
+            inputs: job.inputs.clone(),
             nodes,
             default_node: None,
             target_name: "local".into(),

@@ -6,7 +6,8 @@
 //! registry versions, and when it was signed), serialized as canonical JSON (object keys
 //! sorted, no whitespace) and sent as that exact text: the agent checks the signature over
 //! the bytes it received, then parses the job *from those bytes*, so what runs is what was
-//! signed (the unsigned copy in [`crate::proto::Work::job`] is never executed).
+//! signed. [`crate::proto::Work`] carries only the signed job, and the only way to a job an
+//! agent executes is [`verified_work`], whatever the job's kind.
 //!
 //! The agent keeps each verified bundle in its local store (`agent.db`, table `bundles`), so
 //! a later run of the same version while cut off can use it; a bundle read back is verified
@@ -143,6 +144,69 @@ pub struct BundleDocument {
     pub version: i64,
     pub sha256: String,
     pub document: Value,
+    /// The document's own signature, made when it was pushed ([`sign_document`]): the
+    /// bundle's signature is made when an agent syncs, over what the store holds then, so
+    /// it alone cannot tell a document altered in the store; this one can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// The domain of a registry document's signature.
+pub const DOCUMENT_FORMAT: &str = "vacsine.io/registry-document/v1";
+
+fn document_message(kind: &str, name: &str, sha256: &str) -> String {
+    format!("{DOCUMENT_FORMAT}\n{kind}\n{name}\n{sha256}")
+}
+
+/// Sign a pushed document: its kind, name and the SHA-256 of its canonical JSON.
+pub fn sign_document(signer: &BundleSigner, kind: &str, name: &str, sha256: &str) -> String {
+    signer.sign(document_message(kind, name, sha256).as_bytes())
+}
+
+/// Check a registry document as pushed: `text` (its canonical JSON) has the SHA-256 it is
+/// listed with, and that SHA-256 was signed with the pinned key for this kind and name.
+pub fn verify_document(
+    pinned_key: &str,
+    kind: &str,
+    name: &str,
+    version: i64,
+    sha256: &str,
+    text: &str,
+    signature: Option<&str>,
+) -> anyhow::Result<()> {
+    let what = format!("registry {kind} `{name}` version {version}");
+    let Some(sig) = signature else {
+        bail!("{what} carries no signature (pushed before documents were signed, or its signature was removed from the store): not used; push it again");
+    };
+    if vacsine_wire::sha256_pin(text.as_bytes()) != sha256 {
+        bail!("{what} is not the content that was pushed (its SHA-256 differs: altered in the orchestrator's store): not used");
+    }
+    vacsine_wire::verify_bundle(
+        pinned_key,
+        document_message(kind, name, sha256).as_bytes(),
+        sig,
+    )
+    .map_err(|_| {
+        anyhow!(
+            "{what}: its signature does not verify with the orchestrator bundle key pinned at enrolment (key id {}; altered in the orchestrator's store?): not used",
+            key_id(pinned_key)
+        )
+    })
+}
+
+impl BundleDocument {
+    /// [`verify_document`] over this document as the bundle carries it.
+    pub fn verify(&self, pinned_key: &str) -> anyhow::Result<()> {
+        verify_document(
+            pinned_key,
+            &self.kind,
+            &self.name,
+            self.version,
+            &self.sha256,
+            &canonical_json(&self.document),
+            self.signature.as_deref(),
+        )
+    }
 }
 
 /// The registry as agents sync it: the latest version of every pushed document.
@@ -220,6 +284,12 @@ pub fn verify_registry(
             b.format,
             b.site
         );
+    }
+    // Each document as it was pushed: the bundle's signature covers what the store held when
+    // it was made, which someone with write access to the store could have altered.
+    for d in &b.documents {
+        d.verify(pinned_key)
+            .context("the registry bundle holds a document that does not verify")?;
     }
     Ok(b)
 }
@@ -408,15 +478,60 @@ impl BundleStore {
     }
 }
 
+/// Work the agent may execute: the only way to make one is [`verified_work`], so a job of
+/// any kind (workflow, enforce, one step of a run spanning sites) reaches an executor only
+/// after its signature was checked, and what it reads is the job parsed from the signed bytes.
+/// Its fields are private: nothing outside this module can build one from an unsigned job.
+#[derive(Debug)]
+pub struct VerifiedWork {
+    run_id: String,
+    lease_ttl_ms: i64,
+    job: Job,
+}
+
+/// What a verified job asks the agent to do, decided from the signed job only.
+pub enum VerifiedKind<'a> {
+    /// A workflow run here, with its catalog and inputs.
+    Workflow(&'a Job),
+    /// Job 1 at this site: a policy enforced on a target of the site.
+    Enforce(&'a crate::proto::EnforceJob, &'a [Value]),
+    /// One step of a run the orchestrator drives across sites.
+    Step(&'a crate::proto::StepJob),
+}
+
+impl VerifiedWork {
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+    pub fn lease_ttl_ms(&self) -> i64 {
+        self.lease_ttl_ms
+    }
+    /// The signed job.
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
+    /// The job's kind, from the signed job.
+    pub fn kind(&self) -> VerifiedKind<'_> {
+        if let Some(e) = &self.job.enforce {
+            VerifiedKind::Enforce(e, &self.job.catalog)
+        } else if let Some(s) = &self.job.step {
+            VerifiedKind::Step(s)
+        } else {
+            VerifiedKind::Workflow(&self.job)
+        }
+    }
+}
+
 /// The work as the agent may execute it: the signature of `w.signed` verified with the key
 /// pinned at enrolment, for this run at this site, the job taken from the signed bytes, and
-/// the bundle kept in the local store. Anything else is refused with the reason.
+/// the bundle kept in the local store. Anything else is refused with the reason; the
+/// unsigned copy `w.job` is never read.
 pub fn verified_work(
     pinned_key: &str,
     site: &str,
     store: &BundleStore,
     w: &crate::proto::Work,
-) -> anyhow::Result<crate::proto::Work> {
+) -> anyhow::Result<VerifiedWork> {
     let s = w.signed.as_ref().ok_or_else(|| {
         anyhow!(
             "the orchestrator sent run {} unsigned (queued by an orchestrator that did not sign jobs?): refused, nothing executed; submit it again",
@@ -436,11 +551,10 @@ pub fn verified_work(
             format!(", versions {versions}")
         }
     );
-    Ok(crate::proto::Work {
+    Ok(VerifiedWork {
         run_id: w.run_id.clone(),
         lease_ttl_ms: w.lease_ttl_ms,
         job: b.job,
-        signed: w.signed.clone(),
     })
 }
 
@@ -532,11 +646,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("agent.db");
         let k = BundleSigner::generate();
+        let sha = vacsine_wire::sha256_pin(canonical_json(&job().workflow).as_bytes());
         let docs = vec![BundleDocument {
             kind: "Workflow".into(),
             name: "w".into(),
             version: 2,
-            sha256: "sha256:00".into(),
+            signature: Some(sign_document(&k, "Workflow", "w", &sha)),
+            sha256: sha,
             document: job().workflow,
         }];
         let v = registry_version(&docs);
@@ -564,6 +680,48 @@ mod tests {
         assert!(format!("{e:#}").contains("does not verify"), "{e:#}");
         st.drop_registry().unwrap();
         assert!(st.held_registry(&k.public_b64(), "edge").unwrap().is_none());
+    }
+
+    /// Issue 15: a document altered in the orchestrator's store is signed into the bundle at
+    /// sync time like any other; its own signature, made at push, is what refuses it.
+    #[test]
+    fn a_registry_document_altered_in_the_store_is_refused_though_the_bundle_is_signed() {
+        let k = BundleSigner::generate();
+        let text = canonical_json(&job().workflow);
+        let sha = vacsine_wire::sha256_pin(text.as_bytes());
+        let good = BundleDocument {
+            kind: "Workflow".into(),
+            name: "w".into(),
+            version: 1,
+            signature: Some(sign_document(&k, "Workflow", "w", &sha)),
+            sha256: sha.clone(),
+            document: job().workflow,
+        };
+        good.verify(&k.public_b64()).unwrap();
+        // The content altered, its SHA-256 left: refused.
+        let mut altered = good.clone();
+        altered.document = serde_json::from_str(&text.replace("safe", "evil")).unwrap();
+        let e = altered.verify(&k.public_b64()).unwrap_err().to_string();
+        assert!(e.contains("not the content that was pushed"), "{e}");
+        // Content and SHA-256 altered together: the signature refuses it.
+        altered.sha256 = vacsine_wire::sha256_pin(canonical_json(&altered.document).as_bytes());
+        let e = altered.verify(&k.public_b64()).unwrap_err().to_string();
+        assert!(e.contains("does not verify"), "{e}");
+        // Renamed: the signature names the document.
+        let mut renamed = good.clone();
+        renamed.name = "x".into();
+        assert!(renamed.verify(&k.public_b64()).is_err());
+        // No signature (pushed before documents were signed, or removed).
+        let mut bare = good.clone();
+        bare.signature = None;
+        let e = bare.verify(&k.public_b64()).unwrap_err().to_string();
+        assert!(e.contains("push it again"), "{e}");
+        // Inside a bundle signed over the altered store: the bundle is refused.
+        let s = sign_registry(&k, "edge", vec![good.clone(), altered], 1).unwrap();
+        let e = verify_registry(&k.public_b64(), "edge", &s).unwrap_err();
+        assert!(format!("{e:#}").contains("does not verify"), "{e:#}");
+        let s = sign_registry(&k, "edge", vec![good], 1).unwrap();
+        verify_registry(&k.public_b64(), "edge", &s).unwrap();
     }
 
     #[test]

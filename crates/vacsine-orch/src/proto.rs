@@ -69,6 +69,9 @@ pub struct Hello {
     pub bundle_key: String,
     pub version: String,
     pub time_ms: i64,
+    /// The contract version the orchestrator speaks ([`PROTOCOL`]; 1 when absent).
+    #[serde(default = "protocol_1")]
+    pub protocol: u32,
 }
 
 /// The enrolment request: the agent's new public key travels beside its sealed body (the
@@ -97,6 +100,31 @@ pub struct EnrollResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PollRequest {
     pub wait_ms: u64,
+    /// The contract version the agent speaks ([`PROTOCOL`]); agents made before it was
+    /// carried speak 1.
+    #[serde(default = "protocol_1")]
+    pub protocol: u32,
+}
+
+impl PollRequest {
+    /// A poll waiting up to `wait_ms`, in this build's protocol.
+    pub fn new(wait_ms: u64) -> Self {
+        PollRequest {
+            wait_ms,
+            protocol: PROTOCOL,
+        }
+    }
+}
+
+/// The version of the orchestrator–agent contract. An orchestrator serves agents of its own
+/// version only, and tells any other which versions both sides speak.
+/// - 1: `Work` carried an unsigned copy of the job beside the signed one.
+/// - 2: `Work` carries only the signed job (agents verify before they read its kind);
+///   records name the operator's run id and the agent's engine run.
+pub const PROTOCOL: u32 = 2;
+
+fn protocol_1() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -104,13 +132,12 @@ pub struct PollResponse {
     pub work: Option<Work>,
 }
 
-/// A run leased to an agent.
+/// A run leased to an agent: only its signed job, which the agent verifies before it reads
+/// what the job asks for (there is no unsigned copy to act on by mistake).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Work {
     pub run_id: String,
     pub lease_ttl_ms: i64,
-    /// The job, unsigned, for reading; an agent executes only [`Work::signed`].
-    pub job: Job,
     /// The job signed by the orchestrator's bundle key when the run was submitted
     /// (`None` for a run queued by an orchestrator that did not sign: agents refuse it).
     #[serde(default)]
@@ -209,6 +236,10 @@ pub struct StepOutcome {
     pub undo: Option<Value>,
     #[serde(default)]
     pub error: Option<String>,
+    /// When the step started at the site and how long it ran there (agents of protocol 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub ran: Option<vacsine_core::record::Ran>,
 }
 
 /// An action image a job may run: the reference its steps name, the SHA-256 of the image
@@ -455,6 +486,43 @@ pub struct RunView {
     pub lease_expires: Option<String>,
     pub message: Option<String>,
     pub records: i64,
+    /// The end the run's agent reported after the orchestrator had ended the run without it
+    /// (its lease lost while the site was cut off): shown beside `status`, never in its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_outcome: Option<SiteOutcomeView>,
+}
+
+/// An end a site reported late (see [`RunView::site_outcome`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct SiteOutcomeView {
+    /// The status the site's agent gave the run.
+    pub status: String,
+    pub message: Option<String>,
+    /// When it reached the orchestrator (RFC 3339).
+    pub reported: String,
+}
+
+impl RunView {
+    /// The run's message, followed by the site's own late end when there is one: what a
+    /// person reads beside the status.
+    pub fn message_line(&self) -> String {
+        let mut m = self.message.clone().unwrap_or_default();
+        if let Some(o) = &self.site_outcome {
+            if !m.is_empty() {
+                m.push_str("; ");
+            }
+            m.push_str(&format!(
+                "the site's own end, received {} after the orchestrator had ended the run: {}{}",
+                o.reported,
+                o.status,
+                o.message
+                    .as_deref()
+                    .map(|x| format!(" ({x})"))
+                    .unwrap_or_default()
+            ));
+        }
+        m
+    }
 }
 
 /// `GET /v1/runs?site=&status=&workflow=&limit=`: runs of every site, newest first.

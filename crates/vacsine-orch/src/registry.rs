@@ -89,9 +89,12 @@ pub(super) async fn push_documents(
     for d in &r.documents {
         let text = crate::bundle::canonical_json(&d.document);
         let sha = vacsine_wire::sha256_pin(text.as_bytes());
+        // Signed now, as pushed: agents and the orchestrator itself refuse a document whose
+        // content in the store is not what this signature names.
+        let signature = crate::bundle::sign_document(&s.bundle, &d.kind, &d.name, &sha);
         let (row, created) = s
             .store
-            .push_document(&d.kind, &d.name, &sha, &text, crate::now_ms())
+            .push_document(&d.kind, &d.name, &sha, &text, &signature, crate::now_ms())
             .await?;
         if created {
             tracing::info!(
@@ -146,7 +149,7 @@ fn vref(r: &RegistryRow) -> VersionRef {
 #[utoipa::path(post, path = "/v1/registry/runs", tag = "operator", security(("operator" = [])),
     description = "Queue a run of a pushed workflow (its latest version, or `version`) at a site. The job carries the latest version of every other pushed workflow as its catalog, names every version it carries, and is signed like every job.",
     request_body = proto::RunPushed,
-    responses((status = 200, body = proto::RunCreated), (status = 400, body = proto::ErrorBody), (status = 404, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
+    responses((status = 200, body = proto::RunCreated), (status = 400, body = proto::ErrorBody), (status = 404, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody), (status = 409, description = "a document the job would carry is not what was pushed (altered in the store, or pushed before documents were signed: push it again)", body = proto::ErrorBody)))]
 pub(super) async fn run_pushed(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -181,9 +184,13 @@ pub(super) async fn run_pushed(
             latest.insert(row.name.clone(), row);
         }
     }
+    // Every document the job carries is checked against its signature made at push: a
+    // document altered in the store is not signed into a job.
+    s.verify_document(&main)?;
     let mut versions = vec![vref(&main)];
     let mut catalog = Vec::new();
     for row in latest.values() {
+        s.verify_document(row)?;
         versions.push(vref(row));
         catalog.push(document(row)?);
     }
@@ -204,6 +211,24 @@ pub(super) async fn run_pushed(
 }
 
 impl Srv {
+    /// A registry document as the store holds it, checked against its signature made at
+    /// push: 409 naming the document when it was altered since (or never signed).
+    pub(super) fn verify_document(&self, r: &RegistryRow) -> ApiResult<()> {
+        crate::bundle::verify_document(
+            &self.bundle.public_b64(),
+            &r.kind,
+            &r.name,
+            r.version,
+            &r.sha256,
+            &r.document,
+            r.signature.as_deref(),
+        )
+        .map_err(|e| {
+            tracing::error!("{e:#}");
+            ApiError::new(StatusCode::CONFLICT, "unverified_document", format!("{e:#}"))
+        })
+    }
+
     /// The registry bundle for an agent of `site`: the latest version of every document,
     /// signed; only its version when the agent holds it already.
     pub(super) async fn registry_bundle(
@@ -223,6 +248,9 @@ impl Srv {
                 version: row.version,
                 sha256: row.sha256.clone(),
                 document: document(row)?,
+                // Agents verify it: the bundle's own signature, made now, covers whatever
+                // the store holds.
+                signature: row.signature.clone(),
             });
         }
         let version = crate::bundle::registry_version(&documents);

@@ -506,6 +506,7 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
         bundle_key: s.bundle.public_b64(),
         version: crate::VERSION.to_string(),
         time_ms: now_ms(),
+        protocol: proto::PROTOCOL,
     })
 }
 
@@ -590,6 +591,7 @@ impl Srv {
         match path {
             proto::POLL => {
                 let r: proto::PollRequest = parse(&plain, "poll")?;
+                check_protocol(&agent, r.protocol)?;
                 let work = self.poll(&agent, r.wait_ms.min(MAX_WAIT_MS)).await?;
                 self.seal_reply(&from, b, &env, &proto::PollResponse { work })
             }
@@ -739,6 +741,7 @@ impl Srv {
             finished_ms: None,
             message: None,
             records: 0,
+            site_outcome: None,
         };
         self.store.create_run(&row).await?;
         self.events.send_modify(|n| *n += 1);
@@ -830,18 +833,12 @@ impl Srv {
                 .await?
             {
                 self.events.send_modify(|n| *n += 1);
-                let job: proto::Job = serde_json::from_str(&run.request).map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        format!("stored run {}: {e}", run.id),
-                    )
-                })?;
+                // Only the signed job travels: the agent verifies it before it reads what it
+                // asks for (the unsigned copy in the run's request is for the API's readers).
                 let signed = self.signed_for(&run.id).await?;
                 return Ok(Some(proto::Work {
                     run_id: run.id,
                     lease_ttl_ms: self.lease_ttl_ms,
-                    job,
                     signed,
                 }));
             }
@@ -1025,12 +1022,37 @@ async fn submit_run(
         finished_ms: None,
         message: None,
         records: 0,
+        site_outcome: None,
     };
     // Signed and queued together: no agent is handed it unsigned.
     s.sign_and_create_run(&row, &r.job).await?;
     s.queue.send_modify(|n| *n += 1);
     s.events.send_modify(|n| *n += 1);
     Ok(Json(proto::RunCreated { run_id: id }))
+}
+
+/// An agent whose contract version is not this orchestrator's gets no work: 426, naming
+/// both versions and which side to upgrade.
+fn check_protocol(agent: &AgentRow, protocol: u32) -> ApiResult<()> {
+    if protocol == proto::PROTOCOL {
+        return Ok(());
+    }
+    let upgrade = if protocol < proto::PROTOCOL {
+        "upgrade the agent"
+    } else {
+        "upgrade the orchestrator"
+    };
+    Err(ApiError::new(
+        StatusCode::UPGRADE_REQUIRED,
+        "protocol",
+        format!(
+            "agent {} (vacsine {}) speaks protocol {protocol}; this orchestrator (vacsine {}) speaks protocol {}: {upgrade}",
+            agent.name,
+            agent.version,
+            crate::VERSION,
+            proto::PROTOCOL
+        ),
+    ))
 }
 
 fn run_view(r: RunRow) -> proto::RunView {
@@ -1047,6 +1069,11 @@ fn run_view(r: RunRow) -> proto::RunView {
         lease_expires: r.lease_expires_ms.map(rfc3339),
         message: r.message,
         records: r.records,
+        site_outcome: r.site_outcome.map(|o| proto::SiteOutcomeView {
+            status: o.status,
+            message: o.message,
+            reported: rfc3339(o.reported_ms),
+        }),
     }
 }
 

@@ -178,3 +178,32 @@ pub fn pinned_client(pin: &str, timeout: std::time::Duration) -> anyhow::Result<
         .build()
         .context("cannot build the HTTPS client")
 }
+
+/// The pin (`sha256:<hex>` of the DER) of the certificate in `path`: PEM (the first
+/// certificate of a chain, the server's) or DER. The error names the file and what was
+/// expected.
+pub fn pin_of_file(path: &Path) -> anyhow::Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let der = if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        CertificateDer::pem_slice_iter(&bytes)
+            .next()
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: no certificate in it (expected a PEM `-----BEGIN CERTIFICATE-----` block)",
+                    path.display()
+                )
+            })?
+            .with_context(|| format!("{}: not a PEM certificate", path.display()))?
+            .as_ref()
+            .to_vec()
+    } else if bytes.first() == Some(&0x30) {
+        bytes
+    } else {
+        return Err(anyhow!(
+            "{}: neither a PEM certificate nor a DER one: give the proxy's certificate file (`openssl s_client -connect HOST:PORT </dev/null | openssl x509 > proxy.pem` fetches it)",
+            path.display()
+        ));
+    };
+    Ok(vacsine_wire::sha256_pin(&der))
+}

@@ -35,6 +35,7 @@ pub fn outcome_of(r: &StepResult) -> StepOutcome {
         outputs: r.outputs.clone(),
         undo: r.undo.clone().filter(|_| r.changed),
         error: r.error.clone(),
+        ran: r.ran.clone(),
     }
 }
 
@@ -50,6 +51,7 @@ pub fn result_of(o: StepOutcome) -> StepResult {
     r.outputs = o.outputs;
     r.undo = o.undo;
     r.error = o.error;
+    r.ran = o.ran;
     if r.status != StepStatus::Succeeded && r.error.is_none() {
         r.error = Some(format!("the step ended {}", r.status.as_str()));
     }

@@ -367,6 +367,16 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+    /// Print the pin (`sha256:…`) of a certificate, as `--pin` takes it: the server
+    /// certificate of a TLS-terminating proxy in front of the orchestrator, or a certificate
+    /// given to `vacsine orchestrator --tls-cert`. PEM (the chain's first certificate) or DER.
+    Pin {
+        /// The certificate file.
+        cert: PathBuf,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
 }
 
 /// How an operator's command reaches the orchestrator. Without flags, from `operator.json`

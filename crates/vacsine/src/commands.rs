@@ -52,7 +52,8 @@ fn wants_json_errors(cmd: &Command) -> bool {
         Command::Site { format, .. }
         | Command::Status { format, .. }
         | Command::Push { format, .. }
-        | Command::Registry { format, .. } => simple(format),
+        | Command::Registry { format, .. }
+        | Command::Pin { format, .. } => simple(format),
         Command::Schema { .. } | Command::Orchestrator { .. } | Command::Agent { .. } => false,
     }
 }
@@ -134,6 +135,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Sandbox { action, format } => sandbox(action, format).await,
         Command::Schema { kind } => schema(kind),
+        Command::Pin { cert, format } => pin(&cert, format),
         Command::Run {
             workflow,
             inputs,
@@ -1088,6 +1090,17 @@ async fn sandbox(action: SandboxAction, format: SimpleFormat) -> miette::Result<
                 print(&format!("removed {} sandbox objects\n", removed.len()));
             }
         }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `vacsine pin FILE`: the pin of a certificate.
+fn pin(cert: &std::path::Path, format: SimpleFormat) -> miette::Result<i32> {
+    let pin = vacsine_orch::tls::pin_of_file(cert).map_err(|e| miette::miette!("{e:#}"))?;
+    if format == SimpleFormat::Json {
+        print_json(&serde_json::json!({ "pin": pin, "file": cert }));
+    } else {
+        println!("{pin}");
     }
     Ok(EXIT_OK)
 }

@@ -410,7 +410,7 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
             r.workflow,
             r.status,
             r.records,
-            r.message.as_deref().unwrap_or("")
+            r.message_line()
         );
     }
     Ok(EXIT_OK)
@@ -454,7 +454,7 @@ pub async fn runs(
             r.status,
             r.records,
             r.created,
-            r.message.as_deref().unwrap_or("")
+            r.message_line()
         );
     }
     Ok(EXIT_OK)
@@ -489,9 +489,8 @@ pub async fn logs(conn: &OperatorConn, id: &str, format: SimpleFormat) -> miette
         v.run.site,
         v.run.status,
         v.run.records,
-        v.run
-            .message
-            .as_deref()
+        Some(v.run.message_line())
+            .filter(|m| !m.is_empty())
             .map(|m| format!(" — {m}"))
             .unwrap_or_default()
     );
@@ -675,9 +674,8 @@ pub(crate) async fn follow_run(
                     "run {} {}{}",
                     r.run.id,
                     r.run.status,
-                    r.run
-                        .message
-                        .as_deref()
+                    Some(r.run.message_line())
+                        .filter(|m| !m.is_empty())
                         .map(|m| format!(": {m}"))
                         .unwrap_or_default()
                 );

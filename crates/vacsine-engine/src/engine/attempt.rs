@@ -289,6 +289,19 @@ pub(super) fn finish_record(
     elapsed: Duration,
 ) {
     let bounded = |b: &[u8]| bound_stream(masker.mask(&String::from_utf8_lossy(b)).as_bytes());
+    // A step that ran elsewhere is recorded with the times it ran there.
+    let site = result.ran.as_ref().and_then(|r| {
+        chrono::DateTime::parse_from_rfc3339(&r.started_at)
+            .ok()
+            .map(|at| (r.started_at.clone(), at.with_timezone(&chrono::Utc), r.duration_ms))
+    });
+    let (started, elapsed) = match site {
+        Some((text, at, ms)) => {
+            rec.started_at = text;
+            (at, Duration::from_millis(ms))
+        }
+        None => (started, elapsed),
+    };
     rec.finished_at = Some(rfc3339(
         started + chrono::Duration::from_std(elapsed).unwrap_or_default(),
     ));

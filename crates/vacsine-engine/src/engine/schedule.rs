@@ -261,6 +261,7 @@ impl Engine {
             )],
             error: None,
             outputs: Map::new(),
+            engine_run_id: None,
         };
         if let Err(e) = self.journal.start_record(&rec) {
             tracing::error!(error = %e, "journal write failed");

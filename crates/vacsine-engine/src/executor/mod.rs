@@ -109,6 +109,9 @@ pub struct StepResult {
     /// Prior state captured before changing anything; present only when `changed`.
     pub undo: Option<Value>,
     pub error: Option<String>,
+    /// Set when the step ran elsewhere and this result reports it (a step of a run
+    /// spanning sites): its start and duration there, recorded instead of the wait here.
+    pub ran: Option<vacsine_core::record::Ran>,
 }
 
 impl StepResult {
@@ -123,6 +126,7 @@ impl StepResult {
             outputs: Default::default(),
             undo: None,
             error: None,
+            ran: None,
         }
     }
     pub fn failed(error: impl Into<String>) -> Self {

@@ -4,21 +4,22 @@
 //! same idempotency keys as workflow runs), and the report travels with the run's end.
 
 use super::{forward, Shared};
-use crate::proto::Work;
+use crate::bundle::VerifiedWork;
+use crate::proto::EnforceJob;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use vacsine_engine::{CancelToken, ProgressEvent};
 
-/// Run `w`'s enforce job: the run's final status, its message and the report.
+/// Run the verified work's enforce `job` (with the `catalog` it was signed with): the run's
+/// final status, its message and the report.
 pub(super) async fn run(
     sh: &Arc<Shared>,
-    w: &Work,
+    w: &VerifiedWork,
+    job: &EnforceJob,
+    catalog: &[Value],
     cancel: CancelToken,
 ) -> (&'static str, Option<String>, Option<Value>) {
-    let Some(job) = &w.job.enforce else {
-        return ("failed", Some("not an enforce job".into()), None);
-    };
     let Some(runner) = sh.enforcer.clone() else {
         return (
             "failed",
@@ -29,11 +30,11 @@ pub(super) async fn run(
             None,
         );
     };
-    let docs = match crate::enforce::decode(job, &w.job.catalog) {
+    let docs = match crate::enforce::decode(job, catalog) {
         Ok(d) => d,
         Err(e) => return ("failed", Some(e), None),
     };
-    let (s2, run) = (sh.clone(), w.run_id.clone());
+    let (s2, run) = (sh.clone(), w.run_id().to_string());
     let steps: vacsine_engine::ProgressFn = Arc::new(move |e| match e {
         ProgressEvent::StepFinished { run_id, .. } | ProgressEvent::RunFinished { run_id, .. } => {
             forward(&s2, &run, run_id)
@@ -48,7 +49,7 @@ pub(super) async fn run(
             // Records the events did not announce (a rollback's) are journaled too: forward
             // every run the report names; keys already queued are left alone.
             for engine_run in report_runs(&o.report) {
-                forward(sh, &w.run_id, &engine_run);
+                forward(sh, w.run_id(), &engine_run);
             }
             let status = if o.succeeded { "succeeded" } else { "failed" };
             (status, Some(o.verdict), Some(o.report))

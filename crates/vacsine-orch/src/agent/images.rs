@@ -8,7 +8,8 @@
 
 use super::Shared;
 use crate::images::{digest_hex, Hasher};
-use crate::proto::{self, ImageRef, Work};
+use crate::bundle::VerifiedWork;
+use crate::proto::{self, ImageRef};
 use anyhow::{anyhow, bail, Context};
 use base64::Engine as _;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -126,11 +127,11 @@ pub(super) async fn image_id(reference: &str) -> Option<String> {
 /// A fetch stops between chunks when `cancel` is set (the lease was lost).
 pub(super) async fn prepare(
     sh: &Shared,
-    w: &Work,
+    w: &VerifiedWork,
     cancel: &CancelToken,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let mut allow = BTreeMap::new();
-    for img in &w.job.images {
+    for img in &w.job().images {
         digest_hex(&img.digest).map_err(|e| anyhow!("the signed job's image list: {e}"))?;
         vacsine_engine::executor::check_image(&img.name)
             .map_err(|e| anyhow!("the signed job's image list: {e}"))?;
@@ -138,13 +139,15 @@ pub(super) async fn prepare(
             if image_id(&id).await.as_deref() == Some(id.as_str()) {
                 eprintln!(
                     "run {}: image {} ({}) already loaded as {id}",
-                    w.run_id, img.name, img.digest
+                    w.run_id(),
+                    img.name,
+                    img.digest
                 );
                 allow.insert(img.name.clone(), id);
                 continue;
             }
         }
-        let id = fetch_and_load(sh, &w.run_id, img, cancel)
+        let id = fetch_and_load(sh, w.run_id(), img, cancel)
             .await
             .with_context(|| format!("image `{}` ({})", img.name, img.digest))?;
         allow.insert(img.name.clone(), id);

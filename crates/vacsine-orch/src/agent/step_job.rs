@@ -5,39 +5,39 @@
 //! streams, outputs, the prior state for an undo) travels with the run's end, which is the
 //! confirmation the orchestrator waits for before it advances.
 
-use super::{Shared, Work};
+use super::Shared;
+use crate::bundle::VerifiedWork;
+use crate::proto::StepJob;
 use crate::xsite;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vacsine_core::node::NodeOps;
-use vacsine_core::record::{rfc3339, Level, Message, StepRecord, StepStatus};
+use vacsine_core::record::{rfc3339, Level, Message, Ran, StepRecord, StepStatus};
 use vacsine_engine::executor::{self, ExecCtx, StepResult};
 use vacsine_engine::{CancelToken, LocalNode};
 
-/// Run `w`'s step: the run's status, its message and the step's outcome.
+/// Run the verified work's step `job`: the run's status, its message and the step's outcome.
 pub(super) async fn run(
     sh: &Arc<Shared>,
-    w: &Work,
+    w: &VerifiedWork,
+    job: &StepJob,
     cancel: CancelToken,
 ) -> (&'static str, Option<String>, Option<Value>) {
-    // Nothing runs before the job's signature is verified; what runs is the signed job.
-    let w = match crate::bundle::verified_work(&sh.bundle_key, &sh.site, &sh.bundles, w) {
-        Ok(w) => w,
-        Err(e) => return ("failed", Some(format!("{e:#}")), None),
-    };
-    let Some(job) = &w.job.step else {
-        return ("failed", Some("not a step job".into()), None);
-    };
     let started = chrono::Utc::now();
     let clock = Instant::now();
-    let result = execute(sh, &w, job, cancel).await;
+    let result = execute(sh, w, job, cancel).await;
     let elapsed = clock.elapsed();
-    let outcome = xsite::outcome_of(&result);
+    let mut outcome = xsite::outcome_of(&result);
+    // The orchestrator records the step with the times it ran here, not its own wait.
+    outcome.ran = Some(Ran {
+        started_at: rfc3339(started),
+        duration_ms: elapsed.as_millis() as u64,
+    });
     // The attempt's record, as this site saw it (the orchestrator journals its own copy in
     // the run spanning sites).
     let mut rec = StepRecord::started(
-        &w.run_id,
+        w.run_id(),
         &job.step_id,
         job.attempt,
         Some(&sh.site),
@@ -66,7 +66,7 @@ pub(super) async fn run(
     let body = serde_json::to_string(&rec).unwrap_or_default();
     if let Err(e) = sh
         .outbox
-        .put(&super::record_key(&rec), &w.run_id, "record", &body)
+        .put(&super::record_key(&rec), w.run_id(), "record", &body)
     {
         eprintln!("warning: outbox: {e}");
     }
@@ -92,11 +92,11 @@ pub(super) async fn run(
 
 async fn execute(
     sh: &Arc<Shared>,
-    w: &Work,
-    job: &crate::proto::StepJob,
+    w: &VerifiedWork,
+    job: &StepJob,
     cancel: CancelToken,
 ) -> StepResult {
-    let run_id = w.run_id.as_str();
+    let run_id = w.run_id();
     let x: Arc<dyn executor::Executor> = if job.executor == "container" {
         // Only the image the signed job lists, fetched and verified if needed, by the ID
         // loaded.

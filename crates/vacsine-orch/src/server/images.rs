@@ -126,9 +126,11 @@ pub(super) async fn put_image(
     };
     let text = crate::bundle::canonical_json(&serde_json::to_value(&r).map_err(internal_e)?);
     let sha = vacsine_wire::sha256_pin(text.as_bytes());
+    // Signed as pushed, like every registry document (agents verify it in the bundle).
+    let signature = crate::bundle::sign_document(&s.bundle, KIND, &q.name, &sha);
     let (row, created) = s
         .store
-        .push_document(KIND, &q.name, &sha, &text, crate::now_ms())
+        .push_document(KIND, &q.name, &sha, &text, &signature, crate::now_ms())
         .await?;
     if created {
         tracing::info!(
@@ -177,6 +179,9 @@ impl Srv {
                 .registry_document(KIND, &u.image, None)
                 .await?
                 .ok_or_else(|| unpushed(u))?;
+            // The digest a job will list is the one that was pushed, not one written into
+            // the store since.
+            self.verify_document(&row)?;
             let r: ImageRef = serde_json::from_str(&row.document).map_err(|e| {
                 internal(format!(
                     "registry image {} version {}: {e}",
@@ -330,6 +335,7 @@ mod tests {
             finished_ms: None,
             message: None,
             records: 0,
+            site_outcome: None,
         };
         s.sign_and_create_run(&row, job).await.unwrap();
         id
@@ -454,14 +460,10 @@ mod tests {
         let s = srv(d.path()).await;
         let kept = keep(&s, 3);
         let text = crate::bundle::canonical_json(&serde_json::to_value(&kept).unwrap());
+        let sha = vacsine_wire::sha256_pin(text.as_bytes());
+        let signature = crate::bundle::sign_document(&s.bundle, KIND, &kept.name, &sha);
         s.store
-            .push_document(
-                KIND,
-                &kept.name,
-                &vacsine_wire::sha256_pin(text.as_bytes()),
-                &text,
-                1,
-            )
+            .push_document(KIND, &kept.name, &sha, &text, &signature, 1)
             .await
             .unwrap();
         let wf = |image: &str| {

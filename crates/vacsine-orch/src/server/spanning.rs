@@ -141,6 +141,7 @@ impl Srv {
             finished_ms: None,
             message: None,
             records: 0,
+            site_outcome: None,
         };
         self.store.create_run(&row).await?;
         self.events.send_modify(|n| *n += 1);
@@ -448,6 +449,7 @@ impl SiteDispatch {
             finished_ms: None,
             message: None,
             records: 0,
+            site_outcome: None,
         };
         if let Ok(mut q) = self.srv.spanning.queued.lock() {
             q.insert(id.to_string());
@@ -542,10 +544,10 @@ impl StepDispatcher for SiteDispatch {
         args: Value,
         undo: Option<Value>,
     ) -> StepResult {
-        let id = match (undo.is_none())
+        let adopted = (undo.is_none())
             .then(|| self.adoptable(ctx, site))
-            .flatten()
-        {
+            .flatten();
+        let id = match adopted.clone() {
             Some(prev) => {
                 tracing::info!(
                     "run {}: step `{}` at site `{site}` was under way when the orchestrator stopped: awaiting its job {prev}",
@@ -568,6 +570,23 @@ impl StepDispatcher for SiteDispatch {
                 id
             }
         };
-        self.confirmation(&id, site, ctx.timeout).await
+        let mut r = self.confirmation(&id, site, ctx.timeout).await;
+        if let Some(prev) = adopted {
+            // Recorded as what happened: the earlier attempt's job was awaited, not sent
+            // again; its start and duration are the site's (when the site reported them).
+            r.push(
+                vacsine_core::record::Level::Info,
+                format!(
+                    "awaited job {prev}, dispatched as attempt {} before the orchestrator restarted: not sent again; {}",
+                    ctx.attempt - 1,
+                    if r.ran.is_some() {
+                        "start and duration are the site's"
+                    } else {
+                        "the site reported no times (an older agent): start and duration are this wait's"
+                    }
+                ),
+            );
+        }
+        r
     }
 }

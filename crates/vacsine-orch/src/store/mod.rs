@@ -115,6 +115,20 @@ pub struct RunRow {
     pub finished_ms: Option<i64>,
     pub message: Option<String>,
     pub records: i64,
+    /// What the run's agent itself reported after the orchestrator had ended the run without
+    /// it (its lease lost while the site was cut off): kept beside that end, never in its
+    /// place, so neither hides the other.
+    pub site_outcome: Option<SiteOutcome>,
+}
+
+/// An end a site reported for a run the orchestrator had already ended (see
+/// [`RunRow::site_outcome`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteOutcome {
+    pub status: String,
+    pub message: Option<String>,
+    /// When the report reached the orchestrator.
+    pub reported_ms: i64,
 }
 
 /// What an upload of records did.
@@ -152,6 +166,9 @@ pub struct RegistryRow {
     /// The document as JSON.
     pub document: String,
     pub pushed_ms: i64,
+    /// The orchestrator's signature of kind, name and SHA-256, made when it was pushed
+    /// (`bundle::sign_document`); `None` for a document pushed before documents were signed.
+    pub signature: Option<String>,
 }
 
 pub const MAX_OFFERS: i64 = 3;
@@ -218,7 +235,9 @@ pub trait Store: Send + Sync {
     ) -> Result<Stored>;
     /// Records of a run after sequence number `after`, in arrival order.
     async fn records(&self, run: &str, after: i64) -> Result<Vec<(i64, String)>>;
-    /// The agent holding `run` reports its end. Returns false when it no longer holds it.
+    /// The agent holding `run` reports its end. Returns false when it no longer holds it;
+    /// then, if the run was this agent's and has already ended (its lease lost), the end the
+    /// agent reports is kept as the run's [`SiteOutcome`] (the first one only).
     async fn finish_run(
         &self,
         run: &str,
@@ -248,14 +267,15 @@ pub trait Store: Send + Sync {
     /// The signed job of run `run`, if it was signed.
     async fn signed_job(&self, run: &str) -> Result<Option<SignedRow>>;
     /// Push a document into the registry: a new version (1, 2, …) of `kind`/`name` when its
-    /// content (`sha256`) differs from the latest one, else the latest one. `true` when a
-    /// version was made.
+    /// content (`sha256`) differs from the latest one, else the latest one (given
+    /// `signature` if it had none). `true` when a version was made.
     async fn push_document(
         &self,
         kind: &str,
         name: &str,
         sha256: &str,
         document: &str,
+        signature: &str,
         now: i64,
     ) -> Result<(RegistryRow, bool)>;
     /// Every version of every document, by kind, name and version.

@@ -22,7 +22,7 @@
 //! host or network); a URL asking for `sslmode=require` is refused by the driver.
 
 use super::{
-    status, AgentRow, Change, Expired, RegistryRow, Result, RunRow, SignedRow, SiteRow, Store,
+    status, AgentRow, Change, Expired, RegistryRow, Result, RunRow, SignedRow, SiteOutcome, SiteRow, Store,
     StoreError, Stored, MAX_OFFERS,
 };
 use async_trait::async_trait;
@@ -133,14 +133,33 @@ CREATE TABLE registry (
 );
 "#,
     ),
+    (
+        5,
+        r#"
+-- Each registry document's signature, made when it was pushed (agents verify it).
+ALTER TABLE registry ADD COLUMN signature TEXT;
+"#,
+    ),
+    (
+        6,
+        r#"
+-- The end an agent reported for a run already ended without it (its lease lost).
+CREATE TABLE site_outcomes (
+  run_id TEXT PRIMARY KEY REFERENCES runs(id),
+  status TEXT NOT NULL,
+  message TEXT,
+  reported_ms BIGINT NOT NULL
+);
+"#,
+    ),
 ];
 
 /// The schema used when none is given.
 pub const DEFAULT_SCHEMA: &str = "vacsine";
 
-const RUN_COLS: &str = "id, site, workflow, request, status, agent_id, lease_expires_ms, offers, created_ms, started_ms, finished_ms, message, (SELECT COUNT(*) FROM records WHERE run_id = runs.id) AS nrec";
+const RUN_COLS: &str = "id, site, workflow, request, status, agent_id, lease_expires_ms, offers, created_ms, started_ms, finished_ms, message, (SELECT COUNT(*) FROM records WHERE run_id = runs.id) AS nrec, (SELECT status FROM site_outcomes WHERE run_id = runs.id) AS site_status, (SELECT message FROM site_outcomes WHERE run_id = runs.id) AS site_message, (SELECT reported_ms FROM site_outcomes WHERE run_id = runs.id) AS site_reported_ms";
 
-const REG_COLS: &str = "kind, name, version, sha256, document, pushed_ms";
+const REG_COLS: &str = "kind, name, version, sha256, document, pushed_ms, signature";
 
 fn registry_row(r: &Row) -> RegistryRow {
     RegistryRow {
@@ -150,6 +169,7 @@ fn registry_row(r: &Row) -> RegistryRow {
         sha256: r.get(3),
         document: r.get(4),
         pushed_ms: r.get(5),
+        signature: r.get(6),
     }
 }
 
@@ -264,6 +284,13 @@ fn run_row(r: &Row) -> RunRow {
         finished_ms: r.get("finished_ms"),
         message: r.get("message"),
         records: r.get("nrec"),
+        site_outcome: r
+            .get::<_, Option<String>>("site_status")
+            .map(|status| SiteOutcome {
+                status,
+                message: r.get("site_message"),
+                reported_ms: r.get("site_reported_ms"),
+            }),
     }
 }
 
@@ -597,6 +624,7 @@ impl Store for PgStore {
         name: &str,
         sha256: &str,
         document: &str,
+        signature: &str,
         now: i64,
     ) -> Result<(RegistryRow, bool)> {
         let mut c = self.pool.get().await?;
@@ -615,7 +643,17 @@ impl Store for PgStore {
             .await?
             .map(|r| registry_row(&r));
         if let Some(l) = latest.as_ref().filter(|l| l.sha256 == sha256) {
-            return Ok((l.clone(), false));
+            let mut l = l.clone();
+            if l.signature.is_none() {
+                tx.execute(
+                    "UPDATE registry SET signature = $4 WHERE kind = $1 AND name = $2 AND version = $3",
+                    &[&l.kind, &l.name, &l.version, &signature],
+                )
+                .await?;
+                tx.commit().await?;
+                l.signature = Some(signature.to_string());
+            }
+            return Ok((l, false));
         }
         let row = RegistryRow {
             kind: kind.into(),
@@ -624,10 +662,11 @@ impl Store for PgStore {
             sha256: sha256.into(),
             document: document.into(),
             pushed_ms: now,
+            signature: Some(signature.to_string()),
         };
         tx.execute(
-            "INSERT INTO registry (kind, name, version, sha256, document, pushed_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&row.kind, &row.name, &row.version, &row.sha256, &row.document, &row.pushed_ms],
+            "INSERT INTO registry (kind, name, version, sha256, document, pushed_ms, signature) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[&row.kind, &row.name, &row.version, &row.sha256, &row.document, &row.pushed_ms, &row.signature],
         )
         .await?;
         tx.commit().await?;
@@ -956,6 +995,17 @@ impl Store for PgStore {
             == 1;
         if taken {
             self.notify(&c, News::Run).await;
+        } else {
+            // Ended already without this agent (its lease lost): its own end is kept beside
+            // the run's, once.
+            c.execute(
+                "INSERT INTO site_outcomes (run_id, status, message, reported_ms)
+                 SELECT id, $3, $4, $5 FROM runs
+                 WHERE id = $1 AND agent_id = $2 AND status NOT IN ('queued', 'running')
+                 ON CONFLICT (run_id) DO NOTHING",
+                &[&run, &agent, &status, &message, &now],
+            )
+            .await?;
         }
         Ok(taken)
     }

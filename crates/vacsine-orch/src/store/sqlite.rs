@@ -9,7 +9,7 @@
 
 use super::{
     status, AgentRow, Expired, RegistryRow, Result, RunRow, SignedRow, SiteRow, Store, StoreError,
-    Stored, MAX_OFFERS,
+    SiteOutcome, Stored, MAX_OFFERS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -82,6 +82,12 @@ CREATE TABLE IF NOT EXISTS run_reports (
   run_id TEXT PRIMARY KEY REFERENCES runs(id),
   report TEXT NOT NULL,
   received_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS site_outcomes (
+  run_id TEXT PRIMARY KEY REFERENCES runs(id),
+  status TEXT NOT NULL,
+  message TEXT,
+  reported_ms INTEGER NOT NULL
 );
 ";
 
@@ -169,7 +175,7 @@ fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
     })
 }
 
-const RUN_COLS: &str = "id, site, workflow, request, status, agent_id, lease_expires_ms, offers, created_ms, started_ms, finished_ms, message, (SELECT COUNT(*) FROM records WHERE run_id = runs.id) AS nrec";
+const RUN_COLS: &str = "id, site, workflow, request, status, agent_id, lease_expires_ms, offers, created_ms, started_ms, finished_ms, message, (SELECT COUNT(*) FROM records WHERE run_id = runs.id) AS nrec, (SELECT status FROM site_outcomes WHERE run_id = runs.id) AS site_status, (SELECT message FROM site_outcomes WHERE run_id = runs.id) AS site_message, (SELECT reported_ms FROM site_outcomes WHERE run_id = runs.id) AS site_reported_ms";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
@@ -186,10 +192,18 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         finished_ms: r.get("finished_ms")?,
         message: r.get("message")?,
         records: r.get("nrec")?,
+        site_outcome: match r.get::<_, Option<String>>("site_status")? {
+            Some(status) => Some(SiteOutcome {
+                status,
+                message: r.get("site_message")?,
+                reported_ms: r.get("site_reported_ms")?,
+            }),
+            None => None,
+        },
     })
 }
 
-const REG_COLS: &str = "kind, name, version, sha256, document, pushed_ms";
+const REG_COLS: &str = "kind, name, version, sha256, document, pushed_ms, signature";
 
 fn registry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegistryRow> {
     Ok(RegistryRow {
@@ -199,6 +213,7 @@ fn registry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegistryRow> {
         sha256: r.get(3)?,
         document: r.get(4)?,
         pushed_ms: r.get(5)?,
+        signature: r.get(6)?,
     })
 }
 
@@ -223,6 +238,15 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(REPORTS)?;
+        // Added after the first schema: each registry document's signature, made at push.
+        let has_signature: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('registry') WHERE name = 'signature'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_signature {
+            conn.execute_batch("ALTER TABLE registry ADD COLUMN signature TEXT")?;
+        }
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("vacsine-sqlite".into())
@@ -496,12 +520,14 @@ impl Store for SqliteStore {
         name: &str,
         sha256: &str,
         document: &str,
+        signature: &str,
         now: i64,
     ) -> Result<(RegistryRow, bool)> {
         let kind = kind.to_string();
         let name = name.to_string();
         let sha256 = sha256.to_string();
         let document = document.to_string();
+        let signature = signature.to_string();
         self.with(move |c| {
             let tx = c.savepoint()?;
             let latest = tx
@@ -512,7 +538,16 @@ impl Store for SqliteStore {
                 )
                 .optional()?;
             if let Some(l) = latest.as_ref().filter(|l| l.sha256 == sha256) {
-                return Ok((l.clone(), false));
+                let mut l = l.clone();
+                if l.signature.is_none() {
+                    tx.execute(
+                        "UPDATE registry SET signature = ?4 WHERE kind = ?1 AND name = ?2 AND version = ?3",
+                        params![l.kind, l.name, l.version, signature],
+                    )?;
+                    tx.commit()?;
+                    l.signature = Some(signature);
+                }
+                return Ok((l, false));
             }
             let row = RegistryRow {
                 kind,
@@ -521,10 +556,11 @@ impl Store for SqliteStore {
                 sha256,
                 document,
                 pushed_ms: now,
+                signature: Some(signature),
             };
             tx.execute(
-                "INSERT INTO registry (kind, name, version, sha256, document, pushed_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![row.kind, row.name, row.version, row.sha256, row.document, row.pushed_ms],
+                "INSERT INTO registry (kind, name, version, sha256, document, pushed_ms, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![row.kind, row.name, row.version, row.sha256, row.document, row.pushed_ms, row.signature],
             )?;
             tx.commit()?;
             Ok((row, true))
@@ -843,11 +879,24 @@ impl Store for SqliteStore {
         let status = status.to_string();
         let message = message.map(str::to_string);
         self.with(move |c| {
-            let n = c.execute(
+            let tx = c.savepoint()?;
+            let n = tx.execute(
                 "UPDATE runs SET status = ?3, message = ?4, finished_ms = ?5, lease_expires_ms = NULL
                  WHERE id = ?1 AND agent_id = ?2 AND status = 'running'",
                 params![run, agent, status, message, now],
             )?;
+            if n == 0 {
+                // Ended already without this agent (its lease lost): its own end is kept
+                // beside the run's, once.
+                tx.execute(
+                    "INSERT INTO site_outcomes (run_id, status, message, reported_ms)
+                     SELECT id, ?3, ?4, ?5 FROM runs
+                     WHERE id = ?1 AND agent_id = ?2 AND status NOT IN ('queued', 'running')
+                     ON CONFLICT (run_id) DO NOTHING",
+                    params![run, agent, status, message, now],
+                )?;
+            }
+            tx.commit()?;
             Ok(n == 1)
         })
         .await

@@ -169,6 +169,7 @@ fn run(id: &str, at: i64) -> RunRow {
         finished_ms: None,
         message: None,
         records: 0,
+        site_outcome: None,
     }
 }
 
@@ -200,8 +201,38 @@ async fn leases_expire_into_reoffer_or_visible_failure(f: &Fixture) {
         ("r2", "failed")
     );
     let r2 = s.run("r2").await.unwrap().unwrap();
-    assert!(r2.message.unwrap().contains("1 step record"));
+    assert!(r2.message.as_deref().unwrap().contains("1 step record"));
     assert!(r2.finished_ms.is_some());
+    assert_eq!(r2.site_outcome, None);
+    // Issue 15: the agent, cut off past its lease, ends the run itself later: not taken, kept
+    // beside the run's end (the first such end only; another agent's never).
+    assert!(!s
+        .finish_run("r2", "a1", "succeeded", Some("not mine"), 115)
+        .await
+        .unwrap());
+    assert_eq!(s.run("r2").await.unwrap().unwrap().site_outcome, None);
+    assert!(!s
+        .finish_run("r2", "a2", "succeeded", Some("every step ran"), 120)
+        .await
+        .unwrap());
+    assert!(!s
+        .finish_run("r2", "a2", "failed", Some("again"), 130)
+        .await
+        .unwrap());
+    let late = f.b.run("r2").await.unwrap().unwrap();
+    assert_eq!(
+        (late.status.as_str(), late.message.as_deref()),
+        ("failed", r2.message.as_deref()),
+        "the run's own end stands"
+    );
+    assert_eq!(
+        late.site_outcome,
+        Some(SiteOutcome {
+            status: "succeeded".into(),
+            message: Some("every step ran".into()),
+            reported_ms: 120,
+        })
+    );
     let e = s.expire_leases(151).await.unwrap();
     assert_eq!(e[0].now_status, "queued", "r1 had no record: re-offered");
     let r1 = s.run("r1").await.unwrap().unwrap();
@@ -712,30 +743,32 @@ async fn a_runs_signed_job_is_kept_once_and_read_back_as_signed(f: &Fixture) {
 async fn a_push_makes_a_new_version_only_when_the_content_changed(f: &Fixture) {
     let (s, b) = (&*f.a, &*f.b);
     let (r, made) = s
-        .push_document("Workflow", "w", "sha:1", "{\"a\":1}", 10)
+        .push_document("Workflow", "w", "sha:1", "{\"a\":1}", "sig-1", 10)
         .await
         .unwrap();
     assert_eq!((r.version, made), (1, true));
     // The same content again, from another replica: the same version.
     let (r, made) = b
-        .push_document("Workflow", "w", "sha:1", "{\"a\":1}", 11)
+        .push_document("Workflow", "w", "sha:1", "{\"a\":1}", "sig-other", 11)
         .await
         .unwrap();
     assert_eq!((r.version, r.pushed_ms, made), (1, 10, false));
+    // The signature made at the first push is kept.
+    assert_eq!(r.signature.as_deref(), Some("sig-1"));
     let (r, made) = s
-        .push_document("Workflow", "w", "sha:2", "{\"a\":2}", 12)
+        .push_document("Workflow", "w", "sha:2", "{\"a\":2}", "sig-2", 12)
         .await
         .unwrap();
     assert_eq!((r.version, made), (2, true));
     // Back to the first content: a new version still (versions only go forward).
     let (r, _) = b
-        .push_document("Workflow", "w", "sha:1", "{\"a\":1}", 13)
+        .push_document("Workflow", "w", "sha:1", "{\"a\":1}", "sig-3", 13)
         .await
         .unwrap();
     assert_eq!(r.version, 3);
     // Another kind with the same name is its own line.
     let (r, _) = s
-        .push_document("Policy", "w", "sha:9", "{}", 14)
+        .push_document("Policy", "w", "sha:9", "{}", "sig-9", 14)
         .await
         .unwrap();
     assert_eq!(r.version, 1);
@@ -756,6 +789,7 @@ async fn a_push_makes_a_new_version_only_when_the_content_changed(f: &Fixture) {
         .unwrap()
         .unwrap();
     assert_eq!((latest.version, latest.document.as_str()), (3, "{\"a\":1}"));
+    assert_eq!(latest.signature.as_deref(), Some("sig-3"));
     let v2 = s
         .registry_document("Workflow", "w", Some(2))
         .await

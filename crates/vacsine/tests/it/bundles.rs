@@ -90,6 +90,15 @@ fn a_job_altered_in_the_store_after_signing_is_refused_and_nothing_runs() {
     let recs = run_records(&o, &r2);
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["stdout"], "safe-two\n");
+    // Issue 15: the record names the run the operator was given, and the agent's engine run.
+    assert_eq!(recs[0]["run_id"], r2.as_str(), "{}", recs[0]);
+    assert!(
+        recs[0]["engine_run_id"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty() && e != r2),
+        "{}",
+        recs[0]
+    );
     assert!(
         a.log()
             .contains(&format!("run {r2}: job signature verified")),

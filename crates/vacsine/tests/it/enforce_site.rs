@@ -11,12 +11,12 @@ use std::path::Path;
 use std::process::Command;
 
 /// The test's container and network, removed whatever happens.
-struct OwnNode {
+pub(crate) struct OwnNode {
     prefix: String,
 }
 
 impl OwnNode {
-    fn node(&self) -> String {
+    pub(crate) fn node(&self) -> String {
         format!("{}-node", self.prefix)
     }
     fn network(&self) -> String {
@@ -35,7 +35,7 @@ impl Drop for OwnNode {
     }
 }
 
-fn start_node() -> OwnNode {
+pub(crate) fn start_node() -> OwnNode {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let d = vacsine_docker::connect().await.expect("docker");
@@ -75,7 +75,7 @@ fn start_node() -> OwnNode {
     n
 }
 
-fn files(dir: &Path, n: &OwnNode) -> (String, String) {
+pub(crate) fn files(dir: &Path, n: &OwnNode) -> (String, String) {
     let target = write(
         dir,
         "target.yaml",
@@ -128,10 +128,16 @@ fn row<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no row {id} in {report:#}"))
 }
 
-/// The identity of a step record: run, step, attempt, node.
+/// The identity of a step record: engine run, step, attempt, node. A record at the
+/// orchestrator names the run the operator was given as `run_id` and the site's engine run
+/// (sandbox, target, rollback) as `engine_run_id`; the report's records name the engine run.
 fn record_id(r: &Value) -> (String, String, u64, String) {
     (
-        r["run_id"].as_str().unwrap().to_string(),
+        r["engine_run_id"]
+            .as_str()
+            .or(r["run_id"].as_str())
+            .unwrap()
+            .to_string(),
         r["step_id"].as_str().unwrap().to_string(),
         r["attempt"].as_u64().unwrap(),
         r["node"].as_str().unwrap_or("-").to_string(),
@@ -267,6 +273,8 @@ fn enforce_at_a_site_runs_the_pipeline_there_and_brings_the_report_back() {
     );
     let id = run["id"].as_str().unwrap();
     let recs = run_records(&o, id);
+    // Issue 15: one run id end to end: every record names the run the operator was given.
+    assert!(recs.iter().all(|r| r["run_id"] == id), "{recs:#?}");
     let ids: Vec<_> = recs.iter().map(record_id).collect();
     let distinct: BTreeSet<_> = ids.iter().cloned().collect();
     assert_eq!(ids.len(), distinct.len(), "a record arrived twice: {ids:?}");

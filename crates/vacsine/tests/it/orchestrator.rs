@@ -15,6 +15,10 @@ mod bundles;
 mod images;
 #[path = "spanning.rs"]
 mod spanning;
+#[path = "late_end.rs"]
+mod late_end;
+#[path = "tamper.rs"]
+mod tamper;
 
 pub(crate) struct Orch {
     child: Child,
@@ -559,7 +563,7 @@ fn running_server_refuses_replayed_tampered_and_foreign_requests() {
         };
         let (la, ida) = enrol("a", KeyPair::generate()).await;
         let (lb, idb) = enrol("b", KeyPair::generate()).await;
-        let poll = proto::PollRequest { wait_ms: 0 };
+        let poll = proto::PollRequest::new(0);
         let refused = |r: Result<proto::PollResponse, CallError>| match r {
             Err(CallError::Refused { status, code, .. }) => (status, code),
             other => panic!("expected a refusal, got {other:?}"),
@@ -590,11 +594,40 @@ fn running_server_refuses_replayed_tampered_and_foreign_requests() {
         let r = lb.send(proto::POLL, &ida, &env, &env).await;
         assert_eq!(refused(r), (401, "wrong_sender".into()));
 
+        // Issue 15: an agent of another contract version (one made before the version was
+        // carried sends none: protocol 1) gets no work, and is told both versions.
+        for (body, theirs, fix) in [
+            (serde_json::json!({"wait_ms": 0}), 1, "upgrade the agent"),
+            (
+                serde_json::json!({"wait_ms": 0, "protocol": proto::PROTOCOL + 1}),
+                proto::PROTOCOL + 1,
+                "upgrade the orchestrator",
+            ),
+        ] {
+            match la.call::<_, proto::PollResponse>(proto::POLL, &ida, &body).await {
+                Err(CallError::Refused {
+                    status: 426,
+                    code,
+                    message,
+                    ..
+                }) => {
+                    assert_eq!(code, "protocol");
+                    assert!(
+                        message.contains(&format!("speaks protocol {theirs};"))
+                            && message.contains(&format!("speaks protocol {}", proto::PROTOCOL))
+                            && message.contains(fix),
+                        "{message}"
+                    );
+                }
+                other => panic!("expected 426, got {other:?}"),
+            }
+        }
+
         // Agent b uploads records to a run leased to agent a.
         let wf = workflow(d.path(), "one", &[("x", "sleep 5")]);
         let run = submit(&o, &wf, "edge-a");
         let got: proto::PollResponse = la
-            .call(proto::POLL, &ida, &proto::PollRequest { wait_ms: 5000 })
+            .call(proto::POLL, &ida, &proto::PollRequest::new(5000))
             .await
             .unwrap();
         assert_eq!(got.work.unwrap().run_id, run);
@@ -1038,6 +1071,23 @@ fn agent_behind_a_tls_terminating_nginx_leaks_nothing_on_the_plain_leg() {
 
     // nginx in front.
     let (pcert, pkey, ppin) = openssl_cert(d.path(), "proxy");
+    // `vacsine pin` gives the proxy's pin as openssl computes it (PEM and DER alike); a file
+    // that is no certificate is refused, named.
+    let pinned = o.cli(&["pin", pcert.to_str().unwrap()]);
+    assert!(pinned.status.success(), "{}", text(&pinned));
+    assert_eq!(String::from_utf8_lossy(&pinned.stdout).trim(), ppin);
+    let der = d.path().join("proxy.der");
+    sh(&format!(
+        "openssl x509 -in {} -outform der -out {}",
+        pcert.display(),
+        der.display()
+    ));
+    let pinned = o.cli(&["pin", der.to_str().unwrap(), "--format", "json"]);
+    let v: Value = serde_json::from_slice(&pinned.stdout).unwrap();
+    assert_eq!(v["pin"], ppin.as_str());
+    let notcert = o.cli(&["pin", pkey.to_str().unwrap()]);
+    assert_eq!(notcert.status.code(), Some(1), "{}", text(&notcert));
+    assert!(text(&notcert).contains("proxy.key"), "{}", text(&notcert));
     let port = free_port();
     let prefix = d.path().join("nginx");
     std::fs::create_dir_all(prefix.join("logs")).unwrap();

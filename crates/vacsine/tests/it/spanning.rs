@@ -376,6 +376,33 @@ fn a_run_spanning_sites_survives_the_orchestrator_killed_mid_step() {
     let run = wait_end(&o, &id, Duration::from_secs(60));
     assert_eq!(run["status"], "succeeded", "{run}\n{}", b.log());
     slow_ran_once(&o, &id, &count);
+    // Issue 15 4(b): the attempt after the restart says it awaited the job under way (not a
+    // run again), with the site's own start and duration, not the orchestrator's wait.
+    let recs = records(&o, &id);
+    let (a1, a2) = (find(&recs, "slow", 1), find(&recs, "slow", 2));
+    assert_eq!(a1["status"], "interrupted", "{a1}");
+    assert_eq!(a2["status"], "succeeded", "{a2}");
+    let said: Vec<&str> = a2["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert!(
+        said.iter()
+            .any(|m| m.contains("not sent again") && m.contains("the site's")),
+        "{a2}"
+    );
+    // The step sleeps 4 s at the site: its duration there, from its start there (before
+    // the orchestrator came back and marked attempt 1 interrupted).
+    let ms = a2["duration_ms"].as_u64().unwrap();
+    assert!((4_000..8_000).contains(&ms), "{a2}");
+    let (s1, s2, f1) = (
+        a1["started_at"].as_str().unwrap(),
+        a2["started_at"].as_str().unwrap(),
+        a1["finished_at"].as_str().unwrap(),
+    );
+    assert!(s1 <= s2 && s2 < f1, "site start {s2}, attempt 1 {s1}..{f1}");
     // Site B ran one job for the slow step.
     let b_runs = o.json(&["runs", "--site", "edge-b", "--format", "json"]);
     assert_eq!(b_runs.as_array().unwrap().len(), 1, "{b_runs:#}");
