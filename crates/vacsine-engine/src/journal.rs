@@ -647,7 +647,7 @@ impl Journal {
             tx.execute(
                 "UPDATE step_records SET finished_at=?2, duration_ms=?3, status=?4, exit_code=?5,
                    stdout=?6, stderr=?7, changed=?8, messages_json=?9, error=?10, outputs_json=?11,
-                   outputs_sealed = COALESCE(?12, outputs_sealed)
+                   outputs_sealed = COALESCE(?12, outputs_sealed), started_at = ?13
                  WHERE seq = ?1",
                 params![
                     seq,
@@ -661,7 +661,9 @@ impl Journal {
                     messages,
                     r.error,
                     outputs,
-                    sealed_outputs
+                    sealed_outputs,
+                    // The start as it was, unless the step ran elsewhere and reported when.
+                    r.started_at
                 ],
             )?;
             if let Some(u) = undo {

@@ -5,9 +5,9 @@
 //! the outbox; they are uploaded when it returns, each with an idempotency key, so nothing is
 //! lost and nothing doubled.
 
+use crate::bundle::{VerifiedKind, VerifiedWork};
 use crate::client::{AgentLink, CallError};
 use crate::now_ms;
-use crate::bundle::{VerifiedKind, VerifiedWork};
 use crate::proto::{self, Work};
 use anyhow::{anyhow, Context};
 use rusqlite::{params, Connection};
@@ -452,10 +452,7 @@ fn forward(sh: &Shared, run: &str, engine_run: &str) {
 }
 
 /// `r` as a record of orchestrator run `run` (see [`forward`]).
-fn as_run(
-    mut r: vacsine_core::record::StepRecord,
-    run: &str,
-) -> vacsine_core::record::StepRecord {
+fn as_run(mut r: vacsine_core::record::StepRecord, run: &str) -> vacsine_core::record::StepRecord {
     if r.run_id != run {
         r.engine_run_id = Some(std::mem::replace(&mut r.run_id, run.to_string()));
     }

@@ -225,7 +225,11 @@ impl Srv {
         )
         .map_err(|e| {
             tracing::error!("{e:#}");
-            ApiError::new(StatusCode::CONFLICT, "unverified_document", format!("{e:#}"))
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "unverified_document",
+                format!("{e:#}"),
+            )
         })
     }
 

@@ -293,7 +293,13 @@ pub(super) fn finish_record(
     let site = result.ran.as_ref().and_then(|r| {
         chrono::DateTime::parse_from_rfc3339(&r.started_at)
             .ok()
-            .map(|at| (r.started_at.clone(), at.with_timezone(&chrono::Utc), r.duration_ms))
+            .map(|at| {
+                (
+                    r.started_at.clone(),
+                    at.with_timezone(&chrono::Utc),
+                    r.duration_ms,
+                )
+            })
     });
     let (started, elapsed) = match site {
         Some((text, at, ms)) => {

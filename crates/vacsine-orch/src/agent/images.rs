@@ -7,8 +7,8 @@
 //! these images, by the ID loaded.
 
 use super::Shared;
-use crate::images::{digest_hex, Hasher};
 use crate::bundle::VerifiedWork;
+use crate::images::{digest_hex, Hasher};
 use crate::proto::{self, ImageRef};
 use anyhow::{anyhow, bail, Context};
 use base64::Engine as _;

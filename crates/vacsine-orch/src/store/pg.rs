@@ -22,8 +22,8 @@
 //! host or network); a URL asking for `sslmode=require` is refused by the driver.
 
 use super::{
-    status, AgentRow, Change, Expired, RegistryRow, Result, RunRow, SignedRow, SiteOutcome, SiteRow, Store,
-    StoreError, Stored, MAX_OFFERS,
+    status, AgentRow, Change, Expired, RegistryRow, Result, RunRow, SignedRow, SiteOutcome,
+    SiteRow, Store, StoreError, Stored, MAX_OFFERS,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};

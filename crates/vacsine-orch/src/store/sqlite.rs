@@ -8,8 +8,8 @@
 //! never block on the disk.
 
 use super::{
-    status, AgentRow, Expired, RegistryRow, Result, RunRow, SignedRow, SiteRow, Store, StoreError,
-    SiteOutcome, Stored, MAX_OFFERS,
+    status, AgentRow, Expired, RegistryRow, Result, RunRow, SignedRow, SiteOutcome, SiteRow, Store,
+    StoreError, Stored, MAX_OFFERS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};

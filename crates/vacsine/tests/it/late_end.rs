@@ -62,5 +62,9 @@ fn issue15_a_run_ended_by_a_lost_lease_shows_the_sites_own_end_when_it_arrives()
         "{t}"
     );
     let runs = o.cli(&["runs", "--site", "edge-l"]);
-    assert!(text(&runs).contains("the site's own end"), "{}", text(&runs));
+    assert!(
+        text(&runs).contains("the site's own end"),
+        "{}",
+        text(&runs)
+    );
 }

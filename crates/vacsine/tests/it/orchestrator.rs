@@ -13,10 +13,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
 mod bundles;
 #[path = "images.rs"]
 mod images;
-#[path = "spanning.rs"]
-mod spanning;
 #[path = "late_end.rs"]
 mod late_end;
+#[path = "spanning.rs"]
+mod spanning;
 #[path = "tamper.rs"]
 mod tamper;
 
@@ -604,7 +604,10 @@ fn running_server_refuses_replayed_tampered_and_foreign_requests() {
                 "upgrade the orchestrator",
             ),
         ] {
-            match la.call::<_, proto::PollResponse>(proto::POLL, &ida, &body).await {
+            match la
+                .call::<_, proto::PollResponse>(proto::POLL, &ida, &body)
+                .await
+            {
                 Err(CallError::Refused {
                     status: 426,
                     code,

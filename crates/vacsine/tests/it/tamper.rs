@@ -22,7 +22,10 @@ impl Store {
     fn alter(&self, sql: &str) -> u64 {
         match self {
             Store::Sqlite(db) => {
+                // Waits for the orchestrator's own writes, as a person's sqlite3 would with
+                // `.timeout`.
                 let o = Command::new("sqlite3")
+                    .args(["-cmd", ".timeout 10000"])
                     .arg(db)
                     .arg(format!("{sql}; SELECT changes();"))
                     .output()
@@ -167,8 +170,15 @@ fn every_kind_altered_in_the_store_is_refused(o: &Orch, store: &Store, dir: &Pat
             "{r}"
         );
         let mode = docker(&["exec", &n.node(), "stat", "-c", "%a", "/etc/es-secret"]);
-        assert_eq!(mode.trim(), "666", "the altered enforce job changed the target");
-        assert!(run_records(o, id).is_empty(), "no step of the enforce job ran");
+        assert_eq!(
+            mode.trim(),
+            "666",
+            "the altered enforce job changed the target"
+        );
+        assert!(
+            run_records(o, id).is_empty(),
+            "no step of the enforce job ran"
+        );
     }
     // The step: refused at the site, the run spanning sites fails naming why.
     assert!(!ran_step.exists(), "the altered step ran");
