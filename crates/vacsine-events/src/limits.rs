@@ -19,3 +19,5 @@ pub const MAX_PATTERN_COMPARISONS: usize = 1000;
 pub const MAX_PATTERN_DEPTH: usize = 32;
 /// Most XML nodes in an nmap report.
 pub const MAX_XML_NODES: u32 = 4_000_000;
+/// Deepest nesting of XML elements (nmap writes 5 or 6 levels).
+pub const MAX_XML_DEPTH: usize = 256;

@@ -13,7 +13,7 @@ use roxmltree::{Document, Node, ParsingOptions};
 
 use crate::event::{Event, EventKind, Severity};
 use crate::input::{document_text, ErrorKind, ParseError, Parsed};
-use crate::limits::{MAX_FIELD_BYTES, MAX_XML_NODES};
+use crate::limits::{MAX_FIELD_BYTES, MAX_XML_DEPTH, MAX_XML_NODES};
 use crate::observable::{quote, Domain, Observable};
 
 pub(crate) fn parse(bytes: &[u8], out: &mut Parsed) {
@@ -28,6 +28,9 @@ pub(crate) fn parse(bytes: &[u8], out: &mut Parsed) {
             ErrorKind::Invalid,
             "entity declarations are refused in nmap XML (nmap writes none)",
         ));
+    }
+    if let Err(e) = depth_check(text) {
+        return out.errors.push(e);
     }
     let opts = ParsingOptions {
         allow_dtd: true,
@@ -58,6 +61,71 @@ pub(crate) fn parse(bytes: &[u8], out: &mut Parsed) {
     for host in root.children().filter(|n| n.has_tag_name("host")) {
         host_events(&doc, host, run_start, out);
     }
+}
+
+/// Refuses elements nested deeper than [`MAX_XML_DEPTH`] before the tree is built (the tree
+/// builder recurses per level). A light scan: comments, CDATA, processing instructions and
+/// declarations are skipped, quoted attribute values may hold `>`.
+fn depth_check(text: &str) -> Result<(), ParseError> {
+    let b = text.as_bytes();
+    let find = |from: usize, pat: &[u8]| {
+        b[from.min(b.len())..]
+            .windows(pat.len())
+            .position(|w| w == pat)
+            .map(|i| from + i + pat.len())
+    };
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(off) = b[i..].iter().position(|c| *c == b'<') {
+        let at = i + off;
+        let rest = &b[at..];
+        i = if rest.starts_with(b"<!--") {
+            find(at, b"-->")
+        } else if rest.starts_with(b"<![CDATA[") {
+            find(at, b"]]>")
+        } else if rest.starts_with(b"<?") {
+            find(at, b"?>")
+        } else if rest.starts_with(b"<!") {
+            let close = find(at, b">");
+            match b[at..close.unwrap_or(b.len())].contains(&b'[') {
+                true => find(at, b"]>").or(close),
+                false => close,
+            }
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            find(at, b">")
+        } else {
+            // An element start tag: to its '>' outside quotes.
+            let mut j = at + 1;
+            let mut quote = None;
+            while j < b.len() {
+                match (quote, b[j]) {
+                    (None, q @ (b'"' | b'\'')) => quote = Some(q),
+                    (Some(q), c) if c == q => quote = None,
+                    (None, b'>') => break,
+                    _ => {}
+                }
+                j += 1;
+            }
+            if j < b.len() && b[j - 1] != b'/' {
+                depth += 1;
+                if depth > MAX_XML_DEPTH {
+                    let line = text[..at].matches('\n').count() + 1;
+                    return Err(ParseError::new(
+                        line,
+                        ErrorKind::Syntax,
+                        format!("XML nested more than {MAX_XML_DEPTH} levels deep (refused)"),
+                    ));
+                }
+            }
+            Some(j + 1)
+        }
+        .unwrap_or(b.len());
+        if i >= b.len() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn epoch(s: &str) -> Option<DateTime<Utc>> {
