@@ -103,7 +103,11 @@ impl Parsed {
 /// Splits `bytes` into lines (`\n`, a trailing `\r` dropped), calling `f(line_number, text)`
 /// for each non-blank line that is within [`MAX_LINE_BYTES`] and UTF-8; the others become
 /// errors in `out`.
-pub(crate) fn for_each_line(bytes: &[u8], out: &mut Parsed, mut f: impl FnMut(usize, &str, &mut Parsed)) {
+pub(crate) fn for_each_line(
+    bytes: &[u8],
+    out: &mut Parsed,
+    mut f: impl FnMut(usize, &str, &mut Parsed),
+) {
     let mut line_no = 0;
     for raw in bytes.split(|b| *b == b'\n') {
         line_no += 1;
@@ -111,7 +115,12 @@ pub(crate) fn for_each_line(bytes: &[u8], out: &mut Parsed, mut f: impl FnMut(us
     }
 }
 
-fn one_line(line_no: usize, raw: &[u8], out: &mut Parsed, f: &mut impl FnMut(usize, &str, &mut Parsed)) {
+fn one_line(
+    line_no: usize,
+    raw: &[u8],
+    out: &mut Parsed,
+    f: &mut impl FnMut(usize, &str, &mut Parsed),
+) {
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
     if raw.len() > MAX_LINE_BYTES {
         out.errors.push(ParseError::new(
@@ -178,7 +187,13 @@ pub(crate) fn for_each_line_read<R: BufRead>(
     }
 }
 
-fn finish(line_no: usize, buf: &[u8], over: usize, out: &mut Parsed, f: &mut impl FnMut(usize, &str, &mut Parsed)) {
+fn finish(
+    line_no: usize,
+    buf: &[u8],
+    over: usize,
+    out: &mut Parsed,
+    f: &mut impl FnMut(usize, &str, &mut Parsed),
+) {
     if over > 0 {
         out.errors.push(ParseError::new(
             line_no,
@@ -197,7 +212,8 @@ fn finish(line_no: usize, buf: &[u8], over: usize, out: &mut Parsed, f: &mut imp
 pub(crate) fn read_document<R: BufRead>(r: R) -> std::io::Result<Result<Vec<u8>, ParseError>> {
     use std::io::Read;
     let mut buf = Vec::new();
-    r.take(MAX_DOCUMENT_BYTES as u64 + 1).read_to_end(&mut buf)?;
+    r.take(MAX_DOCUMENT_BYTES as u64 + 1)
+        .read_to_end(&mut buf)?;
     if buf.len() > MAX_DOCUMENT_BYTES {
         return Ok(Err(ParseError::new(
             1,
@@ -222,7 +238,12 @@ pub(crate) fn document_text(bytes: &[u8]) -> Result<&str, ParseError> {
     }
     std::str::from_utf8(bytes).map_err(|e| {
         let (line, col) = line_col(bytes, e.valid_up_to());
-        ParseError::new(line, ErrorKind::InvalidUtf8, "invalid UTF-8 (expected UTF-8 text)").at(col)
+        ParseError::new(
+            line,
+            ErrorKind::InvalidUtf8,
+            "invalid UTF-8 (expected UTF-8 text)",
+        )
+        .at(col)
     })
 }
 
@@ -230,7 +251,12 @@ pub(crate) fn document_text(bytes: &[u8]) -> Result<&str, ParseError> {
 pub(crate) fn line_col(bytes: &[u8], offset: usize) -> (usize, usize) {
     let before = &bytes[..offset.min(bytes.len())];
     let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-    let col = before.len() - before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) + 1;
+    let col = before.len()
+        - before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
     (line, col)
 }
 
@@ -258,10 +284,43 @@ pub(crate) fn json_error(line_offset: usize, e: &serde_json::Error) -> ParseErro
     err
 }
 
+/// Whether the nesting of arrays and objects in a JSON text stays within `max` (a linear scan
+/// that knows strings and escapes; syntax is not checked here). Used before deserializers that
+/// skip values without a depth bound.
+pub(crate) fn json_depth_within(text: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_str = false;
+    let mut escaped = false;
+    for &c in text.as_bytes() {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Every string value and key within [`MAX_FIELD_BYTES`]; else the path of the first one past it.
 pub(crate) fn check_sizes(v: &Value) -> Result<(), String> {
-    fn walk(v: &Value, path: &mut Vec<String>) -> Result<(), String> {
-        let over = |path: &[String], len: usize| {
+    fn walk<'v>(v: &'v Value, path: &mut Vec<std::borrow::Cow<'v, str>>) -> Result<(), String> {
+        let over = |path: &[std::borrow::Cow<'v, str>], len: usize| {
             let p = if path.is_empty() {
                 "(the value)".to_string()
             } else {
@@ -275,7 +334,7 @@ pub(crate) fn check_sizes(v: &Value) -> Result<(), String> {
             Value::String(s) if s.len() > MAX_FIELD_BYTES => Err(over(path, s.len())),
             Value::Array(a) => {
                 for (i, x) in a.iter().enumerate() {
-                    path.push(i.to_string());
+                    path.push(i.to_string().into());
                     walk(x, path)?;
                     path.pop();
                 }
@@ -286,7 +345,7 @@ pub(crate) fn check_sizes(v: &Value) -> Result<(), String> {
                     if k.len() > MAX_FIELD_BYTES {
                         return Err(over(path, k.len()).replace("field", "field name under"));
                     }
-                    path.push(k.clone());
+                    path.push(k.as_str().into());
                     walk(x, path)?;
                     path.pop();
                 }
@@ -301,7 +360,11 @@ pub(crate) fn check_sizes(v: &Value) -> Result<(), String> {
 /// The top-level JSON values of a document: the elements of a top-level array, or each value
 /// of a stream of whitespace-separated values (one object, JSON Lines), with the 1-based line
 /// where each starts. A syntax error ends the walk (what came before is kept).
-pub(crate) fn json_values(bytes: &[u8], out: &mut Parsed, mut f: impl FnMut(usize, Value, &mut Parsed)) {
+pub(crate) fn json_values(
+    bytes: &[u8],
+    out: &mut Parsed,
+    mut f: impl FnMut(usize, Value, &mut Parsed),
+) {
     let text = match document_text(bytes) {
         Ok(t) => t,
         Err(e) => return out.errors.push(e),
@@ -416,10 +479,7 @@ impl<'a> Rec<'a> {
             Some(Value::String(s)) => Ok(Some(s)),
             Some(other) => Err(self.err(
                 ErrorKind::Invalid,
-                format!(
-                    "field `{path}` is {}, expected a string",
-                    type_name(other)
-                ),
+                format!("field `{path}` is {}, expected a string", type_name(other)),
             )),
         }
     }
@@ -507,6 +567,17 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
+    }
+    // `…+0100` (Suricata): the offset given its colon, then RFC 3339 again (the fast path).
+    let b = s.as_bytes();
+    if b.len() > 5
+        && matches!(b[b.len() - 5], b'+' | b'-')
+        && b[b.len() - 4..].iter().all(u8::is_ascii_digit)
+    {
+        let (head, off) = s.split_at(s.len() - 2);
+        if let Ok(t) = DateTime::parse_from_rfc3339(&format!("{head}:{off}")) {
+            return Some(t.with_timezone(&Utc));
+        }
     }
     for f in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
         if let Ok(t) = DateTime::parse_from_str(s, f) {

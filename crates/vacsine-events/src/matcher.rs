@@ -26,10 +26,7 @@ impl Condition {
     pub fn holds(&self, e: &Event) -> bool {
         self.kind.is_none_or(|k| k == e.kind)
             && self.min_severity.is_none_or(|s| e.severity >= s)
-            && self
-                .source
-                .as_deref()
-                .is_none_or(|s| s == e.source)
+            && self.source.as_deref().is_none_or(|s| s == e.source)
             && self
                 .observable
                 .is_none_or(|t| e.observables.iter().any(|o| o.kind() == t))

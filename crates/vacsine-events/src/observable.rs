@@ -324,9 +324,15 @@ pub enum Observable {
     Cidr(Cidr),
     Domain(Domain),
     Url(Url),
-    Hash { algo: HashAlgo, hex: String },
+    Hash {
+        algo: HashAlgo,
+        hex: String,
+    },
     Cve(Cve),
-    Package { name: String, version: Option<String> },
+    Package {
+        name: String,
+        version: Option<String>,
+    },
 }
 
 impl Observable {
@@ -375,7 +381,8 @@ impl Observable {
     }
 
     pub fn package(name: &str, version: Option<&str>) -> Result<Observable, InvalidValue> {
-        let bad = |s: &str| s.is_empty() || s.len() > MAX_PACKAGE || s.chars().any(char::is_control);
+        let bad =
+            |s: &str| s.is_empty() || s.len() > MAX_PACKAGE || s.chars().any(char::is_control);
         if bad(name) {
             return Err(invalid(format!(
                 "package name {} must be 1 to {MAX_PACKAGE} bytes without control characters",

@@ -25,7 +25,10 @@ pub(crate) fn line(line_no: usize, text: &str, out: &mut Parsed) {
 fn record(line_no: usize, v: &Value) -> Result<Option<Event>, ParseError> {
     let r = Rec::new(line_no, v);
     if !v.is_object() {
-        return Err(r.err(ErrorKind::Invalid, "expected a JSON object (one Cowrie log entry per line)"));
+        return Err(r.err(
+            ErrorKind::Invalid,
+            "expected a JSON object (one Cowrie log entry per line)",
+        ));
     }
     let id = r.str("eventid")?;
     let (sev, what) = match id {
@@ -39,7 +42,10 @@ fn record(line_no: usize, v: &Value) -> Result<Option<Event>, ParseError> {
         _ => return Ok(None),
     };
     let src = r.opt_ip("src_ip")?.ok_or_else(|| {
-        r.err(ErrorKind::Missing, "field `src_ip` is missing (expected the visitor's IP address)")
+        r.err(
+            ErrorKind::Missing,
+            "field `src_ip` is missing (expected the visitor's IP address)",
+        )
     })?;
     let dst = r.opt_ip("dst_ip")?;
     let time = r.time("timestamp")?;
@@ -57,19 +63,27 @@ fn record(line_no: usize, v: &Value) -> Result<Option<Event>, ParseError> {
     if let Some(d) = dst {
         e.field("dst_ip", d.to_string());
     }
-    for (k, p) in [("src_port", r.opt_port("src_port")?), ("dst_port", r.opt_port("dst_port")?)] {
+    for (k, p) in [
+        ("src_port", r.opt_port("src_port")?),
+        ("dst_port", r.opt_port("dst_port")?),
+    ] {
         if let Some(p) = p {
             e.field(k, p.to_string());
         }
     }
-    for k in ["session", "protocol", "username", "password", "input", "message", "outfile", "filename"] {
+    for k in [
+        "session", "protocol", "username", "password", "input", "message", "outfile", "filename",
+    ] {
         if let Some(s) = r.opt_str(k)? {
             e.field(k, s);
         }
     }
     if let Some(u) = r.opt_str("url")? {
         let url = Url::parse(u).map_err(|err| {
-            r.err(ErrorKind::Invalid, format!("field `url` is {}: {err}", quote(u)))
+            r.err(
+                ErrorKind::Invalid,
+                format!("field `url` is {}: {err}", quote(u)),
+            )
         })?;
         e.field("url", u);
         e.observe(Observable::Url(url));

@@ -102,7 +102,10 @@ fn alert(r: &Rec, opts: &Options, out: &mut Parsed) {
                 let obs = observable(r, scope, value, "source")?;
                 let scenario = r.str("scenario")?;
                 let time = time.or(opts.received).ok_or_else(|| {
-                    r.err(ErrorKind::Missing, "alert has no `created_at` or `start_at` (expected an RFC 3339 timestamp)")
+                    r.err(
+                        ErrorKind::Missing,
+                        "alert has no `created_at` or `start_at` (expected an RFC 3339 timestamp)",
+                    )
                 })?;
                 let mut e = Event::new(
                     EventKind::Indicator,
@@ -127,7 +130,10 @@ fn alert(r: &Rec, opts: &Options, out: &mut Parsed) {
         }
         Some(other) => out.errors.push(r.err(
             ErrorKind::Invalid,
-            format!("field `decisions` is {}, expected an array", type_name(other)),
+            format!(
+                "field `decisions` is {}, expected an array",
+                type_name(other)
+            ),
         )),
     }
 }
@@ -197,7 +203,10 @@ fn decision(
     opts: &Options,
 ) -> Result<Option<Event>, ParseError> {
     if !r.v.is_object() {
-        return Err(r.err(ErrorKind::Invalid, format!("a decision is {}, expected an object", type_name(r.v))));
+        return Err(r.err(
+            ErrorKind::Invalid,
+            format!("a decision is {}, expected an object", type_name(r.v)),
+        ));
     }
     let scope = r.str("scope")?;
     let value = r.str("value")?;
@@ -208,7 +217,10 @@ fn decision(
         Some(d) => Some(go_duration_secs(d).ok_or_else(|| {
             r.err(
                 ErrorKind::Invalid,
-                format!("field `duration` is {}, expected a duration such as 4h or 3h59m50s", quote(d)),
+                format!(
+                    "field `duration` is {}, expected a duration such as 4h or 3h59m50s",
+                    quote(d)
+                ),
             )
         })?),
     };
@@ -218,7 +230,13 @@ fn decision(
     let until = match r.opt_str("until")? {
         None => None,
         Some(u) => Some(parse_time(u).ok_or_else(|| {
-            r.err(ErrorKind::Invalid, format!("field `until` is {}, expected an RFC 3339 timestamp", quote(u)))
+            r.err(
+                ErrorKind::Invalid,
+                format!(
+                    "field `until` is {}, expected an RFC 3339 timestamp",
+                    quote(u)
+                ),
+            )
         })?),
     };
     let time = alert_time
@@ -244,7 +262,10 @@ fn decision(
         "crowdsec",
         time,
         sev,
-        format!("crowdsec: {ty} {value} ({})", scenario.unwrap_or("no scenario")),
+        format!(
+            "crowdsec: {ty} {value} ({})",
+            scenario.unwrap_or("no scenario")
+        ),
     );
     e.observe(obs);
     e.field("decision_type", ty);

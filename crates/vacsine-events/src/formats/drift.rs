@@ -52,7 +52,10 @@ pub fn drift(previous: &[CheckResult], current: &[CheckResult], at: DateTime<Utc
                 "vacsine",
                 at,
                 r.severity.unwrap_or(Severity::Medium),
-                format!("vacsine: {} passed and now fails on {}", r.requirement, r.node),
+                format!(
+                    "vacsine: {} passed and now fails on {}",
+                    r.requirement, r.node
+                ),
             );
             e.node = Some(r.node.clone());
             e.field("requirement", r.requirement.as_str());

@@ -4,20 +4,95 @@
 //! Severity per Suricata's documentation (`alert.severity`, from the rule's classtype
 //! priority): 1 is the highest → `high`, 2 → `medium`, 3 → `low`, 4 and above → `info`.
 //! The suspect is `src_ip` (or `alert.source.ip` when the rule set a `target`); the other end
-//! stays in fields.
+//! stays in fields. Only the fields read are built and size-checked (`timestamp`, addresses,
+//! ports, `proto`, `flow_id`, `in_iface`, `host`, `alert`); the rest of a record is skipped
+//! unbuilt, within the line bound.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::event::{Event, EventKind, Severity};
-use crate::input::{json_line, ErrorKind, ParseError, Parsed, Rec};
+use crate::input::{check_sizes, json_depth_within, json_line, ErrorKind, ParseError, Parsed, Rec};
+use crate::limits::MAX_JSON_DEPTH;
 use crate::observable::Observable;
 
 pub(crate) fn line(line_no: usize, text: &str, out: &mut Parsed) {
-    match json_line(line_no, text).and_then(|v| record(line_no, &v)) {
+    let res = match fast(line_no, text) {
+        Some(r) => r,
+        None => json_line(line_no, text).and_then(|v| record(line_no, &v)),
+    };
+    match res {
         Ok(Some(e)) => out.push(e),
         Ok(None) => out.skipped += 1,
         Err(e) => out.errors.push(e),
     }
+}
+
+/// The fields of an EVE record this parser reads; every other field (the `http`, `flow`,
+/// `tls`… objects) is skipped by the deserializer without being built.
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    event_type: Option<Value>,
+    #[serde(default)]
+    timestamp: Option<Value>,
+    #[serde(default)]
+    src_ip: Option<Value>,
+    #[serde(default)]
+    dest_ip: Option<Value>,
+    #[serde(default)]
+    src_port: Option<Value>,
+    #[serde(default)]
+    dest_port: Option<Value>,
+    #[serde(default)]
+    proto: Option<Value>,
+    #[serde(default)]
+    flow_id: Option<Value>,
+    #[serde(default)]
+    in_iface: Option<Value>,
+    #[serde(default)]
+    host: Option<Value>,
+    #[serde(default)]
+    alert: Option<Value>,
+}
+
+/// The hot path: a JSON object read into [`Wire`], non-alerts skipped at once, the fields
+/// kept checked for size and read by [`record`] as usual. `None` (anything unusual: not an
+/// object, a syntax error, a duplicate key) sends the line to the general path, which gives
+/// the precise located error.
+fn fast(line_no: usize, text: &str) -> Option<Result<Option<Event>, ParseError>> {
+    if !text.trim_start().starts_with('{') || !json_depth_within(text, MAX_JSON_DEPTH) {
+        return None;
+    }
+    let w: Wire = serde_json::from_str(text).ok()?;
+    match &w.event_type {
+        Some(Value::String(t)) if t == "alert" => {}
+        Some(Value::String(_)) => return Some(Ok(None)),
+        _ => return None,
+    }
+    let mut m = serde_json::Map::new();
+    for (k, v) in [
+        ("event_type", w.event_type),
+        ("timestamp", w.timestamp),
+        ("src_ip", w.src_ip),
+        ("dest_ip", w.dest_ip),
+        ("src_port", w.src_port),
+        ("dest_port", w.dest_port),
+        ("proto", w.proto),
+        ("flow_id", w.flow_id),
+        ("in_iface", w.in_iface),
+        ("host", w.host),
+        ("alert", w.alert),
+    ] {
+        if let Some(v) = v {
+            m.insert(k.to_string(), v);
+        }
+    }
+    let v = Value::Object(m);
+    if let Err(msg) = check_sizes(&v) {
+        return Some(Err(ParseError::new(line_no, ErrorKind::FieldTooLarge, msg)));
+    }
+    Some(record(line_no, &v))
 }
 
 pub(crate) fn severity(n: i64) -> Severity {
@@ -32,7 +107,10 @@ pub(crate) fn severity(n: i64) -> Severity {
 fn record(line_no: usize, v: &Value) -> Result<Option<Event>, ParseError> {
     let r = Rec::new(line_no, v);
     if !v.is_object() {
-        return Err(r.err(ErrorKind::Invalid, "expected a JSON object (one EVE record per line)"));
+        return Err(r.err(
+            ErrorKind::Invalid,
+            "expected a JSON object (one EVE record per line)",
+        ));
     }
     let et = r.str("event_type")?;
     if et != "alert" {

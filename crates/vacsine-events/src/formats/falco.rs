@@ -42,7 +42,10 @@ fn priority(r: &Rec, p: &str) -> Result<Severity, ParseError> {
 fn record(line_no: usize, v: &Value) -> Result<Event, ParseError> {
     let r = Rec::new(line_no, v);
     if !v.is_object() {
-        return Err(r.err(ErrorKind::Invalid, "expected a JSON object (one Falco event per line)"));
+        return Err(r.err(
+            ErrorKind::Invalid,
+            "expected a JSON object (one Falco event per line)",
+        ));
     }
     let rule = r.str("rule")?;
     let sev = priority(&r, r.str("priority")?)?;
@@ -53,7 +56,10 @@ fn record(line_no: usize, v: &Value) -> Result<Event, ParseError> {
         Some(other) => {
             return Err(r.err(
                 ErrorKind::Invalid,
-                format!("field `output_fields` is {}, expected an object", type_name(other)),
+                format!(
+                    "field `output_fields` is {}, expected an object",
+                    type_name(other)
+                ),
             ))
         }
     };
@@ -61,7 +67,9 @@ fn record(line_no: usize, v: &Value) -> Result<Event, ParseError> {
     let at = |k: &str| format!("output_fields.{k}");
     let ip = |k: &str| {
         of.opt_ip(k).map_err(|mut e| {
-            e.message = e.message.replacen(&format!("`{k}`"), &format!("`{}`", at(k)), 1);
+            e.message = e
+                .message
+                .replacen(&format!("`{k}`"), &format!("`{}`", at(k)), 1);
             e
         })
     };
@@ -69,7 +77,13 @@ fn record(line_no: usize, v: &Value) -> Result<Event, ParseError> {
     let sip = ip("fd.sip")?;
     let cip = ip("fd.cip")?;
     let lip = ip("fd.lip")?;
-    let mut e = Event::new(EventKind::Incident, "falco", time, sev, format!("falco: {rule}"));
+    let mut e = Event::new(
+        EventKind::Incident,
+        "falco",
+        time,
+        sev,
+        format!("falco: {rule}"),
+    );
     let container = of.opt_str("container.name").ok().flatten();
     let host = r.opt_str("hostname")?;
     e.node = match container {
@@ -95,7 +109,12 @@ fn record(line_no: usize, v: &Value) -> Result<Event, ParseError> {
     if let Some(h) = host {
         e.field("hostname", h);
     }
-    for (k, a) in [("fd.rip", rip), ("fd.sip", sip), ("fd.cip", cip), ("fd.lip", lip)] {
+    for (k, a) in [
+        ("fd.rip", rip),
+        ("fd.sip", sip),
+        ("fd.cip", cip),
+        ("fd.lip", lip),
+    ] {
         if let Some(a) = a {
             e.field(k, a.to_string());
         }

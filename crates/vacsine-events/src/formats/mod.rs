@@ -82,7 +82,8 @@ impl Format {
         }
         // The first record is what decides (a later one may be of another producer).
         let first_rec = t.lines().next().unwrap_or(t);
-        let has = |k: &str| first_rec.contains(&format!("\"{k}\"")) || t.contains(&format!("\"{k}\""));
+        let has =
+            |k: &str| first_rec.contains(&format!("\"{k}\"")) || t.contains(&format!("\"{k}\""));
         if has("event_type") && has("src_ip") || first_rec.contains("\"event_type\"") {
             Some(Format::Eve)
         } else if has("eventid") && t.contains("\"cowrie.") {
@@ -97,7 +98,8 @@ impl Format {
             || t.contains("\"indicator--")
         {
             Some(Format::Stix)
-        } else if has("scenario") || (has("scope") && has("value")) || has("new") || has("deleted") {
+        } else if has("scenario") || (has("scope") && has("value")) || has("new") || has("deleted")
+        {
             Some(Format::CrowdSec)
         } else {
             None
@@ -120,7 +122,10 @@ impl FromStr for Format {
             .find(|f| f.name() == l || (l == "suricata" && *f == Format::Eve))
             .ok_or_else(|| {
                 let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-                format!("unknown event format {s:?} (expected one of {})", names.join(", "))
+                format!(
+                    "unknown event format {s:?} (expected one of {})",
+                    names.join(", ")
+                )
             })
     }
 }

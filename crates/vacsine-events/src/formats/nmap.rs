@@ -41,8 +41,12 @@ pub(crate) fn parse(bytes: &[u8], out: &mut Parsed) {
         Err(e) => {
             let p = e.pos();
             return out.errors.push(
-                ParseError::new(p.row as usize, ErrorKind::Syntax, format!("not valid XML: {e}"))
-                    .at(p.col as usize),
+                ParseError::new(
+                    p.row as usize,
+                    ErrorKind::Syntax,
+                    format!("not valid XML: {e}"),
+                )
+                .at(p.col as usize),
             );
         }
     };
@@ -221,14 +225,20 @@ fn port_event(
     if !matches!(proto, "tcp" | "udp" | "sctp" | "ip") {
         return Err(err(
             ErrorKind::Invalid,
-            format!("<port protocol=…> is {}, expected tcp, udp, sctp or ip", quote(proto)),
+            format!(
+                "<port protocol=…> is {}, expected tcp, udp, sctp or ip",
+                quote(proto)
+            ),
         ));
     }
     let pid = port.attribute("portid").unwrap_or("");
     let portid: u16 = pid.parse().map_err(|_| {
         err(
             ErrorKind::Invalid,
-            format!("<port portid=…> is {}, expected a port (0 to 65535)", quote(pid)),
+            format!(
+                "<port portid=…> is {}, expected a port (0 to 65535)",
+                quote(pid)
+            ),
         )
     })?;
     let svc = child(port, "service");
@@ -236,7 +246,10 @@ fn port_event(
         match svc.and_then(|s| s.attribute(k)) {
             Some(v) if v.len() > MAX_FIELD_BYTES => Err(err(
                 ErrorKind::FieldTooLarge,
-                format!("service attribute `{k}` of {} bytes refused (at most {MAX_FIELD_BYTES})", v.len()),
+                format!(
+                    "service attribute `{k}` of {} bytes refused (at most {MAX_FIELD_BYTES})",
+                    v.len()
+                ),
             )),
             other => Ok(other),
         }
@@ -245,7 +258,10 @@ fn port_event(
     let product = attr("product")?;
     let version = attr("version")?;
     let what = match (service, product) {
-        (_, Some(p)) => format!(" ({p}{})", version.map_or(String::new(), |v| format!(" {v}"))),
+        (_, Some(p)) => format!(
+            " ({p}{})",
+            version.map_or(String::new(), |v| format!(" {v}"))
+        ),
         (Some(s), None) => format!(" ({s})"),
         _ => String::new(),
     };

@@ -58,16 +58,25 @@ pub fn logtype_name(code: i64) -> Option<&'static str> {
 fn record(line_no: usize, v: &Value) -> Result<Option<Event>, ParseError> {
     let r = Rec::new(line_no, v);
     if !v.is_object() {
-        return Err(r.err(ErrorKind::Invalid, "expected a JSON object (one OpenCanary log entry per line)"));
+        return Err(r.err(
+            ErrorKind::Invalid,
+            "expected a JSON object (one OpenCanary log entry per line)",
+        ));
     }
     let code = r.opt_int("logtype")?.ok_or_else(|| {
-        r.err(ErrorKind::Missing, "field `logtype` is missing (expected an OpenCanary log type code)")
+        r.err(
+            ErrorKind::Missing,
+            "field `logtype` is missing (expected an OpenCanary log type code)",
+        )
     })?;
     if code < 2000 {
         return Ok(None);
     }
     let src = r.opt_ip("src_host")?.ok_or_else(|| {
-        r.err(ErrorKind::Missing, "field `src_host` is missing (expected the visitor's IP address)")
+        r.err(
+            ErrorKind::Missing,
+            "field `src_host` is missing (expected the visitor's IP address)",
+        )
     })?;
     let dst = match r.opt_str("dst_host")? {
         Some("") | None => None,

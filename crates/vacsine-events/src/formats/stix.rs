@@ -61,7 +61,10 @@ fn top(doc: &[u8], line: usize, v: &Value, out: &mut Parsed, inds: &mut Vec<Indi
         Some(other) => out.errors.push(ParseError::new(
             line,
             ErrorKind::Invalid,
-            format!("field `objects` is {}, expected an array of STIX objects", type_name(other)),
+            format!(
+                "field `objects` is {}, expected an array of STIX objects",
+                type_name(other)
+            ),
         )),
         None if v.get("type").is_some() => object(doc, line, v, out, inds),
         None => out.errors.push(ParseError::new(

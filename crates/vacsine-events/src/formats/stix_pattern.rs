@@ -114,7 +114,8 @@ impl<'a> Lexer<'a> {
             b'\'' => one(Tok::Str(self.string(start)?)),
             c if c.is_ascii_alphabetic() || c == b'_' => {
                 while self.pos < self.b.len()
-                    && (self.b[self.pos].is_ascii_alphanumeric() || matches!(self.b[self.pos], b'_' | b'-'))
+                    && (self.b[self.pos].is_ascii_alphanumeric()
+                        || matches!(self.b[self.pos], b'_' | b'-'))
                 {
                     self.pos += 1;
                 }
@@ -277,7 +278,11 @@ impl<'a> Parser<'a> {
                 break;
             }
         }
-        Ok(if any.len() == 1 { any.pop().unwrap_or(Node::Any(vec![])) } else { Node::Any(any) })
+        Ok(if any.len() == 1 {
+            any.pop().unwrap_or(Node::Any(vec![]))
+        } else {
+            Node::Any(any)
+        })
     }
 
     fn obs_and(&mut self, depth: usize) -> Result<Node, PatternError> {
@@ -286,7 +291,11 @@ impl<'a> Parser<'a> {
             self.bump()?;
             all.push(self.obs_primary(depth)?);
         }
-        Ok(if all.len() == 1 { all.pop().unwrap_or(Node::All(vec![])) } else { Node::All(all) })
+        Ok(if all.len() == 1 {
+            all.pop().unwrap_or(Node::All(vec![]))
+        } else {
+            Node::All(all)
+        })
     }
 
     fn obs_primary(&mut self, depth: usize) -> Result<Node, PatternError> {
@@ -296,7 +305,9 @@ impl<'a> Parser<'a> {
                 self.bump()?;
                 let inner = self.cmp_or(depth + 1)?;
                 if self.tok != Tok::RBracket {
-                    return Err(self.syntax(format!("expected ']' or AND/OR, found {}", self.describe())));
+                    return Err(
+                        self.syntax(format!("expected ']' or AND/OR, found {}", self.describe()))
+                    );
                 }
                 self.bump()?;
                 Node::Observation(Box::new(inner))
@@ -328,7 +339,11 @@ impl<'a> Parser<'a> {
             self.bump()?;
             any.push(self.cmp_and(depth)?);
         }
-        Ok(if any.len() == 1 { any.pop().unwrap_or(Node::Any(vec![])) } else { Node::Any(any) })
+        Ok(if any.len() == 1 {
+            any.pop().unwrap_or(Node::Any(vec![]))
+        } else {
+            Node::Any(any)
+        })
     }
 
     fn cmp_and(&mut self, depth: usize) -> Result<Node, PatternError> {
@@ -386,13 +401,21 @@ impl<'a> Parser<'a> {
         };
         self.bump()?;
         if self.tok != Tok::Colon {
-            return Err(self.syntax(format!("expected ':' after the object type {ty:?}, found {}", self.describe())));
+            return Err(self.syntax(format!(
+                "expected ':' after the object type {ty:?}, found {}",
+                self.describe()
+            )));
         }
         self.bump()?;
         let mut props: Vec<String> = Vec::new();
         match &self.tok {
             Tok::Word(w) => props.push(w.clone()),
-            _ => return Err(self.syntax(format!("expected a property name, found {}", self.describe()))),
+            _ => {
+                return Err(self.syntax(format!(
+                    "expected a property name, found {}",
+                    self.describe()
+                )))
+            }
         }
         self.bump()?;
         loop {
@@ -401,12 +424,20 @@ impl<'a> Parser<'a> {
                     self.bump()?;
                     match &self.tok {
                         Tok::Word(w) | Tok::Str(w) => props.push(w.clone()),
-                        _ => return Err(self.syntax(format!("expected a property name after '.', found {}", self.describe()))),
+                        _ => {
+                            return Err(self.syntax(format!(
+                                "expected a property name after '.', found {}",
+                                self.describe()
+                            )))
+                        }
                     }
                     self.bump()?;
                 }
                 Tok::LBracket => {
-                    return Err(not_evaluable(self.at, "list index in an object path is not evaluated"));
+                    return Err(not_evaluable(
+                        self.at,
+                        "list index in an object path is not evaluated",
+                    ));
                 }
                 _ => break,
             }
@@ -427,27 +458,56 @@ impl<'a> Parser<'a> {
         let op_at = self.at;
         let op = match &self.tok {
             Tok::Op("=") => "=",
-            Tok::Op(o) => return Err(not_evaluable(op_at, format!("operator {o} is not evaluated (expected = or ISSUBSET)"))),
+            Tok::Op(o) => {
+                return Err(not_evaluable(
+                    op_at,
+                    format!("operator {o} is not evaluated (expected = or ISSUBSET)"),
+                ))
+            }
             Tok::Word(w) => {
                 let up = w.to_ascii_uppercase();
                 match up.as_str() {
                     "ISSUBSET" => "ISSUBSET",
                     "LIKE" | "MATCHES" | "IN" | "ISSUPERSET" => {
-                        return Err(not_evaluable(op_at, format!("operator {up} is not evaluated (expected = or ISSUBSET)")))
+                        return Err(not_evaluable(
+                            op_at,
+                            format!("operator {up} is not evaluated (expected = or ISSUBSET)"),
+                        ))
                     }
-                    _ => return Err(self.syntax(format!("expected a comparison operator after {path}, found {}", self.describe()))),
+                    _ => {
+                        return Err(self.syntax(format!(
+                            "expected a comparison operator after {path}, found {}",
+                            self.describe()
+                        )))
+                    }
                 }
             }
-            _ => return Err(self.syntax(format!("expected a comparison operator after {path}, found {}", self.describe()))),
+            _ => {
+                return Err(self.syntax(format!(
+                    "expected a comparison operator after {path}, found {}",
+                    self.describe()
+                )))
+            }
         };
         self.bump()?;
         let val_at = self.at;
         let value = match &self.tok {
             Tok::Str(s) => s.clone(),
             Tok::Other(o) => {
-                return Err(not_evaluable(val_at, format!("constant {} is not evaluated for {path} (expected a string)", quote(o))))
+                return Err(not_evaluable(
+                    val_at,
+                    format!(
+                        "constant {} is not evaluated for {path} (expected a string)",
+                        quote(o)
+                    ),
+                ))
             }
-            _ => return Err(self.syntax(format!("expected a value after {op}, found {}", self.describe()))),
+            _ => {
+                return Err(self.syntax(format!(
+                    "expected a value after {op}, found {}",
+                    self.describe()
+                )))
+            }
         };
         self.bump()?;
         self.comparisons += 1;
@@ -460,8 +520,10 @@ impl<'a> Parser<'a> {
                 ),
             });
         }
-        let bad = |e: crate::observable::InvalidValue| {
-            PatternError { column: val_at + 1, not_evaluable: false, message: format!("{path}: {e}") }
+        let bad = |e: crate::observable::InvalidValue| PatternError {
+            column: val_at + 1,
+            not_evaluable: false,
+            message: format!("{path}: {e}"),
         };
         let cmp = match (op, target) {
             ("=", Target::Ip4) | ("=", Target::Ip6) => {
@@ -472,22 +534,37 @@ impl<'a> Parser<'a> {
                     _ => false,
                 };
                 if v4 != (target == Target::Ip4) {
-                    return Err(PatternError { column: val_at + 1, not_evaluable: false, message: format!("{path}: {} is not of this address family", quote(&value)) });
+                    return Err(PatternError {
+                        column: val_at + 1,
+                        not_evaluable: false,
+                        message: format!("{path}: {} is not of this address family", quote(&value)),
+                    });
                 }
                 Comparison::Equals(o)
             }
             ("ISSUBSET", Target::Ip4) | ("ISSUBSET", Target::Ip6) => {
                 let c: Cidr = value.parse().map_err(bad)?;
                 if c.network().is_ipv4() != (target == Target::Ip4) {
-                    return Err(PatternError { column: val_at + 1, not_evaluable: false, message: format!("{path}: {} is not of this address family", quote(&value)) });
+                    return Err(PatternError {
+                        column: val_at + 1,
+                        not_evaluable: false,
+                        message: format!("{path}: {} is not of this address family", quote(&value)),
+                    });
                 }
                 Comparison::IsSubset(c)
             }
-            ("=", Target::Domain) => Comparison::Equals(Observable::Domain(Domain::parse(&value).map_err(bad)?)),
-            ("=", Target::Url) => Comparison::Equals(Observable::Url(Url::parse(&value).map_err(bad)?)),
+            ("=", Target::Domain) => {
+                Comparison::Equals(Observable::Domain(Domain::parse(&value).map_err(bad)?))
+            }
+            ("=", Target::Url) => {
+                Comparison::Equals(Observable::Url(Url::parse(&value).map_err(bad)?))
+            }
             ("=", Target::Hash(a)) => Comparison::Equals(Observable::hash(a, &value).map_err(bad)?),
             (_, _) => {
-                return Err(not_evaluable(op_at, format!("ISSUBSET applies to addresses, not to {path}")))
+                return Err(not_evaluable(
+                    op_at,
+                    format!("ISSUBSET applies to addresses, not to {path}"),
+                ))
             }
         };
         Ok(Node::Comparison(cmp))
@@ -525,9 +602,11 @@ fn object_types(n: &Node, out: &mut Vec<&'static str>) {
             Observable::Cidr(c) if !c.network().is_ipv4() => "ipv6-addr",
             _ => "ipv4-addr",
         }),
-        Node::Comparison(Comparison::IsSubset(c)) => {
-            out.push(if c.network().is_ipv4() { "ipv4-addr" } else { "ipv6-addr" })
-        }
+        Node::Comparison(Comparison::IsSubset(c)) => out.push(if c.network().is_ipv4() {
+            "ipv4-addr"
+        } else {
+            "ipv6-addr"
+        }),
         Node::Observation(x) => object_types(x, out),
         Node::All(v) | Node::Any(v) => v.iter().for_each(|x| object_types(x, out)),
     }
@@ -575,7 +654,11 @@ impl Pattern {
     /// Parses a pattern; what cannot be evaluated is an error with `not_evaluable` set.
     pub fn parse(s: &str) -> Result<Pattern, PatternError> {
         let mut p = Parser {
-            lx: Lexer { s, b: s.as_bytes(), pos: 0 },
+            lx: Lexer {
+                s,
+                b: s.as_bytes(),
+                pos: 0,
+            },
             tok: Tok::End,
             at: 0,
             comparisons: 0,
@@ -586,9 +669,15 @@ impl Pattern {
             if p.word_is("FOLLOWEDBY") {
                 return Err(not_evaluable(p.at, "FOLLOWEDBY is not evaluated"));
             }
-            return Err(p.syntax(format!("expected AND, OR or the end of the pattern, found {}", p.describe())));
+            return Err(p.syntax(format!(
+                "expected AND, OR or the end of the pattern, found {}",
+                p.describe()
+            )));
         }
-        Ok(Pattern { root, comparisons: p.comparisons })
+        Ok(Pattern {
+            root,
+            comparisons: p.comparisons,
+        })
     }
 
     pub fn comparisons(&self) -> usize {

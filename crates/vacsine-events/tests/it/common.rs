@@ -30,15 +30,34 @@ pub fn check(p: &Parsed, want: &[Want], want_errors: &[(usize, &str)]) {
     let got: Vec<String> = p
         .events
         .iter()
-        .map(|e| format!("{} {} {:?} {:?} {}", e.kind.as_str(), e.severity, e.node, obs(e), e.summary))
+        .map(|e| {
+            format!(
+                "{} {} {:?} {:?} {}",
+                e.kind.as_str(),
+                e.severity,
+                e.node,
+                obs(e),
+                e.summary
+            )
+        })
         .collect();
-    assert_eq!(p.events.len(), want.len(), "events: {got:#?}\nerrors: {:#?}", errors(p));
+    assert_eq!(
+        p.events.len(),
+        want.len(),
+        "events: {got:#?}\nerrors: {:#?}",
+        errors(p)
+    );
     for (e, w) in p.events.iter().zip(want) {
         assert_eq!(e.kind.as_str(), w.kind, "{e:#?}");
         assert_eq!(e.severity.as_str(), w.severity, "{e:#?}");
         assert_eq!(e.node.as_deref(), w.node, "{e:#?}");
         assert_eq!(obs(e), w.obs, "{e:#?}");
-        assert!(e.summary.contains(w.summary), "summary {:?} lacks {:?}", e.summary, w.summary);
+        assert!(
+            e.summary.contains(w.summary),
+            "summary {:?} lacks {:?}",
+            e.summary,
+            w.summary
+        );
         assert_eq!(e.time.to_rfc3339(), w.time, "{e:#?}");
         assert_eq!(e.id, e.content_id(), "id is the content id");
         assert_eq!(e.id.len(), 64);

@@ -15,14 +15,29 @@ fn each_sample_is_recognised_from_its_first_bytes() {
         ("nmap.xml", Format::Nmap),
     ] {
         let bytes = sample(name);
-        assert_eq!(Format::detect(&bytes[..bytes.len().min(4096)]), Some(want), "{name}");
+        assert_eq!(
+            Format::detect(&bytes[..bytes.len().min(4096)]),
+            Some(want),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn unknown_inputs_are_not_guessed() {
-    for input in [&b""[..], b"hello", b"<html></html>", b"{\"a\": 1}", b"\xff\xfe"] {
-        assert_eq!(Format::detect(input), None, "{:?}", String::from_utf8_lossy(input));
+    for input in [
+        &b""[..],
+        b"hello",
+        b"<html></html>",
+        b"{\"a\": 1}",
+        b"\xff\xfe",
+    ] {
+        assert_eq!(
+            Format::detect(input),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
     }
 }
 

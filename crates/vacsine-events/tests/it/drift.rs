@@ -1,7 +1,12 @@
 use vacsine_events::{drift, CheckResult, EventKind, Outcome, Severity};
 
 fn r(req: &str, node: &str, outcome: Outcome) -> CheckResult {
-    CheckResult { requirement: req.into(), node: node.into(), outcome, severity: None }
+    CheckResult {
+        requirement: req.into(),
+        node: node.into(),
+        outcome,
+        severity: None,
+    }
 }
 
 #[test]
@@ -15,11 +20,11 @@ fn a_rule_that_passed_and_now_fails_is_a_requirement_changed_event() {
         r("tls-only", "web-1", Pass),
     ];
     let mut cur = vec![
-        r("ssh-no-root", "web-1", Fail),   // drift
-        r("ssh-no-root", "db-1", Pass),    // unchanged
+        r("ssh-no-root", "web-1", Fail),     // drift
+        r("ssh-no-root", "db-1", Pass),      // unchanged
         r("fw-default-drop", "web-1", Fail), // was already failing
-        r("telnet-off", "web-1", Error),   // not a failure: could not check
-        r("new-rule", "web-1", Fail),      // no previous result
+        r("telnet-off", "web-1", Error),     // not a failure: could not check
+        r("new-rule", "web-1", Fail),        // no previous result
         r("tls-only", "web-1", NotApplicable),
     ];
     cur[0].severity = Some(Severity::High);

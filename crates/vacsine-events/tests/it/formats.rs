@@ -9,10 +9,31 @@ fn suricata_eve_alerts_become_incidents_about_their_source() {
     check(
         &p,
         &[
-            Want { kind: "incident", severity: "high", node: None, obs: &["ipv4:203.0.113.9"], summary: "UNION SELECT", time: "2026-03-02T09:15:01.123456+00:00" },
-            Want { kind: "incident", severity: "low", node: None, obs: &["ipv6:2001:db8::7"], summary: "3way handshake", time: "2026-03-02T09:16:00.500+00:00" },
+            Want {
+                kind: "incident",
+                severity: "high",
+                node: None,
+                obs: &["ipv4:203.0.113.9"],
+                summary: "UNION SELECT",
+                time: "2026-03-02T09:15:01.123456+00:00",
+            },
+            Want {
+                kind: "incident",
+                severity: "low",
+                node: None,
+                obs: &["ipv6:2001:db8::7"],
+                summary: "3way handshake",
+                time: "2026-03-02T09:16:00.500+00:00",
+            },
             // The rule named its source with `target`: the suspect is alert.source, not src_ip.
-            Want { kind: "incident", severity: "medium", node: None, obs: &["ipv4:198.51.100.77"], summary: "LOCAL outbound", time: "2026-03-02T09:17:00+00:00" },
+            Want {
+                kind: "incident",
+                severity: "medium",
+                node: None,
+                obs: &["ipv4:198.51.100.77"],
+                summary: "LOCAL outbound",
+                time: "2026-03-02T09:17:00+00:00",
+            },
         ],
         &[],
     );
@@ -43,9 +64,30 @@ fn falco_events_are_incidents_about_the_remote_end() {
     check(
         &p,
         &[
-            Want { kind: "incident", severity: "medium", node: Some("web-1"), obs: &["ipv4:198.51.100.23"], summary: "Outbound Connection to C2", time: "2026-03-02T10:20:05.408091526+00:00" },
-            Want { kind: "incident", severity: "low", node: Some("db-1"), obs: &[], summary: "Terminal shell", time: "2026-03-02T10:21:00+00:00" },
-            Want { kind: "incident", severity: "critical", node: Some("edge-a-host"), obs: &[], summary: "Read sensitive file", time: "2026-03-02T10:22:00+00:00" },
+            Want {
+                kind: "incident",
+                severity: "medium",
+                node: Some("web-1"),
+                obs: &["ipv4:198.51.100.23"],
+                summary: "Outbound Connection to C2",
+                time: "2026-03-02T10:20:05.408091526+00:00",
+            },
+            Want {
+                kind: "incident",
+                severity: "low",
+                node: Some("db-1"),
+                obs: &[],
+                summary: "Terminal shell",
+                time: "2026-03-02T10:21:00+00:00",
+            },
+            Want {
+                kind: "incident",
+                severity: "critical",
+                node: Some("edge-a-host"),
+                obs: &[],
+                summary: "Read sensitive file",
+                time: "2026-03-02T10:22:00+00:00",
+            },
         ],
         &[],
     );
@@ -54,7 +96,10 @@ fn falco_events_are_incidents_about_the_remote_end() {
     assert_eq!(e.fields["container.id"], "3c4b2a1f0e9d");
     assert_eq!(e.fields["tags"], "network,mitre_command_and_control");
     // Shell metacharacters are kept as data, byte for byte.
-    assert_eq!(p.events[1].fields["proc.cmdline"], "bash -c 'echo $(id); rm -rf / --no-preserve-root'");
+    assert_eq!(
+        p.events[1].fields["proc.cmdline"],
+        "bash -c 'echo $(id); rm -rf / --no-preserve-root'"
+    );
 }
 
 #[test]
@@ -69,11 +114,16 @@ fn falco_priorities_map_to_severities() {
         ("Informational", "info"),
         ("Debug", "info"),
     ] {
-        let line = format!(r#"{{"rule":"r","priority":"{p}","time":"2026-03-02T10:00:00Z","output":"o"}}"#);
+        let line = format!(
+            r#"{{"rule":"r","priority":"{p}","time":"2026-03-02T10:00:00Z","output":"o"}}"#
+        );
         let parsed = parse(Format::Falco, line.as_bytes());
         assert_eq!(parsed.events[0].severity.as_str(), want, "{p}");
     }
-    let parsed = parse(Format::Falco, br#"{"rule":"r","priority":"Loud","time":"2026-03-02T10:00:00Z"}"#);
+    let parsed = parse(
+        Format::Falco,
+        br#"{"rule":"r","priority":"Loud","time":"2026-03-02T10:00:00Z"}"#,
+    );
     assert_eq!(parsed.errors[0].to_string(), "line 1: field `priority` is \"Loud\", expected one of Emergency, Alert, Critical, Error, Warning, Notice, Informational, Debug");
 }
 
@@ -83,9 +133,30 @@ fn opencanary_touches_are_indicators_and_daemon_messages_are_skipped() {
     check(
         &p,
         &[
-            Want { kind: "indicator", severity: "high", node: Some("opencanary-edge-a"), obs: &["ipv4:203.0.113.50"], summary: "SSH login attempt from 203.0.113.50 on port 2222", time: "2026-03-02T10:30:12.281259+00:00" },
-            Want { kind: "indicator", severity: "high", node: Some("opencanary-edge-a"), obs: &["ipv6:2001:db8::66"], summary: "HTTP GET", time: "2026-03-02T10:31:00+00:00" },
-            Want { kind: "indicator", severity: "high", node: Some("opencanary-edge-a"), obs: &["ipv4:203.0.113.51"], summary: "FTP login attempt", time: "2026-03-02T10:32:00+00:00" },
+            Want {
+                kind: "indicator",
+                severity: "high",
+                node: Some("opencanary-edge-a"),
+                obs: &["ipv4:203.0.113.50"],
+                summary: "SSH login attempt from 203.0.113.50 on port 2222",
+                time: "2026-03-02T10:30:12.281259+00:00",
+            },
+            Want {
+                kind: "indicator",
+                severity: "high",
+                node: Some("opencanary-edge-a"),
+                obs: &["ipv6:2001:db8::66"],
+                summary: "HTTP GET",
+                time: "2026-03-02T10:31:00+00:00",
+            },
+            Want {
+                kind: "indicator",
+                severity: "high",
+                node: Some("opencanary-edge-a"),
+                obs: &["ipv4:203.0.113.51"],
+                summary: "FTP login attempt",
+                time: "2026-03-02T10:32:00+00:00",
+            },
         ],
         &[],
     );
@@ -104,15 +175,47 @@ fn cowrie_sessions_become_indicators_with_downloads_as_observables() {
     check(
         &p,
         &[
-            Want { kind: "indicator", severity: "medium", node: Some("decoy-a"), obs: &[ip], summary: "connection from 203.0.113.77", time: "2026-03-02T10:40:00+00:00" },
-            Want { kind: "indicator", severity: "medium", node: Some("decoy-a"), obs: &[ip], summary: "failed login", time: "2026-03-02T10:40:01+00:00" },
-            Want { kind: "indicator", severity: "high", node: Some("decoy-a"), obs: &[ip], summary: "successful login", time: "2026-03-02T10:40:02+00:00" },
-            Want { kind: "indicator", severity: "high", node: Some("decoy-a"), obs: &[ip], summary: "command", time: "2026-03-02T10:40:03+00:00" },
+            Want {
+                kind: "indicator",
+                severity: "medium",
+                node: Some("decoy-a"),
+                obs: &[ip],
+                summary: "connection from 203.0.113.77",
+                time: "2026-03-02T10:40:00+00:00",
+            },
+            Want {
+                kind: "indicator",
+                severity: "medium",
+                node: Some("decoy-a"),
+                obs: &[ip],
+                summary: "failed login",
+                time: "2026-03-02T10:40:01+00:00",
+            },
             Want {
                 kind: "indicator",
                 severity: "high",
                 node: Some("decoy-a"),
-                obs: &[ip, "url:http://198.51.100.5/bot.sh", "hash:sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+                obs: &[ip],
+                summary: "successful login",
+                time: "2026-03-02T10:40:02+00:00",
+            },
+            Want {
+                kind: "indicator",
+                severity: "high",
+                node: Some("decoy-a"),
+                obs: &[ip],
+                summary: "command",
+                time: "2026-03-02T10:40:03+00:00",
+            },
+            Want {
+                kind: "indicator",
+                severity: "high",
+                node: Some("decoy-a"),
+                obs: &[
+                    ip,
+                    "url:http://198.51.100.5/bot.sh",
+                    "hash:sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                ],
                 summary: "file download",
                 time: "2026-03-02T10:40:04+00:00",
             },
@@ -132,8 +235,22 @@ fn crowdsec_alerts_give_one_indicator_per_live_decision() {
     check(
         &p,
         &[
-            Want { kind: "indicator", severity: "high", node: Some("edge-a-agent"), obs: &["ipv4:203.0.113.90"], summary: "ban 203.0.113.90 (crowdsecurity/ssh-bf)", time: "2026-03-02T10:50:00+00:00" },
-            Want { kind: "indicator", severity: "high", node: Some("edge-a-agent"), obs: &["cidr:198.51.100.0/24"], summary: "ban 198.51.100.0/24", time: "2026-03-02T10:51:00+00:00" },
+            Want {
+                kind: "indicator",
+                severity: "high",
+                node: Some("edge-a-agent"),
+                obs: &["ipv4:203.0.113.90"],
+                summary: "ban 203.0.113.90 (crowdsecurity/ssh-bf)",
+                time: "2026-03-02T10:50:00+00:00",
+            },
+            Want {
+                kind: "indicator",
+                severity: "high",
+                node: Some("edge-a-agent"),
+                obs: &["cidr:198.51.100.0/24"],
+                summary: "ban 198.51.100.0/24",
+                time: "2026-03-02T10:51:00+00:00",
+            },
         ],
         &[],
     );
@@ -152,11 +269,24 @@ fn crowdsec_decisions_take_their_time_from_until_or_from_the_caller() {
     let p = parse(Format::CrowdSec, &bytes);
     check(
         &p,
-        &[Want { kind: "indicator", severity: "high", node: None, obs: &["ipv4:203.0.113.91"], summary: "ban 203.0.113.91", time: "2026-03-02T10:00:05+00:00" }],
+        &[Want {
+            kind: "indicator",
+            severity: "high",
+            node: None,
+            obs: &["ipv4:203.0.113.91"],
+            summary: "ban 203.0.113.91",
+            time: "2026-03-02T10:00:05+00:00",
+        }],
         &[(1, "decision has no time")],
     );
     let received = "2026-03-02T12:00:00Z".parse().unwrap();
-    let p = parse_with(Format::CrowdSec, &bytes, &Options { received: Some(received) });
+    let p = parse_with(
+        Format::CrowdSec,
+        &bytes,
+        &Options {
+            received: Some(received),
+        },
+    );
     assert_eq!(p.events.len(), 2, "{:?}", p.errors);
     assert_eq!(p.events[1].severity.as_str(), "medium", "captcha");
     assert_eq!(crate::common::obs(&p.events[1]), ["ipv6:2001:db8::bad"]);
@@ -168,8 +298,18 @@ fn crowdsec_stream_new_decisions_and_unsupported_scopes_reported() {
     let p = parse(Format::CrowdSec, &sample("crowdsec-stream.json"));
     check(
         &p,
-        &[Want { kind: "indicator", severity: "high", node: None, obs: &["cidr:192.0.2.128/25"], summary: "lists:firehol_level1", time: "2026-03-02T12:00:00+00:00" }],
-        &[(1, "decision scope \"Country\" is not evaluated (expected Ip or Range)")],
+        &[Want {
+            kind: "indicator",
+            severity: "high",
+            node: None,
+            obs: &["cidr:192.0.2.128/25"],
+            summary: "lists:firehol_level1",
+            time: "2026-03-02T12:00:00+00:00",
+        }],
+        &[(
+            1,
+            "decision scope \"Country\" is not evaluated (expected Ip or Range)",
+        )],
     );
     assert_eq!(p.errors[0].kind, vacsine_events::ErrorKind::NotEvaluable);
     assert_eq!(p.skipped, 1, "deleted decisions");
@@ -185,7 +325,11 @@ fn nmap_open_ports_become_exposure_events_per_host_and_port() {
                 kind: "vulnerability",
                 severity: "info",
                 node: None,
-                obs: &["ipv4:192.0.2.10", "domain:web-1.edge-a.example", "package:OpenSSH@9.2p1 Debian 2+deb12u3"],
+                obs: &[
+                    "ipv4:192.0.2.10",
+                    "domain:web-1.edge-a.example",
+                    "package:OpenSSH@9.2p1 Debian 2+deb12u3",
+                ],
                 summary: "22/tcp open on 192.0.2.10 (OpenSSH 9.2p1",
                 time: "2026-03-02T10:20:01+00:00",
             },
@@ -193,11 +337,22 @@ fn nmap_open_ports_become_exposure_events_per_host_and_port() {
                 kind: "vulnerability",
                 severity: "info",
                 node: None,
-                obs: &["ipv4:192.0.2.10", "domain:web-1.edge-a.example", "package:nginx@1.22.1"],
+                obs: &[
+                    "ipv4:192.0.2.10",
+                    "domain:web-1.edge-a.example",
+                    "package:nginx@1.22.1",
+                ],
                 summary: "80/tcp open",
                 time: "2026-03-02T10:20:01+00:00",
             },
-            Want { kind: "vulnerability", severity: "info", node: None, obs: &["ipv6:2001:db8::10"], summary: "53/udp open on 2001:db8::10 (domain)", time: "2026-03-02T10:20:02+00:00" },
+            Want {
+                kind: "vulnerability",
+                severity: "info",
+                node: None,
+                obs: &["ipv6:2001:db8::10"],
+                summary: "53/udp open on 2001:db8::10 (domain)",
+                time: "2026-03-02T10:20:02+00:00",
+            },
         ],
         &[],
     );
@@ -207,7 +362,10 @@ fn nmap_open_ports_become_exposure_events_per_host_and_port() {
     assert_eq!(e.fields["protocol"], "tcp");
     assert_eq!(e.fields["service"], "ssh");
     assert_eq!(e.fields["extrainfo"], "protocol 2.0");
-    assert_eq!(e.fields["cpe"], "cpe:/a:openbsd:openssh:9.2p1 cpe:/o:linux:linux_kernel");
+    assert_eq!(
+        e.fields["cpe"],
+        "cpe:/a:openbsd:openssh:9.2p1 cpe:/o:linux:linux_kernel"
+    );
 }
 
 #[test]
@@ -216,8 +374,18 @@ fn nmap_bad_address_and_port_are_located() {
     let p = parse(Format::Nmap, xml.as_bytes());
     check(
         &p,
-        &[Want { kind: "vulnerability", severity: "info", node: None, obs: &["ipv4:192.0.2.5"], summary: "25/tcp open", time: "2026-03-02T10:20:00+00:00" }],
-        &[(4, "\"not-an-ip\" is not an IP address"), (7, "portid=…> is \"99999\", expected a port")],
+        &[Want {
+            kind: "vulnerability",
+            severity: "info",
+            node: None,
+            obs: &["ipv4:192.0.2.5"],
+            summary: "25/tcp open",
+            time: "2026-03-02T10:20:00+00:00",
+        }],
+        &[
+            (4, "\"not-an-ip\" is not an IP address"),
+            (7, "portid=…> is \"99999\", expected a port"),
+        ],
     );
 }
 
@@ -235,26 +403,49 @@ fn stix_bundle_indicators_evaluable_ones_become_events_others_are_reported() {
                 summary: "Scanner addresses",
                 time: "2026-03-01T12:00:00+00:00",
             },
-            Want { kind: "indicator", severity: "medium", node: None, obs: &["cidr:198.51.100.0/24"], summary: "Botnet network", time: "2026-03-01T12:00:00+00:00" },
-            // AND: no single value is an indicator on its own.
-            Want { kind: "indicator", severity: "low", node: None, obs: &[], summary: "Dropper", time: "2026-03-01T12:00:00+00:00" },
             Want {
                 kind: "indicator",
                 severity: "medium",
                 node: None,
-                obs: &["domain:evil.example", "url:https://evil.example/payload?x=1"],
+                obs: &["cidr:198.51.100.0/24"],
+                summary: "Botnet network",
+                time: "2026-03-01T12:00:00+00:00",
+            },
+            // AND: no single value is an indicator on its own.
+            Want {
+                kind: "indicator",
+                severity: "low",
+                node: None,
+                obs: &[],
+                summary: "Dropper",
+                time: "2026-03-01T12:00:00+00:00",
+            },
+            Want {
+                kind: "indicator",
+                severity: "medium",
+                node: None,
+                obs: &[
+                    "domain:evil.example",
+                    "url:https://evil.example/payload?x=1",
+                ],
                 summary: "stix: [domain-name",
                 time: "2026-03-01T12:00:00+00:00",
             },
         ],
         &[
             (66, "not evaluable at column 35: qualifier REPEATS"),
-            (76, "pattern_type \"snort\" is not evaluated (expected stix)"),
+            (
+                76,
+                "pattern_type \"snort\" is not evaluated (expected stix)",
+            ),
             (86, "\"203.0.113.300\" is not an IP address"),
         ],
     );
     assert_eq!(p.skipped, 3, "identity, relationship, revoked indicator");
-    assert_eq!(p.events[0].fields["valid_until"], "2026-04-01T12:00:00+00:00");
+    assert_eq!(
+        p.events[0].fields["valid_until"],
+        "2026-04-01T12:00:00+00:00"
+    );
     assert_eq!(p.events[2].fields["pattern_conjunctive"], "true");
 }
 
@@ -264,8 +455,16 @@ fn stix_indicators_carry_their_compiled_pattern_and_validity() {
     let (inds, p) = vacsine_events::parse_indicators(&sample("stix-bundle.json"));
     assert_eq!(inds.len(), p.events.len());
     let dropper = &inds[2];
-    let sha = Observable::hash(vacsine_events::HashAlgo::Sha256, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08").unwrap();
-    let md5 = Observable::hash(vacsine_events::HashAlgo::Md5, "098f6bcd4621d373cade4e832627b4f6").unwrap();
+    let sha = Observable::hash(
+        vacsine_events::HashAlgo::Sha256,
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    )
+    .unwrap();
+    let md5 = Observable::hash(
+        vacsine_events::HashAlgo::Md5,
+        "098f6bcd4621d373cade4e832627b4f6",
+    )
+    .unwrap();
     assert!(dropper.pattern.matches(&[sha.clone(), md5]));
     assert!(!dropper.pattern.matches(&[sha]));
     let scanners = &inds[0];
@@ -277,17 +476,33 @@ fn stix_indicators_carry_their_compiled_pattern_and_validity() {
 #[test]
 fn a_bad_line_never_drops_the_good_ones() {
     for (format, good) in [
-        (Format::Eve, r#"{"timestamp":"2026-03-02T10:00:00Z","event_type":"alert","src_ip":"192.0.2.1","alert":{"signature":"s","severity":1}}"#),
-        (Format::Falco, r#"{"rule":"r","priority":"Error","time":"2026-03-02T10:00:00Z"}"#),
-        (Format::OpenCanary, r#"{"logtype":4000,"src_host":"192.0.2.1","utc_time":"2026-03-02 10:00:00.0"}"#),
-        (Format::Cowrie, r#"{"eventid":"cowrie.session.connect","src_ip":"192.0.2.1","timestamp":"2026-03-02T10:00:00Z"}"#),
+        (
+            Format::Eve,
+            r#"{"timestamp":"2026-03-02T10:00:00Z","event_type":"alert","src_ip":"192.0.2.1","alert":{"signature":"s","severity":1}}"#,
+        ),
+        (
+            Format::Falco,
+            r#"{"rule":"r","priority":"Error","time":"2026-03-02T10:00:00Z"}"#,
+        ),
+        (
+            Format::OpenCanary,
+            r#"{"logtype":4000,"src_host":"192.0.2.1","utc_time":"2026-03-02 10:00:00.0"}"#,
+        ),
+        (
+            Format::Cowrie,
+            r#"{"eventid":"cowrie.session.connect","src_ip":"192.0.2.1","timestamp":"2026-03-02T10:00:00Z"}"#,
+        ),
     ] {
         let text = format!("{good}\n{{\"not json\n\n{good}\n[1,2]\n{good}\n");
         let p = parse(format, text.as_bytes());
         assert_eq!(p.events.len(), 3, "{format}: {:?}", p.errors);
         let lines: Vec<usize> = p.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [2, 5], "{format}: {:?}", crate::common::errors(&p));
-        assert!(p.errors[0].to_string().starts_with("line 2, column"), "{}", p.errors[0]);
+        assert!(
+            p.errors[0].to_string().starts_with("line 2, column"),
+            "{}",
+            p.errors[0]
+        );
     }
 }
 
@@ -316,7 +531,8 @@ fn reading_from_a_reader_gives_the_same_result_as_from_memory() {
 fn the_same_record_read_twice_has_the_same_id_and_a_site_changes_it() {
     let a = parse(Format::Cowrie, &sample("cowrie.jsonl"));
     let b = parse(Format::Cowrie, &sample("cowrie.jsonl"));
-    let ids = |p: &vacsine_events::Parsed| p.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    let ids =
+        |p: &vacsine_events::Parsed| p.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&a), ids(&b));
     let mut uniq = ids(&a);
     uniq.sort();

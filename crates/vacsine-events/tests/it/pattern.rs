@@ -93,16 +93,48 @@ fn not_evaluable_constructs_are_reported_with_the_reason() {
 fn invalid_patterns_are_located() {
     let cases: &[(&str, usize, &str)] = &[
         ("", 1, "expected an observation expression"),
-        ("ipv4-addr:value = '1.2.3.4'", 1, "expected an observation expression '[...]'"),
-        ("[ipv4-addr:value = '192.0.2.1'", 31, "expected ']' or AND/OR"),
+        (
+            "ipv4-addr:value = '1.2.3.4'",
+            1,
+            "expected an observation expression '[...]'",
+        ),
+        (
+            "[ipv4-addr:value = '192.0.2.1'",
+            31,
+            "expected ']' or AND/OR",
+        ),
         ("[ipv4-addr:value = '192.0.2.1]", 20, "string not closed"),
-        ("[ipv4-addr:value = '192.0.2.1'] OR", 35, "found the end of the pattern"),
-        ("[ipv4-addr:value = '192.0.2.1'] XOR [ipv4-addr:value = '192.0.2.2']", 33, "expected AND, OR or the end"),
-        ("[ipv4-addr:value = '999.0.2.1']", 20, "\"999.0.2.1\" is not an IP address"),
-        ("[ipv4-addr:value = '2001:db8::1']", 20, "not of this address family"),
-        ("[ipv4-addr:value ISSUBSET '10.0.0.1/8']", 27, "host bits set"),
+        (
+            "[ipv4-addr:value = '192.0.2.1'] OR",
+            35,
+            "found the end of the pattern",
+        ),
+        (
+            "[ipv4-addr:value = '192.0.2.1'] XOR [ipv4-addr:value = '192.0.2.2']",
+            33,
+            "expected AND, OR or the end",
+        ),
+        (
+            "[ipv4-addr:value = '999.0.2.1']",
+            20,
+            "\"999.0.2.1\" is not an IP address",
+        ),
+        (
+            "[ipv4-addr:value = '2001:db8::1']",
+            20,
+            "not of this address family",
+        ),
+        (
+            "[ipv4-addr:value ISSUBSET '10.0.0.1/8']",
+            27,
+            "host bits set",
+        ),
         ("[file:hashes.MD5 = 'xyz']", 20, "expected 32 hex digits"),
-        ("[ipv4-addr:value = '1.2.3.4' ; rm -rf /]", 30, "unexpected character ';'"),
+        (
+            "[ipv4-addr:value = '1.2.3.4' ; rm -rf /]",
+            30,
+            "unexpected character ';'",
+        ),
         ("[ipv4-addr:value = 'a\\n']", 22, "bad escape"),
     ];
     for (pat, col, piece) in cases {
@@ -116,8 +148,14 @@ fn invalid_patterns_are_located() {
 #[test]
 fn sufficient_observables_only_for_pure_alternatives() {
     let p = Pattern::parse("[ipv4-addr:value = '192.0.2.1' OR ipv4-addr:value = '192.0.2.1'] OR [ipv4-addr:value ISSUBSET '198.51.100.0/24']").unwrap();
-    let got: Vec<String> = p.sufficient_observables().unwrap().iter().map(|o| o.to_string()).collect();
+    let got: Vec<String> = p
+        .sufficient_observables()
+        .unwrap()
+        .iter()
+        .map(|o| o.to_string())
+        .collect();
     assert_eq!(got, ["ipv4:192.0.2.1", "cidr:198.51.100.0/24"]);
-    let p = Pattern::parse("[ipv4-addr:value = '192.0.2.1'] AND [domain-name:value = 'a.example']").unwrap();
+    let p = Pattern::parse("[ipv4-addr:value = '192.0.2.1'] AND [domain-name:value = 'a.example']")
+        .unwrap();
     assert_eq!(p.sufficient_observables(), None);
 }

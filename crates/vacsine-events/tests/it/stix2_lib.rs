@@ -30,10 +30,17 @@ fn a_bundle_written_with_the_stix2_library_is_read() {
         Ok(o) if o.status.success() => o.stdout,
         other => {
             let why = match other {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("").to_string(),
+                Ok(o) => String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_string(),
                 Err(e) => e.to_string(),
             };
-            assert!(!required, "VACSINE_REQUIRE_STIX2=1 but {python} with stix2 failed: {why}");
+            assert!(
+                !required,
+                "VACSINE_REQUIRE_STIX2=1 but {python} with stix2 failed: {why}"
+            );
             eprintln!("SKIPPED: {python} with the stix2 library unavailable ({why}); `pip install stix2` or set VACSINE_PYTHON; VACSINE_REQUIRE_STIX2=1 fails instead");
             return;
         }
@@ -50,7 +57,10 @@ fn a_bundle_written_with_the_stix2_library_is_read() {
         ("ip two", "ipv4:203.0.113.12"),
         ("ip three", "ipv6:2001:db8::13"),
         ("net", "cidr:198.51.100.0/24"),
-        ("file", "hash:sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
+        (
+            "file",
+            "hash:sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        ),
     ]
     .iter()
     .map(|(n, o)| (n.to_string(), vec![o.to_string()]))
@@ -60,13 +70,24 @@ fn a_bundle_written_with_the_stix2_library_is_read() {
     assert!(p.events[2].fields.contains_key("valid_until"));
     let errs: Vec<String> = p.errors.iter().map(|e| e.to_string()).collect();
     assert_eq!(p.errors.len(), 2, "{errs:#?}");
-    assert!(p.errors.iter().all(|e| e.kind == ErrorKind::NotEvaluable), "{errs:#?}");
+    assert!(
+        p.errors.iter().all(|e| e.kind == ErrorKind::NotEvaluable),
+        "{errs:#?}"
+    );
     assert!(errs[0].contains("qualifier REPEATS"), "{}", errs[0]);
-    assert!(errs[1].contains("object path \"email-addr:value\" is not evaluated"), "{}", errs[1]);
+    assert!(
+        errs[1].contains("object path \"email-addr:value\" is not evaluated"),
+        "{}",
+        errs[1]
+    );
     // Each refusal is at the line of its indicator's id in the pretty-printed bundle.
     let text = String::from_utf8(bundle).unwrap();
     for e in &p.errors {
         let line = text.lines().nth(e.line - 1).unwrap();
-        assert!(line.contains("\"id\": \"indicator--"), "line {}: {line}", e.line);
+        assert!(
+            line.contains("\"id\": \"indicator--"),
+            "line {}: {line}",
+            e.line
+        );
     }
 }
