@@ -15,7 +15,7 @@ pub mod matcher;
 pub mod observable;
 
 pub use event::{Event, EventKind, Severity};
-pub use formats::drift::{drift, CheckResult, Outcome};
+pub use formats::drift::{drift, read_check_results, CheckResult, Outcome};
 pub use formats::stix::{parse_indicators, Indicator};
 pub use formats::stix_pattern::{Pattern, PatternError};
 pub use formats::{parse, parse_reader, parse_with, Format};

@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use serde_json::Value;
+
 use crate::event::{Event, EventKind, Severity};
+use crate::input::{json_values, ErrorKind, ParseError, Parsed};
 
 /// A check's outcome (the XCCDF outcomes of `vacsine check`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -28,6 +31,49 @@ pub struct CheckResult {
     /// The requirement's severity (drift events carry it; default medium).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<Severity>,
+    /// The requirement's title, when known (the summary names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// Check results as `vacsine check --format json` prints them (`{"results": [...]}`, also
+/// with `--scap`), or a bare JSON array of them. Unknown fields are ignored; a result that does
+/// not fit is reported (`line N: results[i]: …`) and the others are kept.
+pub fn read_check_results(bytes: &[u8]) -> (Vec<CheckResult>, Vec<ParseError>) {
+    let mut out = Parsed::default();
+    let mut results = Vec::new();
+    json_values(bytes, &mut out, |line, v, out| {
+        let (items, what) =
+            match v {
+                Value::Object(mut o) => match o.remove("results") {
+                    Some(Value::Array(a)) => (a, "results"),
+                    _ => return out.errors.push(ParseError::new(
+                        line,
+                        ErrorKind::Invalid,
+                        "expected `vacsine check --format json` output (an object with `results`)",
+                    )),
+                },
+                Value::Array(a) => (a, ""),
+                _ => {
+                    return out.errors.push(ParseError::new(
+                        line,
+                        ErrorKind::Invalid,
+                        "expected check results (an object with `results`, or an array)",
+                    ))
+                }
+            };
+        for (i, item) in items.into_iter().enumerate() {
+            match serde_json::from_value::<CheckResult>(item) {
+                Ok(r) => results.push(r),
+                Err(e) => out.errors.push(ParseError::new(
+                    line,
+                    ErrorKind::Invalid,
+                    format!("{what}[{i}]: {e} (expected requirement, node, outcome)"),
+                )),
+            }
+        }
+    });
+    (results, out.errors)
 }
 
 /// `requirement_changed` events for each (requirement, node) that was `pass` in `previous`
@@ -52,10 +98,16 @@ pub fn drift(previous: &[CheckResult], current: &[CheckResult], at: DateTime<Utc
                 "vacsine",
                 at,
                 r.severity.unwrap_or(Severity::Medium),
-                format!(
-                    "vacsine: {} passed and now fails on {}",
-                    r.requirement, r.node
-                ),
+                match &r.title {
+                    Some(t) => format!(
+                        "vacsine: {} ({t}) passed and now fails on {}",
+                        r.requirement, r.node
+                    ),
+                    None => format!(
+                        "vacsine: {} passed and now fails on {}",
+                        r.requirement, r.node
+                    ),
+                },
             );
             e.node = Some(r.node.clone());
             e.field("requirement", r.requirement.as_str());

@@ -1,4 +1,4 @@
-use vacsine_events::{drift, CheckResult, EventKind, Outcome, Severity};
+use vacsine_events::{drift, read_check_results, CheckResult, EventKind, Outcome, Severity};
 
 fn r(req: &str, node: &str, outcome: Outcome) -> CheckResult {
     CheckResult {
@@ -6,6 +6,7 @@ fn r(req: &str, node: &str, outcome: Outcome) -> CheckResult {
         node: node.into(),
         outcome,
         severity: None,
+        title: None,
     }
 }
 
@@ -52,4 +53,40 @@ fn check_results_have_a_tolerant_json_form() {
     )
     .unwrap();
     assert_eq!(v[0].outcome, Outcome::NotApplicable);
+}
+
+#[test]
+fn check_output_is_read_and_drift_computed_between_two_runs() {
+    // The shape `vacsine check --format json` prints (crates/vacsine-enforce CheckResult).
+    let before = br#"{"results": [
+      {"requirement": "ssh-no-root", "node": "web-1", "outcome": "pass", "observed": "PermitRootLogin no", "message": "", "title": "No root login over SSH", "severity": "high", "kind": "security"},
+      {"requirement": "fw-default-drop", "node": "web-1", "outcome": "fail", "observed": "policy accept", "message": "", "title": "Default drop", "severity": "medium", "kind": "security"}
+    ]}"#;
+    let after = br#"{"results": [
+      {"requirement": "ssh-no-root", "node": "web-1", "outcome": "fail", "observed": "PermitRootLogin yes", "message": "", "title": "No root login over SSH", "severity": "high", "kind": "security"},
+      {"requirement": "fw-default-drop", "node": "web-1", "outcome": "nope", "observed": "", "message": "", "title": "Default drop", "severity": "medium", "kind": "security"}
+    ]}"#;
+    let (prev, errs) = read_check_results(before);
+    assert!(errs.is_empty(), "{errs:?}");
+    let (cur, errs) = read_check_results(after);
+    assert_eq!(cur.len(), 1);
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0]
+            .to_string()
+            .starts_with("line 1: results[1]: unknown variant `nope`"),
+        "{}",
+        errs[0]
+    );
+    let ev = drift(&prev, &cur, "2026-03-02T12:00:00Z".parse().unwrap());
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].severity, Severity::High);
+    assert_eq!(
+        ev[0].summary,
+        "vacsine: ssh-no-root (No root login over SSH) passed and now fails on web-1"
+    );
+    let (_, errs) = read_check_results(b"{\"verdict\": \"x\"}");
+    assert!(errs[0]
+        .to_string()
+        .contains("expected `vacsine check --format json` output"));
 }
