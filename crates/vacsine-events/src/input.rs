@@ -384,14 +384,16 @@ pub(crate) fn json_values(
             return;
         }
     }
+    // Lines counted incrementally: `line` is the line of `counted`.
+    let (mut counted, mut line) = (0usize, 1usize);
     while pos < b.len() {
-        let (line, _) = line_col(b, pos);
+        line += b[counted..pos].iter().filter(|c| **c == b'\n').count();
+        counted = pos;
         let mut it = serde_json::Deserializer::from_slice(&b[pos..]).into_iter::<Value>();
         match it.next() {
             None => return,
             Some(Err(e)) => {
-                let (l0, _) = line_col(b, pos);
-                let mut err = json_error(l0 - 1, &e);
+                let mut err = json_error(line - 1, &e);
                 if e.line() == 1 {
                     err.column = err.column.map(|c| c + line_col(b, pos).1 - 1);
                 }

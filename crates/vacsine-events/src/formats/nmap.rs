@@ -145,7 +145,6 @@ fn child<'a, 'i>(n: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
 }
 
 fn host_events(doc: &Document, host: Node, run_start: Option<DateTime<Utc>>, out: &mut Parsed) {
-    let line = line_of(doc, host);
     if child(host, "status").and_then(|s| s.attribute("state")) == Some("down") {
         out.skipped += 1;
         return;
@@ -174,7 +173,7 @@ fn host_events(doc: &Document, host: Node, run_start: Option<DateTime<Utc>>, out
     }
     let Some(addr) = addr else {
         out.errors.push(ParseError::new(
-            line,
+            line_of(doc, host),
             ErrorKind::Missing,
             "<host> without an <address addrtype=\"ipv4|ipv6\">",
         ));
@@ -183,7 +182,7 @@ fn host_events(doc: &Document, host: Node, run_start: Option<DateTime<Utc>>, out
     let time = host.attribute("starttime").and_then(epoch).or(run_start);
     let Some(time) = time else {
         out.errors.push(ParseError::new(
-            line,
+            line_of(doc, host),
             ErrorKind::Missing,
             "<host> without starttime and <nmaprun> without start (expected Unix seconds)",
         ));
@@ -214,8 +213,8 @@ fn port_event(
     names: &[Domain],
     time: DateTime<Utc>,
 ) -> Result<Option<Event>, ParseError> {
-    let line = line_of(doc, port);
-    let err = |kind, m: String| ParseError::new(line, kind, m);
+    // Lines are computed for errors only (finding one scans the document from its start).
+    let err = |kind, m: String| ParseError::new(line_of(doc, port), kind, m);
     let state = child(port, "state");
     let st = state.and_then(|s| s.attribute("state")).unwrap_or("");
     if st != "open" {

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::stix_pattern::Pattern;
 use crate::event::{Event, EventKind, Severity};
-use crate::input::{json_values, line_col, type_name, ErrorKind, ParseError, Parsed, Rec};
+use crate::input::{json_values, type_name, ErrorKind, ParseError, Parsed, Rec};
 use crate::observable::quote;
 
 /// A STIX indicator with its compiled pattern.
@@ -40,8 +40,13 @@ impl Indicator {
 pub fn parse_indicators(bytes: &[u8]) -> (Vec<Indicator>, Parsed) {
     let mut out = Parsed::default();
     let mut inds = Vec::new();
+    let mut loc = Locator {
+        doc: bytes,
+        off: 0,
+        line: 1,
+    };
     json_values(bytes, &mut out, |line, v, out| {
-        top(bytes, line, &v, out, &mut inds);
+        top(&mut loc, line, &v, out, &mut inds);
     });
     (inds, out)
 }
@@ -51,11 +56,11 @@ pub(crate) fn parse(bytes: &[u8], out: &mut Parsed) {
     out.merge(p);
 }
 
-fn top(doc: &[u8], line: usize, v: &Value, out: &mut Parsed, inds: &mut Vec<Indicator>) {
+fn top(loc: &mut Locator, line: usize, v: &Value, out: &mut Parsed, inds: &mut Vec<Indicator>) {
     match v.get("objects") {
         Some(Value::Array(objs)) => {
             for o in objs {
-                object(doc, line, o, out, inds);
+                object(loc, line, o, out, inds);
             }
         }
         Some(other) => out.errors.push(ParseError::new(
@@ -66,7 +71,7 @@ fn top(doc: &[u8], line: usize, v: &Value, out: &mut Parsed, inds: &mut Vec<Indi
                 type_name(other)
             ),
         )),
-        None if v.get("type").is_some() => object(doc, line, v, out, inds),
+        None if v.get("type").is_some() => object(loc, line, v, out, inds),
         None => out.errors.push(ParseError::new(
             line,
             ErrorKind::Invalid,
@@ -75,24 +80,56 @@ fn top(doc: &[u8], line: usize, v: &Value, out: &mut Parsed, inds: &mut Vec<Indi
     }
 }
 
-/// The line where `id` is written in the document (after `from_line`), else `from_line`.
-fn locate(doc: &[u8], from_line: usize, id: &str) -> usize {
-    if id.is_empty() {
-        return from_line;
-    }
-    let needle = format!("\"{id}\"");
-    let n = needle.as_bytes();
-    if n.len() > doc.len() {
-        return from_line;
-    }
-    doc.windows(n.len())
-        .position(|w| w == n)
-        .map_or(from_line, |i| line_col(doc, i).0)
+/// Finds where each object's id is written, moving forward through the document (objects
+/// come in document order), counting lines as it goes: linear in the document.
+struct Locator<'d> {
+    doc: &'d [u8],
+    off: usize,
+    line: usize,
 }
 
-fn object(doc: &[u8], bundle_line: usize, o: &Value, out: &mut Parsed, inds: &mut Vec<Indicator>) {
+impl Locator<'_> {
+    /// The line of the next `"id"` in the document, else `fallback` (the cursor stays).
+    fn line_of(&mut self, id: &str, fallback: usize) -> usize {
+        if id.is_empty() {
+            return fallback;
+        }
+        let needle = format!("\"{id}\"");
+        let n = needle.as_bytes();
+        let rest = &self.doc[self.off..];
+        if n.len() > rest.len() {
+            return fallback;
+        }
+        // The occurrence that is the value of an `"id"` key (not a `*_ref` naming it).
+        let is_id = |i: usize| {
+            let before = rest[..i].trim_ascii_end();
+            before
+                .strip_suffix(b":")
+                .is_some_and(|b| b.trim_ascii_end().ends_with(b"\"id\""))
+        };
+        let mut from = 0;
+        while let Some(j) = rest[from..].windows(n.len()).position(|w| w == n) {
+            let i = from + j;
+            if is_id(i) {
+                self.line += rest[..i].iter().filter(|c| **c == b'\n').count();
+                self.off += i;
+                return self.line;
+            }
+            from = i + n.len();
+        }
+        fallback
+    }
+}
+
+fn object(
+    loc: &mut Locator,
+    bundle_line: usize,
+    o: &Value,
+    out: &mut Parsed,
+    inds: &mut Vec<Indicator>,
+) {
     let id = o.get("id").and_then(Value::as_str).unwrap_or("");
-    let line = locate(doc, bundle_line, id);
+    let line = loc.line_of(id, bundle_line);
     let r = Rec::new(line, o);
     if !o.is_object() {
         return out.errors.push(r.err(

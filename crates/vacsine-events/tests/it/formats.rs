@@ -543,3 +543,18 @@ fn the_same_record_read_twice_has_the_same_id_and_a_site_changes_it() {
     assert_ne!(at.events[0].id, a.events[0].id);
     assert_eq!(at.events[0].id, at.events[0].content_id());
 }
+
+#[test]
+fn stix_errors_are_located_at_the_object_itself_not_at_a_reference_to_it() {
+    let mut doc = String::from("{\"type\": \"bundle\", \"id\": \"bundle--1\", \"objects\": [\n");
+    // A relationship naming the indicator comes first.
+    doc.push_str("{\"type\": \"relationship\", \"id\": \"relationship--1\", \"source_ref\": \"indicator--bad\", \"target_ref\": \"malware--1\"},\n");
+    for i in 0..2000 {
+        doc.push_str(&format!("{{\"type\": \"indicator\", \"id\": \"indicator--{i}\", \"pattern\": \"[ipv4-addr:value = '10.0.{}.{}']\", \"pattern_type\": \"stix\", \"valid_from\": \"2026-03-01T00:00:00Z\"}},\n", i / 256, i % 256));
+    }
+    doc.push_str("{\"type\": \"indicator\",\n \"id\" :\n \"indicator--bad\", \"pattern\": \"[ipv4-addr:value = 'x']\", \"pattern_type\": \"stix\", \"valid_from\": \"2026-03-01T00:00:00Z\"}\n]}\n");
+    let p = parse(Format::Stix, doc.as_bytes());
+    assert_eq!(p.events.len(), 2000);
+    assert_eq!(p.errors.len(), 1);
+    assert_eq!(p.errors[0].line, 2005, "where its id is written: {}", p.errors[0]);
+}
