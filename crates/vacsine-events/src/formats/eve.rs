@@ -53,7 +53,40 @@ struct Wire {
     #[serde(default)]
     host: Option<Value>,
     #[serde(default)]
-    alert: Option<Value>,
+    alert: Option<AlertWire>,
+}
+
+/// The fields of `alert` read (its `metadata`, `rule`… are skipped unbuilt).
+#[derive(Deserialize)]
+struct AlertWire {
+    #[serde(default)]
+    signature: Option<Value>,
+    #[serde(default)]
+    signature_id: Option<Value>,
+    #[serde(default)]
+    severity: Option<Value>,
+    #[serde(default)]
+    category: Option<Value>,
+    #[serde(default)]
+    action: Option<Value>,
+    #[serde(default)]
+    source: Option<SourceWire>,
+}
+
+#[derive(Deserialize)]
+struct SourceWire {
+    #[serde(default)]
+    ip: Option<Value>,
+}
+
+fn object<const N: usize>(fields: [(&str, Option<Value>); N]) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in fields {
+        if let Some(v) = v {
+            m.insert(k.to_string(), v);
+        }
+    }
+    Value::Object(m)
 }
 
 /// The hot path: a JSON object read into [`Wire`], non-alerts skipped at once, the fields
@@ -70,8 +103,17 @@ fn fast(line_no: usize, text: &str) -> Option<Result<Option<Event>, ParseError>>
         Some(Value::String(_)) => return Some(Ok(None)),
         _ => return None,
     }
-    let mut m = serde_json::Map::new();
-    for (k, v) in [
+    let alert = w.alert.map(|a| {
+        object([
+            ("signature", a.signature),
+            ("signature_id", a.signature_id),
+            ("severity", a.severity),
+            ("category", a.category),
+            ("action", a.action),
+            ("source", a.source.map(|s| object([("ip", s.ip)]))),
+        ])
+    });
+    let v = object([
         ("event_type", w.event_type),
         ("timestamp", w.timestamp),
         ("src_ip", w.src_ip),
@@ -82,13 +124,8 @@ fn fast(line_no: usize, text: &str) -> Option<Result<Option<Event>, ParseError>>
         ("flow_id", w.flow_id),
         ("in_iface", w.in_iface),
         ("host", w.host),
-        ("alert", w.alert),
-    ] {
-        if let Some(v) = v {
-            m.insert(k.to_string(), v);
-        }
-    }
-    let v = Value::Object(m);
+        ("alert", alert),
+    ]);
     if let Err(msg) = check_sizes(&v) {
         return Some(Err(ParseError::new(line_no, ErrorKind::FieldTooLarge, msg)));
     }

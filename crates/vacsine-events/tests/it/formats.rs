@@ -556,5 +556,9 @@ fn stix_errors_are_located_at_the_object_itself_not_at_a_reference_to_it() {
     let p = parse(Format::Stix, doc.as_bytes());
     assert_eq!(p.events.len(), 2000);
     assert_eq!(p.errors.len(), 1);
-    assert_eq!(p.errors[0].line, 2005, "where its id is written: {}", p.errors[0]);
+    assert_eq!(
+        p.errors[0].line, 2005,
+        "where its id is written: {}",
+        p.errors[0]
+    );
 }

@@ -108,12 +108,8 @@ fn a_one_megabyte_field_is_refused_and_a_line_over_one_mebibyte_too() {
     let line = GOOD_EVE.replace("good", &big);
     assert!(line.len() < MAX_LINE_BYTES);
     one_error(&eve_with(&line), 2, ErrorKind::FieldTooLarge, &format!("field `alert.signature` of 1000000 bytes refused (at most {MAX_FIELD_BYTES} bytes per field)"));
-    // A key can be hostile too (in a part of the record that is kept).
-    let line = GOOD_EVE.replace(
-        r#""alert":{"#,
-        &format!(r#""alert":{{"{}":1,"#, "k".repeat(70_000)),
-    );
-    one_error(&eve_with(&line), 2, ErrorKind::FieldTooLarge, "refused");
+    // A key can be hostile too (where records are kept whole: Falco's output_fields; EVE
+    // skips the keys it does not read without building them).
     let falco = format!(
         r#"{{"rule":"r","priority":"Error","time":"2026-03-02T10:00:00Z","output_fields":{{"{}":1}}}}"#,
         "k".repeat(70_000)
