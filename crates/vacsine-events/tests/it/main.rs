@@ -1,5 +1,5 @@
 //! Integration tests of vacsine-events: one binary, one module per concern.
-// The stix2 test runs python3 (argv only).
+// The stix2 and nmap tests run python3 and nmap (argv only).
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -10,4 +10,5 @@ mod hostile;
 mod matcher;
 mod model;
 mod pattern;
+mod real_nmap;
 mod stix2_lib;
