@@ -359,7 +359,8 @@ pub(crate) fn check_sizes(v: &Value) -> Result<(), String> {
 
 /// The top-level JSON values of a document: the elements of a top-level array, or each value
 /// of a stream of whitespace-separated values (one object, JSON Lines), with the 1-based line
-/// where each starts. A syntax error ends the walk (what came before is kept).
+/// where each starts. A syntax error inside an array ends the walk (what came before is
+/// kept); in a stream of values, the walk goes on at the line after the error.
 pub(crate) fn json_values(
     bytes: &[u8],
     out: &mut Parsed,
@@ -398,7 +399,22 @@ pub(crate) fn json_values(
                     err.column = err.column.map(|c| c + line_col(b, pos).1 - 1);
                 }
                 out.errors.push(err);
-                return;
+                if in_array || e.is_eof() {
+                    // Inside one document: what follows cannot be told apart.
+                    return;
+                }
+                // A stream of values (JSON Lines): go on after the line of the error.
+                let mut skip = e.line().max(1);
+                let mut next = pos;
+                while skip > 0 {
+                    match b[next..].iter().position(|c| *c == b'\n') {
+                        Some(i) => next += i + 1,
+                        None => return,
+                    }
+                    skip -= 1;
+                }
+                pos = skip_ws(next);
+                continue;
             }
             Some(Ok(v)) => {
                 let end = pos + it.byte_offset();

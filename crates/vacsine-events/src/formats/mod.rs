@@ -84,7 +84,7 @@ impl Format {
         let first_rec = t.lines().next().unwrap_or(t);
         let has =
             |k: &str| first_rec.contains(&format!("\"{k}\"")) || t.contains(&format!("\"{k}\""));
-        if has("event_type") && has("src_ip") || first_rec.contains("\"event_type\"") {
+        if has("event_type") {
             Some(Format::Eve)
         } else if has("eventid") && t.contains("\"cowrie.") {
             Some(Format::Cowrie)

@@ -562,3 +562,34 @@ fn stix_errors_are_located_at_the_object_itself_not_at_a_reference_to_it() {
         p.errors[0]
     );
 }
+
+#[test]
+fn document_formats_given_one_value_per_line_go_on_after_a_bad_line() {
+    let text = concat!(
+        r#"{"scope":"Ip","value":"203.0.113.1","type":"ban","until":"2026-03-02T12:00:00Z","duration":"1h"}"#,
+        "\n",
+        r#"{"scope":"Ip","value":"203.0.113.2","type":"ban",,}"#,
+        "\n",
+        r#"{"scope":"Ip","value":"203.0.113.3","type":"ban","until":"2026-03-02T12:00:00Z","duration":"1h"}"#,
+        "\n",
+    );
+    let p = parse(Format::CrowdSec, text.as_bytes());
+    assert_eq!(p.events.len(), 2, "{:?}", p.errors);
+    assert_eq!(p.errors.len(), 1);
+    assert_eq!(p.errors[0].line, 2, "{}", p.errors[0]);
+    let stix = concat!(
+        r#"{"type":"indicator","id":"indicator--1","pattern":"[ipv4-addr:value = '203.0.113.1']","pattern_type":"stix","valid_from":"2026-03-01T00:00:00Z"}"#,
+        "\n",
+        "{\"type\":\"indicator\",\n",
+        r#"{"type":"indicator","id":"indicator--3","pattern":"[ipv4-addr:value = '203.0.113.3']","pattern_type":"stix","valid_from":"2026-03-01T00:00:00Z"}"#,
+        "\n",
+    );
+    let p = parse(Format::Stix, stix.as_bytes());
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert_eq!(
+        p.errors[0].line, 3,
+        "the broken object is seen to end at the next line: {}",
+        p.errors[0]
+    );
+    assert_eq!(p.events.len(), 1, "the first is kept");
+}
