@@ -1,5 +1,5 @@
 //! Integration tests of vacsine-events: one binary, one module per concern.
-// The stix2 and nmap tests run python3 and nmap (argv only).
+// The tests of real producers run python3, nmap, twistd (argv only).
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -11,4 +11,5 @@ mod matcher;
 mod model;
 mod pattern;
 mod real_nmap;
+mod real_opencanary;
 mod stix2_lib;
