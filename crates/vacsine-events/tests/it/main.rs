@@ -10,6 +10,7 @@ mod hostile;
 mod matcher;
 mod model;
 mod pattern;
+mod real_cowrie;
 mod real_nmap;
 mod real_opencanary;
 mod stix2_lib;
