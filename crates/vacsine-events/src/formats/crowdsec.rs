@@ -14,7 +14,7 @@
 //! `start_at`), else `until` minus `duration`, else the time received given in
 //! [`crate::Options`]; with none of them the decision is refused.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
 use crate::event::{Event, EventKind, Severity};
@@ -240,7 +240,7 @@ fn decision(
         })?),
     };
     let time = alert_time
-        .or_else(|| Some(until? - Duration::seconds(duration?)))
+        .or_else(|| until?.checked_sub_signed(TimeDelta::try_seconds(duration?)?))
         .or(opts.received)
         .ok_or_else(|| {
             r.err(

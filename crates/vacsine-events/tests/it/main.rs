@@ -9,6 +9,7 @@ mod formats;
 mod hostile;
 mod matcher;
 mod model;
+mod mutate;
 mod pattern;
 mod real_cowrie;
 mod real_nmap;
