@@ -17,7 +17,9 @@ pub enum Outcome {
     Fail,
     Error,
     Unknown,
+    #[serde(alias = "notapplicable")]
     NotApplicable,
+    #[serde(alias = "notchecked")]
     NotChecked,
     Informational,
 }
@@ -36,13 +38,38 @@ pub struct CheckResult {
     pub title: Option<String>,
 }
 
-/// Check results as `vacsine check --format json` prints them (`{"results": [...]}`, also
-/// with `--scap`), or a bare JSON array of them. Unknown fields are ignored; a result that does
-/// not fit is reported (`line N: results[i]: …`) and the others are kept.
+/// Check results as `vacsine check --format json` prints them (`{"results": [...]}`), as
+/// `vacsine check --scap … --format json` prints them (one line per node: `{"node": …,
+/// "report": {"rules": [{"id", "title", "severity", "outcome"}…]}}`, the rule id as the
+/// requirement), or a bare JSON array of results. Unknown fields are ignored; a result that
+/// does not fit is reported (`line N: results[i]: …`) and the others are kept.
 pub fn read_check_results(bytes: &[u8]) -> (Vec<CheckResult>, Vec<ParseError>) {
     let mut out = Parsed::default();
     let mut results = Vec::new();
     json_values(bytes, &mut out, |line, v, out| {
+        if let Some(Value::Array(rules)) = v.pointer("/report/rules") {
+            let node = match v.get("node") {
+                Some(Value::String(n)) => n.clone(),
+                _ => {
+                    return out.errors.push(ParseError::new(
+                        line,
+                        ErrorKind::Missing,
+                        "a SCAP report line without `node` (expected `vacsine check --scap --format json` output)",
+                    ))
+                }
+            };
+            for (i, rule) in rules.iter().enumerate() {
+                match scap_rule(rule, &node) {
+                    Ok(r) => results.push(r),
+                    Err(e) => out.errors.push(ParseError::new(
+                        line,
+                        ErrorKind::Invalid,
+                        format!("report.rules[{i}]: {e} (expected id, outcome)"),
+                    )),
+                }
+            }
+            return;
+        }
         let (items, what) =
             match v {
                 Value::Object(mut o) => match o.remove("results") {
@@ -74,6 +101,26 @@ pub fn read_check_results(bytes: &[u8]) -> (Vec<CheckResult>, Vec<ParseError>) {
         }
     });
     (results, out.errors)
+}
+
+fn scap_rule(rule: &Value, node: &str) -> Result<CheckResult, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Rule {
+        id: String,
+        outcome: Outcome,
+        #[serde(default)]
+        severity: Option<String>,
+        #[serde(default)]
+        title: Option<String>,
+    }
+    let r = Rule::deserialize(rule)?;
+    Ok(CheckResult {
+        requirement: r.id,
+        node: node.to_string(),
+        outcome: r.outcome,
+        severity: r.severity.as_deref().and_then(Severity::parse),
+        title: r.title,
+    })
 }
 
 /// `requirement_changed` events for each (requirement, node) that was `pass` in `previous`

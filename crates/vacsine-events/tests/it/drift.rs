@@ -90,3 +90,36 @@ fn check_output_is_read_and_drift_computed_between_two_runs() {
         .to_string()
         .contains("expected `vacsine check --format json` output"));
 }
+
+#[test]
+fn scap_check_output_is_read_too() {
+    // The shape `vacsine check --scap … --format json` prints: one line per node.
+    let before = concat!(
+        r#"{"node":"web-1","report":{"benchmark":"xccdf_org.ssgproject.content_benchmark_DEBIAN-12","profile":"p","profile_title":"t","rules":[{"id":"xccdf_org.ssgproject.content_rule_sshd_disable_root_login","title":"Disable SSH Root Login","severity":"medium","outcome":"pass","evidence":[],"controls":[]},{"id":"xccdf_org.ssgproject.content_rule_package_telnetd_removed","title":"Uninstall telnetd","severity":"high","outcome":"notapplicable","evidence":[],"controls":[]}],"summary":{},"families":{}},"timing":{"load_ms":1}}"#,
+        "\n",
+    );
+    let after = before
+        .replace(
+            r#""severity":"medium","outcome":"pass""#,
+            r#""severity":"medium","outcome":"fail""#,
+        )
+        .replace(r#""outcome":"notapplicable""#, r#""outcome":"fail""#);
+    let (prev, errs) = read_check_results(before.as_bytes());
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(prev[1].outcome, Outcome::NotApplicable);
+    let (cur, errs) = read_check_results(after.as_bytes());
+    assert!(errs.is_empty(), "{errs:?}");
+    let ev = drift(&prev, &cur, "2026-03-02T12:00:00Z".parse().unwrap());
+    assert_eq!(ev.len(), 1, "not applicable → fail is not drift: {ev:#?}");
+    assert_eq!(
+        ev[0].fields["requirement"],
+        "xccdf_org.ssgproject.content_rule_sshd_disable_root_login"
+    );
+    assert_eq!(ev[0].node.as_deref(), Some("web-1"));
+    assert_eq!(ev[0].severity, Severity::Medium);
+    assert!(
+        ev[0].summary.contains("(Disable SSH Root Login)"),
+        "{}",
+        ev[0].summary
+    );
+}
