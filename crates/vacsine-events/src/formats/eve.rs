@@ -2,7 +2,8 @@
 //! events; other record types (flow, dns, http, stats…) are counted as skipped.
 //!
 //! Severity per Suricata's documentation (`alert.severity`, from the rule's classtype
-//! priority): 1 is the highest → `high`, 2 → `medium`, 3 → `low`, 4 and above → `info`.
+//! priority): 1 is the highest → `high`, 2 → `medium`, 3 → `low`, 4 and above → `info`;
+//! absent, Suricata's default priority 3 → `low`.
 //! The suspect is `src_ip` (or `alert.source.ip` when the rule set a `target`); the other end
 //! stays in fields. Only the fields read are built and size-checked (`timestamp`, addresses,
 //! ports, `proto`, `flow_id`, `in_iface`, `host`, `alert`); the rest of a record is skipped
