@@ -428,15 +428,27 @@ pub enum AgentAction {
     },
     /// A local event (from an IDS hook, a scanner, an operator): every workflow of the held
     /// registry bundle whose trigger (`spec.on`) matches it runs here, without the
-    /// orchestrator; runs are uploaded, marked autonomous, when the link allows. Exit 0 when
-    /// every run started succeeded (or none matched), 2 otherwise.
+    /// orchestrator; runs are uploaded, marked autonomous, when the link allows. Each
+    /// matching workflow runs or is refused on its own (one refused does not stop the
+    /// others), and each outcome is printed. Exit 0 when every matching workflow ran and
+    /// succeeded or was deduplicated (or none matched), 2 when one failed or was refused, 1
+    /// on a usage error or a bundle that cannot be read.
     Event {
         /// `indicator`, `incident`, `vulnerability` or `requirement_changed`.
         #[arg(long = "type", value_name = "TYPE")]
         event_type: String,
         /// The event's payload, a JSON object (e.g. `{"type": "ip", "value": "203.0.113.9"}`).
-        #[arg(long, value_name = "JSON")]
-        payload: String,
+        #[arg(
+            long,
+            value_name = "JSON",
+            required_unless_present = "payload_file",
+            conflicts_with = "payload_file"
+        )]
+        payload: Option<String>,
+        /// The payload from a file, or `-` for standard input (no command-line size limit;
+        /// up to 16 MiB).
+        #[arg(long, value_name = "FILE|-")]
+        payload_file: Option<std::path::PathBuf>,
         /// Where the event comes from (default `local`).
         #[arg(long, default_value = "local")]
         source: String,

@@ -233,13 +233,24 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 Some(crate::cli::AgentAction::Event {
                     event_type,
                     payload,
+                    payload_file,
                     source,
                     id,
                     format,
                 }),
             data,
             ..
-        } => crate::orch::agent_event(&event_type, &payload, &source, id, format, &data).await,
+        } => {
+            crate::orch::agent_event(
+                &event_type,
+                crate::orch::PayloadFrom::new(payload, payload_file),
+                &source,
+                id,
+                format,
+                &data,
+            )
+            .await
+        }
         Command::Agent {
             action: Some(crate::cli::AgentAction::Preflight),
             orchestrator,

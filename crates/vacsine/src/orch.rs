@@ -184,32 +184,92 @@ pub async fn agent_run(
     })
 }
 
-/// `vacsine agent event --type T --payload JSON`: the held bundle's triggers, run here.
+/// Where `vacsine agent event` reads its payload.
+pub enum PayloadFrom {
+    /// `--payload JSON`.
+    Arg(String),
+    /// `--payload-file FILE`, or `-` for standard input.
+    File(std::path::PathBuf),
+}
+
+impl PayloadFrom {
+    /// From the two options (clap makes exactly one present).
+    pub fn new(arg: Option<String>, file: Option<std::path::PathBuf>) -> Self {
+        match (arg, file) {
+            (_, Some(f)) => PayloadFrom::File(f),
+            (Some(a), None) => PayloadFrom::Arg(a),
+            (None, None) => PayloadFrom::Arg(String::new()),
+        }
+    }
+
+    /// The payload text (at most [`MAX_PAYLOAD`] bytes) and how to name where it came from.
+    fn read(self) -> miette::Result<(String, String)> {
+        use std::io::Read as _;
+        let (mut r, place): (Box<dyn std::io::Read>, String) = match self {
+            PayloadFrom::Arg(a) => return Ok((a, "--payload".into())),
+            PayloadFrom::File(p) if p.as_os_str() == "-" => {
+                (Box::new(std::io::stdin().lock()), "standard input".into())
+            }
+            PayloadFrom::File(p) => (
+                Box::new(std::fs::File::open(&p).map_err(|e| {
+                    miette::miette!("--payload-file {}: cannot be read: {e}", p.display())
+                })?),
+                p.display().to_string(),
+            ),
+        };
+        let mut buf = Vec::new();
+        r.by_ref()
+            .take(MAX_PAYLOAD + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| miette::miette!("{place}: cannot be read: {e}"))?;
+        if buf.len() as u64 > MAX_PAYLOAD {
+            return Err(miette::miette!(
+                "{place}: the payload is larger than {} MiB: refused",
+                MAX_PAYLOAD >> 20
+            ));
+        }
+        let text = String::from_utf8(buf).map_err(|e| {
+            miette::miette!(
+                "{place}: not UTF-8 (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            )
+        })?;
+        Ok((text, place))
+    }
+}
+
+/// The largest event payload `vacsine agent event` reads.
+const MAX_PAYLOAD: u64 = 16 << 20;
+
+/// `vacsine agent event --type T --payload JSON|--payload-file FILE|-`: the held bundle's
+/// triggers, run here, each matching workflow on its own.
 pub async fn agent_event(
     event_type: &str,
-    payload: &str,
+    payload: PayloadFrom,
     source: &str,
     id: Option<String>,
     format: SimpleFormat,
     data: &std::path::Path,
 ) -> miette::Result<i32> {
     use vacsine_core::workflow::EVENT_TYPES;
+    use vacsine_orch::agent::autonomous::TriggerOutcome;
     if !EVENT_TYPES.contains(&event_type) {
         return Err(miette::miette!(
             help = format!("one of: {}", EVENT_TYPES.join(", ")),
             "--type `{event_type}` is not an event type"
         ));
     }
-    let payload: serde_json::Value = serde_json::from_str(payload).map_err(|e| {
+    let (text, place) = payload.read()?;
+    let payload: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         miette::miette!(
             help = "give a JSON object, e.g. --payload '{\"type\": \"ip\", \"value\": \"203.0.113.9\"}'",
-            "--payload is not JSON: {e}"
+            "{place}: the payload is not JSON: {e}"
         )
     })?;
     if !payload.is_object() {
         return Err(miette::miette!(
             help = "give a JSON object, e.g. --payload '{\"type\": \"ip\", \"value\": \"203.0.113.9\"}'",
-            "--payload must be a JSON object"
+            "{place}: the payload must be a JSON object"
         ));
     }
     let event = serde_json::json!({
@@ -225,14 +285,21 @@ pub async fn agent_event(
         .map_err(|e| miette::miette!("{e:#}"))?;
     let mut ok = true;
     for t in &fired {
-        let line = match &t.report {
-            Some(r) => {
+        let line = match &t.outcome {
+            TriggerOutcome::Ran(r) => {
                 ok &= r.status == vacsine_engine::RunStatus::Succeeded;
                 serde_json::json!({"workflow": t.workflow, "run_id": r.run_id,
                     "status": r.status.as_str(), "message": r.message})
             }
-            None => serde_json::json!({"workflow": t.workflow, "run_id": null,
-                "status": "deduplicated", "message": "fired for the same key within its window: not run again"}),
+            TriggerOutcome::Deduplicated => {
+                serde_json::json!({"workflow": t.workflow, "run_id": null,
+                "status": "deduplicated", "message": "fired for the same key within its window: not run again"})
+            }
+            TriggerOutcome::Refused(why) => {
+                ok = false;
+                serde_json::json!({"workflow": t.workflow, "run_id": null,
+                    "status": "refused", "message": format!("nothing ran: {why}")})
+            }
         };
         match format {
             SimpleFormat::Json => println!("{line}"),

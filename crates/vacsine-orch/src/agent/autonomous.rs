@@ -146,12 +146,25 @@ pub fn bundled(data: &Path, name: &str, version: Option<i64>) -> anyhow::Result<
 /// What a local event did to one workflow whose trigger matched it.
 pub struct Triggered {
     pub workflow: String,
-    /// `None`: the same dedupe key fired within its window; nothing ran.
-    pub report: Option<RunReport>,
+    pub outcome: TriggerOutcome,
+}
+
+/// The outcome of one matching workflow: each is decided on its own, so one refused does
+/// not keep the others from running.
+pub enum TriggerOutcome {
+    /// The workflow ran here; its report.
+    Ran(RunReport),
+    /// The same dedupe key fired within its window: nothing ran.
+    Deduplicated,
+    /// Nothing of it ran, and why (an input the trigger gave is refused by its declared
+    /// type, a trigger that cannot be evaluated, a run that could not start).
+    Refused(String),
 }
 
 /// A local event (`vacsine agent event`): every workflow of the held bundle whose trigger
 /// matches it runs here (its first matching trigger; at most once per dedupe key and window).
+/// Each matching workflow is run or refused on its own, and each outcome returned; only a
+/// bundle that cannot be read (none held, or altered) is an error.
 pub async fn on_event(
     data: &Path,
     event: &Value,
@@ -169,6 +182,7 @@ pub async fn on_event(
     let mut out = Vec::new();
     for (r, w) in &h.workflows {
         let mut fired = None;
+        let mut refused = None;
         for t in &w.spec.on {
             match vacsine_engine::triggers::fire(t, event) {
                 Ok(Some(f)) => {
@@ -176,26 +190,43 @@ pub async fn on_event(
                     break;
                 }
                 Ok(None) => {}
-                Err(e) => bail!("workflow `{}`, trigger on `{}`: {e}", r.name, t.event.value),
+                Err(e) => {
+                    refused = Some(format!("trigger on `{}`: {e}", t.event.value));
+                    break;
+                }
             }
         }
-        let Some(f) = fired else { continue };
-        if let Some((key, window)) = &f.dedupe {
-            if !dedupe.first_in_window(&r.name, key, window.as_millis() as i64)? {
-                out.push(Triggered {
-                    workflow: r.name.clone(),
-                    report: None,
-                });
-                continue;
+        let outcome = match (fired, refused) {
+            (_, Some(why)) => TriggerOutcome::Refused(why),
+            (None, None) => continue,
+            (Some(f), None) => {
+                let first = match &f.dedupe {
+                    Some((key, window)) => {
+                        dedupe.first_in_window(&r.name, key, window.as_millis() as i64)
+                    }
+                    None => Ok(true),
+                };
+                match first {
+                    Ok(false) => TriggerOutcome::Deduplicated,
+                    Err(e) => TriggerOutcome::Refused(format!("dedupe window: {e:#}")),
+                    Ok(true) => {
+                        let mut inputs = f.inputs;
+                        inputs.insert("event".into(), event.clone());
+                        let run = match h.pick(&r.name, None) {
+                            Ok(b) => run(data, b, inputs, progress.clone(), cancel.clone()).await,
+                            Err(e) => Err(e),
+                        };
+                        match run {
+                            Ok(report) => TriggerOutcome::Ran(report),
+                            Err(e) => TriggerOutcome::Refused(format!("{e:#}")),
+                        }
+                    }
+                }
             }
-        }
-        let mut inputs = f.inputs;
-        inputs.insert("event".into(), event.clone());
-        let b = h.pick(&r.name, None)?;
-        let report = run(data, b, inputs, progress.clone(), cancel.clone()).await?;
+        };
         out.push(Triggered {
             workflow: r.name.clone(),
-            report: Some(report),
+            outcome,
         });
     }
     Ok(out)

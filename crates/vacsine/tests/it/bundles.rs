@@ -580,3 +580,152 @@ fn a_local_event_starts_a_bundled_workflow_at_a_cut_off_site() {
     );
     assert_eq!(view["id"], got[0]["run_id"]);
 }
+
+const NOTE_ANY: &str = r#"apiVersion: vacsine.io/v1
+kind: Workflow
+metadata:
+  name: note-any
+spec:
+  inputs:
+    value: {type: string}
+  on:
+    - event: indicator
+      inputs:
+        value: "{{ event.payload.value }}"
+  steps:
+    - id: note
+      uses: command
+      with:
+        argv: ["sh", "-c", "printf '%s\n' \"$1\" >> \"$2\"", "-", "{{ inputs.value }}", "SEEN"]
+"#;
+
+/// Issue 19: each workflow an event matches runs or is refused on its own (one whose input
+/// is refused does not keep the other from running), every outcome is printed, the exit code
+/// is the documented 2; the payload comes from standard input or a file, not only the
+/// command line (128 KiB cap), bounded at 16 MiB.
+#[test]
+fn issue19_each_matching_workflow_runs_or_is_refused_on_its_own_and_payloads_come_from_files() {
+    use std::io::Write as _;
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
+    let key = o.site("edge-two");
+    let adata = d.path().join("agent");
+    let (notes, seen) = (d.path().join("notes.txt"), d.path().join("seen.txt"));
+    let ioc = write(
+        d.path(),
+        "note-ioc.yaml",
+        &BLOCK_ON_IOC.replace("NOTES", notes.to_str().unwrap()),
+    );
+    let any = write(
+        d.path(),
+        "note-any.yaml",
+        &NOTE_ANY.replace("SEEN", seen.to_str().unwrap()),
+    );
+    o.json(&[
+        "push",
+        ioc.to_str().unwrap(),
+        any.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let a = Agent::start(&o, &key, "edge-two-1", &adata);
+    wait_until(Duration::from_secs(20), "the bundle kept", || {
+        a.log()
+            .contains("verified and kept (2 document(s)")
+            .then_some(())
+    });
+    drop(a);
+    let event = |source: &[&str], stdin: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(["agent", "event", "--type", "indicator"])
+            .args(source)
+            .args(["--format", "json", "--data"])
+            .arg(&adata)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    let by_workflow = |o: &std::process::Output| -> std::collections::BTreeMap<String, Value> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| (v["workflow"].as_str().unwrap().to_string(), v))
+            .collect()
+    };
+
+    // From standard input: an attacker's string where note-ioc expects an IP.
+    let out = event(
+        &["--payload-file", "-"],
+        Some(r#"{"type": "ip", "value": "1.2.3.4; rm -rf /"}"#),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let got = by_workflow(&out);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got["note-ioc"]["status"], "refused", "{got:?}");
+    let why = got["note-ioc"]["message"].as_str().unwrap();
+    assert!(why.contains("nothing ran") && why.contains("ip"), "{why}");
+    assert_eq!(got["note-any"]["status"], "succeeded", "{got:?}");
+    assert!(!notes.exists(), "the refused workflow ran");
+    // The other one got the string as data, never through a shell.
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        "1.2.3.4; rm -rf /\n"
+    );
+
+    // From a file, larger than a command line may be: both run, exit 0.
+    let big = d.path().join("event.json");
+    std::fs::write(
+        &big,
+        format!(
+            r#"{{"type": "ip", "value": "203.0.113.7", "note": "{}"}}"#,
+            "x".repeat(300 << 10)
+        ),
+    )
+    .unwrap();
+    let out = event(&["--payload-file", big.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let got = by_workflow(&out);
+    assert_eq!(
+        (
+            got["note-ioc"]["status"].as_str(),
+            got["note-any"]["status"].as_str()
+        ),
+        (Some("succeeded"), Some("succeeded")),
+        "{got:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap(),
+        "203.0.113.7 from local\n"
+    );
+
+    // Over 16 MiB, not JSON, or both sources: usage errors (1), nothing runs.
+    let huge = d.path().join("huge.json");
+    std::fs::write(&huge, vec![b' '; (16 << 20) + 1]).unwrap();
+    for (args, needle) in [
+        (
+            vec!["--payload-file", huge.to_str().unwrap()],
+            "larger than 16 MiB",
+        ),
+        (vec!["--payload-file", "-"], "not JSON"),
+        (
+            vec!["--payload", "{}", "--payload-file", "-"],
+            "cannot be used with",
+        ),
+    ] {
+        let out = event(&args, Some("not json"));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(needle), "{args:?}: {}", text(&out));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap().lines().count(),
+        2,
+        "nothing ran on a refused payload"
+    );
+}
