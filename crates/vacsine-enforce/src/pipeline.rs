@@ -1483,4 +1483,165 @@ mod tests {
         assert_eq!(n, "edge-site (sandbox sbx-0123456789ab)");
         assert_ne!(n, "edge-site");
     }
+
+    fn plan_of(items: Vec<PlanItem>) -> Plan {
+        let mut last: std::collections::BTreeMap<String, String> = Default::default();
+        let steps: Vec<serde_json::Value> = items
+            .iter()
+            .map(|i| {
+                let needs: Vec<String> = last
+                    .insert(i.node.clone(), i.step.clone())
+                    .into_iter()
+                    .collect();
+                serde_json::json!({"id": i.step, "uses": "workflow", "needs": needs,
+                    "runsOn": i.node,
+                    "with": {"workflow": i.workflow, "inputs": {}}})
+            })
+            .collect();
+        Plan {
+            items,
+            unfixable: vec![],
+            workflow: serde_json::from_value(serde_json::json!({
+                "apiVersion": "vacsine.io/v1", "kind": "Workflow",
+                "metadata": {"name": "remediate-p"}, "spec": {"steps": steps}
+            }))
+            .unwrap(),
+        }
+    }
+
+    fn record(step: &str, status: vacsine_core::record::StepStatus, changed: bool) -> StepRecord {
+        let mut r = StepRecord::started("run", step, 1, Some("a"), "script", String::new());
+        r.status = status;
+        r.changed = changed;
+        r.error = Some(format!("{step} broke"));
+        r
+    }
+
+    /// Issue 18: a rejection is pinned on the fixes it is about: an unfixed requirement on its
+    /// fix, a regression on every fix of its node, a failed or non-idempotent step on the plan
+    /// step it belongs to (sub-workflow steps included); when the sandbox cannot tell, on
+    /// none (None: nothing is applied).
+    #[test]
+    fn issue18_rejections_are_pinned_on_their_fixes() {
+        let items = vec![
+            item("harden-sshd", "a", &["ssh-root"]),
+            item("fix-permissions", "a", &["shadow"]),
+            item("set-sysctl", "b", &["fwd"]),
+        ];
+        let unfixed = |r: &str, n: &str| GateProblem::Unfixed {
+            requirement: r.into(),
+            node: n.into(),
+            text: format!("{r} on {n} is still fail"),
+        };
+        let regression = |r: &str, n: &str| GateProblem::Regression {
+            requirement: r.into(),
+            node: n.into(),
+            text: format!("regression: {r} on {n}"),
+        };
+        assert_eq!(
+            culprits_of_gate(&items, &[unfixed("ssh-root", "a")]),
+            Some(vec![(0, "ssh-root on a is still fail".to_string())])
+        );
+        assert_eq!(
+            culprits_of_gate(&items, &[regression("web-up", "b")]),
+            Some(vec![(2, "regression: web-up on b".to_string())])
+        );
+        // Two problems on one fix: both named.
+        let both = culprits_of_gate(&items, &[unfixed("fwd", "b"), regression("web-up", "b")])
+            .unwrap();
+        assert_eq!(both.len(), 1);
+        assert!(both[0].1.contains("fwd on b") && both[0].1.contains("web-up on b"));
+        // A regression on a node no fix touched: cannot tell.
+        assert_eq!(culprits_of_gate(&items, &[regression("web-up", "c")]), None);
+        assert_eq!(
+            culprits_of_gate(&items, &[unfixed("ssh-root", "a"), regression("x", "c")]),
+            None
+        );
+
+        use vacsine_core::record::StepStatus::*;
+        let failed = |r: &StepRecord| matches!(r.status, Failed | TimedOut);
+        let why = |r: &StepRecord| format!("{} {}", r.step_id, r.status);
+        let records = vec![
+            record("fix-harden-sshd", Failed, false),
+            record("fix-harden-sshd/validate", Failed, false),
+            record("fix-set-sysctl", Cancelled, false),
+        ];
+        assert_eq!(
+            culprits_of_records(&items, &records, failed, why),
+            Some(vec![(0, "fix-harden-sshd/validate failed".to_string())])
+        );
+        let records = vec![record("not-a-plan-step", Failed, false)];
+        assert_eq!(culprits_of_records(&items, &records, failed, why), None);
+        let records = vec![
+            record("fix-fix-permissions", Succeeded, true),
+            record("fix-fix-permissions/chmod", Succeeded, true),
+        ];
+        assert_eq!(
+            culprits_of_records(&items, &records, |r| r.changed, why),
+            Some(vec![(1, "fix-fix-permissions/chmod succeeded".to_string())])
+        );
+    }
+
+    /// Issue 18: the subset keeps the other fixes and chains each node's steps again.
+    #[test]
+    fn issue18_subset_plan_rechains_each_node() {
+        let p = plan_of(vec![
+            item("w1", "a", &["r1"]),
+            item("w2", "a", &["r2"]),
+            item("w3", "a", &["r3"]),
+            item("w4", "b", &["r4"]),
+        ]);
+        let sub = subset_plan(&p, &BTreeSet::from([1]));
+        let got: Vec<(String, Vec<String>)> = sub
+            .workflow
+            .spec
+            .steps
+            .iter()
+            .map(|s| {
+                (
+                    s.id.value.clone(),
+                    s.needs.iter().map(|n| n.value.clone()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("fix-w1".to_string(), vec![]),
+                ("fix-w3".to_string(), vec!["fix-w1".to_string()]),
+                ("fix-w4".to_string(), vec![]),
+            ]
+        );
+        assert_eq!(
+            sub.items.iter().map(|i| i.workflow.as_str()).collect::<Vec<_>>(),
+            ["w1", "w3", "w4"]
+        );
+        // Dropping the first step of a node frees the next one.
+        let sub = subset_plan(&p, &BTreeSet::from([0, 3]));
+        assert_eq!(sub.workflow.spec.steps[0].id.value, "fix-w2");
+        assert!(sub.workflow.spec.steps[0].needs.is_empty());
+        assert_eq!(sub.workflow.spec.steps[1].needs[0].value, "fix-w2");
+        assert_eq!(sub.workflow.spec.steps.len(), 2);
+    }
+
+    /// Issue 18: another round only when the rejection names some (not all) fixes, without
+    /// --all-or-nothing, within the round budget.
+    #[test]
+    fn issue18_another_round_only_for_a_pinned_partial_rejection() {
+        let r = |c: Option<Vec<usize>>| Rejection {
+            why: "w".into(),
+            culprits: c.map(|v| v.into_iter().map(|i| (i, String::new())).collect()),
+        };
+        let o = EnforceOptions::default();
+        assert!(goes_on(&r(Some(vec![0])), &o, 1, 3));
+        assert!(!goes_on(&r(Some(vec![0, 1, 2])), &o, 1, 3));
+        assert!(!goes_on(&r(None), &o, 1, 3));
+        assert!(!goes_on(&r(Some(vec![])), &o, 1, 3));
+        assert!(!goes_on(&r(Some(vec![0])), &o, MAX_SANDBOX_ROUNDS, 3));
+        let aon = EnforceOptions {
+            all_or_nothing: true,
+            ..Default::default()
+        };
+        assert!(!goes_on(&r(Some(vec![0])), &aon, 1, 3));
+    }
 }

@@ -155,6 +155,11 @@ pub enum Command {
         /// not survive a restart of its sandbox clone; without it that is a warning.
         #[arg(long)]
         require_persistent: bool,
+        /// One fix rejected in the sandbox keeps every fix off the target
+        /// (`rejected_in_sandbox`). Without it, the rejected fixes are held back and the others,
+        /// proven again on a fresh sandbox, are applied and verified (`partially_verified`).
+        #[arg(long, conflicts_with = "site")]
+        all_or_nothing: bool,
         /// Enforce at this site, by its agent, through the orchestrator: the files are checked
         /// here, the site's agent resolves the target with its own driver and runs the whole
         /// pipeline there, and the report comes back.
