@@ -913,8 +913,16 @@ async fn in_sandbox(
             &run.records,
             |r| matches!(r.status, StepStatus::Failed | StepStatus::TimedOut),
             |r| {
+                // The step's last words say why better than its exit code.
+                let said = r
+                    .stderr
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .map(|l| format!(" ({})", l.trim()))
+                    .unwrap_or_default();
                 format!(
-                    "it failed in the sandbox: step {} {}{}",
+                    "it failed in the sandbox: step {} {}{}{said}",
                     r.step_id,
                     r.status,
                     r.error
