@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use vacsine_core::driver::{Driver, DriverError, ResolvedSite, SandboxHandle};
 use vacsine_core::node::Site;
 use vacsine_core::plan::{plan, Plan, PlanItem};
-use vacsine_core::record::StepRecord;
 use vacsine_core::policy::{Requirement, RequirementKind};
 use vacsine_core::record::rfc3339;
+use vacsine_core::record::StepRecord;
 use vacsine_core::Outcome;
 use vacsine_engine::{Engine, Journal, NodeMap, RunReport, RunRequest, RunStatus};
 
@@ -545,8 +545,7 @@ async fn enforce_resolved(
         .await?;
         let rejection = match proof {
             Proof::Proven => {
-                break on_target(&mut clock, &mut f, inputs, opts, &engine, site, &current)
-                    .await?;
+                break on_target(&mut clock, &mut f, inputs, opts, &engine, site, &current).await?;
             }
             Proof::NotFaithful(d) => break Course::NotFaithful(d),
             Proof::Rejected(r) => r,
@@ -589,7 +588,9 @@ async fn enforce_resolved(
 fn goes_on(r: &Rejection, opts: &EnforceOptions, round: u32, items: usize) -> bool {
     !opts.all_or_nothing
         && round < MAX_SANDBOX_ROUNDS
-        && r.culprits.as_ref().is_some_and(|c| !c.is_empty() && c.len() < items)
+        && r.culprits
+            .as_ref()
+            .is_some_and(|c| !c.is_empty() && c.len() < items)
 }
 
 /// What one sandbox proof of a plan found.
@@ -655,7 +656,8 @@ async fn sandbox_round(
     .await;
     // Only the last sandbox is kept: a rejected round is followed by another one, or ends
     // the pipeline (then it is the last).
-    let last = !matches!(&proof, Ok(Proof::Rejected(r)) if goes_on(r, opts, round, plan.items.len()));
+    let last =
+        !matches!(&proof, Ok(Proof::Rejected(r)) if goes_on(r, opts, round, plan.items.len()));
     if opts.keep_sandbox && last {
         sandbox.kept = true;
     } else {
@@ -1555,8 +1557,8 @@ mod tests {
             Some(vec![(2, "regression: web-up on b".to_string())])
         );
         // Two problems on one fix: both named.
-        let both = culprits_of_gate(&items, &[unfixed("fwd", "b"), regression("web-up", "b")])
-            .unwrap();
+        let both =
+            culprits_of_gate(&items, &[unfixed("fwd", "b"), regression("web-up", "b")]).unwrap();
         assert_eq!(both.len(), 1);
         assert!(both[0].1.contains("fwd on b") && both[0].1.contains("web-up on b"));
         // A regression on a node no fix touched: cannot tell.
@@ -1621,7 +1623,10 @@ mod tests {
             ]
         );
         assert_eq!(
-            sub.items.iter().map(|i| i.workflow.as_str()).collect::<Vec<_>>(),
+            sub.items
+                .iter()
+                .map(|i| i.workflow.as_str())
+                .collect::<Vec<_>>(),
             ["w1", "w3", "w4"]
         );
         // Dropping the first step of a node frees the next one.

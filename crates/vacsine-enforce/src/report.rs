@@ -1200,7 +1200,9 @@ mod tests {
         let human = enforce_human(&rep);
         assert!(human.contains("  + wf-a on n"), "{human}");
         assert!(
-            human.contains("  - wf-s on n → fixes s (disruption low) — HELD BACK: s on n is still fail"),
+            human.contains(
+                "  - wf-s on n → fixes s (disruption low) — HELD BACK: s on n is still fail"
+            ),
             "{human}"
         );
         assert!(human.contains("Verdict: partially_verified"), "{human}");

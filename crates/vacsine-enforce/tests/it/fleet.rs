@@ -41,7 +41,8 @@ fn sh_in(container: &str, script: &str) -> (bool, String) {
 const SSHD_T: &str = "d=$(mktemp -d) && ssh-keygen -q -t ed25519 -N '' -f \"$d/k\" >/dev/null && made= && { [ -d /run/sshd ] || { mkdir -m 0755 /run/sshd && made=1; }; } && /usr/sbin/sshd -T -f /etc/ssh/sshd_config -h \"$d/k\"; rc=$?; rm -rf \"$d\"; [ -n \"$made\" ] && rmdir /run/sshd; exit $rc";
 
 /// What must not change on a node as a side effect of validating its file.
-const LEFTOVERS: &str = "ls -a /tmp; ls /etc/ssh/ssh_host_* 2>/dev/null; ls -d /run/sshd 2>/dev/null; true";
+const LEFTOVERS: &str =
+    "ls -a /tmp; ls /etc/ssh/ssh_host_* 2>/dev/null; ls -d /run/sshd 2>/dev/null; true";
 
 /// The mixed fleet, removed on drop.
 struct Fleet {
@@ -87,7 +88,10 @@ impl Fleet {
         }
         // `idle`: openssh-server installed, never started: its host keys are made at first
         // start, which never comes (as many container images ship it).
-        let (ok, out) = sh_in(&f.name("idle"), "rm -f /etc/ssh/ssh_host_*; rm -rf /run/sshd");
+        let (ok, out) = sh_in(
+            &f.name("idle"),
+            "rm -f /etc/ssh/ssh_host_*; rm -rf /run/sshd",
+        );
         assert!(ok, "{out}");
         // `bare`: a Debian node without openssh-server.
         let (ok, out) = sh_in(
@@ -297,7 +301,11 @@ async fn issue18_harden_sshd_on_a_mixed_fleet_is_verified() {
         );
     }
     let plan = rep.plan.as_ref().unwrap();
-    assert!(plan.items.iter().all(|i| i.node != "bare"), "{:?}", plan.items);
+    assert!(
+        plan.items.iter().all(|i| i.node != "bare"),
+        "{:?}",
+        plan.items
+    );
     let said = step_texts(&rep);
     assert!(!said.contains("no hostkeys available"), "{said}");
     assert!(said.contains("is valid"), "sshd -t did not run: {said}");
@@ -356,16 +364,28 @@ async fn issue18_harden_sshd_validates_the_new_file_without_host_keys() {
     let bad = run(serde_json::json!({"option": "MaxAuthTries", "value": "many"}))
         .await
         .unwrap();
-    assert_eq!(bad.status, vacsine_engine::RunStatus::Failed, "{:#?}", bad.records);
+    assert_eq!(
+        bad.status,
+        vacsine_engine::RunStatus::Failed,
+        "{:#?}",
+        bad.records
+    );
     let why = bad
         .records
         .iter()
         .map(|r| format!("{} {}", r.stderr, r.error.clone().unwrap_or_default()))
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(why.contains("sshd -t refuses /etc/ssh/sshd_config"), "{why}");
+    assert!(
+        why.contains("sshd -t refuses /etc/ssh/sshd_config"),
+        "{why}"
+    );
     assert!(!why.contains("no hostkeys available"), "{why}");
-    assert_eq!(fleet.cat("idle", "/etc/ssh/sshd_config"), config, "not restored");
+    assert_eq!(
+        fleet.cat("idle", "/etc/ssh/sshd_config"),
+        config,
+        "not restored"
+    );
     assert_eq!(sh_in(&fleet.name("idle"), LEFTOVERS).1, before);
     let mut changed = Vec::new();
     for _ in 0..2 {
@@ -456,7 +476,11 @@ async fn issue18_one_unprovable_fix_gives_partially_verified() {
     let rep = enforce(&DockerDriver, &inputs, &o).await.expect("enforce");
     eprintln!("{}", vacsine_enforce::report::enforce_human(&rep));
     assert_eq!(rep.verdict, Verdict::RejectedInSandbox, "{}", rep.summary);
-    assert_eq!(snapshot(&fleet), before, "--all-or-nothing changed the target");
+    assert_eq!(
+        snapshot(&fleet),
+        before,
+        "--all-or-nothing changed the target"
+    );
     assert!(rep.steps.iter().all(|s| s.phase.starts_with("sandbox")));
     assert_eq!(rep.exit_code(), 2);
 
@@ -479,7 +503,11 @@ async fn issue18_one_unprovable_fix_gives_partially_verified() {
     let h = &plan.held_back[0];
     assert_eq!(
         (h.workflow.as_str(), h.node.as_str(), h.requirements.clone()),
-        ("set-sshd-option", "run", vec!["sshd-no-root-login".to_string()])
+        (
+            "set-sshd-option",
+            "run",
+            vec!["sshd-no-root-login".to_string()]
+        )
     );
     assert!(h.reason.contains("its fix did not make it pass"), "{h:?}");
     assert!(
@@ -487,21 +515,39 @@ async fn issue18_one_unprovable_fix_gives_partially_verified() {
         "{}",
         rep.summary
     );
-    for (id, node) in [("shadow-private", "run"), ("sshd-config-no-root-login", "idle")] {
+    for (id, node) in [
+        ("shadow-private", "run"),
+        ("sshd-config-no-root-login", "idle"),
+    ] {
         let r = row(&rep, id, node);
-        assert_eq!((r.target_before, r.target_after), (Outcome::Fail, Outcome::Pass), "{r:?}");
+        assert_eq!(
+            (r.target_before, r.target_after),
+            (Outcome::Fail, Outcome::Pass),
+            "{r:?}"
+        );
     }
     let ssh = row(&rep, "sshd-no-root-login", "run");
-    assert_eq!((ssh.target_before, ssh.target_after), (Outcome::Fail, Outcome::Fail));
+    assert_eq!(
+        (ssh.target_before, ssh.target_after),
+        (Outcome::Fail, Outcome::Fail)
+    );
     let left: Vec<(&str, &str)> = rep
         .remaining
         .iter()
         .map(|r| (r.requirement.as_str(), r.node.as_str()))
         .collect();
     assert_eq!(left, vec![("sshd-no-root-login", "run")]);
-    assert!(rep.remaining[0].reason.contains("held back"), "{:?}", rep.remaining);
+    assert!(
+        rep.remaining[0].reason.contains("held back"),
+        "{:?}",
+        rep.remaining
+    );
     // The subset was proven on a fresh sandbox; the held-back step never ran on the target.
-    for p in ["apply to sandbox (round 2)", "remove sandbox", "remove sandbox (round 2)"] {
+    for p in [
+        "apply to sandbox (round 2)",
+        "remove sandbox",
+        "remove sandbox (round 2)",
+    ] {
         assert!(rep.phases.iter().any(|x| x.name == p), "phase {p} missing");
     }
     assert!(rep
@@ -510,7 +556,12 @@ async fn issue18_one_unprovable_fix_gives_partially_verified() {
         .filter(|s| s.phase == "target-apply")
         .all(|s| !s.record.step_id.starts_with(&h.step)));
     assert!(rep.steps.iter().any(|s| s.phase == "target-apply"));
-    assert_eq!(rep.fixes.len(), 2, "persistence of the subset: {:?}", rep.fixes);
+    assert_eq!(
+        rep.fixes.len(),
+        2,
+        "persistence of the subset: {:?}",
+        rep.fixes
+    );
     let v = serde_json::to_value(&rep).unwrap();
     assert_eq!(v["verdict"], "partially_verified");
     assert_eq!(v["plan"]["held_back"][0]["node"], "run");
@@ -545,7 +596,11 @@ async fn issue18_failure_after_partial_apply_rolls_back_the_subset() {
     eprintln!("{}", vacsine_enforce::report::enforce_human(&rep));
     assert_eq!(rep.verdict, Verdict::RolledBack, "{}", rep.summary);
     assert_eq!(rep.exit_code(), 2);
-    assert_eq!(snapshot(&fleet), before, "the applied subset was not rolled back");
+    assert_eq!(
+        snapshot(&fleet),
+        before,
+        "the applied subset was not rolled back"
+    );
     let plan = rep.plan.as_ref().unwrap();
     assert_eq!(plan.held_back.len(), 1);
     let held = plan.held_back[0].step.clone();
