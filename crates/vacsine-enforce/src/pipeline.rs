@@ -51,8 +51,9 @@ pub struct EnforceOptions {
     /// How long the sandbox may take to become faithful to the target (its services start
     /// after the clone); `None`: [`DEFAULT_FIDELITY_DEADLINE`].
     pub fidelity_deadline: Option<Duration>,
-    /// A fix that does not survive a restart of its sandbox clone rejects the remediation
-    /// (`rejected_in_sandbox`); without it, non-persistence is a warning of the report.
+    /// A fix that does not survive a restart of its sandbox clone is rejected (held back, or
+    /// the whole remediation with `all_or_nothing`: `rejected_in_sandbox`); without it,
+    /// non-persistence is a warning of the report.
     pub require_persistent: bool,
     /// Today's all-or-nothing gate: one fix rejected in the sandbox keeps every fix off the
     /// target (`rejected_in_sandbox`). Without it (the default), the fixes the sandbox can pin

@@ -151,8 +151,9 @@ pub enum Command {
         /// Go on even when the sandbox is not faithful to the target.
         #[arg(long)]
         force: bool,
-        /// Reject the remediation (`rejected_in_sandbox`, target untouched) when a fix does
-        /// not survive a restart of its sandbox clone; without it that is a warning.
+        /// Reject a fix that does not survive a restart of its sandbox clone (held back; with
+        /// --all-or-nothing the whole remediation: `rejected_in_sandbox`, target untouched);
+        /// without it that is a warning.
         #[arg(long)]
         require_persistent: bool,
         /// One fix rejected in the sandbox keeps every fix off the target
