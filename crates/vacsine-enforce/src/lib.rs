@@ -6,6 +6,7 @@ pub mod check;
 pub mod inputs;
 pub mod pipeline;
 pub mod report;
+pub mod subset;
 
 pub use pipeline::{enforce, EnforceError, EnforceOptions, HookPoint};
 pub use report::{Report, Verdict};

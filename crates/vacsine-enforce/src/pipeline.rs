@@ -4,6 +4,9 @@
 use crate::check::{check_requirement, check_site, findings, outcome_of, selected, CheckResult};
 use crate::inputs::Inputs;
 use crate::report::*;
+pub use crate::subset::{
+    culprits_of_gate, culprits_of_records, gate, gate_problems, subset_plan, GateProblem, Rejection,
+};
 use futures_util::future::BoxFuture;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -14,6 +17,7 @@ use vacsine_core::node::Site;
 use vacsine_core::plan::{plan, Plan};
 use vacsine_core::policy::{Requirement, RequirementKind};
 use vacsine_core::record::rfc3339;
+use vacsine_core::record::StepRecord;
 use vacsine_core::Outcome;
 use vacsine_engine::{Engine, Journal, NodeMap, RunReport, RunRequest, RunStatus};
 
@@ -50,9 +54,15 @@ pub struct EnforceOptions {
     /// How long the sandbox may take to become faithful to the target (its services start
     /// after the clone); `None`: [`DEFAULT_FIDELITY_DEADLINE`].
     pub fidelity_deadline: Option<Duration>,
-    /// A fix that does not survive a restart of its sandbox clone rejects the remediation
-    /// (`rejected_in_sandbox`); without it, non-persistence is a warning of the report.
+    /// A fix that does not survive a restart of its sandbox clone is rejected (held back, or
+    /// the whole remediation with `all_or_nothing`: `rejected_in_sandbox`); without it,
+    /// non-persistence is a warning of the report.
     pub require_persistent: bool,
+    /// Today's all-or-nothing gate: one fix rejected in the sandbox keeps every fix off the
+    /// target (`rejected_in_sandbox`). Without it (the default), the fixes the sandbox can pin
+    /// the rejection on are held back, the others proven again on a fresh sandbox without
+    /// them, then applied and verified (`partially_verified`).
+    pub all_or_nothing: bool,
     /// Journal file for the runs (None: in memory).
     pub journal: Option<PathBuf>,
     pub progress: Option<Progress>,
@@ -63,6 +73,10 @@ pub struct EnforceOptions {
     /// a caller can forward each step record as soon as it is journaled (the site agent).
     pub steps: Option<vacsine_engine::ProgressFn>,
 }
+
+/// Sandbox proofs at most in one enforce: the whole plan, then subsets without the fixes the
+/// previous proof rejected (each on a fresh clone of the target).
+pub const MAX_SANDBOX_ROUNDS: u32 = 3;
 
 /// Default of [`EnforceOptions::fidelity_deadline`].
 pub const DEFAULT_FIDELITY_DEADLINE: Duration = Duration::from_secs(20);
@@ -119,6 +133,8 @@ struct Findings {
     /// Each fix and whether it survived a restart of its sandbox clone.
     fixes: Vec<FixPersistence>,
     warnings: Vec<String>,
+    /// Fixes rejected in the sandbox and held back.
+    held_back: Vec<HeldBack>,
 }
 
 fn node_map(site: &dyn Site, plan: &Plan) -> Result<NodeMap, EnforceError> {
@@ -142,44 +158,6 @@ fn targeted(plan: &Plan) -> BTreeSet<(String, String)> {
         .iter()
         .flat_map(|i| i.requirements.iter().map(|r| (r.clone(), i.node.clone())))
         .collect()
-}
-
-/// The gate: every targeted requirement passes after, and nothing that passed before fails
-/// now (availability guards included). Returns the reasons it does not hold.
-pub fn gate(
-    targeted: &BTreeSet<(String, String)>,
-    before: &[CheckResult],
-    after: &[CheckResult],
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (req, node) in targeted {
-        let seen = after
-            .iter()
-            .find(|r| &r.requirement == req && &r.node == node);
-        match seen {
-            Some(r) if r.outcome == Outcome::Pass => {}
-            Some(r) => problems.push(format!(
-                "{req} on {node} is still {}: its fix did not make it pass (observed: {})",
-                r.outcome, r.observed
-            )),
-            None => problems.push(format!("{req} on {node} is still {}", Outcome::NotChecked)),
-        }
-    }
-    for b in before.iter().filter(|b| b.outcome == Outcome::Pass) {
-        let o = outcome_of(after, &b.requirement, &b.node).unwrap_or(Outcome::NotChecked);
-        if o != Outcome::Pass {
-            let what = if b.kind == RequirementKind::Availability {
-                "availability guard"
-            } else {
-                "requirement"
-            };
-            problems.push(format!(
-                "regression: {what} {} on {} passed before, now {o}",
-                b.requirement, b.node
-            ));
-        }
-    }
-    problems
 }
 
 /// Requirement/node pairs whose outcome differs between the target and the sandbox, each with
@@ -295,6 +273,7 @@ async fn enforce_resolved(
         target_after: Vec::new(),
         fixes: Vec::new(),
         warnings: Vec::new(),
+        held_back: Vec::new(),
     };
     let idx = inputs.catalog.index();
     let the_plan = clock
@@ -349,6 +328,97 @@ async fn enforce_resolved(
         None => Journal::in_memory()?,
     };
     let engine = Engine::new(journal, crate::engine_catalog(&inputs.catalog));
+    // The plan proven in the sandbox: the whole plan, then (without --all-or-nothing) the
+    // fixes a rejection is not pinned on, on a fresh clone of the target each time.
+    let mut current = the_plan.clone();
+    let mut round = 1;
+    let course = loop {
+        let proof = sandbox_round(
+            driver,
+            resolved,
+            &mut clock,
+            &mut f,
+            &mut sandbox,
+            inputs,
+            opts,
+            &engine,
+            &current,
+            round,
+        )
+        .await?;
+        let rejection = match proof {
+            Proof::Proven => {
+                break on_target(&mut clock, &mut f, inputs, opts, &engine, site, &current).await?;
+            }
+            Proof::NotFaithful(d) => break Course::NotFaithful(d),
+            Proof::Rejected(r) => r,
+        };
+        if !goes_on(&rejection, opts, round, current.items.len()) {
+            break Course::RejectedInSandbox(rejection.why);
+        }
+        let culprits = rejection.culprits.unwrap_or_default();
+        let drop: BTreeSet<usize> = culprits.iter().map(|(i, _)| *i).collect();
+        for (i, why) in &culprits {
+            let item = &current.items[*i];
+            f.held_back.push(HeldBack {
+                step: item.step.clone(),
+                workflow: item.workflow.clone(),
+                node: item.node.clone(),
+                requirements: item.requirements.clone(),
+                reason: why.clone(),
+            });
+        }
+        let next = subset_plan(&current, &drop);
+        clock.say(&format!(
+            "held back {} (rejected in the sandbox: {}); proving the {} other fixes again on a fresh sandbox",
+            culprits
+                .iter()
+                .map(|(i, _)| format!("{} on {}", current.items[*i].workflow, current.items[*i].node))
+                .collect::<Vec<_>>()
+                .join(", "),
+            rejection.why,
+            next.items.len()
+        ));
+        current = next;
+        round += 1;
+    };
+    Ok(build_report(inputs, clock, f, sandbox, &course, &the_plan))
+}
+
+/// Whether a rejection in sandbox round `round` of a plan of `items` fixes leads to another
+/// round without its culprits: not with `--all-or-nothing`, not past [`MAX_SANDBOX_ROUNDS`],
+/// not when the sandbox cannot tell which fixes are at fault, nor when they are all at fault.
+fn goes_on(r: &Rejection, opts: &EnforceOptions, round: u32, items: usize) -> bool {
+    !opts.all_or_nothing
+        && round < MAX_SANDBOX_ROUNDS
+        && r.culprits
+            .as_ref()
+            .is_some_and(|c| !c.is_empty() && c.len() < items)
+}
+
+/// What one sandbox proof of a plan found.
+enum Proof {
+    Proven,
+    NotFaithful(Vec<String>),
+    Rejected(Rejection),
+}
+
+/// One proof of `plan` on a fresh clone of the target: clone, prove, tear the clone down
+/// (kept with `--keep-sandbox` when it is the last one). Phases and step records of rounds
+/// after the first name their round.
+#[allow(clippy::too_many_arguments)]
+async fn sandbox_round(
+    driver: &dyn Driver,
+    resolved: &dyn ResolvedSite,
+    clock: &mut Clock,
+    f: &mut Findings,
+    sandbox: &mut SandboxReport,
+    inputs: &Inputs,
+    opts: &EnforceOptions,
+    engine: &Engine,
+    plan: &Plan,
+    round: u32,
+) -> Result<Proof, EnforceError> {
     let sandbox_id = format!("sbx-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     if let Some(slot) = &opts.sandbox_slot {
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sandbox_id.clone());
@@ -361,7 +431,10 @@ async fn enforce_resolved(
         }
     };
     let cloned = clock
-        .phase("clone sandbox", resolved.clone_sandbox(&sandbox_id, &say))
+        .phase(
+            &round_name("clone sandbox", round),
+            resolved.clone_sandbox(&sandbox_id, &say),
+        )
         .await;
     let sbx = match cloned {
         Ok(x) => x,
@@ -371,29 +444,43 @@ async fn enforce_resolved(
             return Err(e.into());
         }
     };
-    let course = in_sandbox(
-        &mut clock,
-        &mut f,
-        &mut sandbox,
+    let proof = in_sandbox(
+        clock,
+        f,
+        sandbox,
         inputs,
         opts,
-        &engine,
-        site,
+        engine,
         sbx.site.as_ref(),
         sbx.handle.as_ref(),
-        &the_plan,
+        plan,
+        round,
     )
     .await;
-    if opts.keep_sandbox {
+    // Only the last sandbox is kept: a rejected round is followed by another one, or ends
+    // the pipeline (then it is the last).
+    let last =
+        !matches!(&proof, Ok(Proof::Rejected(r)) if goes_on(r, opts, round, plan.items.len()));
+    if opts.keep_sandbox && last {
         sandbox.kept = true;
     } else {
-        clock.phase("remove sandbox", sbx.handle.teardown()).await?;
+        clock
+            .phase(&round_name("remove sandbox", round), sbx.handle.teardown())
+            .await?;
         if let Some(slot) = &opts.sandbox_slot {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
-    let course = course?;
-    Ok(build_report(inputs, clock, f, sandbox, &course, &the_plan))
+    proof
+}
+
+/// A phase or record name of sandbox round `round` (the first keeps the plain name).
+fn round_name(name: &str, round: u32) -> String {
+    if round <= 1 {
+        name.to_string()
+    } else {
+        format!("{name} (round {round})")
+    }
 }
 
 /// Check the sandbox until it agrees with the target or `deadline` passes (exponential
@@ -544,6 +631,30 @@ fn sandbox_target_name(target: &str, sandbox_id: &str) -> String {
     format!("{target} (sandbox {sandbox_id})")
 }
 
+/// A run request of the plan's workflow on `nodes`, journaled under `name`.
+fn plan_request(
+    inputs: &Inputs,
+    opts: &EnforceOptions,
+    plan: &Plan,
+    nodes: NodeMap,
+    name: &str,
+) -> RunRequest {
+    RunRequest {
+        workflow: plan.workflow.clone(),
+        inputs: Default::default(),
+        nodes,
+        default_node: None,
+        target_name: name.to_string(),
+        labels: inputs.target.doc.metadata.labels.clone(),
+        progress: opts.steps.clone(),
+        observer: None,
+        cancel: Default::default(),
+        run_id: None,
+    }
+}
+
+/// Prove `the_plan` on a sandbox: fidelity, apply, check, idempotence, gate, persistence.
+/// A rejection says which fixes it is pinned on, when the sandbox can tell.
 #[allow(clippy::too_many_arguments)]
 async fn in_sandbox(
     clock: &mut Clock,
@@ -552,17 +663,17 @@ async fn in_sandbox(
     inputs: &Inputs,
     opts: &EnforceOptions,
     engine: &Engine,
-    site: &dyn Site,
     sbx_site: &dyn Site,
     sbx_handle: &dyn SandboxHandle,
     the_plan: &Plan,
-) -> Result<Course, EnforceError> {
+    round: u32,
+) -> Result<Proof, EnforceError> {
     let policy = &inputs.policy.doc;
     let target = &inputs.target.doc;
     let deadline = opts.fidelity_deadline.unwrap_or(DEFAULT_FIDELITY_DEADLINE);
     let (seen, differences, checks) = clock
         .phase(
-            "check sandbox fidelity",
+            &round_name("check sandbox fidelity", round),
             wait_for_fidelity(
                 opts.progress.clone(),
                 policy,
@@ -573,75 +684,124 @@ async fn in_sandbox(
         )
         .await;
     f.sandbox_before = seen;
+    f.sandbox_after = Vec::new();
     sandbox.faithful = Some(differences.is_empty());
     sandbox.differences = differences.clone();
     sandbox.fidelity_checks = checks;
     if !differences.is_empty() && !opts.force {
-        return Ok(Course::NotFaithful(differences));
+        return Ok(Proof::NotFaithful(differences));
     }
     let target_name = &target.metadata.name.value;
     // Runs on the clones are journaled under a name of their own, so `vacsine runs` never
     // shows a sandbox application as if it had happened on the target.
     let sandbox_name = sandbox_target_name(target_name, sandbox.id.as_deref().unwrap_or("?"));
-    let request = |nodes: NodeMap, name: &str| RunRequest {
-        workflow: the_plan.workflow.clone(),
-        inputs: Default::default(),
-        nodes,
-        default_node: None,
-        target_name: name.to_string(),
-        labels: target.metadata.labels.clone(),
-        progress: opts.steps.clone(),
-        observer: None,
-        cancel: Default::default(),
-        run_id: None,
-    };
     let targeted = targeted(the_plan);
+    let items = &the_plan.items;
 
     let run = clock
         .phase(
-            "apply to sandbox",
-            engine.run(request(node_map(sbx_site, the_plan)?, &sandbox_name)),
+            &round_name("apply to sandbox", round),
+            engine.run(plan_request(
+                inputs,
+                opts,
+                the_plan,
+                node_map(sbx_site, the_plan)?,
+                &sandbox_name,
+            )),
         )
         .await?;
-    clock.records("sandbox-apply", &run);
+    clock.records(&round_name("sandbox-apply", round), &run);
     if run.status != RunStatus::Succeeded {
-        return Ok(Course::RejectedInSandbox(format!(
-            "the remediation failed in the sandbox ({})",
-            failed_step(&run)
-        )));
+        use vacsine_core::record::StepStatus;
+        let culprits = culprits_of_records(
+            items,
+            &run.records,
+            |r| matches!(r.status, StepStatus::Failed | StepStatus::TimedOut),
+            |r| {
+                // The step's last words say why better than its exit code.
+                let said = r
+                    .stderr
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .map(|l| format!(" ({})", l.trim()))
+                    .unwrap_or_default();
+                format!(
+                    "it failed in the sandbox: step {} {}{}{said}",
+                    r.step_id,
+                    r.status,
+                    r.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                )
+            },
+        );
+        return Ok(Proof::Rejected(Rejection {
+            why: format!(
+                "the remediation failed in the sandbox ({})",
+                failed_step(&run)
+            ),
+            culprits,
+        }));
     }
     f.sandbox_after = clock
-        .phase("check sandbox", check_site(policy, sbx_site))
+        .phase(
+            &round_name("check sandbox", round),
+            check_site(policy, sbx_site),
+        )
         .await;
     let again = clock
         .phase(
-            "re-apply to sandbox (idempotence)",
-            engine.run(request(node_map(sbx_site, the_plan)?, &sandbox_name)),
+            &round_name("re-apply to sandbox (idempotence)", round),
+            engine.run(plan_request(
+                inputs,
+                opts,
+                the_plan,
+                node_map(sbx_site, the_plan)?,
+                &sandbox_name,
+            )),
         )
         .await?;
-    clock.records("sandbox-idempotence", &again);
+    clock.records(&round_name("sandbox-idempotence", round), &again);
     if again.status != RunStatus::Succeeded || again.changed {
+        let bad = |r: &StepRecord| r.changed || !r.status.is_ok();
         let what: Vec<String> = again
             .records
             .iter()
-            .filter(|r| r.changed || !r.status.is_ok())
+            .filter(|r| bad(r))
             .map(|r| format!("{} on {}", r.step_id, r.node.as_deref().unwrap_or("-")))
             .collect();
-        return Ok(Course::RejectedInSandbox(format!(
-            "the remediation is not idempotent: a second run changed {}",
-            what.join(", ")
-        )));
+        let culprits = culprits_of_records(items, &again.records, bad, |r| {
+            format!(
+                "it is not idempotent: a second run {} step {}",
+                if r.status.is_ok() {
+                    "changed".to_string()
+                } else {
+                    format!("ended {} at", r.status)
+                },
+                r.step_id
+            )
+        });
+        return Ok(Proof::Rejected(Rejection {
+            why: format!(
+                "the remediation is not idempotent: a second run changed {}",
+                what.join(", ")
+            ),
+            culprits,
+        }));
     }
-    let problems = gate(&targeted, &f.sandbox_before, &f.sandbox_after);
+    let problems = gate_problems(&targeted, &f.sandbox_before, &f.sandbox_after);
     if !problems.is_empty() {
-        return Ok(Course::RejectedInSandbox(format!(
-            "the sandbox gate failed: {}",
-            problems.join("; ")
-        )));
+        let texts: Vec<&str> = problems.iter().map(GateProblem::text).collect();
+        return Ok(Proof::Rejected(Rejection {
+            why: format!("the sandbox gate failed: {}", texts.join("; ")),
+            culprits: culprits_of_gate(items, &problems),
+        }));
     }
     let (fixes, checks) = clock
         .phase(
-            "restart sandbox and re-check (persistence)",
+            &round_name("restart sandbox and re-check (persistence)", round),
             measure_persistence(
                 opts.progress.clone(),
                 policy,
@@ -659,13 +819,31 @@ async fn in_sandbox(
         .filter(|x| !x.persistent)
         .map(|x| x.to_string())
         .collect();
+    // `persistence` gives one entry per plan item, in plan order.
+    let not_persistent: Vec<(usize, String)> = fixes
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| !x.persistent)
+        .map(|(i, x)| {
+            (
+                i,
+                format!(
+                    "--require-persistent: it does not survive a restart of its sandbox clone ({})",
+                    x.lost.join("; ")
+                ),
+            )
+        })
+        .collect();
     f.fixes = fixes;
     if !lost.is_empty() {
         if opts.require_persistent {
-            return Ok(Course::RejectedInSandbox(format!(
-                "--require-persistent: fixes do not survive a restart of their sandbox clone: {}",
-                lost.join("; ")
-            )));
+            return Ok(Proof::Rejected(Rejection {
+                why: format!(
+                    "--require-persistent: fixes do not survive a restart of their sandbox clone: {}",
+                    lost.join("; ")
+                ),
+                culprits: Some(not_persistent),
+            }));
         }
         let w = format!(
             "fixes that do not survive a restart of their node (the target loses them when it restarts; --require-persistent rejects them): {}",
@@ -674,14 +852,36 @@ async fn in_sandbox(
         clock.say(&format!("warning: {w}"));
         f.warnings.push(w);
     }
+    Ok(Proof::Proven)
+}
 
+/// Apply the proven `the_plan` to the target, verify it there, and roll back exactly that
+/// run when verification fails.
+async fn on_target(
+    clock: &mut Clock,
+    f: &mut Findings,
+    inputs: &Inputs,
+    opts: &EnforceOptions,
+    engine: &Engine,
+    site: &dyn Site,
+    the_plan: &Plan,
+) -> Result<Course, EnforceError> {
+    let policy = &inputs.policy.doc;
+    let target_name = &inputs.target.doc.metadata.name.value;
+    let targeted = targeted(the_plan);
     if let Some(h) = &opts.hook {
         h(HookPoint::BeforeTargetApply).await;
     }
     let run = clock
         .phase(
             "apply to target",
-            engine.run(request(node_map(site, the_plan)?, target_name)),
+            engine.run(plan_request(
+                inputs,
+                opts,
+                the_plan,
+                node_map(site, the_plan)?,
+                target_name,
+            )),
         )
         .await?;
     clock.records("target-apply", &run);
@@ -693,8 +893,11 @@ async fn in_sandbox(
         vec![failed_step(&run)]
     };
     if problems.is_empty() {
-        return Ok(Course::Applied {
-            fixes: the_plan.items.len(),
+        let fixes = the_plan.items.len();
+        return Ok(if f.held_back.is_empty() {
+            Course::Applied { fixes }
+        } else {
+            Course::PartiallyApplied { fixes }
         });
     }
     // A failed run was already compensated by the engine; a succeeded one is undone here.
@@ -763,6 +966,7 @@ fn build_report(
         items: plan.items.clone(),
         unfixable: plan.unfixable.clone(),
         workflow: plan.workflow.clone(),
+        held_back: f.held_back.clone(),
     };
     let (verdict, summary, remaining) = decide(course, &requirements, Some(&plan));
     Report {
@@ -1091,5 +1295,26 @@ mod tests {
         let n = sandbox_target_name("edge-site", "sbx-0123456789ab");
         assert_eq!(n, "edge-site (sandbox sbx-0123456789ab)");
         assert_ne!(n, "edge-site");
+    }
+
+    /// Issue 18: another round only when the rejection names some (not all) fixes, without
+    /// --all-or-nothing, within the round budget.
+    #[test]
+    fn issue18_another_round_only_for_a_pinned_partial_rejection() {
+        let r = |c: Option<Vec<usize>>| Rejection {
+            why: "w".into(),
+            culprits: c.map(|v| v.into_iter().map(|i| (i, String::new())).collect()),
+        };
+        let o = EnforceOptions::default();
+        assert!(goes_on(&r(Some(vec![0])), &o, 1, 3));
+        assert!(!goes_on(&r(Some(vec![0, 1, 2])), &o, 1, 3));
+        assert!(!goes_on(&r(None), &o, 1, 3));
+        assert!(!goes_on(&r(Some(vec![])), &o, 1, 3));
+        assert!(!goes_on(&r(Some(vec![0])), &o, MAX_SANDBOX_ROUNDS, 3));
+        let aon = EnforceOptions {
+            all_or_nothing: true,
+            ..Default::default()
+        };
+        assert!(!goes_on(&r(Some(vec![0])), &aon, 1, 3));
     }
 }

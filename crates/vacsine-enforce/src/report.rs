@@ -19,6 +19,10 @@ pub enum Verdict {
     /// The pipeline ran its course but requirements still fail that it cannot fix (no fix in
     /// the policy, or a check in error); every fix it could prove was applied and verified.
     NonCompliant,
+    /// Some fixes were rejected in the sandbox and held back; the others were proven again on
+    /// a fresh sandbox without them, applied to the target and verified there. The report
+    /// names each fix held back, its requirements, node and why (`plan.held_back`). Exit 2.
+    PartiallyVerified,
     /// The remediation failed its gate in the sandbox; the target was not touched.
     RejectedInSandbox,
     /// The target failed verification; the changes were rolled back.
@@ -34,6 +38,7 @@ impl Verdict {
             Verdict::Verified => "verified",
             Verdict::Compliant => "compliant",
             Verdict::NonCompliant => "non_compliant",
+            Verdict::PartiallyVerified => "partially_verified",
             Verdict::RejectedInSandbox => "rejected_in_sandbox",
             Verdict::RolledBack => "rolled_back",
             Verdict::Failed => "failed",
@@ -57,6 +62,9 @@ pub enum Course {
     RejectedInSandbox(String),
     /// The remediation was applied to the target and passed its verification.
     Applied { fixes: usize },
+    /// Fixes rejected in the sandbox were held back (`PlanReport::held_back`); the others
+    /// were proven again without them, applied to the target and passed its verification.
+    PartiallyApplied { fixes: usize },
     /// Target verification failed; the changes were rolled back.
     RolledBack(String),
     /// Target verification failed and the rollback did not complete.
@@ -118,6 +126,20 @@ fn reason(course: &Course, row: &RequirementRow, plan: Option<&PlanReport>) -> S
         };
     };
     let fix = &item.workflow;
+    // A fix held back in the sandbox never reached the target, whatever happened to the
+    // others (a rejection of the whole remediation keeps its own words).
+    if !matches!(course, Course::RejectedInSandbox(_)) {
+        if let Some(h) = plan.and_then(|p| {
+            p.held_back
+                .iter()
+                .find(|h| h.node == row.node && h.requirements.contains(&row.id))
+        }) {
+            return format!(
+                "fix {} held back: rejected in the sandbox ({}); the target was not changed by it",
+                h.workflow, h.reason
+            );
+        }
+    }
     match course {
         Course::NothingToFix | Course::NothingFixable => "no fix in the plan".into(),
         Course::GuardsDown(_) => {
@@ -131,7 +153,9 @@ fn reason(course: &Course, row: &RequirementRow, plan: Option<&PlanReport>) -> S
             row.sandbox_after
         ),
         Course::RejectedInSandbox(_) => format!("fix {fix} rejected in the sandbox"),
-        Course::Applied { .. } => format!("fix {fix} applied but it did not make it pass"),
+        Course::Applied { .. } | Course::PartiallyApplied { .. } => {
+            format!("fix {fix} applied but it did not make it pass")
+        }
         Course::RolledBack(_) => {
             format!("fix {fix} rolled back after the target verification failed")
         }
@@ -174,6 +198,19 @@ pub fn decide(
             Verdict::NonCompliant,
             "nothing the policy can fix".to_string(),
         ),
+        Course::PartiallyApplied { fixes } => {
+            let held: Vec<String> = plan
+                .map(|p| p.held_back.iter().map(|h| h.to_string()).collect())
+                .unwrap_or_default();
+            (
+                Verdict::PartiallyVerified,
+                format!(
+                    "{fixes} fixes verified in the sandbox, then on the target; {} held back (rejected in the sandbox, not applied): {}",
+                    held.len(),
+                    held.join("; ")
+                ),
+            )
+        }
         Course::Applied { fixes } => (
             Verdict::NonCompliant,
             format!("{fixes} fixes verified in the sandbox, then on the target"),
@@ -370,11 +407,44 @@ impl std::fmt::Display for GuardAvailability {
     }
 }
 
+/// A fix of the plan rejected in the sandbox and held back: it was not applied to the
+/// target, while the fixes proven without it were (verdict `partially_verified`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBack {
+    /// Its step in the plan's workflow.
+    pub step: String,
+    pub workflow: String,
+    pub node: String,
+    /// The requirements it was to fix on `node`.
+    pub requirements: Vec<String>,
+    /// Why the sandbox rejected it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for HeldBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} on {} for {} ({})",
+            self.workflow,
+            self.node,
+            self.requirements.join(", "),
+            self.reason
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanReport {
+    /// Every fix the plan chose (held back or not).
     pub items: Vec<PlanItem>,
     pub unfixable: Vec<Unfixable>,
+    /// The remediation workflow of the plan, as first proven in the sandbox.
     pub workflow: Workflow,
+    /// Fixes rejected in the sandbox and held back (not applied to the target); the others
+    /// were proven again without them. Empty when nothing was held back.
+    #[serde(default)]
+    pub held_back: Vec<HeldBack>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -565,13 +635,20 @@ pub fn enforce_human(r: &Report) -> String {
         if !p.items.is_empty() {
             let _ = writeln!(out, "\nPlan ({} fixes):", p.items.len());
             for i in &p.items {
+                let held = p
+                    .held_back
+                    .iter()
+                    .find(|h| h.step == i.step && h.node == i.node);
                 let _ = writeln!(
                     out,
-                    "  + {} on {} → fixes {} (disruption {})",
+                    "  {} {} on {} → fixes {} (disruption {}){}",
+                    if held.is_some() { "-" } else { "+" },
                     i.workflow,
                     i.node,
                     i.requirements.join(", "),
-                    i.disruption
+                    i.disruption,
+                    held.map(|h| format!(" — HELD BACK: {}", h.reason))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -865,7 +942,23 @@ mod tests {
                 "metadata": {"name": "plan"}, "spec": {"steps": []}
             }))
             .unwrap(),
+            held_back: Vec::new(),
         }
+    }
+    /// `plan(fixed, unfixable)` with the fixes of `held` held back for `why`.
+    fn plan_held(fixed: &[&str], unfixable: &[&str], held: &[(&str, &str)]) -> PlanReport {
+        let mut p = plan(fixed, unfixable);
+        p.held_back = held
+            .iter()
+            .map(|(r, why)| HeldBack {
+                step: format!("fix-{r}"),
+                workflow: format!("wf-{r}"),
+                node: "n".into(),
+                requirements: vec![r.to_string()],
+                reason: why.to_string(),
+            })
+            .collect();
+        p
     }
 
     /// `check(course, rows, plan, verdict, exit code, fragments the summary must contain)`.
@@ -1018,5 +1111,101 @@ mod tests {
             2,
             &["b on n (fail: regression"],
         );
+    }
+
+    /// Issue 18: a verified subset. Fixes held back in the sandbox give `partially_verified`
+    /// (exit 2) once the others are applied and verified; each held-back requirement is named
+    /// with its fix and why, whatever happened to the subset afterwards; a whole rejection
+    /// keeps today's words.
+    #[test]
+    fn issue18_partial_verdict_table() {
+        let held = plan_held(
+            &["a", "s"],
+            &[],
+            &[("s", "s on n is still fail: its fix did not make it pass")],
+        );
+        // The subset applied and verified; the held-back one still fails.
+        check(
+            Course::PartiallyApplied { fixes: 1 },
+            &[sec("a", Fail, Pass), sec("s", Fail, Fail)],
+            &held,
+            Verdict::PartiallyVerified,
+            2,
+            &[
+                "1 fixes verified in the sandbox, then on the target",
+                "1 held back (rejected in the sandbox, not applied): wf-s on n for s (s on n is still fail",
+                "s on n (fail: fix wf-s held back: rejected in the sandbox (s on n is still fail",
+                "the target was not changed by it",
+            ],
+        );
+        // Held back plus a requirement without a fix: both named, still partial.
+        let mixed = plan_held(&["a", "s"], &["x"], &[("s", "not idempotent")]);
+        check(
+            Course::PartiallyApplied { fixes: 1 },
+            &[
+                sec("a", Fail, Pass),
+                sec("s", Fail, Fail),
+                sec("x", Fail, Fail),
+            ],
+            &mixed,
+            Verdict::PartiallyVerified,
+            2,
+            &["2 still failing", "x on n (fail: no fix", "wf-s held back"],
+        );
+        // The subset failed on the target and was rolled back: the held-back fix is still
+        // named as held back, the applied one as rolled back.
+        check(
+            Course::RolledBack("a on n is still fail".into()),
+            &[sec("a", Fail, Fail), sec("s", Fail, Fail)],
+            &held,
+            Verdict::RolledBack,
+            2,
+            &["fix wf-a rolled back", "fix wf-s held back"],
+        );
+        // Every fix rejected (nothing left to prove): today's verdict and words.
+        check(
+            Course::RejectedInSandbox("the sandbox gate failed: s".into()),
+            &[sec("s", Fail, NC)],
+            &plan_held(&["s"], &[], &[("s", "gate")]),
+            Verdict::RejectedInSandbox,
+            2,
+            &["target was not touched", "fix wf-s rejected in the sandbox"],
+        );
+        assert_eq!(Verdict::PartiallyVerified.as_str(), "partially_verified");
+        assert_eq!(
+            serde_json::to_value(Verdict::PartiallyVerified).unwrap(),
+            "partially_verified"
+        );
+        // The human report marks the held-back fix.
+        let rows = [sec("a", Fail, Pass), sec("s", Fail, Fail)];
+        let (verdict, summary, remaining) =
+            decide(&Course::PartiallyApplied { fixes: 1 }, &rows, Some(&held));
+        let rep = Report {
+            verdict,
+            summary,
+            policy: "p".into(),
+            target: "t".into(),
+            started_at: String::new(),
+            duration_ms: 0,
+            requirements: rows.to_vec(),
+            remaining,
+            plan: Some(held.clone()),
+            steps: vec![],
+            phases: vec![],
+            sandbox: SandboxReport::default(),
+            fixes: vec![],
+            warnings: vec![],
+            availability: AvailabilityReport::default(),
+        };
+        let human = enforce_human(&rep);
+        assert!(human.contains("  + wf-a on n"), "{human}");
+        assert!(
+            human.contains(
+                "  - wf-s on n → fixes s (disruption low) — HELD BACK: s on n is still fail"
+            ),
+            "{human}"
+        );
+        assert!(human.contains("Verdict: partially_verified"), "{human}");
+        assert_eq!(rep.exit_code(), 2);
     }
 }

@@ -151,10 +151,16 @@ pub enum Command {
         /// Go on even when the sandbox is not faithful to the target.
         #[arg(long)]
         force: bool,
-        /// Reject the remediation (`rejected_in_sandbox`, target untouched) when a fix does
-        /// not survive a restart of its sandbox clone; without it that is a warning.
+        /// Reject a fix that does not survive a restart of its sandbox clone (held back; with
+        /// --all-or-nothing the whole remediation: `rejected_in_sandbox`, target untouched);
+        /// without it that is a warning.
         #[arg(long)]
         require_persistent: bool,
+        /// One fix rejected in the sandbox keeps every fix off the target
+        /// (`rejected_in_sandbox`). Without it, the rejected fixes are held back and the others,
+        /// proven again on a fresh sandbox, are applied and verified (`partially_verified`).
+        #[arg(long, conflicts_with = "site")]
+        all_or_nothing: bool,
         /// Enforce at this site, by its agent, through the orchestrator: the files are checked
         /// here, the site's agent resolves the target with its own driver and runs the whole
         /// pipeline there, and the report comes back.

@@ -124,12 +124,14 @@ pub async fn dispatch(cli: Cli) -> i32 {
             keep_sandbox,
             force,
             require_persistent,
+            all_or_nothing,
             ..
         } => {
             let flags = EnforceFlags {
                 keep_sandbox,
                 force,
                 require_persistent,
+                all_or_nothing,
             };
             enforce(&io, report.as_deref(), format, flags).await
         }
@@ -836,6 +838,7 @@ struct EnforceFlags {
     keep_sandbox: bool,
     force: bool,
     require_persistent: bool,
+    all_or_nothing: bool,
 }
 
 async fn enforce(
@@ -886,6 +889,7 @@ async fn run_enforce(
         keep_sandbox: flags.keep_sandbox,
         force: flags.force,
         require_persistent: flags.require_persistent,
+        all_or_nothing: flags.all_or_nothing,
         journal: Some(journal_path()?),
         progress: Some(Arc::new(move |m: &str| p2.say(m))),
         hook: None,

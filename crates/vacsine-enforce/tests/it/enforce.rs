@@ -610,6 +610,9 @@ async fn issue6_require_persistent_rejects_in_sandbox() {
     let before = snapshot().await;
     let mut o = opts();
     o.require_persistent = true;
+    // Issue 18: by default the persistent fixes would go on without the others
+    // (`partially_verified`); --all-or-nothing keeps this behaviour.
+    o.all_or_nothing = true;
     let rep = enforce(&DockerDriver, &demo_inputs(), &o)
         .await
         .expect("enforce");

@@ -5,6 +5,7 @@
 
 mod availability;
 mod enforce;
+mod fleet;
 mod probes;
 mod scap_import;
 

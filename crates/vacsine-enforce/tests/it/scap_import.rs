@@ -279,9 +279,11 @@ async fn scap_fix_that_does_not_make_its_rule_pass_is_reported_and_the_target_un
         container_as_machine: true,
     };
     let inputs = load_scap_inputs(&args, &node.target(), &[]).unwrap_or_else(|e| panic!("{e:?}"));
-    let rep = enforce(&DockerDriver, &inputs, &opts())
-        .await
-        .expect("enforce");
+    // Issue 18: by default the shadow fix would go on without the sshd one
+    // (`partially_verified`); --all-or-nothing keeps the target untouched.
+    let mut o = opts();
+    o.all_or_nothing = true;
+    let rep = enforce(&DockerDriver, &inputs, &o).await.expect("enforce");
     eprintln!("{}", rep.summary);
     assert_eq!(rep.verdict, Verdict::RejectedInSandbox, "{}", rep.summary);
     let ssh = row(&rep, "sshd_disable_root_login");
