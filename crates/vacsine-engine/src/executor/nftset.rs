@@ -187,7 +187,7 @@ fn parse_net(s: &str) -> Result<Net, String> {
         }
     };
     let n = Net { addr: ip, prefix };
-    if n.bits() & !n.mask() & if ip.is_ipv4() { u32::MAX as u128 } else { u128::MAX } != 0 {
+    if n.bits() & !n.mask() != 0 {
         let base = n.bits() & n.mask();
         let base = match ip {
             IpAddr::V4(_) => IpAddr::V4((base as u32).into()),
@@ -381,10 +381,10 @@ fn skeleton(table: &str) -> String {
 }
 
 /// One element statement per set: `VERB element inet T SET { e1, e2 }`.
-fn elements<'a>(
+fn elements(
     verb: &str,
     table: &str,
-    items: impl IntoIterator<Item = (&'static str, Net, Option<Duration>)> + 'a,
+    items: impl IntoIterator<Item = (&'static str, Net, Option<Duration>)>,
 ) -> String {
     let mut by_set: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
     for (set, n, t) in items {
@@ -665,18 +665,27 @@ impl NftSetExecutor {
                 let (kept, missing): (Vec<Net>, Vec<Net>) = p
                     .addresses
                     .iter()
-                    .partition(|n| l.has(n.ban_set(), n));
-                if kept.is_empty() {
-                    // Nothing was present: nft refused for another reason.
-                    return StepResult::failed(format!("nft refused the decisions: {first_err}"));
-                }
+                    .partition(|n| l.has(n.ban_set(), *n));
                 let undo = remove_undo(&missing);
                 if let Err(e) = save(ctx, &undo) {
                     return StepResult::failed(e);
                 }
-                let script = format!("{}{allow_script}{}", skeleton(t), bans(&missing));
+                // The missing ones are known now: `add` them (nft 1.0.6 refuses `create` in an
+                // interval set declared by the same transaction, so a first ban of a network
+                // comes here too).
+                let script = format!(
+                    "{}{allow_script}{}",
+                    skeleton(t),
+                    elements(
+                        "add",
+                        t,
+                        missing.iter().map(|n| (n.ban_set(), *n, p.timeout))
+                    )
+                );
                 if let Err(e) = node.nft_apply(&script).await {
-                    return StepResult::failed(format!("nft refused the decisions: {e}"));
+                    return StepResult::failed(format!(
+                        "nft refused the decisions: {e} (first attempt: {first_err})"
+                    ));
                 }
                 (missing, kept)
             }
@@ -809,7 +818,7 @@ impl NftSetExecutor {
             "{}{}",
             skeleton(t),
             elements(
-                "create",
+                "add",
                 t,
                 new_allow.iter().map(|n| (n.allow_set(), *n, None))
             )
