@@ -302,9 +302,11 @@ fn plan(a: NftSetArgs) -> Result<Plan, String> {
     };
     match a.op {
         Op::Ensure if !addresses.is_empty() => {
-            return Err("`op: ensure` takes no `addresses` (it sets up the table and the \
+            return Err(
+                "`op: ensure` takes no `addresses` (it sets up the table and the \
                         allow-list; ban with `op: add`)"
-                .into())
+                    .into(),
+            )
         }
         Op::Add if addresses.is_empty() => {
             return Err("`op: add` needs at least one address in `addresses`".into())
@@ -396,7 +398,11 @@ fn elements(
     }
     let mut s = String::new();
     for (set, es) in by_set {
-        let _ = writeln!(s, "{verb} element inet {table} {set} {{ {} }}", es.join(", "));
+        let _ = writeln!(
+            s,
+            "{verb} element inet {table} {set} {{ {} }}",
+            es.join(", ")
+        );
     }
     s
 }
@@ -576,6 +582,9 @@ struct UndoElement {
     until: Option<u64>,
 }
 
+/// A checked undo element: its set, the element, its deadline (unix seconds).
+type UndoItem = (&'static str, Net, Option<u64>);
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -584,10 +593,7 @@ fn now_secs() -> u64 {
 }
 
 /// Parse undo elements back (they came from the journal: checked again, never trusted).
-fn undo_items(
-    table: &str,
-    elements: &[UndoElement],
-) -> Result<Vec<(&'static str, Net, Option<u64>)>, String> {
+fn undo_items(table: &str, elements: &[UndoElement]) -> Result<Vec<UndoItem>, String> {
     check_table(table)?;
     elements
         .iter()
@@ -641,13 +647,8 @@ impl NftSetExecutor {
         if let Err(e) = save(ctx, &all) {
             return StepResult::failed(e);
         }
-        let bans = |ns: &[Net]| {
-            elements(
-                "create",
-                t,
-                ns.iter().map(|n| (n.ban_set(), *n, p.timeout)),
-            )
-        };
+        let bans =
+            |ns: &[Net]| elements("create", t, ns.iter().map(|n| (n.ban_set(), *n, p.timeout)));
         let script = format!("{}{allow_script}{}", skeleton(t), bans(&p.addresses));
         let first = node.nft_apply(&script).await;
         let (added, kept) = match first {
@@ -658,14 +659,24 @@ impl NftSetExecutor {
                 if let Err(e) = save(ctx, &remove_undo(&[])) {
                     return StepResult::failed(e);
                 }
+                // One host address that nft says exists: it is present, nothing to read.
+                // (Host sets only: in an interval set declared by the same transaction nft
+                // 1.0.6 says "File exists" of an absent element.)
+                if let [only] = p.addresses[..] {
+                    if only.is_host() && only_already_present(&first_err.to_string()) {
+                        let script = format!("{}{allow_script}", skeleton(t));
+                        if let Err(e) = node.nft_apply(&script).await {
+                            return StepResult::failed(format!("nft refused the table: {e}"));
+                        }
+                        return Self::added(p, Vec::new(), vec![only], &remove_undo);
+                    }
+                }
                 let l = match Self::read(node, t).await {
                     Ok(l) => l,
                     Err(e) => return StepResult::failed(e),
                 };
-                let (kept, missing): (Vec<Net>, Vec<Net>) = p
-                    .addresses
-                    .iter()
-                    .partition(|n| l.has(n.ban_set(), *n));
+                let (kept, missing): (Vec<Net>, Vec<Net>) =
+                    p.addresses.iter().partition(|n| l.has(n.ban_set(), n));
                 let undo = remove_undo(&missing);
                 if let Err(e) = save(ctx, &undo) {
                     return StepResult::failed(e);
@@ -690,6 +701,17 @@ impl NftSetExecutor {
                 (missing, kept)
             }
         };
+        Self::added(p, added, kept, &remove_undo)
+    }
+
+    /// The result of an `add`: what was added, what was already there.
+    fn added(
+        p: &Plan,
+        added: Vec<Net>,
+        kept: Vec<Net>,
+        remove_undo: &dyn Fn(&[Net]) -> SetUndo,
+    ) -> StepResult {
+        let t = &p.table;
         let changed = !added.is_empty();
         let mut r = StepResult::ok(changed);
         let how_long = p
@@ -739,7 +761,10 @@ impl NftSetExecutor {
             return StepResult::ok(false)
                 .msg(
                     Level::Info,
-                    format!("none of the {} addresses is banned in inet {t}", absent.len()),
+                    format!(
+                        "none of the {} addresses is banned in inet {t}",
+                        absent.len()
+                    ),
                 )
                 .output("deleted", Vec::<String>::new())
                 .output("absent", strings(&absent))
@@ -762,7 +787,11 @@ impl NftSetExecutor {
         let script = format!(
             "{}{}",
             skeleton(t),
-            elements("delete", t, found.iter().map(|(n, _)| (n.ban_set(), *n, None)))
+            elements(
+                "delete",
+                t,
+                found.iter().map(|(n, _)| (n.ban_set(), *n, None))
+            )
         );
         if let Err(e) = node.nft_apply(&script).await {
             // An element that expired between the read and the delete: say so.
@@ -855,6 +884,26 @@ impl NftSetExecutor {
     }
 }
 
+/// Whether nft's complaint is only that the elements to create exist already: every error
+/// is `File exists` on a `create element` statement of a host set (`ban4`, `ban6`).
+fn only_already_present(err: &str) -> bool {
+    let mut lines = err.lines();
+    let mut errors = 0;
+    while let Some(l) = lines.next() {
+        let Some((_, kind)) = l.split_once("Error: ") else {
+            continue;
+        };
+        errors += 1;
+        let stmt = lines.next().unwrap_or_default();
+        let host_set = stmt.starts_with("create element inet ")
+            && (stmt.contains(" ban4 { ") || stmt.contains(" ban6 { "));
+        if kind.trim() != "Could not process rule: File exists" || !host_set {
+            return false;
+        }
+    }
+    errors > 0
+}
+
 fn save(ctx: &ExecCtx, u: &SetUndo) -> Result<(), String> {
     let v = serde_json::to_value(u).map_err(|e| format!("encoding undo data: {e}"))?;
     ctx.save_undo(&v)
@@ -905,13 +954,20 @@ impl Executor for NftSetExecutor {
             Err(e) => return StepResult::failed(format!("corrupt undo data: {e}")),
         };
         match u {
-            SetUndo::Remove { table, elements: es } => {
+            SetUndo::Remove {
+                table,
+                elements: es,
+            } => {
                 let items = match undo_items(&table, &es) {
                     Ok(i) => i,
                     Err(e) => return StepResult::failed(format!("corrupt undo data: {e}")),
                 };
-                let script = |items: &[(&'static str, Net, Option<u64>)]| {
-                    elements("delete", &table, items.iter().map(|(s, n, _)| (*s, *n, None)))
+                let script = |items: &[UndoItem]| {
+                    elements(
+                        "delete",
+                        &table,
+                        items.iter().map(|(s, n, _)| (*s, *n, None)),
+                    )
                 };
                 if items.is_empty() {
                     return StepResult::ok(false);
@@ -945,7 +1001,10 @@ impl Executor for NftSetExecutor {
                     ),
                 )
             }
-            SetUndo::Restore { table, elements: es } => {
+            SetUndo::Restore {
+                table,
+                elements: es,
+            } => {
                 let items = match undo_items(&table, &es) {
                     Ok(i) => i,
                     Err(e) => return StepResult::failed(format!("corrupt undo data: {e}")),
@@ -958,7 +1017,11 @@ impl Executor for NftSetExecutor {
                     .collect();
                 let expired = items.len() - live.len();
                 if !live.is_empty() {
-                    let script = format!("{}{}", skeleton(&table), elements("add", &table, live.clone()));
+                    let script = format!(
+                        "{}{}",
+                        skeleton(&table),
+                        elements("add", &table, live.clone())
+                    );
                     if let Err(e) = node.nft_apply(&script).await {
                         return StepResult::failed(format!("restoring the elements: {e}"));
                     }
@@ -1036,10 +1099,26 @@ mod tests {
 
     #[test]
     fn durations() {
-        for (s, secs) in [("30s", 30), ("10m", 600), ("4h", 14400), ("1d", 86400), ("1h30m", 5400)] {
+        for (s, secs) in [
+            ("30s", 30),
+            ("10m", 600),
+            ("4h", 14400),
+            ("1d", 86400),
+            ("1h30m", 5400),
+        ] {
             assert_eq!(parse_duration(s).unwrap().as_secs(), secs, "{s}");
         }
-        for bad in ["", "10", "m", "10x", "0s", "-5m", "400d", "1.5h", "10m; flush"] {
+        for bad in [
+            "",
+            "10",
+            "m",
+            "10x",
+            "0s",
+            "-5m",
+            "400d",
+            "1.5h",
+            "10m; flush",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(parse_nft_time("9m58s230ms").unwrap().as_millis(), 598_230);
@@ -1053,14 +1132,17 @@ mod tests {
         assert!(e.starts_with("addresses[1]: "), "{e}");
         let e = p(json!({"op": "add", "addresses": ["10.1.2.3"], "allow": ["10.0.0.0/8"]}))
             .unwrap_err();
-        assert!(e.contains("allow-list") && e.starts_with("addresses[0]"), "{e}");
+        assert!(
+            e.contains("allow-list") && e.starts_with("addresses[0]"),
+            "{e}"
+        );
         assert!(p(json!({"op": "add", "addresses": []})).is_err());
         assert!(p(json!({"op": "ensure", "addresses": ["1.2.3.4"]})).is_err());
         assert!(p(json!({"op": "delete", "addresses": ["1.2.3.4"], "timeout": "1m"})).is_err());
         assert!(p(json!({"op": "add", "addresses": ["1.2.3.4"], "extra": 1})).is_err());
         assert!(p(json!({"op": "add", "addresses": ["1.2.3.4"], "table": "x; flush"})).is_err());
-        let ok = p(json!({"op": "add", "addresses": ["1.2.3.4", "1.2.3.4"], "timeout": ""}))
-            .unwrap();
+        let ok =
+            p(json!({"op": "add", "addresses": ["1.2.3.4", "1.2.3.4"], "timeout": ""})).unwrap();
         assert_eq!(ok.addresses.len(), 1);
         assert!(ok.timeout.is_none());
     }
@@ -1069,7 +1151,9 @@ mod tests {
     fn scripts_render_parsed_values_only() {
         let s = skeleton("vacsine_decisions");
         assert!(!s.contains("delete") && !s.contains("flush ruleset"));
-        assert!(s.contains("add set inet vacsine_decisions ban4 { type ipv4_addr; flags timeout; }"));
+        assert!(
+            s.contains("add set inet vacsine_decisions ban4 { type ipv4_addr; flags timeout; }")
+        );
         assert!(s.contains("flush chain inet vacsine_decisions input\n"));
         let n = |x| parse_net(x).unwrap();
         let e = elements(
@@ -1104,6 +1188,19 @@ mod tests {
         assert_eq!(l.left("ban4", &n("203.0.113.2")), Some(None));
         assert!(!l.skeleton_complete());
         assert!(!parse_listing(rs, "nope").present);
+    }
+
+    #[test]
+    fn tells_an_element_already_present_from_other_refusals() {
+        let present = "nft_apply on node `n` failed: nft -f - exited with Some(1): /dev/stdin:25:45-55: Error: Could not process rule: File exists\ncreate element inet vacsine_decisions ban4 { 203.0.113.1 timeout 600s }\n                                            ^^^^^^^^^^^";
+        assert!(only_already_present(present));
+        let set_clash = "exited with Some(1): /dev/stdin:3:1-9: Error: Could not process rule: File exists\nadd set inet vacsine_decisions ban4 { type ipv4_addr; flags timeout; }\n^^^";
+        assert!(!only_already_present(set_clash));
+        let interval = "/dev/stdin:25:49-63: Error: Could not process rule: File exists\ncreate element inet vacsine_decisions ban4net { 198.51.100.0/24 timeout 14400s }\n ^^^";
+        assert!(!only_already_present(interval));
+        let other = "/dev/stdin:25:49-63: Error: Could not process rule: No such file or directory\ncreate element inet vacsine_decisions ban4 { 1.2.3.4 }\n ^^^";
+        assert!(!only_already_present(other));
+        assert!(!only_already_present("nft: command not found"));
     }
 
     #[test]
