@@ -625,3 +625,30 @@ async fn bench_nftset() {
         ms(median(&mut dels))
     );
 }
+
+#[test]
+fn block_ip_validates_and_a_literal_bad_address_is_located() {
+    let cat = vacsine_engine::Catalog::new();
+    let problems = vacsine_engine::validate_workflow(&block_ip(), &cat);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let bad = wf(
+        "bad",
+        r#"
+  steps:
+    - id: s
+      uses: nftset
+      with:
+        op: add
+        addresses: ["203.0.113.1", "1.2.3.4 }"]
+        timeout: 10m
+"#,
+    );
+    let problems = vacsine_engine::validate_workflow(&bad, &cat);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let p = &problems[0];
+    assert!(
+        p.message.contains("addresses[1]") && p.message.contains("1.2.3.4 }"),
+        "{p:?}"
+    );
+    assert!(p.line > 0, "{p:?}");
+}
