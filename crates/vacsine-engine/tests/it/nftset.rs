@@ -652,3 +652,35 @@ fn block_ip_validates_and_a_literal_bad_address_is_located() {
     );
     assert!(p.line > 0, "{p:?}");
 }
+
+#[tokio::test]
+async fn issue16_ensure_builds_the_mechanism_once_and_repairs_it() {
+    let Some(ns) = Netns::new("e") else { return };
+    let e = engine();
+    let w = wf(
+        "ensure",
+        r#"
+  steps:
+    - id: s
+      uses: nftset
+      with: { op: ensure, allow: ["192.0.2.0/24"] }
+"#,
+    );
+    let changed = |r: &RunReport| {
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:#?}");
+        recs(r, "s")[0].changed
+    };
+    assert!(changed(&run_wf(&e, &w, &ns, json!({})).await), "created");
+    let built = ns.ruleset();
+    assert!(!changed(&run_wf(&e, &w, &ns, json!({})).await), "second run");
+    // A ban held meanwhile survives; a rule removed by someone is put back.
+    ns.nft(&format!(
+        "add element inet {TABLE} ban4 {{ 203.0.113.3 }}\nflush chain inet {TABLE} input\n"
+    ));
+    assert!(changed(&run_wf(&e, &w, &ns, json!({})).await), "repaired");
+    assert_eq!(ns.set("ban4"), ["203.0.113.3"]);
+    assert_eq!(
+        ns.ruleset().replace("\t\telements = { 203.0.113.3 }\n", ""),
+        built
+    );
+}
