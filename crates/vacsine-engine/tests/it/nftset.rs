@@ -672,7 +672,10 @@ async fn issue16_ensure_builds_the_mechanism_once_and_repairs_it() {
     };
     assert!(changed(&run_wf(&e, &w, &ns, json!({})).await), "created");
     let built = ns.ruleset();
-    assert!(!changed(&run_wf(&e, &w, &ns, json!({})).await), "second run");
+    assert!(
+        !changed(&run_wf(&e, &w, &ns, json!({})).await),
+        "second run"
+    );
     // A ban held meanwhile survives; a rule removed by someone is put back.
     ns.nft(&format!(
         "add element inet {TABLE} ban4 {{ 203.0.113.3 }}\nflush chain inet {TABLE} input\n"
