@@ -607,6 +607,16 @@ async fn bench_nftset() {
         dels.push(t.elapsed());
         assert!(r.changed && r.error.is_none(), "{:?}", r.error);
     }
+    // The same add as a whole `block-ip` run through the engine (in-memory journal).
+    let e = engine();
+    let w = block_ip();
+    let mut runs = Vec::new();
+    for i in 0..rounds {
+        let t = Instant::now();
+        let r = run_wf(&e, &w, &ns, json!({"ip": format!("198.51.100.{}", i + 1)})).await;
+        runs.push(t.elapsed());
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:#?}");
+    }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("nftset, {n} elements in inet {TABLE} (ban4), one node = a network namespace");
     println!("| operation | median (ms) | runs |");
@@ -623,6 +633,10 @@ async fn bench_nftset() {
     println!(
         "| delete 1 (reads the table for undo) | {:.1} | {rounds} |",
         ms(median(&mut dels))
+    );
+    println!(
+        "| `block-ip` run through the engine (1 new address) | {:.1} | {rounds} |",
+        ms(median(&mut runs))
     );
 }
 
