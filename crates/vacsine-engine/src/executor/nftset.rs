@@ -186,6 +186,17 @@ fn parse_net(s: &str) -> Result<Net, String> {
             (addr, Net::max(addr))
         }
     };
+    // An IPv4 client reaches an inet table as IPv4: `::ffff:203.0.113.7` bans 203.0.113.7.
+    let (ip, prefix) = match ip {
+        IpAddr::V6(v6) if prefix >= 96 && v6.to_ipv4_mapped().is_some() => (
+            IpAddr::V4(
+                v6.to_ipv4_mapped()
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            ),
+            prefix - 96,
+        ),
+        _ => (ip, prefix),
+    };
     let n = Net { addr: ip, prefix };
     if n.bits() & !n.mask() != 0 {
         let base = n.bits() & n.mask();
@@ -321,6 +332,15 @@ fn plan(a: NftSetArgs) -> Result<Plan, String> {
     }
     if a.op == Op::Add {
         for (i, n) in addresses.iter().enumerate() {
+            if let Some(w) = NEVER
+                .iter()
+                .find(|w| parse_net(w).is_ok_and(|w| w.overlaps(n)))
+            {
+                return Err(format!(
+                    "addresses[{i}]: {n} covers {w} (loopback or unspecified addresses): a ban \
+                     there would cut the node off itself; nothing was applied"
+                ));
+            }
             if let Some(w) = allow.iter().find(|w| w.overlaps(n)) {
                 return Err(format!(
                     "addresses[{i}]: {n} is in the allow-list ({w}): no decision may touch it; \
@@ -337,6 +357,9 @@ fn plan(a: NftSetArgs) -> Result<Plan, String> {
         allow,
     })
 }
+
+/// What no ban may cover, whatever the allow-list says (this also refuses `/0`).
+const NEVER: [&str; 4] = ["127.0.0.0/8", "0.0.0.0/8", "::1", "::"];
 
 const SETS: [(&str, &str, &str); 6] = [
     ("allow4", "ipv4_addr", "interval"),
@@ -1060,6 +1083,8 @@ mod tests {
             ("203.0.113.9/32", "203.0.113.9", "ban4"),
             ("2001:db8::/32", "2001:db8::/32", "ban6net"),
             ("0.0.0.0/0", "0.0.0.0/0", "ban4net"),
+            ("::ffff:203.0.113.7", "203.0.113.7", "ban4"),
+            ("::ffff:198.51.100.0/120", "198.51.100.0/24", "ban4net"),
         ] {
             let n = parse_net(s).unwrap();
             assert_eq!(n.to_string(), want, "{s}");
@@ -1137,6 +1162,19 @@ mod tests {
             "{e}"
         );
         assert!(p(json!({"op": "add", "addresses": []})).is_err());
+        for never in [
+            "127.0.0.1",
+            "::1",
+            "0.0.0.0/0",
+            "::/0",
+            "0.0.0.0",
+            "::ffff:127.0.0.1",
+        ] {
+            let e = p(json!({"op": "add", "addresses": [never]})).unwrap_err();
+            assert!(e.contains("cut the node off itself"), "{never}: {e}");
+        }
+        // Unbanning them is not refused (nothing to protect).
+        assert!(p(json!({"op": "delete", "addresses": ["127.0.0.1"]})).is_ok());
         assert!(p(json!({"op": "ensure", "addresses": ["1.2.3.4"]})).is_err());
         assert!(p(json!({"op": "delete", "addresses": ["1.2.3.4"], "timeout": "1m"})).is_err());
         assert!(p(json!({"op": "add", "addresses": ["1.2.3.4"], "extra": 1})).is_err());
