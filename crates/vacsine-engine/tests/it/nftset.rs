@@ -369,8 +369,13 @@ async fn issue16_allow_listed_and_hostile_addresses_are_refused_and_nothing_chan
 struct Lab {
     site: Netns,
     attacker: Netns,
+    /// With [`Lab::routed`]: the server behind the site, which is then its gateway.
+    _inner: Option<Netns>,
     listener: std::process::Child,
 }
+
+/// The server behind a routed site.
+const INNER4: &str = "10.67.0.2";
 
 const SITE4: &str = "10.66.0.1";
 const SITE6: &str = "fd66::1";
@@ -378,12 +383,41 @@ const PORT: u16 = 8080;
 
 impl Lab {
     fn new() -> Option<Lab> {
+        Lab::build(false)
+    }
+    /// The site as a gateway: the listener is on a third namespace behind it, reached by the
+    /// attacker through the site (its `forward` hook).
+    fn routed() -> Option<Lab> {
+        Lab::build(true)
+    }
+    fn build(routed: bool) -> Option<Lab> {
         let site = Netns::new("s")?;
         let attacker = Netns::new("x")?;
         let (s, a) = (&site.0, &attacker.0);
         let sh = |args: &[&str]| {
             let st = Command::new("ip").args(args).status().unwrap();
             assert!(st.success(), "ip {args:?}");
+        };
+        let inner = if routed {
+            let inner = Netns::new("i")?;
+            let i = inner.0.as_str();
+            sh(&[
+                "-n", s, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", i,
+            ]);
+            sh(&["-n", s, "addr", "add", "10.67.0.1/24", "dev", "eth1"]);
+            sh(&["-n", s, "link", "set", "eth1", "up"]);
+            sh(&["-n", i, "addr", "add", "10.67.0.2/24", "dev", "eth0"]);
+            sh(&["-n", i, "link", "set", "eth0", "up"]);
+            sh(&["-n", i, "link", "set", "lo", "up"]);
+            sh(&["-n", i, "route", "add", "default", "via", "10.67.0.1"]);
+            let st = Command::new("ip")
+                .args(["netns", "exec", s, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            Some(inner)
+        } else {
+            None
         };
         sh(&[
             "-n", s, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", a,
@@ -405,6 +439,9 @@ impl Lab {
             sh(&["-n", ns, "link", "set", "eth0", "up"]);
             sh(&["-n", ns, "link", "set", "lo", "up"]);
         }
+        if routed {
+            sh(&["-n", a, "route", "add", "10.67.0.0/24", "via", "10.66.0.1"]);
+        }
         // A listener that accepts and closes, on both families.
         let code = format!(
             "import socket\ns=socket.socket(socket.AF_INET6)\n\
@@ -413,16 +450,21 @@ impl Lab {
              s.bind(('::', {PORT}))\ns.listen(64)\n\
              while True:\n    c, _ = s.accept()\n    c.close()\n"
         );
+        let (at, dst) = match &inner {
+            Some(i) => (i.0.as_str(), INNER4),
+            None => (s.as_str(), SITE4),
+        };
         let listener = Command::new("ip")
-            .args(["netns", "exec", s, "/usr/bin/python3", "-c", &code])
+            .args(["netns", "exec", at, "/usr/bin/python3", "-c", &code])
             .spawn()
             .unwrap();
         let lab = Lab {
             site,
             attacker,
+            _inner: inner,
             listener,
         };
-        assert!(lab.reaches("10.66.0.2", SITE4), "listener never up");
+        assert!(lab.reaches("10.66.0.2", dst), "listener never up");
         Some(lab)
     }
     /// Whether `src` gets through within a few attempts (the link and the neighbour tables
@@ -699,5 +741,26 @@ async fn issue16_ensure_builds_the_mechanism_once_and_repairs_it() {
     assert_eq!(
         ns.ruleset().replace("\t\telements = { 203.0.113.3 }\n", ""),
         built
+    );
+}
+
+#[tokio::test]
+async fn issue16_a_ban_at_a_gateway_drops_what_it_forwards() {
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("SKIP: /usr/bin/python3 (Debian package python3) is needed for the listener");
+        return;
+    }
+    let Some(lab) = Lab::routed() else { return };
+    assert!(lab.reaches("10.66.0.3", INNER4));
+    let e = engine();
+    let r = run_wf(&e, &block_ip(), &lab.site, json!({"ip": "10.66.0.2"})).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:#?}");
+    assert!(
+        !lab.connects("10.66.0.2", INNER4),
+        "banned 10.66.0.2 still reaches the server behind the gateway"
+    );
+    assert!(
+        lab.reaches("10.66.0.3", INNER4),
+        "unbanned 10.66.0.3 is blocked"
     );
 }
