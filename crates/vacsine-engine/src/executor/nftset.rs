@@ -14,13 +14,20 @@
 //! every element of every *interval* set of the ruleset before it adds any element: with
 //! 100,000 elements in an interval set one add took 6.0 s, against 39 ms in a hash set here.
 //!
-//! Every call is one `nft -f -` transaction through [`NodeOps::nft_apply`]: the skeleton
+//! Each change is one `nft -f -` transaction through [`NodeOps::nft_apply`]: the skeleton
 //! declared with `add` (a no-op for what exists, elements kept), the two chains flushed and
 //! their rules added again (the mechanism re-asserted in the same transaction, no window), and
 //! the elements. Addresses are parsed (`std::net`) and rendered from the parsed value: no text
 //! of an argument reaches nft. An `add` uses `create element`, which fails if an element is
-//! present: the fast path (all new) costs one `nft` call and no listing; otherwise the table is
-//! read once to add only the missing ones, so `changed` and undo are exact.
+//! present: the fast path (all new) is one `nft` call and no listing. When it fails, one host
+//! address that nft says exists is known present (a second call re-asserts the skeleton);
+//! otherwise the table is read once and only the missing ones are added, so `changed` and undo
+//! are exact. A `delete` and an `ensure` read the table first (undo needs what was there);
+//! with nftables 1.0.6 a read dumps the whole set, so their cost grows with the set.
+//!
+//! An address inside the step's `allow` is refused before anything is applied, as is a ban
+//! covering a loopback or unspecified address (so any `/0`); the node's allow sets are
+//! accepted before any ban rule in any case.
 //!
 //! Undo removes only what the step did: the elements an `add` created (an element that expired
 //! meanwhile is skipped), the elements a `delete` removed (put back for the time they had
