@@ -19,6 +19,7 @@ mod file;
 mod firewall;
 mod http;
 mod misc;
+mod nftset;
 mod wait;
 
 pub use ansible::AnsibleExecutor;
@@ -28,6 +29,7 @@ pub use file::FileExecutor;
 pub use firewall::{nft_check, rendered_ruleset, validate_rule, FirewallExecutor, NftCheck};
 pub use http::HttpExecutor;
 pub use misc::{QuarantineExecutor, SysctlExecutor};
+pub use nftset::NftSetExecutor;
 pub use wait::WaitUntilExecutor;
 
 /// What an executor sees of the run.
@@ -273,6 +275,7 @@ pub fn builtin() -> Vec<Arc<dyn Executor>> {
         Arc::new(ScriptExecutor),
         Arc::new(FileExecutor),
         Arc::new(FirewallExecutor),
+        Arc::new(NftSetExecutor),
         Arc::new(SysctlExecutor),
         Arc::new(QuarantineExecutor),
         Arc::new(WaitUntilExecutor),

@@ -12,6 +12,7 @@ mod firewall;
 mod injection;
 mod lease;
 mod local_node;
+mod nftset;
 mod resume;
 mod rollback;
 mod secrets;
