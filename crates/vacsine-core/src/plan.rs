@@ -169,9 +169,14 @@ pub fn plan(
             let mut inputs = serde_json::Map::new();
             let mut bad = None;
             for (k, v) in &fix.with {
+                // A deprecated input name becomes the input's name (validation warned).
+                let k = catalog
+                    .get(&fix.uses.value)
+                    .and_then(|w| crate::workflow::canonical_input(&w.spec.inputs, k))
+                    .map_or(k.clone(), |c| c.0.to_string());
                 match render(&env, &v.value, &ctx) {
                     Ok(r) => {
-                        inputs.insert(k.clone(), r);
+                        inputs.insert(k, r);
                     }
                     Err(e) => bad = Some(e),
                 }

@@ -17,6 +17,8 @@ pub struct Problem {
     pub column: u64,
     pub message: String,
     pub help: Option<String>,
+    /// A warning: reported at its place, but the document is valid (a deprecated name).
+    pub warning: bool,
 }
 
 impl Problem {
@@ -26,7 +28,19 @@ impl Problem {
             column: loc.column,
             message: message.into(),
             help: help.map(str::to_string),
+            warning: false,
         }
+    }
+    /// A warning at `loc`.
+    pub fn warn_at<T>(loc: &Loc<T>, message: impl Into<String>, help: Option<&str>) -> Self {
+        Problem {
+            warning: true,
+            ..Problem::at(loc, message, help)
+        }
+    }
+    /// `problems` split into (errors, warnings).
+    pub fn split(problems: Vec<Problem>) -> (Vec<Problem>, Vec<Problem>) {
+        problems.into_iter().partition(|p| !p.warning)
     }
     pub fn into_error(self, source: &SourceFile) -> LoadError {
         LoadError::at(source, self.line, self.column, self.message, self.help)
@@ -243,7 +257,28 @@ pub fn validate_policy(
                 continue;
             };
             for (k, v) in &f.with {
-                match w.spec.inputs.get(k) {
+                let spec = match crate::workflow::canonical_input(&w.spec.inputs, k) {
+                    Some((new, true)) => {
+                        out.push(Problem::warn_at(
+                            v,
+                            format!(
+                                "input `{k}` of workflow `{}` is deprecated: it is now `{new}`",
+                                f.uses.value
+                            ),
+                            Some(&format!("write `{new}:` instead of `{k}:`; the old name will be removed in a later version")),
+                        ));
+                        if f.with.contains_key(new) {
+                            out.push(Problem::at(
+                                v,
+                                format!("input `{new}` of workflow `{}` is given twice (`{k}` is its deprecated name)", f.uses.value),
+                                Some(&format!("keep `{new}:` only")),
+                            ));
+                        }
+                        w.spec.inputs.get(new)
+                    }
+                    _ => w.spec.inputs.get(k),
+                };
+                match spec {
                     None => out.push(Problem::at(
                         v,
                         format!("workflow `{}` has no input `{k}`", f.uses.value),
@@ -266,7 +301,9 @@ pub fn validate_policy(
                 }
             }
             for (k, spec) in &w.spec.inputs {
-                if spec.is_required() && !f.with.contains_key(k) {
+                let given = f.with.contains_key(k)
+                    || spec.deprecated_names.iter().any(|d| f.with.contains_key(d));
+                if spec.is_required() && !given {
                     out.push(Problem::at(
                         &f.uses,
                         format!(
@@ -563,6 +600,8 @@ fn subworkflow(w: &Workflow, s: &Step, catalog: &CatalogIndex<'_>, out: &mut Vec
     };
     // Templated values are only known at run time: check names, and literal values.
     for (k, v) in given {
+        // A deprecated name is the input it was renamed to (mapped again at run time).
+        let k = crate::workflow::canonical_input(&sub.spec.inputs, k).map_or(k.as_str(), |c| c.0);
         match sub.spec.inputs.get(k) {
             None => push(
                 format!("workflow `{name}` has no input `{k}`"),

@@ -223,6 +223,11 @@ pub struct InputSpec {
     /// Allowed values.
     #[serde(default, rename = "enum", skip_serializing_if = "Vec::is_empty")]
     pub allowed: Vec<serde_json::Value>,
+    /// Earlier names of this input, still accepted (with a warning naming this one) so that
+    /// policies written against an earlier version of a catalog workflow keep working: a
+    /// renamed input keeps its old name here for at least one minor version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deprecated_names: Vec<String>,
 }
 
 impl InputSpec {
@@ -282,6 +287,47 @@ pub struct InputError {
     pub message: String,
 }
 
+/// The declared input `given` names: itself, or the input that lists it among its
+/// `deprecatedNames` (then `true`: the caller warns, naming the new name).
+pub fn canonical_input<'a>(
+    decl: &'a BTreeMap<String, InputSpec>,
+    given: &str,
+) -> Option<(&'a str, bool)> {
+    if let Some((k, _)) = decl.get_key_value(given) {
+        return Some((k.as_str(), false));
+    }
+    decl.iter()
+        .find(|(_, s)| s.deprecated_names.iter().any(|d| d == given))
+        .map(|(k, _)| (k.as_str(), true))
+}
+
+/// `given` with every deprecated input name replaced by the input's name (a name given twice,
+/// old and new, is an error naming both).
+pub fn canonical_inputs(
+    decl: &BTreeMap<String, InputSpec>,
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, InputError> {
+    let mut out = Map::new();
+    for (k, v) in given {
+        let name = match canonical_input(decl, k) {
+            Some((n, true)) => {
+                if given.contains_key(n) {
+                    return Err(InputError {
+                        name: k.clone(),
+                        message: format!(
+                            "given twice: `{k}` is the deprecated name of `{n}`, which is given too"
+                        ),
+                    });
+                }
+                n.to_string()
+            }
+            _ => k.clone(),
+        };
+        out.insert(name, v.clone());
+    }
+    Ok(out)
+}
+
 /// Check and coerce input values against the declared inputs: every given name must be
 /// declared (except `event`, the triggering event), required inputs must be given, values must
 /// have the declared type and be among the allowed ones. Defaults fill the rest.
@@ -293,6 +339,8 @@ pub fn coerce_inputs(
         name: name.to_string(),
         message,
     };
+    // Deprecated names are accepted as the input they were renamed to.
+    let given = &canonical_inputs(decl, given)?;
     for k in given.keys() {
         if !decl.contains_key(k) && k != "event" {
             let known: Vec<&str> = decl.keys().map(String::as_str).collect();

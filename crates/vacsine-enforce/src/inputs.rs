@@ -454,7 +454,16 @@ fn load_inputs_with(
         catalog.add_generated(w, &mut errors);
     }
     if let (Some(p), Some(t)) = (&p, &t) {
-        for prob in validate::validate_policy(&p.doc, &catalog.index(), Some(&t.doc)) {
+        let (errs, warnings) = validate::Problem::split(validate::validate_policy(
+            &p.doc,
+            &catalog.index(),
+            Some(&t.doc),
+        ));
+        for w in warnings {
+            let e = w.into_error(&p.source);
+            eprintln!("warning: {}:{}:{}: {}", e.file, e.line, e.column, e.message);
+        }
+        for prob in errs {
             errors.push(prob.into_error(&p.source));
         }
     }

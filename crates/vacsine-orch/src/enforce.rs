@@ -69,7 +69,8 @@ pub fn decode(job: &EnforceJob, catalog: &[Value]) -> Result<EnforceDocs, String
     )?;
     problems(
         &format!("policy `{}`", policy.metadata.name.value),
-        validate::validate_policy(&policy, &index, Some(&target)),
+        // Warnings (a deprecated input name) were shown where the job was submitted.
+        validate::Problem::split(validate::validate_policy(&policy, &index, Some(&target))).0,
     )?;
     Ok(EnforceDocs {
         policy,

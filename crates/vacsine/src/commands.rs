@@ -619,12 +619,25 @@ async fn validate(files: &[PathBuf], catalog: &[PathBuf], format: SimpleFormat) 
         })
         .collect();
     let idx = cat.index();
+    let mut warnings: Vec<String> = Vec::new();
     for d in &docs {
         match &d.doc {
             Document::Policy(p) => {
-                let probs =
-                    vacsine_core::validate::validate_policy(p, &idx, targets.first().copied());
+                let (probs, deprecated) = vacsine_core::validate::Problem::split(
+                    vacsine_core::validate::validate_policy(p, &idx, targets.first().copied()),
+                );
                 errors.extend(probs.into_iter().map(|x| x.into_error(&d.source)));
+                for w in deprecated {
+                    let e = w.into_error(&d.source);
+                    warnings.push(format!(
+                        "{}:{}:{}: {}{}",
+                        e.file,
+                        e.line,
+                        e.column,
+                        e.message,
+                        e.help.map(|h| format!(" ({h})")).unwrap_or_default()
+                    ));
+                }
             }
             Document::Target(t) => {
                 let probs = vacsine_core::validate::validate_target(t);
@@ -641,7 +654,9 @@ async fn validate(files: &[PathBuf], catalog: &[PathBuf], format: SimpleFormat) 
         }
     }
     // Firewall rulesets that can be rendered without a site are dry-run with `nft -c`.
-    let (mut nft_errors, warnings) = nft_dry_run(validate_ruleset_checks(&docs, &cat, &ecat)).await;
+    let (mut nft_errors, nft_warnings) =
+        nft_dry_run(validate_ruleset_checks(&docs, &cat, &ecat)).await;
+    warnings.extend(nft_warnings);
     errors.append(&mut nft_errors);
     errors.sort_by(|a, b| {
         (a.file.as_str(), a.line, a.column).cmp(&(b.file.as_str(), b.line, b.column))

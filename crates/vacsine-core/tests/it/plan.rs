@@ -184,3 +184,84 @@ fn plan_workflow_names_are_valid_workflow_names() {
     assert_eq!(long.len(), 63);
     check_workflow_name(&long).unwrap();
 }
+
+/// Issue 18: a catalog input renamed keeps its old name as a deprecated alias: a policy
+/// naming it validates with one warning at the value's place naming the new name, the plan
+/// passes the new name, run-time coercion maps it; old and new together are an error.
+#[test]
+fn issue18_a_renamed_input_keeps_its_old_name_as_a_deprecated_alias() {
+    use vacsine_core::workflow::coerce_inputs;
+    let d = wf(
+        "disable",
+        "{service: {type: string}, inetd_conf: {type: string, default: /etc/inetd.conf, deprecatedNames: [services_file]}}",
+    );
+    let idx: CatalogIndex = [("disable".to_string(), &d)].into_iter().collect();
+    let pol = |with: &str| -> Policy {
+        parse_as(&SourceFile::new(
+            "p.yaml",
+            format!("apiVersion: vacsine.io/v1\nkind: Policy\nmetadata: {{name: p}}\nspec:\n  requirements:\n    - id: proc\n      title: p\n      severity: high\n      check: {{process: {{name: telnetd, running: false}}}}\n      fixes:\n        - uses: disable\n          with: {with}\n"),
+        ))
+        .unwrap()
+    };
+    let old = pol("{service: telnetd, services_file: /etc/inetd.local}");
+    let probs = validate_policy(&old, &idx, None);
+    assert_eq!(probs.len(), 1, "{probs:?}");
+    let w = &probs[0];
+    assert!(w.warning, "{w:?}");
+    assert_eq!(w.line, 12, "{w:?}");
+    assert!(
+        w.message.contains(
+            "input `services_file` of workflow `disable` is deprecated: it is now `inetd_conf`"
+        ),
+        "{w:?}"
+    );
+    // The plan passes the new name.
+    let p = plan(
+        &old,
+        "t",
+        &[node("a")],
+        &[Finding {
+            requirement: "proc".into(),
+            node: "a".into(),
+            outcome: Outcome::Fail,
+        }],
+        &idx,
+    );
+    assert_eq!(p.items[0].inputs["inetd_conf"], "/etc/inetd.local");
+    assert!(!p.items[0].inputs.contains_key("services_file"));
+    // Both names: an error, not a warning.
+    let both = pol("{service: telnetd, services_file: /a, inetd_conf: /b}");
+    let probs = validate_policy(&both, &idx, None);
+    assert!(
+        probs
+            .iter()
+            .any(|p| !p.warning && p.message.contains("given twice")),
+        "{probs:?}"
+    );
+    // Run time (`vacsine run --input services_file=…`, a sub-workflow call).
+    let given = |pairs: &[(&str, &str)]| -> serde_json::Map<String, serde_json::Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect()
+    };
+    let got = coerce_inputs(
+        &d.spec.inputs,
+        &given(&[("service", "telnetd"), ("services_file", "/x")]),
+    )
+    .unwrap();
+    assert_eq!(got["inetd_conf"], "/x");
+    let e = coerce_inputs(
+        &d.spec.inputs,
+        &given(&[
+            ("service", "t"),
+            ("services_file", "/x"),
+            ("inetd_conf", "/y"),
+        ]),
+    )
+    .unwrap_err();
+    assert!(e.message.contains("given twice"), "{}", e.message);
+    // A name that never was an input is still refused.
+    let e = coerce_inputs(&d.spec.inputs, &given(&[("service", "t"), ("nope", "x")])).unwrap_err();
+    assert_eq!(e.name, "nope");
+}

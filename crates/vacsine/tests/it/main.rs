@@ -128,6 +128,46 @@ fn validate_reports_located_errors_with_exit_1() {
     }
 }
 
+/// Issue 18: a policy written against the earlier name of a shipped catalog input
+/// (`disable-service`'s `services_file`, now `inetd_conf`) still validates, with a warning at
+/// its file:line naming the new name; `--format json` lists it among the warnings.
+#[test]
+fn issue18_a_deprecated_catalog_input_name_validates_with_a_located_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("old.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "apiVersion: vacsine.io/v1\nkind: Policy\nmetadata: {{name: old}}\nspec:\n  catalog: [{}]\n  requirements:\n    - id: no-telnet\n      title: telnetd does not run\n      severity: high\n      check: {{process: {{name: in.telnetd, running: false}}}}\n      fixes:\n        - uses: disable-service\n          with: {{service: in.telnetd, services_file: /etc/inetd.conf}}\n",
+            root().join("catalog").display()
+        ),
+    )
+    .unwrap();
+    let o = vacsine(&["validate", f.to_str().unwrap()], dir.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("warning: ")
+            && t.contains("old.yaml:13:")
+            && t.contains("input `services_file` of workflow `disable-service` is deprecated: it is now `inetd_conf`"),
+        "{t}"
+    );
+    let o = vacsine(
+        &["validate", f.to_str().unwrap(), "--format", "json"],
+        dir.path(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], true, "{v}");
+    assert!(
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap_or("").contains("now `inetd_conf`")),
+        "{v}"
+    );
+}
+
 #[test]
 fn shipped_files_validate() {
     let dir = tempfile::tempdir().unwrap();
