@@ -106,7 +106,7 @@ fn allow_listed_targets_are_refused_and_recorded() {
         ("127.0.0.1", "refused", "loopback"),
         ("::", "refused", "unspecified"),
         ("0.0.0.0/1", "allow_listed", "management network"),
-        ("128.0.0.0/1", "refused", "too broad"),
+        ("32.0.0.0/4", "refused", "too broad"),
         ("2001::/16", "refused", "too broad"),
         ("10.21.0.1", "matched", ""),
     ];
@@ -148,13 +148,14 @@ fn ipv4_ipv6_and_cidr_bans() {
     }
     let host: IpNet = "2001:db8::7".parse().unwrap();
     assert!(host.is_host() && !host.is_ipv4());
-    // Only the types the response names are banned.
+    // Only the types the response names are banned (an IPv4-mapped IPv6 observable is an
+    // ipv6 observable, banned as the IPv4 address it is on the wire).
     let only_v6 = [rule(&doc(
         "ban6",
         "  on:\n    events: [indicator]\n  decide:\n    ban:\n      observables: [ipv6]\n      for: 1h\n  mode: autonomous\n",
     ))];
     let out = decide(&only_v6, &e, &cx.at(t0(), Decider::Site), &mut Windows::default());
-    assert_eq!(decided_nets(&out), ["2001:db8::7"]);
+    assert_eq!(decided_nets(&out), ["203.0.113.7", "2001:db8::7"]);
     // An event with no address: refused with the reason, nothing decided.
     let mut e = Event::new(EventKind::Indicator, "stix", t0(), Severity::High, "d".into());
     e.observe(Observable::from_parts("domain", "evil.example", None, None).unwrap());
