@@ -107,7 +107,8 @@ fn allow_listed_targets_are_refused_and_recorded() {
         ("::", "refused", "unspecified"),
         ("0.0.0.0/1", "allow_listed", "management network"),
         ("32.0.0.0/4", "refused", "too broad"),
-        ("2001::/16", "refused", "too broad"),
+        ("2001::/16", "allow_listed", "orchestrator"),
+        ("2a00::/16", "refused", "too broad"),
         ("10.21.0.1", "matched", ""),
     ];
     for (addr, want, frag) in cases {
