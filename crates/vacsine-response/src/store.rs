@@ -162,23 +162,8 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let tx = self.conn.transaction()?;
         let mut n = 0;
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events(id, kind, source, event_at, received_at, body, upload_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for e in events {
-                let body = serde_json::to_string(e)?;
-                n += st.execute(params![
-                    e.id,
-                    e.kind.as_str(),
-                    e.source,
-                    ms(e.time),
-                    ms(received_at),
-                    body,
-                    format!("event:{}", e.id),
-                ])?;
-            }
+        for e in events {
+            n += insert_event(&tx, e, received_at)?;
         }
         tx.commit()?;
         Ok(n)
@@ -193,25 +178,26 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        for o in outcomes {
-            let body = serde_json::to_string(o)?;
-            let key = content_id(
-                o.response.as_deref().unwrap_or(""),
-                &o.event_id,
-                &format!("outcome:{}", serde_json::to_string(&o.target)?),
-            );
-            let reason = reason(&o.verdict);
-            tx.execute(
-                "INSERT OR IGNORE INTO outcomes(key, event_id, response, reason, at, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![key, o.event_id, o.response, reason, ms(at), body],
-            )?;
-            if let Verdict::Decided { decision } = &o.verdict {
-                insert_decision(&tx, decision, Some(event.time))?;
-            }
-        }
+        record_outcomes(&tx, event, outcomes, at)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The hot path at a site: a batch of events with their outcomes, all in one transaction
+    /// (events, outcomes and decisions, each idempotent). Returns how many events were new.
+    pub fn ingest(
+        &mut self,
+        batch: &[(Event, Vec<Outcome>)],
+        received_at: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        for (e, outcomes) in batch {
+            n += insert_event(&tx, e, received_at)?;
+            record_outcomes(&tx, e, outcomes, received_at)?;
+        }
+        tx.commit()?;
+        Ok(n)
     }
 
     /// Inserts a decision (active); a decision already stored (same id) is left alone.
@@ -509,22 +495,73 @@ impl Store {
     }
 }
 
+fn insert_event(
+    conn: &Connection,
+    e: &Event,
+    received_at: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let mut st = conn.prepare_cached(
+        "INSERT OR IGNORE INTO events(id, kind, source, event_at, received_at, body, upload_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    Ok(st.execute(params![
+        e.id,
+        e.kind.as_str(),
+        e.source,
+        ms(e.time),
+        ms(received_at),
+        serde_json::to_string(e)?,
+        format!("event:{}", e.id),
+    ])?)
+}
+
+fn record_outcomes(
+    conn: &Connection,
+    event: &Event,
+    outcomes: &[Outcome],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut st = conn.prepare_cached(
+        "INSERT OR IGNORE INTO outcomes(key, event_id, response, reason, at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for o in outcomes {
+        let key = content_id(
+            o.response.as_deref().unwrap_or(""),
+            &o.event_id,
+            &format!("outcome:{}", serde_json::to_string(&o.target)?),
+        );
+        st.execute(params![
+            key,
+            o.event_id,
+            o.response,
+            reason(&o.verdict),
+            ms(at),
+            serde_json::to_string(o)?
+        ])?;
+        if let Verdict::Decided { decision } = &o.verdict {
+            insert_decision(conn, decision, Some(event.time))?;
+        }
+    }
+    Ok(())
+}
+
 fn insert_decision(
     conn: &Connection,
     d: &Decision,
     event_at: Option<DateTime<Utc>>,
 ) -> Result<usize, StoreError> {
-    Ok(conn.execute(
+    let mut st = conn.prepare_cached(
         "INSERT OR IGNORE INTO decisions(id, body, state, expires_at, event_at, decided_at, updated_at)
          VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?5)",
-        params![
+    )?;
+    Ok(st.execute(params![
             d.id,
             serde_json::to_string(d)?,
             d.expires_at.map(ms),
             event_at.map(ms),
-            ms(d.created_at),
-        ],
-    )?)
+        ms(d.created_at),
+    ])?)
 }
 
 /// The reason of a verdict, as stored and reported.
