@@ -34,7 +34,10 @@ fn corpus(n: usize) -> Vec<u8> {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let n = args.first().copied().unwrap_or(50_000);
     let runs = args.get(1).copied().unwrap_or(5).max(1);
     let batch = args.get(2).copied().unwrap_or(1000).max(1);
@@ -49,6 +52,7 @@ fn main() {
     let allow = AllowList::default();
     let bytes = corpus(n);
     let mut rates = Vec::new();
+    let mut shares = Vec::new();
     let mut last = (0, 0, 0);
     for _ in 0..runs {
         let dir = tempfile::tempdir().unwrap();
@@ -57,6 +61,8 @@ fn main() {
         let rules = [rule.clone()];
         let t = Instant::now();
         let parsed = parse(Format::OpenCanary, &bytes);
+        let t_parse = t.elapsed().as_secs_f64();
+        let mut t_decide = 0.0;
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors.first());
         let mut pending = Vec::with_capacity(batch);
         let mut new = 0;
@@ -69,7 +75,9 @@ fn main() {
                 allow: &allow,
                 origin: EventOrigin::External,
             };
+            let td = Instant::now();
             let out = decide(&rules, &e, &cx, &mut windows);
+            t_decide += td.elapsed().as_secs_f64();
             pending.push((e, out));
             if pending.len() == batch {
                 new += store.ingest(&pending, Utc::now()).unwrap();
@@ -81,6 +89,7 @@ fn main() {
         assert_eq!(new, n);
         last = store.counts().unwrap();
         rates.push(n as f64 / secs);
+        shares.push((t_parse / secs, t_decide / secs));
     }
     rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let median = rates[rates.len() / 2];
@@ -91,6 +100,14 @@ fn main() {
         rates[0],
         rates[rates.len() - 1],
         median / 10_000.0
+    );
+    let (p, d) = shares[shares.len() / 2];
+    println!(
+        "share of the time (run {}): parse {:.0}%, decide {:.0}%, store {:.0}%",
+        shares.len() / 2 + 1,
+        p * 100.0,
+        d * 100.0,
+        (1.0 - p - d) * 100.0
     );
     println!(
         "rows in the last store: {} events, {} outcomes, {} decisions",

@@ -83,7 +83,7 @@ pub struct Upload {
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events(
-  id TEXT PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
   kind TEXT NOT NULL,
   source TEXT NOT NULL,
   event_at INTEGER NOT NULL,
@@ -91,17 +91,18 @@ CREATE TABLE IF NOT EXISTS events(
   body TEXT NOT NULL,
   upload_key TEXT NOT NULL,
   uploaded_at INTEGER
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS events_pending ON events(received_at) WHERE uploaded_at IS NULL;
 CREATE TABLE IF NOT EXISTS outcomes(
-  key TEXT PRIMARY KEY,
+  key TEXT NOT NULL UNIQUE,
   event_id TEXT NOT NULL,
   response TEXT,
   reason TEXT NOT NULL,
   at INTEGER NOT NULL,
   body TEXT NOT NULL,
   uploaded_at INTEGER
-) WITHOUT ROWID;
+);
+CREATE INDEX IF NOT EXISTS outcomes_event ON outcomes(event_id);
 CREATE TABLE IF NOT EXISTS decisions(
   id TEXT PRIMARY KEY,
   body TEXT NOT NULL,
@@ -148,6 +149,8 @@ impl Store {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // 32 MiB of page cache: batches of inserts with random keys stay in memory.
+        conn.pragma_update(None, "cache_size", -32_768)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         Ok(Store { conn })
@@ -556,10 +559,10 @@ fn insert_decision(
          VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?5)",
     )?;
     Ok(st.execute(params![
-            d.id,
-            serde_json::to_string(d)?,
-            d.expires_at.map(ms),
-            event_at.map(ms),
+        d.id,
+        serde_json::to_string(d)?,
+        d.expires_at.map(ms),
+        event_at.map(ms),
         ms(d.created_at),
     ])?)
 }

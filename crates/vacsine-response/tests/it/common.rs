@@ -22,7 +22,8 @@ pub fn doc(name: &str, spec: &str) -> String {
     format!("apiVersion: vacsine.io/v1\nkind: Response\nmetadata:\n  name: {name}\nspec:\n{spec}")
 }
 
-pub const BAN_SPEC: &str = "  on:\n    events: [indicator]\n  decide:\n    ban:\n      for: 4h\n  mode: autonomous\n";
+pub const BAN_SPEC: &str =
+    "  on:\n    events: [indicator]\n  decide:\n    ban:\n      for: 4h\n  mode: autonomous\n";
 
 /// An indicator event from a decoy about these addresses/networks, at `t0() + secs`.
 pub fn hit(addrs: &[&str], secs: i64) -> Event {

@@ -10,7 +10,10 @@ use crate::common::{doc, BAN_SPEC};
 
 #[test]
 fn example_ban_decoy_touch_parses() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/responses/ban-decoy-touch.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/responses/ban-decoy-touch.yaml"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     let r = load(&SourceFile::new(path, text)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.name, "ban-decoy-touch");
@@ -26,7 +29,10 @@ fn example_ban_decoy_touch_parses() {
         }
     );
     assert_eq!(r.dedupe, Some((KeyBy::Address, TimeDelta::minutes(10))));
-    assert_eq!(r.throttle, Some((KeyBy::Response, TimeDelta::minutes(1), 200)));
+    assert_eq!(
+        r.throttle,
+        Some((KeyBy::Response, TimeDelta::minutes(1), 200))
+    );
     assert_eq!(r.approval, None);
     assert_eq!(r.labels.get("decoys").map(String::as_str), Some("yes"));
 }
@@ -34,7 +40,18 @@ fn example_ban_decoy_touch_parses() {
 #[test]
 fn schema_names_the_fields() {
     let s = serde_json::to_string(&schema()).unwrap();
-    for f in ["apiVersion", "decide", "ban", "quarantine", "workflow", "dedupe", "throttle", "approvalExpires", "minSeverity", "oneOf"] {
+    for f in [
+        "apiVersion",
+        "decide",
+        "ban",
+        "quarantine",
+        "workflow",
+        "dedupe",
+        "throttle",
+        "approvalExpires",
+        "minSeverity",
+        "oneOf",
+    ] {
         assert!(s.contains(f), "schema lacks {f}");
     }
 }
@@ -202,7 +219,11 @@ fn approval_defaults() {
     // Orchestrated quarantine waits for approval by default, one hour.
     assert_eq!(q("orchestrated", "").approval, Some(TimeDelta::hours(1)));
     assert_eq!(
-        q("orchestrated", "  approval: required\n  approvalExpires: 30m\n").approval,
+        q(
+            "orchestrated",
+            "  approval: required\n  approvalExpires: 30m\n"
+        )
+        .approval,
         Some(TimeDelta::minutes(30))
     );
     assert_eq!(q("orchestrated", "  approval: none\n").approval, None);

@@ -6,29 +6,41 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use vacsine_response::reconcile::{remaining_secs, ELEMENTS_PER_STATEMENT};
 use vacsine_response::{
-    reconcile, render_nft, Action, AppliedElement, BanSet, Decision, DecisionOrigin, Diff,
-    Element, IpNet,
+    reconcile, render_nft, Action, AppliedElement, BanSet, Decision, DecisionOrigin, Diff, Element,
+    IpNet,
 };
 
 use crate::common::t0;
 
 fn ban(net: &str, expires: Option<DateTime<Utc>>) -> Decision {
-    let action = Action::Ban { net: net.parse().unwrap() };
+    let action = Action::Ban {
+        net: net.parse().unwrap(),
+    };
     Decision {
         id: vacsine_response::decision_id("r", "e", &action),
         action,
         expires_at: expires,
-        origin: DecisionOrigin { site: Some("edge-a".into()), response: "r".into(), event_id: "e".into() },
+        origin: DecisionOrigin {
+            site: Some("edge-a".into()),
+            response: "r".into(),
+            event_id: "e".into(),
+        },
         created_at: t0(),
     }
 }
 
 fn applied(net: &str, left_secs: Option<u64>) -> AppliedElement {
-    AppliedElement { net: net.parse().unwrap(), left: left_secs.map(Duration::from_secs) }
+    AppliedElement {
+        net: net.parse().unwrap(),
+        left: left_secs.map(Duration::from_secs),
+    }
 }
 
 fn el(net: &str, t: Option<u64>) -> Element {
-    Element { net: net.parse().unwrap(), timeout_secs: t }
+    Element {
+        net: net.parse().unwrap(),
+        timeout_secs: t,
+    }
 }
 
 fn h(n: i64) -> Option<DateTime<Utc>> {
@@ -39,7 +51,11 @@ fn h(n: i64) -> Option<DateTime<Utc>> {
 fn after_a_cut_only_the_diff() {
     // Active for the site once the link is back: A and B (already applied) and D (decided
     // elsewhere while the site was cut off); C was deleted meanwhile.
-    let desired = [ban("203.0.113.1", h(3)), ban("2001:db8::7", h(1)), ban("198.51.100.0/24", h(2))];
+    let desired = [
+        ban("203.0.113.1", h(3)),
+        ban("2001:db8::7", h(1)),
+        ban("198.51.100.0/24", h(2)),
+    ];
     let have = [
         applied("203.0.113.1", Some(3 * 3600 - 1)),
         applied("2001:db8::7", Some(3600)),
@@ -48,7 +64,10 @@ fn after_a_cut_only_the_diff() {
     let d = reconcile(&desired, &have, t0());
     assert_eq!(
         d,
-        Diff { add: vec![el("198.51.100.0/24", Some(7200))], delete: vec!["203.0.113.3".parse().unwrap()] }
+        Diff {
+            add: vec![el("198.51.100.0/24", Some(7200))],
+            delete: vec!["203.0.113.3".parse().unwrap()]
+        }
     );
     assert_eq!(
         render_nft(&d),
@@ -80,13 +99,23 @@ fn expired_decisions_are_dropped_and_timeouts_rounded_up() {
     let d = reconcile(&desired, &[], now);
     assert_eq!(
         d.add,
-        vec![el("203.0.113.1", Some(2)), el("203.0.113.2", Some(1)), el("203.0.113.5", None)]
+        vec![
+            el("203.0.113.1", Some(2)),
+            el("203.0.113.2", Some(1)),
+            el("203.0.113.5", None)
+        ]
     );
-    assert_eq!(remaining_secs(now + TimeDelta::seconds(14400), now), Some(14400));
+    assert_eq!(
+        remaining_secs(now + TimeDelta::seconds(14400), now),
+        Some(14400)
+    );
     assert_eq!(remaining_secs(now, now), None);
     // An expired decision still listed with time left is deleted; one nft already dropped
     // (time left zero) is not touched.
-    let have = [applied("203.0.113.4", Some(3)), applied("203.0.113.3", Some(0))];
+    let have = [
+        applied("203.0.113.4", Some(3)),
+        applied("203.0.113.3", Some(0)),
+    ];
     let d = reconcile(&desired, &have, now);
     assert_eq!(d.delete, vec!["203.0.113.4".parse::<IpNet>().unwrap()]);
 }
@@ -102,12 +131,24 @@ fn overlapping_decisions_and_extensions() {
     assert_eq!(d.delete, vec!["203.0.113.9".parse::<IpNet>().unwrap()]);
     assert_eq!(d.add, vec![el("203.0.113.9", Some(4 * 3600))]);
     let script = render_nft(&d);
-    assert!(script.find("delete").unwrap() < script.find("add").unwrap(), "{script}");
+    assert!(
+        script.find("delete").unwrap() < script.find("add").unwrap(),
+        "{script}"
+    );
     // A second or two of drift is not a refresh.
-    let d = reconcile(&desired, &[applied("203.0.113.9", Some(4 * 3600 - 1))], t0());
+    let d = reconcile(
+        &desired,
+        &[applied("203.0.113.9", Some(4 * 3600 - 1))],
+        t0(),
+    );
     assert!(d.is_empty());
     // Quarantines are not set elements.
-    let q = Decision { action: Action::Quarantine { node: "web-1".into() }, ..ban("203.0.113.1", None) };
+    let q = Decision {
+        action: Action::Quarantine {
+            node: "web-1".into(),
+        },
+        ..ban("203.0.113.1", None)
+    };
     assert!(reconcile(&[q], &[], t0()).is_empty());
 }
 
@@ -159,10 +200,19 @@ fn hostile_addresses_never_reach_nft_text() {
     ];
     for h in hostile {
         assert!(h.parse::<IpNet>().is_err(), "{h:?} parsed");
-        assert!(serde_json::from_str::<IpNet>(&serde_json::to_string(h).unwrap()).is_err(), "{h:?}");
+        assert!(
+            serde_json::from_str::<IpNet>(&serde_json::to_string(h).unwrap()).is_err(),
+            "{h:?}"
+        );
     }
     // Whatever parses renders with digits, hex, `.`, `:`, `/` only in the element text.
-    let nets = ["203.0.113.1", "2001:db8::abcd", "10.0.0.0/8", "fe80::/10", "::ffff:10.1.2.3"];
+    let nets = [
+        "203.0.113.1",
+        "2001:db8::abcd",
+        "10.0.0.0/8",
+        "fe80::/10",
+        "::ffff:10.1.2.3",
+    ];
     let d = Diff {
         add: nets.iter().map(|n| el(n, Some(5))).collect(),
         delete: nets.iter().map(|n| n.parse().unwrap()).collect(),
@@ -172,7 +222,8 @@ fn hostile_addresses_never_reach_nft_text() {
         for item in inner.split(", ") {
             let addr = item.split(' ').next().unwrap();
             assert!(
-                addr.chars().all(|c| c.is_ascii_hexdigit() || ".:/".contains(c)),
+                addr.chars()
+                    .all(|c| c.is_ascii_hexdigit() || ".:/".contains(c)),
                 "{addr:?} in {line:?}"
             );
             let rest = &item[addr.len()..];

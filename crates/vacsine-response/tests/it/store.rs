@@ -38,7 +38,10 @@ fn rusqlite_mode(path: &std::path::Path) -> String {
 #[test]
 fn events_and_decisions_are_idempotent_and_outcomes_recorded() {
     let (_d, path, mut s) = open();
-    let rules = [rule(&doc("ban", &format!("{BAN_SPEC}  dedupe:\n    key: address\n    window: 10m\n")))];
+    let rules = [rule(&doc(
+        "ban",
+        &format!("{BAN_SPEC}  dedupe:\n    key: address\n    window: 10m\n"),
+    ))];
     let cx = Cx::new();
     let mut w = Windows::default();
     let events: Vec<_> = (0..50).map(|i| hit(&["203.0.113.9"], i)).collect();
@@ -52,12 +55,22 @@ fn events_and_decisions_are_idempotent_and_outcomes_recorded() {
     }
     let allowed = hit(&["192.0.2.10"], 0);
     let out = decide(&rules, &allowed, &cx.at(t0(), Decider::Site), &mut w);
-    s.insert_events(std::slice::from_ref(&allowed), t0()).unwrap();
+    s.insert_events(std::slice::from_ref(&allowed), t0())
+        .unwrap();
     s.record(&allowed, &out, t0()).unwrap();
     assert_eq!(s.counts().unwrap(), (51, 51, 1));
-    assert_eq!(s.outcomes_of(&events[0].id).unwrap(), [(Some("ban".into()), "matched".into())]);
-    assert_eq!(s.outcomes_of(&events[1].id).unwrap(), [(Some("ban".into()), "deduplicated".into())]);
-    assert_eq!(s.outcomes_of(&allowed.id).unwrap(), [(Some("ban".into()), "allow_listed".into())]);
+    assert_eq!(
+        s.outcomes_of(&events[0].id).unwrap(),
+        [(Some("ban".into()), "matched".into())]
+    );
+    assert_eq!(
+        s.outcomes_of(&events[1].id).unwrap(),
+        [(Some("ban".into()), "deduplicated".into())]
+    );
+    assert_eq!(
+        s.outcomes_of(&allowed.id).unwrap(),
+        [(Some("ban".into()), "allow_listed".into())]
+    );
 
     // The decision, its times, and the state machine.
     let active = s.active(t0()).unwrap();
@@ -66,8 +79,11 @@ fn events_and_decisions_are_idempotent_and_outcomes_recorded() {
     assert!(!s.insert_decision(&active[0], None).unwrap());
     let applied = t0() + TimeDelta::milliseconds(40);
     assert!(s.mark_applied(&id, applied).unwrap());
-    assert!(!s.mark_applied(&id, applied + TimeDelta::seconds(1)).unwrap());
-    s.mark_verified(&id, applied + TimeDelta::milliseconds(5)).unwrap();
+    assert!(!s
+        .mark_applied(&id, applied + TimeDelta::seconds(1))
+        .unwrap());
+    s.mark_verified(&id, applied + TimeDelta::milliseconds(5))
+        .unwrap();
     let d = s.decision(&id).unwrap().unwrap();
     assert_eq!(d.state, DecisionState::Active);
     assert_eq!(d.event_at, Some(events[0].time));
@@ -78,7 +94,10 @@ fn events_and_decisions_are_idempotent_and_outcomes_recorded() {
     assert_eq!(s.expire(t0() + TimeDelta::hours(3)).unwrap(), 0);
     assert_eq!(s.expire(t0() + TimeDelta::hours(4)).unwrap(), 1);
     assert!(s.active(t0() + TimeDelta::hours(4)).unwrap().is_empty());
-    assert_eq!(s.decision(&id).unwrap().unwrap().state, DecisionState::Expired);
+    assert_eq!(
+        s.decision(&id).unwrap().unwrap().state,
+        DecisionState::Expired
+    );
 
     // Windows survive a restart of the agent: the burst goes on deduplicated.
     s.save_windows(&w).unwrap();
@@ -96,22 +115,42 @@ fn uploads_have_keys_and_retention_keeps_what_is_not_uploaded() {
     let (_d, _p, mut s) = open();
     let rules = [rule(&doc("ban", BAN_SPEC))];
     let cx = Cx::new();
-    let events: Vec<_> = (0..10).map(|i| hit(&[&format!("203.0.113.{i}")], i)).collect();
+    let events: Vec<_> = (0..10)
+        .map(|i| hit(&[&format!("203.0.113.{i}")], i))
+        .collect();
     s.insert_events(&events, t0()).unwrap();
     for e in &events {
-        let out = decide(&rules, e, &cx.at(t0(), Decider::Site), &mut Windows::default());
+        let out = decide(
+            &rules,
+            e,
+            &cx.at(t0(), Decider::Site),
+            &mut Windows::default(),
+        );
         s.record(e, &out, t0()).unwrap();
     }
     let up = s.pending(1000).unwrap();
     let count = |k: UploadKind| up.iter().filter(|u| u.kind == k).count();
-    assert_eq!((count(UploadKind::Event), count(UploadKind::Outcome), count(UploadKind::Decision)), (10, 10, 10));
+    assert_eq!(
+        (
+            count(UploadKind::Event),
+            count(UploadKind::Outcome),
+            count(UploadKind::Decision)
+        ),
+        (10, 10, 10)
+    );
     let keys: std::collections::BTreeSet<_> = up.iter().map(|u| u.key.clone()).collect();
     assert_eq!(keys.len(), 30, "upload keys are unique");
-    assert!(up.iter().any(|u| u.key == format!("event:{}", events[0].id)));
+    assert!(up
+        .iter()
+        .any(|u| u.key == format!("event:{}", events[0].id)));
     // Bounded pages.
     assert_eq!(s.pending(7).unwrap().len(), 7);
     // Acknowledge everything but the first event's row; a second ack changes nothing.
-    let acked: Vec<String> = up.iter().map(|u| u.key.clone()).filter(|k| *k != format!("event:{}", events[0].id)).collect();
+    let acked: Vec<String> = up
+        .iter()
+        .map(|u| u.key.clone())
+        .filter(|k| *k != format!("event:{}", events[0].id))
+        .collect();
     assert_eq!(s.mark_uploaded(&acked, t0()).unwrap(), 29);
     assert_eq!(s.mark_uploaded(&acked, t0()).unwrap(), 0);
     assert_eq!(s.pending(1000).unwrap().len(), 1);
@@ -122,7 +161,8 @@ fn uploads_have_keys_and_retention_keeps_what_is_not_uploaded() {
     assert_eq!(again.len(), 2);
     assert!(again.iter().any(|u| u.key == format!("decision:{id}:2")));
     // An ack of the old revision does not hide the new one.
-    s.mark_uploaded(&[format!("decision:{id}:1")], t0()).unwrap();
+    s.mark_uploaded(&[format!("decision:{id}:1")], t0())
+        .unwrap();
     assert_eq!(s.pending(1000).unwrap().len(), 2);
     // Retention: uploaded rows older than the cutoff go; the unacknowledged event and every
     // active decision stay.
@@ -130,7 +170,12 @@ fn uploads_have_keys_and_retention_keeps_what_is_not_uploaded() {
     assert_eq!(removed, 9 + 10);
     assert_eq!(s.counts().unwrap(), (1, 0, 10));
     s.expire(t0() + TimeDelta::hours(5)).unwrap();
-    let keys: Vec<String> = s.pending(1000).unwrap().into_iter().map(|u| u.key).collect();
+    let keys: Vec<String> = s
+        .pending(1000)
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
     s.mark_uploaded(&keys, t0() + TimeDelta::hours(5)).unwrap();
     s.retain(t0() + TimeDelta::hours(6)).unwrap();
     assert_eq!(s.counts().unwrap(), (0, 0, 0));
