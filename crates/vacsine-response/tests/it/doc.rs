@@ -185,8 +185,8 @@ fn bad_documents_are_located() {
         (
             "missing mode",
             doc("a", "  on:\n    events: [indicator]\n  decide:\n    ban:\n      for: 1h\n"),
-            6,
-            "mode",
+            8,
+            "missing field `mode`",
         ),
     ];
     for (name, text, line, frag) in cases {
