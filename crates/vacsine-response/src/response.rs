@@ -334,7 +334,7 @@ impl Condition {
     pub fn holds(&self, e: &Event) -> bool {
         self.kinds.contains(&e.kind)
             && self.min_severity.is_none_or(|s| e.severity >= s)
-            && (self.sources.is_empty() || self.sources.iter().any(|s| *s == e.source))
+            && (self.sources.is_empty() || self.sources.contains(&e.source))
             && (self.observables.is_empty()
                 || e.observables
                     .iter()
@@ -392,7 +392,7 @@ pub fn parse_span(s: &str) -> Result<TimeDelta, String> {
         _ => return Err(format!("invalid duration {}: {expected}", short(s))),
     };
     let secs = n.saturating_mul(mult);
-    if secs < 1 || secs > MAX_SPAN_SECS {
+    if !(1..=MAX_SPAN_SECS).contains(&secs) {
         return Err(format!("duration {} is out of range: 1s to 365d", short(s)));
     }
     Ok(TimeDelta::seconds(secs))
