@@ -20,6 +20,9 @@ pub const VACSINE_SOURCE: &str = "vacsine";
 /// The field naming the decision an event of Vacsine's is about.
 pub const DECISION_FIELD: &str = "vacsine.decision";
 
+/// Dedupe keys kept before the ended windows are dropped by [`decide`] itself.
+pub const MAX_DEDUPE_KEYS: usize = 1_000_000;
+
 /// Shortest IPv4 prefix a ban may take (a /7 or wider is refused).
 pub const MIN_PREFIX_V4: u8 = 8;
 /// Shortest IPv6 prefix a ban may take.
@@ -193,6 +196,9 @@ pub fn decide(rules: &[Rule], event: &Event, cx: &Context, windows: &mut Windows
             target: None,
             verdict: Verdict::SelfOrigin { decision_id },
         }];
+    }
+    if windows.dedupe.len() > MAX_DEDUPE_KEYS {
+        windows.dedupe.retain(|_, until| *until > cx.now);
     }
     let mut out = Vec::new();
     for rule in rules {

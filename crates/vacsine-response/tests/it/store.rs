@@ -180,3 +180,42 @@ fn uploads_have_keys_and_retention_keeps_what_is_not_uploaded() {
     s.retain(t0() + TimeDelta::hours(6)).unwrap();
     assert_eq!(s.counts().unwrap(), (0, 0, 0));
 }
+
+#[test]
+fn hostile_content_is_stored_as_data_and_the_wal_is_private() {
+    let (_d, path, mut s) = open();
+    let rules = [rule(&doc("ban", BAN_SPEC))];
+    let cx = Cx::new();
+    let mut e = hit(&["203.0.113.66"], 0);
+    e.summary = "x'); DROP TABLE events; -- $(reboot) `id` \u{0}".into();
+    e.field("logdata.USERNAME", "root\"; rm -rf / #");
+    let e = e.seal();
+    let out = decide(
+        &rules,
+        &e,
+        &cx.at(t0(), Decider::Site),
+        &mut Windows::default(),
+    );
+    assert_eq!(s.ingest(&[(e.clone(), out.clone())], t0()).unwrap(), 1);
+    assert_eq!(s.ingest(&[(e.clone(), out.clone())], t0()).unwrap(), 0);
+    assert_eq!(s.counts().unwrap(), (1, 1, 1));
+    let up = s.pending(10).unwrap();
+    let ev: vacsine_events::Event = serde_json::from_str(&up[0].body).unwrap();
+    assert_eq!(ev, e);
+    let o: vacsine_response::Outcome = serde_json::from_str(&up[1].body).unwrap();
+    assert_eq!(o, out[0]);
+    for f in [
+        path.clone(),
+        path.with_extension("db-wal"),
+        path.with_extension("db-shm"),
+    ] {
+        if let Ok(m) = std::fs::metadata(&f) {
+            assert_eq!(
+                m.permissions().mode() & 0o077,
+                0,
+                "{f:?} readable by others"
+            );
+        }
+    }
+    assert!(std::fs::metadata(path.with_extension("db-wal")).is_ok());
+}
