@@ -65,14 +65,12 @@ pub struct AllowList {
 impl AllowList {
     /// Why `net` may not be banned, if it may not.
     pub fn refuses(&self, net: &IpNet) -> Option<String> {
-        if let Some(a) = self.site_addresses.iter().find(|a| net.contains(**a)) {
+        // An IPv4-mapped IPv6 address on the list is its IPv4 address (as bans are).
+        let hit = |a: &&IpAddr| net.contains(a.to_canonical());
+        if let Some(a) = self.site_addresses.iter().find(hit) {
             return Some(format!("{net} contains the site's own address {a}"));
         }
-        if let Some(a) = self
-            .orchestrator_addresses
-            .iter()
-            .find(|a| net.contains(**a))
-        {
+        if let Some(a) = self.orchestrator_addresses.iter().find(hit) {
             return Some(format!("{net} contains the orchestrator's address {a}"));
         }
         if let Some(c) = self

@@ -125,6 +125,7 @@ fn allow_listed_targets_are_refused_and_recorded() {
         ("32.0.0.0/4", "refused", "too broad"),
         ("2001::/16", "allow_listed", "orchestrator"),
         ("2a00::/16", "refused", "too broad"),
+        ("::ffff:192.0.2.10", "allow_listed", "site's own address"),
         ("10.21.0.1", "matched", ""),
     ];
     for (addr, want, frag) in cases {

@@ -230,3 +230,19 @@ fn approval_defaults() {
     // Autonomous acts at once.
     assert_eq!(q("autonomous", "").approval, None);
 }
+
+/// The committed schema (for editors: `# yaml-language-server: $schema=…`) matches the code.
+/// Regenerate with `VACSINE_BLESS=1 cargo test -p vacsine-response --test it committed_schema`.
+#[test]
+fn committed_schema_is_up_to_date() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/response.schema.json");
+    let now = format!("{}\n", serde_json::to_string_pretty(&schema()).unwrap());
+    if std::env::var_os("VACSINE_BLESS").is_some() {
+        std::fs::write(path, &now).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert_eq!(
+        committed, now,
+        "{path} is stale: regenerate with VACSINE_BLESS=1"
+    );
+}
