@@ -20,7 +20,8 @@ pub const MAX_LIST: usize = 256;
 /// Longest ban (`for`), window or approval expiry: 365 days.
 pub const MAX_SPAN_SECS: i64 = 365 * 24 * 3600;
 
-/// The document.
+/// A `kind: Response` document: which events call for which decision (ban, quarantine) or
+/// workflow, where, in which mode, how often, and with whose approval.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Response {
