@@ -28,7 +28,7 @@ mod step_job;
 mod sync;
 
 use outbox::uploader;
-pub use outbox::Outbox;
+pub use outbox::{Outbox, OutboxStatus, Refused};
 
 pub struct AgentConfig {
     /// One URL, or several replicas separated by commas (tried in order when one is down).

@@ -239,6 +239,11 @@ pub async fn dispatch(cli: Cli) -> i32 {
             ..
         } => crate::orch::agent_event(&event_type, &payload, &source, id, format, &data).await,
         Command::Agent {
+            action: Some(crate::cli::AgentAction::Status { format }),
+            data,
+            ..
+        } => crate::orch::agent_status(format, &data),
+        Command::Agent {
             action: Some(crate::cli::AgentAction::Preflight),
             orchestrator,
             intake_key,

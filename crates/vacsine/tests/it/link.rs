@@ -1,0 +1,404 @@
+//! The orchestrator–agent link under large records and bad items (issue 19, issue 15 item 3):
+//! nothing an agent queues is dropped, every record arrives once, refusals are kept and shown.
+//! Real processes of the built binary over TLS on loopback.
+
+use crate::orchestrator::{Agent, Orch};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// `vacsine agent ARGS --data DATA`.
+fn agent_cmd(data: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("agent")
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+/// `vacsine agent status --format json`, and its exit code.
+fn outbox_status(data: &Path) -> (Value, i32) {
+    let o = agent_cmd(data, &["status", "--format", "json"]);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    (v, o.status.code().unwrap_or(-1))
+}
+
+/// `sqlite3 DB SQL` (as in the bundle tests: the tool an operator would use).
+fn sqlite(db: &Path, sql: &str) -> String {
+    let o = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("the `sqlite3` tool is needed by this test (apt-get install sqlite3)");
+    assert!(o.status.success(), "sqlite3 {sql}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A workflow of `n` steps each writing `each` bytes, and one step writing `huge` bytes
+/// (more than any upload may carry).
+fn big_output_workflow(n: usize, each: usize, huge: usize) -> String {
+    let mut y = String::from(
+        "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata:\n  name: chatty\nspec:\n  steps:\n",
+    );
+    for i in 0..n {
+        y.push_str(&format!(
+            "    - id: s{i:03}\n      uses: command\n      with:\n        argv: [\"sh\", \"-c\", \"head -c {each} /dev/zero | tr '\\\\0' a\"]\n"
+        ));
+    }
+    y.push_str(&format!(
+        "    - id: huge\n      uses: command\n      with:\n        argv: [\"sh\", \"-c\", \"head -c {huge} /dev/zero | tr '\\\\0' h\"]\n"
+    ));
+    y
+}
+
+/// The records of run `id` as the orchestrator serves them, by step.
+fn records_by_step(o: &Orch, id: &str) -> BTreeMap<String, Vec<Value>> {
+    let logs = o.cli(&["logs", id, "--format", "json"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    let mut by: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for l in String::from_utf8_lossy(&logs.stdout).lines() {
+        let r: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        by.entry(r["step_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r);
+    }
+    by
+}
+
+/// Issue 19: an autonomous run of 100 steps with 32 KB of output each (3.2 MB of records,
+/// more than one request may carry) and one step of 6 MB (more than any request): every
+/// record arrives at the orchestrator exactly once, the huge one with its output cut and
+/// marked; nothing is refused; the acknowledged items leave the outbox.
+#[test]
+fn issue19_large_records_of_an_autonomous_run_all_arrive_once_and_the_outbox_empties() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
+    let key = o.site("edge-big");
+    let adata = d.path().join("agent");
+    let wf = write(
+        d.path(),
+        "chatty.yaml",
+        &big_output_workflow(100, 32 * 1024, 6_000_000),
+    );
+    o.json(&["push", wf.to_str().unwrap(), "--format", "json"]);
+    let a = Agent::start(&o, &key, "edge-big-1", &adata);
+    wait_until(Duration::from_secs(30), "the bundle kept", || {
+        a.log().contains("verified and kept").then_some(())
+    });
+    let out = agent_cmd(&adata, &["run", "chatty", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let view = wait_until(Duration::from_secs(120), "the run and its records", || {
+        o.json(&["runs", "--site", "edge-big", "--format", "json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r["workflow"] == "chatty (autonomous)"
+                    && r["status"] == "succeeded"
+                    && r["records"].as_i64() >= Some(101)
+            })
+            .cloned()
+    });
+    assert_eq!(view["records"], 101, "{view}");
+    let by = records_by_step(&o, view["id"].as_str().unwrap());
+    assert_eq!(by.len(), 101, "{:?}", by.keys().collect::<Vec<_>>());
+    for (step, recs) in &by {
+        assert_eq!(recs.len(), 1, "step {step} arrived {} times", recs.len());
+        let out = recs[0]["stdout"].as_str().unwrap();
+        if step == "huge" {
+            assert!(out.len() < 4 * 1024 * 1024, "{}", out.len());
+            assert!(out.starts_with("hhhh"), "{}", &out[..40]);
+            assert!(
+                out.contains("bytes cut by the vacsine agent to fit the upload limit"),
+                "{}",
+                &out[out.len().saturating_sub(200)..]
+            );
+        } else {
+            assert_eq!(out.len(), 32 * 1024, "step {step}");
+        }
+    }
+    assert!(!a.log().contains("error: outbox item"), "{}", a.log());
+    assert!(a.log().contains("record "), "the cut is said: {}", a.log());
+
+    // Retention: the run's end acknowledged, its items leave the outbox.
+    let st = wait_until(Duration::from_secs(20), "the outbox emptied", || {
+        let (v, code) = outbox_status(&adata);
+        (v["pending"] == 0 && v["sent_kept"] == 0).then_some((v, code))
+    });
+    assert_eq!(st.1, 0, "{}", st.0);
+    assert_eq!(st.0["refused"], serde_json::json!([]));
+    let rows = sqlite(&adata.join("agent.db"), "SELECT COUNT(*) FROM outbox");
+    assert_eq!(rows, "0");
+}
+
+/// Issue 15 item 3: an outbox item the agent cannot read, and a record the orchestrator
+/// cannot read, are neither uploaded as `null` nor stored as a string: each is refused with
+/// an error naming its key, kept in the outbox as refused and listed by `vacsine agent
+/// status` (exit 2) and `preflight`; the good record sent in the same batch arrives.
+#[test]
+fn issue15_unreadable_outbox_items_are_refused_by_key_and_kept_not_sent_as_null() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
+    let key = o.site("edge-bad");
+    let adata = d.path().join("agent");
+    let wf = write(d.path(), "tiny.yaml", &big_output_workflow(1, 10, 10));
+    o.json(&["push", wf.to_str().unwrap(), "--format", "json"]);
+    let a = Agent::start(&o, &key, "edge-bad-1", &adata);
+    wait_until(Duration::from_secs(30), "the bundle kept", || {
+        a.log().contains("verified and kept").then_some(())
+    });
+    // The agent stops; a run made meanwhile waits in the outbox, with three bad items after
+    // it: a copy of its first record under another key (good), a record that is JSON but not
+    // a step record, and one that is not JSON at all.
+    drop(a);
+    let out = agent_cmd(&adata, &["run", "chatty", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let db = adata.join("agent.db");
+    sqlite(
+        &db,
+        "INSERT INTO outbox (key, run_id, kind, body)
+           SELECT 'bad/not-a-record', run_id, 'record', '{\"x\": 1}' FROM outbox WHERE kind = 'finish';
+         INSERT INTO outbox (key, run_id, kind, body)
+           SELECT 'copy/' || key, run_id, kind, body FROM outbox WHERE kind = 'record' AND key NOT LIKE 'bad/%' LIMIT 1;
+         INSERT INTO outbox (key, run_id, kind, body)
+           SELECT 'bad/unreadable', run_id, 'record', 'not json {' FROM outbox WHERE kind = 'finish';",
+    );
+    assert_eq!(outbox_status(&adata).0["pending"], 7);
+
+    let a = Agent::start(&o, &key, "edge-bad-1", &adata);
+    let (st, code) = wait_until(Duration::from_secs(30), "the bad items refused", || {
+        let (v, code) = outbox_status(&adata);
+        (v["pending"] == 0 && v["refused"].as_array().unwrap().len() == 2).then_some((v, code))
+    });
+    assert_eq!(code, 2, "{st}");
+    let refused: BTreeMap<&str, &str> = st["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["key"].as_str().unwrap(), r["reason"].as_str().unwrap()))
+        .collect();
+    assert!(
+        refused["bad/not-a-record"].contains("bad_record")
+            && refused["bad/not-a-record"].contains("not a step record"),
+        "{refused:?}"
+    );
+    assert!(
+        refused["bad/unreadable"].contains("unreadable in the outbox"),
+        "{refused:?}"
+    );
+    let log = a.log();
+    assert!(
+        log.contains("outbox item bad/not-a-record") && log.contains("outbox item bad/unreadable"),
+        "{log}"
+    );
+    // The orchestrator has the run's record and the good copy, nothing else.
+    let run = o
+        .json(&["runs", "--site", "edge-bad", "--format", "json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["workflow"] == "chatty (autonomous)")
+        .cloned()
+        .unwrap();
+    let id = run["id"].as_str().unwrap();
+    let logs = o.cli(&["logs", id, "--format", "json"]);
+    let lines: Vec<Value> = String::from_utf8_lossy(&logs.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines.iter().all(|r| r.is_object() && r["step_id"].is_string()),
+        "{lines:#?}"
+    );
+    // Human status and preflight name them too.
+    let human = agent_cmd(&adata, &["status"]);
+    assert_eq!(human.status.code(), Some(2));
+    assert!(text(&human).contains("bad/unreadable"), "{}", text(&human));
+    let pf = agent_cmd(&adata, &["preflight"]);
+    assert!(
+        text(&pf).contains("FAIL  outbox") && text(&pf).contains("2 item(s) refused"),
+        "{}",
+        text(&pf)
+    );
+}
+
+/// An orchestrator started with its open-file limit set by `prlimit --nofile=SOFT:HARD`, TLS
+/// on one port and plain HTTP on another: (process, data folder, TLS address, plain address,
+/// its standard output so far).
+struct Limited {
+    child: std::process::Child,
+    data: PathBuf,
+    url: String,
+    plain: String,
+    out: PathBuf,
+}
+
+impl Limited {
+    fn start(dir: &Path, nofile: &str) -> Limited {
+        let data = dir.join("orch");
+        let out = dir.join("orch.out");
+        let child = Command::new("prlimit")
+            .arg(format!("--nofile={nofile}"))
+            .arg(BIN)
+            .args(["orchestrator", "--listen", "127.0.0.1:0"])
+            .args(["--listen-plain", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prlimit (util-linux) starts the orchestrator");
+        let plain = wait_until(Duration::from_secs(20), "the orchestrator listening", || {
+            let t = std::fs::read_to_string(&out).ok()?;
+            t.lines()
+                .find_map(|l| l.split("http://").nth(1))
+                .map(|r| r.split_whitespace().next().unwrap().to_string())
+        });
+        let cfg: Value =
+            serde_json::from_slice(&std::fs::read(data.join("operator.json")).unwrap()).unwrap();
+        Limited {
+            child,
+            url: cfg["url"].as_str().unwrap().to_string(),
+            data,
+            plain,
+            out,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// `vacsine status`, and how long it took.
+    fn status(&self) -> (Output, Duration) {
+        let t0 = Instant::now();
+        let o = Command::new(BIN)
+            .args(["status", "--format", "json", "--orchestrator-data"])
+            .arg(&self.data)
+            .args(["--orchestrator", &self.url])
+            .output()
+            .unwrap();
+        (o, t0.elapsed())
+    }
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the server closed `s` within `limit` (read gives end of stream or a reset).
+fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let t0 = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(t0.elapsed()),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            Err(_) => return Some(t0.elapsed()),
+        }
+    }
+}
+
+/// Issue 19 (bounded server): a request head that stops midway is closed after the header
+/// timeout; under an open-file limit of 256, 450 connections held by clients that never
+/// finish a handshake or a head do not keep a normal request from being served at once; the
+/// open-file soft limit is raised to the hard limit at start.
+#[test]
+fn issue19_connections_held_mid_header_do_not_lock_out_a_normal_request() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let o = Limited::start(d.path(), "256:256");
+    assert!(
+        o.stdout().contains("limits: 128 connections (open files 256)"),
+        "{}",
+        o.stdout()
+    );
+    // A head that stops midway, alone: closed by the header timeout (10 s), not held.
+    let mut slow = std::net::TcpStream::connect(&o.plain).unwrap();
+    slow.write_all(b"GET /v1/hello HTTP/1.1\r\nHost: x\r\nX-A: ")
+        .unwrap();
+    let t = closed_within(&mut slow, Duration::from_secs(25))
+        .expect("a stalled request head is closed by the server");
+    assert!(t >= Duration::from_secs(5), "closed after {t:?}");
+
+    // 400 connections stopped in the TLS handshake and 50 mid-head, all held.
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        let mut s = std::net::TcpStream::connect(o.url.trim_start_matches("https://")).unwrap();
+        s.write_all(&[0x16, 0x03, 0x01]).unwrap();
+        held.push(s);
+    }
+    for _ in 0..50 {
+        let mut s = std::net::TcpStream::connect(&o.plain).unwrap();
+        s.write_all(b"POST /v1/runs HTTP/1.1\r\nHost: x\r\n").unwrap();
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        let (out, took) = o.status();
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(took < Duration::from_secs(4), "a normal request took {took:?}");
+    }
+    drop(held);
+    drop(o);
+
+    // A soft limit under the hard one is raised at start.
+    let d2 = tempfile::tempdir().unwrap();
+    let o = Limited::start(d2.path(), "256:1024");
+    assert!(
+        o.stdout().contains("limits: 896 connections (open files 1024)"),
+        "{}",
+        o.stdout()
+    );
+    let (out, _) = o.status();
+    assert!(out.status.success(), "{}", text(&out));
+}
