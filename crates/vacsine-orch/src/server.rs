@@ -801,7 +801,10 @@ impl Srv {
                         return Err(ApiError::new(
                             StatusCode::BAD_REQUEST,
                             proto::BAD_RECORD,
-                            format!("record `{}` of run `{}` is not a step record: {e}", k.key, r.run_id),
+                            format!(
+                                "record `{}` of run `{}` is not a step record: {e}",
+                                k.key, r.run_id
+                            ),
                         ));
                     }
                 }

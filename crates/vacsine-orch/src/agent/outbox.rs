@@ -113,7 +113,13 @@ impl Outbox {
     }
 
     /// Queue an item once per key (a key already queued, sent or refused is left alone).
-    pub(crate) fn put(&self, key: &str, run_id: &str, kind: &str, body: &str) -> anyhow::Result<bool> {
+    pub(crate) fn put(
+        &self,
+        key: &str,
+        run_id: &str,
+        kind: &str,
+        body: &str,
+    ) -> anyhow::Result<bool> {
         Ok(self.lock()?.execute(
             "INSERT OR IGNORE INTO outbox (key, run_id, kind, body) VALUES (?1, ?2, ?3, ?4)",
             params![key, run_id, kind, body],
@@ -398,8 +404,7 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
             }
             continue;
         };
-        let (seqs, bytes, r): (Vec<i64>, usize, Result<(), CallError>) = if first.kind == "record"
-        {
+        let (seqs, bytes, r): (Vec<i64>, usize, Result<(), CallError>) = if first.kind == "record" {
             match records_batch(&items, cap, budget) {
                 Batch::Unsendable { seq, key, why } => {
                     refuse(&sh, &[seq], &key, &first.run_id, &why);

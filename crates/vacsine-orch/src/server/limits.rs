@@ -187,7 +187,9 @@ impl PacedBody {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the request body came too slowly (less than {BODY_MIN_RATE} bytes/s after {BODY_GRACE:?})")]
+#[error(
+    "the request body came too slowly (less than {BODY_MIN_RATE} bytes/s after {BODY_GRACE:?})"
+)]
 pub struct TooSlow;
 
 impl Body for PacedBody {

@@ -153,7 +153,10 @@ fn issue19_large_records_of_an_autonomous_run_all_arrive_once_and_the_outbox_emp
             );
         } else {
             let out = recs[0]["stdout"].as_str().unwrap();
-            assert!(out.starts_with("aaaa") && out.len() >= 16 * 1024, "step {step}");
+            assert!(
+                out.starts_with("aaaa") && out.len() >= 16 * 1024,
+                "step {step}"
+            );
         }
     }
     assert!(!a.log().contains("error: outbox item"), "{}", a.log());
@@ -247,7 +250,9 @@ fn issue15_unreadable_outbox_items_are_refused_by_key_and_kept_not_sent_as_null(
         .collect();
     assert_eq!(lines.len(), 3, "{lines:#?}");
     assert!(
-        lines.iter().all(|r| r.is_object() && r["step_id"].is_string()),
+        lines
+            .iter()
+            .all(|r| r.is_object() && r["step_id"].is_string()),
         "{lines:#?}"
     );
     // Human status and preflight name them too.
@@ -287,12 +292,16 @@ impl Limited {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("prlimit (util-linux) starts the orchestrator");
-        let plain = wait_until(Duration::from_secs(20), "the orchestrator listening", || {
-            let t = std::fs::read_to_string(&out).ok()?;
-            t.lines()
-                .find_map(|l| l.split("http://").nth(1))
-                .map(|r| r.split_whitespace().next().unwrap().to_string())
-        });
+        let plain = wait_until(
+            Duration::from_secs(20),
+            "the orchestrator listening",
+            || {
+                let t = std::fs::read_to_string(&out).ok()?;
+                t.lines()
+                    .find_map(|l| l.split("http://").nth(1))
+                    .map(|r| r.split_whitespace().next().unwrap().to_string())
+            },
+        );
         let cfg: Value =
             serde_json::from_slice(&std::fs::read(data.join("operator.json")).unwrap()).unwrap();
         Limited {
@@ -377,18 +386,23 @@ fn issue19_connections_held_mid_header_do_not_lock_out_a_normal_request() {
     }
     for _ in 0..50 {
         let mut s = std::net::TcpStream::connect(&o.plain).unwrap();
-        s.write_all(b"POST /v1/runs HTTP/1.1\r\nHost: x\r\n").unwrap();
+        s.write_all(b"POST /v1/runs HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
         held.push(s);
     }
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..3 {
         let (out, took) = o.status();
         assert!(out.status.success(), "{}", text(&out));
-        assert!(took < Duration::from_secs(4), "a normal request took {took:?}");
+        assert!(
+            took < Duration::from_secs(4),
+            "a normal request took {took:?}"
+        );
     }
     drop(held);
     assert!(
-        o.stdout().contains("limits: 128 connections (open files 256)"),
+        o.stdout()
+            .contains("limits: 128 connections (open files 256)"),
         "{}",
         o.stdout()
     );
@@ -398,7 +412,8 @@ fn issue19_connections_held_mid_header_do_not_lock_out_a_normal_request() {
     let d2 = tempfile::tempdir().unwrap();
     let o = Limited::start(d2.path(), "256:1024");
     assert!(
-        o.stdout().contains("limits: 896 connections (open files 1024)"),
+        o.stdout()
+            .contains("limits: 896 connections (open files 1024)"),
         "{}",
         o.stdout()
     );
