@@ -652,11 +652,26 @@ async fn agent_call(State(s): State<Arc<Srv>>, req: axum::extract::Request) -> R
     } else {
         proto::MAX_UNAUTHENTICATED_BODY
     };
-    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let read = if announced.is_some_and(|n| n > limit as u64) {
+        // Refused on its announced length, before a byte of it is read.
+        Err(None)
+    } else {
+        axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(Some)
+    };
+    let body = match read {
         Ok(b) => b,
         Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let too_large = e.as_ref().is_none_or(|e| {
+                std::error::Error::source(e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            });
             let e = if too_large {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -671,6 +686,7 @@ async fn agent_call(State(s): State<Arc<Srv>>, req: axum::extract::Request) -> R
                     ),
                 )
             } else {
+                let e = e.map(|e| e.to_string()).unwrap_or_default();
                 ApiError::bad(format!("reading the request body: {e}"))
             };
             tracing::info!("{path}: refused ({}): {}", e.code, e.message);

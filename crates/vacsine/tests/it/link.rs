@@ -420,3 +420,65 @@ fn issue19_connections_held_mid_header_do_not_lock_out_a_normal_request() {
     let (out, _) = o.status();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// The first bytes the server answers on `s` within `limit` (empty: nothing, or closed).
+fn answer_within(s: &mut std::net::TcpStream, limit: Duration) -> String {
+    use std::io::Read;
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    match s.read(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Issue 19 (authenticate before buffering): an operator request without the token is
+/// answered 401 while its large body is still coming (the server did not wait to buffer it),
+/// an agent request that names no enrolled agent is refused 413 past 64 KiB before its body
+/// is read, and a body that stops coming is cut after the body pace allows (20 s).
+#[test]
+fn issue19_unauthenticated_bodies_are_refused_before_they_are_read() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let o = Limited::start(d.path(), "4096:4096");
+    // A body that stops after its first bytes (even from no one): cut, not held.
+    let mut stalled = std::net::TcpStream::connect(&o.plain).unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/agent/poll HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"v\":",
+        )
+        .unwrap();
+    let t0 = Instant::now();
+
+    // No token, 3 MB announced, 100 KB sent: 401 now.
+    let mut s = std::net::TcpStream::connect(&o.plain).unwrap();
+    s.write_all(b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\n\r\n")
+        .unwrap();
+    s.write_all(&vec![b' '; 100 * 1024]).unwrap();
+    let a = answer_within(&mut s, Duration::from_secs(5));
+    assert!(a.starts_with("HTTP/1.1 401"), "{a:?}");
+    assert!(a.contains("unauthorized"), "{a:?}");
+
+    // An agent request naming no agent: 64 KiB at most, refused before it is read.
+    let mut s = std::net::TcpStream::connect(&o.plain).unwrap();
+    s.write_all(b"POST /v1/agent/records HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        .unwrap();
+    let a = answer_within(&mut s, Duration::from_secs(5));
+    assert!(a.starts_with("HTTP/1.1 413"), "{a:?}");
+    assert!(a.contains("too_large"), "{a:?}");
+    // Naming an agent that is not enrolled changes nothing.
+    let mut s = std::net::TcpStream::connect(&o.plain).unwrap();
+    s.write_all(b"POST /v1/agent/records HTTP/1.1\r\nHost: x\r\nX-Vacsine-Agent: 3f0c4c2e-0000-4000-8000-000000000000\r\nContent-Length: 1000000\r\n\r\n")
+        .unwrap();
+    let a = answer_within(&mut s, Duration::from_secs(5));
+    assert!(a.starts_with("HTTP/1.1 413"), "{a:?}");
+
+    // The stalled body: the request fails once its pace is missed, not later than 35 s.
+    let a = answer_within(&mut stalled, Duration::from_secs(40));
+    let t = t0.elapsed();
+    assert!(
+        t >= Duration::from_secs(15) && t < Duration::from_secs(38),
+        "after {t:?}: {a:?}"
+    );
+    assert!(a.is_empty() || a.starts_with("HTTP/1.1 4"), "{a:?}");
+}
