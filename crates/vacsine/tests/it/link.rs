@@ -482,3 +482,178 @@ fn issue19_unauthenticated_bodies_are_refused_before_they_are_read() {
     );
     assert!(a.is_empty() || a.starts_with("HTTP/1.1 4"), "{a:?}");
 }
+
+impl Limited {
+    /// The CLI, talking to this orchestrator.
+    fn cli(&self, args: &[&str]) -> Value {
+        let o = Command::new(BIN)
+            .args(args)
+            .arg("--orchestrator-data")
+            .arg(&self.data)
+            .args(["--orchestrator", &self.url])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&o)))
+    }
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sh(script: &str) -> String {
+    let o = Command::new("sh").args(["-c", script]).output().unwrap();
+    assert!(o.status.success(), "{script}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Issue 19: behind a proxy that takes less than the orchestrator (nginx,
+/// `client_max_body_size 256k`), an agent's uploads refused as too large (413) are sent again
+/// in parts, and a record larger than the proxy allows is cut to fit: every record arrives
+/// once, nothing is refused.
+#[test]
+fn issue19_uploads_refused_as_too_large_by_a_proxy_are_split_and_all_arrive_once() {
+    let have = |t: &str| sh(&format!("command -v {t} || true")).len() > 1;
+    if !(have("nginx") && have("openssl")) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nginx and openssl are needed"
+        );
+        eprintln!("skipped: nginx or openssl missing");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = Limited::start(d.path(), "4096:4096");
+    let (c, k) = (d.path().join("proxy.crt"), d.path().join("proxy.key"));
+    sh(&format!(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=proxy -keyout {} -out {} 2>/dev/null",
+        k.display(),
+        c.display()
+    ));
+    let pin = format!(
+        "sha256:{}",
+        sh(&format!(
+            "openssl x509 -in {} -outform der | sha256sum | cut -d' ' -f1",
+            c.display()
+        ))
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let prefix = d.path().join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nuser root;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n\
+               fastcgi_temp_path {p}/fcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
+               server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n\
+                 location / {{ proxy_pass http://{plain}; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+                   proxy_read_timeout 60s; proxy_buffering off; client_max_body_size 256k; }}\n  }}\n}}\n",
+            p = prefix.display(),
+            c = c.display(),
+            k = k.display(),
+            plain = o.plain,
+        ),
+    )
+    .unwrap();
+    let _nginx = Killed(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(10), "nginx listening", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+
+    let key = o.cli(&["site", "create", "edge-proxy", "--format", "json"])["intake_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wf = write(
+        d.path(),
+        "chatty.yaml",
+        &big_output_workflow(40, 32 * 1024, 1_000_000),
+    );
+    o.cli(&["push", wf.to_str().unwrap(), "--format", "json"]);
+    let adata = d.path().join("agent");
+    let log = d.path().join("agent.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let _agent = Killed(
+        Command::new(BIN)
+            .args([
+                "agent",
+                "--orchestrator",
+                &format!("https://127.0.0.1:{port}"),
+            ])
+            .args([
+                "--intake-key",
+                &key,
+                "--name",
+                "edge-proxy-1",
+                "--pin",
+                &pin,
+            ])
+            .arg("--data")
+            .arg(&adata)
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap(),
+    );
+    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(Duration::from_secs(30), "the bundle kept", || {
+        agent_log().contains("verified and kept").then_some(())
+    });
+    let out = agent_cmd(&adata, &["run", "chatty", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let view = wait_until(Duration::from_secs(120), "the run and its records", || {
+        o.cli(&["runs", "--site", "edge-proxy", "--format", "json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["status"] == "succeeded" && r["records"].as_i64() >= Some(41))
+            .cloned()
+    });
+    assert_eq!(view["records"], 41, "{view}");
+    let logs = Command::new(BIN)
+        .args(["logs", view["id"].as_str().unwrap(), "--format", "json"])
+        .arg("--orchestrator-data")
+        .arg(&o.data)
+        .args(["--orchestrator", &o.url])
+        .output()
+        .unwrap();
+    let mut steps: Vec<String> = String::from_utf8_lossy(&logs.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["step_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    steps.sort();
+    steps.dedup();
+    assert_eq!(steps.len(), 41, "each step once: {steps:?}");
+    let l = agent_log();
+    assert!(l.contains("refused as too large"), "{l}");
+    assert!(l.contains("cut (marked)"), "{l}");
+    assert!(!l.contains("error: outbox item"), "{l}");
+}
