@@ -360,8 +360,8 @@ fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> Option<Duratio
     }
 }
 
-/// Issue 19 (bounded server): a request head that stops midway is closed after the header
-/// timeout; under an open-file limit of 256, 450 connections held by clients that never
+/// Issue 19 (bounded server): a request head that stops midway, and an idle keep-alive
+/// connection, are closed after the header timeout; under an open-file limit of 256, 450 connections held by clients that never
 /// finish a handshake or a head do not keep a normal request from being served at once; the
 /// open-file soft limit is raised to the hard limit at start.
 #[test]
@@ -375,6 +375,16 @@ fn issue19_connections_held_mid_header_do_not_lock_out_a_normal_request() {
         .unwrap();
     let t = closed_within(&mut slow, Duration::from_secs(25))
         .expect("a stalled request head is closed by the server");
+    assert!(t >= Duration::from_secs(5), "closed after {t:?}");
+
+    // An idle keep-alive connection is closed by the same timeout.
+    let mut idle = std::net::TcpStream::connect(&o.plain).unwrap();
+    idle.write_all(b"GET /v1/hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let a = answer_within(&mut idle, Duration::from_secs(5));
+    assert!(a.starts_with("HTTP/1.1 200"), "{a:?}");
+    let t = closed_within(&mut idle, Duration::from_secs(25))
+        .expect("an idle keep-alive connection is closed by the server");
     assert!(t >= Duration::from_secs(5), "closed after {t:?}");
 
     // 400 connections stopped in the TLS handshake and 50 mid-head, all held.
