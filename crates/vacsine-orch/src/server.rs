@@ -79,7 +79,16 @@ struct Srv {
     /// Action image archives, content-addressed (`images` in the data folder).
     images: PathBuf,
     max_image_bytes: u64,
+    /// Large request bodies read at once per agent (see [`LARGE_READS_PER_AGENT`]).
+    large_reads: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
+
+/// Request bodies over [`proto::MAX_UNAUTHENTICATED_BODY`] read at once for one agent (its
+/// uploader sends one at a time): whoever names an agent without being it holds at most this
+/// many of them in memory.
+const LARGE_READS_PER_AGENT: usize = 2;
+/// How long a large body waits for its turn before it is refused (503: sent again later).
+const LARGE_READ_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -242,6 +251,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             replicated: cfg.database.is_some(),
             images: data.join("images"),
             max_image_bytes: cfg.max_image_bytes,
+            large_reads: Default::default(),
         }),
         tls,
         pin,
@@ -657,6 +667,39 @@ async fn agent_call(State(s): State<Arc<Srv>>, req: axum::extract::Request) -> R
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // A large body from a known agent waits for one of its turns (not read meanwhile).
+    let _turn = match &known {
+        Some(a) if announced.is_none_or(|n| n > proto::MAX_UNAUTHENTICATED_BODY as u64) => {
+            let sem = s
+                .large_reads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(a.id.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(LARGE_READS_PER_AGENT)))
+                .clone();
+            match tokio::time::timeout(LARGE_READ_WAIT, sem.acquire_owned()).await {
+                Ok(Ok(p)) => Some(p),
+                _ => {
+                    let e = ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        format!(
+                            "agent `{}` already has {LARGE_READS_PER_AGENT} large uploads under way; send it again later",
+                            a.id
+                        ),
+                    );
+                    tracing::info!("{path}: refused ({}): {}", e.code, e.message);
+                    let mut r = e.into_response();
+                    r.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                    return r;
+                }
+            }
+        }
+        _ => None,
+    };
     let read = if announced.is_some_and(|n| n > limit as u64) {
         // Refused on its announced length, before a byte of it is read.
         Err(None)

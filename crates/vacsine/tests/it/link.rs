@@ -667,3 +667,64 @@ fn issue19_uploads_refused_as_too_large_by_a_proxy_are_split_and_all_arrive_once
     assert!(l.contains("cut (marked)"), "{l}");
     assert!(!l.contains("error: outbox item"), "{l}");
 }
+
+/// Issue 19 (authenticate before buffering): naming an enrolled agent (the header is not a
+/// proof) lets a request announce a large body, but at most two such bodies are read at once
+/// for one agent: a third waits, is not read, and is refused with 503 (sent again later) —
+/// memory held by someone who only knows an agent's id stays bounded.
+#[test]
+fn issue19_large_bodies_in_the_name_of_one_agent_are_read_two_at_a_time() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let o = Limited::start(d.path(), "4096:4096");
+    let key = o.cli(&["site", "create", "edge-many", "--format", "json"])["intake_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(o.data.join("operator.json")).unwrap()).unwrap();
+    let adata = d.path().join("agent");
+    let _agent = Killed(
+        Command::new(BIN)
+            .args(["agent", "--orchestrator", &o.url, "--intake-key", &key])
+            .args([
+                "--name",
+                "edge-many-1",
+                "--pin",
+                cfg["pin"].as_str().unwrap(),
+            ])
+            .arg("--data")
+            .arg(&adata)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let id = wait_until(Duration::from_secs(20), "the agent enrolled", || {
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(adata.join("agent.json")).ok()?).ok()?;
+        v["agent_id"].as_str().map(str::to_string)
+    });
+    let head = format!(
+        "POST /v1/agent/records HTTP/1.1\r\nHost: x\r\nX-Vacsine-Agent: {id}\r\nContent-Length: 1000000\r\n\r\n"
+    );
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = std::net::TcpStream::connect(&o.plain).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let mut third = std::net::TcpStream::connect(&o.plain).unwrap();
+    third.write_all(head.as_bytes()).unwrap();
+    let a = answer_within(&mut third, Duration::from_secs(16));
+    let t = t0.elapsed();
+    assert!(a.starts_with("HTTP/1.1 503"), "{a:?} after {t:?}");
+    assert!(a.contains("busy"), "{a:?}");
+    assert!(t >= Duration::from_secs(8), "waited its turn first: {t:?}");
+    // The two first are still waiting for their bodies: nothing answered yet.
+    for s in &mut held {
+        assert_eq!(answer_within(s, Duration::from_millis(200)), "");
+    }
+}
