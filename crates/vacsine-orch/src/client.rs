@@ -299,9 +299,13 @@ impl AgentLink {
         env: &Envelope,
         body: &B,
     ) -> Result<A, CallError> {
-        let resp = self
-            .http
-            .post(format!("{base}{path}"))
+        let mut rb = self.http.post(format!("{base}{path}"));
+        if path != proto::ENROLL {
+            // The sender, named before the body (an enrolled agent's id): the orchestrator
+            // reads a large body only from a known agent.
+            rb = rb.header(proto::AGENT_HEADER, agent);
+        }
+        let resp = rb
             .json(body)
             .send()
             .await

@@ -99,6 +99,9 @@ pub async fn run(
     out.push(docker().await);
     out.push(nft());
     out.push(disk(data));
+    if let Some(c) = outbox(data) {
+        out.push(c);
+    }
     out
 }
 
@@ -217,4 +220,33 @@ fn disk(data: &Path) -> Check {
             Err(e) => Err(format!("{}: {e}", data.display())),
         },
     )
+}
+
+/// The outbox, when the agent has one: items waiting, and items refused for good (a fail:
+/// `vacsine agent status` lists them).
+fn outbox(data: &Path) -> Option<Check> {
+    let db = data.join("agent.db");
+    if !db.exists() {
+        return None;
+    }
+    let r = crate::agent::Outbox::open(&db)
+        .and_then(|o| o.status())
+        .map_err(|e| format!("{}: {e:#}", db.display()))
+        .and_then(|st| {
+            if st.refused.is_empty() {
+                Ok(format!(
+                    "{} item(s) waiting to be uploaded, none refused",
+                    st.pending
+                ))
+            } else {
+                Err(format!(
+                    "{} item(s) refused by the orchestrator and kept (first: {} of run {}: {}); `vacsine agent status` lists them",
+                    st.refused.len(),
+                    st.refused[0].key,
+                    st.refused[0].run_id,
+                    st.refused[0].reason
+                ))
+            }
+        });
+    Some(check("outbox", r))
 }

@@ -567,3 +567,27 @@ pub struct OperatorConfig {
     pub pin: String,
     pub token: String,
 }
+
+/// Largest request body the orchestrator reads on the agent endpoints (`/v1/agent/*`): a
+/// sealed envelope, whose ciphertext is the plaintext request in base64 (4/3 of it). Agents
+/// size their uploads under it ([`MAX_AGENT_PLAINTEXT`]); a larger body is refused with 413.
+pub const MAX_AGENT_BODY: usize = 4 * 1024 * 1024;
+
+/// Largest plaintext request an agent seals for [`MAX_AGENT_BODY`]: base64 expansion and the
+/// envelope's own fields taken off.
+pub const MAX_AGENT_PLAINTEXT: usize = (MAX_AGENT_BODY - 16 * 1024) / 4 * 3;
+
+/// Largest body of an operator request other than an image upload (JSON documents).
+pub const MAX_OPERATOR_BODY: usize = 2 * 1024 * 1024;
+
+/// Error code of a records upload refused for one of its records (named in the message by
+/// its key): the other records may be sent without it.
+pub const BAD_RECORD: &str = "bad_record";
+
+/// Largest body read from a request whose sender is not known yet (an enrolment, an agent
+/// request without [`AGENT_HEADER`] or naming no enrolled agent).
+pub const MAX_UNAUTHENTICATED_BODY: usize = 64 * 1024;
+
+/// Header in which an agent names itself (its id), so that the orchestrator knows the sender
+/// before it reads a large body; the sealed envelope read then must be that agent's.
+pub const AGENT_HEADER: &str = "x-vacsine-agent";

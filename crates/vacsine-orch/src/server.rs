@@ -6,8 +6,8 @@ use crate::store::{status, AgentRow, Change, PgStore, RunRow, SqliteStore, Store
 use crate::{now_ms, rfc3339};
 use anyhow::Context;
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -22,6 +22,7 @@ use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, 
 
 mod enforce_site;
 mod images;
+pub mod limits;
 mod spanning;
 
 /// Longest long poll an agent may ask for.
@@ -78,7 +79,16 @@ struct Srv {
     /// Action image archives, content-addressed (`images` in the data folder).
     images: PathBuf,
     max_image_bytes: u64,
+    /// Large request bodies read at once per agent (see [`LARGE_READS_PER_AGENT`]).
+    large_reads: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
+
+/// Request bodies over [`proto::MAX_UNAUTHENTICATED_BODY`] read at once for one agent (its
+/// uploader sends one at a time): whoever names an agent without being it holds at most this
+/// many of them in memory.
+const LARGE_READS_PER_AGENT: usize = 2;
+/// How long a large body waits for its turn before it is refused (503: sent again later).
+const LARGE_READ_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -241,6 +251,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             replicated: cfg.database.is_some(),
             images: data.join("images"),
             max_image_bytes: cfg.max_image_bytes,
+            large_reads: Default::default(),
         }),
         tls,
         pin,
@@ -262,9 +273,8 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 }
 
 fn router(srv: Arc<Srv>) -> Router {
-    Router::new()
-        .route(proto::HELLO, get(hello))
-        .route("/v1/agent/{op}", post(agent_call))
+    // Operator routes: the token is checked before a body is read.
+    let operator = Router::new()
         .route(proto::OP_SITES, post(create_site).get(list_sites))
         .route("/v1/sites/{name}/revoke", post(revoke))
         .route(proto::OP_RUNS, post(submit_run).get(list_runs))
@@ -277,13 +287,74 @@ fn router(srv: Arc<Srv>) -> Router {
         )
         .route(proto::OP_REGISTRY_RUNS, post(registry::run_pushed))
         .route("/v1/images/{digest}", put(images::put_image))
+        .route_layer(axum::middleware::from_fn_with_state(
+            srv.clone(),
+            operator_gate,
+        ))
+        .layer(DefaultBodyLimit::max(proto::MAX_OPERATOR_BODY));
+    Router::new()
+        .route(proto::HELLO, get(hello))
+        .route("/v1/agent/{op}", post(agent_call))
         .route(OPENAPI_PATH, get(openapi_json))
+        .merge(operator)
         .with_state(srv)
+}
+
+/// How much of a refused request's body is read (and thrown away) so that its client, still
+/// sending, reads the refusal rather than a broken pipe; past it, the connection is closed.
+const DRAIN_REFUSED: usize = 256 * 1024;
+/// How long a refused request's body is drained at most.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Read and drop up to [`DRAIN_REFUSED`] bytes of a refused request's body; the refusal,
+/// closing the connection when the body was not read to its end.
+async fn drain_then(body: axum::body::Body, refusal: ApiError) -> Response {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut read = 0usize;
+    let drained = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(f) = body.frame().await {
+            match f {
+                Ok(f) => {
+                    read += f.data_ref().map_or(0, |d| d.len());
+                    if read > DRAIN_REFUSED {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    })
+    .await
+    .unwrap_or(false);
+    let mut r = refusal.into_response();
+    if !drained {
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    r
+}
+
+/// The operator token, checked before the handler reads the body.
+async fn operator_gate(
+    State(s): State<Arc<Srv>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match s.operator(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => drain_then(req.into_body(), e).await,
+    }
 }
 
 /// Run the orchestrator until the process ends. Prints where it listens and the pin, and
 /// writes `operator.json` (URL, pin, token) for the CLI on this machine.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let open_files = limits::raise_open_files();
+    let conns = limits::Conns::new(limits::max_connections(open_files));
     let p = prepare(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -312,6 +383,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     println!("vacsine orchestrator listening on {url}");
     println!("certificate pin: {}", p.pin);
+    println!(
+        "limits: {} connections (open files {open_files}), request head {:?}, body at least {} bytes/s after {:?}, requests up to {} bytes (agents) / {} bytes (operators)",
+        conns.max(),
+        limits::HEADER_TIMEOUT,
+        limits::BODY_MIN_RATE,
+        limits::BODY_GRACE,
+        proto::MAX_AGENT_BODY,
+        proto::MAX_OPERATOR_BODY
+    );
     println!(
         "operator token in {} (the CLI reads {})",
         cfg.data.join("operator.token").display(),
@@ -356,35 +436,22 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             },
             _ = stop.recv() => break,
         };
+        // At the limit, the oldest connection not in a request makes room; when every one
+        // is in a request, the newcomer is closed at once (it retries).
+        let Some(admitted) = conns.admit() else {
+            tracing::warn!(
+                "{} connections, all in a request: closing the new one from {peer}",
+                conns.max()
+            );
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let svc = hyper_util::service::TowerToHyperService::new(app);
-            let builder = hyper::server::conn::http1::Builder::new();
-            let r = if tls {
-                let stream =
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    {
-                        Ok(Ok(t)) => t,
-                        Ok(Err(e)) => {
-                            tracing::debug!("TLS handshake with {peer}: {e}");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                watcher
-                    .watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc))
-                    .await
-            } else {
-                watcher
-                    .watch(builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc))
-                    .await
-            };
-            if let Err(e) = r {
-                tracing::debug!("connection from {peer}: {e}");
-            }
-        });
+        tokio::spawn(serve_connection(
+            tcp, peer, tls, acceptor, app, watcher, admitted,
+        ));
     }
     // Stopping: no new connections; long polls answer "no work" now; requests under way
     // finish (bounded); the store is durable at every step, so what is cut is retried.
@@ -403,6 +470,60 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         eprintln!("stopped");
     }
     Ok(())
+}
+
+/// One connection, bounded by [`limits`]: TLS handshake and request heads in time, bodies
+/// at a pace, closed when a newer connection takes its place while it is not in a request.
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: bool,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    mut admitted: limits::Admitted,
+) {
+    let busy = admitted.busy.clone();
+    let inner = hyper_util::service::TowerToHyperService::new(app);
+    let svc = hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+        let in_request = limits::InRequest::new(&busy);
+        let call = hyper::service::Service::call(&inner, req.map(limits::PacedBody::new));
+        async move {
+            let r = call.await;
+            drop(in_request);
+            r
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits::HEADER_TIMEOUT);
+    let served = async {
+        if tls {
+            let stream =
+                match tokio::time::timeout(limits::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!("TLS handshake with {peer}: {e}");
+                        return Ok(());
+                    }
+                    Err(_) => return Ok(()),
+                };
+            watcher
+                .watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc))
+                .await
+        } else {
+            watcher
+                .watch(builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc))
+                .await
+        }
+    };
+    tokio::select! {
+        r = served => if let Err(e) = r {
+            tracing::debug!("connection from {peer}: {e}");
+        },
+        _ = &mut admitted.closed => tracing::debug!("connection from {peer} closed: the connection limit was reached and it was not in a request"),
+    }
 }
 
 /// Accepts on the listener if there is one; never returns otherwise.
@@ -520,9 +641,108 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
         (status = 401, body = proto::ErrorBody, description = "stale timestamp or wrong sender key"),
         (status = 403, body = proto::ErrorBody, description = "revoked, or another agent's run"),
         (status = 409, body = proto::ErrorBody, description = "replayed nonce")))]
-async fn agent_call(State(s): State<Arc<Srv>>, uri: Uri, body: Bytes) -> Response {
-    let path = uri.path().to_string();
-    match s.agent_call(&path, &body).await {
+async fn agent_call(State(s): State<Arc<Srv>>, req: axum::extract::Request) -> Response {
+    let path = req.uri().path().to_string();
+    // The sender named in the header, known and not revoked, may send up to the agent limit;
+    // anything else (an enrolment, an unknown sender) only a small body. The envelope, once
+    // read, must be from that agent.
+    let named = req
+        .headers()
+        .get(proto::AGENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let known = match &named {
+        Some(id) if path != proto::ENROLL => match s.store.agent(id).await {
+            Ok(a) => a.filter(|a| a.revoked_ms.is_none()),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        _ => None,
+    };
+    let limit = if known.is_some() {
+        proto::MAX_AGENT_BODY
+    } else {
+        proto::MAX_UNAUTHENTICATED_BODY
+    };
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // A large body from a known agent waits for one of its turns (not read meanwhile).
+    let _turn = match &known {
+        Some(a) if announced.is_none_or(|n| n > proto::MAX_UNAUTHENTICATED_BODY as u64) => {
+            let sem = s
+                .large_reads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(a.id.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(LARGE_READS_PER_AGENT)))
+                .clone();
+            match tokio::time::timeout(LARGE_READ_WAIT, sem.acquire_owned()).await {
+                Ok(Ok(p)) => Some(p),
+                _ => {
+                    let e = ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        format!(
+                            "agent `{}` already has {LARGE_READS_PER_AGENT} large uploads under way; send it again later",
+                            a.id
+                        ),
+                    );
+                    tracing::info!("{path}: refused ({}): {}", e.code, e.message);
+                    let mut r = e.into_response();
+                    r.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                    return r;
+                }
+            }
+        }
+        _ => None,
+    };
+    let read = if announced.is_some_and(|n| n > limit as u64) {
+        // Refused on its announced length, before a byte of it is read.
+        Err(None)
+    } else {
+        axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(Some)
+    };
+    let body = match read {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = e.as_ref().is_none_or(|e| {
+                std::error::Error::source(e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            });
+            let e = if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!(
+                        "request body over {limit} bytes{}",
+                        if known.is_some() {
+                            ""
+                        } else {
+                            " (before its sender is known: an enrolled agent names itself in the x-vacsine-agent header)"
+                        }
+                    ),
+                )
+            } else {
+                let e = e.map(|e| e.to_string()).unwrap_or_default();
+                ApiError::bad(format!("reading the request body: {e}"))
+            };
+            tracing::info!("{path}: refused ({}): {}", e.code, e.message);
+            let mut r = e.into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
+    };
+    match s.agent_call(&path, &body, known).await {
         Ok(env) => Json(env).into_response(),
         Err(e) => {
             tracing::info!("{path}: refused ({}): {}", e.code, e.message);
@@ -562,18 +782,32 @@ impl Srv {
         }
     }
 
-    async fn agent_call(&self, path: &str, body: &[u8]) -> ApiResult<Envelope> {
+    async fn agent_call(
+        &self,
+        path: &str,
+        body: &[u8],
+        known: Option<AgentRow>,
+    ) -> ApiResult<Envelope> {
         if path == proto::ENROLL {
             return self.enroll(body).await;
         }
         let env: Envelope = parse(body, "sealed envelope")?;
-        let agent = self.store.agent(&env.agent).await?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unknown_agent",
-                format!("no agent `{}` is enrolled here", env.agent),
-            )
-        })?;
+        let agent = match known {
+            Some(a) if a.id == env.agent => a,
+            Some(a) => {
+                return Err(ApiError::bad(format!(
+                    "the envelope is from agent `{}`, the request named `{}`",
+                    env.agent, a.id
+                )))
+            }
+            None => self.store.agent(&env.agent).await?.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unknown_agent",
+                    format!("no agent `{}` is enrolled here", env.agent),
+                )
+            })?,
+        };
         let from = PublicKey::from_b64(&agent.public_key)?;
         let b = Binding {
             method: "POST",
@@ -621,6 +855,20 @@ impl Srv {
             }
             proto::RECORDS => {
                 let r: proto::RecordsRequest = parse(&plain, "records")?;
+                // Each record is a step record, or the request is refused naming it: nothing
+                // unreadable is stored.
+                for k in &r.records {
+                    if let Err(e) = vacsine_core::record::StepRecord::deserialize(&k.record) {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            proto::BAD_RECORD,
+                            format!(
+                                "record `{}` of run `{}` is not a step record: {e}",
+                                k.key, r.run_id
+                            ),
+                        ));
+                    }
+                }
                 let recs: Vec<(String, String)> = r
                     .records
                     .iter()

@@ -175,6 +175,9 @@ pub fn pinned_client(pin: &str, timeout: std::time::Duration) -> anyhow::Result<
         .use_preconfigured_tls(cfg)
         .timeout(timeout)
         .connect_timeout(std::time::Duration::from_secs(5))
+        // The orchestrator closes a connection idle for 10 s (its request-head timeout):
+        // the client lets go of it first, so a request never races that close.
+        .pool_idle_timeout(std::time::Duration::from_secs(5))
         .build()
         .context("cannot build the HTTPS client")
 }

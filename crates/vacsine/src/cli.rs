@@ -418,6 +418,14 @@ pub enum AgentAction {
     /// Check what the agent needs, each pass/fail: the orchestrator reachable with the pin,
     /// clock skew, identity accepted, Docker, nft, disk. Exit 0 when all pass, 2 otherwise.
     Preflight,
+    /// The agent's outbox (read from its data folder; the agent may be running): items
+    /// waiting to be uploaded, acknowledged items still kept, and every item the orchestrator
+    /// refused for good (kept, with the reason). Exit 0 when none was refused, 2 otherwise.
+    Status {
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
     /// Run a workflow of the registry bundle this agent holds, here and now, without the
     /// orchestrator (autonomous: works while the site is cut off). The bundle is verified
     /// with the key pinned at enrolment first; the run is uploaded, marked autonomous, when

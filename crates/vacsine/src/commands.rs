@@ -254,6 +254,11 @@ pub async fn dispatch(cli: Cli) -> i32 {
             .await
         }
         Command::Agent {
+            action: Some(crate::cli::AgentAction::Status { format }),
+            data,
+            ..
+        } => crate::orch::agent_status(format, &data),
+        Command::Agent {
             action: Some(crate::cli::AgentAction::Preflight),
             orchestrator,
             intake_key,

@@ -324,6 +324,49 @@ pub async fn agent_event(
     Ok(if ok { EXIT_OK } else { EXIT_FAILURES })
 }
 
+/// `vacsine agent status`: the outbox of the agent whose data folder is `data`.
+pub fn agent_status(format: SimpleFormat, data: &std::path::Path) -> miette::Result<i32> {
+    let db = data.join("agent.db");
+    if !db.exists() {
+        return Err(miette::miette!(
+            "no agent data in {} (no agent.db): give the agent's --data folder",
+            data.display()
+        ));
+    }
+    let st = vacsine_orch::agent::Outbox::open(&db)
+        .and_then(|o| o.status())
+        .map_err(|e| miette::miette!("reading {}: {e:#}", db.display()))?;
+    match format {
+        SimpleFormat::Json => println!("{}", serde_json::to_string_pretty(&st).map_err(err)?),
+        SimpleFormat::Human => {
+            println!("outbox: {} item(s) waiting to be uploaded", st.pending);
+            println!(
+                "        {} acknowledged item(s) kept (deleted with their run's end, or after a day)",
+                st.sent_kept
+            );
+            if st.refused.is_empty() {
+                println!("        no item refused");
+            } else {
+                println!(
+                    "        {} item(s) refused by the orchestrator or unreadable, kept:",
+                    st.refused.len()
+                );
+                for r in &st.refused {
+                    println!(
+                        "  {}  {} {} (run {}): {}",
+                        r.at, r.kind, r.key, r.run_id, r.reason
+                    );
+                }
+            }
+        }
+    }
+    Ok(if st.refused.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILURES
+    })
+}
+
 pub async fn preflight(
     orchestrator: Option<String>,
     pin: Option<String>,

@@ -638,7 +638,10 @@ fn running_server_refuses_replayed_tampered_and_foreign_requests() {
             run_id: run.clone(),
             records: vec![proto::KeyedRecord {
                 key: "x/1/local".into(),
-                record: serde_json::json!({"step_id": "x"}),
+                // A step record (the orchestrator refuses anything else: issue 15).
+                record: serde_json::json!({"run_id": "x", "step_id": "x", "attempt": 1,
+                    "executor": "command", "started_at": "2026-01-01T00:00:00Z",
+                    "status": "succeeded"}),
             }],
         };
         let r = lb

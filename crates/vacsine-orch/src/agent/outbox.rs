@@ -1,0 +1,545 @@
+//! The agent's outbox (SQLite, in `agent.db`): records, autonomous runs and run ends waiting
+//! to be uploaded, in the order they were made, and the uploader that sends them.
+//!
+//! Nothing is dropped: requests are sized in bytes under the orchestrator's body limit
+//! ([`proto::MAX_AGENT_PLAINTEXT`]); a size refusal (413, e.g. from a proxy with a lower
+//! limit) lowers the size used and the batch is sent again in smaller parts; a record larger
+//! than any request is sent with its longest texts cut and marked (the whole record stays in
+//! the journal); an item the orchestrator refuses for good, or that cannot be read here, is
+//! kept in the outbox as `refused` with the reason (`vacsine agent status`), logged with its
+//! key. Acknowledged items are deleted once their run's end is acknowledged, and after
+//! [`KEEP_SENT_MS`] in any case (the orchestrator keeps each record once per key, so an item
+//! queued again later is only a duplicate it ignores).
+
+use super::{Backoff, Shared};
+use crate::client::CallError;
+use crate::now_ms;
+use crate::proto;
+use anyhow::anyhow;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Most items read from the outbox for one request.
+const BATCH_ITEMS: usize = 200;
+/// Smallest request size the uploader goes down to after size refusals.
+const MIN_BUDGET: usize = 16 * 1024;
+/// Bytes of a records request beyond its records' own JSON: field names, the run id.
+const REQUEST_OVERHEAD: usize = 512;
+/// Bytes each record adds beyond its JSON and key (field names, separators).
+const ITEM_OVERHEAD: usize = 32;
+/// Acknowledged items of a run whose end never came are deleted after this long.
+pub const KEEP_SENT_MS: i64 = 24 * 3600 * 1000;
+
+/// Records and run ends waiting to be uploaded, in the order they were made.
+pub struct Outbox {
+    conn: Mutex<Connection>,
+}
+
+pub(crate) struct Item {
+    seq: i64,
+    run_id: String,
+    kind: String,
+    key: String,
+    body: String,
+}
+
+/// An item the orchestrator refused for good, or that could not be read here: kept.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refused {
+    pub key: String,
+    pub run_id: String,
+    pub kind: String,
+    pub at: String,
+    pub reason: String,
+}
+
+/// What `vacsine agent status` shows of the outbox.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutboxStatus {
+    /// Items waiting to be uploaded.
+    pub pending: i64,
+    /// Acknowledged items still kept (deleted with their run's end, or after a day).
+    pub sent_kept: i64,
+    /// Items refused for good, oldest first.
+    pub refused: Vec<Refused>,
+}
+
+impl Outbox {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if !path.exists() {
+            crate::files::write_private(path, b"")?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.execute_batch(
+            "PRAGMA synchronous=FULL;
+             CREATE TABLE IF NOT EXISTS outbox (
+               seq INTEGER PRIMARY KEY AUTOINCREMENT,
+               key TEXT NOT NULL UNIQUE,
+               run_id TEXT NOT NULL,
+               kind TEXT NOT NULL,
+               body TEXT NOT NULL,
+               sent_ms INTEGER
+             );
+             CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(sent_ms, seq);",
+        )?;
+        // Added after the first release: the refusal of an item kept with its reason.
+        let has_refused: Option<String> = conn
+            .query_row(
+                "SELECT name FROM pragma_table_info('outbox') WHERE name = 'refused'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if has_refused.is_none() {
+            conn.execute_batch(
+                "ALTER TABLE outbox ADD COLUMN refused TEXT;
+                 ALTER TABLE outbox ADD COLUMN refused_ms INTEGER;",
+            )?;
+        }
+        Ok(Outbox {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| anyhow!("outbox lock poisoned"))
+    }
+
+    /// Queue an item once per key (a key already queued, sent or refused is left alone).
+    pub(crate) fn put(
+        &self,
+        key: &str,
+        run_id: &str,
+        kind: &str,
+        body: &str,
+    ) -> anyhow::Result<bool> {
+        Ok(self.lock()?.execute(
+            "INSERT OR IGNORE INTO outbox (key, run_id, kind, body) VALUES (?1, ?2, ?3, ?4)",
+            params![key, run_id, kind, body],
+        )? == 1)
+    }
+
+    pub(crate) fn pending(&self, limit: usize) -> anyhow::Result<Vec<Item>> {
+        let c = self.lock()?;
+        let mut st = c.prepare(
+            "SELECT seq, run_id, kind, key, body FROM outbox
+             WHERE sent_ms IS NULL AND refused IS NULL ORDER BY seq LIMIT ?1",
+        )?;
+        let rows = st.query_map([limit as i64], |r| {
+            Ok(Item {
+                seq: r.get(0)?,
+                run_id: r.get(1)?,
+                kind: r.get(2)?,
+                key: r.get(3)?,
+                body: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The orchestrator acknowledged these items. A run's end acknowledged: every
+    /// acknowledged item of that run is deleted (nothing is queued for it again); others are
+    /// deleted after [`KEEP_SENT_MS`].
+    pub(crate) fn mark_sent(&self, seqs: &[i64]) -> anyhow::Result<()> {
+        let now = now_ms();
+        let mut c = self.lock()?;
+        let tx = c.transaction()?;
+        for s in seqs {
+            tx.execute(
+                "UPDATE outbox SET sent_ms = ?2 WHERE seq = ?1",
+                params![s, now],
+            )?;
+            tx.execute(
+                "DELETE FROM outbox WHERE sent_ms IS NOT NULL AND run_id IN
+                   (SELECT run_id FROM outbox WHERE seq = ?1 AND kind = 'finish')",
+                [s],
+            )?;
+        }
+        tx.execute(
+            "DELETE FROM outbox WHERE sent_ms IS NOT NULL AND sent_ms < ?1",
+            [now - KEEP_SENT_MS],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Items refused for good: kept, with the reason, and no longer sent.
+    pub(crate) fn mark_refused(&self, seqs: &[i64], reason: &str) -> anyhow::Result<()> {
+        let mut c = self.lock()?;
+        let tx = c.transaction()?;
+        for s in seqs {
+            tx.execute(
+                "UPDATE outbox SET refused = ?2, refused_ms = ?3 WHERE seq = ?1",
+                params![s, reason, now_ms()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Items not uploaded yet.
+    pub fn pending_count(&self) -> anyhow::Result<i64> {
+        Ok(self.lock()?.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE sent_ms IS NULL AND refused IS NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Pending, kept and refused items.
+    pub fn status(&self) -> anyhow::Result<OutboxStatus> {
+        let pending = self.pending_count()?;
+        let c = self.lock()?;
+        let sent_kept = c.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE sent_ms IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut st = c.prepare(
+            "SELECT key, run_id, kind, refused_ms, refused FROM outbox
+             WHERE refused IS NOT NULL ORDER BY seq",
+        )?;
+        let refused = st
+            .query_map([], |r| {
+                Ok(Refused {
+                    key: r.get(0)?,
+                    run_id: r.get(1)?,
+                    kind: r.get(2)?,
+                    at: crate::rfc3339(r.get::<_, Option<i64>>(3)?.unwrap_or(0)),
+                    reason: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(OutboxStatus {
+            pending,
+            sent_kept,
+            refused,
+        })
+    }
+}
+
+/// The records request for the first consecutive records of one run in `items`, at most
+/// `cap` of them and `budget` bytes of plaintext.
+enum Batch {
+    Send {
+        req: proto::RecordsRequest,
+        seqs: Vec<i64>,
+        bytes: usize,
+    },
+    /// The first item cannot be sent at all: why.
+    Unsendable { seq: i64, key: String, why: String },
+}
+
+fn records_batch(items: &[Item], cap: usize, budget: usize) -> Batch {
+    let first = &items[0];
+    let mut req = proto::RecordsRequest {
+        run_id: first.run_id.clone(),
+        records: Vec::new(),
+    };
+    let mut seqs = Vec::new();
+    let mut bytes = REQUEST_OVERHEAD + first.run_id.len();
+    let same_run = items
+        .iter()
+        .take_while(|i| i.kind == "record" && i.run_id == first.run_id);
+    for i in same_run.take(cap.max(1)) {
+        let mut record: Value = match serde_json::from_str(&i.body) {
+            Ok(v) => v,
+            Err(e) if seqs.is_empty() => {
+                return Batch::Unsendable {
+                    seq: i.seq,
+                    key: i.key.clone(),
+                    why: format!("unreadable in the outbox: {e}"),
+                }
+            }
+            // Sent alone next, and refused there.
+            Err(_) => break,
+        };
+        let extra = i.key.len() + ITEM_OVERHEAD;
+        let mut n = i.body.len() + extra;
+        if bytes + n > budget {
+            if !seqs.is_empty() {
+                break;
+            }
+            // Alone and still too large: its longest texts are cut, marked.
+            let room = budget.saturating_sub(bytes + extra);
+            match cut_to_fit(&record, room) {
+                Some((v, cut)) => {
+                    eprintln!(
+                        "warning: record {} of run {} is larger than an upload may be: {cut} byte(s) of its longest texts cut (marked) to send it; the whole record stays in the agent's journal",
+                        i.key, i.run_id
+                    );
+                    record = v;
+                    n = serde_json::to_vec(&record).map_or(room, |b| b.len()) + extra;
+                }
+                None => {
+                    return Batch::Unsendable {
+                        seq: i.seq,
+                        key: i.key.clone(),
+                        why: format!(
+                            "larger than an upload may be ({} bytes; at most {room}) even with its texts cut",
+                            i.body.len()
+                        ),
+                    }
+                }
+            }
+        }
+        bytes += n;
+        seqs.push(i.seq);
+        req.records.push(proto::KeyedRecord {
+            key: i.key.clone(),
+            record,
+        });
+    }
+    Batch::Send { req, seqs, bytes }
+}
+
+/// The text that replaces what was cut from a string.
+fn cut_marker(cut: usize) -> String {
+    format!("\n[… {cut} bytes cut by the vacsine agent to fit the upload limit; the whole text is in the agent's journal]")
+}
+
+/// `v` with every string longer than `keep` bytes cut to `keep` (at a character boundary) and
+/// marked; the bytes cut.
+fn cut_strings(v: &mut Value, keep: usize) -> usize {
+    match v {
+        Value::String(s) if s.len() > keep => {
+            let mut at = keep;
+            while !s.is_char_boundary(at) {
+                at -= 1;
+            }
+            let cut = s.len() - at;
+            s.truncate(at);
+            s.push_str(&cut_marker(cut));
+            cut
+        }
+        Value::Array(a) => a.iter_mut().map(|x| cut_strings(x, keep)).sum(),
+        Value::Object(m) => m.values_mut().map(|x| cut_strings(x, keep)).sum(),
+        _ => 0,
+    }
+}
+
+fn longest_string(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.iter().map(longest_string).max().unwrap_or(0),
+        Value::Object(m) => m.values().map(longest_string).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// `v` with its longest strings cut (each to the same length, as long as possible) so that
+/// its JSON fits in `room` bytes, and the bytes cut; `None` when even cutting every string
+/// does not make it fit.
+fn cut_to_fit(v: &Value, room: usize) -> Option<(Value, usize)> {
+    let fits = |keep: usize| {
+        let mut c = v.clone();
+        let cut = cut_strings(&mut c, keep);
+        let n = serde_json::to_vec(&c).map_or(usize::MAX, |b| b.len());
+        (n <= room).then_some((c, cut))
+    };
+    // The largest length kept that fits: binary search over [0, longest).
+    let (mut lo, mut hi) = (0usize, longest_string(v));
+    let mut best = fits(0)?;
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        match fits(mid) {
+            Some(r) => {
+                best = r;
+                lo = mid;
+            }
+            None => hi = mid,
+        }
+    }
+    Some(best)
+}
+
+/// A refusal that only says the request was too large (413, from the orchestrator or a
+/// proxy in front of it).
+fn too_large(e: &CallError) -> bool {
+    matches!(e, CallError::Refused { status: 413, .. })
+}
+
+/// A refusal the same request will meet again (not a stale clock, not the server's trouble).
+fn for_good(e: &CallError) -> Option<String> {
+    match e {
+        CallError::Refused {
+            status,
+            code,
+            message,
+        } if *status < 500 && code != "stale" && *status != 413 => {
+            Some(format!("{code} ({status}): {message}"))
+        }
+        _ => None,
+    }
+}
+
+/// Upload the outbox in order: consecutive records of one run in one request (sized in
+/// bytes), then run ends.
+pub(super) async fn uploader(sh: Arc<Shared>) {
+    let mut backoff = Backoff::default();
+    // Plaintext bytes per request: lowered when a request is refused as too large.
+    let mut budget = proto::MAX_AGENT_PLAINTEXT;
+    // Records per request: halved when a batch is refused for one of its records, to find it.
+    let mut cap = BATCH_ITEMS;
+    loop {
+        let items = match sh.outbox.pending(BATCH_ITEMS) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("warning: outbox: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(first) = items.first() else {
+            tokio::select! {
+                _ = sh.kick.notified() => {},
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {},
+            }
+            continue;
+        };
+        let (seqs, bytes, r): (Vec<i64>, usize, Result<(), CallError>) = if first.kind == "record" {
+            match records_batch(&items, cap, budget) {
+                Batch::Unsendable { seq, key, why } => {
+                    refuse(&sh, &[seq], &key, &first.run_id, &why);
+                    continue;
+                }
+                Batch::Send { req, seqs, bytes } => {
+                    let r = sh
+                        .link
+                        .call::<_, proto::RecordsResponse>(proto::RECORDS, &sh.agent_id, &req)
+                        .await
+                        .map(|_| ());
+                    (seqs, bytes, r)
+                }
+            }
+        } else {
+            let r = match send_one(&sh, first, budget).await {
+                Ok(r) => r,
+                Err(why) => {
+                    refuse(&sh, &[first.seq], &first.key, &first.run_id, &why);
+                    continue;
+                }
+            };
+            (vec![first.seq], first.body.len(), r)
+        };
+        match r {
+            Ok(()) => {
+                backoff.ok("uploading");
+                cap = (cap * 2).min(BATCH_ITEMS);
+                if let Err(e) = sh.outbox.mark_sent(&seqs) {
+                    eprintln!("warning: outbox: {e}");
+                }
+            }
+            Err(e) if e.is_revoked() => {
+                let _ = sh.fatal.send(Some(e.to_string()));
+                return;
+            }
+            Err(e) if too_large(&e) && bytes > MIN_BUDGET => {
+                // Sent again smaller: in parts, or cut (a proxy may allow less than the
+                // orchestrator does).
+                budget = (bytes / 2).clamp(MIN_BUDGET, budget);
+                eprintln!(
+                    "uploading: a request of {bytes} bytes was refused as too large ({e}); sending at most {budget} bytes per request"
+                );
+            }
+            Err(e) => match for_good(&e) {
+                // One of several records may be the one refused: smaller batches find it.
+                Some(_) if seqs.len() > 1 && is_record_refusal(&e) => {
+                    cap = (seqs.len() / 2).max(1);
+                }
+                Some(why) => refuse(&sh, &seqs, &first.key, &first.run_id, &why),
+                None if too_large(&e) => {
+                    let why = format!("too large even at {bytes} bytes: {e}");
+                    refuse(&sh, &seqs, &first.key, &first.run_id, &why)
+                }
+                None => backoff.fail("uploading", &e).await,
+            },
+        }
+    }
+}
+
+/// The orchestrator refused a request for one of its records (not for the run as a whole).
+fn is_record_refusal(e: &CallError) -> bool {
+    matches!(e, CallError::Refused { code, .. } if code == proto::BAD_RECORD)
+}
+
+/// Keep items refused for good, say so with the key.
+fn refuse(sh: &Shared, seqs: &[i64], key: &str, run_id: &str, why: &str) {
+    let more = if seqs.len() > 1 {
+        format!(" and {} more", seqs.len() - 1)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "error: outbox item {key}{more} of run {run_id} refused: {why}; kept in the outbox as refused (`vacsine agent status` lists it)"
+    );
+    if let Err(e) = sh.outbox.mark_refused(seqs, why) {
+        eprintln!("warning: outbox: {e}");
+    }
+}
+
+/// Send an item that is not a record (an autonomous run's start, a run's end); `Err`: it
+/// cannot be read here.
+async fn send_one(
+    sh: &Shared,
+    item: &Item,
+    budget: usize,
+) -> Result<Result<(), CallError>, String> {
+    if item.kind == "autonomous" {
+        // An autonomous run made here: the orchestrator learns of it before its records.
+        let req = serde_json::from_str::<proto::AutonomousRun>(&item.body)
+            .map_err(|e| format!("unreadable in the outbox: {e}"))?;
+        Ok(sh
+            .link
+            .call::<_, proto::AutonomousAccepted>(proto::AUTONOMOUS, &sh.agent_id, &req)
+            .await
+            .map(|a| {
+                if a.created {
+                    eprintln!(
+                        "autonomous run {} ({}) reported to the orchestrator",
+                        req.run_id, req.workflow
+                    );
+                }
+            }))
+    } else {
+        let mut v: Value = serde_json::from_str(&item.body)
+            .map_err(|e| format!("unreadable in the outbox: {e}"))?;
+        let room = budget.saturating_sub(REQUEST_OVERHEAD);
+        if item.body.len() > room {
+            // A large report: its longest texts cut, marked (the agent's journal and the
+            // report's own outputs keep them whole).
+            let (c, cut) = cut_to_fit(&v, room).ok_or_else(|| {
+                format!(
+                    "larger than an upload may be ({} bytes; at most {room}) even with its texts cut",
+                    item.body.len()
+                )
+            })?;
+            eprintln!(
+                "warning: the end of run {} is larger than an upload may be: {cut} byte(s) of its longest texts cut (marked) to send it",
+                item.run_id
+            );
+            v = c;
+        }
+        let req = serde_json::from_value::<proto::FinishRequest>(v)
+            .map_err(|e| format!("unreadable in the outbox: {e}"))?;
+        Ok(sh
+            .link
+            .call::<_, proto::FinishResponse>(proto::FINISH, &sh.agent_id, &req)
+            .await
+            .map(|r| {
+                if !r.accepted {
+                    eprintln!(
+                        "run {}: the orchestrator no longer counts this agent as its runner (lease expired); its end was not taken",
+                        req.run_id
+                    );
+                }
+            }))
+    }
+}
