@@ -15,6 +15,7 @@
 //! | `vacsine-demo-web` | web | nginx (a standalone daemon started by the container's init after `WEB_START_DELAY_S`) serving `/srv/www/index.html` ("Vacsine demo edge site"); `/srv/www` mode 0777 |
 //! | `vacsine-demo-gateway` | gateway | a router: `net.ipv4.ip_forward=1` (0 elsewhere); no user nft table |
 //! | `vacsine-demo-legacy` | legacy | `inetutils-inetd` (standalone daemon) serving telnet (`inetutils-telnetd`) from `/etc/inetd.conf` |
+//! | (web, gateway, legacy) | | also: `openssh-server` installed, never started, no host keys (as many container images ship it) |
 //! | `vacsine-demo-ssh` | ssh | OpenSSH `sshd -D` as PID 1, `PermitRootLogin yes`, `PasswordAuthentication yes`, the demo key (`examples/edge-site/keys`) authorized for root; `/etc/shadow` 0644; users root and guest |
 //!
 //! Busybox site: the same roles with busybox `httpd`, `telnetd -l /bin/sh`, a fake dpkg status
@@ -398,7 +399,12 @@ const INETD_CONF: &str = "# /etc/inetd.conf: see inetd(8) for further informatio
 /// `FROM` [`debian_base_tag`].
 fn debian_contexts() -> Vec<(&'static str, String, Vec<Entry>)> {
     let from = format!("FROM {}\n", debian_base_tag());
-    let init_df = format!("{from}COPY rootfs/ /\nENTRYPOINT [\"/bin/sh\", \"/init\"]\n");
+    // openssh-server is installed on every node (Debian's base list), but only the ssh node
+    // runs it: the others are in the state many container images ship it in, never started,
+    // so without host keys (made at first start) — where a harden-sshd fix must still work.
+    let init_df = format!(
+        "{from}COPY rootfs/ /\nRUN rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub\nENTRYPOINT [\"/bin/sh\", \"/init\"]\n"
+    );
     let init = || Entry::File("init", 0o755, 0, DEBIAN_INIT.as_bytes().to_vec());
     let rc = |body: &str| {
         Entry::File(

@@ -404,12 +404,15 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
         message,
         report,
     };
-    let body = serde_json::to_string(&fin).unwrap_or_default();
-    if let Err(e) = sh
-        .outbox
-        .put(&format!("finish/{}", w.run_id), &w.run_id, "finish", &body)
-    {
-        eprintln!("warning: outbox: {e}");
+    let key = format!("finish/{}", w.run_id);
+    match serde_json::to_string(&fin) {
+        Ok(body) => {
+            if let Err(e) = sh.outbox.put(&key, &w.run_id, "finish", &body) {
+                eprintln!("warning: outbox: {key}: {e}");
+            }
+        }
+        // Never queued as an empty body: said, with its key (the records are journaled).
+        Err(e) => eprintln!("error: {key}: the run's end cannot be encoded ({e}): not queued"),
     }
     sh.kick.notify_one();
     if let Ok(mut a) = sh.active.lock() {

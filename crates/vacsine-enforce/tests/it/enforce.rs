@@ -25,6 +25,32 @@ async fn demo_enforce_is_verified() {
         .requirements
         .iter()
         .all(|r| r.target_after != Outcome::Fail));
+    // Issue 18: sshd_config hardened on the nodes where openssh-server is installed, never
+    // started, without host keys (validated by sshd with a throw-away key), left in that state.
+    for node in ["web", "gateway", "legacy"] {
+        let r = rep
+            .requirements
+            .iter()
+            .find(|r| r.id == "sshd-config-no-root-login" && r.node == node)
+            .unwrap_or_else(|| panic!("no sshd-config-no-root-login row on {node}"));
+        assert_eq!(
+            (r.target_before, r.target_after),
+            (Outcome::Fail, Outcome::Pass),
+            "{node}: {r:?}"
+        );
+        let c = format!("vacsine-demo-{node}");
+        let conf = dexec(&c, &["cat", "/etc/ssh/sshd_config"]).await;
+        assert!(
+            conf.lines().any(|l| l == "PermitRootLogin no"),
+            "{node}: {conf}"
+        );
+        let keys = dexec(
+            &c,
+            &["sh", "-c", "ls /etc/ssh/ssh_host_* 2>/dev/null | wc -l"],
+        )
+        .await;
+        assert_eq!(keys.trim(), "0", "{node}: host keys left behind");
+    }
     assert!(rep
         .steps
         .iter()
