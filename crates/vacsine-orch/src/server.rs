@@ -637,10 +637,13 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
     request_body(content = Object, description = "sealed envelope (JSON): v, method, path, agent, ts, nonce, sender, enc, ct"),
     responses(
         (status = 200, description = "sealed envelope with the operation's response"),
-        (status = 400, body = proto::ErrorBody, description = "malformed, tampered or misbound"),
+        (status = 400, body = proto::ErrorBody, description = "malformed, tampered or misbound; `bad_record` for an upload holding a record that is not a step record (its key named)"),
         (status = 401, body = proto::ErrorBody, description = "stale timestamp or wrong sender key"),
         (status = 403, body = proto::ErrorBody, description = "revoked, or another agent's run"),
-        (status = 409, body = proto::ErrorBody, description = "replayed nonce")))]
+        (status = 409, body = proto::ErrorBody, description = "replayed nonce"),
+        (status = 413, body = proto::ErrorBody, description = "body larger than its sender may send: 4 MiB for an enrolled agent named in `x-vacsine-agent`, 64 KiB otherwise (enrolment, unknown senders)"),
+        (status = 426, body = proto::ErrorBody, description = "`poll` from an agent of another contract version (`protocol`): the message names both versions and which side to upgrade"),
+        (status = 503, body = proto::ErrorBody, description = "more large bodies in this agent's name are being read: retry")))]
 async fn agent_call(State(s): State<Arc<Srv>>, req: axum::extract::Request) -> Response {
     let path = req.uri().path().to_string();
     // The sender named in the header, known and not revoked, may send up to the agent limit;

@@ -10,9 +10,6 @@ use vacsine_enforce::inputs::load_inputs;
 use vacsine_enforce::report::GuardAvailability;
 use vacsine_enforce::{enforce, Verdict};
 
-/// One test at a time on this machine's two cores: probe timing stays meaningful.
-static OWN_SITE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// A web node (`<prefix>-web`, the demo web image without its start delay) and a vantage
 /// point (`<prefix>-outside`) on network `<prefix>-lan`; removed on drop.
 struct OwnSite {
@@ -202,7 +199,9 @@ fn web_guard(rep: &vacsine_enforce::Report) -> &GuardAvailability {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue6_availability_measured_without_outage() {
     let Some(d) = docker().await else { return };
-    let _g = OWN_SITE.lock().await;
+    // One test at a time (probe timing stays meaningful), and not beside the tests that
+    // count or collect every sandbox object.
+    let _g = crate::SITE.lock().await;
     let site = OwnSite::up(&d).await;
     let rep = enforce(&DockerDriver, &site.inputs("chmod"), &opts())
         .await
@@ -260,7 +259,9 @@ async fn issue6_availability_measured_without_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue6_availability_reports_an_outage_during_target_apply() {
     let Some(d) = docker().await else { return };
-    let _g = OWN_SITE.lock().await;
+    // One test at a time (probe timing stays meaningful), and not beside the tests that
+    // count or collect every sandbox object.
+    let _g = crate::SITE.lock().await;
     let site = OwnSite::up(&d).await;
     let rep = enforce(&DockerDriver, &site.inputs("chmod-and-bounce"), &opts())
         .await
@@ -327,7 +328,9 @@ fn counted(rules: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue6_availability_probes_stop_when_enforce_is_dropped() {
     let Some(d) = docker().await else { return };
-    let _g = OWN_SITE.lock().await;
+    // One test at a time (probe timing stays meaningful), and not beside the tests that
+    // count or collect every sandbox object.
+    let _g = crate::SITE.lock().await;
     let site = OwnSite::up(&d).await;
     let web = site.web();
     // Count new connections to port 80 in the web node's network namespace.

@@ -2,18 +2,15 @@
 //! Debian's packages, in the states nodes are really in: one runs sshd (PID 1), one has
 //! `openssh-server` installed but never started it (no host keys, no privilege separation
 //! directory), one has no `openssh-server` at all. Containers and networks are this module's
-//! own (`vacsine-fleet-<test>-<pid>`), not the demo site's; its tests take turns (FLEET).
+//! own (`vacsine-fleet-<test>-<pid>`), not the demo site's; its tests take turns with every test that makes sandboxes (SITE).
 
 use crate::{docker, opts, root, DockerDriver};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use tokio::sync::Mutex;
 use vacsine_core::Outcome;
 use vacsine_enforce::inputs::{load_inputs, Inputs};
 use vacsine_enforce::{enforce, HookPoint, Report, Verdict};
-
-static FLEET: Mutex<()> = Mutex::const_new(());
 
 fn docker_cli(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().expect("docker");
@@ -256,7 +253,8 @@ fn step_texts(rep: &Report) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue18_harden_sshd_on_a_mixed_fleet_is_verified() {
     let Some(d) = docker().await else { return };
-    let _g = FLEET.lock().await;
+    // Sandboxes are made: not beside the tests that count or collect every sandbox object.
+    let _g = crate::SITE.lock().await;
     let fleet = Fleet::start(&d, "mixed").await;
     // The state is the one of the issue: sshd -t cannot run on `idle` as it is.
     let (ok, out) = sh_in(
@@ -337,7 +335,8 @@ async fn issue18_harden_sshd_on_a_mixed_fleet_is_verified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue18_harden_sshd_validates_the_new_file_without_host_keys() {
     let Some(d) = docker().await else { return };
-    let _g = FLEET.lock().await;
+    // Sandboxes are made: not beside the tests that count or collect every sandbox object.
+    let _g = crate::SITE.lock().await;
     let fleet = Fleet::start(&d, "validate").await;
     let inputs = fleet.inputs(FLEET_POLICY);
     let site = vacsine_docker::DockerSite::connect(&inputs.target.doc)
@@ -464,7 +463,8 @@ fn snapshot(f: &Fleet) -> (String, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue18_one_unprovable_fix_gives_partially_verified() {
     let Some(d) = docker().await else { return };
-    let _g = FLEET.lock().await;
+    // Sandboxes are made: not beside the tests that count or collect every sandbox object.
+    let _g = crate::SITE.lock().await;
     let fleet = Fleet::start(&d, "partial").await;
     docker_cli(&["exec", &fleet.name("idle"), "touch", "/srv/vacsine-marker"]);
     let inputs = fleet.inputs(PARTIAL_POLICY);
@@ -572,7 +572,8 @@ async fn issue18_one_unprovable_fix_gives_partially_verified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue18_failure_after_partial_apply_rolls_back_the_subset() {
     let Some(d) = docker().await else { return };
-    let _g = FLEET.lock().await;
+    // Sandboxes are made: not beside the tests that count or collect every sandbox object.
+    let _g = crate::SITE.lock().await;
     let fleet = Fleet::start(&d, "rollback").await;
     docker_cli(&["exec", &fleet.name("idle"), "touch", "/srv/vacsine-marker"]);
     let inputs = fleet.inputs(PARTIAL_POLICY);

@@ -1233,7 +1233,10 @@ impl Site {
         let id = std::process::id() % 10_000;
         let ns = format!("vsn-{tag}-{id}");
         let host_if = format!("vh{tag}{id}");
-        let (host_ip, ns_ip) = (format!("10.231.{n}.1"), format!("10.231.{n}.2"));
+        // The host end is on this machine's own namespace: its address comes from the
+        // process too, so two test runs side by side do not collide.
+        let net = 20 + id % 200;
+        let (host_ip, ns_ip) = (format!("10.{net}.{n}.1"), format!("10.{net}.{n}.2"));
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         sh(&format!(
             "ip netns add {ns} && ip link add {host_if} type veth peer name eth0 netns {ns} && \
