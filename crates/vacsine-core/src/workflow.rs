@@ -449,8 +449,8 @@ pub struct Step {
     pub id: Loc<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Executor: command, script, file, firewall, docker.exec, container, ansible, http,
-    /// wait-until, quarantine, workflow.
+    /// Executor: command, script, file, firewall, nftset, sysctl, docker.exec, container,
+    /// ansible, http, wait-until, quarantine, workflow.
     pub uses: Loc<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub with: BTreeMap<String, serde_json::Value>,
