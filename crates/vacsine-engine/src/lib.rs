@@ -26,6 +26,7 @@ mod inputs;
 mod journal;
 mod local;
 mod procgroup;
+pub mod reference;
 mod seal;
 mod template;
 pub mod triggers;

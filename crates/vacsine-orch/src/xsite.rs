@@ -230,6 +230,15 @@ impl Executor for AtSite {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
+    fn summary(&self) -> &'static str {
+        self.inner.summary()
+    }
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        self.inner.args_schema(g)
+    }
+    fn outputs(&self) -> &'static [(&'static str, &'static str)] {
+        self.inner.outputs()
+    }
     /// A dispatched step is confirmed at most once per attempt: after a crash of the
     /// orchestrator the dispatcher adopts the attempt that was under way instead of sending
     /// it again, so resuming it is safe whatever the executor.

@@ -181,7 +181,8 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
-    /// Print the JSON Schema of a document kind (for editor completion).
+    /// Print the JSON Schema of a document kind (for editor completion), or `executors`: the
+    /// reference of every executor's arguments and outputs (Markdown).
     Schema {
         #[arg(value_enum)]
         kind: SchemaKind,
@@ -514,9 +515,14 @@ pub enum SandboxAction {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum SchemaKind {
+    /// JSON Schema of a policy.
     Policy,
+    /// JSON Schema of a target.
     Target,
+    /// JSON Schema of a workflow, each step's `with:` typed by its executor.
     Workflow,
+    /// The executor reference (Markdown): every executor's arguments and outputs.
+    Executors,
 }
 
 /// `enforce`'s inputs: a policy, or a SCAP data stream and one of its profiles.

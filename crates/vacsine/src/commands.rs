@@ -1144,7 +1144,19 @@ fn schema(kind: SchemaKind) -> miette::Result<i32> {
     let s = match kind {
         SchemaKind::Policy => schemars::schema_for!(vacsine_core::policy::Policy),
         SchemaKind::Target => schemars::schema_for!(vacsine_core::target::Target),
-        SchemaKind::Workflow => schemars::schema_for!(vacsine_core::workflow::Workflow),
+        SchemaKind::Workflow => {
+            let registry = vacsine_engine::executor::Registry::default();
+            print_json(&vacsine_engine::reference::workflow_schema(&registry));
+            return Ok(EXIT_OK);
+        }
+        SchemaKind::Executors => {
+            let registry = vacsine_engine::executor::Registry::default();
+            print!(
+                "{}",
+                vacsine_engine::reference::executor_reference(&registry)
+            );
+            return Ok(EXIT_OK);
+        }
     };
     print_json(&s);
     Ok(EXIT_OK)

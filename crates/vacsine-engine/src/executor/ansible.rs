@@ -31,7 +31,8 @@ use std::os::unix::fs::PermissionsExt;
 use vacsine_core::node::NodeOps;
 use vacsine_core::record::{rfc3339, Level, Message, StepStatus};
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `ansible`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct AnsibleArgs {
     /// Path of a playbook on the engine host.
@@ -146,6 +147,23 @@ impl Default for AnsibleExecutor {
 impl Executor for AnsibleExecutor {
     fn name(&self) -> &'static str {
         "ansible"
+    }
+    fn summary(&self) -> &'static str {
+        "Run an Ansible playbook (or inline tasks) on the node with the real ansible-playbook; each task becomes a message."
+    }
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<AnsibleArgs>()
+    }
+    fn outputs(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("tasks", "number of tasks run"),
+            ("changed_tasks", "number of tasks that changed something"),
+            (
+                "results",
+                "one record per task and host: task, host, status, changed, message",
+            ),
+            ("stats", "ansible-playbook's own per-host counts"),
+        ]
     }
     fn idempotent(&self) -> bool {
         false

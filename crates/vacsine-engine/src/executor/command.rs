@@ -11,14 +11,19 @@ fn zero() -> Vec<i32> {
     vec![0]
 }
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `command` and `docker.exec`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CommandArgs {
+    /// Program and its arguments, run directly on the node (never through a shell).
     argv: Vec<String>,
+    /// Environment variables added for the process.
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Text given on the process's standard input.
     #[serde(default)]
     stdin: Option<String>,
+    /// Exit codes accepted as success (default `[0]`).
     #[serde(default = "zero")]
     expect_exit: Vec<i32>,
     /// Exit codes meaning "something changed" (default: any accepted exit code). For
@@ -63,6 +68,16 @@ fn finish(
 impl Executor for CommandExecutor {
     fn name(&self) -> &'static str {
         self.name
+    }
+    fn summary(&self) -> &'static str {
+        if self.name == "docker.exec" {
+            "Run a program in a container node (argv, never a shell); refused on other drivers."
+        } else {
+            "Run a program on the node (argv, never a shell); exit code checked against `expectExit`."
+        }
+    }
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<CommandArgs>()
     }
     fn idempotent(&self) -> bool {
         false
@@ -111,14 +126,21 @@ impl Executor for CommandExecutor {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `script`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ScriptArgs {
+    /// Interpreter fed the script on stdin: a command line (split on spaces) or an argv list
+    /// (default `/bin/sh`). Taken literally, never templated.
     #[serde(default)]
     interpreter: Option<Interpreter>,
+    /// The script text, taken literally from the workflow file (never templated): data
+    /// reaches it through `env` and the `VACSINE_SECRET_<NAME>` variables only.
     script: String,
+    /// Environment variables added for the interpreter (templated values go here).
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Exit codes accepted as success (default `[0]`).
     #[serde(default = "zero")]
     expect_exit: Vec<i32>,
     /// Exit codes meaning "something changed" (default: any accepted exit code). A script
@@ -127,7 +149,7 @@ struct ScriptArgs {
     changed_exit: Option<Vec<i32>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum Interpreter {
     Line(String),
@@ -142,6 +164,12 @@ pub struct ScriptExecutor;
 impl Executor for ScriptExecutor {
     fn name(&self) -> &'static str {
         "script"
+    }
+    fn summary(&self) -> &'static str {
+        "Run a script written in the workflow file, fed on the interpreter's stdin; data only through `env`."
+    }
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<ScriptArgs>()
     }
     fn idempotent(&self) -> bool {
         false

@@ -14,13 +14,16 @@ use std::time::Duration;
 use vacsine_core::node::NodeOps;
 use vacsine_core::record::{Level, StepStatus};
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `container`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ContainerArgs {
+    /// Image to run (a reference pinned by digest, or a local tag); checked before the run.
     image: String,
     /// JSON document given on stdin (as `input`, with `node`, `run_id` and `step_id`).
     #[serde(default)]
     input: Value,
+    /// Environment variables for the container.
     #[serde(default)]
     env: BTreeMap<String, String>,
     /// Docker network to attach (default: none).
@@ -117,6 +120,18 @@ fn parse_level(s: &str) -> Level {
 impl Executor for ContainerExecutor {
     fn name(&self) -> &'static str {
         "container"
+    }
+    fn summary(&self) -> &'static str {
+        "Run an action packaged as a Docker image on the engine host: input as JSON on stdin, outputs as JSON on stdout."
+    }
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<ContainerArgs>()
+    }
+    fn outputs(&self) -> &'static [(&'static str, &'static str)] {
+        &[(
+            "*",
+            "whatever the container prints under `outputs` (or its whole JSON object)",
+        )]
     }
     fn idempotent(&self) -> bool {
         false

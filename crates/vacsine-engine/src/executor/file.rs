@@ -23,7 +23,9 @@ use vacsine_core::eval::parse_mode;
 use vacsine_core::node::{FileContent, NodeOps};
 use vacsine_core::record::Level;
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Deserialize, serde::Serialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 enum FileState {
     #[default]
@@ -31,18 +33,25 @@ enum FileState {
     Absent,
 }
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `file`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct FileArgs {
+    /// Absolute path on the node.
     path: String,
+    /// A line that must be present (with `regexp`: replaces the lines it matches; without: appended when missing).
     #[serde(default)]
     line: Option<String>,
+    /// Regular expression selecting the lines `line` replaces (needs `line`).
     #[serde(default)]
     regexp: Option<String>,
+    /// The whole content of the file (instead of `line`).
     #[serde(default)]
     content: Option<String>,
+    /// Permission bits: octal text (`"0644"`) or octal digits as a number (`644`).
     #[serde(default)]
     mode: Option<ModeArg>,
+    /// `present` (default) or `absent` (the file is removed).
     #[serde(default)]
     state: FileState,
     /// When `path` is a symbolic link: act on its target (true), or replace the link (false).
@@ -85,7 +94,7 @@ async fn resolve_links(node: &dyn NodeOps, path: &str) -> Result<String, String>
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum ModeArg {
     Text(String),
@@ -222,6 +231,12 @@ async fn remove(node: &dyn NodeOps, path: &str, timeout: Duration) -> Result<(),
 impl Executor for FileExecutor {
     fn name(&self) -> &'static str {
         "file"
+    }
+    fn summary(&self) -> &'static str {
+        "Make a file on the node hold a line, a content, a mode, or be absent; reports a change only when it made one."
+    }
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<FileArgs>()
     }
     fn idempotent(&self) -> bool {
         true

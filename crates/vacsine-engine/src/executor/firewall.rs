@@ -18,25 +18,33 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use vacsine_core::record::Level;
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `firewall`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct FirewallArgs {
+    /// nftables table the step owns (replaced as a whole, atomically).
     #[serde(default = "default_table")]
     table: String,
+    /// Table family: `inet`, `ip`, `ip6`, `arp`, `bridge` or `netdev`.
     #[serde(default = "default_family")]
     family: String,
+    /// Chains of the table (base chains with `type`, `hook`, `priority`, `policy`).
     #[serde(default)]
     chains: Vec<ChainArg>,
+    /// Rules, each in one chain, in nft syntax (checked before anything is applied).
     #[serde(default)]
     rules: Vec<RuleArg>,
     /// Table body in nft syntax, taken literally from the workflow file (never templated).
     #[serde(default)]
     script: Option<String>,
+    /// `present` (default) or `absent` (the table is deleted).
     #[serde(default)]
     state: TableState,
 }
 
-#[derive(Debug, Deserialize, Default, PartialEq, Eq, Clone, Copy)]
+#[derive(
+    Debug, Deserialize, Serialize, schemars::JsonSchema, Default, PartialEq, Eq, Clone, Copy,
+)]
 #[serde(rename_all = "lowercase")]
 enum TableState {
     #[default]
@@ -51,24 +59,35 @@ fn default_family() -> String {
     "inet".into()
 }
 
-#[derive(Debug, Deserialize)]
+/// A chain of the table.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ChainArg {
+    /// Chain name (letters, digits, `_`).
     name: String,
+    /// Base chain type: `filter` (default with a `hook`), `nat` or `route`.
     #[serde(default, rename = "type")]
     ty: Option<String>,
+    /// Hook making it a base chain: `prerouting`, `input`, `forward`, `output`, `postrouting`
+    /// or `ingress` (absent: a regular chain).
     #[serde(default)]
     hook: Option<String>,
+    /// Priority of a base chain: a number or a standard name with an offset (`filter`,
+    /// `dstnat - 10`); default 0.
     #[serde(default)]
     priority: Option<Value>,
+    /// Default verdict of a base chain: `accept` or `drop`.
     #[serde(default)]
     policy: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A rule and its chain.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RuleArg {
+    /// The chain the rule goes in (one of `chains`).
     chain: String,
+    /// The rule in nft syntax (`tcp dport 23 drop`).
     rule: String,
 }
 
@@ -449,6 +468,12 @@ pub struct FirewallExecutor;
 impl Executor for FirewallExecutor {
     fn name(&self) -> &'static str {
         "firewall"
+    }
+    fn summary(&self) -> &'static str {
+        "Own one nftables table on the node: chains and rules (or a literal `script`) applied in one transaction; undo restores the prior table."
+    }
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<FirewallArgs>()
     }
     fn idempotent(&self) -> bool {
         true

@@ -7,18 +7,25 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use vacsine_core::record::{bound_stream, Level};
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `http`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct HttpArgs {
+    /// HTTP method (default `GET`).
     #[serde(default = "get")]
     method: String,
+    /// `https://` or `http://` URL.
     url: String,
+    /// Request headers (masked in records when they hold secrets).
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// A JSON request body (instead of `body`).
     #[serde(default)]
     json: Option<Value>,
+    /// A text request body.
     #[serde(default)]
     body: Option<String>,
+    /// Statuses accepted as success (default: any 2xx).
     #[serde(default)]
     expect_status: Option<Vec<u16>>,
 }
@@ -36,6 +43,19 @@ pub struct HttpExecutor {
 impl Executor for HttpExecutor {
     fn name(&self) -> &'static str {
         "http"
+    }
+    fn summary(&self) -> &'static str {
+        "Call an HTTP API from the engine host (rustls); the status is checked against `expectStatus`."
+    }
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<HttpArgs>()
+    }
+    fn outputs(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("status", "the response's status code"),
+            ("body", "the response's body as text (bounded)"),
+            ("json", "the body parsed as JSON, when it is JSON"),
+        ]
     }
     fn idempotent(&self) -> bool {
         false

@@ -6,14 +6,17 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use vacsine_core::record::Level;
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `sysctl`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SysctlArgs {
+    /// Kernel parameter (`net.ipv4.ip_forward` or `net/ipv4/ip_forward`).
     key: String,
+    /// Value to set (text or integer).
     value: ScalarArg,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum ScalarArg {
     Text(String),
@@ -55,6 +58,12 @@ pub struct SysctlExecutor;
 impl Executor for SysctlExecutor {
     fn name(&self) -> &'static str {
         "sysctl"
+    }
+    fn summary(&self) -> &'static str {
+        "Set a kernel parameter on the node (in its namespace); undo restores the prior value."
+    }
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<SysctlArgs>()
     }
     fn idempotent(&self) -> bool {
         true
@@ -113,7 +122,8 @@ impl Executor for SysctlExecutor {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `quarantine`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct QuarantineArgs {
     /// Network kept (management).
@@ -127,6 +137,15 @@ pub struct QuarantineExecutor;
 impl Executor for QuarantineExecutor {
     fn name(&self) -> &'static str {
         "quarantine"
+    }
+    fn summary(&self) -> &'static str {
+        "Disconnect the node from every network but the one kept for management; undo reconnects it."
+    }
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<QuarantineArgs>()
+    }
+    fn outputs(&self) -> &'static [(&'static str, &'static str)] {
+        &[("disconnected", "the networks the node was taken off")]
     }
     fn idempotent(&self) -> bool {
         true

@@ -199,6 +199,15 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
 pub trait Executor: Send + Sync {
     /// The name in `uses:`.
     fn name(&self) -> &'static str;
+    /// What the executor does, in one sentence (the executor reference).
+    fn summary(&self) -> &'static str;
+    /// JSON Schema of the step's `with:`, made from the executor's argument type (the
+    /// workflow schema and the executor reference are generated from it: `crate::reference`).
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema;
+    /// Outputs a successful attempt sets (`result.outputs.<name>`): name and meaning.
+    fn outputs(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
     /// Whether re-running after a crash is safe (a step's `idempotent:` overrides this).
     fn idempotent(&self) -> bool;
     /// Whether the executor can report what it would change without changing it.
@@ -303,6 +312,10 @@ impl Registry {
     }
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Executor>> {
         self.map.get(name)
+    }
+    /// The registered executors, by name.
+    pub fn executors(&self) -> impl Iterator<Item = &Arc<dyn Executor>> {
+        self.map.values()
     }
     /// Every executor name, including `workflow`.
     pub fn names(&self) -> Vec<&'static str> {

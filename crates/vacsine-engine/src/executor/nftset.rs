@@ -49,9 +49,11 @@ use text::{
 use vacsine_core::node::NodeOps;
 use vacsine_core::record::Level;
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `nftset`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NftSetArgs {
+    /// `add` (ban), `delete` (unban) or `ensure` (skeleton and allow-list only).
     op: Op,
     /// Addresses or networks to ban (`add`) or unban (`delete`).
     #[serde(default)]
@@ -64,6 +66,7 @@ struct NftSetArgs {
     /// refused before anything is applied.
     #[serde(default)]
     allow: Vec<String>,
+    /// The decisions table (family `inet`).
     #[serde(default = "default_table")]
     table: String,
 }
@@ -72,7 +75,7 @@ fn default_table() -> String {
     "vacsine_decisions".into()
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 enum Op {
     /// Ban `addresses` (skeleton created if missing).
@@ -525,6 +528,21 @@ fn strings(ns: &[Net]) -> Vec<String> {
 impl Executor for NftSetExecutor {
     fn name(&self) -> &'static str {
         "nftset"
+    }
+    fn summary(&self) -> &'static str {
+        "Ban or unban addresses and networks as elements of nftables sets with a kernel timeout; other elements are never touched."
+    }
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<NftSetArgs>()
+    }
+    fn outputs(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("added", "elements this step added (`add`, `ensure`)"),
+            ("present", "elements already there (`add`)"),
+            ("deleted", "elements this step removed (`delete`)"),
+            ("absent", "elements that were not there (`delete`)"),
+            ("table", "the table, as `inet NAME`"),
+        ]
     }
     fn idempotent(&self) -> bool {
         true

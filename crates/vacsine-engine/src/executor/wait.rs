@@ -10,12 +10,16 @@ use vacsine_core::policy::Check;
 use vacsine_core::record::{Level, StepStatus};
 use vacsine_core::workflow::parse_duration;
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `wait-until`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct WaitArgs {
+    /// A check, as in a policy requirement (`port`, `http`, `file`, `listening`, …).
     probe: Check,
+    /// How long to wait for it to pass (default `60s`).
     #[serde(default = "default_timeout")]
     timeout: String,
+    /// Pause between two probes (default `1s`).
     #[serde(default = "default_interval")]
     interval: String,
 }
@@ -33,6 +37,15 @@ pub struct WaitUntilExecutor;
 impl Executor for WaitUntilExecutor {
     fn name(&self) -> &'static str {
         "wait-until"
+    }
+    fn summary(&self) -> &'static str {
+        "Probe a check on the node until it passes or the timeout passes."
+    }
+    fn args_schema(&self, g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<WaitArgs>()
+    }
+    fn outputs(&self) -> &'static [(&'static str, &'static str)] {
+        &[("observed", "what the last probe saw")]
     }
     fn idempotent(&self) -> bool {
         true

@@ -13,6 +13,7 @@ mod injection;
 mod lease;
 mod local_node;
 mod nftset;
+mod reference;
 mod resume;
 mod rollback;
 mod secrets;

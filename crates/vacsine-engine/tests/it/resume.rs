@@ -47,6 +47,12 @@ impl Executor for SlowWrite {
     fn name(&self) -> &'static str {
         "slow-write"
     }
+    fn summary(&self) -> &'static str {
+        "test: journal, change a file, then take long"
+    }
+    fn args_schema(&self, _g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "object"})
+    }
     fn idempotent(&self) -> bool {
         false
     }

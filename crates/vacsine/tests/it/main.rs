@@ -577,6 +577,13 @@ fn committed_schemas_are_up_to_date() {
             "schemas/{kind}.schema.json is stale: regenerate with `vacsine schema {kind} > schemas/{kind}.schema.json`"
         );
     }
+    let o = vacsine(&["schema", "executors"], dir.path());
+    let committed = std::fs::read_to_string(root().join("docs/executors.md")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        committed,
+        "docs/executors.md is stale: regenerate with `vacsine schema executors > docs/executors.md`"
+    );
 }
 
 /// Issue 7: usage errors are errors (exit 1), not "a run failed" (2); report formats are
