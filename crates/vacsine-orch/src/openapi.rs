@@ -4,7 +4,9 @@
 //! handlers it documents.
 
 use crate::proto;
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 struct OperatorAuth;
@@ -23,6 +25,93 @@ impl Modify for OperatorAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The refusals every operation of a kind can answer, whichever handler it reaches: the
+/// operator gate (401), the JSON body reader (400, 413, 415), a path parameter that does not
+/// decode (400) and the store (500). Added here, once, so that no operation forgets one; an
+/// operation's own description of a status is kept.
+struct CommonRefusals;
+
+fn error_response(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+fn add_refusals(op: &mut Operation, uses_store: bool) {
+    let mut add = |status: &str, description: &str| {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| error_response(description));
+    };
+    // Operator operations: the gate, then the JSON body reader. (The agent channel reads
+    // its sealed bodies itself and documents its own refusals.)
+    let operator = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    if operator {
+        add(
+            "401",
+            "the operator token is missing or wrong (checked before anything else is read)",
+        );
+    }
+    let json_body = operator
+        && op
+            .request_body
+            .as_ref()
+            .is_some_and(|b| b.content.contains_key("application/json"));
+    if json_body {
+        add("400", "the body is empty or not a valid request of this operation (the message names the field)");
+        add(
+            "413",
+            "the body is larger than an operator request may be (2 MiB)",
+        );
+        add(
+            "415",
+            "the body is not sent as JSON (`content-type: application/json`)",
+        );
+    }
+    let path_params = op
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| p.parameter_in == ParameterIn::Path);
+    if path_params {
+        add(
+            "400",
+            "a path parameter that is not valid UTF-8 once percent-decoded",
+        );
+    }
+    if uses_store {
+        add("500", "the store failed (the orchestrator logs why)");
+    }
+}
+
+impl Modify for CommonRefusals {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let uses_store = path != proto::HELLO;
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add_refusals(op, uses_store);
+            }
+        }
     }
 }
 
@@ -70,8 +159,12 @@ impl Modify for OperatorAuth {
         proto::AutonomousAccepted,
         proto::StepJob,
         proto::StepOutcome,
+        proto::ErrorBody,
+        proto::RunStatus,
+        proto::RevokeRequest,
+        proto::Revoked,
     )),
-    modifiers(&OperatorAuth),
+    modifiers(&OperatorAuth, &CommonRefusals),
     tags(
         (name = "operator", description = "sites, runs and the consolidated view"),
         (name = "agent", description = "the sealed agent channel (outbound from the sites)")

@@ -11,6 +11,7 @@ mod nft_dry_run;
 mod orchestrator;
 mod scap;
 mod scap_docs;
+mod schemathesis;
 mod signals;
 mod watch;
 
