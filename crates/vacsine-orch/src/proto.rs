@@ -383,7 +383,10 @@ pub const OP_REGISTRY_RUNS: &str = "/v1/registry/runs";
 /// `metadata.name`, and the document as JSON (as `vacsine` parsed it from YAML).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PushDocument {
+    #[schema(pattern = "^(Policy|Workflow)$")]
     pub kind: String,
+    /// 1 to 64 letters, digits, `-`, `_` or `.`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     pub document: Value,
 }
@@ -413,12 +416,28 @@ pub struct RegistryList {
     pub entries: Vec<RegistryEntry>,
 }
 
+/// An integer JSON may write `3` or `3.0` (both are JSON Schema integers).
+fn whole_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    n.as_i64()
+        .or_else(|| {
+            // Exactly representable, whole, in range: the integer it writes.
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (-9.0e18..9.0e18).contains(f))
+                .map(|f| f as i64)
+        })
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("expected an integer, found {n}")))
+}
+
 /// Run a pushed workflow (its latest version, or `version`) at a site; the catalog is the
 /// latest version of every other pushed workflow.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunPushed {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_i64")]
     pub version: Option<i64>,
     pub site: String,
     #[serde(default)]

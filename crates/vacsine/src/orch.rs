@@ -456,7 +456,7 @@ pub async fn site(
             let _: Value = c
                 .post(
                     &format!("{}/{name}/revoke", proto::OP_SITES),
-                    &match agent {
+                    &match &agent {
                         Some(a) => proto::RevokeRequest::Agent(a.clone()),
                         None => proto::RevokeRequest::WholeSite,
                     },

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 /// Generated cases per operation and phase: enough to find what the last manual run found
 /// (undocumented statuses, plain-text errors) within the three minutes CI gives this test.
-const MAX_EXAMPLES: &str = "25";
+const MAX_EXAMPLES: &str = "80";
 
 fn schemathesis() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|p| {
