@@ -172,9 +172,78 @@ impl Modify for CommonRefusals {
 )]
 struct ApiDoc;
 
-/// The OpenAPI document.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// Prefix of the components that hold the Workflow document's JSON Schema.
+const WORKFLOW: &str = "Workflow";
+
+/// The OpenAPI document, as JSON: the handlers' and protocol types' document, with the
+/// Workflow document's JSON Schema (the one `vacsine schema workflow` prints, derived from
+/// the same types the validator reads) as the components `Workflow` and `Workflow.*`, which
+/// `Job.workflow` and `Job.catalog` refer to.
+pub fn document() -> serde_json::Value {
+    use serde_json::Value;
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+    let mut workflow =
+        serde_json::to_value(schemars::schema_for!(vacsine_core::workflow::Workflow))
+            .unwrap_or(Value::Null);
+    let defs = workflow
+        .as_object_mut()
+        .and_then(|w| {
+            w.remove("$schema");
+            w.remove("$defs")
+        })
+        .unwrap_or_default();
+    let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return doc;
+    };
+    rebase_refs(&mut workflow);
+    schemas.insert(WORKFLOW.into(), workflow);
+    if let Value::Object(defs) = defs {
+        for (name, mut def) in defs {
+            rebase_refs(&mut def);
+            schemas.insert(format!("{WORKFLOW}.{name}"), def);
+        }
+    }
+    doc
+}
+
+/// `#/$defs/X` (schemars) becomes `#/components/schemas/Workflow.X`, everywhere in `v`.
+fn rebase_refs(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match (k.as_str(), x) {
+                    ("$ref", Value::String(r)) => {
+                        if let Some(name) = r.strip_prefix("#/$defs/") {
+                            *r = format!("#/components/schemas/{WORKFLOW}.{name}");
+                        }
+                    }
+                    (_, x) => rebase_refs(x),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(rebase_refs),
+        _ => {}
+    }
+}
+
+/// The schema of `Job.workflow`: a Workflow, or null (an enforce or step job).
+pub(crate) fn workflow_or_null() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+    AnyOfBuilder::new()
+        .item(Ref::from_schema_name(WORKFLOW))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
+}
+
+/// The schema of `Job.catalog`: Workflows.
+pub(crate) fn workflows() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(Ref::from_schema_name(WORKFLOW))
+        .into()
 }
 
 #[cfg(test)]
@@ -184,8 +253,13 @@ mod tests {
     /// Every route the router serves is documented, and nothing else.
     #[test]
     fn every_route_is_documented() {
-        let doc = document();
-        let mut paths: Vec<&str> = doc.paths.paths.keys().map(String::as_str).collect();
+        let json = document();
+        let mut paths: Vec<&str> = json["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         paths.sort();
         let mut want = vec![
             proto::HELLO,
@@ -202,7 +276,6 @@ mod tests {
         ];
         want.sort();
         assert_eq!(paths, want);
-        let json = serde_json::to_value(&doc).unwrap();
         // Operator routes need the bearer token; the agent channel and hello do not.
         assert_eq!(
             json["paths"]["/v1/status"]["get"]["security"][0]["operator"],
@@ -228,6 +301,50 @@ mod tests {
             assert!(
                 json["components"]["schemas"][schema].is_object(),
                 "{schema} missing"
+            );
+        }
+    }
+
+    /// `job.workflow` is typed as a Workflow (its JSON Schema among the components), and
+    /// every `$ref` of the document names a component that is there.
+    #[test]
+    fn a_workflow_is_a_workflow_and_every_reference_resolves() {
+        let doc = document();
+        let job = &doc["components"]["schemas"]["Job"]["properties"];
+        assert_eq!(
+            job["workflow"]["anyOf"][0]["$ref"], "#/components/schemas/Workflow",
+            "{job}"
+        );
+        assert_eq!(
+            job["catalog"]["items"]["$ref"],
+            "#/components/schemas/Workflow"
+        );
+        let wf = &doc["components"]["schemas"]["Workflow"];
+        assert!(wf["properties"]["spec"].is_object(), "{wf}");
+        fn refs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, x) in m {
+                        match (k.as_str(), x.as_str()) {
+                            ("$ref", Some(r)) => out.push(r),
+                            _ => refs(x, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 20);
+        for r in all {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("{r} is not a component reference"));
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{r} names no component"
             );
         }
     }

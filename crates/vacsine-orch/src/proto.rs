@@ -175,9 +175,11 @@ pub struct Job {
     /// YAML: the orchestrator refuses (400, naming the field or step) one its validator
     /// refuses, before anything is signed or queued. Null for an enforce or step job.
     #[serde(default)]
+    #[schema(schema_with = crate::server::openapi::workflow_or_null)]
     pub workflow: Value,
     /// The Workflow documents `workflow` may call.
     #[serde(default)]
+    #[schema(schema_with = crate::server::openapi::workflows)]
     pub catalog: Vec<Value>,
     #[serde(default)]
     pub inputs: Map<String, Value>,
