@@ -5,13 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod api;
 mod enforce_site;
 mod link;
 mod nft_dry_run;
 mod orchestrator;
 mod scap;
 mod scap_docs;
-mod schemathesis;
 mod signals;
 mod watch;
 

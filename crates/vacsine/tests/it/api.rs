@@ -4,10 +4,12 @@
 //! input refused, valid input accepted, the token required. Any failure fails the test.
 //! Operations where a check cannot apply say why in `tests/schemathesis/schemathesis.toml`.
 //!
-//! Needs `st` (schemathesis 4) on PATH; skipped with a message otherwise, unless
-//! `VACSINE_REQUIRE_SCHEMATHESIS=1` (CI installs it: `.ci/run`).
+//! The schemathesis test needs `st` (schemathesis 4) on PATH; it is skipped with a message
+//! otherwise, unless `VACSINE_REQUIRE_SCHEMATHESIS=1` (CI installs it: `.ci/run`). Also here:
+//! the CLI's revocation says what it revokes.
 
 use crate::orchestrator::Orch;
+use crate::text;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -104,4 +106,25 @@ fn issue19_schemathesis_finds_no_failure_against_a_real_orchestrator() {
         report.contains("passed") && !report.contains("No operations"),
         "{report}"
     );
+}
+
+/// `vacsine site revoke` sends what it means: `--agent` one agent (refused, nothing revoked,
+/// when there is no such agent), without it the whole site.
+#[test]
+fn issue19_site_revoke_from_the_cli_says_what_it_revokes() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
+    o.site("edge");
+    let revoked = || {
+        let sites = o.json(&["site", "list", "--format", "json"]);
+        !sites[0]["revoked"].is_null()
+    };
+    let r = o.cli(&["site", "revoke", "edge", "--agent", "edge-9"]);
+    assert!(!r.status.success(), "{}", text(&r));
+    assert!(text(&r).contains("edge-9"), "{}", text(&r));
+    assert!(!revoked(), "revoking a missing agent revoked the site");
+    let r = o.cli(&["site", "revoke", "edge"]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(text(&r).contains("site edge revoked"), "{}", text(&r));
+    assert!(revoked());
 }
