@@ -40,6 +40,41 @@ fn schemathesis() -> Option<PathBuf> {
     found
 }
 
+/// Queue a run of a one-step workflow at `site` through the API: its id.
+fn queue_a_run(o: &Orch, site: &str) -> String {
+    use vacsine_orch::client::OperatorClient;
+    use vacsine_orch::proto;
+    let cfg = proto::OperatorConfig {
+        url: o.url.clone(),
+        pin: o.pin.clone(),
+        token: std::fs::read_to_string(o.data.join("operator.token"))
+            .unwrap()
+            .trim()
+            .to_string(),
+    };
+    let submit = proto::SubmitRun {
+        site: site.to_string(),
+        job: proto::Job {
+            workflow: serde_json::json!({
+                "apiVersion": "vacsine.io/v1", "kind": "Workflow", "metadata": {"name": "hello"},
+                "spec": {"steps": [{"id": "hello", "uses": "command", "with": {"argv": ["echo", "hi"]}}]}
+            }),
+            catalog: vec![],
+            inputs: Default::default(),
+            enforce: None,
+            versions: vec![],
+            images: vec![],
+            step: None,
+        },
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = OperatorClient::new(&cfg).unwrap();
+        let r: proto::RunCreated = c.post(proto::OP_RUNS, &submit).await.unwrap();
+        r.run_id
+    })
+}
+
 #[test]
 fn issue19_schemathesis_finds_no_failure_against_a_real_orchestrator() {
     let Some(st) = schemathesis() else {
@@ -47,8 +82,10 @@ fn issue19_schemathesis_finds_no_failure_against_a_real_orchestrator() {
     };
     let d = tempfile::tempdir().unwrap();
     let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
-    // Something to read: a site, so that list and status operations answer with data.
+    // Something to read: a site and a queued run (no agent takes it), so that list, status
+    // and run operations answer with data, not only 404s.
     o.site("edge");
+    let run = queue_a_run(&o, "edge");
     let token = std::fs::read_to_string(o.data.join("operator.token")).unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis/schemathesis.toml");
     let started = Instant::now();
@@ -75,6 +112,7 @@ fn issue19_schemathesis_finds_no_failure_against_a_real_orchestrator() {
             "none",
         ])
         .env("VACSINE_ST_TOKEN", token.trim())
+        .env("VACSINE_ST_RUN", &run)
         .current_dir(d.path())
         .output()
         .expect("run schemathesis");
