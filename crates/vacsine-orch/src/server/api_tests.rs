@@ -248,6 +248,11 @@ async fn issue19_every_kind_of_rejection_is_a_json_error_body_the_document_lists
     r.refusal(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
     assert_documented("post", "/v1/sites", r.status);
 
+    // A path parameter that does not decode to UTF-8.
+    let r = a.get("/v1/runs/%FF/report").await;
+    r.refusal(StatusCode::BAD_REQUEST, "bad_request");
+    assert_documented("get", "/v1/runs/{id}/report", r.status);
+
     // A route that does not exist, a method a route does not take.
     let r = a.get("/v1/nothing-here").await;
     let m = r.refusal(StatusCode::NOT_FOUND, "not_found");
