@@ -114,8 +114,43 @@ pub fn check_job(job: &Job) -> Result<(), String> {
         None if job.workflow.is_null() => {
             Err("the job has no workflow (nor an enforce): give `job.workflow`".into())
         }
-        None => Ok(()),
+        None => check_workflow_job(job),
     }
+}
+
+/// `value` as a `T`, or the error naming where in it (`job.workflow.spec.steps[0].uses: …`).
+fn typed<T: serde::de::DeserializeOwned>(value: &Value, at: &str, what: &str) -> Result<T, String> {
+    serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let place = if path == "." || path.is_empty() {
+            at.to_string()
+        } else {
+            format!("{at}.{path}")
+        };
+        format!("`{place}`: not a valid {what}: {}", e.inner())
+    })
+}
+
+/// A workflow job: `job.workflow` a Workflow and each of `job.catalog` one, the workflow
+/// valid with that catalog by the one validator `vacsine validate` uses (structure, then
+/// executors, arguments and templates). Every problem is listed, each at its step.
+fn check_workflow_job(job: &Job) -> Result<(), String> {
+    let w: Workflow = typed(&job.workflow, "job.workflow", "Workflow")?;
+    let mut catalog = vacsine_engine::Catalog::new();
+    for (i, c) in job.catalog.iter().enumerate() {
+        catalog.insert(typed(c, &format!("job.catalog[{i}]"), "Workflow")?);
+    }
+    let problems = vacsine_engine::validate_workflow(&w, &catalog);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+    Err(format!(
+        "`job.workflow`: workflow `{}` is not valid ({} problem(s)); nothing was queued:\n{}",
+        w.metadata.name.value,
+        problems.len(),
+        list.join("\n")
+    ))
 }
 
 /// How a run of the pipeline at the site ended.

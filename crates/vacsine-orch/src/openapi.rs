@@ -4,7 +4,9 @@
 //! handlers it documents.
 
 use crate::proto;
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 struct OperatorAuth;
@@ -23,6 +25,93 @@ impl Modify for OperatorAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The refusals every operation of a kind can answer, whichever handler it reaches: the
+/// operator gate (401), the JSON body reader (400, 413, 415), a path parameter that does not
+/// decode (400) and the store (500). Added here, once, so that no operation forgets one; an
+/// operation's own description of a status is kept.
+struct CommonRefusals;
+
+fn error_response(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+fn add_refusals(op: &mut Operation, uses_store: bool) {
+    let mut add = |status: &str, description: &str| {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| error_response(description));
+    };
+    // Operator operations: the gate, then the JSON body reader. (The agent channel reads
+    // its sealed bodies itself and documents its own refusals.)
+    let operator = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    if operator {
+        add(
+            "401",
+            "the operator token is missing or wrong (checked before anything else is read)",
+        );
+    }
+    let json_body = operator
+        && op
+            .request_body
+            .as_ref()
+            .is_some_and(|b| b.content.contains_key("application/json"));
+    if json_body {
+        add("400", "the body is empty or not a valid request of this operation (the message names the field)");
+        add(
+            "413",
+            "the body is larger than an operator request may be (2 MiB)",
+        );
+        add(
+            "415",
+            "the body is not sent as JSON (`content-type: application/json`)",
+        );
+    }
+    let path_params = op
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| p.parameter_in == ParameterIn::Path);
+    if path_params {
+        add(
+            "400",
+            "a path parameter that is not valid UTF-8 once percent-decoded",
+        );
+    }
+    if uses_store {
+        add("500", "the store failed (the orchestrator logs why)");
+    }
+}
+
+impl Modify for CommonRefusals {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let uses_store = path != proto::HELLO;
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add_refusals(op, uses_store);
+            }
+        }
     }
 }
 
@@ -70,8 +159,12 @@ impl Modify for OperatorAuth {
         proto::AutonomousAccepted,
         proto::StepJob,
         proto::StepOutcome,
+        proto::ErrorBody,
+        proto::RunStatus,
+        proto::RevokeRequest,
+        proto::Revoked,
     )),
-    modifiers(&OperatorAuth),
+    modifiers(&OperatorAuth, &CommonRefusals),
     tags(
         (name = "operator", description = "sites, runs and the consolidated view"),
         (name = "agent", description = "the sealed agent channel (outbound from the sites)")
@@ -79,9 +172,78 @@ impl Modify for OperatorAuth {
 )]
 struct ApiDoc;
 
-/// The OpenAPI document.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// Prefix of the components that hold the Workflow document's JSON Schema.
+const WORKFLOW: &str = "Workflow";
+
+/// The OpenAPI document, as JSON: the handlers' and protocol types' document, with the
+/// Workflow document's JSON Schema (the one `vacsine schema workflow` prints, derived from
+/// the same types the validator reads) as the components `Workflow` and `Workflow.*`, which
+/// `Job.workflow` and `Job.catalog` refer to.
+pub fn document() -> serde_json::Value {
+    use serde_json::Value;
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+    let mut workflow =
+        serde_json::to_value(schemars::schema_for!(vacsine_core::workflow::Workflow))
+            .unwrap_or(Value::Null);
+    let defs = workflow
+        .as_object_mut()
+        .and_then(|w| {
+            w.remove("$schema");
+            w.remove("$defs")
+        })
+        .unwrap_or_default();
+    let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return doc;
+    };
+    rebase_refs(&mut workflow);
+    schemas.insert(WORKFLOW.into(), workflow);
+    if let Value::Object(defs) = defs {
+        for (name, mut def) in defs {
+            rebase_refs(&mut def);
+            schemas.insert(format!("{WORKFLOW}.{name}"), def);
+        }
+    }
+    doc
+}
+
+/// `#/$defs/X` (schemars) becomes `#/components/schemas/Workflow.X`, everywhere in `v`.
+fn rebase_refs(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match (k.as_str(), x) {
+                    ("$ref", Value::String(r)) => {
+                        if let Some(name) = r.strip_prefix("#/$defs/") {
+                            *r = format!("#/components/schemas/{WORKFLOW}.{name}");
+                        }
+                    }
+                    (_, x) => rebase_refs(x),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(rebase_refs),
+        _ => {}
+    }
+}
+
+/// The schema of `Job.workflow`: a Workflow, or null (an enforce or step job).
+pub(crate) fn workflow_or_null() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+    AnyOfBuilder::new()
+        .item(Ref::from_schema_name(WORKFLOW))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
+}
+
+/// The schema of `Job.catalog`: Workflows.
+pub(crate) fn workflows() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(Ref::from_schema_name(WORKFLOW))
+        .into()
 }
 
 #[cfg(test)]
@@ -91,8 +253,13 @@ mod tests {
     /// Every route the router serves is documented, and nothing else.
     #[test]
     fn every_route_is_documented() {
-        let doc = document();
-        let mut paths: Vec<&str> = doc.paths.paths.keys().map(String::as_str).collect();
+        let json = document();
+        let mut paths: Vec<&str> = json["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         paths.sort();
         let mut want = vec![
             proto::HELLO,
@@ -109,7 +276,6 @@ mod tests {
         ];
         want.sort();
         assert_eq!(paths, want);
-        let json = serde_json::to_value(&doc).unwrap();
         // Operator routes need the bearer token; the agent channel and hello do not.
         assert_eq!(
             json["paths"]["/v1/status"]["get"]["security"][0]["operator"],
@@ -135,6 +301,50 @@ mod tests {
             assert!(
                 json["components"]["schemas"][schema].is_object(),
                 "{schema} missing"
+            );
+        }
+    }
+
+    /// `job.workflow` is typed as a Workflow (its JSON Schema among the components), and
+    /// every `$ref` of the document names a component that is there.
+    #[test]
+    fn a_workflow_is_a_workflow_and_every_reference_resolves() {
+        let doc = document();
+        let job = &doc["components"]["schemas"]["Job"]["properties"];
+        assert_eq!(
+            job["workflow"]["anyOf"][0]["$ref"], "#/components/schemas/Workflow",
+            "{job}"
+        );
+        assert_eq!(
+            job["catalog"]["items"]["$ref"],
+            "#/components/schemas/Workflow"
+        );
+        let wf = &doc["components"]["schemas"]["Workflow"];
+        assert!(wf["properties"]["spec"].is_object(), "{wf}");
+        fn refs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, x) in m {
+                        match (k.as_str(), x.as_str()) {
+                            ("$ref", Some(r)) => out.push(r),
+                            _ => refs(x, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 20);
+        for r in all {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("{r} is not a component reference"));
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{r} names no component"
             );
         }
     }

@@ -171,9 +171,15 @@ pub struct VersionRef {
 /// `catalog` holds the fixes the policy may use).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Job {
+    /// A Workflow document (`kind: Workflow`) as JSON, as `vacsine validate` reads it in
+    /// YAML: the orchestrator refuses (400, naming the field or step) one its validator
+    /// refuses, before anything is signed or queued. Null for an enforce or step job.
     #[serde(default)]
+    #[schema(schema_with = crate::server::openapi::workflow_or_null)]
     pub workflow: Value,
+    /// The Workflow documents `workflow` may call.
     #[serde(default)]
+    #[schema(schema_with = crate::server::openapi::workflows)]
     pub catalog: Vec<Value>,
     #[serde(default)]
     pub inputs: Map<String, Value>,
@@ -359,7 +365,8 @@ pub struct FinishResponse {
 pub struct ErrorBody {
     /// Short machine name: `replay`, `stale`, `tampered`, `wrong_sender`, `misbound`,
     /// `unknown_agent`, `revoked`, `bad_intake_key`, `unauthorized`, `not_found`, `conflict`,
-    /// `forbidden`, `bad_request`, `internal`.
+    /// `forbidden`, `bad_request`, `bad_record`, `too_large`, `unsupported_media_type`,
+    /// `method_not_allowed`, `protocol`, `busy`, `unverified_document`, `internal`.
     pub code: String,
     pub error: String,
 }
@@ -378,7 +385,10 @@ pub const OP_REGISTRY_RUNS: &str = "/v1/registry/runs";
 /// `metadata.name`, and the document as JSON (as `vacsine` parsed it from YAML).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PushDocument {
+    #[schema(pattern = "^(Policy|Workflow)$")]
     pub kind: String,
+    /// 1 to 64 letters, digits, `-`, `_` or `.`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     pub document: Value,
 }
@@ -408,12 +418,28 @@ pub struct RegistryList {
     pub entries: Vec<RegistryEntry>,
 }
 
+/// An integer JSON may write `3` or `3.0` (both are JSON Schema integers).
+fn whole_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    n.as_i64()
+        .or_else(|| {
+            // Exactly representable, whole, in range: the integer it writes.
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (-9.0e18..9.0e18).contains(f))
+                .map(|f| f as i64)
+        })
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("expected an integer, found {n}")))
+}
+
 /// Run a pushed workflow (its latest version, or `version`) at a site; the catalog is the
 /// latest version of every other pushed workflow.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunPushed {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_i64")]
     pub version: Option<i64>,
     pub site: String,
     #[serde(default)]
@@ -422,6 +448,8 @@ pub struct RunPushed {
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateSite {
+    /// 1 to 64 letters, digits, `-`, `_` or `.`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
 }
 
@@ -431,11 +459,100 @@ pub struct SiteCreated {
     pub intake_key: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default, utoipa::ToSchema)]
-pub struct RevokeRequest {
-    /// Revoke only this agent of the site (by name).
-    #[serde(default)]
+/// What `POST /v1/sites/{name}/revoke` revokes, always said: one agent of the site
+/// (`{"agent": "edge-1"}`), or the whole site, its intake key and every agent
+/// (`{"whole_site": true}`). Anything else is refused: a missing or empty body never
+/// revokes a site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RevokeFields", into = "RevokeFields")]
+pub enum RevokeRequest {
+    /// One agent of the site, by name.
+    Agent(String),
+    /// The whole site: its intake key and every agent.
+    WholeSite,
+}
+
+/// [`RevokeRequest`] on the wire.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole_site: Option<bool>,
+}
+
+impl TryFrom<RevokeFields> for RevokeRequest {
+    type Error = String;
+    fn try_from(f: RevokeFields) -> Result<Self, String> {
+        const HOW: &str = "give `{\"agent\": NAME}` to revoke one agent, or `{\"whole_site\": true}` to revoke the site, its intake key and every agent";
+        match (f.agent, f.whole_site) {
+            (Some(_), Some(true)) => Err(format!("`agent` and `whole_site` both given: {HOW}")),
+            (Some(a), _) if a.is_empty() => Err(format!("`agent` is empty: {HOW}")),
+            (Some(a), _) => Ok(RevokeRequest::Agent(a)),
+            (None, Some(true)) => Ok(RevokeRequest::WholeSite),
+            (None, Some(false)) => Err(format!(
+                "`whole_site` is false and no `agent` is given: {HOW}"
+            )),
+            (None, None) => Err(format!("nothing to revoke: {HOW}")),
+        }
+    }
+}
+
+impl From<RevokeRequest> for RevokeFields {
+    fn from(r: RevokeRequest) -> Self {
+        match r {
+            RevokeRequest::Agent(a) => RevokeFields {
+                agent: Some(a),
+                whole_site: None,
+            },
+            RevokeRequest::WholeSite => RevokeFields {
+                agent: None,
+                whole_site: Some(true),
+            },
+        }
+    }
+}
+
+impl utoipa::PartialSchema for RevokeRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        // Exactly one of the two forms; written out because no derive says "this field, or
+        // that one set to true".
+        let v = serde_json::json!({
+            "description": "One agent of the site, or the whole site (its intake key and every agent): always said.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "title": "one agent",
+                    "required": ["agent"],
+                    "properties": {
+                        "agent": {"type": "string", "minLength": 1, "description": "the agent's name"},
+                        "whole_site": {"type": "boolean", "enum": [false]}
+                    },
+                    "additionalProperties": false
+                },
+                {
+                    "type": "object",
+                    "title": "the whole site",
+                    "required": ["whole_site"],
+                    "properties": {
+                        "whole_site": {"type": "boolean", "enum": [true]}
+                    },
+                    "additionalProperties": false
+                }
+            ]
+        });
+        serde_json::from_value(v).unwrap_or_else(|e| unreachable!("RevokeRequest schema: {e}"))
+    }
+}
+
+impl utoipa::ToSchema for RevokeRequest {}
+
+/// The answer to a revocation.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Revoked {
+    /// Always `true`.
+    pub revoked: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -523,6 +640,17 @@ impl RunView {
         }
         m
     }
+}
+
+/// A run's status, as `GET /v1/runs?status=` takes it and run views show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
 }
 
 /// `GET /v1/runs?site=&status=&workflow=&limit=`: runs of every site, newest first.

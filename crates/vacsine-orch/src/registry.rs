@@ -2,11 +2,10 @@
 //! (1, 2, … a new version only when the content changed), and runs of a pushed workflow at a
 //! site whose job names the versions it carries (and is signed, as every job).
 
-use super::{parse, valid_name, ApiError, ApiResult, Srv};
+use super::{valid_name, ApiError, ApiJson, ApiResult, Srv};
 use crate::proto::{self, RegistryEntry, VersionRef};
 use crate::rfc3339;
 use crate::store::RegistryRow;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -71,14 +70,14 @@ fn check_document(d: &proto::PushDocument) -> ApiResult<()> {
 #[utoipa::path(post, path = "/v1/registry", tag = "operator", security(("operator" = [])),
     description = "Push policies and workflows into the registry: each gets a new version (1, 2, …) when its content (SHA-256 of its canonical JSON) differs from its latest version. Every document is checked before any is kept.",
     request_body = proto::PushRequest,
-    responses((status = 200, body = proto::RegistryList), (status = 400, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
+    responses((status = 200, body = proto::RegistryList),
+        (status = 400, body = proto::ErrorBody, description = "not a `PushRequest`, nothing to push, or a document that is not a valid `Policy` or `Workflow` named as pushed")))]
 pub(super) async fn push_documents(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
-    body: Bytes,
+    ApiJson(r): ApiJson<proto::PushRequest>,
 ) -> ApiResult<Json<proto::RegistryList>> {
     s.operator(&h)?;
-    let r: proto::PushRequest = parse(&body, "push")?;
     if r.documents.is_empty() {
         return Err(ApiError::bad("nothing to push: give policies or workflows"));
     }
@@ -111,7 +110,7 @@ pub(super) async fn push_documents(
 
 #[utoipa::path(get, path = "/v1/registry", tag = "operator", security(("operator" = [])),
     description = "Every version of every pushed policy and workflow, by kind, name and version.",
-    responses((status = 200, body = proto::RegistryList), (status = 401, body = proto::ErrorBody)))]
+    responses((status = 200, body = proto::RegistryList)))]
 pub(super) async fn list_registry(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -149,14 +148,17 @@ fn vref(r: &RegistryRow) -> VersionRef {
 #[utoipa::path(post, path = "/v1/registry/runs", tag = "operator", security(("operator" = [])),
     description = "Queue a run of a pushed workflow (its latest version, or `version`) at a site. The job carries the latest version of every other pushed workflow as its catalog, names every version it carries, and is signed like every job.",
     request_body = proto::RunPushed,
-    responses((status = 200, body = proto::RunCreated), (status = 400, body = proto::ErrorBody), (status = 404, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody), (status = 409, description = "a document the job would carry is not what was pushed (altered in the store, or pushed before documents were signed: push it again)", body = proto::ErrorBody)))]
+    responses((status = 200, body = proto::RunCreated),
+        (status = 400, body = proto::ErrorBody, description = "not a `RunPushed`, or inputs the workflow does not take"),
+        (status = 403, body = proto::ErrorBody, description = "the site is revoked"),
+        (status = 404, body = proto::ErrorBody, description = "no such workflow or version in the registry, or no such site"),
+        (status = 409, description = "a document the job would carry is not what was pushed (altered in the store, or pushed before documents were signed: push it again), or a pushed image's archive is missing", body = proto::ErrorBody)))]
 pub(super) async fn run_pushed(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
-    body: Bytes,
+    ApiJson(r): ApiJson<proto::RunPushed>,
 ) -> ApiResult<Json<proto::RunCreated>> {
     s.operator(&h)?;
-    let r: proto::RunPushed = parse(&body, "run")?;
     let main = s
         .store
         .registry_document("Workflow", &r.name, r.version)
@@ -206,8 +208,7 @@ pub(super) async fn run_pushed(
             images: vec![],
         },
     };
-    let body = serde_json::to_vec(&submit).map_err(|e| ApiError::bad(e.to_string()))?;
-    super::submit_run(State(s), h, Bytes::from(body)).await
+    super::submit_run(State(s), h, ApiJson(submit)).await
 }
 
 impl Srv {

@@ -5,12 +5,12 @@ use crate::proto::{self, ErrorBody};
 use crate::store::{status, AgentRow, Change, PgStore, RunRow, SqliteStore, Store, StoreError};
 use crate::{now_ms, rfc3339};
 use anyhow::Context;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use extract::{ApiJson, ApiPath as UrlPath, ApiQuery as Query};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -20,7 +20,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, WireError};
 
+#[cfg(test)]
+mod api_tests;
 mod enforce_site;
+mod extract;
 mod images;
 pub mod limits;
 mod spanning;
@@ -268,7 +271,7 @@ mod signing;
 /// Where the API's OpenAPI document is served (no authentication: it holds no data).
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 
-async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+async fn openapi_json() -> Json<serde_json::Value> {
     Json(openapi::document())
 }
 
@@ -297,6 +300,10 @@ fn router(srv: Arc<Srv>) -> Router {
         .route("/v1/agent/{op}", post(agent_call))
         .route(OPENAPI_PATH, get(openapi_json))
         .merge(operator)
+        // Unknown routes and methods answer in the API's JSON error shape too (set last:
+        // the method fallback applies to the routes already there).
+        .fallback(extract::no_route)
+        .method_not_allowed_fallback(extract::no_method)
         .with_state(srv)
 }
 
@@ -640,7 +647,8 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
         (status = 400, body = proto::ErrorBody, description = "malformed, tampered or misbound; `bad_record` for an upload holding a record that is not a step record (its key named)"),
         (status = 401, body = proto::ErrorBody, description = "stale timestamp or wrong sender key"),
         (status = 403, body = proto::ErrorBody, description = "revoked, or another agent's run"),
-        (status = 409, body = proto::ErrorBody, description = "replayed nonce"),
+        (status = 404, body = proto::ErrorBody, description = "no agent operation of that name"),
+        (status = 409, body = proto::ErrorBody, description = "replayed nonce, or an autonomous run whose id is another agent's run"),
         (status = 413, body = proto::ErrorBody, description = "body larger than its sender may send: 4 MiB for an enrolled agent named in `x-vacsine-agent`, 64 KiB otherwise (enrolment, unknown senders)"),
         (status = 426, body = proto::ErrorBody, description = "`poll` from an agent of another contract version (`protocol`): the message names both versions and which side to upgrade"),
         (status = 503, body = proto::ErrorBody, description = "more large bodies in this agent's name are being read: retry")))]
@@ -1150,14 +1158,15 @@ fn valid_name(name: &str) -> ApiResult<()> {
 #[utoipa::path(post, path = "/v1/sites", tag = "operator", security(("operator" = [])),
     description = "Create a site; the response holds its intake key, shown once (stored hashed).",
     request_body = proto::CreateSite,
-    responses((status = 200, body = proto::SiteCreated), (status = 400, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
+    responses((status = 200, body = proto::SiteCreated),
+        (status = 400, body = proto::ErrorBody, description = "not a `CreateSite`, or a site name that is not 1 to 64 letters, digits, `-`, `_` or `.`"),
+        (status = 409, body = proto::ErrorBody, description = "a site of that name exists")))]
 async fn create_site(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
-    body: Bytes,
+    ApiJson(r): ApiJson<proto::CreateSite>,
 ) -> ApiResult<Json<proto::SiteCreated>> {
     s.operator(&h)?;
-    let r: proto::CreateSite = parse(&body, "site")?;
     valid_name(&r.name)?;
     let key = format!("vik_{}", random_hex(24));
     s.store
@@ -1170,7 +1179,7 @@ async fn create_site(
 }
 
 #[utoipa::path(get, path = "/v1/sites", tag = "operator", security(("operator" = [])),
-    responses((status = 200, body = Vec<proto::SiteView>), (status = 401, body = proto::ErrorBody)))]
+    responses((status = 200, body = Vec<proto::SiteView>)))]
 async fn list_sites(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -1193,42 +1202,42 @@ async fn site_views(store: &dyn Store) -> ApiResult<Vec<proto::SiteView>> {
 }
 
 #[utoipa::path(post, path = "/v1/sites/{name}/revoke", tag = "operator", security(("operator" = [])),
-    description = "Revoke a site (its intake key and every agent) or, with `agent`, one agent: refused at its next request.",
+    description = "Revoke one agent of a site (`{\"agent\": NAME}`) or the whole site, its intake key and every agent (`{\"whole_site\": true}`): refused at its next request. The body is required: without one nothing is revoked.",
     params(("name" = String, Path, description = "site")),
     request_body = proto::RevokeRequest,
-    responses((status = 200, description = "`{\"revoked\": true}`"), (status = 401, body = proto::ErrorBody)))]
+    responses((status = 200, body = proto::Revoked),
+        (status = 400, body = proto::ErrorBody, description = "no body, or neither (or both) of `agent` and `whole_site`"),
+        (status = 404, body = proto::ErrorBody, description = "no such site, or no such agent at the site")))]
 async fn revoke(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
     UrlPath(name): UrlPath<String>,
-    body: Bytes,
-) -> ApiResult<Json<serde_json::Value>> {
+    ApiJson(r): ApiJson<proto::RevokeRequest>,
+) -> ApiResult<Json<proto::Revoked>> {
     s.operator(&h)?;
-    let r: proto::RevokeRequest = if body.is_empty() {
-        Default::default()
-    } else {
-        parse(&body, "revoke")?
-    };
-    match &r.agent {
-        Some(a) => s.store.revoke_agent(&name, a, now_ms()).await?,
-        None => s.store.revoke_site(&name, now_ms()).await?,
+    match &r {
+        proto::RevokeRequest::Agent(a) => s.store.revoke_agent(&name, a, now_ms()).await?,
+        proto::RevokeRequest::WholeSite => s.store.revoke_site(&name, now_ms()).await?,
     }
     // Wake long polls: a revoked agent is refused now.
     s.queue.send_modify(|n| *n += 1);
-    Ok(Json(serde_json::json!({ "revoked": true })))
+    Ok(Json(proto::Revoked { revoked: true }))
 }
 
 #[utoipa::path(post, path = "/v1/runs", tag = "operator", security(("operator" = [])),
-    description = "Queue a run of a workflow at a site; its agent leases it at its next poll.",
+    description = "Queue a run of a workflow at a site; its agent leases it at its next poll. `job.workflow` must be a valid Workflow (checked with the same validator as `vacsine validate`, with `job.catalog`), or `job.enforce` a valid policy, target and catalog: anything else is refused, nothing is signed or queued.",
     request_body = proto::SubmitRun,
-    responses((status = 200, body = proto::RunCreated), (status = 400, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
+    responses((status = 200, body = proto::RunCreated),
+        (status = 400, body = proto::ErrorBody, description = "not a `SubmitRun`, or a job that is not a valid workflow or enforce (the message names the field or step at fault), or a `container` step naming an image never pushed"),
+        (status = 403, body = proto::ErrorBody, description = "the site is revoked"),
+        (status = 404, body = proto::ErrorBody, description = "no such site"),
+        (status = 409, body = proto::ErrorBody, description = "a pushed image's archive is missing from the orchestrator's data folder, or its registry entry is not what was pushed")))]
 async fn submit_run(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
-    body: Bytes,
+    ApiJson(mut r): ApiJson<proto::SubmitRun>,
 ) -> ApiResult<Json<proto::RunCreated>> {
     s.operator(&h)?;
-    let mut r: proto::SubmitRun = parse(&body, "run")?;
     let sites = s.store.sites().await?;
     match sites.iter().find(|x| x.name == r.site) {
         None => {
@@ -1340,9 +1349,12 @@ struct RecordsQuery {
 /// new records or the run ends.
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "operator", security(("operator" = [])),
     params(("id" = String, Path, description = "run id"),
-        ("after" = Option<i64>, Query, description = "only records after this sequence number"),
-        ("wait_ms" = Option<u64>, Query, description = "wait up to this long (max 25000) for new records or the run's end")),
-    responses((status = 200, body = proto::RunRecords), (status = 404, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
+        ("after" = Option<i64>, Query, description = "only records after this sequence number", minimum = -9223372036854775808i64, maximum = 9223372036854775807i64),
+        ("wait_ms" = Option<u64>, Query, description = "wait up to this long (larger values wait 25000) for new records or the run's end", minimum = 0u64, maximum = 18446744073709551615u64)),
+    responses((status = 200, body = proto::RunRecords),
+        (status = 400, body = proto::ErrorBody, description = "a query parameter that is not a number of its type"),
+        (status = 404, body = proto::ErrorBody, description = "no such run"),
+        (status = 503, body = proto::ErrorBody, description = "the orchestrator is stopping: ask again")))]
 async fn run_records(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -1395,10 +1407,11 @@ struct RunsQuery {
 /// Runs of every site, newest first, filtered by site, status and workflow.
 #[utoipa::path(get, path = "/v1/runs", tag = "operator", security(("operator" = [])),
     params(("site" = Option<String>, Query, description = "only this site's runs"),
-        ("status" = Option<String>, Query, description = "queued | running | succeeded | failed | cancelled"),
+        ("status" = Option<proto::RunStatus>, Query, description = "only runs in this status"),
         ("workflow" = Option<String>, Query, description = "only runs of this workflow"),
-        ("limit" = Option<usize>, Query, description = "at most this many (default 50, max 1000)")),
-    responses((status = 200, body = proto::RunList), (status = 400, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
+        ("limit" = Option<usize>, Query, description = "at most this many (default 50; larger values give 1000)", minimum = 0u64, maximum = 18446744073709551615u64)),
+    responses((status = 200, body = proto::RunList),
+        (status = 400, body = proto::ErrorBody, description = "an unknown status, or a limit that is not a number")))]
 async fn list_runs(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -1442,7 +1455,7 @@ async fn list_runs(
 
 #[utoipa::path(get, path = "/v1/status", tag = "operator", security(("operator" = [])),
     description = "The consolidated view: sites, agents (online/offline/revoked, last seen, version) and the latest runs.",
-    responses((status = 200, body = proto::StatusView), (status = 401, body = proto::ErrorBody)))]
+    responses((status = 200, body = proto::StatusView)))]
 async fn status_view(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,

@@ -456,8 +456,9 @@ pub async fn site(
             let _: Value = c
                 .post(
                     &format!("{}/{name}/revoke", proto::OP_SITES),
-                    &proto::RevokeRequest {
-                        agent: agent.clone(),
+                    &match &agent {
+                        Some(a) => proto::RevokeRequest::Agent(a.clone()),
+                        None => proto::RevokeRequest::WholeSite,
                     },
                 )
                 .await

@@ -1,11 +1,12 @@
 //! The orchestrator's side of job 1 at a site: the report an agent sends with the end of an
 //! enforce run is kept with the run, and operators fetch it.
 
+use super::extract::ApiPath as UrlPath;
 use super::{run_view, ApiError, ApiResult, Srv};
 use crate::now_ms;
 use crate::proto;
 use crate::store::AgentRow;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use std::sync::Arc;
@@ -37,7 +38,8 @@ impl Srv {
 #[utoipa::path(get, path = "/v1/runs/{id}/report", tag = "operator", security(("operator" = [])),
     description = "The report of an enforce run (`vacsine enforce --site`), as its agent sent it with the run's end: the verdict, each requirement's outcomes before, in the sandbox and after, the plan, the step records and the phase durations.",
     params(("id" = String, Path, description = "run id")),
-    responses((status = 200, body = proto::RunReportView), (status = 404, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody)))]
+    responses((status = 200, body = proto::RunReportView),
+        (status = 404, body = proto::ErrorBody, description = "no such run, or a run without a report (not an enforce run, or not ended yet)")))]
 pub(super) async fn run_report(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,

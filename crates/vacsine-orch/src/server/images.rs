@@ -4,12 +4,13 @@
 //! steps name (in the job that is signed); an agent fetches, in chunks over the sealed
 //! channel, only archives listed in a run it holds.
 
+use super::extract::{ApiPath as UrlPath, ApiQuery as Query};
 use super::{random_hex, ApiError, ApiResult, Srv};
 use crate::images::{archive_file, Hasher, ImageUse, CHUNK_BYTES, KIND};
 use crate::proto::{self, ImageRef};
 use crate::store::{status, AgentRow};
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use base64::Engine as _;
@@ -20,6 +21,22 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
+
+/// The request body of an image upload: the archive's bytes.
+/// (Documents the body; the handler streams it.)
+pub(super) struct ImageArchive;
+
+impl utoipa::PartialSchema for ImageArchive {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ImageArchive {}
 
 #[derive(Deserialize)]
 pub(super) struct PutQuery {
@@ -54,10 +71,12 @@ fn internal(m: impl Into<String>) -> ApiError {
 
 #[utoipa::path(put, path = "/v1/images/{digest}", tag = "operator", security(("operator" = [])),
     description = "Upload an action image archive (`docker save`): the body is the archive; the orchestrator checks its SHA-256 against `digest` while writing it, keeps it content-addressed in its data folder (a second upload of the same archive changes nothing) and records `name → digest` in the registry as a document of kind `Image` (versioned like policies and workflows).",
-    params(("digest" = String, Path, description = "sha256:<hex> of the archive"),
+    params(("digest" = String, Path, description = "`sha256:` and the 64 lowercase hex digits of the archive's SHA-256", pattern = r"^sha256:[0-9a-f]{64}$"),
         ("name" = String, Query, description = "the image reference `container` steps name (e.g. `acme/block-ip:1`)")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the image archive"),
-    responses((status = 200, body = proto::ImagePushed), (status = 400, body = proto::ErrorBody), (status = 401, body = proto::ErrorBody), (status = 413, body = proto::ErrorBody)))]
+    request_body(content = inline(ImageArchive), content_type = "application/octet-stream", description = "the image archive (`docker save`), as bytes"),
+    responses((status = 200, body = proto::ImagePushed),
+        (status = 400, body = proto::ErrorBody, description = "a digest or name that is not valid, an empty archive, or an archive whose SHA-256 is not `digest` (cut or altered on the way): nothing kept"),
+        (status = 413, body = proto::ErrorBody, description = "an archive larger than the orchestrator accepts (`--max-image-mb`)")))]
 pub(super) async fn put_image(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod api;
 mod enforce_site;
 mod link;
 mod nft_dry_run;
