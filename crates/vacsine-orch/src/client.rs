@@ -122,6 +122,9 @@ pub struct OperatorClient {
     base: String,
     token: String,
     idempotency_key: String,
+    /// Writes made so far: the n-th write of this client has its own key (see
+    /// [`OperatorClient::key_of`]).
+    writes: std::sync::atomic::AtomicU32,
     retry_for: Duration,
 }
 
@@ -132,6 +135,7 @@ impl OperatorClient {
             base: cfg.url.trim_end_matches('/').to_string(),
             token: cfg.token.clone(),
             idempotency_key: new_idempotency_key(),
+            writes: Default::default(),
             retry_for: DEFAULT_RETRY_FOR,
         })
     }
@@ -146,9 +150,15 @@ impl OperatorClient {
         self
     }
 
-    /// The idempotency key of this client's writes.
-    pub fn idempotency_key(&self) -> &str {
-        &self.idempotency_key
+    /// The idempotency key of this client's `n`-th write (from 0): the key itself for the
+    /// first, `KEY-n` after (`vacsine push image A B` makes one write per image), so the same
+    /// invocation run again with the same key asks the same things under the same keys.
+    pub fn key_of(&self, n: u32) -> String {
+        if n == 0 {
+            self.idempotency_key.clone()
+        } else {
+            format!("{}-{n}", self.idempotency_key)
+        }
     }
 
     /// A write: `build` makes the request for each try; it carries the idempotency key and is
@@ -160,13 +170,12 @@ impl OperatorClient {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<reqwest::RequestBuilder, CallError>>,
     {
+        let key = self.key_of(self.writes.fetch_add(1, Ordering::Relaxed));
         let start = std::time::Instant::now();
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let rb = build()
-                .await?
-                .header("Idempotency-Key", self.idempotency_key.as_str());
+            let rb = build().await?.header("Idempotency-Key", key.as_str());
             let e = match self.send(rb).await {
                 Ok(v) => {
                     if attempts > 1 {
@@ -468,5 +477,45 @@ impl AgentLink {
 
     pub fn public_key(&self) -> &PublicKey {
         self.keys.public()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_write_of_an_invocation_has_its_own_key_and_waits_grow_to_a_bound() {
+        let c = OperatorClient::new(&proto::OperatorConfig {
+            url: "https://127.0.0.1:1".into(),
+            pin: format!("sha256:{}", "0".repeat(64)),
+            token: "t".into(),
+        })
+        .unwrap()
+        .with_retry(Duration::ZERO, Some("script-key-1".into()));
+        assert_eq!(c.key_of(0), "script-key-1");
+        assert_eq!(c.key_of(2), "script-key-1-2");
+        let fresh = new_idempotency_key();
+        assert_eq!(fresh.len(), 32);
+        assert_ne!(fresh, new_idempotency_key());
+        for (attempt, lo, hi) in [
+            (1, 187, 250),
+            (2, 375, 500),
+            (5, 3000, 4000),
+            (30, 3750, 5000),
+        ] {
+            let w = backoff(attempt).as_millis();
+            assert!((lo..=hi).contains(&w), "attempt {attempt}: {w} ms");
+        }
+        assert!(CallError::Unreachable("x".into()).is_transient());
+        let refused = |status: u16, code: &str| CallError::Refused {
+            status,
+            code: code.into(),
+            message: String::new(),
+        };
+        assert!(refused(503, "busy").is_transient());
+        assert!(refused(409, "idempotency_pending").is_transient());
+        assert!(!refused(409, "conflict").is_transient());
+        assert!(!refused(400, "bad_request").is_transient());
     }
 }

@@ -40,14 +40,14 @@ impl Modify for IdempotencyKey {
             .parameter_in(ParameterIn::Header)
             .required(Required::False)
             .description(Some(
-                "One key per submission (8 to 128 letters, digits, `-`, `_`): the write is made once per key, and a repeat (a retry after a lost answer) gets the first answer (header `idempotent-replayed: true`). Keys are kept 24 hours.",
+                "One key per submission (8 to 200 letters, digits, `-`, `_`): the write is made once per key, and a repeat (a retry after a lost answer) gets the first answer (header `idempotent-replayed: true`). Keys are kept 24 hours.",
             ))
             .schema(Some(
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .pattern(Some("^[A-Za-z0-9_-]{8,128}$"))
+                    .pattern(Some("^[A-Za-z0-9_-]{8,200}$"))
                     .min_length(Some(8))
-                    .max_length(Some(128)),
+                    .max_length(Some(200)),
             ))
             .build();
         let answers = [

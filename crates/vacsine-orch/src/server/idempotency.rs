@@ -28,9 +28,10 @@ pub const KEEP_MS: i64 = 24 * 3600 * 1000;
 /// Answers larger than this are not kept (operator write answers are a few hundred bytes).
 const MAX_ANSWER: usize = 1 << 20;
 
-/// A key: 8 to 128 characters of letters, digits, `-` and `_`.
+/// A key: 8 to 200 characters of letters, digits, `-` and `_` (the CLI makes `KEY-n` of a
+/// given key of up to 128 for the n-th write of one invocation).
 fn valid(key: &str) -> bool {
-    (8..=128).contains(&key.len())
+    (8..=200).contains(&key.len())
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -53,7 +54,7 @@ pub(super) async fn idempotent(
         _ => return super::drain_then(
             req.into_body(),
             ApiError::bad(
-                "Idempotency-Key: give 8 to 128 letters, digits, `-` or `_` (one per submission)",
+                "Idempotency-Key: give 8 to 200 letters, digits, `-` or `_` (one per submission)",
             ),
         )
         .await,
@@ -183,7 +184,8 @@ mod tests {
         assert!(super::valid("0123456789abcdef"));
         assert!(super::valid("a-b_c-d_e"));
         assert!(!super::valid("short"));
-        assert!(!super::valid(&"x".repeat(129)));
+        assert!(super::valid(&"x".repeat(200)));
+        assert!(!super::valid(&"x".repeat(201)));
         assert!(!super::valid("has space in it"));
         assert!(!super::valid("semi;colon;key"));
     }
