@@ -3,7 +3,7 @@
 # connection, 20 times, from 127.0.0.1) while one other loopback address holds M connections
 # in a request (a head announcing a body that never comes), under an open-file limit of
 # 1,024: first with no cap per client address (`--max-connections-per-client 0`, as before
-# the cap), then with the default cap, in the same run.
+# the cap), then with the default cap, in the same run; each first with nothing held.
 #
 #   bash bench/fairness.sh [M=1000]    (VACSINE_BIN=… to use another binary)
 set -euo pipefail
@@ -34,6 +34,7 @@ for cap in 0 default; do
   echo "== cap per client: $cap"
   grep '^limits:' "$work/out"
   addr=$(grep -o 'https://[0-9.:]*' "$work/out" | head -1 | sed 's#https://##')
+  python3 bench/hostile.py "$pid" "$addr" busy 0 | grep meanwhile | sed 's/meanwhile/with nothing held/'
   python3 bench/hostile.py "$pid" "$addr" busy "$M" "$SRC" | grep -v RSS
   kill "$pid"; wait "$pid" 2>/dev/null || true
   pid=
