@@ -3,7 +3,7 @@
 //! orchestrator comes up late, not when an answer is lost on the way back, not when a script
 //! sends the same key again. Giving up says how long it tried and exits with 3.
 
-use super::{free_port, text, workflow, Orch, BIN};
+use super::{free_port, text, workflow, Orch, TestDb, BIN};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -267,4 +267,38 @@ fn issue19_a_submission_whose_answer_is_lost_is_made_once_and_answered_on_the_re
     assert_eq!(all.len(), 1, "made once: {all:?}");
     assert_eq!(all[0]["id"], id.as_str(), "the retry got the first answer");
     drop(relay);
+}
+
+/// On PostgreSQL, a key is one claim for every replica: the same submission sent to replica
+/// A, then (its answer lost, say) to replica B, is one run, and B answers with A's id.
+#[test]
+fn issue19_replicas_on_postgres_answer_a_repeated_key_with_the_first_run() {
+    let Some(db) = TestDb::create("issue19_replicas_idempotency") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("orch");
+    let a = Orch::start_on(&data, "127.0.0.1:0", 10_000, &db.url);
+    let b = Orch::start_on(&data, "127.0.0.1:0", 10_000, &db.url);
+    a.site("edge-p");
+    let tok = token(&a);
+    let wf = workflow(d.path(), "shared", &[("one", "echo one")]);
+    let wf = wf.to_str().unwrap();
+    let key = format!("pg-key-{}", std::process::id());
+    let submit = |o: &Orch| {
+        cli(
+            &o.url,
+            &o.pin,
+            &tok,
+            &["run", wf, "--site", "edge-p", "--detach"],
+        )
+        .args(["--format", "json", "--idempotency-key", &key])
+        .output()
+        .unwrap()
+    };
+    let first = run_id(&submit(&a));
+    let second = run_id(&submit(&b));
+    assert_eq!(first, second);
+    assert_eq!(runs(&a).len(), 1);
+    assert_eq!(runs(&b).len(), 1);
 }
