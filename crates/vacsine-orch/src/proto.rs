@@ -484,6 +484,10 @@ pub struct SiteView {
     pub name: String,
     pub created: String,
     pub revoked: Option<String>,
+    /// Outbox items the site's agents keep as refused, as they last reported them (each
+    /// agent's `outbox` in the status names the oldest).
+    #[serde(default)]
+    pub refused_outbox_items: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1248,11 +1248,28 @@ async fn list_sites(
 }
 
 async fn site_views(store: &dyn Store) -> ApiResult<Vec<proto::SiteView>> {
+    // Refused outbox items per site: each agent's last report, summed.
+    let site_of: std::collections::HashMap<String, String> = store
+        .agents()
+        .await?
+        .into_iter()
+        .map(|a| (a.id, a.site))
+        .collect();
+    let mut refused: std::collections::HashMap<String, u64> = Default::default();
+    for (agent, json) in store.agent_outboxes().await? {
+        if let (Some(site), Ok(o)) = (
+            site_of.get(&agent),
+            serde_json::from_str::<proto::OutboxReport>(&json),
+        ) {
+            *refused.entry(site.clone()).or_default() += o.refused;
+        }
+    }
     Ok(store
         .sites()
         .await?
         .into_iter()
         .map(|x| proto::SiteView {
+            refused_outbox_items: refused.get(&x.name).copied().unwrap_or(0),
             name: x.name,
             created: rfc3339(x.created_ms),
             revoked: x.revoked_ms.map(rfc3339),

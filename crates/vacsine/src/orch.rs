@@ -528,13 +528,21 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
     println!("SITES");
     for s in &v.sites {
         println!(
-            "  {:<20} created {}{}",
+            "  {:<20} created {}{}{}",
             s.name,
             s.created,
             s.revoked
                 .as_deref()
                 .map(|r| format!(", revoked {r}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if s.refused_outbox_items > 0 {
+                format!(
+                    ", {} outbox item(s) refused and kept at its agents",
+                    s.refused_outbox_items
+                )
+            } else {
+                String::new()
+            }
         );
     }
     println!("AGENTS");

@@ -262,10 +262,13 @@ fn issue15_unreadable_outbox_items_are_refused_by_key_and_kept_not_sent_as_null(
         .as_str()
         .unwrap()
         .contains("not a step record"));
+    let site = o.json(&["site", "list", "--format", "json"]);
+    assert_eq!(site[0]["refused_outbox_items"], 2, "{site}");
     let human = o.cli(&["status"]);
     let t = text(&human);
     assert!(
-        t.contains("REFUSED OUTBOX ITEMS")
+        t.contains("2 outbox item(s) refused and kept at its agents")
+            && t.contains("REFUSED OUTBOX ITEMS")
             && t.contains("edge-bad/edge-bad-1: 2 item(s)")
             && t.contains("bad/unreadable"),
         "{t}"
