@@ -29,14 +29,16 @@ pub enum CallError {
     /// An operator write retried while the orchestrator was unreachable or unavailable, until
     /// its time ran out ([`OperatorClient::with_retry`]).
     #[error(
-        "the orchestrator did not take it: tried for {}s ({attempts} attempt{}), last error: {last}",
-        tried.as_secs(),
+        "the orchestrator did not confirm it: tried for {:.1}s ({attempts} attempt{}), last error: {last}; its idempotency key: {key}",
+        tried.as_secs_f64(),
         if *attempts == 1 { "" } else { "s" }
     )]
     GaveUp {
         tried: Duration,
         attempts: u32,
         last: Box<CallError>,
+        /// The key it was sent with: sent again with it, it is made at most once.
+        key: String,
     },
 }
 
@@ -186,19 +188,21 @@ impl OperatorClient {
                 Err(e) if e.is_transient() => e,
                 Err(e) => return Err(e),
             };
-            let wait = backoff(attempts);
             let tried = start.elapsed();
-            if tried + wait > self.retry_for {
+            if tried >= self.retry_for {
                 return Err(CallError::GaveUp {
                     tried,
                     attempts,
                     last: Box::new(e),
+                    key,
                 });
             }
+            // The last try comes when the time is up.
+            let wait = backoff(attempts).min(self.retry_for - tried);
             eprintln!(
-                "{what}: {e}; trying again in {:.1}s (for {}s so far, at most {}s: --retry-for)",
+                "{what}: {e}; trying again in {:.1}s ({:.1}s of --retry-for {}s)",
                 wait.as_secs_f64(),
-                tried.as_secs(),
+                tried.as_secs_f64(),
                 self.retry_for.as_secs()
             );
             tokio::time::sleep(wait).await;

@@ -445,7 +445,7 @@ impl std::error::Error for GaveUp {}
 impl miette::Diagnostic for GaveUp {
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
         Some(Box::new(
-            "start the orchestrator (or check the address, the network and any proxy in front), then submit again; --retry-for DURATION waits longer (0: one try). Nothing was made twice: submissions carry an idempotency key",
+            "start the orchestrator (or check the address, the network and any proxy in front), then submit again with --idempotency-key and the key above: if the last try was made and only its answer lost, that gets its answer instead of making it twice. --retry-for DURATION waits longer (0: one try)",
         ))
     }
 }
