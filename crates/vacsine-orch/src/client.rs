@@ -115,7 +115,7 @@ async fn refusal(resp: reqwest::Response) -> CallError {
     }
 }
 
-/// The operator's client (CLI commands). Writes (POST, PUT) carry one idempotency key, the
+/// The operator's client (CLI commands). Writes (POST, PUT) carry an idempotency key, the
 /// same on every try, and are retried while the orchestrator is unreachable or unavailable
 /// (see [`CallError::is_transient`]), for at most `retry_for`; the orchestrator makes a
 /// write once per key and answers a repeat with the first answer.

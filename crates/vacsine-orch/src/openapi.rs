@@ -59,10 +59,7 @@ impl Modify for IdempotencyKey {
             if path.starts_with("/v1/agent/") {
                 continue;
             }
-            for op in [item.post.as_mut(), item.put.as_mut()]
-                .into_iter()
-                .flatten()
-            {
+            if let Some(op) = item.post.as_mut() {
                 op.parameters
                     .get_or_insert_with(Vec::new)
                     .push(param.clone());

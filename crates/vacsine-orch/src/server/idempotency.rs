@@ -1,4 +1,4 @@
-//! Operator writes sent with an `Idempotency-Key` header are made once: the CLI sends one key
+//! Operator writes (POST) sent with an `Idempotency-Key` header are made once: the CLI sends one key
 //! per invocation and retries with it while the orchestrator is unreachable, so a write whose
 //! answer was lost (the link cut after the orchestrator made it) is answered again from the
 //! store instead of being made twice.
@@ -25,8 +25,9 @@ use std::sync::Arc;
 pub const HEADER: &str = "idempotency-key";
 /// How long a key and its answer are kept.
 pub const KEEP_MS: i64 = 24 * 3600 * 1000;
-/// Answers larger than this are not kept (operator write answers are a few hundred bytes).
-const MAX_ANSWER: usize = 1 << 20;
+/// The largest answer kept (operator write answers are a few hundred bytes to a few KiB: a
+/// run id, the versions a push made).
+const MAX_ANSWER: usize = 16 << 20;
 
 /// A key: 8 to 200 characters of letters, digits, `-` and `_` (the CLI makes `KEY-n` of a
 /// given key of up to 128 for the n-th write of one invocation).
@@ -43,7 +44,10 @@ pub(super) async fn idempotent(
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !matches!(*req.method(), Method::POST | Method::PUT) {
+    // PUT (an image upload) is idempotent by content: the same archive sent again makes no
+    // new version. A repeat of a large upload is not answered from here (it would have to be
+    // read to be answered cleanly).
+    if *req.method() != Method::POST {
         return next.run(req).await;
     }
     let Some(key) = req.headers().get(HEADER) else {
