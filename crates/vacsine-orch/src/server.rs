@@ -467,7 +467,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         // request makes room; when every one is in a request, the newcomer is closed at once
         // (it retries). The plain listener's clients all come through one proxy: not capped
         // per client.
-        let admitted = match conns.admit(tls.then(|| peer.ip())) {
+        let admitted = match conns.admit(tls.then(|| limits::client_of(peer.ip()))) {
             Ok(a) => a,
             Err(limits::Refused::Full) => {
                 tracing::warn!(

@@ -5,8 +5,9 @@
 //! idle keep-alive): clients that hold sockets without asking cannot lock out agents and
 //! operators, and work under way (a long poll, an upload) is never cut for a newcomer.
 //!
-//! Per-client fairness: one client address holds at most `per_client` connections (default
-//! [`per_client_default`], well below the global limit). At its cap, a client's new
+//! Per-client fairness: one client address (an IPv6 client: its /64, [`client_of`]) holds
+//! at most `per_client` connections (default [`per_client_default`], well below the global
+//! limit). At its cap, a client's new
 //! connection closes that client's own oldest connection not in a request, or is closed at
 //! once when all of them are in one: a hostile address holding sockets only takes its own
 //! share, never the room agents and operators need. Connections on the plain listener (a
@@ -70,6 +71,22 @@ pub fn max_connections(open_files: u64) -> usize {
 /// of 896 under 1,024 open files), at least 16.
 pub fn per_client_default(max: usize) -> usize {
     (max / 8).max(16)
+}
+
+/// The address a client is counted under for its share: IPv4 (also as mapped in IPv6) as it
+/// is, IPv6 by its /64 (the block one host is usually given, so a client does not get a new
+/// share per address it picks in it).
+pub fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// The open connections, oldest first.
@@ -365,6 +382,16 @@ mod tests {
         assert_eq!(c.open(), 7);
         assert_eq!(c.per_client(), Some(2));
         assert_eq!(Conns::new(10, 0).per_client(), None);
+    }
+
+    #[test]
+    fn a_client_is_its_ipv4_address_or_its_ipv6_64() {
+        let c = |s: &str| client_of(s.parse().unwrap()).to_string();
+        assert_eq!(c("127.0.0.9"), "127.0.0.9");
+        assert_eq!(c("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(c("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(c("2001:db8:1:2::1"), c("2001:db8:1:2:ffff::"));
+        assert_ne!(c("2001:db8:1:2::1"), c("2001:db8:1:3::1"));
     }
 
     #[test]
