@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Measure the orchestrator under hostile clients: RSS with N stalled unauthenticated uploads,
 and a normal request's latency while M connections are held mid-handshake/mid-header.
-usage (bench/hostile.sh runs it): hostile.py PID HOST:PORT MODE N   (MODE: uploads | held)"""
+usage (bench/hostile.sh runs it): hostile.py PID HOST:PORT MODE N [SRC]
+  MODE: uploads | held | busy (connections each in a request: a head announcing a small body
+  that never comes, held for the server's body grace); SRC: the hostile connections' source
+  address (e.g. 127.1.2.3; the normal requests come from the default one)."""
 import socket, ssl, sys, time, subprocess, json, statistics
 
 pid, addr, mode, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+src = (sys.argv[5], 0) if len(sys.argv) > 5 else None
 host, port = addr.rsplit(":", 1); port = int(port)
 
 def rss():
@@ -43,17 +47,23 @@ if mode == "uploads":
     time.sleep(3)
     print(f"RSS with {n} stalled unauthenticated uploads: {rss():.1f} MB")
 else:
-    # TLS connections that stop mid-header (the handshake done, half a request head sent).
+    # TLS connections that stop mid-header (the handshake done, half a request head sent),
+    # or (busy) in a request: a whole head announcing a body that does not come.
     failed = 0
+    t0 = time.monotonic()
     for i in range(n):
         try:
-            s = ctx.wrap_socket(socket.create_connection((host, port), timeout=10))
-            s.sendall(b"GET /v1/hello HTTP/1.1\r\nHost: x\r\nX-A: ")
+            s = ctx.wrap_socket(socket.create_connection((host, port), timeout=10, source_address=src))
+            if mode == "busy":
+                s.sendall(b"POST /v1/agent/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{")
+            else:
+                s.sendall(b"GET /v1/hello HTTP/1.1\r\nHost: x\r\nX-A: ")
             held.append(s)
         except OSError:
             failed += 1
     time.sleep(1)
-    print(f"{len(held)} TLS connections held mid-header ({failed} could not connect)")
+    what = "in a request (body stalled)" if mode == "busy" else "held mid-header"
+    print(f"{len(held)} TLS connections {what}{' from ' + src[0] if src else ''} ({failed} could not connect or were closed; {time.monotonic() - t0:.1f} s to open)")
     lat, errors = [], 0
     for _ in range(20):
         try:

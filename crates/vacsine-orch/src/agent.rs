@@ -212,7 +212,15 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         if *stop.borrow() > 0 {
             break Ok(());
         }
-        let req = proto::PollRequest::new(crate::server::MAX_WAIT_MS);
+        let mut req = proto::PollRequest::new(crate::server::MAX_WAIT_MS);
+        // The orchestrator shows what this outbox keeps as refused.
+        req.outbox = match sh.outbox.report() {
+            Ok(o) => Some(o),
+            Err(e) => {
+                eprintln!("warning: outbox: {e}");
+                None
+            }
+        };
         let poll = sh
             .link
             .call::<_, proto::PollResponse>(proto::POLL, &sh.agent_id, &req);

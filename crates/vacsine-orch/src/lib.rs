@@ -15,6 +15,7 @@ pub mod bundle;
 pub mod client;
 pub mod enforce;
 pub mod files;
+pub mod fit;
 pub mod images;
 pub mod preflight;
 pub mod proto;

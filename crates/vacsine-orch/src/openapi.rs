@@ -115,6 +115,65 @@ impl Modify for CommonRefusals {
     }
 }
 
+/// The `Idempotency-Key` header of operator writes (`server/idempotency.rs`): named on every
+/// POST and PUT outside the agent channel, with the answers it adds.
+struct IdempotencyKey;
+
+impl Modify for IdempotencyKey {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{Ref, Required, ResponseBuilder};
+        let param = ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "One key per submission (8 to 200 letters, digits, `-`, `_`): the write is made once per key, and a repeat (a retry after a lost answer) gets the first answer (header `idempotent-replayed: true`). Keys are kept 24 hours.",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[A-Za-z0-9_-]{8,200}$"))
+                    .min_length(Some(8))
+                    .max_length(Some(200)),
+            ))
+            .build();
+        let answers = [
+            ("400", "bad request, or an `Idempotency-Key` that is not a key"),
+            ("409", "`idempotency_pending`: a request with this `Idempotency-Key` is under way, or was cut by a stop of the orchestrator (ask again later)"),
+            ("422", "`idempotency_key_reused`: this `Idempotency-Key` was used for another request"),
+        ];
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if path.starts_with("/v1/agent/") {
+                continue;
+            }
+            if let Some(op) = item.post.as_mut() {
+                op.parameters
+                    .get_or_insert_with(Vec::new)
+                    .push(param.clone());
+                for (status, text) in answers {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new()
+                                .description(text)
+                                .content(
+                                    "application/json",
+                                    utoipa::openapi::ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                        .build(),
+                                )
+                                .build()
+                                .into()
+                        });
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -164,7 +223,7 @@ impl Modify for CommonRefusals {
         proto::RevokeRequest,
         proto::Revoked,
     )),
-    modifiers(&OperatorAuth, &CommonRefusals),
+    modifiers(&OperatorAuth, &IdempotencyKey, &CommonRefusals),
     tags(
         (name = "operator", description = "sites, runs and the consolidated view"),
         (name = "agent", description = "the sealed agent channel (outbound from the sites)")

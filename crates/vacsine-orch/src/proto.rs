@@ -104,6 +104,10 @@ pub struct PollRequest {
     /// carried speak 1.
     #[serde(default = "protocol_1")]
     pub protocol: u32,
+    /// What the agent keeps as refused in its outbox (`vacsine agent status`); agents made
+    /// before it was carried send none (then the last one reported is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxReport>,
 }
 
 impl PollRequest {
@@ -112,8 +116,34 @@ impl PollRequest {
         PollRequest {
             wait_ms,
             protocol: PROTOCOL,
+            outbox: None,
         }
     }
+}
+
+/// Items an agent's outbox keeps as refused for good (by the orchestrator, or unreadable
+/// there): how many, and the oldest few ([`OUTBOX_REPORT_ITEMS`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OutboxReport {
+    pub refused: u64,
+    #[serde(default)]
+    pub oldest: Vec<RefusedItem>,
+}
+
+/// Refused items an agent names in its poll, oldest first.
+pub const OUTBOX_REPORT_ITEMS: usize = 5;
+
+/// One item an agent's outbox keeps as refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RefusedItem {
+    /// The item's idempotency key.
+    pub key: String,
+    pub run_id: String,
+    /// `record`, `finish` or `autonomous`.
+    pub kind: String,
+    /// When it was refused (RFC 3339).
+    pub at: String,
+    pub reason: String,
 }
 
 /// The version of the orchestrator–agent contract. An orchestrator serves agents of its own
@@ -571,6 +601,10 @@ pub struct SiteView {
     pub name: String,
     pub created: String,
     pub revoked: Option<String>,
+    /// Outbox items the site's agents keep as refused, as they last reported them (each
+    /// agent's `outbox` in the status names the oldest).
+    #[serde(default)]
+    pub refused_outbox_items: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -587,6 +621,9 @@ pub struct AgentView {
     /// started, among the recent runs; `None`: none.
     #[serde(default)]
     pub last_autonomous: Option<String>,
+    /// What its outbox keeps as refused, as it last reported it (`None`: never reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -24,6 +24,7 @@ use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, 
 mod api_tests;
 mod enforce_site;
 mod extract;
+pub mod idempotency;
 mod images;
 pub mod limits;
 mod spanning;
@@ -50,6 +51,9 @@ pub struct Config {
     pub database: Option<String>,
     /// Largest action image archive accepted (`vacsine push image`).
     pub max_image_bytes: u64,
+    /// Connections one client address may hold on the HTTPS listener: `None` for
+    /// [`limits::per_client_default`], `Some(0)` for no cap.
+    pub max_connections_per_client: Option<usize>,
 }
 
 /// The orchestrator's long-lived keys, in `keys.json` (0600).
@@ -84,6 +88,9 @@ struct Srv {
     max_image_bytes: u64,
     /// Large request bodies read at once per agent (see [`LARGE_READS_PER_AGENT`]).
     large_reads: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// The outbox report of each agent this process stored last (stored again only when it
+    /// changes).
+    outboxes: std::sync::Mutex<std::collections::HashMap<String, proto::OutboxReport>>,
 }
 
 /// Request bodies over [`proto::MAX_UNAUTHENTICATED_BODY`] read at once for one agent (its
@@ -255,6 +262,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             images: data.join("images"),
             max_image_bytes: cfg.max_image_bytes,
             large_reads: Default::default(),
+            outboxes: Default::default(),
         }),
         tls,
         pin,
@@ -290,6 +298,11 @@ fn router(srv: Arc<Srv>) -> Router {
         )
         .route(proto::OP_REGISTRY_RUNS, post(registry::run_pushed))
         .route("/v1/images/{digest}", put(images::put_image))
+        // Layers run last added first: the token, then the idempotency key.
+        .route_layer(axum::middleware::from_fn_with_state(
+            srv.clone(),
+            idempotency::idempotent,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             srv.clone(),
             operator_gate,
@@ -316,10 +329,24 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// Read and drop up to [`DRAIN_REFUSED`] bytes of a refused request's body; the refusal,
 /// closing the connection when the body was not read to its end.
 async fn drain_then(body: axum::body::Body, refusal: ApiError) -> Response {
+    let drained = drain(body).await;
+    let mut r = refusal.into_response();
+    if !drained {
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    r
+}
+
+/// Read and drop up to [`DRAIN_REFUSED`] bytes of a body not used; whether it was read to
+/// its end.
+async fn drain(body: axum::body::Body) -> bool {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut read = 0usize;
-    let drained = tokio::time::timeout(DRAIN_TIME, async {
+    tokio::time::timeout(DRAIN_TIME, async {
         while let Some(f) = body.frame().await {
             match f {
                 Ok(f) => {
@@ -334,15 +361,7 @@ async fn drain_then(body: axum::body::Body, refusal: ApiError) -> Response {
         true
     })
     .await
-    .unwrap_or(false);
-    let mut r = refusal.into_response();
-    if !drained {
-        r.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
-    }
-    r
+    .unwrap_or(false)
 }
 
 /// The operator token, checked before the handler reads the body.
@@ -361,7 +380,12 @@ async fn operator_gate(
 /// writes `operator.json` (URL, pin, token) for the CLI on this machine.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let open_files = limits::raise_open_files();
-    let conns = limits::Conns::new(limits::max_connections(open_files));
+    let max_conns = limits::max_connections(open_files);
+    let conns = limits::Conns::new(
+        max_conns,
+        cfg.max_connections_per_client
+            .unwrap_or_else(|| limits::per_client_default(max_conns)),
+    );
     let p = prepare(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -391,8 +415,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     println!("vacsine orchestrator listening on {url}");
     println!("certificate pin: {}", p.pin);
     println!(
-        "limits: {} connections (open files {open_files}), request head {:?}, body at least {} bytes/s after {:?}, requests up to {} bytes (agents) / {} bytes (operators)",
+        "limits: {} connections (open files {open_files}), {} per client address, request head {:?}, body at least {} bytes/s after {:?}, requests up to {} bytes (agents) / {} bytes (operators)",
         conns.max(),
+        conns
+            .per_client()
+            .map_or_else(|| "no cap".to_string(), |n| n.to_string()),
         limits::HEADER_TIMEOUT,
         limits::BODY_MIN_RATE,
         limits::BODY_GRACE,
@@ -443,15 +470,28 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             },
             _ = stop.recv() => break,
         };
-        // At the limit, the oldest connection not in a request makes room; when every one
-        // is in a request, the newcomer is closed at once (it retries).
-        let Some(admitted) = conns.admit() else {
-            tracing::warn!(
-                "{} connections, all in a request: closing the new one from {peer}",
-                conns.max()
-            );
-            drop(tcp);
-            continue;
+        // At the limit (its client's, or the global one), the oldest connection not in a
+        // request makes room; when every one is in a request, the newcomer is closed at once
+        // (it retries). The plain listener's clients all come through one proxy: not capped
+        // per client.
+        let admitted = match conns.admit(tls.then(|| limits::client_of(peer.ip()))) {
+            Ok(a) => a,
+            Err(limits::Refused::Full) => {
+                tracing::warn!(
+                    "{} connections, all in a request: closing the new one from {peer}",
+                    conns.max()
+                );
+                drop(tcp);
+                continue;
+            }
+            Err(limits::Refused::ClientCap) => {
+                tracing::debug!(
+                    "{peer} holds its {} connections, all in a request: closing its new one",
+                    conns.per_client().unwrap_or(0)
+                );
+                drop(tcp);
+                continue;
+            }
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
@@ -837,6 +877,9 @@ impl Srv {
             proto::POLL => {
                 let r: proto::PollRequest = parse(&plain, "poll")?;
                 check_protocol(&agent, r.protocol)?;
+                if let Some(o) = &r.outbox {
+                    self.note_outbox(&agent.id, o).await;
+                }
                 let work = self.poll(&agent, r.wait_ms.min(MAX_WAIT_MS)).await?;
                 self.seal_reply(&from, b, &env, &proto::PollResponse { work })
             }
@@ -1109,6 +1152,31 @@ impl Srv {
         }
     }
 
+    /// Keep what `agent` reports of its outbox's refused items, when it changed (a poll is
+    /// not a store write). A failure to keep it is logged: the next poll reports it again.
+    async fn note_outbox(&self, agent: &str, o: &proto::OutboxReport) {
+        let lock = || self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
+        if lock().get(agent) == Some(o) {
+            return;
+        }
+        let json = match serde_json::to_string(o) {
+            Ok(j) => j,
+            Err(e) => return tracing::warn!("agent {agent}: its outbox report: {e}"),
+        };
+        match self.store.set_agent_outbox(agent, &json, now_ms()).await {
+            Ok(()) => {
+                if o.refused > 0 {
+                    tracing::warn!(
+                        "agent {agent} keeps {} outbox item(s) refused (`vacsine status` lists the oldest)",
+                        o.refused
+                    );
+                }
+                lock().insert(agent.to_string(), o.clone());
+            }
+            Err(e) => tracing::warn!("agent {agent}: keeping its outbox report: {e}"),
+        }
+    }
+
     fn operator(&self, h: &HeaderMap) -> ApiResult<()> {
         let given = h
             .get("authorization")
@@ -1189,11 +1257,28 @@ async fn list_sites(
 }
 
 async fn site_views(store: &dyn Store) -> ApiResult<Vec<proto::SiteView>> {
+    // Refused outbox items per site: each agent's last report, summed.
+    let site_of: std::collections::HashMap<String, String> = store
+        .agents()
+        .await?
+        .into_iter()
+        .map(|a| (a.id, a.site))
+        .collect();
+    let mut refused: std::collections::HashMap<String, u64> = Default::default();
+    for (agent, json) in store.agent_outboxes().await? {
+        if let (Some(site), Ok(o)) = (
+            site_of.get(&agent),
+            serde_json::from_str::<proto::OutboxReport>(&json),
+        ) {
+            *refused.entry(site.clone()).or_default() += o.refused;
+        }
+    }
     Ok(store
         .sites()
         .await?
         .into_iter()
         .map(|x| proto::SiteView {
+            refused_outbox_items: refused.get(&x.name).copied().unwrap_or(0),
             name: x.name,
             created: rfc3339(x.created_ms),
             revoked: x.revoked_ms.map(rfc3339),
@@ -1473,12 +1558,20 @@ async fn status_view(
             *t = (*t).max(r.created_ms);
         }
     }
+    let outboxes: std::collections::HashMap<String, proto::OutboxReport> = s
+        .store
+        .agent_outboxes()
+        .await?
+        .into_iter()
+        .filter_map(|(id, json)| Some((id, serde_json::from_str(&json).ok()?)))
+        .collect();
     let agents = s
         .store
         .agents()
         .await?
         .into_iter()
         .map(|a| proto::AgentView {
+            outbox: outboxes.get(&a.id).cloned(),
             last_autonomous: autonomous.get(&a.id).copied().map(rfc3339),
             state: if a.revoked_ms.is_some() {
                 "revoked"

@@ -304,6 +304,12 @@ pub enum Command {
         /// Largest action image archive `vacsine push image` may upload (MiB).
         #[arg(long, default_value_t = 2048, value_name = "MIB")]
         max_image_mb: u64,
+        /// Connections one client address may hold on the HTTPS listener (fairness: a client
+        /// holding sockets takes only its share). Default: an eighth of the connection limit
+        /// (112 under 1,024 open files), at least 16; 0: no cap (many agents behind one NAT
+        /// address). The --listen-plain listener is not capped per client.
+        #[arg(long, value_name = "N")]
+        max_connections_per_client: Option<usize>,
     },
     /// Run a site agent: enrols with an intake key on first start, then pulls work from the
     /// orchestrator (outbound connections only) and runs it on this machine.
@@ -412,6 +418,46 @@ pub struct OperatorConn {
         global = true
     )]
     pub data: PathBuf,
+    /// How long a submission (run, push, site change) is retried while the orchestrator is
+    /// unreachable or unavailable: `60s`, `5m`, `0` (one try). Giving up exits with 3.
+    #[arg(
+        long,
+        env = "VACSINE_RETRY_FOR",
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = retry_for,
+        global = true
+    )]
+    pub retry_for: std::time::Duration,
+    /// The submission's idempotency key (8-128 letters, digits, `-`, `_`); default: a fresh
+    /// one per invocation. The orchestrator makes a submission once per key and answers a
+    /// repeat with the first answer: give the same key when a script repeats a submission.
+    #[arg(
+        long,
+        env = "VACSINE_IDEMPOTENCY_KEY",
+        value_name = "KEY",
+        global = true
+    )]
+    pub idempotency_key: Option<String>,
+}
+
+/// `--retry-for`: seconds (`90`, `90s`), minutes (`5m`) or hours (`1h`).
+fn retry_for(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (n, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}`: give a duration such as 60s, 5m or 0"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("`{s}`: the unit is s, m or h (60s, 5m, 1h)")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -643,4 +689,21 @@ pub enum ScapAction {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retry_for_takes_seconds_minutes_hours_and_zero() {
+        use std::time::Duration;
+        let d = |s: &str| super::retry_for(s);
+        assert_eq!(d("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(d("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(d("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(d("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(d("0"), Ok(Duration::ZERO));
+        assert!(d("5d").unwrap_err().contains("s, m or h"));
+        assert!(d("soon").unwrap_err().contains("60s"));
+        assert!(d("").is_err());
+    }
 }

@@ -16,6 +16,9 @@ use vacsine_enforce::report;
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 pub const EXIT_FAILURES: i32 = 2;
+/// The orchestrator did not take a submission within `--retry-for` (unreachable or
+/// unavailable all along).
+pub const EXIT_UNREACHABLE: i32 = 3;
 
 /// Exit code of a command line clap refused: usage errors are errors (1), not "failures
 /// remain" (clap's own default, 2); `--help` and `--version` succeed.
@@ -208,6 +211,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             lease_ttl_ms,
             database,
             max_image_mb,
+            max_connections_per_client,
         } => {
             crate::orch::orchestrator(crate::orch::OrchestratorArgs {
                 listen,
@@ -217,6 +221,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 lease_ttl_ms,
                 database,
                 max_image_bytes: max_image_mb.saturating_mul(1 << 20),
+                max_connections_per_client,
             })
             .await
         }
@@ -296,7 +301,15 @@ pub async fn dispatch(cli: Cli) -> i32 {
     };
     match r {
         Ok(code) => code,
-        Err(e) => report_error(e),
+        Err(e) => {
+            let gave_up = e.downcast_ref::<crate::orch::GaveUp>().is_some();
+            let code = report_error(e);
+            if gave_up {
+                EXIT_UNREACHABLE
+            } else {
+                code
+            }
+        }
     }
 }
 

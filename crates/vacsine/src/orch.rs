@@ -27,6 +27,8 @@ pub struct OrchestratorArgs {
     pub database: Option<String>,
     /// Largest action image archive accepted.
     pub max_image_bytes: u64,
+    /// Connections one client address may hold (`None`: the default, `Some(0)`: no cap).
+    pub max_connections_per_client: Option<usize>,
 }
 
 pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
@@ -48,6 +50,7 @@ pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
         lease_ttl_ms: a.lease_ttl_ms.max(100) as i64,
         database,
         max_image_bytes: a.max_image_bytes,
+        max_connections_per_client: a.max_connections_per_client,
     })
     .await
     .map_err(|e| miette::miette!("{e:#}"))?;
@@ -410,7 +413,51 @@ pub(crate) fn client(conn: &OperatorConn) -> miette::Result<OperatorClient> {
             c
         }
     };
-    OperatorClient::new(&cfg).map_err(err)
+    if let Some(k) = &conn.idempotency_key {
+        let ok = (8..=128).contains(&k.len())
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(miette::miette!(
+                help = "give 8 to 128 letters, digits, `-` or `_`, one per submission (or leave it out: each invocation makes its own)",
+                "--idempotency-key `{k}` is not a valid key"
+            ));
+        }
+    }
+    Ok(OperatorClient::new(&cfg)
+        .map_err(err)?
+        .with_retry(conn.retry_for, conn.idempotency_key.clone()))
+}
+
+/// The orchestrator did not take a submission in the time `--retry-for` gave it: exit code
+/// [`crate::commands::EXIT_UNREACHABLE`].
+#[derive(Debug)]
+pub struct GaveUp(pub String);
+
+impl std::fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GaveUp {}
+
+impl miette::Diagnostic for GaveUp {
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        Some(Box::new(
+            "start the orchestrator (or check the address, the network and any proxy in front), then submit again with --idempotency-key and the key above: if the last try was made and only its answer lost, that gets its answer instead of making it twice. --retry-for DURATION waits longer (0: one try)",
+        ))
+    }
+}
+
+/// A submission's error: [`GaveUp`] when it was retried until its time ran out.
+pub(crate) fn call_err(e: vacsine_orch::client::CallError) -> miette::Report {
+    match e {
+        e @ vacsine_orch::client::CallError::GaveUp { .. } => {
+            miette::Report::new(GaveUp(format!("submission not confirmed: {e}")))
+        }
+        e => err(e),
+    }
 }
 
 pub(crate) fn print_json<T: serde::Serialize>(v: &T) {
@@ -428,7 +475,7 @@ pub async fn site(
             let r: proto::SiteCreated = c
                 .post(proto::OP_SITES, &proto::CreateSite { name })
                 .await
-                .map_err(err)?;
+                .map_err(call_err)?;
             if format == SimpleFormat::Json {
                 print_json(&r);
             } else {
@@ -462,7 +509,7 @@ pub async fn site(
                     },
                 )
                 .await
-                .map_err(err)?;
+                .map_err(call_err)?;
             match agent {
                 Some(a) => println!("agent {a} of site {name} revoked"),
                 None => println!("site {name} revoked (its intake key and every agent)"),
@@ -482,13 +529,21 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
     println!("SITES");
     for s in &v.sites {
         println!(
-            "  {:<20} created {}{}",
+            "  {:<20} created {}{}{}",
             s.name,
             s.created,
             s.revoked
                 .as_deref()
                 .map(|r| format!(", revoked {r}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if s.refused_outbox_items > 0 {
+                format!(
+                    ", {} outbox item(s) refused and kept at its agents",
+                    s.refused_outbox_items
+                )
+            } else {
+                String::new()
+            }
         );
     }
     println!("AGENTS");
@@ -507,6 +562,26 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
             a.last_autonomous.as_deref().unwrap_or("-"),
             a.id
         );
+    }
+    // Items agents keep as refused (never dropped): how many, and the oldest few.
+    let refused: Vec<_> = v
+        .agents
+        .iter()
+        .filter_map(|a| a.outbox.as_ref().filter(|o| o.refused > 0).map(|o| (a, o)))
+        .collect();
+    if !refused.is_empty() {
+        println!(
+            "REFUSED OUTBOX ITEMS (kept at the agent; `vacsine agent status` there lists them all)"
+        );
+        for (a, o) in refused {
+            println!("  {}/{}: {} item(s), oldest:", a.site, a.name, o.refused);
+            for i in &o.oldest {
+                println!(
+                    "    {}  {} {} (run {}): {}",
+                    i.at, i.kind, i.key, i.run_id, i.reason
+                );
+            }
+        }
     }
     println!("RUNS");
     println!(
@@ -709,7 +784,7 @@ pub async fn run_at_site(
             },
         )
         .await
-        .map_err(err)?;
+        .map_err(call_err)?;
     follow_run(&c, created, site, detach, format).await
 }
 

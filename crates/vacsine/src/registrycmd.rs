@@ -3,7 +3,7 @@
 
 use crate::cli::{OperatorConn, SimpleFormat};
 use crate::commands::{print_diagnostics, EXIT_OK};
-use crate::orch::{client, err, follow_run, print_json};
+use crate::orch::{call_err, client, err, follow_run, print_json};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use vacsine_core::doc::{Document, LoadError};
@@ -54,7 +54,7 @@ pub async fn push(
     let r: proto::RegistryList = c
         .post(proto::OP_REGISTRY, &proto::PushRequest { documents: docs })
         .await
-        .map_err(err)?;
+        .map_err(call_err)?;
     if format == SimpleFormat::Json {
         print_json(&r);
     } else {
@@ -144,19 +144,18 @@ pub async fn push_images(
                 .await
                 .map_err(err)?
                 .map_err(err)?;
-        let body = tokio::fs::File::open(&file).await.map_err(err)?;
         // A minute, plus a second per MiB (a slow link still gets there).
         let timeout = std::time::Duration::from_secs(60 + (size >> 20));
         let r: proto::ImagePushed = c
             .put_file(
                 &format!("{}/{digest}", proto::OP_IMAGES),
                 &[("name", name.clone())],
-                body,
+                &file,
                 size,
                 timeout,
             )
             .await
-            .map_err(err)?;
+            .map_err(call_err)?;
         let _ = std::fs::remove_file(&file);
         if format == SimpleFormat::Human {
             println!(
@@ -252,7 +251,7 @@ pub async fn run_pushed(
             },
         )
         .await
-        .map_err(err)?;
+        .map_err(call_err)?;
     follow_run(&c, created, site, detach, format).await
 }
 

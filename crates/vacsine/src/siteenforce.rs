@@ -9,7 +9,7 @@
 
 use crate::cli::{EnforceInputs, Format, OperatorConn};
 use crate::commands::{print_diagnostics, show_enforce_report, EXIT_ERROR, EXIT_OK};
-use crate::orch::{client, print_record};
+use crate::orch::{call_err, client, print_record};
 use async_trait::async_trait;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -128,7 +128,7 @@ pub async fn enforce_at_site(
             },
         )
         .await
-        .map_err(err)?;
+        .map_err(call_err)?;
     let id = created.run_id;
     let human = format == Format::Human;
     if at.detach {

@@ -13,6 +13,7 @@
 
 use super::{Backoff, Shared};
 use crate::client::CallError;
+use crate::fit::cut_to_fit;
 use crate::now_ms;
 use crate::proto;
 use anyhow::anyhow;
@@ -30,6 +31,9 @@ const MIN_BUDGET: usize = 16 * 1024;
 const REQUEST_OVERHEAD: usize = 512;
 /// Bytes each record adds beyond its JSON and key (field names, separators).
 const ITEM_OVERHEAD: usize = 32;
+/// Who cut what was cut to fit an upload, and where the whole text is (see [`crate::fit`]).
+const CUT_BY: &str =
+    "the vacsine agent to fit the upload limit; the whole text is in the agent's journal";
 /// Acknowledged items of a run whose end never came are deleted after this long.
 pub const KEEP_SENT_MS: i64 = 24 * 3600 * 1000;
 
@@ -193,6 +197,41 @@ impl Outbox {
         )?)
     }
 
+    /// What a poll tells the orchestrator of the refused items: how many, the oldest few
+    /// (their reasons shortened).
+    pub fn report(&self) -> anyhow::Result<proto::OutboxReport> {
+        let c = self.lock()?;
+        let refused: i64 = c.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE refused IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut st = c.prepare(
+            "SELECT key, run_id, kind, refused_ms, refused FROM outbox
+             WHERE refused IS NOT NULL ORDER BY seq LIMIT ?1",
+        )?;
+        let oldest = st
+            .query_map([proto::OUTBOX_REPORT_ITEMS as i64], |r| {
+                let reason: String = r.get(4)?;
+                Ok(proto::RefusedItem {
+                    key: r.get(0)?,
+                    run_id: r.get(1)?,
+                    kind: r.get(2)?,
+                    at: crate::rfc3339(r.get::<_, Option<i64>>(3)?.unwrap_or(0)),
+                    reason: if reason.chars().count() > 300 {
+                        reason.chars().take(300).chain("…".chars()).collect()
+                    } else {
+                        reason
+                    },
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(proto::OutboxReport {
+            refused: refused as u64,
+            oldest,
+        })
+    }
+
     /// Pending, kept and refused items.
     pub fn status(&self) -> anyhow::Result<OutboxStatus> {
         let pending = self.pending_count()?;
@@ -269,7 +308,7 @@ fn records_batch(items: &[Item], cap: usize, budget: usize) -> Batch {
             }
             // Alone and still too large: its longest texts are cut, marked.
             let room = budget.saturating_sub(bytes + extra);
-            match cut_to_fit(&record, room) {
+            match cut_to_fit(&record, room, CUT_BY) {
                 Some((v, cut)) => {
                     eprintln!(
                         "warning: record {} of run {} is larger than an upload may be: {cut} byte(s) of its longest texts cut (marked) to send it; the whole record stays in the agent's journal",
@@ -298,66 +337,6 @@ fn records_batch(items: &[Item], cap: usize, budget: usize) -> Batch {
         });
     }
     Batch::Send { req, seqs, bytes }
-}
-
-/// The text that replaces what was cut from a string.
-fn cut_marker(cut: usize) -> String {
-    format!("\n[… {cut} bytes cut by the vacsine agent to fit the upload limit; the whole text is in the agent's journal]")
-}
-
-/// `v` with every string longer than `keep` bytes cut to `keep` (at a character boundary) and
-/// marked; the bytes cut.
-fn cut_strings(v: &mut Value, keep: usize) -> usize {
-    match v {
-        Value::String(s) if s.len() > keep => {
-            let mut at = keep;
-            while !s.is_char_boundary(at) {
-                at -= 1;
-            }
-            let cut = s.len() - at;
-            s.truncate(at);
-            s.push_str(&cut_marker(cut));
-            cut
-        }
-        Value::Array(a) => a.iter_mut().map(|x| cut_strings(x, keep)).sum(),
-        Value::Object(m) => m.values_mut().map(|x| cut_strings(x, keep)).sum(),
-        _ => 0,
-    }
-}
-
-fn longest_string(v: &Value) -> usize {
-    match v {
-        Value::String(s) => s.len(),
-        Value::Array(a) => a.iter().map(longest_string).max().unwrap_or(0),
-        Value::Object(m) => m.values().map(longest_string).max().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-/// `v` with its longest strings cut (each to the same length, as long as possible) so that
-/// its JSON fits in `room` bytes, and the bytes cut; `None` when even cutting every string
-/// does not make it fit.
-fn cut_to_fit(v: &Value, room: usize) -> Option<(Value, usize)> {
-    let fits = |keep: usize| {
-        let mut c = v.clone();
-        let cut = cut_strings(&mut c, keep);
-        let n = serde_json::to_vec(&c).map_or(usize::MAX, |b| b.len());
-        (n <= room).then_some((c, cut))
-    };
-    // The largest length kept that fits: binary search over [0, longest).
-    let (mut lo, mut hi) = (0usize, longest_string(v));
-    let mut best = fits(0)?;
-    while lo + 1 < hi {
-        let mid = lo + (hi - lo) / 2;
-        match fits(mid) {
-            Some(r) => {
-                best = r;
-                lo = mid;
-            }
-            None => hi = mid,
-        }
-    }
-    Some(best)
 }
 
 /// A refusal that only says the request was too large (413, from the orchestrator or a
@@ -515,7 +494,7 @@ async fn send_one(
         if item.body.len() > room {
             // A large report: its longest texts cut, marked (the agent's journal and the
             // report's own outputs keep them whole).
-            let (c, cut) = cut_to_fit(&v, room).ok_or_else(|| {
+            let (c, cut) = cut_to_fit(&v, room, CUT_BY).ok_or_else(|| {
                 format!(
                     "larger than an upload may be ({} bytes; at most {room}) even with its texts cut",
                     item.body.len()

@@ -308,6 +308,7 @@ mod tests {
             lease_ttl_ms: 60_000,
             database: None,
             max_image_bytes: 1 << 20,
+            max_connections_per_client: None,
         };
         super::super::prepare(&cfg).await.unwrap().srv
     }

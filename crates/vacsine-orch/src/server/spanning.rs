@@ -321,7 +321,8 @@ impl Srv {
             .filter(|r| r.finished_at.is_some())
             .map(|r| (crate::agent::record_key(r), r))
             .filter(|(k, _)| !sent.contains(k))
-            .map(|(k, r)| (k, serde_json::to_string(r).unwrap_or_default()))
+            // Fitted to the store's record limit (cut and marked, never refused).
+            .map(|(k, r)| (k, crate::fit::stored_record(r)))
             .collect();
         if batch.is_empty() {
             return;

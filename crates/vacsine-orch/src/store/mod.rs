@@ -173,6 +173,17 @@ pub struct RegistryRow {
 
 pub const MAX_OFFERS: i64 = 3;
 
+/// An operator write made with an `Idempotency-Key` (`server/idempotency.rs`): what was asked
+/// and, once answered, the answer, so that the same key sent again gets the same answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentRow {
+    /// What was asked: method and path (`POST /v1/runs`).
+    pub request: String,
+    /// The answer (status, JSON body). `None`: under way, or cut by a stop of the orchestrator.
+    pub answer: Option<(u16, String)>,
+    pub created_ms: i64,
+}
+
 /// A change another process sharing the store made, that may end a wait here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -287,6 +298,25 @@ pub trait Store: Send + Sync {
         name: &str,
         version: Option<i64>,
     ) -> Result<Option<RegistryRow>>;
+    /// Claim idempotency key `key` for `request` (keys claimed before `forget_before` are
+    /// forgotten first): `None` when the key was new and is now claimed by the caller, which
+    /// then answers or releases it; the row the key holds otherwise.
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        request: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> Result<Option<IdempotentRow>>;
+    /// Keep the answer to the write that claimed `key`.
+    async fn answer_idempotency_key(&self, key: &str, status: u16, body: &str) -> Result<()>;
+    /// Forget the claim of `key` (its write was not made: the same key may ask again).
+    async fn release_idempotency_key(&self, key: &str) -> Result<()>;
+    /// Keep what agent `agent` last reported of its outbox's refused items (JSON of
+    /// `proto::OutboxReport`), replacing the one before.
+    async fn set_agent_outbox(&self, agent: &str, report: &str, now: i64) -> Result<()>;
+    /// Every agent's last outbox report: (agent id, JSON).
+    async fn agent_outboxes(&self) -> Result<Vec<(String, String)>>;
     async fn first_use(&self, nonce: &str, now: i64, keep_until: i64) -> Result<bool> {
         let _ = (nonce, now, keep_until);
         Ok(true)

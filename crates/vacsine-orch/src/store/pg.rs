@@ -22,8 +22,8 @@
 //! host or network); a URL asking for `sslmode=require` is refused by the driver.
 
 use super::{
-    status, AgentRow, Change, Expired, RegistryRow, Result, RunRow, SignedRow, SiteOutcome,
-    SiteRow, Store, StoreError, Stored, MAX_OFFERS,
+    status, AgentRow, Change, Expired, IdempotentRow, RegistryRow, Result, RunRow, SignedRow,
+    SiteOutcome, SiteRow, Store, StoreError, Stored, MAX_OFFERS,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -148,6 +148,27 @@ CREATE TABLE site_outcomes (
   run_id TEXT PRIMARY KEY REFERENCES runs(id),
   status TEXT NOT NULL,
   message TEXT,
+  reported_ms BIGINT NOT NULL
+);
+"#,
+    ),
+    (
+        7,
+        r#"
+-- Issue 19. Operator writes made with an Idempotency-Key, and their answers (a repeat gets
+-- the first).
+CREATE TABLE idempotency_keys (
+  key TEXT PRIMARY KEY,
+  request TEXT NOT NULL,
+  status INTEGER,
+  response TEXT,
+  created_ms BIGINT NOT NULL
+);
+CREATE INDEX idempotency_keys_created ON idempotency_keys(created_ms);
+-- What each agent last reported of the items its outbox keeps as refused.
+CREATE TABLE agent_outboxes (
+  agent_id TEXT PRIMARY KEY,
+  report TEXT NOT NULL,
   reported_ms BIGINT NOT NULL
 );
 "#,
@@ -1029,6 +1050,90 @@ impl Store for PgStore {
             .prepare_cached("SELECT report FROM run_reports WHERE run_id = $1")
             .await?;
         Ok(c.query_opt(&st, &[&run]).await?.map(|r| r.get(0)))
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        request: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> Result<Option<IdempotentRow>> {
+        let c = self.pool.get().await?;
+        let forget = c
+            .prepare_cached("DELETE FROM idempotency_keys WHERE created_ms < $1")
+            .await?;
+        c.execute(&forget, &[&forget_before]).await?;
+        // Two replicas claiming one key at once: the second waits for the first's commit,
+        // then inserts nothing and reads the first's claim.
+        let claim = c
+            .prepare_cached(
+                "INSERT INTO idempotency_keys (key, request, created_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .await?;
+        if c.execute(&claim, &[&key, &request, &now]).await? == 1 {
+            return Ok(None);
+        }
+        let st = c
+            .prepare_cached(
+                "SELECT request, status, response, created_ms FROM idempotency_keys WHERE key = $1",
+            )
+            .await?;
+        let Some(r) = c.query_opt(&st, &[&key]).await? else {
+            return Err(StoreError::Conflict(format!(
+                "idempotency key {key}: forgotten while claimed; send it again"
+            )));
+        };
+        let status: Option<i32> = r.get(1);
+        let response: Option<String> = r.get(2);
+        Ok(Some(IdempotentRow {
+            request: r.get(0),
+            answer: status.map(|s| s as u16).zip(response),
+            created_ms: r.get(3),
+        }))
+    }
+
+    async fn answer_idempotency_key(&self, key: &str, status: u16, body: &str) -> Result<()> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached("UPDATE idempotency_keys SET status = $2, response = $3 WHERE key = $1")
+            .await?;
+        c.execute(&st, &[&key, &(status as i32), &body]).await?;
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, key: &str) -> Result<()> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached("DELETE FROM idempotency_keys WHERE key = $1 AND status IS NULL")
+            .await?;
+        c.execute(&st, &[&key]).await?;
+        Ok(())
+    }
+
+    async fn set_agent_outbox(&self, agent: &str, report: &str, now: i64) -> Result<()> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO agent_outboxes (agent_id, report, reported_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (agent_id) DO UPDATE SET report = EXCLUDED.report, reported_ms = EXCLUDED.reported_ms",
+            )
+            .await?;
+        c.execute(&st, &[&agent, &report, &now]).await?;
+        Ok(())
+    }
+
+    async fn agent_outboxes(&self) -> Result<Vec<(String, String)>> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached("SELECT agent_id, report FROM agent_outboxes")
+            .await?;
+        Ok(c.query(&st, &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
     }
 
     async fn first_use(&self, nonce: &str, now: i64, keep_until: i64) -> Result<bool> {

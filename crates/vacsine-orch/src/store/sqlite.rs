@@ -8,8 +8,8 @@
 //! never block on the disk.
 
 use super::{
-    status, AgentRow, Expired, RegistryRow, Result, RunRow, SignedRow, SiteOutcome, SiteRow, Store,
-    StoreError, Stored, MAX_OFFERS,
+    status, AgentRow, Expired, IdempotentRow, RegistryRow, Result, RunRow, SignedRow, SiteOutcome,
+    SiteRow, Store, StoreError, Stored, MAX_OFFERS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -87,6 +87,19 @@ CREATE TABLE IF NOT EXISTS site_outcomes (
   run_id TEXT PRIMARY KEY REFERENCES runs(id),
   status TEXT NOT NULL,
   message TEXT,
+  reported_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+  key TEXT PRIMARY KEY,
+  request TEXT NOT NULL,
+  status INTEGER,
+  response TEXT,
+  created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys(created_ms);
+CREATE TABLE IF NOT EXISTS agent_outboxes (
+  agent_id TEXT PRIMARY KEY,
+  report TEXT NOT NULL,
   reported_ms INTEGER NOT NULL
 );
 ";
@@ -922,6 +935,91 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(held)
+        })
+        .await
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        request: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> Result<Option<IdempotentRow>> {
+        let (key, request) = (key.to_string(), request.to_string());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM idempotency_keys WHERE created_ms < ?1",
+                [forget_before],
+            )?;
+            let held = c
+                .query_row(
+                    "SELECT request, status, response, created_ms FROM idempotency_keys WHERE key = ?1",
+                    [&key],
+                    |r| {
+                        let status: Option<u16> = r.get(1)?;
+                        let response: Option<String> = r.get(2)?;
+                        Ok(IdempotentRow {
+                            request: r.get(0)?,
+                            answer: status.zip(response),
+                            created_ms: r.get(3)?,
+                        })
+                    },
+                )
+                .optional()?;
+            if held.is_none() {
+                c.execute(
+                    "INSERT INTO idempotency_keys (key, request, created_ms) VALUES (?1, ?2, ?3)",
+                    params![key, request, now],
+                )?;
+            }
+            Ok(held)
+        })
+        .await
+    }
+
+    async fn answer_idempotency_key(&self, key: &str, status: u16, body: &str) -> Result<()> {
+        let (key, body) = (key.to_string(), body.to_string());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE idempotency_keys SET status = ?2, response = ?3 WHERE key = ?1",
+                params![key, status, body],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_idempotency_key(&self, key: &str) -> Result<()> {
+        let key = key.to_string();
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM idempotency_keys WHERE key = ?1 AND status IS NULL",
+                [&key],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_agent_outbox(&self, agent: &str, report: &str, now: i64) -> Result<()> {
+        let (agent, report) = (agent.to_string(), report.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO agent_outboxes (agent_id, report, reported_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (agent_id) DO UPDATE SET report = excluded.report, reported_ms = excluded.reported_ms",
+                params![agent, report, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn agent_outboxes(&self) -> Result<Vec<(String, String)>> {
+        self.with(move |c| {
+            let mut st = c.prepare("SELECT agent_id, report FROM agent_outboxes")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -132,6 +132,8 @@ suite!(
     a_runs_signed_job_is_kept_once_and_read_back_as_signed,
     a_push_makes_a_new_version_only_when_the_content_changed,
     a_run_driven_by_the_orchestrator_never_expires_and_queued_steps_can_be_cancelled,
+    an_idempotency_key_is_claimed_once_and_keeps_its_first_answer,
+    an_agents_outbox_report_replaces_the_one_before,
 );
 
 async fn with_agents(s: &dyn Store) {
@@ -864,4 +866,86 @@ async fn a_run_driven_by_the_orchestrator_never_expires_and_queued_steps_can_be_
         .finish_run("span", "orchestrator", status::SUCCEEDED, None, 70)
         .await
         .unwrap());
+}
+
+/// Issue 19: one claim per key across replicas; the answer kept is read back by every
+/// replica; a released claim may be made again; an answered key is not released; old keys
+/// are forgotten.
+async fn an_idempotency_key_is_claimed_once_and_keeps_its_first_answer(f: &Fixture) {
+    let (a, b) = (&f.a, &f.b);
+    let claims = futures_util::future::join_all((0..8).map(|i| {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move {
+            s.claim_idempotency_key("k1", "POST /v1/runs", 10, 0)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(
+        claims.iter().filter(|c| c.is_none()).count(),
+        1,
+        "{claims:?}"
+    );
+    for c in claims.iter().flatten() {
+        assert_eq!(c.request, "POST /v1/runs");
+        assert_eq!(c.answer, None, "under way");
+    }
+    a.answer_idempotency_key("k1", 201, r#"{"run_id":"r1"}"#)
+        .await
+        .unwrap();
+    b.release_idempotency_key("k1").await.unwrap();
+    let held = b
+        .claim_idempotency_key("k1", "POST /v1/runs", 20, 0)
+        .await
+        .unwrap()
+        .expect("answered keys stay");
+    assert_eq!(held.answer, Some((201, r#"{"run_id":"r1"}"#.to_string())));
+    assert_eq!(held.created_ms, 10);
+    // Released: the next claim is a first claim.
+    assert!(a
+        .claim_idempotency_key("k2", "POST /v1/registry", 30, 0)
+        .await
+        .unwrap()
+        .is_none());
+    a.release_idempotency_key("k2").await.unwrap();
+    assert!(b
+        .claim_idempotency_key("k2", "POST /v1/registry", 31, 0)
+        .await
+        .unwrap()
+        .is_none());
+    // Keys older than the horizon are forgotten: k1 (10) goes, k2 (31) stays.
+    assert!(a
+        .claim_idempotency_key("k1", "POST /v1/runs", 40, 25)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(a
+        .claim_idempotency_key("k2", "POST /v1/registry", 41, 25)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+/// Issue 19: the last outbox report of each agent, as any replica reads it.
+async fn an_agents_outbox_report_replaces_the_one_before(f: &Fixture) {
+    assert!(f.a.agent_outboxes().await.unwrap().is_empty());
+    f.a.set_agent_outbox("a1", r#"{"refused":1}"#, 1)
+        .await
+        .unwrap();
+    f.a.set_agent_outbox("a2", r#"{"refused":0}"#, 1)
+        .await
+        .unwrap();
+    f.b.set_agent_outbox("a1", r#"{"refused":3}"#, 2)
+        .await
+        .unwrap();
+    let mut all = f.b.agent_outboxes().await.unwrap();
+    all.sort();
+    assert_eq!(
+        all,
+        vec![
+            ("a1".to_string(), r#"{"refused":3}"#.to_string()),
+            ("a2".to_string(), r#"{"refused":0}"#.to_string())
+        ]
+    );
 }

@@ -238,6 +238,42 @@ fn issue15_unreadable_outbox_items_are_refused_by_key_and_kept_not_sent_as_null(
         "{}",
         text(&pf)
     );
+    // Issue 19: the orchestrator's view of the site shows them too, as the agent reports
+    // them in its next poll (a long poll lasts up to 25 s).
+    let view = wait_until(Duration::from_secs(60), "the refusals reported", || {
+        let st = o.status();
+        let a = st["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "edge-bad-1")
+            .cloned()
+            .unwrap();
+        (a["outbox"]["refused"] == 2).then_some(a)
+    });
+    let keys: Vec<&str> = view["outbox"]["oldest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["bad/not-a-record", "bad/unreadable"], "{view}");
+    assert!(view["outbox"]["oldest"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not a step record"));
+    let site = o.json(&["site", "list", "--format", "json"]);
+    assert_eq!(site[0]["refused_outbox_items"], 2, "{site}");
+    let human = o.cli(&["status"]);
+    let t = text(&human);
+    assert!(
+        t.contains("2 outbox item(s) refused and kept at its agents")
+            && t.contains("REFUSED OUTBOX ITEMS")
+            && t.contains("edge-bad/edge-bad-1: 2 item(s)")
+            && t.contains("bad/unreadable"),
+        "{t}"
+    );
+    drop(a);
 }
 
 /// An orchestrator started with its open-file limit set by `prlimit --nofile=SOFT:HARD`, TLS

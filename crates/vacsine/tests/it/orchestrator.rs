@@ -11,12 +11,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
 
 #[path = "bundles.rs"]
 mod bundles;
+#[path = "fairness.rs"]
+mod fairness;
 #[path = "images.rs"]
 mod images;
 #[path = "late_end.rs"]
 mod late_end;
 #[path = "spanning.rs"]
 mod spanning;
+#[path = "submit_retry.rs"]
+mod submit_retry;
 #[path = "tamper.rs"]
 mod tamper;
 
