@@ -45,6 +45,7 @@ async fn api() -> Api {
         lease_ttl_ms: 30_000,
         database: None,
         max_image_bytes: 1 << 20,
+        max_connections_per_client: None,
     };
     let p = prepare(&cfg).await.unwrap();
     Api {
