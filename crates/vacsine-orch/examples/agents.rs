@@ -63,6 +63,7 @@ async fn serve(data: &str, database: Option<String>) -> anyhow::Result<()> {
         database,
         // No images in this benchmark.
         max_image_bytes: 1 << 20,
+        retention: Default::default(),
     })
     .await
 }

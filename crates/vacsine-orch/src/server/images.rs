@@ -289,6 +289,7 @@ mod tests {
             lease_ttl_ms: 60_000,
             database: None,
             max_image_bytes: 1 << 20,
+            retention: Default::default(),
         };
         super::super::prepare(&cfg).await.unwrap().srv
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod enforce_site;
+mod gc;
 mod link;
 mod nft_dry_run;
 mod orchestrator;
