@@ -1404,8 +1404,7 @@ struct RunsQuery {
     before: Option<String>,
 }
 
-/// Runs of every site, newest first, filtered by site, status and workflow, a page at a
-/// time.
+/// Runs of every site, newest first, filtered by site, status and workflow; a page each.
 #[utoipa::path(get, path = "/v1/runs", tag = "operator", security(("operator" = [])),
     params(("site" = Option<String>, Query, description = "only this site's runs"),
         ("status" = Option<String>, Query, description = "queued | running | succeeded | failed | cancelled"),
