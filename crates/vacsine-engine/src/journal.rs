@@ -237,7 +237,10 @@ pub fn reclaim_space(path: &Path) -> Result<u64> {
     let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
     if free > 0 {
         if mode == 2 {
-            c.execute_batch("PRAGMA incremental_vacuum;")?;
+            // Each step of the pragma frees pages: stepped to its end.
+            let mut st = c.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = st.query([])?;
+            while rows.next()?.is_some() {}
         } else {
             c.execute_batch("PRAGMA auto_vacuum=INCREMENTAL; VACUUM;")?;
         }

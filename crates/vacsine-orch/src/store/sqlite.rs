@@ -1155,4 +1155,60 @@ mod tests {
         want.sort();
         assert_eq!(names, want);
     }
+
+    /// Removing runs gives the space back: the file (and its log) shrink, for a store made
+    /// with incremental vacuum and for one made before it (converted by a full vacuum).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn removing_runs_shrinks_the_file() {
+        let size = |p: &Path| {
+            let wal = p.with_extension("db-wal");
+            std::fs::metadata(p).unwrap().len()
+                + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+        };
+        for made_before in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("o.db");
+            if made_before {
+                // A store file from before incremental vacuum: no auto_vacuum.
+                let c = Connection::open(&path).unwrap();
+                c.execute_batch("PRAGMA journal_mode=WAL;").unwrap();
+                c.execute_batch(SCHEMA).unwrap();
+            }
+            let s = SqliteStore::open(&path).unwrap();
+            let body = "z".repeat(2000);
+            for i in 0..500 {
+                let id = format!("r{i}");
+                let b = body.clone();
+                s.with(move |c| {
+                    c.execute(
+                        "INSERT INTO runs (id, site, workflow, request, status, created_ms, finished_ms)
+                         VALUES (?1, 'edge', 'w', ?2, 'succeeded', 1, 2)",
+                        params![id, b],
+                    )?;
+                    for k in 0..4 {
+                        c.execute(
+                            "INSERT INTO records (run_id, key, record, received_ms) VALUES (?1, ?2, ?3, 1)",
+                            params![id, format!("{id}/{k}"), b],
+                        )?;
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            }
+            let full = size(&path);
+            assert!(full > 4_000_000, "{full}");
+            let ids: Vec<String> = (0..500).map(|i| format!("r{i}")).collect();
+            let r = s.remove_runs(&ids).await.unwrap();
+            assert_eq!((r.runs, r.records), (500, 2000));
+            let after = size(&path);
+            assert!(
+                after < full / 4 && r.reclaimed_bytes >= full - after - 4096,
+                "made before: {made_before}: {full} → {after}, reclaimed {}",
+                r.reclaimed_bytes
+            );
+            // Still a working store.
+            assert!(s.runs(10).await.unwrap().is_empty());
+        }
+    }
 }
