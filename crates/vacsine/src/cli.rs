@@ -424,13 +424,13 @@ pub enum Command {
 /// periodic pass). 0 in a limit: no limit.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct RetentionArgs {
-    /// Remove ended runs older than this many days.
+    /// Remove ended runs older than this many days (0: no age limit).
     #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_KEEP_DAYS, value_name = "DAYS")]
     pub keep_days: u64,
-    /// Keep at most this many ended runs.
+    /// Keep at most this many ended runs (0: no limit).
     #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_KEEP_RUNS, value_name = "RUNS")]
     pub keep_runs: u64,
-    /// Keep at most this many MiB of ended runs (their jobs and records).
+    /// Keep at most this many MiB of ended runs, their jobs and records (0: no limit).
     #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_KEEP_MB, value_name = "MIB")]
     pub keep_mb: u64,
     /// Always keep the newest this many ended runs of each site (orchestrator) or workflow

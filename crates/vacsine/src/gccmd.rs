@@ -16,7 +16,16 @@ enum Target {
 }
 
 fn target(data: &Path, database: Option<String>) -> miette::Result<Target> {
-    if let Some(url) = database.filter(|d| !d.trim().is_empty()) {
+    let db = data.join("orchestrator.db");
+    let database = database.filter(|d| !d.trim().is_empty());
+    if database.is_some() && (db.is_file() || gc::is_agent_data(data)) {
+        return Err(miette::miette!(
+            help = "to work on the folder, unset VACSINE_DATABASE_URL (or drop --database); to work on the PostgreSQL store, give --data a folder without a store",
+            "{} holds a store of its own and --database (or VACSINE_DATABASE_URL) names a PostgreSQL store: which one is meant is not clear",
+            data.display()
+        ));
+    }
+    if let Some(url) = database {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(miette::miette!(
                 help = "--database postgres://USER:PASSWORD@HOST:5432/DATABASE (or VACSINE_DATABASE_URL); without it, --data names the folder",
@@ -26,7 +35,6 @@ fn target(data: &Path, database: Option<String>) -> miette::Result<Target> {
         }
         return Ok(Target::Postgres(url));
     }
-    let db = data.join("orchestrator.db");
     if db.is_file() {
         return Ok(Target::Sqlite(db));
     }

@@ -202,3 +202,40 @@ fn issue19_gc_prunes_old_uploaded_runs_never_what_waits_and_dry_run_changes_noth
         text(&e)
     );
 }
+
+/// `vacsine gc --database URL --dry-run` on PostgreSQL (the test server's default schema,
+/// which other tests share: a dry run only, which changes nothing); the URL's password never
+/// printed. Skipped without `VACSINE_TEST_PG`.
+#[test]
+fn issue19_gc_dry_run_on_postgres_names_the_store_without_its_password() {
+    let Ok(url) = std::env::var("VACSINE_TEST_PG") else {
+        eprintln!("skipped: set VACSINE_TEST_PG=postgres://USER:PASSWORD@HOST:5432/DB to run it");
+        return;
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["gc", "--dry-run", "--format", "json", "--data"])
+        .arg(empty.path())
+        .env("VACSINE_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["dry_run"], true);
+    assert!(
+        v["store"]
+            .as_str()
+            .unwrap()
+            .starts_with("PostgreSQL store at "),
+        "{v}"
+    );
+    assert!(v["runs"]["ended"].is_u64(), "{v}");
+    if let Some(pw) = url
+        .split_once("://")
+        .and_then(|(_, r)| r.split_once('@'))
+        .and_then(|(auth, _)| auth.split_once(':'))
+        .map(|(_, pw)| pw)
+    {
+        assert!(!text(&o).contains(&format!(":{pw}@")), "{}", text(&o));
+    }
+}
