@@ -239,3 +239,40 @@ fn issue19_gc_dry_run_on_postgres_names_the_store_without_its_password() {
         assert!(!text(&o).contains(&format!(":{pw}@")), "{}", text(&o));
     }
 }
+
+/// The orchestrator applies the policy by itself (`--gc-every`): old ended runs written into
+/// its live store go within seconds; an old queued run stays.
+#[test]
+fn issue19_the_orchestrator_prunes_by_itself_and_never_a_queued_run() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start_with(
+        &d.path().join("orch"),
+        "127.0.0.1:0",
+        30_000,
+        &["--gc-every", "1", "--keep-last", "0"],
+    );
+    o.site("edge-auto");
+    let store = o.data.join("orchestrator.db");
+    let mut sql = String::from("BEGIN;");
+    for i in 0..50 {
+        sql.push_str(&format!(
+            "INSERT INTO runs (id, site, workflow, request, status, created_ms, finished_ms)
+               VALUES ('old-{i}', 'edge-auto', 'w', '{{}}', 'succeeded', {i}, 1000);
+             INSERT INTO records (run_id, key, record, received_ms)
+               VALUES ('old-{i}', 'old-{i}/k', '{{}}', 1000);"
+        ));
+    }
+    sql.push_str(
+        "INSERT INTO runs (id, site, workflow, request, status, created_ms)
+           VALUES ('queued-old', 'edge-auto', 'w', '{}', 'queued', 1);
+         COMMIT;",
+    );
+    sqlite(&store, &sql);
+    wait_until(Duration::from_secs(30), "the old runs pruned", || {
+        (sqlite(&store, "SELECT COUNT(*) FROM runs") == "1").then_some(())
+    });
+    assert_eq!(sqlite(&store, "SELECT id FROM runs"), "queued-old");
+    assert_eq!(sqlite(&store, "SELECT COUNT(*) FROM records"), "0");
+    let runs = o.json(&["runs", "--all-sites", "--format", "json"]);
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+}
