@@ -14,6 +14,7 @@ mod lease;
 mod local_node;
 mod nftset;
 mod resume;
+mod retention;
 mod rollback;
 mod secrets;
 mod subworkflow;
