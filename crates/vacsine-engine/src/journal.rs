@@ -208,6 +208,51 @@ pub(crate) struct NewRun<'a> {
     pub started_at: &'a str,
 }
 
+/// An ended run of the journal, as retention sees it ([`Journal::ended_runs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedRun {
+    pub id: String,
+    pub workflow: String,
+    /// RFC 3339.
+    pub finished_at: String,
+    pub bytes: u64,
+}
+
+/// Give the free pages of the SQLite file at `path` back to the file system, through a
+/// connection of its own (other connections may be open): an incremental vacuum when the
+/// file allows it, else a full `VACUUM` that also turns incremental vacuum on for the next
+/// time; then the write-ahead log is checkpointed and truncated. Returns the bytes the file
+/// and its log shrank by.
+pub fn reclaim_space(path: &Path) -> Result<u64> {
+    let size = || {
+        let f = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        f(path) + f(Path::new(&wal))
+    };
+    let before = size();
+    let c = Connection::open(path)?;
+    c.busy_timeout(Duration::from_secs(30))?;
+    let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    if free > 0 {
+        if mode == 2 {
+            // Each step of the pragma frees pages: stepped to its end.
+            let mut st = c.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = st.query([])?;
+            while rows.next()?.is_some() {}
+        } else {
+            c.execute_batch("PRAGMA auto_vacuum=INCREMENTAL; VACUUM;")?;
+        }
+    }
+    // (busy, log pages, checkpointed): a reader still in the log leaves it as it is.
+    let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    drop(c);
+    Ok(before.saturating_sub(size()))
+}
+
 /// The place a sealed value is bound to.
 fn place_inputs(run_id: &str) -> String {
     format!("run/{run_id}/inputs")
@@ -314,6 +359,9 @@ impl Journal {
 
     fn init(conn: Connection, sealer: Sealer) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // A new journal gives freed pages back as runs are removed ([`reclaim_space`]
+        // converts an older one).
+        conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL;")?;
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         conn.execute_batch(SCHEMA)?;
@@ -400,6 +448,68 @@ impl Journal {
             )
             .optional()?)
         })
+    }
+
+    /// Runs that ended (any status but `running`, with an end time), with their workflow,
+    /// end and the bytes they take (workflow, inputs, records, undo data): what retention
+    /// may remove. A run still `running` (driven, or resumable after a crash) is never
+    /// listed.
+    pub fn ended_runs(&self) -> Result<Vec<EndedRun>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, workflow, finished_at,
+                   length(CAST(workflow_json AS BLOB)) + length(CAST(inputs_json AS BLOB))
+                   + COALESCE(length(CAST(inputs_sealed AS BLOB)), 0)
+                   + COALESCE((SELECT SUM(length(CAST(stdout AS BLOB)) + length(CAST(stderr AS BLOB))
+                       + length(CAST(messages_json AS BLOB)) + length(CAST(outputs_json AS BLOB))
+                       + COALESCE(length(CAST(outputs_sealed AS BLOB)), 0)
+                       + COALESCE(length(CAST(error AS BLOB)), 0) + 64)
+                     FROM step_records WHERE run_id = runs.id), 0)
+                   + COALESCE((SELECT SUM(length(CAST(data_json AS BLOB)) + 64)
+                     FROM undo WHERE run_id = runs.id), 0)
+                 FROM runs WHERE status != 'running' AND finished_at IS NOT NULL",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(EndedRun {
+                    id: r.get(0)?,
+                    workflow: r.get(1)?,
+                    finished_at: r.get(2)?,
+                    bytes: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Remove these runs, if ended, with their records and undo data (they can no longer be
+    /// rolled back): the runs and records removed. A run `running` is left alone.
+    pub fn remove_runs(&self, ids: &[String]) -> Result<(u64, u64)> {
+        let (mut runs, mut records) = (0u64, 0u64);
+        // Bounded transactions: a run being journaled waits at most for one.
+        for chunk in ids.chunks(500) {
+            self.with(|c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                for id in chunk {
+                    let ended: bool = tx
+                        .query_row(
+                            "SELECT status != 'running' AND finished_at IS NOT NULL FROM runs WHERE id = ?1",
+                            [id],
+                            |r| r.get(0),
+                        )
+                        .optional()?
+                        .unwrap_or(false);
+                    if !ended {
+                        continue;
+                    }
+                    tx.execute("DELETE FROM undo WHERE run_id = ?1", [id])?;
+                    records += tx.execute("DELETE FROM step_records WHERE run_id = ?1", [id])? as u64;
+                    runs += tx.execute("DELETE FROM runs WHERE id = ?1", [id])? as u64;
+                }
+                tx.commit()?;
+                Ok(())
+            })?;
+        }
+        Ok((runs, records))
     }
 
     /// Every step record of a run, in the order they were started.

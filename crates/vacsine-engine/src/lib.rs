@@ -36,7 +36,9 @@ pub use engine::{
     CancelToken, Catalog, Engine, NodeMap, ProgressEvent, ProgressFn, RunReport, RunRequest,
     CANCEL_GRACE, DEFAULT_CONCURRENCY, DEFAULT_STEP_TIMEOUT,
 };
-pub use journal::{Journal, JournalError, LeaseBusy, RunSummary, LEASE_TTL};
+pub use journal::{
+    reclaim_space, EndedRun, Journal, JournalError, LeaseBusy, RunSummary, LEASE_TTL,
+};
 pub use local::LocalNode;
 pub use validate::{firewall_rulesets, validate_workflow, FirewallRuleset, WorkflowProblem};
 

@@ -29,7 +29,7 @@ mod step_job;
 mod sync;
 
 use outbox::uploader;
-pub use outbox::{Outbox, OutboxStatus, Refused};
+pub use outbox::{Outbox, OutboxStatus, Refused, KEEP_SENT_MS};
 
 pub struct AgentConfig {
     /// One URL, or several replicas separated by commas (tried in order when one is down).
@@ -41,6 +41,8 @@ pub struct AgentConfig {
     /// Runs enforce jobs (`vacsine enforce --site`); without it they fail with a clear
     /// message.
     pub enforcer: Option<Arc<dyn crate::enforce::EnforceRunner>>,
+    /// Retention of the journal and `agent.db`, applied periodically (`crate::gc`).
+    pub retention: crate::gc::Schedule,
 }
 
 /// The agent's identity, `agent.json` in its data folder (0600).
@@ -206,6 +208,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let up = tokio::spawn(uploader(sh.clone()));
     let sync = tokio::spawn(sync::syncer(sh.clone()));
     let rn = tokio::spawn(renewer(sh.clone()));
+    let gc = tokio::spawn(crate::gc::agent_task(cfg.data.clone(), cfg.retention));
     let mut stop = stop_on_signals();
     let mut backoff = Backoff::default();
     let r = loop {
@@ -279,6 +282,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     up.abort();
     rn.abort();
+    gc.abort();
     sync.abort();
     r
 }

@@ -54,6 +54,8 @@ pub struct Config {
     /// Connections one client address may hold on the HTTPS listener: `None` for
     /// [`limits::per_client_default`], `Some(0)` for no cap.
     pub max_connections_per_client: Option<usize>,
+    /// Retention of ended runs, applied periodically (`crate::gc`).
+    pub retention: crate::gc::Schedule,
 }
 
 /// The orchestrator's long-lived keys, in `keys.json` (0600).
@@ -446,6 +448,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let sweep = tokio::spawn(sweeper(p.srv.clone()));
     let listen = tokio::spawn(replica_wakeups(p.srv.clone()));
+    if !cfg.retention.every.is_zero() {
+        println!(
+            "retention: every {:?}, {}",
+            cfg.retention.every,
+            cfg.retention.policy.describe()
+        );
+    }
+    let gc = tokio::spawn(crate::gc::store_task(p.srv.store.clone(), cfg.retention));
     let app = router(p.srv.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(p.tls));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -507,6 +517,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     p.srv.stopping.send_replace(true);
     sweep.abort();
     listen.abort();
+    gc.abort();
     eprintln!("stopping: finishing requests under way");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
@@ -1487,16 +1498,18 @@ struct RunsQuery {
     status: Option<String>,
     workflow: Option<String>,
     limit: Option<usize>,
+    before: Option<String>,
 }
 
-/// Runs of every site, newest first, filtered by site, status and workflow.
+/// Runs of every site, newest first, filtered by site, status and workflow; a page each.
 #[utoipa::path(get, path = "/v1/runs", tag = "operator", security(("operator" = [])),
     params(("site" = Option<String>, Query, description = "only this site's runs"),
         ("status" = Option<proto::RunStatus>, Query, description = "only runs in this status"),
         ("workflow" = Option<String>, Query, description = "only runs of this workflow"),
-        ("limit" = Option<usize>, Query, description = "at most this many (default 50; larger values give 1000)", minimum = 0u64, maximum = 18446744073709551615u64)),
+        ("limit" = Option<usize>, Query, description = "at most this many (default 50; larger values give 1000)", minimum = 0u64, maximum = 18446744073709551615u64),
+        ("before" = Option<String>, Query, description = "the next page: the `next` of the previous answer (runs listed after it)")),
     responses((status = 200, body = proto::RunList),
-        (status = 400, body = proto::ErrorBody, description = "an unknown status, or a limit that is not a number")))]
+        (status = 400, body = proto::ErrorBody, description = "an unknown status, a limit that is not a number, or a `before` that is not a cursor")))]
 async fn list_runs(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -1520,21 +1533,29 @@ async fn list_runs(
             ));
         }
     }
-    let keep = |r: &RunRow| {
-        q.site.as_deref().is_none_or(|x| r.site == x)
-            && q.status.as_deref().is_none_or(|x| r.status == x)
-            && q.workflow.as_deref().is_none_or(|x| r.workflow == x)
+    let before = match q.before.as_deref() {
+        None | Some("") => None,
+        Some(b) => Some(crate::store::Cursor::decode(b).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("before {b:?}: give the `next` of a previous answer (CREATED_MS.SEQ)"),
+            )
+        })?),
     };
-    let filtered = q.site.is_some() || q.status.is_some() || q.workflow.is_some();
-    // The store lists newest first; filters are applied to its most recent 10 000 runs.
-    let rows = s.store.runs(if filtered { 10_000 } else { limit }).await?;
+    let page = s
+        .store
+        .runs_page(&crate::store::RunQuery {
+            site: q.site,
+            status: q.status,
+            workflow: q.workflow,
+            before,
+            limit,
+        })
+        .await?;
     Ok(Json(proto::RunList {
-        runs: rows
-            .into_iter()
-            .filter(keep)
-            .take(limit)
-            .map(run_view)
-            .collect(),
+        runs: page.runs.into_iter().map(run_view).collect(),
+        next: page.next.map(|c| c.encode()),
     }))
 }
 
@@ -1547,17 +1568,10 @@ async fn status_view(
 ) -> ApiResult<Json<proto::StatusView>> {
     s.operator(&h)?;
     let now = now_ms();
-    let recent = s.store.runs(1000).await?;
-    let mut autonomous: std::collections::HashMap<String, i64> = Default::default();
-    for r in recent
-        .iter()
-        .filter(|r| r.workflow.ends_with(" (autonomous)"))
-    {
-        if let Some(a) = &r.agent_id {
-            let t = autonomous.entry(a.clone()).or_insert(r.created_ms);
-            *t = (*t).max(r.created_ms);
-        }
-    }
+    // The latest autonomous run of each agent among the most recent 1,000 runs.
+    let autonomous: std::collections::HashMap<String, i64> =
+        s.store.last_autonomous(1000).await?.into_iter().collect();
+    let recent = s.store.runs(50).await?;
     let outboxes: std::collections::HashMap<String, proto::OutboxReport> = s
         .store
         .agent_outboxes()

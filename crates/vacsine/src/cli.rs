@@ -249,6 +249,9 @@ pub enum Command {
         /// --site or --all-sites.
         #[arg(long)]
         status: Option<String>,
+        /// The next page: the cursor printed after the previous one (--site or --all-sites).
+        #[arg(long, value_name = "CURSOR")]
+        before: Option<String>,
         #[command(flatten)]
         conn: OperatorConn,
         /// `human` or `json`.
@@ -310,6 +313,8 @@ pub enum Command {
         /// address). The --listen-plain listener is not capped per client.
         #[arg(long, value_name = "N")]
         max_connections_per_client: Option<usize>,
+        #[command(flatten)]
+        retention: ScheduleArgs,
     },
     /// Run a site agent: enrols with an intake key on first start, then pulls work from the
     /// orchestrator (outbound connections only) and runs it on this machine.
@@ -337,6 +342,36 @@ pub enum Command {
         /// Data folder: identity (0600), journal, outbox.
         #[arg(long, default_value = "./vacsine-agent", global = true)]
         data: PathBuf,
+        #[command(flatten)]
+        retention: ScheduleArgs,
+    },
+    /// Apply the retention policy now: remove ended runs (and their records) older or more
+    /// than the policy keeps, from an orchestrator's store or an agent's data folder, and
+    /// give the space back. Never a run queued or running, never anything an agent has not
+    /// uploaded yet. Exit 0: done (or nothing to do); 2: a limit is still exceeded because
+    /// what is left is not uploaded yet or among the newest kept; 1: error.
+    Gc {
+        /// Data folder: an orchestrator's (`orchestrator.db`) or an agent's (`agent.db`,
+        /// `journal.db`), told apart by what it holds.
+        #[arg(long, default_value = "./vacsine-data")]
+        data: PathBuf,
+        /// The orchestrator's PostgreSQL store instead of a data folder
+        /// (postgres://USER:PASSWORD@HOST:5432/DATABASE; prefer the environment variable).
+        #[arg(
+            long,
+            env = "VACSINE_DATABASE_URL",
+            hide_env_values = true,
+            value_name = "URL"
+        )]
+        database: Option<String>,
+        /// Show what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        keep: RetentionArgs,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
     },
     /// Sites and their intake keys (as an operator of the orchestrator).
     Site {
@@ -390,6 +425,55 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+}
+
+/// What retention keeps of ended runs (`vacsine gc`, and the orchestrator's and agent's
+/// periodic pass). 0 in a limit: no limit.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct RetentionArgs {
+    /// Remove ended runs older than this many days (0: no age limit).
+    #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_KEEP_DAYS, value_name = "DAYS")]
+    pub keep_days: u64,
+    /// Keep at most this many ended runs (0: no limit).
+    #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_KEEP_RUNS, value_name = "RUNS")]
+    pub keep_runs: u64,
+    /// Keep at most this many MiB of ended runs, their jobs and records (0: no limit).
+    #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_KEEP_MB, value_name = "MIB")]
+    pub keep_mb: u64,
+    /// Always keep the newest this many ended runs of each site (orchestrator) or workflow
+    /// (agent), whatever their age.
+    #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_KEEP_LAST, value_name = "RUNS")]
+    pub keep_last: u64,
+}
+
+impl RetentionArgs {
+    pub fn policy(&self) -> vacsine_orch::retention::Policy {
+        vacsine_orch::retention::Policy::from_flags(
+            self.keep_days,
+            self.keep_runs,
+            self.keep_mb,
+            self.keep_last,
+        )
+    }
+}
+
+/// Retention, and how often the orchestrator or agent applies it by itself.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ScheduleArgs {
+    #[command(flatten)]
+    pub keep: RetentionArgs,
+    /// Apply the retention policy every this many seconds (0: only by `vacsine gc`).
+    #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_EVERY_SECS, value_name = "SECS")]
+    pub gc_every: u64,
+}
+
+impl ScheduleArgs {
+    pub fn schedule(&self) -> vacsine_orch::gc::Schedule {
+        vacsine_orch::gc::Schedule {
+            policy: self.keep.policy(),
+            every: std::time::Duration::from_secs(self.gc_every),
+        }
+    }
 }
 
 /// How an operator's command reaches the orchestrator. Without flags, from `operator.json`

@@ -56,7 +56,8 @@ fn wants_json_errors(cmd: &Command) -> bool {
         | Command::Status { format, .. }
         | Command::Push { format, .. }
         | Command::Registry { format, .. }
-        | Command::Pin { format, .. } => simple(format),
+        | Command::Pin { format, .. }
+        | Command::Gc { format, .. } => simple(format),
         Command::Schema { .. } | Command::Orchestrator { .. } | Command::Agent { .. } => false,
     }
 }
@@ -168,15 +169,16 @@ pub async fn dispatch(cli: Cli) -> i32 {
             site,
             all_sites,
             status,
+            before,
             conn,
             format,
         } => {
             if site.is_some() || all_sites {
-                crate::orch::runs(&conn, site, status, limit, format).await
-            } else if status.is_some() {
+                crate::orch::runs(&conn, site, status, before, limit, format).await
+            } else if status.is_some() || before.is_some() {
                 Err(miette::miette!(
                     help = "add --site SITE or --all-sites",
-                    "--status filters the orchestrator's runs"
+                    "--status and --before page through the orchestrator's runs"
                 ))
             } else {
                 crate::runcmd::runs(limit, format)
@@ -212,6 +214,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             database,
             max_image_mb,
             max_connections_per_client,
+            retention,
         } => {
             crate::orch::orchestrator(crate::orch::OrchestratorArgs {
                 listen,
@@ -222,6 +225,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 database,
                 max_image_bytes: max_image_mb.saturating_mul(1 << 20),
                 max_connections_per_client,
+                retention: retention.schedule(),
             })
             .await
         }
@@ -278,7 +282,25 @@ pub async fn dispatch(cli: Cli) -> i32 {
             name,
             pin,
             data,
-        } => crate::orch::agent(orchestrator, intake_key, name, pin, data).await,
+            retention,
+        } => {
+            crate::orch::agent(
+                orchestrator,
+                intake_key,
+                name,
+                pin,
+                data,
+                retention.schedule(),
+            )
+            .await
+        }
+        Command::Gc {
+            data,
+            database,
+            dry_run,
+            keep,
+            format,
+        } => crate::gccmd::gc(&data, database, dry_run, keep.policy(), format).await,
         Command::Site {
             action,
             conn,

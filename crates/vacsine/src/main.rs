@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod drivers;
+mod gccmd;
 mod orch;
 mod progress;
 mod registrycmd;

@@ -29,6 +29,8 @@ pub struct OrchestratorArgs {
     pub max_image_bytes: u64,
     /// Connections one client address may hold (`None`: the default, `Some(0)`: no cap).
     pub max_connections_per_client: Option<usize>,
+    /// Retention of ended runs, applied periodically.
+    pub retention: vacsine_orch::gc::Schedule,
 }
 
 pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
@@ -51,6 +53,7 @@ pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
         database,
         max_image_bytes: a.max_image_bytes,
         max_connections_per_client: a.max_connections_per_client,
+        retention: a.retention,
     })
     .await
     .map_err(|e| miette::miette!("{e:#}"))?;
@@ -63,6 +66,7 @@ pub async fn agent(
     name: Option<String>,
     pin: Option<String>,
     data: PathBuf,
+    retention: vacsine_orch::gc::Schedule,
 ) -> miette::Result<i32> {
     let enrolled = data.join("agent.json").exists();
     let need = |v: Option<String>, flag: &str| -> miette::Result<String> {
@@ -83,6 +87,7 @@ pub async fn agent(
         intake_key,
         data,
         enforcer: Some(std::sync::Arc::new(crate::siteenforce::SiteEnforcer)),
+        retention,
     };
     vacsine_orch::agent::run(cfg)
         .await
@@ -607,6 +612,7 @@ pub async fn runs(
     conn: &OperatorConn,
     site: Option<String>,
     status: Option<String>,
+    before: Option<String>,
     limit: usize,
     format: SimpleFormat,
 ) -> miette::Result<i32> {
@@ -618,9 +624,16 @@ pub async fn runs(
     if let Some(s) = status {
         q.push(("status", s));
     }
+    if let Some(b) = before {
+        q.push(("before", b));
+    }
     let v: proto::RunList = c.get_query(proto::OP_RUNS, &q).await.map_err(err)?;
     if format == SimpleFormat::Json {
         print_json(&v.runs);
+        // The runs stay a plain array on stdout; the next page's cursor goes to stderr.
+        if let Some(n) = &v.next {
+            eprintln!("more runs: add --before {n}");
+        }
         return Ok(EXIT_OK);
     }
     if v.runs.is_empty() {
@@ -642,6 +655,9 @@ pub async fn runs(
             r.created,
             r.message_line()
         );
+    }
+    if let Some(n) = &v.next {
+        println!("more runs: add --before {n}");
     }
     Ok(EXIT_OK)
 }

@@ -15,6 +15,7 @@ mod local_node;
 mod nftset;
 mod reference;
 mod resume;
+mod retention;
 mod rollback;
 mod secrets;
 mod subworkflow;

@@ -46,6 +46,7 @@ async fn api() -> Api {
         database: None,
         max_image_bytes: 1 << 20,
         max_connections_per_client: None,
+        retention: Default::default(),
     };
     let p = prepare(&cfg).await.unwrap();
     Api {

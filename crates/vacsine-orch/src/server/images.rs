@@ -309,6 +309,7 @@ mod tests {
             database: None,
             max_image_bytes: 1 << 20,
             max_connections_per_client: None,
+            retention: Default::default(),
         };
         super::super::prepare(&cfg).await.unwrap().srv
     }

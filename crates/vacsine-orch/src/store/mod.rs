@@ -184,6 +184,48 @@ pub struct IdempotentRow {
     pub created_ms: i64,
 }
 
+/// A page of [`Store::runs_page`]: filters, and where the previous page ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    pub site: Option<String>,
+    pub status: Option<String>,
+    pub workflow: Option<String>,
+    /// Only runs listed after this one (newest first): the previous page's [`RunPage::next`].
+    pub before: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// A place in the list of runs, newest first: a run's creation and its insertion order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_ms: i64,
+    pub seq: i64,
+}
+
+impl Cursor {
+    /// As the API and the CLI pass it: `CREATED_MS.SEQ`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_ms, self.seq)
+    }
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (a, b) = s.split_once('.')?;
+        Some(Cursor {
+            created_ms: a.parse().ok()?,
+            seq: b.parse().ok()?,
+        })
+    }
+}
+
+/// Runs newest first, and the cursor of the next page when there may be one.
+#[derive(Debug, Clone, Default)]
+pub struct RunPage {
+    pub runs: Vec<RunRow>,
+    pub next: Option<Cursor>,
+}
+
+/// Ended statuses, as the stores' SQL lists them (retention removes only these).
+pub(crate) const ENDED_SQL: &str = "('succeeded', 'failed', 'cancelled')";
+
 /// A change another process sharing the store made, that may end a wait here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -209,6 +251,19 @@ pub trait Store: Send + Sync {
     async fn create_run(&self, r: &RunRow) -> Result<()>;
     async fn run(&self, id: &str) -> Result<Option<RunRow>>;
     async fn runs(&self, limit: usize) -> Result<Vec<RunRow>>;
+    /// One page of runs, newest first, filtered in the store (indexed by site and status).
+    async fn runs_page(&self, q: &RunQuery) -> Result<RunPage>;
+    /// Agents and the creation of their latest autonomous run among the `within` most
+    /// recent runs (`vacsine status`).
+    async fn last_autonomous(&self, within: usize) -> Result<Vec<(String, i64)>>;
+    /// Ended runs (succeeded, failed, cancelled), each with its site, end and bytes (its
+    /// job and records): what retention may remove ([`crate::retention::plan`] decides).
+    /// Never a queued or running run.
+    async fn ended_runs(&self) -> Result<Vec<crate::retention::Candidate>>;
+    /// Remove these runs, if ended, with their records, report, site outcome and signed
+    /// job; then give the space back (SQLite: the file shrinks). Ids not ended or unknown
+    /// are left alone.
+    async fn remove_runs(&self, ids: &[String]) -> Result<crate::retention::Removed>;
     /// Runs `running` and held by `agent` (the orchestrator's own driver: runs spanning sites).
     async fn running_held_by(&self, agent: &str) -> Result<Vec<RunRow>>;
     /// Lease the oldest queued run of `site` to `agent` until `now + ttl_ms`.

@@ -22,9 +22,11 @@
 //! host or network); a URL asking for `sslmode=require` is refused by the driver.
 
 use super::{
-    status, AgentRow, Change, Expired, IdempotentRow, RegistryRow, Result, RunRow, SignedRow,
-    SiteOutcome, SiteRow, Store, StoreError, Stored, MAX_OFFERS,
+    status, AgentRow, Change, Cursor, Expired, IdempotentRow, RegistryRow, Result, RunPage,
+    RunQuery, RunRow, SignedRow, SiteOutcome, SiteRow, Store, StoreError, Stored, ENDED_SQL,
+    MAX_OFFERS,
 };
+use crate::retention::{Candidate, Removed};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
@@ -171,6 +173,11 @@ CREATE TABLE agent_outboxes (
   report TEXT NOT NULL,
   reported_ms BIGINT NOT NULL
 );
+-- 100,000 runs and more: the run list newest first by site and by status, read in index
+-- order; the runs an agent holds; each run's report and signed job removed with it.
+CREATE INDEX runs_site_recent ON runs(site, created_ms DESC, seq DESC);
+CREATE INDEX runs_status_recent ON runs(status, created_ms DESC, seq DESC);
+CREATE INDEX runs_held ON runs(agent_id) WHERE status = 'running';
 "#,
     ),
 ];
@@ -767,6 +774,143 @@ impl Store for PgStore {
             )
             .await?;
         Ok(rows.iter().map(run_row).collect())
+    }
+
+    async fn runs_page(&self, q: &RunQuery) -> Result<RunPage> {
+        let c = self.pool.get().await?;
+        let mut cond: Vec<String> = Vec::new();
+        let mut args: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
+        for (col, v) in [
+            ("site", &q.site),
+            ("status", &q.status),
+            ("workflow", &q.workflow),
+        ] {
+            if let Some(v) = v {
+                args.push(Box::new(v.clone()));
+                cond.push(format!("{col} = ${}", args.len()));
+            }
+        }
+        if let Some(b) = q.before {
+            args.push(Box::new(b.created_ms));
+            args.push(Box::new(b.seq));
+            cond.push(format!(
+                "(created_ms, seq) < (${}, ${})",
+                args.len() - 1,
+                args.len()
+            ));
+        }
+        let limit = q.limit.max(1);
+        args.push(Box::new(limit as i64 + 1));
+        let filter = if cond.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", cond.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {RUN_COLS}, seq FROM runs {filter} ORDER BY created_ms DESC, seq DESC LIMIT ${}",
+            args.len()
+        );
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            args.iter().map(|a| a.as_ref() as _).collect();
+        let mut rows: Vec<(i64, RunRow)> = c
+            .query(&sql, &refs)
+            .await?
+            .iter()
+            .map(|r| (r.get::<_, i64>("seq"), run_row(r)))
+            .collect();
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = match rows.last() {
+            Some((seq, r)) if more => Some(Cursor {
+                created_ms: r.created_ms,
+                seq: *seq,
+            }),
+            _ => None,
+        };
+        Ok(RunPage {
+            runs: rows.into_iter().map(|(_, r)| r).collect(),
+            next,
+        })
+    }
+
+    async fn last_autonomous(&self, within: usize) -> Result<Vec<(String, i64)>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT agent_id, MAX(created_ms) FROM
+                   (SELECT agent_id, created_ms, workflow FROM runs
+                    ORDER BY created_ms DESC, seq DESC LIMIT $1) recent
+                 WHERE agent_id IS NOT NULL AND right(workflow, 13) = ' (autonomous)'
+                 GROUP BY agent_id",
+                &[&(within as i64)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn ended_runs(&self) -> Result<Vec<Candidate>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT id, site, COALESCE(finished_ms, created_ms),
+                       octet_length(request)::BIGINT
+                       + COALESCE((SELECT SUM(octet_length(record)) FROM records WHERE run_id = runs.id), 0)::BIGINT
+                       + COALESCE((SELECT octet_length(report) FROM run_reports WHERE run_id = runs.id), 0)::BIGINT
+                     FROM runs WHERE status IN {ENDED_SQL}"
+                ),
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Candidate {
+                id: r.get(0),
+                group: r.get(1),
+                ended_ms: r.get(2),
+                bytes: r.get::<_, i64>(3).max(0) as u64,
+                held: false,
+            })
+            .collect())
+    }
+
+    async fn remove_runs(&self, ids: &[String]) -> Result<Removed> {
+        let mut out = Removed::default();
+        let mut c = self.pool.get().await?;
+        for chunk in ids.chunks(500) {
+            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let tx = c.transaction().await?;
+            // Ended runs only, locked so nothing adds to them meanwhile.
+            let ended: Vec<String> = tx
+                .query(
+                    &format!("SELECT id FROM runs WHERE id = ANY($1) AND status IN {ENDED_SQL} FOR UPDATE"),
+                    &[&chunk],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if ended.is_empty() {
+                tx.commit().await?;
+                continue;
+            }
+            out.records += tx
+                .execute("DELETE FROM records WHERE run_id = ANY($1)", &[&ended])
+                .await?;
+            for t in ["run_reports", "site_outcomes", "signed_jobs"] {
+                tx.execute(
+                    &format!("DELETE FROM {t} WHERE run_id = ANY($1)"),
+                    &[&ended],
+                )
+                .await?;
+            }
+            out.runs += tx
+                .execute("DELETE FROM runs WHERE id = ANY($1)", &[&ended])
+                .await?;
+            tx.commit().await?;
+        }
+        // PostgreSQL's autovacuum makes the space reusable; the files do not shrink.
+        Ok(out)
     }
 
     async fn running_held_by(&self, agent: &str) -> Result<Vec<RunRow>> {

@@ -8,12 +8,13 @@
 //! never block on the disk.
 
 use super::{
-    status, AgentRow, Expired, IdempotentRow, RegistryRow, Result, RunRow, SignedRow, SiteOutcome,
-    SiteRow, Store, StoreError, Stored, MAX_OFFERS,
+    status, AgentRow, Cursor, Expired, IdempotentRow, RegistryRow, Result, RunPage, RunQuery,
+    RunRow, SignedRow, SiteOutcome, SiteRow, Store, StoreError, Stored, ENDED_SQL, MAX_OFFERS,
 };
+use crate::retention::{Candidate, Removed};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 const SCHEMA: &str = "
@@ -104,6 +105,19 @@ CREATE TABLE IF NOT EXISTS agent_outboxes (
 );
 ";
 
+/// Added for 100,000 runs and more (stores made before get them at their next start): the
+/// run list newest first, by site and by status (also the lease sweeper's `running`), each
+/// read in index order with no sort.
+const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS runs_recent ON runs(created_ms);
+CREATE INDEX IF NOT EXISTS runs_site_recent ON runs(site, created_ms);
+CREATE INDEX IF NOT EXISTS runs_status_recent ON runs(status, created_ms);
+";
+
+/// Runs removed by one transaction of [`SqliteStore::remove_runs`]: the connection serves
+/// the agents between two.
+const REMOVE_CHUNK: usize = 500;
+
 /// What becomes of an operation once its batch committed (`None`) or did not (the error).
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 /// An operation for the connection's thread.
@@ -113,6 +127,8 @@ type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
 const MAX_BATCH: usize = 256;
 
 pub struct SqliteStore {
+    /// The file (none in memory): space is given back through a connection of its own.
+    path: Option<PathBuf>,
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -238,19 +254,23 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", path.display())))?;
         }
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        Self::init(conn, Some(path.to_path_buf()))
     }
 
     pub fn in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(Connection::open_in_memory()?, None)
     }
 
-    fn init(conn: Connection) -> Result<Self> {
+    fn init(conn: Connection, path: Option<PathBuf>) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // A new file gives freed pages back to the file system as runs are removed (an
+        // older one is converted by its first removal: see `remove_runs`).
+        conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL;")?;
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(REPORTS)?;
+        conn.execute_batch(INDEXES)?;
         // Added after the first schema: each registry document's signature, made at push.
         let has_signature: bool = conn.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('registry') WHERE name = 'signature'",
@@ -266,6 +286,7 @@ impl SqliteStore {
             .spawn(move || serve_jobs(conn, rx))
             .map_err(|e| StoreError::Other(format!("cannot start the store's thread: {e}")))?;
         Ok(SqliteStore {
+            path,
             jobs: Some(tx),
             thread: Some(thread),
         })
@@ -659,6 +680,149 @@ impl Store for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
+    }
+
+    async fn runs_page(&self, q: &RunQuery) -> Result<RunPage> {
+        let q = q.clone();
+        self.with(move |c| {
+            use rusqlite::types::Value as V;
+            let mut cond = Vec::new();
+            let mut args: Vec<V> = Vec::new();
+            for (col, v) in [
+                ("site", &q.site),
+                ("status", &q.status),
+                ("workflow", &q.workflow),
+            ] {
+                if let Some(v) = v {
+                    args.push(V::Text(v.clone()));
+                    cond.push(format!("{col} = ?{}", args.len()));
+                }
+            }
+            if let Some(b) = q.before {
+                args.push(V::Integer(b.created_ms));
+                args.push(V::Integer(b.seq));
+                cond.push(format!(
+                    "(created_ms, rowid) < (?{}, ?{})",
+                    args.len() - 1,
+                    args.len()
+                ));
+            }
+            let limit = q.limit.max(1);
+            args.push(V::Integer(limit as i64 + 1));
+            let filter = if cond.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", cond.join(" AND "))
+            };
+            let mut st = c.prepare(&format!(
+                "SELECT {RUN_COLS}, rowid AS seq FROM runs {filter}
+                 ORDER BY created_ms DESC, rowid DESC LIMIT ?{}",
+                args.len()
+            ))?;
+            let mut rows = st
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok((r.get::<_, i64>("seq")?, run_row(r)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let more = rows.len() > limit;
+            rows.truncate(limit);
+            let next = match rows.last() {
+                Some((seq, r)) if more => Some(Cursor {
+                    created_ms: r.created_ms,
+                    seq: *seq,
+                }),
+                _ => None,
+            };
+            Ok(RunPage {
+                runs: rows.into_iter().map(|(_, r)| r).collect(),
+                next,
+            })
+        })
+        .await
+    }
+
+    async fn last_autonomous(&self, within: usize) -> Result<Vec<(String, i64)>> {
+        self.with(move |c| {
+            let mut st = c.prepare(
+                "SELECT agent_id, MAX(created_ms) FROM
+                   (SELECT agent_id, created_ms, workflow FROM runs
+                    ORDER BY created_ms DESC, rowid DESC LIMIT ?1)
+                 WHERE agent_id IS NOT NULL AND substr(workflow, -13) = ' (autonomous)'
+                 GROUP BY agent_id",
+            )?;
+            let rows = st.query_map([within as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn ended_runs(&self) -> Result<Vec<Candidate>> {
+        self.with(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT id, site, COALESCE(finished_ms, created_ms),
+                   length(CAST(request AS BLOB))
+                   + COALESCE((SELECT SUM(length(CAST(record AS BLOB))) FROM records WHERE run_id = runs.id), 0)
+                   + COALESCE((SELECT length(CAST(report AS BLOB)) FROM run_reports WHERE run_id = runs.id), 0)
+                 FROM runs WHERE status IN {ENDED_SQL}"
+            ))?;
+            let rows = st.query_map([], |r| {
+                Ok(Candidate {
+                    id: r.get(0)?,
+                    group: r.get(1)?,
+                    ended_ms: r.get(2)?,
+                    bytes: r.get::<_, i64>(3)?.max(0) as u64,
+                    held: false,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn remove_runs(&self, ids: &[String]) -> Result<Removed> {
+        let mut out = Removed::default();
+        for chunk in ids.chunks(REMOVE_CHUNK) {
+            let chunk = chunk.to_vec();
+            let (runs, records) = self
+                .with(move |c| {
+                    let tx = c.savepoint()?;
+                    let (mut runs, mut records) = (0u64, 0u64);
+                    for id in &chunk {
+                        let ended: bool = tx
+                            .query_row(
+                                &format!("SELECT status IN {ENDED_SQL} FROM runs WHERE id = ?1"),
+                                [id],
+                                |r| r.get(0),
+                            )
+                            .optional()?
+                            .unwrap_or(false);
+                        if !ended {
+                            continue;
+                        }
+                        records +=
+                            tx.execute("DELETE FROM records WHERE run_id = ?1", [id])? as u64;
+                        for t in ["run_reports", "site_outcomes", "signed_jobs"] {
+                            tx.execute(&format!("DELETE FROM {t} WHERE run_id = ?1"), [id])?;
+                        }
+                        runs += tx.execute("DELETE FROM runs WHERE id = ?1", [id])? as u64;
+                    }
+                    tx.commit()?;
+                    Ok((runs, records))
+                })
+                .await?;
+            out.runs += runs;
+            out.records += records;
+        }
+        if out.runs > 0 {
+            if let Some(p) = self.path.clone() {
+                out.reclaimed_bytes =
+                    tokio::task::spawn_blocking(move || vacsine_engine::reclaim_space(&p))
+                        .await
+                        .map_err(|e| StoreError::Other(e.to_string()))?
+                        .map_err(|e| StoreError::Other(format!("giving space back: {e}")))?;
+            }
+        }
+        Ok(out)
     }
 
     async fn running_held_by(&self, agent: &str) -> Result<Vec<RunRow>> {
@@ -1088,5 +1252,61 @@ mod tests {
         let mut want: Vec<String> = (0..64).step_by(2).map(|i| format!("s{i}")).collect();
         want.sort();
         assert_eq!(names, want);
+    }
+
+    /// Removing runs gives the space back: the file (and its log) shrink, for a store made
+    /// with incremental vacuum and for one made before it (converted by a full vacuum).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn removing_runs_shrinks_the_file() {
+        let size = |p: &Path| {
+            let wal = p.with_extension("db-wal");
+            std::fs::metadata(p).unwrap().len()
+                + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+        };
+        for made_before in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("o.db");
+            if made_before {
+                // A store file from before incremental vacuum: no auto_vacuum.
+                let c = Connection::open(&path).unwrap();
+                c.execute_batch("PRAGMA journal_mode=WAL;").unwrap();
+                c.execute_batch(SCHEMA).unwrap();
+            }
+            let s = SqliteStore::open(&path).unwrap();
+            let body = "z".repeat(2000);
+            for i in 0..500 {
+                let id = format!("r{i}");
+                let b = body.clone();
+                s.with(move |c| {
+                    c.execute(
+                        "INSERT INTO runs (id, site, workflow, request, status, created_ms, finished_ms)
+                         VALUES (?1, 'edge', 'w', ?2, 'succeeded', 1, 2)",
+                        params![id, b],
+                    )?;
+                    for k in 0..4 {
+                        c.execute(
+                            "INSERT INTO records (run_id, key, record, received_ms) VALUES (?1, ?2, ?3, 1)",
+                            params![id, format!("{id}/{k}"), b],
+                        )?;
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            }
+            let full = size(&path);
+            assert!(full > 4_000_000, "{full}");
+            let ids: Vec<String> = (0..500).map(|i| format!("r{i}")).collect();
+            let r = s.remove_runs(&ids).await.unwrap();
+            assert_eq!((r.runs, r.records), (500, 2000));
+            let after = size(&path);
+            assert!(
+                after < full / 4 && r.reclaimed_bytes >= full - after - 4096,
+                "made before: {made_before}: {full} → {after}, reclaimed {}",
+                r.reclaimed_bytes
+            );
+            // Still a working store.
+            assert!(s.runs(10).await.unwrap().is_empty());
+        }
     }
 }

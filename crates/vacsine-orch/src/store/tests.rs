@@ -134,6 +134,8 @@ suite!(
     a_run_driven_by_the_orchestrator_never_expires_and_queued_steps_can_be_cancelled,
     an_idempotency_key_is_claimed_once_and_keeps_its_first_answer,
     an_agents_outbox_report_replaces_the_one_before,
+    retention_removes_exactly_the_planned_ended_runs_and_never_an_active_one,
+    runs_are_listed_a_page_at_a_time_newest_first_with_filters,
 );
 
 async fn with_agents(s: &dyn Store) {
@@ -948,4 +950,226 @@ async fn an_agents_outbox_report_replaces_the_one_before(f: &Fixture) {
             ("a2".to_string(), r#"{"refused":0}"#.to_string())
         ]
     );
+}
+
+const DAY: i64 = 24 * 3600 * 1000;
+
+/// A run of `site` created at `at`, leased by a1, given `records`, ended at `end`.
+async fn ended_run(s: &dyn Store, id: &str, site: &str, at: i64, records: usize, end: i64) {
+    let mut r = run(id, at);
+    r.site = site.into();
+    s.create_run(&r).await.unwrap();
+    let leased = s.lease_next(site, "a1", at, DAY).await.unwrap().unwrap();
+    assert_eq!(leased.id, id);
+    let recs: Vec<(String, String)> = (0..records)
+        .map(|i| {
+            (
+                format!("k{i}"),
+                format!("{{\"n\":{i},\"out\":\"{}\"}}", "x".repeat(100)),
+            )
+        })
+        .collect();
+    s.add_records(id, "a1", &recs, at).await.unwrap();
+    assert!(s
+        .finish_run(id, "a1", status::SUCCEEDED, None, end)
+        .await
+        .unwrap());
+}
+
+async fn retention_removes_exactly_the_planned_ended_runs_and_never_an_active_one(f: &Fixture) {
+    use crate::retention::{plan, Policy};
+    let s = &*f.a;
+    with_agents(s).await;
+    s.create_site("far", "h2", 0).await.unwrap();
+    let now = 100 * DAY;
+    // Ended: three old ones at `edge`, one old one at `far` (its site's only run), one new.
+    ended_run(s, "old1", "edge", 10 * DAY, 3, 11 * DAY).await;
+    ended_run(s, "old2", "edge", 20 * DAY, 2, 21 * DAY).await;
+    ended_run(s, "old3", "edge", 30 * DAY, 1, 31 * DAY).await;
+    s.put_signed_job(
+        "old1",
+        &SignedRow {
+            payload: "p".into(),
+            signature: "s".into(),
+            key_id: "k".into(),
+        },
+        10 * DAY,
+    )
+    .await
+    .unwrap();
+    ended_run(s, "far-old", "far", 5 * DAY, 1, 6 * DAY).await;
+    ended_run(s, "new", "edge", 95 * DAY, 4, 96 * DAY).await;
+    // Active, however old: queued, and leased (running).
+    s.create_run(&run("queued-old", 1)).await.unwrap();
+    let mut leased = run("running-old", 2);
+    leased.site = "far".into();
+    s.create_run(&leased).await.unwrap();
+    assert_eq!(
+        s.lease_next("far", "a2", 3, DAY)
+            .await
+            .unwrap()
+            .map(|r| r.id),
+        Some("running-old".into())
+    );
+    s.add_records("running-old", "a2", &[("k".into(), "{}".into())], 4)
+        .await
+        .unwrap();
+
+    let mut cands = s.ended_runs().await.unwrap();
+    cands.sort_by(|a, b| a.id.cmp(&b.id));
+    let listed: Vec<(&str, &str, i64)> = cands
+        .iter()
+        .map(|c| (c.id.as_str(), c.group.as_str(), c.ended_ms))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("far-old", "far", 6 * DAY),
+            ("new", "edge", 96 * DAY),
+            ("old1", "edge", 11 * DAY),
+            ("old2", "edge", 21 * DAY),
+            ("old3", "edge", 31 * DAY),
+        ]
+    );
+    // Bytes: the job plus the records as stored, so more records weigh more.
+    let bytes = |id: &str| cands.iter().find(|c| c.id == id).unwrap().bytes;
+    assert!(bytes("old1") > bytes("old2") && bytes("old2") > bytes("old3"));
+    assert!(bytes("old3") > 100, "{}", bytes("old3"));
+
+    // 30 days, the newest 1 per site: old1..old3 go by age; far-old is its site's newest.
+    let policy = Policy::from_flags(30, 0, 0, 1);
+    let p = plan(&policy, &cands, now);
+    assert_eq!(p.ids(), ["old1", "old2", "old3"]);
+    // Asked to remove active runs and unknown ids too: only the ended ones go.
+    let mut ids = p.ids();
+    ids.extend(["queued-old", "running-old", "nope"].map(String::from));
+    let removed = s.remove_runs(&ids).await.unwrap();
+    assert_eq!((removed.runs, removed.records), (3, 6));
+    for id in ["old1", "old2", "old3"] {
+        assert!(s.run(id).await.unwrap().is_none(), "{id}");
+        assert!(s.records(id, 0).await.unwrap().is_empty(), "{id}");
+    }
+    assert!(s.signed_job("old1").await.unwrap().is_none());
+    for (id, st, n) in [
+        ("far-old", "succeeded", 1),
+        ("new", "succeeded", 4),
+        ("queued-old", "queued", 0),
+        ("running-old", "running", 1),
+    ] {
+        let r = s.run(id).await.unwrap().unwrap();
+        assert_eq!((r.status.as_str(), r.records), (st, n), "{id}");
+    }
+    // The running run goes on: it renews, records and ends as before.
+    assert_eq!(
+        s.renew("a2", &["running-old".into()], 5, DAY)
+            .await
+            .unwrap(),
+        ["running-old"]
+    );
+    // Nothing more to do with the same policy.
+    let again = plan(&policy, &f.b.ended_runs().await.unwrap(), now);
+    assert!(again.remove.is_empty(), "{again:?}");
+    // A count of 1 without the per-site floor removes all but the newest ended run.
+    let p = plan(
+        &Policy::from_flags(0, 1, 0, 0),
+        &s.ended_runs().await.unwrap(),
+        now,
+    );
+    assert_eq!(p.ids(), ["far-old"]);
+    assert_eq!(s.remove_runs(&p.ids()).await.unwrap().runs, 1);
+    let left: Vec<String> = s
+        .ended_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(left, ["new"]);
+}
+
+async fn runs_are_listed_a_page_at_a_time_newest_first_with_filters(f: &Fixture) {
+    let s = &*f.a;
+    with_agents(s).await;
+    // Seven runs; three share one creation time (insertion order breaks the tie).
+    for (id, at, site) in [
+        ("r1", 10, "edge"),
+        ("r2", 20, "far"),
+        ("r3", 30, "edge"),
+        ("r4", 30, "far"),
+        ("r5", 30, "edge"),
+        ("r6", 40, "edge"),
+        ("r7", 50, "far"),
+    ] {
+        let mut r = run(id, at);
+        r.site = site.into();
+        if id == "r6" {
+            r.workflow = "edge-1 (autonomous)".into();
+            r.agent_id = Some("a1".into());
+            r.status = status::SUCCEEDED.into();
+        }
+        s.create_run(&r).await.unwrap();
+    }
+    let all: Vec<String> = s
+        .runs(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(all, ["r7", "r6", "r5", "r4", "r3", "r2", "r1"]);
+    let pages = |q: RunQuery| async move {
+        let mut out = Vec::new();
+        let mut q = q;
+        loop {
+            let p = f.b.runs_page(&q).await.unwrap();
+            out.push(p.runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>());
+            match p.next {
+                Some(n) => {
+                    assert_eq!(Cursor::decode(&n.encode()), Some(n));
+                    q.before = Some(n)
+                }
+                None => break,
+            }
+            assert!(out.len() < 10, "{out:?}");
+        }
+        out
+    };
+    let q = |site: Option<&str>, st: Option<&str>, limit| RunQuery {
+        site: site.map(String::from),
+        status: st.map(String::from),
+        limit,
+        ..Default::default()
+    };
+    assert_eq!(
+        pages(q(None, None, 3)).await,
+        [vec!["r7", "r6", "r5"], vec!["r4", "r3", "r2"], vec!["r1"]]
+    );
+    // A last page exactly full says there is no more.
+    assert_eq!(
+        pages(q(None, None, 7)).await,
+        [vec!["r7", "r6", "r5", "r4", "r3", "r2", "r1"]]
+    );
+    assert_eq!(
+        pages(q(Some("edge"), None, 2)).await,
+        [vec!["r6", "r5"], vec!["r3", "r1"]]
+    );
+    assert_eq!(
+        pages(q(Some("far"), Some("queued"), 5)).await,
+        [vec!["r7", "r4", "r2"]]
+    );
+    assert_eq!(pages(q(None, Some("succeeded"), 5)).await, [vec!["r6"]]);
+    let wf = RunQuery {
+        workflow: Some("w".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(f.a.runs_page(&wf).await.unwrap().runs.len(), 6);
+    assert_eq!(Cursor::decode("12"), None);
+    assert_eq!(Cursor::decode("a.1"), None);
+    // The latest autonomous run of each agent, among the most recent runs only.
+    assert_eq!(
+        s.last_autonomous(1000).await.unwrap(),
+        vec![("a1".to_string(), 40i64)]
+    );
+    assert!(s.last_autonomous(1).await.unwrap().is_empty());
 }

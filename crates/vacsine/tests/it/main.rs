@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 mod api;
 mod enforce_site;
+mod gc;
 mod link;
 mod nft_dry_run;
 mod orchestrator;

@@ -38,7 +38,7 @@ impl Orch {
     }
 
     /// [`Orch::start`] with more arguments.
-    fn start_with(data: &Path, listen: &str, lease_ttl_ms: u64, extra: &[&str]) -> Orch {
+    pub(crate) fn start_with(data: &Path, listen: &str, lease_ttl_ms: u64, extra: &[&str]) -> Orch {
         Orch::launch(data, listen, lease_ttl_ms, extra, None)
     }
 
