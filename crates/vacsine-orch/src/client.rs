@@ -115,6 +115,11 @@ impl OperatorClient {
             .await
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
     /// PUT a file as the request body, streamed (not read into memory), allowing `timeout`
     /// for the whole transfer.
     pub async fn put_file<T: DeserializeOwned>(

@@ -48,6 +48,10 @@ impl Modify for OperatorAuth {
         super::registry::list_registry,
         super::registry::run_pushed,
         super::images::put_image,
+        super::responses::list_decisions,
+        super::responses::add_decision,
+        super::responses::delete_decision,
+        super::responses::list_events,
     ),
     components(schemas(
         proto::EnrollRequest,
@@ -70,6 +74,10 @@ impl Modify for OperatorAuth {
         proto::AutonomousAccepted,
         proto::StepJob,
         proto::StepOutcome,
+        proto::SignedDecisions,
+        proto::ResponseUpload,
+        proto::SiteDecision,
+        proto::ResponseAccepted,
     )),
     modifiers(&OperatorAuth),
     tags(

@@ -9,6 +9,7 @@ mod drivers;
 mod orch;
 mod progress;
 mod registrycmd;
+mod responsecmd;
 mod runcmd;
 mod scapcmd;
 mod scapdocs;

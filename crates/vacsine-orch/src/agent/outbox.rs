@@ -300,6 +300,62 @@ fn records_batch(items: &[Item], cap: usize, budget: usize) -> Batch {
     Batch::Send { req, seqs, bytes }
 }
 
+/// Events and decisions of the site's response path (issue 16), uploaded together.
+fn is_response_item(kind: &str) -> bool {
+    kind == "event" || kind == "decision"
+}
+
+/// The responses request for the first consecutive events and decisions in `items`.
+enum Batch2 {
+    Send {
+        req: proto::ResponseUpload,
+        seqs: Vec<i64>,
+        bytes: usize,
+    },
+    Unsendable {
+        seq: i64,
+        key: String,
+        why: String,
+    },
+}
+
+fn responses_batch(items: &[Item], cap: usize, budget: usize) -> Batch2 {
+    let mut req = proto::ResponseUpload {
+        events: Vec::new(),
+        decisions: Vec::new(),
+    };
+    let mut seqs = Vec::new();
+    let mut bytes = REQUEST_OVERHEAD;
+    for i in items
+        .iter()
+        .take_while(|i| is_response_item(&i.kind))
+        .take(cap.max(1))
+    {
+        let n = i.body.len() + ITEM_OVERHEAD;
+        if bytes + n > budget && !seqs.is_empty() {
+            break;
+        }
+        let parsed = if i.kind == "event" {
+            serde_json::from_str(&i.body).map(|e| req.events.push(e))
+        } else {
+            serde_json::from_str(&i.body).map(|d| req.decisions.push(d))
+        };
+        if let Err(e) = parsed {
+            if seqs.is_empty() {
+                return Batch2::Unsendable {
+                    seq: i.seq,
+                    key: i.key.clone(),
+                    why: format!("unreadable in the outbox: {e}"),
+                };
+            }
+            break;
+        }
+        bytes += n;
+        seqs.push(i.seq);
+    }
+    Batch2::Send { req, seqs, bytes }
+}
+
 /// The text that replaces what was cut from a string.
 fn cut_marker(cut: usize) -> String {
     format!("\n[… {cut} bytes cut by the vacsine agent to fit the upload limit; the whole text is in the agent's journal]")
@@ -414,6 +470,21 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
                     let r = sh
                         .link
                         .call::<_, proto::RecordsResponse>(proto::RECORDS, &sh.agent_id, &req)
+                        .await
+                        .map(|_| ());
+                    (seqs, bytes, r)
+                }
+            }
+        } else if is_response_item(&first.kind) {
+            match responses_batch(&items, cap, budget) {
+                Batch2::Unsendable { seq, key, why } => {
+                    refuse(&sh, &[seq], &key, &first.run_id, &why);
+                    continue;
+                }
+                Batch2::Send { req, seqs, bytes } => {
+                    let r = sh
+                        .link
+                        .call::<_, proto::ResponseAccepted>(proto::RESPONSES, &sh.agent_id, &req)
                         .await
                         .map(|_| ());
                     (seqs, bytes, r)

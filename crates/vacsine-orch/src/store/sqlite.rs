@@ -77,6 +77,9 @@ CREATE TABLE IF NOT EXISTS registry (
 
 /// Added after the first schema (stores made before it get it at their next start): the
 /// reports of enforce runs.
+#[path = "sqlite_responses.rs"]
+mod responses;
+
 const REPORTS: &str = "
 CREATE TABLE IF NOT EXISTS run_reports (
   run_id TEXT PRIMARY KEY REFERENCES runs(id),
@@ -238,6 +241,7 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(REPORTS)?;
+        conn.execute_batch(responses::SCHEMA)?;
         // Added after the first schema: each registry document's signature, made at push.
         let has_signature: bool = conn.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('registry') WHERE name = 'signature'",

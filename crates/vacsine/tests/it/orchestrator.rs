@@ -15,6 +15,8 @@ mod bundles;
 mod images;
 #[path = "late_end.rs"]
 mod late_end;
+#[path = "respond.rs"]
+mod respond;
 #[path = "spanning.rs"]
 mod spanning;
 #[path = "tamper.rs"]

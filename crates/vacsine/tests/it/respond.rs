@@ -1,0 +1,327 @@
+//! Issue 16, adaptive response end to end: real processes of the built binary, real nftables
+//! in network namespaces named and addressed from the process id. Two sites and an attacker
+//! namespace linked to both; the orchestrator cut off from site A at the network level.
+
+use super::{net_tools, sh, text, wait_until, Agent, Orch, Site};
+use crate::write;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
+
+const RESPONSE: &str = r#"apiVersion: vacsine.io/v1
+kind: Response
+metadata:
+  name: ban-decoy-touch
+  version: "1"
+spec:
+  on:
+    events: [indicator]
+    sources: [opencanary]
+    observables: [ipv4, ipv6]
+  decide:
+    ban:
+      for: 1h
+  mode: autonomous
+  dedupe:
+    key: address
+    window: 10m
+  approval: none
+"#;
+
+/// An attacker namespace with one address (`src`) linked to each site namespace by its own
+/// veth pair; each site routes `src` back over that link.
+struct Attacker {
+    ns: String,
+    src: String,
+    links: Vec<String>,
+}
+
+impl Attacker {
+    fn new(sites: &[(&Site, u8)]) -> Attacker {
+        let id = std::process::id() % 10_000;
+        let net = 20 + id % 200;
+        let ns = format!("vsn-atk-{id}");
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
+        let src = format!("10.{net}.200.7");
+        sh(&format!(
+            "ip -n {ns} addr add {src}/32 dev lo && ip -n {ns} addr add 10.{net}.200.8/32 dev lo"
+        ));
+        let mut links = Vec::new();
+        for (site, n) in sites {
+            let (atk_if, site_if) = (format!("va{n}{id}"), format!("vs{n}{id}"));
+            let (a_ip, s_ip) = (
+                format!("10.{net}.{}.1", 100 + n),
+                format!("10.{net}.{}.2", 100 + n),
+            );
+            sh(&format!(
+                "ip link add {atk_if} netns {ns} type veth peer name {site_if} netns {sns} && \
+                 ip -n {ns} addr add {a_ip}/30 dev {atk_if} && ip -n {ns} link set {atk_if} up && \
+                 ip -n {sns} addr add {s_ip}/30 dev {site_if} && ip -n {sns} link set {site_if} up && \
+                 ip -n {sns} route add 10.{net}.200.0/24 via {a_ip} && \
+                 ip -n {ns} route add {s_ip}/32 dev {atk_if} src {src}",
+                sns = site.ns
+            ));
+            links.push(s_ip);
+        }
+        Attacker { ns, src, links }
+    }
+
+    /// Whether a TCP connection from the attacker to `ip:port` is accepted within 1 s.
+    fn connects(&self, ip: &str, port: u16) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns, "timeout", "1", "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/{ip}/{port}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// A TCP listener in a site's namespace (the site's web service).
+struct Listener(Child);
+
+impl Listener {
+    fn start(site: &Site, port: u16) -> Listener {
+        let code = format!(
+            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0',{port}))\ns.listen(128)\nwhile True:\n  c,_=s.accept()\n  c.close()\n"
+        );
+        let c = Command::new("ip")
+            .args(["netns", "exec", &site.ns, "python3", "-c", &code])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is needed by this test");
+        Listener(c)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `vacsine agent ingest` inside the site's namespace.
+fn ingest(site: &Site, data: &Path, file: &Path) -> Output {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &site.ns,
+            BIN,
+            "agent",
+            "ingest",
+            "--from",
+            "opencanary",
+        ])
+        .arg(file)
+        .arg("--data")
+        .arg(data)
+        .args(["--format", "json"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn canary(src: &str, i: usize) -> String {
+    format!(
+        r#"{{"dst_host":"","dst_port":2222,"local_time":"2026-12-07 01:00:00.{i:06}","logdata":{{"USERNAME":"root"}},"logtype":4002,"node_id":"decoy-1","src_host":"{src}","src_port":{},"utc_time":"2026-12-07 01:00:00.{i:06}"}}"#,
+        40000 + i % 20000
+    )
+}
+
+/// The elements of the site's ban sets, as nft lists them.
+fn banned(site: &Site) -> String {
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &site.ns,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "vacsine_decisions",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn decisions(o: &Orch) -> Vec<Value> {
+    o.json(&["decisions", "--format", "json"])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Issue 16: an OpenCanary touch at site A while A is cut off from the orchestrator: A bans
+/// the address at once (the attacker's next connection to A's service fails, observed from
+/// the attacker); B, not told yet, still answers. Link restored: the decision and the event
+/// reach the orchestrator once, B bans the address too, A does not act again. 1,000 hits
+/// from one address give one decision; hostile event content is refused with its line and
+/// changes nothing.
+#[test]
+fn issue16_a_decoy_touch_at_a_cut_off_site_bans_there_at_once_then_at_every_site_once() {
+    if !net_tools(&["ip", "nft", "python3", "timeout"]) {
+        return;
+    }
+    let _l = crate::site_lock();
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (Site::new("ra", 1), Site::new("rb", 2));
+    let atk = Attacker::new(&[(&a, 1), (&b, 2)]);
+    let (a_ip, b_ip) = (atk.links[0].clone(), atk.links[1].clone());
+    let _web_a = Listener::start(&a, 8080);
+    let _web_b = Listener::start(&b, 8080);
+    let o = Orch::start(&d.path().join("orch"), "0.0.0.0:0", 30_000);
+    let resp = write(d.path(), "ban.yaml", RESPONSE);
+    let pushed = o.json(&["push", resp.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(pushed["entries"][0]["kind"], "Response", "{pushed}");
+    let (da, db) = (d.path().join("agent-a"), d.path().join("agent-b"));
+    let ag_a = a.agent(&o, "edge-a", &da);
+    let ag_b = b.agent(&o, "edge-b", &db);
+    for ag in [&ag_a, &ag_b] {
+        wait_until(
+            Duration::from_secs(30),
+            "the bundle with the Response",
+            || {
+                ag.log()
+                    .contains("Response/ban-decoy-touch@1")
+                    .then_some(())
+            },
+        );
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "the attacker reaching both sites",
+        || (atk.connects(&a_ip, 8080) && atk.connects(&b_ip, 8080)).then_some(()),
+    );
+
+    // Cut off: A decides and bans alone.
+    a.cut();
+    let ev = write(
+        d.path(),
+        "touch.jsonl",
+        &format!("{}\n", canary(&atk.src, 1)),
+    );
+    let t0 = Instant::now();
+    let out = ingest(&a, &da, &ev);
+    let took = t0.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["applied"].as_array().unwrap().len(), 1, "{rep}");
+    assert!(
+        banned(&a).contains(&atk.src),
+        "not in A's set: {}",
+        banned(&a)
+    );
+    assert!(!atk.connects(&a_ip, 8080), "the attacker still reaches A");
+    assert!(atk.connects(&b_ip, 8080), "B banned before it could know");
+    eprintln!(
+        "event → ban in effect at cut-off A: {took:?} (the whole `vacsine agent ingest` process)"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(decisions(&o).is_empty(), "a decision crossed a cut link");
+
+    // Link restored: uploaded once, fanned out to B, A does not act twice.
+    a.restore();
+    let dec = wait_until(
+        Duration::from_secs(60),
+        "the decision in effect at both sites",
+        || {
+            let ds = decisions(&o);
+            (ds.len() == 1 && ds[0]["applied"].as_object().is_some_and(|m| m.len() == 2))
+                .then(|| ds[0].clone())
+        },
+    );
+    assert_eq!(dec["origin_site"], "edge-a", "{dec}");
+    assert_eq!(dec["state"], "active", "{dec}");
+    assert!(dec["mitigated_ms"]["edge-a"].as_i64().is_some(), "{dec}");
+    wait_until(Duration::from_secs(10), "B dropping the attacker", || {
+        (!atk.connects(&b_ip, 8080)).then_some(())
+    });
+    assert!(!atk.connects(&a_ip, 8080));
+    assert!(
+        !ag_a.log().contains("newly in effect here"),
+        "A acted on its own decision again: {}",
+        ag_a.log()
+    );
+    assert!(
+        ag_b.log().contains("1 newly in effect here"),
+        "{}",
+        ag_b.log()
+    );
+    assert_eq!(banned(&a).matches(&atk.src).count(), 1, "{}", banned(&a));
+    let evs = o.json(&["events", "--site", "edge-a", "--format", "json"]);
+    assert_eq!(evs.as_array().unwrap().len(), 1, "{evs}");
+
+    // 1,000 hits from one address: one decision; the others deduplicated.
+    let second = atk.src.replace(".200.7", ".200.8");
+    let mut lines = String::new();
+    for i in 0..1000 {
+        lines.push_str(&canary(&second, i + 10));
+        lines.push('\n');
+    }
+    let many = write(d.path(), "many.jsonl", &lines);
+    let out = ingest(&a, &da, &many);
+    assert!(out.status.success(), "{}", text(&out));
+    let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcomes = rep["outcomes"].as_array().unwrap();
+    let matched = outcomes.iter().filter(|o| o["reason"] == "decided").count();
+    let dedup = outcomes
+        .iter()
+        .filter(|o| o["reason"] == "deduplicated")
+        .count();
+    assert_eq!((matched, dedup), (1, 999), "{}", rep["outcomes"][0]);
+    wait_until(
+        Duration::from_secs(60),
+        "1,001 events and 2 decisions, each once",
+        || {
+            let n = o
+                .json(&["events", "--limit", "5000", "--format", "json"])
+                .as_array()
+                .unwrap()
+                .len();
+            (n == 1001 && decisions(&o).len() == 2).then_some(())
+        },
+    );
+
+    // Hostile content: a located refusal, nothing changes.
+    let before = banned(&a);
+    let hostile = write(
+        d.path(),
+        "hostile.jsonl",
+        &format!(
+            "{}\n{}\n",
+            canary("203.0.113.5; nft flush ruleset", 1),
+            canary("$(reboot)", 2)
+        ),
+    );
+    let out = ingest(&a, &da, &hostile);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errs: Vec<String> = rep["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with("line 1") && errs[1].starts_with("line 2"),
+        "{errs:?}"
+    );
+    assert_eq!(rep["events"], 0);
+    assert_eq!(banned(&a), before, "hostile input changed the sets");
+    assert_eq!(decisions(&o).len(), 2);
+}
