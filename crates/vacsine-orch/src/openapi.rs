@@ -114,6 +114,9 @@ mod tests {
             proto::OP_REGISTRY,
             proto::OP_REGISTRY_RUNS,
             "/v1/images/{digest}",
+            proto::OP_DECISIONS,
+            "/v1/decisions/{id}",
+            proto::OP_EVENTS,
         ];
         want.sort();
         assert_eq!(paths, want);
@@ -139,6 +142,10 @@ mod tests {
             "ImagePushed",
             "ImageChunkRequest",
             "ImageRef",
+            "SignedDecisions",
+            "ResponseUpload",
+            "DecisionList",
+            "EventList",
         ] {
             assert!(
                 json["components"]["schemas"][schema].is_object(),
