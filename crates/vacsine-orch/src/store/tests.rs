@@ -132,6 +132,7 @@ suite!(
     a_runs_signed_job_is_kept_once_and_read_back_as_signed,
     a_push_makes_a_new_version_only_when_the_content_changed,
     a_run_driven_by_the_orchestrator_never_expires_and_queued_steps_can_be_cancelled,
+    issue16_events_decisions_and_applications_are_kept_once,
 );
 
 async fn with_agents(s: &dyn Store) {
@@ -864,4 +865,40 @@ async fn a_run_driven_by_the_orchestrator_never_expires_and_queued_steps_can_be_
         .finish_run("span", "orchestrator", status::SUCCEEDED, None, 70)
         .await
         .unwrap());
+}
+
+/// Issue 16: an event, a decision and its application at a site are each kept once, whichever
+/// replica gets them again (a retried upload); a deletion is kept once.
+async fn issue16_events_decisions_and_applications_are_kept_once(f: &Fixture) {
+    let (s, b) = (&*f.a, &*f.b);
+    let evs = vec![("e1".to_string(), "{}".to_string()), ("e2".to_string(), "{}".to_string())];
+    assert_eq!(s.put_events("edge-a", &evs, 10).await.unwrap(), 2);
+    assert_eq!(b.put_events("edge-a", &evs, 11).await.unwrap(), 0);
+    assert_eq!(s.events(None, 10).await.unwrap().len(), 2);
+    assert_eq!(s.events(Some("edge-b"), 10).await.unwrap().len(), 0);
+    let d = DecisionRow {
+        id: "d1".into(),
+        body: "{}".into(),
+        scope: "[]".into(),
+        origin_site: Some("edge-a".into()),
+        event_ms: Some(5),
+        decided_ms: 6,
+        expires_ms: Some(1_000),
+        deleted_ms: None,
+        applied: vec![],
+    };
+    assert!(s.put_decision(&d).await.unwrap());
+    assert!(!b.put_decision(&d).await.unwrap());
+    assert!(s.decision_applied("d1", "edge-a", 7).await.unwrap());
+    assert!(!b.decision_applied("d1", "edge-a", 9).await.unwrap());
+    assert!(b.decision_applied("d1", "edge-b", 8).await.unwrap());
+    let all = b.decisions().await.unwrap();
+    assert_eq!(all.len(), 1);
+    let mut applied = all[0].applied.clone();
+    applied.sort();
+    assert_eq!(applied, vec![("edge-a".into(), 7), ("edge-b".into(), 8)]);
+    assert!(s.delete_decision("d1", 20).await.unwrap());
+    assert!(!b.delete_decision("d1", 21).await.unwrap());
+    assert!(!s.delete_decision("nope", 21).await.unwrap());
+    assert_eq!(s.decisions().await.unwrap()[0].deleted_ms, Some(20));
 }
