@@ -22,6 +22,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How often an idle uploader looks at the outbox again.
+const IDLE_LOOK: Duration = Duration::from_millis(200);
 /// Most items read from the outbox for one request.
 const BATCH_ITEMS: usize = 200;
 /// Smallest request size the uploader goes down to after size refusals.
@@ -456,7 +458,10 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
         let Some(first) = items.first() else {
             tokio::select! {
                 _ = sh.kick.notified() => {},
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {},
+                // Items queued by another process (`vacsine agent ingest`, `vacsine agent
+                // run`) cannot kick this one: the outbox is looked at again soon (a decision
+                // made at this site reaches the others within this delay).
+                _ = tokio::time::sleep(IDLE_LOOK) => {},
             }
             continue;
         };

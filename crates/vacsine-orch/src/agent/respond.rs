@@ -50,7 +50,7 @@ pub struct IngestReport {
     pub errors: Vec<String>,
     /// Every outcome, with its reason.
     pub outcomes: Vec<Outcome>,
-    /// Decisions put in effect by this intake, with when.
+    /// Decisions made by this intake and in effect, with when.
     pub applied: Vec<AppliedDecision>,
     /// Elements added and deleted in the nft sets.
     pub added: usize,
@@ -120,10 +120,10 @@ pub async fn ingest(data: &Path, format: Format, bytes: &[u8]) -> anyhow::Result
     made.dedup();
     let mut report_applied = Vec::new();
     for id in &made {
+        // In effect (by this apply, or by the running agent's, which may have reconciled
+        // in between).
         if let Some(d) = queue_decision(&store, &outbox, id, &site)? {
-            if applied.ids.contains(id) {
-                report_applied.push(d);
-            }
+            report_applied.push(d);
         }
     }
     Ok(IngestReport {

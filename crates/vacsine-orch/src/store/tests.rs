@@ -871,7 +871,10 @@ async fn a_run_driven_by_the_orchestrator_never_expires_and_queued_steps_can_be_
 /// replica gets them again (a retried upload); a deletion is kept once.
 async fn issue16_events_decisions_and_applications_are_kept_once(f: &Fixture) {
     let (s, b) = (&*f.a, &*f.b);
-    let evs = vec![("e1".to_string(), "{}".to_string()), ("e2".to_string(), "{}".to_string())];
+    let evs = vec![
+        ("e1".to_string(), "{}".to_string()),
+        ("e2".to_string(), "{}".to_string()),
+    ];
     assert_eq!(s.put_events("edge-a", &evs, 10).await.unwrap(), 2);
     assert_eq!(b.put_events("edge-a", &evs, 11).await.unwrap(), 0);
     assert_eq!(s.events(None, 10).await.unwrap().len(), 2);

@@ -134,8 +134,13 @@ fn ingest(site: &Site, data: &Path, file: &Path) -> Output {
 }
 
 fn canary(src: &str, i: usize) -> String {
+    canary_at(src, i, &format!("2026-12-07 01:00:00.{i:06}"))
+}
+
+/// An OpenCanary SSH login attempt from `src` at `time` (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC).
+fn canary_at(src: &str, i: usize, time: &str) -> String {
     format!(
-        r#"{{"dst_host":"","dst_port":2222,"local_time":"2026-12-07 01:00:00.{i:06}","logdata":{{"USERNAME":"root"}},"logtype":4002,"node_id":"decoy-1","src_host":"{src}","src_port":{},"utc_time":"2026-12-07 01:00:00.{i:06}"}}"#,
+        r#"{{"dst_host":"","dst_port":2222,"local_time":"{time}","logdata":{{"USERNAME":"root"}},"logtype":4002,"node_id":"decoy-1","src_host":"{src}","src_port":{},"utc_time":"{time}"}}"#,
         40000 + i % 20000
     )
 }
@@ -347,4 +352,132 @@ fn issue16_a_decoy_touch_at_a_cut_off_site_bans_there_at_once_then_at_every_site
         "hostile input changed the sets"
     );
     assert_eq!(decisions(&o).len(), 2);
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let i = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn now_text() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string()
+}
+
+/// Benchmark (`bash bench/response.sh`), not a test: time to mitigate. (1) Event at site A
+/// while cut off → ban in effect there: `N` events from `N` addresses, one `vacsine agent
+/// ingest` each, timed from the event's time (written just before the call) to the call's
+/// return (the nft transaction committed), and as the store records it (event → applied).
+/// (2) Link up: decision applied at A → in effect at B, from the orchestrator's record of
+/// both applications. Prints a table.
+#[test]
+#[ignore = "benchmark: bash bench/response.sh"]
+fn bench_issue16_time_to_mitigate() {
+    if !net_tools(&["ip", "nft", "python3", "timeout"]) {
+        return;
+    }
+    let n: usize = std::env::var("VACSINE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let _l = crate::site_lock();
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (Site::new("ra", 1), Site::new("rb", 2));
+    let atk = Attacker::new(&[(&a, 1), (&b, 2)]);
+    let net = atk.src.split('.').nth(1).unwrap().to_string();
+    let o = Orch::start(&d.path().join("orch"), "0.0.0.0:0", 30_000);
+    let resp = write(d.path(), "ban.yaml", RESPONSE);
+    o.json(&["push", resp.to_str().unwrap(), "--format", "json"]);
+    let (da, db) = (d.path().join("agent-a"), d.path().join("agent-b"));
+    let ag_a = a.agent(&o, "edge-a", &da);
+    let ag_b = b.agent(&o, "edge-b", &db);
+    for ag in [&ag_a, &ag_b] {
+        wait_until(Duration::from_secs(30), "the bundle", || {
+            ag.log()
+                .contains("Response/ban-decoy-touch@1")
+                .then_some(())
+        });
+    }
+    let run = |tag: u8| -> (Vec<f64>, Vec<f64>) {
+        let (mut wall, mut inner) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let src = format!("10.{net}.{tag}.{}", i + 1);
+            let f = write(d.path(), &format!("e{tag}-{i}.jsonl"), "");
+            let line = canary_at(&src, i, &now_text());
+            std::fs::write(&f, format!("{line}\n")).unwrap();
+            let t0 = Instant::now();
+            let out = ingest(&a, &da, &f);
+            wall.push(t0.elapsed().as_secs_f64() * 1000.0);
+            assert!(out.status.success(), "{}", text(&out));
+            let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let ap = &rep["applied"][0];
+            let ev =
+                chrono::DateTime::parse_from_rfc3339(ap["event_at"].as_str().unwrap()).unwrap();
+            let at =
+                chrono::DateTime::parse_from_rfc3339(ap["applied_at"].as_str().unwrap()).unwrap();
+            inner.push((at - ev).num_microseconds().unwrap() as f64 / 1000.0);
+            assert!(banned(&a).contains(&src));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (wall, inner)
+    };
+    a.cut();
+    let (mut wall, mut inner) = run(201);
+    a.restore();
+    let (mut wall_up, mut inner_up) = run(202);
+    let ds = wait_until(
+        Duration::from_secs(120),
+        "every decision applied at both sites",
+        || {
+            let ds = decisions(&o);
+            (ds.len() == 2 * n
+                && ds
+                    .iter()
+                    .all(|x| x["applied"].as_object().is_some_and(|m| m.len() == 2)))
+            .then_some(ds)
+        },
+    );
+    let ms = |t: &Value| {
+        chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap())
+            .unwrap()
+            .timestamp_millis() as f64
+    };
+    let mut fan: Vec<f64> = ds
+        .iter()
+        .filter(|x| {
+            x["decision"]["action"]["net"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(&format!("10.{net}.202.")))
+        })
+        .map(|x| ms(&x["applied"]["edge-b"]) - ms(&x["applied"]["edge-a"]))
+        .collect();
+    println!("| time to mitigate, {n} events each (debug build) | p50 ms | p99 ms |");
+    println!("|---|---|---|");
+    for (what, v) in [
+        (
+            "event → ban in effect at A, cut off (whole `vacsine agent ingest` process)",
+            &mut wall,
+        ),
+        (
+            "event → applied at A, cut off (as recorded: event_at → applied_at)",
+            &mut inner,
+        ),
+        (
+            "event → ban in effect at A, link up (whole process)",
+            &mut wall_up,
+        ),
+        ("event → applied at A, link up (as recorded)", &mut inner_up),
+        (
+            "decision applied at A → in effect at B (orchestrator's records)",
+            &mut fan,
+        ),
+    ] {
+        println!(
+            "| {what} | {:.1} | {:.1} |",
+            percentile(v, 50.0),
+            percentile(v, 99.0)
+        );
+    }
 }
