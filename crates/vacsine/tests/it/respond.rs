@@ -2,7 +2,7 @@
 //! in network namespaces named and addressed from the process id. Two sites and an attacker
 //! namespace linked to both; the orchestrator cut off from site A at the network level.
 
-use super::{net_tools, sh, text, wait_until, Orch, Site};
+use super::{net_tools, sh, text, wait_until, Agent, Orch, Site};
 use crate::write;
 use serde_json::Value;
 use std::path::Path;
@@ -212,7 +212,7 @@ fn issue16_a_decoy_touch_at_a_cut_off_site_bans_there_at_once_then_at_every_site
     assert_eq!(pushed["entries"][0]["kind"], "Response", "{pushed}");
     let (da, db) = (d.path().join("agent-a"), d.path().join("agent-b"));
     let ag_a = a.agent(&o, "edge-a", &da);
-    let ag_b = b.agent(&o, "edge-b", &db);
+    let mut ag_b = b.agent(&o, "edge-b", &db);
     for ag in [&ag_a, &ag_b] {
         wait_until(
             Duration::from_secs(30),
@@ -287,6 +287,34 @@ fn issue16_a_decoy_touch_at_a_cut_off_site_bans_there_at_once_then_at_every_site
     assert_eq!(banned(&a).matches(&atk.src).count(), 1, "{}", banned(&a));
     let evs = o.json(&["events", "--site", "edge-a", "--format", "json"]);
     assert_eq!(evs.as_array().unwrap().len(), 1, "{evs}");
+
+    // B's node restarts (its table gone) and its agent with it: the active decision is put
+    // back at the agent's start, before any poll.
+    ag_b.kill9();
+    sh(&format!(
+        "ip netns exec {} nft delete table inet vacsine_decisions",
+        b.ns
+    ));
+    assert!(atk.connects(&b_ip, 8080), "the table was not removed");
+    let port = o.url.rsplit(':').next().unwrap().to_string();
+    let ag_b = Agent::start_via(
+        &b.via(),
+        &format!("https://{}:{port}", b.host_ip),
+        &o.pin,
+        "unused-once-enrolled",
+        "edge-b-1",
+        &db,
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "B's decisions re-applied at start",
+        || {
+            ag_b.log()
+                .contains("decisions: active ones re-applied (1 element(s) added, 0 deleted)")
+                .then_some(())
+        },
+    );
+    assert!(!atk.connects(&b_ip, 8080), "B's ban was not re-applied");
 
     // 1,000 hits from one address: one decision; the others deduplicated.
     let second = atk.src.replace(".200.7", ".200.8");
