@@ -165,18 +165,20 @@ fn banned(site: &Site) -> String {
 
 /// The addresses in the site's ban sets (their time left aside).
 fn banned_addresses(site: &Site) -> Vec<String> {
+    // `elements = { a timeout 1h expires …, b … }`, wrapped over lines by nft.
     let t = banned(site);
-    let mut out: Vec<String> = t
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("elements = {"))
-        .flat_map(|e| {
-            e.trim_end_matches('}')
-                .split(',')
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .filter_map(|x| x.split_whitespace().next().map(str::to_string))
-        .collect();
+    let mut out = Vec::new();
+    let mut rest = t.as_str();
+    while let Some(k) = rest.find("elements = {") {
+        rest = &rest[k + "elements = {".len()..];
+        let end = rest.find('}').unwrap_or(rest.len());
+        for item in rest[..end].split(',') {
+            if let Some(addr) = item.split_whitespace().next() {
+                out.push(addr.to_string());
+            }
+        }
+        rest = &rest[end..];
+    }
     out.sort();
     out
 }
@@ -347,6 +349,61 @@ fn issue16_a_decoy_touch_at_a_cut_off_site_bans_there_at_once_then_at_every_site
         },
     );
 
+    // By hand: a ban at B only, then lifted; a bad address is refused with the place.
+    let added = o.json(&[
+        "decisions",
+        "add",
+        "--ip",
+        "198.51.100.7",
+        "--for",
+        "2h",
+        "--scope",
+        "edge-b",
+        "--format",
+        "json",
+    ]);
+    let id = added["id"].as_str().unwrap().to_string();
+    assert_eq!(added["scope"], serde_json::json!(["edge-b"]), "{added}");
+    wait_until(
+        Duration::from_secs(20),
+        "B banning the operator's address",
+        || {
+            banned_addresses(&b)
+                .contains(&"198.51.100.7".to_string())
+                .then_some(())
+        },
+    );
+    assert!(!banned_addresses(&a).contains(&"198.51.100.7".to_string()));
+    let del = o.json(&["decisions", "delete", &id, "--format", "json"]);
+    assert_eq!(del["state"], "deleted", "{del}");
+    wait_until(
+        Duration::from_secs(20),
+        "B lifting the operator's ban",
+        || (!banned_addresses(&b).contains(&"198.51.100.7".to_string())).then_some(()),
+    );
+    assert!(
+        banned_addresses(&b).contains(&atk.src),
+        "other bans are kept"
+    );
+    for (ip, want) in [
+        ("203.0.113.9; nft flush ruleset", "`ip`:"),
+        ("127.0.0.1", "loopback"),
+        ("0.0.0.0/0", "unspecified"),
+    ] {
+        let out = o.cli(&["decisions", "add", "--ip", ip, "--for", "1h"]);
+        assert!(!out.status.success(), "{ip}: {}", text(&out));
+        assert!(text(&out).contains(want), "{ip}: {}", text(&out));
+    }
+    let active = o.json(&[
+        "decisions",
+        "--active",
+        "--site",
+        "edge-b",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(active.as_array().unwrap().len(), 2, "{active}");
+
     // Hostile content: a located refusal, nothing changes.
     let before = banned_addresses(&a);
     assert_eq!(before.len(), 2, "{before:?}");
@@ -379,7 +436,8 @@ fn issue16_a_decoy_touch_at_a_cut_off_site_bans_there_at_once_then_at_every_site
         before,
         "hostile input changed the sets"
     );
-    assert_eq!(decisions(&o).len(), 2);
+    // Two decisions made at A and the operator's (deleted): nothing new.
+    assert_eq!(decisions(&o).len(), 3);
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
