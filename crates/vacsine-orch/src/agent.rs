@@ -209,7 +209,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     );
     // Decisions active at this site applied again (by diff: what is in effect stays).
     if respond::store_path(&cfg.data).exists() {
-        match respond::reapply(&cfg.data).await {
+        match respond::reapply(&cfg.data, &id.site).await {
             Ok(a) => eprintln!(
                 "decisions: active ones re-applied ({} element(s) added, {} deleted)",
                 a.added, a.deleted

@@ -128,6 +128,24 @@ impl Outbox {
         )? == 1)
     }
 
+    /// [`Outbox::put`] of several items in one transaction (one sync to disk); how many were
+    /// new.
+    pub(crate) fn put_many(&self, items: &[(String, &str, &str, String)]) -> anyhow::Result<usize> {
+        let mut c = self.lock()?;
+        let tx = c.transaction()?;
+        let mut n = 0;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO outbox (key, run_id, kind, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (key, run_id, kind, body) in items {
+                n += st.execute(params![key, run_id, kind, body])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     pub(crate) fn pending(&self, limit: usize) -> anyhow::Result<Vec<Item>> {
         let c = self.lock()?;
         let mut st = c.prepare(

@@ -97,17 +97,21 @@ pub async fn ingest(data: &Path, format: Format, bytes: &[u8]) -> anyhow::Result
     }
     let new_events = store.ingest(&batch, now)?;
     store.save_windows(&windows)?;
-    let applied = apply(&mut store).await?;
-    // Queued for upload: every event, and each decision made here with its times.
+    // Queued for upload before anything is applied: every event (one transaction).
     let outbox = Outbox::open(&data.join("agent.db"))?;
+    let mut items = Vec::with_capacity(batch.len());
     for (e, _) in &batch {
-        outbox.put(
-            &format!("event:{}", e.id),
+        items.push((
+            format!("event:{}", e.id),
             OUTBOX_RUN,
             "event",
-            &serde_json::to_string(e)?,
-        )?;
+            serde_json::to_string(e)?,
+        ));
     }
+    outbox.put_many(&items)?;
+    // A failed apply still queues the decisions (not in effect here: no applied time; the
+    // next apply, at the agent's start or the next decision set, puts them in effect).
+    let applied = apply(&mut store).await;
     let mut made = Vec::new();
     for (_, outcomes) in &batch {
         for o in outcomes {
@@ -126,6 +130,7 @@ pub async fn ingest(data: &Path, format: Format, bytes: &[u8]) -> anyhow::Result
             report_applied.push(d);
         }
     }
+    let applied = applied.context("the decisions are recorded and queued, not in effect here")?;
     Ok(IngestReport {
         site,
         events: batch.len(),
@@ -246,10 +251,16 @@ impl IsBan for Decision {
     }
 }
 
-/// At the agent's start: the active decisions applied again (by diff; nothing flushed).
-pub async fn reapply(data: &Path) -> anyhow::Result<Applied> {
+/// At the agent's start: the active decisions applied again (by diff; nothing flushed); one
+/// in effect here for the first time (its apply had failed) is acknowledged with when.
+pub async fn reapply(data: &Path, site: &str) -> anyhow::Result<Applied> {
     let mut store = Store::open(&store_path(data))?;
-    apply(&mut store).await
+    let applied = apply(&mut store).await?;
+    let outbox = Outbox::open(&data.join("agent.db"))?;
+    for id in &applied.ids {
+        queue_decision(&store, &outbox, id, site)?;
+    }
+    Ok(applied)
 }
 
 /// A verified decision set from the orchestrator: its decisions kept (a decision held
