@@ -394,6 +394,43 @@ fn issue16_a_decoy_touch_at_a_cut_off_site_bans_there_at_once_then_at_every_site
         assert!(!out.status.success(), "{ip}: {}", text(&out));
         assert!(text(&out).contains(want), "{ip}: {}", text(&out));
     }
+    // A ban on the orchestrator's own address (as B reaches it): B refuses it, says so, and
+    // keeps its link.
+    let orch_ip = b.host_ip.clone();
+    let bad = o.json(&[
+        "decisions",
+        "add",
+        "--ip",
+        &orch_ip,
+        "--for",
+        "1h",
+        "--scope",
+        "edge-b",
+        "--format",
+        "json",
+    ]);
+    wait_until(
+        Duration::from_secs(20),
+        "B refusing a ban of the orchestrator",
+        || {
+            ag_b.log()
+                .contains("from the orchestrator refused here")
+                .then_some(())
+        },
+    );
+    assert!(
+        ag_b.log().contains("the orchestrator's address"),
+        "{}",
+        ag_b.log()
+    );
+    assert!(!banned_addresses(&b).contains(&orch_ip));
+    o.json(&[
+        "decisions",
+        "delete",
+        bad["id"].as_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     let active = o.json(&[
         "decisions",
         "--active",
@@ -436,8 +473,8 @@ fn issue16_a_decoy_touch_at_a_cut_off_site_bans_there_at_once_then_at_every_site
         before,
         "hostile input changed the sets"
     );
-    // Two decisions made at A and the operator's (deleted): nothing new.
-    assert_eq!(decisions(&o).len(), 3);
+    // Two decisions made at A and the operator's two (deleted): nothing new.
+    assert_eq!(decisions(&o).len(), 4);
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
