@@ -270,12 +270,16 @@ pub async fn reapply(data: &Path, site: &str) -> anyhow::Result<Applied> {
 pub async fn apply_set(data: &Path, site: &str, set: &DecisionSet) -> anyhow::Result<Applied> {
     let mut store = Store::open(&store_path(data))?;
     let now = Utc::now();
-    // No decision touches this site's own or the orchestrator's addresses, wherever it was
-    // made: such a one is refused here, said, and not kept.
+    // No decision touches this site's own or the orchestrator's addresses, nor loopback,
+    // unspecified, multicast or too broad a network, wherever it was made: such a one is
+    // refused here, said, and not kept.
     let allow = allow_list(data);
     for d in &set.active {
         if let vacsine_response::Action::Ban { net } = &d.action {
-            if let Some(why) = allow.refuses(net) {
+            if let Some(why) = allow
+                .refuses(net)
+                .or_else(|| vacsine_response::decide::unbannable(net))
+            {
                 if store.decision(&d.id)?.is_none() {
                     eprintln!(
                         "decisions: {} ({}) from the orchestrator refused here: {why}",

@@ -70,6 +70,18 @@ impl Srv {
         for sd in &r.decisions {
             let d = &sd.decision;
             if d.origin.site.as_deref() == Some(agent.site.as_str()) {
+                if let Action::Ban { net } = &d.action {
+                    if let Some(why) = vacsine_response::decide::unbannable(net) {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            proto::BAD_RECORD,
+                            format!(
+                                "decision `{}` from site `{}`: {why}: refused, not fanned out",
+                                d.id, agent.site
+                            ),
+                        ));
+                    }
+                }
                 if d.id != decision_id(&d.origin.response, &d.origin.event_id, &d.action) {
                     return Err(ApiError::new(
                         StatusCode::BAD_REQUEST,
@@ -240,7 +252,7 @@ pub(super) async fn add_decision(
             "`ip`: {e} (give an IPv4 or IPv6 address, or a network such as 198.51.100.0/24)"
         ))
     })?;
-    if let Some(why) = unbannable(&net) {
+    if let Some(why) = vacsine_response::decide::unbannable(&net) {
         return Err(ApiError::bad(format!("`ip`: {why}; nothing was decided")));
     }
     let span = vacsine_response::parse_span(r.duration.trim())
@@ -356,29 +368,4 @@ pub(super) async fn list_events(
         })
         .collect();
     Ok(Json(proto::EventList { events }))
-}
-
-/// Refuses a ban that would cut more than an attacker (as sites refuse it).
-fn unbannable(net: &IpNet) -> Option<String> {
-    let ip = net.network();
-    let special = match ip {
-        std::net::IpAddr::V4(a) => {
-            a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast()
-        }
-        std::net::IpAddr::V6(a) => a.is_unspecified() || a.is_loopback() || a.is_multicast(),
-    };
-    if special {
-        return Some(format!(
-            "{net} is an unspecified, loopback, multicast or broadcast address"
-        ));
-    }
-    let min = if net.is_ipv4() {
-        vacsine_response::decide::MIN_PREFIX_V4
-    } else {
-        vacsine_response::decide::MIN_PREFIX_V6
-    };
-    if net.prefix() < min {
-        return Some(format!("{net} is wider than a /{min}: too broad to ban"));
-    }
-    None
 }
