@@ -341,12 +341,13 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
         format: SimpleFormat,
     },
-    /// Push policies and workflows into the orchestrator's registry: each gets a new version
-    /// when its content changed (`vacsine run NAME[@VERSION] --site S` runs a pushed workflow).
+    /// Push policies, workflows and responses (`kind: Response`) into the orchestrator's
+    /// registry: each gets a new version when its content changed (`vacsine run
+    /// NAME[@VERSION] --site S` runs a pushed workflow; agents hold the responses).
     /// `vacsine push image REF...` uploads action images (`docker save` of each local image):
     /// agents get them from the orchestrator, sites need no registry.
     Push {
-        /// Policy and workflow files (YAML); or `image` then image references.
+        /// Policy, workflow and response files (YAML); or `image` then image references.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]
