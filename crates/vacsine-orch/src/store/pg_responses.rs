@@ -1,7 +1,7 @@
 //! Events and decisions in the PostgreSQL store (issue 16; migration 7). A child of `pg`.
 
 use super::super::{DecisionRow, EventRow, ResponseStore, Result};
-use super::PgStore;
+use super::{News, PgStore};
 use async_trait::async_trait;
 
 #[async_trait]
@@ -25,7 +25,7 @@ impl ResponseStore for PgStore {
 
     async fn put_decision(&self, d: &DecisionRow) -> Result<bool> {
         let c = self.pool.get().await?;
-        Ok(c.execute(
+        let new = c.execute(
             "INSERT INTO decisions (id, body, scope, origin_site, event_ms, decided_ms, expires_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
             &[
@@ -39,7 +39,12 @@ impl ResponseStore for PgStore {
             ],
         )
         .await?
-            == 1)
+            == 1;
+        if new {
+            // Every replica's long polls look at their site's decision set again.
+            self.notify(&c, News::Queue).await;
+        }
+        Ok(new)
     }
 
     async fn decision_applied(&self, id: &str, site: &str, at_ms: i64) -> Result<bool> {
@@ -55,12 +60,17 @@ impl ResponseStore for PgStore {
 
     async fn delete_decision(&self, id: &str, now: i64) -> Result<bool> {
         let c = self.pool.get().await?;
-        Ok(c.execute(
-            "UPDATE decisions SET deleted_ms = $2 WHERE id = $1 AND deleted_ms IS NULL",
-            &[&id, &now],
-        )
-        .await?
-            == 1)
+        let done = c
+            .execute(
+                "UPDATE decisions SET deleted_ms = $2 WHERE id = $1 AND deleted_ms IS NULL",
+                &[&id, &now],
+            )
+            .await?
+            == 1;
+        if done {
+            self.notify(&c, News::Queue).await;
+        }
+        Ok(done)
     }
 
     async fn decisions(&self) -> Result<Vec<DecisionRow>> {
