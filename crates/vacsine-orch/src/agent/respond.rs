@@ -198,6 +198,10 @@ pub async fn apply(store: &mut Store) -> anyhow::Result<Applied> {
         let now = Utc::now();
         store.expire(now)?;
         let active = store.active(now)?;
+        if active.is_empty() && store.counts()?.2 == 0 {
+            // Never a decision here: nothing to enforce, and nft need not even be present.
+            return Ok(Applied::default());
+        }
         let ruleset = node
             .nft_ruleset()
             .await
