@@ -24,6 +24,7 @@ pub mod autonomous;
 mod enforce_job;
 mod images;
 mod outbox;
+pub mod respond;
 mod step_job;
 #[path = "agent_sync.rs"]
 mod sync;
@@ -157,6 +158,8 @@ struct Shared {
     fatal: watch::Sender<Option<String>>,
     enforcer: Option<Arc<dyn crate::enforce::EnforceRunner>>,
     journal_path: PathBuf,
+    /// The agent's data folder (its response store lives there).
+    data: PathBuf,
     site: String,
     /// The pinned bundle key and the verified bundles (`agent.db`).
     bundle_key: String,
@@ -196,6 +199,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         fatal,
         enforcer: cfg.enforcer.clone(),
         journal_path: cfg.data.join("journal.db"),
+        data: cfg.data.clone(),
         site: id.site.clone(),
         bundle_key,
         bundles: crate::bundle::BundleStore::open(&cfg.data.join("agent.db"))?,
@@ -205,6 +209,18 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         "vacsine agent {} ({}) of site {} → {}",
         id.name, id.agent_id, id.site, orchestrators
     );
+    // Decisions active at this site applied again (by diff: what is in effect stays).
+    if respond::store_path(&cfg.data).exists() {
+        match respond::reapply(&cfg.data, &id.site).await {
+            Ok(a) => eprintln!(
+                "decisions: active ones re-applied ({} element(s) added, {} deleted)",
+                a.added, a.deleted
+            ),
+            Err(e) => eprintln!("warning: re-applying the site's decisions: {e:#}"),
+        }
+    }
+    // The version of the decision set held (`""`: none yet; the first poll brings it).
+    let mut decisions_have = String::new();
     let up = tokio::spawn(uploader(sh.clone()));
     let sync = tokio::spawn(sync::syncer(sh.clone()));
     let rn = tokio::spawn(renewer(sh.clone()));
@@ -224,6 +240,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 None
             }
         };
+        req.decisions = Some(decisions_have.clone());
         let poll = sh
             .link
             .call::<_, proto::PollResponse>(proto::POLL, &sh.agent_id, &req);
@@ -237,6 +254,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         match r {
             Ok(p) => {
                 backoff.ok("polling");
+                if let Some(sd) = p.decisions {
+                    decisions_have = on_decisions(&sh, &sd).await;
+                }
                 if let Some(w) = p.work {
                     let run_id = w.run_id.clone();
                     let job = execute(&sh, w);
@@ -285,6 +305,44 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     gc.abort();
     sync.abort();
     r
+}
+
+/// A decision set from the orchestrator: verified with the pinned key before anything in it
+/// is read, then applied by diff. The version returned is the one to name at the next poll
+/// (a set refused is not asked for again until it changes).
+async fn on_decisions(sh: &Shared, sd: &proto::SignedDecisions) -> String {
+    let set = match crate::decisions::verify_set(&sh.bundle_key, &sh.site, sd) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: decision set {}: {e:#}", sd.version);
+            return sd.version.clone();
+        }
+    };
+    if set.active.is_empty() && set.deleted.is_empty() && !respond::store_path(&sh.data).exists() {
+        return set.version;
+    }
+    match respond::apply_set(&sh.data, &sh.site, &set).await {
+        Ok(a) => {
+            if !a.ids.is_empty() || a.added > 0 || a.deleted > 0 {
+                eprintln!(
+                    "decisions: set {} applied ({} active; {} newly in effect here; {} element(s) added, {} deleted)",
+                    set.version,
+                    set.active.len(),
+                    a.ids.len(),
+                    a.added,
+                    a.deleted
+                );
+            }
+            sh.kick.notify_one();
+            set.version
+        }
+        Err(e) => {
+            // Asked again at the next poll (the version held is unchanged).
+            eprintln!("error: applying decision set {}: {e:#}", set.version);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            String::new()
+        }
+    }
 }
 
 /// How long a stopping agent keeps uploading its outbox.

@@ -255,6 +255,11 @@ impl OperatorClient {
         .await
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
     /// PUT the file `file` (`len` bytes) as the request body, streamed (not read into
     /// memory), allowing `timeout` for the whole transfer: a write (idempotency key,
     /// retried, the file read again from its start on each try).

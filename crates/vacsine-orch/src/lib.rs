@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod bundle;
 pub mod client;
+pub mod decisions;
 pub mod enforce;
 pub mod files;
 pub mod fit;

@@ -196,6 +196,10 @@ impl Modify for IdempotencyKey {
         super::registry::list_registry,
         super::registry::run_pushed,
         super::images::put_image,
+        super::responses::list_decisions,
+        super::responses::add_decision,
+        super::responses::delete_decision,
+        super::responses::list_events,
     ),
     components(schemas(
         proto::EnrollRequest,
@@ -222,6 +226,10 @@ impl Modify for IdempotencyKey {
         proto::RunStatus,
         proto::RevokeRequest,
         proto::Revoked,
+        proto::SignedDecisions,
+        proto::ResponseUpload,
+        proto::SiteDecision,
+        proto::ResponseAccepted,
     )),
     modifiers(&OperatorAuth, &IdempotencyKey, &CommonRefusals),
     tags(
@@ -332,6 +340,9 @@ mod tests {
             proto::OP_REGISTRY,
             proto::OP_REGISTRY_RUNS,
             "/v1/images/{digest}",
+            proto::OP_DECISIONS,
+            "/v1/decisions/{id}",
+            proto::OP_EVENTS,
         ];
         want.sort();
         assert_eq!(paths, want);
@@ -356,6 +367,10 @@ mod tests {
             "ImagePushed",
             "ImageChunkRequest",
             "ImageRef",
+            "SignedDecisions",
+            "ResponseUpload",
+            "DecisionList",
+            "EventList",
         ] {
             assert!(
                 json["components"]["schemas"][schema].is_object(),

@@ -108,6 +108,11 @@ pub struct PollRequest {
     /// before it was carried send none (then the last one reported is kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox: Option<OutboxReport>,
+    /// The version of the decision set the agent holds (`""`: none yet). Absent (an agent
+    /// that does not enforce decisions): no decision set is ever sent. Present: the poll
+    /// also returns when the site's set differs from it, with the set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<String>,
 }
 
 impl PollRequest {
@@ -117,6 +122,7 @@ impl PollRequest {
             wait_ms,
             protocol: PROTOCOL,
             outbox: None,
+            decisions: None,
         }
     }
 }
@@ -160,6 +166,123 @@ fn protocol_1() -> u32 {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PollResponse {
     pub work: Option<Work>,
+    /// The decisions active for the agent's site, signed, when they differ from the version
+    /// the poll named (see `vacsine_orch::decisions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<SignedDecisions>,
+}
+
+/// The decision set of a site, signed by the orchestrator's bundle key: `signed.payload` is
+/// the canonical JSON of `{format, site, version, active, deleted, signed_ms}`; the agent
+/// verifies it with the key pinned at enrolment before it acts on any of it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SignedDecisions {
+    /// `sha256:…` of the active decisions (ids and expiries) and the deleted ids.
+    pub version: String,
+    pub signed: SignedJob,
+}
+
+/// Events and decisions made at a site (`vacsine agent ingest`), uploaded from the agent's
+/// outbox (`ResponseUpload` → `ResponseAccepted`). Each is kept once: an event by its
+/// content id, a decision by its id, its application at a site by (id, site).
+pub const RESPONSES: &str = "/v1/agent/responses";
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResponseUpload {
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<vacsine_events::Event>,
+    #[serde(default)]
+    pub decisions: Vec<SiteDecision>,
+}
+
+/// A decision as a site holds it: made there (its origin names the site) or received from
+/// the orchestrator, with its times.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SiteDecision {
+    #[schema(value_type = Object)]
+    pub decision: vacsine_response::Decision,
+    /// When the event that caused it happened (ms since the epoch).
+    #[serde(default)]
+    pub event_ms: Option<i64>,
+    /// When it was decided.
+    pub decided_ms: i64,
+    /// When it was in effect at the uploading site.
+    #[serde(default)]
+    pub applied_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResponseAccepted {
+    /// Events not known before.
+    pub events_new: usize,
+    /// Decisions not known before.
+    pub decisions_new: usize,
+}
+
+/// Operator endpoints of decisions and events.
+pub const OP_DECISIONS: &str = "/v1/decisions";
+pub const OP_EVENTS: &str = "/v1/events";
+
+/// `POST /v1/decisions`: ban an address or network by hand.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddDecision {
+    /// An IPv4 or IPv6 address, or a network (`198.51.100.0/24`).
+    pub ip: String,
+    /// How long: a number and `s`, `m`, `h` or `d` (`4h`).
+    #[serde(rename = "for")]
+    pub duration: String,
+    /// Sites it applies at (empty: every site).
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// Why (shown with the decision).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A decision as the orchestrator holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DecisionView {
+    pub id: String,
+    /// `ban 203.0.113.9`.
+    pub action: String,
+    #[schema(value_type = Object)]
+    pub decision: vacsine_response::Decision,
+    /// `active`, `expired` or `deleted`.
+    pub state: String,
+    /// Sites it applies at (empty: every site).
+    pub scope: Vec<String>,
+    /// The site that decided (`None`: the orchestrator or an operator).
+    pub origin_site: Option<String>,
+    /// Time to mitigate: when the event happened, when it was decided, when it was in effect
+    /// at each site (RFC 3339).
+    pub event_at: Option<String>,
+    pub decided_at: String,
+    pub applied: std::collections::BTreeMap<String, String>,
+    /// Milliseconds from the event (or the decision) to the ban in effect, per site.
+    pub mitigated_ms: std::collections::BTreeMap<String, i64>,
+    pub expires_at: Option<String>,
+    pub deleted_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DecisionList {
+    pub decisions: Vec<DecisionView>,
+}
+
+/// An event an agent uploaded.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventView {
+    pub site: String,
+    pub received_at: String,
+    #[schema(value_type = Object)]
+    pub event: vacsine_events::Event,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventList {
+    pub events: Vec<EventView>,
 }
 
 /// A run leased to an agent: only its signed job, which the agent verifies before it reads

@@ -1,4 +1,4 @@
-//! The registry (operator endpoints): policies and workflows pushed by operators, versioned
+//! The registry (operator endpoints): policies, workflows and responses pushed by operators, versioned
 //! (1, 2, … a new version only when the content changed), and runs of a pushed workflow at a
 //! site whose job names the versions it carries (and is signed, as every job).
 
@@ -50,9 +50,20 @@ fn check_document(d: &proto::PushDocument) -> ApiResult<()> {
                 p.map(|p| p.metadata.name.to_string()).unwrap_or_default(),
             )
         }
+        "Response" => {
+            // Validated as agents will read it (the text of its JSON, strictly).
+            let r = crate::decisions::response_rule(&d.name, 0, &d.document);
+            let name = d
+                .document
+                .pointer("/metadata/name")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            (r.map(|_| ()), name)
+        }
         k => {
             return Err(ApiError::bad(format!(
-            "document `{}` is of kind `{k}`: the registry keeps `Policy` and `Workflow` documents",
+            "document `{}` is of kind `{k}`: the registry keeps `Policy`, `Workflow` and `Response` documents",
             d.name
         )))
         }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use extract::{ApiJson, ApiPath as UrlPath, ApiQuery as Query};
 use serde::de::DeserializeOwned;
@@ -27,6 +27,7 @@ mod extract;
 pub mod idempotency;
 mod images;
 pub mod limits;
+mod responses;
 mod spanning;
 
 /// Longest long poll an agent may ask for.
@@ -300,6 +301,12 @@ fn router(srv: Arc<Srv>) -> Router {
         )
         .route(proto::OP_REGISTRY_RUNS, post(registry::run_pushed))
         .route("/v1/images/{digest}", put(images::put_image))
+        .route(
+            proto::OP_DECISIONS,
+            post(responses::add_decision).get(responses::list_decisions),
+        )
+        .route("/v1/decisions/{id}", delete(responses::delete_decision))
+        .route(proto::OP_EVENTS, get(responses::list_events))
         // Layers run last added first: the token, then the idempotency key.
         .route_layer(axum::middleware::from_fn_with_state(
             srv.clone(),
@@ -690,8 +697,8 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
 }
 
 #[utoipa::path(post, path = "/v1/agent/{op}", tag = "agent",
-    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`, `bundle`, `image`, `autonomous`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`, `BundleRequest`, `ImageChunkRequest`, `AutonomousRun`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
-    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle | image | autonomous")),
+    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`, `bundle`, `image`, `autonomous`, `responses`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`, `BundleRequest`, `ImageChunkRequest`, `AutonomousRun`, `ResponseUpload`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
+    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle | image | autonomous | responses")),
     request_body(content = Object, description = "sealed envelope (JSON): v, method, path, agent, ts, nonce, sender, enc, ct"),
     responses(
         (status = 200, description = "sealed envelope with the operation's response"),
@@ -891,10 +898,17 @@ impl Srv {
                 if let Some(o) = &r.outbox {
                     self.note_outbox(&agent.id, o).await;
                 }
-                let work = self.poll(&agent, r.wait_ms.min(MAX_WAIT_MS)).await?;
-                self.seal_reply(&from, b, &env, &proto::PollResponse { work })
+                let (work, decisions) = self
+                    .poll(&agent, r.wait_ms.min(MAX_WAIT_MS), r.decisions.as_deref())
+                    .await?;
+                self.seal_reply(&from, b, &env, &proto::PollResponse { work, decisions })
             }
             proto::PING => self.seal_reply(&from, b, &env, &proto::Pong { time_ms: now_ms() }),
+            proto::RESPONSES => {
+                let r: proto::ResponseUpload = parse(&plain, "responses")?;
+                let accepted = self.responses_upload(&agent, &r).await?;
+                self.seal_reply(&from, b, &env, &accepted)
+            }
             proto::AUTONOMOUS => {
                 let r: proto::AutonomousRun = parse(&plain, "autonomous run")?;
                 let created = self.autonomous_run(&agent, &r).await?;
@@ -1120,7 +1134,14 @@ impl Srv {
         )
     }
 
-    async fn poll(&self, agent: &AgentRow, wait_ms: u64) -> ApiResult<Option<proto::Work>> {
+    /// Work for `agent`, or the site's decision set when it differs from `decisions` (the
+    /// version the agent holds; `None`: an agent that does not enforce decisions).
+    async fn poll(
+        &self,
+        agent: &AgentRow,
+        wait_ms: u64,
+        decisions: Option<&str>,
+    ) -> ApiResult<(Option<proto::Work>, Option<proto::SignedDecisions>)> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let mut rx = self.queue.subscribe();
         let mut stopping = self.stopping.subscribe();
@@ -1140,6 +1161,11 @@ impl Srv {
                 }
             }
             woken = true;
+            if let Some(have) = decisions {
+                if let Some(set) = self.decision_set(&agent.site, have).await? {
+                    return Ok((None, Some(set)));
+                }
+            }
             if let Some(run) = self
                 .store
                 .lease_next(&agent.site, &agent.id, now_ms(), self.lease_ttl_ms)
@@ -1149,16 +1175,19 @@ impl Srv {
                 // Only the signed job travels: the agent verifies it before it reads what it
                 // asks for (the unsigned copy in the run's request is for the API's readers).
                 let signed = self.signed_for(&run.id).await?;
-                return Ok(Some(proto::Work {
-                    run_id: run.id,
-                    lease_ttl_ms: self.lease_ttl_ms,
-                    signed,
-                }));
+                return Ok((
+                    Some(proto::Work {
+                        run_id: run.id,
+                        lease_ttl_ms: self.lease_ttl_ms,
+                        signed,
+                    }),
+                    None,
+                ));
             }
             tokio::select! {
-                r = rx.changed() => if r.is_err() { return Ok(None) },
-                _ = tokio::time::sleep_until(deadline) => return Ok(None),
-                _ = stopping.wait_for(|s| *s) => return Ok(None),
+                r = rx.changed() => if r.is_err() { return Ok((None, None)) },
+                _ = tokio::time::sleep_until(deadline) => return Ok((None, None)),
+                _ = stopping.wait_for(|s| *s) => return Ok((None, None)),
             }
         }
     }

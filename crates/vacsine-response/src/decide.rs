@@ -418,7 +418,7 @@ fn window_key(rule: &str, what: &str, by: KeyBy, target: &str, event: &Event) ->
 
 /// Refuses a ban that would cut more than an attacker: unspecified, loopback, multicast and
 /// link-local addresses, and networks wider than [`MIN_PREFIX_V4`] / [`MIN_PREFIX_V6`].
-fn unbannable(net: &IpNet) -> Option<String> {
+pub fn unbannable(net: &IpNet) -> Option<String> {
     let ip = net.network();
     let special = match ip {
         IpAddr::V4(a) => {

@@ -383,12 +383,13 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
         format: SimpleFormat,
     },
-    /// Push policies and workflows into the orchestrator's registry: each gets a new version
-    /// when its content changed (`vacsine run NAME[@VERSION] --site S` runs a pushed workflow).
+    /// Push policies, workflows and responses (`kind: Response`) into the orchestrator's
+    /// registry: each gets a new version when its content changed (`vacsine run
+    /// NAME[@VERSION] --site S` runs a pushed workflow; agents hold the responses).
     /// `vacsine push image REF...` uploads action images (`docker save` of each local image):
     /// agents get them from the orchestrator, sites need no registry.
     Push {
-        /// Policy and workflow files (YAML); or `image` then image references.
+        /// Policy, workflow and response files (YAML); or `image` then image references.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]
@@ -409,6 +410,38 @@ pub enum Command {
     },
     /// Sites, agents (online/offline, last seen, version) and runs known to the orchestrator.
     Status {
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
+    /// Decisions (bans) made at sites or by operators, with their scope, origin and time to
+    /// mitigate (event, decided, in effect at each site); `add` bans an address or network
+    /// at every site in scope, `delete ID` lifts a decision everywhere.
+    Decisions {
+        #[command(subcommand)]
+        action: Option<DecisionsAction>,
+        /// Only decisions whose scope holds this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Only active decisions (not expired, not deleted).
+        #[arg(long)]
+        active: bool,
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
+        format: SimpleFormat,
+    },
+    /// Events the sites uploaded (each once), newest first.
+    Events {
+        /// Only events from this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
         #[command(flatten)]
         conn: OperatorConn,
         /// `human` or `json`.
@@ -571,6 +604,25 @@ pub enum AgentAction {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+    /// Events in a security tool's format (Suricata EVE, Falco, STIX 2.1, CrowdSec,
+    /// OpenCanary, Cowrie, nmap XML) from FILE or `-` (standard input): each is decided over
+    /// the `kind: Response` documents of the registry bundle held (dedupe, throttle, the
+    /// allow-list of this machine's and the orchestrator's addresses), the bans are in effect
+    /// at once as nft set elements with their timeout (one transaction), every outcome is
+    /// recorded with its reason, and events and decisions are queued for upload. Works while
+    /// the orchestrator is unreachable. A bad record is refused with its line and never
+    /// drops the good ones. Exit 0 when every record was read, 2 when one was refused.
+    Ingest {
+        /// The file, or `-` for standard input (up to 64 MiB).
+        file: PathBuf,
+        /// The input's format: eve, falco, stix, crowdsec, opencanary, cowrie or nmap
+        /// (default: detected from its first bytes).
+        #[arg(long = "from", value_name = "FORMAT")]
+        from: Option<String>,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
     /// A local event (from an IDS hook, a scanner, an operator): every workflow of the held
     /// registry bundle whose trigger (`spec.on`) matches it runs here, without the
     /// orchestrator; runs are uploaded, marked autonomous, when the link allows. Each
@@ -604,6 +656,27 @@ pub enum AgentAction {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum DecisionsAction {
+    /// Ban an address or network for a duration at every site in scope.
+    Add {
+        /// An IPv4 or IPv6 address, or a network (`198.51.100.0/24`).
+        #[arg(long)]
+        ip: String,
+        /// How long: a number and `s`, `m`, `h` or `d` (`4h`).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// `all`, or site names separated by commas.
+        #[arg(long, default_value = "all")]
+        scope: String,
+        /// Why (kept in the orchestrator's log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a decision at every site (each removes its element at its next poll).
+    Delete { id: String },
 }
 
 #[derive(Subcommand, Debug, Clone)]

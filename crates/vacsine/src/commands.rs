@@ -56,6 +56,8 @@ fn wants_json_errors(cmd: &Command) -> bool {
         | Command::Status { format, .. }
         | Command::Push { format, .. }
         | Command::Registry { format, .. }
+        | Command::Decisions { format, .. }
+        | Command::Events { format, .. }
         | Command::Pin { format, .. }
         | Command::Gc { format, .. } => simple(format),
         Command::Schema { .. } | Command::Orchestrator { .. } | Command::Agent { .. } => false,
@@ -262,6 +264,24 @@ pub async fn dispatch(cli: Cli) -> i32 {
             )
             .await
         }
+        Command::Agent {
+            action: Some(crate::cli::AgentAction::Ingest { file, from, format }),
+            data,
+            ..
+        } => crate::responsecmd::agent_ingest(&file, from.as_deref(), format, &data).await,
+        Command::Decisions {
+            action,
+            site,
+            active,
+            conn,
+            format,
+        } => crate::responsecmd::decisions(action, site, active, &conn, format).await,
+        Command::Events {
+            site,
+            limit,
+            conn,
+            format,
+        } => crate::responsecmd::events(site, limit, &conn, format).await,
         Command::Agent {
             action: Some(crate::cli::AgentAction::Status { format }),
             data,

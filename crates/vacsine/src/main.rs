@@ -10,6 +10,7 @@ mod gccmd;
 mod orch;
 mod progress;
 mod registrycmd;
+mod responsecmd;
 mod runcmd;
 mod scapcmd;
 mod scapdocs;

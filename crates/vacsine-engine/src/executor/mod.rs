@@ -29,7 +29,7 @@ pub use file::FileExecutor;
 pub use firewall::{nft_check, rendered_ruleset, validate_rule, FirewallExecutor, NftCheck};
 pub use http::HttpExecutor;
 pub use misc::{QuarantineExecutor, SysctlExecutor};
-pub use nftset::NftSetExecutor;
+pub use nftset::{decisions_listed, decisions_skeleton, NftSetExecutor};
 pub use wait::WaitUntilExecutor;
 
 /// What an executor sees of the run.

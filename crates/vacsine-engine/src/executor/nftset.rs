@@ -49,6 +49,26 @@ use text::{
 use vacsine_core::node::NodeOps;
 use vacsine_core::record::Level;
 
+/// The mechanism of the decisions table `table` as nft script text (sets and the rules that
+/// drop what is in them, declared so that what exists is kept): for callers that apply
+/// decisions as data in one transaction of their own (the agent's response path).
+pub fn decisions_skeleton(table: &str) -> Result<String, String> {
+    check_table(table)?;
+    Ok(skeleton(table))
+}
+
+/// The elements of the ban sets (`ban4`, `ban6`, `ban4net`, `ban6net`) of table `table` as
+/// `nft list ruleset` prints them: the address or network (text of a parsed address) and the
+/// time it has left (`None`: no timeout).
+pub fn decisions_listed(ruleset: &str, table: &str) -> Vec<(String, Option<Duration>)> {
+    parse_listing(ruleset, table)
+        .elements
+        .into_iter()
+        .filter(|(set, _, _)| set.starts_with("ban"))
+        .map(|(_, n, left)| (n.to_string(), left))
+        .collect()
+}
+
 /// Arguments of `nftset`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

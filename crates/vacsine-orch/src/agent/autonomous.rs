@@ -39,6 +39,8 @@ pub struct Held {
     pub workflows: Vec<(VersionRef, Workflow)>,
     /// Images the bundle lists: reference → digest.
     pub images: BTreeMap<String, String>,
+    /// The bundle's `kind: Response` documents, validated (issue 16).
+    pub responses: Vec<vacsine_response::Rule>,
 }
 
 /// Read and verify the registry bundle held in `data`.
@@ -64,6 +66,7 @@ pub fn held(data: &Path) -> anyhow::Result<Held> {
     })?;
     let mut workflows = Vec::new();
     let mut images = BTreeMap::new();
+    let mut responses = Vec::new();
     for d in &b.documents {
         match d.kind.as_str() {
             "Workflow" => {
@@ -82,6 +85,14 @@ pub fn held(data: &Path) -> anyhow::Result<Held> {
                     images.insert(d.name.clone(), digest.to_string());
                 }
             }
+            "Response" => match crate::decisions::response_rule(&d.name, d.version, &d.document) {
+                Ok(r) => responses.push(r),
+                // Checked at push: only a document this build reads differently fails here.
+                Err(e) => eprintln!(
+                    "warning: registry Response {}@{}: {e}; not used",
+                    d.name, d.version
+                ),
+            },
             _ => {}
         }
     }
@@ -90,6 +101,7 @@ pub fn held(data: &Path) -> anyhow::Result<Held> {
         bundle,
         workflows,
         images,
+        responses,
     })
 }
 

@@ -23,6 +23,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How often an idle uploader looks at the outbox again.
+const IDLE_LOOK: Duration = Duration::from_millis(200);
 /// Most items read from the outbox for one request.
 const BATCH_ITEMS: usize = 200;
 /// Smallest request size the uploader goes down to after size refusals.
@@ -128,6 +130,24 @@ impl Outbox {
             "INSERT OR IGNORE INTO outbox (key, run_id, kind, body) VALUES (?1, ?2, ?3, ?4)",
             params![key, run_id, kind, body],
         )? == 1)
+    }
+
+    /// [`Outbox::put`] of several items in one transaction (one sync to disk); how many were
+    /// new.
+    pub(crate) fn put_many(&self, items: &[(String, &str, &str, String)]) -> anyhow::Result<usize> {
+        let mut c = self.lock()?;
+        let tx = c.transaction()?;
+        let mut n = 0;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO outbox (key, run_id, kind, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (key, run_id, kind, body) in items {
+                n += st.execute(params![key, run_id, kind, body])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
     }
 
     pub(crate) fn pending(&self, limit: usize) -> anyhow::Result<Vec<Item>> {
@@ -339,6 +359,62 @@ fn records_batch(items: &[Item], cap: usize, budget: usize) -> Batch {
     Batch::Send { req, seqs, bytes }
 }
 
+/// Events and decisions of the site's response path (issue 16), uploaded together.
+fn is_response_item(kind: &str) -> bool {
+    kind == "event" || kind == "decision"
+}
+
+/// The responses request for the first consecutive events and decisions in `items`.
+enum Batch2 {
+    Send {
+        req: proto::ResponseUpload,
+        seqs: Vec<i64>,
+        bytes: usize,
+    },
+    Unsendable {
+        seq: i64,
+        key: String,
+        why: String,
+    },
+}
+
+fn responses_batch(items: &[Item], cap: usize, budget: usize) -> Batch2 {
+    let mut req = proto::ResponseUpload {
+        events: Vec::new(),
+        decisions: Vec::new(),
+    };
+    let mut seqs = Vec::new();
+    let mut bytes = REQUEST_OVERHEAD;
+    for i in items
+        .iter()
+        .take_while(|i| is_response_item(&i.kind))
+        .take(cap.max(1))
+    {
+        let n = i.body.len() + ITEM_OVERHEAD;
+        if bytes + n > budget && !seqs.is_empty() {
+            break;
+        }
+        let parsed = if i.kind == "event" {
+            serde_json::from_str(&i.body).map(|e| req.events.push(e))
+        } else {
+            serde_json::from_str(&i.body).map(|d| req.decisions.push(d))
+        };
+        if let Err(e) = parsed {
+            if seqs.is_empty() {
+                return Batch2::Unsendable {
+                    seq: i.seq,
+                    key: i.key.clone(),
+                    why: format!("unreadable in the outbox: {e}"),
+                };
+            }
+            break;
+        }
+        bytes += n;
+        seqs.push(i.seq);
+    }
+    Batch2::Send { req, seqs, bytes }
+}
+
 /// A refusal that only says the request was too large (413, from the orchestrator or a
 /// proxy in front of it).
 fn too_large(e: &CallError) -> bool {
@@ -379,7 +455,10 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
         let Some(first) = items.first() else {
             tokio::select! {
                 _ = sh.kick.notified() => {},
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {},
+                // Items queued by another process (`vacsine agent ingest`, `vacsine agent
+                // run`) cannot kick this one: the outbox is looked at again soon (a decision
+                // made at this site reaches the others within this delay).
+                _ = tokio::time::sleep(IDLE_LOOK) => {},
             }
             continue;
         };
@@ -393,6 +472,21 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
                     let r = sh
                         .link
                         .call::<_, proto::RecordsResponse>(proto::RECORDS, &sh.agent_id, &req)
+                        .await
+                        .map(|_| ());
+                    (seqs, bytes, r)
+                }
+            }
+        } else if is_response_item(&first.kind) {
+            match responses_batch(&items, cap, budget) {
+                Batch2::Unsendable { seq, key, why } => {
+                    refuse(&sh, &[seq], &key, &first.run_id, &why);
+                    continue;
+                }
+                Batch2::Send { req, seqs, bytes } => {
+                    let r = sh
+                        .link
+                        .call::<_, proto::ResponseAccepted>(proto::RESPONSES, &sh.agent_id, &req)
                         .await
                         .map(|_| ());
                     (seqs, bytes, r)

@@ -235,8 +235,68 @@ pub enum Change {
     Run,
 }
 
+/// A decision as the orchestrator keeps it (issue 16): made at a site and uploaded, or added
+/// by an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRow {
+    pub id: String,
+    /// The decision (`vacsine_response::Decision`, JSON).
+    pub body: String,
+    /// Sites it applies at, JSON array (empty: every site).
+    pub scope: String,
+    pub origin_site: Option<String>,
+    pub event_ms: Option<i64>,
+    pub decided_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub deleted_ms: Option<i64>,
+    /// (site, when it was in effect there), by site.
+    pub applied: Vec<(String, i64)>,
+}
+
+/// An event a site uploaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRow {
+    pub id: String,
+    pub site: String,
+    pub received_ms: i64,
+    /// The event (`vacsine_events::Event`, JSON).
+    pub body: String,
+}
+
+/// Each (decision, site, time) onto its decision.
+fn attach_applied(rows: &mut [DecisionRow], applied: Vec<(String, String, i64)>) {
+    let index: std::collections::HashMap<String, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.clone(), i))
+        .collect();
+    for (id, site, at) in applied {
+        if let Some(&i) = index.get(&id) {
+            rows[i].applied.push((site, at));
+        }
+    }
+}
+
+/// Events and decisions (issue 16), each kept once.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait ResponseStore: Send + Sync {
+    /// Keep events (`(id, JSON)`) uploaded from `site`, each once by its id; how many were
+    /// new.
+    async fn put_events(&self, site: &str, events: &[(String, String)], now: i64) -> Result<usize>;
+    /// Keep a decision once by its id (`applied` and `deleted_ms` are not read); true when new.
+    async fn put_decision(&self, d: &DecisionRow) -> Result<bool>;
+    /// Decision `id` in effect at `site` since `at_ms` (the first report kept); true when new.
+    async fn decision_applied(&self, id: &str, site: &str, at_ms: i64) -> Result<bool>;
+    /// Delete decision `id` (by hand); false when unknown or deleted already.
+    async fn delete_decision(&self, id: &str, now: i64) -> Result<bool>;
+    /// Every decision, oldest first, with where it was applied.
+    async fn decisions(&self) -> Result<Vec<DecisionRow>>;
+    /// The latest `limit` events (of `site`), newest first.
+    async fn events(&self, site: Option<&str>, limit: usize) -> Result<Vec<EventRow>>;
+}
+
+#[async_trait]
+pub trait Store: ResponseStore + Send + Sync {
     async fn create_site(&self, name: &str, intake_hash: &str, now: i64) -> Result<()>;
     async fn sites(&self) -> Result<Vec<SiteRow>>;
     /// Revoke a site and every agent of it.

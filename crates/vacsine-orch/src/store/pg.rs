@@ -39,6 +39,9 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 #[cfg(test)]
 pub(super) const MIGRATION_COUNT: usize = MIGRATIONS.len();
 
+#[path = "pg_responses.rs"]
+mod responses;
+
 const MIGRATIONS: &[(i32, &str)] = &[
     (
         1,
@@ -178,6 +181,31 @@ CREATE TABLE agent_outboxes (
 CREATE INDEX runs_site_recent ON runs(site, created_ms DESC, seq DESC);
 CREATE INDEX runs_status_recent ON runs(status, created_ms DESC, seq DESC);
 CREATE INDEX runs_held ON runs(agent_id) WHERE status = 'running';
+-- Issue 16: events uploaded by sites, decisions (made at a site or by an operator) and where
+-- each was in effect; each kept once.
+CREATE TABLE response_events (
+  id TEXT PRIMARY KEY,
+  site TEXT NOT NULL,
+  received_ms BIGINT NOT NULL,
+  body TEXT NOT NULL
+);
+CREATE INDEX response_events_recent ON response_events(received_ms DESC);
+CREATE TABLE decisions (
+  id TEXT PRIMARY KEY,
+  body TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  origin_site TEXT,
+  event_ms BIGINT,
+  decided_ms BIGINT NOT NULL,
+  expires_ms BIGINT,
+  deleted_ms BIGINT
+);
+CREATE TABLE decision_sites (
+  decision_id TEXT NOT NULL,
+  site TEXT NOT NULL,
+  applied_ms BIGINT NOT NULL,
+  PRIMARY KEY (decision_id, site)
+);
 "#,
     ),
 ];

@@ -78,6 +78,9 @@ CREATE TABLE IF NOT EXISTS registry (
 
 /// Added after the first schema (stores made before it get it at their next start): the
 /// reports of enforce runs.
+#[path = "sqlite_responses.rs"]
+mod responses;
+
 const REPORTS: &str = "
 CREATE TABLE IF NOT EXISTS run_reports (
   run_id TEXT PRIMARY KEY REFERENCES runs(id),
@@ -271,6 +274,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(REPORTS)?;
         conn.execute_batch(INDEXES)?;
+        conn.execute_batch(responses::SCHEMA)?;
         // Added after the first schema: each registry document's signature, made at push.
         let has_signature: bool = conn.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('registry') WHERE name = 'signature'",

@@ -136,6 +136,7 @@ suite!(
     an_agents_outbox_report_replaces_the_one_before,
     retention_removes_exactly_the_planned_ended_runs_and_never_an_active_one,
     runs_are_listed_a_page_at_a_time_newest_first_with_filters,
+    issue16_events_decisions_and_applications_are_kept_once,
 );
 
 async fn with_agents(s: &dyn Store) {
@@ -1172,4 +1173,43 @@ async fn runs_are_listed_a_page_at_a_time_newest_first_with_filters(f: &Fixture)
         vec![("a1".to_string(), 40i64)]
     );
     assert!(s.last_autonomous(1).await.unwrap().is_empty());
+}
+
+/// Issue 16: an event, a decision and its application at a site are each kept once, whichever
+/// replica gets them again (a retried upload); a deletion is kept once.
+async fn issue16_events_decisions_and_applications_are_kept_once(f: &Fixture) {
+    let (s, b) = (&*f.a, &*f.b);
+    let evs = vec![
+        ("e1".to_string(), "{}".to_string()),
+        ("e2".to_string(), "{}".to_string()),
+    ];
+    assert_eq!(s.put_events("edge-a", &evs, 10).await.unwrap(), 2);
+    assert_eq!(b.put_events("edge-a", &evs, 11).await.unwrap(), 0);
+    assert_eq!(s.events(None, 10).await.unwrap().len(), 2);
+    assert_eq!(s.events(Some("edge-b"), 10).await.unwrap().len(), 0);
+    let d = DecisionRow {
+        id: "d1".into(),
+        body: "{}".into(),
+        scope: "[]".into(),
+        origin_site: Some("edge-a".into()),
+        event_ms: Some(5),
+        decided_ms: 6,
+        expires_ms: Some(1_000),
+        deleted_ms: None,
+        applied: vec![],
+    };
+    assert!(s.put_decision(&d).await.unwrap());
+    assert!(!b.put_decision(&d).await.unwrap());
+    assert!(s.decision_applied("d1", "edge-a", 7).await.unwrap());
+    assert!(!b.decision_applied("d1", "edge-a", 9).await.unwrap());
+    assert!(b.decision_applied("d1", "edge-b", 8).await.unwrap());
+    let all = b.decisions().await.unwrap();
+    assert_eq!(all.len(), 1);
+    let mut applied = all[0].applied.clone();
+    applied.sort();
+    assert_eq!(applied, vec![("edge-a".into(), 7), ("edge-b".into(), 8)]);
+    assert!(s.delete_decision("d1", 20).await.unwrap());
+    assert!(!b.delete_decision("d1", 21).await.unwrap());
+    assert!(!s.delete_decision("nope", 21).await.unwrap());
+    assert_eq!(s.decisions().await.unwrap()[0].deleted_ms, Some(20));
 }

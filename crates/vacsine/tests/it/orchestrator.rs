@@ -17,6 +17,8 @@ mod fairness;
 mod images;
 #[path = "late_end.rs"]
 mod late_end;
+#[path = "respond.rs"]
+mod respond;
 #[path = "spanning.rs"]
 mod spanning;
 #[path = "submit_retry.rs"]

@@ -1,0 +1,129 @@
+//! Events and decisions in the PostgreSQL store (issue 16; migration 7). A child of `pg`.
+
+use super::super::{DecisionRow, EventRow, ResponseStore, Result};
+use super::{News, PgStore};
+use async_trait::async_trait;
+
+#[async_trait]
+impl ResponseStore for PgStore {
+    async fn put_events(&self, site: &str, events: &[(String, String)], now: i64) -> Result<usize> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO response_events (id, site, received_ms, body) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .await?;
+        let mut n = 0;
+        for (id, body) in events {
+            n += tx.execute(&st, &[id, &site, &now, body]).await? as usize;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn put_decision(&self, d: &DecisionRow) -> Result<bool> {
+        let c = self.pool.get().await?;
+        let new = c.execute(
+            "INSERT INTO decisions (id, body, scope, origin_site, event_ms, decided_ms, expires_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            &[
+                &d.id,
+                &d.body,
+                &d.scope,
+                &d.origin_site,
+                &d.event_ms,
+                &d.decided_ms,
+                &d.expires_ms,
+            ],
+        )
+        .await?
+            == 1;
+        if new {
+            // Every replica's long polls look at their site's decision set again.
+            self.notify(&c, News::Queue).await;
+        }
+        Ok(new)
+    }
+
+    async fn decision_applied(&self, id: &str, site: &str, at_ms: i64) -> Result<bool> {
+        let c = self.pool.get().await?;
+        Ok(c.execute(
+            "INSERT INTO decision_sites (decision_id, site, applied_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (decision_id, site) DO NOTHING",
+            &[&id, &site, &at_ms],
+        )
+        .await?
+            == 1)
+    }
+
+    async fn delete_decision(&self, id: &str, now: i64) -> Result<bool> {
+        let c = self.pool.get().await?;
+        let done = c
+            .execute(
+                "UPDATE decisions SET deleted_ms = $2 WHERE id = $1 AND deleted_ms IS NULL",
+                &[&id, &now],
+            )
+            .await?
+            == 1;
+        if done {
+            self.notify(&c, News::Queue).await;
+        }
+        Ok(done)
+    }
+
+    async fn decisions(&self) -> Result<Vec<DecisionRow>> {
+        let c = self.pool.get().await?;
+        let mut out: Vec<DecisionRow> = c
+            .query(
+                "SELECT id, body, scope, origin_site, event_ms, decided_ms, expires_ms, deleted_ms
+                 FROM decisions ORDER BY decided_ms, id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| DecisionRow {
+                id: r.get(0),
+                body: r.get(1),
+                scope: r.get(2),
+                origin_site: r.get(3),
+                event_ms: r.get(4),
+                decided_ms: r.get(5),
+                expires_ms: r.get(6),
+                deleted_ms: r.get(7),
+                applied: Vec::new(),
+            })
+            .collect();
+        let applied = c
+            .query(
+                "SELECT decision_id, site, applied_ms FROM decision_sites ORDER BY decision_id, site",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        super::super::attach_applied(&mut out, applied);
+        Ok(out)
+    }
+
+    async fn events(&self, site: Option<&str>, limit: usize) -> Result<Vec<EventRow>> {
+        let c = self.pool.get().await?;
+        let limit = limit as i64;
+        Ok(c.query(
+            "SELECT id, site, received_ms, body FROM response_events
+             WHERE ($1::TEXT IS NULL OR site = $1) ORDER BY received_ms DESC, id LIMIT $2",
+            &[&site, &limit],
+        )
+        .await?
+        .iter()
+        .map(|r| EventRow {
+            id: r.get(0),
+            site: r.get(1),
+            received_ms: r.get(2),
+            body: r.get(3),
+        })
+        .collect())
+    }
+}

@@ -1,0 +1,303 @@
+//! Adaptive response from the command line (issue 16): `kind: Response` files for `vacsine
+//! push`, `vacsine agent ingest` (events → decisions in effect at this site, also while cut
+//! off), and the operator's `vacsine decisions [add|delete]` and `vacsine events`.
+
+use crate::cli::{DecisionsAction, OperatorConn, SimpleFormat};
+use crate::commands::{EXIT_FAILURES, EXIT_OK};
+use crate::orch::{client, err, print_json};
+use std::io::Read as _;
+use std::path::Path;
+use vacsine_core::doc::{parse_as, LoadError};
+use vacsine_orch::proto;
+
+/// The largest input `vacsine agent ingest` reads.
+const MAX_INPUT: u64 = 64 << 20;
+
+/// `Some(document)` when `path` is a `kind: Response` file (validated strictly, errors
+/// located at file:line:column); `None` for any other kind.
+pub fn load_response(path: &Path) -> Result<Option<proto::PushDocument>, LoadError> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        kind: Option<String>,
+    }
+    let source = vacsine_enforce::inputs::read_source(path)?;
+    let is_response = parse_as::<Probe>(&source)
+        .ok()
+        .and_then(|p| p.kind)
+        .is_some_and(|k| k == "Response");
+    if !is_response {
+        return Ok(None);
+    }
+    let rule = vacsine_response::load(&source)?;
+    let doc: vacsine_response::Response = parse_as(&source)?;
+    let document = serde_json::to_value(&doc)
+        .map_err(|e| LoadError::at(&source, 1, 1, format!("cannot be encoded: {e}"), None))?;
+    Ok(Some(proto::PushDocument {
+        kind: "Response".into(),
+        name: rule.name,
+        document,
+    }))
+}
+
+/// `vacsine agent ingest [--from FORMAT] FILE|-`.
+pub async fn agent_ingest(
+    file: &Path,
+    from: Option<&str>,
+    format: SimpleFormat,
+    data: &Path,
+) -> miette::Result<i32> {
+    let (mut r, place): (Box<dyn std::io::Read>, String) = if file.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), "standard input".into())
+    } else {
+        (
+            Box::new(std::fs::File::open(file).map_err(|e| {
+                miette::miette!(
+                    help = "give a file of events, or `-` for standard input",
+                    "{}: cannot be read: {e}",
+                    file.display()
+                )
+            })?),
+            file.display().to_string(),
+        )
+    };
+    let mut bytes = Vec::new();
+    r.by_ref()
+        .take(MAX_INPUT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| miette::miette!("{place}: cannot be read: {e}"))?;
+    if bytes.len() as u64 > MAX_INPUT {
+        return Err(miette::miette!(
+            help = "split the input, or feed it on standard input in parts",
+            "{place}: larger than {} MiB: refused, nothing read",
+            MAX_INPUT >> 20
+        ));
+    }
+    let fmt = match from {
+        Some(f) => f.parse::<vacsine_events::Format>().map_err(|e| {
+            miette::miette!(
+                help = "--from eve|falco|stix|crowdsec|opencanary|cowrie|nmap",
+                "--from: {e}"
+            )
+        })?,
+        None => vacsine_events::Format::detect(&bytes).ok_or_else(|| {
+            miette::miette!(
+                help = "name it with --from eve|falco|stix|crowdsec|opencanary|cowrie|nmap",
+                "{place}: the format of these events cannot be told from their first bytes"
+            )
+        })?,
+    };
+    let rep = vacsine_orch::agent::respond::ingest(data, fmt, &bytes)
+        .await
+        .map_err(|e| miette::miette!("{e:#}"))?;
+    match format {
+        SimpleFormat::Json => print_json(&rep),
+        SimpleFormat::Human => {
+            println!(
+                "site {}: {} event(s) read from {place} ({} new, {} record(s) not events), {} refused",
+                rep.site,
+                rep.events,
+                rep.new_events,
+                rep.skipped,
+                rep.errors.len()
+            );
+            let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+            for o in &rep.outcomes {
+                *reasons
+                    .entry(vacsine_response::store::reason(&o.verdict))
+                    .or_default() += 1;
+            }
+            for (k, n) in &reasons {
+                println!("  {n} outcome(s) {k}");
+            }
+            for d in &rep.applied {
+                println!(
+                    "  {} in effect at {} (decision {}, until {})",
+                    d.action,
+                    d.applied_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    d.id,
+                    d.expires_at
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                        .unwrap_or_else(|| "deleted".into())
+                );
+            }
+            println!(
+                "  nft: {} element(s) added, {} deleted, in {} ms",
+                rep.added, rep.deleted, rep.took_ms
+            );
+            for e in &rep.errors {
+                eprintln!("{place}: {e}");
+            }
+        }
+    }
+    Ok(if rep.errors.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILURES
+    })
+}
+
+/// `vacsine decisions [--site S] [--active]`, `add`, `delete ID`.
+pub async fn decisions(
+    action: Option<DecisionsAction>,
+    site: Option<String>,
+    active: bool,
+    conn: &OperatorConn,
+    format: SimpleFormat,
+) -> miette::Result<i32> {
+    let c = client(conn)?;
+    match action {
+        Some(DecisionsAction::Add {
+            ip,
+            duration,
+            scope,
+            reason,
+        }) => {
+            let sites: Vec<String> = if scope.trim() == "all" {
+                vec![]
+            } else {
+                scope
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            };
+            let v: proto::DecisionView = c
+                .post(
+                    proto::OP_DECISIONS,
+                    &proto::AddDecision {
+                        ip,
+                        duration,
+                        sites,
+                        reason,
+                    },
+                )
+                .await
+                .map_err(err)?;
+            match format {
+                SimpleFormat::Json => print_json(&v),
+                SimpleFormat::Human => println!(
+                    "decision {}: {} until {} at {}",
+                    v.id,
+                    v.action,
+                    v.expires_at.as_deref().unwrap_or("deleted"),
+                    scope_text(&v.scope)
+                ),
+            }
+            Ok(EXIT_OK)
+        }
+        Some(DecisionsAction::Delete { id }) => {
+            let v: proto::DecisionView = c
+                .delete(&format!("{}/{id}", proto::OP_DECISIONS))
+                .await
+                .map_err(err)?;
+            match format {
+                SimpleFormat::Json => print_json(&v),
+                SimpleFormat::Human => println!(
+                    "decision {} ({}) deleted: lifted at {} at their next poll",
+                    v.id,
+                    v.action,
+                    scope_text(&v.scope)
+                ),
+            }
+            Ok(EXIT_OK)
+        }
+        None => {
+            let mut q = Vec::new();
+            if let Some(s) = site {
+                q.push(("site", s));
+            }
+            if active {
+                q.push(("active", "true".to_string()));
+            }
+            let l: proto::DecisionList = c.get_query(proto::OP_DECISIONS, &q).await.map_err(err)?;
+            match format {
+                SimpleFormat::Json => print_json(&l.decisions),
+                SimpleFormat::Human => {
+                    if l.decisions.is_empty() {
+                        println!("no decision");
+                    }
+                    let now = chrono::Utc::now();
+                    for v in &l.decisions {
+                        let left = v
+                            .expires_at
+                            .as_deref()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .map(|t| t.with_timezone(&chrono::Utc) - now)
+                            .filter(|d| d.num_seconds() > 0)
+                            .map(|d| format!("{}h{:02}m left", d.num_hours(), d.num_minutes() % 60))
+                            .unwrap_or_default();
+                        let applied: Vec<String> = v
+                            .applied
+                            .keys()
+                            .map(|s| {
+                                format!("{s} ({} ms)", v.mitigated_ms.get(s).copied().unwrap_or(0))
+                            })
+                            .collect();
+                        println!(
+                            "{} {:<8} {} at {}: {} | origin {}@{} | in effect at: {}",
+                            &v.id[..12.min(v.id.len())],
+                            v.state,
+                            v.action,
+                            scope_text(&v.scope),
+                            left,
+                            v.decision.origin.response,
+                            v.origin_site.as_deref().unwrap_or("orchestrator"),
+                            if applied.is_empty() {
+                                "no site yet".to_string()
+                            } else {
+                                applied.join(", ")
+                            }
+                        );
+                    }
+                }
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn scope_text(scope: &[String]) -> String {
+    if scope.is_empty() {
+        "every site".into()
+    } else {
+        scope.join(", ")
+    }
+}
+
+/// `vacsine events [--site S] [--limit N]`.
+pub async fn events(
+    site: Option<String>,
+    limit: usize,
+    conn: &OperatorConn,
+    format: SimpleFormat,
+) -> miette::Result<i32> {
+    let c = client(conn)?;
+    let mut q = vec![("limit", limit.to_string())];
+    if let Some(s) = site {
+        q.push(("site", s));
+    }
+    let l: proto::EventList = c.get_query(proto::OP_EVENTS, &q).await.map_err(err)?;
+    match format {
+        SimpleFormat::Json => print_json(&l.events),
+        SimpleFormat::Human => {
+            if l.events.is_empty() {
+                println!("no event");
+            }
+            for e in &l.events {
+                let obs: Vec<String> = e.event.observables.iter().map(|o| o.to_string()).collect();
+                println!(
+                    "{} {} {} {} {}: {} [{}]",
+                    e.received_at,
+                    e.site,
+                    e.event.kind.as_str(),
+                    e.event.source,
+                    e.event.severity.as_str(),
+                    e.event.summary,
+                    obs.join(", ")
+                );
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
