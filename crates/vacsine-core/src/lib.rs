@@ -18,6 +18,7 @@ pub mod plan;
 pub mod policy;
 pub mod procnet;
 pub mod record;
+pub mod status;
 pub mod target;
 pub mod validate;
 pub mod version;

@@ -42,53 +42,8 @@ pub use journal::{
 pub use local::LocalNode;
 pub use validate::{firewall_rulesets, validate_workflow, FirewallRuleset, WorkflowProblem};
 
-use serde::{Deserialize, Serialize};
-
-/// Status of a whole run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// Journaled as started and not finished (or the process died: resumable).
-    Running,
-    Succeeded,
-    Failed,
-    /// Stopped on resume because a non-idempotent step was caught mid-flight.
-    Interrupted,
-    /// Undone by [`Engine::rollback`].
-    RolledBack,
-    /// Stopped by a signal (SIGINT/SIGTERM); resumable.
-    Cancelled,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Interrupted => "interrupted",
-            RunStatus::RolledBack => "rolled_back",
-            RunStatus::Cancelled => "cancelled",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "running" => RunStatus::Running,
-            "succeeded" => RunStatus::Succeeded,
-            "failed" => RunStatus::Failed,
-            "interrupted" => RunStatus::Interrupted,
-            "rolled_back" => RunStatus::RolledBack,
-            "cancelled" => RunStatus::Cancelled,
-            _ => return None,
-        })
-    }
-}
-
-impl std::fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Status of a whole run: the one enum of the core, shared with the orchestrator and the CLI.
+pub use vacsine_core::status::RunStatus;
 
 /// Errors that prevent a run from starting (or a journal from being read). Step failures are
 /// not errors: they are in the report.

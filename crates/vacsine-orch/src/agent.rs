@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
+use vacsine_core::status::RunStatus;
 use vacsine_core::workflow::Workflow;
 use vacsine_engine::{CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, RunRequest};
 use vacsine_wire::{KeyPair, PublicKey};
@@ -454,7 +455,7 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
         match crate::bundle::verified_work(&sh.bundle_key, &sh.site, &sh.bundles, &w) {
             Err(e) => {
                 eprintln!("run {}: refused: {e:#}", w.run_id);
-                ("failed", Some(format!("{e:#}")), None)
+                (RunStatus::Failed, Some(format!("{e:#}")), None)
             }
             Ok(v) => match v.kind() {
                 VerifiedKind::Enforce(job, catalog) => {
@@ -470,7 +471,7 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
     eprintln!("run {}: {status}", w.run_id);
     let fin = proto::FinishRequest {
         run_id: w.run_id.clone(),
-        status: status.into(),
+        status,
         message,
         report,
     };
@@ -494,18 +495,13 @@ async fn run_workflow_job(
     sh: &Arc<Shared>,
     w: &VerifiedWork,
     cancel: CancelToken,
-) -> (&'static str, Option<String>) {
+) -> (RunStatus, Option<String>) {
     match run_job(sh, w, cancel).await {
         Ok(report) => {
             forward(sh, w.run_id(), &report.run_id);
-            let st = match report.status {
-                vacsine_engine::RunStatus::Succeeded => "succeeded",
-                vacsine_engine::RunStatus::Cancelled => "cancelled",
-                _ => "failed",
-            };
-            (st, report.message)
+            (reported(report.status), report.message)
         }
-        Err(e) => ("failed", Some(format!("{e:#}"))),
+        Err(e) => (RunStatus::Failed, Some(format!("{e:#}"))),
     }
 }
 
@@ -599,5 +595,15 @@ async fn renewer(sh: Arc<Shared>) {
             // restarts.
             Err(_) => {}
         }
+    }
+}
+
+/// The end an agent reports for a run its engine ran: the orchestrator knows `succeeded`,
+/// `cancelled` and `failed` (an interrupted or rolled-back run did not do what was asked).
+pub(crate) fn reported(engine: RunStatus) -> RunStatus {
+    match engine {
+        RunStatus::Succeeded => RunStatus::Succeeded,
+        RunStatus::Cancelled => RunStatus::Cancelled,
+        _ => RunStatus::Failed,
     }
 }

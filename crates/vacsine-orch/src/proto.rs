@@ -500,7 +500,9 @@ pub struct RecordsResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FinishRequest {
     pub run_id: String,
-    pub status: String,
+    /// A final status: `succeeded`, `failed` or `cancelled`.
+    #[schema(value_type = String)]
+    pub status: vacsine_core::status::RunStatus,
     #[serde(default)]
     pub message: Option<String>,
     /// The report of an enforce job (JSON), stored with the run.

@@ -979,7 +979,7 @@ impl Srv {
             }
             proto::FINISH => {
                 let r: proto::FinishRequest = parse(&plain, "finish")?;
-                if !status::is_final(&r.status) {
+                if !r.status.is_final() {
                     return Err(ApiError::bad(format!(
                         "`{}` is not a final status",
                         r.status
@@ -991,7 +991,7 @@ impl Srv {
                     .finish_run(
                         &r.run_id,
                         &agent.id,
-                        &r.status,
+                        r.status.as_str(),
                         r.message.as_deref(),
                         now_ms(),
                     )

@@ -882,11 +882,13 @@ pub(crate) async fn follow_run(
                         .unwrap_or_default()
                 );
             }
-            return Ok(if r.run.status == "succeeded" {
-                EXIT_OK
-            } else {
-                EXIT_FAILURES
-            });
+            return Ok(
+                if r.run.status == vacsine_core::status::RunStatus::Succeeded.as_str() {
+                    EXIT_OK
+                } else {
+                    EXIT_FAILURES
+                },
+            );
         }
     }
 }

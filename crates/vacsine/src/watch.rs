@@ -294,7 +294,7 @@ pub fn human(line: &LogLine) -> String {
                             format!(
                                 "{} ({})",
                                 f.workflow,
-                                if f.status != "succeeded" {
+                                if f.status != StepStatus::Succeeded.as_str() {
                                     f.status.clone()
                                 } else if f.changed {
                                     "restored".into()

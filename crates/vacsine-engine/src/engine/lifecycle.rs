@@ -213,7 +213,7 @@ impl Engine {
             | RunStatus::Interrupted
             | RunStatus::Cancelled => {}
             RunStatus::RolledBack => return self.report(run_id, RunStatus::RolledBack, None),
-            s @ RunStatus::Running => {
+            s @ (RunStatus::Running | RunStatus::Queued) => {
                 return Err(EngineError::InvalidState {
                     run_id: run_id.into(),
                     status: s,

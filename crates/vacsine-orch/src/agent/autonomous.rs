@@ -344,14 +344,10 @@ pub async fn run(
             )?;
         }
     }
-    let status = match report.status {
-        vacsine_engine::RunStatus::Succeeded => "succeeded",
-        vacsine_engine::RunStatus::Cancelled => "cancelled",
-        _ => "failed",
-    };
+    let status = super::reported(report.status);
     let fin = proto::FinishRequest {
         run_id: run_id.clone(),
-        status: status.into(),
+        status,
         message: report.message.clone(),
         report: None,
     };

@@ -9,6 +9,7 @@ use crate::proto::EnforceJob;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use vacsine_core::status::RunStatus;
 use vacsine_engine::{CancelToken, ProgressEvent};
 
 /// Run the verified work's enforce `job` (with the `catalog` it was signed with): the run's
@@ -19,10 +20,10 @@ pub(super) async fn run(
     job: &EnforceJob,
     catalog: &[Value],
     cancel: CancelToken,
-) -> (&'static str, Option<String>, Option<Value>) {
+) -> (RunStatus, Option<String>, Option<Value>) {
     let Some(runner) = sh.enforcer.clone() else {
         return (
-            "failed",
+            RunStatus::Failed,
             Some(format!(
                 "this agent (vacsine {}) cannot run enforce jobs: run the `vacsine agent` of a build that has the enforce pipeline",
                 crate::VERSION
@@ -32,7 +33,7 @@ pub(super) async fn run(
     };
     let docs = match crate::enforce::decode(job, catalog) {
         Ok(d) => d,
-        Err(e) => return ("failed", Some(e), None),
+        Err(e) => return (RunStatus::Failed, Some(e), None),
     };
     let (s2, run) = (sh.clone(), w.run_id().to_string());
     let steps: vacsine_engine::ProgressFn = Arc::new(move |e| match e {
@@ -51,10 +52,14 @@ pub(super) async fn run(
             for engine_run in report_runs(&o.report) {
                 forward(sh, w.run_id(), &engine_run);
             }
-            let status = if o.succeeded { "succeeded" } else { "failed" };
+            let status = if o.succeeded {
+                RunStatus::Succeeded
+            } else {
+                RunStatus::Failed
+            };
             (status, Some(o.verdict), Some(o.report))
         }
-        Err(e) => ("failed", Some(format!("{e:#}")), None),
+        Err(e) => (RunStatus::Failed, Some(format!("{e:#}")), None),
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vacsine_core::node::NodeOps;
 use vacsine_core::record::{rfc3339, Level, Message, Ran, StepRecord, StepStatus};
+use vacsine_core::status::RunStatus;
 use vacsine_engine::executor::{self, ExecCtx, StepResult};
 use vacsine_engine::{CancelToken, LocalNode};
 
@@ -23,7 +24,7 @@ pub(super) async fn run(
     w: &VerifiedWork,
     job: &StepJob,
     cancel: CancelToken,
-) -> (&'static str, Option<String>, Option<Value>) {
+) -> (RunStatus, Option<String>, Option<Value>) {
     let started = chrono::Utc::now();
     let clock = Instant::now();
     let result = execute(sh, w, job, cancel).await;
@@ -72,9 +73,9 @@ pub(super) async fn run(
     }
     sh.kick.notify_one();
     let status = if result.status == StepStatus::Succeeded {
-        "succeeded"
+        RunStatus::Succeeded
     } else {
-        "failed"
+        RunStatus::Failed
     };
     let message = outcome.error.clone().or_else(|| {
         Some(format!(

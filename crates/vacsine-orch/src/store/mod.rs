@@ -85,16 +85,21 @@ pub struct AgentRow {
     pub revoked_ms: Option<i64>,
 }
 
-/// Status of a run in the work queue.
+/// Status of a run in the work queue: the names of the core's one [`RunStatus`], as the
+/// stores keep them (the SQL boundary).
+///
+/// [`RunStatus`]: vacsine_core::status::RunStatus
 pub mod status {
-    pub const QUEUED: &str = "queued";
+    use vacsine_core::status::RunStatus;
+    pub const QUEUED: &str = RunStatus::Queued.as_str();
     /// Leased to an agent, which is executing it.
-    pub const RUNNING: &str = "running";
-    pub const SUCCEEDED: &str = "succeeded";
-    pub const FAILED: &str = "failed";
-    pub const CANCELLED: &str = "cancelled";
+    pub const RUNNING: &str = RunStatus::Running.as_str();
+    pub const SUCCEEDED: &str = RunStatus::Succeeded.as_str();
+    pub const FAILED: &str = RunStatus::Failed.as_str();
+    pub const CANCELLED: &str = RunStatus::Cancelled.as_str();
+    /// Whether a stored status is final.
     pub fn is_final(s: &str) -> bool {
-        matches!(s, SUCCEEDED | FAILED | CANCELLED)
+        RunStatus::is_final_str(s)
     }
 }
 
