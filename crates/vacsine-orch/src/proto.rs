@@ -804,15 +804,42 @@ impl RunView {
     }
 }
 
-/// A run's status, as `GET /v1/runs?status=` takes it and run views show it.
+/// A run's status, as `GET /v1/runs?status=` takes it and run views show it: the statuses of
+/// the core's one [`vacsine_core::status::RunStatus`] a run in the orchestrator's queue can
+/// have (its schema for the API document; converted, never spelled again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
     Running,
     Succeeded,
     Failed,
     Cancelled,
+}
+
+impl From<RunStatus> for vacsine_core::status::RunStatus {
+    fn from(s: RunStatus) -> Self {
+        use vacsine_core::status::RunStatus as Core;
+        match s {
+            RunStatus::Queued => Core::Queued,
+            RunStatus::Running => Core::Running,
+            RunStatus::Succeeded => Core::Succeeded,
+            RunStatus::Failed => Core::Failed,
+            RunStatus::Cancelled => Core::Cancelled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod run_status_tests {
+    #[test]
+    fn the_api_status_names_are_the_cores() {
+        use super::RunStatus::*;
+        for s in [Queued, Running, Succeeded, Failed, Cancelled] {
+            let core: vacsine_core::status::RunStatus = s.into();
+            assert_eq!(serde_json::to_value(s).unwrap(), core.as_str());
+        }
+    }
 }
 
 /// `GET /v1/runs?site=&status=&workflow=&limit=`: runs of every site, newest first.
