@@ -2,12 +2,12 @@
 //! the decision set each site's long poll carries (signed), and the operator's view and
 //! hand-made decisions. A child of `server`.
 
-use super::{parse, ApiError, ApiResult, Srv};
+use super::extract::{ApiJson, ApiPath as UrlPath, ApiQuery as Query};
+use super::{ApiError, ApiResult, Srv};
 use crate::proto::{self, DecisionView, SignedDecisions};
 use crate::store::{AgentRow, DecisionRow};
 use crate::{now_ms, rfc3339};
-use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
@@ -204,19 +204,18 @@ fn view(r: &DecisionRow, now: i64) -> Option<DecisionView> {
     })
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize)]
 pub(super) struct DecisionsQuery {
-    /// Only decisions whose scope holds this site.
     site: Option<String>,
-    /// Only active decisions (not expired, not deleted).
     #[serde(default)]
     active: bool,
 }
 
 #[utoipa::path(get, path = "/v1/decisions", tag = "operator", security(("operator" = [])),
     description = "Decisions made at sites or by operators, oldest first, with their scope, origin and time to mitigate (event, decided, in effect at each site).",
-    params(DecisionsQuery),
-    responses((status = 200, body = proto::DecisionList), (status = 401, body = proto::ErrorBody)))]
+    params(("site" = Option<String>, Query, description = "only decisions whose scope holds this site"),
+        ("active" = Option<bool>, Query, description = "only active decisions (not expired, not deleted)")),
+    responses((status = 200, body = proto::DecisionList), (status = 400, body = proto::ErrorBody, description = "`active` that is not `true` or `false`"), (status = 401, body = proto::ErrorBody)))]
 pub(super) async fn list_decisions(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
@@ -243,10 +242,9 @@ pub(super) async fn list_decisions(
 pub(super) async fn add_decision(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
-    body: Bytes,
+    ApiJson(r): ApiJson<proto::AddDecision>,
 ) -> ApiResult<Json<DecisionView>> {
     s.operator(&h)?;
-    let r: proto::AddDecision = parse(&body, "decision")?;
     let net: IpNet = r.ip.trim().parse().map_err(|e| {
         ApiError::bad(format!(
             "`ip`: {e} (give an IPv4 or IPv6 address, or a network such as 198.51.100.0/24)"
@@ -335,18 +333,17 @@ pub(super) async fn delete_decision(
         .ok_or_else(|| ApiError::bad("the decision cannot be shown"))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize)]
 pub(super) struct EventsQuery {
-    /// Only events from this site.
     site: Option<String>,
-    /// At most this many, newest first (default 1000).
     limit: Option<usize>,
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "operator", security(("operator" = [])),
     description = "Events sites uploaded (each once), newest first.",
-    params(EventsQuery),
-    responses((status = 200, body = proto::EventList), (status = 401, body = proto::ErrorBody)))]
+    params(("site" = Option<String>, Query, description = "only events from this site"),
+        ("limit" = Option<usize>, Query, description = "at most this many, newest first (default 1000, at most 100000)", minimum = 0u64, maximum = 18446744073709551615u64)),
+    responses((status = 200, body = proto::EventList), (status = 400, body = proto::ErrorBody, description = "a `limit` that is not a number"), (status = 401, body = proto::ErrorBody)))]
 pub(super) async fn list_events(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,
