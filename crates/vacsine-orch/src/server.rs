@@ -27,6 +27,8 @@ mod extract;
 pub mod idempotency;
 mod images;
 pub mod limits;
+#[cfg(test)]
+mod observe_tests;
 mod responses;
 mod spanning;
 
