@@ -5,12 +5,10 @@
 //!   decision ids are in the line, never in a label.
 //! * Batched (up to [`LokiConfig::batch`] lines a request), retried with exponential backoff
 //!   (0.5 s … 30 s) while Loki is unreachable or answers 429/5xx.
-//! * A bounded buffer ([`LokiConfig::buffer`] lines): while Loki is down nothing is lost as
-//!   long as the backlog is within the bound; past it the oldest lines are given up, counted
-//!   (`vacsine_loki_dropped_total`) and logged. At a graceful stop the backlog is written to
-//!   `loki-spool.jsonl` in the data folder and read back at the next start. A crash loses
-//!   the backlog of this process (the records, events and decisions themselves are in the
-//!   store).
+//! * A bounded buffer ([`LokiConfig::buffer`] lines) backed by `loki-spool.jsonl` in the
+//!   data folder (see [`Loki`]): while Loki is down nothing is lost as long as the backlog
+//!   is within the bound, across a stop or a crash of the orchestrator; past the bound new
+//!   lines are given up, counted (`vacsine_loki_dropped_total`) and logged.
 //! * None doubled: each line's timestamp comes from the item itself (a record's end or
 //!   start, an event's time, a decision's time), so a line sent again (an agent's upload
 //!   retried, a batch whose answer was lost) is the same timestamp and line, which Loki keeps
@@ -161,30 +159,60 @@ pub fn push_body(lines: &[Line]) -> serde_json::Value {
     serde_json::json!({ "streams": streams })
 }
 
-/// The buffer between the handlers and the pusher.
+/// The buffer between the handlers and the pusher, backed by the spool file: every line
+/// queued is appended to it (JSON Lines) before it is pushed, and the number of lines done
+/// (accepted or refused by Loki) from its start is kept beside it (`.ack`), so a process that
+/// dies, even by SIGKILL, loses none: the next start reads the lines after that count. A
+/// batch accepted whose count was not written yet is sent again: the same timestamp and line,
+/// which Loki keeps once. Lines leave the queue from its front only, in the file's order;
+/// past the bound new lines are refused (counted, logged), so the done count is always a
+/// prefix of the file.
 pub struct Loki {
-    queue: Mutex<VecDeque<Line>>,
+    state: Mutex<State>,
     wake: Notify,
     cap: usize,
     metrics: Arc<Metrics>,
+    spool: PathBuf,
+}
+
+struct State {
+    queue: VecDeque<Line>,
+    /// Taken by the pusher, not done yet (they are before `queue` in the file).
+    inflight: usize,
+    /// Lines done from the start of the spool file.
+    acked: u64,
+    file: Option<std::fs::File>,
+}
+
+fn ack_path(spool: &Path) -> PathBuf {
+    spool.with_extension("ack")
+}
+
+/// Write `bytes` to `path` whole (a temporary file renamed into place).
+fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    crate::files::write_private(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 impl Loki {
-    /// A buffer of `cap` lines, holding what `spool` kept at the last stop (the file is
-    /// removed once read).
+    /// A buffer of `cap` lines backed by `spool`, holding the lines a previous process left
+    /// there not done (the file is rewritten with only those).
     pub fn open(cap: usize, spool: &Path, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Loki>> {
-        let l = Arc::new(Loki {
-            queue: Mutex::new(VecDeque::new()),
-            wake: Notify::new(),
-            cap: cap.max(1),
-            metrics,
-        });
+        let cap = cap.max(1);
+        let acked: usize = match std::fs::read_to_string(ack_path(spool)) {
+            Ok(s) => s.trim().parse().unwrap_or(0),
+            Err(_) => 0,
+        };
+        let mut queue = VecDeque::new();
+        let mut over = 0u64;
         match std::fs::read_to_string(spool) {
             Ok(s) => {
-                let mut kept = Vec::new();
-                for (i, line) in s.lines().enumerate() {
+                for (i, line) in s.lines().enumerate().skip(acked) {
                     match serde_json::from_str::<Line>(line) {
-                        Ok(x) => kept.push(x),
+                        Ok(x) if queue.len() < cap => queue.push_back(x),
+                        Ok(_) => over += 1,
+                        // A line cut by a crash mid-write: never confirmed to anyone.
                         Err(e) => tracing::warn!(
                             "{}:{}: not a spooled Loki line ({e}): skipped",
                             spool.display(),
@@ -192,81 +220,149 @@ impl Loki {
                         ),
                     }
                 }
-                let n = kept.len();
-                l.push(kept);
-                std::fs::remove_file(spool)?;
-                if n > 0 {
-                    tracing::info!("{n} line(s) for Loki read back from {}", spool.display());
-                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", spool.display())),
         }
-        Ok(l)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Line>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queue lines; past the bound the oldest are given up (counted, logged).
-    pub fn push(&self, lines: impl IntoIterator<Item = Line>) {
-        let mut dropped = 0u64;
-        {
-            let mut q = self.lock();
-            for l in lines {
-                if q.len() >= self.cap {
-                    q.pop_front();
-                    dropped += 1;
-                }
-                q.push_back(l);
-            }
-            self.metrics.loki_buffered.set(q.len() as i64);
+        if over > 0 {
+            metrics.loki_dropped.inc_by(over);
+            tracing::warn!("{over} spooled Loki line(s) past --loki-buffer {cap} given up");
         }
-        if dropped > 0 {
-            self.metrics.loki_dropped.inc_by(dropped);
+        // Compacted: only the lines not done, and a done count of 0.
+        let mut text = String::new();
+        for l in &queue {
+            text.push_str(&serde_json::to_string(l)?);
+            text.push('\n');
+        }
+        write_whole(spool, text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", spool.display()))?;
+        write_whole(&ack_path(spool), b"0")
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", ack_path(spool).display()))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(spool)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", spool.display()))?;
+        if !queue.is_empty() {
+            tracing::info!(
+                "{} line(s) for Loki read back from {}",
+                queue.len(),
+                spool.display()
+            );
+        }
+        metrics.loki_buffered.set(queue.len() as i64);
+        Ok(Arc::new(Loki {
+            state: Mutex::new(State {
+                queue,
+                inflight: 0,
+                acked: 0,
+                file: Some(file),
+            }),
+            wake: Notify::new(),
+            cap,
+            metrics,
+            spool: spool.to_path_buf(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue lines (appended to the spool first); past the bound they are refused (counted,
+    /// logged).
+    pub fn push(&self, lines: impl IntoIterator<Item = Line>) {
+        let mut refused = 0u64;
+        {
+            let mut st = self.lock();
+            let mut text = String::new();
+            let mut added = Vec::new();
+            for l in lines {
+                if st.queue.len() + st.inflight + added.len() >= self.cap {
+                    refused += 1;
+                    continue;
+                }
+                match serde_json::to_string(&l) {
+                    Ok(j) => {
+                        text.push_str(&j);
+                        text.push('\n');
+                        added.push(l);
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+            if let Some(f) = st.file.as_mut() {
+                use std::io::Write;
+                if let Err(e) = f.write_all(text.as_bytes()) {
+                    // Still pushed from memory; only a crash before then would lose them.
+                    tracing::error!("appending to {}: {e}", self.spool.display());
+                }
+            }
+            st.queue.extend(added);
+            self.metrics
+                .loki_buffered
+                .set((st.queue.len() + st.inflight) as i64);
+        }
+        if refused > 0 {
+            self.metrics.loki_dropped.inc_by(refused);
             tracing::warn!(
-                "Loki backlog full ({} lines): {dropped} oldest line(s) given up",
+                "Loki backlog full ({} lines): {refused} new line(s) given up",
                 self.cap
             );
         }
         self.wake.notify_one();
     }
 
-    /// Lines waiting.
+    /// Lines waiting (queued and in flight).
     pub fn backlog(&self) -> usize {
-        self.lock().len()
+        let st = self.lock();
+        st.queue.len() + st.inflight
     }
 
     /// Take up to `n` lines from the front.
     fn take(&self, n: usize) -> Vec<Line> {
-        let mut q = self.lock();
-        let k = n.min(q.len());
-        q.drain(..k).collect()
+        let mut st = self.lock();
+        let k = n.min(st.queue.len());
+        st.inflight += k;
+        st.queue.drain(..k).collect()
     }
 
-    /// Put lines not delivered back in front (they are older than what is queued); past the
-    /// bound the oldest are given up.
+    /// Put lines not delivered back in front (they are older than what is queued).
     fn put_back(&self, lines: Vec<Line>) {
-        let mut q = self.lock();
+        let mut st = self.lock();
+        st.inflight -= lines.len();
         for l in lines.into_iter().rev() {
-            q.push_front(l);
-        }
-        let mut dropped = 0u64;
-        while q.len() > self.cap {
-            q.pop_front();
-            dropped += 1;
-        }
-        self.metrics.loki_buffered.set(q.len() as i64);
-        drop(q);
-        if dropped > 0 {
-            self.metrics.loki_dropped.inc_by(dropped);
-            tracing::warn!("Loki backlog full: {dropped} oldest line(s) given up");
+            st.queue.push_front(l);
         }
     }
 
-    /// Push until `stop` turns true; then one last try, and the backlog written to the
-    /// spool.
+    /// `n` lines from the front done (accepted, or refused for good): counted in the `.ack`
+    /// file; when nothing is left, the spool is emptied.
+    fn done(&self, n: usize) {
+        let mut st = self.lock();
+        st.inflight -= n;
+        st.acked += n as u64;
+        let r = if st.queue.is_empty() && st.inflight == 0 {
+            // Emptied first: a crash between the two leaves an empty file and a count past
+            // its end (nothing to send), never a count of 0 before old lines.
+            st.acked = 0;
+            st.file
+                .as_ref()
+                .map_or(Ok(()), |f| f.set_len(0))
+                .and_then(|()| write_whole(&ack_path(&self.spool), b"0"))
+        } else {
+            write_whole(&ack_path(&self.spool), st.acked.to_string().as_bytes())
+        };
+        self.metrics
+            .loki_buffered
+            .set((st.queue.len() + st.inflight) as i64);
+        if let Err(e) = r {
+            // The lines are sent again after a restart: Loki keeps them once.
+            tracing::warn!("writing {}: {e}", ack_path(&self.spool).display());
+        }
+    }
+
+    /// Push until `stop` turns true, then one last quick try; what is left stays in the
+    /// spool for the next start.
     pub async fn run(self: Arc<Self>, cfg: LokiConfig, mut stop: watch::Receiver<bool>) {
         let url = push_url(&cfg.url);
         let client = match reqwest::Client::builder()
@@ -297,7 +393,7 @@ impl Loki {
             match send(&client, &url, &batch).await {
                 Sent::Ok => {
                     self.metrics.loki_pushed.inc_by(batch.len() as u64);
-                    self.metrics.loki_buffered.set(self.backlog() as i64);
+                    self.done(batch.len());
                     if failing {
                         tracing::info!("Loki reachable again at {url}");
                     }
@@ -307,13 +403,14 @@ impl Loki {
                 Sent::Refused(why) => {
                     // Loki will never take these (malformed, too old): given up, counted.
                     self.metrics.loki_dropped.inc_by(batch.len() as u64);
+                    self.done(batch.len());
                     tracing::warn!("Loki refused {} line(s): {why}", batch.len());
                 }
                 Sent::Retry(why) => {
                     if !failing {
                         tracing::warn!(
                             "Loki at {url}: {why}: kept ({} line(s) waiting), retrying with backoff",
-                            batch.len() + self.backlog()
+                            self.backlog()
                         );
                     }
                     failing = true;
@@ -326,7 +423,6 @@ impl Loki {
                 }
             }
         }
-        // Stopping: one quick try, then what is left goes to the spool.
         if !failing {
             while self.backlog() > 0 {
                 let batch = self.take(cfg.batch.max(1));
@@ -335,6 +431,7 @@ impl Loki {
                 {
                     Ok(Sent::Ok) => {
                         self.metrics.loki_pushed.inc_by(batch.len() as u64);
+                        self.done(batch.len());
                     }
                     _ => {
                         self.put_back(batch);
@@ -343,31 +440,13 @@ impl Loki {
                 }
             }
         }
-        if let Err(e) = self.spool(&cfg.spool) {
-            tracing::error!("writing the Loki backlog to {}: {e}", cfg.spool.display());
+        let left = self.backlog();
+        if left > 0 {
+            eprintln!(
+                "{left} line(s) for Loki kept in {} (pushed after the next start)",
+                self.spool.display()
+            );
         }
-    }
-
-    /// Write the backlog to `path` (whole, then renamed into place); nothing when empty.
-    pub fn spool(&self, path: &Path) -> std::io::Result<()> {
-        let lines: Vec<Line> = self.lock().drain(..).collect();
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let mut s = String::new();
-        for l in &lines {
-            s.push_str(&serde_json::to_string(l).map_err(std::io::Error::other)?);
-            s.push('\n');
-        }
-        let tmp = path.with_extension("jsonl.tmp");
-        crate::files::write_private(&tmp, s.as_bytes())?;
-        std::fs::rename(&tmp, path)?;
-        eprintln!(
-            "{} line(s) for Loki kept in {} (pushed at the next start)",
-            lines.len(),
-            path.display()
-        );
-        Ok(())
     }
 }
 
@@ -433,25 +512,34 @@ mod tests {
     }
 
     #[test]
-    fn bounded_buffer_gives_up_the_oldest_and_counts_them() {
+    fn bounded_buffer_refuses_past_its_bound_and_a_new_process_resumes_after_the_done_lines() {
         let m = Arc::new(Metrics::new());
         let dir = tempfile::tempdir().unwrap();
-        let l = Loki::open(3, &dir.path().join(SPOOL), m.clone()).unwrap();
+        let spool = dir.path().join(SPOOL);
+        let l = Loki::open(3, &spool, m.clone()).unwrap();
         l.push((0..5).map(|i| line("s", i, "x")));
         assert_eq!(l.backlog(), 3);
         assert_eq!(m.loki_dropped.get(), 2);
         let b = l.take(2);
-        assert_eq!(b[0].ts_ns, 2);
+        assert_eq!(b[0].ts_ns, 0);
+        // In flight counts against the bound.
         l.push([line("s", 9, "y")]);
-        l.put_back(b);
-        assert_eq!(l.backlog(), 3);
         assert_eq!(m.loki_dropped.get(), 3);
-        // Spooled and read back, in order.
-        l.spool(&dir.path().join(SPOOL)).unwrap();
-        let again = Loki::open(10, &dir.path().join(SPOOL), m).unwrap();
+        l.put_back(b);
+        let b = l.take(1);
+        l.done(b.len());
+        // A crash now (the process dropped without anything else): the next one resumes
+        // after the line done, in order.
+        drop(l);
+        let again = Loki::open(10, &spool, m.clone()).unwrap();
         let got: Vec<i64> = again.take(10).iter().map(|x| x.ts_ns).collect();
-        assert_eq!(got, vec![3, 4, 9]);
-        assert!(!dir.path().join(SPOOL).exists());
+        assert_eq!(got, vec![1, 2]);
+        again.done(2);
+        // All done: the spool is emptied.
+        assert_eq!(std::fs::read_to_string(&spool).unwrap(), "");
+        drop(again);
+        let third = Loki::open(10, &spool, m).unwrap();
+        assert_eq!(third.backlog(), 0);
     }
 
     #[test]

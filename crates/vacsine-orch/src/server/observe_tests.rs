@@ -97,9 +97,9 @@ async fn issue17_uploaded_events_and_decisions_are_counted_and_queued_for_loki_o
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
     }
-    let loki = s.loki.as_ref().unwrap();
+    // The lines as queued: in the spool file, in order, before any push.
+    assert_eq!(s.loki.as_ref().unwrap().backlog(), 2);
     let spool = dir.path().join("spool.jsonl");
-    loki.spool(&spool).unwrap();
     let lines: Vec<crate::loki::Line> = std::fs::read_to_string(&spool)
         .unwrap()
         .lines()
