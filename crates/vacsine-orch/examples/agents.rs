@@ -66,6 +66,8 @@ async fn serve(data: &str, database: Option<String>) -> anyhow::Result<()> {
         // Every simulated agent comes from 127.0.0.1: no cap per client address.
         max_connections_per_client: Some(0),
         retention: Default::default(),
+        metrics_listen: None,
+        loki: None,
     })
     .await
 }

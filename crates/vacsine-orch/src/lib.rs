@@ -19,6 +19,8 @@ pub mod files;
 pub mod fit;
 pub mod gc;
 pub mod images;
+pub mod loki;
+pub mod metrics;
 pub mod preflight;
 pub mod proto;
 pub mod retention;

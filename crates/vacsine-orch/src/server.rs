@@ -27,6 +27,8 @@ mod extract;
 pub mod idempotency;
 mod images;
 pub mod limits;
+#[cfg(test)]
+mod observe_tests;
 mod responses;
 mod spanning;
 
@@ -57,6 +59,10 @@ pub struct Config {
     pub max_connections_per_client: Option<usize>,
     /// Retention of ended runs, applied periodically (`crate::gc`).
     pub retention: crate::gc::Schedule,
+    /// Serve `/metrics` (Prometheus, plain HTTP, no token: it holds counts only) here.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Push step records, events and decisions to Loki (`crate::loki`).
+    pub loki: Option<crate::loki::LokiConfig>,
 }
 
 /// The orchestrator's long-lived keys, in `keys.json` (0600).
@@ -94,6 +100,10 @@ struct Srv {
     /// The outbox report of each agent this process stored last (stored again only when it
     /// changes).
     outboxes: std::sync::Mutex<std::collections::HashMap<String, proto::OutboxReport>>,
+    /// Prometheus metrics (`crate::metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Lines for Loki, when `--loki-url` is given.
+    loki: Option<Arc<crate::loki::Loki>>,
 }
 
 /// Request bodies over [`proto::MAX_UNAUTHENTICATED_BODY`] read at once for one agent (its
@@ -248,6 +258,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     };
     let (queue, _) = watch::channel(0);
     let (events, _) = watch::channel(0);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     Ok(Prepared {
         srv: Arc::new(Srv {
             store,
@@ -266,6 +277,15 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             max_image_bytes: cfg.max_image_bytes,
             large_reads: Default::default(),
             outboxes: Default::default(),
+            loki: match &cfg.loki {
+                Some(l) => Some(crate::loki::Loki::open(
+                    l.buffer,
+                    &l.spool,
+                    metrics.clone(),
+                )?),
+                None => None,
+            },
+            metrics,
         }),
         tls,
         pin,
@@ -326,7 +346,61 @@ fn router(srv: Arc<Srv>) -> Router {
         // the method fallback applies to the routes already there).
         .fallback(extract::no_route)
         .method_not_allowed_fallback(extract::no_method)
+        .layer(axum::middleware::from_fn_with_state(
+            srv.clone(),
+            count_requests,
+        ))
         .with_state(srv)
+}
+
+/// Count each request by its route template and answer status (`/metrics`).
+async fn count_requests(
+    State(s): State<Arc<Srv>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let r = next.run(req).await;
+    s.metrics
+        .http_requests
+        .get_or_create(&crate::metrics::HttpLabel {
+            route,
+            status: r.status().as_u16(),
+        })
+        .inc();
+    r
+}
+
+/// The `/metrics` listener's routes (nothing else is served there).
+fn metrics_router(srv: Arc<Srv>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .with_state(srv)
+}
+
+async fn metrics_text(State(s): State<Arc<Srv>>) -> Response {
+    match s.store.metric_counts(now_ms() - ONLINE_MS).await {
+        Ok(c) => s.metrics.set_counts(&c),
+        Err(e) => {
+            tracing::error!("metrics: {e}");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the store cannot be read: {e}\n"),
+            )
+                .into_response();
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
 }
 
 /// How much of a refused request's body is read (and thrown away) so that its client, still
@@ -463,6 +537,42 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         );
     }
     let gc = tokio::spawn(crate::gc::store_task(p.srv.store.clone(), cfg.retention));
+    let loki = match (&p.srv.loki, &cfg.loki) {
+        (Some(l), Some(c)) => {
+            println!(
+                "Loki: pushing step records, events and decisions to {} (up to {} lines kept while it is unreachable)",
+                crate::loki::push_url(&c.url),
+                c.buffer
+            );
+            Some(tokio::spawn(
+                l.clone().run(c.clone(), p.srv.stopping.subscribe()),
+            ))
+        }
+        _ => None,
+    };
+    let metrics_server = match cfg.metrics_listen {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (--metrics-listen)"))?;
+            let at = l.local_addr()?;
+            println!("metrics: http://{at}/metrics");
+            if !at.ip().is_loopback() {
+                println!("metrics: {at} is not a loopback address: let only Prometheus reach it");
+            }
+            let app = metrics_router(p.srv.clone());
+            let mut stopping = p.srv.stopping.subscribe();
+            Some(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
+                    tracing::error!("metrics listener: {e}");
+                }
+            }))
+        }
+        None => None,
+    };
     let app = router(p.srv.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(p.tls));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -525,6 +635,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     sweep.abort();
     listen.abort();
     gc.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     eprintln!("stopping: finishing requests under way");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
@@ -533,6 +646,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         eprintln!("stopped with requests still open after {SHUTDOWN_GRACE:?}");
     } else {
         eprintln!("stopped");
+    }
+    // After the requests under way (they may add lines): the last push, then the spool.
+    if let Some(l) = loki {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, l).await;
     }
     Ok(())
 }
@@ -936,16 +1053,20 @@ impl Srv {
                 let r: proto::RecordsRequest = parse(&plain, "records")?;
                 // Each record is a step record, or the request is refused naming it: nothing
                 // unreadable is stored.
+                let mut parsed = Vec::with_capacity(r.records.len());
                 for k in &r.records {
-                    if let Err(e) = vacsine_core::record::StepRecord::deserialize(&k.record) {
-                        return Err(ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            proto::BAD_RECORD,
-                            format!(
-                                "record `{}` of run `{}` is not a step record: {e}",
-                                k.key, r.run_id
-                            ),
-                        ));
+                    match vacsine_core::record::StepRecord::deserialize(&k.record) {
+                        Ok(x) => parsed.push(x),
+                        Err(e) => {
+                            return Err(ApiError::new(
+                                StatusCode::BAD_REQUEST,
+                                proto::BAD_RECORD,
+                                format!(
+                                    "record `{}` of run `{}` is not a step record: {e}",
+                                    k.key, r.run_id
+                                ),
+                            ))
+                        }
                     }
                 }
                 let recs: Vec<(String, String)> = r
@@ -957,6 +1078,10 @@ impl Srv {
                     .store
                     .add_records(&r.run_id, &agent.id, &recs, now_ms())
                     .await?;
+                // An upload sent again (all duplicates) is not counted nor logged again.
+                if st.stored > 0 {
+                    self.observe_records(&agent, &r, &parsed);
+                }
                 // Records are proof of life: the lease goes on.
                 self.store
                     .renew(
@@ -1004,6 +1129,32 @@ impl Srv {
                 "not_found",
                 format!("no agent endpoint {path}"),
             )),
+        }
+    }
+
+    /// Step durations for `/metrics` and lines for Loki of records just stored.
+    fn observe_records(
+        &self,
+        agent: &AgentRow,
+        r: &proto::RecordsRequest,
+        parsed: &[vacsine_core::record::StepRecord],
+    ) {
+        for rec in parsed {
+            if let Some(ms) = rec.duration_ms {
+                self.metrics.step_duration.observe(ms as f64 / 1000.0);
+            }
+        }
+        if let Some(l) = &self.loki {
+            l.push(r.records.iter().zip(parsed).map(|(k, rec)| {
+                crate::loki::Line::step_record(
+                    &agent.site,
+                    &agent.name,
+                    &r.run_id,
+                    &k.key,
+                    rec,
+                    &k.record,
+                )
+            }));
         }
     }
 
@@ -1171,6 +1322,9 @@ impl Srv {
                 .lease_next(&agent.site, &agent.id, now_ms(), self.lease_ttl_ms)
                 .await?
             {
+                self.metrics
+                    .dispatch_latency
+                    .observe(crate::metrics::Metrics::secs(run.created_ms, now_ms()));
                 self.events.send_modify(|n| *n += 1);
                 // Only the signed job travels: the agent verifies it before it reads what it
                 // asks for (the unsigned copy in the run's request is for the API's readers).

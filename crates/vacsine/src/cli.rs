@@ -315,6 +315,21 @@ pub enum Command {
         max_connections_per_client: Option<usize>,
         #[command(flatten)]
         retention: ScheduleArgs,
+        /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, no token; counts
+        /// only, no run data). Bind it to loopback or an address only Prometheus reaches,
+        /// e.g. 127.0.0.1:9464. Default: no metrics listener.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// Push step records, events and decisions to Grafana Loki at this URL
+        /// (http://loki:3100, or its full /loki/api/v1/push URL). Default: no push.
+        #[arg(long, value_name = "URL")]
+        loki_url: Option<String>,
+        /// Lines kept for Loki while it is unreachable; past it the oldest are given up.
+        #[arg(long, default_value_t = vacsine_orch::loki::DEFAULT_BUFFER, value_name = "LINES")]
+        loki_buffer: usize,
+        /// Lines per Loki push request at most.
+        #[arg(long, default_value_t = vacsine_orch::loki::DEFAULT_BATCH, value_name = "LINES")]
+        loki_batch: usize,
     },
     /// Run a site agent: enrols with an intake key on first start, then pulls work from the
     /// orchestrator (outbound connections only) and runs it on this machine.

@@ -217,7 +217,17 @@ pub async fn dispatch(cli: Cli) -> i32 {
             max_image_mb,
             max_connections_per_client,
             retention,
+            metrics_listen,
+            loki_url,
+            loki_buffer,
+            loki_batch,
         } => {
+            let loki = loki_url.map(|url| vacsine_orch::loki::LokiConfig {
+                url,
+                buffer: loki_buffer,
+                batch: loki_batch,
+                spool: data.join(vacsine_orch::loki::SPOOL),
+            });
             crate::orch::orchestrator(crate::orch::OrchestratorArgs {
                 listen,
                 listen_plain,
@@ -228,6 +238,8 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 max_image_bytes: max_image_mb.saturating_mul(1 << 20),
                 max_connections_per_client,
                 retention: retention.schedule(),
+                metrics_listen,
+                loki,
             })
             .await
         }

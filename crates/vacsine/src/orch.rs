@@ -31,6 +31,10 @@ pub struct OrchestratorArgs {
     pub max_connections_per_client: Option<usize>,
     /// Retention of ended runs, applied periodically.
     pub retention: vacsine_orch::gc::Schedule,
+    /// Where `/metrics` is served (plain HTTP); `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Loki push, when configured.
+    pub loki: Option<vacsine_orch::loki::LokiConfig>,
 }
 
 pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
@@ -44,6 +48,24 @@ pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
             ));
         }
     }
+    if let Some(l) = &a.loki {
+        if !(l.url.starts_with("http://") || l.url.starts_with("https://")) || l.url.len() < 9 {
+            return Err(miette::miette!(
+                help =
+                    "--loki-url http://HOST:3100 (Loki's base URL, or its /loki/api/v1/push URL)",
+                "--loki-url {}: not an http:// or https:// URL",
+                l.url
+            ));
+        }
+        if l.buffer == 0 || l.batch == 0 {
+            return Err(miette::miette!(
+                help = "--loki-buffer and --loki-batch take a number of lines, at least 1",
+                "--loki-buffer {} / --loki-batch {}: must be at least 1",
+                l.buffer,
+                l.batch
+            ));
+        }
+    }
     vacsine_orch::server::serve(vacsine_orch::server::Config {
         listen: a.listen,
         listen_plain: a.listen_plain,
@@ -54,6 +76,8 @@ pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
         max_image_bytes: a.max_image_bytes,
         max_connections_per_client: a.max_connections_per_client,
         retention: a.retention,
+        metrics_listen: a.metrics_listen,
+        loki: a.loki,
     })
     .await
     .map_err(|e| miette::miette!("{e:#}"))?;

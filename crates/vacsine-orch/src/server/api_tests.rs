@@ -47,6 +47,8 @@ async fn api() -> Api {
         max_image_bytes: 1 << 20,
         max_connections_per_client: None,
         retention: Default::default(),
+        metrics_listen: None,
+        loki: None,
     };
     let p = prepare(&cfg).await.unwrap();
     Api {

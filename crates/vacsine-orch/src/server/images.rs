@@ -310,6 +310,8 @@ mod tests {
             max_image_bytes: 1 << 20,
             max_connections_per_client: None,
             retention: Default::default(),
+            metrics_listen: None,
+            loki: None,
         };
         super::super::prepare(&cfg).await.unwrap().srv
     }

@@ -66,6 +66,16 @@ impl Srv {
             events.push((e.id.clone(), body));
         }
         let events_new = self.store.put_events(&agent.site, &events, now).await?;
+        if events_new > 0 {
+            self.metrics.events.inc_by(events_new as u64);
+            // Those kept before (an upload sent again) are the same line and timestamp for
+            // Loki, which keeps them once.
+            if let Some(l) = &self.loki {
+                l.push(r.events.iter().zip(&events).map(|(e, (_, body))| {
+                    crate::loki::Line::event(&agent.site, &agent.name, e, body)
+                }));
+            }
+        }
         let mut decisions_new = 0;
         for sd in &r.decisions {
             let d = &sd.decision;
@@ -106,6 +116,18 @@ impl Srv {
                 };
                 if self.store.put_decision(&row).await? {
                     decisions_new += 1;
+                    self.metrics
+                        .decisions
+                        .get_or_create(&crate::metrics::OriginLabel { origin: "site" })
+                        .inc();
+                    if let Some(l) = &self.loki {
+                        l.push([crate::loki::Line::decision(
+                            &agent.site,
+                            &agent.name,
+                            row.decided_ms,
+                            &row.body,
+                        )]);
+                    }
                     tracing::info!(
                         "decision {} ({}) made at site {}",
                         d.id,
@@ -115,7 +137,15 @@ impl Srv {
                 }
             }
             if let Some(at) = sd.applied_ms {
-                self.store.decision_applied(&d.id, &agent.site, at).await?;
+                if self.store.decision_applied(&d.id, &agent.site, at).await? {
+                    self.metrics.decisions_applied.inc();
+                    self.metrics
+                        .time_to_mitigate
+                        .observe(crate::metrics::Metrics::secs(
+                            sd.event_ms.unwrap_or(sd.decided_ms),
+                            at,
+                        ));
+                }
             }
         }
         if decisions_new > 0 {
@@ -289,7 +319,20 @@ pub(super) async fn add_decision(
         deleted_ms: None,
         applied: vec![],
     };
-    s.store.put_decision(&row).await?;
+    if s.store.put_decision(&row).await? {
+        s.metrics
+            .decisions
+            .get_or_create(&crate::metrics::OriginLabel { origin: "operator" })
+            .inc();
+        if let Some(l) = &s.loki {
+            l.push([crate::loki::Line::decision(
+                "",
+                "",
+                row.decided_ms,
+                &row.body,
+            )]);
+        }
+    }
     tracing::info!(
         "decision {} ({}) added by an operator{}",
         d.id,

@@ -143,6 +143,16 @@ pub struct Stored {
     pub duplicates: usize,
 }
 
+/// Counts for `/metrics` (see [`Store::metric_counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricCounts {
+    /// `(status, runs)`, statuses with no run left out.
+    pub runs: Vec<(String, i64)>,
+    pub agents_online: i64,
+    /// Agents enrolled and not revoked.
+    pub agents: i64,
+}
+
 /// A lease that expired, and what became of its run.
 #[derive(Debug, Clone)]
 pub struct Expired {
@@ -316,6 +326,9 @@ pub trait Store: ResponseStore + Send + Sync {
     async fn create_run(&self, r: &RunRow) -> Result<()>;
     async fn run(&self, id: &str) -> Result<Option<RunRow>>;
     async fn runs(&self, limit: usize) -> Result<Vec<RunRow>>;
+    /// What `/metrics` shows from the store (issue 17): runs per status, agents not revoked
+    /// and seen since `online_since`; counts only, one cheap query each.
+    async fn metric_counts(&self, online_since: i64) -> Result<MetricCounts>;
     /// One page of runs, newest first, filtered in the store (indexed by site and status).
     async fn runs_page(&self, q: &RunQuery) -> Result<RunPage>;
     /// Agents and the creation of their latest autonomous run among the `within` most

@@ -22,9 +22,9 @@
 //! host or network); a URL asking for `sslmode=require` is refused by the driver.
 
 use super::{
-    status, AgentRow, Change, Cursor, Expired, IdempotentRow, RegistryRow, Result, RunPage,
-    RunQuery, RunRow, SignedRow, SiteOutcome, SiteRow, Store, StoreError, Stored, ENDED_SQL,
-    MAX_OFFERS,
+    status, AgentRow, Change, Cursor, Expired, IdempotentRow, MetricCounts, RegistryRow, Result,
+    RunPage, RunQuery, RunRow, SignedRow, SiteOutcome, SiteRow, Store, StoreError, Stored,
+    ENDED_SQL, MAX_OFFERS,
 };
 use crate::retention::{Candidate, Removed};
 use async_trait::async_trait;
@@ -791,6 +791,28 @@ impl Store for PgStore {
             .prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = $1"))
             .await?;
         Ok(c.query_opt(&st, &[&id]).await?.as_ref().map(run_row))
+    }
+
+    async fn metric_counts(&self, online_since: i64) -> Result<MetricCounts> {
+        let c = self.pool.get().await?;
+        let runs = c
+            .query("SELECT status, COUNT(*) FROM runs GROUP BY status", &[])
+            .await?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .collect();
+        let a = c
+            .query_one(
+                "SELECT COALESCE(SUM(CASE WHEN last_seen_ms >= $1 THEN 1 ELSE 0 END), 0)::BIGINT,
+                        COUNT(*) FROM agents WHERE revoked_ms IS NULL",
+                &[&online_since],
+            )
+            .await?;
+        Ok(MetricCounts {
+            runs,
+            agents_online: a.get(0),
+            agents: a.get(1),
+        })
     }
 
     async fn runs(&self, limit: usize) -> Result<Vec<RunRow>> {

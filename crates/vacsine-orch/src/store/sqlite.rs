@@ -8,8 +8,9 @@
 //! never block on the disk.
 
 use super::{
-    status, AgentRow, Cursor, Expired, IdempotentRow, RegistryRow, Result, RunPage, RunQuery,
-    RunRow, SignedRow, SiteOutcome, SiteRow, Store, StoreError, Stored, ENDED_SQL, MAX_OFFERS,
+    status, AgentRow, Cursor, Expired, IdempotentRow, MetricCounts, RegistryRow, Result, RunPage,
+    RunQuery, RunRow, SignedRow, SiteOutcome, SiteRow, Store, StoreError, Stored, ENDED_SQL,
+    MAX_OFFERS,
 };
 use crate::retention::{Candidate, Removed};
 use async_trait::async_trait;
@@ -671,6 +672,27 @@ impl Store for SqliteStore {
                 run_row,
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn metric_counts(&self, online_since: i64) -> Result<MetricCounts> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached("SELECT status, COUNT(*) FROM runs GROUP BY status")?;
+            let runs = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let (agents_online, agents) = c.query_row(
+                "SELECT COALESCE(SUM(CASE WHEN last_seen_ms >= ?1 THEN 1 ELSE 0 END), 0), COUNT(*)
+                 FROM agents WHERE revoked_ms IS NULL",
+                [online_since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(MetricCounts {
+                runs,
+                agents_online,
+                agents,
+            })
         })
         .await
     }

@@ -137,7 +137,33 @@ suite!(
     retention_removes_exactly_the_planned_ended_runs_and_never_an_active_one,
     runs_are_listed_a_page_at_a_time_newest_first_with_filters,
     issue16_events_decisions_and_applications_are_kept_once,
+    issue17_metric_counts_are_runs_by_status_and_agents_online,
 );
+
+async fn issue17_metric_counts_are_runs_by_status_and_agents_online(f: &Fixture) {
+    let s = f.a.as_ref();
+    with_agents(s).await;
+    s.enroll_agent(&agent("a3", "a3")).await.unwrap();
+    s.touch_agent("a1", 5_000).await.unwrap();
+    s.touch_agent("a3", 5_000).await.unwrap();
+    s.revoke_agent("edge", "a3", 6_000).await.unwrap();
+    ended_run(s, "e1", "edge", 10, 1, 20).await;
+    for (i, id) in ["q1", "q2", "q3"].iter().enumerate() {
+        s.create_run(&run(id, 30 + i as i64)).await.unwrap();
+    }
+    let c = s.metric_counts(4_000).await.unwrap();
+    let mut runs = c.runs.clone();
+    runs.sort();
+    assert_eq!(
+        runs,
+        vec![
+            (status::QUEUED.to_string(), 3),
+            (status::SUCCEEDED.to_string(), 1)
+        ]
+    );
+    // a1 seen since 4 s, a2 not, a3 revoked.
+    assert_eq!((c.agents_online, c.agents), (1, 2));
+}
 
 async fn with_agents(s: &dyn Store) {
     s.create_site("edge", "h1", 0).await.unwrap();

@@ -17,6 +17,8 @@ mod fairness;
 mod images;
 #[path = "late_end.rs"]
 mod late_end;
+#[path = "observability.rs"]
+mod observability;
 #[path = "respond.rs"]
 mod respond;
 #[path = "spanning.rs"]
