@@ -26,6 +26,7 @@ mod enforce_site;
 mod extract;
 pub mod idempotency;
 mod images;
+mod intel;
 pub mod limits;
 mod responses;
 mod spanning;
@@ -57,6 +58,8 @@ pub struct Config {
     pub max_connections_per_client: Option<usize>,
     /// Retention of ended runs, applied periodically (`crate::gc`).
     pub retention: crate::gc::Schedule,
+    /// TAXII 2.1 collections polled for indicators (`crate::taxii`).
+    pub taxii: Vec<crate::taxii::Feed>,
 }
 
 /// The orchestrator's long-lived keys, in `keys.json` (0600).
@@ -94,6 +97,8 @@ struct Srv {
     /// The outbox report of each agent this process stored last (stored again only when it
     /// changes).
     outboxes: std::sync::Mutex<std::collections::HashMap<String, proto::OutboxReport>>,
+    /// Dedupe and throttle windows of the orchestrated Responses (`intel`).
+    windows: std::sync::Mutex<vacsine_response::Windows>,
 }
 
 /// Request bodies over [`proto::MAX_UNAUTHENTICATED_BODY`] read at once for one agent (its
@@ -266,6 +271,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             max_image_bytes: cfg.max_image_bytes,
             large_reads: Default::default(),
             outboxes: Default::default(),
+            windows: Default::default(),
         }),
         tls,
         pin,
@@ -463,6 +469,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         );
     }
     let gc = tokio::spawn(crate::gc::store_task(p.srv.store.clone(), cfg.retention));
+    for feed in &cfg.taxii {
+        println!(
+            "TAXII: polling {} every {:?} (source `{}`)",
+            feed.url,
+            feed.every,
+            feed.source()
+        );
+        tokio::spawn(intel::taxii_loop(p.srv.clone(), feed.clone()));
+    }
     let app = router(p.srv.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(p.tls));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

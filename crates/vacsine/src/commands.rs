@@ -217,20 +217,25 @@ pub async fn dispatch(cli: Cli) -> i32 {
             max_image_mb,
             max_connections_per_client,
             retention,
-        } => {
-            crate::orch::orchestrator(crate::orch::OrchestratorArgs {
-                listen,
-                listen_plain,
-                tls_files: tls_cert.zip(tls_key),
-                data,
-                lease_ttl_ms,
-                database,
-                max_image_bytes: max_image_mb.saturating_mul(1 << 20),
-                max_connections_per_client,
-                retention: retention.schedule(),
-            })
-            .await
-        }
+            taxii,
+        } => match taxii.feeds() {
+            Err(e) => Err(miette::miette!("{e:#}")),
+            Ok(taxii) => {
+                crate::orch::orchestrator(crate::orch::OrchestratorArgs {
+                    listen,
+                    listen_plain,
+                    tls_files: tls_cert.zip(tls_key),
+                    data,
+                    lease_ttl_ms,
+                    database,
+                    max_image_bytes: max_image_mb.saturating_mul(1 << 20),
+                    max_connections_per_client,
+                    retention: retention.schedule(),
+                    taxii,
+                })
+                .await
+            }
+        },
         Command::Agent {
             action:
                 Some(crate::cli::AgentAction::Run {

@@ -66,6 +66,24 @@ impl Srv {
             events.push((e.id.clone(), body));
         }
         let events_new = self.store.put_events(&agent.site, &events, now).await?;
+        if events_new > 0 {
+            // `mode: orchestrated` Responses: the orchestrator decides on what sites send.
+            let intel: Vec<crate::taxii::Intel> = r
+                .events
+                .iter()
+                .map(|e| crate::taxii::Intel {
+                    event: e.clone(),
+                    valid_from: None,
+                    valid_until: None,
+                })
+                .collect();
+            if let Err(e) = self.decide_orchestrated(&intel).await {
+                tracing::warn!(
+                    "orchestrated responses on events from site {}: {e:#}",
+                    agent.site
+                );
+            }
+        }
         let mut decisions_new = 0;
         for sd in &r.decisions {
             let d = &sd.decision;
