@@ -19,6 +19,8 @@ use vacsine_events::{Event, EventKind, Severity};
 pub const TAXII_MEDIA: &str = "application/taxii+json;version=2.1";
 /// Most pages read in one poll (a server that always says `more` cannot hold the poller).
 pub const MAX_PAGES: usize = 1000;
+/// Objects asked for per page (`limit`; the server may give fewer).
+pub const PAGE_LIMIT: usize = 500;
 /// Largest page accepted (the STIX parser's document bound).
 pub const MAX_PAGE_BYTES: usize = vacsine_events::limits::MAX_DOCUMENT_BYTES;
 
@@ -161,6 +163,8 @@ where
             if let Some(a) = added_after {
                 q.append_pair("added_after", a);
             }
+            // Asked on every page: some servers (medallion) need it again with `next`.
+            q.append_pair("limit", &PAGE_LIMIT.to_string());
             if let Some(n) = &next {
                 q.append_pair("next", n);
             }
@@ -242,6 +246,16 @@ pub struct Intel {
 /// and one report event per indicator the parser refused (not evaluable or invalid), with
 /// the reason. `at` is the poll's time (the time of the reports).
 pub fn read_page(feed: &Feed, body: &[u8], at: DateTime<Utc>) -> (Vec<Intel>, Vec<Event>) {
+    // An empty envelope (TAXII 2.1 leaves `objects` out when there is nothing new).
+    let empty = serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| {
+        v.is_object()
+            && v.get("type").is_none()
+            && v.get("objects")
+                .is_none_or(|o| o.as_array().is_some_and(|a| a.is_empty()))
+    });
+    if empty {
+        return (Vec::new(), Vec::new());
+    }
     let (_, parsed) = vacsine_events::parse_indicators(body);
     let source = feed.source();
     let mut intel = Vec::new();
@@ -378,5 +392,11 @@ mod tests {
             reports[0].summary
         );
         assert!(reports[0].observables.is_empty());
+        for empty in [r#"{}"#, r#"{"more": false}"#, r#"{"objects": []}"#] {
+            let (i, r) = read_page(&f, empty.as_bytes(), Utc::now());
+            assert!(i.is_empty() && r.is_empty(), "{empty}: {r:?}");
+        }
+        let (_, r) = read_page(&f, b"[1]", Utc::now());
+        assert_eq!(r.len(), 1, "not a STIX envelope: reported");
     }
 }

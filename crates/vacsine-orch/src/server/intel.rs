@@ -172,21 +172,35 @@ impl Srv {
             intel.len(),
             reports.len()
         );
-        if let Some(pos) = page.date_added_last {
-            self.store
-                .set_feed_position(&feed.key(), &pos, now_ms())
-                .await?;
-        }
         Ok(())
     }
 
-    /// One poll of a feed from its stored position.
+    /// One poll of a feed from its stored position; the position moves once every page of
+    /// the poll is kept (objects added at the same instant may straddle pages, so a
+    /// position taken mid-poll could skip the rest). A poll cut short is read again: its
+    /// events and decisions are kept once by id.
     async fn taxii_poll(&self, http: &reqwest::Client, feed: &Feed) -> anyhow::Result<usize> {
         let pos = self.store.feed_position(&feed.key()).await?;
-        taxii::poll(http, feed, pos.as_deref(), |page| {
+        let last = std::sync::Mutex::new(None::<String>);
+        let pages = taxii::poll(http, feed, pos.as_deref(), |page| {
+            if let Some(p) = &page.date_added_last {
+                *last
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(p.clone());
+            }
             self.taxii_page(feed, page)
         })
-        .await
+        .await?;
+        let last = last
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = last.filter(|p| Some(p) != pos.as_ref()) {
+            self.store
+                .set_feed_position(&feed.key(), &p, now_ms())
+                .await?;
+            tracing::debug!("TAXII {}: position now {p}", feed.url);
+        }
+        Ok(pages)
     }
 }
 
