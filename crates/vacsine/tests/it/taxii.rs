@@ -12,16 +12,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const MEDALLION_VENV: &str = "/opt/vacsine-ci-venv-medallion";
-const STIX_PYTHON: &str = "/opt/vacsine-ci-venv/bin/python3";
+/// The CI's venvs (`.ci/run`): `$VACSINE_CI_VENV` (stix2) and `$VACSINE_CI_VENV-medallion`.
+fn venv() -> String {
+    std::env::var("VACSINE_CI_VENV").unwrap_or_else(|_| "/opt/vacsine-ci-venv".into())
+}
+
+fn medallion_bin() -> PathBuf {
+    PathBuf::from(format!("{}-medallion/bin/medallion", venv()))
+}
+
+fn stix_python() -> String {
+    format!("{}/bin/python3", venv())
+}
 const COLLECTION: &str = "91a7b528-80eb-42ed-a74d-c6fbd5a26116";
 const USER: &str = "vacsine-feed";
 
 /// The tools this test needs, or why it is skipped (a failure with
 /// `VACSINE_REQUIRE_MEDALLION=1`).
 fn medallion_ready() -> bool {
-    let medallion = Path::new(MEDALLION_VENV).join("bin/medallion");
-    let stix2 = Command::new(STIX_PYTHON)
+    let medallion = medallion_bin();
+    let stix2 = Command::new(stix_python())
         .args(["-c", "import stix2"])
         .output()
         .is_ok_and(|o| o.status.success());
@@ -29,7 +39,10 @@ fn medallion_ready() -> bool {
         return true;
     }
     let why = format!(
-        "needs medallion in {MEDALLION_VENV} (python3 -m venv {MEDALLION_VENV} && {MEDALLION_VENV}/bin/pip install medallion) and stix2 in {STIX_PYTHON}"
+        "needs {} (python3 -m venv {v}-medallion && {v}-medallion/bin/pip install medallion) and stix2 for {}",
+        medallion.display(),
+        stix_python(),
+        v = venv()
     );
     if std::env::var("VACSINE_REQUIRE_MEDALLION").is_ok_and(|v| v == "1") {
         panic!("VACSINE_REQUIRE_MEDALLION=1: {why}");
@@ -89,7 +102,7 @@ impl Medallion {
             "taxii": { "max_page_size": 2 }
         });
         let config_file = write(dir, "medallion.json", &config.to_string());
-        let child = Command::new(Path::new(MEDALLION_VENV).join("bin/medallion"))
+        let child = Command::new(medallion_bin())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .arg(&config_file)
             .stdout(Stdio::null())
@@ -157,7 +170,7 @@ for pattern, valid_from, valid_until in json.loads(sys.argv[1]):
     objs.append(json.loads(stix2.Indicator(**kw).serialize()))
 print(json.dumps({"objects": objs}))
 "#;
-    let o = Command::new(STIX_PYTHON)
+    let o = Command::new(stix_python())
         .args(["-c", script, &spec])
         .output()
         .unwrap();
@@ -287,6 +300,25 @@ fn issue16_taxii_indicators_polled_at_the_orchestrator_become_bans_at_every_site
         last = ds;
         std::thread::sleep(Duration::from_millis(200));
     };
+    for d in &ds {
+        let decided =
+            chrono::DateTime::parse_from_rfc3339(d["decided_at"].as_str().unwrap()).unwrap();
+        let applied: Vec<String> = d["applied"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(site, t)| {
+                let t = chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap()).unwrap();
+                format!("{site} +{} ms", (t - decided).num_milliseconds())
+            })
+            .collect();
+        eprintln!(
+            "{}: decided after the poll, then in effect at {} (indicator created → in effect: {})",
+            d["action"],
+            applied.join(", "),
+            d["mitigated_ms"]
+        );
+    }
     let mut actions: Vec<String> = ds
         .iter()
         .map(|d| d["action"].as_str().unwrap().to_string())
