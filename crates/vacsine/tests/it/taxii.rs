@@ -208,7 +208,8 @@ fn events(o: &Orch) -> Vec<Value> {
 /// bans at every site in scope (the attacker's packets dropped at both); an indicator whose
 /// pattern the evaluator cannot handle is reported in `vacsine events`; an expired one is
 /// not banned; further polls add nothing, also across a restart of the orchestrator; an
-/// indicator added later is banned too.
+/// indicator added later is banned too; a `mode: orchestrated` Response over an event a site
+/// uploads is decided by the orchestrator (not the site) and banned at both sites.
 #[test]
 fn issue16_taxii_indicators_polled_at_the_orchestrator_become_bans_at_every_site() {
     if !net_tools(&["ip", "nft", "python3", "timeout", "curl"]) || !medallion_ready() {
@@ -372,7 +373,9 @@ fn issue16_taxii_indicators_polled_at_the_orchestrator_become_bans_at_every_site
     assert_eq!(events(&o).len(), 5);
     assert_eq!(decisions(&o).len(), 3);
     o.kill9();
-    let o = Orch::start_with(&od, "0.0.0.0:0", 30_000, &taxii_args);
+    // On the same port: the agents carry on with it.
+    let listen = format!("0.0.0.0:{}", o.url.rsplit(':').next().unwrap());
+    let o = Orch::start_with(&od, &listen, 30_000, &taxii_args);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(events(&o).len(), 5, "{:#?}", events(&o));
     assert_eq!(decisions(&o).len(), 3);
@@ -395,4 +398,46 @@ fn issue16_taxii_indicators_polled_at_the_orchestrator_become_bans_at_every_site
         || (decisions(&o).len() == 4).then_some(()),
     );
     assert_eq!(events(&o).len(), 6);
+
+    // `mode: orchestrated` over what a site uploads: A reads a decoy touch, decides nothing
+    // itself, the orchestrator decides and both sites ban.
+    let resp2 = write(
+        d.path(),
+        "decoy.yaml",
+        &RESPONSE
+            .replace("ban-feed-indicators", "ban-decoy-orchestrated")
+            .replace(
+                "[\"taxii:91a7b528-80eb-42ed-a74d-c6fbd5a26116\"]",
+                "[opencanary]",
+            ),
+    );
+    let pushed = o.json(&["push", resp2.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(pushed["entries"][0]["kind"], "Response", "{pushed}");
+    let second = atk.src.replace(".200.7", ".200.8");
+    let ev = write(
+        d.path(),
+        "touch.jsonl",
+        &format!("{}\n", super::canary(&second, 1)),
+    );
+    let out = super::ingest(&a, &d.path().join("agent-a"), &ev);
+    assert!(out.status.success(), "{}", text(&out));
+    let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        rep["applied"].as_array().is_none_or(|x| x.is_empty()),
+        "the site decided an orchestrated response itself: {rep}"
+    );
+    let dec = wait_until(
+        Duration::from_secs(30),
+        "the orchestrator's decision on A's event in effect at both sites",
+        || {
+            decisions(&o).into_iter().find(|d| {
+                d["action"].as_str().is_some_and(|x| x.ends_with(&second))
+                    && d["applied"].as_object().is_some_and(|m| m.len() == 2)
+            })
+        },
+    );
+    assert_eq!(dec["origin_site"], Value::Null, "{dec}");
+    assert!(banned_addresses(&a).contains(&second));
+    assert!(banned_addresses(&b).contains(&second));
+    assert_eq!(decisions(&o).len(), 5);
 }
