@@ -68,6 +68,7 @@ async fn serve(data: &str, database: Option<String>) -> anyhow::Result<()> {
         retention: Default::default(),
         metrics_listen: None,
         loki: None,
+        taxii: Vec::new(),
     })
     .await
 }

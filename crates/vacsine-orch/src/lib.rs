@@ -26,6 +26,7 @@ pub mod proto;
 pub mod retention;
 pub mod server;
 pub mod store;
+pub mod taxii;
 pub mod tls;
 pub mod xsite;
 

@@ -26,6 +26,7 @@ mod enforce_site;
 mod extract;
 pub mod idempotency;
 mod images;
+mod intel;
 pub mod limits;
 #[cfg(test)]
 mod observe_tests;
@@ -63,6 +64,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Push step records, events and decisions to Loki (`crate::loki`).
     pub loki: Option<crate::loki::LokiConfig>,
+    /// TAXII 2.1 collections polled for indicators (`crate::taxii`).
+    pub taxii: Vec<crate::taxii::Feed>,
 }
 
 /// The orchestrator's long-lived keys, in `keys.json` (0600).
@@ -104,6 +107,8 @@ struct Srv {
     metrics: Arc<crate::metrics::Metrics>,
     /// Lines for Loki, when `--loki-url` is given.
     loki: Option<Arc<crate::loki::Loki>>,
+    /// Dedupe and throttle windows of the orchestrated Responses (`intel`).
+    windows: std::sync::Mutex<vacsine_response::Windows>,
 }
 
 /// Request bodies over [`proto::MAX_UNAUTHENTICATED_BODY`] read at once for one agent (its
@@ -286,6 +291,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
                 None => None,
             },
             metrics,
+            windows: Default::default(),
         }),
         tls,
         pin,
@@ -573,6 +579,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    for feed in &cfg.taxii {
+        println!(
+            "TAXII: polling {} every {:?} (source `{}`)",
+            feed.url,
+            feed.every,
+            feed.source()
+        );
+        tokio::spawn(intel::taxii_loop(p.srv.clone(), feed.clone()));
+    }
     let app = router(p.srv.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(p.tls));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

@@ -330,6 +330,8 @@ pub enum Command {
         /// Lines per Loki push request at most.
         #[arg(long, default_value_t = vacsine_orch::loki::DEFAULT_BATCH, value_name = "LINES")]
         loki_batch: usize,
+        #[command(flatten)]
+        taxii: TaxiiArgs,
     },
     /// Run a site agent: enrols with an intake key on first start, then pulls work from the
     /// orchestrator (outbound connections only) and runs it on this machine.
@@ -877,5 +879,41 @@ mod tests {
         assert!(d("5d").unwrap_err().contains("s, m or h"));
         assert!(d("soon").unwrap_err().contains("60s"));
         assert!(d("").is_err());
+    }
+}
+
+/// Threat intelligence the orchestrator polls (issue 16).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TaxiiArgs {
+    /// A TAXII 2.1 collection to poll for STIX indicators
+    /// (https://HOST/API-ROOT/collections/ID/; repeat for several). Each indicator becomes an
+    /// event with source `taxii:ID`, decided on by `mode: orchestrated` Responses.
+    #[arg(long = "taxii", value_name = "URL")]
+    pub urls: Vec<String>,
+    /// User for the TAXII server (HTTP basic authentication).
+    #[arg(long = "taxii-user", value_name = "USER", requires = "urls")]
+    pub user: Option<String>,
+    /// File whose first line is the TAXII password (never on the command line).
+    #[arg(long = "taxii-password-file", value_name = "FILE", requires = "user")]
+    pub password_file: Option<PathBuf>,
+    /// Seconds between two polls of each collection.
+    #[arg(long = "taxii-every", default_value_t = 60, value_name = "SECS")]
+    pub every: u64,
+}
+
+impl TaxiiArgs {
+    /// The feeds, each checked (a bad URL or an unreadable password file is an error here).
+    pub fn feeds(&self) -> anyhow::Result<Vec<vacsine_orch::taxii::Feed>> {
+        self.urls
+            .iter()
+            .map(|u| {
+                vacsine_orch::taxii::Feed::new(
+                    u,
+                    self.user.as_deref(),
+                    self.password_file.as_deref(),
+                    std::time::Duration::from_secs(self.every),
+                )
+            })
+            .collect()
     }
 }

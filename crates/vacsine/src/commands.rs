@@ -221,28 +221,33 @@ pub async fn dispatch(cli: Cli) -> i32 {
             loki_url,
             loki_buffer,
             loki_batch,
-        } => {
-            let loki = loki_url.map(|url| vacsine_orch::loki::LokiConfig {
-                url,
-                buffer: loki_buffer,
-                batch: loki_batch,
-                spool: data.join(vacsine_orch::loki::SPOOL),
-            });
-            crate::orch::orchestrator(crate::orch::OrchestratorArgs {
-                listen,
-                listen_plain,
-                tls_files: tls_cert.zip(tls_key),
-                data,
-                lease_ttl_ms,
-                database,
-                max_image_bytes: max_image_mb.saturating_mul(1 << 20),
-                max_connections_per_client,
-                retention: retention.schedule(),
-                metrics_listen,
-                loki,
-            })
-            .await
-        }
+            taxii,
+        } => match taxii.feeds() {
+            Err(e) => Err(miette::miette!("{e:#}")),
+            Ok(taxii) => {
+                let loki = loki_url.map(|url| vacsine_orch::loki::LokiConfig {
+                    url,
+                    buffer: loki_buffer,
+                    batch: loki_batch,
+                    spool: data.join(vacsine_orch::loki::SPOOL),
+                });
+                crate::orch::orchestrator(crate::orch::OrchestratorArgs {
+                    listen,
+                    listen_plain,
+                    tls_files: tls_cert.zip(tls_key),
+                    data,
+                    lease_ttl_ms,
+                    database,
+                    max_image_bytes: max_image_mb.saturating_mul(1 << 20),
+                    max_connections_per_client,
+                    retention: retention.schedule(),
+                    metrics_listen,
+                    loki,
+                    taxii,
+                })
+                .await
+            }
+        },
         Command::Agent {
             action:
                 Some(crate::cli::AgentAction::Run {

@@ -35,6 +35,8 @@ pub struct OrchestratorArgs {
     pub metrics_listen: Option<SocketAddr>,
     /// Loki push, when configured.
     pub loki: Option<vacsine_orch::loki::LokiConfig>,
+    /// TAXII 2.1 collections polled for indicators.
+    pub taxii: Vec<vacsine_orch::taxii::Feed>,
 }
 
 pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
@@ -78,6 +80,7 @@ pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
         retention: a.retention,
         metrics_listen: a.metrics_listen,
         loki: a.loki,
+        taxii: a.taxii,
     })
     .await
     .map_err(|e| miette::miette!("{e:#}"))?;

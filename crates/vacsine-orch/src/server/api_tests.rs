@@ -49,6 +49,7 @@ async fn api() -> Api {
         retention: Default::default(),
         metrics_listen: None,
         loki: None,
+        taxii: Vec::new(),
     };
     let p = prepare(&cfg).await.unwrap();
     Api {

@@ -312,6 +312,7 @@ mod tests {
             retention: Default::default(),
             metrics_listen: None,
             loki: None,
+            taxii: Vec::new(),
         };
         super::super::prepare(&cfg).await.unwrap().srv
     }

@@ -75,6 +75,22 @@ impl Srv {
                     crate::loki::Line::event(&agent.site, &agent.name, e, body)
                 }));
             }
+            // `mode: orchestrated` Responses: the orchestrator decides on what sites send.
+            let intel: Vec<crate::taxii::Intel> = r
+                .events
+                .iter()
+                .map(|e| crate::taxii::Intel {
+                    event: e.clone(),
+                    valid_from: None,
+                    valid_until: None,
+                })
+                .collect();
+            if let Err(e) = self.decide_orchestrated(&intel).await {
+                tracing::warn!(
+                    "orchestrated responses on events from site {}: {e:#}",
+                    agent.site
+                );
+            }
         }
         let mut decisions_new = 0;
         for sd in &r.decisions {

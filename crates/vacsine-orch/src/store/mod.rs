@@ -308,6 +308,11 @@ pub trait ResponseStore: Send + Sync {
     async fn decisions(&self) -> Result<Vec<DecisionRow>>;
     /// The latest `limit` events (of `site`), newest first.
     async fn events(&self, site: Option<&str>, limit: usize) -> Result<Vec<EventRow>>;
+    /// Where the poll of threat-intelligence feed `feed` (its URL) resumes (TAXII
+    /// `added_after`), if it was ever polled.
+    async fn feed_position(&self, feed: &str) -> Result<Option<String>>;
+    /// Keep `position` as where the poll of `feed` resumes.
+    async fn set_feed_position(&self, feed: &str, position: &str, now: i64) -> Result<()>;
 }
 
 #[async_trait]

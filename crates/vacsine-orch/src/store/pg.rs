@@ -208,6 +208,17 @@ CREATE TABLE decision_sites (
 );
 "#,
     ),
+    (
+        8,
+        r#"
+-- Issue 16: where each threat-intelligence feed's poll resumes (TAXII `added_after`).
+CREATE TABLE feed_positions (
+  feed TEXT PRIMARY KEY,
+  position TEXT NOT NULL,
+  updated_ms BIGINT NOT NULL
+);
+"#,
+    ),
 ];
 
 /// The schema used when none is given.

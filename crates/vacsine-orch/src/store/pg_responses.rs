@@ -1,4 +1,4 @@
-//! Events and decisions in the PostgreSQL store (issue 16; migration 7). A child of `pg`.
+//! Events and decisions in the PostgreSQL store (issue 16; migrations 7 and 8). A child of `pg`.
 
 use super::super::{DecisionRow, EventRow, ResponseStore, Result};
 use super::{News, PgStore};
@@ -125,5 +125,26 @@ impl ResponseStore for PgStore {
             body: r.get(3),
         })
         .collect())
+    }
+
+    async fn feed_position(&self, feed: &str) -> Result<Option<String>> {
+        let c = self.pool.get().await?;
+        Ok(c.query_opt(
+            "SELECT position FROM feed_positions WHERE feed = $1",
+            &[&feed],
+        )
+        .await?
+        .map(|r| r.get(0)))
+    }
+
+    async fn set_feed_position(&self, feed: &str, position: &str, now: i64) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "INSERT INTO feed_positions (feed, position, updated_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (feed) DO UPDATE SET position = EXCLUDED.position, updated_ms = EXCLUDED.updated_ms",
+            &[&feed, &position, &now],
+        )
+        .await?;
+        Ok(())
     }
 }

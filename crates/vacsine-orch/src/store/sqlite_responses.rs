@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS decision_sites (
   applied_ms INTEGER NOT NULL,
   PRIMARY KEY (decision_id, site)
 );
+CREATE TABLE IF NOT EXISTS feed_positions (
+  feed TEXT PRIMARY KEY,
+  position TEXT NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
 ";
 
 #[async_trait]
@@ -134,6 +139,33 @@ impl ResponseStore for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn feed_position(&self, feed: &str) -> Result<Option<String>> {
+        let feed = feed.to_string();
+        self.with(move |c| {
+            use rusqlite::OptionalExtension;
+            Ok(c.query_row(
+                "SELECT position FROM feed_positions WHERE feed = ?1",
+                params![feed],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn set_feed_position(&self, feed: &str, position: &str, now: i64) -> Result<()> {
+        let (feed, position) = (feed.to_string(), position.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO feed_positions (feed, position, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (feed) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms",
+                params![feed, position, now],
+            )?;
+            Ok(())
         })
         .await
     }

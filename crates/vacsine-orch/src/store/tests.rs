@@ -138,6 +138,7 @@ suite!(
     runs_are_listed_a_page_at_a_time_newest_first_with_filters,
     issue16_events_decisions_and_applications_are_kept_once,
     issue17_metric_counts_are_runs_by_status_and_agents_online,
+    issue16_a_feed_position_is_kept_and_moved_across_replicas,
 );
 
 async fn issue17_metric_counts_are_runs_by_status_and_agents_online(f: &Fixture) {
@@ -1238,4 +1239,30 @@ async fn issue16_events_decisions_and_applications_are_kept_once(f: &Fixture) {
     assert!(!b.delete_decision("d1", 21).await.unwrap());
     assert!(!s.delete_decision("nope", 21).await.unwrap());
     assert_eq!(s.decisions().await.unwrap()[0].deleted_ms, Some(20));
+}
+
+async fn issue16_a_feed_position_is_kept_and_moved_across_replicas(f: &Fixture) {
+    let (s, b) = (&*f.a, &*f.b);
+    let feed = "https://intel.example/api1/collections/c1/";
+    assert_eq!(s.feed_position(feed).await.unwrap(), None);
+    s.set_feed_position(feed, "2026-12-07T01:00:00.000000Z", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.feed_position(feed).await.unwrap().as_deref(),
+        Some("2026-12-07T01:00:00.000000Z")
+    );
+    b.set_feed_position(feed, "2026-12-07T02:00:00.000000Z", 11)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.feed_position(feed).await.unwrap().as_deref(),
+        Some("2026-12-07T02:00:00.000000Z")
+    );
+    assert_eq!(
+        s.feed_position("https://other/collections/c2/")
+            .await
+            .unwrap(),
+        None
+    );
 }

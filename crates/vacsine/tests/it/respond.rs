@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
 
+#[path = "taxii.rs"]
+mod taxii;
+
 const RESPONSE: &str = r#"apiVersion: vacsine.io/v1
 kind: Response
 metadata:
