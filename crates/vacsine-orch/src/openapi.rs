@@ -200,6 +200,8 @@ impl Modify for IdempotencyKey {
         super::responses::add_decision,
         super::responses::delete_decision,
         super::responses::list_events,
+        super::approvals::list_approvals,
+        super::approvals::settle_approval,
     ),
     components(schemas(
         proto::EnrollRequest,
@@ -343,6 +345,8 @@ mod tests {
             proto::OP_DECISIONS,
             "/v1/decisions/{id}",
             proto::OP_EVENTS,
+            proto::OP_APPROVALS,
+            "/v1/approvals/{id}",
         ];
         want.sort();
         assert_eq!(paths, want);

@@ -271,6 +271,53 @@ pub struct DecisionList {
     pub decisions: Vec<DecisionView>,
 }
 
+/// Operator endpoint of approvals (`GET`; `POST /v1/approvals/{id}` settles one).
+pub const OP_APPROVALS: &str = "/v1/approvals";
+
+/// What waits for approval: a decision (quarantine) or a workflow run.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Held {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub decision: Option<vacsine_response::Decision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub run: Option<vacsine_response::WorkflowRun>,
+}
+
+/// `POST /v1/approvals/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Settle {
+    /// `approve` or `deny`.
+    pub decision: String,
+}
+
+/// A decision or workflow run waiting for (or settled by) an operator.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApprovalView {
+    pub id: String,
+    /// `quarantine node "web"` or `run workflow NAME`.
+    pub what: String,
+    pub response: String,
+    /// The site whose event asked for it.
+    pub site: String,
+    /// Sites a decision applies at once approved (empty: every site).
+    pub scope: Vec<String>,
+    /// `awaiting`, `expired`, `approved` or `denied`.
+    pub state: String,
+    pub event_at: Option<String>,
+    pub requested_at: String,
+    pub expires_at: String,
+    pub settled_at: Option<String>,
+    pub held: Held,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApprovalList {
+    pub approvals: Vec<ApprovalView>,
+}
+
 /// An event an agent uploaded.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventView {

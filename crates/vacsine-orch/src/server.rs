@@ -22,6 +22,7 @@ use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, 
 
 #[cfg(test)]
 mod api_tests;
+mod approvals;
 mod enforce_site;
 mod extract;
 pub mod idempotency;
@@ -307,6 +308,8 @@ fn router(srv: Arc<Srv>) -> Router {
         )
         .route("/v1/decisions/{id}", delete(responses::delete_decision))
         .route(proto::OP_EVENTS, get(responses::list_events))
+        .route(proto::OP_APPROVALS, get(approvals::list_approvals))
+        .route("/v1/approvals/{id}", post(approvals::settle_approval))
         // Layers run last added first: the token, then the idempotency key.
         .route_layer(axum::middleware::from_fn_with_state(
             srv.clone(),

@@ -434,6 +434,36 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
         format: SimpleFormat,
     },
+    /// Quarantines and workflow runs that orchestrated Responses with `approval: required`
+    /// asked for, waiting for an operator (awaiting, expired, approved, denied).
+    Approvals {
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
+    /// Approve a waiting quarantine (fanned out to every site in its scope) or workflow run
+    /// (submitted to the site whose event asked for it). An expired one cannot be approved.
+    Approve {
+        /// The approval's id (`vacsine approvals` lists them; a unique prefix is enough).
+        id: String,
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
+    /// Deny a waiting quarantine or workflow run: it never runs.
+    Deny {
+        /// The approval's id (`vacsine approvals` lists them; a unique prefix is enough).
+        id: String,
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
     /// Events the sites uploaded (each once), newest first.
     Events {
         /// Only events from this site.

@@ -66,6 +66,8 @@ impl Srv {
             events.push((e.id.clone(), body));
         }
         let events_new = self.store.put_events(&agent.site, &events, now).await?;
+        // What orchestrated Responses needing approval ask for waits for an operator.
+        self.hold_for_approval(&agent.site, &r.events).await?;
         let mut decisions_new = 0;
         for sd in &r.decisions {
             let d = &sd.decision;

@@ -41,6 +41,8 @@ pub(super) const MIGRATION_COUNT: usize = MIGRATIONS.len();
 
 #[path = "pg_responses.rs"]
 mod responses;
+#[path = "pg_approvals.rs"]
+mod approvals;
 
 const MIGRATIONS: &[(i32, &str)] = &[
     (
@@ -205,6 +207,24 @@ CREATE TABLE decision_sites (
   site TEXT NOT NULL,
   applied_ms BIGINT NOT NULL,
   PRIMARY KEY (decision_id, site)
+);
+"#,
+    ),
+    (
+        10,
+        r#"
+-- Approvals (issue 16): decisions and workflow runs waiting for a person, each once by id.
+CREATE TABLE approvals (
+  id TEXT PRIMARY KEY,
+  response TEXT NOT NULL,
+  body TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  site TEXT NOT NULL,
+  event_ms BIGINT,
+  created_ms BIGINT NOT NULL,
+  expires_ms BIGINT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('awaiting', 'approved', 'denied')),
+  settled_ms BIGINT
 );
 "#,
     ),

@@ -80,6 +80,8 @@ CREATE TABLE IF NOT EXISTS registry (
 /// reports of enforce runs.
 #[path = "sqlite_responses.rs"]
 mod responses;
+#[path = "sqlite_approvals.rs"]
+mod approvals;
 
 const REPORTS: &str = "
 CREATE TABLE IF NOT EXISTS run_reports (
@@ -275,6 +277,7 @@ impl SqliteStore {
         conn.execute_batch(REPORTS)?;
         conn.execute_batch(INDEXES)?;
         conn.execute_batch(responses::SCHEMA)?;
+        conn.execute_batch(approvals::SCHEMA)?;
         // Added after the first schema: each registry document's signature, made at push.
         let has_signature: bool = conn.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('registry') WHERE name = 'signature'",
