@@ -197,7 +197,12 @@ pub async fn apply(store: &mut Store) -> anyhow::Result<Applied> {
     for _ in 0..3 {
         let now = Utc::now();
         store.expire(now)?;
-        let active = store.active(now)?;
+        // Only bans are elements of the sets (a quarantine is run by `quarantine_held`).
+        let active: Vec<Decision> = store
+            .active(now)?
+            .into_iter()
+            .filter(IsBan::action_is_ban)
+            .collect();
         if active.is_empty() && store.counts()?.2 == 0 {
             // Never a decision here: nothing to enforce, and nft need not even be present.
             return Ok(Applied::default());
@@ -259,6 +264,7 @@ impl IsBan for Decision {
 /// in effect here for the first time (its apply had failed) is acknowledged with when.
 pub async fn reapply(data: &Path, site: &str) -> anyhow::Result<Applied> {
     let mut store = Store::open(&store_path(data))?;
+    quarantine_held(data, &store).await;
     let applied = apply(&mut store).await?;
     let outbox = Outbox::open(&data.join("agent.db"))?;
     for id in &applied.ids {
@@ -298,12 +304,106 @@ pub async fn apply_set(data: &Path, site: &str, set: &DecisionSet) -> anyhow::Re
     for id in &set.deleted {
         store.mark_deleted(id, now)?;
     }
+    quarantine_held(data, &store).await;
     let applied = apply(&mut store).await?;
     let outbox = Outbox::open(&data.join("agent.db"))?;
     for id in &applied.ids {
         queue_decision(&store, &outbox, id, site)?;
     }
     Ok(applied)
+}
+
+/// Every active quarantine decision this site holds and has not run yet, run once through the
+/// `quarantine` executor on its node: a Docker container of this machine named as the node
+/// (the agent's node driver for quarantine). Each run is journaled in the agent's
+/// `journal.db`; a decision whose run succeeded is marked applied (its applied time uploaded
+/// like a ban's) and never run again, also across restarts; one that failed is said and tried
+/// again at the next decision set or start.
+pub async fn quarantine_held(data: &Path, store: &Store) {
+    let now = Utc::now();
+    let Ok(active) = store.active(now) else {
+        return;
+    };
+    for d in active {
+        let vacsine_response::Action::Quarantine { node } = &d.action else {
+            continue;
+        };
+        if store
+            .decision(&d.id)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.applied_at.is_some())
+        {
+            continue;
+        }
+        match quarantine_node(data, node).await {
+            Ok(msg) => {
+                let at = Utc::now();
+                if let Err(e) = store.mark_applied(&d.id, at) {
+                    eprintln!("decisions: {} ran but cannot be recorded: {e}", d.id);
+                    continue;
+                }
+                eprintln!("decisions: {} ({}) run here: {msg}", d.id, d.action);
+                if let (Ok(outbox), Ok(Some(id))) = (
+                    Outbox::open(&data.join("agent.db")),
+                    super::load_identity(&data.join("agent.json")),
+                ) {
+                    let _ = queue_decision(store, &outbox, &d.id, &id.site);
+                }
+            }
+            Err(e) => eprintln!("error: decision {} ({}): {e:#}", d.id, d.action),
+        }
+    }
+}
+
+/// Run the `quarantine` executor on `node` (a Docker container here), journaled as a run of a
+/// one-step workflow; what it did.
+async fn quarantine_node(data: &Path, node: &str) -> anyhow::Result<String> {
+    use std::sync::Arc;
+    use vacsine_engine::{CancelToken, Catalog, Engine, Journal, NodeMap, RunRequest};
+    let docker = vacsine_docker::connect()
+        .await
+        .map_err(|e| anyhow!("quarantine needs Docker at this site: {e}"))?;
+    let resolved = vacsine_core::target::ResolvedNode {
+        name: node.to_string(),
+        roles: vec![],
+        labels: Default::default(),
+        handle: node.to_string(),
+    };
+    let dn = vacsine_docker::DockerNode::new(docker, resolved);
+    dn.inspect().await.map_err(|e| {
+        anyhow!("node {node:?} is not a container of this site's Docker ({e}): not quarantined")
+    })?;
+    let workflow: vacsine_core::workflow::Workflow = serde_json::from_value(serde_json::json!({
+        "apiVersion": vacsine_core::API_VERSION,
+        "kind": "Workflow",
+        "metadata": {"name": "decision-quarantine"},
+        "spec": {"steps": [{"id": "quarantine", "uses": "quarantine"}]}
+    }))?;
+    let journal = Journal::open(&data.join("journal.db")).context("opening the agent's journal")?;
+    let engine = Engine::new(journal.clone(), Catalog::new());
+    let mut nodes = NodeMap::new();
+    nodes.insert(node.to_string(), Arc::new(dn));
+    let report = engine
+        .run(RunRequest {
+            workflow,
+            inputs: Default::default(),
+            nodes,
+            default_node: Some(node.to_string()),
+            target_name: "decisions".into(),
+            labels: Default::default(),
+            progress: None,
+            observer: None,
+            cancel: CancelToken::new(),
+            run_id: None,
+        })
+        .await?;
+    let ok = report.status == vacsine_engine::RunStatus::Succeeded;
+    let msg = report.message.clone().unwrap_or_default();
+    if !ok {
+        return Err(anyhow!("the quarantine run {} {}: {msg}", report.run_id, report.status));
+    }
+    Ok(format!("run {} succeeded{}", report.run_id, if msg.is_empty() { String::new() } else { format!(": {msg}") }))
 }
 
 /// Addresses no decision may touch: this machine's own (read from `/proc`, in the network
