@@ -401,9 +401,21 @@ async fn quarantine_node(data: &Path, node: &str) -> anyhow::Result<String> {
     let ok = report.status == vacsine_engine::RunStatus::Succeeded;
     let msg = report.message.clone().unwrap_or_default();
     if !ok {
-        return Err(anyhow!("the quarantine run {} {}: {msg}", report.run_id, report.status));
+        return Err(anyhow!(
+            "the quarantine run {} {}: {msg}",
+            report.run_id,
+            report.status
+        ));
     }
-    Ok(format!("run {} succeeded{}", report.run_id, if msg.is_empty() { String::new() } else { format!(": {msg}") }))
+    Ok(format!(
+        "run {} succeeded{}",
+        report.run_id,
+        if msg.is_empty() {
+            String::new()
+        } else {
+            format!(": {msg}")
+        }
+    ))
 }
 
 /// Addresses no decision may touch: this machine's own (read from `/proc`, in the network

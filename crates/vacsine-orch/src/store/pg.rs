@@ -39,10 +39,10 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 #[cfg(test)]
 pub(super) const MIGRATION_COUNT: usize = MIGRATIONS.len();
 
-#[path = "pg_responses.rs"]
-mod responses;
 #[path = "pg_approvals.rs"]
 mod approvals;
+#[path = "pg_responses.rs"]
+mod responses;
 
 const MIGRATIONS: &[(i32, &str)] = &[
     (

@@ -76,12 +76,12 @@ CREATE TABLE IF NOT EXISTS registry (
 );
 ";
 
+#[path = "sqlite_approvals.rs"]
+mod approvals;
 /// Added after the first schema (stores made before it get it at their next start): the
 /// reports of enforce runs.
 #[path = "sqlite_responses.rs"]
 mod responses;
-#[path = "sqlite_approvals.rs"]
-mod approvals;
 
 const REPORTS: &str = "
 CREATE TABLE IF NOT EXISTS run_reports (

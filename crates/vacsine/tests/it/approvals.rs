@@ -1,0 +1,261 @@
+//! Issue 16, `approval: required`: a quarantine an orchestrated Response asks for waits at
+//! the orchestrator until an operator approves it, then runs at the site through the
+//! `quarantine` executor on the named node (a real Docker container: its network is cut,
+//! observed); a denied one and an expired one never run; none runs twice across an agent
+//! restart. Real orchestrator and agent processes; containers and network named from the pid.
+
+use super::{text, wait_until, Agent, Orch};
+use crate::write;
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+const RESPONSE: &str = r#"apiVersion: vacsine.io/v1
+kind: Response
+metadata:
+  name: quarantine-on-touch
+  version: "1"
+spec:
+  on:
+    events: [indicator]
+    sources: [opencanary]
+  decide:
+    quarantine: {}
+  mode: orchestrated
+  approval: required
+  approvalExpires: 12s
+"#;
+
+const AUTONOMOUS: &str = r#"apiVersion: vacsine.io/v1
+kind: Response
+metadata:
+  name: quarantine-at-once
+spec:
+  on:
+    events: [indicator]
+  decide:
+    quarantine: {}
+  mode: autonomous
+  approval: required
+"#;
+
+/// Containers and their network, removed at the end.
+struct Nodes {
+    net: String,
+    names: Vec<String>,
+}
+
+impl Nodes {
+    fn start(tag: &str, n: usize) -> Nodes {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let d = vacsine_docker::connect().await.expect("docker");
+            vacsine_docker::demo::images(&d).await.expect("demo images");
+        });
+        let net = format!("{tag}-net");
+        let _ = Command::new("docker")
+            .args(["network", "rm", &net])
+            .output();
+        crate::docker(&["network", "create", &net]);
+        let image = vacsine_docker::demo::image_tag("base");
+        let names: Vec<String> = (0..n).map(|i| format!("{tag}-n{i}")).collect();
+        let nodes = Nodes { net, names };
+        for name in &nodes.names {
+            let _ = Command::new("docker").args(["rm", "-f", name]).output();
+            crate::docker(&["run", "-d", "--name", name, "--network", &nodes.net, &image]);
+        }
+        nodes
+    }
+
+    /// How many networks container `name` is on.
+    fn networks(name: &str) -> usize {
+        crate::docker(&["inspect", "-f", "{{len .NetworkSettings.Networks}}", name])
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("docker").args(["rm", "-f", n]).output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.net])
+            .output();
+    }
+}
+
+fn canary(node: &str, i: usize) -> String {
+    format!(
+        r#"{{"dst_host":"","dst_port":2222,"local_time":"2026-12-07 01:00:0{i}.000000","logdata":{{"USERNAME":"root"}},"logtype":4002,"node_id":"{node}","src_host":"198.51.100.{i}","src_port":4000{i},"utc_time":"2026-12-07 01:00:0{i}.000000"}}"#
+    )
+}
+
+/// Output on one line (miette wraps and draws a margin).
+fn flat(o: &std::process::Output) -> String {
+    text(o)
+        .split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn approvals(o: &Orch) -> Vec<Value> {
+    o.json(&["approvals", "--format", "json"])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn issue16_a_quarantine_waits_for_approval_then_runs_denied_and_expired_never_run() {
+    if !crate::docker_available() {
+        return;
+    }
+    let _g = crate::site_lock();
+    let tag = format!("apq-{}", std::process::id());
+    let nodes = Nodes::start(&tag, 3);
+    let (x, y, z) = (&nodes.names[0], &nodes.names[1], &nodes.names[2]);
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
+
+    // `approval: required` with `mode: autonomous` is refused at push, located.
+    let auto = write(d.path(), "auto.yaml", AUTONOMOUS);
+    let refused = o.cli(&["push", auto.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        flat(&refused).contains("auto.yaml:11")
+            && flat(&refused)
+                .contains("`approval: required` cannot be used with `mode: autonomous`"),
+        "{}",
+        text(&refused)
+    );
+
+    let resp = write(d.path(), "q.yaml", RESPONSE);
+    o.json(&["push", resp.to_str().unwrap(), "--format", "json"]);
+    let data = d.path().join("agent");
+    let key = o.site("edge-q");
+    let mut agent = Agent::start(&o, &key, "edge-q-1", &data);
+    wait_until(
+        Duration::from_secs(30),
+        "the bundle with the Response",
+        || {
+            agent
+                .log()
+                .contains("Response/quarantine-on-touch@1")
+                .then_some(())
+        },
+    );
+
+    // Three decoy touches, on three nodes: each asks for a quarantine of its node.
+    let ev = write(
+        d.path(),
+        "touch.jsonl",
+        &format!("{}\n{}\n{}\n", canary(x, 1), canary(y, 2), canary(z, 3)),
+    );
+    let ing = Command::new(env!("CARGO_BIN_EXE_vacsine"))
+        .args(["agent", "ingest", "--from", "opencanary"])
+        .arg(&ev)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(ing.status.success(), "{}", text(&ing));
+    let waiting = wait_until(Duration::from_secs(30), "three approvals", || {
+        let a = approvals(&o);
+        (a.len() == 3).then_some(a)
+    });
+    let id_of = |node: &str| -> String {
+        waiting
+            .iter()
+            .find(|a| a["held"]["decision"]["action"]["node"] == node)
+            .unwrap_or_else(|| panic!("no approval for {node}: {waiting:?}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (ix, iy, iz) = (id_of(x), id_of(y), id_of(z));
+    assert!(
+        waiting.iter().all(|a| a["state"] == "awaiting"),
+        "{waiting:?}"
+    );
+    // Nothing runs while it waits.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(Nodes::networks(x), 1, "quarantined before approval");
+    assert!(o
+        .json(&["decisions", "--format", "json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // Approve x (by a prefix of its id), deny y.
+    let ok = o.cli(&["approve", &ix[..12]]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(flat(&ok).contains("fanned out"), "{}", text(&ok));
+    let no = o.cli(&["deny", &iy]);
+    assert!(no.status.success(), "{}", text(&no));
+    let late = o.cli(&["approve", &iy]);
+    assert_eq!(late.status.code(), Some(1), "{}", text(&late));
+    assert!(flat(&late).contains("is denied"), "{}", text(&late));
+
+    // x is cut off at the site; the decision says where it is in effect.
+    wait_until(Duration::from_secs(30), "x quarantined", || {
+        (Nodes::networks(x) == 0).then_some(())
+    });
+    let ds = wait_until(Duration::from_secs(30), "x's decision in effect", || {
+        let ds = o.json(&["decisions", "--format", "json"]);
+        let arr = ds.as_array().unwrap().clone();
+        (arr.len() == 1 && arr[0]["applied"]["edge-q"].is_string()).then_some(arr)
+    });
+    assert_eq!(ds[0]["id"], ix.as_str(), "{ds:?}");
+
+    // z lapses: approving it after its expiry is refused; it never runs.
+    wait_until(Duration::from_secs(30), "z expired", || {
+        approvals(&o)
+            .iter()
+            .any(|a| a["id"] == iz.as_str() && a["state"] == "expired")
+            .then_some(())
+    });
+    let lapsed = o.cli(&["approve", &iz]);
+    assert_eq!(lapsed.status.code(), Some(1), "{}", text(&lapsed));
+    assert!(
+        flat(&lapsed).contains("is expired (it expired at"),
+        "{}",
+        text(&lapsed)
+    );
+    let states: Vec<(String, String)> = approvals(&o)
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap().to_string(),
+                a["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (id, want) in [(&ix, "approved"), (&iy, "denied"), (&iz, "expired")] {
+        assert!(
+            states.iter().any(|(i, s)| i == id && s == want),
+            "{id} not {want}: {states:?}"
+        );
+    }
+    assert_eq!(Nodes::networks(y), 1, "a denied quarantine ran");
+    assert_eq!(Nodes::networks(z), 1, "an expired quarantine ran");
+    assert_eq!(
+        o.json(&["decisions", "--format", "json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Never twice: x reconnected by hand, the agent restarted: it does not cut x again.
+    let runs = agent.log().matches("run here").count();
+    assert_eq!(runs, 1, "{}", agent.log());
+    agent.kill9();
+    crate::docker(&["network", "connect", &nodes.net, x]);
+    let agent = Agent::start(&o, &key, "edge-q-1", &data);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(Nodes::networks(x), 1, "quarantined twice: {}", agent.log());
+    assert!(!agent.log().contains("run here"), "{}", agent.log());
+}
