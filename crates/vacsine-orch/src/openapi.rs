@@ -202,6 +202,7 @@ impl Modify for IdempotencyKey {
         super::responses::list_events,
         super::approvals::list_approvals,
         super::approvals::settle_approval,
+        super::labels::set_labels,
     ),
     components(schemas(
         proto::EnrollRequest,
@@ -347,6 +348,7 @@ mod tests {
             proto::OP_EVENTS,
             proto::OP_APPROVALS,
             "/v1/approvals/{id}",
+            "/v1/sites/{name}/labels",
         ];
         want.sort();
         assert_eq!(paths, want);

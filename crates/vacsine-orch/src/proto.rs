@@ -2,6 +2,7 @@
 //! in a [`vacsine_wire::Envelope`]). Tolerant to unknown fields.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 /// Agent endpoints (POST, sealed bodies).
@@ -653,6 +654,21 @@ pub struct CreateSite {
     /// 1 to 64 letters, digits, `-`, `_` or `.`.
     #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
+    /// Labels the site carries (a Response's `scope.labels` matches them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `POST /v1/sites/{name}/labels` (and its answer: `set` holds every label of the site).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteLabels {
+    /// Labels added or replaced.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Keys removed.
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -777,6 +793,9 @@ pub struct SiteView {
     /// agent's `outbox` in the status names the oldest).
     #[serde(default)]
     pub refused_outbox_items: u64,
+    /// The site's labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

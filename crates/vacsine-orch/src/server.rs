@@ -23,6 +23,7 @@ use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, 
 #[cfg(test)]
 mod api_tests;
 mod approvals;
+mod labels;
 mod enforce_site;
 mod extract;
 pub mod idempotency;
@@ -292,6 +293,7 @@ fn router(srv: Arc<Srv>) -> Router {
     let operator = Router::new()
         .route(proto::OP_SITES, post(create_site).get(list_sites))
         .route("/v1/sites/{name}/revoke", post(revoke))
+        .route("/v1/sites/{name}/labels", post(labels::set_labels))
         .route(proto::OP_RUNS, post(submit_run).get(list_runs))
         .route("/v1/runs/{id}", get(run_records))
         .route("/v1/runs/{id}/report", get(enforce_site::run_report))
@@ -1279,10 +1281,16 @@ async fn create_site(
 ) -> ApiResult<Json<proto::SiteCreated>> {
     s.operator(&h)?;
     valid_name(&r.name)?;
+    labels::check_labels(&r.labels)?;
     let key = format!("vik_{}", random_hex(24));
     s.store
         .create_site(&r.name, &intake_hash(&key), now_ms())
         .await?;
+    if !r.labels.is_empty() {
+        s.store
+            .set_site_labels(&r.name, &serde_json::to_string(&r.labels).unwrap_or_default())
+            .await?;
+    }
     Ok(Json(proto::SiteCreated {
         name: r.name,
         intake_key: key,
@@ -1316,12 +1324,20 @@ async fn site_views(store: &dyn Store) -> ApiResult<Vec<proto::SiteView>> {
             *refused.entry(site.clone()).or_default() += o.refused;
         }
     }
+    let mut labels: std::collections::HashMap<String, std::collections::BTreeMap<String, String>> =
+        store
+            .site_labels()
+            .await?
+            .into_iter()
+            .filter_map(|(s, j)| Some((s, serde_json::from_str(&j).ok()?)))
+            .collect();
     Ok(store
         .sites()
         .await?
         .into_iter()
         .map(|x| proto::SiteView {
             refused_outbox_items: refused.get(&x.name).copied().unwrap_or(0),
+            labels: labels.remove(&x.name).unwrap_or_default(),
             name: x.name,
             created: rfc3339(x.created_ms),
             revoked: x.revoked_ms.map(rfc3339),

@@ -718,7 +718,21 @@ pub enum RegistryAction {
 #[derive(Subcommand, Debug, Clone)]
 pub enum SiteAction {
     /// Create a site and print its intake key.
-    Create { name: String },
+    Create {
+        name: String,
+        /// A label the site carries, `KEY=VALUE` (repeatable); a Response's `scope.labels`
+        /// matches the sites carrying them.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// Change a site's labels: `KEY=VALUE` adds or replaces one, `KEY-` removes it. Its agents
+    /// receive them, signed, with their next decision set.
+    Label {
+        name: String,
+        /// `KEY=VALUE` or `KEY-`.
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        changes: Vec<String>,
+    },
     /// List sites.
     List,
     /// Revoke a site (its intake key and every agent), or one agent of it.

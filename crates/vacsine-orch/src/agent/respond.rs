@@ -81,7 +81,7 @@ pub async fn ingest(data: &Path, format: Format, bytes: &[u8]) -> anyhow::Result
         .with_context(|| format!("opening {}", store_path(data).display()))?;
     let mut windows = store.load_windows()?;
     let now = Utc::now();
-    let labels = Default::default();
+    let labels = site_labels(data);
     let cx = DecideContext {
         now,
         site: &site,
@@ -143,6 +143,32 @@ pub async fn ingest(data: &Path, format: Format, bytes: &[u8]) -> anyhow::Result
         deleted: applied.deleted,
         took_ms: t0.elapsed().as_millis(),
     })
+}
+
+/// Where the site's labels are kept (from the last verified decision set).
+fn labels_path(data: &Path) -> std::path::PathBuf {
+    data.join("site-labels.json")
+}
+
+/// Keep the site's labels, from a verified decision set (written only when they changed).
+pub fn save_labels(
+    data: &Path,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    if &site_labels(data) == labels && (labels.is_empty() || labels_path(data).exists()) {
+        return Ok(());
+    }
+    let p = labels_path(data);
+    crate::files::write_private(&p, serde_json::to_string(labels)?.as_bytes())
+        .with_context(|| format!("writing {}", p.display()))
+}
+
+/// The site's labels as last received, signed, from the orchestrator (none before).
+pub fn site_labels(data: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read(labels_path(data))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 /// Queue decision `id` as this site holds it (times included) for upload, once per site.

@@ -87,7 +87,7 @@ impl Srv {
         if rules.is_empty() {
             return Ok(());
         }
-        let labels = Default::default();
+        let labels = self.labels_of(site).await?;
         let allow = AllowList::default();
         let cx = DecideContext {
             now: chrono::Utc::now(),
@@ -128,11 +128,10 @@ impl Srv {
             (None, None) => return Ok(()),
         };
         let response = o.response.clone().unwrap_or_default();
-        let sites = rules
-            .iter()
-            .find(|r| r.name == response)
-            .map(|r| r.sites.clone())
-            .unwrap_or_default();
+        let sites = match rules.iter().find(|r| r.name == response) {
+            Some(r) => self.rule_scope(r, Some(site)).await?,
+            None => Vec::new(),
+        };
         let held = Held {
             decision: decision.clone(),
             run: run.clone(),

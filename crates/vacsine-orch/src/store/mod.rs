@@ -280,9 +280,14 @@ pub struct ApprovalRow {
     pub settled_ms: Option<i64>,
 }
 
-/// Approvals (issue 16): each kept once by id, settled once.
+/// Approvals (issue 16): each kept once by id, settled once; and the sites' labels (a
+/// Response's `scope.labels` matches the sites carrying them).
 #[async_trait]
 pub trait ApprovalStore: Send + Sync {
+    /// Every site's labels: (site, JSON object of strings).
+    async fn site_labels(&self) -> Result<Vec<(String, String)>>;
+    /// Replace site `site`'s labels (JSON object of strings).
+    async fn set_site_labels(&self, site: &str, labels: &str) -> Result<()>;
     /// Keep an approval once by its id; true when new.
     async fn put_approval(&self, a: &ApprovalRow) -> Result<bool>;
     /// Every approval, oldest first.

@@ -226,6 +226,11 @@ CREATE TABLE approvals (
   state TEXT NOT NULL CHECK (state IN ('awaiting', 'approved', 'denied')),
   settled_ms BIGINT
 );
+-- Sites' labels (issue 16): a Response's `scope.labels` matches the sites carrying them.
+CREATE TABLE site_labels (
+  site TEXT PRIMARY KEY,
+  labels TEXT NOT NULL
+);
 "#,
     ),
 ];

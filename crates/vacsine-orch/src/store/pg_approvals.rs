@@ -6,6 +6,28 @@ use async_trait::async_trait;
 
 #[async_trait]
 impl ApprovalStore for PgStore {
+    async fn site_labels(&self) -> Result<Vec<(String, String)>> {
+        let c = self.pool.get().await?;
+        Ok(c.query("SELECT site, labels FROM site_labels ORDER BY site", &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    async fn set_site_labels(&self, site: &str, labels: &str) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "INSERT INTO site_labels (site, labels) VALUES ($1, $2)
+             ON CONFLICT (site) DO UPDATE SET labels = excluded.labels",
+            &[&site, &labels],
+        )
+        .await?;
+        // Every replica's long polls look at their site's decision set (its labels) again.
+        self.notify(&c, super::News::Queue).await;
+        Ok(())
+    }
+
     async fn put_approval(&self, a: &ApprovalRow) -> Result<bool> {
         let c = self.pool.get().await?;
         Ok(c.execute(

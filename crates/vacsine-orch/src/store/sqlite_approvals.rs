@@ -18,10 +18,38 @@ CREATE TABLE IF NOT EXISTS approvals (
   state TEXT NOT NULL CHECK (state IN ('awaiting', 'approved', 'denied')),
   settled_ms INTEGER
 );
+CREATE TABLE IF NOT EXISTS site_labels (
+  site TEXT PRIMARY KEY,
+  labels TEXT NOT NULL
+);
 ";
 
 #[async_trait]
 impl ApprovalStore for SqliteStore {
+    async fn site_labels(&self) -> Result<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached("SELECT site, labels FROM site_labels ORDER BY site")?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn set_site_labels(&self, site: &str, labels: &str) -> Result<()> {
+        let (site, labels) = (site.to_string(), labels.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO site_labels (site, labels) VALUES (?1, ?2)
+                 ON CONFLICT (site) DO UPDATE SET labels = excluded.labels",
+                params![site, labels],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn put_approval(&self, a: &ApprovalRow) -> Result<bool> {
         let a = a.clone();
         self.with(move |c| {
