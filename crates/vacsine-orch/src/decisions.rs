@@ -134,8 +134,7 @@ pub fn check_label(k: &str, v: &str) -> Result<(), String> {
         && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
     let value_ok = v.len() <= 63
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if key_ok && value_ok {
         Ok(())

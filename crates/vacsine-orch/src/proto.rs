@@ -2,8 +2,8 @@
 //! in a [`vacsine_wire::Envelope`]). Tolerant to unknown fields.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// Agent endpoints (POST, sealed bodies).
 pub const ENROLL: &str = "/v1/agent/enroll";

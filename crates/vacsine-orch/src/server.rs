@@ -23,11 +23,11 @@ use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, 
 #[cfg(test)]
 mod api_tests;
 mod approvals;
-mod labels;
 mod enforce_site;
 mod extract;
 pub mod idempotency;
 mod images;
+mod labels;
 pub mod limits;
 mod responses;
 mod spanning;
@@ -1288,7 +1288,10 @@ async fn create_site(
         .await?;
     if !r.labels.is_empty() {
         s.store
-            .set_site_labels(&r.name, &serde_json::to_string(&r.labels).unwrap_or_default())
+            .set_site_labels(
+                &r.name,
+                &serde_json::to_string(&r.labels).unwrap_or_default(),
+            )
             .await?;
     }
     Ok(Json(proto::SiteCreated {

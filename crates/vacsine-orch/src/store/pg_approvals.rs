@@ -8,11 +8,13 @@ use async_trait::async_trait;
 impl ApprovalStore for PgStore {
     async fn site_labels(&self) -> Result<Vec<(String, String)>> {
         let c = self.pool.get().await?;
-        Ok(c.query("SELECT site, labels FROM site_labels ORDER BY site", &[])
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect())
+        Ok(
+            c.query("SELECT site, labels FROM site_labels ORDER BY site", &[])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        )
     }
 
     async fn set_site_labels(&self, site: &str, labels: &str) -> Result<()> {

@@ -3,8 +3,9 @@
 //! `quarantine` executor on the named node (a real Docker container: its network is cut,
 //! observed); a denied one and an expired one never run; none runs twice across an agent
 //! restart. Real orchestrator and agent processes; containers and network named from the pid.
+//! And site labels: a Response scoped by `labels` decides only at the sites carrying them.
 
-use super::{text, wait_until, Agent, Orch};
+use super::{net_tools, text, wait_until, Agent, Orch, Site};
 use crate::write;
 use serde_json::Value;
 use std::process::Command;
@@ -258,4 +259,139 @@ fn issue16_a_quarantine_waits_for_approval_then_runs_denied_and_expired_never_ru
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(Nodes::networks(x), 1, "quarantined twice: {}", agent.log());
     assert!(!agent.log().contains("run here"), "{}", agent.log());
+}
+
+const LABELED: &str = r#"apiVersion: vacsine.io/v1
+kind: Response
+metadata:
+  name: ban-in-dmz
+  version: "1"
+spec:
+  on:
+    events: [indicator]
+    sources: [opencanary]
+  decide:
+    ban:
+      for: 1h
+  scope:
+    labels:
+      tier: dmz
+  mode: autonomous
+"#;
+
+/// `vacsine agent ingest` of `line` inside `site`'s namespace: its JSON report.
+fn ingest_at(site: &Site, data: &std::path::Path, dir: &std::path::Path, line: &str) -> Value {
+    let ev = write(dir, &format!("{}.jsonl", site.ns), &format!("{line}\n"));
+    let o = Command::new("ip")
+        .args(["netns", "exec", &site.ns, env!("CARGO_BIN_EXE_vacsine")])
+        .args(["agent", "ingest", "--from", "opencanary"])
+        .arg(&ev)
+        .arg("--data")
+        .arg(data)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn nft_table(site: &Site) -> String {
+    let o = Command::new("ip")
+        .args(["netns", "exec", &site.ns, "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Two sites, A labeled `tier=dmz` (after it was created, with `vacsine site label`), B not:
+/// a Response scoped by that label decides at A (the ban in A's nft set) and not at B, and
+/// its decision is fanned out to A only. The labels reach the agents signed, in the decision
+/// set; `vacsine status` shows them; a bad label is refused, naming it.
+#[test]
+fn issue16_a_label_scoped_response_matches_only_the_sites_carrying_the_labels() {
+    if !net_tools(&["ip", "nft"]) {
+        return;
+    }
+    let _l = crate::site_lock();
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (Site::new("la", 1), Site::new("lb", 2));
+    let o = Orch::start(&d.path().join("orch"), "0.0.0.0:0", 30_000);
+    let resp = write(d.path(), "dmz.yaml", LABELED);
+    o.json(&["push", resp.to_str().unwrap(), "--format", "json"]);
+    let (da, db) = (d.path().join("agent-a"), d.path().join("agent-b"));
+    let ag_a = a.agent(&o, "edge-a", &da);
+    let ag_b = b.agent(&o, "edge-b", &db);
+    for ag in [&ag_a, &ag_b] {
+        wait_until(
+            Duration::from_secs(30),
+            "the bundle with the Response",
+            || ag.log().contains("Response/ban-in-dmz@1").then_some(()),
+        );
+    }
+    // Labels are checked, named when bad; a site made with labels shows them.
+    let bad = o.cli(&["site", "label", "edge-a", "tier=dmz zone"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(
+        flat(&bad).contains("\"tier\"=\"dmz zone\""),
+        "{}",
+        text(&bad)
+    );
+    o.json(&[
+        "site",
+        "create",
+        "edge-c",
+        "--label",
+        "tier=core",
+        "--format",
+        "json",
+    ]);
+    let set = o.json(&[
+        "site", "label", "edge-a", "tier=dmz", "room=2", "--format", "json",
+    ]);
+    assert_eq!(set["tier"], "dmz", "{set}");
+    let set = o.json(&["site", "label", "edge-a", "room-", "--format", "json"]);
+    assert!(set.get("room").is_none(), "{set}");
+    let st = o.status();
+    let label_of = |site: &str| {
+        st["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == site)
+            .unwrap()["labels"]
+            .clone()
+    };
+    assert_eq!(label_of("edge-a"), serde_json::json!({"tier": "dmz"}));
+    assert_eq!(label_of("edge-b"), serde_json::json!({}));
+    assert_eq!(label_of("edge-c"), serde_json::json!({"tier": "core"}));
+    let human = o.cli(&["status"]);
+    assert!(text(&human).contains("labels tier=dmz"), "{}", text(&human));
+    // The labels reach A's agent in its signed decision set.
+    wait_until(Duration::from_secs(30), "A's labels at its agent", || {
+        std::fs::read_to_string(da.join("site-labels.json"))
+            .ok()
+            .filter(|t| t.contains("dmz"))
+    });
+
+    let at_b = ingest_at(&b, &db, d.path(), &canary("decoy-b", 7));
+    assert!(at_b["outcomes"].as_array().unwrap().is_empty(), "{at_b}");
+    assert!(!nft_table(&b).contains("198.51.100.7"), "{}", nft_table(&b));
+    let at_a = ingest_at(&a, &da, d.path(), &canary("decoy-a", 8));
+    assert_eq!(at_a["outcomes"][0]["reason"], "decided", "{at_a}");
+    assert_eq!(at_a["applied"].as_array().unwrap().len(), 1, "{at_a}");
+    assert!(nft_table(&a).contains("198.51.100.8"), "{}", nft_table(&a));
+
+    // Fanned out to A only: B never holds it.
+    let ds = wait_until(
+        Duration::from_secs(30),
+        "the decision at the orchestrator",
+        || {
+            let v = o.json(&["decisions", "--format", "json"]);
+            let arr = v.as_array().unwrap().clone();
+            (arr.len() == 1 && arr[0]["applied"]["edge-a"].is_string()).then_some(arr)
+        },
+    );
+    assert_eq!(ds[0]["scope"], serde_json::json!(["edge-a"]), "{ds:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!nft_table(&b).contains("198.51.100.8"), "{}", nft_table(&b));
 }
