@@ -395,3 +395,105 @@ fn issue16_a_label_scoped_response_matches_only_the_sites_carrying_the_labels() 
     std::thread::sleep(Duration::from_secs(2));
     assert!(!nft_table(&b).contains("198.51.100.8"), "{}", nft_table(&b));
 }
+
+const NOTE: &str = r#"apiVersion: vacsine.io/v1
+kind: Workflow
+metadata:
+  name: note-touch
+spec:
+  inputs:
+    who:
+      type: string
+  steps:
+    - id: note
+      uses: command
+      with:
+        argv: [echo, "touched {{ inputs.who }}"]
+"#;
+
+const RUN_ON_TOUCH: &str = r#"apiVersion: vacsine.io/v1
+kind: Response
+metadata:
+  name: note-on-touch
+spec:
+  on:
+    events: [indicator]
+    sources: [opencanary]
+  decide:
+    workflow:
+      name: note-touch
+      inputs:
+        who: {event: node}
+  mode: orchestrated
+"#;
+
+/// A workflow run an orchestrated Response asks for waits for approval by default (a
+/// workflow is disruptive), then runs at the site whose event asked for it, as a registry
+/// run, with its inputs taken from the event.
+#[test]
+fn issue16_an_approved_workflow_run_runs_at_the_events_site() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
+    let wf = write(d.path(), "note.yaml", NOTE);
+    let resp = write(d.path(), "run.yaml", RUN_ON_TOUCH);
+    o.json(&[
+        "push",
+        wf.to_str().unwrap(),
+        resp.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let data = d.path().join("agent");
+    let agent = Agent::start(&o, &o.site("edge-w"), "edge-w-1", &data);
+    wait_until(
+        Duration::from_secs(30),
+        "the bundle with the Response",
+        || {
+            agent
+                .log()
+                .contains("Response/note-on-touch@1")
+                .then_some(())
+        },
+    );
+    let ev = write(d.path(), "t.jsonl", &format!("{}\n", canary("decoy-9", 4)));
+    let ing = Command::new(env!("CARGO_BIN_EXE_vacsine"))
+        .args(["agent", "ingest", "--from", "opencanary"])
+        .arg(&ev)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(ing.status.success(), "{}", text(&ing));
+    let a = wait_until(Duration::from_secs(30), "the run awaiting approval", || {
+        approvals(&o).first().cloned()
+    });
+    assert_eq!(a["what"], "run workflow note-touch", "{a}");
+    assert_eq!(a["held"]["run"]["inputs"]["who"], "decoy-9", "{a}");
+    assert!(
+        o.status()["runs"].as_array().unwrap().is_empty(),
+        "ran before approval"
+    );
+    let ok = o.cli(&["approve", a["id"].as_str().unwrap()]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        flat(&ok).contains("submitted to site edge-w"),
+        "{}",
+        text(&ok)
+    );
+    let run = wait_until(Duration::from_secs(30), "the run succeeded", || {
+        o.status()["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["status"] == "succeeded")
+            .cloned()
+    });
+    assert_eq!(run["site"], "edge-w", "{run}");
+    let logs = o.cli(&["logs", run["id"].as_str().unwrap(), "--format", "json"]);
+    assert!(text(&logs).contains("touched decoy-9"), "{}", text(&logs));
+    // Approving again does not run it twice.
+    let again = o.cli(&["approve", a["id"].as_str().unwrap()]);
+    assert!(again.status.success(), "{}", text(&again));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(o.status()["runs"].as_array().unwrap().len(), 1);
+}
