@@ -14,7 +14,7 @@
 use super::Outbox;
 use crate::decisions::DecisionSet;
 use crate::proto::SiteDecision;
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use std::net::IpAddr;
 use std::path::Path;
@@ -112,6 +112,8 @@ pub async fn ingest(data: &Path, format: Format, bytes: &[u8]) -> anyhow::Result
     // A failed apply still queues the decisions (not in effect here: no applied time; the
     // next apply, at the agent's start or the next decision set, puts them in effect).
     let applied = apply(&mut store).await;
+    // An autonomous quarantine acts at once too.
+    quarantine_held(data, &store).await;
     let mut made = Vec::new();
     for (_, outcomes) in &batch {
         for o in outcomes {
@@ -387,6 +389,21 @@ pub async fn quarantine_held(data: &Path, store: &Store) {
 async fn quarantine_node(data: &Path, node: &str) -> anyhow::Result<String> {
     use std::sync::Arc;
     use vacsine_engine::{CancelToken, Catalog, Engine, Journal, NodeMap, RunRequest};
+    // The name comes from an event: only a container name reaches Docker's API.
+    let valid = node.len() <= 128
+        && node
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        bail!(
+            "node {:?} is not a container name (letters, digits, `_`, `.`, `-`): not quarantined",
+            node.chars().take(80).collect::<String>()
+        );
+    }
     let docker = vacsine_docker::connect()
         .await
         .map_err(|e| anyhow!("quarantine needs Docker at this site: {e}"))?;
@@ -512,6 +529,19 @@ fn fib_locals(t: &str) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_quarantine_of_a_name_that_is_not_a_container_name_is_refused_before_docker() {
+        let d = tempfile::tempdir().unwrap();
+        for bad in ["../containers/x", "a b", "", "-x", "x;rm -rf /", "web\n"] {
+            let e = quarantine_node(d.path(), bad).await.unwrap_err();
+            assert!(
+                format!("{e:#}").contains("is not a container name"),
+                "{bad:?}: {e:#}"
+            );
+        }
+        assert!(!d.path().join("journal.db").exists(), "something ran");
+    }
 
     #[test]
     fn local_addresses_are_read_from_the_fib_trie_and_urls_give_their_ip() {

@@ -20,11 +20,29 @@ spec:
   on:
     events: [indicator]
     sources: [opencanary]
+    fields:
+      - {field: dst_port, equals: "2222"}
   decide:
     quarantine: {}
   mode: orchestrated
   approval: required
   approvalExpires: 12s
+"#;
+
+/// Autonomous, no approval: the site quarantines at once.
+const AT_ONCE: &str = r#"apiVersion: vacsine.io/v1
+kind: Response
+metadata:
+  name: quarantine-now
+spec:
+  on:
+    events: [indicator]
+    fields:
+      - {field: dst_port, equals: "2223"}
+  decide:
+    quarantine: {}
+  mode: autonomous
+  approval: none
 "#;
 
 const AUTONOMOUS: &str = r#"apiVersion: vacsine.io/v1
@@ -88,8 +106,12 @@ impl Drop for Nodes {
 }
 
 fn canary(node: &str, i: usize) -> String {
+    canary_port(node, i, 2222)
+}
+
+fn canary_port(node: &str, i: usize, port: u16) -> String {
     format!(
-        r#"{{"dst_host":"","dst_port":2222,"local_time":"2026-12-07 01:00:0{i}.000000","logdata":{{"USERNAME":"root"}},"logtype":4002,"node_id":"{node}","src_host":"198.51.100.{i}","src_port":4000{i},"utc_time":"2026-12-07 01:00:0{i}.000000"}}"#
+        r#"{{"dst_host":"","dst_port":{port},"local_time":"2026-12-07 01:00:0{i}.000000","logdata":{{"USERNAME":"root"}},"logtype":4002,"node_id":"{node}","src_host":"198.51.100.{i}","src_port":4000{i},"utc_time":"2026-12-07 01:00:0{i}.000000"}}"#
     )
 }
 
@@ -116,7 +138,7 @@ fn issue16_a_quarantine_waits_for_approval_then_runs_denied_and_expired_never_ru
     }
     let _g = crate::site_lock();
     let tag = format!("apq-{}", std::process::id());
-    let nodes = Nodes::start(&tag, 3);
+    let nodes = Nodes::start(&tag, 4);
     let (x, y, z) = (&nodes.names[0], &nodes.names[1], &nodes.names[2]);
     let d = tempfile::tempdir().unwrap();
     let o = Orch::start(&d.path().join("orch"), "127.0.0.1:0", 30_000);
@@ -134,7 +156,14 @@ fn issue16_a_quarantine_waits_for_approval_then_runs_denied_and_expired_never_ru
     );
 
     let resp = write(d.path(), "q.yaml", RESPONSE);
-    o.json(&["push", resp.to_str().unwrap(), "--format", "json"]);
+    let now = write(d.path(), "now.yaml", AT_ONCE);
+    o.json(&[
+        "push",
+        resp.to_str().unwrap(),
+        now.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     let data = d.path().join("agent");
     let key = o.site("edge-q");
     let mut agent = Agent::start(&o, &key, "edge-q-1", &data);
@@ -250,14 +279,34 @@ fn issue16_a_quarantine_waits_for_approval_then_runs_denied_and_expired_never_ru
         1
     );
 
+    // An autonomous quarantine (no approval) acts at once, at the site.
+    let w = &nodes.names[3];
+    let ev = write(
+        d.path(),
+        "now.jsonl",
+        &format!("{}\n", canary_port(w, 5, 2223)),
+    );
+    let ing = Command::new(env!("CARGO_BIN_EXE_vacsine"))
+        .args(["agent", "ingest", "--from", "opencanary"])
+        .arg(&ev)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(ing.status.success(), "{}", text(&ing));
+    assert!(flat(&ing).contains("run here"), "{}", text(&ing));
+    assert_eq!(Nodes::networks(w), 0, "not quarantined at once");
+
     // Never twice: x reconnected by hand, the agent restarted: it does not cut x again.
     let runs = agent.log().matches("run here").count();
     assert_eq!(runs, 1, "{}", agent.log());
     agent.kill9();
     crate::docker(&["network", "connect", &nodes.net, x]);
+    crate::docker(&["network", "connect", &nodes.net, w]);
     let agent = Agent::start(&o, &key, "edge-q-1", &data);
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(Nodes::networks(x), 1, "quarantined twice: {}", agent.log());
+    assert_eq!(Nodes::networks(w), 1, "quarantined twice: {}", agent.log());
     assert!(!agent.log().contains("run here"), "{}", agent.log());
 }
 
