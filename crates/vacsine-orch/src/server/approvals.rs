@@ -51,6 +51,22 @@ fn view(a: &ApprovalRow, now: i64) -> Option<ApprovalView> {
     })
 }
 
+/// What an approval is about: a decision's target, or a workflow and its inputs.
+fn target_key(
+    decision: Option<&vacsine_response::Decision>,
+    run: Option<&vacsine_response::WorkflowRun>,
+) -> String {
+    match (decision, run) {
+        (Some(d), _) => d.action.target_text(),
+        (None, Some(r)) => format!(
+            "workflow:{}:{}",
+            r.workflow,
+            serde_json::to_string(&r.inputs).unwrap_or_default()
+        ),
+        (None, None) => String::new(),
+    }
+}
+
 impl Srv {
     /// The `kind: Response` documents of the registry (latest version of each) that are
     /// orchestrated and need approval: what this orchestrator holds approvals for.
@@ -128,6 +144,20 @@ impl Srv {
             (None, None) => return Ok(()),
         };
         let response = o.response.clone().unwrap_or_default();
+        // One approval per response and target while one waits or was approved: a thousand
+        // touches ask once (the denied and expired ones may be asked again).
+        let now = now_ms();
+        let target = target_key(decision.as_ref(), run.as_ref());
+        for a in self.store.approvals().await? {
+            if a.response != response || !matches!(state(&a, now), "awaiting" | "approved") {
+                continue;
+            }
+            if let Ok(h) = serde_json::from_str::<Held>(&a.body) {
+                if target_key(h.decision.as_ref(), h.run.as_ref()) == target {
+                    return Ok(());
+                }
+            }
+        }
         let sites = match rules.iter().find(|r| r.name == response) {
             Some(r) => self.rule_scope(r, Some(site)).await?,
             None => Vec::new(),

@@ -178,11 +178,17 @@ fn issue16_a_quarantine_waits_for_approval_then_runs_denied_and_expired_never_ru
         },
     );
 
-    // Three decoy touches, on three nodes: each asks for a quarantine of its node.
+    // Decoy touches on three nodes (x twice): each node's quarantine is asked for once.
     let ev = write(
         d.path(),
         "touch.jsonl",
-        &format!("{}\n{}\n{}\n", canary(x, 1), canary(y, 2), canary(z, 3)),
+        &format!(
+            "{}\n{}\n{}\n{}\n",
+            canary(x, 1),
+            canary(y, 2),
+            canary(z, 3),
+            canary(x, 6)
+        ),
     );
     let ing = Command::new(env!("CARGO_BIN_EXE_vacsine"))
         .args(["agent", "ingest", "--from", "opencanary"])
@@ -210,8 +216,9 @@ fn issue16_a_quarantine_waits_for_approval_then_runs_denied_and_expired_never_ru
         waiting.iter().all(|a| a["state"] == "awaiting"),
         "{waiting:?}"
     );
-    // Nothing runs while it waits.
+    // Nothing runs while it waits; x touched twice asks once.
     std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(approvals(&o).len(), 3, "{:?}", approvals(&o));
     assert_eq!(Nodes::networks(x), 1, "quarantined before approval");
     assert!(o
         .json(&["decisions", "--format", "json"])
