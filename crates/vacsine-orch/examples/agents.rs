@@ -131,7 +131,13 @@ async fn drive(data: &Path, n: usize, pid: u32, secs: u64) -> anyhow::Result<()>
     let operator = OperatorClient::new(&op)?;
     let site = format!("bench{}", vacsine_orch::now_ms());
     let created: proto::SiteCreated = operator
-        .post(proto::OP_SITES, &proto::CreateSite { name: site.clone() })
+        .post(
+            proto::OP_SITES,
+            &proto::CreateSite {
+                name: site.clone(),
+                labels: Default::default(),
+            },
+        )
         .await?;
     let hello = AgentLink::hello(&op.url, &op.pin).await?;
     let server = PublicKey::from_b64(&hello.server_key)?;

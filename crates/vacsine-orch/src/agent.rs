@@ -319,6 +319,11 @@ async fn on_decisions(sh: &Shared, sd: &proto::SignedDecisions) -> String {
             return sd.version.clone();
         }
     };
+    // The site's labels, as the orchestrator signed them: what `agent ingest` matches a
+    // Response's `scope.labels` against.
+    if let Err(e) = respond::save_labels(&sh.data, &set.labels) {
+        eprintln!("error: keeping the site's labels: {e:#}");
+    }
     if set.active.is_empty() && set.deleted.is_empty() && !respond::store_path(&sh.data).exists() {
         return set.version;
     }

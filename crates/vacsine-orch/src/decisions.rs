@@ -10,6 +10,7 @@ use crate::bundle::{canonical_json, key_id};
 use crate::proto::{SignedDecisions, SignedJob};
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use vacsine_response::Decision;
 use vacsine_wire::BundleSigner;
 
@@ -27,6 +28,18 @@ pub struct DecisionSet {
     /// Decisions deleted by hand (the site removes them if it holds them).
     pub deleted: Vec<String>,
     pub signed_ms: i64,
+    /// The site's labels (a Response's `scope.labels` matches them at the site).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The version of a set with the site's labels: [`set_version`] itself when there are none.
+pub fn labeled_version(version: &str, labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return version.to_string();
+    }
+    let v = serde_json::json!([version, labels]);
+    vacsine_wire::sha256_pin(canonical_json(&v).as_bytes())
 }
 
 /// `sha256:…` of the active decisions (id and expiry) and the deleted ids.
@@ -50,8 +63,21 @@ pub fn sign_set(
     deleted: Vec<String>,
     now_ms: i64,
 ) -> anyhow::Result<SignedDecisions> {
-    let version = set_version(&active, &deleted);
+    sign_set_labeled(signer, site, active, deleted, BTreeMap::new(), now_ms)
+}
+
+/// Sign the decision set of `site`, with the site's labels.
+pub fn sign_set_labeled(
+    signer: &BundleSigner,
+    site: &str,
+    active: Vec<Decision>,
+    deleted: Vec<String>,
+    labels: BTreeMap<String, String>,
+    now_ms: i64,
+) -> anyhow::Result<SignedDecisions> {
+    let version = labeled_version(&set_version(&active, &deleted), &labels);
     let set = DecisionSet {
+        labels,
         format: DECISIONS_FORMAT.into(),
         site: site.into(),
         version: version.clone(),
@@ -94,10 +120,31 @@ pub fn verify_set(
             set.site
         );
     }
-    if set.version != set_version(&set.active, &set.deleted) {
+    if set.version != labeled_version(&set_version(&set.active, &set.deleted), &set.labels) {
         bail!("the signed decision set's version does not match its content: refused, nothing applied");
     }
     Ok(set)
+}
+
+/// A label key: 1 to 63 letters, digits, `-`, `_`, `.` or `/`; a value: 0 to 63 of the same
+/// but `/`.
+pub fn check_label(k: &str, v: &str) -> Result<(), String> {
+    let key_ok = !k.is_empty()
+        && k.len() <= 63
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    let value_ok = v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if key_ok && value_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "label {:?}={:?}: a key is 1 to 63 letters, digits, `-`, `_`, `.` or `/`; a value 0 to 63 letters, digits, `-`, `_` or `.`",
+            k.chars().take(70).collect::<String>(),
+            v.chars().take(70).collect::<String>()
+        ))
+    }
 }
 
 /// A `kind: Response` document as the registry holds it (JSON), validated into the rule

@@ -200,6 +200,9 @@ impl Modify for IdempotencyKey {
         super::responses::add_decision,
         super::responses::delete_decision,
         super::responses::list_events,
+        super::approvals::list_approvals,
+        super::approvals::settle_approval,
+        super::labels::set_labels,
     ),
     components(schemas(
         proto::EnrollRequest,
@@ -343,6 +346,9 @@ mod tests {
             proto::OP_DECISIONS,
             "/v1/decisions/{id}",
             proto::OP_EVENTS,
+            proto::OP_APPROVALS,
+            "/v1/approvals/{id}",
+            "/v1/sites/{name}/labels",
         ];
         want.sort();
         assert_eq!(paths, want);

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// Agent endpoints (POST, sealed bodies).
 pub const ENROLL: &str = "/v1/agent/enroll";
@@ -269,6 +270,53 @@ pub struct DecisionView {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DecisionList {
     pub decisions: Vec<DecisionView>,
+}
+
+/// Operator endpoint of approvals (`GET`; `POST /v1/approvals/{id}` settles one).
+pub const OP_APPROVALS: &str = "/v1/approvals";
+
+/// What waits for approval: a decision (quarantine) or a workflow run.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Held {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub decision: Option<vacsine_response::Decision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub run: Option<vacsine_response::WorkflowRun>,
+}
+
+/// `POST /v1/approvals/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Settle {
+    /// `approve` or `deny`.
+    pub decision: String,
+}
+
+/// A decision or workflow run waiting for (or settled by) an operator.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApprovalView {
+    pub id: String,
+    /// `quarantine node "web"` or `run workflow NAME`.
+    pub what: String,
+    pub response: String,
+    /// The site whose event asked for it.
+    pub site: String,
+    /// Sites a decision applies at once approved (empty: every site).
+    pub scope: Vec<String>,
+    /// `awaiting`, `expired`, `approved` or `denied`.
+    pub state: String,
+    pub event_at: Option<String>,
+    pub requested_at: String,
+    pub expires_at: String,
+    pub settled_at: Option<String>,
+    pub held: Held,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApprovalList {
+    pub approvals: Vec<ApprovalView>,
 }
 
 /// An event an agent uploaded.
@@ -606,6 +654,21 @@ pub struct CreateSite {
     /// 1 to 64 letters, digits, `-`, `_` or `.`.
     #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
+    /// Labels the site carries (a Response's `scope.labels` matches them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `POST /v1/sites/{name}/labels` (and its answer: `set` holds every label of the site).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteLabels {
+    /// Labels added or replaced.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Keys removed.
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -730,6 +793,9 @@ pub struct SiteView {
     /// agent's `outbox` in the status names the oldest).
     #[serde(default)]
     pub refused_outbox_items: u64,
+    /// The site's labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

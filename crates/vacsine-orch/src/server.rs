@@ -22,11 +22,13 @@ use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, 
 
 #[cfg(test)]
 mod api_tests;
+mod approvals;
 mod enforce_site;
 mod extract;
 pub mod idempotency;
 mod images;
 mod intel;
+mod labels;
 pub mod limits;
 #[cfg(test)]
 mod observe_tests;
@@ -317,6 +319,7 @@ fn router(srv: Arc<Srv>) -> Router {
     let operator = Router::new()
         .route(proto::OP_SITES, post(create_site).get(list_sites))
         .route("/v1/sites/{name}/revoke", post(revoke))
+        .route("/v1/sites/{name}/labels", post(labels::set_labels))
         .route(proto::OP_RUNS, post(submit_run).get(list_runs))
         .route("/v1/runs/{id}", get(run_records))
         .route("/v1/runs/{id}/report", get(enforce_site::run_report))
@@ -333,6 +336,8 @@ fn router(srv: Arc<Srv>) -> Router {
         )
         .route("/v1/decisions/{id}", delete(responses::delete_decision))
         .route(proto::OP_EVENTS, get(responses::list_events))
+        .route(proto::OP_APPROVALS, get(approvals::list_approvals))
+        .route("/v1/approvals/{id}", post(approvals::settle_approval))
         // Layers run last added first: the token, then the idempotency key.
         .route_layer(axum::middleware::from_fn_with_state(
             srv.clone(),
@@ -1445,10 +1450,19 @@ async fn create_site(
 ) -> ApiResult<Json<proto::SiteCreated>> {
     s.operator(&h)?;
     valid_name(&r.name)?;
+    labels::check_labels(&r.labels)?;
     let key = format!("vik_{}", random_hex(24));
     s.store
         .create_site(&r.name, &intake_hash(&key), now_ms())
         .await?;
+    if !r.labels.is_empty() {
+        s.store
+            .set_site_labels(
+                &r.name,
+                &serde_json::to_string(&r.labels).unwrap_or_default(),
+            )
+            .await?;
+    }
     Ok(Json(proto::SiteCreated {
         name: r.name,
         intake_key: key,
@@ -1482,12 +1496,20 @@ async fn site_views(store: &dyn Store) -> ApiResult<Vec<proto::SiteView>> {
             *refused.entry(site.clone()).or_default() += o.refused;
         }
     }
+    let mut labels: std::collections::HashMap<String, std::collections::BTreeMap<String, String>> =
+        store
+            .site_labels()
+            .await?
+            .into_iter()
+            .filter_map(|(s, j)| Some((s, serde_json::from_str(&j).ok()?)))
+            .collect();
     Ok(store
         .sites()
         .await?
         .into_iter()
         .map(|x| proto::SiteView {
             refused_outbox_items: refused.get(&x.name).copied().unwrap_or(0),
+            labels: labels.remove(&x.name).unwrap_or_default(),
             name: x.name,
             created: rfc3339(x.created_ms),
             revoked: x.revoked_ms.map(rfc3339),

@@ -451,6 +451,36 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
         format: SimpleFormat,
     },
+    /// Quarantines and workflow runs that orchestrated Responses with `approval: required`
+    /// asked for, waiting for an operator (awaiting, expired, approved, denied).
+    Approvals {
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
+    /// Approve a waiting quarantine (fanned out to every site in its scope) or workflow run
+    /// (submitted to the site whose event asked for it). An expired one cannot be approved.
+    Approve {
+        /// The approval's id (`vacsine approvals` lists them; a unique prefix is enough).
+        id: String,
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
+    /// Deny a waiting quarantine or workflow run: it never runs.
+    Deny {
+        /// The approval's id (`vacsine approvals` lists them; a unique prefix is enough).
+        id: String,
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
     /// Events the sites uploaded (each once), newest first.
     Events {
         /// Only events from this site.
@@ -705,7 +735,21 @@ pub enum RegistryAction {
 #[derive(Subcommand, Debug, Clone)]
 pub enum SiteAction {
     /// Create a site and print its intake key.
-    Create { name: String },
+    Create {
+        name: String,
+        /// A label the site carries, `KEY=VALUE` (repeatable); a Response's `scope.labels`
+        /// matches the sites carrying them.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// Change a site's labels: `KEY=VALUE` adds or replaces one, `KEY-` removes it. Its agents
+    /// receive them, signed, with their next decision set.
+    Label {
+        name: String,
+        /// `KEY=VALUE` or `KEY-`.
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        changes: Vec<String>,
+    },
     /// List sites.
     List,
     /// Revoke a site (its intake key and every agent), or one agent of it.

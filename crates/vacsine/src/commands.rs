@@ -58,6 +58,9 @@ fn wants_json_errors(cmd: &Command) -> bool {
         | Command::Registry { format, .. }
         | Command::Decisions { format, .. }
         | Command::Events { format, .. }
+        | Command::Approvals { format, .. }
+        | Command::Approve { format, .. }
+        | Command::Deny { format, .. }
         | Command::Pin { format, .. }
         | Command::Gc { format, .. } => simple(format),
         Command::Schema { .. } | Command::Orchestrator { .. } | Command::Agent { .. } => false,
@@ -299,6 +302,13 @@ pub async fn dispatch(cli: Cli) -> i32 {
             conn,
             format,
         } => crate::responsecmd::events(site, limit, &conn, format).await,
+        Command::Approvals { conn, format } => crate::approvalcmd::list(&conn, format).await,
+        Command::Approve { id, conn, format } => {
+            crate::approvalcmd::settle(&id, true, &conn, format).await
+        }
+        Command::Deny { id, conn, format } => {
+            crate::approvalcmd::settle(&id, false, &conn, format).await
+        }
         Command::Agent {
             action: Some(crate::cli::AgentAction::Status { format }),
             data,

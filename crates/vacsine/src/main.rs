@@ -3,6 +3,7 @@
 //! problem).
 #![forbid(unsafe_code)]
 
+mod approvalcmd;
 mod cli;
 mod commands;
 mod drivers;

@@ -503,9 +503,23 @@ pub async fn site(
 ) -> miette::Result<i32> {
     let c = client(conn)?;
     match action {
-        SiteAction::Create { name } => {
+        SiteAction::Create { name, labels } => {
+            let mut set = std::collections::BTreeMap::new();
+            for l in &labels {
+                match parse_label(l)? {
+                    (k, Some(v)) => {
+                        set.insert(k, v);
+                    }
+                    (k, None) => {
+                        return Err(miette::miette!(
+                            help = "give labels as `--label KEY=VALUE`",
+                            "`--label {k}-`: a new site has no label to remove"
+                        ))
+                    }
+                }
+            }
             let r: proto::SiteCreated = c
-                .post(proto::OP_SITES, &proto::CreateSite { name })
+                .post(proto::OP_SITES, &proto::CreateSite { name, labels: set })
                 .await
                 .map_err(call_err)?;
             if format == SimpleFormat::Json {
@@ -531,6 +545,26 @@ pub async fn site(
                 }
             }
         }
+        SiteAction::Label { name, changes } => {
+            let mut body = proto::SiteLabels::default();
+            for l in &changes {
+                match parse_label(l)? {
+                    (k, Some(v)) => {
+                        body.set.insert(k, v);
+                    }
+                    (k, None) => body.remove.push(k),
+                }
+            }
+            let r: proto::SiteLabels = c
+                .post(&format!("{}/{name}/labels", proto::OP_SITES), &body)
+                .await
+                .map_err(call_err)?;
+            if format == SimpleFormat::Json {
+                print_json(&r.set);
+            } else {
+                println!("site {name}: labels {}", labels_text(&r.set));
+            }
+        }
         SiteAction::Revoke { name, agent } => {
             let _: Value = c
                 .post(
@@ -551,6 +585,35 @@ pub async fn site(
     Ok(EXIT_OK)
 }
 
+/// `KEY=VALUE` (set) or `KEY-` (remove), checked as the orchestrator checks them.
+fn parse_label(l: &str) -> miette::Result<(String, Option<String>)> {
+    let (k, v) = match l.split_once('=') {
+        Some((k, v)) => (k.to_string(), Some(v.to_string())),
+        None => match l.strip_suffix('-') {
+            Some(k) => (k.to_string(), None),
+            None => {
+                return Err(miette::miette!(
+                    help = "give `KEY=VALUE` to set a label, `KEY-` to remove one",
+                    "label `{l}`: no `=`"
+                ))
+            }
+        },
+    };
+    vacsine_orch::decisions::check_label(&k, v.as_deref().unwrap_or(""))
+        .map_err(|e| miette::miette!("{e}"))?;
+    Ok((k, v))
+}
+
+fn labels_text(l: &std::collections::BTreeMap<String, String>) -> String {
+    if l.is_empty() {
+        return "none".into();
+    }
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<i32> {
     let c = client(conn)?;
     let v: proto::StatusView = c.get(proto::OP_STATUS).await.map_err(err)?;
@@ -561,9 +624,14 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
     println!("SITES");
     for s in &v.sites {
         println!(
-            "  {:<20} created {}{}{}",
+            "  {:<20} created {}{}{}{}",
             s.name,
             s.created,
+            if s.labels.is_empty() {
+                String::new()
+            } else {
+                format!(", labels {}", labels_text(&s.labels))
+            },
             s.revoked
                 .as_deref()
                 .map(|r| format!(", revoked {r}"))

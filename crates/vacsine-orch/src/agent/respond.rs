@@ -14,7 +14,7 @@
 use super::Outbox;
 use crate::decisions::DecisionSet;
 use crate::proto::SiteDecision;
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use std::net::IpAddr;
 use std::path::Path;
@@ -81,7 +81,7 @@ pub async fn ingest(data: &Path, format: Format, bytes: &[u8]) -> anyhow::Result
         .with_context(|| format!("opening {}", store_path(data).display()))?;
     let mut windows = store.load_windows()?;
     let now = Utc::now();
-    let labels = Default::default();
+    let labels = site_labels(data);
     let cx = DecideContext {
         now,
         site: &site,
@@ -112,6 +112,8 @@ pub async fn ingest(data: &Path, format: Format, bytes: &[u8]) -> anyhow::Result
     // A failed apply still queues the decisions (not in effect here: no applied time; the
     // next apply, at the agent's start or the next decision set, puts them in effect).
     let applied = apply(&mut store).await;
+    // An autonomous quarantine acts at once too.
+    quarantine_held(data, &store).await;
     let mut made = Vec::new();
     for (_, outcomes) in &batch {
         for o in outcomes {
@@ -143,6 +145,32 @@ pub async fn ingest(data: &Path, format: Format, bytes: &[u8]) -> anyhow::Result
         deleted: applied.deleted,
         took_ms: t0.elapsed().as_millis(),
     })
+}
+
+/// Where the site's labels are kept (from the last verified decision set).
+fn labels_path(data: &Path) -> std::path::PathBuf {
+    data.join("site-labels.json")
+}
+
+/// Keep the site's labels, from a verified decision set (written only when they changed).
+pub fn save_labels(
+    data: &Path,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    if &site_labels(data) == labels && (labels.is_empty() || labels_path(data).exists()) {
+        return Ok(());
+    }
+    let p = labels_path(data);
+    crate::files::write_private(&p, serde_json::to_string(labels)?.as_bytes())
+        .with_context(|| format!("writing {}", p.display()))
+}
+
+/// The site's labels as last received, signed, from the orchestrator (none before).
+pub fn site_labels(data: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read(labels_path(data))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 /// Queue decision `id` as this site holds it (times included) for upload, once per site.
@@ -197,7 +225,12 @@ pub async fn apply(store: &mut Store) -> anyhow::Result<Applied> {
     for _ in 0..3 {
         let now = Utc::now();
         store.expire(now)?;
-        let active = store.active(now)?;
+        // Only bans are elements of the sets (a quarantine is run by `quarantine_held`).
+        let active: Vec<Decision> = store
+            .active(now)?
+            .into_iter()
+            .filter(IsBan::action_is_ban)
+            .collect();
         if active.is_empty() && store.counts()?.2 == 0 {
             // Never a decision here: nothing to enforce, and nft need not even be present.
             return Ok(Applied::default());
@@ -259,6 +292,7 @@ impl IsBan for Decision {
 /// in effect here for the first time (its apply had failed) is acknowledged with when.
 pub async fn reapply(data: &Path, site: &str) -> anyhow::Result<Applied> {
     let mut store = Store::open(&store_path(data))?;
+    quarantine_held(data, &store).await;
     let applied = apply(&mut store).await?;
     let outbox = Outbox::open(&data.join("agent.db"))?;
     for id in &applied.ids {
@@ -298,12 +332,133 @@ pub async fn apply_set(data: &Path, site: &str, set: &DecisionSet) -> anyhow::Re
     for id in &set.deleted {
         store.mark_deleted(id, now)?;
     }
+    quarantine_held(data, &store).await;
     let applied = apply(&mut store).await?;
     let outbox = Outbox::open(&data.join("agent.db"))?;
     for id in &applied.ids {
         queue_decision(&store, &outbox, id, site)?;
     }
     Ok(applied)
+}
+
+/// Every active quarantine decision this site holds and has not run yet, run once through the
+/// `quarantine` executor on its node: a Docker container of this machine named as the node
+/// (the agent's node driver for quarantine). Each run is journaled in the agent's
+/// `journal.db`; a decision whose run succeeded is marked applied (its applied time uploaded
+/// like a ban's) and never run again, also across restarts; one that failed is said and tried
+/// again at the next decision set or start.
+pub async fn quarantine_held(data: &Path, store: &Store) {
+    let now = Utc::now();
+    let Ok(active) = store.active(now) else {
+        return;
+    };
+    for d in active {
+        let vacsine_response::Action::Quarantine { node } = &d.action else {
+            continue;
+        };
+        if store
+            .decision(&d.id)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.applied_at.is_some())
+        {
+            continue;
+        }
+        match quarantine_node(data, node).await {
+            Ok(msg) => {
+                let at = Utc::now();
+                if let Err(e) = store.mark_applied(&d.id, at) {
+                    eprintln!("decisions: {} ran but cannot be recorded: {e}", d.id);
+                    continue;
+                }
+                eprintln!("decisions: {} ({}) run here: {msg}", d.id, d.action);
+                if let (Ok(outbox), Ok(Some(id))) = (
+                    Outbox::open(&data.join("agent.db")),
+                    super::load_identity(&data.join("agent.json")),
+                ) {
+                    let _ = queue_decision(store, &outbox, &d.id, &id.site);
+                }
+            }
+            Err(e) => eprintln!("error: decision {} ({}): {e:#}", d.id, d.action),
+        }
+    }
+}
+
+/// Run the `quarantine` executor on `node` (a Docker container here), journaled as a run of a
+/// one-step workflow; what it did.
+async fn quarantine_node(data: &Path, node: &str) -> anyhow::Result<String> {
+    use std::sync::Arc;
+    use vacsine_engine::{CancelToken, Catalog, Engine, Journal, NodeMap, RunRequest};
+    // The name comes from an event: only a container name reaches Docker's API.
+    let valid = node.len() <= 128
+        && node
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        bail!(
+            "node {:?} is not a container name (letters, digits, `_`, `.`, `-`): not quarantined",
+            node.chars().take(80).collect::<String>()
+        );
+    }
+    let docker = vacsine_docker::connect()
+        .await
+        .map_err(|e| anyhow!("quarantine needs Docker at this site: {e}"))?;
+    let resolved = vacsine_core::target::ResolvedNode {
+        name: node.to_string(),
+        roles: vec![],
+        labels: Default::default(),
+        handle: node.to_string(),
+    };
+    let dn = vacsine_docker::DockerNode::new(docker, resolved);
+    dn.inspect().await.map_err(|e| {
+        anyhow!("node {node:?} is not a container of this site's Docker ({e}): not quarantined")
+    })?;
+    let workflow: vacsine_core::workflow::Workflow = serde_json::from_value(serde_json::json!({
+        "apiVersion": vacsine_core::API_VERSION,
+        "kind": "Workflow",
+        "metadata": {"name": "decision-quarantine"},
+        "spec": {"steps": [{"id": "quarantine", "uses": "quarantine"}]}
+    }))?;
+    let journal = Journal::open(&data.join("journal.db")).context("opening the agent's journal")?;
+    let engine = Engine::new(journal.clone(), Catalog::new());
+    let mut nodes = NodeMap::new();
+    nodes.insert(node.to_string(), Arc::new(dn));
+    let report = engine
+        .run(RunRequest {
+            workflow,
+            inputs: Default::default(),
+            nodes,
+            default_node: Some(node.to_string()),
+            target_name: "decisions".into(),
+            labels: Default::default(),
+            progress: None,
+            observer: None,
+            cancel: CancelToken::new(),
+            run_id: None,
+        })
+        .await?;
+    let ok = report.status == vacsine_engine::RunStatus::Succeeded;
+    let msg = report.message.clone().unwrap_or_default();
+    if !ok {
+        return Err(anyhow!(
+            "the quarantine run {} {}: {msg}",
+            report.run_id,
+            report.status
+        ));
+    }
+    Ok(format!(
+        "run {} succeeded{}",
+        report.run_id,
+        if msg.is_empty() {
+            String::new()
+        } else {
+            format!(": {msg}")
+        }
+    ))
 }
 
 /// Addresses no decision may touch: this machine's own (read from `/proc`, in the network
@@ -374,6 +529,19 @@ fn fib_locals(t: &str) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_quarantine_of_a_name_that_is_not_a_container_name_is_refused_before_docker() {
+        let d = tempfile::tempdir().unwrap();
+        for bad in ["../containers/x", "a b", "", "-x", "x;rm -rf /", "web\n"] {
+            let e = quarantine_node(d.path(), bad).await.unwrap_err();
+            assert!(
+                format!("{e:#}").contains("is not a container name"),
+                "{bad:?}: {e:#}"
+            );
+        }
+        assert!(!d.path().join("journal.db").exists(), "something ran");
+    }
 
     #[test]
     fn local_addresses_are_read_from_the_fib_trie_and_urls_give_their_ip() {

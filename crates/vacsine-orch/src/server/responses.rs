@@ -92,6 +92,8 @@ impl Srv {
                 );
             }
         }
+        // What orchestrated Responses needing approval ask for waits for an operator.
+        self.hold_for_approval(&agent.site, &r.events).await?;
         let mut decisions_new = 0;
         for sd in &r.decisions {
             let d = &sd.decision;
@@ -121,8 +123,12 @@ impl Srv {
                 let row = DecisionRow {
                     id: d.id.clone(),
                     body: serde_json::to_string(d).map_err(|e| ApiError::bad(e.to_string()))?,
-                    scope: serde_json::to_string(&self.response_scope(&d.origin.response).await)
-                        .unwrap_or_else(|_| "[]".into()),
+                    scope: serde_json::to_string(
+                        &self
+                            .response_scope(&d.origin.response, Some(&agent.site))
+                            .await,
+                    )
+                    .unwrap_or_else(|_| "[]".into()),
                     origin_site: Some(agent.site.clone()),
                     event_ms: sd.event_ms,
                     decided_ms: sd.decided_ms,
@@ -175,14 +181,17 @@ impl Srv {
 
     /// The sites of the latest pushed `kind: Response` named `name` (empty: every site; also
     /// when it is not in the registry: a decision is never narrower than its response).
-    async fn response_scope(&self, name: &str) -> Vec<String> {
-        match self.store.registry_document("Response", name, None).await {
+    /// With `scope.labels`: the sites carrying them when the decision is kept.
+    async fn response_scope(&self, name: &str, deciding: Option<&str>) -> Vec<String> {
+        let rule = match self.store.registry_document("Response", name, None).await {
             Ok(Some(row)) => serde_json::from_str::<serde_json::Value>(&row.document)
                 .ok()
-                .and_then(|v| crate::decisions::response_rule(&row.name, row.version, &v).ok())
-                .map(|r| r.sites)
-                .unwrap_or_default(),
-            _ => Vec::new(),
+                .and_then(|v| crate::decisions::response_rule(&row.name, row.version, &v).ok()),
+            _ => None,
+        };
+        match rule {
+            Some(r) => self.rule_scope(&r, deciding).await.unwrap_or(r.sites),
+            None => Vec::new(),
         }
     }
 
@@ -206,10 +215,12 @@ impl Srv {
             }
         }
         let version = crate::decisions::set_version(&active, &deleted);
+        let labels = self.labels_of(site).await?;
+        let version = crate::decisions::labeled_version(&version, &labels);
         if version == have {
             return Ok(None);
         }
-        crate::decisions::sign_set(&self.bundle, site, active, deleted, now)
+        crate::decisions::sign_set_labeled(&self.bundle, site, active, deleted, labels, now)
             .map(Some)
             .map_err(|e| {
                 ApiError::new(

@@ -268,6 +268,45 @@ pub struct DecisionRow {
     pub applied: Vec<(String, i64)>,
 }
 
+/// A decision or workflow run waiting for a person's approval (issue 16, `approval:
+/// required`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRow {
+    /// The decision's or the run's id (deterministic: one approval per response, event and
+    /// target).
+    pub id: String,
+    pub response: String,
+    /// What waits (`proto::Held`, JSON: a decision or a workflow run).
+    pub body: String,
+    /// Sites it applies at once approved, JSON array (empty: every site).
+    pub scope: String,
+    /// The site whose event asked for it.
+    pub site: String,
+    pub event_ms: Option<i64>,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    /// `awaiting`, `approved` or `denied` (an awaiting one past `expires_ms` is expired).
+    pub state: String,
+    pub settled_ms: Option<i64>,
+}
+
+/// Approvals (issue 16): each kept once by id, settled once; and the sites' labels (a
+/// Response's `scope.labels` matches the sites carrying them).
+#[async_trait]
+pub trait ApprovalStore: Send + Sync {
+    /// Every site's labels: (site, JSON object of strings).
+    async fn site_labels(&self) -> Result<Vec<(String, String)>>;
+    /// Replace site `site`'s labels (JSON object of strings).
+    async fn set_site_labels(&self, site: &str, labels: &str) -> Result<()>;
+    /// Keep an approval once by its id; true when new.
+    async fn put_approval(&self, a: &ApprovalRow) -> Result<bool>;
+    /// Every approval, oldest first.
+    async fn approvals(&self) -> Result<Vec<ApprovalRow>>;
+    /// Settle approval `id` as `state` (`approved`/`denied`) if it is awaiting and not
+    /// expired at `now`; true when this call settled it.
+    async fn settle_approval(&self, id: &str, state: &str, now: i64) -> Result<bool>;
+}
+
 /// An event a site uploaded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRow {
@@ -316,7 +355,7 @@ pub trait ResponseStore: Send + Sync {
 }
 
 #[async_trait]
-pub trait Store: ResponseStore + Send + Sync {
+pub trait Store: ResponseStore + ApprovalStore + Send + Sync {
     async fn create_site(&self, name: &str, intake_hash: &str, now: i64) -> Result<()>;
     async fn sites(&self) -> Result<Vec<SiteRow>>;
     /// Revoke a site and every agent of it.

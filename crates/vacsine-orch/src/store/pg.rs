@@ -39,6 +39,8 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 #[cfg(test)]
 pub(super) const MIGRATION_COUNT: usize = MIGRATIONS.len();
 
+#[path = "pg_approvals.rs"]
+mod approvals;
 #[path = "pg_responses.rs"]
 mod responses;
 
@@ -216,6 +218,29 @@ CREATE TABLE feed_positions (
   feed TEXT PRIMARY KEY,
   position TEXT NOT NULL,
   updated_ms BIGINT NOT NULL
+);
+"#,
+    ),
+    (
+        10,
+        r#"
+-- Approvals (issue 16): decisions and workflow runs waiting for a person, each once by id.
+CREATE TABLE approvals (
+  id TEXT PRIMARY KEY,
+  response TEXT NOT NULL,
+  body TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  site TEXT NOT NULL,
+  event_ms BIGINT,
+  created_ms BIGINT NOT NULL,
+  expires_ms BIGINT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('awaiting', 'approved', 'denied')),
+  settled_ms BIGINT
+);
+-- Sites' labels (issue 16): a Response's `scope.labels` matches the sites carrying them.
+CREATE TABLE site_labels (
+  site TEXT PRIMARY KEY,
+  labels TEXT NOT NULL
 );
 "#,
     ),

@@ -77,6 +77,8 @@ CREATE TABLE IF NOT EXISTS registry (
 );
 ";
 
+#[path = "sqlite_approvals.rs"]
+mod approvals;
 /// Added after the first schema (stores made before it get it at their next start): the
 /// reports of enforce runs.
 #[path = "sqlite_responses.rs"]
@@ -276,6 +278,7 @@ impl SqliteStore {
         conn.execute_batch(REPORTS)?;
         conn.execute_batch(INDEXES)?;
         conn.execute_batch(responses::SCHEMA)?;
+        conn.execute_batch(approvals::SCHEMA)?;
         // Added after the first schema: each registry document's signature, made at push.
         let has_signature: bool = conn.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('registry') WHERE name = 'signature'",

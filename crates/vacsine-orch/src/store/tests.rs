@@ -139,6 +139,7 @@ suite!(
     issue16_events_decisions_and_applications_are_kept_once,
     issue17_metric_counts_are_runs_by_status_and_agents_online,
     issue16_a_feed_position_is_kept_and_moved_across_replicas,
+    issue16_an_approval_is_kept_once_settled_once_and_never_after_its_expiry,
 );
 
 async fn issue17_metric_counts_are_runs_by_status_and_agents_online(f: &Fixture) {
@@ -164,6 +165,61 @@ async fn issue17_metric_counts_are_runs_by_status_and_agents_online(f: &Fixture)
     );
     // a1 seen since 4 s, a2 not, a3 revoked.
     assert_eq!((c.agents_online, c.agents), (1, 2));
+}
+
+async fn issue16_an_approval_is_kept_once_settled_once_and_never_after_its_expiry(f: &Fixture) {
+    let (s, b) = (&*f.a, &*f.b);
+    let row = |id: &str, expires_ms: i64| ApprovalRow {
+        id: id.into(),
+        response: "q".into(),
+        body: "{}".into(),
+        scope: "[]".into(),
+        site: "edge-a".into(),
+        event_ms: Some(1),
+        created_ms: 2,
+        expires_ms,
+        state: "awaiting".into(),
+        settled_ms: None,
+    };
+    assert!(s.put_approval(&row("a1", 100)).await.unwrap());
+    assert!(
+        !b.put_approval(&row("a1", 100)).await.unwrap(),
+        "kept twice"
+    );
+    assert!(s.put_approval(&row("a2", 100)).await.unwrap());
+    assert!(s.put_approval(&row("a3", 50)).await.unwrap());
+    // Two replicas settling at once: one wins, the state does not change after.
+    let (x, y) = tokio::join!(
+        s.settle_approval("a1", "approved", 10),
+        b.settle_approval("a1", "denied", 10)
+    );
+    assert!(x.unwrap() ^ y.unwrap(), "settled twice or never");
+    assert!(!s.settle_approval("a1", "denied", 11).await.unwrap());
+    assert!(s.settle_approval("a2", "denied", 10).await.unwrap());
+    // Past its expiry: never settled.
+    assert!(!s.settle_approval("a3", "approved", 50).await.unwrap());
+    let all = b.approvals().await.unwrap();
+    let st: Vec<(&str, &str)> = all
+        .iter()
+        .map(|a| (a.id.as_str(), a.state.as_str()))
+        .collect();
+    assert_eq!(st.len(), 3);
+    assert!(
+        st.contains(&("a2", "denied")) && st.contains(&("a3", "awaiting")),
+        "{st:?}"
+    );
+    assert!(all.iter().find(|a| a.id == "a1").unwrap().settled_ms == Some(10));
+    // Labels: replaced as a whole, read from either replica.
+    s.set_site_labels("edge-a", r#"{"tier":"dmz"}"#)
+        .await
+        .unwrap();
+    b.set_site_labels("edge-a", r#"{"tier":"core"}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.site_labels().await.unwrap(),
+        vec![("edge-a".to_string(), r#"{"tier":"core"}"#.to_string())]
+    );
 }
 
 async fn with_agents(s: &dyn Store) {

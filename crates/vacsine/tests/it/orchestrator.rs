@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
 
+#[path = "approvals.rs"]
+mod approvals;
 #[path = "bundles.rs"]
 mod bundles;
 #[path = "fairness.rs"]
