@@ -200,6 +200,9 @@ impl Modify for IdempotencyKey {
         super::responses::add_decision,
         super::responses::delete_decision,
         super::responses::list_events,
+        super::bouncer::add_bouncer,
+        super::bouncer::list_bouncers,
+        super::bouncer::delete_bouncer,
     ),
     components(schemas(
         proto::EnrollRequest,
@@ -230,6 +233,10 @@ impl Modify for IdempotencyKey {
         proto::ResponseUpload,
         proto::SiteDecision,
         proto::ResponseAccepted,
+        proto::AddBouncer,
+        proto::BouncerView,
+        proto::BouncerCreated,
+        proto::BouncerList,
     )),
     modifiers(&OperatorAuth, &IdempotencyKey, &CommonRefusals),
     tags(

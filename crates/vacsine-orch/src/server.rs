@@ -27,6 +27,7 @@ mod extract;
 pub mod idempotency;
 mod images;
 pub mod limits;
+mod bouncer;
 mod responses;
 mod spanning;
 
@@ -57,6 +58,8 @@ pub struct Config {
     pub max_connections_per_client: Option<usize>,
     /// Retention of ended runs, applied periodically (`crate::gc`).
     pub retention: crate::gc::Schedule,
+    /// Serve CrowdSec's bouncer API (plain HTTP) here: `server::bouncer`.
+    pub bouncer_listen: Option<SocketAddr>,
 }
 
 /// The orchestrator's long-lived keys, in `keys.json` (0600).
@@ -307,6 +310,11 @@ fn router(srv: Arc<Srv>) -> Router {
         )
         .route("/v1/decisions/{id}", delete(responses::delete_decision))
         .route(proto::OP_EVENTS, get(responses::list_events))
+        .route(
+            proto::OP_BOUNCERS,
+            post(bouncer::add_bouncer).get(bouncer::list_bouncers),
+        )
+        .route("/v1/bouncers/{name}", delete(bouncer::delete_bouncer))
         // Layers run last added first: the token, then the idempotency key.
         .route_layer(axum::middleware::from_fn_with_state(
             srv.clone(),
@@ -453,6 +461,24 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let bouncers = match cfg.bouncer_listen {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (--bouncer-listen)"))?;
+            let at = l.local_addr()?;
+            println!(
+                "CrowdSec bouncer API on http://{at} (a bouncer's api_url: http://{at}/; keys: `vacsine bouncer add NAME`)"
+            );
+            let app = bouncer::router(p.srv.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::warn!("the bouncer listener stopped: {e}");
+                }
+            }))
+        }
+        None => None,
+    };
     let sweep = tokio::spawn(sweeper(p.srv.clone()));
     let listen = tokio::spawn(replica_wakeups(p.srv.clone()));
     if !cfg.retention.every.is_zero() {
@@ -524,6 +550,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     p.srv.stopping.send_replace(true);
     sweep.abort();
     listen.abort();
+    if let Some(b) = bouncers {
+        b.abort();
+    }
     gc.abort();
     eprintln!("stopping: finishing requests under way");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())

@@ -57,6 +57,7 @@ fn wants_json_errors(cmd: &Command) -> bool {
         | Command::Push { format, .. }
         | Command::Registry { format, .. }
         | Command::Decisions { format, .. }
+        | Command::Bouncer { format, .. }
         | Command::Events { format, .. }
         | Command::Pin { format, .. }
         | Command::Gc { format, .. } => simple(format),
@@ -217,6 +218,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             max_image_mb,
             max_connections_per_client,
             retention,
+            bouncer_listen,
         } => {
             crate::orch::orchestrator(crate::orch::OrchestratorArgs {
                 listen,
@@ -228,6 +230,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 max_image_bytes: max_image_mb.saturating_mul(1 << 20),
                 max_connections_per_client,
                 retention: retention.schedule(),
+                bouncer_listen,
             })
             .await
         }
@@ -269,6 +272,11 @@ pub async fn dispatch(cli: Cli) -> i32 {
             data,
             ..
         } => crate::responsecmd::agent_ingest(&file, from.as_deref(), format, &data).await,
+        Command::Bouncer {
+            action,
+            conn,
+            format,
+        } => crate::responsecmd::bouncer(action, &conn, format).await,
         Command::Decisions {
             action,
             site,

@@ -31,6 +31,8 @@ pub struct OrchestratorArgs {
     pub max_connections_per_client: Option<usize>,
     /// Retention of ended runs, applied periodically.
     pub retention: vacsine_orch::gc::Schedule,
+    /// CrowdSec's bouncer API listener.
+    pub bouncer_listen: Option<SocketAddr>,
 }
 
 pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
@@ -54,6 +56,7 @@ pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
         max_image_bytes: a.max_image_bytes,
         max_connections_per_client: a.max_connections_per_client,
         retention: a.retention,
+        bouncer_listen: a.bouncer_listen,
     })
     .await
     .map_err(|e| miette::miette!("{e:#}"))?;

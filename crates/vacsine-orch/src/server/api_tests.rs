@@ -47,6 +47,7 @@ async fn api() -> Api {
         max_image_bytes: 1 << 20,
         max_connections_per_client: None,
         retention: Default::default(),
+        bouncer_listen: None,
     };
     let p = prepare(&cfg).await.unwrap();
     Api {

@@ -310,6 +310,7 @@ mod tests {
             max_image_bytes: 1 << 20,
             max_connections_per_client: None,
             retention: Default::default(),
+            bouncer_listen: None,
         };
         super::super::prepare(&cfg).await.unwrap().srv
     }

@@ -208,6 +208,19 @@ CREATE TABLE decision_sites (
 );
 "#,
     ),
+    (
+        9,
+        r#"
+CREATE TABLE bouncers (
+  name TEXT PRIMARY KEY,
+  key_hash TEXT NOT NULL UNIQUE,
+  site TEXT,
+  created_ms BIGINT NOT NULL,
+  last_pull_ms BIGINT,
+  known TEXT NOT NULL
+);
+"#,
+    ),
 ];
 
 /// The schema used when none is given.
