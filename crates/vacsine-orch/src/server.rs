@@ -22,12 +22,12 @@ use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, 
 
 #[cfg(test)]
 mod api_tests;
+mod bouncer;
 mod enforce_site;
 mod extract;
 pub mod idempotency;
 mod images;
 pub mod limits;
-mod bouncer;
 mod responses;
 mod spanning;
 

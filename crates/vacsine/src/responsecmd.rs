@@ -164,7 +164,10 @@ pub async fn bouncer(
             match format {
                 SimpleFormat::Json => print_json(&v),
                 SimpleFormat::Human => {
-                    println!("bouncer {} added; its API key (shown once, keep it):", v.bouncer.name);
+                    println!(
+                        "bouncer {} added; its API key (shown once, keep it):",
+                        v.bouncer.name
+                    );
                     println!("{}", v.key);
                     println!("in the bouncer's configuration: api_key: <the key>, api_url: http://<the orchestrator's --bouncer-listen address>/");
                 }
@@ -191,7 +194,9 @@ pub async fn bouncer(
                 .map_err(err)?;
             match format {
                 SimpleFormat::Json => print_json(&v),
-                SimpleFormat::Human => println!("bouncer {} deleted: its key is refused from now on", v.name),
+                SimpleFormat::Human => {
+                    println!("bouncer {} deleted: its key is refused from now on", v.name)
+                }
             }
         }
     }

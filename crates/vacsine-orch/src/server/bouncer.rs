@@ -49,15 +49,16 @@ pub struct CsStream {
     pub deleted: Vec<CsDecision>,
 }
 
-/// Go's `time.Duration` text, to the second (`3h59m12s`, `4m0s`, `12s`; `350ms` under a
-/// second), negative with a leading `-`.
+/// Go's `time.Duration` text in whole seconds (`3h59m12s`, `4m0s`, `12s`), negative with a
+/// leading `-`. Time left is rounded up: bouncers keep whole seconds (the firewall bouncer
+/// gives its nft element that timeout), and a ban must not end before its decision does.
 pub fn go_duration(ms: i64) -> String {
     let sign = if ms < 0 { "-" } else { "" };
-    let ms = ms.unsigned_abs();
-    if ms < 1000 {
-        return format!("{sign}{ms}ms");
-    }
-    let s = ms / 1000;
+    let s = if ms < 0 {
+        ms.unsigned_abs() / 1000
+    } else {
+        ms.unsigned_abs().div_ceil(1000)
+    };
     let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
     if h > 0 {
         format!("{sign}{h}h{m}m{s}s")
@@ -82,7 +83,10 @@ fn scope_value(net: &IpNet) -> (String, String) {
     if net.is_host() {
         ("Ip".into(), net.network().to_string())
     } else {
-        ("Range".into(), format!("{}/{}", net.network(), net.prefix()))
+        (
+            "Range".into(),
+            format!("{}/{}", net.network(), net.prefix()),
+        )
     }
 }
 
@@ -127,7 +131,11 @@ fn active_for(b: &BouncerRow, rows: &[DecisionRow], now: i64) -> Vec<(String, Cs
 
 /// CrowdSec's error shape.
 fn cs_error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "message": message.into() }))).into_response()
+    (
+        status,
+        Json(serde_json::json!({ "message": message.into() })),
+    )
+        .into_response()
 }
 
 impl Srv {
@@ -145,9 +153,11 @@ impl Srv {
             ));
         }
         let hash = super::intake_hash(key);
-        let all = self.store.bouncers().await.map_err(|e| {
-            cs_error(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
-        })?;
+        let all = self
+            .store
+            .bouncers()
+            .await
+            .map_err(|e| cs_error(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")))?;
         all.into_iter().find(|b| b.key_hash == hash).ok_or_else(|| {
             cs_error(
                 StatusCode::FORBIDDEN,
@@ -164,11 +174,7 @@ struct StreamQuery {
 }
 
 /// `GET /v1/decisions/stream?startup=true|false`.
-async fn stream(
-    State(s): State<Arc<Srv>>,
-    h: HeaderMap,
-    Query(q): Query<StreamQuery>,
-) -> Response {
+async fn stream(State(s): State<Arc<Srv>>, h: HeaderMap, Query(q): Query<StreamQuery>) -> Response {
     let b = match s.bouncer_of(&h).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -315,8 +321,7 @@ pub fn router(srv: Arc<Srv>) -> Router {
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
-        && n
-            .bytes()
+        && n.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
@@ -403,7 +408,12 @@ pub(super) async fn delete_bouncer(
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<Json<proto::BouncerView>> {
     s.operator(&h)?;
-    let row = s.store.bouncers().await?.into_iter().find(|b| b.name == name);
+    let row = s
+        .store
+        .bouncers()
+        .await?
+        .into_iter()
+        .find(|b| b.name == name);
     let Some(row) = row else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -423,12 +433,13 @@ mod tests {
     #[test]
     fn durations_read_as_go_writes_them() {
         for (ms, text) in [
-            (0, "0ms"),
-            (350, "350ms"),
+            (0, "0s"),
+            (350, "1s"),
             (12_000, "12s"),
+            (12_001, "13s"),
             (240_000, "4m0s"),
-            (14_352_999, "3h59m12s"),
-            (-3_600_000, "-1h0m0s"),
+            (14_352_001, "3h59m13s"),
+            (-3_600_999, "-1h0m0s"),
         ] {
             assert_eq!(go_duration(ms), text, "{ms} ms");
         }

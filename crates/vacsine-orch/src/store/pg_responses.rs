@@ -135,7 +135,14 @@ impl BouncerStore for PgStore {
         Ok(c.execute(
             "INSERT INTO bouncers (name, key_hash, site, created_ms, last_pull_ms, known)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            &[&b.name, &b.key_hash, &b.site, &b.created_ms, &b.last_pull_ms, &b.known],
+            &[
+                &b.name,
+                &b.key_hash,
+                &b.site,
+                &b.created_ms,
+                &b.last_pull_ms,
+                &b.known,
+            ],
         )
         .await?
             == 1)
@@ -162,7 +169,9 @@ impl BouncerStore for PgStore {
 
     async fn delete_bouncer(&self, name: &str) -> Result<bool> {
         let c = self.pool.get().await?;
-        Ok(c.execute("DELETE FROM bouncers WHERE name = $1", &[&name]).await? == 1)
+        Ok(c.execute("DELETE FROM bouncers WHERE name = $1", &[&name])
+            .await?
+            == 1)
     }
 
     async fn bouncer_pulled(&self, name: &str, known: &str, now: i64) -> Result<()> {

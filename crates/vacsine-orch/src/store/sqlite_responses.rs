@@ -185,8 +185,10 @@ impl BouncerStore for SqliteStore {
 
     async fn delete_bouncer(&self, name: &str) -> Result<bool> {
         let name = name.to_string();
-        self.with(move |c| Ok(c.execute("DELETE FROM bouncers WHERE name = ?1", params![name])? == 1))
-            .await
+        self.with(move |c| {
+            Ok(c.execute("DELETE FROM bouncers WHERE name = ?1", params![name])? == 1)
+        })
+        .await
     }
 
     async fn bouncer_pulled(&self, name: &str, known: &str, now: i64) -> Result<()> {

@@ -11,6 +11,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
 
 #[path = "bundles.rs"]
 mod bundles;
+#[path = "crowdsec.rs"]
+mod crowdsec;
 #[path = "fairness.rs"]
 mod fairness;
 #[path = "images.rs"]
