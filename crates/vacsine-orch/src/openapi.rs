@@ -350,6 +350,8 @@ mod tests {
             proto::OP_DECISIONS,
             "/v1/decisions/{id}",
             proto::OP_EVENTS,
+            proto::OP_BOUNCERS,
+            "/v1/bouncers/{name}",
         ];
         want.sort();
         assert_eq!(paths, want);
