@@ -3,10 +3,13 @@
 //! in a network namespace of this test (names and addresses from the process id), with its
 //! own configuration, nft table and set names. An attacker namespace observes the drop.
 
-use super::respond::{Attacker, Listener};
+use super::respond::{percentile, Attacker, Listener};
 use super::{net_tools, sh, text, wait_until, Orch, Site};
 use serde_json::Value;
-use std::process::{Child, Command};
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const BOUNCER: &str = "crowdsec-firewall-bouncer";
@@ -41,8 +44,20 @@ struct Bouncer {
 
 impl Bouncer {
     fn start(ns: &str, dir: &std::path::Path, api_url: &str, key: &str, every: &str) -> Bouncer {
+        Bouncer::start_as("", ns, dir, api_url, key, every)
+    }
+
+    /// [`Bouncer::start`], its table and set names ending in `tag`.
+    fn start_as(
+        tag: &str,
+        ns: &str,
+        dir: &std::path::Path,
+        api_url: &str,
+        key: &str,
+        every: &str,
+    ) -> Bouncer {
         let id = std::process::id() % 10_000;
-        let (table, set) = (format!("vcs{id}"), format!("vcs{id}-bl"));
+        let (table, set) = (format!("vcs{id}{tag}"), format!("vcs{id}{tag}-bl"));
         let cfg = format!(
             "mode: nftables\npid_dir: {dir}/\nupdate_frequency: {every}\ndaemonize: false\nlog_mode: stdout\nlog_level: info\n\
              api_url: {api_url}\napi_key: {key}\ndisable_ipv6: false\ndeny_action: DROP\ndeny_log: false\n\
@@ -52,9 +67,9 @@ impl Bouncer {
              prometheus:\n  enabled: false\n  listen_addr: 127.0.0.1\n  listen_port: 60601\n",
             dir = dir.display()
         );
-        let path = dir.join("bouncer.yaml");
+        let path = dir.join(format!("bouncer{tag}.yaml"));
         std::fs::write(&path, cfg).unwrap();
-        let log = dir.join("bouncer.log");
+        let log = dir.join(format!("bouncer{tag}.log"));
         let f = std::fs::File::create(&log).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", ns, BOUNCER, "-c"])
@@ -237,4 +252,242 @@ fn issue16_the_real_crowdsec_firewall_bouncer_enforces_vacsine_decisions() {
     let (code, body) = api(&site.ns, &format!("{api_url}v1/decisions/stream"), &key);
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("unknown or deleted API key"), "{body}");
+}
+
+/// When each address was first added to an nft set in a namespace, as `nft monitor` reports
+/// it (event-driven: no polling between the change and its sight), in ms since the epoch.
+struct Monitor {
+    child: Child,
+    seen: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl Monitor {
+    fn start(ns: &str) -> Monitor {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "stdbuf", "-oL", "nft", "monitor"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            let mut r = std::io::BufReader::new(out);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let now = chrono::Utc::now().timestamp_millis();
+                let line = String::from_utf8_lossy(&buf);
+                if std::env::var("VACSINE_BENCH_DEBUG").is_ok() {
+                    eprintln!("monitor: {}", line.trim_end());
+                }
+                if !line.starts_with("add element") {
+                    continue;
+                }
+                // `add element FAMILY TABLE SET { ADDR timeout …, ADDR … }`
+                let Some((head, elems)) = line.split_once('{') else {
+                    continue;
+                };
+                let set = head.split_whitespace().last().unwrap_or("").to_string();
+                let mut m = s.lock().unwrap();
+                for item in elems.split(',') {
+                    if let Some(a) = item.split_whitespace().next() {
+                        if a.parse::<std::net::IpAddr>().is_ok() {
+                            m.entry(a.to_string()).or_insert(now);
+                            m.entry(format!("{set} {a}")).or_insert(now);
+                        }
+                    }
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        Monitor { child, seen }
+    }
+
+    /// First added to any set.
+    fn at(&self, addr: &str) -> Option<i64> {
+        self.seen.lock().unwrap().get(addr).copied()
+    }
+
+    /// First added to set `set`.
+    fn at_in(&self, set: &str, addr: &str) -> Option<i64> {
+        self.seen
+            .lock()
+            .unwrap()
+            .get(&format!("{set} {addr}"))
+            .copied()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `bench/crowdsec.sh`: one decision made at the orchestrator (`vacsine decisions add`), N
+/// times, seen in effect (its nft element added, per `nft monitor`) at a Vacsine site (the
+/// agent's long poll) and by the real CrowdSec firewall bouncer polling the orchestrator's
+/// bouncer API with its default update_frequency (10s) and with a short one (100ms), all in
+/// the same run. Prints p50/p99 from the decision's `decided_at`.
+#[test]
+#[ignore = "benchmark: bash bench/crowdsec.sh"]
+fn bench_issue16_crowdsec() {
+    if !net_tools(&["ip", "nft", "stdbuf"]) || !have_bouncer() {
+        return;
+    }
+    let n: usize = std::env::var("VACSINE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let short = std::env::var("VACSINE_BENCH_SHORT").unwrap_or_else(|_| "100ms".into());
+    let _l = crate::site_lock();
+    let d = tempfile::tempdir().unwrap();
+    let (a, bs) = (Site::new("ca", 1), Site::new("cb", 2));
+    let port = std::net::TcpListener::bind(format!("{}:0", bs.host_ip))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("{}:{port}", bs.host_ip);
+    let o = Orch::start_with(
+        &d.path().join("orch"),
+        "0.0.0.0:0",
+        30_000,
+        &["--bouncer-listen", &listen],
+    );
+    let _ag = a.agent(&o, "edge-a", &d.path().join("agent-a"));
+    let api_url = format!("http://{listen}/");
+    let bd = d.path().join("bouncers");
+    std::fs::create_dir_all(&bd).unwrap();
+    let key = |name: &str| {
+        o.json(&["bouncer", "add", name, "--format", "json"])["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (k10, kshort) = (key("fw-10s"), key("fw-short"));
+    let mon_a = Monitor::start(&a.ns);
+    let mon_b = Monitor::start(&bs.ns);
+    let b10 = Bouncer::start_as("d", &bs.ns, &bd, &api_url, &k10, "10s");
+    let bshort = Bouncer::start_as("s", &bs.ns, &bd, &api_url, &kshort, &short);
+    // Both bouncers and the agent are up: a first decision reaches all three.
+    o.json(&[
+        "decisions",
+        "add",
+        "--ip",
+        "192.0.2.200",
+        "--for",
+        "1h",
+        "--format",
+        "json",
+    ]);
+    wait_until(
+        Duration::from_secs(30),
+        "the warm-up decision everywhere",
+        || {
+            let seen = mon_a.at("192.0.2.200").is_some()
+                && b10.set_text().contains("192.0.2.200")
+                && bshort.set_text().contains("192.0.2.200");
+            seen.then_some(())
+        },
+    );
+    let id = std::process::id() % 10_000;
+    let net = 20 + id % 200;
+    let mut decided = Vec::new();
+    for i in 0..n {
+        let ip = format!("10.{net}.203.{}", i + 1);
+        let v = o.json(&[
+            "decisions",
+            "add",
+            "--ip",
+            &ip,
+            "--for",
+            "1h",
+            "--format",
+            "json",
+        ]);
+        let t = chrono::DateTime::parse_from_rfc3339(v["decided_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+        decided.push((ip, t));
+        // Not a divisor of either poll period: the decisions fall at every phase of them.
+        std::thread::sleep(Duration::from_millis(730));
+    }
+    let (mut vac, mut fw10, mut fws) = (Vec::new(), Vec::new(), Vec::new());
+    // The agent's own record of when each element was in effect at A (its nft transaction
+    // committed), as the orchestrator holds it (`applied`).
+    let applied_a = |ip: &str| -> Option<i64> {
+        let ds = o.json(&["decisions", "--format", "json"]);
+        ds.as_array()?
+            .iter()
+            .find(|x| {
+                x["decision"]["action"]["net"]
+                    .as_str()
+                    .is_some_and(|n| n == ip || n == format!("{ip}/32"))
+            })
+            .and_then(|x| x["applied"]["edge-a"].as_str())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis())
+    };
+    let missing = || -> Vec<String> {
+        decided
+            .iter()
+            .filter_map(|(ip, _)| {
+                let found = [
+                    ("vacsine", applied_a(ip).is_some()),
+                    ("fw-10s", mon_b.at_in(&b10.set, ip).is_some()),
+                    ("fw-short", mon_b.at_in(&bshort.set, ip).is_some()),
+                ];
+                let not: Vec<&str> = found.iter().filter(|w| !w.1).map(|w| w.0).collect();
+                (!not.is_empty()).then(|| format!("{ip}: not at {not:?}"))
+            })
+            .collect()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while !missing().is_empty() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        missing().is_empty(),
+        "{:?}\nA: {}\nfw-10s: {}\n{}",
+        missing(),
+        sh(&format!("ip netns exec {} nft list ruleset", a.ns)),
+        b10.set_text(),
+        b10.log()
+    );
+    // The monitor of the bouncers' namespace sees both bouncers' sets: told apart by set.
+    for (ip, t) in &decided {
+        vac.push((applied_a(ip).unwrap() - t) as f64);
+        fw10.push((mon_b.at_in(&b10.set, ip).unwrap() - t) as f64);
+        fws.push((mon_b.at_in(&bshort.set, ip).unwrap() - t) as f64);
+    }
+    println!("| decision at the orchestrator → in effect (nft element added), {n} decisions (debug build) | p50 ms | p99 ms |");
+    println!("|---|---|---|");
+    for (what, v) in [
+        (
+            "Vacsine site (agent long poll, signed set, nft diff)",
+            &mut vac,
+        ),
+        (
+            "crowdsec-firewall-bouncer polling Vacsine, update_frequency 10s (default)",
+            &mut fw10,
+        ),
+        (
+            &*format!("crowdsec-firewall-bouncer polling Vacsine, update_frequency {short}"),
+            &mut fws,
+        ),
+    ] {
+        println!(
+            "| {what} | {:.0} | {:.0} |",
+            percentile(v, 50.0),
+            percentile(v, 99.0)
+        );
+    }
 }

@@ -477,7 +477,7 @@ fn issue16_a_decoy_touch_at_a_cut_off_site_bans_there_at_once_then_at_every_site
     assert_eq!(decisions(&o).len(), 4);
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
+pub(crate) fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let i = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
     v[i.min(v.len() - 1)]
