@@ -590,6 +590,10 @@ impl Lapi {
                     format!("{ind}listen_uri: {listen}")
                 } else if t.starts_with("credentials_path:") {
                     format!("{ind}credentials_path: {}", creds.display())
+                } else if t == "type: sqlite" {
+                    // As Debian's config.yaml.local sets it: without WAL, cscli's writes meet
+                    // the bouncers' reads as "database is locked".
+                    format!("{ind}type: sqlite\n{ind}use_wal: true")
                 } else if t.starts_with("enabled: true") {
                     format!("{ind}enabled: false")
                 } else {
