@@ -66,6 +66,7 @@ async fn serve(data: &str, database: Option<String>) -> anyhow::Result<()> {
         // Every simulated agent comes from 127.0.0.1: no cap per client address.
         max_connections_per_client: Some(0),
         retention: Default::default(),
+        bouncer_listen: None,
     })
     .await
 }
