@@ -429,6 +429,200 @@ pub(super) async fn delete_bouncer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::{header, Method, Request};
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+
+    async fn call(
+        app: Router,
+        method: Method,
+        uri: String,
+        h: (&'static str, String),
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let mut b = Request::builder().method(method).uri(uri).header(h.0, h.1);
+        if !body.is_null() {
+            b = b.header(header::CONTENT_TYPE, "application/json");
+        }
+        let body = if body.is_null() {
+            Body::empty()
+        } else {
+            Body::from(body.to_string())
+        };
+        let r = app.oneshot(b.body(body).unwrap()).await.unwrap();
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn values(v: &Value) -> Vec<String> {
+        let mut out: Vec<String> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|d| {
+                        format!(
+                            "{}:{}",
+                            d["scope"].as_str().unwrap(),
+                            d["value"].as_str().unwrap()
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// The stream as CrowdSec's bouncers read it, through the real routers and SQLite store:
+    /// startup gives the active set (the bouncer's site only when it has one), a second pull
+    /// gives nothing new, a deletion and an expiry come once as `deleted`, keys are checked.
+    #[tokio::test]
+    async fn the_stream_is_a_diff_per_bouncer_and_startup_the_whole_active_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = super::super::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            listen_plain: None,
+            tls_files: None,
+            data: dir.path().join("orch"),
+            lease_ttl_ms: 30_000,
+            database: None,
+            max_image_bytes: 1 << 20,
+            max_connections_per_client: None,
+            retention: Default::default(),
+            bouncer_listen: None,
+        };
+        let srv = super::super::prepare(&cfg).await.unwrap().srv;
+        for (i, site) in ["edge-a", "edge-b"].iter().enumerate() {
+            srv.store
+                .create_site(site, &format!("h{i}"), 1)
+                .await
+                .unwrap();
+        }
+        let bearer = format!("Bearer {}", srv.token);
+        let op = |m: Method, uri: &str, body: Value| {
+            call(
+                super::super::router(srv.clone()),
+                m,
+                uri.to_string(),
+                ("authorization", bearer.clone()),
+                body,
+            )
+        };
+        let (st, all) = op(Method::POST, "/v1/bouncers", json!({"name": "all"})).await;
+        assert_eq!(st, StatusCode::OK, "{all}");
+        let (_, b) = op(
+            Method::POST,
+            "/v1/bouncers",
+            json!({"name": "b", "site": "edge-b"}),
+        )
+        .await;
+        let (st, e) = op(
+            Method::POST,
+            "/v1/bouncers",
+            json!({"name": "c", "site": "nowhere"}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+        let (ka, kb) = (
+            all["key"].as_str().unwrap().to_string(),
+            b["key"].as_str().unwrap().to_string(),
+        );
+        let (_, d1) = op(
+            Method::POST,
+            "/v1/decisions",
+            json!({"ip": "203.0.113.9", "for": "1h"}),
+        )
+        .await;
+        op(
+            Method::POST,
+            "/v1/decisions",
+            json!({"ip": "198.51.100.0/24", "for": "1h", "sites": ["edge-a"]}),
+        )
+        .await;
+        op(
+            Method::POST,
+            "/v1/decisions",
+            json!({"ip": "2001:db8::7", "for": "1s"}),
+        )
+        .await;
+        let pull = |key: &str, uri: &str| {
+            call(
+                router(srv.clone()),
+                Method::GET,
+                uri.to_string(),
+                ("x-api-key", key.to_string()),
+                Value::Null,
+            )
+        };
+        let (st, s) = pull(&ka, "/v1/decisions/stream?startup=true").await;
+        assert_eq!(st, StatusCode::OK, "{s}");
+        assert_eq!(
+            values(&s["new"]),
+            ["Ip:2001:db8::7", "Ip:203.0.113.9", "Range:198.51.100.0/24"],
+            "{s}"
+        );
+        assert_eq!(values(&s["deleted"]), Vec::<String>::new());
+        assert_eq!(s["new"][0]["origin"], "vacsine");
+        assert_eq!(s["new"][0]["type"], "ban");
+        assert_eq!(s["new"][0]["scenario"], "vacsine/operator");
+        let (_, s) = pull(&kb, "/v1/decisions/stream?startup=true").await;
+        assert_eq!(
+            values(&s["new"]),
+            ["Ip:2001:db8::7", "Ip:203.0.113.9"],
+            "{s}"
+        );
+        let (_, s) = pull(&ka, "/v1/decisions/stream?startup=false").await;
+        assert_eq!(
+            (values(&s["new"]).len(), values(&s["deleted"]).len()),
+            (0, 0),
+            "{s}"
+        );
+
+        let id = d1["id"].as_str().unwrap();
+        let (st, _) = op(Method::DELETE, &format!("/v1/decisions/{id}"), Value::Null).await;
+        assert_eq!(st, StatusCode::OK);
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let (_, s) = pull(&ka, "/v1/decisions/stream").await;
+        assert_eq!(
+            values(&s["deleted"]),
+            ["Ip:2001:db8::7", "Ip:203.0.113.9"],
+            "{s}"
+        );
+        assert_eq!(values(&s["new"]), Vec::<String>::new(), "{s}");
+        let (_, s) = pull(&ka, "/v1/decisions/stream").await;
+        assert_eq!(
+            (values(&s["new"]).len(), values(&s["deleted"]).len()),
+            (0, 0),
+            "{s}"
+        );
+        let (_, s) = pull(&ka, "/v1/decisions/stream?startup=true").await;
+        assert_eq!(values(&s["new"]), ["Range:198.51.100.0/24"], "{s}");
+
+        let (_, v) = pull(&ka, "/v1/decisions?ip=198.51.100.7").await;
+        assert_eq!(values(&v), ["Range:198.51.100.0/24"], "{v}");
+        let (_, v) = pull(&kb, "/v1/decisions?ip=198.51.100.7").await;
+        assert!(v.is_null(), "{v}");
+        let (st, _) = pull(&ka, "/v1/decisions?ip=not-an-ip").await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        let (st, _) = pull(&ka, "/v1/decisions/stream?startup=maybe").await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        let (st, _) = pull("wrong", "/v1/decisions/stream").await;
+        assert_eq!(st, StatusCode::FORBIDDEN);
+        let (_, l) = op(Method::GET, "/v1/bouncers", Value::Null).await;
+        assert_eq!(l["bouncers"][0]["name"], "all", "{l}");
+        assert_eq!(l["bouncers"][0]["holds"], 1, "{l}");
+        let (st, _) = op(Method::DELETE, "/v1/bouncers/all", Value::Null).await;
+        assert_eq!(st, StatusCode::OK);
+        let (st, _) = pull(&ka, "/v1/decisions/stream").await;
+        assert_eq!(st, StatusCode::FORBIDDEN);
+    }
 
     #[test]
     fn durations_read_as_go_writes_them() {
