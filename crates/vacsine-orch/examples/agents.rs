@@ -69,6 +69,7 @@ async fn serve(data: &str, database: Option<String>) -> anyhow::Result<()> {
         metrics_listen: None,
         loki: None,
         taxii: Vec::new(),
+        bouncer_listen: None,
     })
     .await
 }

@@ -203,6 +203,9 @@ impl Modify for IdempotencyKey {
         super::approvals::list_approvals,
         super::approvals::settle_approval,
         super::labels::set_labels,
+        super::bouncer::add_bouncer,
+        super::bouncer::list_bouncers,
+        super::bouncer::delete_bouncer,
     ),
     components(schemas(
         proto::EnrollRequest,
@@ -233,6 +236,10 @@ impl Modify for IdempotencyKey {
         proto::ResponseUpload,
         proto::SiteDecision,
         proto::ResponseAccepted,
+        proto::AddBouncer,
+        proto::BouncerView,
+        proto::BouncerCreated,
+        proto::BouncerList,
     )),
     modifiers(&OperatorAuth, &IdempotencyKey, &CommonRefusals),
     tags(
@@ -349,6 +356,8 @@ mod tests {
             proto::OP_APPROVALS,
             "/v1/approvals/{id}",
             "/v1/sites/{name}/labels",
+            proto::OP_BOUNCERS,
+            "/v1/bouncers/{name}",
         ];
         want.sort();
         assert_eq!(paths, want);

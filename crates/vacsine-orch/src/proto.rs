@@ -977,3 +977,43 @@ pub const MAX_UNAUTHENTICATED_BODY: usize = 64 * 1024;
 /// Header in which an agent names itself (its id), so that the orchestrator knows the sender
 /// before it reads a large body; the sealed envelope read then must be that agent's.
 pub const AGENT_HEADER: &str = "x-vacsine-agent";
+
+/// Operator endpoints of CrowdSec bouncers (issue 16, compatible enforcement).
+pub const OP_BOUNCERS: &str = "/v1/bouncers";
+
+/// `POST /v1/bouncers`: let a CrowdSec bouncer read the decisions.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddBouncer {
+    /// Its name: letters, digits, `.`, `_` and `-`, at most 64.
+    pub name: String,
+    /// Only decisions whose scope holds this site (absent: decisions for every site).
+    #[serde(default)]
+    pub site: Option<String>,
+}
+
+/// A CrowdSec bouncer the orchestrator serves.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BouncerView {
+    pub name: String,
+    /// The site whose decisions it gets (`None`: decisions for every site).
+    pub site: Option<String>,
+    pub created_at: String,
+    /// Its last pull of the decision stream (RFC 3339).
+    pub last_pull_at: Option<String>,
+    /// How many active decisions it was given at that pull.
+    pub holds: usize,
+}
+
+/// A new bouncer and its API key (shown once; the orchestrator keeps only its hash).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BouncerCreated {
+    pub bouncer: BouncerView,
+    /// The bouncer's `api_key` (its `X-Api-Key` header).
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BouncerList {
+    pub bouncers: Vec<BouncerView>,
+}

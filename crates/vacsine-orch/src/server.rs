@@ -23,6 +23,7 @@ use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, 
 #[cfg(test)]
 mod api_tests;
 mod approvals;
+mod bouncer;
 mod enforce_site;
 mod extract;
 pub mod idempotency;
@@ -68,6 +69,8 @@ pub struct Config {
     pub loki: Option<crate::loki::LokiConfig>,
     /// TAXII 2.1 collections polled for indicators (`crate::taxii`).
     pub taxii: Vec<crate::taxii::Feed>,
+    /// Serve CrowdSec's bouncer API (plain HTTP) here: `server::bouncer`.
+    pub bouncer_listen: Option<SocketAddr>,
 }
 
 /// The orchestrator's long-lived keys, in `keys.json` (0600).
@@ -338,6 +341,11 @@ fn router(srv: Arc<Srv>) -> Router {
         .route(proto::OP_EVENTS, get(responses::list_events))
         .route(proto::OP_APPROVALS, get(approvals::list_approvals))
         .route("/v1/approvals/{id}", post(approvals::settle_approval))
+        .route(
+            proto::OP_BOUNCERS,
+            post(bouncer::add_bouncer).get(bouncer::list_bouncers),
+        )
+        .route("/v1/bouncers/{name}", delete(bouncer::delete_bouncer))
         // Layers run last added first: the token, then the idempotency key.
         .route_layer(axum::middleware::from_fn_with_state(
             srv.clone(),
@@ -538,6 +546,24 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let bouncers = match cfg.bouncer_listen {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (--bouncer-listen)"))?;
+            let at = l.local_addr()?;
+            println!(
+                "CrowdSec bouncer API on http://{at} (a bouncer's api_url: http://{at}/; keys: `vacsine bouncer add NAME`)"
+            );
+            let app = bouncer::router(p.srv.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::warn!("the bouncer listener stopped: {e}");
+                }
+            }))
+        }
+        None => None,
+    };
     let sweep = tokio::spawn(sweeper(p.srv.clone()));
     let listen = tokio::spawn(replica_wakeups(p.srv.clone()));
     if !cfg.retention.every.is_zero() {
@@ -654,6 +680,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     p.srv.stopping.send_replace(true);
     sweep.abort();
     listen.abort();
+    if let Some(b) = bouncers {
+        b.abort();
+    }
     gc.abort();
     if let Some(m) = metrics_server {
         m.abort();

@@ -332,6 +332,12 @@ pub enum Command {
         loki_batch: usize,
         #[command(flatten)]
         taxii: TaxiiArgs,
+        /// Also serve CrowdSec's bouncer API (plain HTTP: `GET /v1/decisions/stream`) here, so
+        /// existing CrowdSec bouncers enforce Vacsine's bans: bind it to an address only the
+        /// bouncers reach, such as 127.0.0.1:8081, and give each bouncer
+        /// `api_url: http://ADDR/` and a key from `vacsine bouncer add NAME`.
+        #[arg(long, value_name = "ADDR")]
+        bouncer_listen: Option<std::net::SocketAddr>,
     },
     /// Run a site agent: enrols with an intake key on first start, then pulls work from the
     /// orchestrator (outbound connections only) and runs it on this machine.
@@ -431,6 +437,18 @@ pub enum Command {
         conn: OperatorConn,
         /// `human` or `json`.
         #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
+    /// CrowdSec bouncers that enforce Vacsine's bans: `add NAME [--site S]` prints the API key
+    /// once (the orchestrator keeps its hash), `list`, `delete NAME`. Bouncers read the bans on
+    /// the orchestrator's `--bouncer-listen` address (their `api_url`).
+    Bouncer {
+        #[command(subcommand)]
+        action: BouncerAction,
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
         format: SimpleFormat,
     },
     /// Decisions (bans) made at sites or by operators, with their scope, origin and time to
@@ -703,6 +721,22 @@ pub enum AgentAction {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum BouncerAction {
+    /// Let a CrowdSec bouncer read the bans; prints its API key, once.
+    Add {
+        /// Its name (letters, digits, `.`, `_`, `-`).
+        name: String,
+        /// Only the bans whose scope holds this site (default: every site's).
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// The bouncers, with their last pull.
+    List,
+    /// Revoke a bouncer's key.
+    Delete { name: String },
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -57,6 +57,7 @@ fn wants_json_errors(cmd: &Command) -> bool {
         | Command::Push { format, .. }
         | Command::Registry { format, .. }
         | Command::Decisions { format, .. }
+        | Command::Bouncer { format, .. }
         | Command::Events { format, .. }
         | Command::Approvals { format, .. }
         | Command::Approve { format, .. }
@@ -225,6 +226,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             loki_buffer,
             loki_batch,
             taxii,
+            bouncer_listen,
         } => match taxii.feeds() {
             Err(e) => Err(miette::miette!("{e:#}")),
             Ok(taxii) => {
@@ -247,6 +249,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                     metrics_listen,
                     loki,
                     taxii,
+                    bouncer_listen,
                 })
                 .await
             }
@@ -289,6 +292,11 @@ pub async fn dispatch(cli: Cli) -> i32 {
             data,
             ..
         } => crate::responsecmd::agent_ingest(&file, from.as_deref(), format, &data).await,
+        Command::Bouncer {
+            action,
+            conn,
+            format,
+        } => crate::responsecmd::bouncer(action, &conn, format).await,
         Command::Decisions {
             action,
             site,

@@ -37,6 +37,8 @@ pub struct OrchestratorArgs {
     pub loki: Option<vacsine_orch::loki::LokiConfig>,
     /// TAXII 2.1 collections polled for indicators.
     pub taxii: Vec<vacsine_orch::taxii::Feed>,
+    /// CrowdSec's bouncer API listener.
+    pub bouncer_listen: Option<SocketAddr>,
 }
 
 pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
@@ -81,6 +83,7 @@ pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
         metrics_listen: a.metrics_listen,
         loki: a.loki,
         taxii: a.taxii,
+        bouncer_listen: a.bouncer_listen,
     })
     .await
     .map_err(|e| miette::miette!("{e:#}"))?;

@@ -2,7 +2,7 @@
 //! push`, `vacsine agent ingest` (events → decisions in effect at this site, also while cut
 //! off), and the operator's `vacsine decisions [add|delete]` and `vacsine events`.
 
-use crate::cli::{DecisionsAction, OperatorConn, SimpleFormat};
+use crate::cli::{BouncerAction, DecisionsAction, OperatorConn, SimpleFormat};
 use crate::commands::{EXIT_FAILURES, EXIT_OK};
 use crate::orch::{client, err, print_json};
 use std::io::Read as _;
@@ -135,6 +135,72 @@ pub async fn agent_ingest(
     } else {
         EXIT_FAILURES
     })
+}
+
+/// `vacsine bouncer add NAME [--site S] | list | delete NAME`.
+pub async fn bouncer(
+    action: BouncerAction,
+    conn: &OperatorConn,
+    format: SimpleFormat,
+) -> miette::Result<i32> {
+    let c = client(conn)?;
+    let line = |b: &proto::BouncerView| {
+        format!(
+            "{}: bans of {}, last pull {}, holds {}",
+            b.name,
+            b.site
+                .as_deref()
+                .map_or_else(|| "every site".to_string(), |s| format!("site {s}")),
+            b.last_pull_at.as_deref().unwrap_or("never"),
+            b.holds
+        )
+    };
+    match action {
+        BouncerAction::Add { name, site } => {
+            let v: proto::BouncerCreated = c
+                .post(proto::OP_BOUNCERS, &proto::AddBouncer { name, site })
+                .await
+                .map_err(err)?;
+            match format {
+                SimpleFormat::Json => print_json(&v),
+                SimpleFormat::Human => {
+                    println!(
+                        "bouncer {} added; its API key (shown once, keep it):",
+                        v.bouncer.name
+                    );
+                    println!("{}", v.key);
+                    println!("in the bouncer's configuration: api_key: <the key>, api_url: http://<the orchestrator's --bouncer-listen address>/");
+                }
+            }
+        }
+        BouncerAction::List => {
+            let l: proto::BouncerList = c.get_query(proto::OP_BOUNCERS, &[]).await.map_err(err)?;
+            match format {
+                SimpleFormat::Json => print_json(&l.bouncers),
+                SimpleFormat::Human => {
+                    if l.bouncers.is_empty() {
+                        println!("no bouncer");
+                    }
+                    for b in &l.bouncers {
+                        println!("{}", line(b));
+                    }
+                }
+            }
+        }
+        BouncerAction::Delete { name } => {
+            let v: proto::BouncerView = c
+                .delete(&format!("{}/{name}", proto::OP_BOUNCERS))
+                .await
+                .map_err(err)?;
+            match format {
+                SimpleFormat::Json => print_json(&v),
+                SimpleFormat::Human => {
+                    println!("bouncer {} deleted: its key is refused from now on", v.name)
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
 }
 
 /// `vacsine decisions [--site S] [--active]`, `add`, `delete ID`.

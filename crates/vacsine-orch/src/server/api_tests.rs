@@ -50,6 +50,7 @@ async fn api() -> Api {
         metrics_listen: None,
         loki: None,
         taxii: Vec::new(),
+        bouncer_listen: None,
     };
     let p = prepare(&cfg).await.unwrap();
     Api {

@@ -313,6 +313,7 @@ mod tests {
             metrics_listen: None,
             loki: None,
             taxii: Vec::new(),
+            bouncer_listen: None,
         };
         super::super::prepare(&cfg).await.unwrap().srv
     }

@@ -26,6 +26,8 @@ async fn srv(dir: &std::path::Path) -> Arc<Srv> {
             batch: 10,
             spool: dir.join("spool.jsonl"),
         }),
+        taxii: Vec::new(),
+        bouncer_listen: None,
     };
     prepare(&cfg).await.unwrap().srv
 }

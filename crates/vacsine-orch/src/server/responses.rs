@@ -20,12 +20,12 @@ fn scope_of(r: &DecisionRow) -> Vec<String> {
     serde_json::from_str(&r.scope).unwrap_or_default()
 }
 
-fn in_scope(r: &DecisionRow, site: &str) -> bool {
+pub(super) fn in_scope(r: &DecisionRow, site: &str) -> bool {
     let s = scope_of(r);
     s.is_empty() || s.iter().any(|x| x == site)
 }
 
-fn is_active(r: &DecisionRow, now: i64) -> bool {
+pub(super) fn is_active(r: &DecisionRow, now: i64) -> bool {
     r.deleted_ms.is_none() && r.expires_ms.is_none_or(|t| t > now)
 }
 

@@ -354,8 +354,37 @@ pub trait ResponseStore: Send + Sync {
     async fn set_feed_position(&self, feed: &str, position: &str, now: i64) -> Result<()>;
 }
 
+/// A CrowdSec bouncer allowed to read the decisions (issue 16, compatible enforcement).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BouncerRow {
+    pub name: String,
+    /// `sha256:…` of its API key (the key itself is shown once, never kept).
+    pub key_hash: String,
+    /// Only decisions whose scope holds this site (`None`: decisions for every site).
+    pub site: Option<String>,
+    pub created_ms: i64,
+    /// Its last pull of the decision stream.
+    pub last_pull_ms: Option<i64>,
+    /// The decision ids it was last given as active (JSON array): the next stream's `new`
+    /// and `deleted` are the difference from this.
+    pub known: String,
+}
+
+/// CrowdSec bouncers and what each was last given (issue 16).
 #[async_trait]
-pub trait Store: ResponseStore + ApprovalStore + Send + Sync {
+pub trait BouncerStore: Send + Sync {
+    /// Keep a new bouncer; false when the name is taken.
+    async fn put_bouncer(&self, b: &BouncerRow) -> Result<bool>;
+    /// Every bouncer, by name.
+    async fn bouncers(&self) -> Result<Vec<BouncerRow>>;
+    /// Remove bouncer `name`; false when unknown.
+    async fn delete_bouncer(&self, name: &str) -> Result<bool>;
+    /// Record a pull: what bouncer `name` now holds, and when.
+    async fn bouncer_pulled(&self, name: &str, known: &str, now: i64) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Store: ResponseStore + ApprovalStore + BouncerStore + Send + Sync {
     async fn create_site(&self, name: &str, intake_hash: &str, now: i64) -> Result<()>;
     async fn sites(&self) -> Result<Vec<SiteRow>>;
     /// Revoke a site and every agent of it.

@@ -222,6 +222,19 @@ CREATE TABLE feed_positions (
 "#,
     ),
     (
+        9,
+        r#"
+CREATE TABLE bouncers (
+  name TEXT PRIMARY KEY,
+  key_hash TEXT NOT NULL UNIQUE,
+  site TEXT,
+  created_ms BIGINT NOT NULL,
+  last_pull_ms BIGINT,
+  known TEXT NOT NULL
+);
+"#,
+    ),
+    (
         10,
         r#"
 -- Approvals (issue 16): decisions and workflow runs waiting for a person, each once by id.

@@ -1,6 +1,6 @@
 //! Events and decisions in the PostgreSQL store (issue 16; migrations 7 and 8). A child of `pg`.
 
-use super::super::{DecisionRow, EventRow, ResponseStore, Result};
+use super::super::{BouncerRow, BouncerStore, DecisionRow, EventRow, ResponseStore, Result};
 use super::{News, PgStore};
 use async_trait::async_trait;
 
@@ -143,6 +143,63 @@ impl ResponseStore for PgStore {
             "INSERT INTO feed_positions (feed, position, updated_ms) VALUES ($1, $2, $3)
              ON CONFLICT (feed) DO UPDATE SET position = EXCLUDED.position, updated_ms = EXCLUDED.updated_ms",
             &[&feed, &position, &now],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BouncerStore for PgStore {
+    async fn put_bouncer(&self, b: &BouncerRow) -> Result<bool> {
+        let c = self.pool.get().await?;
+        Ok(c.execute(
+            "INSERT INTO bouncers (name, key_hash, site, created_ms, last_pull_ms, known)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &b.name,
+                &b.key_hash,
+                &b.site,
+                &b.created_ms,
+                &b.last_pull_ms,
+                &b.known,
+            ],
+        )
+        .await?
+            == 1)
+    }
+
+    async fn bouncers(&self) -> Result<Vec<BouncerRow>> {
+        let c = self.pool.get().await?;
+        Ok(c.query(
+            "SELECT name, key_hash, site, created_ms, last_pull_ms, known FROM bouncers ORDER BY name",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| BouncerRow {
+            name: r.get(0),
+            key_hash: r.get(1),
+            site: r.get(2),
+            created_ms: r.get(3),
+            last_pull_ms: r.get(4),
+            known: r.get(5),
+        })
+        .collect())
+    }
+
+    async fn delete_bouncer(&self, name: &str) -> Result<bool> {
+        let c = self.pool.get().await?;
+        Ok(c.execute("DELETE FROM bouncers WHERE name = $1", &[&name])
+            .await?
+            == 1)
+    }
+
+    async fn bouncer_pulled(&self, name: &str, known: &str, now: i64) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE bouncers SET known = $2, last_pull_ms = $3 WHERE name = $1",
+            &[&name, &known, &now],
         )
         .await?;
         Ok(())

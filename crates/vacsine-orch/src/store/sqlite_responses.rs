@@ -1,6 +1,6 @@
 //! Events and decisions in the SQLite store (issue 16). A child of `sqlite`.
 
-use super::super::{DecisionRow, EventRow, ResponseStore, Result};
+use super::super::{BouncerRow, BouncerStore, DecisionRow, EventRow, ResponseStore, Result};
 use super::SqliteStore;
 use async_trait::async_trait;
 use rusqlite::params;
@@ -33,6 +33,14 @@ CREATE TABLE IF NOT EXISTS feed_positions (
   feed TEXT PRIMARY KEY,
   position TEXT NOT NULL,
   updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bouncers (
+  name TEXT PRIMARY KEY,
+  key_hash TEXT NOT NULL UNIQUE,
+  site TEXT,
+  created_ms INTEGER NOT NULL,
+  last_pull_ms INTEGER,
+  known TEXT NOT NULL
 );
 ";
 
@@ -164,6 +172,63 @@ impl ResponseStore for SqliteStore {
                 "INSERT INTO feed_positions (feed, position, updated_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (feed) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms",
                 params![feed, position, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl BouncerStore for SqliteStore {
+    async fn put_bouncer(&self, b: &BouncerRow) -> Result<bool> {
+        let b = b.clone();
+        self.with(move |c| {
+            Ok(c.execute(
+                "INSERT OR IGNORE INTO bouncers (name, key_hash, site, created_ms, last_pull_ms, known)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![b.name, b.key_hash, b.site, b.created_ms, b.last_pull_ms, b.known],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn bouncers(&self) -> Result<Vec<BouncerRow>> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT name, key_hash, site, created_ms, last_pull_ms, known FROM bouncers ORDER BY name",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(BouncerRow {
+                        name: r.get(0)?,
+                        key_hash: r.get(1)?,
+                        site: r.get(2)?,
+                        created_ms: r.get(3)?,
+                        last_pull_ms: r.get(4)?,
+                        known: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn delete_bouncer(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.with(move |c| {
+            Ok(c.execute("DELETE FROM bouncers WHERE name = ?1", params![name])? == 1)
+        })
+        .await
+    }
+
+    async fn bouncer_pulled(&self, name: &str, known: &str, now: i64) -> Result<()> {
+        let (name, known) = (name.to_string(), known.to_string());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE bouncers SET known = ?2, last_pull_ms = ?3 WHERE name = ?1",
+                params![name, known, now],
             )?;
             Ok(())
         })

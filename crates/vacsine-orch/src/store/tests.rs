@@ -140,6 +140,7 @@ suite!(
     issue17_metric_counts_are_runs_by_status_and_agents_online,
     issue16_a_feed_position_is_kept_and_moved_across_replicas,
     issue16_an_approval_is_kept_once_settled_once_and_never_after_its_expiry,
+    issue16_a_bouncer_name_is_kept_once_with_what_it_was_last_given,
 );
 
 async fn issue17_metric_counts_are_runs_by_status_and_agents_online(f: &Fixture) {
@@ -1321,4 +1322,39 @@ async fn issue16_a_feed_position_is_kept_and_moved_across_replicas(f: &Fixture) 
             .unwrap(),
         None
     );
+}
+
+/// Issue 16 item 7: a bouncer's name is taken once (the other replica sees it), its last pull
+/// and what it was given are kept, and a deleted bouncer is gone for every replica.
+async fn issue16_a_bouncer_name_is_kept_once_with_what_it_was_last_given(f: &Fixture) {
+    let (s, b) = (&*f.a, &*f.b);
+    let row = BouncerRow {
+        name: "fw-a".into(),
+        key_hash: "sha256:aa".into(),
+        site: Some("edge-a".into()),
+        created_ms: 1,
+        last_pull_ms: None,
+        known: "{}".into(),
+    };
+    assert!(s.put_bouncer(&row).await.unwrap());
+    assert!(!b.put_bouncer(&row).await.unwrap());
+    let other = BouncerRow {
+        name: "fw-b".into(),
+        key_hash: "sha256:bb".into(),
+        site: None,
+        ..row.clone()
+    };
+    assert!(b.put_bouncer(&other).await.unwrap());
+    s.bouncer_pulled("fw-a", r#"{"d1":["Ip","203.0.113.9"]}"#, 50)
+        .await
+        .unwrap();
+    let all = b.bouncers().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].name, "fw-a");
+    assert_eq!(all[0].last_pull_ms, Some(50));
+    assert_eq!(all[0].known, r#"{"d1":["Ip","203.0.113.9"]}"#);
+    assert_eq!(all[1].site, None);
+    assert!(b.delete_bouncer("fw-a").await.unwrap());
+    assert!(!s.delete_bouncer("fw-a").await.unwrap());
+    assert_eq!(s.bouncers().await.unwrap().len(), 1);
 }

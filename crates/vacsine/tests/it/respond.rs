@@ -36,14 +36,14 @@ spec:
 
 /// An attacker namespace with one address (`src`) linked to each site namespace by its own
 /// veth pair; each site routes `src` back over that link.
-struct Attacker {
+pub(crate) struct Attacker {
     ns: String,
-    src: String,
-    links: Vec<String>,
+    pub(crate) src: String,
+    pub(crate) links: Vec<String>,
 }
 
 impl Attacker {
-    fn new(sites: &[(&Site, u8)]) -> Attacker {
+    pub(crate) fn new(sites: &[(&Site, u8)]) -> Attacker {
         let id = std::process::id() % 10_000;
         let net = 20 + id % 200;
         let ns = format!("vsn-atk-{id}");
@@ -74,7 +74,7 @@ impl Attacker {
     }
 
     /// Whether a TCP connection from the attacker to `ip:port` is accepted within 1 s.
-    fn connects(&self, ip: &str, port: u16) -> bool {
+    pub(crate) fn connects(&self, ip: &str, port: u16) -> bool {
         Command::new("ip")
             .args(["netns", "exec", &self.ns, "timeout", "1", "bash", "-c"])
             .arg(format!("exec 3<>/dev/tcp/{ip}/{port}"))
@@ -90,10 +90,10 @@ impl Drop for Attacker {
 }
 
 /// A TCP listener in a site's namespace (the site's web service).
-struct Listener(Child);
+pub(crate) struct Listener(Child);
 
 impl Listener {
-    fn start(site: &Site, port: u16) -> Listener {
+    pub(crate) fn start(site: &Site, port: u16) -> Listener {
         let code = format!(
             "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0',{port}))\ns.listen(128)\nwhile True:\n  c,_=s.accept()\n  c.close()\n"
         );
@@ -480,7 +480,7 @@ fn issue16_a_decoy_touch_at_a_cut_off_site_bans_there_at_once_then_at_every_site
     assert_eq!(decisions(&o).len(), 4);
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
+pub(crate) fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let i = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
     v[i.min(v.len() - 1)]
