@@ -29,6 +29,7 @@ pub mod respond;
 mod step_job;
 #[path = "agent_sync.rs"]
 mod sync;
+pub mod tail;
 
 use outbox::uploader;
 pub use outbox::{Outbox, OutboxStatus, Refused, KEEP_SENT_MS};

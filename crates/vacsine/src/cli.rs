@@ -684,7 +684,14 @@ pub enum AgentAction {
         /// (default: detected from its first bytes).
         #[arg(long = "from", value_name = "FORMAT")]
         from: Option<String>,
-        /// `human` or `json`.
+        /// Keep following FILE, a growing JSON-lines log (EVE, Falco, OpenCanary, Cowrie):
+        /// every complete new line is fed as above, polled every 200 ms, until interrupted.
+        /// The position (device, inode, offset, a hash of the first bytes) is kept in the
+        /// data dir and saved after the lines' outcomes are stored: across restarts, log
+        /// rotation (rename + new file) and copytruncate, no line is lost or fed twice.
+        #[arg(long)]
+        follow: bool,
+        /// `human` or `json` (with --follow: one report per line, per round that read lines).
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },

@@ -288,7 +288,21 @@ pub async fn dispatch(cli: Cli) -> i32 {
             .await
         }
         Command::Agent {
-            action: Some(crate::cli::AgentAction::Ingest { file, from, format }),
+            action:
+                Some(crate::cli::AgentAction::Ingest {
+                    file,
+                    from,
+                    follow: true,
+                    format,
+                }),
+            data,
+            ..
+        } => crate::responsecmd::agent_follow(&file, from.as_deref(), format, &data).await,
+        Command::Agent {
+            action:
+                Some(crate::cli::AgentAction::Ingest {
+                    file, from, format, ..
+                }),
             data,
             ..
         } => crate::responsecmd::agent_ingest(&file, from.as_deref(), format, &data).await,

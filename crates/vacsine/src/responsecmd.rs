@@ -39,6 +39,75 @@ pub fn load_response(path: &Path) -> Result<Option<proto::PushDocument>, LoadErr
     }))
 }
 
+fn parse_from(from: Option<&str>) -> miette::Result<Option<vacsine_events::Format>> {
+    from.map(|f| {
+        f.parse::<vacsine_events::Format>().map_err(|e| {
+            miette::miette!(
+                help = "--from eve|falco|stix|crowdsec|opencanary|cowrie|nmap",
+                "--from: {e}"
+            )
+        })
+    })
+    .transpose()
+}
+
+/// `vacsine agent ingest --follow [--from FORMAT] FILE`: until interrupted.
+pub async fn agent_follow(
+    file: &Path,
+    from: Option<&str>,
+    format: SimpleFormat,
+    data: &Path,
+) -> miette::Result<i32> {
+    if file.as_os_str() == "-" {
+        return Err(miette::miette!(
+            help = "give the log file's path; standard input is read once, without --follow",
+            "--follow: standard input cannot be followed"
+        ));
+    }
+    let fmt = parse_from(from)?;
+    let path = std::path::absolute(file)
+        .map_err(|e| miette::miette!("{}: cannot be resolved: {e}", file.display()))?;
+    // Fails early, before any wait, when this machine holds no bundle.
+    vacsine_orch::agent::autonomous::held(data).map_err(|e| miette::miette!("{e:#}"))?;
+    let mut f = vacsine_orch::agent::tail::Follower::new(data, &path, fmt);
+    let place = path.display().to_string();
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    loop {
+        match f.step().await {
+            Ok(reports) => {
+                for rep in reports {
+                    match format {
+                        SimpleFormat::Json => {
+                            println!("{}", serde_json::to_string(&rep).unwrap_or_default())
+                        }
+                        SimpleFormat::Human => {
+                            println!(
+                                "site {}: {} event(s) read from {place} ({} new, {} record(s) not events), {} refused, {} ban(s) in effect",
+                                rep.site,
+                                rep.events,
+                                rep.new_events,
+                                rep.skipped,
+                                rep.errors.len(),
+                                rep.applied.len()
+                            );
+                            for e in &rep.errors {
+                                eprintln!("{place}: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+            // Not saved: the same lines are fed again next round (the store dedupes them).
+            Err(e) => eprintln!("{place}: {e:#} (retrying)"),
+        }
+        tokio::select! {
+            _ = &mut stop => return Ok(EXIT_OK),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        }
+    }
+}
+
 /// `vacsine agent ingest [--from FORMAT] FILE|-`.
 pub async fn agent_ingest(
     file: &Path,
