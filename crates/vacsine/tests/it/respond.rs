@@ -607,3 +607,170 @@ fn bench_issue16_time_to_mitigate() {
         );
     }
 }
+
+/// Events in the site's response store (the store's `id` is unique: a line fed twice is
+/// stored once).
+fn stored_events(data: &Path) -> usize {
+    let o = Command::new("sqlite3")
+        .arg(data.join("responses.db"))
+        .arg("select count(*) from events")
+        .output()
+        .unwrap();
+    text(&o).trim().parse().unwrap_or(0)
+}
+
+/// `vacsine agent ingest --follow` in the site's namespace, its reports into `out`.
+fn follow(site: &Site, data: &Path, file: &Path, out: &Path) -> Child {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &site.ns,
+            BIN,
+            "agent",
+            "ingest",
+            "--follow",
+            "--from",
+            "opencanary",
+        ])
+        .arg(file)
+        .arg("--data")
+        .arg(data)
+        .args(["--format", "json"])
+        .env("NO_COLOR", "1")
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Events reported fed by a follower (one JSON report per line of its output).
+fn fed(out: &Path) -> usize {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|r| r["events"].as_u64().unwrap_or(0) as usize)
+        .sum()
+}
+
+/// Issue 16 item 8: a followed OpenCanary log across a SIGKILL, rotation (rename + new file,
+/// while stopped and while running), a partial last line and copytruncate: every line's event
+/// is stored once, none is lost, and a restart at the end reads nothing again.
+#[test]
+fn issue16_a_followed_log_loses_and_doubles_no_line_across_kill_rotation_and_truncation() {
+    if !net_tools(&["ip", "nft", "python3", "sqlite3"]) {
+        return;
+    }
+    let _l = crate::site_lock();
+    let d = tempfile::tempdir().unwrap();
+    let a = Site::new("ta", 1);
+    let o = Orch::start(&d.path().join("orch"), "0.0.0.0:0", 30_000);
+    let resp = write(d.path(), "ban.yaml", RESPONSE);
+    o.json(&["push", resp.to_str().unwrap(), "--format", "json"]);
+    let da = d.path().join("agent-a");
+    let ag = a.agent(&o, "edge-a", &da);
+    wait_until(
+        Duration::from_secs(30),
+        "the bundle with the Response",
+        || {
+            ag.log()
+                .contains("Response/ban-decoy-touch@1")
+                .then_some(())
+        },
+    );
+    let src = "192.0.2.77";
+    let log = d.path().join("opencanary.log");
+    let mut i = 0;
+    let mut lines = |n: usize| {
+        let mut s = String::new();
+        for _ in 0..n {
+            i += 1;
+            s.push_str(&canary(src, i));
+            s.push('\n');
+        }
+        s
+    };
+    let append = |p: &Path, s: &str| {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap();
+        f.write_all(s.as_bytes()).unwrap();
+    };
+    let expect = |n: usize, what: &str| {
+        wait_until(Duration::from_secs(20), what, || {
+            (stored_events(&da) == n).then_some(())
+        });
+    };
+
+    append(&log, &lines(5));
+    let out1 = d.path().join("follow-1.jsonl");
+    let mut f1 = follow(&a, &da, &log, &out1);
+    expect(5, "the first 5 lines stored");
+    // 3 lines and half of a fourth: the half waits for its newline.
+    let fourth = lines(1);
+    let (head, tail) = fourth.split_at(fourth.len() / 2);
+    append(&log, &format!("{}{head}", lines(3)));
+    expect(8, "8 lines stored");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(stored_events(&da), 8, "a partial line is not fed");
+    assert_eq!(fed(&out1), 8, "each line fed once");
+
+    // SIGKILL; meanwhile the line completes, 2 more, the log rotates, 4 in the new file.
+    f1.kill().unwrap();
+    f1.wait().unwrap();
+    append(&log, &format!("{tail}{}", lines(2)));
+    std::fs::rename(&log, d.path().join("opencanary.log.1")).unwrap();
+    append(&log, &lines(4));
+    let out2 = d.path().join("follow-2.jsonl");
+    let mut f2 = follow(&a, &da, &log, &out2);
+    expect(15, "the rotated file read to its end, then the new one");
+    // Rotation while running: a last line into the old file, then rename + a new file.
+    append(&log, &lines(1));
+    std::fs::rename(&log, d.path().join("opencanary.log.1")).unwrap();
+    append(&log, &lines(2));
+    expect(18, "rotation while running");
+    // copytruncate: the file emptied in place, then 3 lines, longer than what was read.
+    std::fs::copy(&log, d.path().join("opencanary.log.2")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&log, &lines(3));
+    expect(21, "a truncated file read from its start");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(fed(&out2), 21 - 8, "each line fed once by the second run");
+    f2.kill().unwrap();
+    f2.wait().unwrap();
+
+    // A restart reads nothing again.
+    let out3 = d.path().join("follow-3.jsonl");
+    let mut f3 = follow(&a, &da, &log, &out3);
+    std::thread::sleep(Duration::from_millis(1500));
+    f3.kill().unwrap();
+    f3.wait().unwrap();
+    assert_eq!(fed(&out3), 0, "nothing fed twice after a restart");
+    assert_eq!(stored_events(&da), 21);
+    let pos: Value = serde_json::from_slice(
+        &std::fs::read(
+            std::fs::read_dir(da.join("tail"))
+                .unwrap()
+                .flatten()
+                .next()
+                .unwrap()
+                .path(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        pos["offset"].as_u64().unwrap(),
+        std::fs::metadata(&log).unwrap().len(),
+        "{pos}"
+    );
+}
