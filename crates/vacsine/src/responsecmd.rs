@@ -76,10 +76,11 @@ pub async fn agent_follow(
     loop {
         match f.step().await {
             Ok(reports) => {
-                for rep in reports {
+                for fed in reports {
+                    let rep = &fed.report;
                     match format {
                         SimpleFormat::Json => {
-                            println!("{}", serde_json::to_string(&rep).unwrap_or_default())
+                            println!("{}", serde_json::to_string(&fed).unwrap_or_default())
                         }
                         SimpleFormat::Human => {
                             println!(
@@ -91,8 +92,13 @@ pub async fn agent_follow(
                                 rep.errors.len(),
                                 rep.applied.len()
                             );
+                            let at = if fed.rotated {
+                                format!("{place} (rotated away), from byte {}", fed.offset)
+                            } else {
+                                format!("{place}, from byte {}", fed.offset)
+                            };
                             for e in &rep.errors {
-                                eprintln!("{place}: {e}");
+                                eprintln!("{at}: {e}");
                             }
                         }
                     }

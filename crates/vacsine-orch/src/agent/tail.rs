@@ -73,6 +73,16 @@ fn head_of(f: &mut File, n: u64) -> std::io::Result<Option<String>> {
     Ok((b.len() as u64 == n).then(|| hex::encode(Sha256::digest(&b))))
 }
 
+/// What one feed read: lines from byte `offset` (the record lines in the report's errors
+/// count from there), of the file rotated away when `rotated`.
+#[derive(Debug, serde::Serialize)]
+pub struct Fed {
+    pub offset: u64,
+    pub rotated: bool,
+    #[serde(flatten)]
+    pub report: IngestReport,
+}
+
 struct Current {
     file: File,
     dev: u64,
@@ -108,7 +118,7 @@ impl Follower {
 
     /// One round: read what is new (and finish a rotated file), feed it, save the position.
     /// Returns the reports of what was fed (none when nothing was new).
-    pub async fn step(&mut self) -> anyhow::Result<Vec<IngestReport>> {
+    pub async fn step(&mut self) -> anyhow::Result<Vec<Fed>> {
         let mut reports = Vec::new();
         if self.cur.is_none() {
             self.resume()?;
@@ -218,8 +228,9 @@ impl Follower {
 
     /// Feeds the complete lines after the offset (all of it when `finish`: the file is
     /// rotated away), then saves the position. Returns the report and whether more is left.
-    async fn feed(&mut self, finish: bool) -> anyhow::Result<Option<(IngestReport, bool)>> {
+    async fn feed(&mut self, finish: bool) -> anyhow::Result<Option<(Fed, bool)>> {
         let cur = self.cur.as_mut().expect("feed has a current file");
+        let start = cur.offset;
         let len = cur.file.metadata()?.len();
         if len <= cur.offset {
             return Ok(None);
@@ -234,6 +245,9 @@ impl Follower {
             Some(i) => i + 1,
             // A partial last line waits for its newline, unless its writer has moved on.
             None if finish && !more => buf.len(),
+            // A line longer than a chunk: fed as it is (refused as a bad record, located),
+            // rather than waiting forever.
+            None if buf.len() as u64 == CHUNK => buf.len(),
             None => return Ok(None),
         };
         let end = if finish && !more { buf.len() } else { end };
@@ -268,6 +282,13 @@ impl Follower {
                 head,
             },
         )?;
-        Ok(Some((report, more)))
+        Ok(Some((
+            Fed {
+                offset: start,
+                rotated: finish,
+                report,
+            },
+            more,
+        )))
     }
 }

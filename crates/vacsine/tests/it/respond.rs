@@ -706,10 +706,29 @@ fn issue16_a_followed_log_loses_and_doubles_no_line_across_kill_rotation_and_tru
         });
     };
 
-    append(&log, &lines(5));
+    append(&log, &format!("{}this is not an event\n", lines(5)));
     let out1 = d.path().join("follow-1.jsonl");
     let mut f1 = follow(&a, &da, &log, &out1);
     expect(5, "the first 5 lines stored");
+    wait_until(Duration::from_secs(5), "the first report", || {
+        std::fs::read_to_string(&out1)
+            .ok()
+            .filter(|t| t.ends_with('\n'))
+    });
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&out1)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["offset"], 0, "{first}");
+    let errors = first["errors"].as_array().unwrap();
+    assert!(
+        errors.len() == 1 && errors[0].as_str().unwrap().starts_with("line 6"),
+        "the bad line refused with its line, the good ones stored: {first}"
+    );
     // 3 lines and half of a fourth: the half waits for its newline.
     let fourth = lines(1);
     let (head, tail) = fourth.split_at(fourth.len() / 2);
