@@ -9,8 +9,8 @@
 //! which the store dedupes by event id: at least once into the store, exactly once in effect.
 //!
 //! Rotation: when the path names another inode (rename + new file), the old file is read to
-//! its end first (its last line even without a newline: its writer has moved on), then the
-//! new file from its start. After a restart, a saved inode that is no longer at the path is
+//! its end first, one poll later (its last line even without a newline: its writer has moved
+//! on), then the new file from its start. After a restart, a saved inode that is no longer at the path is
 //! looked for among the path's siblings (`eve.json.1`, …) and read to its end first.
 //! Truncation (copytruncate, or a file replaced in place): a file shorter than the offset, or
 //! whose first bytes no longer hash the same, is read from its start.
@@ -97,6 +97,8 @@ pub struct Follower {
     state: PathBuf,
     format: Option<Format>,
     cur: Option<Current>,
+    /// The rotated file (device, inode) in its last round.
+    draining: Option<(u64, u64)>,
 }
 
 impl Follower {
@@ -108,6 +110,7 @@ impl Follower {
             state: position_path(data, path),
             format,
             cur: None,
+            draining: None,
         }
     }
 
@@ -150,7 +153,15 @@ impl Follower {
                     cur.offset = 0;
                 }
             }
-            let fed = self.feed(rotated).await?;
+            // A rotated file gets one more round (its writer may append a last line before
+            // it reopens the path), then is read to its end, its last line with or without
+            // a newline.
+            let id = (cur.dev, cur.ino);
+            let finish = rotated && self.draining == Some(id);
+            if rotated {
+                self.draining = Some(id);
+            }
+            let fed = self.feed(finish).await?;
             let more = fed.as_ref().is_some_and(|r| r.1);
             if let Some((r, _)) = fed {
                 reports.push(r);
@@ -158,8 +169,9 @@ impl Follower {
             if more {
                 continue;
             }
-            if rotated {
+            if finish {
                 // The old file is read to its end: the new one from its start.
+                self.draining = None;
                 self.open_path(0)?;
                 continue;
             }
