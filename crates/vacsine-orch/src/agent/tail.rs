@@ -36,7 +36,8 @@ pub struct Position {
     pub dev: u64,
     pub ino: u64,
     pub offset: u64,
-    /// Length hashed (the file's first bytes, up to 256) and their SHA-256, hex.
+    /// Length hashed (the file's first `min(256, offset)` bytes, as read) and their
+    /// SHA-256, hex.
     pub head_len: u64,
     pub head: String,
 }
@@ -65,12 +66,16 @@ fn save(p: &Path, pos: &Position) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The hash of the first `n` bytes of `f`, or `None` when it is shorter.
-fn head_of(f: &mut File, n: u64) -> std::io::Result<Option<String>> {
+/// The first `n` bytes of `f`, or `None` when it is shorter.
+fn head_of(f: &mut File, n: u64) -> std::io::Result<Option<Vec<u8>>> {
     f.seek(SeekFrom::Start(0))?;
     let mut b = Vec::with_capacity(n as usize);
     Read::by_ref(f).take(n).read_to_end(&mut b)?;
-    Ok((b.len() as u64 == n).then(|| hex::encode(Sha256::digest(&b))))
+    Ok((b.len() as u64 == n).then_some(b))
+}
+
+fn hash(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
 }
 
 /// What one feed read: lines from byte `offset` (the record lines in the report's errors
@@ -88,6 +93,9 @@ struct Current {
     dev: u64,
     ino: u64,
     offset: u64,
+    /// The file's first `min(256, offset)` bytes, as read (not as they are now: a file
+    /// truncated and written again between a read and the save must not match).
+    head: Vec<u8>,
 }
 
 /// One followed file.
@@ -141,16 +149,12 @@ impl Follower {
             if !rotated {
                 // Truncated or replaced in place: from the start.
                 let len = cur.file.metadata()?.len();
-                let saved = load(&self.state).filter(|p| (p.dev, p.ino) == (cur.dev, cur.ino));
-                let head_changed = match &saved {
-                    Some(p) if p.head_len > 0 && cur.offset > 0 => {
-                        head_of(&mut cur.file, p.head_len)?.as_deref() != Some(p.head.as_str())
-                    }
-                    _ => false,
-                };
+                let head_changed = !cur.head.is_empty()
+                    && head_of(&mut cur.file, cur.head.len() as u64)?.as_ref() != Some(&cur.head);
                 if len < cur.offset || head_changed {
                     tracing::warn!(file = %self.path.display(), "truncated or replaced: read from its start");
                     cur.offset = 0;
+                    cur.head.clear();
                 }
             }
             // A rotated file gets one more round (its writer may append a last line before
@@ -206,13 +210,18 @@ impl Follower {
             if !same(&m) {
                 continue;
             }
-            let intact = m.len() >= p.offset
-                && (p.head_len == 0 || head_of(&mut f, p.head_len)?.as_deref() == Some(&p.head));
+            let head = head_of(&mut f, p.head_len)?.filter(|h| hash(h) == p.head);
+            let intact = m.len() >= p.offset && p.head_len == p.offset.min(HEAD);
+            let (offset, head) = match head {
+                Some(h) if intact => (p.offset, h),
+                _ => (0, Vec::new()),
+            };
             self.cur = Some(Current {
                 file: f,
                 dev: m.dev(),
                 ino: m.ino(),
-                offset: if intact { p.offset } else { 0 },
+                offset,
+                head,
             });
             if c != self.path {
                 tracing::info!(file = %c.display(), "rotated since the last run: read to its end first");
@@ -234,6 +243,7 @@ impl Follower {
             dev: m.dev(),
             ino: m.ino(),
             offset,
+            head: Vec::new(),
         });
         Ok(())
     }
@@ -280,9 +290,12 @@ impl Follower {
         // Stored first; the position only after.
         let report = ingest(&self.data, format, &buf).await?;
         let cur = self.cur.as_mut().expect("feed has a current file");
+        if (cur.head.len() as u64) < HEAD && cur.head.len() as u64 == cur.offset {
+            let take = (HEAD as usize - cur.head.len()).min(end);
+            cur.head.extend_from_slice(&buf[..take]);
+        }
         cur.offset += end as u64;
-        let head_len = cur.file.metadata()?.len().min(HEAD);
-        let head = head_of(&mut cur.file, head_len)?.unwrap_or_default();
+        let (head_len, head) = (cur.head.len() as u64, hash(&cur.head));
         save(
             &self.state,
             &Position {
