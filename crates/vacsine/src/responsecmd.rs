@@ -73,9 +73,11 @@ pub async fn agent_follow(
     let place = path.display().to_string();
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
+    let mut wait = std::time::Duration::from_millis(200);
     loop {
         match f.step().await {
             Ok(reports) => {
+                wait = std::time::Duration::from_millis(200);
                 for fed in reports {
                     let rep = &fed.report;
                     match format {
@@ -105,11 +107,15 @@ pub async fn agent_follow(
                 }
             }
             // Not saved: the same lines are fed again next round (the store dedupes them).
-            Err(e) => eprintln!("{place}: {e:#} (retrying)"),
+            // (Backing off to 5 s while it fails.)
+            Err(e) => {
+                eprintln!("{place}: {e:#} (retrying in {} ms)", wait.as_millis());
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
         }
         tokio::select! {
             _ = &mut stop => return Ok(EXIT_OK),
-            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
