@@ -168,6 +168,8 @@ struct Shared {
     bundles: crate::bundle::BundleStore,
     /// Action images loaded here (`agent.db`) and where archives are fetched to.
     images: images::ImageCache,
+    /// Signed decisions verified before (each once per process).
+    verifier: crate::decisions::Verifier,
 }
 
 /// Run the agent until it is revoked or the process ends.
@@ -206,6 +208,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         bundle_key,
         bundles: crate::bundle::BundleStore::open(&cfg.data.join("agent.db"))?,
         images: images::ImageCache::open(&cfg.data.join("agent.db"), cfg.data.join("images"))?,
+        verifier: Default::default(),
     });
     println!(
         "vacsine agent {} ({}) of site {} → {}",
@@ -313,13 +316,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 /// is read, then applied by diff. The version returned is the one to name at the next poll
 /// (a set refused is not asked for again until it changes).
 async fn on_decisions(sh: &Shared, sd: &proto::SignedDecisions) -> String {
-    let set = match crate::decisions::verify_set(&sh.bundle_key, &sh.site, sd) {
+    let set = match crate::decisions::verify_set(&sh.bundle_key, &sh.site, sd, &sh.verifier) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: decision set {}: {e:#}", sd.version);
             return sd.version.clone();
         }
     };
+    // Each document of the set counts only when signed when it was made: a decision the
+    // orchestrator's store holds unsigned (written by hand) is refused here, by id.
+    for why in &set.refused {
+        eprintln!(
+            "error: decision set {}: refused, not applied: {why}",
+            set.version
+        );
+    }
     // The site's labels, as the orchestrator signed them: what `agent ingest` matches a
     // Response's `scope.labels` against.
     if let Err(e) = respond::save_labels(&sh.data, &set.labels) {

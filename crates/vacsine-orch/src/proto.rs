@@ -250,8 +250,13 @@ pub struct DecisionView {
     pub action: String,
     #[schema(value_type = Object)]
     pub decision: vacsine_response::Decision,
-    /// `active`, `expired` or `deleted`.
+    /// `active`, `expired`, `deleted`, or `unsigned`: not signed by this orchestrator when
+    /// it was made (written into the store by hand, altered, or older than signed
+    /// decisions): no site and no bouncer acts on it.
     pub state: String,
+    /// Why an `unsigned` decision is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     /// Sites it applies at (empty: every site).
     pub scope: Vec<String>,
     /// The site that decided (`None`: the orchestrator or an operator).
@@ -307,6 +312,10 @@ pub struct ApprovalView {
     pub scope: Vec<String>,
     /// `awaiting`, `expired`, `approved` or `denied`.
     pub state: String,
+    /// Why an `unsigned` approval is refused (not signed by the orchestrator when the
+    /// Response asked for it: written into the store by hand, or altered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     pub event_at: Option<String>,
     pub requested_at: String,
     pub expires_at: String,

@@ -114,6 +114,8 @@ struct Srv {
     loki: Option<Arc<crate::loki::Loki>>,
     /// Dedupe and throttle windows of the orchestrated Responses (`intel`).
     windows: std::sync::Mutex<vacsine_response::Windows>,
+    /// Signed decisions, deletions, labels and approvals verified before (`decisions`).
+    verifier: crate::decisions::Verifier,
 }
 
 /// Request bodies over [`proto::MAX_UNAUTHENTICATED_BODY`] read at once for one agent (its
@@ -297,6 +299,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             },
             metrics,
             windows: Default::default(),
+            verifier: Default::default(),
         }),
         tls,
         pin,
@@ -1486,10 +1489,7 @@ async fn create_site(
         .await?;
     if !r.labels.is_empty() {
         s.store
-            .set_site_labels(
-                &r.name,
-                &serde_json::to_string(&r.labels).unwrap_or_default(),
-            )
+            .set_site_labels(&r.name, &s.seal_labels(&r.name, &r.labels)?)
             .await?;
     }
     Ok(Json(proto::SiteCreated {
@@ -1505,10 +1505,11 @@ async fn list_sites(
     h: HeaderMap,
 ) -> ApiResult<Json<Vec<proto::SiteView>>> {
     s.operator(&h)?;
-    Ok(Json(site_views(&*s.store).await?))
+    Ok(Json(site_views(&s).await?))
 }
 
-async fn site_views(store: &dyn Store) -> ApiResult<Vec<proto::SiteView>> {
+async fn site_views(s: &Srv) -> ApiResult<Vec<proto::SiteView>> {
+    let store = &*s.store;
     // Refused outbox items per site: each agent's last report, summed.
     let site_of: std::collections::HashMap<String, String> = store
         .agents()
@@ -1525,13 +1526,7 @@ async fn site_views(store: &dyn Store) -> ApiResult<Vec<proto::SiteView>> {
             *refused.entry(site.clone()).or_default() += o.refused;
         }
     }
-    let mut labels: std::collections::HashMap<String, std::collections::BTreeMap<String, String>> =
-        store
-            .site_labels()
-            .await?
-            .into_iter()
-            .filter_map(|(s, j)| Some((s, serde_json::from_str(&j).ok()?)))
-            .collect();
+    let mut labels = s.all_labels().await?;
     Ok(store
         .sites()
         .await?
@@ -1853,7 +1848,7 @@ async fn status_view(
         })
         .collect();
     Ok(Json(proto::StatusView {
-        sites: site_views(&*s.store).await?,
+        sites: site_views(&s).await?,
         agents,
         runs: recent.into_iter().take(50).map(run_view).collect(),
     }))

@@ -7,8 +7,9 @@
 
 use super::extract::{ApiJson, ApiPath};
 use super::{ApiError, ApiResult, Srv};
+use crate::decisions::ApprovalGrant;
 use crate::proto::{self, ApprovalView, Held};
-use crate::store::{ApprovalRow, DecisionRow};
+use crate::store::ApprovalRow;
 use crate::{now_ms, rfc3339};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -29,8 +30,25 @@ fn state(a: &ApprovalRow, now: i64) -> &'static str {
     }
 }
 
-fn view(a: &ApprovalRow, now: i64) -> Option<ApprovalView> {
-    let held: Held = serde_json::from_str(&a.body).ok()?;
+/// Approval `a` as shown: what was signed when the Response asked (`g`); a refused row as
+/// its columns say, in state `unsigned`, with why.
+fn view(a: &ApprovalRow, g: &Result<ApprovalGrant, String>, now: i64) -> Option<ApprovalView> {
+    let (held, scope, site, expires_ms) = match g {
+        Ok(g) => (
+            g.held.clone(),
+            g.scope.clone(),
+            g.site.clone(),
+            g.expires_ms,
+        ),
+        Err(_) => (
+            serde_json::from_str::<Held>(&a.body).ok()?,
+            serde_json::from_str(&a.scope).unwrap_or_default(),
+            a.site.clone(),
+            a.expires_ms,
+        ),
+    };
+    let mut a = a.clone();
+    a.expires_ms = expires_ms;
     let what = match (&held.decision, &held.run) {
         (Some(d), _) => d.action.to_string(),
         (None, Some(r)) => format!("run workflow {}", r.workflow),
@@ -40,9 +58,15 @@ fn view(a: &ApprovalRow, now: i64) -> Option<ApprovalView> {
         id: a.id.clone(),
         what,
         response: a.response.clone(),
-        site: a.site.clone(),
-        scope: serde_json::from_str(&a.scope).unwrap_or_default(),
-        state: state(a, now).into(),
+        site,
+        scope,
+        state: if g.is_err() {
+            "unsigned"
+        } else {
+            state(&a, now)
+        }
+        .into(),
+        refused: g.as_ref().err().cloned(),
         event_at: a.event_ms.map(rfc3339),
         requested_at: rfc3339(a.created_ms),
         expires_at: rfc3339(a.expires_ms),
@@ -166,6 +190,25 @@ impl Srv {
             decision: decision.clone(),
             run: run.clone(),
         };
+        let grant = ApprovalGrant {
+            format: crate::decisions::APPROVAL_FORMAT.into(),
+            id: id.clone(),
+            response: response.clone(),
+            held: held.clone(),
+            scope: sites.clone(),
+            site: site.to_string(),
+            event_ms: Some(e.time.timestamp_millis()),
+            expires_ms: expires_at.timestamp_millis(),
+        };
+        let signed = crate::decisions::seal_approval(&self.bundle, &grant)
+            .and_then(|s| Ok(serde_json::to_string(&s)?))
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("signing approval {id}: {e:#}"),
+                )
+            })?;
         let row = ApprovalRow {
             id: id.clone(),
             response: response.clone(),
@@ -177,6 +220,7 @@ impl Srv {
             expires_ms: expires_at.timestamp_millis(),
             state: "awaiting".into(),
             settled_ms: None,
+            signed: Some(signed),
         };
         if self.store.put_approval(&row).await? {
             tracing::info!(
@@ -202,20 +246,43 @@ impl Srv {
             })
     }
 
-    /// An approved quarantine: its decision kept (once by id) and fanned out.
-    async fn enact(&self, a: &ApprovalRow, held: &Held) -> ApiResult<()> {
-        if let Some(d) = &held.decision {
-            let row = DecisionRow {
-                id: d.id.clone(),
-                body: serde_json::to_string(d).map_err(|e| ApiError::bad(e.to_string()))?,
-                scope: a.scope.clone(),
-                origin_site: None,
-                event_ms: a.event_ms,
-                decided_ms: a.settled_ms.unwrap_or_else(now_ms),
-                expires_ms: d.expires_at.map(|t| t.timestamp_millis()),
-                deleted_ms: None,
-                applied: vec![],
-            };
+    /// What approval `a` holds as the orchestrator signed it when the Response asked: what
+    /// an approval enacts (the row's columns only index it). Refused when the row was not
+    /// signed then (written by hand, altered, or older than signed approvals).
+    pub(super) fn open_approval(&self, a: &ApprovalRow) -> Result<ApprovalGrant, String> {
+        let text = a
+            .signed
+            .as_deref()
+            .ok_or("not signed by the orchestrator when the Response asked for it")?;
+        let sj: proto::SignedJob = serde_json::from_str(text)
+            .map_err(|e| format!("its signed form is unreadable: {e}"))?;
+        let g: ApprovalGrant = self
+            .verifier
+            .open(
+                &self.bundle.public_b64(),
+                &sj,
+                crate::decisions::APPROVAL_FORMAT,
+            )
+            .map_err(|e| format!("{e:#}"))?;
+        if g.id != a.id {
+            return Err(format!(
+                "its signed form is approval {}, not {}",
+                g.id, a.id
+            ));
+        }
+        Ok(g)
+    }
+
+    /// An approved quarantine: its decision kept (once by id), signed now, and fanned out.
+    async fn enact(&self, a: &ApprovalRow, g: &ApprovalGrant) -> ApiResult<()> {
+        if let Some(d) = &g.held.decision {
+            let row = self.sealed_row(
+                d,
+                &g.scope,
+                None,
+                g.event_ms,
+                a.settled_ms.unwrap_or_else(now_ms),
+            )?;
             if self.store.put_decision(&row).await? {
                 self.queue.send_modify(|n| *n += 1);
             }
@@ -238,7 +305,7 @@ pub(super) async fn list_approvals(
         .approvals()
         .await?
         .iter()
-        .filter_map(|a| view(a, now))
+        .filter_map(|a| view(a, &s.open_approval(a), now))
         .collect();
     Ok(Json(proto::ApprovalList { approvals }))
 }
@@ -267,12 +334,30 @@ pub(super) async fn settle_approval(
     };
     let before = s.approval(&id).await?;
     let now = now_ms();
+    // Only what the orchestrator signed when the Response asked is ever enacted, and only
+    // before the expiry it signed.
+    let g = s.open_approval(&before).map_err(|why| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("approval `{id}` is refused, it cannot be settled: {why}"),
+        )
+    })?;
+    if approve && before.state == "awaiting" && g.expires_ms <= now {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "approval `{id}` is expired (it expired at {}): it can no longer be approved",
+                rfc3339(g.expires_ms)
+            ),
+        ));
+    }
     let settled = s
         .store
         .settle_approval(&id, if approve { "approved" } else { "denied" }, now)
         .await?;
     let a = s.approval(&id).await?;
-    let held: Held = serde_json::from_str(&a.body).map_err(|e| ApiError::bad(e.to_string()))?;
     if !settled {
         let st = state(&before, now);
         let same = (approve && st == "approved") || (!approve && st == "denied");
@@ -295,9 +380,9 @@ pub(super) async fn settle_approval(
     if approve {
         // Again when approved already: a decision lost between the two writes is kept now
         // (kept once by its id).
-        s.enact(&a, &held).await?;
+        s.enact(&a, &g).await?;
         if settled {
-            if let Some(run) = &held.run {
+            if let Some(run) = &g.held.run {
                 let inputs = run
                     .inputs
                     .iter()
@@ -306,7 +391,7 @@ pub(super) async fn settle_approval(
                 let submit = proto::RunPushed {
                     name: run.workflow.clone(),
                     version: None,
-                    site: a.site.clone(),
+                    site: g.site.clone(),
                     inputs,
                 };
                 let created =
@@ -315,7 +400,7 @@ pub(super) async fn settle_approval(
                 tracing::info!(
                     "approval {id}: workflow {} submitted to site {} as run {}",
                     run.workflow,
-                    a.site,
+                    g.site,
                     created.0.run_id
                 );
             }
@@ -326,7 +411,7 @@ pub(super) async fn settle_approval(
         a.response,
         if approve { "approved" } else { "denied" }
     );
-    view(&a, now_ms())
+    view(&a, &Ok(g), now_ms())
         .map(Json)
         .ok_or_else(|| ApiError::bad("the approval cannot be shown"))
 }

@@ -7,10 +7,10 @@
 //! so a deletion or an expiry is sent once as `deleted`. The operator manages bouncers on the
 //! main API (`/v1/bouncers`). A child of `server`.
 
-use super::responses::{in_scope, is_active};
+use super::responses::Opened;
 use super::{parse, random_hex, ApiError, ApiResult, Srv};
 use crate::proto;
-use crate::store::{BouncerRow, DecisionRow};
+use crate::store::BouncerRow;
 use crate::{now_ms, rfc3339};
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -90,18 +90,21 @@ fn scope_value(net: &IpNet) -> (String, String) {
     }
 }
 
-/// A row as CrowdSec's decision, if it is a ban.
-fn cs_decision(r: &DecisionRow, now: i64) -> Option<(CsDecision, IpNet)> {
-    let d: Decision = serde_json::from_str(&r.body).ok()?;
+/// A decision as CrowdSec's, if it is a ban signed when it was made.
+fn cs_decision(o: &Opened, now: i64) -> Option<(CsDecision, IpNet)> {
+    let s = o.sealed.as_ref().ok()?;
+    let d: &Decision = &s.grant.decision;
     let Action::Ban { net } = d.action else {
         return None;
     };
     let (scope, value) = scope_value(&net);
-    let left = match (r.deleted_ms, r.expires_ms) {
+    let expires_ms = d.expires_at.map(|t| t.timestamp_millis());
+    let left = match (s.deletion.as_ref().map(|(_, d)| d.deleted_ms), expires_ms) {
         (Some(t), _) => t - now,
         (None, Some(t)) => t - now,
         (None, None) => FOREVER_MS,
     };
+    let r = &o.row;
     Some((
         CsDecision {
             id: numeric_id(&r.id),
@@ -121,11 +124,11 @@ fn cs_decision(r: &DecisionRow, now: i64) -> Option<(CsDecision, IpNet)> {
 type Known = BTreeMap<String, (String, String)>;
 
 /// The bans active for bouncer `b` (all sites', or its site's).
-fn active_for(b: &BouncerRow, rows: &[DecisionRow], now: i64) -> Vec<(String, CsDecision, IpNet)> {
+fn active_for(b: &BouncerRow, rows: &[Opened], now: i64) -> Vec<(String, CsDecision, IpNet)> {
     rows.iter()
-        .filter(|r| is_active(r, now))
-        .filter(|r| b.site.as_deref().is_none_or(|s| in_scope(r, s)))
-        .filter_map(|r| cs_decision(r, now).map(|(c, n)| (r.id.clone(), c, n)))
+        .filter(|o| o.is_active(now))
+        .filter(|o| b.site.as_deref().is_none_or(|s| o.in_scope(s)))
+        .filter_map(|o| cs_decision(o, now).map(|(c, n)| (o.row.id.clone(), c, n)))
         .collect()
 }
 
@@ -190,9 +193,9 @@ async fn stream(State(s): State<Arc<Srv>>, h: HeaderMap, Query(q): Query<StreamQ
         }
     };
     let now = now_ms();
-    let rows = match s.store.decisions().await {
+    let rows = match s.opened_decisions().await {
         Ok(r) => r,
-        Err(e) => return cs_error(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")),
+        Err(e) => return cs_error(StatusCode::INTERNAL_SERVER_ERROR, e.message),
     };
     let active = active_for(&b, &rows, now);
     let known: Known = if startup {
@@ -205,7 +208,7 @@ async fn stream(State(s): State<Arc<Srv>>, h: HeaderMap, Query(q): Query<StreamQ
         .filter(|(id, _, _)| !known.contains_key(id))
         .map(|(_, c, _)| c.clone())
         .collect();
-    let by_id: BTreeMap<&str, &DecisionRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
+    let by_id: BTreeMap<&str, &Opened> = rows.iter().map(|o| (o.row.id.as_str(), o)).collect();
     let deleted: Vec<CsDecision> = known
         .iter()
         .filter(|(id, _)| !active.iter().any(|(a, _, _)| a == *id))
@@ -287,9 +290,9 @@ async fn decisions(
             }
         },
     };
-    let rows = match s.store.decisions().await {
+    let rows = match s.opened_decisions().await {
         Ok(r) => r,
-        Err(e) => return cs_error(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")),
+        Err(e) => return cs_error(StatusCode::INTERNAL_SERVER_ERROR, e.message),
     };
     let found: Vec<CsDecision> = active_for(&b, &rows, now_ms())
         .into_iter()

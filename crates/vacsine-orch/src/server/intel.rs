@@ -5,7 +5,6 @@
 
 use super::Srv;
 use crate::now_ms;
-use crate::store::DecisionRow;
 use crate::taxii::{self, Feed, Intel};
 use chrono::Utc;
 use std::collections::BTreeMap;
@@ -105,17 +104,15 @@ impl Srv {
                                     decision.expires_at = Some(u);
                                 }
                             }
-                            let row = DecisionRow {
-                                id: decision.id.clone(),
-                                body: serde_json::to_string(&decision)?,
-                                scope: serde_json::to_string(&rule.sites)?,
-                                origin_site: None,
-                                event_ms: Some(i.event.time.timestamp_millis()),
-                                decided_ms: now.timestamp_millis(),
-                                expires_ms: decision.expires_at.map(|t| t.timestamp_millis()),
-                                deleted_ms: None,
-                                applied: vec![],
-                            };
+                            let row = self
+                                .sealed_row(
+                                    &decision,
+                                    &rule.sites,
+                                    None,
+                                    Some(i.event.time.timestamp_millis()),
+                                    now.timestamp_millis(),
+                                )
+                                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
                             if self.store.put_decision(&row).await? {
                                 new += 1;
                                 tracing::info!(

@@ -31,15 +31,72 @@ pub(super) fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
 }
 
 impl Srv {
-    /// Every site's labels.
+    /// Site `site`'s labels signed now (`crate::decisions::seal_labels`), as the store keeps
+    /// them: only what an operator set is signed, and only what is signed counts.
+    pub(super) fn seal_labels(
+        &self,
+        site: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> ApiResult<String> {
+        crate::decisions::seal_labels(&self.bundle, site, labels, crate::now_ms())
+            .and_then(|s| Ok(serde_json::to_string(&s)?))
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("signing the labels of site {site}: {e:#}"),
+                )
+            })
+    }
+
+    /// Every site's labels as signed when set, by site. Labels the store holds unsigned or
+    /// altered (written by hand) are refused, said once, and count as none.
+    async fn signed_labels(
+        &self,
+    ) -> ApiResult<HashMap<String, (proto::SignedJob, BTreeMap<String, String>)>> {
+        let key = self.bundle.public_b64();
+        let mut out = HashMap::new();
+        for (site, text) in self.store.site_labels().await? {
+            let opened = serde_json::from_str::<proto::SignedJob>(&text)
+                .map_err(|_| anyhow::anyhow!("not signed by the orchestrator when they were set"))
+                .and_then(|sj| {
+                    let l: crate::decisions::SiteLabels =
+                        self.verifier
+                            .open(&key, &sj, crate::decisions::LABELS_FORMAT)?;
+                    if l.site != site {
+                        anyhow::bail!("signed for site `{}`", l.site);
+                    }
+                    Ok((sj, l.labels))
+                });
+            match opened {
+                Ok(v) => {
+                    out.insert(site, v);
+                }
+                Err(e) => {
+                    if self.verifier.first_refusal(&format!("labels:{site}")) {
+                        tracing::warn!(
+                            "the labels of site {site} in the store are refused and count as none (set them again with `vacsine site label`): {e:#}"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every site's labels (as signed when set).
     pub(super) async fn all_labels(&self) -> ApiResult<HashMap<String, BTreeMap<String, String>>> {
         Ok(self
-            .store
-            .site_labels()
+            .signed_labels()
             .await?
             .into_iter()
-            .filter_map(|(s, j)| Some((s, serde_json::from_str(&j).ok()?)))
+            .map(|(s, (_, l))| (s, l))
             .collect())
+    }
+
+    /// Site `site`'s labels as signed when set, for its decision set.
+    pub(super) async fn signed_labels_of(&self, site: &str) -> ApiResult<Option<proto::SignedJob>> {
+        Ok(self.signed_labels().await?.remove(site).map(|(sj, _)| sj))
     }
 
     /// Site `site`'s labels (none when it has none).
@@ -110,7 +167,7 @@ pub(super) async fn set_labels(
     labels.extend(r.set.clone());
     check_labels(&labels)?;
     s.store
-        .set_site_labels(&name, &serde_json::to_string(&labels).unwrap_or_default())
+        .set_site_labels(&name, &s.seal_labels(&name, &labels)?)
         .await?;
     tracing::info!("site {name}: labels now {labels:?}");
     // The site's long polls carry the new labels in its decision set.

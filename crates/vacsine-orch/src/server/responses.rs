@@ -4,7 +4,8 @@
 
 use super::extract::{ApiJson, ApiPath as UrlPath, ApiQuery as Query};
 use super::{ApiError, ApiResult, Srv};
-use crate::proto::{self, DecisionView, SignedDecisions};
+use crate::decisions::{DecisionGrant, Deletion, DECISION_FORMAT, DELETION_FORMAT};
+use crate::proto::{self, DecisionView, SignedDecisions, SignedJob};
 use crate::store::{AgentRow, DecisionRow};
 use crate::{now_ms, rfc3339};
 use axum::extract::State;
@@ -15,27 +16,46 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use vacsine_response::{decision_id, Action, Decision, DecisionOrigin, IpNet};
 
-/// The scope of a decision (JSON array of sites; empty: every site).
-fn scope_of(r: &DecisionRow) -> Vec<String> {
-    serde_json::from_str(&r.scope).unwrap_or_default()
+/// A decision as the orchestrator signed it when it was made, and its deletion if one was
+/// signed: what sites and bouncers act on (the row's columns only index it).
+pub(super) struct Sealed {
+    pub grant: DecisionGrant,
+    pub signed: SignedJob,
+    pub deletion: Option<(SignedJob, Deletion)>,
 }
 
-pub(super) fn in_scope(r: &DecisionRow, site: &str) -> bool {
-    let s = scope_of(r);
-    s.is_empty() || s.iter().any(|x| x == site)
+/// A decision row read through its signature: `sealed` is the reason it is refused when the
+/// row was not signed by this orchestrator when the decision was made (written by hand,
+/// altered, or older than signed decisions).
+pub(super) struct Opened {
+    pub row: DecisionRow,
+    pub sealed: Result<Sealed, String>,
 }
 
-pub(super) fn is_active(r: &DecisionRow, now: i64) -> bool {
-    r.deleted_ms.is_none() && r.expires_ms.is_none_or(|t| t > now)
-}
+impl Opened {
+    /// Whether the decision applies at `site` (never when refused).
+    pub(super) fn in_scope(&self, site: &str) -> bool {
+        self.sealed.as_ref().is_ok_and(|s| s.grant.applies_at(site))
+    }
 
-fn state(r: &DecisionRow, now: i64) -> &'static str {
-    if r.deleted_ms.is_some() {
-        "deleted"
-    } else if is_active(r, now) {
-        "active"
-    } else {
-        "expired"
+    /// Whether it is in effect: signed, not deleted, not expired.
+    pub(super) fn is_active(&self, now: i64) -> bool {
+        self.sealed.as_ref().is_ok_and(|s| {
+            s.deletion.is_none()
+                && s.grant
+                    .decision
+                    .expires_at
+                    .is_none_or(|t| t.timestamp_millis() > now)
+        })
+    }
+
+    fn state(&self, now: i64) -> &'static str {
+        match &self.sealed {
+            Err(_) => "unsigned",
+            Ok(s) if s.deletion.is_some() => "deleted",
+            Ok(_) if self.is_active(now) => "active",
+            Ok(_) => "expired",
+        }
     }
 }
 
@@ -120,22 +140,16 @@ impl Srv {
                         ),
                     ));
                 }
-                let row = DecisionRow {
-                    id: d.id.clone(),
-                    body: serde_json::to_string(d).map_err(|e| ApiError::bad(e.to_string()))?,
-                    scope: serde_json::to_string(
-                        &self
-                            .response_scope(&d.origin.response, Some(&agent.site))
-                            .await,
-                    )
-                    .unwrap_or_else(|_| "[]".into()),
-                    origin_site: Some(agent.site.clone()),
-                    event_ms: sd.event_ms,
-                    decided_ms: sd.decided_ms,
-                    expires_ms: d.expires_at.map(|t| t.timestamp_millis()),
-                    deleted_ms: None,
-                    applied: vec![],
-                };
+                let scope = self
+                    .response_scope(&d.origin.response, Some(&agent.site))
+                    .await;
+                let row = self.sealed_row(
+                    d,
+                    &scope,
+                    Some(agent.site.clone()),
+                    sd.event_ms,
+                    sd.decided_ms,
+                )?;
                 if self.store.put_decision(&row).await? {
                     decisions_new += 1;
                     self.metrics
@@ -195,32 +209,143 @@ impl Srv {
         }
     }
 
-    /// The signed decision set of `site`, unless its version is `have`.
+    /// A decision row for `d`, signed now with the sites it applies at (`scope`, empty:
+    /// every site): called by the authenticated act that makes the decision, never from a
+    /// row read back.
+    pub(super) fn sealed_row(
+        &self,
+        d: &Decision,
+        scope: &[String],
+        origin_site: Option<String>,
+        event_ms: Option<i64>,
+        decided_ms: i64,
+    ) -> ApiResult<DecisionRow> {
+        let internal = |e: anyhow::Error| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("signing decision {}: {e:#}", d.id),
+            )
+        };
+        let signed = crate::decisions::seal_decision(&self.bundle, d, scope).map_err(internal)?;
+        Ok(DecisionRow {
+            id: d.id.clone(),
+            body: serde_json::to_string(d).map_err(|e| ApiError::bad(e.to_string()))?,
+            scope: serde_json::to_string(scope).unwrap_or_else(|_| "[]".into()),
+            origin_site,
+            event_ms,
+            decided_ms,
+            expires_ms: d.expires_at.map(|t| t.timestamp_millis()),
+            deleted_ms: None,
+            applied: vec![],
+            signed: Some(serde_json::to_string(&signed).map_err(|e| internal(e.into()))?),
+            deletion: None,
+        })
+    }
+
+    /// A row read through its signatures (see [`Opened`]).
+    pub(super) fn open_row(&self, row: DecisionRow) -> Opened {
+        let key = self.bundle.public_b64();
+        let sealed = (|| {
+            let text = row
+                .signed
+                .as_deref()
+                .ok_or("not signed by the orchestrator when it was made")?;
+            let signed: SignedJob = serde_json::from_str(text)
+                .map_err(|e| format!("its signed form is unreadable: {e}"))?;
+            let grant: DecisionGrant = self
+                .verifier
+                .open(&key, &signed, DECISION_FORMAT)
+                .map_err(|e| format!("{e:#}"))?;
+            if grant.decision.id != row.id {
+                return Err(format!(
+                    "its signed form is decision {}, not {}",
+                    grant.decision.id, row.id
+                ));
+            }
+            let deletion = match row.deletion.as_deref() {
+                None => None,
+                Some(text) => {
+                    let sj: SignedJob = serde_json::from_str(text)
+                        .map_err(|e| format!("its signed deletion is unreadable: {e}"))?;
+                    let del: Deletion = self
+                        .verifier
+                        .open(&key, &sj, DELETION_FORMAT)
+                        .map_err(|e| format!("its deletion: {e:#}"))?;
+                    if del.id != row.id {
+                        return Err(format!("its deletion is signed for decision {}", del.id));
+                    }
+                    Some((sj, del))
+                }
+            };
+            Ok(Sealed {
+                grant,
+                signed,
+                deletion,
+            })
+        })();
+        if let Err(why) = &sealed {
+            if self.verifier.first_refusal(&row.id) {
+                tracing::warn!(
+                    "decision {} in the store is refused, no site or bouncer acts on it: {why}",
+                    row.id
+                );
+            }
+        } else if row.deleted_ms.is_some()
+            && sealed.as_ref().is_ok_and(|s| s.deletion.is_none())
+            && self.verifier.first_refusal(&row.id)
+        {
+            tracing::warn!(
+                "decision {} is marked deleted in the store without a signed deletion: it stays in effect",
+                row.id
+            );
+        }
+        Opened { row, sealed }
+    }
+
+    /// Every decision of the store, read through its signatures.
+    pub(super) async fn opened_decisions(&self) -> ApiResult<Vec<Opened>> {
+        Ok(self
+            .store
+            .decisions()
+            .await?
+            .into_iter()
+            .map(|r| self.open_row(r))
+            .collect())
+    }
+
+    /// The signed decision set of `site`, unless its version is `have`: made only of what
+    /// was signed when it was made.
     pub(super) async fn decision_set(
         &self,
         site: &str,
         have: &str,
     ) -> ApiResult<Option<SignedDecisions>> {
         let now = now_ms();
-        let rows = self.store.decisions().await?;
         let mut active = Vec::new();
         let mut deleted = Vec::new();
-        for r in rows.iter().filter(|r| in_scope(r, site)) {
-            if is_active(r, now) {
-                if let Ok(d) = serde_json::from_str::<Decision>(&r.body) {
-                    active.push(d);
-                }
-            } else if r.deleted_ms.is_some() && r.expires_ms.is_none_or(|t| t > now) {
-                deleted.push(r.id.clone());
+        for o in self.opened_decisions().await? {
+            let Ok(s) = &o.sealed else { continue };
+            if !s.grant.applies_at(site) {
+                continue;
+            }
+            let unexpired = s
+                .grant
+                .decision
+                .expires_at
+                .is_none_or(|t| t.timestamp_millis() > now);
+            match &s.deletion {
+                None if unexpired => active.push(s.signed.clone()),
+                Some((sj, _)) if unexpired => deleted.push(sj.clone()),
+                _ => {}
             }
         }
-        let version = crate::decisions::set_version(&active, &deleted);
-        let labels = self.labels_of(site).await?;
-        let version = crate::decisions::labeled_version(&version, &labels);
+        let labels = self.signed_labels_of(site).await?;
+        let version = crate::decisions::set_version(&active, &deleted, labels.as_ref());
         if version == have {
             return Ok(None);
         }
-        crate::decisions::sign_set_labeled(&self.bundle, site, active, deleted, labels, now)
+        crate::decisions::sign_set(&self.bundle, site, active, deleted, labels, now)
             .map(Some)
             .map_err(|e| {
                 ApiError::new(
@@ -232,8 +357,23 @@ impl Srv {
     }
 }
 
-fn view(r: &DecisionRow, now: i64) -> Option<DecisionView> {
-    let decision: Decision = serde_json::from_str(&r.body).ok()?;
+fn view(o: &Opened, now: i64) -> Option<DecisionView> {
+    let r = &o.row;
+    // What was signed when it was made; a refused row is shown as its columns say, marked.
+    let (decision, scope, expires_ms, deleted_ms) = match &o.sealed {
+        Ok(s) => (
+            s.grant.decision.clone(),
+            s.grant.scope.clone(),
+            s.grant.decision.expires_at.map(|t| t.timestamp_millis()),
+            s.deletion.as_ref().map(|(_, d)| d.deleted_ms),
+        ),
+        Err(_) => (
+            serde_json::from_str::<Decision>(&r.body).ok()?,
+            serde_json::from_str(&r.scope).unwrap_or_default(),
+            r.expires_ms,
+            r.deleted_ms,
+        ),
+    };
     let start = r.event_ms.unwrap_or(r.decided_ms);
     let applied: BTreeMap<String, String> = r
         .applied
@@ -248,15 +388,16 @@ fn view(r: &DecisionRow, now: i64) -> Option<DecisionView> {
     Some(DecisionView {
         id: r.id.clone(),
         action: decision.action.to_string(),
-        state: state(r, now).into(),
-        scope: scope_of(r),
+        state: o.state(now).into(),
+        refused: o.sealed.as_ref().err().cloned(),
+        scope,
         origin_site: r.origin_site.clone(),
         event_at: r.event_ms.map(rfc3339),
         decided_at: rfc3339(r.decided_ms),
         applied,
         mitigated_ms,
-        expires_at: r.expires_ms.map(rfc3339),
-        deleted_at: r.deleted_ms.map(rfc3339),
+        expires_at: expires_ms.map(rfc3339),
+        deleted_at: deleted_ms.map(rfc3339),
         decision,
     })
 }
@@ -281,13 +422,12 @@ pub(super) async fn list_decisions(
     s.operator(&h)?;
     let now = now_ms();
     let decisions = s
-        .store
-        .decisions()
+        .opened_decisions()
         .await?
         .iter()
-        .filter(|r| q.site.as_deref().is_none_or(|site| in_scope(r, site)))
-        .filter(|r| !q.active || is_active(r, now))
-        .filter_map(|r| view(r, now))
+        .filter(|o| q.site.as_deref().is_none_or(|site| o.in_scope(site)))
+        .filter(|o| !q.active || o.is_active(now))
+        .filter_map(|o| view(o, now))
         .collect();
     Ok(Json(proto::DecisionList { decisions }))
 }
@@ -335,17 +475,7 @@ pub(super) async fn add_decision(
         origin,
         created_at: now,
     };
-    let row = DecisionRow {
-        id: d.id.clone(),
-        body: serde_json::to_string(&d).map_err(|e| ApiError::bad(e.to_string()))?,
-        scope: serde_json::to_string(&r.sites).unwrap_or_else(|_| "[]".into()),
-        origin_site: None,
-        event_ms: None,
-        decided_ms: now.timestamp_millis(),
-        expires_ms: d.expires_at.map(|t| t.timestamp_millis()),
-        deleted_ms: None,
-        applied: vec![],
-    };
+    let row = s.sealed_row(&d, &r.sites, None, None, now.timestamp_millis())?;
     if s.store.put_decision(&row).await? {
         s.metrics
             .decisions
@@ -367,7 +497,7 @@ pub(super) async fn add_decision(
         r.reason.map(|x| format!(": {x}")).unwrap_or_default()
     );
     s.queue.send_modify(|n| *n += 1);
-    view(&row, now.timestamp_millis())
+    view(&s.open_row(row), now.timestamp_millis())
         .map(Json)
         .ok_or_else(|| ApiError::bad("the decision cannot be shown"))
 }
@@ -383,7 +513,16 @@ pub(super) async fn delete_decision(
 ) -> ApiResult<Json<DecisionView>> {
     s.operator(&h)?;
     let now = now_ms();
-    if !s.store.delete_decision(&id, now).await? {
+    let deletion = crate::decisions::seal_deletion(&s.bundle, &id, now)
+        .and_then(|d| Ok(serde_json::to_string(&d)?))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("signing the deletion of {id}: {e:#}"),
+            )
+        })?;
+    if !s.store.delete_decision(&id, now, &deletion).await? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -392,11 +531,10 @@ pub(super) async fn delete_decision(
     }
     s.queue.send_modify(|n| *n += 1);
     let row = s
-        .store
-        .decisions()
+        .opened_decisions()
         .await?
         .into_iter()
-        .find(|r| r.id == id)
+        .find(|o| o.row.id == id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", id.clone()))?;
     view(&row, now)
         .map(Json)

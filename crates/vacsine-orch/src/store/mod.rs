@@ -266,6 +266,12 @@ pub struct DecisionRow {
     pub deleted_ms: Option<i64>,
     /// (site, when it was in effect there), by site.
     pub applied: Vec<(String, i64)>,
+    /// The decision and its scope as the orchestrator signed them when it was made
+    /// (`proto::SignedJob`, JSON; `crate::decisions`): what sites act on, `body` and `scope`
+    /// only index it. None for a row written before decisions were signed.
+    pub signed: Option<String>,
+    /// Its deletion as the orchestrator signed it (`proto::SignedJob`, JSON).
+    pub deletion: Option<String>,
 }
 
 /// A decision or workflow run waiting for a person's approval (issue 16, `approval:
@@ -288,6 +294,10 @@ pub struct ApprovalRow {
     /// `awaiting`, `approved` or `denied` (an awaiting one past `expires_ms` is expired).
     pub state: String,
     pub settled_ms: Option<i64>,
+    /// What waits, its scope, site and expiry as the orchestrator signed them when the
+    /// Response asked (`proto::SignedJob`, JSON; `crate::decisions::ApprovalGrant`): what an
+    /// approval enacts. None for a row written before approvals were signed.
+    pub signed: Option<String>,
 }
 
 /// Approvals (issue 16): each kept once by id, settled once; and the sites' labels (a
@@ -337,12 +347,14 @@ pub trait ResponseStore: Send + Sync {
     /// Keep events (`(id, JSON)`) uploaded from `site`, each once by its id; how many were
     /// new.
     async fn put_events(&self, site: &str, events: &[(String, String)], now: i64) -> Result<usize>;
-    /// Keep a decision once by its id (`applied` and `deleted_ms` are not read); true when new.
+    /// Keep a decision once by its id (`applied`, `deleted_ms` and `deletion` are not read);
+    /// true when new.
     async fn put_decision(&self, d: &DecisionRow) -> Result<bool>;
     /// Decision `id` in effect at `site` since `at_ms` (the first report kept); true when new.
     async fn decision_applied(&self, id: &str, site: &str, at_ms: i64) -> Result<bool>;
-    /// Delete decision `id` (by hand); false when unknown or deleted already.
-    async fn delete_decision(&self, id: &str, now: i64) -> Result<bool>;
+    /// Delete decision `id` (by hand), with its signed deletion; false when unknown or
+    /// deleted already.
+    async fn delete_decision(&self, id: &str, now: i64, deletion: &str) -> Result<bool>;
     /// Every decision, oldest first, with where it was applied.
     async fn decisions(&self) -> Result<Vec<DecisionRow>>;
     /// The latest `limit` events (of `site`), newest first.

@@ -257,6 +257,15 @@ CREATE TABLE site_labels (
 );
 "#,
     ),
+    (
+        11,
+        r#"
+-- Decisions, their deletions and approvals as the orchestrator signed them when made: what
+-- sites act on (a row written by hand is not signed; `crate::decisions`).
+ALTER TABLE decisions ADD COLUMN signed TEXT, ADD COLUMN deletion TEXT;
+ALTER TABLE approvals ADD COLUMN signed TEXT;
+"#,
+    ),
 ];
 
 /// The schema used when none is given.

@@ -33,8 +33,8 @@ impl ApprovalStore for PgStore {
     async fn put_approval(&self, a: &ApprovalRow) -> Result<bool> {
         let c = self.pool.get().await?;
         Ok(c.execute(
-            "INSERT INTO approvals (id, response, body, scope, site, event_ms, created_ms, expires_ms, state)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'awaiting') ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO approvals (id, response, body, scope, site, event_ms, created_ms, expires_ms, state, signed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'awaiting', $9) ON CONFLICT (id) DO NOTHING",
             &[
                 &a.id,
                 &a.response,
@@ -44,6 +44,7 @@ impl ApprovalStore for PgStore {
                 &a.event_ms,
                 &a.created_ms,
                 &a.expires_ms,
+                &a.signed,
             ],
         )
         .await?
@@ -54,7 +55,7 @@ impl ApprovalStore for PgStore {
         let c = self.pool.get().await?;
         Ok(c
             .query(
-                "SELECT id, response, body, scope, site, event_ms, created_ms, expires_ms, state, settled_ms
+                "SELECT id, response, body, scope, site, event_ms, created_ms, expires_ms, state, settled_ms, signed
                  FROM approvals ORDER BY created_ms, id",
                 &[],
             )
@@ -71,6 +72,7 @@ impl ApprovalStore for PgStore {
                 expires_ms: r.get(7),
                 state: r.get(8),
                 settled_ms: r.get(9),
+                signed: r.get(10),
             })
             .collect())
     }

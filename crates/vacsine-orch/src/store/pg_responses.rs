@@ -26,8 +26,8 @@ impl ResponseStore for PgStore {
     async fn put_decision(&self, d: &DecisionRow) -> Result<bool> {
         let c = self.pool.get().await?;
         let new = c.execute(
-            "INSERT INTO decisions (id, body, scope, origin_site, event_ms, decided_ms, expires_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO decisions (id, body, scope, origin_site, event_ms, decided_ms, expires_ms, signed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
             &[
                 &d.id,
                 &d.body,
@@ -36,6 +36,7 @@ impl ResponseStore for PgStore {
                 &d.event_ms,
                 &d.decided_ms,
                 &d.expires_ms,
+                &d.signed,
             ],
         )
         .await?
@@ -58,12 +59,12 @@ impl ResponseStore for PgStore {
             == 1)
     }
 
-    async fn delete_decision(&self, id: &str, now: i64) -> Result<bool> {
+    async fn delete_decision(&self, id: &str, now: i64, deletion: &str) -> Result<bool> {
         let c = self.pool.get().await?;
         let done = c
             .execute(
-                "UPDATE decisions SET deleted_ms = $2 WHERE id = $1 AND deleted_ms IS NULL",
-                &[&id, &now],
+                "UPDATE decisions SET deleted_ms = $2, deletion = $3 WHERE id = $1 AND deleted_ms IS NULL",
+                &[&id, &now, &deletion],
             )
             .await?
             == 1;
@@ -77,7 +78,7 @@ impl ResponseStore for PgStore {
         let c = self.pool.get().await?;
         let mut out: Vec<DecisionRow> = c
             .query(
-                "SELECT id, body, scope, origin_site, event_ms, decided_ms, expires_ms, deleted_ms
+                "SELECT id, body, scope, origin_site, event_ms, decided_ms, expires_ms, deleted_ms, signed, deletion
                  FROM decisions ORDER BY decided_ms, id",
                 &[],
             )
@@ -93,6 +94,8 @@ impl ResponseStore for PgStore {
                 expires_ms: r.get(6),
                 deleted_ms: r.get(7),
                 applied: Vec::new(),
+                signed: r.get(8),
+                deletion: r.get(9),
             })
             .collect();
         let applied = c

@@ -288,6 +288,21 @@ impl SqliteStore {
         if !has_signature {
             conn.execute_batch("ALTER TABLE registry ADD COLUMN signature TEXT")?;
         }
+        // Added after: decisions, their deletions and approvals as signed when made.
+        for (table, column) in [
+            ("decisions", "signed"),
+            ("decisions", "deletion"),
+            ("approvals", "signed"),
+        ] {
+            let has: bool = conn.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                rusqlite::params![table, column],
+                |r| r.get(0),
+            )?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))?;
+            }
+        }
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("vacsine-sqlite".into())

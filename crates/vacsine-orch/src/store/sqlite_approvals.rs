@@ -54,9 +54,9 @@ impl ApprovalStore for SqliteStore {
         let a = a.clone();
         self.with(move |c| {
             Ok(c.execute(
-                "INSERT OR IGNORE INTO approvals (id, response, body, scope, site, event_ms, created_ms, expires_ms, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'awaiting')",
-                params![a.id, a.response, a.body, a.scope, a.site, a.event_ms, a.created_ms, a.expires_ms],
+                "INSERT OR IGNORE INTO approvals (id, response, body, scope, site, event_ms, created_ms, expires_ms, state, signed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'awaiting', ?9)",
+                params![a.id, a.response, a.body, a.scope, a.site, a.event_ms, a.created_ms, a.expires_ms, a.signed],
             )? == 1)
         })
         .await
@@ -65,7 +65,7 @@ impl ApprovalStore for SqliteStore {
     async fn approvals(&self) -> Result<Vec<ApprovalRow>> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT id, response, body, scope, site, event_ms, created_ms, expires_ms, state, settled_ms
+                "SELECT id, response, body, scope, site, event_ms, created_ms, expires_ms, state, settled_ms, signed
                  FROM approvals ORDER BY created_ms, id",
             )?;
             let rows = st
@@ -81,6 +81,7 @@ impl ApprovalStore for SqliteStore {
                         expires_ms: r.get(7)?,
                         state: r.get(8)?,
                         settled_ms: r.get(9)?,
+                        signed: r.get(10)?,
                     })
                 })?
                 .collect::<std::result::Result<Vec<_>, _>>()?;

@@ -66,9 +66,9 @@ impl ResponseStore for SqliteStore {
         let d = d.clone();
         self.with(move |c| {
             Ok(c.execute(
-                "INSERT OR IGNORE INTO decisions (id, body, scope, origin_site, event_ms, decided_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![d.id, d.body, d.scope, d.origin_site, d.event_ms, d.decided_ms, d.expires_ms],
+                "INSERT OR IGNORE INTO decisions (id, body, scope, origin_site, event_ms, decided_ms, expires_ms, signed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![d.id, d.body, d.scope, d.origin_site, d.event_ms, d.decided_ms, d.expires_ms, d.signed],
             )? == 1)
         })
         .await
@@ -85,12 +85,12 @@ impl ResponseStore for SqliteStore {
         .await
     }
 
-    async fn delete_decision(&self, id: &str, now: i64) -> Result<bool> {
-        let id = id.to_string();
+    async fn delete_decision(&self, id: &str, now: i64, deletion: &str) -> Result<bool> {
+        let (id, deletion) = (id.to_string(), deletion.to_string());
         self.with(move |c| {
             Ok(c.execute(
-                "UPDATE decisions SET deleted_ms = ?2 WHERE id = ?1 AND deleted_ms IS NULL",
-                params![id, now],
+                "UPDATE decisions SET deleted_ms = ?2, deletion = ?3 WHERE id = ?1 AND deleted_ms IS NULL",
+                params![id, now, deletion],
             )? == 1)
         })
         .await
@@ -99,7 +99,7 @@ impl ResponseStore for SqliteStore {
     async fn decisions(&self) -> Result<Vec<DecisionRow>> {
         self.with(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT id, body, scope, origin_site, event_ms, decided_ms, expires_ms, deleted_ms
+                "SELECT id, body, scope, origin_site, event_ms, decided_ms, expires_ms, deleted_ms, signed, deletion
                  FROM decisions ORDER BY decided_ms, id",
             )?;
             let mut out: Vec<DecisionRow> = st
@@ -114,6 +114,8 @@ impl ResponseStore for SqliteStore {
                         expires_ms: r.get(6)?,
                         deleted_ms: r.get(7)?,
                         applied: Vec::new(),
+                        signed: r.get(8)?,
+                        deletion: r.get(9)?,
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;

@@ -181,8 +181,14 @@ async fn issue16_an_approval_is_kept_once_settled_once_and_never_after_its_expir
         expires_ms,
         state: "awaiting".into(),
         settled_ms: None,
+        signed: Some(format!("signed-{id}")),
     };
     assert!(s.put_approval(&row("a1", 100)).await.unwrap());
+    assert_eq!(
+        b.approvals().await.unwrap()[0].signed.as_deref(),
+        Some("signed-a1"),
+        "the signed form is kept as given"
+    );
     assert!(
         !b.put_approval(&row("a1", 100)).await.unwrap(),
         "kept twice"
@@ -1281,6 +1287,8 @@ async fn issue16_events_decisions_and_applications_are_kept_once(f: &Fixture) {
         expires_ms: Some(1_000),
         deleted_ms: None,
         applied: vec![],
+        signed: Some("signed-d1".into()),
+        deletion: Some("ignored at put".into()),
     };
     assert!(s.put_decision(&d).await.unwrap());
     assert!(!b.put_decision(&d).await.unwrap());
@@ -1292,10 +1300,17 @@ async fn issue16_events_decisions_and_applications_are_kept_once(f: &Fixture) {
     let mut applied = all[0].applied.clone();
     applied.sort();
     assert_eq!(applied, vec![("edge-a".into(), 7), ("edge-b".into(), 8)]);
-    assert!(s.delete_decision("d1", 20).await.unwrap());
-    assert!(!b.delete_decision("d1", 21).await.unwrap());
-    assert!(!s.delete_decision("nope", 21).await.unwrap());
-    assert_eq!(s.decisions().await.unwrap()[0].deleted_ms, Some(20));
+    assert_eq!(all[0].signed.as_deref(), Some("signed-d1"));
+    assert_eq!(
+        all[0].deletion, None,
+        "a deletion is only kept by delete_decision"
+    );
+    assert!(s.delete_decision("d1", 20, "deletion-1").await.unwrap());
+    assert!(!b.delete_decision("d1", 21, "deletion-2").await.unwrap());
+    assert!(!s.delete_decision("nope", 21, "deletion-3").await.unwrap());
+    let d1 = &s.decisions().await.unwrap()[0];
+    assert_eq!(d1.deleted_ms, Some(20));
+    assert_eq!(d1.deletion.as_deref(), Some("deletion-1"));
 }
 
 async fn issue16_a_feed_position_is_kept_and_moved_across_replicas(f: &Fixture) {

@@ -17,6 +17,8 @@ mod bundles;
 mod crowdsec;
 #[path = "fairness.rs"]
 mod fairness;
+#[path = "forged.rs"]
+mod forged;
 #[path = "images.rs"]
 mod images;
 #[path = "late_end.rs"]

@@ -12,14 +12,14 @@ use std::process::Command;
 use std::time::Duration;
 
 /// The orchestrator's store, as someone with write access to it reaches it.
-enum Store {
+pub(super) enum Store {
     Sqlite(PathBuf),
     Pg(String),
 }
 
 impl Store {
     /// Run `sql` (one statement altering rows); the number of rows it changed.
-    fn alter(&self, sql: &str) -> u64 {
+    pub(super) fn alter(&self, sql: &str) -> u64 {
         match self {
             Store::Sqlite(db) => {
                 // Waits for the orchestrator's own writes, as a person's sqlite3 would with
