@@ -122,6 +122,11 @@ CREATE TABLE IF NOT EXISTS windows(
   body TEXT NOT NULL,
   PRIMARY KEY(kind, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantines(
+  decision_id TEXT PRIMARY KEY,
+  run_id TEXT NOT NULL,
+  released_at INTEGER
+) WITHOUT ROWID;
 ";
 
 /// The store.
@@ -245,6 +250,48 @@ impl Store {
             id,
             at,
         )
+    }
+
+    /// The quarantine decision `id` was carried out here by run `run_id` (journaled): what is
+    /// rolled back to release the node once the decision is lifted.
+    pub fn record_quarantine_run(&self, id: &str, run_id: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO quarantines (decision_id, run_id) VALUES (?1, ?2)
+             ON CONFLICT (decision_id) DO UPDATE SET run_id = excluded.run_id, released_at = NULL",
+            params![id, run_id],
+        )?;
+        Ok(())
+    }
+
+    /// Quarantines carried out here whose decision is lifted at `now` (deleted, or past its
+    /// expiry) and whose node is not released yet: (decision, the run to roll back).
+    pub fn lifted_quarantines(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Decision, String)>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT d.body, q.run_id FROM quarantines q JOIN decisions d ON d.id = q.decision_id
+             WHERE q.released_at IS NULL
+             AND (d.state <> 'active' OR (d.expires_at IS NOT NULL AND d.expires_at <= ?1))
+             ORDER BY d.decided_at, d.id",
+        )?;
+        let rows = st.query_map(params![ms(now)], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (body, run) = row?;
+            out.push((serde_json::from_str(&body)?, run));
+        }
+        Ok(out)
+    }
+
+    /// The node of quarantine decision `id` was released at `at`.
+    pub fn mark_released(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE quarantines SET released_at = ?2 WHERE decision_id = ?1 AND released_at IS NULL",
+            params![id, ms(at)],
+        )? > 0)
     }
 
     /// Marks active decisions past their expiry as expired; returns how many.

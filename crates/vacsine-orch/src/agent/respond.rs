@@ -293,6 +293,7 @@ impl IsBan for Decision {
 pub async fn reapply(data: &Path, site: &str) -> anyhow::Result<Applied> {
     let mut store = Store::open(&store_path(data))?;
     quarantine_held(data, &store).await;
+    release_lifted(data, &store).await;
     let applied = apply(&mut store).await?;
     let outbox = Outbox::open(&data.join("agent.db"))?;
     for id in &applied.ids {
@@ -333,6 +334,7 @@ pub async fn apply_set(data: &Path, site: &str, set: &DecisionSet) -> anyhow::Re
         store.mark_deleted(id, now)?;
     }
     quarantine_held(data, &store).await;
+    release_lifted(data, &store).await;
     let applied = apply(&mut store).await?;
     let outbox = Outbox::open(&data.join("agent.db"))?;
     for id in &applied.ids {
@@ -365,8 +367,14 @@ pub async fn quarantine_held(data: &Path, store: &Store) {
             continue;
         }
         match quarantine_node(data, node).await {
-            Ok(msg) => {
+            Ok((run_id, msg)) => {
                 let at = Utc::now();
+                if let Err(e) = store.record_quarantine_run(&d.id, &run_id) {
+                    eprintln!(
+                        "decisions: {} ran (run {run_id}) but its run cannot be recorded for the release: {e}",
+                        d.id
+                    );
+                }
                 if let Err(e) = store.mark_applied(&d.id, at) {
                     eprintln!("decisions: {} ran but cannot be recorded: {e}", d.id);
                     continue;
@@ -384,11 +392,34 @@ pub async fn quarantine_held(data: &Path, store: &Store) {
     }
 }
 
-/// Run the `quarantine` executor on `node` (a Docker container here), journaled as a run of a
-/// one-step workflow; what it did.
-async fn quarantine_node(data: &Path, node: &str) -> anyhow::Result<String> {
-    use std::sync::Arc;
-    use vacsine_engine::{CancelToken, Catalog, Engine, Journal, NodeMap, RunRequest};
+/// Quarantines carried out here whose decision is lifted (deleted by hand at the
+/// orchestrator, or expired): each node released once by rolling back the run that cut it off
+/// (the `quarantine` executor's undo reconnects it to the networks it was taken off), journaled
+/// like the quarantine; one that fails is said and tried again at the next decision set or
+/// start.
+pub async fn release_lifted(data: &Path, store: &Store) {
+    let Ok(lifted) = store.lifted_quarantines(Utc::now()) else {
+        return;
+    };
+    for (d, run_id) in lifted {
+        let vacsine_response::Action::Quarantine { node } = &d.action else {
+            continue;
+        };
+        match release_node(data, node, &run_id).await {
+            Ok(()) => {
+                let _ = store.mark_released(&d.id, Utc::now());
+                eprintln!(
+                    "decisions: {} lifted: node {node} released (run {run_id} rolled back)",
+                    d.id
+                );
+            }
+            Err(e) => eprintln!("error: releasing node {node} of decision {}: {e:#}", d.id),
+        }
+    }
+}
+
+/// The node of container `node` as the engine drives it.
+async fn docker_node(node: &str) -> anyhow::Result<vacsine_docker::DockerNode> {
     // The name comes from an event: only a container name reaches Docker's API.
     let valid = node.len() <= 128
         && node
@@ -400,7 +431,7 @@ async fn quarantine_node(data: &Path, node: &str) -> anyhow::Result<String> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !valid {
         bail!(
-            "node {:?} is not a container name (letters, digits, `_`, `.`, `-`): not quarantined",
+            "node {:?} is not a container name (letters, digits, `_`, `.`, `-`)",
             node.chars().take(80).collect::<String>()
         );
     }
@@ -414,9 +445,40 @@ async fn quarantine_node(data: &Path, node: &str) -> anyhow::Result<String> {
         handle: node.to_string(),
     };
     let dn = vacsine_docker::DockerNode::new(docker, resolved);
-    dn.inspect().await.map_err(|e| {
-        anyhow!("node {node:?} is not a container of this site's Docker ({e}): not quarantined")
-    })?;
+    dn.inspect()
+        .await
+        .map_err(|e| anyhow!("node {node:?} is not a container of this site's Docker ({e})"))?;
+    Ok(dn)
+}
+
+/// Roll back quarantine run `run_id` of `node`.
+async fn release_node(data: &Path, node: &str, run_id: &str) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use vacsine_engine::{Catalog, Engine, Journal, NodeMap};
+    let dn = docker_node(node).await?;
+    let journal = Journal::open(&data.join("journal.db")).context("opening the agent's journal")?;
+    let engine = Engine::new(journal, Catalog::new());
+    let mut nodes = NodeMap::new();
+    nodes.insert(node.to_string(), Arc::new(dn));
+    let report = engine.rollback(run_id, nodes).await?;
+    if report.status != vacsine_engine::RunStatus::RolledBack {
+        bail!(
+            "the rollback of run {run_id} {}: {}",
+            report.status,
+            report.message.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Run the `quarantine` executor on `node` (a Docker container here), journaled as a run of a
+/// one-step workflow; its run id and what it did.
+async fn quarantine_node(data: &Path, node: &str) -> anyhow::Result<(String, String)> {
+    use std::sync::Arc;
+    use vacsine_engine::{CancelToken, Catalog, Engine, Journal, NodeMap, RunRequest};
+    let dn = docker_node(node)
+        .await
+        .map_err(|e| anyhow!("{e:#}: not quarantined"))?;
     let workflow: vacsine_core::workflow::Workflow = serde_json::from_value(serde_json::json!({
         "apiVersion": vacsine_core::API_VERSION,
         "kind": "Workflow",
@@ -450,7 +512,7 @@ async fn quarantine_node(data: &Path, node: &str) -> anyhow::Result<String> {
             report.status
         ));
     }
-    Ok(format!(
+    let said = format!(
         "run {} succeeded{}",
         report.run_id,
         if msg.is_empty() {
@@ -458,7 +520,8 @@ async fn quarantine_node(data: &Path, node: &str) -> anyhow::Result<String> {
         } else {
             format!(": {msg}")
         }
-    ))
+    );
+    Ok((report.run_id, said))
 }
 
 /// Addresses no decision may touch: this machine's own (read from `/proc`, in the network

@@ -219,3 +219,60 @@ fn hostile_content_is_stored_as_data_and_the_wal_is_private() {
     }
     assert!(std::fs::metadata(path.with_extension("db-wal")).is_ok());
 }
+
+/// A quarantine carried out here is released once its decision is lifted (deleted or
+/// expired), once; an active one and one never carried out here are not.
+#[test]
+fn a_lifted_quarantine_is_released_once() {
+    use vacsine_response::{decision_id, Action, Decision, DecisionOrigin};
+    let (_d, _path, mut s) = open();
+    let q = |node: &str, expires: Option<chrono::DateTime<chrono::Utc>>| {
+        let action = Action::Quarantine { node: node.into() };
+        Decision {
+            id: decision_id("q", node, &action),
+            action,
+            expires_at: expires,
+            origin: DecisionOrigin {
+                site: None,
+                response: "q".into(),
+                event_id: node.into(),
+            },
+            created_at: t0(),
+        }
+    };
+    let (deleted, expiring, active, never_ran) = (
+        q("web-1", None),
+        q("web-2", Some(t0() + TimeDelta::minutes(5))),
+        q("web-3", None),
+        q("web-4", None),
+    );
+    for d in [&deleted, &expiring, &active, &never_ran] {
+        s.insert_decision(d, None).unwrap();
+    }
+    for (d, run) in [(&deleted, "r1"), (&expiring, "r2"), (&active, "r3")] {
+        s.record_quarantine_run(&d.id, run).unwrap();
+    }
+    assert!(s.lifted_quarantines(t0()).unwrap().is_empty());
+    s.mark_deleted(&deleted.id, t0()).unwrap();
+    s.mark_deleted(&never_ran.id, t0()).unwrap();
+    let later = t0() + TimeDelta::minutes(10);
+    let lifted: Vec<(String, String)> = s
+        .lifted_quarantines(later)
+        .unwrap()
+        .into_iter()
+        .map(|(d, r)| (d.id, r))
+        .collect();
+    assert_eq!(
+        lifted,
+        vec![
+            (deleted.id.clone(), "r1".into()),
+            (expiring.id.clone(), "r2".into())
+        ]
+    );
+    assert!(s.mark_released(&deleted.id, later).unwrap());
+    assert!(
+        !s.mark_released(&deleted.id, later).unwrap(),
+        "released twice"
+    );
+    assert_eq!(s.lifted_quarantines(later).unwrap().len(), 1);
+}

@@ -286,6 +286,27 @@ fn issue16_a_quarantine_waits_for_approval_then_runs_denied_and_expired_never_ru
         1
     );
 
+    // The quarantine lifted: the operator deletes x's decision, the site releases x (the
+    // quarantine run rolled back: x is on its network again), once.
+    let del = o.cli(&["decisions", "delete", &ix]);
+    assert!(del.status.success(), "{}", text(&del));
+    wait_until(Duration::from_secs(30), "x released", || {
+        (Nodes::networks(x) == 1).then_some(())
+    });
+    wait_until(Duration::from_secs(10), "the release said", || {
+        agent.log().contains("lifted: node").then_some(())
+    });
+    let ip = crate::docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        x,
+    ]);
+    assert!(
+        !ip.is_empty(),
+        "x has no address on its network after its release"
+    );
+
     // An autonomous quarantine (no approval) acts at once, at the site.
     let w = &nodes.names[3];
     let ev = write(
@@ -308,13 +329,17 @@ fn issue16_a_quarantine_waits_for_approval_then_runs_denied_and_expired_never_ru
     let runs = agent.log().matches("run here").count();
     assert_eq!(runs, 1, "{}", agent.log());
     agent.kill9();
-    crate::docker(&["network", "connect", &nodes.net, x]);
     crate::docker(&["network", "connect", &nodes.net, w]);
     let agent = Agent::start(&o, &key, "edge-q-1", &data);
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(Nodes::networks(x), 1, "quarantined twice: {}", agent.log());
     assert_eq!(Nodes::networks(w), 1, "quarantined twice: {}", agent.log());
     assert!(!agent.log().contains("run here"), "{}", agent.log());
+    assert!(
+        !agent.log().contains("lifted: node"),
+        "released twice: {}",
+        agent.log()
+    );
 }
 
 const LABELED: &str = r#"apiVersion: vacsine.io/v1
