@@ -256,12 +256,13 @@ fn a_lifted_quarantine_is_released_once() {
     s.mark_deleted(&deleted.id, t0()).unwrap();
     s.mark_deleted(&never_ran.id, t0()).unwrap();
     let later = t0() + TimeDelta::minutes(10);
-    let lifted: Vec<(String, String)> = s
+    let mut lifted: Vec<(String, String)> = s
         .lifted_quarantines(later)
         .unwrap()
         .into_iter()
         .map(|(d, r)| (d.id, r))
         .collect();
+    lifted.sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(
         lifted,
         vec![
