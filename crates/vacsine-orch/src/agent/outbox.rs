@@ -471,7 +471,7 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
                 Batch::Send { req, seqs, bytes } => {
                     let r = sh
                         .link
-                        .call::<_, proto::RecordsResponse>(proto::RECORDS, &sh.agent_id, &req)
+                        .op(&sh.agent_id, &req)
                         .await
                         .map(|_| ());
                     (seqs, bytes, r)
@@ -486,7 +486,7 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
                 Batch2::Send { req, seqs, bytes } => {
                     let r = sh
                         .link
-                        .call::<_, proto::ResponseAccepted>(proto::RESPONSES, &sh.agent_id, &req)
+                        .op(&sh.agent_id, &req)
                         .await
                         .map(|_| ());
                     (seqs, bytes, r)
@@ -571,7 +571,7 @@ async fn send_one(
             .map_err(|e| format!("unreadable in the outbox: {e}"))?;
         Ok(sh
             .link
-            .call::<_, proto::AutonomousAccepted>(proto::AUTONOMOUS, &sh.agent_id, &req)
+            .op(&sh.agent_id, &req)
             .await
             .map(|a| {
                 if a.created {
@@ -604,7 +604,7 @@ async fn send_one(
             .map_err(|e| format!("unreadable in the outbox: {e}"))?;
         Ok(sh
             .link
-            .call::<_, proto::FinishResponse>(proto::FINISH, &sh.agent_id, &req)
+            .op(&sh.agent_id, &req)
             .await
             .map(|r| {
                 if !r.accepted {
