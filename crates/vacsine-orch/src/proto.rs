@@ -595,9 +595,9 @@ impl Job {
     }
 }
 
-/// A [`Job`] on the wire: a workflow (`workflow`, `catalog`, `inputs`), an enforce
-/// (`enforce`, `catalog`) or one step (`step`, made by the orchestrator for runs spanning
-/// sites). Which one is said by the fields given; anything else is refused when decoded.
+/// A job: a workflow (`workflow`, `catalog`, `inputs`), an enforce (`enforce`, `catalog`) or
+/// one step (`step`, made by the orchestrator for runs spanning sites). Which one is said by
+/// the fields given: a job that is several or none is refused. Unknown fields are ignored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = Job)]
 pub struct JobFields {
