@@ -875,7 +875,7 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
         (status = 404, body = proto::ErrorBody, description = "no agent operation of that name (refused before the body is read)"),
         (status = 409, body = proto::ErrorBody, description = "replayed nonce, or an autonomous run whose id is another agent's run"),
         (status = 413, body = proto::ErrorBody, description = "body larger than its sender may send: 4 MiB for an enrolled agent named in `x-vacsine-agent`, 64 KiB otherwise (enrolment, unknown senders)"),
-        (status = 426, body = proto::ErrorBody, description = "an agent of another contract version (`x-vacsine-protocol`, refused before the body is read; or `protocol` in a poll): the message names both versions and which side to upgrade"),
+        (status = 426, body = proto::ErrorBody, description = "an agent of another contract version (`x-vacsine-protocol`: another version is refused before the body is read; none, once the envelope opened, unless a poll's `protocol` names this one): the message names both versions and which side to upgrade"),
         (status = 503, body = proto::ErrorBody, description = "more large bodies in this agent's name are being read: retry")))]
 async fn agent_call(State(s): State<Arc<Srv>>, req: axum::extract::Request) -> Response {
     let path = req.uri().path().to_string();
@@ -925,15 +925,15 @@ async fn agent_call(State(s): State<Arc<Srv>>, req: axum::extract::Request) -> R
             }
         },
     };
-    // Agents of protocols 1 and 2 named none; a poll of theirs says its version in its
-    // body, which is checked once opened.
-    if claimed.is_some() || op != Some(proto::AgentOp::Poll) {
+    // A version named and not this one: refused now. Agents of protocols 1 and 2 named
+    // none: theirs is refused once the envelope opened (a poll's body names its version).
+    if let Some(p) = claimed {
         let who = match (&known, &named) {
             (Some(a), _) => format!("agent {} (vacsine {})", a.name, a.version),
             (None, Some(id)) if op.is_some() => format!("agent `{id}`"),
             _ => "the agent".to_string(),
         };
-        if let Err(e) = check_protocol(&who, claimed) {
+        if let Err(e) = check_protocol(&who, Some(p)) {
             tracing::info!("{path}: refused ({}): {}", e.code, e.message);
             return drain_then(req.into_body(), e).await;
         }
@@ -1022,7 +1022,7 @@ async fn agent_call(State(s): State<Arc<Srv>>, req: axum::extract::Request) -> R
             return r;
         }
     };
-    match s.agent_call(&path, op, &body, known).await {
+    match s.agent_call(&path, op, claimed, &body, known).await {
         Ok(env) => Json(env).into_response(),
         Err(e) => {
             tracing::info!("{path}: refused ({}): {}", e.code, e.message);
@@ -1067,11 +1067,12 @@ impl Srv {
         &self,
         path: &str,
         op: Option<proto::AgentOp>,
+        claimed: Option<u32>,
         body: &[u8],
         known: Option<AgentRow>,
     ) -> ApiResult<Envelope> {
         let Some(op) = op else {
-            return self.enroll(body).await;
+            return self.enroll(body, claimed).await;
         };
         let env: Envelope = parse(body, "sealed envelope")?;
         let agent = match known {
@@ -1104,6 +1105,13 @@ impl Srv {
             return Err(revoked(&agent, t));
         }
         self.touch(&agent.id).await?;
+        // An agent naming no version is of protocol 2 or earlier: only its poll says which.
+        if claimed.is_none() && op != proto::AgentOp::Poll {
+            check_protocol(
+                &format!("agent {} (vacsine {})", agent.name, agent.version),
+                None,
+            )?;
+        }
         // Decoded once, by the operation the path names: what follows matches on the
         // request's type, never on a path string.
         let req = proto::AgentRequest::decode(op, &plain).map_err(ApiError::bad)?;
@@ -1317,7 +1325,7 @@ impl Srv {
         Ok(true)
     }
 
-    async fn enroll(&self, body: &[u8]) -> ApiResult<Envelope> {
+    async fn enroll(&self, body: &[u8], claimed: Option<u32>) -> ApiResult<Envelope> {
         let e: proto::EnrollEnvelope = parse(body, "enrolment")?;
         let from = PublicKey::from_b64(&e.public_key)?;
         let env = e.envelope;
@@ -1331,6 +1339,12 @@ impl Srv {
             .open(&self.keys, &from, b, None, &env, now_ms())?;
         self.first_use(&env).await?;
         let r: proto::EnrollRequest = parse(&plain, "enrolment")?;
+        if claimed.is_none() {
+            check_protocol(
+                &format!("agent {} (vacsine {})", r.name, r.version),
+                None,
+            )?;
+        }
         if r.name != env.agent || r.name.is_empty() || r.name.len() > 128 {
             return Err(ApiError::bad(
                 "the agent name must be 1 to 128 characters and match the envelope",

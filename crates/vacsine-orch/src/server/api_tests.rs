@@ -588,9 +588,11 @@ async fn issue15_an_agent_of_another_protocol_is_refused_naming_both_versions() 
     .await;
     let m = says_both(&r, "protocol 2", "upgrade the agent");
     assert!(m.contains("agent edge-1 (vacsine test)"), "{m}");
+    // Naming none (protocol 2 or earlier): refused once its envelope opened.
     let ping = |v: Value| link.seal(proto::PING, &id, &v).unwrap();
     let r = send(proto::PING, None, Some(id.clone()), serde_json::to_value(ping(json!({}))).unwrap()).await;
-    says_both(&r, "protocol 2 or earlier", "upgrade the agent");
+    let m = says_both(&r, "protocol 2 or earlier", "upgrade the agent");
+    assert!(m.contains("agent edge-1 (vacsine test)"), "{m}");
     // A poll of an agent of protocol 2 (no header; its body names its version).
     let poll = link
         .seal(proto::POLL, &id, &json!({"wait_ms": 0, "protocol": 2}))
