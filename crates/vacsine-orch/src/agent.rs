@@ -263,9 +263,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         };
         req.decisions = Some(decisions_have.clone());
-        let poll = sh
-            .link
-            .op(&sh.agent_id, &req);
+        let poll = sh.link.op(&sh.agent_id, &req);
         let r = tokio::select! {
             r = poll => r,
             _ = fatal_rx.changed() => break Err(anyhow!("{}", fatal_rx.borrow().clone().unwrap_or_default())),
@@ -490,7 +488,7 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
                 }
                 Job::Step(job) => {
                     let (st, m, o) = step_job::run(sh, &v, &job.step, cancel).await;
-                    (st, m, Some(proto::RunReport::Step(o)))
+                    (st, m, Some(proto::RunReport::Step(Box::new(o))))
                 }
                 Job::Workflow(job) => {
                     let (st, m) = run_workflow_job(sh, &v, job, cancel).await;
@@ -596,9 +594,7 @@ async fn renewer(sh: Arc<Shared>) {
         }
         match sh
             .link
-            .op(&sh.agent_id,
-                &proto::RenewRequest { runs: runs.clone() },
-            )
+            .op(&sh.agent_id, &proto::RenewRequest { runs: runs.clone() })
             .await
         {
             Ok(r) => {

@@ -642,7 +642,10 @@ mod tests {
             "executor": "command", "args": {"argv": ["true"]}, "timeout_ms": 1000});
         let both = signed_payload(&k, json!({"workflow": workflow(), "step": step}));
         let e = format!("{:#}", verify_job(&pk, "run-1", "edge", &both).unwrap_err());
-        assert!(e.contains("not several") && e.contains("nothing executed"), "{e}");
+        assert!(
+            e.contains("not several") && e.contains("nothing executed"),
+            "{e}"
+        );
         // A workflow that is not a Workflow: refused when decoded, before anything runs.
         let bad = signed_payload(&k, json!({"workflow": {"kind": "Workflow"}}));
         let e = format!("{:#}", verify_job(&pk, "run-1", "edge", &bad).unwrap_err());
@@ -659,7 +662,9 @@ mod tests {
         // Altered to another kind after signing: the signature refuses it first.
         let mut t = ok.clone();
         t.payload = t.payload.replace("\"workflow\":", "\"enforce\":");
-        let e = verify_job(&pk, "run-1", "edge", &t).unwrap_err().to_string();
+        let e = verify_job(&pk, "run-1", "edge", &t)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not verify"), "{e}");
     }
 

@@ -363,7 +363,11 @@ impl AgentLink {
 
     /// Agent operation `req` as agent `agent`: sealed for its operation's path, its answer
     /// opened as that operation's answer type (see [`proto::AgentCall`]).
-    pub async fn op<Q: proto::AgentCall>(&self, agent: &str, req: &Q) -> Result<Q::Reply, CallError> {
+    pub async fn op<Q: proto::AgentCall>(
+        &self,
+        agent: &str,
+        req: &Q,
+    ) -> Result<Q::Reply, CallError> {
         self.call(Q::OP.path(), agent, req).await
     }
 

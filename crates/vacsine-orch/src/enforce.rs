@@ -162,7 +162,8 @@ mod tests {
     }
 
     fn decoded_and_checked(v: Value) -> Result<Job, String> {
-        let j: Job = serde_path_to_error::deserialize(v).map_err(|e| format!("at `{}`: {}", e.path(), e.inner()))?;
+        let j: Job = serde_path_to_error::deserialize(v)
+            .map_err(|e| format!("at `{}`: {}", e.path(), e.inner()))?;
         check_job(&j)?;
         Ok(j)
     }
@@ -196,7 +197,10 @@ mod tests {
         let back = serde_json::to_value(&j).unwrap();
         assert_eq!(back["enforce"]["policy"]["metadata"]["name"], "p");
         assert!(back.get("workflow").is_none(), "{back}");
-        assert!(matches!(serde_json::from_value::<Job>(back).unwrap(), Job::Enforce(_)));
+        assert!(matches!(
+            serde_json::from_value::<Job>(back).unwrap(),
+            Job::Enforce(_)
+        ));
     }
 
     #[test]
@@ -207,8 +211,14 @@ mod tests {
         };
         for (j, want) in [
             (job(policy("missing"), vec![chmod()]), "policy `p`"),
-            (job(json!({"kind": "Policy"}), vec![chmod()]), "at `enforce.policy"),
-            (job(policy("fix"), vec![json!({"kind": 1})]), "at `catalog[0]"),
+            (
+                job(json!({"kind": "Policy"}), vec![chmod()]),
+                "at `enforce.policy",
+            ),
+            (
+                job(policy("fix"), vec![json!({"kind": 1})]),
+                "at `catalog[0]",
+            ),
             (job(policy("fix"), vec![chmod(), chmod()]), "twice"),
             (
                 with(job(policy("fix"), vec![chmod()]), "workflow", chmod()),

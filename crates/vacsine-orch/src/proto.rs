@@ -492,9 +492,9 @@ pub struct VersionRef {
 #[serde(try_from = "JobFields", into = "JobFields")]
 pub enum Job {
     /// A workflow run at the site (or, with steps naming sites, driven by the orchestrator).
-    Workflow(WorkflowJob),
+    Workflow(Box<WorkflowJob>),
     /// Job 1 at a site (`vacsine enforce --site`): a policy enforced on a target of the site.
-    Enforce(EnforceWork),
+    Enforce(Box<EnforceWork>),
     /// One step of a run the orchestrator drives across sites (made by the orchestrator).
     Step(StepWork),
 }
@@ -559,13 +559,13 @@ impl std::fmt::Display for JobKind {
 impl Job {
     /// A workflow job without registry versions or images.
     pub fn workflow(workflow: Workflow, catalog: Vec<Workflow>, inputs: Map<String, Value>) -> Job {
-        Job::Workflow(WorkflowJob {
+        Job::Workflow(Box::new(WorkflowJob {
             workflow,
             catalog,
             inputs,
             versions: vec![],
             images: vec![],
-        })
+        }))
     }
 
     pub fn kind(&self) -> JobKind {
@@ -633,22 +633,22 @@ impl TryFrom<JobFields> for Job {
     type Error = String;
     fn try_from(f: JobFields) -> Result<Job, String> {
         match (f.workflow, f.enforce, f.step) {
-            (Some(workflow), None, None) => Ok(Job::Workflow(WorkflowJob {
+            (Some(workflow), None, None) => Ok(Job::Workflow(Box::new(WorkflowJob {
                 workflow,
                 catalog: f.catalog,
                 inputs: f.inputs,
                 versions: f.versions,
                 images: f.images,
-            })),
+            }))),
             (None, Some(enforce), None) => {
                 if !f.inputs.is_empty() {
                     return Err("an enforce job takes no inputs".into());
                 }
-                Ok(Job::Enforce(EnforceWork {
+                Ok(Job::Enforce(Box::new(EnforceWork {
                     enforce,
                     catalog: f.catalog,
                     versions: f.versions,
-                }))
+                })))
             }
             (None, None, Some(step)) => {
                 if !f.catalog.is_empty() || !f.inputs.is_empty() {
@@ -886,7 +886,7 @@ pub enum RunReport {
     /// The report of an enforce job (`vacsine enforce --format json`'s document).
     Enforce(Box<vacsine_enforce::Report>),
     /// What the step of a step job did: the confirmation the orchestrator waits for.
-    Step(StepOutcome),
+    Step(Box<StepOutcome>),
 }
 
 impl utoipa::PartialSchema for RunReport {
@@ -1288,7 +1288,11 @@ mod contract_tests {
             assert_eq!(AgentOp::from_path(op.path()), Some(op));
             assert!(paths.insert(op.path()), "{} twice", op.path());
         }
-        assert_eq!(AgentOp::from_path(ENROLL), None, "enrolment is not sealed alike");
+        assert_eq!(
+            AgentOp::from_path(ENROLL),
+            None,
+            "enrolment is not sealed alike"
+        );
         assert_eq!(AgentOp::from_path("/v1/agent/nothing"), None);
         assert_eq!(<FinishRequest as AgentCall>::OP.path(), FINISH);
         assert_eq!(<PollRequest as AgentCall>::OP, AgentOp::Poll);
@@ -1314,10 +1318,10 @@ mod contract_tests {
             run_id: "r".into(),
             status: vacsine_core::status::RunStatus::Succeeded,
             message: None,
-            report: Some(RunReport::Step(StepOutcome {
+            report: Some(RunReport::Step(Box::new(StepOutcome {
                 status: "succeeded".into(),
                 ..Default::default()
-            })),
+            }))),
         };
         let v = serde_json::to_value(&step).unwrap();
         assert_eq!(v["report"]["step"]["status"], "succeeded", "{v}");

@@ -146,7 +146,10 @@ fn workflow_document(r: &RegistryRow) -> ApiResult<vacsine_core::workflow::Workf
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            format!("registry {} {} version {}: not a Workflow: {e}", r.kind, r.name, r.version),
+            format!(
+                "registry {} {} version {}: not a Workflow: {e}",
+                r.kind, r.name, r.version
+            ),
         )
     })
 }
@@ -213,13 +216,13 @@ pub(super) async fn run_pushed(
     }
     let submit = proto::SubmitRun {
         site: r.site,
-        job: proto::Job::Workflow(proto::WorkflowJob {
+        job: proto::Job::Workflow(Box::new(proto::WorkflowJob {
             workflow: workflow_document(&main)?,
             catalog,
             inputs: r.inputs,
             versions,
             images: vec![],
-        }),
+        })),
     };
     super::submit_run(State(s), h, ApiJson(submit)).await
 }

@@ -1340,10 +1340,7 @@ impl Srv {
         self.first_use(&env).await?;
         let r: proto::EnrollRequest = parse(&plain, "enrolment")?;
         if claimed.is_none() {
-            check_protocol(
-                &format!("agent {} (vacsine {})", r.name, r.version),
-                None,
-            )?;
+            check_protocol(&format!("agent {} (vacsine {})", r.name, r.version), None)?;
         }
         if r.name != env.agent || r.name.is_empty() || r.name.len() > 128 {
             return Err(ApiError::bad(

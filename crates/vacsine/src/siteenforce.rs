@@ -64,7 +64,7 @@ fn travel_problems(inputs: &Inputs) -> Vec<LoadError> {
 
 /// The job `vacsine enforce --site` submits: the documents, typed.
 fn job_of(inputs: &Inputs, at: &AtSite) -> miette::Result<proto::Job> {
-    let job = proto::Job::Enforce(proto::EnforceWork {
+    let job = proto::Job::Enforce(Box::new(proto::EnforceWork {
         enforce: proto::EnforceJob {
             policy: inputs.policy.doc.clone(),
             target: inputs.target.doc.clone(),
@@ -80,7 +80,7 @@ fn job_of(inputs: &Inputs, at: &AtSite) -> miette::Result<proto::Job> {
             .map(|w| w.doc.clone())
             .collect(),
         versions: vec![],
-    });
+    }));
     // What the site will decode: a document that does not survive the trip is our bug, said
     // here rather than by the agent after queuing.
     let back: proto::Job = serde_json::from_value(to_json(&job)?).map_err(|e| {

@@ -86,10 +86,21 @@ mod tests {
         }))
         .unwrap();
         assert!(report_runs(&r).is_empty());
-        for (phase, run, step) in [("apply to sandbox", "a", "x"), ("apply to sandbox", "a", "y"), ("rollback", "b", "z")] {
+        for (phase, run, step) in [
+            ("apply to sandbox", "a", "x"),
+            ("apply to sandbox", "a", "y"),
+            ("rollback", "b", "z"),
+        ] {
             r.steps.push(PhaseStep {
                 phase: phase.into(),
-                record: StepRecord::started(run, step, 1, None, "command", "2026-01-01T00:00:00Z".into()),
+                record: StepRecord::started(
+                    run,
+                    step,
+                    1,
+                    None,
+                    "command",
+                    "2026-01-01T00:00:00Z".into(),
+                ),
             });
         }
         assert_eq!(report_runs(&r).into_iter().collect::<Vec<_>>(), ["a", "b"]);

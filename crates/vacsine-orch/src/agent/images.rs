@@ -182,11 +182,7 @@ async fn fetch_and_load(
         };
         let mut attempt = 0;
         let chunk = loop {
-            match sh
-                .link
-                .op(&sh.agent_id, &req)
-                .await
-            {
+            match sh.link.op(&sh.agent_id, &req).await {
                 Ok(c) => break c,
                 Err(crate::client::CallError::Unreachable(m)) if attempt + 1 < ATTEMPTS => {
                     attempt += 1;

@@ -469,11 +469,7 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
                     continue;
                 }
                 Batch::Send { req, seqs, bytes } => {
-                    let r = sh
-                        .link
-                        .op(&sh.agent_id, &req)
-                        .await
-                        .map(|_| ());
+                    let r = sh.link.op(&sh.agent_id, &req).await.map(|_| ());
                     (seqs, bytes, r)
                 }
             }
@@ -484,11 +480,7 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
                     continue;
                 }
                 Batch2::Send { req, seqs, bytes } => {
-                    let r = sh
-                        .link
-                        .op(&sh.agent_id, &req)
-                        .await
-                        .map(|_| ());
+                    let r = sh.link.op(&sh.agent_id, &req).await.map(|_| ());
                     (seqs, bytes, r)
                 }
             }
@@ -569,18 +561,14 @@ async fn send_one(
         // An autonomous run made here: the orchestrator learns of it before its records.
         let req = serde_json::from_str::<proto::AutonomousRun>(&item.body)
             .map_err(|e| format!("unreadable in the outbox: {e}"))?;
-        Ok(sh
-            .link
-            .op(&sh.agent_id, &req)
-            .await
-            .map(|a| {
-                if a.created {
-                    eprintln!(
-                        "autonomous run {} ({}) reported to the orchestrator",
-                        req.run_id, req.workflow
-                    );
-                }
-            }))
+        Ok(sh.link.op(&sh.agent_id, &req).await.map(|a| {
+            if a.created {
+                eprintln!(
+                    "autonomous run {} ({}) reported to the orchestrator",
+                    req.run_id, req.workflow
+                );
+            }
+        }))
     } else {
         let mut v: Value = serde_json::from_str(&item.body)
             .map_err(|e| format!("unreadable in the outbox: {e}"))?;

@@ -497,35 +497,38 @@ async fn issue15_an_agent_of_another_protocol_is_refused_naming_both_versions() 
     )
     .unwrap();
     // One sealed request, sent as an agent sends it but with the protocol header given.
-    let send = |path: &'static str, protocol: Option<String>, agent: Option<String>, body: Value| {
-        let mut b = Request::builder().method(Method::POST).uri(path);
-        if let Some(p) = protocol {
-            b = b.header(proto::PROTOCOL_HEADER, p);
-        }
-        if let Some(id) = agent {
-            b = b.header(proto::AGENT_HEADER, id);
-        }
-        let req = b
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let srv = a.srv.clone();
-        async move {
-            let r = router(srv).oneshot(req).await.unwrap();
-            let status = r.status();
-            let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            Answer {
-                status,
-                allow: None,
-                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    let send =
+        |path: &'static str, protocol: Option<String>, agent: Option<String>, body: Value| {
+            let mut b = Request::builder().method(Method::POST).uri(path);
+            if let Some(p) = protocol {
+                b = b.header(proto::PROTOCOL_HEADER, p);
             }
-        }
-    };
+            if let Some(id) = agent {
+                b = b.header(proto::AGENT_HEADER, id);
+            }
+            let req = b
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let srv = a.srv.clone();
+            async move {
+                let r = router(srv).oneshot(req).await.unwrap();
+                let status = r.status();
+                let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                Answer {
+                    status,
+                    allow: None,
+                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                }
+            }
+        };
     let this = proto::PROTOCOL.to_string();
     let says_both = |r: &Answer, theirs: &str, fix: &str| {
-        let m = r.refusal(StatusCode::UPGRADE_REQUIRED, "protocol").to_string();
+        let m = r
+            .refusal(StatusCode::UPGRADE_REQUIRED, "protocol")
+            .to_string();
         assert!(
             m.contains(&format!("speaks {theirs}"))
                 && m.contains(&format!("speaks protocol {}", proto::PROTOCOL))
@@ -590,14 +593,26 @@ async fn issue15_an_agent_of_another_protocol_is_refused_naming_both_versions() 
     assert!(m.contains("agent edge-1 (vacsine test)"), "{m}");
     // Naming none (protocol 2 or earlier): refused once its envelope opened.
     let ping = |v: Value| link.seal(proto::PING, &id, &v).unwrap();
-    let r = send(proto::PING, None, Some(id.clone()), serde_json::to_value(ping(json!({}))).unwrap()).await;
+    let r = send(
+        proto::PING,
+        None,
+        Some(id.clone()),
+        serde_json::to_value(ping(json!({}))).unwrap(),
+    )
+    .await;
     let m = says_both(&r, "protocol 2 or earlier", "upgrade the agent");
     assert!(m.contains("agent edge-1 (vacsine test)"), "{m}");
     // A poll of an agent of protocol 2 (no header; its body names its version).
     let poll = link
         .seal(proto::POLL, &id, &json!({"wait_ms": 0, "protocol": 2}))
         .unwrap();
-    let r = send(proto::POLL, None, Some(id.clone()), serde_json::to_value(poll).unwrap()).await;
+    let r = send(
+        proto::POLL,
+        None,
+        Some(id.clone()),
+        serde_json::to_value(poll).unwrap(),
+    )
+    .await;
     says_both(&r, "protocol 2;", "upgrade the agent");
 
     // This version: served, and a field it does not know (from a newer build) is ignored.
@@ -611,7 +626,13 @@ async fn issue15_an_agent_of_another_protocol_is_refused_naming_both_versions() 
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // A body that is not the operation's request is refused naming the operation.
     let bad = link.seal(proto::RENEW, &id, &json!({"runs": "x"})).unwrap();
-    let r = send(proto::RENEW, Some(this.clone()), Some(id.clone()), serde_json::to_value(bad).unwrap()).await;
+    let r = send(
+        proto::RENEW,
+        Some(this.clone()),
+        Some(id.clone()),
+        serde_json::to_value(bad).unwrap(),
+    )
+    .await;
     let m = r.refusal(StatusCode::BAD_REQUEST, "bad_request");
     assert!(m.contains(proto::RENEW), "{m}");
     // No such operation: 404 before anything is read.

@@ -345,13 +345,13 @@ mod tests {
     }
 
     fn job_of(workflow: serde_json::Value, images: Vec<ImageRef>) -> proto::Job {
-        proto::Job::Workflow(proto::WorkflowJob {
+        proto::Job::Workflow(Box::new(proto::WorkflowJob {
             workflow: serde_json::from_value(workflow).unwrap(),
             catalog: vec![],
             inputs: Default::default(),
             versions: vec![],
             images,
-        })
+        }))
     }
 
     async fn queue(s: &Srv, site: &str, job: &proto::Job) -> String {

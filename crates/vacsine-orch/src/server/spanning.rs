@@ -126,7 +126,7 @@ impl Srv {
             id: id.clone(),
             site: home.to_string(),
             workflow: workflow_title,
-            request: serde_json::to_string(&Job::Workflow(job.clone()))
+            request: serde_json::to_string(&Job::Workflow(Box::new(job.clone())))
                 .map_err(|e| bad(e.to_string()))?,
             status: status::RUNNING.into(),
             agent_id: Some(DRIVER.into()),
@@ -177,7 +177,7 @@ impl Srv {
             let read = serde_json::from_str::<Job>(&r.request)
                 .map_err(|e| e.to_string())
                 .and_then(|j| match j {
-                    Job::Workflow(w) => Ok(w),
+                    Job::Workflow(w) => Ok(*w),
                     other => Err(format!("it is a {} job, not a workflow", other.kind())),
                 });
             let job = match read {
@@ -511,7 +511,7 @@ impl SiteDispatch {
         // Kept typed by kind (`RunReport`): a step job's report is its outcome.
         let reported = match self.srv.store.report(&r.id).await {
             Ok(Some(t)) => match serde_json::from_str::<RunReport>(&t) {
-                Ok(RunReport::Step(o)) => Some(o),
+                Ok(RunReport::Step(o)) => Some(*o),
                 _ => None,
             },
             _ => None,
