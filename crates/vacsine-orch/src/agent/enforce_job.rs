@@ -82,7 +82,7 @@ mod tests {
             "verdict": "verified", "summary": "", "policy": "p", "target": "t",
             "started_at": "2026-01-01T00:00:00Z", "duration_ms": 1, "requirements": [],
             "plan": null, "steps": [], "phases": [],
-            "sandbox": {"id": null, "faithful": null, "differences": []}
+            "sandbox": {"id": null, "faithful": null, "differences": [], "kept": false}
         }))
         .unwrap();
         assert!(report_runs(&r).is_empty());
