@@ -5,9 +5,9 @@
 //! the outbox; they are uploaded when it returns, each with an idempotency key, so nothing is
 //! lost and nothing doubled.
 
-use crate::bundle::{VerifiedKind, VerifiedWork};
+use crate::bundle::VerifiedWork;
 use crate::client::{AgentLink, CallError};
-use crate::proto::{self, Work};
+use crate::proto::{self, Job, Work, WorkflowJob};
 use anyhow::{anyhow, Context};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use vacsine_core::status::RunStatus;
-use vacsine_core::workflow::Workflow;
 use vacsine_engine::{CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, RunRequest};
 use vacsine_wire::{KeyPair, PublicKey};
 
@@ -88,6 +87,7 @@ async fn enroll(cfg: &AgentConfig, path: &Path) -> anyhow::Result<Identity> {
     let hello = AgentLink::hello(&cfg.orchestrator, &pin)
         .await
         .with_context(|| format!("cannot reach the orchestrator at {}", cfg.orchestrator))?;
+    same_protocol(&hello, &cfg.orchestrator)?;
     let keys = KeyPair::generate();
     let server = PublicKey::from_b64(&hello.server_key)?;
     let link = AgentLink::new(&cfg.orchestrator, &pin, keys.clone(), server.clone())?;
@@ -118,6 +118,26 @@ async fn enroll(cfg: &AgentConfig, path: &Path) -> anyhow::Result<Identity> {
     crate::files::write_private(path, &serde_json::to_vec_pretty(&id)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(id)
+}
+
+/// An orchestrator of another contract version cannot be served by this agent: said before
+/// anything is enrolled, naming both versions.
+fn same_protocol(hello: &proto::Hello, url: &str) -> anyhow::Result<()> {
+    if hello.protocol == proto::PROTOCOL {
+        return Ok(());
+    }
+    let upgrade = if hello.protocol < proto::PROTOCOL {
+        "upgrade the orchestrator"
+    } else {
+        "upgrade the agent"
+    };
+    anyhow::bail!(
+        "the orchestrator at {url} (vacsine {}) speaks protocol {}; this agent (vacsine {}) speaks protocol {}: {upgrade}",
+        hello.version,
+        hello.protocol,
+        crate::VERSION,
+        proto::PROTOCOL
+    )
 }
 
 /// The bundle key pinned in the identity; an identity made before jobs were signed gets the
@@ -246,9 +266,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         };
         req.decisions = Some(decisions_have.clone());
-        let poll = sh
-            .link
-            .call::<_, proto::PollResponse>(proto::POLL, &sh.agent_id, &req);
+        let poll = sh.link.op(&sh.agent_id, &req);
         let r = tokio::select! {
             r = poll => r,
             _ = fatal_rx.changed() => break Err(anyhow!("{}", fatal_rx.borrow().clone().unwrap_or_default())),
@@ -465,22 +483,26 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
         a.insert(w.run_id.clone(), cancel.clone());
     }
     eprintln!("run {}: started", w.run_id);
-    // The job is verified once, here, before anything looks at what it asks for: every kind
-    // below receives only a `VerifiedWork`, which nothing but verification can make, and
-    // reads the job parsed from the signed bytes (the unsigned `w.job` is never read).
+    // The job is verified once, here, before anything looks at what it asks for: its kind
+    // and documents are decoded from the signed bytes only, and every kind below receives a
+    // `VerifiedWork`, which nothing but verification can make.
     let (status, message, report) =
         match crate::bundle::verified_work(&sh.bundle_key, &sh.site, &sh.bundles, &w) {
             Err(e) => {
                 eprintln!("run {}: refused: {e:#}", w.run_id);
                 (RunStatus::Failed, Some(format!("{e:#}")), None)
             }
-            Ok(v) => match v.kind() {
-                VerifiedKind::Enforce(job, catalog) => {
-                    enforce_job::run(sh, &v, job, catalog, cancel).await
+            Ok(v) => match v.job() {
+                Job::Enforce(job) => {
+                    let (st, m, r) = enforce_job::run(sh, &v, job, cancel).await;
+                    (st, m, r.map(|r| proto::RunReport::Enforce(Box::new(r))))
                 }
-                VerifiedKind::Step(job) => step_job::run(sh, &v, job, cancel).await,
-                VerifiedKind::Workflow(_) => {
-                    let (st, m) = run_workflow_job(sh, &v, cancel).await;
+                Job::Step(job) => {
+                    let (st, m, o) = step_job::run(sh, &v, &job.step, cancel).await;
+                    (st, m, Some(proto::RunReport::Step(Box::new(o))))
+                }
+                Job::Workflow(job) => {
+                    let (st, m) = run_workflow_job(sh, &v, job, cancel).await;
                     (st, m, None)
                 }
             },
@@ -511,9 +533,10 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
 async fn run_workflow_job(
     sh: &Arc<Shared>,
     w: &VerifiedWork,
+    job: &WorkflowJob,
     cancel: CancelToken,
 ) -> (RunStatus, Option<String>) {
-    match run_job(sh, w, cancel).await {
+    match run_job(sh, w, job, cancel).await {
         Ok(report) => {
             forward(sh, w.run_id(), &report.run_id);
             (reported(report.status), report.message)
@@ -525,16 +548,12 @@ async fn run_workflow_job(
 async fn run_job(
     sh: &Arc<Shared>,
     w: &VerifiedWork,
+    job: &WorkflowJob,
     cancel: CancelToken,
 ) -> anyhow::Result<vacsine_engine::RunReport> {
-    let job = w.job();
-    let workflow: Workflow =
-        serde_json::from_value(job.workflow.clone()).context("the workflow sent is not valid")?;
     let mut cat = Catalog::new();
     for c in &job.catalog {
-        cat.insert(
-            serde_json::from_value(c.clone()).context("a catalog workflow sent is not valid")?,
-        );
+        cat.insert(c.clone());
     }
     // The images the signed job lists, fetched and verified if needed: the only ones its
     // `container` steps may run, by the ID loaded.
@@ -557,7 +576,7 @@ async fn run_job(
     });
     Ok(engine
         .run(RunRequest {
-            workflow,
+            workflow: job.workflow.clone(),
             inputs: job.inputs.clone(),
             nodes,
             default_node: None,
@@ -586,11 +605,7 @@ async fn renewer(sh: Arc<Shared>) {
         }
         match sh
             .link
-            .call::<_, proto::RenewResponse>(
-                proto::RENEW,
-                &sh.agent_id,
-                &proto::RenewRequest { runs: runs.clone() },
-            )
+            .op(&sh.agent_id, &proto::RenewRequest { runs: runs.clone() })
             .await
         {
             Ok(r) => {

@@ -37,11 +37,7 @@ fn held(sh: &Shared) -> Option<String> {
 async fn sync_once(sh: &Shared, have: Option<String>) -> Option<String> {
     let r = sh
         .link
-        .call::<_, proto::BundleResponse>(
-            proto::BUNDLE,
-            &sh.agent_id,
-            &proto::BundleRequest { have: have.clone() },
-        )
+        .op(&sh.agent_id, &proto::BundleRequest { have: have.clone() })
         .await;
     let resp = match r {
         Ok(r) => r,

@@ -26,8 +26,10 @@ use vacsine_wire::BundleSigner;
 /// The `format` of a signed job.
 pub const JOB_FORMAT: &str = "vacsine.io/signed-job/v1";
 
-/// What the orchestrator signs for one run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// What the orchestrator signs for one run. Decoding it decodes the job as one of its kinds
+/// with its documents typed ([`Job`]): done by an agent only from bytes whose signature it
+/// checked first ([`verify_job`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobBundle {
     pub format: String,
     pub run_id: String,
@@ -115,8 +117,9 @@ pub fn verify_job(
             s.key_id
         )
     })?;
+    // Only now, from the bytes that verified, is the job read: its kind and its documents.
     let b: JobBundle = serde_json::from_str(&s.payload)
-        .context("the signed job is not a job bundle: refused, nothing executed")?;
+        .context("the signed job is not a job this agent reads: refused, nothing executed")?;
     if b.format != JOB_FORMAT {
         bail!(
             "the signed job is in format `{}`, this agent reads `{JOB_FORMAT}`: refused, nothing executed",
@@ -480,23 +483,14 @@ impl BundleStore {
 
 /// Work the agent may execute: the only way to make one is [`verified_work`], so a job of
 /// any kind (workflow, enforce, one step of a run spanning sites) reaches an executor only
-/// after its signature was checked, and what it reads is the job parsed from the signed bytes.
-/// Its fields are private: nothing outside this module can build one from an unsigned job.
+/// after its signature was checked, and what it reads is the job decoded from the signed
+/// bytes. Its fields are private: nothing outside this module can build one from an
+/// unsigned job.
 #[derive(Debug)]
 pub struct VerifiedWork {
     run_id: String,
     lease_ttl_ms: i64,
     job: Job,
-}
-
-/// What a verified job asks the agent to do, decided from the signed job only.
-pub enum VerifiedKind<'a> {
-    /// A workflow run here, with its catalog and inputs.
-    Workflow(&'a Job),
-    /// Job 1 at this site: a policy enforced on a target of the site.
-    Enforce(&'a crate::proto::EnforceJob, &'a [Value]),
-    /// One step of a run the orchestrator drives across sites.
-    Step(&'a crate::proto::StepJob),
 }
 
 impl VerifiedWork {
@@ -506,19 +500,9 @@ impl VerifiedWork {
     pub fn lease_ttl_ms(&self) -> i64 {
         self.lease_ttl_ms
     }
-    /// The signed job.
+    /// The signed job, of its kind.
     pub fn job(&self) -> &Job {
         &self.job
-    }
-    /// The job's kind, from the signed job.
-    pub fn kind(&self) -> VerifiedKind<'_> {
-        if let Some(e) = &self.job.enforce {
-            VerifiedKind::Enforce(e, &self.job.catalog)
-        } else if let Some(s) = &self.job.step {
-            VerifiedKind::Step(s)
-        } else {
-            VerifiedKind::Workflow(&self.job)
-        }
     }
 }
 
@@ -558,9 +542,18 @@ pub fn verified_work(
     })
 }
 
-/// The workflow's `metadata.name` (a plain string or a located `{value: …}`).
+/// The name of a job's workflow (`?` for an enforce or a step job).
 pub fn workflow_name(job: &Job) -> String {
-    job.workflow
+    match job {
+        Job::Workflow(w) => w.workflow.metadata.name.value.clone(),
+        Job::Enforce(_) | Job::Step(_) => "?".into(),
+    }
+}
+
+/// A document's `metadata.name` as JSON holds it (a plain string or a located
+/// `{value: …}`), `?` when it has none.
+pub fn document_name(document: &Value) -> String {
+    document
         .pointer("/metadata/name")
         .and_then(|v| {
             v.as_str()
@@ -573,7 +566,7 @@ pub fn workflow_name(job: &Job) -> String {
 /// The registry versions a job carries, as `kind/name@version` joined by `,` (empty for a
 /// job submitted from files).
 pub fn versions_label(job: &Job) -> String {
-    job.versions
+    job.versions()
         .iter()
         .map(|v| format!("{}/{}@{}", v.kind, v.name, v.version))
         .collect::<Vec<_>>()
@@ -585,18 +578,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn workflow() -> Value {
+        json!({"apiVersion": "vacsine.io/v1", "kind": "Workflow",
+            "metadata": {"name": "w"},
+            "spec": {"steps": [{"id": "a", "uses": "command", "with": {"argv": ["echo", "safe"]}}]}})
+    }
+
     fn job() -> Job {
-        Job {
-            workflow: json!({"apiVersion": "vacsine.io/v1", "kind": "Workflow",
-                "metadata": {"name": "w"},
-                "spec": {"steps": [{"id": "a", "uses": "command", "with": {"argv": ["echo", "safe"]}}]}}),
-            catalog: vec![],
-            inputs: serde_json::Map::new(),
-            enforce: None,
-            versions: vec![],
-            step: None,
-            images: vec![],
-        }
+        Job::workflow(
+            serde_json::from_value(workflow()).unwrap(),
+            vec![],
+            serde_json::Map::new(),
+        )
+    }
+
+    fn same(a: &Job, b: &Job) -> bool {
+        serde_json::to_value(a).unwrap() == serde_json::to_value(b).unwrap()
     }
 
     #[test]
@@ -613,12 +610,62 @@ mod tests {
         let k = BundleSigner::generate();
         let s = sign_job(&k, "run-1", "edge", &job(), 5).unwrap();
         let b = verify_job(&k.public_b64(), "run-1", "edge", &s).unwrap();
-        assert_eq!(b.job, job());
+        assert!(same(&b.job, &job()));
+        assert_eq!(workflow_name(&b.job), "w");
         assert_eq!(s.key_id, key_id(&k.public_b64()));
         let e = verify_job(&k.public_b64(), "run-2", "edge", &s).unwrap_err();
         assert!(e.to_string().contains("not run run-2"), "{e}");
         let e = verify_job(&k.public_b64(), "run-1", "other", &s).unwrap_err();
         assert!(e.to_string().contains("site `other`"), "{e}");
+    }
+
+    /// Signed by hand: a payload the orchestrator's own code would not make.
+    fn signed_payload(k: &BundleSigner, job: Value) -> SignedJob {
+        let payload = canonical_json(&json!({"format": JOB_FORMAT, "run_id": "run-1",
+            "site": "edge", "job": job, "signed_ms": 5}));
+        SignedJob {
+            signature: k.sign(payload.as_bytes()),
+            key_id: key_id(&k.public_b64()),
+            payload,
+        }
+    }
+
+    /// Issue 15: the kind of a job is read from the verified bytes only, decoded once into
+    /// exactly one kind with its documents typed; fields a newer orchestrator adds are
+    /// ignored.
+    #[test]
+    fn a_verified_job_is_decoded_into_exactly_one_kind() {
+        let k = BundleSigner::generate();
+        let pk = k.public_b64();
+        // A workflow job and a step at once: refused, though its signature verifies.
+        let step = json!({"parent_run": "p", "step_id": "s", "attempt": 1,
+            "executor": "command", "args": {"argv": ["true"]}, "timeout_ms": 1000});
+        let both = signed_payload(&k, json!({"workflow": workflow(), "step": step}));
+        let e = format!("{:#}", verify_job(&pk, "run-1", "edge", &both).unwrap_err());
+        assert!(
+            e.contains("not several") && e.contains("nothing executed"),
+            "{e}"
+        );
+        // A workflow that is not a Workflow: refused when decoded, before anything runs.
+        let bad = signed_payload(&k, json!({"workflow": {"kind": "Workflow"}}));
+        let e = format!("{:#}", verify_job(&pk, "run-1", "edge", &bad).unwrap_err());
+        assert!(e.contains("nothing executed"), "{e}");
+        // Unknown fields (of the bundle and of the job) are ignored.
+        let mut j = serde_json::to_value(job()).unwrap();
+        j["added_later"] = json!(true);
+        let ok = signed_payload(&k, j);
+        let b = verify_job(&pk, "run-1", "edge", &ok).unwrap();
+        assert!(matches!(b.job, Job::Workflow(_)) && same(&b.job, &job()));
+        let s = signed_payload(&k, json!({"step": step}));
+        let b = verify_job(&pk, "run-1", "edge", &s).unwrap();
+        assert!(matches!(&b.job, Job::Step(s) if s.step.step_id == "s"));
+        // Altered to another kind after signing: the signature refuses it first.
+        let mut t = ok.clone();
+        t.payload = t.payload.replace("\"workflow\":", "\"enforce\":");
+        let e = verify_job(&pk, "run-1", "edge", &t)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not verify"), "{e}");
     }
 
     #[test]
@@ -646,14 +693,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("agent.db");
         let k = BundleSigner::generate();
-        let sha = vacsine_wire::sha256_pin(canonical_json(&job().workflow).as_bytes());
+        let sha = vacsine_wire::sha256_pin(canonical_json(&workflow()).as_bytes());
         let docs = vec![BundleDocument {
             kind: "Workflow".into(),
             name: "w".into(),
             version: 2,
             signature: Some(sign_document(&k, "Workflow", "w", &sha)),
             sha256: sha,
-            document: job().workflow,
+            document: workflow(),
         }];
         let v = registry_version(&docs);
         assert_eq!(v, registry_version(&docs.clone()), "stable");
@@ -687,7 +734,7 @@ mod tests {
     #[test]
     fn a_registry_document_altered_in_the_store_is_refused_though_the_bundle_is_signed() {
         let k = BundleSigner::generate();
-        let text = canonical_json(&job().workflow);
+        let text = canonical_json(&workflow());
         let sha = vacsine_wire::sha256_pin(text.as_bytes());
         let good = BundleDocument {
             kind: "Workflow".into(),
@@ -695,7 +742,7 @@ mod tests {
             version: 1,
             signature: Some(sign_document(&k, "Workflow", "w", &sha)),
             sha256: sha.clone(),
-            document: job().workflow,
+            document: workflow(),
         };
         good.verify(&k.public_b64()).unwrap();
         // The content altered, its SHA-256 left: refused.
@@ -736,7 +783,8 @@ mod tests {
         st.keep(&s, &b, 11).unwrap();
         assert_eq!(st.count().unwrap(), 1, "kept once per content");
         let (kept, back) = st.latest(&k.public_b64(), "w", None).unwrap().unwrap();
-        assert_eq!((kept.sha256.as_str(), back.job), (sha.as_str(), job()));
+        assert_eq!(kept.sha256, sha);
+        assert!(same(&back.job, &job()));
         assert!(st
             .latest(&k.public_b64(), "w", Some("x@1"))
             .unwrap()

@@ -307,6 +307,8 @@ pub struct AgentLink {
     keys: KeyPair,
     server: PublicKey,
     opener: Opener,
+    /// The contract version named in every request ([`proto::PROTOCOL`]).
+    protocol: u32,
 }
 
 impl AgentLink {
@@ -326,7 +328,15 @@ impl AgentLink {
             keys,
             server,
             opener: Opener::default(),
+            protocol: proto::PROTOCOL,
         })
+    }
+
+    /// A link that names another contract version than this build's (to test how an
+    /// orchestrator answers an older or newer agent).
+    pub fn claiming_protocol(mut self, protocol: u32) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// The orchestrator's public keys (unsealed; the TLS pin vouches for them), from the first
@@ -349,6 +359,16 @@ impl AgentLink {
             return resp.json().await.map_err(|e| CallError::Bad(describe(&e)));
         }
         Err(last)
+    }
+
+    /// Agent operation `req` as agent `agent`: sealed for its operation's path, its answer
+    /// opened as that operation's answer type (see [`proto::AgentCall`]).
+    pub async fn op<Q: proto::AgentCall>(
+        &self,
+        agent: &str,
+        req: &Q,
+    ) -> Result<Q::Reply, CallError> {
+        self.call(Q::OP.path(), agent, req).await
     }
 
     /// Seal `req` for `path` as agent `agent`, send it, open the sealed answer. An
@@ -450,7 +470,10 @@ impl AgentLink {
         env: &Envelope,
         body: &B,
     ) -> Result<A, CallError> {
-        let mut rb = self.http.post(format!("{base}{path}"));
+        let mut rb = self
+            .http
+            .post(format!("{base}{path}"))
+            .header(proto::PROTOCOL_HEADER, self.protocol.to_string());
         if path != proto::ENROLL {
             // The sender, named before the body (an enrolled agent's id): the orchestrator
             // reads a large body only from a known agent.

@@ -4,9 +4,8 @@
 //! the pipeline ([`EnforceRunner`]; the `vacsine` binary implements it with the same code and
 //! driver choice as `vacsine enforce`).
 
-use crate::proto::{EnforceJob, EnforceJobOptions, Job};
+use crate::proto::{EnforceJobOptions, EnforceWork, Job, WorkflowJob};
 use async_trait::async_trait;
-use serde_json::Value;
 use std::path::PathBuf;
 use vacsine_core::policy::Policy;
 use vacsine_core::target::Target;
@@ -37,19 +36,10 @@ fn problems(what: &str, ps: Vec<Problem>) -> Result<(), String> {
     }
 }
 
-/// Decode and validate the documents of `job` (the policy against the catalog and the
-/// target, as `vacsine enforce` does with files). The error names the document at fault.
-pub fn decode(job: &EnforceJob, catalog: &[Value]) -> Result<EnforceDocs, String> {
-    let policy: Policy = serde_json::from_value(job.policy.clone())
-        .map_err(|e| format!("the policy sent is not a valid Policy: {e}"))?;
-    let target: Target = serde_json::from_value(job.target.clone())
-        .map_err(|e| format!("the target sent is not a valid Target: {e}"))?;
-    let mut workflows = Vec::with_capacity(catalog.len());
-    for (i, c) in catalog.iter().enumerate() {
-        let w: Workflow = serde_json::from_value(c.clone())
-            .map_err(|e| format!("catalog workflow #{i} sent is not a valid Workflow: {e}"))?;
-        workflows.push(w);
-    }
+/// Validate the documents of `job` (the policy against the catalog and the target, as
+/// `vacsine enforce` does with files). The error names the document at fault.
+pub fn decode(job: &EnforceWork) -> Result<EnforceDocs, String> {
+    let (policy, target, workflows) = (&job.enforce.policy, &job.enforce.target, &job.catalog);
     let index: CatalogIndex<'_> = workflows
         .iter()
         .map(|w| (w.metadata.name.value.clone(), w))
@@ -57,7 +47,7 @@ pub fn decode(job: &EnforceJob, catalog: &[Value]) -> Result<EnforceDocs, String
     if index.len() != workflows.len() {
         return Err("the catalog sent names a workflow twice".into());
     }
-    for w in &workflows {
+    for w in workflows {
         problems(
             &format!("catalog workflow `{}`", w.metadata.name.value),
             validate::validate_workflow_structure(w, &index),
@@ -65,82 +55,51 @@ pub fn decode(job: &EnforceJob, catalog: &[Value]) -> Result<EnforceDocs, String
     }
     problems(
         &format!("target `{}`", target.metadata.name.value),
-        validate::validate_target(&target),
+        validate::validate_target(target),
     )?;
     problems(
         &format!("policy `{}`", policy.metadata.name.value),
         // Warnings (a deprecated input name) were shown where the job was submitted.
-        validate::Problem::split(validate::validate_policy(&policy, &index, Some(&target))).0,
+        validate::Problem::split(validate::validate_policy(policy, &index, Some(target))).0,
     )?;
     Ok(EnforceDocs {
-        policy,
-        target,
-        catalog: workflows,
-        options: job.options,
+        policy: policy.clone(),
+        target: target.clone(),
+        catalog: workflows.clone(),
+        options: job.enforce.options,
     })
 }
 
-/// What the operator's views call a job: its workflow's name, or `enforce/POLICY` for job 1.
+/// What the operator's views call a job: its workflow's name, `enforce/POLICY` for job 1,
+/// the step's id for one step of a run spanning sites.
 pub fn job_title(job: &Job) -> String {
-    let name = |v: &Value| {
-        v.pointer("/metadata/name")
-            .and_then(|v| {
-                v.as_str()
-                    .or_else(|| v.pointer("/value").and_then(|x| x.as_str()))
-            })
-            .map(str::to_string)
-    };
-    match &job.enforce {
-        Some(e) => format!("enforce/{}", name(&e.policy).as_deref().unwrap_or("?")),
-        None => name(&job.workflow).unwrap_or_else(|| "?".into()),
+    match job {
+        Job::Enforce(e) => format!("enforce/{}", e.enforce.policy.metadata.name.value),
+        Job::Workflow(w) => w.workflow.metadata.name.value.clone(),
+        Job::Step(s) => format!("step/{}", s.step.step_id),
     }
 }
 
-/// Refuse, before anything is queued, a job the agent could not run.
+/// Refuse, before anything is queued, a job the agent could not run (its documents were
+/// typed when it was decoded; here they are validated together).
 pub fn check_job(job: &Job) -> Result<(), String> {
-    if job.step.is_some() {
-        return Err("`job.step` is made by the orchestrator for runs spanning sites: submit a workflow whose steps name their sites with `runsOn`".into());
-    }
-    match &job.enforce {
-        Some(e) => {
-            if !job.workflow.is_null() {
-                return Err("a job is either a workflow or an enforce, not both".into());
-            }
-            if !job.inputs.is_empty() {
-                return Err("an enforce job takes no inputs".into());
-            }
-            decode(e, &job.catalog).map(|_| ())
-        }
-        None if job.workflow.is_null() => {
-            Err("the job has no workflow (nor an enforce): give `job.workflow`".into())
-        }
-        None => check_workflow_job(job),
+    match job {
+        Job::Step(_) => Err("`job.step` is made by the orchestrator for runs spanning sites: submit a workflow whose steps name their sites with `runsOn`".into()),
+        Job::Enforce(e) => decode(e).map(|_| ()),
+        Job::Workflow(w) => check_workflow_job(w),
     }
 }
 
-/// `value` as a `T`, or the error naming where in it (`job.workflow.spec.steps[0].uses: …`).
-fn typed<T: serde::de::DeserializeOwned>(value: &Value, at: &str, what: &str) -> Result<T, String> {
-    serde_path_to_error::deserialize(value.clone()).map_err(|e| {
-        let path = e.path().to_string();
-        let place = if path == "." || path.is_empty() {
-            at.to_string()
-        } else {
-            format!("{at}.{path}")
-        };
-        format!("`{place}`: not a valid {what}: {}", e.inner())
-    })
-}
-
-/// A workflow job: `job.workflow` a Workflow and each of `job.catalog` one, the workflow
-/// valid with that catalog by the one validator `vacsine validate` uses (structure, then
-/// executors, arguments and templates). Every problem is listed, each at its step.
-fn check_workflow_job(job: &Job) -> Result<(), String> {
-    let w: Workflow = typed(&job.workflow, "job.workflow", "Workflow")?;
+/// A workflow job: the workflow valid with its catalog by the one validator `vacsine
+/// validate` uses (structure, then executors, arguments and templates). Every problem is
+/// listed, each at its step.
+fn check_workflow_job(job: &WorkflowJob) -> Result<(), String> {
     let mut catalog = vacsine_engine::Catalog::new();
-    for (i, c) in job.catalog.iter().enumerate() {
-        catalog.insert(typed(c, &format!("job.catalog[{i}]"), "Workflow")?);
+    for c in &job.catalog {
+        catalog.insert(c.clone());
     }
-    let problems = vacsine_engine::validate_workflow(&w, &catalog);
+    let w = &job.workflow;
+    let problems = vacsine_engine::validate_workflow(w, &catalog);
     if problems.is_empty() {
         return Ok(());
     }
@@ -157,7 +116,7 @@ fn check_workflow_job(job: &Job) -> Result<(), String> {
 #[derive(Debug, Clone)]
 pub struct EnforceOutcome {
     /// The report, as `vacsine enforce --format json` prints it.
-    pub report: Value,
+    pub report: vacsine_enforce::Report,
     /// `verified`, `compliant`, `rolled_back`…
     pub verdict: String,
     /// The verdict counts as success (verified or compliant, nothing failing at the end).
@@ -186,24 +145,27 @@ pub trait EnforceRunner: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn job(policy: Value, catalog: Vec<Value>) -> Job {
-        Job {
-            workflow: Value::Null,
-            catalog,
-            inputs: Default::default(),
-            enforce: Some(EnforceJob {
-                policy,
-                target: json!({"apiVersion": "vacsine.io/v1", "kind": "Target",
+    /// A job as it arrives (an operator's submission, a signed payload): decoded, then
+    /// checked.
+    fn job(policy: Value, catalog: Vec<Value>) -> Value {
+        json!({
+            "catalog": catalog,
+            "enforce": {
+                "policy": policy,
+                "target": {"apiVersion": "vacsine.io/v1", "kind": "Target",
                     "metadata": {"name": "t"},
-                    "spec": {"driver": "docker", "nodes": [{"name": "n", "container": "c", "roles": ["server"]}]}}),
-                options: Default::default(),
-            }),
-            versions: vec![],
-            step: None,
-            images: vec![],
-        }
+                    "spec": {"driver": "docker", "nodes": [{"name": "n", "container": "c", "roles": ["server"]}]}},
+            }
+        })
+    }
+
+    fn decoded_and_checked(v: Value) -> Result<Job, String> {
+        let j: Job = serde_path_to_error::deserialize(v)
+            .map_err(|e| format!("at `{}`: {}", e.path(), e.inner()))?;
+        check_job(&j)?;
+        Ok(j)
     }
 
     fn policy(uses: &str) -> Value {
@@ -223,44 +185,65 @@ mod tests {
 
     #[test]
     fn a_sound_enforce_job_passes_and_is_named_after_its_policy() {
-        let j = job(policy("fix"), vec![chmod()]);
-        check_job(&j).unwrap();
+        let j = decoded_and_checked(job(policy("fix"), vec![chmod()])).unwrap();
         assert_eq!(job_title(&j), "enforce/p");
-        let d = decode(j.enforce.as_ref().unwrap(), &j.catalog).unwrap();
+        let Job::Enforce(e) = &j else {
+            panic!("not an enforce job: {j:?}")
+        };
+        let d = decode(e).unwrap();
         assert_eq!(d.policy.spec.requirements.len(), 1);
         assert_eq!(d.catalog.len(), 1);
+        // The wire shape is the one operators always sent: encoded back, it reads the same.
+        let back = serde_json::to_value(&j).unwrap();
+        assert_eq!(back["enforce"]["policy"]["metadata"]["name"], "p");
+        assert!(back.get("workflow").is_none(), "{back}");
+        assert!(matches!(
+            serde_json::from_value::<Job>(back).unwrap(),
+            Job::Enforce(_)
+        ));
     }
 
     #[test]
     fn a_bad_enforce_job_is_refused_with_the_document_at_fault() {
+        let with = |mut j: Value, k: &str, v: Value| {
+            j[k] = v;
+            j
+        };
         for (j, want) in [
             (job(policy("missing"), vec![chmod()]), "policy `p`"),
             (
                 job(json!({"kind": "Policy"}), vec![chmod()]),
-                "not a valid Policy",
+                "at `enforce.policy",
             ),
             (
                 job(policy("fix"), vec![json!({"kind": 1})]),
-                "catalog workflow #0",
+                "at `catalog[0]",
             ),
             (job(policy("fix"), vec![chmod(), chmod()]), "twice"),
             (
-                Job {
-                    workflow: json!({"metadata": {"name": "w"}}),
-                    ..job(policy("fix"), vec![chmod()])
-                },
-                "not both",
+                with(job(policy("fix"), vec![chmod()]), "workflow", chmod()),
+                "not several",
             ),
             (
-                Job {
-                    enforce: None,
-                    ..job(policy("fix"), vec![])
-                },
-                "no workflow",
+                with(job(policy("fix"), vec![]), "inputs", json!({"a": 1})),
+                "takes no inputs",
+            ),
+            (json!({"catalog": [chmod()]}), "no workflow"),
+            (
+                json!({"step": {"parent_run": "p", "step_id": "s", "attempt": 1,
+                    "executor": "command", "timeout_ms": 1}}),
+                "made by the orchestrator",
             ),
         ] {
-            let e = check_job(&j).unwrap_err();
+            let e = decoded_and_checked(j).unwrap_err();
             assert!(e.contains(want), "{e} (wanted {want})");
         }
+    }
+
+    #[test]
+    fn a_job_tolerates_fields_it_does_not_know() {
+        let mut j = job(policy("fix"), vec![chmod()]);
+        j["from_a_newer_orchestrator"] = json!({"x": 1});
+        assert!(matches!(decoded_and_checked(j).unwrap(), Job::Enforce(_)));
     }
 }

@@ -8,11 +8,10 @@
 //! This module holds what the three sides share: digests, archive hashing, and which images
 //! a job names.
 
-use crate::proto::Job;
+use crate::proto::WorkflowJob;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
-use vacsine_core::workflow::Workflow;
 
 /// Largest archive the orchestrator accepts by default (`--max-image-mb`).
 pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 2 << 30;
@@ -95,16 +94,9 @@ pub struct ImageUse {
 
 /// Every `container` step's image in the job's workflow and catalog (steps and rollback
 /// steps). A templated image cannot be resolved before the run: refused, naming the step.
-pub fn job_images(job: &Job) -> Result<Vec<ImageUse>, String> {
+pub fn job_images(job: &WorkflowJob) -> Result<Vec<ImageUse>, String> {
     let mut out = Vec::new();
-    let docs = std::iter::once(&job.workflow)
-        .filter(|w| !w.is_null())
-        .chain(job.catalog.iter());
-    for doc in docs {
-        let Ok(w) = serde_json::from_value::<Workflow>(doc.clone()) else {
-            // Not a workflow: the engine at the site says why (as for any job).
-            continue;
-        };
+    for w in std::iter::once(&job.workflow).chain(job.catalog.iter()) {
         let wname = w.metadata.name.value.clone();
         for s in w.spec.steps.iter().chain(w.spec.rollback.iter()) {
             if s.uses.value != "container" {
@@ -142,15 +134,14 @@ mod tests {
              "rollback": [{"id": "undo", "uses": "container", "with": {"image": "undo:1"}}]}})
     }
 
-    fn job(workflow: serde_json::Value, catalog: Vec<serde_json::Value>) -> Job {
-        Job {
-            workflow,
-            catalog,
+    fn job(workflow: serde_json::Value, catalog: Vec<serde_json::Value>) -> WorkflowJob {
+        let typed = |v| serde_json::from_value(v).unwrap();
+        WorkflowJob {
+            workflow: typed(workflow),
+            catalog: catalog.into_iter().map(typed).collect(),
             inputs: Default::default(),
-            enforce: None,
             versions: vec![],
             images: vec![],
-            step: None,
         }
     }
 

@@ -218,6 +218,9 @@ impl Modify for IdempotencyKey {
         proto::RecordsResponse,
         proto::FinishRequest,
         proto::FinishResponse,
+        proto::RunReport,
+        proto::PingRequest,
+        proto::Pong,
         proto::EnforceJob,
         proto::EnforceJobOptions,
         proto::BundleRequest,
@@ -326,6 +329,24 @@ pub(crate) fn workflows() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Sch
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `docs/openapi.json` is this build's document (the orchestrator test checks the served
+    /// one equals it too). `VACSINE_UPDATE_OPENAPI=1` writes it.
+    #[test]
+    fn the_kept_document_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let doc = document();
+        if std::env::var_os("VACSINE_UPDATE_OPENAPI").is_some() {
+            let text = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+            std::fs::write(path, text).unwrap();
+        }
+        let kept: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert!(
+            kept == doc,
+            "docs/openapi.json is stale: regenerate with `VACSINE_UPDATE_OPENAPI=1 cargo test -p vacsine-orch --lib the_kept_document_is_current`"
+        );
+    }
 
     /// Every route the router serves is documented, and nothing else.
     #[test]

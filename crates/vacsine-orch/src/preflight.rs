@@ -137,9 +137,7 @@ async fn identity(id: &Option<IdentityView>, intake_key: bool) -> Check {
     };
     // An authenticated no-op: proves the keys, the seal both ways and that the agent is not
     // revoked, without taking work.
-    let r: Result<proto::Pong, CallError> = link
-        .call(proto::PING, &id.agent_id, &serde_json::json!({}))
-        .await;
+    let r: Result<proto::Pong, CallError> = link.op(&id.agent_id, &proto::PingRequest {}).await;
     check(
         "identity",
         match r {

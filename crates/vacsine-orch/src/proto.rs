@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use vacsine_core::policy::Policy;
+use vacsine_core::target::Target;
+use vacsine_core::workflow::Workflow;
 
 /// Agent endpoints (POST, sealed bodies).
 pub const ENROLL: &str = "/v1/agent/enroll";
@@ -158,7 +161,117 @@ pub struct RefusedItem {
 /// - 1: `Work` carried an unsigned copy of the job beside the signed one.
 /// - 2: `Work` carries only the signed job (agents verify before they read its kind);
 ///   records name the operator's run id and the agent's engine run.
-pub const PROTOCOL: u32 = 2;
+/// - 3: a job is decoded as one of its kinds with its documents typed; a run's end carries
+///   its report typed by kind (`{"enforce": …}` or `{"step": …}`); every sealed request
+///   names its protocol in [`PROTOCOL_HEADER`].
+pub const PROTOCOL: u32 = 3;
+
+/// Header in which an agent names the contract version it speaks, on every request of the
+/// sealed channel (enrolment included): one of another version is refused with 426 before
+/// its body is read, naming both versions. Agents of protocols 1 and 2 sent none.
+pub const PROTOCOL_HEADER: &str = "x-vacsine-protocol";
+
+/// The operations of the sealed agent channel (`POST /v1/agent/{op}`, enrolment apart, whose
+/// envelope travels beside the agent's new key): each names its path once, here, and its
+/// request and answer types through [`AgentCall`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentOp {
+    Poll,
+    Renew,
+    Records,
+    Finish,
+    Bundle,
+    Ping,
+    Autonomous,
+    Image,
+    Responses,
+}
+
+impl AgentOp {
+    pub const ALL: [AgentOp; 9] = [
+        AgentOp::Poll,
+        AgentOp::Renew,
+        AgentOp::Records,
+        AgentOp::Finish,
+        AgentOp::Bundle,
+        AgentOp::Ping,
+        AgentOp::Autonomous,
+        AgentOp::Image,
+        AgentOp::Responses,
+    ];
+
+    /// The path the operation's envelopes are sealed for and sent to.
+    pub fn path(self) -> &'static str {
+        match self {
+            AgentOp::Poll => POLL,
+            AgentOp::Renew => RENEW,
+            AgentOp::Records => RECORDS,
+            AgentOp::Finish => FINISH,
+            AgentOp::Bundle => BUNDLE,
+            AgentOp::Ping => PING,
+            AgentOp::Autonomous => AUTONOMOUS,
+            AgentOp::Image => IMAGE,
+            AgentOp::Responses => RESPONSES,
+        }
+    }
+
+    /// The operation served at `path` (`None`: no such operation).
+    pub fn from_path(path: &str) -> Option<AgentOp> {
+        AgentOp::ALL.into_iter().find(|o| o.path() == path)
+    }
+}
+
+/// A request of the sealed agent channel: the operation it is for and the answer it gets.
+/// An agent sends it with [`crate::client::AgentLink::op`], so path, request and answer
+/// cannot disagree.
+pub trait AgentCall: Serialize {
+    const OP: AgentOp;
+    type Reply: serde::de::DeserializeOwned;
+}
+
+macro_rules! agent_calls {
+    ($($req:ty => $op:ident, $reply:ty;)*) => {
+        $(impl AgentCall for $req {
+            const OP: AgentOp = AgentOp::$op;
+            type Reply = $reply;
+        })*
+
+        /// A sealed agent request, decoded once from its opened plaintext by the operation
+        /// its path names: the server then matches on this, never on a path string.
+        #[derive(Debug, Clone)]
+        pub enum AgentRequest {
+            $($op($req),)*
+        }
+
+        impl AgentRequest {
+            /// Decode the plaintext of an opened envelope sent for `op`. Unknown fields are
+            /// ignored; the error names the operation and what is wrong.
+            pub fn decode(op: AgentOp, plain: &[u8]) -> Result<AgentRequest, String> {
+                match op {
+                    $(AgentOp::$op => serde_json::from_slice::<$req>(plain)
+                        .map(AgentRequest::$op)
+                        .map_err(|e| format!("not a valid `{}` request ({}): {e}", op.path(), stringify!($req))),)*
+                }
+            }
+        }
+    };
+}
+
+agent_calls! {
+    PollRequest => Poll, PollResponse;
+    RenewRequest => Renew, RenewResponse;
+    RecordsRequest => Records, RecordsResponse;
+    FinishRequest => Finish, FinishResponse;
+    BundleRequest => Bundle, BundleResponse;
+    PingRequest => Ping, Pong;
+    AutonomousRun => Autonomous, AutonomousAccepted;
+    ImageChunkRequest => Image, ImageChunk;
+    ResponseUpload => Responses, ResponseAccepted;
+}
+
+/// `ping`: no fields (preflight's authenticated no-op).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PingRequest {}
 
 fn protocol_1() -> u32 {
     1
@@ -375,23 +488,139 @@ pub struct VersionRef {
     pub sha256: String,
 }
 
-/// What an operator submits: a workflow (kind: Workflow, as JSON), the catalog workflows it
-/// may call, input values (strings are typed by the engine from the declarations); or, with
-/// `enforce`, a policy to enforce on a target of the site (then `workflow` is null and
-/// `catalog` holds the fixes the policy may use).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct Job {
+/// What a job asks an agent to do: one of its kinds, each carrying its real documents
+/// (decoded and checked once, when the job is read: an operator's submission, or the signed
+/// bytes an agent verified). The kind is decided from the fields present, never guessed
+/// later: a job is a workflow, an enforce or one step, and one that is several or none is
+/// refused when decoded.
+///
+/// On the wire a job keeps the shape operators always sent (`workflow`, `catalog`,
+/// `inputs`, `enforce`, `versions`, `images`, `step`: see [`JobFields`]), so a submission
+/// and a signed payload read the same; unknown fields are ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "JobFields", into = "JobFields")]
+pub enum Job {
+    /// A workflow run at the site (or, with steps naming sites, driven by the orchestrator).
+    Workflow(Box<WorkflowJob>),
+    /// Job 1 at a site (`vacsine enforce --site`): a policy enforced on a target of the site.
+    Enforce(Box<EnforceWork>),
+    /// One step of a run the orchestrator drives across sites (made by the orchestrator).
+    Step(StepWork),
+}
+
+/// A workflow job: the workflow, the catalog workflows it may call, its input values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkflowJob {
+    pub workflow: Workflow,
+    /// The Workflow documents `workflow` may call.
+    pub catalog: Vec<Workflow>,
+    /// Input values (strings are typed by the engine from the declarations).
+    pub inputs: Map<String, Value>,
+    /// The registry versions of the workflow and catalog (empty for files sent as they are).
+    pub versions: Vec<VersionRef>,
+    /// The action images of its `container` steps, resolved by the orchestrator at
+    /// submission: the only images the agent may run for it.
+    pub images: Vec<ImageRef>,
+}
+
+/// An enforce job: the policy, the target and the catalog of fixes the policy may use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnforceWork {
+    pub enforce: EnforceJob,
+    /// The Workflow documents the policy's fixes may use.
+    pub catalog: Vec<Workflow>,
+    /// The registry versions of the policy and catalog (empty for files sent as they are).
+    pub versions: Vec<VersionRef>,
+}
+
+/// One step of a run spanning sites, with the image it may run (a `container` step).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepWork {
+    pub step: StepJob,
+    pub images: Vec<ImageRef>,
+}
+
+/// The kinds of [`Job`], by name (`workflow`, `enforce`, `step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Workflow,
+    Enforce,
+    Step,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Workflow => "workflow",
+            JobKind::Enforce => "enforce",
+            JobKind::Step => "step",
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Job {
+    /// A workflow job without registry versions or images.
+    pub fn workflow(workflow: Workflow, catalog: Vec<Workflow>, inputs: Map<String, Value>) -> Job {
+        Job::Workflow(Box::new(WorkflowJob {
+            workflow,
+            catalog,
+            inputs,
+            versions: vec![],
+            images: vec![],
+        }))
+    }
+
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Job::Workflow(_) => JobKind::Workflow,
+            Job::Enforce(_) => JobKind::Enforce,
+            Job::Step(_) => JobKind::Step,
+        }
+    }
+
+    /// The registry versions the job carries (empty for a step, or files sent as they are).
+    pub fn versions(&self) -> &[VersionRef] {
+        match self {
+            Job::Workflow(w) => &w.versions,
+            Job::Enforce(e) => &e.versions,
+            Job::Step(_) => &[],
+        }
+    }
+
+    /// The action images the job may run.
+    pub fn images(&self) -> &[ImageRef] {
+        match self {
+            Job::Workflow(w) => &w.images,
+            Job::Step(s) => &s.images,
+            Job::Enforce(_) => &[],
+        }
+    }
+}
+
+/// A job: a workflow (`workflow`, `catalog`, `inputs`), an enforce (`enforce`, `catalog`) or
+/// one step (`step`, made by the orchestrator for runs spanning sites). Which one is said by
+/// the fields given: a job that is several or none is refused. Unknown fields are ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Job)]
+pub struct JobFields {
     /// A Workflow document (`kind: Workflow`) as JSON, as `vacsine validate` reads it in
     /// YAML: the orchestrator refuses (400, naming the field or step) one its validator
     /// refuses, before anything is signed or queued. Null for an enforce or step job.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = crate::server::openapi::workflow_or_null)]
-    pub workflow: Value,
-    /// The Workflow documents `workflow` may call.
-    #[serde(default)]
+    pub workflow: Option<Workflow>,
+    /// The Workflow documents `workflow` (or the enforced policy's fixes) may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(schema_with = crate::server::openapi::workflows)]
-    pub catalog: Vec<Value>,
-    #[serde(default)]
+    pub catalog: Vec<Workflow>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub inputs: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforce: Option<EnforceJob>,
@@ -407,6 +636,93 @@ pub struct Job {
     /// agent runs this step's executor, or its undo, and reports the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<StepJob>,
+}
+
+impl TryFrom<JobFields> for Job {
+    type Error = String;
+    fn try_from(f: JobFields) -> Result<Job, String> {
+        match (f.workflow, f.enforce, f.step) {
+            (Some(workflow), None, None) => Ok(Job::Workflow(Box::new(WorkflowJob {
+                workflow,
+                catalog: f.catalog,
+                inputs: f.inputs,
+                versions: f.versions,
+                images: f.images,
+            }))),
+            (None, Some(enforce), None) => {
+                if !f.inputs.is_empty() {
+                    return Err("an enforce job takes no inputs".into());
+                }
+                Ok(Job::Enforce(Box::new(EnforceWork {
+                    enforce,
+                    catalog: f.catalog,
+                    versions: f.versions,
+                })))
+            }
+            (None, None, Some(step)) => {
+                if !f.catalog.is_empty() || !f.inputs.is_empty() {
+                    return Err("a step job carries no catalog nor inputs".into());
+                }
+                Ok(Job::Step(StepWork {
+                    step,
+                    images: f.images,
+                }))
+            }
+            (None, None, None) => {
+                Err("the job has no workflow (nor an enforce): give `job.workflow`".into())
+            }
+            _ => Err(
+                "a job is one of a workflow, an enforce or a step, not several: give one of `workflow`, `enforce`, `step`"
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl From<Job> for JobFields {
+    fn from(j: Job) -> JobFields {
+        match j {
+            Job::Workflow(w) => JobFields {
+                workflow: Some(w.workflow),
+                catalog: w.catalog,
+                inputs: w.inputs,
+                versions: w.versions,
+                images: w.images,
+                ..Default::default()
+            },
+            Job::Enforce(e) => JobFields {
+                enforce: Some(e.enforce),
+                catalog: e.catalog,
+                versions: e.versions,
+                ..Default::default()
+            },
+            Job::Step(s) => JobFields {
+                step: Some(s.step),
+                images: s.images,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl utoipa::PartialSchema for Job {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <JobFields as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for Job {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Job".into()
+    }
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <JobFields as utoipa::ToSchema>::schemas(schemas)
+    }
 }
 
 /// One step of a run spanning sites, as the orchestrator dispatches it to the site's agent.
@@ -505,12 +821,14 @@ pub struct ImagePushed {
 
 /// Job 1 at a site (`vacsine enforce --site`): the agent resolves the target with its own
 /// driver and runs the whole pipeline (sandbox, verify, apply, verify, roll back).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnforceJob {
     /// The policy (kind: Policy, as JSON; SCAP imports already expanded).
-    pub policy: Value,
+    #[schema(value_type = Object)]
+    pub policy: Policy,
     /// The target system description (kind: Target, as JSON).
-    pub target: Value,
+    #[schema(value_type = Object)]
+    pub target: Target,
     #[serde(default)]
     pub options: EnforceJobOptions,
 }
@@ -562,9 +880,71 @@ pub struct FinishRequest {
     pub status: vacsine_core::status::RunStatus,
     #[serde(default)]
     pub message: Option<String>,
-    /// The report of an enforce job (JSON), stored with the run.
+    /// What the run produced, by its job's kind: an enforce job's report, a step job's
+    /// outcome (a workflow job's records travel on their own: none). The orchestrator
+    /// refuses a report of another kind than the run's job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub report: Option<Value>,
+    pub report: Option<RunReport>,
+}
+
+/// What a run produced, typed by its job's kind (`{"enforce": REPORT}` or
+/// `{"step": OUTCOME}` on the wire).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunReport {
+    /// The report of an enforce job (`vacsine enforce --format json`'s document).
+    Enforce(Box<vacsine_enforce::Report>),
+    /// What the step of a step job did: the confirmation the orchestrator waits for.
+    Step(Box<StepOutcome>),
+}
+
+impl utoipa::PartialSchema for RunReport {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        // Written out: the enforce report has no schema of its own in this document.
+        let v = serde_json::json!({
+            "description": "What a run produced, by its job's kind: an enforce job's report, or a step job's outcome.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "title": "enforce",
+                    "required": ["enforce"],
+                    "properties": {"enforce": {"type": "object", "description": "the enforce report (`vacsine enforce --format json`'s document)"}}
+                },
+                {
+                    "type": "object",
+                    "title": "step",
+                    "required": ["step"],
+                    "properties": {"step": {"$ref": "#/components/schemas/StepOutcome"}}
+                }
+            ]
+        });
+        serde_json::from_value(v).unwrap_or_else(|e| unreachable!("RunReport schema: {e}"))
+    }
+}
+
+impl utoipa::ToSchema for RunReport {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "StepOutcome".into(),
+            <StepOutcome as utoipa::PartialSchema>::schema(),
+        ));
+        <StepOutcome as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
+impl RunReport {
+    /// The kind of job that makes this report.
+    pub fn kind(&self) -> JobKind {
+        match self {
+            RunReport::Enforce(_) => JobKind::Enforce,
+            RunReport::Step(_) => JobKind::Step,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -906,6 +1286,71 @@ impl From<RunStatus> for vacsine_core::status::RunStatus {
 }
 
 #[cfg(test)]
+mod contract_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn each_agent_operation_has_one_path_and_paths_name_one_operation() {
+        let mut paths = std::collections::BTreeSet::new();
+        for op in AgentOp::ALL {
+            assert_eq!(AgentOp::from_path(op.path()), Some(op));
+            assert!(paths.insert(op.path()), "{} twice", op.path());
+        }
+        assert_eq!(
+            AgentOp::from_path(ENROLL),
+            None,
+            "enrolment is not sealed alike"
+        );
+        assert_eq!(AgentOp::from_path("/v1/agent/nothing"), None);
+        assert_eq!(<FinishRequest as AgentCall>::OP.path(), FINISH);
+        assert_eq!(<PollRequest as AgentCall>::OP, AgentOp::Poll);
+    }
+
+    #[test]
+    fn a_request_is_decoded_once_by_its_operation_tolerating_unknown_fields() {
+        let r = AgentRequest::decode(AgentOp::Renew, br#"{"runs": ["a"], "later": 1}"#).unwrap();
+        assert!(matches!(r, AgentRequest::Renew(RenewRequest { runs }) if runs == ["a"]));
+        // The same bytes for another operation are that operation's or refused, named.
+        let e = AgentRequest::decode(AgentOp::Finish, br#"{"runs": ["a"]}"#).unwrap_err();
+        assert!(e.contains(FINISH) && e.contains("FinishRequest"), "{e}");
+        assert!(matches!(
+            AgentRequest::decode(AgentOp::Ping, b"{}").unwrap(),
+            AgentRequest::Ping(_)
+        ));
+    }
+
+    /// A run's report is typed by its job's kind, and says which on the wire.
+    #[test]
+    fn a_finish_report_is_typed_by_kind() {
+        let step = FinishRequest {
+            run_id: "r".into(),
+            status: vacsine_core::status::RunStatus::Succeeded,
+            message: None,
+            report: Some(RunReport::Step(Box::new(StepOutcome {
+                status: "succeeded".into(),
+                ..Default::default()
+            }))),
+        };
+        let v = serde_json::to_value(&step).unwrap();
+        assert_eq!(v["report"]["step"]["status"], "succeeded", "{v}");
+        let back: FinishRequest = serde_json::from_value(v).unwrap();
+        assert_eq!(back.report.map(|r| r.kind()), Some(JobKind::Step));
+        // A step outcome sent where an enforce report is said: refused when decoded.
+        let wrong = json!({"run_id": "r", "status": "succeeded",
+            "report": {"enforce": {"status": "succeeded"}}});
+        assert!(serde_json::from_value::<FinishRequest>(wrong).is_err());
+        // Protocol 2's untyped report: refused, not read as either kind.
+        let old = json!({"run_id": "r", "status": "succeeded", "report": {"status": "succeeded"}});
+        assert!(serde_json::from_value::<FinishRequest>(old).is_err());
+        // No report (a workflow job): none.
+        let none: FinishRequest =
+            serde_json::from_value(json!({"run_id": "r", "status": "failed"})).unwrap();
+        assert!(none.report.is_none());
+    }
+}
+
+#[cfg(test)]
 mod run_status_tests {
     #[test]
     fn the_api_status_names_are_the_cores() {
@@ -939,7 +1384,7 @@ pub struct RunReportView {
     pub run: RunView,
     /// The enforce report (`vacsine enforce --format json`'s document).
     #[schema(value_type = Object)]
-    pub report: Value,
+    pub report: Box<vacsine_enforce::Report>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -32,15 +32,7 @@ fn check_document(d: &proto::PushDocument) -> ApiResult<()> {
             let w = serde_json::from_value::<vacsine_core::workflow::Workflow>(d.document.clone());
             (
                 w.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-                crate::bundle::workflow_name(&proto::Job {
-                    workflow: d.document.clone(),
-                    catalog: vec![],
-                    inputs: Default::default(),
-                    enforce: None,
-                    versions: vec![],
-                    step: None,
-                    images: vec![],
-                }),
+                crate::bundle::document_name(&d.document),
             )
         }
         "Policy" => {
@@ -147,6 +139,21 @@ fn document(r: &RegistryRow) -> ApiResult<serde_json::Value> {
     })
 }
 
+/// A pushed Workflow as its type (it parsed when it was pushed, and its signature was just
+/// checked: an error here is the orchestrator's own).
+fn workflow_document(r: &RegistryRow) -> ApiResult<vacsine_core::workflow::Workflow> {
+    serde_json::from_str(&r.document).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!(
+                "registry {} {} version {}: not a Workflow: {e}",
+                r.kind, r.name, r.version
+            ),
+        )
+    })
+}
+
 fn vref(r: &RegistryRow) -> VersionRef {
     VersionRef {
         kind: r.kind.clone(),
@@ -205,19 +212,17 @@ pub(super) async fn run_pushed(
     for row in latest.values() {
         s.verify_document(row)?;
         versions.push(vref(row));
-        catalog.push(document(row)?);
+        catalog.push(workflow_document(row)?);
     }
     let submit = proto::SubmitRun {
         site: r.site,
-        job: proto::Job {
-            workflow: document(&main)?,
+        job: proto::Job::Workflow(Box::new(proto::WorkflowJob {
+            workflow: workflow_document(&main)?,
             catalog,
             inputs: r.inputs,
-            enforce: None,
             versions,
-            step: None,
             images: vec![],
-        },
+        })),
     };
     super::submit_run(State(s), h, ApiJson(submit)).await
 }

@@ -867,17 +867,18 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
 
 #[utoipa::path(post, path = "/v1/agent/{op}", tag = "agent",
     description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`, `bundle`, `image`, `autonomous`, `responses`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`, `BundleRequest`, `ImageChunkRequest`, `AutonomousRun`, `ResponseUpload`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
-    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle | image | autonomous | responses")),
+    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle | image | autonomous | responses"),
+        ("x-vacsine-protocol" = Option<u32>, Header, description = "the contract version the agent speaks (3); another version, or none outside a poll, is refused with 426")),
     request_body(content = Object, description = "sealed envelope (JSON): v, method, path, agent, ts, nonce, sender, enc, ct"),
     responses(
         (status = 200, description = "sealed envelope with the operation's response"),
         (status = 400, body = proto::ErrorBody, description = "malformed, tampered or misbound; `bad_record` for an upload holding a record that is not a step record (its key named)"),
         (status = 401, body = proto::ErrorBody, description = "stale timestamp or wrong sender key"),
         (status = 403, body = proto::ErrorBody, description = "revoked, or another agent's run"),
-        (status = 404, body = proto::ErrorBody, description = "no agent operation of that name"),
+        (status = 404, body = proto::ErrorBody, description = "no agent operation of that name (refused before the body is read)"),
         (status = 409, body = proto::ErrorBody, description = "replayed nonce, or an autonomous run whose id is another agent's run"),
         (status = 413, body = proto::ErrorBody, description = "body larger than its sender may send: 4 MiB for an enrolled agent named in `x-vacsine-agent`, 64 KiB otherwise (enrolment, unknown senders)"),
-        (status = 426, body = proto::ErrorBody, description = "`poll` from an agent of another contract version (`protocol`): the message names both versions and which side to upgrade"),
+        (status = 426, body = proto::ErrorBody, description = "an agent of another contract version (`x-vacsine-protocol`: another version is refused before the body is read; none, once the envelope opened, unless a poll's `protocol` names this one): the message names both versions and which side to upgrade"),
         (status = 503, body = proto::ErrorBody, description = "more large bodies in this agent's name are being read: retry")))]
 async fn agent_call(State(s): State<Arc<Srv>>, req: axum::extract::Request) -> Response {
     let path = req.uri().path().to_string();
@@ -896,6 +897,50 @@ async fn agent_call(State(s): State<Arc<Srv>>, req: axum::extract::Request) -> R
         },
         _ => None,
     };
+    // The operation, from the path, and the contract version the sender names: another
+    // version is refused before its body is read.
+    let op = if path == proto::ENROLL {
+        None
+    } else {
+        match proto::AgentOp::from_path(&path) {
+            Some(op) => Some(op),
+            None => {
+                let e = ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no agent operation {path}"),
+                );
+                return drain_then(req.into_body(), e).await;
+            }
+        }
+    };
+    let claimed = match req.headers().get(proto::PROTOCOL_HEADER) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|v| v.trim().parse::<u32>().ok()) {
+            Some(p) => Some(p),
+            None => {
+                let e = ApiError::bad(format!(
+                    "`{}` must be the contract version the agent speaks (a number; this orchestrator speaks {})",
+                    proto::PROTOCOL_HEADER,
+                    proto::PROTOCOL
+                ));
+                return drain_then(req.into_body(), e).await;
+            }
+        },
+    };
+    // A version named and not this one: refused now. Agents of protocols 1 and 2 named
+    // none: theirs is refused once the envelope opened (a poll's body names its version).
+    if let Some(p) = claimed {
+        let who = match (&known, &named) {
+            (Some(a), _) => format!("agent {} (vacsine {})", a.name, a.version),
+            (None, Some(id)) if op.is_some() => format!("agent `{id}`"),
+            _ => "the agent".to_string(),
+        };
+        if let Err(e) = check_protocol(&who, Some(p)) {
+            tracing::info!("{path}: refused ({}): {}", e.code, e.message);
+            return drain_then(req.into_body(), e).await;
+        }
+    }
     let limit = if known.is_some() {
         proto::MAX_AGENT_BODY
     } else {
@@ -980,7 +1025,7 @@ async fn agent_call(State(s): State<Arc<Srv>>, req: axum::extract::Request) -> R
             return r;
         }
     };
-    match s.agent_call(&path, &body, known).await {
+    match s.agent_call(&path, op, claimed, &body, known).await {
         Ok(env) => Json(env).into_response(),
         Err(e) => {
             tracing::info!("{path}: refused ({}): {}", e.code, e.message);
@@ -1020,15 +1065,18 @@ impl Srv {
         }
     }
 
+    /// A sealed agent request for `op` (`None`: an enrolment) arrived at `path`.
     async fn agent_call(
         &self,
         path: &str,
+        op: Option<proto::AgentOp>,
+        claimed: Option<u32>,
         body: &[u8],
         known: Option<AgentRow>,
     ) -> ApiResult<Envelope> {
-        if path == proto::ENROLL {
-            return self.enroll(body).await;
-        }
+        let Some(op) = op else {
+            return self.enroll(body, claimed).await;
+        };
         let env: Envelope = parse(body, "sealed envelope")?;
         let agent = match known {
             Some(a) if a.id == env.agent => a,
@@ -1060,10 +1108,22 @@ impl Srv {
             return Err(revoked(&agent, t));
         }
         self.touch(&agent.id).await?;
-        match path {
-            proto::POLL => {
-                let r: proto::PollRequest = parse(&plain, "poll")?;
-                check_protocol(&agent, r.protocol)?;
+        // An agent naming no version is of protocol 2 or earlier: only its poll says which.
+        if claimed.is_none() && op != proto::AgentOp::Poll {
+            check_protocol(
+                &format!("agent {} (vacsine {})", agent.name, agent.version),
+                None,
+            )?;
+        }
+        // Decoded once, by the operation the path names: what follows matches on the
+        // request's type, never on a path string.
+        let req = proto::AgentRequest::decode(op, &plain).map_err(ApiError::bad)?;
+        match req {
+            proto::AgentRequest::Poll(r) => {
+                check_protocol(
+                    &format!("agent {} (vacsine {})", agent.name, agent.version),
+                    Some(r.protocol),
+                )?;
                 if let Some(o) = &r.outbox {
                     self.note_outbox(&agent.id, o).await;
                 }
@@ -1072,37 +1132,33 @@ impl Srv {
                     .await?;
                 self.seal_reply(&from, b, &env, &proto::PollResponse { work, decisions })
             }
-            proto::PING => self.seal_reply(&from, b, &env, &proto::Pong { time_ms: now_ms() }),
-            proto::RESPONSES => {
-                let r: proto::ResponseUpload = parse(&plain, "responses")?;
+            proto::AgentRequest::Ping(_) => {
+                self.seal_reply(&from, b, &env, &proto::Pong { time_ms: now_ms() })
+            }
+            proto::AgentRequest::Responses(r) => {
                 let accepted = self.responses_upload(&agent, &r).await?;
                 self.seal_reply(&from, b, &env, &accepted)
             }
-            proto::AUTONOMOUS => {
-                let r: proto::AutonomousRun = parse(&plain, "autonomous run")?;
+            proto::AgentRequest::Autonomous(r) => {
                 let created = self.autonomous_run(&agent, &r).await?;
                 self.seal_reply(&from, b, &env, &proto::AutonomousAccepted { created })
             }
-            proto::IMAGE => {
-                let r: proto::ImageChunkRequest = parse(&plain, "image")?;
+            proto::AgentRequest::Image(r) => {
                 let chunk = self.image_chunk(&agent, &r).await?;
                 self.seal_reply(&from, b, &env, &chunk)
             }
-            proto::BUNDLE => {
-                let r: proto::BundleRequest = parse(&plain, "bundle")?;
+            proto::AgentRequest::Bundle(r) => {
                 let resp = self.registry_bundle(&agent.site, r.have.as_deref()).await?;
                 self.seal_reply(&from, b, &env, &resp)
             }
-            proto::RENEW => {
-                let r: proto::RenewRequest = parse(&plain, "renew")?;
+            proto::AgentRequest::Renew(r) => {
                 let held = self
                     .store
                     .renew(&agent.id, &r.runs, now_ms(), self.lease_ttl_ms)
                     .await?;
                 self.seal_reply(&from, b, &env, &proto::RenewResponse { held })
             }
-            proto::RECORDS => {
-                let r: proto::RecordsRequest = parse(&plain, "records")?;
+            proto::AgentRequest::Records(r) => {
                 // Each record is a step record, or the request is refused naming it: nothing
                 // unreadable is stored.
                 let mut parsed = Vec::with_capacity(r.records.len());
@@ -1154,8 +1210,7 @@ impl Srv {
                     },
                 )
             }
-            proto::FINISH => {
-                let r: proto::FinishRequest = parse(&plain, "finish")?;
+            proto::AgentRequest::Finish(r) => {
                 if !r.status.is_final() {
                     return Err(ApiError::bad(format!(
                         "`{}` is not a final status",
@@ -1176,11 +1231,6 @@ impl Srv {
                 self.events.send_modify(|n| *n += 1);
                 self.seal_reply(&from, b, &env, &proto::FinishResponse { accepted })
             }
-            _ => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no agent endpoint {path}"),
-            )),
         }
     }
 
@@ -1278,7 +1328,7 @@ impl Srv {
         Ok(true)
     }
 
-    async fn enroll(&self, body: &[u8]) -> ApiResult<Envelope> {
+    async fn enroll(&self, body: &[u8], claimed: Option<u32>) -> ApiResult<Envelope> {
         let e: proto::EnrollEnvelope = parse(body, "enrolment")?;
         let from = PublicKey::from_b64(&e.public_key)?;
         let env = e.envelope;
@@ -1292,6 +1342,9 @@ impl Srv {
             .open(&self.keys, &from, b, None, &env, now_ms())?;
         self.first_use(&env).await?;
         let r: proto::EnrollRequest = parse(&plain, "enrolment")?;
+        if claimed.is_none() {
+            check_protocol(&format!("agent {} (vacsine {})", r.name, r.version), None)?;
+        }
         if r.name != env.agent || r.name.is_empty() || r.name.len() > 128 {
             return Err(ApiError::bad(
                 "the agent name must be 1 to 128 characters and match the envelope",
@@ -1602,10 +1655,12 @@ async fn submit_run(
     crate::enforce::check_job(&r.job).map_err(ApiError::bad)?;
     s.resolve_images(&mut r.job).await?;
     let workflow = crate::enforce::job_title(&r.job);
-    if crate::xsite::spans_sites(&r.job) {
-        // Steps naming sites: driven here, one step at a time.
-        let id = s.start_spanning(&r.site, &r.job, workflow).await?;
-        return Ok(Json(proto::RunCreated { run_id: id }));
+    if let proto::Job::Workflow(w) = &r.job {
+        if crate::xsite::spans_sites(&r.job) {
+            // Steps naming sites: driven here, one step at a time.
+            let id = s.start_spanning(&r.site, w, workflow).await?;
+            return Ok(Json(proto::RunCreated { run_id: id }));
+        }
     }
     let id = uuid::Uuid::new_v4().to_string();
     let row = RunRow {
@@ -1631,24 +1686,29 @@ async fn submit_run(
     Ok(Json(proto::RunCreated { run_id: id }))
 }
 
-/// An agent whose contract version is not this orchestrator's gets no work: 426, naming
-/// both versions and which side to upgrade.
-fn check_protocol(agent: &AgentRow, protocol: u32) -> ApiResult<()> {
-    if protocol == proto::PROTOCOL {
+/// An agent whose contract version is not this orchestrator's is served nothing: 426,
+/// naming both versions and which side to upgrade. `protocol` is the version it names
+/// (`None`: it names none, as agents of protocols 1 and 2 did outside their polls).
+fn check_protocol(who: &str, protocol: Option<u32>) -> ApiResult<()> {
+    if protocol == Some(proto::PROTOCOL) {
         return Ok(());
     }
-    let upgrade = if protocol < proto::PROTOCOL {
-        "upgrade the agent"
-    } else {
-        "upgrade the orchestrator"
+    let (theirs, upgrade) = match protocol {
+        Some(p) if p > proto::PROTOCOL => (format!("protocol {p}"), "upgrade the orchestrator"),
+        Some(p) => (format!("protocol {p}"), "upgrade the agent"),
+        None => (
+            format!(
+                "protocol 2 or earlier (its request names no `{}`)",
+                proto::PROTOCOL_HEADER
+            ),
+            "upgrade the agent",
+        ),
     };
     Err(ApiError::new(
         StatusCode::UPGRADE_REQUIRED,
         "protocol",
         format!(
-            "agent {} (vacsine {}) speaks protocol {protocol}; this orchestrator (vacsine {}) speaks protocol {}: {upgrade}",
-            agent.name,
-            agent.version,
+            "{who} speaks {theirs}; this orchestrator (vacsine {}) speaks protocol {}: {upgrade}",
             crate::VERSION,
             proto::PROTOCOL
         ),

@@ -63,19 +63,14 @@ pub fn result_of(o: StepOutcome) -> StepResult {
 /// (the catalog's own `runsOn: {}`, "every node", would make every run span sites); inside a
 /// run spanning sites they see every site as a node.
 pub fn spans_sites(job: &Job) -> bool {
-    if job.enforce.is_some() || job.step.is_some() {
+    let Job::Workflow(w) = job else {
         return false;
-    }
-    ["/spec/steps", "/spec/rollback"].iter().any(|p| {
-        job.workflow
-            .pointer(p)
-            .and_then(Value::as_array)
-            .is_some_and(|steps| {
-                steps
-                    .iter()
-                    .any(|s| s.get("runsOn").or_else(|| s.get("runs-on")).is_some())
-            })
-    })
+    };
+    let spec = &w.workflow.spec;
+    spec.steps
+        .iter()
+        .chain(spec.rollback.iter())
+        .any(|s| s.runs_on.is_some())
 }
 
 /// Sites named literally by `runsOn` in `w` (templated names are resolved when the step
@@ -313,23 +308,23 @@ mod tests {
 
     #[test]
     fn a_job_spans_sites_when_a_step_names_where_it_runs() {
-        let job = |wf: Value| Job {
-            workflow: wf,
-            catalog: vec![],
-            inputs: Default::default(),
-            enforce: None,
-            versions: vec![],
-            images: vec![],
-            step: None,
+        let job = |spec: Value| {
+            Job::workflow(
+                serde_json::from_value(json!({"apiVersion": "vacsine.io/v1", "kind": "Workflow",
+                    "metadata": {"name": "w"}, "spec": spec}))
+                .unwrap(),
+                vec![],
+                Default::default(),
+            )
         };
         assert!(!spans_sites(&job(
-            json!({"spec": {"steps": [{"id": "a", "uses": "command"}]}})
+            json!({"steps": [{"id": "a", "uses": "command"}]})
         )));
         assert!(spans_sites(&job(
-            json!({"spec": {"steps": [{"id": "a", "uses": "command", "runsOn": "edge-b"}]}})
+            json!({"steps": [{"id": "a", "uses": "command", "runsOn": "edge-b"}]})
         )));
         assert!(spans_sites(&job(
-            json!({"spec": {"steps": [], "rollback": [{"id": "r", "uses": "command", "runsOn": "edge-b"}]}})
+            json!({"steps": [], "rollback": [{"id": "r", "uses": "command", "runsOn": "edge-b"}]})
         )));
     }
 }

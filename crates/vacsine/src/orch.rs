@@ -873,28 +873,19 @@ pub async fn run_at_site(
         Ok(m) => m,
         Err(errs) => return Ok(print_diagnostics(errs)),
     };
-    let to_json = |w: &vacsine_core::workflow::Workflow| serde_json::to_value(w).map_err(err);
-    let mut catalog_json = Vec::new();
-    for (name, w) in &cat.workflows {
-        if *name != wf.doc.metadata.name.value {
-            catalog_json.push(to_json(&w.doc)?);
-        }
-    }
+    let catalog: Vec<vacsine_core::workflow::Workflow> = cat
+        .workflows
+        .iter()
+        .filter(|(name, _)| **name != wf.doc.metadata.name.value)
+        .map(|(_, w)| w.doc.clone())
+        .collect();
     let c = client(conn)?;
     let created: proto::RunCreated = c
         .post(
             proto::OP_RUNS,
             &proto::SubmitRun {
                 site: site.to_string(),
-                job: proto::Job {
-                    workflow: to_json(&wf.doc)?,
-                    catalog: catalog_json,
-                    inputs: inputs_map,
-                    enforce: None,
-                    versions: vec![],
-                    step: None,
-                    images: vec![],
-                },
+                job: proto::Job::workflow(wf.doc.clone(), catalog, inputs_map),
             },
         )
         .await

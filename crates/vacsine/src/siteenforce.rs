@@ -62,33 +62,31 @@ fn travel_problems(inputs: &Inputs) -> Vec<LoadError> {
         .collect()
 }
 
-/// The job `vacsine enforce --site` submits: the documents as JSON values.
+/// The job `vacsine enforce --site` submits: the documents, typed.
 fn job_of(inputs: &Inputs, at: &AtSite) -> miette::Result<proto::Job> {
-    let catalog = inputs
-        .catalog
-        .workflows
-        .values()
-        .map(|w| to_json(&w.doc))
-        .collect::<miette::Result<Vec<_>>>()?;
-    let job = proto::Job {
-        workflow: serde_json::Value::Null,
-        catalog,
-        inputs: Default::default(),
-        enforce: Some(proto::EnforceJob {
-            policy: to_json(&inputs.policy.doc)?,
-            target: to_json(&inputs.target.doc)?,
+    let job = proto::Job::Enforce(Box::new(proto::EnforceWork {
+        enforce: proto::EnforceJob {
+            policy: inputs.policy.doc.clone(),
+            target: inputs.target.doc.clone(),
             options: proto::EnforceJobOptions {
                 force: at.force,
                 require_persistent: at.require_persistent,
             },
-        }),
+        },
+        catalog: inputs
+            .catalog
+            .workflows
+            .values()
+            .map(|w| w.doc.clone())
+            .collect(),
         versions: vec![],
-        step: None,
-        images: vec![],
-    };
+    }));
     // What the site will decode: a document that does not survive the trip is our bug, said
     // here rather than by the agent after queuing.
-    vacsine_orch::enforce::check_job(&job).map_err(|e| {
+    let back: proto::Job = serde_json::from_value(to_json(&job)?).map_err(|e| {
+        miette::miette!("internal: the documents do not survive their encoding: {e}")
+    })?;
+    vacsine_orch::enforce::check_job(&back).map_err(|e| {
         miette::miette!("internal: the documents do not survive their encoding: {e}")
     })?;
     Ok(job)
@@ -159,9 +157,7 @@ pub async fn enforce_at_site(
         }
         Err(e) => return Err(err(e)),
     };
-    let rep: vacsine_enforce::Report = serde_json::from_value(report.report)
-        .map_err(|e| miette::miette!("the report of run {id} is not an enforce report: {e}"))?;
-    show_enforce_report(&rep, &policy_path, report_path, format)
+    show_enforce_report(&report.report, &policy_path, report_path, format)
 }
 
 /// Print the run's step records on stderr as they arrive; the run once it ended.
@@ -290,7 +286,7 @@ impl EnforceRunner for SiteEnforcer {
         Ok(EnforceOutcome {
             verdict: rep.verdict.as_str().to_string(),
             succeeded: rep.exit_code() == EXIT_OK,
-            report: serde_json::to_value(&rep)?,
+            report: rep,
         })
     }
 }

@@ -5,22 +5,20 @@
 
 use super::{forward, Shared};
 use crate::bundle::VerifiedWork;
-use crate::proto::EnforceJob;
-use serde_json::Value;
+use crate::proto::EnforceWork;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use vacsine_core::status::RunStatus;
 use vacsine_engine::{CancelToken, ProgressEvent};
 
-/// Run the verified work's enforce `job` (with the `catalog` it was signed with): the run's
-/// final status, its message and the report.
+/// Run the verified work's enforce `job`: the run's final status, its message and the
+/// report.
 pub(super) async fn run(
     sh: &Arc<Shared>,
     w: &VerifiedWork,
-    job: &EnforceJob,
-    catalog: &[Value],
+    job: &EnforceWork,
     cancel: CancelToken,
-) -> (RunStatus, Option<String>, Option<Value>) {
+) -> (RunStatus, Option<String>, Option<vacsine_enforce::Report>) {
     let Some(runner) = sh.enforcer.clone() else {
         return (
             RunStatus::Failed,
@@ -31,7 +29,7 @@ pub(super) async fn run(
             None,
         );
     };
-    let docs = match crate::enforce::decode(job, catalog) {
+    let docs = match crate::enforce::decode(job) {
         Ok(d) => d,
         Err(e) => return (RunStatus::Failed, Some(e), None),
     };
@@ -64,30 +62,47 @@ pub(super) async fn run(
 }
 
 /// The engine runs whose step records the report holds.
-fn report_runs(report: &Value) -> BTreeSet<String> {
+fn report_runs(report: &vacsine_enforce::Report) -> BTreeSet<String> {
     report
-        .get("steps")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.get("run_id").and_then(Value::as_str))
-        .map(str::to_string)
+        .steps
+        .iter()
+        .map(|s| s.record.run_id.clone())
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::report_runs;
+    use vacsine_core::record::StepRecord;
+    use vacsine_enforce::report::PhaseStep;
 
     #[test]
     fn report_runs_are_the_distinct_runs_of_its_steps() {
-        let r = serde_json::json!({"steps": [
-            {"phase": "apply to sandbox", "run_id": "a", "step_id": "x"},
-            {"phase": "apply to sandbox", "run_id": "a", "step_id": "y"},
-            {"phase": "rollback", "run_id": "b"},
-            {"phase": "odd"}
-        ]});
+        let mut r: vacsine_enforce::Report = serde_json::from_value(serde_json::json!({
+            "verdict": "verified", "summary": "", "policy": "p", "target": "t",
+            "started_at": "2026-01-01T00:00:00Z", "duration_ms": 1, "requirements": [],
+            "plan": null, "steps": [], "phases": [],
+            "sandbox": {"id": null, "faithful": null, "differences": [], "kept": false}
+        }))
+        .unwrap();
+        assert!(report_runs(&r).is_empty());
+        for (phase, run, step) in [
+            ("apply to sandbox", "a", "x"),
+            ("apply to sandbox", "a", "y"),
+            ("rollback", "b", "z"),
+        ] {
+            r.steps.push(PhaseStep {
+                phase: phase.into(),
+                record: StepRecord::started(
+                    run,
+                    step,
+                    1,
+                    None,
+                    "command",
+                    "2026-01-01T00:00:00Z".into(),
+                ),
+            });
+        }
         assert_eq!(report_runs(&r).into_iter().collect::<Vec<_>>(), ["a", "b"]);
-        assert!(report_runs(&serde_json::json!({})).is_empty());
     }
 }

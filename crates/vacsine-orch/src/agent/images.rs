@@ -131,7 +131,7 @@ pub(super) async fn prepare(
     cancel: &CancelToken,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let mut allow = BTreeMap::new();
-    for img in &w.job().images {
+    for img in w.job().images() {
         digest_hex(&img.digest).map_err(|e| anyhow!("the signed job's image list: {e}"))?;
         vacsine_engine::executor::check_image(&img.name)
             .map_err(|e| anyhow!("the signed job's image list: {e}"))?;
@@ -182,11 +182,7 @@ async fn fetch_and_load(
         };
         let mut attempt = 0;
         let chunk = loop {
-            match sh
-                .link
-                .call::<_, proto::ImageChunk>(proto::IMAGE, &sh.agent_id, &req)
-                .await
-            {
+            match sh.link.op(&sh.agent_id, &req).await {
                 Ok(c) => break c,
                 Err(crate::client::CallError::Unreachable(m)) if attempt + 1 < ATTEMPTS => {
                     attempt += 1;

@@ -469,11 +469,7 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
                     continue;
                 }
                 Batch::Send { req, seqs, bytes } => {
-                    let r = sh
-                        .link
-                        .call::<_, proto::RecordsResponse>(proto::RECORDS, &sh.agent_id, &req)
-                        .await
-                        .map(|_| ());
+                    let r = sh.link.op(&sh.agent_id, &req).await.map(|_| ());
                     (seqs, bytes, r)
                 }
             }
@@ -484,11 +480,7 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
                     continue;
                 }
                 Batch2::Send { req, seqs, bytes } => {
-                    let r = sh
-                        .link
-                        .call::<_, proto::ResponseAccepted>(proto::RESPONSES, &sh.agent_id, &req)
-                        .await
-                        .map(|_| ());
+                    let r = sh.link.op(&sh.agent_id, &req).await.map(|_| ());
                     (seqs, bytes, r)
                 }
             }
@@ -569,18 +561,14 @@ async fn send_one(
         // An autonomous run made here: the orchestrator learns of it before its records.
         let req = serde_json::from_str::<proto::AutonomousRun>(&item.body)
             .map_err(|e| format!("unreadable in the outbox: {e}"))?;
-        Ok(sh
-            .link
-            .call::<_, proto::AutonomousAccepted>(proto::AUTONOMOUS, &sh.agent_id, &req)
-            .await
-            .map(|a| {
-                if a.created {
-                    eprintln!(
-                        "autonomous run {} ({}) reported to the orchestrator",
-                        req.run_id, req.workflow
-                    );
-                }
-            }))
+        Ok(sh.link.op(&sh.agent_id, &req).await.map(|a| {
+            if a.created {
+                eprintln!(
+                    "autonomous run {} ({}) reported to the orchestrator",
+                    req.run_id, req.workflow
+                );
+            }
+        }))
     } else {
         let mut v: Value = serde_json::from_str(&item.body)
             .map_err(|e| format!("unreadable in the outbox: {e}"))?;
@@ -604,7 +592,7 @@ async fn send_one(
             .map_err(|e| format!("unreadable in the outbox: {e}"))?;
         Ok(sh
             .link
-            .call::<_, proto::FinishResponse>(proto::FINISH, &sh.agent_id, &req)
+            .op(&sh.agent_id, &req)
             .await
             .map(|r| {
                 if !r.accepted {

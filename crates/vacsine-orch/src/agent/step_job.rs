@@ -7,9 +7,8 @@
 
 use super::Shared;
 use crate::bundle::VerifiedWork;
-use crate::proto::StepJob;
+use crate::proto::{StepJob, StepOutcome};
 use crate::xsite;
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vacsine_core::node::NodeOps;
@@ -24,7 +23,7 @@ pub(super) async fn run(
     w: &VerifiedWork,
     job: &StepJob,
     cancel: CancelToken,
-) -> (RunStatus, Option<String>, Option<Value>) {
+) -> (RunStatus, Option<String>, StepOutcome) {
     let started = chrono::Utc::now();
     let clock = Instant::now();
     let result = execute(sh, w, job, cancel).await;
@@ -64,12 +63,15 @@ pub(super) async fn run(
         });
         rec.error = Some(e.clone());
     }
-    let body = serde_json::to_string(&rec).unwrap_or_default();
-    if let Err(e) = sh
-        .outbox
-        .put(&super::record_key(&rec), w.run_id(), "record", &body)
-    {
-        eprintln!("warning: outbox: {e}");
+    let key = super::record_key(&rec);
+    match serde_json::to_string(&rec) {
+        Ok(body) => {
+            if let Err(e) = sh.outbox.put(&key, w.run_id(), "record", &body) {
+                eprintln!("warning: outbox: {e}");
+            }
+        }
+        // Never queued as an empty body: said, with its key (the outcome goes with the end).
+        Err(e) => eprintln!("error: record {key}: cannot be encoded ({e}): not queued"),
     }
     sh.kick.notify_one();
     let status = if result.status == StepStatus::Succeeded {
@@ -84,11 +86,7 @@ pub(super) async fn run(
             result.status.as_str()
         ))
     });
-    (
-        status,
-        message,
-        Some(serde_json::to_value(&outcome).unwrap_or_default()),
-    )
+    (status, message, outcome)
 }
 
 async fn execute(

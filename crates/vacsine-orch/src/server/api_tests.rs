@@ -472,3 +472,171 @@ fn issue19_inputs_are_typed_in_the_document() {
         }
     }
 }
+
+/// Issue 15: the contract version travels on every sealed request. An agent naming another
+/// version (or none, outside a poll: agents of protocols 1 and 2) is refused with 426 before
+/// its body is read, the message naming both versions and which side to upgrade; an agent
+/// operation is decoded once by its path's operation, tolerating fields it does not know.
+#[tokio::test]
+async fn issue15_an_agent_of_another_protocol_is_refused_naming_both_versions() {
+    use crate::client::AgentLink;
+    use vacsine_wire::{Binding, Envelope, KeyPair, Opener};
+
+    let a = api().await;
+    let r = a
+        .json(Method::POST, "/v1/sites", json!({"name": "edge"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let intake = r.body["intake_key"].as_str().unwrap().to_string();
+    let keys = KeyPair::generate();
+    let link = AgentLink::new(
+        "https://127.0.0.1:1",
+        &format!("sha256:{}", "0".repeat(64)),
+        keys.clone(),
+        a.srv.keys.public().clone(),
+    )
+    .unwrap();
+    // One sealed request, sent as an agent sends it but with the protocol header given.
+    let send =
+        |path: &'static str, protocol: Option<String>, agent: Option<String>, body: Value| {
+            let mut b = Request::builder().method(Method::POST).uri(path);
+            if let Some(p) = protocol {
+                b = b.header(proto::PROTOCOL_HEADER, p);
+            }
+            if let Some(id) = agent {
+                b = b.header(proto::AGENT_HEADER, id);
+            }
+            let req = b
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let srv = a.srv.clone();
+            async move {
+                let r = router(srv).oneshot(req).await.unwrap();
+                let status = r.status();
+                let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                Answer {
+                    status,
+                    allow: None,
+                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                }
+            }
+        };
+    let this = proto::PROTOCOL.to_string();
+    let says_both = |r: &Answer, theirs: &str, fix: &str| {
+        let m = r
+            .refusal(StatusCode::UPGRADE_REQUIRED, "protocol")
+            .to_string();
+        assert!(
+            m.contains(&format!("speaks {theirs}"))
+                && m.contains(&format!("speaks protocol {}", proto::PROTOCOL))
+                && m.contains(fix),
+            "{m}"
+        );
+        assert_documented("post", "/v1/agent/{op}", r.status);
+        m
+    };
+
+    // Enrolment: a newer agent, an older one (no header), then this version.
+    let enrol_body = || {
+        let req = proto::EnrollRequest {
+            intake_key: intake.clone(),
+            name: "edge-1".into(),
+            version: "test".into(),
+        };
+        let env = link.seal(proto::ENROLL, "edge-1", &req).unwrap();
+        let body = serde_json::to_value(proto::EnrollEnvelope {
+            public_key: keys.public().to_b64(),
+            envelope: env.clone(),
+        })
+        .unwrap();
+        (env, body)
+    };
+    let next = (proto::PROTOCOL + 1).to_string();
+    let r = send(proto::ENROLL, Some(next.clone()), None, enrol_body().1).await;
+    says_both(&r, &format!("protocol {next}"), "upgrade the orchestrator");
+    let r = send(proto::ENROLL, None, None, enrol_body().1).await;
+    says_both(&r, "protocol 2 or earlier", "upgrade the agent");
+    let (env, body) = enrol_body();
+    let r = send(proto::ENROLL, Some(this.clone()), None, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let answer: Envelope = serde_json::from_value(r.body).unwrap();
+    let plain = Opener::default()
+        .open(
+            &keys,
+            a.srv.keys.public(),
+            Binding {
+                method: "POST",
+                path: proto::ENROLL,
+                agent: "edge-1",
+            },
+            Some(&env.nonce),
+            &answer,
+            crate::now_ms(),
+        )
+        .unwrap();
+    let enrolled: proto::EnrollResponse = serde_json::from_slice(&plain).unwrap();
+    let id = enrolled.agent_id;
+
+    // An older agent of this site: named, with both versions; refused before its body is
+    // read (this one is not even an envelope).
+    let r = send(
+        proto::PING,
+        Some("2".into()),
+        Some(id.clone()),
+        json!("not an envelope"),
+    )
+    .await;
+    let m = says_both(&r, "protocol 2", "upgrade the agent");
+    assert!(m.contains("agent edge-1 (vacsine test)"), "{m}");
+    // Naming none (protocol 2 or earlier): refused once its envelope opened.
+    let ping = |v: Value| link.seal(proto::PING, &id, &v).unwrap();
+    let r = send(
+        proto::PING,
+        None,
+        Some(id.clone()),
+        serde_json::to_value(ping(json!({}))).unwrap(),
+    )
+    .await;
+    let m = says_both(&r, "protocol 2 or earlier", "upgrade the agent");
+    assert!(m.contains("agent edge-1 (vacsine test)"), "{m}");
+    // A poll of an agent of protocol 2 (no header; its body names its version).
+    let poll = link
+        .seal(proto::POLL, &id, &json!({"wait_ms": 0, "protocol": 2}))
+        .unwrap();
+    let r = send(
+        proto::POLL,
+        None,
+        Some(id.clone()),
+        serde_json::to_value(poll).unwrap(),
+    )
+    .await;
+    says_both(&r, "protocol 2;", "upgrade the agent");
+
+    // This version: served, and a field it does not know (from a newer build) is ignored.
+    let r = send(
+        proto::PING,
+        Some(this.clone()),
+        Some(id.clone()),
+        serde_json::to_value(ping(json!({"sent_by_a_newer_agent": [1, 2]}))).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // A body that is not the operation's request is refused naming the operation.
+    let bad = link.seal(proto::RENEW, &id, &json!({"runs": "x"})).unwrap();
+    let r = send(
+        proto::RENEW,
+        Some(this.clone()),
+        Some(id.clone()),
+        serde_json::to_value(bad).unwrap(),
+    )
+    .await;
+    let m = r.refusal(StatusCode::BAD_REQUEST, "bad_request");
+    assert!(m.contains(proto::RENEW), "{m}");
+    // No such operation: 404 before anything is read.
+    let r = send("/v1/agent/nothing", Some(this), Some(id), json!({})).await;
+    r.refusal(StatusCode::NOT_FOUND, "not_found");
+    assert_documented("post", "/v1/agent/{op}", r.status);
+}

@@ -22,13 +22,13 @@ impl Srv {
         let Some(report) = &r.report else {
             return Ok(());
         };
-        if !report.is_object() {
-            return Err(ApiError::bad("report: expected a JSON object"));
-        }
+        // Kept as sent, typed by its kind (`{"enforce": …}` or `{"step": …}`): each reader
+        // takes the kind it expects.
+        let text = serde_json::to_string(report).map_err(|e| ApiError::bad(e.to_string()))?;
         // False when the agent no longer holds the run: its end is refused just after.
         let _kept = self
             .store
-            .set_report(&r.run_id, &agent.id, &report.to_string(), now_ms())
+            .set_report(&r.run_id, &agent.id, &text, now_ms())
             .await?;
         Ok(())
     }
@@ -60,13 +60,27 @@ pub(super) async fn run_report(
         };
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", why));
     };
-    let report = serde_json::from_str(&text).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("the report kept for run `{id}` is not JSON: {e}"),
-        )
-    })?;
+    let report = match serde_json::from_str::<proto::RunReport>(&text) {
+        Ok(proto::RunReport::Enforce(r)) => r,
+        Ok(other) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "run `{id}` is a {} job: only enforce runs have a report (`vacsine logs {id}` shows its records)",
+                    other.kind()
+                ),
+            ))
+        }
+        // Kept by an orchestrator of protocol 2 or earlier: the report itself.
+        Err(_) => serde_json::from_str(&text).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the report kept for run `{id}` is not an enforce report: {e}"),
+            )
+        })?,
+    };
     Ok(Json(proto::RunReportView {
         run: run_view(run),
         report,

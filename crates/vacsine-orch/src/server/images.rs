@@ -183,10 +183,15 @@ impl Srv {
     /// (what the operator sent there is replaced): signed with the job, it is the list of
     /// images the agent may run.
     pub(super) async fn resolve_images(&self, job: &mut proto::Job) -> ApiResult<()> {
+        let job = match job {
+            proto::Job::Workflow(w) => w,
+            proto::Job::Step(s) => {
+                s.images.clear();
+                return Ok(());
+            }
+            proto::Job::Enforce(_) => return Ok(()),
+        };
         job.images.clear();
-        if job.enforce.is_some() {
-            return Ok(());
-        }
         let uses = crate::images::job_images(job).map_err(ApiError::bad)?;
         let mut found: BTreeMap<String, ImageRef> = BTreeMap::new();
         for u in &uses {
@@ -250,7 +255,7 @@ impl Srv {
             })?;
         let job: proto::Job = serde_json::from_str(&run.request)
             .map_err(|e| internal(format!("stored run {}: {e}", run.id)))?;
-        if !job.images.iter().any(|i| i.digest == r.digest) {
+        if !job.images().iter().any(|i| i.digest == r.digest) {
             return Err(forbidden(format!(
                 "run `{}` lists no image {}: not served",
                 r.run_id, r.digest
@@ -332,16 +337,21 @@ mod tests {
     }
 
     fn job(images: Vec<ImageRef>) -> proto::Job {
-        proto::Job {
-            workflow: serde_json::json!({"apiVersion": "vacsine.io/v1", "kind": "Workflow",
+        job_of(
+            serde_json::json!({"apiVersion": "vacsine.io/v1", "kind": "Workflow",
                 "metadata": {"name": "w"}, "spec": {"steps": []}}),
+            images,
+        )
+    }
+
+    fn job_of(workflow: serde_json::Value, images: Vec<ImageRef>) -> proto::Job {
+        proto::Job::Workflow(Box::new(proto::WorkflowJob {
+            workflow: serde_json::from_value(workflow).unwrap(),
             catalog: vec![],
             inputs: Default::default(),
-            enforce: None,
             versions: vec![],
             images,
-            step: None,
-        }
+        }))
     }
 
     async fn queue(s: &Srv, site: &str, job: &proto::Job) -> String {
@@ -501,20 +511,14 @@ mod tests {
             digest: format!("sha256:{}", "0".repeat(64)),
             size: 1,
         };
-        let mut j = proto::Job {
-            workflow: wf(&kept.name),
-            ..job(vec![forged])
-        };
+        let mut j = job_of(wf(&kept.name), vec![forged]);
         s.resolve_images(&mut j).await.unwrap();
         assert_eq!(
-            j.images,
+            j.images(),
             vec![kept.clone()],
             "the operator's list is replaced"
         );
-        let mut j = proto::Job {
-            workflow: wf("never/pushed:1"),
-            ..job(vec![])
-        };
+        let mut j = job_of(wf("never/pushed:1"), vec![]);
         let e = s.resolve_images(&mut j).await.unwrap_err();
         assert!(
             e.message
@@ -525,10 +529,7 @@ mod tests {
         );
         // The archive gone from the data folder: refused at submission, not at the site.
         std::fs::remove_file(s.images.join(archive_file(&kept.digest).unwrap())).unwrap();
-        let mut j = proto::Job {
-            workflow: wf(&kept.name),
-            ..job(vec![])
-        };
+        let mut j = job_of(wf(&kept.name), vec![]);
         let e = s.resolve_images(&mut j).await.unwrap_err();
         assert!(e.message.contains("is missing from"), "{}", e.message);
     }

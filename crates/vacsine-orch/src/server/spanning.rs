@@ -12,7 +12,7 @@
 
 use super::{ApiError, ApiResult, Srv};
 use crate::now_ms;
-use crate::proto::{Job, StepJob, StepOutcome};
+use crate::proto::{Job, RunReport, StepJob, StepWork, WorkflowJob};
 use crate::store::{status, RunRow};
 use crate::xsite::{self, AtSite, SiteNode, StepDispatcher};
 use async_trait::async_trait;
@@ -65,17 +65,12 @@ fn bad(m: impl Into<String>) -> ApiError {
 }
 
 /// The documents of a job spanning sites.
-fn documents(job: &Job) -> Result<(Workflow, Catalog), String> {
-    let w: Workflow = serde_json::from_value(job.workflow.clone())
-        .map_err(|e| format!("the workflow is not valid: {e}"))?;
+fn documents(job: &WorkflowJob) -> (Workflow, Catalog) {
     let mut cat = Catalog::new();
     for c in &job.catalog {
-        cat.insert(
-            serde_json::from_value(c.clone())
-                .map_err(|e| format!("a catalog workflow is not valid: {e}"))?,
-        );
+        cat.insert(c.clone());
     }
-    Ok((w, cat))
+    (job.workflow.clone(), cat)
 }
 
 impl Srv {
@@ -83,10 +78,10 @@ impl Srv {
     pub(super) async fn start_spanning(
         self: &Arc<Self>,
         home: &str,
-        job: &Job,
+        job: &WorkflowJob,
         workflow_title: String,
     ) -> ApiResult<String> {
-        let (w, cat) = documents(job).map_err(bad)?;
+        let (w, cat) = documents(job);
         let problems = vacsine_engine::validate_workflow(&w, &cat);
         if !problems.is_empty() {
             let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
@@ -131,7 +126,8 @@ impl Srv {
             id: id.clone(),
             site: home.to_string(),
             workflow: workflow_title,
-            request: serde_json::to_string(job).map_err(|e| bad(e.to_string()))?,
+            request: serde_json::to_string(&Job::Workflow(Box::new(job.clone())))
+                .map_err(|e| bad(e.to_string()))?,
             status: status::RUNNING.into(),
             agent_id: Some(DRIVER.into()),
             lease_expires_ms: None,
@@ -178,7 +174,13 @@ impl Srv {
                 );
                 continue;
             }
-            let job: Job = match serde_json::from_str(&r.request) {
+            let read = serde_json::from_str::<Job>(&r.request)
+                .map_err(|e| e.to_string())
+                .and_then(|j| match j {
+                    Job::Workflow(w) => Ok(*w),
+                    other => Err(format!("it is a {} job, not a workflow", other.kind())),
+                });
+            let job = match read {
                 Ok(j) => j,
                 Err(e) => {
                     let m = format!("cannot resume: the stored job is not readable: {e}");
@@ -197,7 +199,7 @@ impl Srv {
     }
 
     /// Drive run `run` (home site `home`) to its end and record that end.
-    async fn drive(self: Arc<Self>, run: String, home: String, job: Job, resume: bool) {
+    async fn drive(self: Arc<Self>, run: String, home: String, job: WorkflowJob, resume: bool) {
         let fresh = self
             .spanning
             .driving
@@ -239,13 +241,10 @@ impl Srv {
         self: &Arc<Self>,
         run: &str,
         home: &str,
-        job: &Job,
+        job: &WorkflowJob,
         resume: bool,
     ) -> Result<vacsine_engine::RunReport, EngineError> {
-        let (w, cat) = documents(job).map_err(|m| EngineError::Corrupt {
-            run_id: run.to_string(),
-            message: m,
-        })?;
+        let (w, cat) = documents(job);
         let mut engine = Engine::new(self.spanning.journal.clone(), cat);
         let dispatcher = Arc::new(SiteDispatch {
             srv: self.clone(),
@@ -413,14 +412,9 @@ impl SiteDispatch {
         undo: Option<Value>,
     ) -> Result<(), String> {
         let is_undo = undo.is_some();
-        let job = Job {
-            workflow: Value::Null,
-            catalog: vec![],
-            inputs: Default::default(),
-            enforce: None,
-            versions: vec![],
+        let job = Job::Step(StepWork {
             images: self.images_for(executor, &args),
-            step: Some(StepJob {
+            step: StepJob {
                 parent_run: self.parent.clone(),
                 step_id: ctx.step_id.clone(),
                 attempt: ctx.attempt,
@@ -428,8 +422,8 @@ impl SiteDispatch {
                 args,
                 timeout_ms: (ctx.timeout.as_millis() as u64).clamp(1, xsite::MAX_STEP_MS),
                 undo,
-            }),
-        };
+            },
+        });
         let row = RunRow {
             id: id.to_string(),
             site: site.to_string(),
@@ -514,8 +508,12 @@ impl SiteDispatch {
     }
 
     async fn outcome(&self, r: &RunRow, site: &str) -> StepResult {
+        // Kept typed by kind (`RunReport`): a step job's report is its outcome.
         let reported = match self.srv.store.report(&r.id).await {
-            Ok(Some(t)) => serde_json::from_str::<StepOutcome>(&t).ok(),
+            Ok(Some(t)) => match serde_json::from_str::<RunReport>(&t) {
+                Ok(RunReport::Step(o)) => Some(*o),
+                _ => None,
+            },
             _ => None,
         };
         match reported {

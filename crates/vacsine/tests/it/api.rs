@@ -54,18 +54,15 @@ fn queue_a_run(o: &Orch, site: &str) -> String {
     };
     let submit = proto::SubmitRun {
         site: site.to_string(),
-        job: proto::Job {
-            workflow: serde_json::json!({
+        job: proto::Job::workflow(
+            serde_json::from_value(serde_json::json!({
                 "apiVersion": "vacsine.io/v1", "kind": "Workflow", "metadata": {"name": "hello"},
                 "spec": {"steps": [{"id": "hello", "uses": "command", "with": {"argv": ["echo", "hi"]}}]}
-            }),
-            catalog: vec![],
-            inputs: Default::default(),
-            enforce: None,
-            versions: vec![],
-            images: vec![],
-            step: None,
-        },
+            }))
+            .unwrap(),
+            vec![],
+            Default::default(),
+        ),
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
