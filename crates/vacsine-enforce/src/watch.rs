@@ -526,24 +526,7 @@ async fn reapply(ctx: &Watcher, ev: &NodeEvent, line: &mut StartLine) -> Result<
     let done = SystemTime::now();
     line.latency_ms = Some(ms_between(ev.at, done));
     line.run_id = Some(run.run_id.clone());
-    line.fixes = fixes
-        .iter()
-        .map(|f| {
-            let rec =
-                run.records.iter().rev().find(|r| {
-                    r.step_id == f.step.id.value && r.node.as_deref() == Some(&node.name)
-                });
-            FixLine {
-                workflow: f.workflow.clone(),
-                step: f.step.id.value.clone(),
-                inputs: f.inputs.clone(),
-                status: rec
-                    .map(|r| r.status.to_string())
-                    .unwrap_or_else(|| "not_run".into()),
-                changed: rec.is_some_and(|r| r.changed && r.status == StepStatus::Succeeded),
-            }
-        })
-        .collect();
+    line.fixes = fix_lines(&fixes, &run.records, &node.name);
     let workflows: Vec<&str> = fixes.iter().map(|f| f.workflow.as_str()).collect();
     let held = held_by(&ctx.inputs.policy.doc, &node, &workflows);
     let one = OneNode {
@@ -576,7 +559,7 @@ async fn reapply(ctx: &Watcher, ev: &NodeEvent, line: &mut StartLine) -> Result<
         .iter()
         .filter(|r| held.contains(&r.requirement))
         .all(|r| r.outcome == Outcome::Pass);
-    line.status = if run.status != RunStatus::Succeeded {
+    if run.status != RunStatus::Succeeded {
         line.message = Some(format!(
             "run {} {}{}",
             run.run_id,
@@ -586,14 +569,48 @@ async fn reapply(ctx: &Watcher, ev: &NodeEvent, line: &mut StartLine) -> Result<
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default()
         ));
+    }
+    line.status = start_status(run.status, held_pass).into();
+    Ok(())
+}
+
+/// Each re-applied fix as its step ended on `node` in `records` (`not_run` when the run
+/// stopped before it; `changed` only when it succeeded and changed the node).
+fn fix_lines(
+    fixes: &[AppliedFix],
+    records: &[vacsine_core::record::StepRecord],
+    node: &str,
+) -> Vec<FixLine> {
+    fixes
+        .iter()
+        .map(|f| {
+            let rec = records
+                .iter()
+                .rev()
+                .find(|r| r.step_id == f.step.id.value && r.node.as_deref() == Some(node));
+            FixLine {
+                workflow: f.workflow.clone(),
+                step: f.step.id.value.clone(),
+                inputs: f.inputs.clone(),
+                status: rec
+                    .map(|r| r.status.to_string())
+                    .unwrap_or_else(|| "not_run".into()),
+                changed: rec.is_some_and(|r| r.changed && r.status == StepStatus::Succeeded),
+            }
+        })
+        .collect()
+}
+
+/// The status of a start line once the re-application ran (pure): `reapply_failed` when the
+/// run did not succeed, `reapplied` when the held requirements pass, else `not_in_effect`.
+fn start_status(run: RunStatus, held_pass: bool) -> &'static str {
+    if run != RunStatus::Succeeded {
         "reapply_failed"
     } else if held_pass {
         "reapplied"
     } else {
         "not_in_effect"
     }
-    .into();
-    Ok(())
 }
 
 /// Check the node until every requirement passes, or the requirements the fixes hold pass and
@@ -686,6 +703,21 @@ mod tests {
                 ..Default::default()
             },
         )
+    }
+
+    /// A start line's status after a re-application, for each way the run can end.
+    #[test]
+    fn start_status_says_what_the_reapplication_left() {
+        let cases = [
+            (RunStatus::Succeeded, true, "reapplied"),
+            (RunStatus::Succeeded, false, "not_in_effect"),
+            (RunStatus::Failed, true, "reapply_failed"),
+            (RunStatus::Cancelled, false, "reapply_failed"),
+            (RunStatus::RolledBack, true, "reapply_failed"),
+        ];
+        for (run, held_pass, want) in cases {
+            assert_eq!(start_status(run, held_pass), want, "{run:?} {held_pass}");
+        }
     }
 
     /// Only succeeded runs count; the latest application of a catalog workflow on the node

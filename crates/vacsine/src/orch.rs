@@ -134,31 +134,8 @@ pub async fn agent_run(
     format: SimpleFormat,
     data: &std::path::Path,
 ) -> miette::Result<Exit> {
-    let (name, version) = match workflow.split_once('@') {
-        Some((n, v)) => match v.parse::<i64>() {
-            Ok(v) if v > 0 => (n, Some(v)),
-            _ => {
-                return Err(miette::miette!(
-                    help = "give NAME or NAME@VERSION, VERSION a number such as 2",
-                    "`{workflow}`: the version after `@` is not a positive number"
-                ))
-            }
-        },
-        None => (workflow, None),
-    };
-    let mut map = serde_json::Map::new();
-    for i in inputs {
-        let Some((k, v)) = i.split_once('=') else {
-            return Err(miette::miette!(
-                help = "write --input NAME=VALUE",
-                "--input `{i}` has no `=`"
-            ));
-        };
-        map.insert(
-            k.trim().to_string(),
-            serde_json::Value::String(v.to_string()),
-        );
-    }
+    let (name, version) = name_version(workflow)?;
+    let map = string_inputs(inputs)?;
     let b = vacsine_orch::agent::autonomous::bundled(data, name, version)
         .map_err(|e| miette::miette!("{e:#}"))?;
     if format == SimpleFormat::Human {
@@ -172,9 +149,67 @@ pub async fn agent_run(
         );
     }
     let (cancel, _signalled) = crate::runcmd::cancel_on_signals();
-    let journal_path = data.join("journal.db");
+    let progress = print_finished_steps(data.join("journal.db"), format);
+    let report = vacsine_orch::agent::autonomous::run(data, b, map, Some(progress), cancel)
+        .await
+        .map_err(|e| miette::miette!("{e:#}"))?;
+    if format == SimpleFormat::Human {
+        println!(
+            "run {} {}{} (queued for upload: the agent reports it when it reaches the orchestrator)",
+            report.run_id,
+            report.status,
+            report
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(Exit::of_run(report.status))
+}
+
+/// `NAME` or `NAME@VERSION` of `agent run`.
+fn name_version(workflow: &str) -> miette::Result<(&str, Option<i64>)> {
+    Ok(match workflow.split_once('@') {
+        Some((n, v)) => match v.parse::<i64>() {
+            Ok(v) if v > 0 => (n, Some(v)),
+            _ => {
+                return Err(miette::miette!(
+                    help = "give NAME or NAME@VERSION, VERSION a number such as 2",
+                    "`{workflow}`: the version after `@` is not a positive number"
+                ))
+            }
+        },
+        None => (workflow, None),
+    })
+}
+
+/// `--input NAME=VALUE` of `agent run`, as strings (the bundled workflow types them).
+fn string_inputs(inputs: &[String]) -> miette::Result<serde_json::Map<String, Value>> {
+    let mut map = serde_json::Map::new();
+    for i in inputs {
+        let Some((k, v)) = i.split_once('=') else {
+            return Err(miette::miette!(
+                help = "write --input NAME=VALUE",
+                "--input `{i}` has no `=`"
+            ));
+        };
+        map.insert(
+            k.trim().to_string(),
+            serde_json::Value::String(v.to_string()),
+        );
+    }
+    Ok(map)
+}
+
+/// A progress callback that prints each step record once, as its step ends (read back from
+/// the run's journal at `journal_path`).
+fn print_finished_steps(
+    journal_path: std::path::PathBuf,
+    format: SimpleFormat,
+) -> vacsine_engine::ProgressFn {
     let printed = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
-    let progress: vacsine_engine::ProgressFn = {
+    {
         let printed = printed.clone();
         std::sync::Arc::new(move |e| {
             if let vacsine_engine::ProgressEvent::StepFinished { run_id, .. } = e {
@@ -200,23 +235,7 @@ pub async fn agent_run(
                 }
             }
         })
-    };
-    let report = vacsine_orch::agent::autonomous::run(data, b, map, Some(progress), cancel)
-        .await
-        .map_err(|e| miette::miette!("{e:#}"))?;
-    if format == SimpleFormat::Human {
-        println!(
-            "run {} {}{} (queued for upload: the agent reports it when it reaches the orchestrator)",
-            report.run_id,
-            report.status,
-            report
-                .message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
-        );
     }
-    Ok(Exit::of_run(report.status))
 }
 
 /// Where `vacsine agent event` reads its payload.
