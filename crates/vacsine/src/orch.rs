@@ -628,8 +628,16 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
         print_json(&v);
         return Ok(Exit::Ok);
     }
+    print_sites(&v.sites);
+    print_agents(&v.agents);
+    print_runs(&v.runs);
+    Ok(Exit::Ok)
+}
+
+/// `status`'s sites, one line each.
+fn print_sites(sites: &[proto::SiteView]) {
     println!("SITES");
-    for s in &v.sites {
+    for s in sites {
         println!(
             "  {:<20} created {}{}{}{}",
             s.name,
@@ -653,12 +661,16 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
             }
         );
     }
+}
+
+/// `status`'s agents, then the outbox items they keep as refused (how many, the oldest few).
+fn print_agents(agents: &[proto::AgentView]) {
     println!("AGENTS");
     println!(
         "  {:<16} {:<16} {:<8} {:<26} {:<8} {:<26} ID",
         "SITE", "NAME", "STATE", "LAST SEEN", "VERSION", "LAST AUTONOMOUS RUN"
     );
-    for a in &v.agents {
+    for a in agents {
         println!(
             "  {:<16} {:<16} {:<8} {:<26} {:<8} {:<26} {}",
             a.site,
@@ -671,8 +683,7 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
         );
     }
     // Items agents keep as refused (never dropped): how many, and the oldest few.
-    let refused: Vec<_> = v
-        .agents
+    let refused: Vec<_> = agents
         .iter()
         .filter_map(|a| a.outbox.as_ref().filter(|o| o.refused > 0).map(|o| (a, o)))
         .collect();
@@ -690,12 +701,16 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
             }
         }
     }
+}
+
+/// `status`'s runs, one line each.
+fn print_runs(runs: &[proto::RunView]) {
     println!("RUNS");
     println!(
         "  {:<38} {:<16} {:<20} {:<10} {:>7}  MESSAGE",
         "RUN", "SITE", "WORKFLOW", "STATUS", "RECORDS"
     );
-    for r in &v.runs {
+    for r in runs {
         println!(
             "  {:<38} {:<16} {:<20} {:<10} {:>7}  {}",
             r.id,
@@ -706,7 +721,6 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
             r.message_line()
         );
     }
-    Ok(Exit::Ok)
 }
 
 /// `vacsine runs --site S | --all-sites [--status X]`: the orchestrator's runs.
