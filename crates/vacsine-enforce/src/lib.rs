@@ -7,6 +7,7 @@ pub mod inputs;
 pub mod pipeline;
 pub mod report;
 pub mod subset;
+pub mod watch;
 
 pub use pipeline::{enforce, EnforceError, EnforceOptions, HookPoint};
 pub use report::{Report, Verdict};

@@ -2,12 +2,13 @@
 //! required`): what orchestrated Responses asked for, waiting for an operator.
 
 use crate::cli::{OperatorConn, SimpleFormat};
-use crate::commands::EXIT_OK;
-use crate::orch::{client, err, print_json};
+use crate::exit::Exit;
+use crate::orch::{client, err};
+use crate::output::print_json;
 use vacsine_orch::proto;
 
 /// `vacsine approvals`.
-pub async fn list(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<i32> {
+pub async fn list(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<Exit> {
     let c = client(conn)?;
     let l: proto::ApprovalList = c.get(proto::OP_APPROVALS).await.map_err(err)?;
     match format {
@@ -34,7 +35,7 @@ pub async fn list(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<i
             }
         }
     }
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }
 
 /// `vacsine approve ID` / `vacsine deny ID`; `ID` may be a unique prefix of 6 or more.
@@ -43,7 +44,7 @@ pub async fn settle(
     approve: bool,
     conn: &OperatorConn,
     format: SimpleFormat,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let c = client(conn)?;
     let id = id.trim();
     let full = if id.len() == 64 {
@@ -100,5 +101,5 @@ pub async fn settle(
             }
         ),
     }
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }

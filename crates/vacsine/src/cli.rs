@@ -10,14 +10,20 @@ use std::path::PathBuf;
     about = "Verified security remediation for Cloud/Edge sites",
     long_about = "Vacsine enforces security policies on real systems: it checks a target, deduces a \
 remediation workflow from the failed requirements, proves it in a sandbox clone of the target, \
-applies it to the target, verifies, and rolls back when verification fails.\n\n\
-Exit codes: 0 verified or all pass, 2 failures remain (or a run failed), 1 error (bad input or \
-usage), 130 interrupted.",
-    after_help = "Examples:\n  vacsine demo\n  vacsine check --policy examples/edge-site/policy.yaml --target examples/edge-site/target.yaml\n  vacsine enforce --policy examples/edge-site/policy.yaml --target examples/edge-site/target.yaml --report report.json"
+applies it to the target, verifies, and rolls back when verification fails.",
+    after_help = after_help()
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Examples and the exit codes ([`crate::exit::HELP`]), after `-h` and `--help`.
+fn after_help() -> String {
+    format!(
+        "{}\n\nExamples:\n  vacsine demo\n  vacsine check --policy examples/edge-site/policy.yaml --target examples/edge-site/target.yaml\n  vacsine enforce --policy examples/edge-site/policy.yaml --target examples/edge-site/target.yaml --report report.json",
+        crate::exit::HELP
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -137,42 +143,7 @@ pub enum Command {
     /// Enforce a policy: sandbox, apply, verify, apply to the target, verify, roll back; or,
     /// with `--scap DS --profile ID`, a SCAP profile remediated with the content's own fixes
     /// (as a policy whose `spec.import` is that profile).
-    Enforce {
-        #[command(flatten)]
-        io: EnforceInputs,
-        /// Write the full JSON report here.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "human")]
-        format: Format,
-        /// Keep the sandbox for inspection (remove it later with `vacsine sandbox gc`).
-        #[arg(long)]
-        keep_sandbox: bool,
-        /// Go on even when the sandbox is not faithful to the target.
-        #[arg(long)]
-        force: bool,
-        /// Reject a fix that does not survive a restart of its sandbox clone (held back; with
-        /// --all-or-nothing the whole remediation: `rejected_in_sandbox`, target untouched);
-        /// without it that is a warning.
-        #[arg(long)]
-        require_persistent: bool,
-        /// One fix rejected in the sandbox keeps every fix off the target
-        /// (`rejected_in_sandbox`). Without it, the rejected fixes are held back and the others,
-        /// proven again on a fresh sandbox, are applied and verified (`partially_verified`).
-        #[arg(long, conflicts_with = "site")]
-        all_or_nothing: bool,
-        /// Enforce at this site, by its agent, through the orchestrator: the files are checked
-        /// here, the site's agent resolves the target with its own driver and runs the whole
-        /// pipeline there, and the report comes back.
-        #[arg(long, conflicts_with_all = ["scap", "keep_sandbox"])]
-        site: Option<String>,
-        /// With --site: print the run id and return instead of following the run (its report:
-        /// `GET /v1/runs/{id}/report`).
-        #[arg(long, requires = "site")]
-        detach: bool,
-        #[command(flatten)]
-        conn: OperatorConn,
-    },
+    Enforce(EnforceCli),
     /// List or garbage-collect sandboxes.
     Sandbox {
         #[command(subcommand)]
@@ -188,39 +159,7 @@ pub enum Command {
         kind: SchemaKind,
     },
     /// Run a remediation workflow on a target, journaled step by step.
-    Run {
-        /// Workflow file (kind: Workflow). Not needed with --resume.
-        workflow: Option<PathBuf>,
-        /// Target system description; without it, steps run on this machine (`local`).
-        #[arg(long, short = 't')]
-        target: Option<PathBuf>,
-        /// Input values, `name=value` (repeatable). Strings, unless the input is declared
-        /// `array` or `object` (then JSON); typed scalars (`port`, `boolean`…) are parsed.
-        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE", value_parser = name_value)]
-        inputs: Vec<String>,
-        /// Catalog folders for sub-workflows (default: ./catalog when present).
-        #[arg(long = "catalog")]
-        catalog: Vec<PathBuf>,
-        /// Where steps that name no node (`runsOn`) run: a node of the target by name, or
-        /// `role=ROLE` for every node with that role (repeatable; with several nodes, those
-        /// steps fan out over them). Needed when the target has several nodes.
-        #[arg(long = "node", value_name = "NAME|role=ROLE", value_parser = node_choice, conflicts_with = "resume")]
-        nodes: Vec<NodeChoice>,
-        /// Resume an interrupted run.
-        #[arg(long, value_name = "RUN_ID", conflicts_with = "workflow")]
-        resume: Option<String>,
-        /// `human` or `json` (JSON Lines of step records).
-        #[arg(long, default_value = "human", value_parser = simple_format)]
-        format: SimpleFormat,
-        /// Run at this site, by its agent, through the orchestrator (see `vacsine orchestrator`).
-        #[arg(long, conflicts_with_all = ["resume", "target", "nodes"])]
-        site: Option<String>,
-        /// With --site: print the run id and return instead of following its records.
-        #[arg(long, requires = "site")]
-        detach: bool,
-        #[command(flatten)]
-        conn: OperatorConn,
-    },
+    Run(RunCli),
     /// Keep a policy in effect on a Docker target: when a node (re)starts, re-apply the fixes
     /// `enforce` applied to it (from the journal), re-check it, and log the latency. Runs
     /// until SIGINT/SIGTERM.
@@ -270,104 +209,10 @@ pub enum Command {
     },
     /// Run the orchestrator: HTTPS with a self-signed certificate made on first start (its
     /// pin is printed), sealed agent channel, work queue, data in --data.
-    Orchestrator {
-        /// HTTPS address for agents and operators.
-        #[arg(long, default_value = "127.0.0.1:8443")]
-        listen: std::net::SocketAddr,
-        /// Also serve plain HTTP here, for a TLS-terminating reverse proxy in front (request
-        /// and response bodies stay sealed end to end): bind it to an address only the
-        /// proxy reaches, such as 127.0.0.1.
-        #[arg(long, value_name = "ADDR")]
-        listen_plain: Option<std::net::SocketAddr>,
-        /// A given certificate chain (PEM, server certificate first) instead of the
-        /// self-signed one made on first start; with --tls-key.
-        #[arg(long, value_name = "PEM", requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// The private key of --tls-cert (PEM).
-        #[arg(long, value_name = "PEM", requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Data folder: store, keys, certificate, operator token (`operator.token`, and
-        /// `operator.json` that the CLI reads).
-        #[arg(long, default_value = "./vacsine-data")]
-        data: PathBuf,
-        /// How long a work lease lasts without renewal by its agent (ms).
-        #[arg(long, default_value_t = 30_000, value_name = "MS")]
-        lease_ttl_ms: u64,
-        /// PostgreSQL store shared by several replicas (scale-out):
-        /// postgres://USER:PASSWORD@HOST:5432/DATABASE. Replicas share the data folder's keys,
-        /// certificate and token. Default: SQLite in --data. Prefer the environment variable:
-        /// a password on the command line is visible to other local users.
-        #[arg(
-            long,
-            env = "VACSINE_DATABASE_URL",
-            hide_env_values = true,
-            value_name = "URL"
-        )]
-        database: Option<String>,
-        /// Largest action image archive `vacsine push image` may upload (MiB).
-        #[arg(long, default_value_t = 2048, value_name = "MIB")]
-        max_image_mb: u64,
-        /// Connections one client address may hold on the HTTPS listener (fairness: a client
-        /// holding sockets takes only its share). Default: an eighth of the connection limit
-        /// (112 under 1,024 open files), at least 16; 0: no cap (many agents behind one NAT
-        /// address). The --listen-plain listener is not capped per client.
-        #[arg(long, value_name = "N")]
-        max_connections_per_client: Option<usize>,
-        #[command(flatten)]
-        retention: ScheduleArgs,
-        /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, no token; counts
-        /// only, no run data). Bind it to loopback or an address only Prometheus reaches,
-        /// e.g. 127.0.0.1:9464. Default: no metrics listener.
-        #[arg(long, value_name = "ADDR")]
-        metrics_listen: Option<std::net::SocketAddr>,
-        /// Push step records, events and decisions to Grafana Loki at this URL
-        /// (http://loki:3100, or its full /loki/api/v1/push URL). Default: no push.
-        #[arg(long, value_name = "URL")]
-        loki_url: Option<String>,
-        /// Lines kept for Loki while it is unreachable; past it the oldest are given up.
-        #[arg(long, default_value_t = vacsine_orch::loki::DEFAULT_BUFFER, value_name = "LINES")]
-        loki_buffer: usize,
-        /// Lines per Loki push request at most.
-        #[arg(long, default_value_t = vacsine_orch::loki::DEFAULT_BATCH, value_name = "LINES")]
-        loki_batch: usize,
-        #[command(flatten)]
-        taxii: TaxiiArgs,
-        /// Also serve CrowdSec's bouncer API (plain HTTP: `GET /v1/decisions/stream`) here, so
-        /// existing CrowdSec bouncers enforce Vacsine's bans: bind it to an address only the
-        /// bouncers reach, such as 127.0.0.1:8081, and give each bouncer
-        /// `api_url: http://ADDR/` and a key from `vacsine bouncer add NAME`.
-        #[arg(long, value_name = "ADDR")]
-        bouncer_listen: Option<std::net::SocketAddr>,
-    },
+    Orchestrator(OrchestratorCli),
     /// Run a site agent: enrols with an intake key on first start, then pulls work from the
     /// orchestrator (outbound connections only) and runs it on this machine.
-    Agent {
-        #[command(subcommand)]
-        action: Option<AgentAction>,
-        /// Orchestrator URL (https://HOST:PORT), or several replicas separated by commas, tried
-        /// in order when one is unreachable. Kept after enrolment; given again, it replaces them.
-        #[arg(long, global = true)]
-        orchestrator: Option<String>,
-        /// Intake key of the site (`vacsine site create SITE`), for the first start.
-        #[arg(
-            long,
-            env = "VACSINE_INTAKE_KEY",
-            hide_env_values = true,
-            global = true
-        )]
-        intake_key: Option<String>,
-        /// Name of this agent at its site.
-        #[arg(long, global = true)]
-        name: Option<String>,
-        /// SHA-256 pin of the orchestrator's certificate (`sha256:…`, printed at its start).
-        #[arg(long, global = true)]
-        pin: Option<String>,
-        /// Data folder: identity (0600), journal, outbox.
-        #[arg(long, default_value = "./vacsine-agent", global = true)]
-        data: PathBuf,
-        #[command(flatten)]
-        retention: ScheduleArgs,
-    },
+    Agent(AgentCli),
     /// Apply the retention policy now: remove ended runs (and their records) older or more
     /// than the policy keeps, from an orchestrator's store or an agent's data folder, and
     /// give the space back. Never a run queued or running, never anything an agent has not
@@ -523,6 +368,183 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+}
+
+// The arguments of `vacsine enforce` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct EnforceCli {
+    #[command(flatten)]
+    pub io: EnforceInputs,
+    /// Write the full JSON report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Keep the sandbox for inspection (remove it later with `vacsine sandbox gc`).
+    #[arg(long)]
+    pub keep_sandbox: bool,
+    /// Go on even when the sandbox is not faithful to the target.
+    #[arg(long)]
+    pub force: bool,
+    /// Reject a fix that does not survive a restart of its sandbox clone (held back; with
+    /// --all-or-nothing the whole remediation: `rejected_in_sandbox`, target untouched);
+    /// without it that is a warning.
+    #[arg(long)]
+    pub require_persistent: bool,
+    /// One fix rejected in the sandbox keeps every fix off the target
+    /// (`rejected_in_sandbox`). Without it, the rejected fixes are held back and the others,
+    /// proven again on a fresh sandbox, are applied and verified (`partially_verified`).
+    #[arg(long, conflicts_with = "site")]
+    pub all_or_nothing: bool,
+    /// Enforce at this site, by its agent, through the orchestrator: the files are checked
+    /// here, the site's agent resolves the target with its own driver and runs the whole
+    /// pipeline there, and the report comes back.
+    #[arg(long, conflicts_with_all = ["scap", "keep_sandbox"])]
+    pub site: Option<String>,
+    /// With --site: print the run id and return instead of following the run (its report:
+    /// `GET /v1/runs/{id}/report`).
+    #[arg(long, requires = "site")]
+    pub detach: bool,
+    #[command(flatten)]
+    pub conn: OperatorConn,
+}
+
+// The arguments of `vacsine run` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct RunCli {
+    /// Workflow file (kind: Workflow). Not needed with --resume.
+    pub workflow: Option<PathBuf>,
+    /// Target system description; without it, steps run on this machine (`local`).
+    #[arg(long, short = 't')]
+    pub target: Option<PathBuf>,
+    /// Input values, `name=value` (repeatable). Strings, unless the input is declared
+    /// `array` or `object` (then JSON); typed scalars (`port`, `boolean`…) are parsed.
+    #[arg(long = "input", short = 'i', value_name = "NAME=VALUE", value_parser = name_value)]
+    pub inputs: Vec<String>,
+    /// Catalog folders for sub-workflows (default: ./catalog when present).
+    #[arg(long = "catalog")]
+    pub catalog: Vec<PathBuf>,
+    /// Where steps that name no node (`runsOn`) run: a node of the target by name, or
+    /// `role=ROLE` for every node with that role (repeatable; with several nodes, those
+    /// steps fan out over them). Needed when the target has several nodes.
+    #[arg(long = "node", value_name = "NAME|role=ROLE", value_parser = node_choice, conflicts_with = "resume")]
+    pub nodes: Vec<NodeChoice>,
+    /// Resume an interrupted run.
+    #[arg(long, value_name = "RUN_ID", conflicts_with = "workflow")]
+    pub resume: Option<String>,
+    /// `human` or `json` (JSON Lines of step records).
+    #[arg(long, default_value = "human", value_parser = simple_format)]
+    pub format: SimpleFormat,
+    /// Run at this site, by its agent, through the orchestrator (see `vacsine orchestrator`).
+    #[arg(long, conflicts_with_all = ["resume", "target", "nodes"])]
+    pub site: Option<String>,
+    /// With --site: print the run id and return instead of following its records.
+    #[arg(long, requires = "site")]
+    pub detach: bool,
+    #[command(flatten)]
+    pub conn: OperatorConn,
+}
+
+// The arguments of `vacsine orchestrator` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct OrchestratorCli {
+    /// HTTPS address for agents and operators.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// Also serve plain HTTP here, for a TLS-terminating reverse proxy in front (request
+    /// and response bodies stay sealed end to end): bind it to an address only the
+    /// proxy reaches, such as 127.0.0.1.
+    #[arg(long, value_name = "ADDR")]
+    pub listen_plain: Option<std::net::SocketAddr>,
+    /// A given certificate chain (PEM, server certificate first) instead of the
+    /// self-signed one made on first start; with --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Data folder: store, keys, certificate, operator token (`operator.token`, and
+    /// `operator.json` that the CLI reads).
+    #[arg(long, default_value = "./vacsine-data")]
+    pub data: PathBuf,
+    /// How long a work lease lasts without renewal by its agent (ms).
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    pub lease_ttl_ms: u64,
+    /// PostgreSQL store shared by several replicas (scale-out):
+    /// postgres://USER:PASSWORD@HOST:5432/DATABASE. Replicas share the data folder's keys,
+    /// certificate and token. Default: SQLite in --data. Prefer the environment variable:
+    /// a password on the command line is visible to other local users.
+    #[arg(
+        long,
+        env = "VACSINE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
+    /// Largest action image archive `vacsine push image` may upload (MiB).
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    pub max_image_mb: u64,
+    /// Connections one client address may hold on the HTTPS listener (fairness: a client
+    /// holding sockets takes only its share). Default: an eighth of the connection limit
+    /// (112 under 1,024 open files), at least 16; 0: no cap (many agents behind one NAT
+    /// address). The --listen-plain listener is not capped per client.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_client: Option<usize>,
+    #[command(flatten)]
+    pub retention: ScheduleArgs,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, no token; counts
+    /// only, no run data). Bind it to loopback or an address only Prometheus reaches,
+    /// e.g. 127.0.0.1:9464. Default: no metrics listener.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Push step records, events and decisions to Grafana Loki at this URL
+    /// (http://loki:3100, or its full /loki/api/v1/push URL). Default: no push.
+    #[arg(long, value_name = "URL")]
+    pub loki_url: Option<String>,
+    /// Lines kept for Loki while it is unreachable; past it the oldest are given up.
+    #[arg(long, default_value_t = vacsine_orch::loki::DEFAULT_BUFFER, value_name = "LINES")]
+    pub loki_buffer: usize,
+    /// Lines per Loki push request at most.
+    #[arg(long, default_value_t = vacsine_orch::loki::DEFAULT_BATCH, value_name = "LINES")]
+    pub loki_batch: usize,
+    #[command(flatten)]
+    pub taxii: TaxiiArgs,
+    /// Also serve CrowdSec's bouncer API (plain HTTP: `GET /v1/decisions/stream`) here, so
+    /// existing CrowdSec bouncers enforce Vacsine's bans: bind it to an address only the
+    /// bouncers reach, such as 127.0.0.1:8081, and give each bouncer
+    /// `api_url: http://ADDR/` and a key from `vacsine bouncer add NAME`.
+    #[arg(long, value_name = "ADDR")]
+    pub bouncer_listen: Option<std::net::SocketAddr>,
+}
+
+// The arguments of `vacsine agent` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct AgentCli {
+    #[command(subcommand)]
+    pub action: Option<AgentAction>,
+    /// Orchestrator URL (https://HOST:PORT), or several replicas separated by commas, tried
+    /// in order when one is unreachable. Kept after enrolment; given again, it replaces them.
+    #[arg(long, global = true)]
+    pub orchestrator: Option<String>,
+    /// Intake key of the site (`vacsine site create SITE`), for the first start.
+    #[arg(
+        long,
+        env = "VACSINE_INTAKE_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub intake_key: Option<String>,
+    /// Name of this agent at its site.
+    #[arg(long, global = true)]
+    pub name: Option<String>,
+    /// SHA-256 pin of the orchestrator's certificate (`sha256:…`, printed at its start).
+    #[arg(long, global = true)]
+    pub pin: Option<String>,
+    /// Data folder: identity (0600), journal, outbox.
+    #[arg(long, default_value = "./vacsine-agent", global = true)]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub retention: ScheduleArgs,
 }
 
 /// What retention keeps of ended runs (`vacsine gc`, and the orchestrator's and agent's

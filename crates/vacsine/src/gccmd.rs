@@ -2,8 +2,8 @@
 //! data folder, or PostgreSQL with `--database`) or to an agent's data folder.
 
 use crate::cli::SimpleFormat;
-use crate::commands::{EXIT_FAILURES, EXIT_OK};
-use crate::orch::print_json;
+use crate::exit::Exit;
+use crate::output::print_json;
 use std::path::Path;
 use vacsine_orch::gc::{self, human_bytes, runs_line};
 use vacsine_orch::retention::Policy;
@@ -54,7 +54,7 @@ pub async fn gc(
     dry_run: bool,
     policy: Policy,
     format: SimpleFormat,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let now = vacsine_orch::now_ms();
     let over = match target(data, database)? {
         Target::Postgres(url) => {
@@ -91,7 +91,7 @@ pub async fn gc(
             r.journal.over_limit_held
         }
     };
-    Ok(if over { EXIT_FAILURES } else { EXIT_OK })
+    Ok(Exit::failures_if(over))
 }
 
 fn header(what: &str, policy: &Policy, dry_run: bool) {

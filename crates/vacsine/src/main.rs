@@ -1,14 +1,20 @@
-//! `vacsine`: the command-line interface. Maps every error to an exit code in one place:
-//! 0 success (verified / all pass), 2 failures remain, 1 error (bad input, usage, engine
-//! problem).
+//! `vacsine`: the command-line interface. Exit codes are decided in [`exit`] (one `Exit`
+//! type); this is the only caller of `std::process::exit`. The layout is in ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
 mod approvalcmd;
+mod checkcmd;
 mod cli;
 mod commands;
 mod drivers;
+mod enforcecmd;
+mod exit;
+mod follow;
 mod gccmd;
+mod nftcheck;
 mod orch;
+mod output;
+mod paths;
 mod progress;
 mod registrycmd;
 mod responsecmd;
@@ -16,6 +22,8 @@ mod runcmd;
 mod scapcmd;
 mod scapdocs;
 mod siteenforce;
+mod toolcmd;
+mod validatecmd;
 mod watch;
 
 use clap::Parser;
@@ -25,7 +33,7 @@ fn main() {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            std::process::exit(commands::usage_exit_code(&e));
+            std::process::exit(exit::Exit::of_usage(&e).code());
         }
     };
     let filter = std::env::var("VACSINE_LOG").unwrap_or_else(|_| "warn".into());
@@ -37,9 +45,9 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(1);
+            std::process::exit(exit::Exit::Error.code());
         }
     };
-    let code = rt.block_on(commands::dispatch(args));
-    std::process::exit(code);
+    let exit = rt.block_on(commands::dispatch(args));
+    std::process::exit(exit.code());
 }

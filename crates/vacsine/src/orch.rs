@@ -2,7 +2,8 @@
 //! `vacsine-orch`.
 
 use crate::cli::{OperatorConn, SimpleFormat, SiteAction};
-use crate::commands::{print_diagnostics, report_error, EXIT_FAILURES, EXIT_OK};
+use crate::exit::Exit;
+use crate::output::{print_diagnostics, print_json, print_record, report_error, Messages};
 use serde_json::Value;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -41,7 +42,7 @@ pub struct OrchestratorArgs {
     pub bouncer_listen: Option<SocketAddr>,
 }
 
-pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
+pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<Exit> {
     let database = a.database.filter(|d| !d.trim().is_empty());
     if let Some(d) = &database {
         if !(d.starts_with("postgres://") || d.starts_with("postgresql://")) {
@@ -87,7 +88,7 @@ pub async fn orchestrator(a: OrchestratorArgs) -> miette::Result<i32> {
     })
     .await
     .map_err(|e| miette::miette!("{e:#}"))?;
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }
 
 pub async fn agent(
@@ -97,7 +98,7 @@ pub async fn agent(
     pin: Option<String>,
     data: PathBuf,
     retention: vacsine_orch::gc::Schedule,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let enrolled = data.join("agent.json").exists();
     let need = |v: Option<String>, flag: &str| -> miette::Result<String> {
         match v {
@@ -122,7 +123,7 @@ pub async fn agent(
     vacsine_orch::agent::run(cfg)
         .await
         .map_err(|e| miette::miette!("agent stopped: {e:#}"))?;
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }
 
 /// `vacsine agent preflight`: one line per check; exit 0 when all pass, 2 otherwise.
@@ -132,32 +133,9 @@ pub async fn agent_run(
     inputs: &[String],
     format: SimpleFormat,
     data: &std::path::Path,
-) -> miette::Result<i32> {
-    let (name, version) = match workflow.split_once('@') {
-        Some((n, v)) => match v.parse::<i64>() {
-            Ok(v) if v > 0 => (n, Some(v)),
-            _ => {
-                return Err(miette::miette!(
-                    help = "give NAME or NAME@VERSION, VERSION a number such as 2",
-                    "`{workflow}`: the version after `@` is not a positive number"
-                ))
-            }
-        },
-        None => (workflow, None),
-    };
-    let mut map = serde_json::Map::new();
-    for i in inputs {
-        let Some((k, v)) = i.split_once('=') else {
-            return Err(miette::miette!(
-                help = "write --input NAME=VALUE",
-                "--input `{i}` has no `=`"
-            ));
-        };
-        map.insert(
-            k.trim().to_string(),
-            serde_json::Value::String(v.to_string()),
-        );
-    }
+) -> miette::Result<Exit> {
+    let (name, version) = name_version(workflow)?;
+    let map = string_inputs(inputs)?;
     let b = vacsine_orch::agent::autonomous::bundled(data, name, version)
         .map_err(|e| miette::miette!("{e:#}"))?;
     if format == SimpleFormat::Human {
@@ -171,9 +149,67 @@ pub async fn agent_run(
         );
     }
     let (cancel, _signalled) = crate::runcmd::cancel_on_signals();
-    let journal_path = data.join("journal.db");
+    let progress = print_finished_steps(data.join("journal.db"), format);
+    let report = vacsine_orch::agent::autonomous::run(data, b, map, Some(progress), cancel)
+        .await
+        .map_err(|e| miette::miette!("{e:#}"))?;
+    if format == SimpleFormat::Human {
+        println!(
+            "run {} {}{} (queued for upload: the agent reports it when it reaches the orchestrator)",
+            report.run_id,
+            report.status,
+            report
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(Exit::of_run(report.status))
+}
+
+/// `NAME` or `NAME@VERSION` of `agent run`.
+fn name_version(workflow: &str) -> miette::Result<(&str, Option<i64>)> {
+    Ok(match workflow.split_once('@') {
+        Some((n, v)) => match v.parse::<i64>() {
+            Ok(v) if v > 0 => (n, Some(v)),
+            _ => {
+                return Err(miette::miette!(
+                    help = "give NAME or NAME@VERSION, VERSION a number such as 2",
+                    "`{workflow}`: the version after `@` is not a positive number"
+                ))
+            }
+        },
+        None => (workflow, None),
+    })
+}
+
+/// `--input NAME=VALUE` of `agent run`, as strings (the bundled workflow types them).
+fn string_inputs(inputs: &[String]) -> miette::Result<serde_json::Map<String, Value>> {
+    let mut map = serde_json::Map::new();
+    for i in inputs {
+        let Some((k, v)) = i.split_once('=') else {
+            return Err(miette::miette!(
+                help = "write --input NAME=VALUE",
+                "--input `{i}` has no `=`"
+            ));
+        };
+        map.insert(
+            k.trim().to_string(),
+            serde_json::Value::String(v.to_string()),
+        );
+    }
+    Ok(map)
+}
+
+/// A progress callback that prints each step record once, as its step ends (read back from
+/// the run's journal at `journal_path`).
+fn print_finished_steps(
+    journal_path: std::path::PathBuf,
+    format: SimpleFormat,
+) -> vacsine_engine::ProgressFn {
     let printed = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
-    let progress: vacsine_engine::ProgressFn = {
+    {
         let printed = printed.clone();
         std::sync::Arc::new(move |e| {
             if let vacsine_engine::ProgressEvent::StepFinished { run_id, .. } = e {
@@ -194,32 +230,12 @@ pub async fn agent_run(
                             let _ =
                                 writeln!(out, "{}", serde_json::to_string(&r).unwrap_or_default());
                         }
-                        SimpleFormat::Human => print_record(&mut out, &r),
+                        SimpleFormat::Human => print_record(&mut out, &r, Messages::Hidden),
                     }
                 }
             }
         })
-    };
-    let report = vacsine_orch::agent::autonomous::run(data, b, map, Some(progress), cancel)
-        .await
-        .map_err(|e| miette::miette!("{e:#}"))?;
-    if format == SimpleFormat::Human {
-        println!(
-            "run {} {}{} (queued for upload: the agent reports it when it reaches the orchestrator)",
-            report.run_id,
-            report.status,
-            report
-                .message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
-        );
     }
-    Ok(if report.status == vacsine_engine::RunStatus::Succeeded {
-        EXIT_OK
-    } else {
-        EXIT_FAILURES
-    })
 }
 
 /// Where `vacsine agent event` reads its payload.
@@ -288,7 +304,7 @@ pub async fn agent_event(
     id: Option<String>,
     format: SimpleFormat,
     data: &std::path::Path,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     use vacsine_core::workflow::EVENT_TYPES;
     use vacsine_orch::agent::autonomous::TriggerOutcome;
     if !EVENT_TYPES.contains(&event_type) {
@@ -359,11 +375,11 @@ pub async fn agent_event(
     if fired.is_empty() && format == SimpleFormat::Human {
         println!("no trigger of the registry bundle held matches this event: nothing ran");
     }
-    Ok(if ok { EXIT_OK } else { EXIT_FAILURES })
+    Ok(Exit::failures_if(!ok))
 }
 
 /// `vacsine agent status`: the outbox of the agent whose data folder is `data`.
-pub fn agent_status(format: SimpleFormat, data: &std::path::Path) -> miette::Result<i32> {
+pub fn agent_status(format: SimpleFormat, data: &std::path::Path) -> miette::Result<Exit> {
     let db = data.join("agent.db");
     if !db.exists() {
         return Err(miette::miette!(
@@ -398,11 +414,7 @@ pub fn agent_status(format: SimpleFormat, data: &std::path::Path) -> miette::Res
             }
         }
     }
-    Ok(if st.refused.is_empty() {
-        EXIT_OK
-    } else {
-        EXIT_FAILURES
-    })
+    Ok(Exit::failures_if(!st.refused.is_empty()))
 }
 
 pub async fn preflight(
@@ -410,7 +422,7 @@ pub async fn preflight(
     pin: Option<String>,
     intake_key: bool,
     data: &std::path::Path,
-) -> i32 {
+) -> Exit {
     let checks = vacsine_orch::preflight::run(orchestrator, pin, intake_key, data).await;
     for c in &checks {
         println!(
@@ -420,11 +432,7 @@ pub async fn preflight(
             c.detail
         );
     }
-    if checks.iter().all(|c| c.pass) {
-        EXIT_OK
-    } else {
-        EXIT_FAILURES
-    }
+    Exit::failures_if(!checks.iter().all(|c| c.pass))
 }
 
 pub(crate) fn client(conn: &OperatorConn) -> miette::Result<OperatorClient> {
@@ -465,7 +473,7 @@ pub(crate) fn client(conn: &OperatorConn) -> miette::Result<OperatorClient> {
 }
 
 /// The orchestrator did not take a submission in the time `--retry-for` gave it: exit code
-/// [`crate::commands::EXIT_UNREACHABLE`].
+/// [`Exit::Unreachable`].
 #[derive(Debug)]
 pub struct GaveUp(pub String);
 
@@ -495,15 +503,11 @@ pub(crate) fn call_err(e: vacsine_orch::client::CallError) -> miette::Report {
     }
 }
 
-pub(crate) fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
-
 pub async fn site(
     action: SiteAction,
     conn: &OperatorConn,
     format: SimpleFormat,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let c = client(conn)?;
     match action {
         SiteAction::Create { name, labels } => {
@@ -585,7 +589,7 @@ pub async fn site(
             }
         }
     }
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }
 
 /// `KEY=VALUE` (set) or `KEY-` (remove), checked as the orchestrator checks them.
@@ -617,15 +621,23 @@ fn labels_text(l: &std::collections::BTreeMap<String, String>) -> String {
         .join(",")
 }
 
-pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<i32> {
+pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<Exit> {
     let c = client(conn)?;
     let v: proto::StatusView = c.get(proto::OP_STATUS).await.map_err(err)?;
     if format == SimpleFormat::Json {
         print_json(&v);
-        return Ok(EXIT_OK);
+        return Ok(Exit::Ok);
     }
+    print_sites(&v.sites);
+    print_agents(&v.agents);
+    print_runs(&v.runs);
+    Ok(Exit::Ok)
+}
+
+/// `status`'s sites, one line each.
+fn print_sites(sites: &[proto::SiteView]) {
     println!("SITES");
-    for s in &v.sites {
+    for s in sites {
         println!(
             "  {:<20} created {}{}{}{}",
             s.name,
@@ -649,12 +661,16 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
             }
         );
     }
+}
+
+/// `status`'s agents, then the outbox items they keep as refused (how many, the oldest few).
+fn print_agents(agents: &[proto::AgentView]) {
     println!("AGENTS");
     println!(
         "  {:<16} {:<16} {:<8} {:<26} {:<8} {:<26} ID",
         "SITE", "NAME", "STATE", "LAST SEEN", "VERSION", "LAST AUTONOMOUS RUN"
     );
-    for a in &v.agents {
+    for a in agents {
         println!(
             "  {:<16} {:<16} {:<8} {:<26} {:<8} {:<26} {}",
             a.site,
@@ -667,8 +683,7 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
         );
     }
     // Items agents keep as refused (never dropped): how many, and the oldest few.
-    let refused: Vec<_> = v
-        .agents
+    let refused: Vec<_> = agents
         .iter()
         .filter_map(|a| a.outbox.as_ref().filter(|o| o.refused > 0).map(|o| (a, o)))
         .collect();
@@ -686,12 +701,16 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
             }
         }
     }
+}
+
+/// `status`'s runs, one line each.
+fn print_runs(runs: &[proto::RunView]) {
     println!("RUNS");
     println!(
         "  {:<38} {:<16} {:<20} {:<10} {:>7}  MESSAGE",
         "RUN", "SITE", "WORKFLOW", "STATUS", "RECORDS"
     );
-    for r in &v.runs {
+    for r in runs {
         println!(
             "  {:<38} {:<16} {:<20} {:<10} {:>7}  {}",
             r.id,
@@ -702,7 +721,6 @@ pub async fn status(conn: &OperatorConn, format: SimpleFormat) -> miette::Result
             r.message_line()
         );
     }
-    Ok(EXIT_OK)
 }
 
 /// `vacsine runs --site S | --all-sites [--status X]`: the orchestrator's runs.
@@ -713,7 +731,7 @@ pub async fn runs(
     before: Option<String>,
     limit: usize,
     format: SimpleFormat,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let c = client(conn)?;
     let mut q = vec![("limit", limit.to_string())];
     if let Some(s) = site {
@@ -732,11 +750,11 @@ pub async fn runs(
         if let Some(n) = &v.next {
             eprintln!("more runs: add --before {n}");
         }
-        return Ok(EXIT_OK);
+        return Ok(Exit::Ok);
     }
     if v.runs.is_empty() {
         println!("no runs");
-        return Ok(EXIT_OK);
+        return Ok(Exit::Ok);
     }
     println!(
         "{:<38} {:<16} {:<20} {:<10} {:>7}  {:<26} MESSAGE",
@@ -757,11 +775,11 @@ pub async fn runs(
     if let Some(n) = &v.next {
         println!("more runs: add --before {n}");
     }
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }
 
 /// `vacsine logs ID` for a run at a site: its records as the orchestrator holds them.
-pub async fn logs(conn: &OperatorConn, id: &str, format: SimpleFormat) -> miette::Result<i32> {
+pub async fn logs(conn: &OperatorConn, id: &str, format: SimpleFormat) -> miette::Result<Exit> {
     let c = client(conn)?;
     let v: proto::RunRecords = c
         .get_query(
@@ -779,7 +797,7 @@ pub async fn logs(conn: &OperatorConn, id: &str, format: SimpleFormat) -> miette
                 serde_json::to_string(&r.record).unwrap_or_default()
             );
         }
-        return Ok(EXIT_OK);
+        return Ok(Exit::Ok);
     }
     let _ = writeln!(
         out,
@@ -796,31 +814,13 @@ pub async fn logs(conn: &OperatorConn, id: &str, format: SimpleFormat) -> miette
     );
     for r in &v.records {
         match serde_json::from_value::<vacsine_core::record::StepRecord>(r.record.clone()) {
-            Ok(rec) => print_record(&mut out, &rec),
+            Ok(rec) => print_record(&mut out, &rec, Messages::Hidden),
             Err(_) => {
                 let _ = writeln!(out, "  {}", r.record);
             }
         }
     }
-    Ok(EXIT_OK)
-}
-
-pub(crate) fn print_record(out: &mut impl Write, r: &vacsine_core::record::StepRecord) {
-    let _ = writeln!(
-        out,
-        "{}  {:<24} {:<10} {:<12} {:>9}  {}{}",
-        r.started_at,
-        format!("{}#{}", r.step_id, r.attempt),
-        r.node.as_deref().unwrap_or("-"),
-        r.status.as_str(),
-        r.duration_ms
-            .map_or_else(|| "—".to_string(), |ms| format!("{ms}ms")),
-        r.executor,
-        if r.changed { " (changed)" } else { "" }
-    );
-    if let Some(e) = &r.error {
-        let _ = writeln!(out, "      error: {e}");
-    }
+    Ok(Exit::Ok)
 }
 
 /// `vacsine run WF --site S`: validate here, submit, follow the records as they arrive.
@@ -832,7 +832,7 @@ pub async fn run_at_site(
     detach: bool,
     conn: &OperatorConn,
     format: SimpleFormat,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let Some(wf_path) = workflow else {
         return Err(miette::miette!(
             help = "vacsine run WORKFLOW --site SITE",
@@ -900,84 +900,39 @@ pub(crate) async fn follow_run(
     site: &str,
     detach: bool,
     format: SimpleFormat,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     if detach {
         if format == SimpleFormat::Json {
             println!("{}", serde_json::json!({ "run_id": created.run_id }));
         } else {
             println!("run {} queued at site {site}", created.run_id);
         }
-        return Ok(EXIT_OK);
+        return Ok(Exit::Ok);
     }
     if format == SimpleFormat::Human {
         eprintln!("run {} queued at site {site}", created.run_id);
     }
-    let mut after = 0i64;
-    let mut unreachable = false;
-    loop {
-        let path = format!(
-            "{}/{}?after={after}&wait_ms=20000",
-            proto::OP_RUNS,
-            created.run_id
+    let json = format == SimpleFormat::Json;
+    let run = crate::follow::follow_run(c, &created.run_id, |records| {
+        crate::follow::write_records(&mut std::io::stdout().lock(), records, json)
+    })
+    .await;
+    let run = match run {
+        Ok(run) => run,
+        Err(e) => return Ok(report_error(err(e))),
+    };
+    if format == SimpleFormat::Human {
+        println!(
+            "run {} {}{}",
+            run.id,
+            run.status,
+            Some(run.message_line())
+                .filter(|m| !m.is_empty())
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
         );
-        let r: proto::RunRecords = match c.get(&path).await {
-            Ok(r) => {
-                if unreachable {
-                    eprintln!("orchestrator reachable again");
-                    unreachable = false;
-                }
-                r
-            }
-            Err(vacsine_orch::client::CallError::Unreachable(m)) => {
-                if !unreachable {
-                    eprintln!("orchestrator unreachable ({m}); waiting for it");
-                    unreachable = true;
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                continue;
-            }
-            Err(e) => return Ok(report_error(err(e))),
-        };
-        let mut out = std::io::stdout().lock();
-        for s in &r.records {
-            after = after.max(s.seq);
-            match format {
-                SimpleFormat::Json => {
-                    let _ = writeln!(out, "{}", s.record);
-                }
-                SimpleFormat::Human => {
-                    match serde_json::from_value::<vacsine_core::record::StepRecord>(
-                        s.record.clone(),
-                    ) {
-                        Ok(rec) => print_record(&mut out, &rec),
-                        Err(_) => {
-                            let _ = writeln!(out, "{}", s.record);
-                        }
-                    }
-                }
-            }
-        }
-        let _ = out.flush();
-        drop(out);
-        if vacsine_orch::store::status::is_final(&r.run.status) && r.records.is_empty() {
-            if format == SimpleFormat::Human {
-                println!(
-                    "run {} {}{}",
-                    r.run.id,
-                    r.run.status,
-                    Some(r.run.message_line())
-                        .filter(|m| !m.is_empty())
-                        .map(|m| format!(": {m}"))
-                        .unwrap_or_default()
-                );
-            }
-            return Ok(
-                if r.run.status == vacsine_core::status::RunStatus::Succeeded.as_str() {
-                    EXIT_OK
-                } else {
-                    EXIT_FAILURES
-                },
-            );
-        }
     }
+    Ok(Exit::failures_if(
+        run.status != vacsine_core::status::RunStatus::Succeeded.as_str(),
+    ))
 }

@@ -2,8 +2,9 @@
 //! the orchestrator's registry of versioned policies and workflows, as an operator uses it.
 
 use crate::cli::{OperatorConn, SimpleFormat};
-use crate::commands::{print_diagnostics, EXIT_OK};
-use crate::orch::{call_err, client, err, follow_run, print_json};
+use crate::exit::Exit;
+use crate::orch::{call_err, client, err, follow_run};
+use crate::output::{print_diagnostics, print_json};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use vacsine_core::doc::{Document, LoadError};
@@ -15,7 +16,7 @@ pub async fn push(
     files: Vec<PathBuf>,
     conn: &OperatorConn,
     format: SimpleFormat,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let mut docs = Vec::new();
     let mut problems: Vec<LoadError> = Vec::new();
     for f in &files {
@@ -84,7 +85,7 @@ pub async fn push(
             );
         }
     }
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }
 
 /// `vacsine push image REF...`: the references after `image` (`None`: files to push). A
@@ -102,7 +103,7 @@ pub async fn push_images(
     refs: Vec<PathBuf>,
     conn: &OperatorConn,
     format: SimpleFormat,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     use vacsine_core::node::NodeOps;
     if refs.is_empty() {
         return Err(miette::miette!(
@@ -189,10 +190,10 @@ pub async fn push_images(
     if format == SimpleFormat::Json {
         print_json(&serde_json::json!({ "images": pushed }));
     }
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }
 
-pub async fn list(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<i32> {
+pub async fn list(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<Exit> {
     let c = client(conn)?;
     let r: proto::RegistryList = c.get(proto::OP_REGISTRY).await.map_err(err)?;
     if format == SimpleFormat::Json {
@@ -209,7 +210,7 @@ pub async fn list(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<i
             );
         }
     }
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }
 
 /// `NAME` or `NAME@VERSION` of a pushed workflow, when `arg` is not a file here (a path with
@@ -243,7 +244,7 @@ pub async fn run_pushed(
     detach: bool,
     conn: &OperatorConn,
     format: SimpleFormat,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let mut inputs = Map::new();
     for r in &raw_inputs {
         let (k, v) = r

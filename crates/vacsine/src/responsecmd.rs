@@ -3,8 +3,9 @@
 //! off), and the operator's `vacsine decisions [add|delete]` and `vacsine events`.
 
 use crate::cli::{BouncerAction, DecisionsAction, OperatorConn, SimpleFormat};
-use crate::commands::{EXIT_FAILURES, EXIT_OK};
-use crate::orch::{client, err, print_json};
+use crate::exit::Exit;
+use crate::orch::{client, err};
+use crate::output::print_json;
 use std::io::Read as _;
 use std::path::Path;
 use vacsine_core::doc::{parse_as, LoadError};
@@ -57,7 +58,7 @@ pub async fn agent_follow(
     from: Option<&str>,
     format: SimpleFormat,
     data: &Path,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     if file.as_os_str() == "-" {
         return Err(miette::miette!(
             help = "give the log file's path; standard input is read once, without --follow",
@@ -114,7 +115,7 @@ pub async fn agent_follow(
             }
         }
         tokio::select! {
-            _ = &mut stop => return Ok(EXIT_OK),
+            _ = &mut stop => return Ok(Exit::Ok),
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -126,7 +127,7 @@ pub async fn agent_ingest(
     from: Option<&str>,
     format: SimpleFormat,
     data: &Path,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let (mut r, place): (Box<dyn std::io::Read>, String) = if file.as_os_str() == "-" {
         (Box::new(std::io::stdin().lock()), "standard input".into())
     } else {
@@ -211,11 +212,7 @@ pub async fn agent_ingest(
             }
         }
     }
-    Ok(if rep.errors.is_empty() {
-        EXIT_OK
-    } else {
-        EXIT_FAILURES
-    })
+    Ok(Exit::failures_if(!rep.errors.is_empty()))
 }
 
 /// `vacsine bouncer add NAME [--site S] | list | delete NAME`.
@@ -223,7 +220,7 @@ pub async fn bouncer(
     action: BouncerAction,
     conn: &OperatorConn,
     format: SimpleFormat,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let c = client(conn)?;
     let line = |b: &proto::BouncerView| {
         format!(
@@ -281,7 +278,7 @@ pub async fn bouncer(
             }
         }
     }
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }
 
 /// `vacsine decisions [--site S] [--active]`, `add`, `delete ID`.
@@ -291,7 +288,7 @@ pub async fn decisions(
     active: bool,
     conn: &OperatorConn,
     format: SimpleFormat,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let c = client(conn)?;
     match action {
         Some(DecisionsAction::Add {
@@ -299,109 +296,137 @@ pub async fn decisions(
             duration,
             scope,
             reason,
-        }) => {
-            let sites: Vec<String> = if scope.trim() == "all" {
-                vec![]
-            } else {
-                scope
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            };
-            let v: proto::DecisionView = c
-                .post(
-                    proto::OP_DECISIONS,
-                    &proto::AddDecision {
-                        ip,
-                        duration,
-                        sites,
-                        reason,
-                    },
-                )
-                .await
-                .map_err(err)?;
-            match format {
-                SimpleFormat::Json => print_json(&v),
-                SimpleFormat::Human => println!(
-                    "decision {}: {} until {} at {}",
-                    v.id,
-                    v.action,
-                    v.expires_at.as_deref().unwrap_or("deleted"),
-                    scope_text(&v.scope)
-                ),
+        }) => decision_add(&c, ip, duration, &scope, reason, format).await,
+        Some(DecisionsAction::Delete { id }) => decision_delete(&c, &id, format).await,
+        None => decisions_list(&c, site, active, format).await,
+    }
+}
+
+/// `vacsine decisions add IP`: a ban at the sites of `scope` (`all`, or names).
+async fn decision_add(
+    c: &vacsine_orch::client::OperatorClient,
+    ip: String,
+    duration: String,
+    scope: &str,
+    reason: Option<String>,
+    format: SimpleFormat,
+) -> miette::Result<Exit> {
+    let sites: Vec<String> = if scope.trim() == "all" {
+        vec![]
+    } else {
+        scope
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let v: proto::DecisionView = c
+        .post(
+            proto::OP_DECISIONS,
+            &proto::AddDecision {
+                ip,
+                duration,
+                sites,
+                reason,
+            },
+        )
+        .await
+        .map_err(err)?;
+    match format {
+        SimpleFormat::Json => print_json(&v),
+        SimpleFormat::Human => println!(
+            "decision {}: {} until {} at {}",
+            v.id,
+            v.action,
+            v.expires_at.as_deref().unwrap_or("deleted"),
+            scope_text(&v.scope)
+        ),
+    }
+    Ok(Exit::Ok)
+}
+
+/// `vacsine decisions delete ID`.
+async fn decision_delete(
+    c: &vacsine_orch::client::OperatorClient,
+    id: &str,
+    format: SimpleFormat,
+) -> miette::Result<Exit> {
+    let v: proto::DecisionView = c
+        .delete(&format!("{}/{id}", proto::OP_DECISIONS))
+        .await
+        .map_err(err)?;
+    match format {
+        SimpleFormat::Json => print_json(&v),
+        SimpleFormat::Human => println!(
+            "decision {} ({}) deleted: lifted at {} at their next poll",
+            v.id,
+            v.action,
+            scope_text(&v.scope)
+        ),
+    }
+    Ok(Exit::Ok)
+}
+
+/// `vacsine decisions [--site S] [--active]`: the decisions, one line each.
+async fn decisions_list(
+    c: &vacsine_orch::client::OperatorClient,
+    site: Option<String>,
+    active: bool,
+    format: SimpleFormat,
+) -> miette::Result<Exit> {
+    let mut q = Vec::new();
+    if let Some(s) = site {
+        q.push(("site", s));
+    }
+    if active {
+        q.push(("active", "true".to_string()));
+    }
+    let l: proto::DecisionList = c.get_query(proto::OP_DECISIONS, &q).await.map_err(err)?;
+    match format {
+        SimpleFormat::Json => print_json(&l.decisions),
+        SimpleFormat::Human => {
+            if l.decisions.is_empty() {
+                println!("no decision");
             }
-            Ok(EXIT_OK)
-        }
-        Some(DecisionsAction::Delete { id }) => {
-            let v: proto::DecisionView = c
-                .delete(&format!("{}/{id}", proto::OP_DECISIONS))
-                .await
-                .map_err(err)?;
-            match format {
-                SimpleFormat::Json => print_json(&v),
-                SimpleFormat::Human => println!(
-                    "decision {} ({}) deleted: lifted at {} at their next poll",
-                    v.id,
-                    v.action,
-                    scope_text(&v.scope)
-                ),
+            let now = chrono::Utc::now();
+            for v in &l.decisions {
+                println!("{}", decision_line(v, now));
             }
-            Ok(EXIT_OK)
-        }
-        None => {
-            let mut q = Vec::new();
-            if let Some(s) = site {
-                q.push(("site", s));
-            }
-            if active {
-                q.push(("active", "true".to_string()));
-            }
-            let l: proto::DecisionList = c.get_query(proto::OP_DECISIONS, &q).await.map_err(err)?;
-            match format {
-                SimpleFormat::Json => print_json(&l.decisions),
-                SimpleFormat::Human => {
-                    if l.decisions.is_empty() {
-                        println!("no decision");
-                    }
-                    let now = chrono::Utc::now();
-                    for v in &l.decisions {
-                        let left = v
-                            .expires_at
-                            .as_deref()
-                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                            .map(|t| t.with_timezone(&chrono::Utc) - now)
-                            .filter(|d| d.num_seconds() > 0)
-                            .map(|d| format!("{}h{:02}m left", d.num_hours(), d.num_minutes() % 60))
-                            .unwrap_or_default();
-                        let applied: Vec<String> = v
-                            .applied
-                            .keys()
-                            .map(|s| {
-                                format!("{s} ({} ms)", v.mitigated_ms.get(s).copied().unwrap_or(0))
-                            })
-                            .collect();
-                        println!(
-                            "{} {:<8} {} at {}: {} | origin {}@{} | in effect at: {}",
-                            &v.id[..12.min(v.id.len())],
-                            v.state,
-                            v.action,
-                            scope_text(&v.scope),
-                            left,
-                            v.decision.origin.response,
-                            v.origin_site.as_deref().unwrap_or("orchestrator"),
-                            if applied.is_empty() {
-                                "no site yet".to_string()
-                            } else {
-                                applied.join(", ")
-                            }
-                        );
-                    }
-                }
-            }
-            Ok(EXIT_OK)
         }
     }
+    Ok(Exit::Ok)
+}
+
+/// One decision for people: id, state, action, scope, time left, origin, where in effect.
+fn decision_line(v: &proto::DecisionView, now: chrono::DateTime<chrono::Utc>) -> String {
+    let left = v
+        .expires_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc) - now)
+        .filter(|d| d.num_seconds() > 0)
+        .map(|d| format!("{}h{:02}m left", d.num_hours(), d.num_minutes() % 60))
+        .unwrap_or_default();
+    let applied: Vec<String> = v
+        .applied
+        .keys()
+        .map(|s| format!("{s} ({} ms)", v.mitigated_ms.get(s).copied().unwrap_or(0)))
+        .collect();
+    format!(
+        "{} {:<8} {} at {}: {} | origin {}@{} | in effect at: {}",
+        v.id.get(..12).unwrap_or(&v.id),
+        v.state,
+        v.action,
+        scope_text(&v.scope),
+        left,
+        v.decision.origin.response,
+        v.origin_site.as_deref().unwrap_or("orchestrator"),
+        if applied.is_empty() {
+            "no site yet".to_string()
+        } else {
+            applied.join(", ")
+        }
+    )
 }
 
 fn scope_text(scope: &[String]) -> String {
@@ -418,7 +443,7 @@ pub async fn events(
     limit: usize,
     conn: &OperatorConn,
     format: SimpleFormat,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let c = client(conn)?;
     let mut q = vec![("limit", limit.to_string())];
     if let Some(s) = site {
@@ -446,5 +471,5 @@ pub async fn events(
             }
         }
     }
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }

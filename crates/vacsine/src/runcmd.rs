@@ -1,11 +1,12 @@
 //! `vacsine run`, `runs`, `logs`: job 2, applying a workflow with traceable step records.
 
 use crate::cli::{NodeChoice, SimpleFormat};
-use crate::commands::{journal_path, print_diagnostics, report_error, EXIT_FAILURES, EXIT_OK};
+use crate::exit::Exit;
+use crate::output::{elapsed_text, print_diagnostics, print_records, report_error};
+use crate::paths::journal_path;
 use crate::progress::Progress;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use vacsine_core::doc::{LoadError, Loc};
@@ -134,7 +135,7 @@ fn local_node(name: &str, roles: &[String], labels: &BTreeMap<String, String>) -
 /// its roles and labels).
 async fn nodes_for(
     target: Option<&Loaded<Target>>,
-) -> Result<(NodeMap, String, Option<Arc<dyn Site>>), i32> {
+) -> Result<(NodeMap, String, Option<Arc<dyn Site>>), Exit> {
     let Some(t) = target else {
         let mut m = NodeMap::new();
         m.insert("local".into(), local_node("local", &[], &BTreeMap::new()));
@@ -290,92 +291,32 @@ enum Job {
     Run(Box<Workflow>, Map<String, Value>),
 }
 
-pub async fn run(
-    workflow: Option<PathBuf>,
-    target: Option<PathBuf>,
-    raw_inputs: Vec<String>,
-    catalog: Vec<PathBuf>,
-    node_choices: Vec<NodeChoice>,
-    resume: Option<String>,
-    format: SimpleFormat,
-) -> miette::Result<i32> {
+/// The arguments of `vacsine run` without `--site`.
+pub struct RunArgs {
+    pub workflow: Option<PathBuf>,
+    pub target: Option<PathBuf>,
+    pub raw_inputs: Vec<String>,
+    pub catalog: Vec<PathBuf>,
+    pub node_choices: Vec<NodeChoice>,
+    pub resume: Option<String>,
+    pub format: SimpleFormat,
+}
+
+/// `vacsine run`: check everything that can be checked before touching a node (catalog,
+/// target, `--node`, workflow, inputs), connect, run (or resume) with progress and signals,
+/// then print the records and end with the run's status.
+pub async fn run(args: RunArgs) -> miette::Result<Exit> {
     let journal = Journal::open(&journal_path()?).map_err(|e| miette::miette!("{e}"))?;
-    let mut cat_dirs = catalog;
-    if cat_dirs.is_empty() && std::path::Path::new("catalog").is_dir() {
-        cat_dirs.push(PathBuf::from("catalog"));
-    }
-    let (cat, problems) = inputs::catalog_for(None, &cat_dirs);
-    if !problems.is_empty() {
-        return Ok(print_diagnostics(problems));
-    }
-    let mut ecat_src = cat.clone();
-    let target = match target.as_deref().map(inputs::load_target).transpose() {
-        Ok(t) => t,
-        Err(e) => return Ok(print_diagnostics(vec![e])),
+    let checked = match check_run(&args) {
+        Ok(c) => c,
+        Err(exit) => return Ok(exit),
     };
-    let target_label = target
-        .as_ref()
-        .map_or("local".to_string(), |t| t.doc.metadata.name.value.clone());
-    // `--node` names checked against the target file before connecting to anything.
-    if let Some(declared) = target.as_ref().and_then(|t| declared_nodes(&t.doc)) {
-        if let Err(e) = select_nodes(&declared, &node_choices, &target_label) {
-            return Ok(report_error(miette::miette!("{e}")));
-        }
-    }
-    // The workflow and its inputs are checked before connecting to the target.
-    let job = match (resume, workflow) {
-        (Some(run_id), _) => Job::Resume(run_id),
-        (None, None) => {
-            return Err(miette::miette!(
-                help = "give a workflow file, or --resume RUN_ID",
-                "nothing to run"
-            ))
-        }
-        (None, Some(wf_path)) => {
-            let wf = match inputs::load_workflow(&wf_path) {
-                Ok(w) => w,
-                Err(e) => return Ok(print_diagnostics(vec![e])),
-            };
-            ecat_src
-                .workflows
-                .entry(wf.doc.metadata.name.value.clone())
-                .or_insert_with(|| wf.clone());
-            let ecat = vacsine_enforce::engine_catalog(&ecat_src);
-            let errs: Vec<LoadError> = vacsine_engine::validate_workflow(&wf.doc, &ecat)
-                .into_iter()
-                .map(|p| p.into_error(&wf.source))
-                .collect();
-            if !errs.is_empty() {
-                return Ok(print_diagnostics(errs));
-            }
-            let inputs = match inputs_from_command_line(&wf, &raw_inputs) {
-                Ok(i) => i,
-                Err(errs) => return Ok(print_diagnostics(errs)),
-            };
-            // Several nodes declared and none chosen: say so before connecting.
-            let declared = target.as_ref().and_then(|t| declared_nodes(&t.doc));
-            if let Some(d) = declared.filter(|d| d.len() > 1 && node_choices.is_empty()) {
-                let registry = Registry::default();
-                let w = &wf.doc.spec;
-                if let Some(s) = w
-                    .steps
-                    .iter()
-                    .chain(&w.rollback)
-                    .find(|s| unplaced(s, &registry))
-                {
-                    let e = no_node_error(&s.id, &s.uses, &target_label, &describe_nodes(&d));
-                    return Ok(report_error(e));
-                }
-            }
-            Job::Run(Box::new(wf.doc), inputs)
-        }
-    };
-    let engine = Engine::new(journal, vacsine_enforce::engine_catalog(&ecat_src));
-    let (nodes, target_name, observer) = match nodes_for(target.as_ref()).await {
+    let engine = Engine::new(journal, vacsine_enforce::engine_catalog(&checked.catalog));
+    let (nodes, target_name, observer) = match nodes_for(checked.target.as_ref()).await {
         Ok(x) => x,
-        Err(code) => return Ok(code),
+        Err(exit) => return Ok(exit),
     };
-    let progress = Progress::new(format != SimpleFormat::Human);
+    let progress = Progress::new(args.format != SimpleFormat::Human);
     let p2 = progress.clone();
     let on_progress: Arc<dyn Fn(&vacsine_engine::ProgressEvent) + Send + Sync> =
         Arc::new(move |e| {
@@ -383,95 +324,193 @@ pub async fn run(
                 p2.say(&line)
             }
         });
-    let (cancel, signalled) = cancel_on_signals();
-    let report = match job {
+    let (cancel, terminated) = cancel_on_signals();
+    let report = match checked.job {
         Job::Resume(run_id) => {
             engine
                 .resume_cancellable(&run_id, nodes, Some(on_progress), observer, cancel)
                 .await
         }
         Job::Run(mut workflow, inputs) => {
-            let mut default_node = None;
-            if !node_choices.is_empty() {
-                let infos: Vec<NodeInfo> = nodes
-                    .values()
-                    .map(|n| NodeInfo {
-                        name: n.node().name.clone(),
-                        roles: n.node().roles.clone(),
-                    })
-                    .collect();
-                match select_nodes(&infos, &node_choices, &target_label) {
-                    Ok(chosen) => default_node = place_steps(&mut workflow, &chosen),
-                    Err(e) => return Ok(report_error(miette::miette!("{e}"))),
-                }
-            }
-            engine
-                .run(RunRequest {
-                    workflow: *workflow,
-                    inputs,
-                    nodes,
-                    default_node,
-                    target_name,
-                    labels: Default::default(),
-                    progress: Some(on_progress),
-                    observer,
-                    cancel,
-                    run_id: None,
-                })
-                .await
+            let default_node =
+                match place_chosen(&mut workflow, &nodes, &args.node_choices, &checked.label) {
+                    Ok(n) => n,
+                    Err(e) => return Ok(report_error(e)),
+                };
+            let request = RunRequest {
+                workflow: *workflow,
+                inputs,
+                nodes,
+                default_node,
+                target_name,
+                labels: Default::default(),
+                progress: Some(on_progress),
+                observer,
+                cancel,
+                run_id: None,
+            };
+            engine.run(request).await
         }
     };
     progress.done();
     let report = match report {
         Ok(r) => r,
-        Err(EngineError::NoNode {
+        Err(e) => return Ok(report_error(engine_error(e, &checked.label))),
+    };
+    print_records(&report.records, args.format == SimpleFormat::Json);
+    if args.format == SimpleFormat::Human {
+        println!("run {} {}", report.run_id, report.status.as_str());
+    }
+    if report.status == RunStatus::Cancelled {
+        eprintln!(
+            "run {} cancelled: resume it with `vacsine run --resume {}`",
+            report.run_id, report.run_id
+        );
+        return Ok(Exit::of_signal(
+            terminated.load(std::sync::atomic::Ordering::SeqCst),
+        ));
+    }
+    Ok(Exit::of_run(report.status))
+}
+
+/// A run whose arguments were checked: the job, the catalog it runs with, the target file and
+/// its name (`local` without one).
+struct CheckedRun {
+    job: Job,
+    catalog: inputs::Catalog,
+    target: Option<Loaded<Target>>,
+    label: String,
+}
+
+/// Check what `vacsine run` can check before connecting to anything: the catalog, the target
+/// file, `--node` against the target's declared nodes, the workflow, its inputs. A problem
+/// is printed; the error is its exit code.
+fn check_run(args: &RunArgs) -> Result<CheckedRun, Exit> {
+    let mut cat_dirs = args.catalog.clone();
+    if cat_dirs.is_empty() && std::path::Path::new("catalog").is_dir() {
+        cat_dirs.push(PathBuf::from("catalog"));
+    }
+    let (mut catalog, problems) = inputs::catalog_for(None, &cat_dirs);
+    if !problems.is_empty() {
+        return Err(print_diagnostics(problems));
+    }
+    let target = match args.target.as_deref().map(inputs::load_target).transpose() {
+        Ok(t) => t,
+        Err(e) => return Err(print_diagnostics(vec![e])),
+    };
+    let label = target
+        .as_ref()
+        .map_or("local".to_string(), |t| t.doc.metadata.name.value.clone());
+    let declared = target.as_ref().and_then(|t| declared_nodes(&t.doc));
+    // `--node` names checked against the target file before connecting to anything.
+    if let Some(declared) = &declared {
+        if let Err(e) = select_nodes(declared, &args.node_choices, &label) {
+            return Err(report_error(miette::miette!("{e}")));
+        }
+    }
+    // The workflow and its inputs are checked before connecting to the target.
+    let job = match (args.resume.clone(), &args.workflow) {
+        (Some(run_id), _) => Job::Resume(run_id),
+        (None, None) => {
+            return Err(report_error(miette::miette!(
+                help = "give a workflow file, or --resume RUN_ID",
+                "nothing to run"
+            )))
+        }
+        (None, Some(wf_path)) => {
+            let wf = inputs::load_workflow(wf_path).map_err(|e| print_diagnostics(vec![e]))?;
+            catalog
+                .workflows
+                .entry(wf.doc.metadata.name.value.clone())
+                .or_insert_with(|| wf.clone());
+            let ecat = vacsine_enforce::engine_catalog(&catalog);
+            let errs: Vec<LoadError> = vacsine_engine::validate_workflow(&wf.doc, &ecat)
+                .into_iter()
+                .map(|p| p.into_error(&wf.source))
+                .collect();
+            if !errs.is_empty() {
+                return Err(print_diagnostics(errs));
+            }
+            let inputs =
+                inputs_from_command_line(&wf, &args.raw_inputs).map_err(print_diagnostics)?;
+            // Several nodes declared and none chosen: say so before connecting.
+            if let Some(d) = declared.filter(|d| d.len() > 1 && args.node_choices.is_empty()) {
+                if let Some(e) = first_unplaced(&wf.doc, &label, &d) {
+                    return Err(report_error(e));
+                }
+            }
+            Job::Run(Box::new(wf.doc), inputs)
+        }
+    };
+    Ok(CheckedRun {
+        job,
+        catalog,
+        target,
+        label,
+    })
+}
+
+/// The error for the first step that names no node, when the target has several.
+fn first_unplaced(w: &Workflow, target: &str, declared: &[NodeInfo]) -> Option<miette::Report> {
+    let registry = Registry::default();
+    let spec = &w.spec;
+    spec.steps
+        .iter()
+        .chain(&spec.rollback)
+        .find(|s| unplaced(s, &registry))
+        .map(|s| no_node_error(&s.id, &s.uses, target, &describe_nodes(declared)))
+}
+
+/// The steps that name no node placed on the nodes chosen with `--node` (none chosen: left
+/// to the engine); the default node, when one was chosen.
+fn place_chosen(
+    workflow: &mut Workflow,
+    nodes: &NodeMap,
+    choices: &[NodeChoice],
+    target: &str,
+) -> miette::Result<Option<String>> {
+    if choices.is_empty() {
+        return Ok(None);
+    }
+    let infos: Vec<NodeInfo> = nodes
+        .values()
+        .map(|n| NodeInfo {
+            name: n.node().name.clone(),
+            roles: n.node().roles.clone(),
+        })
+        .collect();
+    let chosen = select_nodes(&infos, choices, target).map_err(|e| miette::miette!("{e}"))?;
+    Ok(place_steps(workflow, &chosen))
+}
+
+/// An engine error as the user sees it: a step without a node says how to choose one.
+fn engine_error(e: EngineError, target: &str) -> miette::Report {
+    match e {
+        EngineError::NoNode {
             step,
             executor,
             available,
             ..
-        }) => {
+        } => {
             let nodes = if available.is_empty() {
                 "none".to_string()
             } else {
                 available.join(", ")
             };
-            let e = no_node_error(&step, &executor, &target_label, &nodes);
-            return Ok(report_error(e));
+            no_node_error(&step, &executor, target, &nodes)
         }
-        Err(e) => return Ok(report_error(miette::miette!("{e}"))),
-    };
-    match format {
-        SimpleFormat::Json => {
-            let mut out = std::io::stdout().lock();
-            for r in &report.records {
-                let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
-            }
-        }
-        SimpleFormat::Human => {
-            print_records(&report.records);
-            println!("run {} {}", report.run_id, report.status.as_str());
-        }
+        e => miette::miette!("{e}"),
     }
-    Ok(match report.status {
-        RunStatus::Succeeded => EXIT_OK,
-        RunStatus::Cancelled => {
-            eprintln!(
-                "run {} cancelled: resume it with `vacsine run --resume {}`",
-                report.run_id, report.run_id
-            );
-            signalled.load(std::sync::atomic::Ordering::SeqCst)
-        }
-        _ => EXIT_FAILURES,
-    })
 }
 
 /// SIGINT and SIGTERM cancel the run: the first stops scheduling and asks running steps to
 /// end (their process groups get SIGTERM, then SIGKILL after a grace period), a second one
-/// kills them at once. Returns the token and the exit code to use (130 or 143).
-pub(crate) fn cancel_on_signals() -> (CancelToken, Arc<std::sync::atomic::AtomicI32>) {
+/// kills them at once. Returns the token and whether the first signal was SIGTERM (for
+/// [`Exit::of_signal`]).
+pub(crate) fn cancel_on_signals() -> (CancelToken, Arc<std::sync::atomic::AtomicBool>) {
     use tokio::signal::unix::{signal, SignalKind};
     let cancel = CancelToken::new();
-    let code = Arc::new(std::sync::atomic::AtomicI32::new(130));
+    let code = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (c, k) = (cancel.clone(), code.clone());
     let streams =
         signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
@@ -479,13 +518,13 @@ pub(crate) fn cancel_on_signals() -> (CancelToken, Arc<std::sync::atomic::Atomic
         Ok((mut int, mut term)) => {
             tokio::spawn(async move {
                 loop {
-                    let exit = tokio::select! {
-                        Some(()) = int.recv() => 130,
-                        Some(()) = term.recv() => 143,
+                    let terminated = tokio::select! {
+                        Some(()) = int.recv() => false,
+                        Some(()) = term.recv() => true,
                         else => break,
                     };
                     if !c.is_cancelled() {
-                        k.store(exit, std::sync::atomic::Ordering::SeqCst);
+                        k.store(terminated, std::sync::atomic::Ordering::SeqCst);
                         eprintln!(
                             "signal received: stopping the run (running steps get {}s to end; signal again to kill them now)",
                             vacsine_engine::CANCEL_GRACE.as_secs()
@@ -504,37 +543,7 @@ pub(crate) fn cancel_on_signals() -> (CancelToken, Arc<std::sync::atomic::Atomic
     (cancel, code)
 }
 
-fn print_records(records: &[vacsine_core::record::StepRecord]) {
-    let mut out = std::io::stdout().lock();
-    for r in records {
-        let _ = writeln!(
-            out,
-            "{}  {:<24} {:<10} {:<12} {:>9}  {}{}",
-            r.started_at,
-            format!("{}#{}", r.step_id, r.attempt),
-            r.node.as_deref().unwrap_or("-"),
-            r.status.as_str(),
-            duration(r),
-            r.executor,
-            if r.changed { " (changed)" } else { "" }
-        );
-        for m in &r.messages {
-            let _ = writeln!(out, "      {} {:?}: {}", m.at, m.level, m.text);
-        }
-        if let Some(e) = &r.error {
-            let _ = writeln!(out, "      error: {e}");
-        }
-    }
-}
-
-/// A step record's measured duration, or `—` when none was measured (a step interrupted by a
-/// crash: its end, journaled on resume, says when the crash was noticed, not how long it ran).
-fn duration(r: &vacsine_core::record::StepRecord) -> String {
-    r.duration_ms
-        .map_or_else(|| "—".to_string(), |ms| format!("{ms}ms"))
-}
-
-pub fn runs(limit: usize, format: SimpleFormat) -> miette::Result<i32> {
+pub fn runs(limit: usize, format: SimpleFormat) -> miette::Result<Exit> {
     let journal = Journal::open(&journal_path()?).map_err(|e| miette::miette!("{e}"))?;
     let runs = journal.runs(limit).map_err(|e| miette::miette!("{e}"))?;
     if format == SimpleFormat::Json {
@@ -542,7 +551,7 @@ pub fn runs(limit: usize, format: SimpleFormat) -> miette::Result<i32> {
             "{}",
             serde_json::to_string_pretty(&runs).unwrap_or_default()
         );
-        return Ok(EXIT_OK);
+        return Ok(Exit::Ok);
     }
     if runs.is_empty() {
         println!("no runs yet");
@@ -554,18 +563,7 @@ pub fn runs(limit: usize, format: SimpleFormat) -> miette::Result<i32> {
         );
     }
     for r in &runs {
-        let dur = r
-            .finished_at
-            .as_deref()
-            .and_then(|f| {
-                let a = chrono::DateTime::parse_from_rfc3339(&r.started_at).ok()?;
-                let b = chrono::DateTime::parse_from_rfc3339(f).ok()?;
-                Some(format!(
-                    "{:.2}s",
-                    (b - a).num_milliseconds() as f64 / 1000.0
-                ))
-            })
-            .unwrap_or_else(|| "-".into());
+        let dur = elapsed_text(&r.started_at, r.finished_at.as_deref());
         println!(
             "{:<38} {:<24} {:<16} {:<12} {:<28} {dur}",
             r.id,
@@ -575,7 +573,7 @@ pub fn runs(limit: usize, format: SimpleFormat) -> miette::Result<i32> {
             r.started_at
         );
     }
-    Ok(EXIT_OK)
+    Ok(Exit::Ok)
 }
 
 /// Whether this machine's journal has records of `run_id`.
@@ -588,7 +586,7 @@ pub fn has_local_records(run_id: &str) -> bool {
         .is_some_and(|r| !r.is_empty())
 }
 
-pub fn logs(run_id: &str, format: SimpleFormat) -> miette::Result<i32> {
+pub fn logs(run_id: &str, format: SimpleFormat) -> miette::Result<Exit> {
     let journal = Journal::open(&journal_path()?).map_err(|e| miette::miette!("{e}"))?;
     let records = journal
         .records(run_id)
@@ -599,15 +597,8 @@ pub fn logs(run_id: &str, format: SimpleFormat) -> miette::Result<i32> {
             "no step records for run `{run_id}`"
         )));
     }
-    if format == SimpleFormat::Json {
-        let mut out = std::io::stdout().lock();
-        for r in &records {
-            let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
-        }
-    } else {
-        print_records(&records);
-    }
-    Ok(EXIT_OK)
+    print_records(&records, format == SimpleFormat::Json);
+    Ok(Exit::Ok)
 }
 
 fn describe(e: &vacsine_engine::ProgressEvent) -> Option<String> {

@@ -3,10 +3,12 @@
 //! driver (`vacsine_scap::node::NodeSystem`), one blocking thread per node.
 
 use crate::cli::{Format, ScapAction, SimpleFormat};
-use crate::commands::{print, print_json, print_json_line, EXIT_FAILURES, EXIT_OK};
-use std::path::Path;
+use crate::exit::Exit;
+use crate::output::{print, print_diagnostics, print_json, print_json_line};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use vacsine_scap::tailoring::Tailoring;
 use vacsine_scap::xccdf::{selected_rules, Outcome, Report};
 use vacsine_scap::DataStream;
 
@@ -39,7 +41,7 @@ pub async fn check_scap(
     container_as_machine: bool,
     docs: Documents,
     format: Format,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let format = match format {
         Format::Human => SimpleFormat::Human,
         Format::Json => SimpleFormat::Json,
@@ -49,54 +51,17 @@ pub async fn check_scap(
             ))
         }
     };
-    scap(ScapAction::Eval {
-        datastream,
-        profile,
+    let at = EvalAt {
         target,
         node: None,
         container_as_machine,
-        tailoring: docs.tailoring,
-        results: docs.results,
-        arf: docs.arf,
-        format,
-    })
-    .await
+    };
+    eval(&datastream, &profile, &at, &docs, format).await
 }
 
-pub async fn scap(action: ScapAction) -> miette::Result<i32> {
+pub async fn scap(action: ScapAction) -> miette::Result<Exit> {
     match action {
-        ScapAction::Profiles { datastream, format } => {
-            let (ds, _) = load(&datastream)?;
-            let rows: Vec<serde_json::Value> = ds
-                .benchmark
-                .profiles
-                .iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "id": p.id, "title": p.title,
-                        "rules": selected_rules(&ds, p).len(),
-                    })
-                })
-                .collect();
-            match format {
-                SimpleFormat::Json => print_json(&serde_json::json!({
-                    "benchmark": ds.benchmark.id, "title": ds.benchmark.title, "profiles": rows,
-                })),
-                SimpleFormat::Human => {
-                    let mut s = format!("{} ({})\n", ds.benchmark.title, ds.benchmark.id);
-                    for r in &rows {
-                        s.push_str(&format!(
-                            "  {:<64} {:>4} rules  {}\n",
-                            r["id"].as_str().unwrap_or(""),
-                            r["rules"],
-                            r["title"].as_str().unwrap_or("")
-                        ));
-                    }
-                    print(&s);
-                }
-            }
-            Ok(EXIT_OK)
-        }
+        ScapAction::Profiles { datastream, format } => profiles(&datastream, format),
         ScapAction::Eval {
             datastream,
             profile,
@@ -108,143 +73,282 @@ pub async fn scap(action: ScapAction) -> miette::Result<i32> {
             arf,
             format,
         } => {
-            // A tailoring's profiles are added before the profile is sliced (its bytes are
-            // part of the cache key).
-            let tailoring = match &tailoring {
-                Some(path) => Some(crate::scapdocs::read_tailoring(path)?),
-                None => None,
+            let docs = Documents {
+                tailoring,
+                results,
+                arf,
             };
-            // The profile's slice of the stream, from the cache when this very file was
-            // loaded before (`vacsine_scap::cache`).
-            let (ds, info) = vacsine_scap::cache::load(
-                &datastream,
-                &profile,
-                tailoring.as_ref().map(|(_, text)| text.as_bytes()),
-                |ds| match &tailoring {
-                    Some((t, _)) => t.apply_to(ds).map(|_| ()),
-                    None => Ok(()),
-                },
-            )
-            .map_err(|e| miette::miette!("{e}"))?;
-            let tailoring = tailoring.map(|(t, _)| t);
-            let parse_ms = info.load_ms;
-            let cached = info.cached;
-            if let Some(e) = &info.cache_error {
-                tracing::debug!("SCAP cache: {e}");
-            }
-            // The result documents embed the stream as written: read (and located) once.
-            let want_docs = results.is_some() || arf.is_some();
-            let source_text = if want_docs {
-                Some(crate::scapdocs::read_source(&datastream)?)
-            } else {
-                None
-            };
-            let source = match &source_text {
-                Some(text) => Some(
-                    vacsine_scap::results::Source::new(text, &ds.file)
-                        .map_err(|e| miette::miette!("{e}"))?,
-                ),
-                None => None,
-            };
-            let target = match vacsine_enforce::inputs::load_target(&target) {
-                Ok(t) => t,
-                Err(e) => return Ok(crate::commands::print_diagnostics(vec![e])),
-            };
-            let site = crate::drivers::resolve(&target.doc)
-                .await
-                .map_err(|e| miette::miette!("{e}"))?;
-            let mut names: Vec<String> =
-                site.as_site().nodes().into_iter().map(|n| n.name).collect();
-            if let Some(n) = &node {
-                if !names.contains(n) {
-                    return Err(miette::miette!(
-                        "node `{n}` is not in target {}; nodes: {}",
-                        target.path.display(),
-                        names.join(", ")
-                    ));
-                }
-                names = vec![n.clone()];
-            }
-            let ds = Arc::new(ds);
-            let opts = vacsine_scap::Options {
+            let at = EvalAt {
+                target,
+                node,
                 container_as_machine,
             };
-            let mut tasks = Vec::new();
-            for name in names {
-                let Some(ops) = site.as_site().node_ops(&name) else {
-                    return Err(miette::miette!(
-                        "node `{name}` has no operations in its driver"
-                    ));
-                };
-                let (ds, opts, profile) = (ds.clone(), opts.clone(), profile.clone());
-                let node_name = name.clone();
-                let rt = tokio::runtime::Handle::current();
-                tasks.push((
-                    name,
-                    tokio::task::spawn_blocking(move || {
-                        let sys = vacsine_scap::node::NodeSystem::new(ops, rt);
-                        let t = Instant::now();
-                        let start = chrono::Utc::now();
-                        let r = vacsine_scap::evaluate(&ds, &profile, &sys, &opts);
-                        let end = chrono::Utc::now();
-                        let ms = t.elapsed().as_secs_f64() * 1000.0;
-                        let execs = sys.execs.load(std::sync::atomic::Ordering::Relaxed);
-                        let info =
-                            want_docs.then(|| vacsine_scap::results::target_info(&node_name, &sys));
-                        (r, ms, execs, (start, end, info))
-                    }),
+            eval(&datastream, &profile, &at, &docs, format).await
+        }
+    }
+}
+
+/// `vacsine scap profiles DS`: the stream's profiles and how many rules each selects.
+fn profiles(datastream: &Path, format: SimpleFormat) -> miette::Result<Exit> {
+    let (ds, _) = load(datastream)?;
+    let rows: Vec<serde_json::Value> = ds
+        .benchmark
+        .profiles
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "id": p.id, "title": p.title,
+                "rules": selected_rules(&ds, p).len(),
+            })
+        })
+        .collect();
+    match format {
+        SimpleFormat::Json => print_json(&serde_json::json!({
+            "benchmark": ds.benchmark.id, "title": ds.benchmark.title, "profiles": rows,
+        })),
+        SimpleFormat::Human => {
+            let mut s = format!("{} ({})\n", ds.benchmark.title, ds.benchmark.id);
+            for r in &rows {
+                s.push_str(&format!(
+                    "  {:<64} {:>4} rules  {}\n",
+                    r["id"].as_str().unwrap_or(""),
+                    r["rules"],
+                    r["title"].as_str().unwrap_or("")
                 ));
             }
-            let mut code = EXIT_OK;
-            let several = tasks.len() > 1;
-            for (name, task) in tasks {
-                let (r, ms, execs, (start, end, info)) = task
-                    .await
-                    .map_err(|e| miette::miette!("evaluation of node `{name}` stopped: {e}"))?;
-                let rep = r.map_err(|e| miette::miette!("{e}"))?;
-                let written = match (&source, info) {
-                    (Some(src), Some(target)) => crate::scapdocs::write(
-                        src,
-                        &ds,
-                        &vacsine_scap::results::Run {
-                            report: &rep,
-                            target,
-                            start,
-                            end,
-                        },
-                        tailoring.as_ref(),
-                        results.as_deref(),
-                        arf.as_deref(),
-                        several,
-                    )?,
-                    _ => Vec::new(),
-                };
-                let failed = rep
-                    .rules
-                    .iter()
-                    .any(|r| matches!(r.outcome, Outcome::Fail | Outcome::Error));
-                if failed {
-                    code = EXIT_FAILURES;
-                }
-                match format {
-                    SimpleFormat::Json => {
-                        let mut v = serde_json::json!({
-                            "node": name, "report": rep,
-                            "timing": {"load_ms": parse_ms, "cached": cached, "evaluate_ms": ms, "node_execs": execs},
-                        });
-                        for (kind, path) in &written {
-                            v[*kind] = serde_json::json!(path.display().to_string());
-                        }
-                        print_json_line(&v)
-                    }
-                    SimpleFormat::Human => {
-                        let mut s = human(&name, &rep, parse_ms, cached, ms, execs);
-                        s.push_str(&crate::scapdocs::written_line(&written));
-                        print(&s)
-                    }
-                }
+            print(&s);
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// Where `scap eval` evaluates: the target file, one node of it (`--node`), and whether a
+/// container is treated as a machine.
+struct EvalAt {
+    target: PathBuf,
+    node: Option<String>,
+    container_as_machine: bool,
+}
+
+/// The profile's slice of the stream, tailored, with how long it took to load.
+struct Profile {
+    ds: Arc<DataStream>,
+    tailoring: Option<Tailoring>,
+    load_ms: f64,
+    cached: bool,
+}
+
+/// One node's evaluation, as its blocking thread returns it.
+struct NodeEval {
+    report: Result<Report, String>,
+    ms: f64,
+    execs: usize,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+    /// The node's identity for the result documents (only when some are written).
+    info: Option<vacsine_scap::results::TargetInfo>,
+}
+
+/// `vacsine scap eval`: the profile on every node of the target (or `--node`), one blocking
+/// thread per node; a report per node, the result documents asked for.
+async fn eval(
+    datastream: &Path,
+    profile: &str,
+    at: &EvalAt,
+    docs: &Documents,
+    format: SimpleFormat,
+) -> miette::Result<Exit> {
+    let p = load_profile(datastream, profile, docs.tailoring.as_deref())?;
+    // The result documents embed the stream as written: read (and located) once.
+    let want_docs = docs.results.is_some() || docs.arf.is_some();
+    let source_text = if want_docs {
+        Some(crate::scapdocs::read_source(datastream)?)
+    } else {
+        None
+    };
+    let source = match &source_text {
+        Some(text) => Some(
+            vacsine_scap::results::Source::new(text, &p.ds.file)
+                .map_err(|e| miette::miette!("{e}"))?,
+        ),
+        None => None,
+    };
+    let target = match vacsine_enforce::inputs::load_target(&at.target) {
+        Ok(t) => t,
+        Err(e) => return Ok(print_diagnostics(vec![e])),
+    };
+    let site = crate::drivers::resolve(&target.doc)
+        .await
+        .map_err(|e| miette::miette!("{e}"))?;
+    let names = eval_nodes(site.as_site(), at.node.as_deref(), &target.path)?;
+    let opts = vacsine_scap::Options {
+        container_as_machine: at.container_as_machine,
+    };
+    let mut tasks = Vec::new();
+    for name in names {
+        let Some(ops) = site.as_site().node_ops(&name) else {
+            return Err(miette::miette!(
+                "node `{name}` has no operations in its driver"
+            ));
+        };
+        let task = spawn_eval(ops, p.ds.clone(), profile, &opts, &name, want_docs);
+        tasks.push((name, task));
+    }
+    let mut exit = Exit::Ok;
+    let several = tasks.len() > 1;
+    for (name, task) in tasks {
+        let done = task
+            .await
+            .map_err(|e| miette::miette!("evaluation of node `{name}` stopped: {e}"))?;
+        let rep = done.report.map_err(|e| miette::miette!("{e}"))?;
+        let written = match (&source, done.info) {
+            (Some(src), Some(target)) => crate::scapdocs::write(
+                src,
+                &p.ds,
+                &vacsine_scap::results::Run {
+                    report: &rep,
+                    target,
+                    start: done.start,
+                    end: done.end,
+                },
+                p.tailoring.as_ref(),
+                docs.results.as_deref(),
+                docs.arf.as_deref(),
+                several,
+            )?,
+            _ => Vec::new(),
+        };
+        let failed = rep
+            .rules
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Fail | Outcome::Error));
+        if failed {
+            exit = Exit::Failures;
+        }
+        let timing = Timing {
+            load_ms: p.load_ms,
+            cached: p.cached,
+            evaluate_ms: done.ms,
+            execs: done.execs,
+        };
+        print_node(&name, &rep, &timing, &written, format);
+    }
+    Ok(exit)
+}
+
+/// The profile's slice of the stream, from the cache when this very file was loaded before
+/// (`vacsine_scap::cache`). A tailoring's profiles are added before the profile is sliced
+/// (its bytes are part of the cache key).
+fn load_profile(
+    datastream: &Path,
+    profile: &str,
+    tailoring: Option<&Path>,
+) -> miette::Result<Profile> {
+    let tailoring = match tailoring {
+        Some(path) => Some(crate::scapdocs::read_tailoring(path)?),
+        None => None,
+    };
+    let (ds, info) = vacsine_scap::cache::load(
+        datastream,
+        profile,
+        tailoring.as_ref().map(|(_, text)| text.as_bytes()),
+        |ds| match &tailoring {
+            Some((t, _)) => t.apply_to(ds).map(|_| ()),
+            None => Ok(()),
+        },
+    )
+    .map_err(|e| miette::miette!("{e}"))?;
+    if let Some(e) = &info.cache_error {
+        tracing::debug!("SCAP cache: {e}");
+    }
+    Ok(Profile {
+        ds: Arc::new(ds),
+        tailoring: tailoring.map(|(t, _)| t),
+        load_ms: info.load_ms,
+        cached: info.cached,
+    })
+}
+
+/// The nodes to evaluate: every node of the site, or `--node` (which must be one of them).
+fn eval_nodes(
+    site: &dyn vacsine_core::node::Site,
+    node: Option<&str>,
+    target_path: &Path,
+) -> miette::Result<Vec<String>> {
+    let names: Vec<String> = site.nodes().into_iter().map(|n| n.name).collect();
+    match node {
+        None => Ok(names),
+        Some(n) if names.iter().any(|x| x == n) => Ok(vec![n.to_string()]),
+        Some(n) => Err(miette::miette!(
+            "node `{n}` is not in target {}; nodes: {}",
+            target_path.display(),
+            names.join(", ")
+        )),
+    }
+}
+
+/// Evaluate the profile on one node in a blocking thread (the node's probes are blocking).
+fn spawn_eval(
+    ops: Arc<dyn vacsine_core::node::NodeOps>,
+    ds: Arc<DataStream>,
+    profile: &str,
+    opts: &vacsine_scap::Options,
+    name: &str,
+    want_docs: bool,
+) -> tokio::task::JoinHandle<NodeEval> {
+    let (opts, profile, node_name) = (opts.clone(), profile.to_string(), name.to_string());
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let sys = vacsine_scap::node::NodeSystem::new(ops, rt);
+        let t = Instant::now();
+        let start = chrono::Utc::now();
+        let report = vacsine_scap::evaluate(&ds, &profile, &sys, &opts);
+        let end = chrono::Utc::now();
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        let execs = sys.execs.load(std::sync::atomic::Ordering::Relaxed);
+        let info = want_docs.then(|| vacsine_scap::results::target_info(&node_name, &sys));
+        NodeEval {
+            report,
+            ms,
+            execs,
+            start,
+            end,
+            info,
+        }
+    })
+}
+
+/// How long loading and evaluating took, printed with each node's report.
+struct Timing {
+    load_ms: f64,
+    cached: bool,
+    evaluate_ms: f64,
+    execs: usize,
+}
+
+/// One node's report: a JSON line, or the human table and the documents written.
+fn print_node(
+    name: &str,
+    rep: &Report,
+    t: &Timing,
+    written: &[(&'static str, PathBuf)],
+    format: SimpleFormat,
+) {
+    match format {
+        SimpleFormat::Json => {
+            let mut v = serde_json::json!({
+                "node": name, "report": rep,
+                "timing": {"load_ms": t.load_ms, "cached": t.cached, "evaluate_ms": t.evaluate_ms, "node_execs": t.execs},
+            });
+            for (kind, path) in written {
+                v[*kind] = serde_json::json!(path.display().to_string());
             }
-            Ok(code)
+            print_json_line(&v)
+        }
+        SimpleFormat::Human => {
+            let mut s = human(name, rep, t.load_ms, t.cached, t.evaluate_ms, t.execs);
+            s.push_str(&crate::scapdocs::written_line(written));
+            print(&s)
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `-<node>` before its extension (`out.xml` → `out-web.xml`): consumers (`oscap xccdf
 //! generate report`, Foreman) read one TestResult per document.
 
+use crate::paths::write_atomic;
 use std::path::{Path, PathBuf};
 use vacsine_scap::results::{arf_document, id_part, xccdf_document, Run, Source};
 use vacsine_scap::tailoring::Tailoring;
@@ -42,28 +43,6 @@ pub fn per_node(path: &Path, node: &str, several: bool) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Writes `text` to `path` through a temporary file in the same directory and a rename, so
-/// a reader never sees half a document.
-fn write_atomic(path: &Path, text: &str) -> miette::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            miette::miette!("{}: cannot write: {e}", path.display())
-        })
-}
-
 /// Writes the documents asked for one node's run; returns (`results` | `arf`, path written).
 #[allow(clippy::too_many_arguments)]
 pub fn write(
@@ -78,12 +57,12 @@ pub fn write(
     let mut out = Vec::new();
     if let Some(p) = results {
         let p = per_node(p, &run.target.name, several);
-        write_atomic(&p, &xccdf_document(src, ds, run, tailoring))?;
+        write_atomic(&p, xccdf_document(src, ds, run, tailoring).as_bytes())?;
         out.push(("results", p));
     }
     if let Some(p) = arf {
         let p = per_node(p, &run.target.name, several);
-        write_atomic(&p, &arf_document(src, ds, run, tailoring))?;
+        write_atomic(&p, arf_document(src, ds, run, tailoring).as_bytes())?;
         out.push(("arf", p));
     }
     Ok(out)

@@ -8,10 +8,11 @@
 //!   through the driver [`crate::drivers`] chooses for the target.
 
 use crate::cli::{EnforceInputs, Format, OperatorConn};
-use crate::commands::{print_diagnostics, show_enforce_report, EXIT_ERROR, EXIT_OK};
-use crate::orch::{call_err, client, print_record};
+use crate::enforcecmd::show_enforce_report;
+use crate::exit::Exit;
+use crate::orch::{call_err, client};
+use crate::output::print_diagnostics;
 use async_trait::async_trait;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -103,7 +104,7 @@ pub async fn enforce_at_site(
     report_path: Option<&Path>,
     format: Format,
     conn: &OperatorConn,
-) -> miette::Result<i32> {
+) -> miette::Result<Exit> {
     let policy_path = io.policy.clone().unwrap_or_default();
     let inputs = match load_inputs(&policy_path, &io.target, &io.catalog) {
         Ok(i) => i,
@@ -135,7 +136,7 @@ pub async fn enforce_at_site(
         } else {
             println!("{}", serde_json::json!({ "run_id": id }));
         }
-        return Ok(EXIT_OK);
+        return Ok(Exit::Ok);
     }
     eprintln!("enforce run {id} queued at site {}", at.site);
     let run = follow(&c, &id).await?;
@@ -153,7 +154,7 @@ pub async fn enforce_at_site(
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default()
             );
-            return Ok(EXIT_ERROR);
+            return Ok(Exit::Error);
         }
         Err(e) => return Err(err(e)),
     };
@@ -165,43 +166,11 @@ async fn follow(
     c: &vacsine_orch::client::OperatorClient,
     id: &str,
 ) -> miette::Result<proto::RunView> {
-    let mut after = 0i64;
-    let mut unreachable = false;
-    loop {
-        let path = format!("{}/{id}?after={after}&wait_ms=20000", proto::OP_RUNS);
-        let r: proto::RunRecords = match c.get(&path).await {
-            Ok(r) => {
-                if unreachable {
-                    eprintln!("orchestrator reachable again");
-                    unreachable = false;
-                }
-                r
-            }
-            Err(CallError::Unreachable(m)) => {
-                if !unreachable {
-                    eprintln!("orchestrator unreachable ({m}); waiting for it");
-                    unreachable = true;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            Err(e) => return Err(err(e)),
-        };
-        let mut out = std::io::stderr().lock();
-        for s in &r.records {
-            after = after.max(s.seq);
-            match serde_json::from_value::<vacsine_core::record::StepRecord>(s.record.clone()) {
-                Ok(rec) => print_record(&mut out, &rec),
-                Err(_) => {
-                    let _ = writeln!(out, "{}", s.record);
-                }
-            }
-        }
-        let _ = out.flush();
-        if vacsine_orch::store::status::is_final(&r.run.status) && r.records.is_empty() {
-            return Ok(r.run);
-        }
-    }
+    crate::follow::follow_run(c, id, |records| {
+        crate::follow::write_records(&mut std::io::stderr().lock(), records, false)
+    })
+    .await
+    .map_err(err)
 }
 
 /// The agent's enforce pipeline: `vacsine enforce`'s code and driver choice, on documents
@@ -271,7 +240,7 @@ impl EnforceRunner for SiteEnforcer {
                             if cancel.is_cancelled() {
                                 let id = slot.lock().ok().and_then(|s| s.clone());
                                 if let Some(id) = id {
-                                    crate::commands::sweep_sandbox(driver.as_ref(), &id).await;
+                                    crate::enforcecmd::sweep_sandbox(driver.as_ref(), &id).await;
                                 }
                                 anyhow::bail!("cancelled (the sandbox was removed; the target was left as it was at that moment)");
                             }
@@ -285,7 +254,7 @@ impl EnforceRunner for SiteEnforcer {
         let rep = result?;
         Ok(EnforceOutcome {
             verdict: rep.verdict.as_str().to_string(),
-            succeeded: rep.exit_code() == EXIT_OK,
+            succeeded: Exit::of_report(&rep).is_ok(),
             report: rep,
         })
     }

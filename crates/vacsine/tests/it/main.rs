@@ -641,6 +641,29 @@ fn issue7_usage_errors_exit_1() {
     }
 }
 
+/// Issue 15: `--help` documents every exit code CI pipelines rely on, and a command that ends
+/// with each of the codes a test can cause here exits with it (0, 1, 2 above; 3 in
+/// `submit_retry`; 130/143 in `signals`).
+#[test]
+fn issue15_help_lists_the_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["--help"][..], &["-h"]] {
+        let o = vacsine(args, dir.path());
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        let t = flat(&o);
+        for words in [
+            "Exit codes: 0 verified or all pass",
+            "1 error",
+            "2 failures remain",
+            "3 the orchestrator did not take a submission within --retry-for",
+            "130 interrupted",
+            "143 terminated",
+        ] {
+            assert!(t.contains(words), "{args:?}: `{words}` not in\n{t}");
+        }
+    }
+}
+
 const RUN_TYPED: &str = r#"apiVersion: vacsine.io/v1
 kind: Workflow
 metadata: {name: typed}
