@@ -16,6 +16,7 @@ mod runcmd;
 mod scapcmd;
 mod scapdocs;
 mod siteenforce;
+mod usercmd;
 mod watch;
 
 use clap::Parser;
