@@ -95,7 +95,7 @@ pub(super) fn svg(bars: &[Bar]) -> Markup {
             role="img" aria-label="steps of the run over time" {
             @for t in &ticks {
                 line.tick x1=(x(*t)) x2=(x(*t)) y1=(TOP - 6) y2=(height - 4) {}
-                text.axis x=(x(*t)) y=(TOP - 10) text-anchor="middle" { (human_ms(*t)) }
+                text.axis x=(x(*t)) y=(TOP - 10) text-anchor=(if *t == span { "end" } else { "middle" }) { (human_ms(*t)) }
             }
             @for (i, b) in bars.iter().enumerate() {
                 @let y = TOP + ROW * i as i64;

@@ -519,10 +519,11 @@ fn a_diff_marks_removed_and_added_lines() {
 }
 
 /// Benchmark (issue 17): console pages with 10,000 runs and 100 sites (one agent each, half
-/// of them cut off) in the SQLite store; server time per page, p50 and p99 over 200 requests
+/// of them cut off), 2,000 events, 100 approvals and a run of 20 records in the SQLite store; server time per page, p50 and p99 over 200 requests
 /// each, in process through the real router. Goal: p99 ≤ 50 ms.
 ///
-/// `cargo test --release -p vacsine-orch bench_console_pages -- --ignored --nocapture`
+/// `cargo test -p vacsine-orch --lib bench_console_pages -- --ignored --nocapture` (add
+/// `--release` for an optimised build).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run on demand"]
 async fn bench_console_pages() {
@@ -584,6 +585,61 @@ async fn bench_console_pages() {
             batch.push(async move { store.create_run(&row).await.unwrap() });
         }
         futures_util::future::join_all(batch).await;
+    }
+    // 20 step records on the first run; 2,000 events and 100 approvals.
+    let agent = "agent-0".to_string();
+    let mut recs = Vec::new();
+    for k in 0..20 {
+        let mut r = vacsine_core::record::StepRecord::started(
+            &first,
+            &format!("step-{k}"),
+            1,
+            Some("web-1"),
+            "command",
+            crate::rfc3339(now - 60_000 + k * 1000),
+        );
+        r.status = vacsine_core::record::StepStatus::Succeeded;
+        r.duration_ms = Some(800);
+        r.stdout = "ok\n".repeat(20);
+        recs.push((format!("k{k}"), serde_json::to_string(&r).unwrap()));
+    }
+    {
+        // Records are kept only from the run's agent while it holds the run.
+        let c2 = c.srv.store.clone();
+        let mut row = c2.run(&first).await.unwrap().unwrap();
+        row.id = "run-with-records".into();
+        row.status = "queued".into();
+        row.site = "site-000".into();
+        c2.create_run(&row).await.unwrap();
+        let leased = c2
+            .lease_next("site-000", &agent, now, 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        c2.add_records(&leased.id, &agent, &recs, now)
+            .await
+            .unwrap();
+        first = leased.id;
+    }
+    for chunk in 0..20 {
+        let evs: Vec<(String, String)> = (0..100)
+            .map(|k| {
+                let mut e = vacsine_events::Event::new(
+                    vacsine_events::EventKind::Indicator,
+                    "opencanary",
+                    chrono::Utc::now(),
+                    vacsine_events::Severity::High,
+                    format!("touch {chunk}-{k}"),
+                );
+                e.node = Some(format!("decoy-{k}"));
+                e.id = e.content_id();
+                (e.id.clone(), serde_json::to_string(&e).unwrap())
+            })
+            .collect();
+        c.srv.store.put_events("site-001", &evs, now).await.unwrap();
+    }
+    for k in 0..100 {
+        c.awaiting(&format!("approval-{k:03}")).await;
     }
     let pages = [
         "/console/".to_string(),
