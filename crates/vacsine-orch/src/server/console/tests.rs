@@ -679,3 +679,86 @@ async fn bench_console_pages() {
         println!("{p:<32} {p50:>9.2} {p99:>9.2} {bytes:>9}");
     }
 }
+
+#[tokio::test]
+async fn an_enforce_runs_report_is_a_before_sandbox_after_table() {
+    use crate::store::RunRow;
+    let c = con().await;
+    let s = c.login(&c.user("rae", "viewer").await).await;
+    let st = &c.srv.store;
+    st.create_site("edge", "h", 1).await.unwrap();
+    st.create_run(&RunRow {
+        id: "enf-1".into(),
+        site: "edge".into(),
+        workflow: "enforce/baseline".into(),
+        request: "{}".into(),
+        status: "queued".into(),
+        agent_id: None,
+        lease_expires_ms: None,
+        offers: 0,
+        created_ms: 1,
+        started_ms: None,
+        finished_ms: None,
+        message: None,
+        records: 0,
+        site_outcome: None,
+    })
+    .await
+    .unwrap();
+    let leased = st
+        .lease_next("edge", "ag", crate::now_ms(), 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let report = json!({
+        "verdict": "verified", "summary": "every fix proven", "policy": "baseline",
+        "target": "demo", "started_at": "2026-12-07T00:00:00Z", "duration_ms": 4200,
+        "requirements": [{"id": "ssh-no-root", "node": HOSTILE, "title": "no root login",
+            "severity": "high", "kind": "check", "target_before": "fail", "sandbox_before": "fail",
+            "sandbox_after": "pass", "target_after": "pass", "observed": "", "message": "fixed"}],
+        "plan": {"items": [{"workflow": "sshd-harden", "node": "web-1"}], "unfixable": [], "workflow": {}},
+        "steps": [], "phases": [], "sandbox": {"kept": false},
+        "fixes": [{"workflow": "sshd-harden", "node": "web-1", "persistent": false, "lost": ["ssh-no-root"]}],
+        "availability": {"interval_ms": 500, "probe_timeout_ms": 1000, "duration_ms": 4000,
+            "guards": [{"requirement": "http-up", "node": "web-1", "probes": 8, "failed": 0, "longest_outage_ms": 0}]}
+    });
+    assert!(st
+        .set_report(&leased.id, "ag", &report.to_string(), 2)
+        .await
+        .unwrap());
+    let r = c
+        .call(Method::GET, "/console/runs/enf-1", &s, None, &[])
+        .await;
+    assert!(
+        r.body.contains("href=\"/console/runs/enf%2D1/report\""),
+        "{}",
+        r.body
+    );
+    let r = c
+        .call(Method::GET, "/console/runs/enf-1/report", &s, None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let row = r.body.split("<table id=\"requirements\">").nth(1).unwrap();
+    // Before, sandbox before, sandbox after, after: in that order.
+    let cells: Vec<&str> = ["fail", "fail", "pass", "pass"].to_vec();
+    let mut at = 0;
+    for want in cells {
+        let i = row[at..]
+            .find(&format!(">{want}</span>"))
+            .unwrap_or_else(|| panic!("{want} after {at}: {row}"));
+        at += i + 1;
+    }
+    assert!(r.body.contains("&lt;script&gt;"), "{}", r.body);
+    assert!(!r.body.contains("<script>window"), "{}", r.body);
+    assert!(
+        r.body.contains("not persistent (ssh-no-root)"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("http-up"), "{}", r.body);
+    // A run without a report: the API's reason, as a page.
+    let r = c
+        .call(Method::GET, "/console/runs/nope/report", &s, None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
