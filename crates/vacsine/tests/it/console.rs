@@ -148,18 +148,20 @@ impl Driver {
                          format!("--user-data-dir={}", profile.display())]
             }
         }}});
+        // Owned before the session is asked for: chromedriver is stopped even if that fails.
+        let mut d = Driver {
+            child,
+            port,
+            session: String::new(),
+            shots,
+        };
         let v = http(port, "POST", "/session", Some(&caps));
-        let session = v["value"]["sessionId"]
+        d.session = v["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
             .to_string();
-        std::fs::create_dir_all(&shots).unwrap();
-        Driver {
-            child,
-            port,
-            session,
-            shots,
-        }
+        std::fs::create_dir_all(&d.shots).unwrap();
+        d
     }
 
     fn cmd(&self, method: &str, what: &str, body: Option<Value>) -> Value {
@@ -268,14 +270,16 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = std::panic::catch_unwind(|| {
-            http(
-                self.port,
-                "DELETE",
-                &format!("/session/{}", self.session),
-                None,
-            )
-        });
+        if !self.session.is_empty() {
+            let _ = std::panic::catch_unwind(|| {
+                http(
+                    self.port,
+                    "DELETE",
+                    &format!("/session/{}", self.session),
+                    None,
+                )
+            });
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
