@@ -206,6 +206,9 @@ impl Modify for IdempotencyKey {
         super::bouncer::add_bouncer,
         super::bouncer::list_bouncers,
         super::bouncer::delete_bouncer,
+        super::console::users::add_user,
+        super::console::users::list_users,
+        super::console::users::revoke_user,
     ),
     components(schemas(
         proto::EnrollRequest,
@@ -243,6 +246,11 @@ impl Modify for IdempotencyKey {
         proto::BouncerView,
         proto::BouncerCreated,
         proto::BouncerList,
+        super::console::AddUser,
+        super::console::UserView,
+        super::console::UserCreated,
+        super::console::UserList,
+        super::console::UserRevoked,
     )),
     modifiers(&OperatorAuth, &IdempotencyKey, &CommonRefusals),
     tags(
@@ -379,6 +387,8 @@ mod tests {
             "/v1/sites/{name}/labels",
             proto::OP_BOUNCERS,
             "/v1/bouncers/{name}",
+            crate::server::console::users::OP_USERS,
+            "/v1/users/{name}/revoke",
         ];
         want.sort();
         assert_eq!(paths, want);

@@ -24,6 +24,7 @@ use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, 
 mod api_tests;
 mod approvals;
 mod bouncer;
+pub mod console;
 mod enforce_site;
 mod extract;
 pub mod idempotency;
@@ -349,6 +350,11 @@ fn router(srv: Arc<Srv>) -> Router {
             post(bouncer::add_bouncer).get(bouncer::list_bouncers),
         )
         .route("/v1/bouncers/{name}", delete(bouncer::delete_bouncer))
+        .route(
+            console::users::OP_USERS,
+            post(console::users::add_user).get(console::users::list_users),
+        )
+        .route("/v1/users/{name}/revoke", post(console::users::revoke_user))
         // Layers run last added first: the token, then the idempotency key.
         .route_layer(axum::middleware::from_fn_with_state(
             srv.clone(),
@@ -364,6 +370,8 @@ fn router(srv: Arc<Srv>) -> Router {
         .route("/v1/agent/{op}", post(agent_call))
         .route(OPENAPI_PATH, get(openapi_json))
         .merge(operator)
+        // The web console (issue 17): its own sessions, not the operator token.
+        .merge(console::router())
         // Unknown routes and methods answer in the API's JSON error shape too (set last:
         // the method fallback applies to the routes already there).
         .fallback(extract::no_route)

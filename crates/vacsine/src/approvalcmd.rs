@@ -21,11 +21,15 @@ pub async fn list(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<E
                 let when = match a.state.as_str() {
                     "awaiting" => format!("expires {}", a.expires_at),
                     "expired" => format!("expired {}", a.expires_at),
+                    "unsigned" => format!(
+                        "refused, cannot be approved: {}",
+                        a.refused.as_deref().unwrap_or_default()
+                    ),
                     _ => a.settled_at.clone().unwrap_or_default(),
                 };
                 println!(
                     "{} {:<8} {} (response {}, event at {}) {}",
-                    &a.id[..12.min(a.id.len())],
+                    a.id.get(..12).unwrap_or(&a.id),
                     a.state,
                     a.what,
                     a.response,

@@ -284,6 +284,18 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+    /// People allowed into the web console (https://ORCHESTRATOR/console/): `add NAME
+    /// --role viewer|operator|admin` prints their login token once (the orchestrator keeps
+    /// its hash), `list`, `revoke NAME` (their token is refused and their sessions end at once).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
+        format: SimpleFormat,
+    },
     /// CrowdSec bouncers that enforce Vacsine's bans: `add NAME [--site S]` prints the API key
     /// once (the orchestrator keeps its hash), `list`, `delete NAME`. Bouncers read the bans on
     /// the orchestrator's `--bouncer-listen` address (their `api_url`).
@@ -750,6 +762,22 @@ pub enum AgentAction {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum UserAction {
+    /// Add a console user; prints their token, once.
+    Add {
+        /// Their name (letters, digits, `.`, `_`, `-`, `@`).
+        name: String,
+        /// viewer: reads every page; operator: also approves and denies; admin: as operator.
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+    },
+    /// The console users and their roles (never their tokens).
+    List,
+    /// Revoke a user: their token is refused and their console sessions end now.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand, Debug, Clone)]

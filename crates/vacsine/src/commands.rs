@@ -33,6 +33,7 @@ fn wants_json_errors(cmd: &Command) -> bool {
         | Command::Registry { format, .. }
         | Command::Decisions { format, .. }
         | Command::Bouncer { format, .. }
+        | Command::User { format, .. }
         | Command::Events { format, .. }
         | Command::Approvals { format, .. }
         | Command::Approve { format, .. }
@@ -103,6 +104,11 @@ pub async fn dispatch(cli: Cli) -> Exit {
             conn,
             format,
         } => crate::responsecmd::bouncer(action, &conn, format).await,
+        Command::User {
+            action,
+            conn,
+            format,
+        } => crate::usercmd::user(action, &conn, format).await,
         Command::Decisions {
             action,
             site,

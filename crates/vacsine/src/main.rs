@@ -23,6 +23,7 @@ mod scapcmd;
 mod scapdocs;
 mod siteenforce;
 mod toolcmd;
+mod usercmd;
 mod validatecmd;
 mod watch;
 

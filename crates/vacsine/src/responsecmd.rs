@@ -421,7 +421,9 @@ fn decision_line(v: &proto::DecisionView, now: chrono::DateTime<chrono::Utc>) ->
         left,
         v.decision.origin.response,
         v.origin_site.as_deref().unwrap_or("orchestrator"),
-        if applied.is_empty() {
+        if let Some(why) = &v.refused {
+            format!("none: refused, not signed when made ({why})")
+        } else if applied.is_empty() {
             "no site yet".to_string()
         } else {
             applied.join(", ")

@@ -395,8 +395,55 @@ pub trait BouncerStore: Send + Sync {
     async fn bouncer_pulled(&self, name: &str, known: &str, now: i64) -> Result<()>;
 }
 
+/// A person allowed into the console (issue 17): `vacsine user add NAME --role R`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRow {
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+    /// `sha256:…` of the user's token (the token is shown once, never kept).
+    pub token_hash: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+/// A console session (issue 17): the cookie's value is known only to the browser; the store
+/// keeps its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRow {
+    /// `sha256:…` of the session cookie's value.
+    pub id_hash: String,
+    pub user: String,
+    /// The token every form of this session carries (checked on every POST).
+    pub csrf: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+}
+
+/// Console users and their sessions (issue 17).
 #[async_trait]
-pub trait Store: ResponseStore + ApprovalStore + BouncerStore + Send + Sync {
+pub trait UserStore: Send + Sync {
+    /// Keep a new user; false when a user of that name exists and is not revoked (a revoked
+    /// one is replaced: new role, new token).
+    async fn put_user(&self, u: &UserRow) -> Result<bool>;
+    /// Every user, by name (revoked ones too).
+    async fn users(&self) -> Result<Vec<UserRow>>;
+    /// The user (not revoked) holding the token whose hash is `token_hash`.
+    async fn user_by_token(&self, token_hash: &str) -> Result<Option<UserRow>>;
+    /// Revoke user `name` and end every session of theirs, at once; how many sessions were
+    /// ended, `None` when there is no such user or it was revoked already.
+    async fn revoke_user(&self, name: &str, now: i64) -> Result<Option<usize>>;
+    /// Keep a new session (sessions expired at `now` are forgotten first).
+    async fn put_session(&self, s: &SessionRow, now: i64) -> Result<()>;
+    /// Session `id_hash` and its user, if the session has not expired at `now` and its user
+    /// is not revoked.
+    async fn session(&self, id_hash: &str, now: i64) -> Result<Option<(SessionRow, UserRow)>>;
+    /// End session `id_hash` (logout); false when unknown.
+    async fn delete_session(&self, id_hash: &str) -> Result<bool>;
+}
+
+#[async_trait]
+pub trait Store: ResponseStore + ApprovalStore + BouncerStore + UserStore + Send + Sync {
     async fn create_site(&self, name: &str, intake_hash: &str, now: i64) -> Result<()>;
     async fn sites(&self) -> Result<Vec<SiteRow>>;
     /// Revoke a site and every agent of it.

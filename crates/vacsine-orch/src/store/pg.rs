@@ -43,6 +43,8 @@ pub(super) const MIGRATION_COUNT: usize = MIGRATIONS.len();
 mod approvals;
 #[path = "pg_responses.rs"]
 mod responses;
+#[path = "pg_users.rs"]
+mod users;
 
 const MIGRATIONS: &[(i32, &str)] = &[
     (
@@ -264,6 +266,27 @@ CREATE TABLE site_labels (
 -- sites act on (a row written by hand is not signed; `crate::decisions`).
 ALTER TABLE decisions ADD COLUMN signed TEXT, ADD COLUMN deletion TEXT;
 ALTER TABLE approvals ADD COLUMN signed TEXT;
+"#,
+    ),
+    (
+        13,
+        r#"
+-- Console users and their sessions (issue 17): tokens and session cookies kept as hashes.
+CREATE TABLE console_users (
+  name TEXT PRIMARY KEY,
+  role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+  token_hash TEXT NOT NULL UNIQUE,
+  created_ms BIGINT NOT NULL,
+  revoked_ms BIGINT
+);
+CREATE TABLE console_sessions (
+  id_hash TEXT PRIMARY KEY,
+  user_name TEXT NOT NULL REFERENCES console_users(name),
+  csrf TEXT NOT NULL,
+  created_ms BIGINT NOT NULL,
+  expires_ms BIGINT NOT NULL
+);
+CREATE INDEX console_sessions_user ON console_sessions(user_name);
 "#,
     ),
 ];

@@ -83,6 +83,8 @@ mod approvals;
 /// reports of enforce runs.
 #[path = "sqlite_responses.rs"]
 mod responses;
+#[path = "sqlite_users.rs"]
+mod users;
 
 const REPORTS: &str = "
 CREATE TABLE IF NOT EXISTS run_reports (
@@ -279,6 +281,7 @@ impl SqliteStore {
         conn.execute_batch(INDEXES)?;
         conn.execute_batch(responses::SCHEMA)?;
         conn.execute_batch(approvals::SCHEMA)?;
+        conn.execute_batch(users::SCHEMA)?;
         // Added after the first schema: each registry document's signature, made at push.
         let has_signature: bool = conn.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('registry') WHERE name = 'signature'",

@@ -141,7 +141,111 @@ suite!(
     issue16_a_feed_position_is_kept_and_moved_across_replicas,
     issue16_an_approval_is_kept_once_settled_once_and_never_after_its_expiry,
     issue16_a_bouncer_name_is_kept_once_with_what_it_was_last_given,
+    issue17_console_users_sessions_and_revocation_ending_sessions,
 );
+
+fn console_user(name: &str, role: &str, at: i64) -> UserRow {
+    UserRow {
+        name: name.into(),
+        role: role.into(),
+        token_hash: format!("sha256:{name}-{at}"),
+        created_ms: at,
+        revoked_ms: None,
+    }
+}
+
+fn console_session(id: &str, user: &str, at: i64, ttl: i64) -> SessionRow {
+    SessionRow {
+        id_hash: format!("sha256:{id}"),
+        user: user.into(),
+        csrf: format!("csrf-{id}"),
+        created_ms: at,
+        expires_ms: at + ttl,
+    }
+}
+
+async fn issue17_console_users_sessions_and_revocation_ending_sessions(f: &Fixture) {
+    let (a, b) = (&*f.a, &*f.b);
+    assert!(a
+        .put_user(&console_user("alice", "operator", 1))
+        .await
+        .unwrap());
+    assert!(a.put_user(&console_user("bob", "viewer", 2)).await.unwrap());
+    // A live name is not taken twice (the first token stays valid).
+    assert!(!b
+        .put_user(&console_user("alice", "admin", 3))
+        .await
+        .unwrap());
+    let users = b.users().await.unwrap();
+    assert_eq!(
+        users
+            .iter()
+            .map(|u| (u.name.as_str(), u.role.as_str()))
+            .collect::<Vec<_>>(),
+        [("alice", "operator"), ("bob", "viewer")]
+    );
+    let alice = b.user_by_token("sha256:alice-1").await.unwrap().unwrap();
+    assert_eq!(alice.role, "operator");
+    assert!(b.user_by_token("sha256:alice-3").await.unwrap().is_none());
+    // Sessions: read from the other handle, expired ones not given.
+    a.put_session(&console_session("s1", "alice", 10, 1000), 10)
+        .await
+        .unwrap();
+    a.put_session(&console_session("s2", "alice", 10, 1000), 10)
+        .await
+        .unwrap();
+    a.put_session(&console_session("s3", "bob", 10, 5), 10)
+        .await
+        .unwrap();
+    let (s, u) = b.session("sha256:s1", 20).await.unwrap().unwrap();
+    assert_eq!(
+        (s.user.as_str(), s.csrf.as_str(), u.role.as_str()),
+        ("alice", "csrf-s1", "operator")
+    );
+    assert!(
+        b.session("sha256:s3", 15).await.unwrap().is_none(),
+        "expired"
+    );
+    assert!(b.session("sha256:nope", 20).await.unwrap().is_none());
+    // Logout ends one session.
+    assert!(b.delete_session("sha256:s2").await.unwrap());
+    assert!(!b.delete_session("sha256:s2").await.unwrap());
+    assert!(a.session("sha256:s2", 20).await.unwrap().is_none());
+    // Revoking a user ends every session of theirs, and their token.
+    a.put_session(&console_session("s4", "alice", 30, 1000), 30)
+        .await
+        .unwrap();
+    assert_eq!(b.revoke_user("alice", 40).await.unwrap(), Some(2));
+    assert_eq!(
+        b.revoke_user("alice", 41).await.unwrap(),
+        None,
+        "revoked already"
+    );
+    assert_eq!(b.revoke_user("carol", 41).await.unwrap(), None, "unknown");
+    assert!(a.session("sha256:s1", 50).await.unwrap().is_none());
+    assert!(a.session("sha256:s4", 50).await.unwrap().is_none());
+    assert!(a.user_by_token("sha256:alice-1").await.unwrap().is_none());
+    let revoked = a.users().await.unwrap();
+    assert_eq!(revoked[0].revoked_ms, Some(40));
+    // Bob's session is not touched... (expired here, so a fresh one).
+    a.put_session(&console_session("s5", "bob", 60, 1000), 60)
+        .await
+        .unwrap();
+    assert!(b.session("sha256:s5", 61).await.unwrap().is_some());
+    // A revoked name may be given again: new role, new token; the old token stays refused.
+    assert!(a
+        .put_user(&console_user("alice", "viewer", 70))
+        .await
+        .unwrap());
+    assert!(b.user_by_token("sha256:alice-1").await.unwrap().is_none());
+    let again = b.user_by_token("sha256:alice-70").await.unwrap().unwrap();
+    assert_eq!((again.role.as_str(), again.revoked_ms), ("viewer", None));
+    // A session made for a user that is not there is refused by the store.
+    assert!(a
+        .put_session(&console_session("s6", "nobody", 80, 1000), 80)
+        .await
+        .is_err());
+}
 
 async fn issue17_metric_counts_are_runs_by_status_and_agents_online(f: &Fixture) {
     let s = f.a.as_ref();

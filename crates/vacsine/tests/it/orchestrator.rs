@@ -13,6 +13,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
 mod approvals;
 #[path = "bundles.rs"]
 mod bundles;
+#[path = "console.rs"]
+mod console;
 #[path = "crowdsec.rs"]
 mod crowdsec;
 #[path = "fairness.rs"]
