@@ -732,10 +732,10 @@ async fn an_enforce_runs_report_is_a_before_sandbox_after_table() {
         "verdict": "verified", "summary": "every fix proven", "policy": "baseline",
         "target": "demo", "started_at": "2026-12-07T00:00:00Z", "duration_ms": 4200,
         "requirements": [{"id": "ssh-no-root", "node": HOSTILE, "title": "no root login",
-            "severity": "high", "kind": "check", "target_before": "fail", "sandbox_before": "fail",
+            "severity": "high", "kind": "security", "target_before": "fail", "sandbox_before": "fail",
             "sandbox_after": "pass", "target_after": "pass", "observed": "", "message": "fixed"}],
-        "plan": {"items": [{"workflow": "sshd-harden", "node": "web-1"}], "unfixable": [], "workflow": {}},
-        "steps": [], "phases": [], "sandbox": {"kept": false},
+        "plan": null,
+        "steps": [], "phases": [], "sandbox": {"id": null, "faithful": true, "differences": [], "kept": false},
         "fixes": [{"workflow": "sshd-harden", "node": "web-1", "persistent": false, "lost": ["ssh-no-root"]}],
         "availability": {"interval_ms": 500, "probe_timeout_ms": 1000, "duration_ms": 4000,
             "guards": [{"requirement": "http-up", "node": "web-1", "probes": 8, "failed": 0, "longest_outage_ms": 0}]}
