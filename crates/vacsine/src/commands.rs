@@ -59,6 +59,7 @@ fn wants_json_errors(cmd: &Command) -> bool {
         | Command::Decisions { format, .. }
         | Command::Bouncer { format, .. }
         | Command::Events { format, .. }
+        | Command::Posture { format, .. }
         | Command::Approvals { format, .. }
         | Command::Approve { format, .. }
         | Command::Deny { format, .. }
@@ -324,6 +325,14 @@ pub async fn dispatch(cli: Cli) -> i32 {
             conn,
             format,
         } => crate::responsecmd::events(site, limit, &conn, format).await,
+        Command::Posture {
+            site,
+            framework,
+            window,
+            bucket,
+            conn,
+            format,
+        } => crate::posturecmd::posture(site, framework, window, bucket, &conn, format).await,
         Command::Approvals { conn, format } => crate::approvalcmd::list(&conn, format).await,
         Command::Approve { id, conn, format } => {
             crate::approvalcmd::settle(&id, true, &conn, format).await

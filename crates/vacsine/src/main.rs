@@ -4,11 +4,13 @@
 #![forbid(unsafe_code)]
 
 mod approvalcmd;
+mod assess;
 mod cli;
 mod commands;
 mod drivers;
 mod gccmd;
 mod orch;
+mod posturecmd;
 mod progress;
 mod registrycmd;
 mod responsecmd;

@@ -293,4 +293,11 @@ impl EnforceRunner for SiteEnforcer {
             report: serde_json::to_value(&rep)?,
         })
     }
+
+    async fn assess(
+        &self,
+        a: vacsine_orch::schedule::Assess,
+    ) -> anyhow::Result<vacsine_orch::schedule::Assessed> {
+        crate::assess::assess(a).await
+    }
 }

@@ -15,11 +15,13 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 mod pg;
+mod posture;
 mod sqlite;
 #[cfg(test)]
 mod tests;
 
 pub use pg::{mask_url, PgStore};
+pub use posture::{AssessmentRow, HistoryRow, PostureStore};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -384,7 +386,7 @@ pub trait BouncerStore: Send + Sync {
 }
 
 #[async_trait]
-pub trait Store: ResponseStore + ApprovalStore + BouncerStore + Send + Sync {
+pub trait Store: ResponseStore + ApprovalStore + BouncerStore + PostureStore + Send + Sync {
     async fn create_site(&self, name: &str, intake_hash: &str, now: i64) -> Result<()>;
     async fn sites(&self) -> Result<Vec<SiteRow>>;
     /// Revoke a site and every agent of it.

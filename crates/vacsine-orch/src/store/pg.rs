@@ -41,6 +41,8 @@ pub(super) const MIGRATION_COUNT: usize = MIGRATIONS.len();
 
 #[path = "pg_approvals.rs"]
 mod approvals;
+#[path = "pg_posture.rs"]
+mod posture;
 #[path = "pg_responses.rs"]
 mod responses;
 
@@ -257,6 +259,8 @@ CREATE TABLE site_labels (
 );
 "#,
     ),
+    // Assessment history (issue 17).
+    (12, posture::MIGRATION),
 ];
 
 /// The schema used when none is given.
