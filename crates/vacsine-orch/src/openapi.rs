@@ -369,6 +369,7 @@ mod tests {
             "/v1/sites/{name}/labels",
             proto::OP_BOUNCERS,
             "/v1/bouncers/{name}",
+            crate::posture::OP_POSTURE,
         ];
         want.sort();
         assert_eq!(paths, want);
