@@ -157,10 +157,12 @@ fn framework_matches(framework: Option<&str>, name: &str) -> bool {
     })
 }
 
+/// Requirements passing and failing under a control, and their ids.
+type Tally = (usize, usize, BTreeSet<String>);
+
 /// Controls per (site, framework, control) over `rows` (compliance results only).
 fn controls(rows: &[&HistoryRow], framework: Option<&str>) -> Vec<ControlPosture> {
-    let mut m: BTreeMap<(String, String, String), (usize, usize, BTreeSet<String>)> =
-        BTreeMap::new();
+    let mut m: BTreeMap<(String, String, String), Tally> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.kind != "scan") {
         for (fw, list) in refs(r) {
             if !framework_matches(framework, &fw) {

@@ -1476,7 +1476,7 @@ async fn bench_posture_history() {
             for site in (w..sites).step_by(16) {
                 let name = format!("site-{site:03}");
                 // A cheap deterministic generator: item i changes about once a week.
-                let mut state = vec![true; ITEMS];
+                let mut state = [true; ITEMS];
                 let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ site as u64;
                 for run in 0..runs {
                     let at = run as i64 * EVERY_MS;
