@@ -198,7 +198,31 @@ fn print_human(v: &PostureView) {
 
 #[cfg(test)]
 mod tests {
-    use super::bar;
+    use super::{bar, load_schedule};
+    use std::path::Path;
+
+    #[test]
+    fn the_shipped_schedule_is_read_and_a_typo_is_located() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let d = load_schedule(&root.join("schedules/edge-baseline.yaml"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (d.kind.as_str(), d.name.as_str()),
+            ("Schedule", "edge-baseline")
+        );
+        assert!(load_schedule(&root.join("examples/edge-site/policy.yaml"))
+            .unwrap()
+            .is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.yaml");
+        let text = std::fs::read_to_string(root.join("schedules/edge-baseline.yaml"))
+            .unwrap()
+            .replace("  every: 15m", "  evry: 15m");
+        std::fs::write(&f, text).unwrap();
+        let e = load_schedule(&f).unwrap_err();
+        assert!(e.message.contains("evry") && e.line > 1, "{e}");
+    }
 
     #[test]
     fn bars_are_proportional() {
