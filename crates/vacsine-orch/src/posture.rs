@@ -293,32 +293,11 @@ pub fn compute(q: &Query, history: &[HistoryRow], assessments: &[AssessmentRow])
         p.failing += a.failing;
         p.total += a.total;
     }
-    // Controls over time: at the end of each bucket of the window.
+    // Controls over time: at the end of each bucket of the window, by one sweep over the
+    // changes in time order (each row's references read once).
     let mut control_trend = Vec::new();
     if history.iter().any(|r| r.refs.len() > 2) {
-        let mut b = q.since_ms - q.since_ms.rem_euclid(bucket);
-        while b <= q.now_ms {
-            let end = (b + bucket - 1).min(q.now_ms);
-            let state = at_time(history, Some(end));
-            let mut per: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-            for c in controls(&state, fw) {
-                let e = per.entry(c.framework).or_default();
-                match c.status.as_str() {
-                    "pass" => e.0 += 1,
-                    "fail" => e.1 += 1,
-                    _ => {}
-                }
-            }
-            for (framework, (passing, failing)) in per {
-                control_trend.push(ControlTrendPoint {
-                    framework,
-                    at: rfc3339(b),
-                    passing,
-                    failing,
-                });
-            }
-            b += bucket;
-        }
+        control_trend = controls_over_time(q, history, bucket);
     }
     PostureView {
         at: rfc3339(q.now_ms),
@@ -329,6 +308,72 @@ pub fn compute(q: &Query, history: &[HistoryRow], assessments: &[AssessmentRow])
         control_trend,
         exposure,
     }
+}
+
+/// Per framework and bucket: controls passing and failing at the bucket's end (a control
+/// fails when one requirement under it fails on a node of its site, passes when all pass).
+fn controls_over_time(q: &Query, history: &[HistoryRow], bucket: i64) -> Vec<ControlTrendPoint> {
+    let fw = q.framework.as_deref();
+    // Each compliance row with the controls it counts for: (site, framework, control).
+    let mut rows: Vec<(&HistoryRow, Vec<(String, String)>)> = history
+        .iter()
+        .filter(|r| r.kind != "scan")
+        .map(|r| {
+            let cs = refs(r)
+                .into_iter()
+                .filter(|(f, _)| framework_matches(fw, f))
+                .flat_map(|(f, list)| list.into_iter().map(move |c| (f.clone(), c)))
+                .collect();
+            (r, cs)
+        })
+        .filter(|(_, cs): &(&HistoryRow, Vec<(String, String)>)| !cs.is_empty())
+        .collect();
+    rows.sort_by_key(|(r, _)| r.since_ms);
+    let mut state: std::collections::HashMap<Key<'_>, usize> = Default::default();
+    let mut next = 0;
+    let mut out = Vec::new();
+    let mut b = q.since_ms - q.since_ms.rem_euclid(bucket);
+    while b <= q.now_ms {
+        let end = (b + bucket - 1).min(q.now_ms);
+        while next < rows.len() && rows[next].0.since_ms <= end {
+            state.insert(key(rows[next].0), next);
+            next += 1;
+        }
+        // (site, framework, control) → (passing, failing) requirements.
+        let mut tally: BTreeMap<(&str, &str, &str), (usize, usize)> = BTreeMap::new();
+        for &i in state.values() {
+            let (r, cs) = &rows[i];
+            for (f, c) in cs {
+                let e = tally
+                    .entry((r.site.as_str(), f.as_str(), c.as_str()))
+                    .or_default();
+                if r.outcome == "pass" {
+                    e.0 += 1;
+                } else if is_failing(&r.outcome) {
+                    e.1 += 1;
+                }
+            }
+        }
+        let mut per: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for ((_, f, _), (p, x)) in tally {
+            let e = per.entry(f).or_default();
+            if x > 0 {
+                e.1 += 1;
+            } else if p > 0 {
+                e.0 += 1;
+            }
+        }
+        for (framework, (passing, failing)) in per {
+            out.push(ControlTrendPoint {
+                framework: framework.to_string(),
+                at: rfc3339(b),
+                passing,
+                failing,
+            });
+        }
+        b += bucket;
+    }
+    out
 }
 
 fn empty(site: &str) -> SitePosture {
