@@ -1551,12 +1551,13 @@ async fn bench_posture_history() {
         v[v.len() / 2]
     };
     let rt = tokio::runtime::Handle::current();
+    let probe = format!("site-{:03}", sites / 2);
     let one_site_year = tokio::task::block_in_place(|| {
         time(5, &|| {
             let t = std::time::Instant::now();
             rt.block_on(async {
-                let h = store.history(Some("site-042")).await.unwrap();
-                let a = store.assessments(Some("site-042"), 0).await.unwrap();
+                let h = store.history(Some(&probe)).await.unwrap();
+                let a = store.assessments(Some(&probe), 0).await.unwrap();
                 let v = crate::posture::compute(
                     &crate::posture::Query {
                         framework: Some("anssi".into()),
