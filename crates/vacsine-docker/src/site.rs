@@ -234,6 +234,11 @@ impl DockerSite {
         self.nodes.iter().find(|n| n.node().name == name).cloned()
     }
 
+    /// The vantage point named `name`, as a container handle (a scan runs there).
+    pub fn vantage_node(&self, name: &str) -> Option<Arc<DockerNode>> {
+        self.vantage.get(name).cloned()
+    }
+
     /// Address of `node` for network probes from vantage point `vantage`: its IP on a network
     /// it shares with the vantage container (the first such network by name).
     pub async fn node_address(&self, node: &str, vantage: &str) -> Result<String, DockerError> {

@@ -25,6 +25,7 @@ mod enforce_job;
 mod images;
 mod outbox;
 pub mod respond;
+mod schedules;
 mod step_job;
 #[path = "agent_sync.rs"]
 mod sync;
@@ -248,6 +249,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut decisions_have = String::new();
     let up = tokio::spawn(uploader(sh.clone()));
     let sync = tokio::spawn(sync::syncer(sh.clone()));
+    // Scheduled assessments (issue 17): from the bundle held, also while cut off.
+    let sched = tokio::spawn(schedules::scheduler(sh.clone()));
     let rn = tokio::spawn(renewer(sh.clone()));
     let gc = tokio::spawn(crate::gc::agent_task(cfg.data.clone(), cfg.retention));
     let mut stop = stop_on_signals();
@@ -327,6 +330,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     rn.abort();
     gc.abort();
     sync.abort();
+    sched.abort();
     r
 }
 

@@ -140,6 +140,19 @@ pub trait EnforceRunner: Send + Sync {
         steps: StepEvents,
         cancel: vacsine_engine::CancelToken,
     ) -> anyhow::Result<EnforceOutcome>;
+
+    /// A scheduled assessment (issue 17) on this site's target: a policy checked, a SCAP
+    /// profile evaluated or the nodes scanned, with the same drivers as `vacsine check`.
+    async fn assess(
+        &self,
+        a: crate::schedule::Assess,
+    ) -> anyhow::Result<crate::schedule::Assessed> {
+        let _ = a;
+        anyhow::bail!(
+            "this agent (vacsine {}) cannot run scheduled assessments",
+            crate::VERSION
+        )
+    }
 }
 
 #[cfg(test)]

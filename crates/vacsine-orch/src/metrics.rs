@@ -32,6 +32,10 @@ pub const HTTP_REQUESTS: &str = "http_requests";
 pub const LOKI_PUSHED: &str = "loki_pushed";
 pub const LOKI_DROPPED: &str = "loki_dropped";
 pub const LOKI_BUFFERED: &str = "loki_buffered";
+pub const POSTURE_PASSING: &str = "posture_passing";
+pub const POSTURE_FAILING: &str = "posture_failing";
+pub const POSTURE_CONTROLS_PASSING: &str = "posture_controls_passing";
+pub const POSTURE_CONTROLS_FAILING: &str = "posture_controls_failing";
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus
 /// scrapes natively).
@@ -56,6 +60,20 @@ pub struct HttpLabel {
     pub status: u16,
 }
 
+/// A site of the posture gauges (issue 17). Sites are the operator's own, bounded set (made
+/// with `vacsine site create`), not run data: the one place a site name is a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteLabel {
+    pub site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct FrameworkLabel {
+    pub site: String,
+    /// A framework named in the policies' `references` (`anssi-bp28`, `cis`…).
+    pub framework: String,
+}
+
 /// The orchestrator's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -72,6 +90,10 @@ pub struct Metrics {
     pub loki_pushed: Counter,
     pub loki_dropped: Counter,
     pub loki_buffered: Gauge,
+    pub posture_passing: Family<SiteLabel, Gauge>,
+    pub posture_failing: Family<SiteLabel, Gauge>,
+    pub posture_controls_passing: Family<FrameworkLabel, Gauge>,
+    pub posture_controls_failing: Family<FrameworkLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -100,8 +122,32 @@ impl Metrics {
             loki_pushed: Counter::default(),
             loki_dropped: Counter::default(),
             loki_buffered: Gauge::default(),
+            posture_passing: Family::default(),
+            posture_failing: Family::default(),
+            posture_controls_passing: Family::default(),
+            posture_controls_failing: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            POSTURE_PASSING,
+            "Requirements and rules passing now on a site's nodes (scheduled assessments)",
+            m.posture_passing.clone(),
+        );
+        registry.register(
+            POSTURE_FAILING,
+            "Requirements and rules failing now on a site's nodes (scheduled assessments)",
+            m.posture_failing.clone(),
+        );
+        registry.register(
+            POSTURE_CONTROLS_PASSING,
+            "Framework controls passing now at a site (every requirement referencing them passes)",
+            m.posture_controls_passing.clone(),
+        );
+        registry.register(
+            POSTURE_CONTROLS_FAILING,
+            "Framework controls failing now at a site (a requirement referencing them fails)",
+            m.posture_controls_failing.clone(),
+        );
         registry.register(
             AGENTS_ONLINE,
             "Agents not revoked and seen within the online window",
@@ -187,6 +233,35 @@ impl Metrics {
     }
 
     /// The exposition text.
+    /// The posture gauges from a posture computed now (`crate::posture`).
+    pub fn set_posture(&self, v: &crate::posture::PostureView) {
+        for s in &v.sites {
+            let l = SiteLabel {
+                site: s.site.clone(),
+            };
+            self.posture_passing.get_or_create(&l).set(s.passing as i64);
+            self.posture_failing.get_or_create(&l).set(s.failing as i64);
+        }
+        let mut per: std::collections::BTreeMap<FrameworkLabel, (i64, i64)> = Default::default();
+        for c in &v.controls {
+            let e = per
+                .entry(FrameworkLabel {
+                    site: c.site.clone(),
+                    framework: c.framework.clone(),
+                })
+                .or_default();
+            match c.status.as_str() {
+                "pass" => e.0 += 1,
+                "fail" => e.1 += 1,
+                _ => {}
+            }
+        }
+        for (l, (p, f)) in per {
+            self.posture_controls_passing.get_or_create(&l).set(p);
+            self.posture_controls_failing.get_or_create(&l).set(f);
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.

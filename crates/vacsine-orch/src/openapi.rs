@@ -209,6 +209,7 @@ impl Modify for IdempotencyKey {
         super::console::users::add_user,
         super::console::users::list_users,
         super::console::users::revoke_user,
+        super::posture::get_posture,
     ),
     components(schemas(
         proto::EnrollRequest,
@@ -251,6 +252,16 @@ impl Modify for IdempotencyKey {
         super::console::UserCreated,
         super::console::UserList,
         super::console::UserRevoked,
+        crate::schedule::AssessmentUpload,
+        crate::schedule::AssessmentAccepted,
+        crate::schedule::Item,
+        crate::posture::PostureView,
+        crate::posture::SitePosture,
+        crate::posture::Finding,
+        crate::posture::ControlPosture,
+        crate::posture::TrendPoint,
+        crate::posture::ControlTrendPoint,
+        crate::posture::Exposure,
     )),
     modifiers(&OperatorAuth, &IdempotencyKey, &CommonRefusals),
     tags(
@@ -389,6 +400,7 @@ mod tests {
             "/v1/bouncers/{name}",
             crate::server::console::users::OP_USERS,
             "/v1/users/{name}/revoke",
+            crate::posture::OP_POSTURE,
         ];
         want.sort();
         assert_eq!(paths, want);

@@ -185,10 +185,11 @@ pub enum AgentOp {
     Autonomous,
     Image,
     Responses,
+    Assessments,
 }
 
 impl AgentOp {
-    pub const ALL: [AgentOp; 9] = [
+    pub const ALL: [AgentOp; 10] = [
         AgentOp::Poll,
         AgentOp::Renew,
         AgentOp::Records,
@@ -198,6 +199,7 @@ impl AgentOp {
         AgentOp::Autonomous,
         AgentOp::Image,
         AgentOp::Responses,
+        AgentOp::Assessments,
     ];
 
     /// The path the operation's envelopes are sealed for and sent to.
@@ -212,6 +214,7 @@ impl AgentOp {
             AgentOp::Autonomous => AUTONOMOUS,
             AgentOp::Image => IMAGE,
             AgentOp::Responses => RESPONSES,
+            AgentOp::Assessments => crate::schedule::ASSESSMENTS,
         }
     }
 
@@ -267,6 +270,7 @@ agent_calls! {
     AutonomousRun => Autonomous, AutonomousAccepted;
     ImageChunkRequest => Image, ImageChunk;
     ResponseUpload => Responses, ResponseAccepted;
+    crate::schedule::AssessmentUpload => Assessments, crate::schedule::AssessmentAccepted;
 }
 
 /// `ping`: no fields (preflight's authenticated no-op).

@@ -53,9 +53,18 @@ fn check_document(d: &proto::PushDocument) -> ApiResult<()> {
                 .to_string();
             (r.map(|_| ()), name)
         }
+        "Schedule" => {
+            // Issue 17: read as agents will read it (strictly, with its target and interval).
+            let s = crate::schedule::Schedule::from_value(&d.document);
+            let name = s
+                .as_ref()
+                .map(|s| s.metadata.name.clone())
+                .unwrap_or_default();
+            (s.map(|_| ()), name)
+        }
         k => {
             return Err(ApiError::bad(format!(
-            "document `{}` is of kind `{k}`: the registry keeps `Policy`, `Workflow` and `Response` documents",
+            "document `{}` is of kind `{k}`: the registry keeps `Policy`, `Workflow`, `Response` and `Schedule` documents",
             d.name
         )))
         }

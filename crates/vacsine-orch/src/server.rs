@@ -34,6 +34,7 @@ mod labels;
 pub mod limits;
 #[cfg(test)]
 mod observe_tests;
+mod posture;
 mod responses;
 mod spanning;
 
@@ -343,6 +344,7 @@ fn router(srv: Arc<Srv>) -> Router {
         )
         .route("/v1/decisions/{id}", delete(responses::delete_decision))
         .route(proto::OP_EVENTS, get(responses::list_events))
+        .route(crate::posture::OP_POSTURE, get(posture::get_posture))
         .route(proto::OP_APPROVALS, get(approvals::list_approvals))
         .route("/v1/approvals/{id}", post(approvals::settle_approval))
         .route(
@@ -413,7 +415,10 @@ fn metrics_router(srv: Arc<Srv>) -> Router {
 
 async fn metrics_text(State(s): State<Arc<Srv>>) -> Response {
     match s.store.metric_counts(now_ms() - ONLINE_MS).await {
-        Ok(c) => s.metrics.set_counts(&c),
+        Ok(c) => {
+            s.metrics.set_counts(&c);
+            s.refresh_posture_metrics().await;
+        }
         Err(e) => {
             tracing::error!("metrics: {e}");
             return (
@@ -874,8 +879,8 @@ async fn hello(State(s): State<Arc<Srv>>) -> Json<proto::Hello> {
 }
 
 #[utoipa::path(post, path = "/v1/agent/{op}", tag = "agent",
-    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`, `bundle`, `image`, `autonomous`, `responses`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`, `BundleRequest`, `ImageChunkRequest`, `AutonomousRun`, `ResponseUpload`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
-    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle | image | autonomous | responses"),
+    description = "Agent calls (`enroll`, `poll`, `renew`, `records`, `finish`, `ping`, `bundle`, `image`, `autonomous`, `responses`, `assessments`). The request body is a sealed envelope (HPKE, RFC 9180, auth mode) whose plaintext is the operation's request (`EnrollRequest`, `PollRequest`, `RenewRequest`, `RecordsRequest`, `FinishRequest`, `BundleRequest`, `ImageChunkRequest`, `AutonomousRun`, `ResponseUpload`, `AssessmentUpload`); the response is an envelope sealed to the agent whose plaintext is the operation's response. The envelope binds method, path, agent id, timestamp and nonce.",
+    params(("op" = String, Path, description = "enroll | poll | renew | records | finish | ping | bundle | image | autonomous | responses | assessments"),
         ("x-vacsine-protocol" = Option<u32>, Header, description = "the contract version the agent speaks (3); another version, or none outside a poll, is refused with 426")),
     request_body(content = Object, description = "sealed envelope (JSON): v, method, path, agent, ts, nonce, sender, enc, ct"),
     responses(
@@ -1145,6 +1150,10 @@ impl Srv {
             }
             proto::AgentRequest::Responses(r) => {
                 let accepted = self.responses_upload(&agent, &r).await?;
+                self.seal_reply(&from, b, &env, &accepted)
+            }
+            proto::AgentRequest::Assessments(r) => {
+                let accepted = self.assessment_upload(&agent, &r).await?;
                 self.seal_reply(&from, b, &env, &accepted)
             }
             proto::AgentRequest::Autonomous(r) => {

@@ -251,9 +251,10 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
         format: SimpleFormat,
     },
-    /// Push policies, workflows and responses (`kind: Response`) into the orchestrator's
-    /// registry: each gets a new version when its content changed (`vacsine run
-    /// NAME[@VERSION] --site S` runs a pushed workflow; agents hold the responses).
+    /// Push policies, workflows, responses (`kind: Response`) and schedules (`kind:
+    /// Schedule`) into the orchestrator's registry: each gets a new version when its content
+    /// changed (`vacsine run NAME[@VERSION] --site S` runs a pushed workflow; agents hold the
+    /// responses and run the schedules).
     /// `vacsine push image REF...` uploads action images (`docker save` of each local image):
     /// agents get them from the orchestrator, sites need no registry.
     Push {
@@ -350,6 +351,30 @@ pub enum Command {
     Deny {
         /// The approval's id (`vacsine approvals` lists them; a unique prefix is enough).
         id: String,
+        #[command(flatten)]
+        conn: OperatorConn,
+        /// `human` or `json`.
+        #[arg(long, default_value = "human", value_parser = simple_format)]
+        format: SimpleFormat,
+    },
+    /// The posture from the scheduled assessments (`kind: Schedule`): per site, requirements
+    /// passing and failing now (failing ones with their evidence), framework controls rolled
+    /// up from the policies' `references`, open ports found by scans, and the trend. Exit 2
+    /// when a requirement fails now.
+    Posture {
+        /// Only this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Only requirements referencing this framework (a prefix: `anssi` matches
+        /// `anssi-bp28`).
+        #[arg(long)]
+        framework: Option<String>,
+        /// The trend's window, back from now (`10m`, `24h`, `30d`).
+        #[arg(long, default_value = "30d")]
+        window: String,
+        /// The trend's step (`1m`, `1h`, `1d`; default a thirtieth of the window).
+        #[arg(long)]
+        bucket: Option<String>,
         #[command(flatten)]
         conn: OperatorConn,
         /// `human` or `json`.

@@ -35,6 +35,7 @@ fn wants_json_errors(cmd: &Command) -> bool {
         | Command::Bouncer { format, .. }
         | Command::User { format, .. }
         | Command::Events { format, .. }
+        | Command::Posture { format, .. }
         | Command::Approvals { format, .. }
         | Command::Approve { format, .. }
         | Command::Deny { format, .. }
@@ -122,6 +123,14 @@ pub async fn dispatch(cli: Cli) -> Exit {
             conn,
             format,
         } => crate::responsecmd::events(site, limit, &conn, format).await,
+        Command::Posture {
+            site,
+            framework,
+            window,
+            bucket,
+            conn,
+            format,
+        } => crate::posturecmd::posture(site, framework, window, bucket, &conn, format).await,
         Command::Approvals { conn, format } => crate::approvalcmd::list(&conn, format).await,
         Command::Approve { id, conn, format } => {
             crate::approvalcmd::settle(&id, true, &conn, format).await

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod approvalcmd;
+mod assess;
 mod checkcmd;
 mod cli;
 mod commands;
@@ -15,6 +16,7 @@ mod nftcheck;
 mod orch;
 mod output;
 mod paths;
+mod posturecmd;
 mod progress;
 mod registrycmd;
 mod responsecmd;

@@ -20,6 +20,18 @@ pub async fn push(
     let mut docs = Vec::new();
     let mut problems: Vec<LoadError> = Vec::new();
     for f in &files {
+        // `kind: Schedule` (issue 17): read strictly, errors located.
+        match crate::posturecmd::load_schedule(f) {
+            Ok(Some(doc)) => {
+                docs.push(doc);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        }
         // `kind: Response` (issue 16): read by its own crate, strictly, errors located.
         match crate::responsecmd::load_response(f) {
             Ok(Some(doc)) => {

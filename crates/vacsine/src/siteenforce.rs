@@ -258,4 +258,11 @@ impl EnforceRunner for SiteEnforcer {
             report: rep,
         })
     }
+
+    async fn assess(
+        &self,
+        a: vacsine_orch::schedule::Assess,
+    ) -> anyhow::Result<vacsine_orch::schedule::Assessed> {
+        crate::assess::assess(a).await
+    }
 }

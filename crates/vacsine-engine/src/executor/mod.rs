@@ -20,6 +20,7 @@ mod firewall;
 mod http;
 mod misc;
 mod nftset;
+mod scan;
 mod wait;
 
 pub use ansible::AnsibleExecutor;
@@ -30,6 +31,7 @@ pub use firewall::{nft_check, rendered_ruleset, validate_rule, FirewallExecutor,
 pub use http::HttpExecutor;
 pub use misc::{QuarantineExecutor, SysctlExecutor};
 pub use nftset::{decisions_listed, decisions_skeleton, NftSetExecutor};
+pub use scan::{check_ports, check_targets, nmap_argv, open_ports, OpenPort, ScanExecutor};
 pub use wait::WaitUntilExecutor;
 
 /// What an executor sees of the run.
@@ -288,6 +290,7 @@ pub fn builtin() -> Vec<Arc<dyn Executor>> {
         Arc::new(SysctlExecutor),
         Arc::new(QuarantineExecutor),
         Arc::new(WaitUntilExecutor),
+        Arc::new(ScanExecutor),
         Arc::new(HttpExecutor::default()),
         Arc::new(ContainerExecutor::default()),
         Arc::new(AnsibleExecutor::default()),

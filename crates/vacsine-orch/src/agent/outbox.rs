@@ -557,7 +557,19 @@ async fn send_one(
     item: &Item,
     budget: usize,
 ) -> Result<Result<(), CallError>, String> {
-    if item.kind == "autonomous" {
+    if item.kind == "assessment" {
+        // A scheduled assessment (issue 17), kept once by its key at the orchestrator.
+        let req = serde_json::from_str::<crate::schedule::AssessmentUpload>(&item.body)
+            .map_err(|e| format!("unreadable in the outbox: {e}"))?;
+        Ok(sh.link.op(&sh.agent_id, &req).await.map(|a| {
+            if a.created {
+                eprintln!(
+                    "assessment {} uploaded ({} changed result(s))",
+                    req.key, a.changed
+                );
+            }
+        }))
+    } else if item.kind == "autonomous" {
         // An autonomous run made here: the orchestrator learns of it before its records.
         let req = serde_json::from_str::<proto::AutonomousRun>(&item.body)
             .map_err(|e| format!("unreadable in the outbox: {e}"))?;

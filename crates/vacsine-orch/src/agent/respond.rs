@@ -73,8 +73,32 @@ pub struct AppliedDecision {
 pub async fn ingest(data: &Path, format: Format, bytes: &[u8]) -> anyhow::Result<IngestReport> {
     let t0 = Instant::now();
     let held = super::autonomous::held(data)?;
+    let parsed = vacsine_events::parse(format, bytes).at_site(&held.site);
+    ingest_held(data, held, parsed, t0).await
+}
+
+/// Events made at this site by the agent itself (a schedule's `requirement_changed` drift, a
+/// scan's new open port), through the same path as [`ingest`]: decided on, applied, recorded
+/// and queued for upload, also while the site is cut off.
+pub async fn ingest_events(data: &Path, events: Vec<Event>) -> anyhow::Result<IngestReport> {
+    let t0 = Instant::now();
+    let held = super::autonomous::held(data)?;
+    let parsed = vacsine_events::Parsed {
+        events,
+        errors: Vec::new(),
+        skipped: 0,
+    }
+    .at_site(&held.site);
+    ingest_held(data, held, parsed, t0).await
+}
+
+async fn ingest_held(
+    data: &Path,
+    held: super::autonomous::Held,
+    parsed: vacsine_events::Parsed,
+    t0: Instant,
+) -> anyhow::Result<IngestReport> {
     let site = held.site.clone();
-    let parsed = vacsine_events::parse(format, bytes).at_site(&site);
     let errors: Vec<String> = parsed.errors.iter().map(|e| e.to_string()).collect();
     let allow = allow_list(data);
     let mut store = Store::open(&store_path(data))

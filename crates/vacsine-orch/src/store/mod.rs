@@ -15,11 +15,13 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 mod pg;
+mod posture;
 mod sqlite;
 #[cfg(test)]
 mod tests;
 
 pub use pg::{mask_url, PgStore};
+pub use posture::{AssessmentRow, HistoryRow, PostureStore};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -443,7 +445,9 @@ pub trait UserStore: Send + Sync {
 }
 
 #[async_trait]
-pub trait Store: ResponseStore + ApprovalStore + BouncerStore + UserStore + Send + Sync {
+pub trait Store:
+    ResponseStore + ApprovalStore + BouncerStore + UserStore + PostureStore + Send + Sync
+{
     async fn create_site(&self, name: &str, intake_hash: &str, now: i64) -> Result<()>;
     async fn sites(&self) -> Result<Vec<SiteRow>>;
     /// Revoke a site and every agent of it.

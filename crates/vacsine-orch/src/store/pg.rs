@@ -41,6 +41,8 @@ pub(super) const MIGRATION_COUNT: usize = MIGRATIONS.len();
 
 #[path = "pg_approvals.rs"]
 mod approvals;
+#[path = "pg_posture.rs"]
+mod posture;
 #[path = "pg_responses.rs"]
 mod responses;
 #[path = "pg_users.rs"]
@@ -268,6 +270,8 @@ ALTER TABLE decisions ADD COLUMN signed TEXT, ADD COLUMN deletion TEXT;
 ALTER TABLE approvals ADD COLUMN signed TEXT;
 "#,
     ),
+    // Assessment history (issue 17).
+    (12, posture::MIGRATION),
     (
         13,
         r#"

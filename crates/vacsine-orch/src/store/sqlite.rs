@@ -81,6 +81,8 @@ CREATE TABLE IF NOT EXISTS registry (
 mod approvals;
 /// Added after the first schema (stores made before it get it at their next start): the
 /// reports of enforce runs.
+#[path = "sqlite_posture.rs"]
+mod posture;
 #[path = "sqlite_responses.rs"]
 mod responses;
 #[path = "sqlite_users.rs"]
@@ -282,6 +284,7 @@ impl SqliteStore {
         conn.execute_batch(responses::SCHEMA)?;
         conn.execute_batch(approvals::SCHEMA)?;
         conn.execute_batch(users::SCHEMA)?;
+        conn.execute_batch(posture::SCHEMA)?;
         // Added after the first schema: each registry document's signature, made at push.
         let has_signature: bool = conn.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('registry') WHERE name = 'signature'",

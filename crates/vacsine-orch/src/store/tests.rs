@@ -142,6 +142,7 @@ suite!(
     issue16_an_approval_is_kept_once_settled_once_and_never_after_its_expiry,
     issue16_a_bouncer_name_is_kept_once_with_what_it_was_last_given,
     issue17_console_users_sessions_and_revocation_ending_sessions,
+    issue17_an_assessment_is_kept_once_with_its_changes_as_history,
 );
 
 fn console_user(name: &str, role: &str, at: i64) -> UserRow {
@@ -1476,4 +1477,256 @@ async fn issue16_a_bouncer_name_is_kept_once_with_what_it_was_last_given(f: &Fix
     assert!(b.delete_bouncer("fw-a").await.unwrap());
     assert!(!s.delete_bouncer("fw-a").await.unwrap());
     assert_eq!(s.bouncers().await.unwrap().len(), 1);
+}
+
+fn assessment(key: &str, site: &str, at: i64, passing: i64, failing: i64) -> AssessmentRow {
+    AssessmentRow {
+        key: key.into(),
+        site: site.into(),
+        schedule: "baseline".into(),
+        kind: "check".into(),
+        at_ms: at,
+        total: passing + failing,
+        passing,
+        failing,
+        error: None,
+    }
+}
+
+fn change(site: &str, item: &str, at: i64, outcome: &str) -> HistoryRow {
+    HistoryRow {
+        site: site.into(),
+        schedule: "baseline".into(),
+        kind: "check".into(),
+        node: "web".into(),
+        item: item.into(),
+        since_ms: at,
+        outcome: outcome.into(),
+        evidence: format!("seen {outcome}"),
+        title: Some("t".into()),
+        refs: r#"{"anssi":["R30"]}"#.into(),
+    }
+}
+
+async fn issue17_an_assessment_is_kept_once_with_its_changes_as_history(f: &Fixture) {
+    let s = &*f.a;
+    let first = [
+        change("edge", "r1", 100, "pass"),
+        change("edge", "r2", 100, "fail"),
+    ];
+    assert!(s
+        .put_assessment(&assessment("k1", "edge", 100, 1, 1), &first)
+        .await
+        .unwrap());
+    // Sent again (an upload retried, or through another replica): nothing kept twice.
+    assert!(!f
+        .b
+        .put_assessment(&assessment("k1", "edge", 100, 1, 1), &first)
+        .await
+        .unwrap());
+    // Unchanged: the assessment only.
+    assert!(s
+        .put_assessment(&assessment("k2", "edge", 200, 1, 1), &[])
+        .await
+        .unwrap());
+    let drift = [change("edge", "r1", 300, "fail")];
+    assert!(s
+        .put_assessment(&assessment("k3", "edge", 300, 0, 2), &drift)
+        .await
+        .unwrap());
+    assert!(s
+        .put_assessment(
+            &assessment("o1", "other", 300, 1, 0),
+            &[change("other", "r1", 300, "pass")]
+        )
+        .await
+        .unwrap());
+    let a = s.assessments(Some("edge"), 0).await.unwrap();
+    assert_eq!(
+        a.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+        ["k1", "k2", "k3"]
+    );
+    assert_eq!(a[2].failing, 2);
+    assert_eq!(s.assessments(Some("edge"), 150).await.unwrap().len(), 2);
+    assert_eq!(s.assessments(None, 0).await.unwrap().len(), 4);
+    let h = f.b.history(Some("edge")).await.unwrap();
+    assert_eq!(
+        h.iter()
+            .map(|r| (r.item.as_str(), r.since_ms, r.outcome.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("r1", 100, "pass"),
+            ("r1", 300, "fail"),
+            ("r2", 100, "fail")
+        ]
+    );
+    assert_eq!(h[0].refs, r#"{"anssi":["R30"]}"#);
+    assert_eq!(s.history(None).await.unwrap().len(), 4);
+}
+
+/// Benchmark, not a test (run on demand, asserts nothing): the posture history of
+/// `VACSINE_BENCH_SITES` sites (default 100) each assessed every 15 minutes for a year — 100
+/// results a site (50 requirements on 2 nodes), each changing about once a week — kept
+/// through the store's own `put_assessment` (changes only, as agents upload them) in SQLite.
+/// Prints the store's size (total and per site) and the time of the posture query of one site
+/// over a year (daily trend) and of every site over 30 days.
+///
+/// `cargo test -p vacsine-orch --lib --release -- --ignored --nocapture bench_posture_history`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run on demand"]
+async fn bench_posture_history() {
+    const YEAR_MS: i64 = 365 * 86_400_000;
+    const EVERY_MS: i64 = 15 * 60_000;
+    const ITEMS: usize = 100;
+    let sites: usize = std::env::var("VACSINE_BENCH_SITES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let t0 = std::time::Instant::now();
+    let runs = (YEAR_MS / EVERY_MS) as usize;
+    let mut tasks = Vec::new();
+    for w in 0..16usize {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut changes_total = 0usize;
+            for site in (w..sites).step_by(16) {
+                let name = format!("site-{site:03}");
+                // A cheap deterministic generator: item i changes about once a week.
+                let mut state = [true; ITEMS];
+                let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ site as u64;
+                for run in 0..runs {
+                    let at = run as i64 * EVERY_MS;
+                    let mut changes = Vec::new();
+                    for (i, pass) in state.iter_mut().enumerate() {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let flip = x % (7 * 96) == 0;
+                        if flip {
+                            *pass = !*pass;
+                        }
+                        if run == 0 || flip {
+                            changes.push(HistoryRow {
+                                site: name.clone(),
+                                schedule: "edge-baseline".into(),
+                                kind: "check".into(),
+                                node: format!("node-{}", i % 2),
+                                item: format!("requirement-{:02}", i / 2),
+                                since_ms: at,
+                                outcome: if *pass { "pass" } else { "fail" }.into(),
+                                evidence: if *pass {
+                                    "mode 0644".into()
+                                } else {
+                                    "mode 0666 (more than 0644)".into()
+                                },
+                                title: Some(format!("Requirement {}", i / 2)),
+                                refs: format!(r#"{{"anssi-bp28":["R{}"]}}"#, i / 4),
+                            });
+                        }
+                    }
+                    let passing = state.iter().filter(|p| **p).count() as i64;
+                    changes_total += changes.len();
+                    let a = AssessmentRow {
+                        key: format!("{name}/assess/edge-baseline/check/{at}"),
+                        site: name.clone(),
+                        schedule: "edge-baseline".into(),
+                        kind: "check".into(),
+                        at_ms: at,
+                        total: ITEMS as i64,
+                        passing,
+                        failing: ITEMS as i64 - passing,
+                        error: None,
+                    };
+                    s.put_assessment(&a, &changes).await.unwrap();
+                }
+            }
+            changes_total
+        }));
+    }
+    let mut changes = 0;
+    for t in tasks {
+        changes += t.await.unwrap();
+    }
+    let load = t0.elapsed();
+    drop(store);
+    // The WAL folded into the file, then its size.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let _: (i64, i64, i64) = c
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+    }
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    let store = SqliteStore::open(&path).unwrap();
+    let now = YEAR_MS;
+    let time = |n: usize, f: &dyn Fn() -> std::time::Duration| {
+        let mut v: Vec<f64> = (0..n).map(|_| f().as_secs_f64() * 1000.0).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let rt = tokio::runtime::Handle::current();
+    let probe = format!("site-{:03}", sites / 2);
+    let one_site_year = tokio::task::block_in_place(|| {
+        time(5, &|| {
+            let t = std::time::Instant::now();
+            rt.block_on(async {
+                let h = store.history(Some(&probe)).await.unwrap();
+                let a = store.assessments(Some(&probe), 0).await.unwrap();
+                let v = crate::posture::compute(
+                    &crate::posture::Query {
+                        framework: Some("anssi".into()),
+                        since_ms: 0,
+                        bucket_ms: 86_400_000,
+                        now_ms: now,
+                    },
+                    &h,
+                    &a,
+                );
+                assert_eq!(v.trend.len(), 365);
+            });
+            t.elapsed()
+        })
+    });
+    let all_sites_month = tokio::task::block_in_place(|| {
+        time(3, &|| {
+            let t = std::time::Instant::now();
+            rt.block_on(async {
+                let h = store.history(None).await.unwrap();
+                let a = store
+                    .assessments(None, now - 30 * 86_400_000)
+                    .await
+                    .unwrap();
+                let v = crate::posture::compute(
+                    &crate::posture::Query {
+                        framework: None,
+                        since_ms: now - 30 * 86_400_000,
+                        bucket_ms: 86_400_000,
+                        now_ms: now,
+                    },
+                    &h,
+                    &a,
+                );
+                assert_eq!(v.sites.len(), sites);
+            });
+            t.elapsed()
+        })
+    });
+    println!(
+        "\nposture history: {sites} site(s) x {runs} assessments (every 15 min for a year) x {ITEMS} results, SQLite"
+    );
+    println!("assessments kept        {}", sites * runs);
+    println!("history rows (changes)  {changes}");
+    println!("load through the store  {:.1} s", load.as_secs_f64());
+    println!(
+        "store size              {:.1} MB ({:.2} MB a site)",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / sites as f64
+    );
+    println!("posture of one site, 1 year, daily trend + ANSSI controls: {one_site_year:.1} ms (median of 5)");
+    println!("posture of every site, 30 days, daily trend: {all_sites_month:.1} ms (median of 3)");
 }

@@ -29,6 +29,8 @@ mod late_end;
 mod observability;
 #[path = "respond.rs"]
 mod respond;
+#[path = "schedules.rs"]
+mod schedules;
 #[path = "spanning.rs"]
 mod spanning;
 #[path = "submit_retry.rs"]
@@ -218,6 +220,15 @@ impl Agent {
     fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the agent's process has ended.
+    pub(crate) fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 }
 
