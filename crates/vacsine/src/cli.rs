@@ -367,6 +367,13 @@ pub enum Command {
         data: PathBuf,
         #[command(flatten)]
         retention: ScheduleArgs,
+        /// Decoy services to run at this site (`kind: Decoys` file: each decoy's name and its
+        /// services' ports): real OpenCanary containers in the agent's network namespace
+        /// (image built here on first use), deployed and removed (when no longer declared)
+        /// by the agent, journaled; every connection to one becomes an event decided at once.
+        /// The file is re-read when it changes.
+        #[arg(long, value_name = "FILE", env = "VACSINE_DECOYS")]
+        decoys: Option<PathBuf>,
     },
     /// Apply the retention policy now: remove ended runs (and their records) older or more
     /// than the policy keeps, from an orchestrator's store or an agent's data folder, and

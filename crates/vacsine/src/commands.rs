@@ -352,6 +352,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             pin,
             data,
             retention,
+            decoys,
         } => {
             crate::orch::agent(
                 orchestrator,
@@ -360,6 +361,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 pin,
                 data,
                 retention.schedule(),
+                decoys,
             )
             .await
         }

@@ -15,12 +15,18 @@ mod approvals;
 mod bundles;
 #[path = "crowdsec.rs"]
 mod crowdsec;
+#[path = "cut_million.rs"]
+mod cut_million;
+#[path = "decoys.rs"]
+mod decoys;
 #[path = "fairness.rs"]
 mod fairness;
 #[path = "images.rs"]
 mod images;
 #[path = "late_end.rs"]
 mod late_end;
+#[path = "mitigate.rs"]
+mod mitigate;
 #[path = "observability.rs"]
 mod observability;
 #[path = "respond.rs"]
