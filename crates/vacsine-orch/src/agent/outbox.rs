@@ -25,8 +25,12 @@ use std::time::Duration;
 
 /// How often an idle uploader looks at the outbox again.
 const IDLE_LOOK: Duration = Duration::from_millis(200);
-/// Most items read from the outbox for one request.
+/// Most records in one request.
 const BATCH_ITEMS: usize = 200;
+/// Most events and decisions in one request (small items: each request costs a durable
+/// commit on both sides, so a large backlog after a cut goes up in fewer of them; the byte
+/// budget still bounds a request).
+const RESPONSE_BATCH_ITEMS: usize = 2_000;
 /// Smallest request size the uploader goes down to after size refusals.
 const MIN_BUDGET: usize = 16 * 1024;
 /// Bytes of a records request beyond its records' own JSON: field names, the run id.
@@ -459,7 +463,7 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
     // Records per request: halved when a batch is refused for one of its records, to find it.
     let mut cap = BATCH_ITEMS;
     loop {
-        let items = match sh.outbox.pending(BATCH_ITEMS) {
+        let items = match sh.outbox.pending(RESPONSE_BATCH_ITEMS) {
             Ok(i) => i,
             Err(e) => {
                 eprintln!("warning: outbox: {e}");
@@ -493,7 +497,7 @@ pub(super) async fn uploader(sh: Arc<Shared>) {
                 }
             }
         } else if is_response_item(&first.kind) {
-            match responses_batch(&items, cap, budget) {
+            match responses_batch(&items, cap * (RESPONSE_BATCH_ITEMS / BATCH_ITEMS), budget) {
                 Batch2::Unsendable { seq, key, why } => {
                     refuse(&sh, &[seq], &key, &first.run_id, &why);
                     continue;
