@@ -30,7 +30,7 @@ use vacsine_engine::executor::{ExecCtx, Executor, StepResult};
 use vacsine_events::Format;
 
 /// How often a decoy's log is read.
-const FOLLOW_EVERY: Duration = Duration::from_millis(50);
+const FOLLOW_EVERY: Duration = super::tail::POLL;
 /// How often the file and the containers are reconciled.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 

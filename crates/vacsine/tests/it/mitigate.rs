@@ -119,7 +119,10 @@ fn bench_issue16_event_at_a_cut_off_edge_to_the_attackers_packet_dropped() {
         .arg(&data)
         .args(["--format", "json"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(match std::env::var_os("VACSINE_BENCH_LOG") {
+            Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+            None => Stdio::null(),
+        })
         .spawn()
         .unwrap();
     let mut prober = Command::new("ip")
