@@ -21,8 +21,8 @@
 use crate::error::{is_not_found, DockerError};
 use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, StartContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    StartContainerOptions,
 };
 use bollard::Docker;
 use sha2::{Digest, Sha256};
@@ -98,7 +98,10 @@ pub fn image_tag() -> String {
         h.update([0]);
     }
     h.update(ENTRYPOINT.join(" "));
-    format!("vacsine-decoy-opencanary:{}", &format!("{:x}", h.finalize())[..16])
+    format!(
+        "vacsine-decoy-opencanary:{}",
+        &format!("{:x}", h.finalize())[..16]
+    )
 }
 
 const ENTRYPOINT: &[&str] = &[

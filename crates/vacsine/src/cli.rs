@@ -692,7 +692,7 @@ pub enum AgentAction {
         #[arg(long = "from", value_name = "FORMAT")]
         from: Option<String>,
         /// Keep following FILE, a growing JSON-lines log (EVE, Falco, OpenCanary, Cowrie):
-        /// every complete new line is fed as above, polled every 200 ms, until interrupted.
+        /// every complete new line is fed as above, polled every 20 ms, until interrupted.
         /// The position (device, inode, offset, a hash of the first bytes) is kept in the
         /// data dir and saved after the lines' outcomes are stored: across restarts, log
         /// rotation (rename + new file) and copytruncate, no line is lost or fed twice.

@@ -121,7 +121,9 @@ fn check(decoys: &[DecoySpec]) -> Result<(), String> {
     for d in decoys {
         let ok = !d.name.is_empty()
             && d.name.len() <= 32
-            && d.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && d.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
             && !d.name.starts_with('-');
         if !ok {
             return Err(format!(
@@ -401,11 +403,9 @@ fn listening() -> Vec<u16> {
     let mut out = Vec::new();
     for (f, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
         if let Ok(t) = std::fs::read_to_string(f) {
-            if let Ok(l) = vacsine_core::procnet::parse_table(
-                &t,
-                vacsine_core::policy::Protocol::Tcp,
-                v6,
-            ) {
+            if let Ok(l) =
+                vacsine_core::procnet::parse_table(&t, vacsine_core::policy::Protocol::Tcp, v6)
+            {
                 out.extend(l.into_iter().map(|l| l.port));
             }
         }
@@ -465,9 +465,9 @@ async fn run(sh: Arc<Shared>, path: PathBuf, mut specs: Vec<DecoySpec>) {
                         eprintln!("decoys: {} re-read ({} declared)", path.display(), s.len());
                         specs = s;
                     }
-                    Err(e) => eprintln!(
-                        "error: decoys: {e:#} (the decoys running stay as they are)"
-                    ),
+                    Err(e) => {
+                        eprintln!("error: decoys: {e:#} (the decoys running stay as they are)")
+                    }
                 }
             }
             match reconcile(&sh, &specs, &mut followed).await {
@@ -637,7 +637,8 @@ async fn reconcile(
         crate::files::private_dir(&root(&data))?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let cp = conf_path(&data, &s.name);
-        crate::files::write_private(&cp, &conf).with_context(|| format!("writing {}", cp.display()))?;
+        crate::files::write_private(&cp, &conf)
+            .with_context(|| format!("writing {}", cp.display()))?;
         let run = journaled(
             sh,
             &DecoyArgs {

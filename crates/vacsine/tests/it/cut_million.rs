@@ -121,7 +121,12 @@ fn bench_issue16_a_million_events_across_a_cut_none_lost_none_doubled() {
         ingest_time += t0.elapsed();
         assert!(out.status.success(), "{}", text(&out));
         let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(rep["new_events"], take, "{}", &text(&out)[..2000.min(text(&out).len())]);
+        assert_eq!(
+            rep["new_events"],
+            take,
+            "{}",
+            &text(&out)[..2000.min(text(&out).len())]
+        );
         fed += take;
         eprintln!(
             "fed {fed} events ({:.0}/s so far)",
@@ -129,12 +134,20 @@ fn bench_issue16_a_million_events_across_a_cut_none_lost_none_doubled() {
         );
     }
     let held = du(&data);
-    assert_eq!(orch_events(&orch_data, "edge-cm").0, 0, "events crossed the cut");
+    assert_eq!(
+        orch_events(&orch_data, "edge-cm").0,
+        0,
+        "events crossed the cut"
+    );
     let wait = Duration::from_secs(cut_s).saturating_sub(cut_at.elapsed());
     eprintln!("holding the cut {wait:?} more");
     std::thread::sleep(wait);
     let cut_for = cut_at.elapsed();
-    assert_eq!(orch_events(&orch_data, "edge-cm").0, 0, "events crossed the cut");
+    assert_eq!(
+        orch_events(&orch_data, "edge-cm").0,
+        0,
+        "events crossed the cut"
+    );
 
     a.restore();
     let up = Instant::now();
@@ -171,7 +184,10 @@ fn bench_issue16_a_million_events_across_a_cut_none_lost_none_doubled() {
     }
     println!("| store and forward across a cut, {n} EVE events | figure |");
     println!("|---|---|");
-    println!("| cut held (network level) | {:.0} s |", cut_for.as_secs_f64());
+    println!(
+        "| cut held (network level) | {:.0} s |",
+        cut_for.as_secs_f64()
+    );
     println!(
         "| ingest at the cut-off site ({} `vacsine agent ingest` calls of {CHUNK}) | {:.0} events/s ({:.1} s) |",
         n.div_ceil(CHUNK),

@@ -89,7 +89,9 @@ impl Attacker {
             self.site_ip
         );
         Command::new("ip")
-            .args(["netns", "exec", &self.ns, "timeout", "2", "python3", "-c", &code])
+            .args([
+                "netns", "exec", &self.ns, "timeout", "2", "python3", "-c", &code,
+            ])
             .output()
             .is_ok_and(|o| o.status.success())
     }
@@ -195,7 +197,14 @@ fn issue16_a_decoy_deployed_by_the_agent_bans_who_touches_it_once_and_leaves_not
     let url = format!("https://{}:{port}", site.host_ip);
     let key = o.site("edge-d");
     let env_decoys = format!("VACSINE_DECOYS={}", decoys.display());
-    let via = ["ip", "netns", "exec", ns.as_str(), "env", env_decoys.as_str()];
+    let via = [
+        "ip",
+        "netns",
+        "exec",
+        ns.as_str(),
+        "env",
+        env_decoys.as_str(),
+    ];
     let mut ag = super::Agent::start_via(&via, &url, &o.pin, &key, "edge-d-1", &data);
     let owner = sh(&format!(
         "printf %s \"$(realpath {})\" | sha256sum | cut -c1-12",
@@ -224,7 +233,10 @@ fn issue16_a_decoy_deployed_by_the_agent_bans_who_touches_it_once_and_leaves_not
                 .then_some(())
         },
     );
-    assert!(atk.touch(&atk.src, 8080), "the web service is not reachable");
+    assert!(
+        atk.touch(&atk.src, 8080),
+        "the web service is not reachable"
+    );
 
     // Cut off from the orchestrator: the touch is decided at the site alone.
     site.cut();
@@ -269,7 +281,9 @@ fn issue16_a_decoy_deployed_by_the_agent_bans_who_touches_it_once_and_leaves_not
         Duration::from_secs(20),
         "the second attacker banned after the restart",
         || {
-            let ruleset = sh(&format!("ip netns exec {ns} nft list table inet vacsine_decisions"));
+            let ruleset = sh(&format!(
+                "ip netns exec {ns} nft list table inet vacsine_decisions"
+            ));
             ruleset.contains(&atk.src2).then_some(())
         },
     );
@@ -312,7 +326,9 @@ fn issue16_a_decoy_deployed_by_the_agent_bans_who_touches_it_once_and_leaves_not
         .map(|r| r.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(tail_files.is_empty(), "positions left: {tail_files:?}");
-    let listening = sh(&format!("ip netns exec {ns} cat /proc/net/tcp /proc/net/tcp6"));
+    let listening = sh(&format!(
+        "ip netns exec {ns} cat /proc/net/tcp /proc/net/tcp6"
+    ));
     assert!(
         !listening.to_uppercase().contains(":08AE 00000000:0000 0A"),
         "port 2222 still listening: {listening}"

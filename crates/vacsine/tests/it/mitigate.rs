@@ -160,6 +160,7 @@ fn bench_issue16_event_at_a_cut_off_edge_to_the_attackers_packet_dropped() {
     }
     drop(to);
     let _ = prober.kill();
+    let _ = prober.wait();
     let _ = follower.kill();
     let _ = follower.wait();
     let banned = sh(&format!(
