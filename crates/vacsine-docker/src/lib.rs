@@ -22,6 +22,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod debian;
+pub mod decoy;
 pub mod demo;
 mod driver;
 mod error;

@@ -21,6 +21,7 @@ use vacsine_engine::{CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, 
 use vacsine_wire::{KeyPair, PublicKey};
 
 pub mod autonomous;
+pub mod decoy;
 mod enforce_job;
 mod images;
 mod outbox;
@@ -46,6 +47,8 @@ pub struct AgentConfig {
     pub enforcer: Option<Arc<dyn crate::enforce::EnforceRunner>>,
     /// Retention of the journal and `agent.db`, applied periodically (`crate::gc`).
     pub retention: crate::gc::Schedule,
+    /// Decoy services to run at this site (`--decoys FILE`, see [`decoy`]).
+    pub decoys: Option<PathBuf>,
 }
 
 /// The agent's identity, `agent.json` in its data folder (0600).
@@ -203,6 +206,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         None => enroll(&cfg, &idp).await?,
     };
     let bundle_key = pin_bundle_key(&mut id, &idp).await?;
+    let decoys = match &cfg.decoys {
+        Some(p) => Some((p.clone(), decoy::load(p)?)),
+        None => None,
+    };
     let keys = KeyPair::from_secret_b64(&id.secret_key)?;
     let server = PublicKey::from_b64(&id.server_key)?;
     // Replicas given at this start replace those known at enrolment (same keys and pin).
@@ -253,6 +260,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let sched = tokio::spawn(schedules::scheduler(sh.clone()));
     let rn = tokio::spawn(renewer(sh.clone()));
     let gc = tokio::spawn(crate::gc::agent_task(cfg.data.clone(), cfg.retention));
+    if let Some((p, specs)) = decoys {
+        decoy::start(sh.clone(), p, specs);
+    }
     let mut stop = stop_on_signals();
     let mut backoff = Backoff::default();
     let r = loop {

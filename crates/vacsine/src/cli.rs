@@ -582,6 +582,13 @@ pub struct AgentCli {
     pub data: PathBuf,
     #[command(flatten)]
     pub retention: ScheduleArgs,
+    /// Decoy services to run at this site (`kind: Decoys` file: each decoy's name and its
+    /// services' ports): real OpenCanary containers in the agent's network namespace
+    /// (image built here on first use), deployed and removed (when no longer declared)
+    /// by the agent, journaled; every connection to one becomes an event decided at once.
+    /// The file is re-read when it changes.
+    #[arg(long, value_name = "FILE", env = "VACSINE_DECOYS")]
+    pub decoys: Option<PathBuf>,
 }
 
 /// What retention keeps of ended runs (`vacsine gc`, and the orchestrator's and agent's
@@ -744,7 +751,7 @@ pub enum AgentAction {
         #[arg(long = "from", value_name = "FORMAT")]
         from: Option<String>,
         /// Keep following FILE, a growing JSON-lines log (EVE, Falco, OpenCanary, Cowrie):
-        /// every complete new line is fed as above, polled every 200 ms, until interrupted.
+        /// every complete new line is fed as above, polled every 20 ms, until interrupted.
         /// The position (device, inode, offset, a hash of the first bytes) is kept in the
         /// data dir and saved after the lines' outcomes are stored: across restarts, log
         /// rotation (rename + new file) and copytruncate, no line is lost or fed twice.

@@ -298,6 +298,7 @@ async fn agent(a: AgentCli) -> miette::Result<Exit> {
                 a.pin,
                 data,
                 a.retention.schedule(),
+                a.decoys,
             )
             .await
         }

@@ -98,6 +98,7 @@ pub async fn agent(
     pin: Option<String>,
     data: PathBuf,
     retention: vacsine_orch::gc::Schedule,
+    decoys: Option<PathBuf>,
 ) -> miette::Result<Exit> {
     let enrolled = data.join("agent.json").exists();
     let need = |v: Option<String>, flag: &str| -> miette::Result<String> {
@@ -119,6 +120,7 @@ pub async fn agent(
         data,
         enforcer: Some(std::sync::Arc::new(crate::siteenforce::SiteEnforcer)),
         retention,
+        decoys,
     };
     vacsine_orch::agent::run(cfg)
         .await

@@ -74,11 +74,11 @@ pub async fn agent_follow(
     let place = path.display().to_string();
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
-    let mut wait = std::time::Duration::from_millis(200);
+    let mut wait = vacsine_orch::agent::tail::POLL;
     loop {
         match f.step().await {
             Ok(reports) => {
-                wait = std::time::Duration::from_millis(200);
+                wait = vacsine_orch::agent::tail::POLL;
                 for fed in reports {
                     let rep = &fed.report;
                     match format {

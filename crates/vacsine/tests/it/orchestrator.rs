@@ -17,6 +17,10 @@ mod bundles;
 mod console;
 #[path = "crowdsec.rs"]
 mod crowdsec;
+#[path = "cut_million.rs"]
+mod cut_million;
+#[path = "decoys.rs"]
+mod decoys;
 #[path = "fairness.rs"]
 mod fairness;
 #[path = "forged.rs"]
@@ -25,6 +29,8 @@ mod forged;
 mod images;
 #[path = "late_end.rs"]
 mod late_end;
+#[path = "mitigate.rs"]
+mod mitigate;
 #[path = "observability.rs"]
 mod observability;
 #[path = "respond.rs"]
