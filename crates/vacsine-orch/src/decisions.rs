@@ -509,4 +509,42 @@ mod tests {
         let l = seal_labels(&k, "s", &BTreeMap::new(), 1).unwrap();
         assert_ne!(v1, set_version(&[a, b], &[], Some(&l)));
     }
+
+    /// 100,000 decisions signed when made, put in one set, verified at a site: cold (a
+    /// restarted agent verifies each once) and warm (a set that changed by one decision: the
+    /// others were verified before). `cargo test -p vacsine-orch --lib bench_signed_set --
+    /// --ignored --nocapture`.
+    #[test]
+    #[ignore = "benchmark"]
+    fn bench_signed_set_of_100000_decisions() {
+        use std::time::Instant;
+        let k = BundleSigner::generate();
+        let n = 100_000u32;
+        let t = Instant::now();
+        let mut docs: Vec<SignedJob> = (0..n)
+            .map(|i| {
+                let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+                seal_decision(&k, &ban(&ip), &[]).unwrap()
+            })
+            .collect();
+        let sealed = t.elapsed();
+        let t = Instant::now();
+        let set = sign_set(&k, "edge", docs.clone(), vec![], None, 1).unwrap();
+        let put_together = t.elapsed();
+        let v = Verifier::default();
+        let t = Instant::now();
+        let got = verify_set(&k.public_b64(), "edge", &set, &v).unwrap();
+        let cold = t.elapsed();
+        assert_eq!(got.active.len(), n as usize);
+        docs.push(seal_decision(&k, &ban("198.51.100.1"), &[]).unwrap());
+        let set = sign_set(&k, "edge", docs, vec![], None, 2).unwrap();
+        let t = Instant::now();
+        let got = verify_set(&k.public_b64(), "edge", &set, &v).unwrap();
+        let warm = t.elapsed();
+        assert_eq!(got.active.len(), n as usize + 1);
+        eprintln!(
+            "{n} decisions: signed when made {sealed:?} in all; set put together and signed {put_together:?} ({} MB); verified at the site cold {cold:?}, after one more decision {warm:?}",
+            set.signed.payload.len() / 1_000_000
+        );
+    }
 }

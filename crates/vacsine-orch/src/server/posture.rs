@@ -77,6 +77,14 @@ impl Srv {
 
     /// The posture of `q`, computed from the store.
     pub(super) async fn posture(&self, q: &PostureQuery) -> ApiResult<PostureView> {
+        // An empty parameter (`?site=&bucket=`, as a form sends it) is one not given.
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let q = &PostureQuery {
+            site: given(&q.site),
+            framework: given(&q.framework),
+            window: given(&q.window),
+            bucket: given(&q.bucket),
+        };
         let window = match q.window.as_deref() {
             None => 30 * DAY_MS,
             Some(w) => posture::parse_span(w)
