@@ -1014,6 +1014,64 @@ pub struct RegistryList {
     pub entries: Vec<RegistryEntry>,
 }
 
+/// One version of a registry document, as pushed.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RegistryDocument {
+    pub kind: String,
+    pub name: String,
+    pub version: i64,
+    /// The latest version of the document.
+    pub latest: i64,
+    /// `sha256:<hex>` of the document's canonical JSON.
+    pub sha256: String,
+    pub pushed: String,
+    /// Whether the document in the store is what its signature made at push names (`false`:
+    /// altered in the store, or pushed before documents were signed: push it again).
+    pub verified: bool,
+    /// The document (its canonical JSON, as pushed).
+    #[schema(value_type = Object)]
+    pub document: serde_json::Value,
+}
+
+/// The query of `GET /v1/registry/{kind}/{name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VersionQuery {
+    /// The version (the latest when absent).
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+/// The query of `GET /v1/registry/{kind}/{name}/diff`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiffQuery {
+    /// The older version.
+    pub from: i64,
+    /// The newer version.
+    pub to: i64,
+}
+
+/// One line of a diff: `op` is `+` (in `to` only), `-` (in `from` only) or ` ` (in both).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DiffLine {
+    pub op: String,
+    /// The line, without its end of line.
+    pub text: String,
+}
+
+/// The difference between two versions of a registry document, line by line, of their
+/// pretty-printed JSON.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RegistryDiff {
+    pub kind: String,
+    pub name: String,
+    pub from: i64,
+    pub to: i64,
+    /// The unified diff (`--- Kind name vFROM`, `+++ Kind name vTO`, hunks with 3 lines of context).
+    pub unified: String,
+    /// Every line of both versions, in order.
+    pub lines: Vec<DiffLine>,
+}
+
 /// An integer JSON may write `3` or `3.0` (both are JSON Schema integers).
 fn whole_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
@@ -1189,6 +1247,10 @@ pub struct SiteView {
     /// The site's labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// When the site was cut off: the last time one of its agents was seen, when none is
+    /// online now (absent while one is, when it has no agent, or when the site is revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_off_since: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

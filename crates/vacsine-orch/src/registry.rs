@@ -2,6 +2,7 @@
 //! (1, 2, … a new version only when the content changed), and runs of a pushed workflow at a
 //! site whose job names the versions it carries (and is signed, as every job).
 
+use super::extract::{ApiPath, ApiQuery};
 use super::{valid_name, ApiError, ApiJson, ApiResult, Srv};
 use crate::proto::{self, RegistryEntry, VersionRef};
 use crate::rfc3339;
@@ -136,6 +137,132 @@ pub(super) async fn list_registry(
         .map(|r| entry(r, false))
         .collect();
     Ok(Json(proto::RegistryList { entries }))
+}
+
+/// A version of a document (the latest without `version`), or 404 naming what there is.
+async fn stored(s: &Srv, kind: &str, name: &str, version: Option<i64>) -> ApiResult<RegistryRow> {
+    s.store
+        .registry_document(kind, name, version)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                match version {
+                    Some(v) => format!(
+                        "no version {v} of {kind} `{name}` in the registry (`vacsine registry list` shows the versions there are)"
+                    ),
+                    None => format!(
+                        "no {kind} `{name}` in the registry (`vacsine registry list` shows what there is; `vacsine push FILE` adds it)"
+                    ),
+                },
+            )
+        })
+}
+
+/// A document's text as shown and compared: its JSON, pretty-printed.
+fn pretty(r: &RegistryRow) -> ApiResult<String> {
+    serde_json::to_string_pretty(&document(r)?).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("registry {} {} version {}: {e}", r.kind, r.name, r.version),
+        )
+    })
+}
+
+#[utoipa::path(get, path = "/v1/registry/{kind}/{name}", tag = "operator", security(("operator" = [])),
+    description = "One version of a pushed document (the latest without `version`), as pushed: its content, SHA-256, time of push, and whether its signature made at push still verifies.",
+    params(("kind" = String, Path, description = "`Policy`, `Workflow`, `Response` or `Schedule`"),
+        ("name" = String, Path, description = "the document's name"),
+        ("version" = Option<i64>, Query, description = "the version (the latest when absent)", minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)),
+    responses((status = 200, body = proto::RegistryDocument),
+        (status = 400, body = proto::ErrorBody, description = "a `version` that is not a whole number"),
+        (status = 404, body = proto::ErrorBody, description = "no such document, or no such version of it")))]
+pub(super) async fn show_document(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+    ApiPath((kind, name)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<proto::VersionQuery>,
+) -> ApiResult<Json<proto::RegistryDocument>> {
+    s.operator(&h)?;
+    let latest = stored(&s, &kind, &name, None).await?;
+    let r = match q.version {
+        Some(v) if v != latest.version => stored(&s, &kind, &name, Some(v)).await?,
+        _ => latest.clone(),
+    };
+    let verified = crate::bundle::verify_document(
+        &s.bundle.public_b64(),
+        &r.kind,
+        &r.name,
+        r.version,
+        &r.sha256,
+        &r.document,
+        r.signature.as_deref(),
+    )
+    .is_ok();
+    Ok(Json(proto::RegistryDocument {
+        document: document(&r)?,
+        kind: r.kind,
+        name: r.name,
+        version: r.version,
+        latest: latest.version,
+        sha256: r.sha256,
+        pushed: rfc3339(r.pushed_ms),
+        verified,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/registry/{kind}/{name}/diff", tag = "operator", security(("operator" = [])),
+    description = "The difference between two versions of a pushed document, line by line, of their pretty-printed JSON: as a unified diff and as every line with its change.",
+    params(("kind" = String, Path, description = "`Policy`, `Workflow`, `Response` or `Schedule`"),
+        ("name" = String, Path, description = "the document's name"),
+        ("from" = i64, Query, description = "the older version", minimum = -9223372036854775808i64, maximum = 9223372036854775807i64),
+        ("to" = i64, Query, description = "the newer version", minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)),
+    responses((status = 200, body = proto::RegistryDiff),
+        (status = 400, body = proto::ErrorBody, description = "`from` or `to` missing, or not a whole number"),
+        (status = 404, body = proto::ErrorBody, description = "no such document, or no such version of it")))]
+pub(super) async fn diff_documents(
+    State(s): State<Arc<Srv>>,
+    h: HeaderMap,
+    ApiPath((kind, name)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<proto::DiffQuery>,
+) -> ApiResult<Json<proto::RegistryDiff>> {
+    s.operator(&h)?;
+    let (old, new) = (
+        stored(&s, &kind, &name, Some(q.from)).await?,
+        stored(&s, &kind, &name, Some(q.to)).await?,
+    );
+    let (old_text, new_text) = (pretty(&old)?, pretty(&new)?);
+    let diff = similar::TextDiff::from_lines(&old_text, &new_text);
+    let unified = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(
+            &format!("{kind} {name} v{}", q.from),
+            &format!("{kind} {name} v{}", q.to),
+        )
+        .to_string();
+    let lines = diff
+        .iter_all_changes()
+        .map(|c| proto::DiffLine {
+            op: match c.tag() {
+                similar::ChangeTag::Delete => "-",
+                similar::ChangeTag::Insert => "+",
+                similar::ChangeTag::Equal => " ",
+            }
+            .into(),
+            text: c.value().trim_end_matches('\n').to_string(),
+        })
+        .collect();
+    Ok(Json(proto::RegistryDiff {
+        kind,
+        name,
+        from: q.from,
+        to: q.to,
+        unified,
+        lines,
+    }))
 }
 
 fn document(r: &RegistryRow) -> ApiResult<serde_json::Value> {

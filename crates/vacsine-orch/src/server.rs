@@ -337,6 +337,11 @@ fn router(srv: Arc<Srv>) -> Router {
             post(registry::push_documents).get(registry::list_registry),
         )
         .route(proto::OP_REGISTRY_RUNS, post(registry::run_pushed))
+        .route("/v1/registry/{kind}/{name}", get(registry::show_document))
+        .route(
+            "/v1/registry/{kind}/{name}/diff",
+            get(registry::diff_documents),
+        )
         .route("/v1/images/{digest}", put(images::put_image))
         .route(
             proto::OP_DECISIONS,
@@ -1580,13 +1585,24 @@ async fn list_sites(
 
 async fn site_views(s: &Srv) -> ApiResult<Vec<proto::SiteView>> {
     let store = &*s.store;
-    // Refused outbox items per site: each agent's last report, summed.
-    let site_of: std::collections::HashMap<String, String> = store
-        .agents()
-        .await?
+    let agents = store.agents().await?;
+    let now = now_ms();
+    // A site is cut off when it has agents (not revoked) and none is online: since the last
+    // time one of them was seen.
+    let mut seen: std::collections::HashMap<&str, (bool, i64)> = Default::default();
+    for a in agents.iter().filter(|a| a.revoked_ms.is_none()) {
+        let e = seen.entry(a.site.as_str()).or_insert((false, i64::MIN));
+        e.0 |= now - a.last_seen_ms <= ONLINE_MS;
+        e.1 = e.1.max(a.last_seen_ms);
+    }
+    let cut_off: std::collections::HashMap<String, i64> = seen
         .into_iter()
-        .map(|a| (a.id, a.site))
+        .filter(|(_, (online, _))| !online)
+        .map(|(site, (_, last))| (site.to_string(), last))
         .collect();
+    // Refused outbox items per site: each agent's last report, summed.
+    let site_of: std::collections::HashMap<String, String> =
+        agents.into_iter().map(|a| (a.id, a.site)).collect();
     let mut refused: std::collections::HashMap<String, u64> = Default::default();
     for (agent, json) in store.agent_outboxes().await? {
         if let (Some(site), Ok(o)) = (
@@ -1604,6 +1620,10 @@ async fn site_views(s: &Srv) -> ApiResult<Vec<proto::SiteView>> {
         .map(|x| proto::SiteView {
             refused_outbox_items: refused.get(&x.name).copied().unwrap_or(0),
             labels: labels.remove(&x.name).unwrap_or_default(),
+            cut_off_since: match x.revoked_ms {
+                Some(_) => None,
+                None => cut_off.get(&x.name).copied().map(rfc3339),
+            },
             name: x.name,
             created: rfc3339(x.created_ms),
             revoked: x.revoked_ms.map(rfc3339),

@@ -853,6 +853,28 @@ pub enum DecisionsAction {
 pub enum RegistryAction {
     /// Every version of every pushed policy and workflow.
     List,
+    /// One version of a pushed document (the latest without --version): its content as
+    /// pushed, SHA-256, time of push, and whether its signature still verifies.
+    ///
+    /// `vacsine registry show Workflow contain-host --version 2`
+    Show {
+        #[arg(value_parser = ["Policy", "Workflow", "Response", "Schedule"])]
+        kind: String,
+        name: String,
+        #[arg(long)]
+        version: Option<i64>,
+    },
+    /// The difference between two versions of a pushed document (a unified diff of their
+    /// JSON; `--format json` gives it line by line too).
+    ///
+    /// `vacsine registry diff Workflow contain-host 1 2`
+    Diff {
+        #[arg(value_parser = ["Policy", "Workflow", "Response", "Schedule"])]
+        kind: String,
+        name: String,
+        from: i64,
+        to: i64,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -164,6 +164,27 @@ pub async fn dispatch(cli: Cli) -> Exit {
             conn,
             format,
         } => crate::registrycmd::list(&conn, format).await,
+        Command::Registry {
+            action:
+                RegistryAction::Show {
+                    kind,
+                    name,
+                    version,
+                },
+            conn,
+            format,
+        } => crate::registrycmd::show(&kind, &name, version, &conn, format).await,
+        Command::Registry {
+            action:
+                RegistryAction::Diff {
+                    kind,
+                    name,
+                    from,
+                    to,
+                },
+            conn,
+            format,
+        } => crate::registrycmd::diff(&kind, &name, from, to, &conn, format).await,
     };
     r.unwrap_or_else(report_error)
 }

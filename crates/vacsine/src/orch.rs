@@ -641,9 +641,13 @@ fn print_sites(sites: &[proto::SiteView]) {
     println!("SITES");
     for s in sites {
         println!(
-            "  {:<20} created {}{}{}{}",
+            "  {:<20} created {}{}{}{}{}",
             s.name,
             s.created,
+            s.cut_off_since
+                .as_deref()
+                .map(|t| format!(", CUT OFF since {t} (no agent online)"))
+                .unwrap_or_default(),
             if s.labels.is_empty() {
                 String::new()
             } else {

@@ -225,6 +225,82 @@ pub async fn list(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<E
     Ok(Exit::Ok)
 }
 
+/// The registry path of a document; its name is checked here (it goes into the path).
+fn document_path(kind: &str, name: &str) -> miette::Result<String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(miette::miette!(
+            "NAME `{name}` is not a document name: letters, digits, `-`, `_` and `.` only (`vacsine registry list` shows the names)"
+        ));
+    }
+    Ok(format!("{}/{kind}/{name}", proto::OP_REGISTRY))
+}
+
+/// `vacsine registry show KIND NAME [--version N]`: exits 2 when the document's signature
+/// does not verify.
+pub async fn show(
+    kind: &str,
+    name: &str,
+    version: Option<i64>,
+    conn: &OperatorConn,
+    format: SimpleFormat,
+) -> miette::Result<Exit> {
+    let path = document_path(kind, name)?;
+    let c = client(conn)?;
+    let q: Vec<(&str, String)> = version
+        .map(|v| ("version", v.to_string()))
+        .into_iter()
+        .collect();
+    let d: proto::RegistryDocument = c.get_query(&path, &q).await.map_err(err)?;
+    if format == SimpleFormat::Json {
+        print_json(&d);
+    } else {
+        println!(
+            "{} {} version {} (latest {}), pushed {}, {}",
+            d.kind, d.name, d.version, d.latest, d.pushed, d.sha256
+        );
+        println!(
+            "signature: {}",
+            if d.verified {
+                "verifies"
+            } else {
+                "does NOT verify (altered in the store, or pushed before documents were signed: push it again)"
+            }
+        );
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&d.document).map_err(err)?
+        );
+    }
+    Ok(if d.verified { Exit::Ok } else { Exit::Failures })
+}
+
+/// `vacsine registry diff KIND NAME FROM TO`.
+pub async fn diff(
+    kind: &str,
+    name: &str,
+    from: i64,
+    to: i64,
+    conn: &OperatorConn,
+    format: SimpleFormat,
+) -> miette::Result<Exit> {
+    let path = format!("{}/diff", document_path(kind, name)?);
+    let c = client(conn)?;
+    let q = [("from", from.to_string()), ("to", to.to_string())];
+    let d: proto::RegistryDiff = c.get_query(&path, &q).await.map_err(err)?;
+    if format == SimpleFormat::Json {
+        print_json(&d);
+    } else if d.unified.is_empty() {
+        println!("{} {}: v{from} and v{to} are the same", d.kind, d.name);
+    } else {
+        print!("{}", d.unified);
+    }
+    Ok(Exit::Ok)
+}
+
 /// `NAME` or `NAME@VERSION` of a pushed workflow, when `arg` is not a file here (a path with
 /// a `/` or a YAML extension is always a file).
 pub fn pushed_ref(arg: &Path) -> Option<(String, Option<i64>)> {

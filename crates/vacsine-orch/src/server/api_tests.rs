@@ -640,3 +640,143 @@ async fn issue15_an_agent_of_another_protocol_is_refused_naming_both_versions() 
     r.refusal(StatusCode::NOT_FOUND, "not_found");
     assert_documented("post", "/v1/agent/{op}", r.status);
 }
+
+/// Issue 17 (point 6): a pushed document's text at each version and the difference between
+/// two, through the API as the console and the CLI read them.
+#[tokio::test]
+async fn issue17_a_document_is_shown_at_each_version_and_diffed() {
+    let a = api().await;
+    for uses in ["exec", "http"] {
+        let r = a
+            .json(
+                Method::POST,
+                "/v1/registry",
+                json!({"documents": [{"kind": "Workflow", "name": "hello", "document": workflow("hello", uses)}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    for (version, uses) in [(1, "exec"), (2, "http")] {
+        let r = a
+            .get(&format!("/v1/registry/Workflow/hello?version={version}"))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["version"], version);
+        assert_eq!(r.body["latest"], 2);
+        assert_eq!(r.body["verified"], true);
+        assert_eq!(r.body["document"], workflow("hello", uses));
+        assert!(r.body["sha256"].as_str().unwrap().starts_with("sha256:"));
+    }
+    // Without a version: the latest.
+    let r = a.get("/v1/registry/Workflow/hello").await;
+    assert_eq!(r.body["version"], 2, "{}", r.body);
+
+    let r = a.get("/v1/registry/Workflow/hello/diff?from=1&to=2").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let unified = r.body["unified"].as_str().unwrap();
+    assert!(
+        unified.contains("\n-        \"uses\": \"exec\",\n"),
+        "{unified}"
+    );
+    assert!(
+        unified.contains("\n+        \"uses\": \"http\",\n"),
+        "{unified}"
+    );
+    assert!(
+        unified.starts_with("--- Workflow hello v1\n+++ Workflow hello v2\n"),
+        "{unified}"
+    );
+    let changed: Vec<(&str, &str)> = r.body["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["op"] != " ")
+        .map(|l| {
+            (
+                l["op"].as_str().unwrap(),
+                l["text"].as_str().unwrap().trim(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changed,
+        [("-", "\"uses\": \"exec\","), ("+", "\"uses\": \"http\",")]
+    );
+
+    // Unknown version or document: 404 naming where to look; a bad version: 400.
+    let r = a.get("/v1/registry/Workflow/hello?version=3").await;
+    let e = r.refusal(StatusCode::NOT_FOUND, "not_found");
+    assert!(
+        e.contains("no version 3 of Workflow `hello`") && e.contains("vacsine registry list"),
+        "{e}"
+    );
+    assert_documented("get", "/v1/registry/{kind}/{name}", r.status);
+    let r = a.get("/v1/registry/Policy/nope").await;
+    let e = r.refusal(StatusCode::NOT_FOUND, "not_found");
+    assert!(e.contains("vacsine push FILE"), "{e}");
+    let r = a.get("/v1/registry/Workflow/hello/diff?from=1&to=9").await;
+    r.refusal(StatusCode::NOT_FOUND, "not_found");
+    assert_documented("get", "/v1/registry/{kind}/{name}/diff", r.status);
+    let r = a.get("/v1/registry/Workflow/hello/diff?from=1").await;
+    r.refusal(StatusCode::BAD_REQUEST, "bad_request");
+    assert_documented("get", "/v1/registry/{kind}/{name}/diff", r.status);
+}
+
+/// Issue 17 (point 6): a site whose agents were all last seen long ago is cut off since
+/// then; a site with an agent online is not.
+#[tokio::test]
+async fn issue17_a_site_says_since_when_it_is_cut_off() {
+    let a = api().await;
+    let now = crate::now_ms();
+    let long_ago = now - 3_600_000;
+    for (site, seen) in [("far", long_ago), ("near", now)] {
+        a.srv
+            .store
+            .create_site(site, &format!("h-{site}"), 1)
+            .await
+            .unwrap();
+        a.srv
+            .store
+            .enroll_agent(&crate::store::AgentRow {
+                id: format!("a-{site}"),
+                site: site.into(),
+                name: format!("agent-{site}"),
+                public_key: String::new(),
+                version: "test".into(),
+                enrolled_ms: 1,
+                last_seen_ms: seen,
+                revoked_ms: None,
+            })
+            .await
+            .unwrap();
+        a.srv
+            .store
+            .touch_agent(&format!("a-{site}"), seen)
+            .await
+            .unwrap();
+    }
+    for uri in ["/v1/status", "/v1/sites"] {
+        let r = a.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let sites = if uri == "/v1/status" {
+            &r.body["sites"]
+        } else {
+            &r.body
+        };
+        let site = |n: &str| {
+            sites
+                .as_array()
+                .unwrap_or_else(|| panic!("{uri}: {}", r.body))
+                .iter()
+                .find(|s| s["name"] == n)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            site("far")["cut_off_since"],
+            crate::rfc3339(long_ago),
+            "{uri}"
+        );
+        assert!(site("near").get("cut_off_since").is_none(), "{uri}");
+    }
+}

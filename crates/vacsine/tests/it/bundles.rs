@@ -218,6 +218,43 @@ fn pushed_workflows_are_versioned_and_run_at_a_site_by_name_and_version() {
         .as_str()
         .unwrap()
         .starts_with("sha256:"));
+    // Each version as pushed, and the difference between two (issue 17, point 6).
+    let v1 = o.json(&[
+        "registry",
+        "show",
+        "Workflow",
+        "greet",
+        "--version",
+        "1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        (v1["version"].as_i64(), v1["latest"].as_i64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(v1["verified"], true, "{v1}");
+    assert!(v1["document"].to_string().contains("hello-"), "{v1}");
+    let diff = o.cli(&["registry", "diff", "Workflow", "greet", "1", "2"]);
+    assert!(diff.status.success(), "{}", text(&diff));
+    let out = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        out.starts_with("--- Workflow greet v1\n+++ Workflow greet v2\n"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with('-') && l.contains("hello-"))
+            && out.lines().any(|l| l.starts_with('+') && l.contains("hi-")),
+        "{out}"
+    );
+    let none = o.cli(&["registry", "show", "Workflow", "greet", "--version", "9"]);
+    assert!(!none.status.success());
+    assert!(
+        text(&none).contains("no version 9 of Workflow `greet`"),
+        "{}",
+        text(&none)
+    );
     // A file that does not parse is refused before anything is pushed, at its line.
     let bad = write(d.path(), "bad.yaml", &SAY.replace("  steps:", "  stepz:"));
     let r = o.cli(&["push", bad.to_str().unwrap()]);

@@ -63,8 +63,8 @@ fn table_wrap(m: Markup) -> Markup {
     html! { div.scroll { (m) } }
 }
 
-/// Where a site stands, from its agents: `online`, `cut off` since the last time one of them
-/// was seen, `no agent`, or `revoked`.
+/// Where a site stands: `revoked`, `no agent`, `cut off` since the last time one of its
+/// agents was seen (the API's `cut_off_since`), or `online`.
 pub(super) fn site_state(
     site: &proto::SiteView,
     agents: &[&AgentView],
@@ -72,16 +72,13 @@ pub(super) fn site_state(
     if site.revoked.is_some() {
         return ("revoked".into(), None);
     }
-    let live: Vec<&&AgentView> = agents.iter().filter(|a| a.state != "revoked").collect();
-    if live.is_empty() {
+    if !agents.iter().any(|a| a.state != "revoked") {
         return ("no agent".into(), None);
     }
-    if live.iter().any(|a| a.state == "online") {
-        return ("online".into(), None);
+    match &site.cut_off_since {
+        Some(t) => ("cut off".into(), Some(t.clone())),
+        None => ("online".into(), None),
     }
-    // RFC 3339 in one format: the greatest string is the latest time.
-    let since = live.iter().map(|a| a.last_seen.clone()).max();
-    ("cut off".into(), since)
 }
 
 pub(super) async fn sites(State(s): State<Arc<Srv>>, who: Session) -> Response {
@@ -796,13 +793,8 @@ pub(super) struct Versions {
     to: Option<i64>,
 }
 
-fn pretty(doc: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(doc)
-        .and_then(|v| serde_json::to_string_pretty(&v))
-        .unwrap_or_else(|_| doc.to_string())
-}
-
-/// One version of a document (`?to=N`), or the difference between two (`?from=M&to=N`).
+/// One version of a document (`?to=N`), or the difference between two (`?from=M&to=N`),
+/// read through `GET /v1/registry/{kind}/{name}` and its `/diff`.
 pub(super) async fn document(
     State(s): State<Arc<Srv>>,
     who: Session,
@@ -812,41 +804,56 @@ pub(super) async fn document(
     let get = |version: Option<i64>| {
         let (s, kind, name) = (s.clone(), kind.clone(), name.clone());
         async move {
-            s.store
-                .registry_document(&kind, &name, version)
-                .await
-                .map_err(super::ApiError::from)?
-                .ok_or_else(|| {
-                    super::ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        format!(
-                            "no {kind} `{name}`{} in the registry",
-                            version.map(|v| format!(" version {v}")).unwrap_or_default()
-                        ),
-                    )
-                })
+            let h = s.as_operator()?;
+            Ok::<_, super::ApiError>(
+                registry::show_document(
+                    State(s),
+                    h,
+                    ApiPath((kind, name)),
+                    ApiQuery(proto::VersionQuery { version }),
+                )
+                .await?
+                .0,
+            )
         }
     };
     let to = match get(v.to).await {
         Ok(r) => r,
         Err(e) => return api_failed(&who, e),
     };
-    let from = match v.from {
-        Some(f) => match get(Some(f)).await {
-            Ok(r) => Some(r),
-            Err(e) => return api_failed(&who, e),
-        },
+    let diff = match v.from {
+        Some(from) => {
+            let got = async {
+                let h = s.as_operator()?;
+                Ok::<_, super::ApiError>(
+                    registry::diff_documents(
+                        State(s.clone()),
+                        h,
+                        ApiPath((kind.clone(), name.clone())),
+                        ApiQuery(proto::DiffQuery {
+                            from,
+                            to: to.version,
+                        }),
+                    )
+                    .await?
+                    .0,
+                )
+            };
+            match got.await {
+                Ok(d) => Some(d),
+                Err(e) => return api_failed(&who, e),
+            }
+        }
         None => None,
     };
-    let versions: Vec<i64> = (1..=to.version.max(from.as_ref().map_or(0, |f| f.version))).collect();
-    let new_text = pretty(&to.document);
+    let versions: Vec<i64> = (1..=to.version.max(diff.as_ref().map_or(0, |d| d.from))).collect();
+    let new_text = serde_json::to_string_pretty(&to.document).unwrap_or_default();
     let body = html! {
         form.filters method="get" {
             label { "From "
                 select name="from" {
                     option value="" { "—" }
-                    @for n in &versions { option value=(n) selected[from.as_ref().map(|f| f.version) == Some(*n)] { "v" (n) } }
+                    @for n in &versions { option value=(n) selected[diff.as_ref().map(|d| d.from) == Some(*n)] { "v" (n) } }
                 }
             }
             label { "To "
@@ -856,12 +863,12 @@ pub(super) async fn document(
             }
             button type="submit" { "Show" }
         }
-        p.dim { "v" (to.version) " pushed " (when(&rfc3339(to.pushed_ms))) ", " code { (to.sha256) } }
-        @match &from {
-            Some(f) => {
-                h2 { "v" (f.version) " → v" (to.version) }
+        p.dim { "v" (to.version) " pushed " (when(&to.pushed)) ", " code { (to.sha256) } }
+        @match &diff {
+            Some(d) => {
+                h2 { "v" (d.from) " → v" (to.version) }
                 pre #diff .diff {
-                    @for (tag, line) in diff_lines(&pretty(&f.document), &new_text) {
+                    @for (tag, line) in diff_lines(&d.lines) {
                         span class=(tag) { (line) }
                     }
                 }
@@ -875,21 +882,17 @@ pub(super) async fn document(
     )
 }
 
-/// A line diff: each line with `ins`, `del` or `ctx`, and its sign.
-pub(super) fn diff_lines(old: &str, new: &str) -> Vec<(&'static str, String)> {
-    similar::TextDiff::from_lines(old, new)
-        .iter_all_changes()
-        .map(|c| {
-            let (tag, sign) = match c.tag() {
-                similar::ChangeTag::Delete => ("del", '-'),
-                similar::ChangeTag::Insert => ("ins", '+'),
-                similar::ChangeTag::Equal => ("ctx", ' '),
+/// A diff's lines with `ins`, `del` or `ctx`, and its sign.
+pub(super) fn diff_lines(lines: &[proto::DiffLine]) -> Vec<(&'static str, String)> {
+    lines
+        .iter()
+        .map(|l| {
+            let tag = match l.op.as_str() {
+                "-" => "del",
+                "+" => "ins",
+                _ => "ctx",
             };
-            let mut line = format!("{sign} {}", c.value());
-            if !line.ends_with('\n') {
-                line.push('\n');
-            }
-            (tag, line)
+            (tag, format!("{} {}\n", l.op, l.text))
         })
         .collect()
 }

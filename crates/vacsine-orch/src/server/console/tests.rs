@@ -523,7 +523,16 @@ async fn hostile_strings_in_events_sites_and_runs_are_shown_escaped() {
 
 #[test]
 fn a_diff_marks_removed_and_added_lines() {
-    let d = super::pages::diff_lines("a\nb\nc\n", "a\nc\nd\n");
+    let line = |op: &str, text: &str| crate::proto::DiffLine {
+        op: op.into(),
+        text: text.into(),
+    };
+    let d = super::pages::diff_lines(&[
+        line(" ", "a"),
+        line("-", "b"),
+        line(" ", "c"),
+        line("+", "d"),
+    ]);
     let got: Vec<(&str, &str)> = d.iter().map(|(t, l)| (*t, l.as_str())).collect();
     assert_eq!(
         got,
