@@ -125,15 +125,18 @@ struct Series<'a> {
     points: Vec<(i64, i64)>,
 }
 
+/// Points `(ms, count)` of passing and of failing.
+type PassFail = (Vec<(i64, i64)>, Vec<(i64, i64)>);
+
 fn trends(v: &PostureView) -> Markup {
-    let mut per_site: BTreeMap<&str, (Vec<(i64, i64)>, Vec<(i64, i64)>)> = BTreeMap::new();
+    let mut per_site: BTreeMap<&str, PassFail> = BTreeMap::new();
     for p in &v.trend {
         let Some(t) = ms(&p.at) else { continue };
         let e = per_site.entry(&p.site).or_default();
         e.0.push((t, p.passing));
         e.1.push((t, p.failing));
     }
-    let mut per_fw: BTreeMap<&str, (Vec<(i64, i64)>, Vec<(i64, i64)>)> = BTreeMap::new();
+    let mut per_fw: BTreeMap<&str, PassFail> = BTreeMap::new();
     for p in &v.control_trend {
         let Some(t) = ms(&p.at) else { continue };
         let e = per_fw.entry(&p.framework).or_default();
