@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 /// The trend windows offered by the filter form (any `window` the API takes is accepted).
 const WINDOWS: [&str; 4] = ["24h", "7d", "30d", "90d"];
+/// A site's failing requirements are shown open (their evidence visible) up to this many.
+const OPEN_UP_TO: usize = 5;
 
 #[derive(Deserialize, Default)]
 pub(super) struct PostureFilter {
@@ -167,7 +169,7 @@ const WIDTH: i64 = 960;
 const HEIGHT: i64 = 180;
 const LEFT: i64 = 48;
 const RIGHT: i64 = 16;
-const TOP: i64 = 12;
+const TOP: i64 = 26;
 const BOTTOM: i64 = 24;
 
 /// Lines over time, one per series, with a dot (and its value as a tooltip) at each point.
@@ -197,6 +199,12 @@ fn svg(label: &str, series: &[Series<'_>]) -> Markup {
             text.axis x=(LEFT - 6) y=(y(0) + 4) text-anchor="end" { "0" }
             text.axis x=(LEFT) y=(HEIGHT - 6) text-anchor="start" { (day(t0)) }
             @if t1 > t0 { text.axis x=(WIDTH - RIGHT) y=(HEIGHT - 6) text-anchor="end" { (day(t1)) } }
+            @for (i, s) in series.iter().enumerate() {
+                g class={ "legend " (s.class) } {
+                    circle cx=(WIDTH - RIGHT - 150 + 80 * i as i64) cy="10" r="4" {}
+                    text x=(WIDTH - RIGHT - 142 + 80 * i as i64) y="14" { (s.name) }
+                }
+            }
             @for s in series {
                 @let pts: Vec<String> = s.points.iter().map(|(t, n)| format!("{},{}", x(*t), y(*n))).collect();
                 g class={ "series " (s.class) } {
@@ -267,7 +275,7 @@ fn failing(v: &PostureView) -> Markup {
         @for (site, by_item) in &grouped {
             h3 { "Site " (site) }
             @for (item, fs) in by_item {
-                details.finding id=(anchor(site, item)) {
+                details.finding id=(anchor(site, item)) open[by_item.len() <= OPEN_UP_TO] {
                     summary {
                         code { (item) }
                         @if let Some(t) = fs.iter().find_map(|f| f.title.as_deref()) { " · " (t) }
