@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 mod gantt;
 mod pages;
+mod posture;
 pub mod users;
 
 pub use users::{AddUser, UserCreated, UserList, UserRevoked, UserView};
@@ -85,6 +86,7 @@ pub(super) fn router() -> Router<Arc<Srv>> {
         .route("/console/events", get(pages::events))
         .route("/console/events/live", get(pages::live))
         .route("/console/approvals/{id}", post(pages::settle))
+        .route("/console/posture", get(posture::page))
         .route("/console/registry", get(pages::registry))
         .route("/console/registry/{kind}/{name}", get(pages::document))
         .route("/console/assets/console.css", get(css))
@@ -259,6 +261,7 @@ fn frame(title: &str, who: Option<&Session>, body: Markup) -> Markup {
                             a href="/console/" { "Sites" }
                             a href="/console/runs" { "Runs" }
                             a href="/console/events" { "Events" }
+                            a href="/console/posture" { "Posture" }
                             a href="/console/registry" { "Registry" }
                         }
                         div.who {

@@ -575,6 +575,23 @@ fn issue17_the_console_in_a_real_browser() {
     b.screenshot("11-sites-phone");
     b.size(1280, 900);
 
+    // Posture: reached from the navigation; no assessment made yet (no Schedule pushed).
+    b.click("header.top nav a[href='/console/posture']");
+    b.wait_js(
+        "the posture page",
+        "return document.querySelector('#posture-sites') !== null",
+    );
+    assert_eq!(
+        b.js("return document.querySelector('main h1').textContent"),
+        "Posture"
+    );
+    let empty = b.js("return document.querySelector('main').textContent");
+    assert!(
+        empty.as_str().unwrap().contains("No assessment yet"),
+        "{empty}"
+    );
+    b.screenshot("12-posture");
+
     // Revoking alice ends her session: the next page is the login form.
     let rv = o.json(&["user", "revoke", "alice", "--format", "json"]);
     assert_eq!(rv["sessions_ended"], 1, "{rv}");

@@ -28,7 +28,7 @@ const EVENTS_SHOWN: usize = 50;
 const RUNS_PER_PAGE: usize = 50;
 
 /// A path segment, percent-encoded (ids and names in links).
-fn seg(s: &str) -> String {
+pub(super) fn seg(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
@@ -42,12 +42,12 @@ fn wire<T: Serialize>(v: &T) -> String {
 }
 
 /// `2026-12-07T01:02:03.456Z` as `2026-12-07 01:02:03` (the full time in the title).
-fn when(t: &str) -> Markup {
+pub(super) fn when(t: &str) -> Markup {
     let short = t.get(..19).unwrap_or(t).replace('T', " ");
     html! { time datetime=(t) title=(t) { (short) } }
 }
 
-fn badge(status: &str) -> Markup {
+pub(super) fn badge(status: &str) -> Markup {
     // The class from a fixed set only; the text as it is.
     let class = match status {
         "succeeded" | "online" | "approved" | "active" | "pass" | "verified" | "compliant" => "ok",
@@ -59,7 +59,7 @@ fn badge(status: &str) -> Markup {
     html! { span class={ "badge " (class) } { (status) } }
 }
 
-fn table_wrap(m: Markup) -> Markup {
+pub(super) fn table_wrap(m: Markup) -> Markup {
     html! { div.scroll { (m) } }
 }
 

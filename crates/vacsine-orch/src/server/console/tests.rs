@@ -521,6 +521,187 @@ async fn hostile_strings_in_events_sites_and_runs_are_shown_escaped() {
     assert!(r.body.contains("no run `&lt;script&gt;`"), "{}", r.body);
 }
 
+/// Assessment results of site `edge` as an agent's uploads keep them: two days ago every
+/// requirement passed; an hour ago `ssh-no-root` failed on a node named HOSTILE with HOSTILE
+/// evidence; a scan found port 22 open.
+async fn assessed(c: &Con) {
+    use crate::store::{AssessmentRow, HistoryRow};
+    let now = crate::now_ms();
+    let (before, after) = (now - 2 * 86_400_000, now - 3_600_000);
+    let row =
+        |kind: &str, node: &str, item: &str, at: i64, outcome: &str, evidence: &str, refs: &str| {
+            HistoryRow {
+                site: "edge".into(),
+                schedule: "baseline".into(),
+                kind: kind.into(),
+                node: node.into(),
+                item: item.into(),
+                since_ms: at,
+                outcome: outcome.into(),
+                evidence: evidence.into(),
+                title: Some("no root login over ssh".into()),
+                refs: refs.into(),
+            }
+        };
+    let assessment = |key: &str, kind: &str, at: i64, passing: i64, failing: i64| AssessmentRow {
+        key: key.into(),
+        site: "edge".into(),
+        schedule: "baseline".into(),
+        kind: kind.into(),
+        at_ms: at,
+        total: passing + failing,
+        passing,
+        failing,
+        error: None,
+    };
+    let anssi = r#"{"anssi-bp28":["R30"]}"#;
+    let cis = r#"{"cis":["5.2.10"]}"#;
+    let first = [
+        row(
+            "check",
+            HOSTILE,
+            "ssh-no-root",
+            before,
+            "pass",
+            "PermitRootLogin no",
+            anssi,
+        ),
+        row(
+            "check",
+            "web-1",
+            "firewall-on",
+            before,
+            "pass",
+            "nft ruleset loaded",
+            cis,
+        ),
+    ];
+    let store = &c.srv.store;
+    assert!(store
+        .put_assessment(
+            &assessment("edge/assess/baseline/check/1", "check", before, 2, 0),
+            &first
+        )
+        .await
+        .unwrap());
+    let second = [row(
+        "check",
+        HOSTILE,
+        "ssh-no-root",
+        after,
+        "fail",
+        HOSTILE,
+        anssi,
+    )];
+    assert!(store
+        .put_assessment(
+            &assessment("edge/assess/baseline/check/2", "check", after, 1, 1),
+            &second
+        )
+        .await
+        .unwrap());
+    let scan = [row(
+        "scan",
+        "web-1",
+        "tcp/22",
+        after,
+        "open",
+        "22/tcp open ssh",
+        "{}",
+    )];
+    assert!(store
+        .put_assessment(
+            &assessment("edge/assess/baseline/scan/1", "scan", after, 0, 1),
+            &scan
+        )
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn the_posture_page_shows_failing_requirements_with_escaped_evidence_controls_and_trend() {
+    let c = con().await;
+    let s = c.login(&c.user("vic", "viewer").await).await;
+    assessed(&c).await;
+    let r = c.call(Method::GET, "/console/posture", &s, None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let b = &r.body;
+    assert!(b.contains(r#"href="/console/posture""#), "the nav links it");
+    // Site edge: one passing, one failing now; the failing one's drill down.
+    assert!(b.contains(r#"id="posture-sites""#), "{b}");
+    assert!(b.contains(r#"id="req-edge-ssh%2Dno%2Droot""#), "{b}");
+    assert!(b.contains("no root login over ssh"), "{b}");
+    // The evidence and the node name, escaped (text and attribute alike).
+    let escaped = "&lt;script&gt;window.__xss=1&lt;/script&gt;&lt;img src=x onerror=&quot;window.__xss=1&quot;&gt;";
+    assert!(b.matches(escaped).count() >= 2, "{b}");
+    assert!(!b.contains("<script>window"), "{b}");
+    assert!(!b.contains("<img"), "{b}");
+    // Controls of both frameworks: R30 failing (linked to its drill down), 5.2.10 passing.
+    assert!(b.contains("anssi-bp28") && b.contains("R30"), "{b}");
+    assert!(b.contains("5.2.10"), "{b}");
+    assert!(b.contains(r##"href="#req-edge-ssh%2Dno%2Droot""##), "{b}");
+    // Open ports.
+    assert!(b.contains("tcp/22") && b.contains("22/tcp open ssh"), "{b}");
+    // The trend: an inline SVG per site, with a line of failing requirements going 0 → 1.
+    assert!(b.contains("<svg class=\"trend\""), "{b}");
+    assert!(b.contains("requirements of site edge over time"), "{b}");
+    assert!(b.contains("<polyline"), "{b}");
+    assert!(b.contains("failing 1 · "), "{b}");
+    assert!(b.contains("failing 0 · "), "{b}");
+    assert!(
+        b.contains("controls of framework anssi-bp28 over time"),
+        "{b}"
+    );
+
+    // The framework filter: only requirements referencing CIS count, nothing fails.
+    let r = c
+        .call(
+            Method::GET,
+            "/console/posture?framework=cis&site=edge",
+            &s,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let b = &r.body;
+    assert!(b.contains("5.2.10"), "{b}");
+    assert!(!b.contains("R30"), "{b}");
+    assert!(!b.contains("req-edge-ssh"), "{b}");
+    assert!(b.contains("Nothing failing."), "{b}");
+    assert!(
+        b.contains(r#"value="cis""#),
+        "the filter is kept in the form: {b}"
+    );
+    // Another site: nothing of edge's.
+    let r = c
+        .call(
+            Method::GET,
+            "/console/posture?site=elsewhere",
+            &s,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(!r.body.contains("tcp/22"), "{}", r.body);
+    // A window the API refuses is a page saying why, escaped.
+    let r = c
+        .call(
+            Method::GET,
+            "/console/posture?window=%3Cx%3E",
+            &s,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains("window=&lt;x&gt;"), "{}", r.body);
+    // Without a session: to the login form.
+    let r = c.call(Method::GET, "/console/posture", "", None, &[]).await;
+    assert_eq!(r.location(), "/console/login", "{}", r.body);
+}
+
 #[test]
 fn a_diff_marks_removed_and_added_lines() {
     let line = |op: &str, text: &str| crate::proto::DiffLine {
