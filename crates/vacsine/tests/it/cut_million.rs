@@ -13,7 +13,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const RESPONSE: &str = r#"apiVersion: vacsine.io/v1
+/// Bans without dedupe: every event is decided on its own (the benchmarks measure that path).
+pub(crate) const RESPONSE: &str = r#"apiVersion: vacsine.io/v1
 kind: Response
 metadata:
   name: ban-decoy-touch

@@ -13,25 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const RESPONSE: &str = r#"apiVersion: vacsine.io/v1
-kind: Response
-metadata:
-  name: ban-decoy-touch
-  version: "1"
-spec:
-  on:
-    events: [indicator]
-    sources: [opencanary]
-    observables: [ipv4, ipv6]
-  decide:
-    ban:
-      for: 1h
-  mode: autonomous
-  dedupe:
-    key: address
-    window: 10m
-  approval: none
-"#;
+use super::respond::RESPONSE;
 
 const DECOYS: &str = "apiVersion: vacsine.io/v1
 kind: Decoys

@@ -12,22 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const RESPONSE: &str = r#"apiVersion: vacsine.io/v1
-kind: Response
-metadata:
-  name: ban-decoy-touch
-  version: "1"
-spec:
-  on:
-    events: [indicator]
-    sources: [opencanary]
-    observables: [ipv4, ipv6]
-  decide:
-    ban:
-      for: 1h
-  mode: autonomous
-  approval: none
-"#;
+use super::cut_million::RESPONSE;
 
 /// Reads `SRC IP PORT` lines; for each, waits until `SRC` reaches `IP:PORT`, says `ready`,
 /// then connects every millisecond (50 ms timeout) and prints the wall-clock nanoseconds at

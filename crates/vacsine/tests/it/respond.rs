@@ -14,7 +14,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_vacsine");
 #[path = "taxii.rs"]
 mod taxii;
 
-const RESPONSE: &str = r#"apiVersion: vacsine.io/v1
+/// The Response the response tests push: an OpenCanary touch bans its source for an hour,
+/// once per address per 10 minutes.
+pub(crate) const RESPONSE: &str = r#"apiVersion: vacsine.io/v1
 kind: Response
 metadata:
   name: ban-decoy-touch
