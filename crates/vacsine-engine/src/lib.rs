@@ -27,6 +27,7 @@ mod journal;
 mod local;
 mod procgroup;
 pub mod reference;
+pub mod retention;
 mod seal;
 mod template;
 pub mod triggers;

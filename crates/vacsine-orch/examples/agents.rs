@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vacsine_orch::client::{AgentLink, OperatorClient};
-use vacsine_orch::proto;
+use vacsine_contract::client::{AgentLink, OperatorClient};
+use vacsine_contract::proto;
 use vacsine_wire::{KeyPair, PublicKey};
 
 fn usage() -> ! {

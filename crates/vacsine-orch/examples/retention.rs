@@ -13,7 +13,7 @@
 use rusqlite::params;
 use std::path::Path;
 use std::time::Instant;
-use vacsine_orch::retention::Policy;
+use vacsine_engine::retention::Policy;
 use vacsine_orch::store::{RunQuery, SqliteStore, Store};
 
 fn usage() -> ! {
@@ -184,7 +184,7 @@ fn agent(dir: &Path, n: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let jp = dir.join("journal.db");
     drop(vacsine_engine::Journal::open(&jp)?);
-    drop(vacsine_orch::agent::Outbox::open(&dir.join("agent.db"))?);
+    drop(vacsine_agent::Outbox::open(&dir.join("agent.db"))?);
     let now = vacsine_orch::now_ms();
     {
         let mut c = rusqlite::Connection::open(&jp)?;
@@ -227,24 +227,24 @@ fn agent(dir: &Path, n: usize) -> anyhow::Result<()> {
     }
     let before = dir_size(dir);
     let t = Instant::now();
-    let r = vacsine_orch::gc::agent_pass(dir, &Policy::default(), now, false)?;
+    let r = vacsine_agent::gc::agent_pass(dir, &Policy::default(), now, false)?;
     let took = t.elapsed();
     let after = dir_size(dir);
     println!(
         "agent folder, {n} ended runs of one record + {n} acknowledged outbox items: {} before, {} after one pass ({:.1} s); policy: {}",
-        vacsine_orch::gc::human_bytes(before),
-        vacsine_orch::gc::human_bytes(after),
+        vacsine_engine::retention::human_bytes(before),
+        vacsine_engine::retention::human_bytes(after),
         took.as_secs_f64(),
         Policy::default().describe()
     );
     println!(
         "  {}",
-        vacsine_orch::gc::runs_line("journal", &r.journal, false)
+        vacsine_engine::retention::runs_line("journal", &r.journal, false)
     );
     println!(
         "  agent.db: {} acknowledged outbox item(s) removed, file {} smaller",
         r.agent_db.outbox_acknowledged_removed,
-        vacsine_orch::gc::human_bytes(r.agent_db.reclaimed_bytes)
+        vacsine_engine::retention::human_bytes(r.agent_db.reclaimed_bytes)
     );
     Ok(())
 }

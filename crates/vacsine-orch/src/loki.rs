@@ -191,7 +191,7 @@ fn ack_path(spool: &Path) -> PathBuf {
 /// Write `bytes` to `path` whole (a temporary file renamed into place).
 fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    crate::files::write_private(&tmp, bytes)?;
+    vacsine_contract::files::write_private(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
 

@@ -3,11 +3,11 @@
 //! `docs/openapi.json` (a test fails when the two differ). A child of `server`, whose
 //! handlers it documents.
 
-use crate::proto;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
+use vacsine_contract::proto;
 
 struct OperatorAuth;
 
@@ -254,9 +254,9 @@ impl Modify for IdempotencyKey {
         super::console::UserCreated,
         super::console::UserList,
         super::console::UserRevoked,
-        crate::schedule::AssessmentUpload,
-        crate::schedule::AssessmentAccepted,
-        crate::schedule::Item,
+        vacsine_contract::schedule::AssessmentUpload,
+        vacsine_contract::schedule::AssessmentAccepted,
+        vacsine_contract::schedule::Item,
         crate::posture::PostureView,
         crate::posture::SitePosture,
         crate::posture::Finding,
@@ -274,7 +274,7 @@ impl Modify for IdempotencyKey {
 struct ApiDoc;
 
 /// Prefix of the components that hold the Workflow document's JSON Schema.
-const WORKFLOW: &str = "Workflow";
+const WORKFLOW: &str = vacsine_contract::proto::WORKFLOW_SCHEMA;
 
 /// The OpenAPI document, as JSON: the handlers' and protocol types' document, with the
 /// Workflow document's JSON Schema (the one `vacsine schema workflow` prints, derived from
@@ -329,22 +329,6 @@ fn rebase_refs(v: &mut serde_json::Value) {
         Value::Array(a) => a.iter_mut().for_each(rebase_refs),
         _ => {}
     }
-}
-
-/// The schema of `Job.workflow`: a Workflow, or null (an enforce or step job).
-pub(crate) fn workflow_or_null() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
-    AnyOfBuilder::new()
-        .item(Ref::from_schema_name(WORKFLOW))
-        .item(ObjectBuilder::new().schema_type(Type::Null))
-        .into()
-}
-
-/// The schema of `Job.catalog`: Workflows.
-pub(crate) fn workflows() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    utoipa::openapi::schema::ArrayBuilder::new()
-        .items(Ref::from_schema_name(WORKFLOW))
-        .into()
 }
 
 #[cfg(test)]

@@ -26,10 +26,7 @@ pub fn parse_span(s: &str) -> Option<i64> {
         .and_then(|d| i64::try_from(d.as_millis()).ok())
 }
 
-/// Outcomes counted as failing (`error`: the requirement could not be shown to hold).
-pub fn is_failing(outcome: &str) -> bool {
-    matches!(outcome, "fail" | "error")
-}
+pub use vacsine_contract::schedule::is_failing;
 
 /// The posture: now, and the trend over the window asked for.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -4,7 +4,6 @@
 
 use super::extract::{ApiPath, ApiQuery};
 use super::{valid_name, ApiError, ApiJson, ApiResult, Srv};
-use crate::proto::{self, RegistryEntry, VersionRef};
 use crate::rfc3339;
 use crate::store::RegistryRow;
 use axum::extract::State;
@@ -12,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use vacsine_contract::proto::{self, RegistryEntry, VersionRef};
 
 fn entry(r: &RegistryRow, created: bool) -> RegistryEntry {
     RegistryEntry {
@@ -33,7 +33,7 @@ fn check_document(d: &proto::PushDocument) -> ApiResult<()> {
             let w = serde_json::from_value::<vacsine_core::workflow::Workflow>(d.document.clone());
             (
                 w.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-                crate::bundle::document_name(&d.document),
+                vacsine_contract::bundle::document_name(&d.document),
             )
         }
         "Policy" => {
@@ -45,7 +45,7 @@ fn check_document(d: &proto::PushDocument) -> ApiResult<()> {
         }
         "Response" => {
             // Validated as agents will read it (the text of its JSON, strictly).
-            let r = crate::decisions::response_rule(&d.name, 0, &d.document);
+            let r = vacsine_contract::decisions::response_rule(&d.name, 0, &d.document);
             let name = d
                 .document
                 .pointer("/metadata/name")
@@ -56,7 +56,7 @@ fn check_document(d: &proto::PushDocument) -> ApiResult<()> {
         }
         "Schedule" => {
             // Issue 17: read as agents will read it (strictly, with its target and interval).
-            let s = crate::schedule::Schedule::from_value(&d.document);
+            let s = vacsine_contract::schedule::Schedule::from_value(&d.document);
             let name = s
                 .as_ref()
                 .map(|s| s.metadata.name.clone())
@@ -99,11 +99,11 @@ pub(super) async fn push_documents(
     }
     let mut entries = Vec::new();
     for d in &r.documents {
-        let text = crate::bundle::canonical_json(&d.document);
+        let text = vacsine_contract::bundle::canonical_json(&d.document);
         let sha = vacsine_wire::sha256_pin(text.as_bytes());
         // Signed now, as pushed: agents and the orchestrator itself refuse a document whose
         // content in the store is not what this signature names.
-        let signature = crate::bundle::sign_document(&s.bundle, &d.kind, &d.name, &sha);
+        let signature = vacsine_contract::bundle::sign_document(&s.bundle, &d.kind, &d.name, &sha);
         let (row, created) = s
             .store
             .push_document(&d.kind, &d.name, &sha, &text, &signature, crate::now_ms())
@@ -191,7 +191,7 @@ pub(super) async fn show_document(
         Some(v) if v != latest.version => stored(&s, &kind, &name, Some(v)).await?,
         _ => latest.clone(),
     };
-    let verified = crate::bundle::verify_document(
+    let verified = vacsine_contract::bundle::verify_document(
         &s.bundle.public_b64(),
         &r.kind,
         &r.name,
@@ -367,7 +367,7 @@ impl Srv {
     /// A registry document as the store holds it, checked against its signature made at
     /// push: 409 naming the document when it was altered since (or never signed).
     pub(super) fn verify_document(&self, r: &RegistryRow) -> ApiResult<()> {
-        crate::bundle::verify_document(
+        vacsine_contract::bundle::verify_document(
             &self.bundle.public_b64(),
             &r.kind,
             &r.name,
@@ -399,7 +399,7 @@ impl Srv {
         }
         let mut documents = Vec::new();
         for row in latest.values() {
-            documents.push(crate::bundle::BundleDocument {
+            documents.push(vacsine_contract::bundle::BundleDocument {
                 kind: row.kind.clone(),
                 name: row.name.clone(),
                 version: row.version,
@@ -410,21 +410,22 @@ impl Srv {
                 signature: row.signature.clone(),
             });
         }
-        let version = crate::bundle::registry_version(&documents);
+        let version = vacsine_contract::bundle::registry_version(&documents);
         if have == Some(version.as_str()) {
             return Ok(proto::BundleResponse {
                 bundle: None,
                 version,
             });
         }
-        let signed = crate::bundle::sign_registry(&self.bundle, site, documents, crate::now_ms())
-            .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("signing the registry bundle: {e}"),
-            )
-        })?;
+        let signed =
+            vacsine_contract::bundle::sign_registry(&self.bundle, site, documents, crate::now_ms())
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        format!("signing the registry bundle: {e}"),
+                    )
+                })?;
         Ok(proto::BundleResponse {
             bundle: Some(signed),
             version,

@@ -1,7 +1,6 @@
 //! The orchestrator: HTTPS server, agent endpoints (sealed), operator endpoints (token), the
 //! lease sweeper.
 
-use crate::proto::{self, ErrorBody};
 use crate::store::{status, AgentRow, Change, PgStore, RunRow, SqliteStore, Store, StoreError};
 use crate::{now_ms, rfc3339};
 use anyhow::Context;
@@ -18,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use vacsine_contract::proto::{self, ErrorBody};
 use vacsine_wire::{Binding, BundleSigner, Envelope, KeyPair, Opener, PublicKey, WireError};
 
 #[cfg(test)]
@@ -39,7 +39,7 @@ mod responses;
 mod spanning;
 
 /// Longest long poll an agent may ask for.
-pub const MAX_WAIT_MS: u64 = 25_000;
+pub use vacsine_contract::proto::MAX_WAIT_MS;
 /// An agent not seen for this long is shown offline.
 pub const ONLINE_MS: i64 = 60_000;
 /// An agent's "last seen" is written at most this often (it is shown to the second; each
@@ -64,7 +64,7 @@ pub struct Config {
     /// [`limits::per_client_default`], `Some(0)` for no cap.
     pub max_connections_per_client: Option<usize>,
     /// Retention of ended runs, applied periodically (`crate::gc`).
-    pub retention: crate::gc::Schedule,
+    pub retention: vacsine_engine::retention::Schedule,
     /// Serve `/metrics` (Prometheus, plain HTTP, no token: it holds counts only) here.
     pub metrics_listen: Option<SocketAddr>,
     /// Push step records, events and decisions to Loki (`crate::loki`).
@@ -117,7 +117,7 @@ struct Srv {
     /// Dedupe and throttle windows of the orchestrated Responses (`intel`).
     windows: std::sync::Mutex<vacsine_response::Windows>,
     /// Signed decisions, deletions, labels and approvals verified before (`decisions`).
-    verifier: crate::decisions::Verifier,
+    verifier: vacsine_contract::decisions::Verifier,
 }
 
 /// Request bodies over [`proto::MAX_UNAUTHENTICATED_BODY`] read at once for one agent (its
@@ -217,7 +217,8 @@ struct Prepared {
 
 async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     let data = &cfg.data;
-    crate::files::private_dir(data).with_context(|| format!("creating {}", data.display()))?;
+    vacsine_contract::files::private_dir(data)
+        .with_context(|| format!("creating {}", data.display()))?;
     let (tls, pin) = match &cfg.tls_files {
         Some((c, k)) => {
             let (tls, leaf) = crate::tls::server_config_pem(c, k)?;
@@ -238,7 +239,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             hpke_secret: KeyPair::generate().secret_b64(),
             bundle_secret: BundleSigner::generate().secret_b64(),
         };
-        crate::files::write_private(&kp, &serde_json::to_vec_pretty(&k)?)
+        vacsine_contract::files::write_private(&kp, &serde_json::to_vec_pretty(&k)?)
             .with_context(|| format!("writing {}", kp.display()))?;
         k
     };
@@ -250,7 +251,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             .to_string()
     } else {
         let t = random_hex(32);
-        crate::files::write_private(&tp, t.as_bytes())
+        vacsine_contract::files::write_private(&tp, t.as_bytes())
             .with_context(|| format!("writing {}", tp.display()))?;
         t
     };
@@ -521,7 +522,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         token: p.srv.token.clone(),
     };
     let opp = cfg.data.join("operator.json");
-    crate::files::write_private(&opp, &serde_json::to_vec_pretty(&op)?)
+    vacsine_contract::files::write_private(&opp, &serde_json::to_vec_pretty(&op)?)
         .with_context(|| format!("writing {}", opp.display()))?;
     let extended = p
         .srv
@@ -1689,9 +1690,9 @@ async fn submit_run(
         }
         Some(_) => {}
     }
-    crate::enforce::check_job(&r.job).map_err(ApiError::bad)?;
+    vacsine_contract::enforce::check_job(&r.job).map_err(ApiError::bad)?;
     s.resolve_images(&mut r.job).await?;
-    let workflow = crate::enforce::job_title(&r.job);
+    let workflow = vacsine_contract::enforce::job_title(&r.job);
     if let proto::Job::Workflow(w) = &r.job {
         if crate::xsite::spans_sites(&r.job) {
             // Steps naming sites: driven here, one step at a time.

@@ -1,24 +1,26 @@
-//! The orchestrator's side of signed work (see [`crate::bundle`]): a run's job is signed
+//! The orchestrator's side of signed work (see [`vacsine_contract::bundle`]): a run's job is signed
 //! with the bundle key when the run is submitted, kept beside it in the store, and handed
 //! out as signed; a job altered in the store afterwards no longer verifies at the agent.
 
 use super::{ApiError, ApiResult, Srv};
-use crate::proto::{Job, SignedJob};
 use crate::store::{RunRow, SignedRow};
 use axum::http::StatusCode;
+use vacsine_contract::proto::{Job, SignedJob};
 
 impl Srv {
     /// Sign run `run`'s job and queue the run with its signed job.
     pub(super) async fn sign_and_create_run(&self, run: &RunRow, job: &Job) -> ApiResult<()> {
         let (run_id, site) = (run.id.as_str(), run.site.as_str());
         let now = crate::now_ms();
-        let s = crate::bundle::sign_job(&self.bundle, run_id, site, job, now).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("signing run {run_id}: {e}"),
-            )
-        })?;
+        let s = vacsine_contract::bundle::sign_job(&self.bundle, run_id, site, job, now).map_err(
+            |e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("signing run {run_id}: {e}"),
+                )
+            },
+        )?;
         let row = SignedRow {
             payload: s.payload,
             signature: s.signature,

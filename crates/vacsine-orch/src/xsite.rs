@@ -6,57 +6,20 @@
 //! signed one-step job for that site's agents, waits for the agent's confirmation (the step's
 //! outcome, sent with the job's end), and only then does the engine advance.
 //!
-//! The agent side is `agent/step_job.rs`; the orchestrator side `server/spanning.rs`.
+//! The agent side is `vacsine-agent`'s `step_job.rs`, what crosses the wire `vacsine_contract::step`; the orchestrator side `server/spanning.rs`.
 
-use crate::proto::{Job, StepOutcome};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
+use vacsine_contract::proto::Job;
 use vacsine_core::node::{ExecOutput, FileContent, NodeError, NodeOps};
-use vacsine_core::record::{bound_stream, StepStatus};
 use vacsine_core::target::ResolvedNode;
 use vacsine_core::workflow::{RunsOn, Workflow};
 use vacsine_engine::executor::{ExecCtx, Executor, StepResult};
 
-/// Longest a dispatched step may run at its site (the engine's default step timeout).
-pub const MAX_STEP_MS: u64 = 3_600_000;
-
-/// The outcome an agent reports for a step it ran (streams bounded like records).
-pub fn outcome_of(r: &StepResult) -> StepOutcome {
-    StepOutcome {
-        status: r.status.as_str().to_string(),
-        exit_code: r.exit_code,
-        stdout: bound_stream(&r.stdout),
-        stderr: bound_stream(&r.stderr),
-        changed: r.changed,
-        messages: r.messages.clone(),
-        outputs: r.outputs.clone(),
-        undo: r.undo.clone().filter(|_| r.changed),
-        error: r.error.clone(),
-        ran: r.ran.clone(),
-    }
-}
-
-/// The engine's view of an outcome a site reported.
-pub fn result_of(o: StepOutcome) -> StepResult {
-    let status = StepStatus::parse(&o.status).unwrap_or(StepStatus::Failed);
-    let mut r = StepResult::ok(o.changed);
-    r.status = status;
-    r.exit_code = o.exit_code;
-    r.stdout = o.stdout.into_bytes();
-    r.stderr = o.stderr.into_bytes();
-    r.messages = o.messages;
-    r.outputs = o.outputs;
-    r.undo = o.undo;
-    r.error = o.error;
-    r.ran = o.ran;
-    if r.status != StepStatus::Succeeded && r.error.is_none() {
-        r.error = Some(format!("the step ended {}", r.status.as_str()));
-    }
-    r
-}
+pub use vacsine_contract::step::{outcome_of, result_of, MAX_STEP_MS};
 
 /// Whether a workflow job is a run spanning sites: a step of the workflow (or of its
 /// `rollback`) names where it runs with `runsOn`. Catalog workflows it calls do not decide
@@ -271,7 +234,8 @@ impl Executor for AtSite {
 mod tests {
     use super::*;
     use serde_json::json;
-    use vacsine_core::record::Level;
+    use vacsine_contract::proto::StepOutcome;
+    use vacsine_core::record::{Level, StepStatus};
 
     #[test]
     fn an_outcome_carries_what_the_engine_needs_back() {

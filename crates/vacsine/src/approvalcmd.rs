@@ -5,7 +5,7 @@ use crate::cli::{OperatorConn, SimpleFormat};
 use crate::exit::Exit;
 use crate::orch::{client, err};
 use crate::output::print_json;
-use vacsine_orch::proto;
+use vacsine_contract::proto;
 
 /// `vacsine approvals`.
 pub async fn list(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<Exit> {

@@ -6,11 +6,11 @@ use anyhow::{anyhow, bail, Context};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use vacsine_contract::schedule::{scan_items, Assess, Assessed, Item, ScanSpec};
 use vacsine_core::node::NodeOps;
 use vacsine_core::policy::Policy;
 use vacsine_core::target::Target;
 use vacsine_engine::executor::{ExecCtx, Executor, OpenPort, ScanExecutor};
-use vacsine_orch::schedule::{scan_items, Assess, Assessed, Item, ScanSpec};
 
 /// Longest evidence kept per result.
 const MAX_EVIDENCE: usize = 1000;

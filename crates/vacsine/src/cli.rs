@@ -596,23 +596,23 @@ pub struct AgentCli {
 #[derive(Args, Debug, Clone, Copy)]
 pub struct RetentionArgs {
     /// Remove ended runs older than this many days (0: no age limit).
-    #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_KEEP_DAYS, value_name = "DAYS")]
+    #[arg(long, default_value_t = vacsine_engine::retention::DEFAULT_KEEP_DAYS, value_name = "DAYS")]
     pub keep_days: u64,
     /// Keep at most this many ended runs (0: no limit).
-    #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_KEEP_RUNS, value_name = "RUNS")]
+    #[arg(long, default_value_t = vacsine_engine::retention::DEFAULT_KEEP_RUNS, value_name = "RUNS")]
     pub keep_runs: u64,
     /// Keep at most this many MiB of ended runs, their jobs and records (0: no limit).
-    #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_KEEP_MB, value_name = "MIB")]
+    #[arg(long, default_value_t = vacsine_engine::retention::DEFAULT_KEEP_MB, value_name = "MIB")]
     pub keep_mb: u64,
     /// Always keep the newest this many ended runs of each site (orchestrator) or workflow
     /// (agent), whatever their age.
-    #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_KEEP_LAST, value_name = "RUNS")]
+    #[arg(long, default_value_t = vacsine_engine::retention::DEFAULT_KEEP_LAST, value_name = "RUNS")]
     pub keep_last: u64,
 }
 
 impl RetentionArgs {
-    pub fn policy(&self) -> vacsine_orch::retention::Policy {
-        vacsine_orch::retention::Policy::from_flags(
+    pub fn policy(&self) -> vacsine_engine::retention::Policy {
+        vacsine_engine::retention::Policy::from_flags(
             self.keep_days,
             self.keep_runs,
             self.keep_mb,
@@ -627,13 +627,13 @@ pub struct ScheduleArgs {
     #[command(flatten)]
     pub keep: RetentionArgs,
     /// Apply the retention policy every this many seconds (0: only by `vacsine gc`).
-    #[arg(long, default_value_t = vacsine_orch::retention::DEFAULT_EVERY_SECS, value_name = "SECS")]
+    #[arg(long, default_value_t = vacsine_engine::retention::DEFAULT_EVERY_SECS, value_name = "SECS")]
     pub gc_every: u64,
 }
 
 impl ScheduleArgs {
-    pub fn schedule(&self) -> vacsine_orch::gc::Schedule {
-        vacsine_orch::gc::Schedule {
+    pub fn schedule(&self) -> vacsine_engine::retention::Schedule {
+        vacsine_engine::retention::Schedule {
             policy: self.keep.policy(),
             every: std::time::Duration::from_secs(self.gc_every),
         }

@@ -6,8 +6,8 @@
 use crate::output::{print_record, Messages};
 use std::io::Write;
 use std::time::Duration;
-use vacsine_orch::client::{CallError, OperatorClient};
-use vacsine_orch::proto;
+use vacsine_contract::client::{CallError, OperatorClient};
+use vacsine_contract::proto;
 
 /// How long one poll waits at the orchestrator for a new record.
 const WAIT_MS: u64 = 20_000;

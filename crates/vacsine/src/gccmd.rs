@@ -5,8 +5,10 @@ use crate::cli::SimpleFormat;
 use crate::exit::Exit;
 use crate::output::print_json;
 use std::path::Path;
-use vacsine_orch::gc::{self, human_bytes, runs_line};
-use vacsine_orch::retention::Policy;
+use vacsine_agent::gc::{agent_pass, is_agent_data, AgentReport};
+use vacsine_engine::retention::Policy;
+use vacsine_engine::retention::{human_bytes, runs_line};
+use vacsine_orch::gc::{store_pass, StoreReport};
 
 /// Which store a `vacsine gc` works on.
 enum Target {
@@ -18,7 +20,7 @@ enum Target {
 fn target(data: &Path, database: Option<String>) -> miette::Result<Target> {
     let db = data.join("orchestrator.db");
     let database = database.filter(|d| !d.trim().is_empty());
-    if database.is_some() && (db.is_file() || gc::is_agent_data(data)) {
+    if database.is_some() && (db.is_file() || is_agent_data(data)) {
         return Err(miette::miette!(
             help = "to work on the folder, unset VACSINE_DATABASE_URL (or drop --database); to work on the PostgreSQL store, give --data a folder without a store",
             "{} holds a store of its own and --database (or VACSINE_DATABASE_URL) names a PostgreSQL store: which one is meant is not clear",
@@ -38,7 +40,7 @@ fn target(data: &Path, database: Option<String>) -> miette::Result<Target> {
     if db.is_file() {
         return Ok(Target::Sqlite(db));
     }
-    if gc::is_agent_data(data) {
+    if is_agent_data(data) {
         return Ok(Target::Agent);
     }
     Err(miette::miette!(
@@ -55,7 +57,7 @@ pub async fn gc(
     policy: Policy,
     format: SimpleFormat,
 ) -> miette::Result<Exit> {
-    let now = vacsine_orch::now_ms();
+    let now = vacsine_contract::now_ms();
     let over = match target(data, database)? {
         Target::Postgres(url) => {
             let masked = vacsine_orch::store::mask_url(&url);
@@ -65,7 +67,7 @@ pub async fn gc(
                     miette::miette!("cannot open the PostgreSQL store at {masked}: {e}")
                 })?;
             let what = format!("PostgreSQL store at {masked}");
-            let r = gc::store_pass(&s, &what, &policy, now, dry_run)
+            let r = store_pass(&s, &what, &policy, now, dry_run)
                 .await
                 .map_err(|e| miette::miette!("{what}: {e:#}"))?;
             print_store(&r, format);
@@ -75,7 +77,7 @@ pub async fn gc(
             let s = vacsine_orch::store::SqliteStore::open(&p)
                 .map_err(|e| miette::miette!("opening {}: {e}", p.display()))?;
             let what = format!("SQLite store {}", p.display());
-            let r = gc::store_pass(&s, &what, &policy, now, dry_run)
+            let r = store_pass(&s, &what, &policy, now, dry_run)
                 .await
                 .map_err(|e| miette::miette!("{what}: {e:#}"))?;
             print_store(&r, format);
@@ -83,7 +85,7 @@ pub async fn gc(
         }
         Target::Agent => {
             let d = data.to_path_buf();
-            let r = tokio::task::spawn_blocking(move || gc::agent_pass(&d, &policy, now, dry_run))
+            let r = tokio::task::spawn_blocking(move || agent_pass(&d, &policy, now, dry_run))
                 .await
                 .map_err(|e| miette::miette!("{e}"))?
                 .map_err(|e| miette::miette!("agent data {}: {e:#}", data.display()))?;
@@ -106,7 +108,7 @@ fn header(what: &str, policy: &Policy, dry_run: bool) {
     println!("policy: {}", policy.describe());
 }
 
-fn print_store(r: &gc::StoreReport, format: SimpleFormat) {
+fn print_store(r: &StoreReport, format: SimpleFormat) {
     if format == SimpleFormat::Json {
         print_json(r);
         return;
@@ -115,7 +117,7 @@ fn print_store(r: &gc::StoreReport, format: SimpleFormat) {
     println!("{}", runs_line("runs", &r.runs, r.dry_run));
 }
 
-fn print_agent(r: &gc::AgentReport, format: SimpleFormat) {
+fn print_agent(r: &AgentReport, format: SimpleFormat) {
     if format == SimpleFormat::Json {
         print_json(r);
         return;

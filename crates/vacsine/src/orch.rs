@@ -8,10 +8,10 @@ use serde_json::Value;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use vacsine_contract::client::OperatorClient;
+use vacsine_contract::proto;
 use vacsine_core::doc::LoadError;
 use vacsine_enforce::inputs;
-use vacsine_orch::client::OperatorClient;
-use vacsine_orch::proto;
 
 pub(crate) fn err(e: impl std::fmt::Display) -> miette::Report {
     miette::miette!("{e:#}")
@@ -31,7 +31,7 @@ pub struct OrchestratorArgs {
     /// Connections one client address may hold (`None`: the default, `Some(0)`: no cap).
     pub max_connections_per_client: Option<usize>,
     /// Retention of ended runs, applied periodically.
-    pub retention: vacsine_orch::gc::Schedule,
+    pub retention: vacsine_engine::retention::Schedule,
     /// Where `/metrics` is served (plain HTTP); `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
     /// Loki push, when configured.
@@ -97,7 +97,7 @@ pub async fn agent(
     name: Option<String>,
     pin: Option<String>,
     data: PathBuf,
-    retention: vacsine_orch::gc::Schedule,
+    retention: vacsine_engine::retention::Schedule,
     decoys: Option<PathBuf>,
 ) -> miette::Result<Exit> {
     let enrolled = data.join("agent.json").exists();
@@ -112,7 +112,7 @@ pub async fn agent(
             )),
         }
     };
-    let cfg = vacsine_orch::agent::AgentConfig {
+    let cfg = vacsine_agent::AgentConfig {
         orchestrator: need(orchestrator, "--orchestrator")?,
         name: need(name, "--name")?,
         pin: need(pin, "--pin")?,
@@ -122,7 +122,7 @@ pub async fn agent(
         retention,
         decoys,
     };
-    vacsine_orch::agent::run(cfg)
+    vacsine_agent::run(cfg)
         .await
         .map_err(|e| miette::miette!("agent stopped: {e:#}"))?;
     Ok(Exit::Ok)
@@ -138,7 +138,7 @@ pub async fn agent_run(
 ) -> miette::Result<Exit> {
     let (name, version) = name_version(workflow)?;
     let map = string_inputs(inputs)?;
-    let b = vacsine_orch::agent::autonomous::bundled(data, name, version)
+    let b = vacsine_agent::autonomous::bundled(data, name, version)
         .map_err(|e| miette::miette!("{e:#}"))?;
     if format == SimpleFormat::Human {
         eprintln!(
@@ -152,7 +152,7 @@ pub async fn agent_run(
     }
     let (cancel, _signalled) = crate::runcmd::cancel_on_signals();
     let progress = print_finished_steps(data.join("journal.db"), format);
-    let report = vacsine_orch::agent::autonomous::run(data, b, map, Some(progress), cancel)
+    let report = vacsine_agent::autonomous::run(data, b, map, Some(progress), cancel)
         .await
         .map_err(|e| miette::miette!("{e:#}"))?;
     if format == SimpleFormat::Human {
@@ -307,8 +307,8 @@ pub async fn agent_event(
     format: SimpleFormat,
     data: &std::path::Path,
 ) -> miette::Result<Exit> {
+    use vacsine_agent::autonomous::TriggerOutcome;
     use vacsine_core::workflow::EVENT_TYPES;
-    use vacsine_orch::agent::autonomous::TriggerOutcome;
     if !EVENT_TYPES.contains(&event_type) {
         return Err(miette::miette!(
             help = format!("one of: {}", EVENT_TYPES.join(", ")),
@@ -336,7 +336,7 @@ pub async fn agent_event(
         "payload": payload,
     });
     let (cancel, _signalled) = crate::runcmd::cancel_on_signals();
-    let fired = vacsine_orch::agent::autonomous::on_event(data, &event, None, cancel)
+    let fired = vacsine_agent::autonomous::on_event(data, &event, None, cancel)
         .await
         .map_err(|e| miette::miette!("{e:#}"))?;
     let mut ok = true;
@@ -389,7 +389,7 @@ pub fn agent_status(format: SimpleFormat, data: &std::path::Path) -> miette::Res
             data.display()
         ));
     }
-    let st = vacsine_orch::agent::Outbox::open(&db)
+    let st = vacsine_agent::Outbox::open(&db)
         .and_then(|o| o.status())
         .map_err(|e| miette::miette!("reading {}: {e:#}", db.display()))?;
     match format {
@@ -425,7 +425,7 @@ pub async fn preflight(
     intake_key: bool,
     data: &std::path::Path,
 ) -> Exit {
-    let checks = vacsine_orch::preflight::run(orchestrator, pin, intake_key, data).await;
+    let checks = vacsine_agent::preflight::run(orchestrator, pin, intake_key, data).await;
     for c in &checks {
         println!(
             "{}  {:<13} {}",
@@ -496,9 +496,9 @@ impl miette::Diagnostic for GaveUp {
 }
 
 /// A submission's error: [`GaveUp`] when it was retried until its time ran out.
-pub(crate) fn call_err(e: vacsine_orch::client::CallError) -> miette::Report {
+pub(crate) fn call_err(e: vacsine_contract::client::CallError) -> miette::Report {
     match e {
-        e @ vacsine_orch::client::CallError::GaveUp { .. } => {
+        e @ vacsine_contract::client::CallError::GaveUp { .. } => {
             miette::Report::new(GaveUp(format!("submission not confirmed: {e}")))
         }
         e => err(e),
@@ -608,7 +608,7 @@ fn parse_label(l: &str) -> miette::Result<(String, Option<String>)> {
             }
         },
     };
-    vacsine_orch::decisions::check_label(&k, v.as_deref().unwrap_or(""))
+    vacsine_contract::decisions::check_label(&k, v.as_deref().unwrap_or(""))
         .map_err(|e| miette::miette!("{e}"))?;
     Ok((k, v))
 }

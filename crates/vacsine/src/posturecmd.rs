@@ -6,10 +6,10 @@ use crate::exit::Exit;
 use crate::orch::{call_err, client};
 use crate::output::print_json;
 use std::path::Path;
+use vacsine_contract::proto;
+use vacsine_contract::schedule::Schedule;
 use vacsine_core::doc::{parse_as, LoadError};
 use vacsine_orch::posture::{PostureView, OP_POSTURE};
-use vacsine_orch::proto;
-use vacsine_orch::schedule::Schedule;
 
 /// `Some(document)` when `path` is a `kind: Schedule` file (read strictly, errors located at
 /// file:line:column; the checks serde cannot make name the field); `None` for another kind.

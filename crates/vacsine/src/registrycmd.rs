@@ -7,9 +7,9 @@ use crate::orch::{call_err, client, err, follow_run};
 use crate::output::{print_diagnostics, print_json};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+use vacsine_contract::proto;
 use vacsine_core::doc::{Document, LoadError};
 use vacsine_enforce::inputs;
-use vacsine_orch::proto;
 
 /// Every file parsed strictly (errors name file:line:column) before anything is pushed.
 pub async fn push(
@@ -165,7 +165,7 @@ pub async fn push_images(
         }
         let f2 = file.clone();
         let (digest, size) =
-            tokio::task::spawn_blocking(move || vacsine_orch::images::sha256_file(&f2))
+            tokio::task::spawn_blocking(move || vacsine_contract::images::sha256_file(&f2))
                 .await
                 .map_err(err)?
                 .map_err(err)?;

@@ -8,8 +8,8 @@ use crate::orch::{client, err};
 use crate::output::print_json;
 use std::io::Read as _;
 use std::path::Path;
+use vacsine_contract::proto;
 use vacsine_core::doc::{parse_as, LoadError};
-use vacsine_orch::proto;
 
 /// The largest input `vacsine agent ingest` reads.
 const MAX_INPUT: u64 = 64 << 20;
@@ -69,16 +69,16 @@ pub async fn agent_follow(
     let path = std::path::absolute(file)
         .map_err(|e| miette::miette!("{}: cannot be resolved: {e}", file.display()))?;
     // Fails early, before any wait, when this machine holds no bundle.
-    vacsine_orch::agent::autonomous::held(data).map_err(|e| miette::miette!("{e:#}"))?;
-    let mut f = vacsine_orch::agent::tail::Follower::new(data, &path, fmt);
+    vacsine_agent::autonomous::held(data).map_err(|e| miette::miette!("{e:#}"))?;
+    let mut f = vacsine_agent::tail::Follower::new(data, &path, fmt);
     let place = path.display().to_string();
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
-    let mut wait = vacsine_orch::agent::tail::POLL;
+    let mut wait = vacsine_agent::tail::POLL;
     loop {
         match f.step().await {
             Ok(reports) => {
-                wait = vacsine_orch::agent::tail::POLL;
+                wait = vacsine_agent::tail::POLL;
                 for fed in reports {
                     let rep = &fed.report;
                     match format {
@@ -168,7 +168,7 @@ pub async fn agent_ingest(
             )
         })?,
     };
-    let rep = vacsine_orch::agent::respond::ingest(data, fmt, &bytes)
+    let rep = vacsine_agent::respond::ingest(data, fmt, &bytes)
         .await
         .map_err(|e| miette::miette!("{e:#}"))?;
     match format {
@@ -304,7 +304,7 @@ pub async fn decisions(
 
 /// `vacsine decisions add IP`: a ban at the sites of `scope` (`all`, or names).
 async fn decision_add(
-    c: &vacsine_orch::client::OperatorClient,
+    c: &vacsine_contract::client::OperatorClient,
     ip: String,
     duration: String,
     scope: &str,
@@ -347,7 +347,7 @@ async fn decision_add(
 
 /// `vacsine decisions delete ID`.
 async fn decision_delete(
-    c: &vacsine_orch::client::OperatorClient,
+    c: &vacsine_contract::client::OperatorClient,
     id: &str,
     format: SimpleFormat,
 ) -> miette::Result<Exit> {
@@ -369,7 +369,7 @@ async fn decision_delete(
 
 /// `vacsine decisions [--site S] [--active]`: the decisions, one line each.
 async fn decisions_list(
-    c: &vacsine_orch::client::OperatorClient,
+    c: &vacsine_contract::client::OperatorClient,
     site: Option<String>,
     active: bool,
     format: SimpleFormat,

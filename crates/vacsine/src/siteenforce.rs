@@ -16,12 +16,12 @@ use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vacsine_contract::client::CallError;
+use vacsine_contract::enforce::{EnforceDocs, EnforceOutcome, EnforceRunner, StepEvents};
+use vacsine_contract::proto;
 use vacsine_core::doc::{LoadError, SourceFile};
 use vacsine_core::policy::Check;
 use vacsine_enforce::inputs::{load_inputs, Catalog, Inputs, Loaded};
-use vacsine_orch::client::CallError;
-use vacsine_orch::enforce::{EnforceDocs, EnforceOutcome, EnforceRunner, StepEvents};
-use vacsine_orch::proto;
 
 fn err(e: impl std::fmt::Display) -> miette::Report {
     miette::miette!("{e:#}")
@@ -87,7 +87,7 @@ fn job_of(inputs: &Inputs, at: &AtSite) -> miette::Result<proto::Job> {
     let back: proto::Job = serde_json::from_value(to_json(&job)?).map_err(|e| {
         miette::miette!("internal: the documents do not survive their encoding: {e}")
     })?;
-    vacsine_orch::enforce::check_job(&back).map_err(|e| {
+    vacsine_contract::enforce::check_job(&back).map_err(|e| {
         miette::miette!("internal: the documents do not survive their encoding: {e}")
     })?;
     Ok(job)
@@ -163,7 +163,7 @@ pub async fn enforce_at_site(
 
 /// Print the run's step records on stderr as they arrive; the run once it ended.
 async fn follow(
-    c: &vacsine_orch::client::OperatorClient,
+    c: &vacsine_contract::client::OperatorClient,
     id: &str,
 ) -> miette::Result<proto::RunView> {
     crate::follow::follow_run(c, id, |records| {
@@ -261,8 +261,8 @@ impl EnforceRunner for SiteEnforcer {
 
     async fn assess(
         &self,
-        a: vacsine_orch::schedule::Assess,
-    ) -> anyhow::Result<vacsine_orch::schedule::Assessed> {
+        a: vacsine_contract::schedule::Assess,
+    ) -> anyhow::Result<vacsine_contract::schedule::Assessed> {
         crate::assess::assess(a).await
     }
 }

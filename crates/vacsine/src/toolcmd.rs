@@ -43,7 +43,7 @@ pub(crate) async fn sandbox(action: SandboxAction, format: SimpleFormat) -> miet
 
 /// `vacsine pin FILE`: the pin of a certificate.
 pub(crate) fn pin(cert: &std::path::Path, format: SimpleFormat) -> miette::Result<Exit> {
-    let pin = vacsine_orch::tls::pin_of_file(cert).map_err(|e| miette::miette!("{e:#}"))?;
+    let pin = vacsine_contract::tls::pin_of_file(cert).map_err(|e| miette::miette!("{e:#}"))?;
     if format == SimpleFormat::Json {
         print_json(&serde_json::json!({ "pin": pin, "file": cert }));
     } else {

@@ -4,12 +4,12 @@
 //! says what it revokes, and `POST /v1/runs` queues only valid workflows.
 
 use super::{prepare, router, Config, Srv};
-use crate::proto;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tower::ServiceExt;
+use vacsine_contract::proto;
 
 struct Api {
     srv: Arc<Srv>,
@@ -479,7 +479,7 @@ fn issue19_inputs_are_typed_in_the_document() {
 /// operation is decoded once by its path's operation, tolerating fields it does not know.
 #[tokio::test]
 async fn issue15_an_agent_of_another_protocol_is_refused_naming_both_versions() {
-    use crate::client::AgentLink;
+    use vacsine_contract::client::AgentLink;
     use vacsine_wire::{Binding, Envelope, KeyPair, Opener};
 
     let a = api().await;

@@ -7,14 +7,14 @@
 
 use super::extract::{ApiJson, ApiPath};
 use super::{ApiError, ApiResult, Srv};
-use crate::decisions::ApprovalGrant;
-use crate::proto::{self, ApprovalView, Held};
 use crate::store::ApprovalRow;
 use crate::{now_ms, rfc3339};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use std::sync::Arc;
+use vacsine_contract::decisions::ApprovalGrant;
+use vacsine_contract::proto::{self, ApprovalView, Held};
 use vacsine_events::Event;
 use vacsine_response::{
     AllowList, Context as DecideContext, Decider, EventOrigin, Outcome, Verdict, Windows,
@@ -109,7 +109,7 @@ impl Srv {
             .values()
             .filter_map(|row| {
                 let v: serde_json::Value = serde_json::from_str(&row.document).ok()?;
-                crate::decisions::response_rule(&row.name, row.version, &v).ok()
+                vacsine_contract::decisions::response_rule(&row.name, row.version, &v).ok()
             })
             .filter(|r| {
                 r.mode == vacsine_response::response::Mode::Orchestrated && r.approval.is_some()
@@ -191,7 +191,7 @@ impl Srv {
             run: run.clone(),
         };
         let grant = ApprovalGrant {
-            format: crate::decisions::APPROVAL_FORMAT.into(),
+            format: vacsine_contract::decisions::APPROVAL_FORMAT.into(),
             id: id.clone(),
             response: response.clone(),
             held: held.clone(),
@@ -200,7 +200,7 @@ impl Srv {
             event_ms: Some(e.time.timestamp_millis()),
             expires_ms: expires_at.timestamp_millis(),
         };
-        let signed = crate::decisions::seal_approval(&self.bundle, &grant)
+        let signed = vacsine_contract::decisions::seal_approval(&self.bundle, &grant)
             .and_then(|s| Ok(serde_json::to_string(&s)?))
             .map_err(|e| {
                 ApiError::new(
@@ -261,7 +261,7 @@ impl Srv {
             .open(
                 &self.bundle.public_b64(),
                 &sj,
-                crate::decisions::APPROVAL_FORMAT,
+                vacsine_contract::decisions::APPROVAL_FORMAT,
             )
             .map_err(|e| format!("{e:#}"))?;
         if g.id != a.id {

@@ -9,7 +9,6 @@
 
 use super::responses::Opened;
 use super::{parse, random_hex, ApiError, ApiResult, Srv};
-use crate::proto;
 use crate::store::BouncerRow;
 use crate::{now_ms, rfc3339};
 use axum::body::Bytes;
@@ -22,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use vacsine_contract::proto;
 use vacsine_response::{Action, Decision, IpNet};
 
 /// A decision in CrowdSec's JSON shape (its local API's `Decision`).

@@ -4,12 +4,12 @@
 use super::extract::ApiPath as UrlPath;
 use super::{run_view, ApiError, ApiResult, Srv};
 use crate::now_ms;
-use crate::proto;
 use crate::store::AgentRow;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use std::sync::Arc;
+use vacsine_contract::proto;
 
 impl Srv {
     /// Keep the report a finishing agent sent, before its run ends (an operator who sees the

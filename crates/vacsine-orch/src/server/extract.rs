@@ -5,13 +5,13 @@
 //! client.
 
 use super::{drain_then, ApiError};
-use crate::proto;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use vacsine_contract::proto;
 
 /// The machine name of a refusal with this status.
 fn code_of(status: StatusCode) -> &'static str {

@@ -1,4 +1,4 @@
-//! The orchestrator's side of action images (see [`crate::images`]): operators upload image
+//! The orchestrator's side of action images (see [`vacsine_contract::images`]): operators upload image
 //! archives, kept content-addressed in `images/` of the data folder and recorded in the
 //! registry (kind `Image`); submissions list the digests of the images their `container`
 //! steps name (in the job that is signed); an agent fetches, in chunks over the sealed
@@ -6,8 +6,6 @@
 
 use super::extract::{ApiPath as UrlPath, ApiQuery as Query};
 use super::{random_hex, ApiError, ApiResult, Srv};
-use crate::images::{archive_file, Hasher, ImageUse, CHUNK_BYTES, KIND};
-use crate::proto::{self, ImageRef};
 use crate::store::{status, AgentRow};
 use axum::body::Body;
 use axum::extract::State;
@@ -21,6 +19,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
+use vacsine_contract::images::{archive_file, Hasher, ImageUse, CHUNK_BYTES, KIND};
+use vacsine_contract::proto::{self, ImageRef};
 
 /// The request body of an image upload: the archive's bytes.
 /// (Documents the body; the handler streams it.)
@@ -95,7 +95,7 @@ pub(super) async fn put_image(
     if announced.is_some_and(|n| n > s.max_image_bytes) {
         return Err(too_large(s.max_image_bytes));
     }
-    crate::files::private_dir(&s.images)
+    vacsine_contract::files::private_dir(&s.images)
         .map_err(|e| internal(format!("creating {}: {e}", s.images.display())))?;
     let tmp = s.images.join(format!(".upload-{}.part", random_hex(8)));
     let mut partial = Partial(Some(tmp.clone()));
@@ -143,10 +143,11 @@ pub(super) async fn put_image(
         digest: digest.clone(),
         size,
     };
-    let text = crate::bundle::canonical_json(&serde_json::to_value(&r).map_err(internal_e)?);
+    let text =
+        vacsine_contract::bundle::canonical_json(&serde_json::to_value(&r).map_err(internal_e)?);
     let sha = vacsine_wire::sha256_pin(text.as_bytes());
     // Signed as pushed, like every registry document (agents verify it in the bundle).
-    let signature = crate::bundle::sign_document(&s.bundle, KIND, &q.name, &sha);
+    let signature = vacsine_contract::bundle::sign_document(&s.bundle, KIND, &q.name, &sha);
     let (row, created) = s
         .store
         .push_document(KIND, &q.name, &sha, &text, &signature, crate::now_ms())
@@ -192,7 +193,7 @@ impl Srv {
             proto::Job::Enforce(_) => return Ok(()),
         };
         job.images.clear();
-        let uses = crate::images::job_images(job).map_err(ApiError::bad)?;
+        let uses = vacsine_contract::images::job_images(job).map_err(ApiError::bad)?;
         let mut found: BTreeMap<String, ImageRef> = BTreeMap::new();
         for u in &uses {
             if found.contains_key(&u.image) {
@@ -390,7 +391,7 @@ mod tests {
         let mut h = Hasher::default();
         h.update(&bytes);
         let (digest, size) = h.finish();
-        crate::files::private_dir(&s.images).unwrap();
+        vacsine_contract::files::private_dir(&s.images).unwrap();
         std::fs::write(s.images.join(archive_file(&digest).unwrap()), &bytes).unwrap();
         ImageRef {
             name: format!("img:{fill}"),
@@ -494,9 +495,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = srv(d.path()).await;
         let kept = keep(&s, 3);
-        let text = crate::bundle::canonical_json(&serde_json::to_value(&kept).unwrap());
+        let text = vacsine_contract::bundle::canonical_json(&serde_json::to_value(&kept).unwrap());
         let sha = vacsine_wire::sha256_pin(text.as_bytes());
-        let signature = crate::bundle::sign_document(&s.bundle, KIND, &kept.name, &sha);
+        let signature = vacsine_contract::bundle::sign_document(&s.bundle, KIND, &kept.name, &sha);
         s.store
             .push_document(KIND, &kept.name, &sha, &text, &signature, 1)
             .await

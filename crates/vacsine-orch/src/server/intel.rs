@@ -32,7 +32,7 @@ impl Srv {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&row.document) else {
                 continue;
             };
-            match crate::decisions::response_rule(&row.name, row.version, &v) {
+            match vacsine_contract::decisions::response_rule(&row.name, row.version, &v) {
                 Ok(rule) if rule.mode == Mode::Orchestrated => rules.push(rule),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("Response {}@{}: {e}", row.name, row.version),

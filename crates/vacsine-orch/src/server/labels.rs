@@ -7,12 +7,12 @@
 
 use super::extract::{ApiJson, ApiPath};
 use super::{ApiError, ApiResult, Srv};
-use crate::proto;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use vacsine_contract::proto;
 
 /// Labels per site.
 pub const MAX_LABELS: usize = 64;
@@ -25,20 +25,21 @@ pub(super) fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
         )));
     }
     for (k, v) in labels {
-        crate::decisions::check_label(k, v).map_err(|e| ApiError::bad(format!("`labels`: {e}")))?;
+        vacsine_contract::decisions::check_label(k, v)
+            .map_err(|e| ApiError::bad(format!("`labels`: {e}")))?;
     }
     Ok(())
 }
 
 impl Srv {
-    /// Site `site`'s labels signed now (`crate::decisions::seal_labels`), as the store keeps
+    /// Site `site`'s labels signed now (`vacsine_contract::decisions::seal_labels`), as the store keeps
     /// them: only what an operator set is signed, and only what is signed counts.
     pub(super) fn seal_labels(
         &self,
         site: &str,
         labels: &BTreeMap<String, String>,
     ) -> ApiResult<String> {
-        crate::decisions::seal_labels(&self.bundle, site, labels, crate::now_ms())
+        vacsine_contract::decisions::seal_labels(&self.bundle, site, labels, crate::now_ms())
             .and_then(|s| Ok(serde_json::to_string(&s)?))
             .map_err(|e| {
                 ApiError::new(
@@ -60,9 +61,11 @@ impl Srv {
             let opened = serde_json::from_str::<proto::SignedJob>(&text)
                 .map_err(|_| anyhow::anyhow!("not signed by the orchestrator when they were set"))
                 .and_then(|sj| {
-                    let l: crate::decisions::SiteLabels =
-                        self.verifier
-                            .open(&key, &sj, crate::decisions::LABELS_FORMAT)?;
+                    let l: vacsine_contract::decisions::SiteLabels = self.verifier.open(
+                        &key,
+                        &sj,
+                        vacsine_contract::decisions::LABELS_FORMAT,
+                    )?;
                     if l.site != site {
                         anyhow::bail!("signed for site `{}`", l.site);
                     }

@@ -2,9 +2,9 @@
 //! `/metrics` and queued once for Loki (labels site/agent/level/kind, ids in the line).
 
 use super::{prepare, Config, Srv};
-use crate::proto::{ResponseUpload, SiteDecision};
 use crate::store::AgentRow;
 use std::sync::Arc;
+use vacsine_contract::proto::{ResponseUpload, SiteDecision};
 use vacsine_events::{Event, EventKind, Severity};
 use vacsine_response::{decision_id, Action, Decision, DecisionOrigin};
 

@@ -5,13 +5,13 @@
 use super::extract::ApiQuery as Query;
 use super::{ApiError, ApiResult, Srv};
 use crate::posture::{self, PostureView};
-use crate::schedule::{AssessmentAccepted, AssessmentUpload};
 use crate::store::{AgentRow, AssessmentRow, HistoryRow};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
+use vacsine_contract::schedule::{AssessmentAccepted, AssessmentUpload};
 
 /// Longest trend window asked for.
 const MAX_DAYS: i64 = 3660;
@@ -169,7 +169,7 @@ pub(super) struct PostureQuery {
         ("window" = Option<String>, Query, description = "the trend's window, back from now (`10m`, `24h`, `30d`; default 30d, at most 3660d)"),
         ("bucket" = Option<String>, Query, description = "the trend's step (`1m`, `1h`, `1d`; default a thirtieth of the window, at least 1s, at most 10000 steps)")),
     responses((status = 200, body = PostureView),
-        (status = 400, body = crate::proto::ErrorBody, description = "a `window` or `bucket` that is not a duration in range")))]
+        (status = 400, body = vacsine_contract::proto::ErrorBody, description = "a `window` or `bucket` that is not a duration in range")))]
 pub(super) async fn get_posture(
     State(s): State<Arc<Srv>>,
     h: HeaderMap,

@@ -4,8 +4,6 @@
 
 use super::extract::{ApiJson, ApiPath as UrlPath, ApiQuery as Query};
 use super::{ApiError, ApiResult, Srv};
-use crate::decisions::{DecisionGrant, Deletion, DECISION_FORMAT, DELETION_FORMAT};
-use crate::proto::{self, DecisionView, SignedDecisions, SignedJob};
 use crate::store::{AgentRow, DecisionRow};
 use crate::{now_ms, rfc3339};
 use axum::extract::State;
@@ -14,6 +12,8 @@ use axum::Json;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use vacsine_contract::decisions::{DecisionGrant, Deletion, DECISION_FORMAT, DELETION_FORMAT};
+use vacsine_contract::proto::{self, DecisionView, SignedDecisions, SignedJob};
 use vacsine_response::{decision_id, Action, Decision, DecisionOrigin, IpNet};
 
 /// A decision as the orchestrator signed it when it was made, and its deletion if one was
@@ -200,7 +200,9 @@ impl Srv {
         let rule = match self.store.registry_document("Response", name, None).await {
             Ok(Some(row)) => serde_json::from_str::<serde_json::Value>(&row.document)
                 .ok()
-                .and_then(|v| crate::decisions::response_rule(&row.name, row.version, &v).ok()),
+                .and_then(|v| {
+                    vacsine_contract::decisions::response_rule(&row.name, row.version, &v).ok()
+                }),
             _ => None,
         };
         match rule {
@@ -227,7 +229,8 @@ impl Srv {
                 format!("signing decision {}: {e:#}", d.id),
             )
         };
-        let signed = crate::decisions::seal_decision(&self.bundle, d, scope).map_err(internal)?;
+        let signed =
+            vacsine_contract::decisions::seal_decision(&self.bundle, d, scope).map_err(internal)?;
         Ok(DecisionRow {
             id: d.id.clone(),
             body: serde_json::to_string(d).map_err(|e| ApiError::bad(e.to_string()))?,
@@ -341,11 +344,11 @@ impl Srv {
             }
         }
         let labels = self.signed_labels_of(site).await?;
-        let version = crate::decisions::set_version(&active, &deleted, labels.as_ref());
+        let version = vacsine_contract::decisions::set_version(&active, &deleted, labels.as_ref());
         if version == have {
             return Ok(None);
         }
-        crate::decisions::sign_set(&self.bundle, site, active, deleted, labels, now)
+        vacsine_contract::decisions::sign_set(&self.bundle, site, active, deleted, labels, now)
             .map(Some)
             .map_err(|e| {
                 ApiError::new(
@@ -513,7 +516,7 @@ pub(super) async fn delete_decision(
 ) -> ApiResult<Json<DecisionView>> {
     s.operator(&h)?;
     let now = now_ms();
-    let deletion = crate::decisions::seal_deletion(&s.bundle, &id, now)
+    let deletion = vacsine_contract::decisions::seal_deletion(&s.bundle, &id, now)
         .and_then(|d| Ok(serde_json::to_string(&d)?))
         .map_err(|e| {
             ApiError::new(

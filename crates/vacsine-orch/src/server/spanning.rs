@@ -12,7 +12,6 @@
 
 use super::{ApiError, ApiResult, Srv};
 use crate::now_ms;
-use crate::proto::{Job, RunReport, StepJob, StepWork, WorkflowJob};
 use crate::store::{status, RunRow};
 use crate::xsite::{self, AtSite, SiteNode, StepDispatcher};
 use async_trait::async_trait;
@@ -22,6 +21,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+use vacsine_contract::proto::{Job, RunReport, StepJob, StepWork, WorkflowJob};
 use vacsine_core::record::StepStatus;
 use vacsine_core::workflow::Workflow;
 use vacsine_engine::executor::{ExecCtx, StepResult};
@@ -318,10 +318,10 @@ impl Srv {
         let batch: Vec<(String, String)> = recs
             .iter()
             .filter(|r| r.finished_at.is_some())
-            .map(|r| (crate::agent::record_key(r), r))
+            .map(|r| (vacsine_contract::proto::record_key(r), r))
             .filter(|(k, _)| !sent.contains(k))
             // Fitted to the store's record limit (cut and marked, never refused).
-            .map(|(k, r)| (k, crate::fit::stored_record(r)))
+            .map(|(k, r)| (k, vacsine_contract::fit::stored_record(r)))
             .collect();
         if batch.is_empty() {
             return;
@@ -343,7 +343,7 @@ struct SiteDispatch {
     parent: String,
     title: String,
     /// The action images the run's job lists (resolved and signed at submission).
-    images: Vec<crate::proto::ImageRef>,
+    images: Vec<vacsine_contract::proto::ImageRef>,
 }
 
 /// The id of the job that runs `step`'s attempt `attempt` (or its undo) at `site`: the same
@@ -360,7 +360,7 @@ fn child_id(parent: &str, step: &str, attempt: u32, site: &str, undo: bool) -> S
 impl SiteDispatch {
     /// The image a `container` step names, as the run's signed job lists it: the only image
     /// its site may run for it (none listed: the site refuses the step).
-    fn images_for(&self, executor: &str, args: &Value) -> Vec<crate::proto::ImageRef> {
+    fn images_for(&self, executor: &str, args: &Value) -> Vec<vacsine_contract::proto::ImageRef> {
         if executor != "container" {
             return vec![];
         }

@@ -165,7 +165,7 @@ pub struct Expired {
 }
 
 /// Leases are re-offered at most this many times before the run fails.
-/// A run's job as the orchestrator signed it (see `crate::bundle`).
+/// A run's job as the orchestrator signed it (see `vacsine_contract::bundle`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedRow {
     pub payload: String,
@@ -269,7 +269,7 @@ pub struct DecisionRow {
     /// (site, when it was in effect there), by site.
     pub applied: Vec<(String, i64)>,
     /// The decision and its scope as the orchestrator signed them when it was made
-    /// (`proto::SignedJob`, JSON; `crate::decisions`): what sites act on, `body` and `scope`
+    /// (`proto::SignedJob`, JSON; `vacsine_contract::decisions`): what sites act on, `body` and `scope`
     /// only index it. None for a row written before decisions were signed.
     pub signed: Option<String>,
     /// Its deletion as the orchestrator signed it (`proto::SignedJob`, JSON).
@@ -297,7 +297,7 @@ pub struct ApprovalRow {
     pub state: String,
     pub settled_ms: Option<i64>,
     /// What waits, its scope, site and expiry as the orchestrator signed them when the
-    /// Response asked (`proto::SignedJob`, JSON; `crate::decisions::ApprovalGrant`): what an
+    /// Response asked (`proto::SignedJob`, JSON; `vacsine_contract::decisions::ApprovalGrant`): what an
     /// approval enacts. None for a row written before approvals were signed.
     pub signed: Option<String>,
 }
@@ -471,13 +471,13 @@ pub trait Store:
     /// recent runs (`vacsine status`).
     async fn last_autonomous(&self, within: usize) -> Result<Vec<(String, i64)>>;
     /// Ended runs (succeeded, failed, cancelled), each with its site, end and bytes (its
-    /// job and records): what retention may remove ([`crate::retention::plan`] decides).
+    /// job and records): what retention may remove ([`vacsine_engine::retention::plan`] decides).
     /// Never a queued or running run.
-    async fn ended_runs(&self) -> Result<Vec<crate::retention::Candidate>>;
+    async fn ended_runs(&self) -> Result<Vec<vacsine_engine::retention::Candidate>>;
     /// Remove these runs, if ended, with their records, report, site outcome and signed
     /// job; then give the space back (SQLite: the file shrinks). Ids not ended or unknown
     /// are left alone.
-    async fn remove_runs(&self, ids: &[String]) -> Result<crate::retention::Removed>;
+    async fn remove_runs(&self, ids: &[String]) -> Result<vacsine_engine::retention::Removed>;
     /// Runs `running` and held by `agent` (the orchestrator's own driver: runs spanning sites).
     async fn running_held_by(&self, agent: &str) -> Result<Vec<RunRow>>;
     /// Lease the oldest queued run of `site` to `agent` until `now + ttl_ms`.

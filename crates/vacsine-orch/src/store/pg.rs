@@ -26,13 +26,13 @@ use super::{
     RunPage, RunQuery, RunRow, SignedRow, SiteOutcome, SiteRow, Store, StoreError, Stored,
     ENDED_SQL, MAX_OFFERS,
 };
-use crate::retention::{Candidate, Removed};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
+use vacsine_engine::retention::{Candidate, Removed};
 
 /// Schema migrations, applied in order, each once. Never edit one that shipped: add another.
 /// How many migrations this build knows.
@@ -265,7 +265,7 @@ CREATE TABLE site_labels (
         11,
         r#"
 -- Decisions, their deletions and approvals as the orchestrator signed them when made: what
--- sites act on (a row written by hand is not signed; `crate::decisions`).
+-- sites act on (a row written by hand is not signed; `vacsine_contract::decisions`).
 ALTER TABLE decisions ADD COLUMN signed TEXT, ADD COLUMN deletion TEXT;
 ALTER TABLE approvals ADD COLUMN signed TEXT;
 "#,

@@ -12,11 +12,11 @@ use super::{
     RunQuery, RunRow, SignedRow, SiteOutcome, SiteRow, Store, StoreError, Stored, ENDED_SQL,
     MAX_OFFERS,
 };
-use crate::retention::{Candidate, Removed};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use vacsine_engine::retention::{Candidate, Removed};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sites (
@@ -260,7 +260,7 @@ impl SqliteStore {
     /// Open (or create) the store file, private to its owner.
     pub fn open(path: &Path) -> Result<Self> {
         if !path.exists() {
-            crate::files::write_private(path, b"")
+            vacsine_contract::files::write_private(path, b"")
                 .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", path.display())))?;
         }
         let conn = Connection::open(path)?;

@@ -1173,7 +1173,7 @@ async fn ended_run(s: &dyn Store, id: &str, site: &str, at: i64, records: usize,
 }
 
 async fn retention_removes_exactly_the_planned_ended_runs_and_never_an_active_one(f: &Fixture) {
-    use crate::retention::{plan, Policy};
+    use vacsine_engine::retention::{plan, Policy};
     let s = &*f.a;
     with_agents(s).await;
     s.create_site("far", "h2", 0).await.unwrap();

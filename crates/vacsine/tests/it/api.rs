@@ -42,8 +42,8 @@ fn schemathesis() -> Option<PathBuf> {
 
 /// Queue a run of a one-step workflow at `site` through the API: its id.
 fn queue_a_run(o: &Orch, site: &str) -> String {
-    use vacsine_orch::client::OperatorClient;
-    use vacsine_orch::proto;
+    use vacsine_contract::client::OperatorClient;
+    use vacsine_contract::proto;
     let cfg = proto::OperatorConfig {
         url: o.url.clone(),
         pin: o.pin.clone(),

@@ -383,8 +383,8 @@ spec:
 
 /// `GET /v1/runs/{id}/report` as an operator.
 fn report_of(o: &Orch, id: &str) -> Value {
-    use vacsine_orch::client::OperatorClient;
-    use vacsine_orch::proto;
+    use vacsine_contract::client::OperatorClient;
+    use vacsine_contract::proto;
     let cfg = proto::OperatorConfig {
         url: o.url.clone(),
         pin: o.pin.clone(),

@@ -562,8 +562,8 @@ fn killed_agents_lease_expires_and_its_run_is_failed_or_reoffered_visibly() {
 /// agent's keys, another agent's work — each refused with its own status and code.
 #[test]
 fn running_server_refuses_replayed_tampered_and_foreign_requests() {
-    use vacsine_orch::client::{AgentLink, CallError};
-    use vacsine_orch::proto;
+    use vacsine_contract::client::{AgentLink, CallError};
+    use vacsine_contract::proto;
     use vacsine_wire::{KeyPair, PublicKey};
 
     let d = tempfile::tempdir().unwrap();
@@ -963,8 +963,8 @@ fn status_final(r: &Value) -> bool {
 
 /// The records of run `id` as the orchestrator serves them to operators.
 pub(crate) fn run_records(o: &Orch, id: &str) -> Vec<Value> {
-    use vacsine_orch::client::OperatorClient;
-    use vacsine_orch::proto;
+    use vacsine_contract::client::OperatorClient;
+    use vacsine_contract::proto;
     let cfg = proto::OperatorConfig {
         url: o.url.clone(),
         pin: o.pin.clone(),
@@ -987,8 +987,8 @@ pub(crate) fn run_records(o: &Orch, id: &str) -> Vec<Value> {
 /// Seal one ping as the agent whose identity is in `identity`, send it to `a`, then the very
 /// same envelope to `b`: `b` must refuse it as a replay.
 fn replay_across(identity: &Path, a: &Orch, b: &Orch) {
-    use vacsine_orch::client::{AgentLink, CallError};
-    use vacsine_orch::proto;
+    use vacsine_contract::client::{AgentLink, CallError};
+    use vacsine_contract::proto;
     use vacsine_wire::{KeyPair, PublicKey};
     let id: Value = serde_json::from_slice(&std::fs::read(identity).unwrap()).unwrap();
     let s = |k: &str| id[k].as_str().unwrap().to_string();

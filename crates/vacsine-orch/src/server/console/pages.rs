@@ -5,7 +5,6 @@
 use super::super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::super::{approvals, enforce_site, registry, responses, Srv};
 use super::{api_failed, frame, gantt, render, Role, Session};
-use crate::proto::{self, AgentView, ApprovalView, RunView};
 use crate::{now_ms, rfc3339};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use vacsine_contract::proto::{self, AgentView, ApprovalView, RunView};
 use vacsine_core::record::StepRecord;
 
 /// How often the live part of the events page is rendered again for a connected browser

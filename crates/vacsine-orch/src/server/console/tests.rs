@@ -188,12 +188,13 @@ impl Con {
             "origin": {"site": "edge", "response": "r", "event_id": "e"},
             "created_at": "2026-12-07T00:00:00Z"
         });
-        let held: crate::proto::Held = serde_json::from_value(json!({"decision": d})).unwrap();
+        let held: vacsine_contract::proto::Held =
+            serde_json::from_value(json!({"decision": d})).unwrap();
         let expires_ms = crate::now_ms() + 600_000;
         // Signed as the orchestrator signs what a Response asks for (only that is enacted).
-        let signed = crate::decisions::seal_approval(
+        let signed = vacsine_contract::decisions::seal_approval(
             &self.srv.bundle,
-            &crate::decisions::ApprovalGrant {
+            &vacsine_contract::decisions::ApprovalGrant {
                 format: String::new(),
                 id: id.into(),
                 response: "quarantine-on-touch".into(),
@@ -704,7 +705,7 @@ async fn the_posture_page_shows_failing_requirements_with_escaped_evidence_contr
 
 #[test]
 fn a_diff_marks_removed_and_added_lines() {
-    let line = |op: &str, text: &str| crate::proto::DiffLine {
+    let line = |op: &str, text: &str| vacsine_contract::proto::DiffLine {
         op: op.into(),
         text: text.into(),
     };

@@ -5,7 +5,6 @@
 use super::super::extract::{ApiJson, ApiPath};
 use super::super::{ApiError, ApiResult, Srv};
 use super::Role;
-use crate::proto;
 use crate::store::UserRow;
 use crate::{now_ms, rfc3339};
 use axum::extract::State;
@@ -13,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use vacsine_contract::proto;
 
 /// Where users are managed.
 pub const OP_USERS: &str = "/v1/users";

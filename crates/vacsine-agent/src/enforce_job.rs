@@ -1,13 +1,13 @@
 //! An enforce job at this site (`vacsine enforce --site`): the documents are checked again
-//! here, the pipeline runs through the [`EnforceRunner`](crate::enforce::EnforceRunner) the
+//! here, the pipeline runs through the [`EnforceRunner`](vacsine_contract::enforce::EnforceRunner) the
 //! agent was started with, each step record goes to the outbox as soon as its step ends (the
 //! same idempotency keys as workflow runs), and the report travels with the run's end.
 
-use super::{forward, Shared};
-use crate::bundle::VerifiedWork;
-use crate::proto::EnforceWork;
+use crate::{forward, Shared};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use vacsine_contract::bundle::VerifiedWork;
+use vacsine_contract::proto::EnforceWork;
 use vacsine_core::status::RunStatus;
 use vacsine_engine::{CancelToken, ProgressEvent};
 
@@ -24,12 +24,12 @@ pub(super) async fn run(
             RunStatus::Failed,
             Some(format!(
                 "this agent (vacsine {}) cannot run enforce jobs: run the `vacsine agent` of a build that has the enforce pipeline",
-                crate::VERSION
+                vacsine_contract::VERSION
             )),
             None,
         );
     };
-    let docs = match crate::enforce::decode(job) {
+    let docs = match vacsine_contract::enforce::decode(job) {
         Ok(d) => d,
         Err(e) => return (RunStatus::Failed, Some(e), None),
     };

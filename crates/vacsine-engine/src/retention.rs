@@ -21,6 +21,7 @@
 
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 /// Days of the default age limit.
 pub const DEFAULT_KEEP_DAYS: u64 = 30;
@@ -222,6 +223,122 @@ pub struct Removed {
     /// Bytes the store's file(s) shrank by (SQLite after its vacuum; 0 where the database
     /// reclaims space on its own, as PostgreSQL's autovacuum does).
     pub reclaimed_bytes: u64,
+}
+
+// ---- Applying it: when passes run and what one did (shared by the orchestrator's store
+// and an agent's data folder; the passes themselves are `vacsine_orch::gc` and
+// `vacsine_agent::gc`).
+
+/// When retention runs by itself, and with what policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub policy: Policy,
+    /// Between two passes; zero: never by itself (only `vacsine gc`).
+    pub every: Duration,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            policy: Policy::default(),
+            every: Duration::from_secs(DEFAULT_EVERY_SECS),
+        }
+    }
+}
+
+/// The first pass after a start waits this long (the process settles first).
+pub const FIRST_PASS_AFTER: Duration = Duration::from_secs(60);
+
+/// What one pass did (or, dry, would do) to the runs of one store.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RunsPart {
+    /// Ended runs found.
+    pub ended: u64,
+    /// Removed (or to remove), by reason.
+    pub removed: u64,
+    pub by_age: u64,
+    pub by_count: u64,
+    pub by_size: u64,
+    /// Bytes of the runs removed (jobs and records).
+    pub removed_bytes: u64,
+    /// Records removed with them (0 in a dry run).
+    pub removed_records: u64,
+    /// Ended runs and their bytes kept.
+    pub kept: u64,
+    pub kept_bytes: u64,
+    /// Runs never removed: not yet uploaded, refused and kept, or ended minutes ago.
+    pub held: u64,
+    /// A limit is still exceeded because of held runs or the newest per group.
+    pub over_limit_held: bool,
+    /// Bytes the file(s) shrank by (0 in a dry run, and on PostgreSQL).
+    pub reclaimed_bytes: u64,
+}
+
+impl RunsPart {
+    pub fn from_plan(ended: usize, p: &Plan) -> Self {
+        RunsPart {
+            ended: ended as u64,
+            removed: p.remove.len() as u64,
+            by_age: p.count(Reason::Age) as u64,
+            by_count: p.count(Reason::Count) as u64,
+            by_size: p.count(Reason::Size) as u64,
+            removed_bytes: p.remove_bytes,
+            kept: p.kept_runs,
+            kept_bytes: p.kept_bytes,
+            held: p.held,
+            over_limit_held: p.over_limit_held,
+            ..Default::default()
+        }
+    }
+}
+
+/// `n` bytes for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// One line of a pass over runs, for logs and `vacsine gc`.
+pub fn runs_line(what: &str, r: &RunsPart, dry_run: bool) -> String {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut s = format!(
+        "{what}: {verb} {} of {} ended run(s) ({} by age, {} by count, {} by size; {}",
+        r.removed,
+        r.ended,
+        r.by_age,
+        r.by_count,
+        r.by_size,
+        human_bytes(r.removed_bytes)
+    );
+    if !dry_run {
+        s.push_str(&format!(
+            ", {} record(s); file(s) {} smaller",
+            r.removed_records,
+            human_bytes(r.reclaimed_bytes)
+        ));
+    }
+    s.push_str(&format!(
+        "); kept {} ({}), {} held",
+        r.kept,
+        human_bytes(r.kept_bytes),
+        r.held
+    ));
+    if r.over_limit_held {
+        s.push_str(
+            "; still over a limit: the rest is not uploaded yet, or among the newest kept (nothing not uploaded is ever removed)",
+        );
+    }
+    s
 }
 
 #[cfg(test)]

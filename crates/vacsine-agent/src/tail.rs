@@ -1,6 +1,6 @@
 //! Following a growing JSON-lines log (issue 16 item 8: Suricata EVE, Falco, OpenCanary,
 //! Cowrie): every complete new line goes through the same path as `vacsine agent ingest`
-//! ([`super::respond::ingest`]: parse, decide, apply, record, queue).
+//! ([`crate::respond::ingest`]: parse, decide, apply, record, queue).
 //!
 //! The position is kept per file in the agent's data dir (`tail/<hash of the path>.json`):
 //! device and inode, the offset after the last line whose outcome is stored, and a hash of
@@ -15,7 +15,7 @@
 //! Truncation (copytruncate, or a file replaced in place): a file shorter than the offset, or
 //! whose first bytes no longer hash the same, is read from its start.
 
-use super::respond::{ingest, IngestReport};
+use crate::respond::{ingest, IngestReport};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use std::fs::File;

@@ -4,10 +4,11 @@
 //! is journaled. While the orchestrator is unreachable the run goes on and records wait in
 //! the outbox; they are uploaded when it returns, each with an idempotency key, so nothing is
 //! lost and nothing doubled.
+//!
+//! Invariant: the agent executes only a job it verified ([`vacsine_contract::bundle::verified_work`]
+//! is the only way to a job's kind).
+#![forbid(unsafe_code)]
 
-use crate::bundle::VerifiedWork;
-use crate::client::{AgentLink, CallError};
-use crate::proto::{self, Job, Work, WorkflowJob};
 use anyhow::{anyhow, Context};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -16,22 +17,28 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
+use vacsine_contract::bundle::VerifiedWork;
+use vacsine_contract::client::{AgentLink, CallError};
+use vacsine_contract::proto::{self, Job, Work, WorkflowJob};
 use vacsine_core::status::RunStatus;
 use vacsine_engine::{CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, RunRequest};
 use vacsine_wire::{KeyPair, PublicKey};
 
 pub mod autonomous;
+mod bundles;
 pub mod decoy;
 mod enforce_job;
+pub mod gc;
 mod images;
 mod outbox;
+pub mod preflight;
 pub mod respond;
 mod schedules;
 mod step_job;
-#[path = "agent_sync.rs"]
 mod sync;
 pub mod tail;
 
+pub use bundles::{BundleStore, Kept};
 use outbox::uploader;
 pub use outbox::{Outbox, OutboxStatus, Refused, KEEP_SENT_MS};
 
@@ -44,9 +51,9 @@ pub struct AgentConfig {
     pub data: PathBuf,
     /// Runs enforce jobs (`vacsine enforce --site`); without it they fail with a clear
     /// message.
-    pub enforcer: Option<Arc<dyn crate::enforce::EnforceRunner>>,
+    pub enforcer: Option<Arc<dyn vacsine_contract::enforce::EnforceRunner>>,
     /// Retention of the journal and `agent.db`, applied periodically (`crate::gc`).
-    pub retention: crate::gc::Schedule,
+    pub retention: vacsine_engine::retention::Schedule,
     /// Decoy services to run at this site (`--decoys FILE`, see [`decoy`]).
     pub decoys: Option<PathBuf>,
 }
@@ -87,7 +94,7 @@ async fn enroll(cfg: &AgentConfig, path: &Path) -> anyhow::Result<Identity> {
             path.display()
         )
     })?;
-    let pin = crate::tls::parse_pin(&cfg.pin)?;
+    let pin = vacsine_contract::tls::parse_pin(&cfg.pin)?;
     let hello = AgentLink::hello(&cfg.orchestrator, &pin)
         .await
         .with_context(|| format!("cannot reach the orchestrator at {}", cfg.orchestrator))?;
@@ -98,7 +105,7 @@ async fn enroll(cfg: &AgentConfig, path: &Path) -> anyhow::Result<Identity> {
     let req = proto::EnrollRequest {
         intake_key: intake.to_string(),
         name: cfg.name.clone(),
-        version: crate::VERSION.to_string(),
+        version: vacsine_contract::VERSION.to_string(),
     };
     let env = link.seal(proto::ENROLL, &cfg.name, &req)?;
     let wrapped = proto::EnrollEnvelope {
@@ -119,7 +126,7 @@ async fn enroll(cfg: &AgentConfig, path: &Path) -> anyhow::Result<Identity> {
         server_key: server.to_b64(),
         bundle_key: Some(hello.bundle_key.clone()),
     };
-    crate::files::write_private(path, &serde_json::to_vec_pretty(&id)?)
+    vacsine_contract::files::write_private(path, &serde_json::to_vec_pretty(&id)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(id)
 }
@@ -139,7 +146,7 @@ fn same_protocol(hello: &proto::Hello, url: &str) -> anyhow::Result<()> {
         "the orchestrator at {url} (vacsine {}) speaks protocol {}; this agent (vacsine {}) speaks protocol {}: {upgrade}",
         hello.version,
         hello.protocol,
-        crate::VERSION,
+        vacsine_contract::VERSION,
         proto::PROTOCOL
     )
 }
@@ -159,14 +166,14 @@ async fn pin_bundle_key(id: &mut Identity, path: &Path) -> anyhow::Result<String
                 id.orchestrator
             )
         })?;
-    crate::bundle::check_key(&hello.bundle_key)?;
+    vacsine_contract::bundle::check_key(&hello.bundle_key)?;
     eprintln!(
         "pinned the orchestrator's bundle key (key id {}) in {}",
-        crate::bundle::key_id(&hello.bundle_key),
+        vacsine_contract::bundle::key_id(&hello.bundle_key),
         path.display()
     );
     id.bundle_key = Some(hello.bundle_key.clone());
-    crate::files::write_private(path, &serde_json::to_vec_pretty(&*id)?)
+    vacsine_contract::files::write_private(path, &serde_json::to_vec_pretty(&*id)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(hello.bundle_key)
 }
@@ -182,23 +189,23 @@ struct Shared {
     active: Active,
     renew_every_ms: AtomicI64,
     fatal: watch::Sender<Option<String>>,
-    enforcer: Option<Arc<dyn crate::enforce::EnforceRunner>>,
+    enforcer: Option<Arc<dyn vacsine_contract::enforce::EnforceRunner>>,
     journal_path: PathBuf,
     /// The agent's data folder (its response store lives there).
     data: PathBuf,
     site: String,
     /// The pinned bundle key and the verified bundles (`agent.db`).
     bundle_key: String,
-    bundles: crate::bundle::BundleStore,
+    bundles: crate::bundles::BundleStore,
     /// Action images loaded here (`agent.db`) and where archives are fetched to.
     images: images::ImageCache,
     /// Signed decisions verified before (each once per process).
-    verifier: crate::decisions::Verifier,
+    verifier: vacsine_contract::decisions::Verifier,
 }
 
 /// Run the agent until it is revoked or the process ends.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
-    crate::files::private_dir(&cfg.data)
+    vacsine_contract::files::private_dir(&cfg.data)
         .with_context(|| format!("creating {}", cfg.data.display()))?;
     let idp = cfg.data.join("agent.json");
     let mut id = match load_identity(&idp)? {
@@ -234,7 +241,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         data: cfg.data.clone(),
         site: id.site.clone(),
         bundle_key,
-        bundles: crate::bundle::BundleStore::open(&cfg.data.join("agent.db"))?,
+        bundles: crate::bundles::BundleStore::open(&cfg.data.join("agent.db"))?,
         images: images::ImageCache::open(&cfg.data.join("agent.db"), cfg.data.join("images"))?,
         verifier: Default::default(),
     });
@@ -269,7 +276,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         if *stop.borrow() > 0 {
             break Ok(());
         }
-        let mut req = proto::PollRequest::new(crate::server::MAX_WAIT_MS);
+        let mut req = proto::PollRequest::new(vacsine_contract::proto::MAX_WAIT_MS);
         // The orchestrator shows what this outbox keeps as refused.
         req.outbox = match sh.outbox.report() {
             Ok(o) => Some(o),
@@ -348,13 +355,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 /// is read, then applied by diff. The version returned is the one to name at the next poll
 /// (a set refused is not asked for again until it changes).
 async fn on_decisions(sh: &Shared, sd: &proto::SignedDecisions) -> String {
-    let set = match crate::decisions::verify_set(&sh.bundle_key, &sh.site, sd, &sh.verifier) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: decision set {}: {e:#}", sd.version);
-            return sd.version.clone();
-        }
-    };
+    let set =
+        match vacsine_contract::decisions::verify_set(&sh.bundle_key, &sh.site, sd, &sh.verifier) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: decision set {}: {e:#}", sd.version);
+                return sd.version.clone();
+            }
+        };
     // Each document of the set counts only when signed when it was made: a decision the
     // orchestrator's store holds unsigned (written by hand) is refused here, by id.
     for why in &set.refused {
@@ -442,15 +450,7 @@ impl Backoff {
     }
 }
 
-pub(crate) fn record_key(r: &vacsine_core::record::StepRecord) -> String {
-    format!(
-        "{}/{}/{}/{}",
-        r.run_id,
-        r.step_id,
-        r.attempt,
-        r.node.as_deref().unwrap_or("-")
-    )
-}
+pub(crate) use vacsine_contract::proto::record_key;
 
 /// Queue the finished records of engine run `engine_run` for orchestrator run `run`. Each
 /// record names `run` (the id the operator was given) as its run, and `engine_run` as the
@@ -501,7 +501,7 @@ async fn execute(sh: &Arc<Shared>, w: Work) {
     // and documents are decoded from the signed bytes only, and every kind below receives a
     // `VerifiedWork`, which nothing but verification can make.
     let (status, message, report) =
-        match crate::bundle::verified_work(&sh.bundle_key, &sh.site, &sh.bundles, &w) {
+        match vacsine_contract::bundle::verified_work(&sh.bundle_key, &sh.site, &sh.bundles, &w) {
             Err(e) => {
                 eprintln!("run {}: refused: {e:#}", w.run_id);
                 (RunStatus::Failed, Some(format!("{e:#}")), None)

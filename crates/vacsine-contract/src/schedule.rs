@@ -256,6 +256,11 @@ fn name_ok(name: &str) -> Result<(), String> {
     }
 }
 
+/// Outcomes counted as failing (`error`: the requirement could not be shown to hold).
+pub fn is_failing(outcome: &str) -> bool {
+    matches!(outcome, "fail" | "error")
+}
+
 /// Whether an assessment last made at `last_ms` is due again at `now_ms`.
 pub fn due(last_ms: Option<i64>, every: Duration, now_ms: i64) -> bool {
     last_ms.is_none_or(|l| now_ms - l >= every.as_millis() as i64 || now_ms < l)

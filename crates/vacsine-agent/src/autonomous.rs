@@ -7,13 +7,13 @@
 //! and its end go to the outbox in one go when it ends, and the agent uploads them when the
 //! orchestrator is reachable: the run then appears among the site's runs, marked autonomous.
 
-use super::{load_identity, record_key, Outbox};
-use crate::proto::{self, VersionRef};
+use crate::{load_identity, record_key, Outbox};
 use anyhow::{anyhow, bail, Context};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use vacsine_contract::proto::{self, VersionRef};
 use vacsine_core::workflow::Workflow;
 use vacsine_engine::{
     CancelToken, Catalog, Engine, Journal, LocalNode, NodeMap, ProgressFn, RunReport, RunRequest,
@@ -58,7 +58,7 @@ pub fn held(data: &Path) -> anyhow::Result<Held> {
             idp.display()
         )
     })?;
-    let store = crate::bundle::BundleStore::open(&data.join("agent.db"))?;
+    let store = crate::bundles::BundleStore::open(&data.join("agent.db"))?;
     let (bundle, b) = store.held_registry(key, &id.site)?.ok_or_else(|| {
         anyhow!(
             "this agent holds no registry bundle yet: it syncs one when it reaches the orchestrator (`vacsine push` the workflows first)"
@@ -85,14 +85,16 @@ pub fn held(data: &Path) -> anyhow::Result<Held> {
                     images.insert(d.name.clone(), digest.to_string());
                 }
             }
-            "Response" => match crate::decisions::response_rule(&d.name, d.version, &d.document) {
-                Ok(r) => responses.push(r),
-                // Checked at push: only a document this build reads differently fails here.
-                Err(e) => eprintln!(
-                    "warning: registry Response {}@{}: {e}; not used",
-                    d.name, d.version
-                ),
-            },
+            "Response" => {
+                match vacsine_contract::decisions::response_rule(&d.name, d.version, &d.document) {
+                    Ok(r) => responses.push(r),
+                    // Checked at push: only a document this build reads differently fails here.
+                    Err(e) => eprintln!(
+                        "warning: registry Response {}@{}: {e}; not used",
+                        d.name, d.version
+                    ),
+                }
+            }
             _ => {}
         }
     }
@@ -266,7 +268,7 @@ impl Dedupe {
 
     /// True (and the window starts) unless `key` fired for `workflow` within its window.
     fn first_in_window(&self, workflow: &str, key: &str, window_ms: i64) -> anyhow::Result<bool> {
-        let now = crate::now_ms();
+        let now = vacsine_contract::now_ms();
         let n = self.conn.execute(
             "INSERT INTO trigger_dedupe (workflow, key, until_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (workflow, key) DO UPDATE SET until_ms = excluded.until_ms
@@ -288,11 +290,11 @@ pub async fn run(
     let journal = Journal::open(&data.join("journal.db")).context("opening the agent's journal")?;
     let outbox = Outbox::open(&data.join("agent.db"))?;
     // Images the bundle lists and this machine has loaded: the only ones `container` may run.
-    let cache = super::images::ImageCache::open(&data.join("agent.db"), data.join("images"))?;
+    let cache = crate::images::ImageCache::open(&data.join("agent.db"), data.join("images"))?;
     let mut allowed = BTreeMap::new();
     for (name, digest) in &b.images {
         if let Some(id) = cache.get(digest)? {
-            if super::images::image_id(&id).await.as_deref() == Some(id.as_str()) {
+            if crate::images::image_id(&id).await.as_deref() == Some(id.as_str()) {
                 allowed.insert(name.clone(), id);
             }
         }
@@ -303,7 +305,7 @@ pub async fn run(
     ));
     let mut nodes = NodeMap::new();
     nodes.insert("local".into(), Arc::new(LocalNode::new("local")));
-    let started_ms = crate::now_ms();
+    let started_ms = vacsine_contract::now_ms();
     let title = b.workflow.metadata.name.value.clone();
     let report = engine
         .run(RunRequest {
@@ -344,7 +346,7 @@ pub async fn run(
             )?;
         }
     }
-    let status = super::reported(report.status);
+    let status = crate::reported(report.status);
     let fin = proto::FinishRequest {
         run_id: run_id.clone(),
         status,

@@ -3,10 +3,10 @@
 //! sealed messages, the identity accepted (or an intake key to enrol), Docker's socket, `nft`,
 //! the data folder writable with free space.
 
-use crate::client::{AgentLink, CallError};
-use crate::proto;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use vacsine_contract::client::{AgentLink, CallError};
+use vacsine_contract::proto;
 
 pub struct Check {
     pub name: &'static str,
@@ -71,7 +71,7 @@ pub async fn run(
                             h.version
                         )),
                     ));
-                    let skew = h.time_ms + rtt / 2 - crate::now_ms();
+                    let skew = h.time_ms + rtt / 2 - vacsine_contract::now_ms();
                     out.push(check(
                         "clock",
                         if skew.abs() <= SKEW_LIMIT_MS {
@@ -189,11 +189,11 @@ fn nft() -> Check {
 }
 
 fn disk(data: &Path) -> Check {
-    if let Err(e) = crate::files::private_dir(data) {
+    if let Err(e) = vacsine_contract::files::private_dir(data) {
         return check("disk", Err(format!("{}: {e}", data.display())));
     }
     let probe = data.join(".preflight");
-    if let Err(e) = crate::files::write_private(&probe, b"ok") {
+    if let Err(e) = vacsine_contract::files::write_private(&probe, b"ok") {
         return check("disk", Err(format!("{} not writable: {e}", data.display())));
     }
     let _ = std::fs::remove_file(&probe);
@@ -227,7 +227,7 @@ fn outbox(data: &Path) -> Option<Check> {
     if !db.exists() {
         return None;
     }
-    let r = crate::agent::Outbox::open(&db)
+    let r = crate::Outbox::open(&db)
         .and_then(|o| o.status())
         .map_err(|e| format!("{}: {e:#}", db.display()))
         .and_then(|st| {

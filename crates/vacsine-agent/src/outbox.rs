@@ -11,17 +11,17 @@
 //! [`KEEP_SENT_MS`] in any case (the orchestrator keeps each record once per key, so an item
 //! queued again later is only a duplicate it ignores).
 
-use super::{Backoff, Shared};
-use crate::client::CallError;
-use crate::fit::cut_to_fit;
-use crate::now_ms;
-use crate::proto;
+use crate::{Backoff, Shared};
 use anyhow::anyhow;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vacsine_contract::client::CallError;
+use vacsine_contract::fit::cut_to_fit;
+use vacsine_contract::now_ms;
+use vacsine_contract::proto;
 
 /// How often an idle uploader looks at the outbox again.
 const IDLE_LOOK: Duration = Duration::from_millis(200);
@@ -37,7 +37,7 @@ const MIN_BUDGET: usize = 16 * 1024;
 const REQUEST_OVERHEAD: usize = 512;
 /// Bytes each record adds beyond its JSON and key (field names, separators).
 const ITEM_OVERHEAD: usize = 32;
-/// Who cut what was cut to fit an upload, and where the whole text is (see [`crate::fit`]).
+/// Who cut what was cut to fit an upload, and where the whole text is (see [`vacsine_contract::fit`]).
 const CUT_BY: &str =
     "the vacsine agent to fit the upload limit; the whole text is in the agent's journal";
 /// Acknowledged items of a run whose end never came are deleted after this long.
@@ -80,7 +80,7 @@ pub struct OutboxStatus {
 impl Outbox {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         if !path.exists() {
-            crate::files::write_private(path, b"")?;
+            vacsine_contract::files::write_private(path, b"")?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -256,7 +256,7 @@ impl Outbox {
                     key: r.get(0)?,
                     run_id: r.get(1)?,
                     kind: r.get(2)?,
-                    at: crate::rfc3339(r.get::<_, Option<i64>>(3)?.unwrap_or(0)),
+                    at: vacsine_contract::rfc3339(r.get::<_, Option<i64>>(3)?.unwrap_or(0)),
                     reason: if reason.chars().count() > 300 {
                         reason.chars().take(300).chain("…".chars()).collect()
                     } else {
@@ -290,7 +290,7 @@ impl Outbox {
                     key: r.get(0)?,
                     run_id: r.get(1)?,
                     kind: r.get(2)?,
-                    at: crate::rfc3339(r.get::<_, Option<i64>>(3)?.unwrap_or(0)),
+                    at: vacsine_contract::rfc3339(r.get::<_, Option<i64>>(3)?.unwrap_or(0)),
                     reason: r.get(4)?,
                 })
             })?
@@ -578,7 +578,7 @@ async fn send_one(
 ) -> Result<Result<(), CallError>, String> {
     if item.kind == "assessment" {
         // A scheduled assessment (issue 17), kept once by its key at the orchestrator.
-        let req = serde_json::from_str::<crate::schedule::AssessmentUpload>(&item.body)
+        let req = serde_json::from_str::<vacsine_contract::schedule::AssessmentUpload>(&item.body)
             .map_err(|e| format!("unreadable in the outbox: {e}"))?;
         Ok(sh.link.op(&sh.agent_id, &req).await.map(|a| {
             if a.created {

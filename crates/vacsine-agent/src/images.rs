@@ -1,4 +1,4 @@
-//! The agent's side of action images (see [`crate::images`]): before a job runs, every image
+//! The agent's side of action images (see [`vacsine_contract::images`]): before a job runs, every image
 //! its signed job lists is made present on this machine's Docker: an image loaded before
 //! (table `images` of `agent.db`: digest → loaded image ID) is used again while Docker still
 //! has it; any other is fetched from the orchestrator in chunks over the sealed channel,
@@ -6,10 +6,7 @@
 //! and the run fails saying so), and loaded with `docker load`. The engine then runs only
 //! these images, by the ID loaded.
 
-use super::Shared;
-use crate::bundle::VerifiedWork;
-use crate::images::{digest_hex, Hasher};
-use crate::proto::{self, ImageRef};
+use crate::Shared;
 use anyhow::{anyhow, bail, Context};
 use base64::Engine as _;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -18,6 +15,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
+use vacsine_contract::bundle::VerifiedWork;
+use vacsine_contract::images::{digest_hex, Hasher};
+use vacsine_contract::proto::{self, ImageRef};
 use vacsine_core::node::NodeOps;
 use vacsine_engine::{CancelToken, LocalNode};
 
@@ -71,7 +71,7 @@ impl ImageCache {
     fn put(&self, digest: &str, id: &str, name: &str) -> anyhow::Result<()> {
         self.lock()?.execute(
             "INSERT OR REPLACE INTO images (digest, image_id, name, loaded_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![digest, id, name, crate::now_ms()],
+            params![digest, id, name, vacsine_contract::now_ms()],
         )?;
         Ok(())
     }
@@ -162,7 +162,7 @@ async fn fetch_and_load(
     cancel: &CancelToken,
 ) -> anyhow::Result<String> {
     let hex = digest_hex(&img.digest).map_err(|e| anyhow!(e))?;
-    crate::files::private_dir(&sh.images.dir)
+    vacsine_contract::files::private_dir(&sh.images.dir)
         .with_context(|| format!("creating {}", sh.images.dir.display()))?;
     let path = sh.images.dir.join(format!("sha256-{hex}.tar.part"));
     let _partial = Partial(Some(path.clone()));
@@ -184,7 +184,9 @@ async fn fetch_and_load(
         let chunk = loop {
             match sh.link.op(&sh.agent_id, &req).await {
                 Ok(c) => break c,
-                Err(crate::client::CallError::Unreachable(m)) if attempt + 1 < ATTEMPTS => {
+                Err(vacsine_contract::client::CallError::Unreachable(m))
+                    if attempt + 1 < ATTEMPTS =>
+                {
                     attempt += 1;
                     eprintln!("run {run_id}: fetching image {}: {m}; retrying", img.name);
                     tokio::time::sleep(Duration::from_millis(500 << attempt)).await;

@@ -2,10 +2,10 @@
 //! again from `agent.db`), then syncs the latest bundle from the orchestrator now and every
 //! [`SYNC_EVERY`], verifies it with the pinned key and keeps it. A child of `agent`.
 
-use super::Shared;
-use crate::proto;
+use crate::Shared;
 use std::sync::Arc;
 use std::time::Duration;
+use vacsine_contract::proto;
 
 /// How often the registry bundle is synced.
 pub const SYNC_EVERY: Duration = Duration::from_secs(60);
@@ -53,14 +53,14 @@ async fn sync_once(sh: &Shared, have: Option<String>) -> Option<String> {
     let Some(signed) = resp.bundle else {
         return have;
     };
-    let b = match crate::bundle::verify_registry(&sh.bundle_key, &sh.site, &signed) {
+    let b = match vacsine_contract::bundle::verify_registry(&sh.bundle_key, &sh.site, &signed) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("warning: registry bundle {}: {e:#}", resp.version);
             return have;
         }
     };
-    let version = crate::bundle::registry_version(&b.documents);
+    let version = vacsine_contract::bundle::registry_version(&b.documents);
     if version != resp.version {
         eprintln!(
             "warning: the registry bundle sent as {} holds {version}: not used",
@@ -68,7 +68,10 @@ async fn sync_once(sh: &Shared, have: Option<String>) -> Option<String> {
         );
         return have;
     }
-    if let Err(e) = sh.bundles.keep_registry(&version, &signed, crate::now_ms()) {
+    if let Err(e) = sh
+        .bundles
+        .keep_registry(&version, &signed, vacsine_contract::now_ms())
+    {
         eprintln!("warning: keeping the registry bundle: {e:#}");
         return have;
     }

@@ -5,12 +5,12 @@
 //! streams, outputs, the prior state for an undo) travels with the run's end, which is the
 //! confirmation the orchestrator waits for before it advances.
 
-use super::Shared;
-use crate::bundle::VerifiedWork;
-use crate::proto::{StepJob, StepOutcome};
-use crate::xsite;
+use crate::Shared;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vacsine_contract::bundle::VerifiedWork;
+use vacsine_contract::proto::{StepJob, StepOutcome};
+use vacsine_contract::step as xsite;
 use vacsine_core::node::NodeOps;
 use vacsine_core::record::{rfc3339, Level, Message, Ran, StepRecord, StepStatus};
 use vacsine_core::status::RunStatus;
@@ -63,7 +63,7 @@ pub(super) async fn run(
         });
         rec.error = Some(e.clone());
     }
-    let key = super::record_key(&rec);
+    let key = crate::record_key(&rec);
     match serde_json::to_string(&rec) {
         Ok(body) => {
             if let Err(e) = sh.outbox.put(&key, w.run_id(), "record", &body) {
@@ -99,7 +99,7 @@ async fn execute(
     let x: Arc<dyn executor::Executor> = if job.executor == "container" {
         // Only the image the signed job lists, fetched and verified if needed, by the ID
         // loaded.
-        match super::images::prepare(sh, w, &cancel).await {
+        match crate::images::prepare(sh, w, &cancel).await {
             Ok(allowed) => Arc::new(executor::ContainerExecutor::allowing(allowed)),
             Err(e) => return StepResult::failed(format!("{e:#}")),
         }
@@ -110,7 +110,7 @@ async fn execute(
         else {
             return StepResult::failed(format!(
                 "this agent (vacsine {}) has no executor `{}`",
-                crate::VERSION,
+                vacsine_contract::VERSION,
                 job.executor
             ));
         };

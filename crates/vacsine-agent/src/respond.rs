@@ -11,14 +11,14 @@
 //! decision in the store, the applied state is what nft lists, and only the difference is
 //! written; an element present and right is never touched, so nothing is flushed.
 
-use super::Outbox;
-use crate::decisions::DecisionSet;
-use crate::proto::SiteDecision;
+use crate::Outbox;
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Instant;
+use vacsine_contract::decisions::DecisionSet;
+use vacsine_contract::proto::SiteDecision;
 use vacsine_core::node::NodeOps;
 use vacsine_engine::LocalNode;
 use vacsine_events::{Event, Format};
@@ -72,7 +72,7 @@ pub struct AppliedDecision {
 /// Read `bytes` in `format`, decide, apply, record and queue.
 pub async fn ingest(data: &Path, format: Format, bytes: &[u8]) -> anyhow::Result<IngestReport> {
     let t0 = Instant::now();
-    let held = super::autonomous::held(data)?;
+    let held = crate::autonomous::held(data)?;
     let parsed = vacsine_events::parse(format, bytes).at_site(&held.site);
     ingest_held(data, held, parsed, t0).await
 }
@@ -82,7 +82,7 @@ pub async fn ingest(data: &Path, format: Format, bytes: &[u8]) -> anyhow::Result
 /// and queued for upload, also while the site is cut off.
 pub async fn ingest_events(data: &Path, events: Vec<Event>) -> anyhow::Result<IngestReport> {
     let t0 = Instant::now();
-    let held = super::autonomous::held(data)?;
+    let held = crate::autonomous::held(data)?;
     let parsed = vacsine_events::Parsed {
         events,
         errors: Vec::new(),
@@ -94,7 +94,7 @@ pub async fn ingest_events(data: &Path, events: Vec<Event>) -> anyhow::Result<In
 
 async fn ingest_held(
     data: &Path,
-    held: super::autonomous::Held,
+    held: crate::autonomous::Held,
     parsed: vacsine_events::Parsed,
     t0: Instant,
 ) -> anyhow::Result<IngestReport> {
@@ -185,7 +185,7 @@ pub fn save_labels(
         return Ok(());
     }
     let p = labels_path(data);
-    crate::files::write_private(&p, serde_json::to_string(labels)?.as_bytes())
+    vacsine_contract::files::write_private(&p, serde_json::to_string(labels)?.as_bytes())
         .with_context(|| format!("writing {}", p.display()))
 }
 
@@ -406,7 +406,7 @@ pub async fn quarantine_held(data: &Path, store: &Store) {
                 eprintln!("decisions: {} ({}) run here: {msg}", d.id, d.action);
                 if let (Ok(outbox), Ok(Some(id))) = (
                     Outbox::open(&data.join("agent.db")),
-                    super::load_identity(&data.join("agent.json")),
+                    crate::load_identity(&data.join("agent.json")),
                 ) {
                     let _ = queue_decision(store, &outbox, &d.id, &id.site);
                 }
@@ -555,7 +555,7 @@ fn allow_list(data: &Path) -> AllowList {
         site_addresses: local_addresses(),
         ..Default::default()
     };
-    if let Ok(Some(id)) = super::load_identity(&data.join("agent.json")) {
+    if let Ok(Some(id)) = crate::load_identity(&data.join("agent.json")) {
         for url in id.orchestrator.split(',') {
             if let Some(ip) = url_ip(url.trim()) {
                 a.orchestrator_addresses.push(ip);

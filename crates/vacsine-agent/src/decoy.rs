@@ -5,7 +5,7 @@
 //! workflow (executor `decoy`) in the agent's journal, like any action.
 //!
 //! Each decoy's JSON log (`<data>/decoys/<name>/opencanary.log`, rotated by OpenCanary's
-//! logger at 8 MiB) is followed by the same [`super::tail::Follower`] as `vacsine agent ingest
+//! logger at 8 MiB) is followed by the same [`crate::tail::Follower`] as `vacsine agent ingest
 //! --follow`: every connection becomes an indicator event (source address and port, service,
 //! what was sent) decided over the held Responses at once, also while cut off, with its
 //! position kept in the data folder: no line lost or fed twice across agent restarts and
@@ -15,8 +15,8 @@
 //! decoy. A file that cannot be read at start stops the agent with its location; a later bad
 //! edit is said and the decoys running stay as they are.
 
-use super::tail::Follower;
-use super::Shared;
+use crate::tail::Follower;
+use crate::Shared;
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ use vacsine_engine::executor::{ExecCtx, Executor, StepResult};
 use vacsine_events::Format;
 
 /// How often a decoy's log is read.
-const FOLLOW_EVERY: Duration = super::tail::POLL;
+const FOLLOW_EVERY: Duration = crate::tail::POLL;
 /// How often the file and the containers are reconciled.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
@@ -537,7 +537,7 @@ fn follow(data: &Path, name: &str) -> Followed {
 fn forget(data: &Path, name: &str) {
     let _ = std::fs::remove_dir_all(log_dir(data, name));
     let _ = std::fs::remove_file(conf_path(data, name));
-    let _ = std::fs::remove_file(super::tail::position_path(data, &log_path(data, name)));
+    let _ = std::fs::remove_file(crate::tail::position_path(data, &log_path(data, name)));
 }
 
 /// Make the running decoys what `specs` declares: each missing or changed one deployed, each
@@ -634,10 +634,10 @@ async fn reconcile(
             }
         };
         let dir = log_dir(&data, &s.name);
-        crate::files::private_dir(&root(&data))?;
+        vacsine_contract::files::private_dir(&root(&data))?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let cp = conf_path(&data, &s.name);
-        crate::files::write_private(&cp, &conf)
+        vacsine_contract::files::write_private(&cp, &conf)
             .with_context(|| format!("writing {}", cp.display()))?;
         let run = journaled(
             sh,

@@ -618,11 +618,11 @@ pub struct JobFields {
     /// YAML: the orchestrator refuses (400, naming the field or step) one its validator
     /// refuses, before anything is signed or queued. Null for an enforce or step job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = crate::server::openapi::workflow_or_null)]
+    #[schema(schema_with = workflow_or_null)]
     pub workflow: Option<Workflow>,
     /// The Workflow documents `workflow` (or the enforced policy's fixes) may call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(schema_with = crate::server::openapi::workflows)]
+    #[schema(schema_with = workflows_schema)]
     pub catalog: Vec<Workflow>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub inputs: Map<String, Value>,
@@ -862,6 +862,18 @@ pub struct KeyedRecord {
     /// Idempotency key: unique per step attempt.
     pub key: String,
     pub record: Value,
+}
+
+/// The idempotency key of a step record (`run/step/attempt/node`): unique per step attempt,
+/// the same at every retry of its upload.
+pub fn record_key(r: &vacsine_core::record::StepRecord) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        r.run_id,
+        r.step_id,
+        r.attempt,
+        r.node.as_deref().unwrap_or("-")
+    )
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -1536,4 +1548,27 @@ pub struct BouncerCreated {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BouncerList {
     pub bouncers: Vec<BouncerView>,
+}
+
+/// The longest an agent's poll waits for work at the orchestrator.
+pub const MAX_WAIT_MS: u64 = 25_000;
+
+/// The OpenAPI name of the workflow schema (generated from `vacsine_core`'s JSON Schema).
+pub const WORKFLOW_SCHEMA: &str = "Workflow";
+
+/// The schema of an optional workflow: the Workflow schema or null.
+fn workflow_or_null() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+    use utoipa::openapi::Ref;
+    AnyOfBuilder::new()
+        .item(Ref::from_schema_name(WORKFLOW_SCHEMA))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
+}
+
+/// The schema of a list of workflows.
+fn workflows_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name(WORKFLOW_SCHEMA))
+        .into()
 }

@@ -11,12 +11,9 @@
 //! `requirement_changed` event and a newly open port a `vulnerability` event, both fed to the
 //! site's response path (`respond::ingest_events`) as if read by `vacsine agent ingest`.
 //!
-//! [`EnforceRunner`]: crate::enforce::EnforceRunner
+//! [`EnforceRunner`]: vacsine_contract::enforce::EnforceRunner
 
-use super::{respond, Shared};
-use crate::bundle::BundleDocument;
-use crate::proto::VersionRef;
-use crate::schedule::{self, Assess, AssessKind, Assessed, AssessmentUpload, Item, Schedule};
+use crate::{respond, Shared};
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -24,6 +21,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vacsine_contract::bundle::BundleDocument;
+use vacsine_contract::proto::VersionRef;
+use vacsine_contract::schedule::{
+    self, Assess, AssessKind, Assessed, AssessmentUpload, Item, Schedule,
+};
 use vacsine_events::Event;
 
 /// How often the schedules held are looked at.
@@ -238,7 +240,7 @@ pub(super) async fn scheduler(sh: Arc<Shared>) {
             }
             let Ok(every) = s.every() else { continue };
             for kind in s.kinds() {
-                let now = crate::now_ms();
+                let now = vacsine_contract::now_ms();
                 let last = match state.last(&s.metadata.name, kind) {
                     Ok(l) => l,
                     Err(e) => {
@@ -315,7 +317,7 @@ async fn run_one(
         (Err(e), _) => Err(e),
         (Ok(_), None) => Err(format!(
             "this agent (vacsine {}) has no drivers to assess with",
-            crate::VERSION
+            vacsine_contract::VERSION
         )),
         (Ok(a), Some(runner)) => runner.assess(a).await.map_err(|e| format!("{e:#}")),
     };
@@ -378,7 +380,7 @@ async fn run_one(
         upload.passing = keep.iter().filter(|i| i.outcome == "pass").count() as i64;
         upload.failing = keep
             .iter()
-            .filter(|i| crate::posture::is_failing(&i.outcome))
+            .filter(|i| vacsine_contract::schedule::is_failing(&i.outcome))
             .count() as i64;
     }
     upload.items = changes;
