@@ -1,9 +1,14 @@
-# Sourced by the orchestrator benchmarks: a release build, a scratch folder removed at exit
+# Sourced by the orchestrator benchmarks: a release build (or $VACSINE_BIN), a scratch folder removed at exit
 # with every process started (`pids`), an orchestrator on loopback (`orch_pid`, `url`, `pin`,
 # `op`: the CLI's arguments to reach it), and `start_agent SITE NAME`: a site and its agent
 # (`agent_pid`).
-cargo build --release -q -p vacsine --bin vacsine
-BIN="$PWD/target/release/vacsine"
+# VACSINE_BIN=path: measure that binary instead (e.g. two builds side by side in one run).
+if [ -n "${VACSINE_BIN:-}" ]; then
+  BIN="$VACSINE_BIN"
+else
+  cargo build --release -q -p vacsine --bin vacsine
+  BIN="$PWD/target/release/vacsine"
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
