@@ -192,7 +192,15 @@ pub(super) async fn runs(
             serde_urlencoded::to_string(q).unwrap_or_default()
         )
     });
-    const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+    use crate::store::status as st;
+    // The statuses a run of the work queue can have (the stores' names of `RunStatus`).
+    const STATUSES: [&str; 5] = [
+        st::QUEUED,
+        st::RUNNING,
+        st::SUCCEEDED,
+        st::FAILED,
+        st::CANCELLED,
+    ];
     let body = html! {
         form.filters method="get" action="/console/runs" {
             label { "Site "
@@ -314,7 +322,7 @@ pub(super) async fn run(
         section {
             h2 { "Records" }
             @for r in &steps {
-                details.record open[r.status.as_str() != "succeeded"] {
+                details.record open[r.status != vacsine_core::record::StepStatus::Succeeded] {
                     summary {
                         (badge(r.status.as_str())) " "
                         strong { (r.step_id) }
