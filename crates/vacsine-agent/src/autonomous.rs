@@ -253,7 +253,7 @@ struct Dedupe {
 
 impl Dedupe {
     fn open(path: &Path) -> anyhow::Result<Self> {
-        let conn = rusqlite::Connection::open(path)?;
+        let conn = vacsine_private::sqlite::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS trigger_dedupe (

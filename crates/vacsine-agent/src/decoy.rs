@@ -634,10 +634,10 @@ async fn reconcile(
             }
         };
         let dir = log_dir(&data, &s.name);
-        vacsine_contract::files::private_dir(&root(&data))?;
+        vacsine_private::private_dir(&root(&data))?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let cp = conf_path(&data, &s.name);
-        vacsine_contract::files::write_private(&cp, &conf)
+        vacsine_private::write_private(&cp, &conf)
             .with_context(|| format!("writing {}", cp.display()))?;
         let run = journaled(
             sh,

@@ -86,7 +86,7 @@ fn unacknowledged_runs(agent_db: &Path) -> anyhow::Result<HashSet<String>> {
 }
 
 fn open(p: &Path) -> anyhow::Result<rusqlite::Connection> {
-    let c = rusqlite::Connection::open(p).with_context(|| format!("opening {}", p.display()))?;
+    let c = vacsine_private::sqlite::open(p).context("opening a database")?;
     c.busy_timeout(Duration::from_secs(10))?;
     Ok(c)
 }

@@ -35,7 +35,7 @@ pub(super) struct ImageCache {
 
 impl ImageCache {
     pub(super) fn open(db: &Path, dir: PathBuf) -> anyhow::Result<Self> {
-        let conn = Connection::open(db)?;
+        let conn = vacsine_private::sqlite::open(db)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS images (
@@ -162,7 +162,7 @@ async fn fetch_and_load(
     cancel: &CancelToken,
 ) -> anyhow::Result<String> {
     let hex = digest_hex(&img.digest).map_err(|e| anyhow!(e))?;
-    vacsine_contract::files::private_dir(&sh.images.dir)
+    vacsine_private::private_dir(&sh.images.dir)
         .with_context(|| format!("creating {}", sh.images.dir.display()))?;
     let path = sh.images.dir.join(format!("sha256-{hex}.tar.part"));
     let _partial = Partial(Some(path.clone()));

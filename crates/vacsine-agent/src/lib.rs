@@ -126,7 +126,7 @@ async fn enroll(cfg: &AgentConfig, path: &Path) -> anyhow::Result<Identity> {
         server_key: server.to_b64(),
         bundle_key: Some(hello.bundle_key.clone()),
     };
-    vacsine_contract::files::write_private(path, &serde_json::to_vec_pretty(&id)?)
+    vacsine_private::write_private(path, &serde_json::to_vec_pretty(&id)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(id)
 }
@@ -173,7 +173,7 @@ async fn pin_bundle_key(id: &mut Identity, path: &Path) -> anyhow::Result<String
         path.display()
     );
     id.bundle_key = Some(hello.bundle_key.clone());
-    vacsine_contract::files::write_private(path, &serde_json::to_vec_pretty(&*id)?)
+    vacsine_private::write_private(path, &serde_json::to_vec_pretty(&*id)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(hello.bundle_key)
 }
@@ -205,7 +205,7 @@ struct Shared {
 
 /// Run the agent until it is revoked or the process ends.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
-    vacsine_contract::files::private_dir(&cfg.data)
+    vacsine_private::private_dir(&cfg.data)
         .with_context(|| format!("creating {}", cfg.data.display()))?;
     let idp = cfg.data.join("agent.json");
     let mut id = match load_identity(&idp)? {

@@ -79,10 +79,7 @@ pub struct OutboxStatus {
 
 impl Outbox {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        if !path.exists() {
-            vacsine_contract::files::write_private(path, b"")?;
-        }
-        let conn = Connection::open(path)?;
+        let conn = vacsine_private::sqlite::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.execute_batch(

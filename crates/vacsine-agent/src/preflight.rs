@@ -189,11 +189,11 @@ fn nft() -> Check {
 }
 
 fn disk(data: &Path) -> Check {
-    if let Err(e) = vacsine_contract::files::private_dir(data) {
+    if let Err(e) = vacsine_private::private_dir(data) {
         return check("disk", Err(format!("{}: {e}", data.display())));
     }
     let probe = data.join(".preflight");
-    if let Err(e) = vacsine_contract::files::write_private(&probe, b"ok") {
+    if let Err(e) = vacsine_private::write_private(&probe, b"ok") {
         return check("disk", Err(format!("{} not writable: {e}", data.display())));
     }
     let _ = std::fs::remove_file(&probe);

@@ -185,7 +185,7 @@ pub fn save_labels(
         return Ok(());
     }
     let p = labels_path(data);
-    vacsine_contract::files::write_private(&p, serde_json::to_string(labels)?.as_bytes())
+    vacsine_private::write_private(&p, serde_json::to_string(labels)?.as_bytes())
         .with_context(|| format!("writing {}", p.display()))
 }
 

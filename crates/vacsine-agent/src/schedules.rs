@@ -40,7 +40,7 @@ pub(crate) struct ScheduleState {
 
 impl ScheduleState {
     pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
-        let conn = Connection::open(path)?;
+        let conn = vacsine_private::sqlite::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS schedule_runs (

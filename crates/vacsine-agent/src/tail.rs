@@ -19,7 +19,7 @@ use crate::respond::{ingest, IngestReport};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use vacsine_events::Format;
@@ -61,14 +61,9 @@ fn load(p: &Path) -> Option<Position> {
 
 fn save(p: &Path, pos: &Position) -> anyhow::Result<()> {
     let dir = p.parent().expect("position paths have a parent");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = p.with_extension("json.tmp");
-    let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(&serde_json::to_vec(pos)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display()))?;
-    File::open(dir)?.sync_all()?;
-    Ok(())
+    vacsine_private::private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    vacsine_private::write_private(p, &serde_json::to_vec(pos)?)
+        .with_context(|| format!("writing {}", p.display()))
 }
 
 /// The first `n` bytes of `f`, or `None` when it is shorter.

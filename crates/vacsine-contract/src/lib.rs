@@ -19,7 +19,6 @@ pub mod bundle;
 pub mod client;
 pub mod decisions;
 pub mod enforce;
-pub mod files;
 pub mod fit;
 pub mod images;
 pub mod proto;

@@ -231,7 +231,7 @@ pub fn reclaim_space(path: &Path) -> Result<u64> {
         f(path) + f(Path::new(&wal))
     };
     let before = size();
-    let c = Connection::open(path)?;
+    let c = vacsine_private::sqlite::open(path).map_err(|e| JournalError(e.to_string()))?;
     c.busy_timeout(Duration::from_secs(30))?;
     let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
     let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
@@ -337,10 +337,9 @@ impl Journal {
     /// Open (or create) the journal file, private to its owner (0600, its WAL and shared
     /// memory files too), with its key in [`Journal::key_path`].
     pub fn open(path: &Path) -> Result<Self> {
-        crate::fsperm::create_private(path)
-            .map_err(|e| JournalError(format!("cannot open `{}`: {e}", path.display())))?;
+        let conn = vacsine_private::sqlite::open(path)
+            .map_err(|e| JournalError(format!("cannot open {e}")))?;
         let sealer = Sealer::load_or_create(&Self::key_path(path)).map_err(JournalError)?;
-        let conn = Connection::open(path)?;
         Self::init(conn, sealer)
     }
 

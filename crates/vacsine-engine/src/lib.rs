@@ -21,7 +21,6 @@
 
 mod engine;
 pub mod executor;
-mod fsperm;
 mod inputs;
 mod journal;
 mod local;

@@ -10,8 +10,7 @@
 use base64::Engine as _;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Prefix of a sealed value as stored.
@@ -68,16 +67,17 @@ impl Sealer {
                 let mut bytes = [0u8; 32];
                 rng.fill(&mut bytes)
                     .map_err(|_| "no randomness available".to_string())?;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(|e| format!("cannot create journal key `{}`: {e}", path.display()))?;
-                f.write_all(&bytes)
-                    .and_then(|_| f.sync_all())
-                    .map_err(|e| format!("cannot write journal key `{}`: {e}", path.display()))?;
-                Self::from_bytes(&bytes, rng, Some(path.to_path_buf()))
+                match vacsine_private::create_private(path, &bytes) {
+                    Ok(()) => Self::from_bytes(&bytes, rng, Some(path.to_path_buf())),
+                    // Another process made it first, whole: that key is the journal's.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_create(path)
+                    }
+                    Err(e) => Err(format!(
+                        "cannot create journal key `{}`: {e}",
+                        path.display()
+                    )),
+                }
             }
             Err(e) => Err(format!("cannot read journal key `{}`: {e}", path.display())),
         }

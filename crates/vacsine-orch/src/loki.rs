@@ -188,11 +188,9 @@ fn ack_path(spool: &Path) -> PathBuf {
     spool.with_extension("ack")
 }
 
-/// Write `bytes` to `path` whole (a temporary file renamed into place).
+/// Write `bytes` to `path` whole, private and durable (see `vacsine_private`).
 fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    vacsine_contract::files::write_private(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    vacsine_private::write_private(path, bytes)
 }
 
 impl Loki {
@@ -292,7 +290,8 @@ impl Loki {
             }
             if let Some(f) = st.file.as_mut() {
                 use std::io::Write;
-                if let Err(e) = f.write_all(text.as_bytes()) {
+                // On disk before the handler answers: a crash after it loses no line.
+                if let Err(e) = f.write_all(text.as_bytes()).and_then(|()| f.sync_data()) {
                     // Still pushed from memory; only a crash before then would lose them.
                     tracing::error!("appending to {}: {e}", self.spool.display());
                 }

@@ -217,8 +217,7 @@ struct Prepared {
 
 async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     let data = &cfg.data;
-    vacsine_contract::files::private_dir(data)
-        .with_context(|| format!("creating {}", data.display()))?;
+    vacsine_private::private_dir(data).with_context(|| format!("creating {}", data.display()))?;
     let (tls, pin) = match &cfg.tls_files {
         Some((c, k)) => {
             let (tls, leaf) = crate::tls::server_config_pem(c, k)?;
@@ -239,7 +238,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             hpke_secret: KeyPair::generate().secret_b64(),
             bundle_secret: BundleSigner::generate().secret_b64(),
         };
-        vacsine_contract::files::write_private(&kp, &serde_json::to_vec_pretty(&k)?)
+        vacsine_private::write_private(&kp, &serde_json::to_vec_pretty(&k)?)
             .with_context(|| format!("writing {}", kp.display()))?;
         k
     };
@@ -251,7 +250,7 @@ async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             .to_string()
     } else {
         let t = random_hex(32);
-        vacsine_contract::files::write_private(&tp, t.as_bytes())
+        vacsine_private::write_private(&tp, t.as_bytes())
             .with_context(|| format!("writing {}", tp.display()))?;
         t
     };
@@ -522,7 +521,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         token: p.srv.token.clone(),
     };
     let opp = cfg.data.join("operator.json");
-    vacsine_contract::files::write_private(&opp, &serde_json::to_vec_pretty(&op)?)
+    vacsine_private::write_private(&opp, &serde_json::to_vec_pretty(&op)?)
         .with_context(|| format!("writing {}", opp.display()))?;
     let extended = p
         .srv

@@ -15,8 +15,7 @@ pub fn load_or_create_cert(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
         let k = std::fs::read(&kp).with_context(|| format!("reading {}", kp.display()))?;
         return Ok((c, k));
     }
-    vacsine_contract::files::private_dir(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
+    vacsine_private::private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     let ck = rcgen::generate_simple_self_signed(vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -25,10 +24,8 @@ pub fn load_or_create_cert(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     .map_err(|e| anyhow!("cannot make a self-signed certificate: {e}"))?;
     let c = ck.cert.der().to_vec();
     let k = ck.signing_key.serialize_der();
-    vacsine_contract::files::write_private(&kp, &k)
-        .with_context(|| format!("writing {}", kp.display()))?;
-    vacsine_contract::files::write_private(&cp, &c)
-        .with_context(|| format!("writing {}", cp.display()))?;
+    vacsine_private::write_private(&kp, &k).with_context(|| format!("writing {}", kp.display()))?;
+    vacsine_private::write_private(&cp, &c).with_context(|| format!("writing {}", cp.display()))?;
     Ok((c, k))
 }
 

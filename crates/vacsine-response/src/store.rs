@@ -7,7 +7,6 @@
 //!
 //! This is the only module of the crate that does I/O.
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -145,13 +144,8 @@ fn time(v: Option<i64>) -> Option<DateTime<Utc>> {
 impl Store {
     /// Opens (creating it if needed) the store at `path`, readable by its owner only.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        let conn = Connection::open(path)?;
+        let conn = vacsine_private::sqlite::open(path)
+            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // 32 MiB of page cache: batches of inserts with random keys stay in memory.

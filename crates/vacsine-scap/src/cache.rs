@@ -202,35 +202,13 @@ fn read_entry(path: &Path, key: &str) -> Option<DataStream> {
 }
 
 fn write_entry(dir: &Path, path: &Path, key: &str, ds: &DataStream) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("entry"),
-        std::process::id()
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    vacsine_private::private_dir(dir)?;
     let e = Entry {
         key: key.to_string(),
         ds: ds.clone(),
     };
-    let r = serde_json::to_writer(&mut f, &e)
-        .map_err(std::io::Error::other)
-        .and_then(|_| f.flush());
-    if let Err(e) = r {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path)
+    let bytes = serde_json::to_vec(&e).map_err(std::io::Error::other)?;
+    vacsine_private::write_private(path, &bytes)
 }
 
 /// Reads the stream at `path` for `profile`: the cached slice when the cache holds one for

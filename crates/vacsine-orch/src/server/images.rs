@@ -5,7 +5,7 @@
 //! channel, only archives listed in a run it holds.
 
 use super::extract::{ApiPath as UrlPath, ApiQuery as Query};
-use super::{random_hex, ApiError, ApiResult, Srv};
+use super::{ApiError, ApiResult, Srv};
 use crate::store::{status, AgentRow};
 use axum::body::Body;
 use axum::extract::State;
@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use vacsine_contract::images::{archive_file, Hasher, ImageUse, CHUNK_BYTES, KIND};
@@ -41,17 +41,6 @@ impl utoipa::ToSchema for ImageArchive {}
 #[derive(Deserialize)]
 pub(super) struct PutQuery {
     name: String,
-}
-
-/// Removes a partial upload unless it was kept.
-struct Partial(Option<PathBuf>);
-
-impl Drop for Partial {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
 }
 
 fn too_large(max: u64) -> ApiError {
@@ -95,17 +84,15 @@ pub(super) async fn put_image(
     if announced.is_some_and(|n| n > s.max_image_bytes) {
         return Err(too_large(s.max_image_bytes));
     }
-    vacsine_contract::files::private_dir(&s.images)
+    vacsine_private::private_dir(&s.images)
         .map_err(|e| internal(format!("creating {}: {e}", s.images.display())))?;
-    let tmp = s.images.join(format!(".upload-{}.part", random_hex(8)));
-    let mut partial = Partial(Some(tmp.clone()));
-    let mut f = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .await
-        .map_err(|e| internal(format!("creating {}: {e}", tmp.display())))?;
+    let tmp = vacsine_private::temp_in(&s.images, "upload")
+        .map_err(|e| internal(format!("creating a file in {}: {e}", s.images.display())))?;
+    let mut f = tmp
+        .as_file()
+        .try_clone()
+        .map(tokio::fs::File::from_std)
+        .map_err(|e| internal(format!("opening {}: {e}", tmp.path().display())))?;
     let mut hash = Hasher::default();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -116,11 +103,11 @@ pub(super) async fn put_image(
         }
         f.write_all(&chunk)
             .await
-            .map_err(|e| internal(format!("writing {}: {e}", tmp.display())))?;
+            .map_err(|e| internal(format!("writing {}: {e}", tmp.path().display())))?;
     }
     f.sync_all()
         .await
-        .map_err(|e| internal(format!("writing {}: {e}", tmp.display())))?;
+        .map_err(|e| internal(format!("writing {}: {e}", tmp.path().display())))?;
     drop(f);
     let (got, size) = hash.finish();
     if size == 0 {
@@ -133,11 +120,9 @@ pub(super) async fn put_image(
     }
     let path = s.images.join(&file);
     // Same content, same name: replacing an existing copy is harmless (and repairs one
-    // damaged on disk).
-    tokio::fs::rename(&tmp, &path)
-        .await
+    // damaged on disk). A partial upload (an error above) is removed when `tmp` is dropped.
+    vacsine_private::persist(tmp, &path)
         .map_err(|e| internal(format!("keeping {}: {e}", path.display())))?;
-    partial.0 = None;
     let r = ImageRef {
         name: q.name.clone(),
         digest: digest.clone(),
@@ -391,7 +376,7 @@ mod tests {
         let mut h = Hasher::default();
         h.update(&bytes);
         let (digest, size) = h.finish();
-        vacsine_contract::files::private_dir(&s.images).unwrap();
+        vacsine_private::private_dir(&s.images).unwrap();
         std::fs::write(s.images.join(archive_file(&digest).unwrap()), &bytes).unwrap();
         ImageRef {
             name: format!("img:{fill}"),

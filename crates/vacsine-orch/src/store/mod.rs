@@ -15,9 +15,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 mod pg;
+pub mod policy;
 mod posture;
 mod sqlite;
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests open the database behind the store to alter it
 mod tests;
 
 pub use pg::{mask_url, PgStore};
@@ -164,7 +166,6 @@ pub struct Expired {
     pub now_status: String,
 }
 
-/// Leases are re-offered at most this many times before the run fails.
 /// A run's job as the orchestrator signed it (see `vacsine_contract::bundle`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedRow {
@@ -188,7 +189,7 @@ pub struct RegistryRow {
     pub signature: Option<String>,
 }
 
-pub const MAX_OFFERS: i64 = 3;
+pub use policy::MAX_OFFERS;
 
 /// An operator write made with an `Idempotency-Key` (`server/idempotency.rs`): what was asked
 /// and, once answered, the answer, so that the same key sent again gets the same answer.

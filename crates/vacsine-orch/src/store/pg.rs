@@ -22,9 +22,9 @@
 //! host or network); a URL asking for `sslmode=require` is refused by the driver.
 
 use super::{
-    status, AgentRow, Change, Cursor, Expired, IdempotentRow, MetricCounts, RegistryRow, Result,
-    RunPage, RunQuery, RunRow, SignedRow, SiteOutcome, SiteRow, Store, StoreError, Stored,
-    ENDED_SQL, MAX_OFFERS,
+    policy, status, AgentRow, Change, Cursor, Expired, IdempotentRow, MetricCounts, RegistryRow,
+    Result, RunPage, RunQuery, RunRow, SignedRow, SiteOutcome, SiteRow, Store, StoreError, Stored,
+    ENDED_SQL,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -610,9 +610,7 @@ impl Store for PgStore {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e, "sites_pkey") => Err(StoreError::Conflict(format!(
-                "site `{name}` already exists"
-            ))),
+            Err(e) if is_unique_violation(&e, "sites_pkey") => Err(policy::site_exists(name)),
             Err(e) => Err(e.into()),
         }
     }
@@ -638,7 +636,7 @@ impl Store for PgStore {
             )
             .await?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!("no site `{name}`")));
+            return Err(policy::no_site(name));
         }
         tx.execute(
             "UPDATE agents SET revoked_ms = COALESCE(revoked_ms, $2) WHERE site = $1",
@@ -659,9 +657,7 @@ impl Store for PgStore {
             )
             .await?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!(
-                "no agent `{name}` at site `{site}`"
-            )));
+            return Err(policy::no_agent(site, name));
         }
         self.notify(&c, News::Queue).await;
         Ok(())
@@ -692,10 +688,7 @@ impl Store for PgStore {
         {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e, "agents_live_name") => {
-                Err(StoreError::Conflict(format!(
-                    "an agent named `{}` is already enrolled at site `{}` (revoke it first with `vacsine site revoke {} --agent {}`)",
-                    a.name, a.site, a.site, a.name
-                )))
+                Err(policy::agent_name_taken(&a.site, &a.name))
             }
             Err(e) => Err(e.into()),
         }
@@ -740,9 +733,7 @@ impl Store for PgStore {
             .execute(&st, &[&run, &j.payload, &j.signature, &j.key_id, &now])
             .await?;
         if n == 0 {
-            return Err(StoreError::Conflict(format!(
-                "run {run} already has a signed job"
-            )));
+            return Err(policy::job_already_signed(run));
         }
         Ok(())
     }
@@ -1141,22 +1132,13 @@ impl Store for PgStore {
             let at: i64 = row.get("lease_expires_ms");
             let offers: i64 = row.get("offers");
             let nrec: i64 = row.get("nrec");
-            let at_s = crate::rfc3339(at);
-            let (st, msg) = if nrec == 0 && offers < MAX_OFFERS {
-                (
-                    status::QUEUED,
-                    format!(
-                        "re-offered: agent {agent} stopped renewing its lease (expired at {at_s}) before recording any step"
-                    ),
-                )
-            } else {
-                (
-                    status::FAILED,
-                    format!(
-                        "failed: agent {agent} stopped renewing its lease (expired at {at_s}) after {nrec} step record(s), {offers} offer(s); the steps it ran are not re-run automatically"
-                    ),
-                )
-            };
+            let (st, msg) = policy::lapsed(&policy::LapsedLease {
+                agent: &agent,
+                expired_at_ms: at,
+                offers,
+                records: nrec,
+            });
+            let st = st.as_str();
             tx.execute(
                 "UPDATE runs SET status = $2::text, message = $3, lease_expires_ms = NULL,
                    agent_id = CASE WHEN $2::text = 'queued' THEN NULL ELSE agent_id END,
@@ -1224,15 +1206,12 @@ impl Store for PgStore {
         let owner = tx
             .prepare_cached("SELECT agent_id FROM runs WHERE id = $1 FOR UPDATE")
             .await?;
-        match tx.query_opt(&owner, &[&run]).await? {
-            None => return Err(StoreError::NotFound(format!("no run `{run}`"))),
-            Some(r) if r.get::<_, Option<&str>>(0) == Some(agent) => {}
-            Some(_) => {
-                return Err(StoreError::Forbidden(format!(
-                    "run `{run}` is not leased to this agent"
-                )))
-            }
-        }
+        let holder = tx.query_opt(&owner, &[&run]).await?;
+        policy::may_record(
+            run,
+            holder.as_ref().map(|r| r.get::<_, Option<&str>>(0)),
+            agent,
+        )?;
         let keys: Vec<String> = records.iter().map(|(k, _)| format!("{run}/{k}")).collect();
         let bodies: Vec<&str> = records.iter().map(|(_, r)| r.as_str()).collect();
         let ins = tx
@@ -1277,11 +1256,7 @@ impl Store for PgStore {
         message: Option<&str>,
         now: i64,
     ) -> Result<bool> {
-        if !status::is_final(status) {
-            return Err(StoreError::Other(format!(
-                "`{status}` is not a final status"
-            )));
-        }
+        let status = policy::final_status(status)?.as_str();
         let c = self.pool.get().await?;
         let st = c
             .prepare_cached(

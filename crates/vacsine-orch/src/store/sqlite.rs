@@ -8,9 +8,8 @@
 //! never block on the disk.
 
 use super::{
-    status, AgentRow, Cursor, Expired, IdempotentRow, MetricCounts, RegistryRow, Result, RunPage,
+    policy, AgentRow, Cursor, Expired, IdempotentRow, MetricCounts, RegistryRow, Result, RunPage,
     RunQuery, RunRow, SignedRow, SiteOutcome, SiteRow, Store, StoreError, Stored, ENDED_SQL,
-    MAX_OFFERS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -259,11 +258,8 @@ fn registry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegistryRow> {
 impl SqliteStore {
     /// Open (or create) the store file, private to its owner.
     pub fn open(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            vacsine_contract::files::write_private(path, b"")
-                .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", path.display())))?;
-        }
-        let conn = Connection::open(path)?;
+        let conn = vacsine_private::sqlite::open(path)
+            .map_err(|e| StoreError::Other(format!("cannot open {e}")))?;
         Self::init(conn, Some(path.to_path_buf()))
     }
 
@@ -360,9 +356,7 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )?;
             if exists {
-                return Err(StoreError::Conflict(format!(
-                    "site `{name}` already exists"
-                )));
+                return Err(policy::site_exists(&name));
             }
             c.execute(
                 "INSERT INTO sites (name, intake_hash, created_ms) VALUES (?1, ?2, ?3)",
@@ -398,7 +392,7 @@ impl Store for SqliteStore {
                 params![name, now],
             )?;
             if n == 0 {
-                return Err(StoreError::NotFound(format!("no site `{name}`")));
+                return Err(policy::no_site(&name));
             }
             tx.execute(
                 "UPDATE agents SET revoked_ms = COALESCE(revoked_ms, ?2) WHERE site = ?1",
@@ -419,9 +413,7 @@ impl Store for SqliteStore {
                 params![site, name, now],
             )?;
             if n == 0 {
-                return Err(StoreError::NotFound(format!(
-                    "no agent `{name}` at site `{site}`"
-                )));
+                return Err(policy::no_agent(&site, &name));
             }
             Ok(())
         })
@@ -456,10 +448,7 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )?;
             if taken {
-                return Err(StoreError::Conflict(format!(
-                    "an agent named `{}` is already enrolled at site `{}` (revoke it first with `vacsine site revoke {} --agent {}`)",
-                    a.name, a.site, a.site, a.name
-                )));
+                return Err(policy::agent_name_taken(&a.site, &a.name));
             }
             c.execute(
                 "INSERT INTO agents (id, site, name, public_key, version, enrolled_ms, last_seen_ms)
@@ -513,9 +502,7 @@ impl Store for SqliteStore {
                 params![run, j.payload, j.signature, j.key_id, now],
             )?;
             if n == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "run {run} already has a signed job"
-                )));
+                return Err(policy::job_already_signed(&run));
             }
             Ok(())
         })
@@ -534,10 +521,7 @@ impl Store for SqliteStore {
                 params![r.id, j.payload, j.signature, j.key_id, now],
             )?;
             if n == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "run {} already has a signed job",
-                    r.id
-                )));
+                return Err(policy::job_already_signed(&r.id));
             }
             tx.execute(
                 "INSERT INTO runs (id, site, workflow, request, status, created_ms, message)
@@ -972,22 +956,13 @@ impl Store for SqliteStore {
             };
             let mut out = Vec::new();
             for (id, agent, at, offers, nrec) in expired {
-                let at_s = crate::rfc3339(at);
-                let (st, msg) = if nrec == 0 && offers < MAX_OFFERS {
-                    (
-                        status::QUEUED,
-                        format!(
-                            "re-offered: agent {agent} stopped renewing its lease (expired at {at_s}) before recording any step"
-                        ),
-                    )
-                } else {
-                    (
-                        status::FAILED,
-                        format!(
-                            "failed: agent {agent} stopped renewing its lease (expired at {at_s}) after {nrec} step record(s), {offers} offer(s); the steps it ran are not re-run automatically"
-                        ),
-                    )
-                };
+                let (st, msg) = policy::lapsed(&policy::LapsedLease {
+                    agent: &agent,
+                    expired_at_ms: at,
+                    offers,
+                    records: nrec,
+                });
+                let st = st.as_str();
                 tx.execute(
                     "UPDATE runs SET status = ?2, message = ?3, lease_expires_ms = NULL,
                        agent_id = CASE WHEN ?2 = 'queued' THEN NULL ELSE agent_id END,
@@ -1048,15 +1023,7 @@ impl Store for SqliteStore {
                     r.get(0)
                 })
                 .optional()?;
-            match owner {
-                None => return Err(StoreError::NotFound(format!("no run `{run}`"))),
-                Some(Some(a)) if a == agent => {}
-                Some(_) => {
-                    return Err(StoreError::Forbidden(format!(
-                        "run `{run}` is not leased to this agent"
-                    )))
-                }
-            }
+            policy::may_record(&run, owner.as_ref().map(Option::as_deref), &agent)?;
             let mut out = Stored::default();
             for (key, rec) in records {
                 let n = tx.execute(
@@ -1096,11 +1063,7 @@ impl Store for SqliteStore {
         message: Option<&str>,
         now: i64,
     ) -> Result<bool> {
-        if !status::is_final(status) {
-            return Err(StoreError::Other(format!(
-                "`{status}` is not a final status"
-            )));
-        }
+        let status = policy::final_status(status)?.as_str();
         let run = run.to_string();
         let agent = agent.to_string();
         let status = status.to_string();
@@ -1253,6 +1216,7 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests open the database behind the store to alter it
 mod tests {
     use super::*;
 

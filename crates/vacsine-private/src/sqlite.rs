@@ -1,29 +1,27 @@
-//! Private files for the journal: the SQLite database and its `-wal` and `-shm` siblings hold
-//! run records and undo data (previous file contents), so only the engine's user may read them.
+//! Private SQLite databases: the file and its `-wal` and `-shm` siblings hold run records,
+//! undo data (previous file contents), queued events and keys' uses, so only their owner may
+//! read them.
 //!
 //! SQLite creates the sidecar files with the mode of the database file, but a database created
-//! by SQLite itself gets `0644` under the usual umask. [`create_private`] runs before SQLite
-//! opens the database: it creates the three files `0600` (or narrows existing ones to `0600`),
-//! and the parent directory `0700` if it has to create it.
+//! by SQLite itself gets `0644` under the usual umask. [`prepare`] runs before SQLite opens the
+//! database: it creates the three files `0600` (or narrows existing ones to `0600`), and the
+//! parent directory `0700` if it has to create it.
 //!
-//! Threat model: another local user must not read the journal. Files are opened with
-//! `O_NOFOLLOW` and changed through the open descriptor, so a symlink planted at one of the
-//! paths is refused rather than followed, and the mode applies to the file that was checked.
+//! Threat model: another local user must not read them. Files are opened with `O_NOFOLLOW` and
+//! changed through the open descriptor, so a symlink planted at one of the paths is refused
+//! rather than followed, and the mode applies to the file that was checked.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Mode of the journal files.
-const FILE_MODE: u32 = 0o600;
-/// Mode of a journal directory the engine creates.
-const DIR_MODE: u32 = 0o700;
+use crate::{Error, DIR_MODE, FILE_MODE};
 
 /// Ensure `path` and its `-wal` and `-shm` siblings exist as regular files with mode `0600`
 /// (created empty if absent; existing content is kept). A missing parent directory is created
 /// with mode `0700`; an existing one is left as it is.
-pub(crate) fn create_private(path: &Path) -> io::Result<()> {
+pub fn prepare(path: &Path) -> io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
             DirBuilder::new()
@@ -40,6 +38,20 @@ pub(crate) fn create_private(path: &Path) -> io::Result<()> {
         private_file(&p)?;
     }
     Ok(())
+}
+
+/// Open (or create) the SQLite database at `path` once [`prepare`]d: the one way Vacsine opens
+/// a database file. Busy timeouts, journal mode and schema stay with the caller.
+#[allow(clippy::disallowed_methods)] // the one place allowed to open a database file
+pub fn open(path: &Path) -> Result<rusqlite::Connection, Error> {
+    prepare(path).map_err(|source| Error::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    rusqlite::Connection::open(path).map_err(|source| Error::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// `<path><suffix>`, as SQLite names its sidecar files.
@@ -73,6 +85,7 @@ fn private_file(path: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests open databases behind the module's back
 mod tests {
     use super::*;
 
@@ -84,7 +97,7 @@ mod tests {
     fn creates_private_files_and_directory() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("state/sub/journal.db");
-        create_private(&db).unwrap();
+        prepare(&db).unwrap();
         for p in [&db, &sibling(&db, "-wal"), &sibling(&db, "-shm")] {
             assert_eq!(mode(p), 0o600, "{}", p.display());
             assert_eq!(std::fs::metadata(p).unwrap().len(), 0);
@@ -92,7 +105,7 @@ mod tests {
         assert_eq!(mode(&dir.path().join("state")), 0o700);
         assert_eq!(mode(&dir.path().join("state/sub")), 0o700);
         // Idempotent.
-        create_private(&db).unwrap();
+        prepare(&db).unwrap();
         assert_eq!(mode(&db), 0o600);
     }
 
@@ -106,7 +119,7 @@ mod tests {
         std::fs::write(&wal, b"wal").unwrap();
         std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o666)).unwrap();
         let parent_mode = mode(dir.path());
-        create_private(&db).unwrap();
+        prepare(&db).unwrap();
         assert_eq!(mode(&db), 0o600);
         assert_eq!(mode(&wal), 0o600);
         assert_eq!(mode(&sibling(&db, "-shm")), 0o600);
@@ -124,15 +137,32 @@ mod tests {
         std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
         let db = dir.path().join("journal.db");
         std::os::unix::fs::symlink(&victim, &db).unwrap();
-        assert!(create_private(&db).is_err());
+        assert!(prepare(&db).is_err());
         assert_eq!(mode(&victim), 0o644);
+    }
+
+    #[test]
+    fn open_makes_a_private_database_and_names_the_file_it_cannot_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("new/store.db");
+        let c = open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        for p in [&db, &sibling(&db, "-wal"), &sibling(&db, "-shm")] {
+            assert_eq!(mode(p), 0o600, "{}", p.display());
+        }
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&db, &link).unwrap();
+        let e = open(&link).unwrap_err().to_string();
+        assert!(e.contains("link.db"), "{e}");
     }
 
     #[test]
     fn sqlite_opens_the_prepared_files() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("j.db");
-        create_private(&db).unwrap();
+        prepare(&db).unwrap();
         let c = rusqlite::Connection::open(&db).unwrap();
         c.pragma_update(None, "journal_mode", "WAL").unwrap();
         c.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
@@ -148,7 +178,7 @@ mod tests {
         // data is all there.
         drop(c);
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-        create_private(&db).unwrap();
+        prepare(&db).unwrap();
         assert_eq!(mode(&db), 0o600);
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch("INSERT INTO t VALUES (2);").unwrap();
