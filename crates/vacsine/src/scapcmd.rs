@@ -195,45 +195,65 @@ async fn eval(
         tasks.push((name, task));
     }
     let mut exit = Exit::Ok;
-    let several = tasks.len() > 1;
+    let out = EvalOutput {
+        source: source.as_ref(),
+        docs,
+        several: tasks.len() > 1,
+        format,
+    };
     for (name, task) in tasks {
         let done = task
             .await
             .map_err(|e| miette::miette!("evaluation of node `{name}` stopped: {e}"))?;
-        let rep = done.report.map_err(|e| miette::miette!("{e}"))?;
-        let written = match (&source, done.info) {
-            (Some(src), Some(target)) => crate::scapdocs::write(
-                src,
-                &p.ds,
-                &vacsine_scap::results::Run {
-                    report: &rep,
-                    target,
-                    start: done.start,
-                    end: done.end,
-                },
-                p.tailoring.as_ref(),
-                docs.results.as_deref(),
-                docs.arf.as_deref(),
-                several,
-            )?,
-            _ => Vec::new(),
-        };
-        let failed = rep
-            .rules
-            .iter()
-            .any(|r| matches!(r.outcome, Outcome::Fail | Outcome::Error));
-        if failed {
+        if node_done(&name, done, &p, &out)? {
             exit = Exit::Failures;
         }
-        let timing = Timing {
-            load_ms: p.load_ms,
-            cached: p.cached,
-            evaluate_ms: done.ms,
-            execs: done.execs,
-        };
-        print_node(&name, &rep, &timing, &written, format);
     }
     Ok(exit)
+}
+
+/// Where and how `scap eval` reports each node: the stream the result documents embed (when
+/// some are asked for), their paths, whether there are several nodes, the format.
+struct EvalOutput<'a> {
+    source: Option<&'a vacsine_scap::results::Source<'a>>,
+    docs: &'a Documents,
+    several: bool,
+    format: SimpleFormat,
+}
+
+/// One node's evaluation done: its result documents written, its report printed; whether a
+/// rule failed (or could not be evaluated) there.
+fn node_done(name: &str, done: NodeEval, p: &Profile, out: &EvalOutput) -> miette::Result<bool> {
+    let rep = done.report.map_err(|e| miette::miette!("{e}"))?;
+    let written = match (out.source, done.info) {
+        (Some(src), Some(target)) => crate::scapdocs::write(
+            src,
+            &p.ds,
+            &vacsine_scap::results::Run {
+                report: &rep,
+                target,
+                start: done.start,
+                end: done.end,
+            },
+            p.tailoring.as_ref(),
+            out.docs.results.as_deref(),
+            out.docs.arf.as_deref(),
+            out.several,
+        )?,
+        _ => Vec::new(),
+    };
+    let failed = rep
+        .rules
+        .iter()
+        .any(|r| matches!(r.outcome, Outcome::Fail | Outcome::Error));
+    let timing = Timing {
+        load_ms: p.load_ms,
+        cached: p.cached,
+        evaluate_ms: done.ms,
+        execs: done.execs,
+    };
+    print_node(name, &rep, &timing, &written, out.format);
+    Ok(failed)
 }
 
 /// The profile's slice of the stream, from the cache when this very file was loaded before
