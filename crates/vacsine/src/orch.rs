@@ -889,18 +889,41 @@ pub async fn run_at_site(
         )
         .await;
     }
+    let job = match workflow_job(&wf_path, &raw_inputs, catalog) {
+        Ok(job) => job,
+        Err(errors) => return Ok(print_diagnostics(errors)),
+    };
+    let c = client(conn)?;
+    let created: proto::RunCreated = c
+        .post(
+            proto::OP_RUNS,
+            &proto::SubmitRun {
+                site: site.to_string(),
+                job,
+            },
+        )
+        .await
+        .map_err(call_err)?;
+    follow_run(&c, created, site, detach, format).await
+}
+
+/// The job of `run WF --site S`, checked here before anything is queued: the catalog (the
+/// folders given, else `./catalog`), the workflow validated against it, the inputs typed by
+/// their declarations. The job carries the catalog's other workflows.
+fn workflow_job(
+    wf_path: &std::path::Path,
+    raw_inputs: &[String],
+    catalog: Vec<PathBuf>,
+) -> Result<proto::Job, Vec<LoadError>> {
     let mut cat_dirs = catalog;
     if cat_dirs.is_empty() && std::path::Path::new("catalog").is_dir() {
         cat_dirs.push(PathBuf::from("catalog"));
     }
     let (mut cat, problems) = inputs::catalog_for(None, &cat_dirs);
     if !problems.is_empty() {
-        return Ok(print_diagnostics(problems));
+        return Err(problems);
     }
-    let wf = match inputs::load_workflow(&wf_path) {
-        Ok(w) => w,
-        Err(e) => return Ok(print_diagnostics(vec![e])),
-    };
+    let wf = inputs::load_workflow(wf_path).map_err(|e| vec![e])?;
     cat.workflows
         .entry(wf.doc.metadata.name.value.clone())
         .or_insert_with(|| wf.clone());
@@ -910,31 +933,17 @@ pub async fn run_at_site(
         .map(|p| p.into_error(&wf.source))
         .collect();
     if !errs.is_empty() {
-        return Ok(print_diagnostics(errs));
+        return Err(errs);
     }
     // Inputs are typed and checked here, before anything is queued at the site.
-    let inputs_map = match crate::runcmd::inputs_from_command_line(&wf, &raw_inputs) {
-        Ok(m) => m,
-        Err(errs) => return Ok(print_diagnostics(errs)),
-    };
+    let inputs_map = crate::runcmd::inputs_from_command_line(&wf, raw_inputs)?;
     let catalog: Vec<vacsine_core::workflow::Workflow> = cat
         .workflows
         .iter()
         .filter(|(name, _)| **name != wf.doc.metadata.name.value)
         .map(|(_, w)| w.doc.clone())
         .collect();
-    let c = client(conn)?;
-    let created: proto::RunCreated = c
-        .post(
-            proto::OP_RUNS,
-            &proto::SubmitRun {
-                site: site.to_string(),
-                job: proto::Job::workflow(wf.doc.clone(), catalog, inputs_map),
-            },
-        )
-        .await
-        .map_err(call_err)?;
-    follow_run(&c, created, site, detach, format).await
+    Ok(proto::Job::workflow(wf.doc.clone(), catalog, inputs_map))
 }
 
 /// After a run was queued: print its id (`detach`), or follow its records to its end.

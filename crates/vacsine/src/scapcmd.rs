@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use vacsine_scap::tailoring::Tailoring;
-use vacsine_scap::xccdf::{selected_rules, Outcome, Report};
+use vacsine_scap::xccdf::{selected_rules, Outcome, Report, RuleResult};
 use vacsine_scap::DataStream;
 
 fn load(path: &Path) -> miette::Result<(DataStream, f64)> {
@@ -385,31 +385,7 @@ fn human(node: &str, rep: &Report, parse_ms: f64, cached: bool, ms: f64, execs: 
         rep.rules.len()
     );
     for r in &rep.rules {
-        s.push_str(&format!(
-            "  {:<13} {:<7} {:<48} {}\n",
-            r.outcome.as_str(),
-            r.severity,
-            short(&r.id),
-            r.title
-        ));
-        if !matches!(r.outcome, Outcome::Pass) {
-            // The decisive lines first: tests that were false, errors, not evaluated.
-            let telling = |e: &&String| {
-                [": false —", ": error —", ": not evaluated —"]
-                    .iter()
-                    .any(|k| e.contains(k))
-            };
-            let (first, rest) = r.evidence.split_at(r.evidence.len().min(1));
-            let lines = first
-                .iter()
-                .chain(rest.iter().filter(telling))
-                .chain(rest.iter().filter(|e| !telling(e)))
-                .take(5);
-            for e in lines {
-                let e: String = e.chars().take(220).collect();
-                s.push_str(&format!("                  {e}\n"));
-            }
-        }
+        s.push_str(&rule_text(r));
     }
     let summary: Vec<String> = rep
         .summary
@@ -417,7 +393,53 @@ fn human(node: &str, rep: &Report, parse_ms: f64, cached: bool, ms: f64, execs: 
         .map(|(o, n)| format!("{} {n}", o.as_str()))
         .collect();
     s.push_str(&format!("summary: {}\n", summary.join(", ")));
-    s.push_str("controls (satisfied / failed / incomplete / not applicable):\n");
+    s.push_str(&controls_text(rep));
+    s.push_str(&format!(
+        "{} in {parse_ms:.0} ms, evaluated in {ms:.0} ms ({execs} programs run in the node)\n",
+        if cached {
+            "profile loaded from the cache"
+        } else {
+            "data stream parsed"
+        }
+    ));
+    s
+}
+
+/// One rule's line; under a rule that does not pass, up to five lines of its evidence, the
+/// decisive ones first.
+fn rule_text(r: &RuleResult) -> String {
+    let mut s = format!(
+        "  {:<13} {:<7} {:<48} {}\n",
+        r.outcome.as_str(),
+        r.severity,
+        short(&r.id),
+        r.title
+    );
+    if !matches!(r.outcome, Outcome::Pass) {
+        // The decisive lines first: tests that were false, errors, not evaluated.
+        let telling = |e: &&String| {
+            [": false —", ": error —", ": not evaluated —"]
+                .iter()
+                .any(|k| e.contains(k))
+        };
+        let (first, rest) = r.evidence.split_at(r.evidence.len().min(1));
+        let lines = first
+            .iter()
+            .chain(rest.iter().filter(telling))
+            .chain(rest.iter().filter(|e| !telling(e)))
+            .take(5);
+        for e in lines {
+            let e: String = e.chars().take(220).collect();
+            s.push_str(&format!("                  {e}\n"));
+        }
+    }
+    s
+}
+
+/// The controls per framework (satisfied, failed, incomplete, not applicable), with the
+/// failed ones named for the frameworks people audit against.
+fn controls_text(rep: &Report) -> String {
+    let mut s = String::from("controls (satisfied / failed / incomplete / not applicable):\n");
     for (f, r) in &rep.families {
         s.push_str(&format!(
             "  {:<16} {:>4} / {:>4} / {:>4} / {:>4}\n",
@@ -439,13 +461,5 @@ fn human(node: &str, rep: &Report, parse_ms: f64, cached: bool, ms: f64, execs: 
             ));
         }
     }
-    s.push_str(&format!(
-        "{} in {parse_ms:.0} ms, evaluated in {ms:.0} ms ({execs} programs run in the node)\n",
-        if cached {
-            "profile loaded from the cache"
-        } else {
-            "data stream parsed"
-        }
-    ));
     s
 }

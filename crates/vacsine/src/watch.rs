@@ -23,6 +23,8 @@ pub async fn watch(a: &WatchCli) -> miette::Result<Exit> {
         .await
 }
 
+/// `vacsine watch` on this thread: the inputs, journal and driver checked, then the watch
+/// until a signal stops it.
 async fn watch_here(
     io: &PolicyTarget,
     format: SimpleFormat,
@@ -72,19 +74,7 @@ async fn watch_here(
             path.display()
         ));
     }
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut int, mut term) = match signal(SignalKind::interrupt())
-        .and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
-    {
-        Ok(s) => s,
-        Err(e) => return Err(miette::miette!("cannot watch for signals: {e}")),
-    };
-    let stop = async move {
-        tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        }
-    };
+    let stop = stop_signal()?;
     let stopped = watcher
         .run(path.display().to_string(), stop)
         .await
@@ -93,6 +83,21 @@ async fn watch_here(
     Ok(match stopped {
         Stopped::Asked => Exit::Ok,
         Stopped::StreamEnded => Exit::Error,
+    })
+}
+
+/// A future that ends with the name of the first SIGINT or SIGTERM received: what stops a
+/// watch.
+fn stop_signal() -> miette::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut int, mut term) = signal(SignalKind::interrupt())
+        .and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+        .map_err(|e| miette::miette!("cannot watch for signals: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
     })
 }
 
