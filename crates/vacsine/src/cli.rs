@@ -98,27 +98,9 @@ pub struct PolicyTarget {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the demo: build images, start a non-compliant edge site, enforce its policy.
-    Demo {
-        #[command(subcommand)]
-        action: Option<DemoAction>,
-        #[arg(long, value_enum, default_value = "human")]
-        format: Format,
-        /// Where to write the JSON report.
-        #[arg(long, default_value = "vacsine-demo-report.json")]
-        report: PathBuf,
-    },
+    Demo(DemoCli),
     /// Validate documents (policy, target, workflow) and their cross-references.
-    Validate {
-        /// Files to validate; catalogs named by policies are validated too.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Extra catalog folders used to resolve fixes and sub-workflows.
-        #[arg(long = "catalog")]
-        catalog: Vec<PathBuf>,
-        /// `human` or `json`.
-        #[arg(long, default_value = "human", value_parser = simple_format)]
-        format: SimpleFormat,
-    },
+    Validate(ValidateCli),
     /// SCAP content (SSG data streams): list profiles, evaluate a profile on a target.
     Scap {
         #[command(subcommand)]
@@ -163,50 +145,13 @@ pub enum Command {
     /// Keep a policy in effect on a Docker target: when a node (re)starts, re-apply the fixes
     /// `enforce` applied to it (from the journal), re-check it, and log the latency. Runs
     /// until SIGINT/SIGTERM.
-    Watch {
-        #[command(flatten)]
-        io: PolicyTarget,
-        /// `human` or `json` (JSON Lines: one object per event).
-        #[arg(long, default_value = "human", value_parser = simple_format)]
-        format: SimpleFormat,
-        /// Seconds a re-check may wait for a restarted node's services to come back.
-        #[arg(long, value_name = "SECONDS", default_value_t = 20)]
-        recheck_timeout: u64,
-    },
+    Watch(WatchCli),
     /// List recent runs: this machine's, or with --site / --all-sites every site's, from
     /// the orchestrator.
-    Runs {
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-        /// Runs of this site, from the orchestrator.
-        #[arg(long, conflicts_with = "all_sites")]
-        site: Option<String>,
-        /// Runs of every site, from the orchestrator.
-        #[arg(long)]
-        all_sites: bool,
-        /// Only runs in this state (queued, running, succeeded, failed, cancelled); with
-        /// --site or --all-sites.
-        #[arg(long)]
-        status: Option<String>,
-        /// The next page: the cursor printed after the previous one (--site or --all-sites).
-        #[arg(long, value_name = "CURSOR")]
-        before: Option<String>,
-        #[command(flatten)]
-        conn: OperatorConn,
-        /// `human` or `json`.
-        #[arg(long, default_value = "human", value_parser = simple_format)]
-        format: SimpleFormat,
-    },
+    Runs(RunsCli),
     /// Show the step records of a run (`--format json` prints JSON Lines): from this
     /// machine's journal, else from the orchestrator (a run at a site).
-    Logs {
-        run_id: String,
-        #[command(flatten)]
-        conn: OperatorConn,
-        /// `human` or `json` (JSON Lines).
-        #[arg(long, default_value = "human", value_parser = simple_format)]
-        format: SimpleFormat,
-    },
+    Logs(LogsCli),
     /// Run the orchestrator: HTTPS with a self-signed certificate made on first start (its
     /// pin is printed), sealed agent channel, work queue, data in --data.
     Orchestrator(OrchestratorCli),
@@ -218,65 +163,18 @@ pub enum Command {
     /// give the space back. Never a run queued or running, never anything an agent has not
     /// uploaded yet. Exit 0: done (or nothing to do); 2: a limit is still exceeded because
     /// what is left is not uploaded yet or among the newest kept; 1: error.
-    Gc {
-        /// Data folder: an orchestrator's (`orchestrator.db`) or an agent's (`agent.db`,
-        /// `journal.db`), told apart by what it holds.
-        #[arg(long, default_value = "./vacsine-data")]
-        data: PathBuf,
-        /// The orchestrator's PostgreSQL store instead of a data folder
-        /// (postgres://USER:PASSWORD@HOST:5432/DATABASE; prefer the environment variable).
-        #[arg(
-            long,
-            env = "VACSINE_DATABASE_URL",
-            hide_env_values = true,
-            value_name = "URL"
-        )]
-        database: Option<String>,
-        /// Show what would be removed; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        #[command(flatten)]
-        keep: RetentionArgs,
-        /// `human` or `json`.
-        #[arg(long, default_value = "human", value_parser = simple_format)]
-        format: SimpleFormat,
-    },
+    Gc(GcCli),
     /// Sites and their intake keys (as an operator of the orchestrator).
-    Site {
-        #[command(subcommand)]
-        action: SiteAction,
-        #[command(flatten)]
-        conn: OperatorConn,
-        /// `human` or `json`.
-        #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
-        format: SimpleFormat,
-    },
+    Site(SiteCli),
     /// Push policies, workflows, responses (`kind: Response`) and schedules (`kind:
     /// Schedule`) into the orchestrator's registry: each gets a new version when its content
     /// changed (`vacsine run NAME[@VERSION] --site S` runs a pushed workflow; agents hold the
     /// responses and run the schedules).
     /// `vacsine push image REF...` uploads action images (`docker save` of each local image):
     /// agents get them from the orchestrator, sites need no registry.
-    Push {
-        /// Policy, workflow and response files (YAML); or `image` then image references.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        #[command(flatten)]
-        conn: OperatorConn,
-        /// `human` or `json`.
-        #[arg(long, default_value = "human", value_parser = simple_format)]
-        format: SimpleFormat,
-    },
+    Push(PushCli),
     /// The orchestrator's registry of pushed policies and workflows.
-    Registry {
-        #[command(subcommand)]
-        action: RegistryAction,
-        #[command(flatten)]
-        conn: OperatorConn,
-        /// `human` or `json`.
-        #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
-        format: SimpleFormat,
-    },
+    Registry(RegistryCli),
     /// Sites, agents (online/offline, last seen, version) and runs known to the orchestrator.
     Status {
         #[command(flatten)]
@@ -288,45 +186,15 @@ pub enum Command {
     /// People allowed into the web console (https://ORCHESTRATOR/console/): `add NAME
     /// --role viewer|operator|admin` prints their login token once (the orchestrator keeps
     /// its hash), `list`, `revoke NAME` (their token is refused and their sessions end at once).
-    User {
-        #[command(subcommand)]
-        action: UserAction,
-        #[command(flatten)]
-        conn: OperatorConn,
-        /// `human` or `json`.
-        #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
-        format: SimpleFormat,
-    },
+    User(UserCli),
     /// CrowdSec bouncers that enforce Vacsine's bans: `add NAME [--site S]` prints the API key
     /// once (the orchestrator keeps its hash), `list`, `delete NAME`. Bouncers read the bans on
     /// the orchestrator's `--bouncer-listen` address (their `api_url`).
-    Bouncer {
-        #[command(subcommand)]
-        action: BouncerAction,
-        #[command(flatten)]
-        conn: OperatorConn,
-        /// `human` or `json`.
-        #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
-        format: SimpleFormat,
-    },
+    Bouncer(BouncerCli),
     /// Decisions (bans) made at sites or by operators, with their scope, origin and time to
     /// mitigate (event, decided, in effect at each site); `add` bans an address or network
     /// at every site in scope, `delete ID` lifts a decision everywhere.
-    Decisions {
-        #[command(subcommand)]
-        action: Option<DecisionsAction>,
-        /// Only decisions whose scope holds this site.
-        #[arg(long)]
-        site: Option<String>,
-        /// Only active decisions (not expired, not deleted).
-        #[arg(long)]
-        active: bool,
-        #[command(flatten)]
-        conn: OperatorConn,
-        /// `human` or `json`.
-        #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
-        format: SimpleFormat,
-    },
+    Decisions(DecisionsCli),
     /// Quarantines and workflow runs that orchestrated Responses with `approval: required`
     /// asked for, waiting for an operator (awaiting, expired, approved, denied).
     Approvals {
@@ -361,40 +229,9 @@ pub enum Command {
     /// passing and failing now (failing ones with their evidence), framework controls rolled
     /// up from the policies' `references`, open ports found by scans, and the trend. Exit 2
     /// when a requirement fails now.
-    Posture {
-        /// Only this site.
-        #[arg(long)]
-        site: Option<String>,
-        /// Only requirements referencing this framework (a prefix: `anssi` matches
-        /// `anssi-bp28`).
-        #[arg(long)]
-        framework: Option<String>,
-        /// The trend's window, back from now (`10m`, `24h`, `30d`).
-        #[arg(long, default_value = "30d")]
-        window: String,
-        /// The trend's step (`1m`, `1h`, `1d`; default a thirtieth of the window).
-        #[arg(long)]
-        bucket: Option<String>,
-        #[command(flatten)]
-        conn: OperatorConn,
-        /// `human` or `json`.
-        #[arg(long, default_value = "human", value_parser = simple_format)]
-        format: SimpleFormat,
-    },
+    Posture(PostureCli),
     /// Events the sites uploaded (each once), newest first.
-    Events {
-        /// Only events from this site.
-        #[arg(long)]
-        site: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        #[command(flatten)]
-        conn: OperatorConn,
-        /// `human` or `json`.
-        #[arg(long, default_value = "human", value_parser = simple_format)]
-        format: SimpleFormat,
-    },
+    Events(EventsCli),
     /// Print the pin (`sha256:…`) of a certificate, as `--pin` takes it: the server
     /// certificate of a TLS-terminating proxy in front of the orchestrator, or a certificate
     /// given to `vacsine orchestrator --tls-cert`. PEM (the chain's first certificate) or DER.
@@ -405,6 +242,225 @@ pub enum Command {
         #[arg(long, default_value = "human", value_parser = simple_format)]
         format: SimpleFormat,
     },
+}
+
+// The arguments of `vacsine demo` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct DemoCli {
+    #[command(subcommand)]
+    pub action: Option<DemoAction>,
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "vacsine-demo-report.json")]
+    pub report: PathBuf,
+}
+
+// The arguments of `vacsine validate` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct ValidateCli {
+    /// Files to validate; catalogs named by policies are validated too.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Extra catalog folders used to resolve fixes and sub-workflows.
+    #[arg(long = "catalog")]
+    pub catalog: Vec<PathBuf>,
+    /// `human` or `json`.
+    #[arg(long, default_value = "human", value_parser = simple_format)]
+    pub format: SimpleFormat,
+}
+
+// The arguments of `vacsine watch` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct WatchCli {
+    #[command(flatten)]
+    pub io: PolicyTarget,
+    /// `human` or `json` (JSON Lines: one object per event).
+    #[arg(long, default_value = "human", value_parser = simple_format)]
+    pub format: SimpleFormat,
+    /// Seconds a re-check may wait for a restarted node's services to come back.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    pub recheck_timeout: u64,
+}
+
+// The arguments of `vacsine runs` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct RunsCli {
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Runs of this site, from the orchestrator.
+    #[arg(long, conflicts_with = "all_sites")]
+    pub site: Option<String>,
+    /// Runs of every site, from the orchestrator.
+    #[arg(long)]
+    pub all_sites: bool,
+    /// Only runs in this state (queued, running, succeeded, failed, cancelled); with
+    /// --site or --all-sites.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// The next page: the cursor printed after the previous one (--site or --all-sites).
+    #[arg(long, value_name = "CURSOR")]
+    pub before: Option<String>,
+    #[command(flatten)]
+    pub conn: OperatorConn,
+    /// `human` or `json`.
+    #[arg(long, default_value = "human", value_parser = simple_format)]
+    pub format: SimpleFormat,
+}
+
+// The arguments of `vacsine logs` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct LogsCli {
+    pub run_id: String,
+    #[command(flatten)]
+    pub conn: OperatorConn,
+    /// `human` or `json` (JSON Lines).
+    #[arg(long, default_value = "human", value_parser = simple_format)]
+    pub format: SimpleFormat,
+}
+
+// The arguments of `vacsine gc` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct GcCli {
+    /// Data folder: an orchestrator's (`orchestrator.db`) or an agent's (`agent.db`,
+    /// `journal.db`), told apart by what it holds.
+    #[arg(long, default_value = "./vacsine-data")]
+    pub data: PathBuf,
+    /// The orchestrator's PostgreSQL store instead of a data folder
+    /// (postgres://USER:PASSWORD@HOST:5432/DATABASE; prefer the environment variable).
+    #[arg(
+        long,
+        env = "VACSINE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
+    /// Show what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub keep: RetentionArgs,
+    /// `human` or `json`.
+    #[arg(long, default_value = "human", value_parser = simple_format)]
+    pub format: SimpleFormat,
+}
+
+// The arguments of `vacsine site` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct SiteCli {
+    #[command(subcommand)]
+    pub action: SiteAction,
+    #[command(flatten)]
+    pub conn: OperatorConn,
+    /// `human` or `json`.
+    #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
+    pub format: SimpleFormat,
+}
+
+// The arguments of `vacsine push` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct PushCli {
+    /// Policy, workflow and response files (YAML); or `image` then image references.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub conn: OperatorConn,
+    /// `human` or `json`.
+    #[arg(long, default_value = "human", value_parser = simple_format)]
+    pub format: SimpleFormat,
+}
+
+// The arguments of `vacsine registry` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct RegistryCli {
+    #[command(subcommand)]
+    pub action: RegistryAction,
+    #[command(flatten)]
+    pub conn: OperatorConn,
+    /// `human` or `json`.
+    #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
+    pub format: SimpleFormat,
+}
+
+// The arguments of `vacsine user` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct UserCli {
+    #[command(subcommand)]
+    pub action: UserAction,
+    #[command(flatten)]
+    pub conn: OperatorConn,
+    /// `human` or `json`.
+    #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
+    pub format: SimpleFormat,
+}
+
+// The arguments of `vacsine bouncer` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct BouncerCli {
+    #[command(subcommand)]
+    pub action: BouncerAction,
+    #[command(flatten)]
+    pub conn: OperatorConn,
+    /// `human` or `json`.
+    #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
+    pub format: SimpleFormat,
+}
+
+// The arguments of `vacsine decisions` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct DecisionsCli {
+    #[command(subcommand)]
+    pub action: Option<DecisionsAction>,
+    /// Only decisions whose scope holds this site.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Only active decisions (not expired, not deleted).
+    #[arg(long)]
+    pub active: bool,
+    #[command(flatten)]
+    pub conn: OperatorConn,
+    /// `human` or `json`.
+    #[arg(long, default_value = "human", value_parser = simple_format, global = true)]
+    pub format: SimpleFormat,
+}
+
+// The arguments of `vacsine posture` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct PostureCli {
+    /// Only this site.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Only requirements referencing this framework (a prefix: `anssi` matches
+    /// `anssi-bp28`).
+    #[arg(long)]
+    pub framework: Option<String>,
+    /// The trend's window, back from now (`10m`, `24h`, `30d`).
+    #[arg(long, default_value = "30d")]
+    pub window: String,
+    /// The trend's step (`1m`, `1h`, `1d`; default a thirtieth of the window).
+    #[arg(long)]
+    pub bucket: Option<String>,
+    #[command(flatten)]
+    pub conn: OperatorConn,
+    /// `human` or `json`.
+    #[arg(long, default_value = "human", value_parser = simple_format)]
+    pub format: SimpleFormat,
+}
+
+// The arguments of `vacsine events` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub struct EventsCli {
+    /// Only events from this site.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub conn: OperatorConn,
+    /// `human` or `json`.
+    #[arg(long, default_value = "human", value_parser = simple_format)]
+    pub format: SimpleFormat,
 }
 
 // The arguments of `vacsine enforce` (its help is the variant's doc comment).

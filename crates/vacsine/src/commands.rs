@@ -7,40 +7,43 @@
 use crate::cli::*;
 use crate::exit::Exit;
 use crate::output::report_error;
-use std::time::Duration;
+use crate::{
+    approvalcmd, checkcmd, enforcecmd, gccmd, orch, posturecmd, registrycmd, responsecmd, runcmd,
+    scapcmd, toolcmd, usercmd, validatecmd, watch,
+};
 
 /// Whether a command line asks for machine-readable output, so its errors must be too.
 fn wants_json_errors(cmd: &Command) -> bool {
     let machine = |f: &Format| matches!(f, Format::Json | Format::Sarif);
     let simple = |f: &SimpleFormat| *f == SimpleFormat::Json;
     match cmd {
-        Command::Demo { format, .. }
+        Command::Demo(DemoCli { format, .. })
         | Command::Check { format, .. }
         | Command::Enforce(EnforceCli { format, .. }) => machine(format),
         Command::Plan { format, .. }
-        | Command::Validate { format, .. }
+        | Command::Validate(ValidateCli { format, .. })
         | Command::Sandbox { format, .. }
         | Command::Run(RunCli { format, .. })
-        | Command::Runs { format, .. }
-        | Command::Logs { format, .. }
-        | Command::Watch { format, .. } => simple(format),
+        | Command::Runs(RunsCli { format, .. })
+        | Command::Logs(LogsCli { format, .. })
+        | Command::Watch(WatchCli { format, .. }) => simple(format),
         Command::Scap { action } => match action {
             ScapAction::Profiles { format, .. } | ScapAction::Eval { format, .. } => simple(format),
         },
-        Command::Site { format, .. }
+        Command::Site(SiteCli { format, .. })
         | Command::Status { format, .. }
-        | Command::Push { format, .. }
-        | Command::Registry { format, .. }
-        | Command::Decisions { format, .. }
-        | Command::Bouncer { format, .. }
-        | Command::User { format, .. }
-        | Command::Events { format, .. }
-        | Command::Posture { format, .. }
+        | Command::Push(PushCli { format, .. })
+        | Command::Registry(RegistryCli { format, .. })
+        | Command::Decisions(DecisionsCli { format, .. })
+        | Command::Bouncer(BouncerCli { format, .. })
+        | Command::User(UserCli { format, .. })
+        | Command::Events(EventsCli { format, .. })
+        | Command::Posture(PostureCli { format, .. })
         | Command::Approvals { format, .. }
         | Command::Approve { format, .. }
         | Command::Deny { format, .. }
         | Command::Pin { format, .. }
-        | Command::Gc { format, .. } => simple(format),
+        | Command::Gc(GcCli { format, .. }) => simple(format),
         Command::Schema { .. } | Command::Orchestrator(_) | Command::Agent(_) => false,
     }
 }
@@ -50,143 +53,54 @@ fn wants_json_errors(cmd: &Command) -> bool {
 pub async fn dispatch(cli: Cli) -> Exit {
     crate::output::set_json_errors(wants_json_errors(&cli.command));
     let r = match cli.command {
-        Command::Demo {
-            action,
-            format,
-            report,
-        } => crate::enforcecmd::demo(action, format, &report).await,
-        Command::Validate {
-            files,
-            catalog,
-            format,
-        } => Ok(crate::validatecmd::validate(&files, &catalog, format).await),
+        Command::Demo(a) => enforcecmd::demo(a.action, a.format, &a.report).await,
+        Command::Validate(a) => Ok(validatecmd::validate(&a.files, &a.catalog, a.format).await),
         Command::Check { io, format } => check(io, format).await,
-        Command::Scap { action } => crate::scapcmd::scap(action).await,
-        Command::Plan { io, format } => crate::checkcmd::plan(&io, format).await,
-        Command::Enforce(args) => enforce(args).await,
-        Command::Sandbox { action, format } => crate::toolcmd::sandbox(action, format).await,
-        Command::Schema { kind } => crate::toolcmd::schema(kind),
-        Command::Pin { cert, format } => crate::toolcmd::pin(&cert, format),
-        Command::Run(args) => run(args).await,
-        Command::Runs {
-            limit,
-            site,
-            all_sites,
-            status,
-            before,
-            conn,
-            format,
-        } => {
-            if site.is_some() || all_sites {
-                crate::orch::runs(&conn, site, status, before, limit, format).await
-            } else if status.is_some() || before.is_some() {
-                Err(miette::miette!(
-                    help = "add --site SITE or --all-sites",
-                    "--status and --before page through the orchestrator's runs"
-                ))
-            } else {
-                crate::runcmd::runs(limit, format)
-            }
-        }
-        Command::Logs {
-            run_id,
-            conn,
-            format,
-        } => logs(&run_id, &conn, format).await,
-        Command::Watch {
-            io,
-            format,
-            recheck_timeout,
-        } => crate::watch::watch(&io, format, Duration::from_secs(recheck_timeout)).await,
-        Command::Orchestrator(args) => orchestrator(args).await,
-        Command::Agent(args) => agent(args).await,
-        Command::Bouncer {
-            action,
-            conn,
-            format,
-        } => crate::responsecmd::bouncer(action, &conn, format).await,
-        Command::User {
-            action,
-            conn,
-            format,
-        } => crate::usercmd::user(action, &conn, format).await,
-        Command::Decisions {
-            action,
-            site,
-            active,
-            conn,
-            format,
-        } => crate::responsecmd::decisions(action, site, active, &conn, format).await,
-        Command::Events {
-            site,
-            limit,
-            conn,
-            format,
-        } => crate::responsecmd::events(site, limit, &conn, format).await,
-        Command::Posture {
-            site,
-            framework,
-            window,
-            bucket,
-            conn,
-            format,
-        } => crate::posturecmd::posture(site, framework, window, bucket, &conn, format).await,
-        Command::Approvals { conn, format } => crate::approvalcmd::list(&conn, format).await,
+        Command::Scap { action } => scapcmd::scap(action).await,
+        Command::Plan { io, format } => checkcmd::plan(&io, format).await,
+        Command::Enforce(a) => enforce(a).await,
+        Command::Sandbox { action, format } => toolcmd::sandbox(action, format).await,
+        Command::Schema { kind } => toolcmd::schema(kind),
+        Command::Pin { cert, format } => toolcmd::pin(&cert, format),
+        Command::Run(a) => run(a).await,
+        Command::Runs(a) => runs(a).await,
+        Command::Logs(a) => logs(&a.run_id, &a.conn, a.format).await,
+        Command::Watch(a) => watch::watch(&a).await,
+        Command::Orchestrator(a) => orchestrator(a).await,
+        Command::Agent(a) => agent(a).await,
+        Command::Bouncer(a) => responsecmd::bouncer(a.action, &a.conn, a.format).await,
+        Command::User(a) => usercmd::user(a.action, &a.conn, a.format).await,
+        Command::Decisions(a) => responsecmd::decisions(a).await,
+        Command::Events(a) => responsecmd::events(a.site, a.limit, &a.conn, a.format).await,
+        Command::Posture(a) => posturecmd::posture(a).await,
+        Command::Approvals { conn, format } => approvalcmd::list(&conn, format).await,
         Command::Approve { id, conn, format } => {
-            crate::approvalcmd::settle(&id, true, &conn, format).await
+            approvalcmd::settle(&id, true, &conn, format).await
         }
-        Command::Deny { id, conn, format } => {
-            crate::approvalcmd::settle(&id, false, &conn, format).await
+        Command::Deny { id, conn, format } => approvalcmd::settle(&id, false, &conn, format).await,
+        Command::Gc(a) => {
+            gccmd::gc(&a.data, a.database, a.dry_run, a.keep.policy(), a.format).await
         }
-        Command::Gc {
-            data,
-            database,
-            dry_run,
-            keep,
-            format,
-        } => crate::gccmd::gc(&data, database, dry_run, keep.policy(), format).await,
-        Command::Site {
-            action,
-            conn,
-            format,
-        } => crate::orch::site(action, &conn, format).await,
-        Command::Status { conn, format } => crate::orch::status(&conn, format).await,
-        Command::Push {
-            files,
-            conn,
-            format,
-        } => match crate::registrycmd::image_refs(&files) {
-            Some(refs) => crate::registrycmd::push_images(refs, &conn, format).await,
-            None => crate::registrycmd::push(files, &conn, format).await,
-        },
-        Command::Registry {
-            action: RegistryAction::List,
-            conn,
-            format,
-        } => crate::registrycmd::list(&conn, format).await,
-        Command::Registry {
-            action:
-                RegistryAction::Show {
-                    kind,
-                    name,
-                    version,
-                },
-            conn,
-            format,
-        } => crate::registrycmd::show(&kind, &name, version, &conn, format).await,
-        Command::Registry {
-            action:
-                RegistryAction::Diff {
-                    kind,
-                    name,
-                    from,
-                    to,
-                },
-            conn,
-            format,
-        } => crate::registrycmd::diff(&kind, &name, from, to, &conn, format).await,
+        Command::Site(a) => orch::site(a.action, &a.conn, a.format).await,
+        Command::Status { conn, format } => orch::status(&conn, format).await,
+        Command::Push(a) => registrycmd::dispatch_push(a.files, &a.conn, a.format).await,
+        Command::Registry(a) => registrycmd::dispatch_registry(a.action, &a.conn, a.format).await,
     };
     r.unwrap_or_else(report_error)
+}
+
+/// `vacsine runs`: the orchestrator's runs (`--site`, `--all-sites`), or this machine's.
+async fn runs(a: RunsCli) -> miette::Result<Exit> {
+    if a.site.is_some() || a.all_sites {
+        orch::runs(&a.conn, a.site, a.status, a.before, a.limit, a.format).await
+    } else if a.status.is_some() || a.before.is_some() {
+        Err(miette::miette!(
+            help = "add --site SITE or --all-sites",
+            "--status and --before page through the orchestrator's runs"
+        ))
+    } else {
+        runcmd::runs(a.limit, a.format)
+    }
 }
 
 /// `vacsine check`: a SCAP profile (`--scap` and `--profile`) or a policy on a target.

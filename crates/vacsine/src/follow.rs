@@ -3,7 +3,7 @@
 //! seen, an unreachable orchestrator waited out (said once on stderr, and when it is back),
 //! until the run ended and no record is left.
 
-use crate::output::{print_record, Messages};
+use crate::output::RecordPrinter;
 use std::io::Write;
 use std::time::Duration;
 use vacsine_contract::client::{CallError, OperatorClient};
@@ -52,19 +52,15 @@ pub async fn follow_run(
     }
 }
 
-/// Records as they arrive, to `out`: the step-record table, or the record's JSON when
-/// `json` (or when it is not a step record).
-pub fn write_records(out: &mut impl Write, records: &[proto::SeqRecord], json: bool) {
+/// Records as they arrive, to `out`, through `printer` (the step-record table, or each
+/// record's JSON).
+pub fn write_records(
+    out: &mut impl Write,
+    records: &[proto::SeqRecord],
+    printer: &mut RecordPrinter,
+) {
     for s in records {
-        let rec = (!json)
-            .then(|| serde_json::from_value::<vacsine_core::record::StepRecord>(s.record.clone()))
-            .and_then(Result::ok);
-        match rec {
-            Some(rec) => print_record(out, &rec, Messages::Hidden),
-            None => {
-                let _ = writeln!(out, "{}", s.record);
-            }
-        }
+        printer.print_value(out, &s.record);
     }
     let _ = out.flush();
 }

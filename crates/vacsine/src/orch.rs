@@ -3,7 +3,9 @@
 
 use crate::cli::{OperatorConn, SimpleFormat, SiteAction};
 use crate::exit::Exit;
-use crate::output::{print_diagnostics, print_json, print_record, report_error, Messages};
+use crate::output::{
+    print_diagnostics, print_json, print_record, report_error, Messages, RecordPrinter,
+};
 use serde_json::Value;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -128,7 +130,6 @@ pub async fn agent(
     Ok(Exit::Ok)
 }
 
-/// `vacsine agent preflight`: one line per check; exit 0 when all pass, 2 otherwise.
 /// `vacsine agent run NAME[@V]`: a workflow of the held registry bundle, run here.
 pub async fn agent_run(
     workflow: &str,
@@ -210,34 +211,24 @@ fn print_finished_steps(
     journal_path: std::path::PathBuf,
     format: SimpleFormat,
 ) -> vacsine_engine::ProgressFn {
-    let printed = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
-    {
-        let printed = printed.clone();
-        std::sync::Arc::new(move |e| {
-            if let vacsine_engine::ProgressEvent::StepFinished { run_id, .. } = e {
-                let Ok(j) = vacsine_engine::Journal::open(&journal_path) else {
-                    return;
-                };
-                let mut out = std::io::stdout().lock();
-                for r in j.records(run_id).unwrap_or_default() {
-                    if r.finished_at.is_none() {
-                        continue;
-                    }
-                    let key = (r.step_id.clone(), r.attempt, r.node.clone());
-                    if !printed.lock().map(|mut p| p.insert(key)).unwrap_or(false) {
-                        continue;
-                    }
-                    match format {
-                        SimpleFormat::Json => {
-                            let _ =
-                                writeln!(out, "{}", serde_json::to_string(&r).unwrap_or_default());
-                        }
-                        SimpleFormat::Human => print_record(&mut out, &r, Messages::Hidden),
-                    }
+    let printer = RecordPrinter::new(format == SimpleFormat::Json, Messages::Hidden).once();
+    let printer = std::sync::Mutex::new(printer);
+    std::sync::Arc::new(move |e| {
+        if let vacsine_engine::ProgressEvent::StepFinished { run_id, .. } = e {
+            let Ok(j) = vacsine_engine::Journal::open(&journal_path) else {
+                return;
+            };
+            let Ok(mut printer) = printer.lock() else {
+                return;
+            };
+            let mut out = std::io::stdout().lock();
+            for r in j.records(run_id).unwrap_or_default() {
+                if r.finished_at.is_some() {
+                    printer.print(&mut out, &r);
                 }
             }
-        })
-    }
+        }
+    })
 }
 
 /// Where `vacsine agent event` reads its payload.
@@ -307,7 +298,6 @@ pub async fn agent_event(
     format: SimpleFormat,
     data: &std::path::Path,
 ) -> miette::Result<Exit> {
-    use vacsine_agent::autonomous::TriggerOutcome;
     use vacsine_core::workflow::EVENT_TYPES;
     if !EVENT_TYPES.contains(&event_type) {
         return Err(miette::miette!(
@@ -316,18 +306,7 @@ pub async fn agent_event(
         ));
     }
     let (text, place) = payload.read()?;
-    let payload: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        miette::miette!(
-            help = "give a JSON object, e.g. --payload '{\"type\": \"ip\", \"value\": \"203.0.113.9\"}'",
-            "{place}: the payload is not JSON: {e}"
-        )
-    })?;
-    if !payload.is_object() {
-        return Err(miette::miette!(
-            help = "give a JSON object, e.g. --payload '{\"type\": \"ip\", \"value\": \"203.0.113.9\"}'",
-            "{place}: the payload must be a JSON object"
-        ));
-    }
+    let payload = event_payload(&text, &place)?;
     let event = serde_json::json!({
         "id": id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         "type": event_type,
@@ -341,43 +320,74 @@ pub async fn agent_event(
         .map_err(|e| miette::miette!("{e:#}"))?;
     let mut ok = true;
     for t in &fired {
-        let line = match &t.outcome {
-            TriggerOutcome::Ran(r) => {
-                ok &= r.status == vacsine_engine::RunStatus::Succeeded;
-                serde_json::json!({"workflow": t.workflow, "run_id": r.run_id,
-                    "status": r.status.as_str(), "message": r.message})
-            }
-            TriggerOutcome::Deduplicated => {
-                serde_json::json!({"workflow": t.workflow, "run_id": null,
-                "status": "deduplicated", "message": "fired for the same key within its window: not run again"})
-            }
-            TriggerOutcome::Refused(why) => {
-                ok = false;
-                serde_json::json!({"workflow": t.workflow, "run_id": null,
-                    "status": "refused", "message": format!("nothing ran: {why}")})
-            }
-        };
+        let (line, fine) = trigger_line(t);
+        ok &= fine;
         match format {
             SimpleFormat::Json => println!("{line}"),
-            SimpleFormat::Human => println!(
-                "{}: {}{}{}",
-                t.workflow,
-                line["status"].as_str().unwrap_or(""),
-                line["run_id"]
-                    .as_str()
-                    .map(|r| format!(" (run {r})"))
-                    .unwrap_or_default(),
-                line["message"]
-                    .as_str()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            ),
+            SimpleFormat::Human => println!("{}", trigger_text(&t.workflow, &line)),
         }
     }
     if fired.is_empty() && format == SimpleFormat::Human {
         println!("no trigger of the registry bundle held matches this event: nothing ran");
     }
     Ok(Exit::failures_if(!ok))
+}
+
+/// The payload of `agent event`, read from `place`: a JSON object.
+fn event_payload(text: &str, place: &str) -> miette::Result<Value> {
+    let payload: Value = serde_json::from_str(text).map_err(|e| {
+        miette::miette!(
+            help = "give a JSON object, e.g. --payload '{\"type\": \"ip\", \"value\": \"203.0.113.9\"}'",
+            "{place}: the payload is not JSON: {e}"
+        )
+    })?;
+    if !payload.is_object() {
+        return Err(miette::miette!(
+            help = "give a JSON object, e.g. --payload '{\"type\": \"ip\", \"value\": \"203.0.113.9\"}'",
+            "{place}: the payload must be a JSON object"
+        ));
+    }
+    Ok(payload)
+}
+
+/// What one fired trigger did, as `agent event` reports it (workflow, run id, status,
+/// message), and whether that is no failure (a run that succeeded, or a deduplicated event).
+fn trigger_line(t: &vacsine_agent::autonomous::Triggered) -> (Value, bool) {
+    use vacsine_agent::autonomous::TriggerOutcome;
+    match &t.outcome {
+        TriggerOutcome::Ran(r) => (
+            serde_json::json!({"workflow": t.workflow, "run_id": r.run_id,
+                "status": r.status.as_str(), "message": r.message}),
+            r.status == vacsine_engine::RunStatus::Succeeded,
+        ),
+        TriggerOutcome::Deduplicated => (
+            serde_json::json!({"workflow": t.workflow, "run_id": null,
+            "status": "deduplicated", "message": "fired for the same key within its window: not run again"}),
+            true,
+        ),
+        TriggerOutcome::Refused(why) => (
+            serde_json::json!({"workflow": t.workflow, "run_id": null,
+                "status": "refused", "message": format!("nothing ran: {why}")}),
+            false,
+        ),
+    }
+}
+
+/// A [`trigger_line`] for people: `WORKFLOW: STATUS (run ID): MESSAGE`.
+fn trigger_text(workflow: &str, line: &Value) -> String {
+    format!(
+        "{}: {}{}{}",
+        workflow,
+        line["status"].as_str().unwrap_or(""),
+        line["run_id"]
+            .as_str()
+            .map(|r| format!(" (run {r})"))
+            .unwrap_or_default(),
+        line["message"]
+            .as_str()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default()
+    )
 }
 
 /// `vacsine agent status`: the outbox of the agent whose data folder is `data`.
@@ -419,6 +429,7 @@ pub fn agent_status(format: SimpleFormat, data: &std::path::Path) -> miette::Res
     Ok(Exit::failures_if(!st.refused.is_empty()))
 }
 
+/// `vacsine agent preflight`: one line per check; exit 0 when all pass, 2 otherwise.
 pub async fn preflight(
     orchestrator: Option<String>,
     pin: Option<String>,
@@ -505,6 +516,7 @@ pub(crate) fn call_err(e: vacsine_contract::client::CallError) -> miette::Report
     }
 }
 
+/// `vacsine site create|list|label|revoke`: one call to the orchestrator per action.
 pub async fn site(
     action: SiteAction,
     conn: &OperatorConn,
@@ -512,86 +524,112 @@ pub async fn site(
 ) -> miette::Result<Exit> {
     let c = client(conn)?;
     match action {
-        SiteAction::Create { name, labels } => {
-            let mut set = std::collections::BTreeMap::new();
-            for l in &labels {
-                match parse_label(l)? {
-                    (k, Some(v)) => {
-                        set.insert(k, v);
-                    }
-                    (k, None) => {
-                        return Err(miette::miette!(
-                            help = "give labels as `--label KEY=VALUE`",
-                            "`--label {k}-`: a new site has no label to remove"
-                        ))
-                    }
-                }
+        SiteAction::Create { name, labels } => site_create(&c, name, &labels, format).await?,
+        SiteAction::List => site_list(&c, format).await?,
+        SiteAction::Label { name, changes } => site_label(&c, &name, &changes, format).await?,
+        SiteAction::Revoke { name, agent } => site_revoke(&c, &name, agent).await?,
+    }
+    Ok(Exit::Ok)
+}
+
+/// `site create NAME [--label K=V]...`: the new site and its intake key (shown once).
+async fn site_create(
+    c: &OperatorClient,
+    name: String,
+    labels: &[String],
+    format: SimpleFormat,
+) -> miette::Result<()> {
+    let mut set = std::collections::BTreeMap::new();
+    for l in labels {
+        match parse_label(l)? {
+            (k, Some(v)) => {
+                set.insert(k, v);
             }
-            let r: proto::SiteCreated = c
-                .post(proto::OP_SITES, &proto::CreateSite { name, labels: set })
-                .await
-                .map_err(call_err)?;
-            if format == SimpleFormat::Json {
-                print_json(&r);
-            } else {
-                println!("site {} created; its intake key (shown once):", r.name);
-                println!("{}", r.intake_key);
-            }
-        }
-        SiteAction::List => {
-            let v: Vec<proto::SiteView> = c.get(proto::OP_SITES).await.map_err(err)?;
-            if format == SimpleFormat::Json {
-                print_json(&v);
-            } else {
-                println!("{:<24} {:<26} REVOKED", "SITE", "CREATED");
-                for s in v {
-                    println!(
-                        "{:<24} {:<26} {}",
-                        s.name,
-                        s.created,
-                        s.revoked.as_deref().unwrap_or("-")
-                    );
-                }
-            }
-        }
-        SiteAction::Label { name, changes } => {
-            let mut body = proto::SiteLabels::default();
-            for l in &changes {
-                match parse_label(l)? {
-                    (k, Some(v)) => {
-                        body.set.insert(k, v);
-                    }
-                    (k, None) => body.remove.push(k),
-                }
-            }
-            let r: proto::SiteLabels = c
-                .post(&format!("{}/{name}/labels", proto::OP_SITES), &body)
-                .await
-                .map_err(call_err)?;
-            if format == SimpleFormat::Json {
-                print_json(&r.set);
-            } else {
-                println!("site {name}: labels {}", labels_text(&r.set));
-            }
-        }
-        SiteAction::Revoke { name, agent } => {
-            let _: Value = c
-                .post(
-                    &format!("{}/{name}/revoke", proto::OP_SITES),
-                    &match &agent {
-                        Some(a) => proto::RevokeRequest::Agent(a.clone()),
-                        None => proto::RevokeRequest::WholeSite,
-                    },
-                )
-                .await
-                .map_err(call_err)?;
-            match agent {
-                Some(a) => println!("agent {a} of site {name} revoked"),
-                None => println!("site {name} revoked (its intake key and every agent)"),
+            (k, None) => {
+                return Err(miette::miette!(
+                    help = "give labels as `--label KEY=VALUE`",
+                    "`--label {k}-`: a new site has no label to remove"
+                ))
             }
         }
     }
-    Ok(Exit::Ok)
+    let r: proto::SiteCreated = c
+        .post(proto::OP_SITES, &proto::CreateSite { name, labels: set })
+        .await
+        .map_err(call_err)?;
+    if format == SimpleFormat::Json {
+        print_json(&r);
+    } else {
+        println!("site {} created; its intake key (shown once):", r.name);
+        println!("{}", r.intake_key);
+    }
+    Ok(())
+}
+
+/// `site list`: one line per site (created, revoked).
+async fn site_list(c: &OperatorClient, format: SimpleFormat) -> miette::Result<()> {
+    let v: Vec<proto::SiteView> = c.get(proto::OP_SITES).await.map_err(err)?;
+    if format == SimpleFormat::Json {
+        print_json(&v);
+    } else {
+        println!("{:<24} {:<26} REVOKED", "SITE", "CREATED");
+        for s in v {
+            println!(
+                "{:<24} {:<26} {}",
+                s.name,
+                s.created,
+                s.revoked.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `site label NAME KEY=VALUE|KEY-...`: the site's labels once changed.
+async fn site_label(
+    c: &OperatorClient,
+    name: &str,
+    changes: &[String],
+    format: SimpleFormat,
+) -> miette::Result<()> {
+    let mut body = proto::SiteLabels::default();
+    for l in changes {
+        match parse_label(l)? {
+            (k, Some(v)) => {
+                body.set.insert(k, v);
+            }
+            (k, None) => body.remove.push(k),
+        }
+    }
+    let r: proto::SiteLabels = c
+        .post(&format!("{}/{name}/labels", proto::OP_SITES), &body)
+        .await
+        .map_err(call_err)?;
+    if format == SimpleFormat::Json {
+        print_json(&r.set);
+    } else {
+        println!("site {name}: labels {}", labels_text(&r.set));
+    }
+    Ok(())
+}
+
+/// `site revoke NAME [--agent ID]`: one agent, or the whole site (its key and every agent).
+async fn site_revoke(c: &OperatorClient, name: &str, agent: Option<String>) -> miette::Result<()> {
+    let _: Value = c
+        .post(
+            &format!("{}/{name}/revoke", proto::OP_SITES),
+            &match &agent {
+                Some(a) => proto::RevokeRequest::Agent(a.clone()),
+                None => proto::RevokeRequest::WholeSite,
+            },
+        )
+        .await
+        .map_err(call_err)?;
+    match agent {
+        Some(a) => println!("agent {a} of site {name} revoked"),
+        None => println!("site {name} revoked (its intake key and every agent)"),
+    }
+    Ok(())
 }
 
 /// `KEY=VALUE` (set) or `KEY-` (remove), checked as the orchestrator checks them.
@@ -851,18 +889,41 @@ pub async fn run_at_site(
         )
         .await;
     }
+    let job = match workflow_job(&wf_path, &raw_inputs, catalog) {
+        Ok(job) => job,
+        Err(errors) => return Ok(print_diagnostics(errors)),
+    };
+    let c = client(conn)?;
+    let created: proto::RunCreated = c
+        .post(
+            proto::OP_RUNS,
+            &proto::SubmitRun {
+                site: site.to_string(),
+                job,
+            },
+        )
+        .await
+        .map_err(call_err)?;
+    follow_run(&c, created, site, detach, format).await
+}
+
+/// The job of `run WF --site S`, checked here before anything is queued: the catalog (the
+/// folders given, else `./catalog`), the workflow validated against it, the inputs typed by
+/// their declarations. The job carries the catalog's other workflows.
+fn workflow_job(
+    wf_path: &std::path::Path,
+    raw_inputs: &[String],
+    catalog: Vec<PathBuf>,
+) -> Result<proto::Job, Vec<LoadError>> {
     let mut cat_dirs = catalog;
     if cat_dirs.is_empty() && std::path::Path::new("catalog").is_dir() {
         cat_dirs.push(PathBuf::from("catalog"));
     }
     let (mut cat, problems) = inputs::catalog_for(None, &cat_dirs);
     if !problems.is_empty() {
-        return Ok(print_diagnostics(problems));
+        return Err(problems);
     }
-    let wf = match inputs::load_workflow(&wf_path) {
-        Ok(w) => w,
-        Err(e) => return Ok(print_diagnostics(vec![e])),
-    };
+    let wf = inputs::load_workflow(wf_path).map_err(|e| vec![e])?;
     cat.workflows
         .entry(wf.doc.metadata.name.value.clone())
         .or_insert_with(|| wf.clone());
@@ -872,31 +933,17 @@ pub async fn run_at_site(
         .map(|p| p.into_error(&wf.source))
         .collect();
     if !errs.is_empty() {
-        return Ok(print_diagnostics(errs));
+        return Err(errs);
     }
     // Inputs are typed and checked here, before anything is queued at the site.
-    let inputs_map = match crate::runcmd::inputs_from_command_line(&wf, &raw_inputs) {
-        Ok(m) => m,
-        Err(errs) => return Ok(print_diagnostics(errs)),
-    };
+    let inputs_map = crate::runcmd::inputs_from_command_line(&wf, raw_inputs)?;
     let catalog: Vec<vacsine_core::workflow::Workflow> = cat
         .workflows
         .iter()
         .filter(|(name, _)| **name != wf.doc.metadata.name.value)
         .map(|(_, w)| w.doc.clone())
         .collect();
-    let c = client(conn)?;
-    let created: proto::RunCreated = c
-        .post(
-            proto::OP_RUNS,
-            &proto::SubmitRun {
-                site: site.to_string(),
-                job: proto::Job::workflow(wf.doc.clone(), catalog, inputs_map),
-            },
-        )
-        .await
-        .map_err(call_err)?;
-    follow_run(&c, created, site, detach, format).await
+    Ok(proto::Job::workflow(wf.doc.clone(), catalog, inputs_map))
 }
 
 /// After a run was queued: print its id (`detach`), or follow its records to its end.
@@ -918,9 +965,9 @@ pub(crate) async fn follow_run(
     if format == SimpleFormat::Human {
         eprintln!("run {} queued at site {site}", created.run_id);
     }
-    let json = format == SimpleFormat::Json;
+    let mut printer = RecordPrinter::new(format == SimpleFormat::Json, Messages::Hidden);
     let run = crate::follow::follow_run(c, &created.run_id, |records| {
-        crate::follow::write_records(&mut std::io::stdout().lock(), records, json)
+        crate::follow::write_records(&mut std::io::stdout().lock(), records, &mut printer)
     })
     .await;
     let run = match run {
@@ -941,4 +988,29 @@ pub(crate) async fn follow_run(
     Ok(Exit::failures_if(
         run.status != vacsine_core::status::RunStatus::Succeeded.as_str(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fired_trigger_is_one_line_for_people() {
+        let ran = serde_json::json!({"workflow": "w", "run_id": "r1", "status": "succeeded", "message": null});
+        assert_eq!(trigger_text("w", &ran), "w: succeeded (run r1)");
+        let refused = serde_json::json!({"workflow": "w", "run_id": null, "status": "refused", "message": "nothing ran: x"});
+        assert_eq!(trigger_text("w", &refused), "w: refused: nothing ran: x");
+    }
+
+    #[test]
+    fn an_event_payload_is_a_json_object() {
+        assert!(event_payload(r#"{"type": "ip"}"#, "--payload").is_ok());
+        let e = event_payload("[1]", "--payload").unwrap_err();
+        assert!(e.to_string().contains("must be a JSON object"), "{e}");
+        let e = event_payload("{", "f.json").unwrap_err();
+        assert!(
+            e.to_string().starts_with("f.json: the payload is not JSON"),
+            "{e}"
+        );
+    }
 }

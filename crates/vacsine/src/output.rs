@@ -5,6 +5,7 @@
 
 use crate::exit::Exit;
 use miette::Report as Diag;
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use vacsine_core::doc::LoadError;
@@ -153,15 +154,76 @@ pub fn print_record(out: &mut impl Write, r: &StepRecord, messages: Messages) {
     }
 }
 
-/// Step records as a table (human) or JSON Lines, on stdout.
-pub fn print_records(records: &[StepRecord], json: bool) {
-    let mut out = std::io::stdout().lock();
-    for r in records {
-        if json {
+/// What tells step records apart: their step, attempt and node.
+type RecordKey = (String, u32, Option<String>);
+
+/// The one way step records are printed as they come (`run`, `logs`, `agent run`, and runs
+/// followed at the orchestrator): a table row each ([`print_record`]) or a JSON line each.
+/// Made with [`RecordPrinter::once`], it prints a record once however often it is given
+/// (records read back again and again).
+pub struct RecordPrinter {
+    json: bool,
+    messages: Messages,
+    /// The keys of the records printed, when each is printed once.
+    printed: Option<HashSet<RecordKey>>,
+}
+
+impl RecordPrinter {
+    /// Records as JSON Lines (`json`) or table rows, with or without their messages; every
+    /// record given is printed.
+    pub fn new(json: bool, messages: Messages) -> Self {
+        RecordPrinter {
+            json,
+            messages,
+            printed: None,
+        }
+    }
+
+    /// This printer, printing each record (step, attempt, node) once.
+    pub fn once(mut self) -> Self {
+        self.printed = Some(HashSet::new());
+        self
+    }
+
+    /// Whether `r` is to be printed now (not printed yet, or every record is); remembered.
+    fn first_time(&mut self, r: &StepRecord) -> bool {
+        match &mut self.printed {
+            Some(p) => p.insert((r.step_id.clone(), r.attempt, r.node.clone())),
+            None => true,
+        }
+    }
+
+    /// Print `r` to `out`: its JSON line, or its table row.
+    pub fn print(&mut self, out: &mut impl Write, r: &StepRecord) {
+        if !self.first_time(r) {
+            return;
+        }
+        if self.json {
             let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
         } else {
-            print_record(&mut out, r, Messages::Shown);
+            print_record(out, r, self.messages);
         }
+    }
+
+    /// Print a record as received (from the orchestrator): under JSON as it is; else a step
+    /// record as its table row, anything else as its JSON.
+    pub fn print_value(&mut self, out: &mut impl Write, v: &serde_json::Value) {
+        match serde_json::from_value::<StepRecord>(v.clone()) {
+            Ok(r) if !self.first_time(&r) => {}
+            Ok(r) if !self.json => print_record(out, &r, self.messages),
+            _ => {
+                let _ = writeln!(out, "{v}");
+            }
+        }
+    }
+}
+
+/// Step records as a table (human, with their messages) or JSON Lines, on stdout.
+pub fn print_records(records: &[StepRecord], json: bool) {
+    let mut out = std::io::stdout().lock();
+    let mut printer = RecordPrinter::new(json, Messages::Shown);
+    for r in records {
+        printer.print(&mut out, r);
     }
     let _ = out.flush();
 }
@@ -180,5 +242,55 @@ mod tests {
         );
         assert_eq!(elapsed_text("2026-01-01T00:00:00Z", None), "-");
         assert_eq!(elapsed_text("garbage", Some("2026-01-01T00:00:00Z")), "-");
+    }
+
+    fn record(step: &str, attempt: u32) -> StepRecord {
+        StepRecord::started("r1", step, attempt, Some("web"), "command", "T0".into())
+    }
+
+    fn printed(printer: &mut RecordPrinter, records: &[StepRecord]) -> String {
+        let mut out = Vec::new();
+        for r in records {
+            printer.print(&mut out, r);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_record_printer_prints_rows_or_json_lines_and_once_when_asked() {
+        let (a, b) = (record("one", 1), record("one", 2));
+        let mut every = RecordPrinter::new(false, Messages::Hidden);
+        let text = printed(&mut every, &[a.clone(), a.clone()]);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.starts_with("T0  one#1"), "{text}");
+        let mut once = RecordPrinter::new(true, Messages::Hidden).once();
+        let text = printed(&mut once, &[a.clone(), b.clone(), a.clone()]);
+        let lines: Vec<StepRecord> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines.iter().map(|r| r.attempt).collect::<Vec<_>>(),
+            [1, 2],
+            "{text}"
+        );
+        assert_eq!(printed(&mut once, &[b]), "", "already printed");
+    }
+
+    #[test]
+    fn a_received_record_is_printed_as_received_under_json() {
+        let v = serde_json::to_value(record("one", 1)).unwrap();
+        let other = serde_json::json!({"not": "a step record"});
+        let mut out = Vec::new();
+        let mut json = RecordPrinter::new(true, Messages::Hidden);
+        json.print_value(&mut out, &v);
+        json.print_value(&mut out, &other);
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{v}\n{other}\n"));
+        let mut out = Vec::new();
+        let mut human = RecordPrinter::new(false, Messages::Hidden);
+        human.print_value(&mut out, &v);
+        human.print_value(&mut out, &other);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("T0  one#1") && text.ends_with(&format!("{other}\n")));
     }
 }

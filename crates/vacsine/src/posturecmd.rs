@@ -1,7 +1,7 @@
 //! `vacsine posture` (issue 17): the posture the scheduled assessments show, now and over
 //! time, per site and per framework control; and `kind: Schedule` files for `vacsine push`.
 
-use crate::cli::{OperatorConn, SimpleFormat};
+use crate::cli::{PostureCli, SimpleFormat};
 use crate::exit::Exit;
 use crate::orch::{call_err, client};
 use crate::output::print_json;
@@ -48,27 +48,20 @@ pub fn load_schedule(path: &Path) -> Result<Option<proto::PushDocument>, LoadErr
 
 /// `vacsine posture [--site S] [--framework F] [--window W] [--bucket B]`. Exit 2 when a
 /// requirement fails now.
-pub async fn posture(
-    site: Option<String>,
-    framework: Option<String>,
-    window: String,
-    bucket: Option<String>,
-    conn: &OperatorConn,
-    format: SimpleFormat,
-) -> miette::Result<Exit> {
-    let c = client(conn)?;
-    let mut q = vec![("window", window)];
-    if let Some(s) = site {
+pub async fn posture(a: PostureCli) -> miette::Result<Exit> {
+    let c = client(&a.conn)?;
+    let mut q = vec![("window", a.window)];
+    if let Some(s) = a.site {
         q.push(("site", s));
     }
-    if let Some(f) = framework {
+    if let Some(f) = a.framework {
         q.push(("framework", f));
     }
-    if let Some(b) = bucket {
+    if let Some(b) = a.bucket {
         q.push(("bucket", b));
     }
     let v: PostureView = c.get_query(OP_POSTURE, &q).await.map_err(call_err)?;
-    match format {
+    match a.format {
         SimpleFormat::Json => print_json(&v),
         SimpleFormat::Human => print_human(&v),
     }
@@ -92,11 +85,22 @@ fn bar(passing: i64, total: i64, width: usize) -> String {
     )
 }
 
+/// `posture`'s human report: the sites' summary, then each section that has rows.
 fn print_human(v: &PostureView) {
     if v.sites.is_empty() {
         println!("no assessment yet: push a `kind: Schedule` (see schedules/) and wait for its first run");
         return;
     }
+    print_sites(v);
+    print_failing_now(v);
+    print_controls(v);
+    print_exposure(v);
+    print_trend(v);
+    print_control_trend(v);
+}
+
+/// The header, then one line per site: passing, failing, other, when last assessed.
+fn print_sites(v: &PostureView) {
     println!(
         "Posture at {}{}",
         v.at,
@@ -120,6 +124,10 @@ fn print_human(v: &PostureView) {
             s.last_assessed.as_deref().unwrap_or("-")
         );
     }
+}
+
+/// What fails now, per site that has failures.
+fn print_failing_now(v: &PostureView) {
     for s in v.sites.iter().filter(|s| !s.failing_now.is_empty()) {
         println!();
         println!("Failing now at {}:", s.site);
@@ -138,62 +146,82 @@ fn print_human(v: &PostureView) {
             );
         }
     }
-    if !v.controls.is_empty() {
-        println!();
+}
+
+/// The framework controls' table, when there are controls.
+fn print_controls(v: &PostureView) {
+    if v.controls.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<20} {:<16} {:<16} {:<6} requirements",
+        "SITE", "FRAMEWORK", "CONTROL", "STATUS"
+    );
+    for c in &v.controls {
         println!(
-            "{:<20} {:<16} {:<16} {:<6} requirements",
-            "SITE", "FRAMEWORK", "CONTROL", "STATUS"
+            "{:<20} {:<16} {:<16} {:<6} {}",
+            c.site,
+            c.framework,
+            c.control,
+            c.status,
+            c.requirements.join(", ")
         );
-        for c in &v.controls {
-            println!(
-                "{:<20} {:<16} {:<16} {:<6} {}",
-                c.site,
-                c.framework,
-                c.control,
-                c.status,
-                c.requirements.join(", ")
-            );
-        }
     }
-    if !v.exposure.is_empty() {
-        println!();
-        println!("Open ports (scans):");
-        for e in &v.exposure {
-            println!(
-                "  {} {} {} since {} {}",
-                e.site, e.node, e.port, e.since, e.evidence
-            );
-        }
+}
+
+/// The open ports the scans found, when any.
+fn print_exposure(v: &PostureView) {
+    if v.exposure.is_empty() {
+        return;
     }
-    if !v.trend.is_empty() {
-        println!();
-        println!("Trend (requirements passing, last assessment of each bucket):");
-        for p in &v.trend {
-            println!(
-                "  {:<20} {}  {} {:>5}/{:<5} ({} failing)",
-                p.site,
-                p.at,
-                bar(p.passing, p.total, 20),
-                p.passing,
-                p.total,
-                p.failing
-            );
-        }
+    println!();
+    println!("Open ports (scans):");
+    for e in &v.exposure {
+        println!(
+            "  {} {} {} since {} {}",
+            e.site, e.node, e.port, e.since, e.evidence
+        );
     }
-    if !v.control_trend.is_empty() {
-        println!();
-        println!("Controls over time:");
-        for p in &v.control_trend {
-            let total = (p.passing + p.failing) as i64;
-            println!(
-                "  {:<16} {}  {} {:>4} passing, {:>4} failing",
-                p.framework,
-                p.at,
-                bar(p.passing as i64, total, 20),
-                p.passing,
-                p.failing
-            );
-        }
+}
+
+/// Requirements passing over time, one bar per site and bucket.
+fn print_trend(v: &PostureView) {
+    if v.trend.is_empty() {
+        return;
+    }
+    println!();
+    println!("Trend (requirements passing, last assessment of each bucket):");
+    for p in &v.trend {
+        println!(
+            "  {:<20} {}  {} {:>5}/{:<5} ({} failing)",
+            p.site,
+            p.at,
+            bar(p.passing, p.total, 20),
+            p.passing,
+            p.total,
+            p.failing
+        );
+    }
+}
+
+/// Controls passing over time, one bar per framework and bucket.
+fn print_control_trend(v: &PostureView) {
+    if v.control_trend.is_empty() {
+        return;
+    }
+    println!();
+    println!("Controls over time:");
+    for p in &v.control_trend {
+        let total = (p.passing + p.failing) as i64;
+        println!(
+            "  {:<16} {}  {} {:>4} passing, {:>4} failing",
+            p.framework,
+            p.at,
+            bar(p.passing as i64, total, 20),
+            p.passing,
+            p.failing
+        );
     }
 }
 

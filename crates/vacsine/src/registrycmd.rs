@@ -1,7 +1,7 @@
 //! `vacsine push FILE...`, `vacsine registry list` and `vacsine run NAME[@VERSION] --site S`:
 //! the orchestrator's registry of versioned policies and workflows, as an operator uses it.
 
-use crate::cli::{OperatorConn, SimpleFormat};
+use crate::cli::{OperatorConn, RegistryAction, SimpleFormat};
 use crate::exit::Exit;
 use crate::orch::{call_err, client, err, follow_run};
 use crate::output::{print_diagnostics, print_json};
@@ -11,8 +11,42 @@ use vacsine_contract::proto;
 use vacsine_core::doc::{Document, LoadError};
 use vacsine_enforce::inputs;
 
+/// `vacsine push image REF...` (images) or `vacsine push FILE...` (documents).
+pub async fn dispatch_push(
+    files: Vec<PathBuf>,
+    conn: &OperatorConn,
+    format: SimpleFormat,
+) -> miette::Result<Exit> {
+    match image_refs(&files) {
+        Some(refs) => push_images(refs, conn, format).await,
+        None => push(files, conn, format).await,
+    }
+}
+
+/// `vacsine registry list|show|diff`.
+pub async fn dispatch_registry(
+    action: RegistryAction,
+    conn: &OperatorConn,
+    format: SimpleFormat,
+) -> miette::Result<Exit> {
+    match action {
+        RegistryAction::List => list(conn, format).await,
+        RegistryAction::Show {
+            kind,
+            name,
+            version,
+        } => show(&kind, &name, version, conn, format).await,
+        RegistryAction::Diff {
+            kind,
+            name,
+            from,
+            to,
+        } => diff(&kind, &name, from, to, conn, format).await,
+    }
+}
+
 /// Every file parsed strictly (errors name file:line:column) before anything is pushed.
-pub async fn push(
+async fn push(
     files: Vec<PathBuf>,
     conn: &OperatorConn,
     format: SimpleFormat,
@@ -20,57 +54,10 @@ pub async fn push(
     let mut docs = Vec::new();
     let mut problems: Vec<LoadError> = Vec::new();
     for f in &files {
-        // `kind: Schedule` (issue 17): read strictly, errors located.
-        match crate::posturecmd::load_schedule(f) {
-            Ok(Some(doc)) => {
-                docs.push(doc);
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                problems.push(e);
-                continue;
-            }
+        match push_document(f)? {
+            Ok(doc) => docs.push(doc),
+            Err(e) => problems.push(e),
         }
-        // `kind: Response` (issue 16): read by its own crate, strictly, errors located.
-        match crate::responsecmd::load_response(f) {
-            Ok(Some(doc)) => {
-                docs.push(doc);
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                problems.push(e);
-                continue;
-            }
-        }
-        let l = match inputs::load_any(f) {
-            Ok(l) => l,
-            Err(e) => {
-                problems.push(e);
-                continue;
-            }
-        };
-        let document = match &l.doc {
-            Document::Workflow(w) => serde_json::to_value(w),
-            Document::Policy(p) => serde_json::to_value(p),
-            Document::Target(_) => {
-                problems.push(LoadError::at(
-                    &l.source,
-                    1,
-                    1,
-                    "a Target is not pushed: the registry keeps policies and workflows",
-                    Some("push Policy and Workflow files only".to_string()),
-                ));
-                continue;
-            }
-        }
-        .map_err(err)?;
-        docs.push(proto::PushDocument {
-            kind: l.doc.kind().to_string(),
-            name: l.doc.name().to_string(),
-            document,
-        });
     }
     if !problems.is_empty() {
         return Ok(print_diagnostics(problems));
@@ -83,26 +70,71 @@ pub async fn push(
     if format == SimpleFormat::Json {
         print_json(&r);
     } else {
-        for e in &r.entries {
-            println!(
-                "{:<8} {:<32} version {:<4} {}",
-                e.kind,
-                e.name,
-                e.version,
-                if e.created {
-                    "pushed"
-                } else {
-                    "unchanged (already the latest version)"
-                }
-            );
-        }
+        print_pushed(&r);
     }
     Ok(Exit::Ok)
 }
 
+/// One file to push as the registry's document: a Schedule, a Response, a Policy or a
+/// Workflow, read strictly (the inner error is located in the file).
+fn push_document(f: &Path) -> miette::Result<Result<proto::PushDocument, LoadError>> {
+    // `kind: Schedule` (issue 17): read strictly, errors located.
+    match crate::posturecmd::load_schedule(f) {
+        Ok(Some(doc)) => return Ok(Ok(doc)),
+        Ok(None) => {}
+        Err(e) => return Ok(Err(e)),
+    }
+    // `kind: Response` (issue 16): read by its own crate, strictly, errors located.
+    match crate::responsecmd::load_response(f) {
+        Ok(Some(doc)) => return Ok(Ok(doc)),
+        Ok(None) => {}
+        Err(e) => return Ok(Err(e)),
+    }
+    let l = match inputs::load_any(f) {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(e)),
+    };
+    let document = match &l.doc {
+        Document::Workflow(w) => serde_json::to_value(w),
+        Document::Policy(p) => serde_json::to_value(p),
+        Document::Target(_) => {
+            return Ok(Err(LoadError::at(
+                &l.source,
+                1,
+                1,
+                "a Target is not pushed: the registry keeps policies and workflows",
+                Some("push Policy and Workflow files only".to_string()),
+            )))
+        }
+    }
+    .map_err(err)?;
+    Ok(Ok(proto::PushDocument {
+        kind: l.doc.kind().to_string(),
+        name: l.doc.name().to_string(),
+        document,
+    }))
+}
+
+/// `push`'s human report: one line per document, pushed or unchanged.
+fn print_pushed(r: &proto::RegistryList) {
+    for e in &r.entries {
+        println!(
+            "{:<8} {:<32} version {:<4} {}",
+            e.kind,
+            e.name,
+            e.version,
+            if e.created {
+                "pushed"
+            } else {
+                "unchanged (already the latest version)"
+            }
+        );
+    }
+}
+
 /// `vacsine push image REF...`: the references after `image` (`None`: files to push). A
 /// file named `image` is pushed as `./image`.
-pub fn image_refs(files: &[PathBuf]) -> Option<Vec<PathBuf>> {
+fn image_refs(files: &[PathBuf]) -> Option<Vec<PathBuf>> {
     match files.split_first() {
         Some((first, rest)) if first.as_os_str() == "image" => Some(rest.to_vec()),
         _ => None,
@@ -111,12 +143,32 @@ pub fn image_refs(files: &[PathBuf]) -> Option<Vec<PathBuf>> {
 
 /// Upload each local image to the orchestrator: `docker save` to a temporary archive (argv,
 /// no shell), its SHA-256 is its digest, streamed with the reference it is recorded under.
-pub async fn push_images(
+async fn push_images(
     refs: Vec<PathBuf>,
     conn: &OperatorConn,
     format: SimpleFormat,
 ) -> miette::Result<Exit> {
-    use vacsine_core::node::NodeOps;
+    let names = image_names(&refs)?;
+    let c = client(conn)?;
+    let dir = tempfile::tempdir().map_err(err)?;
+    let file = dir.path().join("image.tar");
+    let mut pushed = Vec::new();
+    for name in names {
+        let r = push_image(&c, &file, name).await?;
+        if format == SimpleFormat::Human {
+            print_image_pushed(&r);
+        }
+        pushed.push(r);
+    }
+    if format == SimpleFormat::Json {
+        print_json(&serde_json::json!({ "images": pushed }));
+    }
+    Ok(Exit::Ok)
+}
+
+/// The image references of `push image`, each checked as the engine checks the images it
+/// runs; at least one.
+fn image_names(refs: &[PathBuf]) -> miette::Result<Vec<String>> {
     if refs.is_empty() {
         return Err(miette::miette!(
             help = "vacsine push image REF... (images built or pulled on this machine; `docker images` lists them)",
@@ -124,7 +176,7 @@ pub async fn push_images(
         ));
     }
     let mut names = Vec::new();
-    for r in &refs {
+    for r in refs {
         let name = r
             .to_str()
             .ok_or_else(|| miette::miette!("{}: an image reference is UTF-8", r.display()))?;
@@ -136,76 +188,80 @@ pub async fn push_images(
         })?;
         names.push(name.to_string());
     }
-    let c = client(conn)?;
-    let dir = tempfile::tempdir().map_err(err)?;
-    let file = dir.path().join("image.tar");
+    Ok(names)
+}
+
+/// One image saved to the archive `file` (`docker save`), then uploaded under its digest
+/// and `name`; the archive is removed once uploaded.
+async fn push_image(
+    c: &vacsine_contract::client::OperatorClient,
+    file: &Path,
+    name: String,
+) -> miette::Result<proto::ImagePushed> {
+    use vacsine_core::node::NodeOps;
     let path = file
         .to_str()
         .ok_or_else(|| {
-            miette::miette!("the temporary folder {} is not UTF-8", dir.path().display())
+            let dir = file.parent().unwrap_or(file);
+            miette::miette!("the temporary folder {} is not UTF-8", dir.display())
         })?
         .to_string();
     let docker = vacsine_engine::LocalNode::new("local");
-    let mut pushed = Vec::new();
-    for name in names {
-        let argv: Vec<String> = ["docker", "save", "--output", &path, "--", &name]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let out = docker
-            .exec(&argv, &[], None, std::time::Duration::from_secs(1800))
+    let argv: Vec<String> = ["docker", "save", "--output", &path, "--", &name]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = docker
+        .exec(&argv, &[], None, std::time::Duration::from_secs(1800))
+        .await
+        .map_err(err)?;
+    if out.exit_code != Some(0) {
+        return Err(miette::miette!(
+            help = "build or pull the image on this machine first (`docker images` lists them)",
+            "`docker save {name}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let f2 = file.to_path_buf();
+    let (digest, size) =
+        tokio::task::spawn_blocking(move || vacsine_contract::images::sha256_file(&f2))
             .await
+            .map_err(err)?
             .map_err(err)?;
-        if out.exit_code != Some(0) {
-            return Err(miette::miette!(
-                help = "build or pull the image on this machine first (`docker images` lists them)",
-                "`docker save {name}` failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let f2 = file.clone();
-        let (digest, size) =
-            tokio::task::spawn_blocking(move || vacsine_contract::images::sha256_file(&f2))
-                .await
-                .map_err(err)?
-                .map_err(err)?;
-        // A minute, plus a second per MiB (a slow link still gets there).
-        let timeout = std::time::Duration::from_secs(60 + (size >> 20));
-        let r: proto::ImagePushed = c
-            .put_file(
-                &format!("{}/{digest}", proto::OP_IMAGES),
-                &[("name", name.clone())],
-                &file,
-                size,
-                timeout,
-            )
-            .await
-            .map_err(call_err)?;
-        let _ = std::fs::remove_file(&file);
-        if format == SimpleFormat::Human {
-            println!(
-                "{:<8} {:<32} version {:<4} {} ({:.1} MiB) {}",
-                "Image",
-                r.name,
-                r.version,
-                r.digest,
-                r.size as f64 / (1u64 << 20) as f64,
-                if r.created {
-                    "pushed"
-                } else {
-                    "unchanged (already the latest version)"
-                }
-            );
-        }
-        pushed.push(r);
-    }
-    if format == SimpleFormat::Json {
-        print_json(&serde_json::json!({ "images": pushed }));
-    }
-    Ok(Exit::Ok)
+    // A minute, plus a second per MiB (a slow link still gets there).
+    let timeout = std::time::Duration::from_secs(60 + (size >> 20));
+    let r: proto::ImagePushed = c
+        .put_file(
+            &format!("{}/{digest}", proto::OP_IMAGES),
+            &[("name", name.clone())],
+            file,
+            size,
+            timeout,
+        )
+        .await
+        .map_err(call_err)?;
+    let _ = std::fs::remove_file(file);
+    Ok(r)
 }
 
-pub async fn list(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<Exit> {
+/// `push image`'s human line for one image: its version, digest and size.
+fn print_image_pushed(r: &proto::ImagePushed) {
+    println!(
+        "{:<8} {:<32} version {:<4} {} ({:.1} MiB) {}",
+        "Image",
+        r.name,
+        r.version,
+        r.digest,
+        r.size as f64 / (1u64 << 20) as f64,
+        if r.created {
+            "pushed"
+        } else {
+            "unchanged (already the latest version)"
+        }
+    );
+}
+
+async fn list(conn: &OperatorConn, format: SimpleFormat) -> miette::Result<Exit> {
     let c = client(conn)?;
     let r: proto::RegistryList = c.get(proto::OP_REGISTRY).await.map_err(err)?;
     if format == SimpleFormat::Json {
@@ -241,7 +297,7 @@ fn document_path(kind: &str, name: &str) -> miette::Result<String> {
 
 /// `vacsine registry show KIND NAME [--version N]`: exits 2 when the document's signature
 /// does not verify.
-pub async fn show(
+async fn show(
     kind: &str,
     name: &str,
     version: Option<i64>,
@@ -279,7 +335,7 @@ pub async fn show(
 }
 
 /// `vacsine registry diff KIND NAME FROM TO`.
-pub async fn diff(
+async fn diff(
     kind: &str,
     name: &str,
     from: i64,

@@ -2,7 +2,7 @@
 //! push`, `vacsine agent ingest` (events → decisions in effect at this site, also while cut
 //! off), and the operator's `vacsine decisions [add|delete]` and `vacsine events`.
 
-use crate::cli::{BouncerAction, DecisionsAction, OperatorConn, SimpleFormat};
+use crate::cli::{BouncerAction, DecisionsAction, DecisionsCli, OperatorConn, SimpleFormat};
 use crate::exit::Exit;
 use crate::orch::{client, err};
 use crate::output::print_json;
@@ -80,30 +80,11 @@ pub async fn agent_follow(
             Ok(reports) => {
                 wait = vacsine_agent::tail::POLL;
                 for fed in reports {
-                    let rep = &fed.report;
                     match format {
                         SimpleFormat::Json => {
                             println!("{}", serde_json::to_string(&fed).unwrap_or_default())
                         }
-                        SimpleFormat::Human => {
-                            println!(
-                                "site {}: {} event(s) read from {place} ({} new, {} record(s) not events), {} refused, {} ban(s) in effect",
-                                rep.site,
-                                rep.events,
-                                rep.new_events,
-                                rep.skipped,
-                                rep.errors.len(),
-                                rep.applied.len()
-                            );
-                            let at = if fed.rotated {
-                                format!("{place} (rotated away), from byte {}", fed.offset)
-                            } else {
-                                format!("{place}, from byte {}", fed.offset)
-                            };
-                            for e in &rep.errors {
-                                eprintln!("{at}: {e}");
-                            }
-                        }
+                        SimpleFormat::Human => print_fed(&fed, &place),
                     }
                 }
             }
@@ -121,6 +102,29 @@ pub async fn agent_follow(
     }
 }
 
+/// `agent ingest --follow`'s human line for what one round fed; the refused events on
+/// stderr, located in the file.
+fn print_fed(fed: &vacsine_agent::tail::Fed, place: &str) {
+    let rep = &fed.report;
+    println!(
+        "site {}: {} event(s) read from {place} ({} new, {} record(s) not events), {} refused, {} ban(s) in effect",
+        rep.site,
+        rep.events,
+        rep.new_events,
+        rep.skipped,
+        rep.errors.len(),
+        rep.applied.len()
+    );
+    let at = if fed.rotated {
+        format!("{place} (rotated away), from byte {}", fed.offset)
+    } else {
+        format!("{place}, from byte {}", fed.offset)
+    };
+    for e in &rep.errors {
+        eprintln!("{at}: {e}");
+    }
+}
+
 /// `vacsine agent ingest [--from FORMAT] FILE|-`.
 pub async fn agent_ingest(
     file: &Path,
@@ -128,6 +132,29 @@ pub async fn agent_ingest(
     format: SimpleFormat,
     data: &Path,
 ) -> miette::Result<Exit> {
+    let (bytes, place) = read_input(file)?;
+    let fmt = match parse_from(from)? {
+        Some(f) => f,
+        None => vacsine_events::Format::detect(&bytes).ok_or_else(|| {
+            miette::miette!(
+                help = "name it with --from eve|falco|stix|crowdsec|opencanary|cowrie|nmap",
+                "{place}: the format of these events cannot be told from their first bytes"
+            )
+        })?,
+    };
+    let rep = vacsine_agent::respond::ingest(data, fmt, &bytes)
+        .await
+        .map_err(|e| miette::miette!("{e:#}"))?;
+    match format {
+        SimpleFormat::Json => print_json(&rep),
+        SimpleFormat::Human => print_ingested(&rep, &place),
+    }
+    Ok(Exit::failures_if(!rep.errors.is_empty()))
+}
+
+/// The events `agent ingest` reads (a file, or standard input for `-`; at most
+/// [`MAX_INPUT`] bytes) and how to name where they came from.
+fn read_input(file: &Path) -> miette::Result<(Vec<u8>, String)> {
     let (mut r, place): (Box<dyn std::io::Read>, String) = if file.as_os_str() == "-" {
         (Box::new(std::io::stdin().lock()), "standard input".into())
     } else {
@@ -154,65 +181,48 @@ pub async fn agent_ingest(
             MAX_INPUT >> 20
         ));
     }
-    let fmt = match from {
-        Some(f) => f.parse::<vacsine_events::Format>().map_err(|e| {
-            miette::miette!(
-                help = "--from eve|falco|stix|crowdsec|opencanary|cowrie|nmap",
-                "--from: {e}"
-            )
-        })?,
-        None => vacsine_events::Format::detect(&bytes).ok_or_else(|| {
-            miette::miette!(
-                help = "name it with --from eve|falco|stix|crowdsec|opencanary|cowrie|nmap",
-                "{place}: the format of these events cannot be told from their first bytes"
-            )
-        })?,
-    };
-    let rep = vacsine_agent::respond::ingest(data, fmt, &bytes)
-        .await
-        .map_err(|e| miette::miette!("{e:#}"))?;
-    match format {
-        SimpleFormat::Json => print_json(&rep),
-        SimpleFormat::Human => {
-            println!(
-                "site {}: {} event(s) read from {place} ({} new, {} record(s) not events), {} refused",
-                rep.site,
-                rep.events,
-                rep.new_events,
-                rep.skipped,
-                rep.errors.len()
-            );
-            let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
-            for o in &rep.outcomes {
-                *reasons
-                    .entry(vacsine_response::store::reason(&o.verdict))
-                    .or_default() += 1;
-            }
-            for (k, n) in &reasons {
-                println!("  {n} outcome(s) {k}");
-            }
-            for d in &rep.applied {
-                println!(
-                    "  {} in effect at {} (decision {}, until {})",
-                    d.action,
-                    d.applied_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    d.id,
-                    d.expires_at
-                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                        .unwrap_or_else(|| "deleted".into())
-                );
-            }
-            println!(
-                "  nft: {} element(s) added, {} deleted, in {} ms",
-                rep.added, rep.deleted, rep.took_ms
-            );
-            for e in &rep.errors {
-                eprintln!("{place}: {e}");
-            }
-        }
+    Ok((bytes, place))
+}
+
+/// `agent ingest`'s human report: the counts, the outcomes by reason, the decisions in
+/// effect, the nft changes; the refused events on stderr.
+fn print_ingested(rep: &vacsine_agent::respond::IngestReport, place: &str) {
+    println!(
+        "site {}: {} event(s) read from {place} ({} new, {} record(s) not events), {} refused",
+        rep.site,
+        rep.events,
+        rep.new_events,
+        rep.skipped,
+        rep.errors.len()
+    );
+    let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+    for o in &rep.outcomes {
+        *reasons
+            .entry(vacsine_response::store::reason(&o.verdict))
+            .or_default() += 1;
     }
-    Ok(Exit::failures_if(!rep.errors.is_empty()))
+    for (k, n) in &reasons {
+        println!("  {n} outcome(s) {k}");
+    }
+    for d in &rep.applied {
+        println!(
+            "  {} in effect at {} (decision {}, until {})",
+            d.action,
+            d.applied_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            d.id,
+            d.expires_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| "deleted".into())
+        );
+    }
+    println!(
+        "  nft: {} element(s) added, {} deleted, in {} ms",
+        rep.added, rep.deleted, rep.took_ms
+    );
+    for e in &rep.errors {
+        eprintln!("{place}: {e}");
+    }
 }
 
 /// `vacsine bouncer add NAME [--site S] | list | delete NAME`.
@@ -282,15 +292,10 @@ pub async fn bouncer(
 }
 
 /// `vacsine decisions [--site S] [--active]`, `add`, `delete ID`.
-pub async fn decisions(
-    action: Option<DecisionsAction>,
-    site: Option<String>,
-    active: bool,
-    conn: &OperatorConn,
-    format: SimpleFormat,
-) -> miette::Result<Exit> {
-    let c = client(conn)?;
-    match action {
+pub async fn decisions(a: DecisionsCli) -> miette::Result<Exit> {
+    let (site, active, format) = (a.site, a.active, a.format);
+    let c = client(&a.conn)?;
+    match a.action {
         Some(DecisionsAction::Add {
             ip,
             duration,

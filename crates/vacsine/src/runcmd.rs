@@ -29,81 +29,107 @@ pub(crate) fn inputs_from_command_line(
     raw: &[String],
 ) -> Result<Map<String, Value>, Vec<LoadError>> {
     let w = &wf.doc;
-    let decl = &w.spec.inputs;
-    let at = |line: u64, column: u64, message: String, help: Option<String>| {
-        LoadError::at(&wf.source, line, column, message, help)
-    };
-    let declared = || {
-        let v: Vec<&str> = decl.keys().map(String::as_str).collect();
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.join(", ")
-        }
-    };
     let mut errors = Vec::new();
     let mut given = Map::new();
     let mut seen = BTreeSet::new();
     for r in raw {
         let Some((name, value)) = r.split_once('=') else {
-            errors.push(at(
+            errors.push(LoadError::at(
+                &wf.source,
                 0,
                 0,
                 format!("--input {r:?}: expected NAME=VALUE"),
                 Some(format!(
                     "inputs of workflow `{}`: {}",
                     w.metadata.name.value,
-                    declared()
+                    declared_inputs(w)
                 )),
             ));
             continue;
         };
         if !seen.insert(name) {
-            errors.push(at(0, 0, format!("--input {name} is given twice"), None));
+            errors.push(LoadError::at(
+                &wf.source,
+                0,
+                0,
+                format!("--input {name} is given twice"),
+                None,
+            ));
             continue;
         }
-        let v = match decl.get(name) {
-            Some(spec) => match spec
-                .ty
-                .from_command_line(value)
-                .and_then(|v| spec.check(&v))
-            {
-                Ok(v) => v,
-                Err(e) => {
-                    errors.push(at(
-                        spec.name.line,
-                        spec.name.column,
-                        format!("--input {name}={value:?}: {e}"),
-                        Some(format!(
-                            "input `{name}` is declared here with type {}",
-                            spec.ty.as_str()
-                        )),
-                    ));
-                    continue;
-                }
-            },
-            // The triggering event, when the workflow does not declare an input of that name.
-            None if name == "event" => {
-                serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()))
+        match input_value(wf, name, value) {
+            Ok(v) => {
+                given.insert(name.to_string(), v);
             }
-            None => {
-                errors.push(at(
-                    w.metadata.name.line,
-                    w.metadata.name.column,
-                    format!(
-                        "--input {name}: workflow `{}` declares no input `{name}`",
-                        w.metadata.name.value
-                    ),
-                    Some(format!("declared inputs: {}", declared())),
-                ));
-                continue;
-            }
-        };
-        given.insert(name.to_string(), v);
+            Err(e) => errors.push(e),
+        }
     }
-    for (name, spec) in decl {
-        if spec.is_required() && !seen.contains(name.as_str()) {
-            errors.push(at(
+    errors.extend(missing_inputs(wf, &seen));
+    if errors.is_empty() {
+        Ok(given)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The names of the inputs `w` declares, comma-separated (`none` without any).
+fn declared_inputs(w: &Workflow) -> String {
+    let v: Vec<&str> = w.spec.inputs.keys().map(String::as_str).collect();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// One `--input NAME=VALUE` typed and checked by its declaration; `event` may be given
+/// without one (JSON when it parses, else a string). An error is located at the declaration.
+fn input_value(wf: &Loaded<Workflow>, name: &str, value: &str) -> Result<Value, LoadError> {
+    let w = &wf.doc;
+    match w.spec.inputs.get(name) {
+        Some(spec) => spec
+            .ty
+            .from_command_line(value)
+            .and_then(|v| spec.check(&v))
+            .map_err(|e| {
+                LoadError::at(
+                    &wf.source,
+                    spec.name.line,
+                    spec.name.column,
+                    format!("--input {name}={value:?}: {e}"),
+                    Some(format!(
+                        "input `{name}` is declared here with type {}",
+                        spec.ty.as_str()
+                    )),
+                )
+            }),
+        // The triggering event, when the workflow does not declare an input of that name.
+        None if name == "event" => {
+            Ok(serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string())))
+        }
+        None => Err(LoadError::at(
+            &wf.source,
+            w.metadata.name.line,
+            w.metadata.name.column,
+            format!(
+                "--input {name}: workflow `{}` declares no input `{name}`",
+                w.metadata.name.value
+            ),
+            Some(format!("declared inputs: {}", declared_inputs(w))),
+        )),
+    }
+}
+
+/// An error for each required input not among the names `seen`, located at its declaration.
+fn missing_inputs(wf: &Loaded<Workflow>, seen: &BTreeSet<&str>) -> Vec<LoadError> {
+    wf.doc
+        .spec
+        .inputs
+        .iter()
+        .filter(|(name, spec)| spec.is_required() && !seen.contains(name.as_str()))
+        .map(|(name, spec)| {
+            LoadError::at(
+                &wf.source,
                 spec.name.line,
                 spec.name.column,
                 format!(
@@ -111,14 +137,9 @@ pub(crate) fn inputs_from_command_line(
                     spec.ty.as_str()
                 ),
                 Some(format!("pass --input {name}=VALUE")),
-            ));
-        }
-    }
-    if errors.is_empty() {
-        Ok(given)
-    } else {
-        Err(errors)
-    }
+            )
+        })
+        .collect()
 }
 
 fn local_node(name: &str, roles: &[String], labels: &BTreeMap<String, String>) -> Arc<dyn NodeOps> {
@@ -632,4 +653,65 @@ fn describe(e: &vacsine_engine::ProgressEvent) -> Option<String> {
         } => format!("run {} in {:.2}s", status.as_str(), elapsed.as_secs_f64()),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TYPED: &str = "apiVersion: vacsine.io/v1\nkind: Workflow\nmetadata: {name: typed}\nspec:\n  inputs:\n    pattern: {type: string}\n    port: {type: port}\n    names: {type: array, default: []}\n  steps:\n    - id: show\n      uses: command\n      with:\n        argv: [echo, \"{{ inputs.pattern }}\"]\n";
+
+    fn typed() -> Loaded<Workflow> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("typed.yaml");
+        std::fs::write(&path, TYPED).unwrap();
+        inputs::load_workflow(&path).unwrap()
+    }
+
+    fn raw(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_line_inputs_are_typed_by_their_declarations() {
+        let wf = typed();
+        assert_eq!(declared_inputs(&wf.doc), "names, pattern, port");
+        let got = inputs_from_command_line(
+            &wf,
+            &raw(&[
+                "pattern=[0-9]+",
+                "port=8080",
+                r#"names=["a"]"#,
+                "event={\"x\": 1}",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(got["pattern"], "[0-9]+");
+        assert_eq!(got["port"], 8080);
+        assert_eq!(got["names"], serde_json::json!(["a"]));
+        assert_eq!(got["event"], serde_json::json!({"x": 1}));
+    }
+
+    #[test]
+    fn each_wrong_or_missing_input_is_one_located_error() {
+        let wf = typed();
+        let errs = inputs_from_command_line(&wf, &raw(&["port=http", "nope=1", "bare", "nope=2"]))
+            .unwrap_err();
+        let messages: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages.len(), 5, "{messages:?}");
+        assert!(
+            messages[0].starts_with("--input port=\"http\": "),
+            "{messages:?}"
+        );
+        assert_eq!(
+            messages[1..],
+            [
+                "--input nope: workflow `typed` declares no input `nope`",
+                "--input \"bare\": expected NAME=VALUE",
+                "--input nope is given twice",
+                "input `pattern` (string) is required and was not given",
+            ]
+        );
+        assert!(errs[0].line > 1 && errs[4].line > 1);
+    }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use vacsine_scap::tailoring::Tailoring;
-use vacsine_scap::xccdf::{selected_rules, Outcome, Report};
+use vacsine_scap::xccdf::{selected_rules, Outcome, Report, RuleResult};
 use vacsine_scap::DataStream;
 
 fn load(path: &Path) -> miette::Result<(DataStream, f64)> {
@@ -195,45 +195,65 @@ async fn eval(
         tasks.push((name, task));
     }
     let mut exit = Exit::Ok;
-    let several = tasks.len() > 1;
+    let out = EvalOutput {
+        source: source.as_ref(),
+        docs,
+        several: tasks.len() > 1,
+        format,
+    };
     for (name, task) in tasks {
         let done = task
             .await
             .map_err(|e| miette::miette!("evaluation of node `{name}` stopped: {e}"))?;
-        let rep = done.report.map_err(|e| miette::miette!("{e}"))?;
-        let written = match (&source, done.info) {
-            (Some(src), Some(target)) => crate::scapdocs::write(
-                src,
-                &p.ds,
-                &vacsine_scap::results::Run {
-                    report: &rep,
-                    target,
-                    start: done.start,
-                    end: done.end,
-                },
-                p.tailoring.as_ref(),
-                docs.results.as_deref(),
-                docs.arf.as_deref(),
-                several,
-            )?,
-            _ => Vec::new(),
-        };
-        let failed = rep
-            .rules
-            .iter()
-            .any(|r| matches!(r.outcome, Outcome::Fail | Outcome::Error));
-        if failed {
+        if node_done(&name, done, &p, &out)? {
             exit = Exit::Failures;
         }
-        let timing = Timing {
-            load_ms: p.load_ms,
-            cached: p.cached,
-            evaluate_ms: done.ms,
-            execs: done.execs,
-        };
-        print_node(&name, &rep, &timing, &written, format);
     }
     Ok(exit)
+}
+
+/// Where and how `scap eval` reports each node: the stream the result documents embed (when
+/// some are asked for), their paths, whether there are several nodes, the format.
+struct EvalOutput<'a> {
+    source: Option<&'a vacsine_scap::results::Source<'a>>,
+    docs: &'a Documents,
+    several: bool,
+    format: SimpleFormat,
+}
+
+/// One node's evaluation done: its result documents written, its report printed; whether a
+/// rule failed (or could not be evaluated) there.
+fn node_done(name: &str, done: NodeEval, p: &Profile, out: &EvalOutput) -> miette::Result<bool> {
+    let rep = done.report.map_err(|e| miette::miette!("{e}"))?;
+    let written = match (out.source, done.info) {
+        (Some(src), Some(target)) => crate::scapdocs::write(
+            src,
+            &p.ds,
+            &vacsine_scap::results::Run {
+                report: &rep,
+                target,
+                start: done.start,
+                end: done.end,
+            },
+            p.tailoring.as_ref(),
+            out.docs.results.as_deref(),
+            out.docs.arf.as_deref(),
+            out.several,
+        )?,
+        _ => Vec::new(),
+    };
+    let failed = rep
+        .rules
+        .iter()
+        .any(|r| matches!(r.outcome, Outcome::Fail | Outcome::Error));
+    let timing = Timing {
+        load_ms: p.load_ms,
+        cached: p.cached,
+        evaluate_ms: done.ms,
+        execs: done.execs,
+    };
+    print_node(name, &rep, &timing, &written, out.format);
+    Ok(failed)
 }
 
 /// The profile's slice of the stream, from the cache when this very file was loaded before
@@ -365,31 +385,7 @@ fn human(node: &str, rep: &Report, parse_ms: f64, cached: bool, ms: f64, execs: 
         rep.rules.len()
     );
     for r in &rep.rules {
-        s.push_str(&format!(
-            "  {:<13} {:<7} {:<48} {}\n",
-            r.outcome.as_str(),
-            r.severity,
-            short(&r.id),
-            r.title
-        ));
-        if !matches!(r.outcome, Outcome::Pass) {
-            // The decisive lines first: tests that were false, errors, not evaluated.
-            let telling = |e: &&String| {
-                [": false —", ": error —", ": not evaluated —"]
-                    .iter()
-                    .any(|k| e.contains(k))
-            };
-            let (first, rest) = r.evidence.split_at(r.evidence.len().min(1));
-            let lines = first
-                .iter()
-                .chain(rest.iter().filter(telling))
-                .chain(rest.iter().filter(|e| !telling(e)))
-                .take(5);
-            for e in lines {
-                let e: String = e.chars().take(220).collect();
-                s.push_str(&format!("                  {e}\n"));
-            }
-        }
+        s.push_str(&rule_text(r));
     }
     let summary: Vec<String> = rep
         .summary
@@ -397,7 +393,53 @@ fn human(node: &str, rep: &Report, parse_ms: f64, cached: bool, ms: f64, execs: 
         .map(|(o, n)| format!("{} {n}", o.as_str()))
         .collect();
     s.push_str(&format!("summary: {}\n", summary.join(", ")));
-    s.push_str("controls (satisfied / failed / incomplete / not applicable):\n");
+    s.push_str(&controls_text(rep));
+    s.push_str(&format!(
+        "{} in {parse_ms:.0} ms, evaluated in {ms:.0} ms ({execs} programs run in the node)\n",
+        if cached {
+            "profile loaded from the cache"
+        } else {
+            "data stream parsed"
+        }
+    ));
+    s
+}
+
+/// One rule's line; under a rule that does not pass, up to five lines of its evidence, the
+/// decisive ones first.
+fn rule_text(r: &RuleResult) -> String {
+    let mut s = format!(
+        "  {:<13} {:<7} {:<48} {}\n",
+        r.outcome.as_str(),
+        r.severity,
+        short(&r.id),
+        r.title
+    );
+    if !matches!(r.outcome, Outcome::Pass) {
+        // The decisive lines first: tests that were false, errors, not evaluated.
+        let telling = |e: &&String| {
+            [": false —", ": error —", ": not evaluated —"]
+                .iter()
+                .any(|k| e.contains(k))
+        };
+        let (first, rest) = r.evidence.split_at(r.evidence.len().min(1));
+        let lines = first
+            .iter()
+            .chain(rest.iter().filter(telling))
+            .chain(rest.iter().filter(|e| !telling(e)))
+            .take(5);
+        for e in lines {
+            let e: String = e.chars().take(220).collect();
+            s.push_str(&format!("                  {e}\n"));
+        }
+    }
+    s
+}
+
+/// The controls per framework (satisfied, failed, incomplete, not applicable), with the
+/// failed ones named for the frameworks people audit against.
+fn controls_text(rep: &Report) -> String {
+    let mut s = String::from("controls (satisfied / failed / incomplete / not applicable):\n");
     for (f, r) in &rep.families {
         s.push_str(&format!(
             "  {:<16} {:>4} / {:>4} / {:>4} / {:>4}\n",
@@ -419,13 +461,5 @@ fn human(node: &str, rep: &Report, parse_ms: f64, cached: bool, ms: f64, execs: 
             ));
         }
     }
-    s.push_str(&format!(
-        "{} in {parse_ms:.0} ms, evaluated in {ms:.0} ms ({execs} programs run in the node)\n",
-        if cached {
-            "profile loaded from the cache"
-        } else {
-            "data stream parsed"
-        }
-    ));
     s
 }

@@ -11,7 +11,7 @@ use crate::cli::{EnforceInputs, Format, OperatorConn};
 use crate::enforcecmd::show_enforce_report;
 use crate::exit::Exit;
 use crate::orch::{call_err, client};
-use crate::output::print_diagnostics;
+use crate::output::{print_diagnostics, Messages, RecordPrinter};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -166,8 +166,9 @@ async fn follow(
     c: &vacsine_contract::client::OperatorClient,
     id: &str,
 ) -> miette::Result<proto::RunView> {
+    let mut printer = RecordPrinter::new(false, Messages::Hidden);
     crate::follow::follow_run(c, id, |records| {
-        crate::follow::write_records(&mut std::io::stderr().lock(), records, false)
+        crate::follow::write_records(&mut std::io::stderr().lock(), records, &mut printer)
     })
     .await
     .map_err(err)

@@ -3,7 +3,7 @@
 //! `vacsine_enforce::watch`; here: the checks of the command line, the journal and driver
 //! chosen, signals, and the log printed (human, or JSON Lines).
 
-use crate::cli::{PolicyTarget, SimpleFormat};
+use crate::cli::{PolicyTarget, SimpleFormat, WatchCli};
 use crate::exit::Exit;
 use crate::output::{print, print_json_line};
 use crate::paths::journal_path;
@@ -11,21 +11,20 @@ use std::sync::Arc;
 use std::time::Duration;
 use vacsine_core::record::{rfc3339, StepStatus};
 use vacsine_core::target::DriverKind;
-use vacsine_enforce::watch::{LogLine, Stopped, Watcher};
+use vacsine_enforce::watch::{LogLine, StartLine, Stopped, Watcher};
 use vacsine_engine::Journal;
 
 /// `vacsine watch`. Events are handled concurrently on this thread (a `LocalSet`: checking a
 /// site is not a `Send` future).
-pub async fn watch(
-    io: &PolicyTarget,
-    format: SimpleFormat,
-    recheck_deadline: Duration,
-) -> miette::Result<Exit> {
+pub async fn watch(a: &WatchCli) -> miette::Result<Exit> {
+    let recheck_deadline = Duration::from_secs(a.recheck_timeout);
     tokio::task::LocalSet::new()
-        .run_until(watch_here(io, format, recheck_deadline))
+        .run_until(watch_here(&a.io, a.format, recheck_deadline))
         .await
 }
 
+/// `vacsine watch` on this thread: the inputs, journal and driver checked, then the watch
+/// until a signal stops it.
 async fn watch_here(
     io: &PolicyTarget,
     format: SimpleFormat,
@@ -75,19 +74,7 @@ async fn watch_here(
             path.display()
         ));
     }
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut int, mut term) = match signal(SignalKind::interrupt())
-        .and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
-    {
-        Ok(s) => s,
-        Err(e) => return Err(miette::miette!("cannot watch for signals: {e}")),
-    };
-    let stop = async move {
-        tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        }
-    };
+    let stop = stop_signal()?;
     let stopped = watcher
         .run(path.display().to_string(), stop)
         .await
@@ -96,6 +83,21 @@ async fn watch_here(
     Ok(match stopped {
         Stopped::Asked => Exit::Ok,
         Stopped::StreamEnded => Exit::Error,
+    })
+}
+
+/// A future that ends with the name of the first SIGINT or SIGTERM received: what stops a
+/// watch.
+fn stop_signal() -> miette::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut int, mut term) = signal(SignalKind::interrupt())
+        .and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+        .map_err(|e| miette::miette!("cannot watch for signals: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
     })
 }
 
@@ -122,60 +124,7 @@ pub fn human(line: &LogLine) -> String {
                 "{now} watching target {target} (policy {policy}, journal {journal}); applied fixes: {what}. Ctrl-C to stop.\n"
             )
         }
-        LogLine::NodeStarted(s) => {
-            let mut out = format!("{} {} ({}) started: ", s.event_time, s.node, s.container);
-            match s.status.as_str() {
-                "nothing_to_reapply" => out.push_str("no fix was applied to it, nothing re-applied"),
-                "error" => out.push_str(&format!(
-                    "error: {}",
-                    s.message.as_deref().unwrap_or("unknown")
-                )),
-                _ => {
-                    let fixes: Vec<String> = s
-                        .fixes
-                        .iter()
-                        .map(|f| {
-                            format!(
-                                "{} ({})",
-                                f.workflow,
-                                if f.status != StepStatus::Succeeded.as_str() {
-                                    f.status.clone()
-                                } else if f.changed {
-                                    "restored".into()
-                                } else {
-                                    "unchanged".into()
-                                }
-                            )
-                        })
-                        .collect();
-                    out.push_str(&format!(
-                        "re-applied {} in {} ms from the start event (run {})",
-                        fixes.join(", "),
-                        s.latency_ms.unwrap_or(0),
-                        s.run_id.as_deref().unwrap_or("-")
-                    ));
-                    let reqs: Vec<String> = s
-                        .requirements
-                        .iter()
-                        .map(|r| format!("{} {}", r.requirement, r.outcome))
-                        .collect();
-                    out.push_str(&format!("; re-check: {}", reqs.join(", ")));
-                    out.push_str(&match s.status.as_str() {
-                        "reapplied" => format!(
-                            " — in effect ({} ms)",
-                            s.verified_ms.unwrap_or(0)
-                        ),
-                        "not_in_effect" => " — NOT in effect".to_string(),
-                        other => format!(
-                            " — {other}: {}",
-                            s.message.as_deref().unwrap_or("see the run's logs")
-                        ),
-                    });
-                }
-            }
-            out.push('\n');
-            out
-        }
+        LogLine::NodeStarted(s) => node_started(s),
         LogLine::NodeRemoved {
             node,
             container,
@@ -187,5 +136,112 @@ pub fn human(line: &LogLine) -> String {
             format!("{now} event stream lost ({message}); reconnecting\n")
         }
         LogLine::Stopped { reason } => format!("{now} watch stopped: {reason}\n"),
+    }
+}
+
+/// The human line for a node that (re)started: nothing to re-apply, an error, or what was
+/// re-applied and what the re-check found.
+fn node_started(s: &StartLine) -> String {
+    let mut out = format!("{} {} ({}) started: ", s.event_time, s.node, s.container);
+    match s.status.as_str() {
+        "nothing_to_reapply" => out.push_str("no fix was applied to it, nothing re-applied"),
+        "error" => out.push_str(&format!(
+            "error: {}",
+            s.message.as_deref().unwrap_or("unknown")
+        )),
+        _ => out.push_str(&reapplied(s)),
+    }
+    out.push('\n');
+    out
+}
+
+/// What was re-applied on a restarted node (each fix: restored, unchanged or its status), how
+/// fast, and whether the re-check found the policy in effect.
+fn reapplied(s: &StartLine) -> String {
+    let fixes: Vec<String> = s
+        .fixes
+        .iter()
+        .map(|f| {
+            format!(
+                "{} ({})",
+                f.workflow,
+                if f.status != StepStatus::Succeeded.as_str() {
+                    f.status.clone()
+                } else if f.changed {
+                    "restored".into()
+                } else {
+                    "unchanged".into()
+                }
+            )
+        })
+        .collect();
+    let reqs: Vec<String> = s
+        .requirements
+        .iter()
+        .map(|r| format!("{} {}", r.requirement, r.outcome))
+        .collect();
+    let verdict = match s.status.as_str() {
+        "reapplied" => format!(" — in effect ({} ms)", s.verified_ms.unwrap_or(0)),
+        "not_in_effect" => " — NOT in effect".to_string(),
+        other => format!(
+            " — {other}: {}",
+            s.message.as_deref().unwrap_or("see the run's logs")
+        ),
+    };
+    format!(
+        "re-applied {} in {} ms from the start event (run {}); re-check: {}{verdict}",
+        fixes.join(", "),
+        s.latency_ms.unwrap_or(0),
+        s.run_id.as_deref().unwrap_or("-"),
+        reqs.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vacsine_core::Outcome;
+    use vacsine_enforce::watch::{FixLine, RequirementOutcome};
+
+    fn start_line(status: &str) -> StartLine {
+        StartLine {
+            node: "web".into(),
+            container: "edge-web".into(),
+            event_time: "2026-01-01T00:00:00Z".into(),
+            status: status.into(),
+            detected_ms: Some(3),
+            fixes: vec![FixLine {
+                workflow: "sshd-hardening".into(),
+                step: "fix".into(),
+                inputs: Default::default(),
+                status: "succeeded".into(),
+                changed: true,
+            }],
+            run_id: Some("r1".into()),
+            latency_ms: Some(120),
+            verified_ms: Some(150),
+            requirements: vec![RequirementOutcome {
+                requirement: "ssh-root".into(),
+                outcome: Outcome::Pass,
+                observed: "no".into(),
+                fixed_by_watch: true,
+            }],
+            rechecks: 1,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn a_restarted_node_is_one_line() {
+        assert_eq!(
+            node_started(&start_line("reapplied")),
+            "2026-01-01T00:00:00Z web (edge-web) started: re-applied sshd-hardening (restored) in 120 ms from the start event (run r1); re-check: ssh-root pass — in effect (150 ms)\n"
+        );
+        assert!(node_started(&start_line("not_in_effect")).ends_with(" — NOT in effect\n"));
+        assert_eq!(
+            node_started(&start_line("nothing_to_reapply")),
+            "2026-01-01T00:00:00Z web (edge-web) started: no fix was applied to it, nothing re-applied\n"
+        );
+        assert!(node_started(&start_line("error")).ends_with("started: error: unknown\n"));
     }
 }
