@@ -26,6 +26,7 @@
 //! starts the role's services and waits; it exits at once on SIGTERM.
 
 use crate::error::{is_not_found, DockerError};
+use crate::host::processes_in_pidns;
 use crate::SANDBOX_LABEL;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
@@ -37,10 +38,13 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::time::Duration;
 use vacsine_core::doc::{Loc, Metadata};
 use vacsine_core::target::{DriverKind, NodeSpec, Target, TargetSpec, VantagePoint};
+
+/// The demo images carry the host's static busybox; finding it is the driver's (module
+/// `host`), not the demo's.
+pub use crate::host::{host_busybox, provision_busybox};
 
 /// The demo's bridge network.
 pub const NETWORK: &str = "vacsine-demo-lan";
@@ -63,122 +67,6 @@ pub fn container_name(role: &str) -> String {
 /// Image tag of a demo role (or `base`).
 pub fn image_tag(name: &str) -> String {
     format!("vacsine-demo/{name}:1")
-}
-
-/// The static busybox copied into the images and used for vantage-point probes:
-/// `$VACSINE_BUSYBOX`, else `/bin/busybox` when it is statically linked (Debian package
-/// `busybox-static`), else the copy [`provision_busybox`] unpacked into the cache. The path
-/// returned may not exist yet.
-pub fn host_busybox() -> PathBuf {
-    if let Some(p) = std::env::var_os("VACSINE_BUSYBOX") {
-        return PathBuf::from(p);
-    }
-    let system = PathBuf::from("/bin/busybox");
-    if is_static_elf(&system) {
-        return system;
-    }
-    cached_busybox()
-}
-
-fn cached_busybox() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("vacsine/busybox-static/bin/busybox")
-}
-
-/// True for an ELF executable without an interpreter (PT_INTERP): statically linked.
-fn is_static_elf(path: &std::path::Path) -> bool {
-    let Ok(b) = std::fs::read(path) else {
-        return false;
-    };
-    let u16_at = |o: usize| {
-        b.get(o..o + 2)
-            .map(|x| u16::from_le_bytes([x[0], x[1]]) as usize)
-    };
-    let u64_at = |o: usize| {
-        b.get(o..o + 8)
-            .and_then(|x| x.try_into().ok())
-            .map(|x: [u8; 8]| u64::from_le_bytes(x) as usize)
-    };
-    // 64-bit little-endian ELF only (the demo images are built for this host).
-    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 || b[5] != 1 {
-        return false;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
-        return false;
-    };
-    (0..phnum).all(|i| {
-        let o = phoff + i * phentsize;
-        b.get(o..o + 4)
-            .map(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) != 3)
-            .unwrap_or(false)
-    })
-}
-
-/// Make a static busybox available without installing anything system-wide: download the
-/// Debian package `busybox-static` with `apt-get download` and unpack it into the cache.
-pub fn provision_busybox() -> Result<PathBuf, DockerError> {
-    let have = host_busybox();
-    if have.exists() {
-        return Ok(have);
-    }
-    let target = cached_busybox();
-    let missing = |why: String| DockerError::BusyboxMissing {
-        path: format!(
-            "{} ({why}; install the Debian package busybox-static or set VACSINE_BUSYBOX)",
-            target.display()
-        ),
-    };
-    let root = target
-        .parent()
-        .and_then(|p| p.parent())
-        .ok_or_else(|| missing("no cache folder".into()))?
-        .to_path_buf();
-    let work = root.with_extension("download");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| missing(e.to_string()))?;
-    let run = |argv: &[&str]| -> Result<(), DockerError> {
-        let out = std::process::Command::new(argv[0])
-            .args(&argv[1..])
-            .current_dir(&work)
-            .output()
-            .map_err(|e| missing(format!("{}: {e}", argv[0])))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(missing(format!(
-                "`{}` failed: {}",
-                argv.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
-        }
-    };
-    run(&["apt-get", "download", "busybox-static"])?;
-    let deb = std::fs::read_dir(&work)
-        .map_err(|e| missing(e.to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| missing("apt-get download produced no package".into()))?;
-    let unpack = work.join("root");
-    run(&[
-        "dpkg-deb",
-        "-x",
-        &deb.to_string_lossy(),
-        &unpack.to_string_lossy(),
-    ])?;
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::rename(&unpack, &root).map_err(|e| missing(e.to_string()))?;
-    let _ = std::fs::remove_dir_all(&work);
-    if is_static_elf(&target) {
-        Ok(target)
-    } else {
-        Err(missing(
-            "the unpacked busybox is not a static executable".into(),
-        ))
-    }
 }
 
 const INIT: &str = r#"#!/bin/sh
@@ -705,7 +593,7 @@ pub async fn up_flavor(docker: &Docker, flavor: Flavor) -> Result<(), DockerErro
         let pid = node.pid().await?;
         let mut ok = false;
         for _ in 0..100 {
-            let procs = tokio::task::spawn_blocking(move || crate::site::processes_in_pidns(pid))
+            let procs = tokio::task::spawn_blocking(move || processes_in_pidns(pid))
                 .await
                 .ok()
                 .and_then(|r| r.ok())

@@ -10,7 +10,9 @@
 //! * [`sandbox`] clones a site into an isolated copy (design §5 step 2) and garbage-collects
 //!   sandboxes by label.
 //! * [`events`] follows Docker's event stream for a target's containers (`vacsine watch`).
-//! * [`demo`] builds the demo images locally (no registry) and starts/stops the demo site.
+//! * [`demo`] builds the demo images locally (no registry) and starts/stops the demo site: a
+//!   fixture on top of the driver, which never needs it (the host's static busybox and the
+//!   view of a container's processes from the host live in the private `host` module).
 //!
 //! Files are read and written through `/proc/<pid>/root` of the container with
 //! `openat2(RESOLVE_IN_ROOT)`, so a symlink inside a container never resolves to a host path.
@@ -29,6 +31,7 @@ mod error;
 pub mod events;
 mod exec;
 mod fsroot;
+mod host;
 mod node;
 pub mod sandbox;
 mod site;

@@ -3,6 +3,7 @@
 use crate::error::{is_not_found, DockerError};
 use crate::exec::{docker_exec, host_tool, nsenter};
 use crate::fsroot::Kind;
+use crate::host::{host_busybox, processes_in_pidns};
 use crate::node::DockerNode;
 use crate::SANDBOX_LABEL;
 use async_trait::async_trait;
@@ -302,7 +303,7 @@ impl DockerSite {
                     "no vantage point `{vantage}`: declare it under the target's `vantagePoints:`"
                 ),
             })?;
-        let busybox = crate::demo::host_busybox();
+        let busybox = host_busybox();
         if busybox.exists() {
             let pid = v.pid().await?;
             let bb = busybox.to_string_lossy().into_owned();
@@ -674,33 +675,6 @@ fn read_small(root: &crate::fsroot::Root, path: &str) -> String {
         Ok(Some((_, Some((b, _))))) => String::from_utf8_lossy(&b).into_owned(),
         _ => String::new(),
     }
-}
-
-/// `comm` of every host process in the pid namespace of `pid` (the container's init).
-pub(crate) fn processes_in_pidns(pid: i64) -> std::io::Result<Vec<String>> {
-    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid"))?;
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc")?.flatten() {
-        let name = e.file_name();
-        let Some(p) = name
-            .to_str()
-            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        if std::fs::read_link(format!("/proc/{p}/ns/pid"))
-            .ok()
-            .as_ref()
-            != Some(&ns)
-        {
-            continue;
-        }
-        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{p}/comm")) {
-            out.push(comm.trim_end().to_string());
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 async fn running_container(docker: &Docker, name: &str) -> Result<String, DockerError> {

@@ -255,6 +255,17 @@ pub async fn enforce(
     Ok(report)
 }
 
+/// What the runs of one enforce share once its target is resolved: the driver and the
+/// resolved target, the inputs and options, and the engine every run goes through.
+#[derive(Clone, Copy)]
+struct Enforcing<'a> {
+    driver: &'a dyn Driver,
+    resolved: &'a dyn ResolvedSite,
+    inputs: &'a Inputs,
+    opts: &'a EnforceOptions,
+    engine: &'a Engine,
+}
+
 /// The pipeline once the target is resolved.
 async fn enforce_resolved(
     driver: &dyn Driver,
@@ -263,10 +274,32 @@ async fn enforce_resolved(
     mut clock: Clock,
     resolved: &dyn ResolvedSite,
 ) -> Result<Report, EnforceError> {
+    let (mut f, the_plan) = check_and_plan(&mut clock, inputs, resolved.as_site()).await;
+    let mut sandbox = SandboxReport::default();
+    if let Some(course) = early_course(&f.target_before, the_plan.is_empty(), opts) {
+        return Ok(build_report(inputs, clock, f, sandbox, &course, &the_plan));
+    }
+    let journal = match &opts.journal {
+        Some(p) => Journal::open(p)?,
+        None => Journal::in_memory()?,
+    };
+    let engine = Engine::new(journal, crate::engine_catalog(&inputs.catalog));
+    let ctx = Enforcing {
+        driver,
+        resolved,
+        inputs,
+        opts,
+        engine: &engine,
+    };
+    let course = prove_and_apply(ctx, &mut clock, &mut f, &mut sandbox, &the_plan).await?;
+    Ok(build_report(inputs, clock, f, sandbox, &course, &the_plan))
+}
+
+/// Check the target and plan the fixes of what fails: the findings so far and the plan.
+async fn check_and_plan(clock: &mut Clock, inputs: &Inputs, site: &dyn Site) -> (Findings, Plan) {
     let policy = &inputs.policy.doc;
     let target = &inputs.target.doc;
-    let site = resolved.as_site();
-    let mut f = Findings {
+    let f = Findings {
         target_before: clock.phase("check target", check_site(policy, site)).await,
         sandbox_before: Vec::new(),
         sandbox_after: Vec::new(),
@@ -287,13 +320,22 @@ async fn enforce_resolved(
             )
         })
         .await;
-    let failing = f
-        .target_before
+    (f, the_plan)
+}
+
+/// The course when the pipeline ends before any sandbox, given the target's checks and
+/// whether the plan is empty: an availability guard is down (unless `--force`), nothing
+/// fails, or nothing that fails can be fixed. `None`: go on to the sandbox.
+fn early_course(
+    target_before: &[CheckResult],
+    plan_is_empty: bool,
+    opts: &EnforceOptions,
+) -> Option<Course> {
+    let failing = target_before
         .iter()
         .filter(|r| r.kind == RequirementKind::Security && r.outcome.is_problem())
         .count();
-    let guards_down: Vec<String> = f
-        .target_before
+    let guards_down: Vec<String> = target_before
         .iter()
         .filter(|r| r.kind == RequirementKind::Availability && r.outcome.is_problem())
         .map(|r| {
@@ -303,86 +345,70 @@ async fn enforce_resolved(
             )
         })
         .collect();
-    let mut sandbox = SandboxReport::default();
     if !guards_down.is_empty() && !opts.force {
-        let course = Course::GuardsDown(guards_down);
-        return Ok(build_report(inputs, clock, f, sandbox, &course, &the_plan));
+        Some(Course::GuardsDown(guards_down))
+    } else if failing == 0 {
+        Some(Course::NothingToFix)
+    } else if plan_is_empty {
+        Some(Course::NothingFixable)
+    } else {
+        None
     }
-    if failing == 0 {
-        return Ok(build_report(
-            inputs,
-            clock,
-            f,
-            sandbox,
-            &Course::NothingToFix,
-            &the_plan,
-        ));
-    }
-    if the_plan.is_empty() {
-        let course = Course::NothingFixable;
-        return Ok(build_report(inputs, clock, f, sandbox, &course, &the_plan));
-    }
+}
 
-    let journal = match &opts.journal {
-        Some(p) => Journal::open(p)?,
-        None => Journal::in_memory()?,
-    };
-    let engine = Engine::new(journal, crate::engine_catalog(&inputs.catalog));
-    // The plan proven in the sandbox: the whole plan, then (without --all-or-nothing) the
-    // fixes a rejection is not pinned on, on a fresh clone of the target each time.
+/// Prove the plan in a sandbox and apply what was proven to the target: the whole plan,
+/// then (without --all-or-nothing) the fixes a rejection is not pinned on, on a fresh clone
+/// of the target each time.
+async fn prove_and_apply(
+    ctx: Enforcing<'_>,
+    clock: &mut Clock,
+    f: &mut Findings,
+    sandbox: &mut SandboxReport,
+    the_plan: &Plan,
+) -> Result<Course, EnforceError> {
     let mut current = the_plan.clone();
     let mut round = 1;
-    let course = loop {
-        let proof = sandbox_round(
-            driver,
-            resolved,
-            &mut clock,
-            &mut f,
-            &mut sandbox,
-            inputs,
-            opts,
-            &engine,
-            &current,
-            round,
-        )
-        .await?;
-        let rejection = match proof {
-            Proof::Proven => {
-                break on_target(&mut clock, &mut f, inputs, opts, &engine, site, &current).await?;
-            }
-            Proof::NotFaithful(d) => break Course::NotFaithful(d),
+    loop {
+        let rejection = match sandbox_round(ctx, clock, f, sandbox, &current, round).await? {
+            Proof::Proven => return on_target(ctx, clock, f, &current).await,
+            Proof::NotFaithful(d) => return Ok(Course::NotFaithful(d)),
             Proof::Rejected(r) => r,
         };
-        if !goes_on(&rejection, opts, round, current.items.len()) {
-            break Course::RejectedInSandbox(rejection.why);
+        if !goes_on(&rejection, ctx.opts, round, current.items.len()) {
+            return Ok(Course::RejectedInSandbox(rejection.why));
         }
-        let culprits = rejection.culprits.unwrap_or_default();
-        let drop: BTreeSet<usize> = culprits.iter().map(|(i, _)| *i).collect();
-        for (i, why) in &culprits {
-            let item = &current.items[*i];
-            f.held_back.push(HeldBack {
-                step: item.step.clone(),
-                workflow: item.workflow.clone(),
-                node: item.node.clone(),
-                requirements: item.requirements.clone(),
-                reason: why.clone(),
-            });
-        }
-        let next = subset_plan(&current, &drop);
-        clock.say(&format!(
-            "held back {} (rejected in the sandbox: {}); proving the {} other fixes again on a fresh sandbox",
-            culprits
-                .iter()
-                .map(|(i, _)| format!("{} on {}", current.items[*i].workflow, current.items[*i].node))
-                .collect::<Vec<_>>()
-                .join(", "),
-            rejection.why,
-            next.items.len()
-        ));
-        current = next;
+        current = hold_back(clock, f, &current, rejection);
         round += 1;
-    };
-    Ok(build_report(inputs, clock, f, sandbox, &course, &the_plan))
+    }
+}
+
+/// Hold back the culprits of `rejection` (recorded in the findings) and return the plan of
+/// the other fixes, to be proven again.
+fn hold_back(clock: &Clock, f: &mut Findings, current: &Plan, rejection: Rejection) -> Plan {
+    let culprits = rejection.culprits.unwrap_or_default();
+    let drop: BTreeSet<usize> = culprits.iter().map(|(i, _)| *i).collect();
+    for (i, why) in &culprits {
+        let item = &current.items[*i];
+        f.held_back.push(HeldBack {
+            step: item.step.clone(),
+            workflow: item.workflow.clone(),
+            node: item.node.clone(),
+            requirements: item.requirements.clone(),
+            reason: why.clone(),
+        });
+    }
+    let next = subset_plan(current, &drop);
+    clock.say(&format!(
+        "held back {} (rejected in the sandbox: {}); proving the {} other fixes again on a fresh sandbox",
+        culprits
+            .iter()
+            .map(|(i, _)| format!("{} on {}", current.items[*i].workflow, current.items[*i].node))
+            .collect::<Vec<_>>()
+            .join(", "),
+        rejection.why,
+        next.items.len()
+    ));
+    next
 }
 
 /// Whether a rejection in sandbox round `round` of a plan of `items` fixes leads to another
@@ -406,56 +432,29 @@ enum Proof {
 /// One proof of `plan` on a fresh clone of the target: clone, prove, tear the clone down
 /// (kept with `--keep-sandbox` when it is the last one). Phases and step records of rounds
 /// after the first name their round.
-#[allow(clippy::too_many_arguments)]
 async fn sandbox_round(
-    driver: &dyn Driver,
-    resolved: &dyn ResolvedSite,
+    ctx: Enforcing<'_>,
     clock: &mut Clock,
     f: &mut Findings,
     sandbox: &mut SandboxReport,
-    inputs: &Inputs,
-    opts: &EnforceOptions,
-    engine: &Engine,
     plan: &Plan,
     round: u32,
 ) -> Result<Proof, EnforceError> {
+    let opts = ctx.opts;
     let sandbox_id = format!("sbx-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    if let Some(slot) = &opts.sandbox_slot {
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sandbox_id.clone());
-    }
+    set_sandbox_slot(opts, Some(sandbox_id.clone()));
     sandbox.id = Some(sandbox_id.clone());
-    let progress = opts.progress.clone();
-    let say = move |m: &str| {
-        if let Some(p) = &progress {
-            p(m)
-        }
-    };
-    let cloned = clock
-        .phase(
-            &round_name("clone sandbox", round),
-            resolved.clone_sandbox(&sandbox_id, &say),
-        )
-        .await;
-    let sbx = match cloned {
-        Ok(x) => x,
-        Err(e) => {
-            // A partial clone may have left objects behind.
-            let _ = driver.teardown(&sandbox_id).await;
-            return Err(e.into());
-        }
-    };
-    let proof = in_sandbox(
+    let sbx = clone_sandbox(ctx, clock, &sandbox_id, round).await?;
+    let proof = in_sandbox(&mut SandboxPass {
+        ctx,
         clock,
         f,
         sandbox,
-        inputs,
-        opts,
-        engine,
-        sbx.site.as_ref(),
-        sbx.handle.as_ref(),
+        site: sbx.site.as_ref(),
+        handle: sbx.handle.as_ref(),
         plan,
         round,
-    )
+    })
     .await;
     // Only the last sandbox is kept: a rejected round is followed by another one, or ends
     // the pipeline (then it is the last).
@@ -467,11 +466,45 @@ async fn sandbox_round(
         clock
             .phase(&round_name("remove sandbox", round), sbx.handle.teardown())
             .await?;
-        if let Some(slot) = &opts.sandbox_slot {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
+        set_sandbox_slot(opts, None);
     }
     proof
+}
+
+/// Tell the caller's sandbox slot (if any) which sandbox exists now (`None`: none).
+fn set_sandbox_slot(opts: &EnforceOptions, id: Option<String>) {
+    if let Some(slot) = &opts.sandbox_slot {
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = id;
+    }
+}
+
+/// Clone the target into sandbox `sandbox_id` (phase of round `round`); a failed clone is
+/// torn down, as it may have left objects behind.
+async fn clone_sandbox(
+    ctx: Enforcing<'_>,
+    clock: &mut Clock,
+    sandbox_id: &str,
+    round: u32,
+) -> Result<vacsine_core::driver::SandboxClone, EnforceError> {
+    let progress = ctx.opts.progress.clone();
+    let say = move |m: &str| {
+        if let Some(p) = &progress {
+            p(m)
+        }
+    };
+    let cloned = clock
+        .phase(
+            &round_name("clone sandbox", round),
+            ctx.resolved.clone_sandbox(sandbox_id, &say),
+        )
+        .await;
+    match cloned {
+        Ok(x) => Ok(x),
+        Err(e) => {
+            let _ = ctx.driver.teardown(sandbox_id).await;
+            Err(e.into())
+        }
+    }
 }
 
 /// A phase or record name of sandbox round `round` (the first keeps the plain name).
@@ -653,174 +686,253 @@ fn plan_request(
     }
 }
 
-/// Prove `the_plan` on a sandbox: fidelity, apply, check, idempotence, gate, persistence.
-/// A rejection says which fixes it is pinned on, when the sandbox can tell.
-#[allow(clippy::too_many_arguments)]
-async fn in_sandbox(
-    clock: &mut Clock,
-    f: &mut Findings,
-    sandbox: &mut SandboxReport,
-    inputs: &Inputs,
-    opts: &EnforceOptions,
-    engine: &Engine,
-    sbx_site: &dyn Site,
-    sbx_handle: &dyn SandboxHandle,
-    the_plan: &Plan,
+/// One proof of a plan on one sandbox (round `round`), and the pipeline state it records
+/// into.
+struct SandboxPass<'a> {
+    ctx: Enforcing<'a>,
+    clock: &'a mut Clock,
+    f: &'a mut Findings,
+    sandbox: &'a mut SandboxReport,
+    /// The cloned site.
+    site: &'a dyn Site,
+    handle: &'a dyn SandboxHandle,
+    plan: &'a Plan,
     round: u32,
-) -> Result<Proof, EnforceError> {
-    let policy = &inputs.policy.doc;
-    let target = &inputs.target.doc;
-    let deadline = opts.fidelity_deadline.unwrap_or(DEFAULT_FIDELITY_DEADLINE);
-    let (seen, differences, checks) = clock
-        .phase(
-            &round_name("check sandbox fidelity", round),
-            wait_for_fidelity(
-                opts.progress.clone(),
-                policy,
-                &f.target_before,
-                sbx_site,
-                deadline,
-            ),
-        )
-        .await;
-    f.sandbox_before = seen;
-    f.sandbox_after = Vec::new();
-    sandbox.faithful = Some(differences.is_empty());
-    sandbox.differences = differences.clone();
-    sandbox.fidelity_checks = checks;
-    if !differences.is_empty() && !opts.force {
+}
+
+/// Prove the pass's plan on its sandbox: fidelity, apply, check, idempotence, gate,
+/// persistence. A rejection says which fixes it is pinned on, when the sandbox can tell.
+async fn in_sandbox(pass: &mut SandboxPass<'_>) -> Result<Proof, EnforceError> {
+    if let Some(differences) = pass.check_fidelity().await {
         return Ok(Proof::NotFaithful(differences));
     }
-    let target_name = &target.metadata.name.value;
-    // Runs on the clones are journaled under a name of their own, so `vacsine runs` never
-    // shows a sandbox application as if it had happened on the target.
-    let sandbox_name = sandbox_target_name(target_name, sandbox.id.as_deref().unwrap_or("?"));
-    let targeted = targeted(the_plan);
-    let items = &the_plan.items;
-
-    let run = clock
-        .phase(
-            &round_name("apply to sandbox", round),
-            engine.run(plan_request(
-                inputs,
-                opts,
-                the_plan,
-                node_map(sbx_site, the_plan)?,
-                &sandbox_name,
-            )),
-        )
-        .await?;
-    clock.records(&round_name("sandbox-apply", round), &run);
-    if run.status != RunStatus::Succeeded {
-        use vacsine_core::record::StepStatus;
-        let culprits = culprits_of_records(
-            items,
-            &run.records,
-            |r| matches!(r.status, StepStatus::Failed | StepStatus::TimedOut),
-            |r| {
-                // The step's last words say why better than its exit code.
-                let said = r
-                    .stderr
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .map(|l| format!(" ({})", l.trim()))
-                    .unwrap_or_default();
-                format!(
-                    "it failed in the sandbox: step {} {}{}{said}",
-                    r.step_id,
-                    r.status,
-                    r.error
-                        .as_deref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default()
-                )
-            },
-        );
-        return Ok(Proof::Rejected(Rejection {
-            why: format!(
-                "the remediation failed in the sandbox ({})",
-                failed_step(&run)
-            ),
-            culprits,
-        }));
+    if let Some(r) = pass.apply().await? {
+        return Ok(Proof::Rejected(r));
     }
-    f.sandbox_after = clock
+    pass.f.sandbox_after = pass
+        .clock
         .phase(
-            &round_name("check sandbox", round),
-            check_site(policy, sbx_site),
+            &round_name("check sandbox", pass.round),
+            check_site(&pass.ctx.inputs.policy.doc, pass.site),
         )
         .await;
-    let again = clock
-        .phase(
-            &round_name("re-apply to sandbox (idempotence)", round),
-            engine.run(plan_request(
-                inputs,
-                opts,
-                the_plan,
-                node_map(sbx_site, the_plan)?,
-                &sandbox_name,
-            )),
-        )
-        .await?;
-    clock.records(&round_name("sandbox-idempotence", round), &again);
-    if again.status != RunStatus::Succeeded || again.changed {
-        let bad = |r: &StepRecord| r.changed || !r.status.is_ok();
-        let what: Vec<String> = again
-            .records
-            .iter()
-            .filter(|r| bad(r))
-            .map(|r| format!("{} on {}", r.step_id, r.node.as_deref().unwrap_or("-")))
-            .collect();
-        let culprits = culprits_of_records(items, &again.records, bad, |r| {
-            format!(
-                "it is not idempotent: a second run {} step {}",
-                if r.status.is_ok() {
-                    "changed".to_string()
-                } else {
-                    format!("ended {} at", r.status)
-                },
-                r.step_id
+    if let Some(r) = pass.reapply().await? {
+        return Ok(Proof::Rejected(r));
+    }
+    if let Some(r) = pass.gate() {
+        return Ok(Proof::Rejected(r));
+    }
+    pass.check_persistence().await
+}
+
+impl SandboxPass<'_> {
+    /// How long the sandbox may take to become faithful, or to come back after a restart.
+    fn deadline(&self) -> Duration {
+        self.ctx
+            .opts
+            .fidelity_deadline
+            .unwrap_or(DEFAULT_FIDELITY_DEADLINE)
+    }
+
+    /// Check the sandbox until it agrees with the target (recorded in the findings and the
+    /// sandbox report); the differences when it does not and `--force` is not given.
+    async fn check_fidelity(&mut self) -> Option<Vec<String>> {
+        let (seen, differences, checks) = self
+            .clock
+            .phase(
+                &round_name("check sandbox fidelity", self.round),
+                wait_for_fidelity(
+                    self.ctx.opts.progress.clone(),
+                    &self.ctx.inputs.policy.doc,
+                    &self.f.target_before,
+                    self.site,
+                    self.deadline(),
+                ),
             )
-        });
-        return Ok(Proof::Rejected(Rejection {
-            why: format!(
-                "the remediation is not idempotent: a second run changed {}",
-                what.join(", ")
-            ),
-            culprits,
-        }));
+            .await;
+        self.f.sandbox_before = seen;
+        self.f.sandbox_after = Vec::new();
+        self.sandbox.faithful = Some(differences.is_empty());
+        self.sandbox.differences = differences.clone();
+        self.sandbox.fidelity_checks = checks;
+        (!differences.is_empty() && !self.ctx.opts.force).then_some(differences)
     }
-    let problems = gate_problems(&targeted, &f.sandbox_before, &f.sandbox_after);
-    if !problems.is_empty() {
+
+    /// Run the plan on the sandbox (phase `phase`, records `records`). Runs on the clones
+    /// are journaled under a name of their own, so `vacsine runs` never shows a sandbox
+    /// application as if it had happened on the target.
+    async fn run(&mut self, phase: &str, records: &str) -> Result<RunReport, EnforceError> {
+        let target_name = &self.ctx.inputs.target.doc.metadata.name.value;
+        let sandbox_id = self.sandbox.id.as_deref().unwrap_or("?");
+        let name = sandbox_target_name(target_name, sandbox_id);
+        let request = plan_request(
+            self.ctx.inputs,
+            self.ctx.opts,
+            self.plan,
+            node_map(self.site, self.plan)?,
+            &name,
+        );
+        let run = self
+            .clock
+            .phase(&round_name(phase, self.round), self.ctx.engine.run(request))
+            .await?;
+        self.clock.records(&round_name(records, self.round), &run);
+        Ok(run)
+    }
+
+    /// Apply the plan to the sandbox; the rejection when the run fails.
+    async fn apply(&mut self) -> Result<Option<Rejection>, EnforceError> {
+        let run = self.run("apply to sandbox", "sandbox-apply").await?;
+        Ok((run.status != RunStatus::Succeeded).then(|| failed_run(&self.plan.items, &run)))
+    }
+
+    /// Apply the plan a second time; the rejection when that run fails or changes anything
+    /// (not idempotent).
+    async fn reapply(&mut self) -> Result<Option<Rejection>, EnforceError> {
+        let again = self
+            .run("re-apply to sandbox (idempotence)", "sandbox-idempotence")
+            .await?;
+        Ok((again.status != RunStatus::Succeeded || again.changed)
+            .then(|| not_idempotent(&self.plan.items, &again)))
+    }
+
+    /// The regression guard: the rejection when a targeted requirement does not pass on the
+    /// sandbox after the run, or another one got worse.
+    fn gate(&self) -> Option<Rejection> {
+        let problems = gate_problems(
+            &targeted(self.plan),
+            &self.f.sandbox_before,
+            &self.f.sandbox_after,
+        );
+        if problems.is_empty() {
+            return None;
+        }
         let texts: Vec<&str> = problems.iter().map(GateProblem::text).collect();
-        return Ok(Proof::Rejected(Rejection {
+        Some(Rejection {
             why: format!("the sandbox gate failed: {}", texts.join("; ")),
-            culprits: culprits_of_gate(items, &problems),
-        }));
+            culprits: culprits_of_gate(&self.plan.items, &problems),
+        })
     }
-    let (fixes, checks) = clock
-        .phase(
-            &round_name("restart sandbox and re-check (persistence)", round),
-            measure_persistence(
-                opts.progress.clone(),
-                policy,
-                sbx_handle,
-                sbx_site,
-                &f.sandbox_before,
-                the_plan,
-                deadline,
-            ),
-        )
-        .await?;
-    sandbox.restart_checks = checks;
-    let lost: Vec<String> = fixes
+
+    /// Restart the sandbox and check which fixes survive (recorded in the findings): a
+    /// rejection with `--require-persistent`, else a warning of the report.
+    async fn check_persistence(&mut self) -> Result<Proof, EnforceError> {
+        let (fixes, checks) = self
+            .clock
+            .phase(
+                &round_name("restart sandbox and re-check (persistence)", self.round),
+                measure_persistence(
+                    self.ctx.opts.progress.clone(),
+                    &self.ctx.inputs.policy.doc,
+                    self.handle,
+                    self.site,
+                    &self.f.sandbox_before,
+                    self.plan,
+                    self.deadline(),
+                ),
+            )
+            .await?;
+        self.sandbox.restart_checks = checks;
+        let lost: Vec<String> = fixes
+            .iter()
+            .filter(|x| !x.persistent)
+            .map(|x| x.to_string())
+            .collect();
+        let culprits = not_persistent(&fixes);
+        self.f.fixes = fixes;
+        if lost.is_empty() {
+            return Ok(Proof::Proven);
+        }
+        if self.ctx.opts.require_persistent {
+            return Ok(Proof::Rejected(Rejection {
+                why: format!(
+                    "--require-persistent: fixes do not survive a restart of their sandbox clone: {}",
+                    lost.join("; ")
+                ),
+                culprits: Some(culprits),
+            }));
+        }
+        let w = format!(
+            "fixes that do not survive a restart of their node (the target loses them when it restarts; --require-persistent rejects them): {}",
+            lost.join("; ")
+        );
+        self.clock.say(&format!("warning: {w}"));
+        self.f.warnings.push(w);
+        Ok(Proof::Proven)
+    }
+}
+
+/// The rejection of a plan whose run failed in the sandbox, pinned on the fixes whose steps
+/// failed or timed out (each with the step's last words).
+fn failed_run(items: &[vacsine_core::plan::PlanItem], run: &RunReport) -> Rejection {
+    use vacsine_core::record::StepStatus;
+    let culprits = culprits_of_records(
+        items,
+        &run.records,
+        |r| matches!(r.status, StepStatus::Failed | StepStatus::TimedOut),
+        |r| {
+            // The step's last words say why better than its exit code.
+            let said = r
+                .stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| format!(" ({})", l.trim()))
+                .unwrap_or_default();
+            format!(
+                "it failed in the sandbox: step {} {}{}{said}",
+                r.step_id,
+                r.status,
+                r.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )
+        },
+    );
+    Rejection {
+        why: format!(
+            "the remediation failed in the sandbox ({})",
+            failed_step(run)
+        ),
+        culprits,
+    }
+}
+
+/// The rejection of a plan whose second run changed something or did not succeed, pinned on
+/// the fixes of those steps.
+fn not_idempotent(items: &[vacsine_core::plan::PlanItem], again: &RunReport) -> Rejection {
+    let bad = |r: &StepRecord| r.changed || !r.status.is_ok();
+    let what: Vec<String> = again
+        .records
         .iter()
-        .filter(|x| !x.persistent)
-        .map(|x| x.to_string())
+        .filter(|r| bad(r))
+        .map(|r| format!("{} on {}", r.step_id, r.node.as_deref().unwrap_or("-")))
         .collect();
-    // `persistence` gives one entry per plan item, in plan order.
-    let not_persistent: Vec<(usize, String)> = fixes
+    let culprits = culprits_of_records(items, &again.records, bad, |r| {
+        format!(
+            "it is not idempotent: a second run {} step {}",
+            if r.status.is_ok() {
+                "changed".to_string()
+            } else {
+                format!("ended {} at", r.status)
+            },
+            r.step_id
+        )
+    });
+    Rejection {
+        why: format!(
+            "the remediation is not idempotent: a second run changed {}",
+            what.join(", ")
+        ),
+        culprits,
+    }
+}
+
+/// The fixes (by plan index: `persistence` gives one entry per plan item, in plan order) that
+/// do not survive a restart, each with why, as `--require-persistent` rejects them.
+fn not_persistent(fixes: &[FixPersistence]) -> Vec<(usize, String)> {
+    fixes
         .iter()
         .enumerate()
         .filter(|(_, x)| !x.persistent)
@@ -833,39 +945,19 @@ async fn in_sandbox(
                 ),
             )
         })
-        .collect();
-    f.fixes = fixes;
-    if !lost.is_empty() {
-        if opts.require_persistent {
-            return Ok(Proof::Rejected(Rejection {
-                why: format!(
-                    "--require-persistent: fixes do not survive a restart of their sandbox clone: {}",
-                    lost.join("; ")
-                ),
-                culprits: Some(not_persistent),
-            }));
-        }
-        let w = format!(
-            "fixes that do not survive a restart of their node (the target loses them when it restarts; --require-persistent rejects them): {}",
-            lost.join("; ")
-        );
-        clock.say(&format!("warning: {w}"));
-        f.warnings.push(w);
-    }
-    Ok(Proof::Proven)
+        .collect()
 }
 
 /// Apply the proven `the_plan` to the target, verify it there, and roll back exactly that
 /// run when verification fails.
 async fn on_target(
+    ctx: Enforcing<'_>,
     clock: &mut Clock,
     f: &mut Findings,
-    inputs: &Inputs,
-    opts: &EnforceOptions,
-    engine: &Engine,
-    site: &dyn Site,
     the_plan: &Plan,
 ) -> Result<Course, EnforceError> {
+    let (inputs, opts, engine) = (ctx.inputs, ctx.opts, ctx.engine);
+    let site = ctx.resolved.as_site();
     let policy = &inputs.policy.doc;
     let target_name = &inputs.target.doc.metadata.name.value;
     let targeted = targeted(the_plan);
@@ -1316,5 +1408,54 @@ mod tests {
             ..Default::default()
         };
         assert!(!goes_on(&r(Some(vec![0])), &aon, 1, 3));
+    }
+
+    /// Before any sandbox: a guard down stops the pipeline (unless --force), then nothing
+    /// failing, then nothing fixable.
+    #[test]
+    fn early_course_guards_then_nothing_to_fix_then_nothing_fixable() {
+        let guard = |o| CheckResult {
+            kind: RequirementKind::Availability,
+            message: "refused".into(),
+            ..seen("web-up", "web", o)
+        };
+        let o = EnforceOptions::default();
+        let force = EnforceOptions {
+            force: true,
+            ..Default::default()
+        };
+        let down = [guard(Outcome::Fail), seen("r1", "a", Outcome::Fail)];
+        assert_eq!(
+            early_course(&down, false, &o),
+            Some(Course::GuardsDown(vec![
+                "web-up on web is fail: refused".to_string()
+            ]))
+        );
+        assert_eq!(early_course(&down, false, &force), None);
+        assert_eq!(
+            early_course(&down, true, &force),
+            Some(Course::NothingFixable)
+        );
+        let fine = [guard(Outcome::Pass), seen("r1", "a", Outcome::Pass)];
+        assert_eq!(early_course(&fine, true, &o), Some(Course::NothingToFix));
+        let failing = [guard(Outcome::Pass), seen("r1", "a", Outcome::Fail)];
+        assert_eq!(
+            early_course(&failing, true, &o),
+            Some(Course::NothingFixable)
+        );
+        assert_eq!(early_course(&failing, false, &o), None);
+    }
+
+    #[test]
+    fn not_persistent_fixes_are_named_by_plan_index() {
+        let items = [item("a-fix", "a", &["r1"]), item("b-fix", "b", &["r2"])];
+        let fixes = persistence(&items, &[seen("r1", "a", Outcome::Pass)]);
+        assert_eq!(
+            not_persistent(&fixes),
+            vec![(
+                1,
+                "--require-persistent: it does not survive a restart of its sandbox clone (r2 was not checked after the restart)".to_string()
+            )]
+        );
     }
 }

@@ -28,7 +28,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::os::unix::fs::PermissionsExt;
-use vacsine_core::node::NodeOps;
+use std::path::Path;
+use std::time::Duration;
+use vacsine_core::node::{ExecOutput, NodeOps};
 use vacsine_core::record::{rfc3339, Level, Message, StepStatus};
 
 /// Arguments of `ansible`.
@@ -202,22 +204,11 @@ impl Executor for AnsibleExecutor {
 }
 
 impl AnsibleExecutor {
+    /// Run one play: check the arguments, prepare its private directory, run
+    /// `ansible-playbook` there, and turn its events and exit into the step result.
     async fn play(&self, ctx: &ExecCtx, args: Value) -> Result<StepResult, String> {
         let a: AnsibleArgs = parse_args("ansible", args)?;
-        let node = ctx.node()?;
-        let target = match node.driver() {
-            "local" if node.node().handle == "local" => Target::Local,
-            "docker" => {
-                check_container_name(&node.node().handle)?;
-                Target::Docker(node.node().handle.clone())
-            }
-            other => {
-                return Err(format!(
-                    "the ansible executor manages the local host and container nodes; node `{}` uses the {other} driver",
-                    node.node().name
-                ))
-            }
-        };
+        let target = target_of(ctx.node()?.as_ref())?;
         if let Some(i) = &a.interpreter {
             check_interpreter(i)?;
         }
@@ -225,89 +216,10 @@ impl AnsibleExecutor {
             check_var_name(k)?;
         }
         let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-        let p = dir.path();
-        let write = |name: &str, text: &str| -> Result<String, String> {
-            let path = p.join(name);
-            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(path.to_string_lossy().into_owned())
-        };
-        std::fs::create_dir(p.join("callbacks")).map_err(|e| e.to_string())?;
-        write("callbacks/vacsine_events.py", EVENTS_CALLBACK)?;
-        std::fs::create_dir(p.join("connections")).map_err(|e| e.to_string())?;
-        write("connections/vacsine_docker.py", DOCKER_CONNECTION)?;
-        let playbook = match (&a.playbook, &a.tasks) {
-            (Some(pb), None) => pb.clone(),
-            (None, Some(tasks)) => {
-                let play = json!([{"hosts": "all", "gather_facts": false, "tasks": tasks}]);
-                write("playbook.json", &play.to_string())?
-            }
-            _ => return Err("give either `playbook` or `tasks`".into()),
-        };
-        let mut vars = String::new();
-        let mut argv: Vec<String> = vec!["ansible-playbook".into(), "-i".into()];
-        match &target {
-            Target::Local => {
-                vars.push_str("ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n");
-                argv.extend(["localhost,", "-c", "local"].map(String::from));
-            }
-            Target::Docker(container) => {
-                // JSON is YAML; every value is checked above to hold no template.
-                let host = json!({
-                    "ansible_connection": "vacsine_docker",
-                    "ansible_host": container,
-                    "ansible_python_interpreter": a.interpreter.as_deref().unwrap_or("auto_silent"),
-                });
-                let inv = json!({"all": {"hosts": {container.as_str(): host}}});
-                argv.push(write("inventory.yml", &inv.to_string())?);
-            }
-        }
-        for (k, v) in &a.vars {
-            vars.push_str(&format!("{k}: {}\n", unsafe_yaml(v)));
-        }
-        if vars.is_empty() {
-            vars.push_str("{}\n");
-        }
-        let vars_path = write("vars.yml", &vars)?;
-        argv.push("-e".into());
-        argv.push(format!("@{vars_path}"));
-        if a.check {
-            argv.push("--check".into());
-        }
-        if a.diff {
-            argv.push("--diff".into());
-        }
-        argv.push("--".into());
-        argv.push(playbook);
-        let events_path = p.join("events.jsonl");
-        let env: Vec<(String, String)> = [
-            (
-                "ANSIBLE_CALLBACK_PLUGINS",
-                p.join("callbacks").to_string_lossy().into_owned(),
-            ),
-            (
-                "ANSIBLE_CONNECTION_PLUGINS",
-                p.join("connections").to_string_lossy().into_owned(),
-            ),
-            // The playbook's usual output goes to stdout; the events to their own file.
-            ("ANSIBLE_STDOUT_CALLBACK", "ansible.builtin.default".into()),
-            ("ANSIBLE_CALLBACKS_ENABLED", "vacsine_events".into()),
-            (EVENTS_ENV, events_path.to_string_lossy().into_owned()),
-            // Modules go to the node on stdin: one `docker exec` per task, no temp files.
-            ("ANSIBLE_PIPELINING", "1".into()),
-            ("ANSIBLE_LOCALHOST_WARNING", "0".into()),
-            ("ANSIBLE_INVENTORY_UNPARSED_WARNING", "0".into()),
-            ("ANSIBLE_NOCOLOR", "1".into()),
-            ("ANSIBLE_RETRY_FILES_ENABLED", "0".into()),
-            (
-                "ANSIBLE_LOCAL_TEMP",
-                p.join("tmp").to_string_lossy().into_owned(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let files = prepare_files(dir.path(), &a, &target)?;
+        let argv = command_line(&files, a.check, a.diff);
+        let events_path = dir.path().join("events.jsonl");
+        let env = play_env(dir.path(), &events_path);
         let out = self
             .host
             .exec(&argv, &env, None, ctx.timeout)
@@ -315,76 +227,232 @@ impl AnsibleExecutor {
             .map_err(|e| {
                 format!("{e} (is ansible-core installed and `ansible-playbook` on PATH?)")
             })?;
-        // Written by the callback as the play went; read also after a timeout, to tell what
-        // had changed by then. Absent if ansible-playbook stopped before loading plugins.
-        let events = match tokio::fs::read(&events_path).await {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(format!("{}: {e}", events_path.display())),
-        };
-        let play = Play::from_events(&events);
-        let kept = if a.check { None } else { play.kept_changes() };
-        let mut r = if out.timed_out {
-            StepResult::timed_out(ctx.timeout)
-        } else {
-            StepResult::ok(false)
-        };
-        r.messages = play.messages();
-        r.changed = play.changed();
-        let code = out.exit_code;
-        let failed = !out.timed_out && code != Some(0);
-        r = r
-            .output("tasks", play.tasks())
-            .output("changed_tasks", play.changed_tasks())
-            .output(
-                "results",
-                serde_json::to_value(&play.records).unwrap_or_default(),
-            )
-            .output("stats", play.stats.clone())
-            .with_exec(out);
-        if failed {
-            let exit = match code {
-                Some(c) => format!("exited with {c}"),
-                None => "was killed by a signal".into(),
-            };
-            let why = match play.first_failure() {
-                Some(f) => f,
-                // No task failed: Ansible's own error (bad playbook, missing file).
-                None => {
-                    let err = String::from_utf8_lossy(&r.stderr).trim().to_string();
-                    if err.is_empty() {
-                        let out = String::from_utf8_lossy(&r.stdout);
-                        out.lines()
-                            .rev()
-                            .find(|l| !l.trim().is_empty())
-                            .unwrap_or("no output")
-                            .trim()
-                            .to_string()
-                    } else {
-                        err
-                    }
-                }
-            };
-            let mut error = format!("ansible-playbook {exit}: {why}");
-            if let Some(k) = &kept {
-                error.push_str("; ");
-                error.push_str(k);
-            }
-            r.status = StepStatus::Failed;
-            r.error = Some(error);
+        let play = Play::from_events(&read_events(&events_path).await?);
+        Ok(step_result(out, &play, a.check, ctx.timeout))
+    }
+}
+
+/// Where the play of a step on `node` runs: the local host, or a container of the docker
+/// driver (its handle checked to be a plain container name).
+fn target_of(node: &dyn NodeOps) -> Result<Target, String> {
+    match node.driver() {
+        "local" if node.node().handle == "local" => Ok(Target::Local),
+        "docker" => {
+            check_container_name(&node.node().handle)?;
+            Ok(Target::Docker(node.node().handle.clone()))
         }
-        if failed || r.status == StepStatus::TimedOut {
-            if let Some(k) = kept {
-                if r.status == StepStatus::TimedOut {
-                    if let Some(e) = &mut r.error {
-                        e.push_str("; ");
-                        e.push_str(&k);
-                    }
-                }
-                r.push(Level::Warn, k);
-            }
+        other => Err(format!(
+            "the ansible executor manages the local host and container nodes; node `{}` uses the {other} driver",
+            node.node().name
+        )),
+    }
+}
+
+/// The files of one play in its private directory.
+struct PlayFiles {
+    /// The playbook: the user's path, or the play written around the inline tasks.
+    playbook: String,
+    /// The inventory file of a container node; `None` for the local host.
+    inventory: Option<String>,
+    /// The vars file (`-e @vars`).
+    vars: String,
+}
+
+/// Write `text` to `dir/name`, readable by the owner only; returns its path.
+fn write_private(dir: &Path, name: &str, text: &str) -> Result<String, String> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// Write into `dir` the callback and connection plugins, the play of inline tasks, the
+/// inventory of a container node and the vars file.
+fn prepare_files(dir: &Path, a: &AnsibleArgs, target: &Target) -> Result<PlayFiles, String> {
+    std::fs::create_dir(dir.join("callbacks")).map_err(|e| e.to_string())?;
+    write_private(dir, "callbacks/vacsine_events.py", EVENTS_CALLBACK)?;
+    std::fs::create_dir(dir.join("connections")).map_err(|e| e.to_string())?;
+    write_private(dir, "connections/vacsine_docker.py", DOCKER_CONNECTION)?;
+    let playbook = match (&a.playbook, &a.tasks) {
+        (Some(pb), None) => pb.clone(),
+        (None, Some(tasks)) => {
+            let play = json!([{"hosts": "all", "gather_facts": false, "tasks": tasks}]);
+            write_private(dir, "playbook.json", &play.to_string())?
         }
-        Ok(r)
+        _ => return Err("give either `playbook` or `tasks`".into()),
+    };
+    let inventory = match target {
+        Target::Local => None,
+        Target::Docker(container) => {
+            let inv = inventory(container, a.interpreter.as_deref());
+            Some(write_private(dir, "inventory.yml", &inv.to_string())?)
+        }
+    };
+    let vars = write_private(dir, "vars.yml", &vars_yaml(target, &a.vars))?;
+    Ok(PlayFiles {
+        playbook,
+        inventory,
+        vars,
+    })
+}
+
+/// The inventory of a container node: the one host, reached through the `vacsine_docker`
+/// connection (JSON is YAML; every value is checked to hold no template).
+fn inventory(container: &str, interpreter: Option<&str>) -> Value {
+    let host = json!({
+        "ansible_connection": "vacsine_docker",
+        "ansible_host": container,
+        "ansible_python_interpreter": interpreter.unwrap_or("auto_silent"),
+    });
+    json!({"all": {"hosts": {container: host}}})
+}
+
+/// The vars file: the step's `vars` with every string `!unsafe` (and, on the local host,
+/// the controller's own Python as interpreter).
+fn vars_yaml(target: &Target, vars: &Map<String, Value>) -> String {
+    let mut text = String::new();
+    if let Target::Local = target {
+        text.push_str("ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n");
+    }
+    for (k, v) in vars {
+        text.push_str(&format!("{k}: {}\n", unsafe_yaml(v)));
+    }
+    if text.is_empty() {
+        text.push_str("{}\n");
+    }
+    text
+}
+
+/// The `ansible-playbook` command line of a play.
+fn command_line(files: &PlayFiles, check: bool, diff: bool) -> Vec<String> {
+    let mut argv: Vec<String> = vec!["ansible-playbook".into(), "-i".into()];
+    match &files.inventory {
+        None => argv.extend(["localhost,", "-c", "local"].map(String::from)),
+        Some(inv) => argv.push(inv.clone()),
+    }
+    argv.push("-e".into());
+    argv.push(format!("@{}", files.vars));
+    if check {
+        argv.push("--check".into());
+    }
+    if diff {
+        argv.push("--diff".into());
+    }
+    argv.push("--".into());
+    argv.push(files.playbook.clone());
+    argv
+}
+
+/// The environment of `ansible-playbook`: the plugins of `dir`, the events callback writing
+/// to `events`, pipelining, no colours, no retry files, temporary files under `dir`.
+fn play_env(dir: &Path, events: &Path) -> Vec<(String, String)> {
+    [
+        (
+            "ANSIBLE_CALLBACK_PLUGINS",
+            dir.join("callbacks").to_string_lossy().into_owned(),
+        ),
+        (
+            "ANSIBLE_CONNECTION_PLUGINS",
+            dir.join("connections").to_string_lossy().into_owned(),
+        ),
+        // The playbook's usual output goes to stdout; the events to their own file.
+        ("ANSIBLE_STDOUT_CALLBACK", "ansible.builtin.default".into()),
+        ("ANSIBLE_CALLBACKS_ENABLED", "vacsine_events".into()),
+        (EVENTS_ENV, events.to_string_lossy().into_owned()),
+        // Modules go to the node on stdin: one `docker exec` per task, no temp files.
+        ("ANSIBLE_PIPELINING", "1".into()),
+        ("ANSIBLE_LOCALHOST_WARNING", "0".into()),
+        ("ANSIBLE_INVENTORY_UNPARSED_WARNING", "0".into()),
+        ("ANSIBLE_NOCOLOR", "1".into()),
+        ("ANSIBLE_RETRY_FILES_ENABLED", "0".into()),
+        (
+            "ANSIBLE_LOCAL_TEMP",
+            dir.join("tmp").to_string_lossy().into_owned(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The events file as the callback wrote it while the play went (read also after a timeout,
+/// to tell what had changed by then); empty if ansible-playbook stopped before loading
+/// plugins.
+async fn read_events(path: &Path) -> Result<String, String> {
+    match tokio::fs::read(path).await {
+        Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The step result of a play that ended with `out`: its tasks as messages and outputs; a
+/// failure or timeout names why and the changes Ansible kept (not in check mode).
+fn step_result(out: ExecOutput, play: &Play, check: bool, timeout: Duration) -> StepResult {
+    let kept = if check { None } else { play.kept_changes() };
+    let mut r = if out.timed_out {
+        StepResult::timed_out(timeout)
+    } else {
+        StepResult::ok(false)
+    };
+    r.messages = play.messages();
+    r.changed = play.changed();
+    let code = out.exit_code;
+    let failed = !out.timed_out && code != Some(0);
+    r = r
+        .output("tasks", play.tasks())
+        .output("changed_tasks", play.changed_tasks())
+        .output(
+            "results",
+            serde_json::to_value(&play.records).unwrap_or_default(),
+        )
+        .output("stats", play.stats.clone())
+        .with_exec(out);
+    if failed {
+        let exit = match code {
+            Some(c) => format!("exited with {c}"),
+            None => "was killed by a signal".into(),
+        };
+        let why = play
+            .first_failure()
+            .unwrap_or_else(|| ansible_error(&r.stderr, &r.stdout));
+        let mut error = format!("ansible-playbook {exit}: {why}");
+        if let Some(k) = &kept {
+            error.push_str("; ");
+            error.push_str(k);
+        }
+        r.status = StepStatus::Failed;
+        r.error = Some(error);
+    }
+    if failed || r.status == StepStatus::TimedOut {
+        if let Some(k) = kept {
+            if r.status == StepStatus::TimedOut {
+                if let Some(e) = &mut r.error {
+                    e.push_str("; ");
+                    e.push_str(&k);
+                }
+            }
+            r.push(Level::Warn, k);
+        }
+    }
+    r
+}
+
+/// Ansible's own error when no task failed (bad playbook, missing file): its stderr, else the
+/// last line of its stdout.
+fn ansible_error(stderr: &[u8], stdout: &[u8]) -> String {
+    let err = String::from_utf8_lossy(stderr).trim().to_string();
+    if err.is_empty() {
+        let out = String::from_utf8_lossy(stdout);
+        out.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output")
+            .trim()
+            .to_string()
+    } else {
+        err
     }
 }
 
@@ -804,6 +872,72 @@ mod tests {
         assert!(check_var_name("ansible_become").is_err());
         assert!(check_var_name("line-1").is_err());
         assert!(check_var_name("line_1").is_ok());
+    }
+
+    #[test]
+    fn command_line_local_and_container() {
+        let mut files = PlayFiles {
+            playbook: "/p/site.yml".into(),
+            inventory: None,
+            vars: "/d/vars.yml".into(),
+        };
+        assert_eq!(
+            command_line(&files, false, false),
+            [
+                "ansible-playbook",
+                "-i",
+                "localhost,",
+                "-c",
+                "local",
+                "-e",
+                "@/d/vars.yml",
+                "--",
+                "/p/site.yml"
+            ]
+        );
+        files.inventory = Some("/d/inventory.yml".into());
+        assert_eq!(
+            command_line(&files, true, true),
+            [
+                "ansible-playbook",
+                "-i",
+                "/d/inventory.yml",
+                "-e",
+                "@/d/vars.yml",
+                "--check",
+                "--diff",
+                "--",
+                "/p/site.yml"
+            ]
+        );
+    }
+
+    #[test]
+    fn vars_file_and_inventory() {
+        let vars = json!({"x": "{{ y }}"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            vars_yaml(&Target::Local, &vars),
+            "ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\nx: !unsafe \"{{ y }}\"\n"
+        );
+        assert_eq!(vars_yaml(&Target::Docker("c".into()), &Map::new()), "{}\n");
+        assert_eq!(
+            inventory("web", None),
+            json!({"all": {"hosts": {"web": {
+                "ansible_connection": "vacsine_docker",
+                "ansible_host": "web",
+                "ansible_python_interpreter": "auto_silent",
+            }}}})
+        );
+    }
+
+    #[test]
+    fn ansible_error_prefers_stderr_then_last_stdout_line() {
+        assert_eq!(ansible_error(b" bad playbook\n", b"x"), "bad playbook");
+        assert_eq!(ansible_error(b"", b"one\n two \n\n"), "two");
+        assert_eq!(ansible_error(b"", b""), "no output");
     }
 
     /// Events as the callback wrote them for: a changed task, a skipped one, a loop over three
