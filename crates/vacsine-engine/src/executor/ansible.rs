@@ -27,7 +27,6 @@ use crate::local::LocalNode;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 use vacsine_core::node::{ExecOutput, NodeOps};
@@ -261,8 +260,8 @@ struct PlayFiles {
 /// Write `text` to `dir/name`, readable by the owner only; returns its path.
 fn write_private(dir: &Path, name: &str, text: &str) -> Result<String, String> {
     let path = dir.join(name);
-    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+    // 0600 from its first byte: the vars file carries the step's (unmasked) values.
+    vacsine_private::write_private(&path, text.as_bytes())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path.to_string_lossy().into_owned())
 }
