@@ -53,17 +53,17 @@ pub async fn follow_run(
 }
 
 /// Records as they arrive, to `out`: the step-record table, or the record's JSON when
-/// `json` (or when it is not a step record).
+/// `json`.
 pub fn write_records(out: &mut impl Write, records: &[proto::SeqRecord], json: bool) {
     for s in records {
-        let rec = (!json)
-            .then(|| serde_json::from_value::<vacsine_core::record::StepRecord>(s.record.clone()))
-            .and_then(Result::ok);
-        match rec {
-            Some(rec) => print_record(out, &rec, Messages::Hidden),
-            None => {
-                let _ = writeln!(out, "{}", s.record);
-            }
+        if json {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&s.record).unwrap_or_default()
+            );
+        } else {
+            print_record(out, &s.record, Messages::Hidden);
         }
     }
     let _ = out.flush();
