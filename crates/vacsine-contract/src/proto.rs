@@ -1824,8 +1824,11 @@ pub struct SeqRecord {
     pub record: StepRecord,
 }
 
-/// The API document's schema of a step record ([`StepRecord`], whose crate has no OpenAPI
-/// types): its fields as that type writes and reads them (a test holds the two together).
+// The API document's schemas of the core's record types (whose crate has no OpenAPI types):
+// their fields and names as those types write and read them; a test
+// (`the_record_schemas_are_the_core_types`) holds the two together.
+
+/// One attempt of one step on one node: the traceable log of a step.
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = StepRecord)]
 #[allow(dead_code)]
@@ -1865,7 +1868,7 @@ pub(crate) struct StepRecordSchema {
     engine_run_id: Option<String>,
 }
 
-/// The API document's schema of a step's status ([`StepStatus`]).
+/// A step's status.
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[schema(as = StepStatus)]
@@ -1881,8 +1884,7 @@ pub(crate) enum StepStatusSchema {
     Interrupted,
 }
 
-/// The API document's schema of when and how long a step ran at its site
-/// (`vacsine_core::record::Ran`).
+/// When and how long a step ran where it ran (a site's agent), as that place measured it.
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = StepRan)]
 #[allow(dead_code)]
@@ -1892,7 +1894,7 @@ pub(crate) struct RanSchema {
     duration_ms: u64,
 }
 
-/// The API document's schema of a step's message (`vacsine_core::record::Message`).
+/// A message a step left.
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = StepMessage)]
 #[allow(dead_code)]
@@ -1903,7 +1905,7 @@ pub(crate) struct MessageSchema {
     text: String,
 }
 
-/// The API document's schema of a message's level (`vacsine_core::record::Level`).
+/// A message's level.
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[schema(as = StepMessageLevel)]
