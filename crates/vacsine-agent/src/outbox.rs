@@ -14,6 +14,7 @@
 use crate::{Backoff, Shared};
 use anyhow::anyhow;
 use rusqlite::{params, Connection, OptionalExtension};
+use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use vacsine_contract::client::CallError;
 use vacsine_contract::fit::cut_to_fit;
 use vacsine_contract::now_ms;
 use vacsine_contract::proto;
+use vacsine_core::record::StepRecord;
 
 /// How often an idle uploader looks at the outbox again.
 const IDLE_LOOK: Duration = Duration::from_millis(200);
@@ -365,6 +367,20 @@ fn records_batch(items: &[Item], cap: usize, budget: usize) -> Batch {
                 }
             }
         }
+        // Sent as a step record, or not at all: one that is not is refused here, by its
+        // key, as the orchestrator would refuse it.
+        let record: StepRecord = match StepRecord::deserialize(record) {
+            Ok(r) => r,
+            Err(e) if seqs.is_empty() => {
+                return Batch::Unsendable {
+                    seq: i.seq,
+                    key: i.key.clone(),
+                    why: format!("{}: not a step record: {e}", proto::BAD_RECORD),
+                }
+            }
+            // Sent alone next, and refused there.
+            Err(_) => break,
+        };
         bytes += n;
         seqs.push(i.seq);
         req.records.push(proto::KeyedRecord {
@@ -630,5 +646,62 @@ async fn send_one(
                     );
                 }
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(seq: i64, key: &str, body: &str) -> Item {
+        Item {
+            seq,
+            run_id: "r".into(),
+            kind: "record".into(),
+            key: key.into(),
+            body: body.into(),
+        }
+    }
+
+    fn record(step: &str) -> String {
+        let r = StepRecord::started("r", step, 1, Some("local"), "command", "t".into());
+        serde_json::to_string(&r).unwrap()
+    }
+
+    /// Records go up typed; one that is not a step record, or not JSON, is not sent: it
+    /// ends the batch before it, and alone it is refused by its key, saying why.
+    #[test]
+    fn a_record_is_sent_typed_or_refused_by_its_key() {
+        let items = [
+            item(1, "a", &record("a")),
+            item(2, "bad/not-a-record", r#"{"x": 1}"#),
+            item(3, "b", &record("b")),
+        ];
+        match records_batch(&items, 10, proto::MAX_AGENT_PLAINTEXT) {
+            Batch::Send { req, seqs, .. } => {
+                assert_eq!(seqs, [1]);
+                assert_eq!(req.records.len(), 1);
+                assert_eq!(req.records[0].key, "a");
+                assert_eq!(req.records[0].record.step_id, "a");
+            }
+            Batch::Unsendable { why, .. } => panic!("{why}"),
+        }
+        match records_batch(&items[1..], 10, proto::MAX_AGENT_PLAINTEXT) {
+            Batch::Unsendable { seq, key, why } => {
+                assert_eq!((seq, key.as_str()), (2, "bad/not-a-record"));
+                assert!(
+                    why.contains(proto::BAD_RECORD) && why.contains("not a step record"),
+                    "{why}"
+                );
+            }
+            Batch::Send { seqs, .. } => panic!("sent {seqs:?}"),
+        }
+        match records_batch(&[item(4, "bad/unreadable", "not json {")], 10, 1 << 20) {
+            Batch::Unsendable { key, why, .. } => {
+                assert_eq!(key, "bad/unreadable");
+                assert!(why.contains("unreadable in the outbox"), "{why}");
+            }
+            Batch::Send { seqs, .. } => panic!("sent {seqs:?}"),
+        }
     }
 }

@@ -286,10 +286,10 @@ fn request(s: &Schedule, docs: &[BundleDocument], kind: AssessKind) -> Result<As
                 .ok_or_else(|| {
                     format!("no policy `{name}` in the registry bundle held (`vacsine push` it)")
                 })?;
-            Ok(Assess::Check {
-                policy: p.document.clone(),
-                target,
-            })
+            let policy = serde_json::from_value(p.document.clone()).map_err(|e| {
+                format!("the pushed policy is not a valid Policy for this build: {e}")
+            })?;
+            Ok(Assess::Check { policy, target })
         }
         AssessKind::Scap => Ok(Assess::Scap {
             spec: s.spec.scap.clone().ok_or("no `scap`")?,

@@ -142,6 +142,9 @@ pub struct BundleDocument {
     pub name: String,
     pub version: i64,
     pub sha256: String,
+    /// The document as pushed: open, since its type is said by `kind` (an agent reads it as
+    /// that kind where it uses it), and its signature and `sha256` are over its canonical
+    /// JSON as pushed.
     pub document: Value,
     /// The document's own signature, made when it was pushed ([`sign_document`]): the
     /// bundle's signature is made when an agent syncs, over what the store holds then, so

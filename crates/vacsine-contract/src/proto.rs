@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use vacsine_core::policy::Policy;
+use vacsine_core::record::{StepRecord, StepStatus};
 use vacsine_core::target::Target;
 use vacsine_core::workflow::Workflow;
 
@@ -233,7 +234,17 @@ pub trait AgentCall: Serialize {
 }
 
 macro_rules! agent_calls {
-    ($($req:ty => $op:ident, $reply:ty;)*) => {
+    // How a request of one operation is decoded: by serde, or by its own decoder.
+    (@decode $op:ident, $plain:ident, $req:ty) => {
+        serde_json::from_slice::<$req>($plain).map_err(|e| DecodeError {
+            code: BAD_REQUEST,
+            message: format!("not a valid `{}` request ({}): {e}", $op.path(), stringify!($req)),
+        })
+    };
+    (@decode $op:ident, $plain:ident, $req:ty, $decode:path) => {
+        $decode($plain)
+    };
+    ($($req:ty => $op:ident, $reply:ty $(, decoded_by $decode:path)?;)*) => {
         $(impl AgentCall for $req {
             const OP: AgentOp = AgentOp::$op;
             type Reply = $reply;
@@ -248,22 +259,39 @@ macro_rules! agent_calls {
 
         impl AgentRequest {
             /// Decode the plaintext of an opened envelope sent for `op`. Unknown fields are
-            /// ignored; the error names the operation and what is wrong.
-            pub fn decode(op: AgentOp, plain: &[u8]) -> Result<AgentRequest, String> {
+            /// ignored; the error names the operation (or the record) and what is wrong.
+            pub fn decode(op: AgentOp, plain: &[u8]) -> Result<AgentRequest, DecodeError> {
                 match op {
-                    $(AgentOp::$op => serde_json::from_slice::<$req>(plain)
-                        .map(AgentRequest::$op)
-                        .map_err(|e| format!("not a valid `{}` request ({}): {e}", op.path(), stringify!($req))),)*
+                    $(AgentOp::$op => agent_calls!(@decode op, plain, $req $(, $decode)?)
+                        .map(AgentRequest::$op),)*
                 }
             }
         }
     };
 }
 
+/// Error code of a request that is not a valid request of its operation.
+pub const BAD_REQUEST: &str = "bad_request";
+
+/// Why a sealed agent request was refused as it was decoded: its error code
+/// ([`BAD_REQUEST`], or [`BAD_RECORD`] for a records upload holding a record that is not a
+/// step record) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
 agent_calls! {
     PollRequest => Poll, PollResponse;
     RenewRequest => Renew, RenewResponse;
-    RecordsRequest => Records, RecordsResponse;
+    RecordsRequest => Records, RecordsResponse, decoded_by RecordsRequest::decode;
     FinishRequest => Finish, FinishResponse;
     BundleRequest => Bundle, BundleResponse;
     PingRequest => Ping, Pong;
@@ -518,7 +546,8 @@ pub struct WorkflowJob {
     pub workflow: Workflow,
     /// The Workflow documents `workflow` may call.
     pub catalog: Vec<Workflow>,
-    /// Input values (strings are typed by the engine from the declarations).
+    /// Input values (strings are typed by the engine from the declarations): open, since
+    /// their types are the workflow's own declarations, checked when the job is submitted.
     pub inputs: Map<String, Value>,
     /// The registry versions of the workflow and catalog (empty for files sent as they are).
     pub versions: Vec<VersionRef>,
@@ -624,6 +653,7 @@ pub struct JobFields {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(schema_with = workflows_schema)]
     pub catalog: Vec<Workflow>,
+    /// The workflow's input values: open, typed by the workflow's own declarations.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub inputs: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -740,20 +770,26 @@ pub struct StepJob {
     pub attempt: u32,
     /// The executor (`command`, `file`, `firewall`…).
     pub executor: String,
-    /// The step's rendered `with`.
+    /// The step's rendered `with`: open, since each executor takes its own arguments (it
+    /// checks them itself, `check_args`).
     #[serde(default)]
     pub args: Value,
     pub timeout_ms: u64,
-    /// When present: undo a change this step made, with the prior state it captured.
+    /// When present: undo a change this step made, with the prior state it captured
+    /// (opaque: read only by the executor that captured it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<Value>,
 }
 
 /// What a step dispatched to a site did (the agent's `finish` report of a step job).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct StepOutcome {
-    /// `succeeded`, `failed`, `timed_out`, `cancelled`, `interrupted`.
-    pub status: String,
+    /// `succeeded`, `failed`, `timed_out`, `cancelled`, `interrupted`. A status this build
+    /// does not know (an agent of a later build) reads as `failed`: the step is not taken
+    /// as done.
+    #[serde(deserialize_with = "step_status_or_failed")]
+    #[schema(value_type = StepStatusSchema)]
+    pub status: StepStatus,
     #[serde(default)]
     pub exit_code: Option<i32>,
     #[serde(default)]
@@ -763,19 +799,45 @@ pub struct StepOutcome {
     #[serde(default)]
     pub changed: bool,
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<MessageSchema>)]
     pub messages: Vec<vacsine_core::record::Message>,
+    /// The step's outputs, as its executor made them (open: each executor names its own).
     #[serde(default)]
     pub outputs: Map<String, Value>,
-    /// Prior state captured before the change (to undo it later), when `changed`.
+    /// Prior state captured before the change (to undo it later), when `changed`: opaque,
+    /// read only by the executor that made it, when it undoes the change.
     #[serde(default)]
     pub undo: Option<Value>,
     #[serde(default)]
     pub error: Option<String>,
     /// When the step started at the site and how long it ran there (agents of protocol 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<RanSchema>)]
     pub ran: Option<vacsine_core::record::Ran>,
+}
+
+impl StepOutcome {
+    /// An outcome of `status` and nothing else yet.
+    pub fn new(status: StepStatus) -> StepOutcome {
+        StepOutcome {
+            status,
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            changed: false,
+            messages: Vec::new(),
+            outputs: Map::new(),
+            undo: None,
+            error: None,
+            ran: None,
+        }
+    }
+}
+
+/// A step status by its name; one this build does not know is `failed`.
+fn step_status_or_failed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<StepStatus, D::Error> {
+    let name = std::borrow::Cow::<str>::deserialize(d)?;
+    Ok(StepStatus::parse(&name).unwrap_or(StepStatus::Failed))
 }
 
 /// An action image a job may run: the reference its steps name, the SHA-256 of the image
@@ -857,16 +919,17 @@ pub struct RenewResponse {
     pub held: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyedRecord {
     /// Idempotency key: unique per step attempt.
     pub key: String,
-    pub record: Value,
+    #[schema(value_type = StepRecordSchema)]
+    pub record: StepRecord,
 }
 
 /// The idempotency key of a step record (`run/step/attempt/node`): unique per step attempt,
 /// the same at every retry of its upload.
-pub fn record_key(r: &vacsine_core::record::StepRecord) -> String {
+pub fn record_key(r: &StepRecord) -> String {
     format!(
         "{}/{}/{}/{}",
         r.run_id,
@@ -876,10 +939,54 @@ pub fn record_key(r: &vacsine_core::record::StepRecord) -> String {
     )
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordsRequest {
     pub run_id: String,
     pub records: Vec<KeyedRecord>,
+}
+
+impl RecordsRequest {
+    /// Decode a records upload, each record on its own: one that is not a step record is
+    /// refused with [`BAD_RECORD`], naming its key and run (the agent then sends the others
+    /// without it), not as a malformed request.
+    pub fn decode(plain: &[u8]) -> Result<RecordsRequest, DecodeError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            run_id: String,
+            records: Vec<RawRecord>,
+        }
+        #[derive(Deserialize)]
+        struct RawRecord {
+            key: String,
+            // Still open here only so that a record that is not a step record is named.
+            record: Value,
+        }
+        let raw: Raw = serde_json::from_slice(plain).map_err(|e| DecodeError {
+            code: BAD_REQUEST,
+            message: format!(
+                "not a valid `{}` request (RecordsRequest): {e}",
+                AgentOp::Records.path()
+            ),
+        })?;
+        let records = raw
+            .records
+            .into_iter()
+            .map(|k| match StepRecord::deserialize(k.record) {
+                Ok(record) => Ok(KeyedRecord { key: k.key, record }),
+                Err(e) => Err(DecodeError {
+                    code: BAD_RECORD,
+                    message: format!(
+                        "record `{}` of run `{}` is not a step record: {e}",
+                        k.key, raw.run_id
+                    ),
+                }),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RecordsRequest {
+            run_id: raw.run_id,
+            records,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -998,6 +1105,9 @@ pub struct PushDocument {
     /// 1 to 64 letters, digits, `-`, `_` or `.`.
     #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
+    /// The document as pushed: open, since its type is said by `kind` (the orchestrator
+    /// reads it as that kind and refuses one that is not), and it is kept, hashed and
+    /// signed as pushed.
     pub document: Value,
 }
 
@@ -1040,7 +1150,9 @@ pub struct RegistryDocument {
     /// Whether the document in the store is what its signature made at push names (`false`:
     /// altered in the store, or pushed before documents were signed: push it again).
     pub verified: bool,
-    /// The document (its canonical JSON, as pushed).
+    /// The document (its canonical JSON, as pushed): open, since its type is said by
+    /// `kind`, and it is shown as the store holds it (`verified` says whether it was
+    /// altered there).
     #[schema(value_type = Object)]
     pub document: serde_json::Value,
 }
@@ -1108,6 +1220,7 @@ pub struct RunPushed {
     #[serde(default, deserialize_with = "whole_i64")]
     pub version: Option<i64>,
     pub site: String,
+    /// The workflow's input values: open, typed by the workflow's own declarations.
     #[serde(default)]
     pub inputs: Map<String, Value>,
 }
@@ -1391,6 +1504,8 @@ mod contract_tests {
         assert!(matches!(r, AgentRequest::Renew(RenewRequest { runs }) if runs == ["a"]));
         // The same bytes for another operation are that operation's or refused, named.
         let e = AgentRequest::decode(AgentOp::Finish, br#"{"runs": ["a"]}"#).unwrap_err();
+        assert_eq!(e.code, BAD_REQUEST);
+        let e = e.message;
         assert!(e.contains(FINISH) && e.contains("FinishRequest"), "{e}");
         assert!(matches!(
             AgentRequest::decode(AgentOp::Ping, b"{}").unwrap(),
@@ -1405,10 +1520,9 @@ mod contract_tests {
             run_id: "r".into(),
             status: vacsine_core::status::RunStatus::Succeeded,
             message: None,
-            report: Some(RunReport::Step(Box::new(StepOutcome {
-                status: "succeeded".into(),
-                ..Default::default()
-            }))),
+            report: Some(RunReport::Step(Box::new(StepOutcome::new(
+                StepStatus::Succeeded,
+            )))),
         };
         let v = serde_json::to_value(&step).unwrap();
         assert_eq!(v["report"]["step"]["status"], "succeeded", "{v}");
@@ -1425,6 +1539,244 @@ mod contract_tests {
         let none: FinishRequest =
             serde_json::from_value(json!({"run_id": "r", "status": "failed"})).unwrap();
         assert!(none.report.is_none());
+    }
+}
+
+#[cfg(test)]
+mod typed_record_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn without(mut v: Value, field: &str) -> Value {
+        v.as_object_mut().unwrap().remove(field);
+        v
+    }
+
+    /// A step record as the untyped contract carried it (`record` any JSON), with a field
+    /// this build does not know: decoded, and encoded again with the same fields and values
+    /// (the unknown one left out), in an upload and in an operator's view alike.
+    #[test]
+    fn a_step_record_of_the_untyped_contract_still_decodes_and_encodes_alike() {
+        let record = json!({
+            "run_id": "run-1", "step_id": "open", "attempt": 2, "node": "edge-a",
+            "executor": "command", "started_at": "2026-01-01T00:00:00.000000Z",
+            "finished_at": "2026-01-01T00:00:01.500000Z", "duration_ms": 1500,
+            "status": "timed_out", "exit_code": null, "stdout": "out", "stderr": "",
+            "changed": true,
+            "messages": [{"at": "2026-01-01T00:00:01.500000Z", "level": "error", "text": "slow"}],
+            "error": "timed out after 1s", "outputs": {"port": 22, "seen": ["a"]},
+            "engine_run_id": "engine-1",
+            "added_later": {"x": 1}
+        });
+        let want = without(record.clone(), "added_later");
+        let upload = json!({"run_id": "run-1", "later": 1, "records": [
+            {"key": "run-1/open/2/edge-a", "record": record, "also_later": true}]});
+        let plain = serde_json::to_vec(&upload).unwrap();
+        let Ok(AgentRequest::Records(req)) = AgentRequest::decode(AgentOp::Records, &plain) else {
+            panic!("not decoded");
+        };
+        let k = &req.records[0];
+        assert_eq!(k.record.status, StepStatus::TimedOut);
+        assert_eq!(record_key(&k.record), k.key);
+        assert_eq!(serde_json::to_value(&k.record).unwrap(), want);
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            json!({"run_id": "run-1", "records": [{"key": "run-1/open/2/edge-a", "record": want}]})
+        );
+        // The operator's view of it.
+        let seq: SeqRecord =
+            serde_json::from_value(json!({"seq": 7, "record": record, "later": 1})).unwrap();
+        assert_eq!(
+            serde_json::to_value(&seq).unwrap(),
+            json!({"seq": 7, "record": want})
+        );
+        // The fields a record may leave out still default.
+        let least: StepRecord = serde_json::from_value(json!({"run_id": "r", "step_id": "s",
+            "attempt": 1, "executor": "command", "started_at": "t", "status": "running"}))
+        .unwrap();
+        assert_eq!(
+            least,
+            StepRecord::started("r", "s", 1, None, "command", "t".into())
+        );
+    }
+
+    /// The API document's schemas of a step record, its status, messages and times name
+    /// the fields and values the core's types write, and require what they require.
+    #[test]
+    fn the_record_schemas_are_the_core_types() {
+        use utoipa::PartialSchema;
+        use vacsine_core::record::{Level, Message, Ran};
+        let schema = |s: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>| {
+            serde_json::to_value(s).unwrap()
+        };
+        let keys = |v: &Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let sorted = |v: &Value| -> Vec<String> {
+            let mut k: Vec<String> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect();
+            k.sort();
+            k
+        };
+        let message = Message {
+            at: "t".into(),
+            level: Level::Warn,
+            text: "x".into(),
+        };
+        let mut full = StepRecord::started("r", "s", 1, Some("n"), "command", "t".into());
+        full.engine_run_id = Some("e".into());
+        full.messages.push(message.clone());
+        let rec = schema(StepRecordSchema::schema());
+        assert_eq!(
+            keys(&rec["properties"]),
+            keys(&serde_json::to_value(&full).unwrap())
+        );
+        let least = json!({"run_id": "r", "step_id": "s", "attempt": 1, "executor": "command",
+            "started_at": "t", "status": "running"});
+        assert_eq!(sorted(&rec["required"]), keys(&least));
+        for required in keys(&least) {
+            assert!(
+                serde_json::from_value::<StepRecord>(without(least.clone(), &required)).is_err(),
+                "{required} is required"
+            );
+        }
+        let msg = schema(MessageSchema::schema());
+        assert_eq!(
+            keys(&msg["properties"]),
+            keys(&serde_json::to_value(&message).unwrap())
+        );
+        fn level(l: Level) -> LevelSchema {
+            match l {
+                Level::Info => LevelSchema::Info,
+                Level::Warn => LevelSchema::Warn,
+                Level::Error => LevelSchema::Error,
+            }
+        }
+        let levels = [Level::Info, Level::Warn, Level::Error];
+        for l in levels {
+            assert_eq!(
+                serde_json::to_value(level(l)).unwrap(),
+                serde_json::to_value(l).unwrap()
+            );
+        }
+        let names = schema(LevelSchema::schema());
+        assert_eq!(names["enum"].as_array().unwrap().len(), levels.len());
+        let ran = Ran {
+            started_at: "t".into(),
+            duration_ms: 1,
+        };
+        let ran_schema = schema(RanSchema::schema());
+        assert_eq!(
+            keys(&ran_schema["properties"]),
+            keys(&serde_json::to_value(&ran).unwrap())
+        );
+        // Every status the core has, by the core's name, and no other.
+        fn mirror(s: StepStatus) -> StepStatusSchema {
+            match s {
+                StepStatus::Running => StepStatusSchema::Running,
+                StepStatus::Succeeded => StepStatusSchema::Succeeded,
+                StepStatus::Failed => StepStatusSchema::Failed,
+                StepStatus::Skipped => StepStatusSchema::Skipped,
+                StepStatus::TimedOut => StepStatusSchema::TimedOut,
+                StepStatus::Cancelled => StepStatusSchema::Cancelled,
+                StepStatus::RolledBack => StepStatusSchema::RolledBack,
+                StepStatus::Interrupted => StepStatusSchema::Interrupted,
+            }
+        }
+        use StepStatus::*;
+        let all = [
+            Running,
+            Succeeded,
+            Failed,
+            Skipped,
+            TimedOut,
+            Cancelled,
+            RolledBack,
+            Interrupted,
+        ];
+        for s in all {
+            assert_eq!(
+                serde_json::to_value(mirror(s)).unwrap(),
+                serde_json::to_value(s).unwrap()
+            );
+        }
+        let names = schema(StepStatusSchema::schema());
+        assert_eq!(
+            names["enum"].as_array().unwrap().len(),
+            all.len(),
+            "{names}"
+        );
+    }
+
+    /// An upload holding a record that is not a step record is refused naming the record
+    /// and its run (`bad_record`: the agent sends the others without it); a malformed
+    /// upload is a bad request.
+    #[test]
+    fn a_record_that_is_not_a_step_record_is_refused_by_its_key() {
+        let e = AgentRequest::decode(
+            AgentOp::Records,
+            br#"{"run_id": "r", "records": [{"key": "k1", "record": {"x": 1}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, BAD_RECORD);
+        assert!(
+            e.message
+                .contains("record `k1` of run `r` is not a step record"),
+            "{e}"
+        );
+        let e = AgentRequest::decode(AgentOp::Records, br#"{"run_id": "r", "records": 1}"#)
+            .unwrap_err();
+        assert_eq!(e.code, BAD_REQUEST);
+        assert!(e.message.contains(RECORDS), "{e}");
+    }
+
+    /// A step outcome as the untyped contract carried it (`status` a string), with a field
+    /// this build does not know: decoded, and encoded again with the same fields and values.
+    #[test]
+    fn a_step_outcome_of_the_untyped_contract_still_decodes_and_encodes_alike() {
+        let outcome = json!({
+            "status": "succeeded", "exit_code": 0, "stdout": "ok\n", "stderr": "",
+            "changed": true,
+            "messages": [{"at": "2026-01-01T00:00:00.000000Z", "level": "info", "text": "done"}],
+            "outputs": {"rule": "r1"}, "undo": {"prior": [1, 2]}, "error": null,
+            "ran": {"started_at": "2026-01-01T00:00:00.000000Z", "duration_ms": 12},
+            "added_later": "x"
+        });
+        let finish = json!({"run_id": "r", "status": "succeeded", "report": {"step": outcome}});
+        let f: FinishRequest = serde_json::from_value(finish).unwrap();
+        let Some(RunReport::Step(o)) = &f.report else {
+            panic!("not a step report");
+        };
+        assert_eq!(o.status, StepStatus::Succeeded);
+        assert_eq!(
+            serde_json::to_value(o).unwrap(),
+            without(outcome, "added_later")
+        );
+        // Every status by its name, both ways; one this build does not know is a failure.
+        use StepStatus::*;
+        for s in [
+            Running,
+            Succeeded,
+            Failed,
+            Skipped,
+            TimedOut,
+            Cancelled,
+            RolledBack,
+            Interrupted,
+        ] {
+            let o: StepOutcome = serde_json::from_value(json!({"status": s.as_str()})).unwrap();
+            assert_eq!(o.status, s);
+            assert_eq!(serde_json::to_value(&o).unwrap()["status"], s.as_str());
+        }
+        let o: StepOutcome = serde_json::from_value(json!({"status": "exploded"})).unwrap();
+        assert_eq!(o.status, Failed);
+        assert!(serde_json::from_value::<StepOutcome>(json!({"status": 3})).is_err());
     }
 }
 
@@ -1465,10 +1817,103 @@ pub struct RunReportView {
     pub report: Box<vacsine_enforce::Report>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SeqRecord {
     pub seq: i64,
-    pub record: Value,
+    #[schema(value_type = StepRecordSchema)]
+    pub record: StepRecord,
+}
+
+// The API document's schemas of the core's record types (whose crate has no OpenAPI types):
+// their fields and names as those types write and read them; a test
+// (`the_record_schemas_are_the_core_types`) holds the two together.
+
+/// One attempt of one step on one node: the traceable log of a step.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = StepRecord)]
+#[allow(dead_code)]
+pub(crate) struct StepRecordSchema {
+    run_id: String,
+    step_id: String,
+    attempt: u32,
+    /// The node it ran on (absent: a step without a node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    executor: String,
+    /// RFC 3339 with microseconds.
+    started_at: String,
+    #[serde(default)]
+    finished_at: Option<String>,
+    #[serde(default)]
+    duration_ms: Option<u64>,
+    status: StepStatusSchema,
+    #[serde(default)]
+    exit_code: Option<i32>,
+    #[serde(default)]
+    stdout: String,
+    #[serde(default)]
+    stderr: String,
+    #[serde(default)]
+    changed: bool,
+    #[serde(default)]
+    messages: Vec<MessageSchema>,
+    #[serde(default)]
+    error: Option<String>,
+    /// The step's outputs, as its executor made them.
+    #[serde(default)]
+    outputs: Map<String, Value>,
+    /// The engine run that made the record, when it is not `run_id` (an agent's own runs of
+    /// a job at its site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    engine_run_id: Option<String>,
+}
+
+/// A step's status.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = StepStatus)]
+#[allow(dead_code)]
+pub(crate) enum StepStatusSchema {
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    TimedOut,
+    Cancelled,
+    RolledBack,
+    Interrupted,
+}
+
+/// When and how long a step ran where it ran (a site's agent), as that place measured it.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = StepRan)]
+#[allow(dead_code)]
+pub(crate) struct RanSchema {
+    /// RFC 3339 with microseconds.
+    started_at: String,
+    duration_ms: u64,
+}
+
+/// A message a step left.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = StepMessage)]
+#[allow(dead_code)]
+pub(crate) struct MessageSchema {
+    /// RFC 3339 with microseconds.
+    at: String,
+    level: LevelSchema,
+    text: String,
+}
+
+/// A message's level.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = StepMessageLevel)]
+#[allow(dead_code)]
+pub(crate) enum LevelSchema {
+    Info,
+    Warn,
+    Error,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

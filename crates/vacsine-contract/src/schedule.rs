@@ -270,9 +270,9 @@ pub fn due(last_ms: Option<i64>, every: Duration, now_ms: i64) -> bool {
 /// are chosen: `vacsine`'s `SiteEnforcer`).
 #[derive(Debug, Clone)]
 pub enum Assess {
-    /// Check `policy` (a pushed `Policy`, as JSON) on `target`.
+    /// Check `policy` (a pushed `Policy`) on `target`.
     Check {
-        policy: serde_json::Value,
+        policy: Box<vacsine_core::policy::Policy>,
         target: Target,
     },
     /// Evaluate a SCAP profile on `target`.

@@ -11,7 +11,7 @@ pub const MAX_STEP_MS: u64 = 3_600_000;
 /// The outcome an agent reports for a step it ran (streams bounded like records).
 pub fn outcome_of(r: &StepResult) -> StepOutcome {
     StepOutcome {
-        status: r.status.as_str().to_string(),
+        status: r.status,
         exit_code: r.exit_code,
         stdout: bound_stream(&r.stdout),
         stderr: bound_stream(&r.stderr),
@@ -26,9 +26,8 @@ pub fn outcome_of(r: &StepResult) -> StepOutcome {
 
 /// The engine's view of an outcome a site reported.
 pub fn result_of(o: StepOutcome) -> StepResult {
-    let status = StepStatus::parse(&o.status).unwrap_or(StepStatus::Failed);
     let mut r = StepResult::ok(o.changed);
-    r.status = status;
+    r.status = o.status;
     r.exit_code = o.exit_code;
     r.stdout = o.stdout.into_bytes();
     r.stderr = o.stderr.into_bytes();

@@ -76,7 +76,6 @@ impl Line {
         run: &str,
         key: &str,
         record: &vacsine_core::record::StepRecord,
-        raw: &serde_json::Value,
     ) -> Line {
         let at = record
             .finished_at
@@ -94,7 +93,7 @@ impl Line {
             level: if failed { "error" } else { "info" }.into(),
             kind: "step_record".into(),
             ts_ns,
-            line: serde_json::json!({"run": run, "key": key, "record": raw}).to_string(),
+            line: serde_json::json!({"run": run, "key": key, "record": record}).to_string(),
         }
     }
 

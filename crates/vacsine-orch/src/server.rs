@@ -1135,7 +1135,10 @@ impl Srv {
         }
         // Decoded once, by the operation the path names: what follows matches on the
         // request's type, never on a path string.
-        let req = proto::AgentRequest::decode(op, &plain).map_err(ApiError::bad)?;
+        // A records upload holding a record that is not a step record is refused naming it
+        // (`bad_record`): nothing unreadable is stored.
+        let req = proto::AgentRequest::decode(op, &plain)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message))?;
         match req {
             proto::AgentRequest::Poll(r) => {
                 check_protocol(
@@ -1181,36 +1184,28 @@ impl Srv {
                 self.seal_reply(&from, b, &env, &proto::RenewResponse { held })
             }
             proto::AgentRequest::Records(r) => {
-                // Each record is a step record, or the request is refused naming it: nothing
-                // unreadable is stored.
-                let mut parsed = Vec::with_capacity(r.records.len());
-                for k in &r.records {
-                    match vacsine_core::record::StepRecord::deserialize(&k.record) {
-                        Ok(x) => parsed.push(x),
-                        Err(e) => {
-                            return Err(ApiError::new(
-                                StatusCode::BAD_REQUEST,
-                                proto::BAD_RECORD,
-                                format!(
-                                    "record `{}` of run `{}` is not a step record: {e}",
-                                    k.key, r.run_id
-                                ),
-                            ))
-                        }
-                    }
-                }
-                let recs: Vec<(String, String)> = r
+                // Each record is a step record (decoded so, or refused naming it).
+                let recs = r
                     .records
                     .iter()
-                    .map(|k| (k.key.clone(), k.record.to_string()))
-                    .collect();
+                    .map(|k| {
+                        serde_json::to_string(&k.record)
+                            .map(|text| (k.key.clone(), text))
+                            .map_err(|e| {
+                                ApiError::from(StoreError::Other(format!(
+                                    "record `{}` of run `{}`: encoding it: {e}",
+                                    k.key, r.run_id
+                                )))
+                            })
+                    })
+                    .collect::<ApiResult<Vec<(String, String)>>>()?;
                 let st = self
                     .store
                     .add_records(&r.run_id, &agent.id, &recs, now_ms())
                     .await?;
                 // An upload sent again (all duplicates) is not counted nor logged again.
                 if st.stored > 0 {
-                    self.observe_records(&agent, &r, &parsed);
+                    self.observe_records(&agent, &r);
                 }
                 // Records are proof of life: the lease goes on.
                 self.store
@@ -1257,25 +1252,19 @@ impl Srv {
     }
 
     /// Step durations for `/metrics` and lines for Loki of records just stored.
-    fn observe_records(
-        &self,
-        agent: &AgentRow,
-        r: &proto::RecordsRequest,
-        parsed: &[vacsine_core::record::StepRecord],
-    ) {
-        for rec in parsed {
-            if let Some(ms) = rec.duration_ms {
+    fn observe_records(&self, agent: &AgentRow, r: &proto::RecordsRequest) {
+        for k in &r.records {
+            if let Some(ms) = k.record.duration_ms {
                 self.metrics.step_duration.observe(ms as f64 / 1000.0);
             }
         }
         if let Some(l) = &self.loki {
-            l.push(r.records.iter().zip(parsed).map(|(k, rec)| {
+            l.push(r.records.iter().map(|k| {
                 crate::loki::Line::step_record(
                     &agent.site,
                     &agent.name,
                     &r.run_id,
                     &k.key,
-                    rec,
                     &k.record,
                 )
             }));
@@ -1809,13 +1798,21 @@ async fn run_records(
         })?;
         let recs = s.store.records(&id, q.after).await?;
         if !recs.is_empty() || status::is_final(&run.status) || q.wait_ms == 0 {
+            // A stored row that is not a step record (altered in the store) is said, naming
+            // the run and the row, never shown as something else nor left out.
             let records = recs
                 .into_iter()
-                .map(|(seq, r)| proto::SeqRecord {
-                    seq,
-                    record: serde_json::from_str(&r).unwrap_or(serde_json::Value::String(r)),
+                .map(|(seq, r)| {
+                    serde_json::from_str(&r)
+                        .map(|record| proto::SeqRecord { seq, record })
+                        .map_err(|e| {
+                            // Logged, and answered as the store's failure (500).
+                            ApiError::from(StoreError::Other(format!(
+                                "run `{id}`: stored record {seq} is not a step record: {e}"
+                            )))
+                        })
                 })
-                .collect();
+                .collect::<ApiResult<Vec<_>>>()?;
             return Ok(Json(proto::RunRecords {
                 run: run_view(run),
                 records,

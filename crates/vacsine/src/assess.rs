@@ -19,11 +19,7 @@ const SCAN_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub async fn assess(a: Assess) -> anyhow::Result<Assessed> {
     match a {
-        Assess::Check { policy, target } => {
-            let p: Policy = serde_json::from_value(policy)
-                .context("the pushed policy is not a valid Policy for this build")?;
-            check(p, target).await
-        }
+        Assess::Check { policy, target } => check(*policy, target).await,
         Assess::Scap { spec, target } => {
             let mut loaded =
                 vacsine_enforce::inputs::scap_policy(&vacsine_enforce::inputs::ScapImportArgs {

@@ -60,7 +60,7 @@ pub fn write_records(
     printer: &mut RecordPrinter,
 ) {
     for s in records {
-        printer.print_value(out, &s.record);
+        printer.print(out, &s.record);
     }
     let _ = out.flush();
 }

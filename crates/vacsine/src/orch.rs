@@ -857,12 +857,7 @@ pub async fn logs(conn: &OperatorConn, id: &str, format: SimpleFormat) -> miette
             .unwrap_or_default()
     );
     for r in &v.records {
-        match serde_json::from_value::<vacsine_core::record::StepRecord>(r.record.clone()) {
-            Ok(rec) => print_record(&mut out, &rec, Messages::Hidden),
-            Err(_) => {
-                let _ = writeln!(out, "  {}", r.record);
-            }
-        }
+        print_record(&mut out, &r.record, Messages::Hidden);
     }
     Ok(Exit::Ok)
 }

@@ -204,18 +204,6 @@ impl RecordPrinter {
             print_record(out, r, self.messages);
         }
     }
-
-    /// Print a record as received (from the orchestrator): under JSON as it is; else a step
-    /// record as its table row, anything else as its JSON.
-    pub fn print_value(&mut self, out: &mut impl Write, v: &serde_json::Value) {
-        match serde_json::from_value::<StepRecord>(v.clone()) {
-            Ok(r) if !self.first_time(&r) => {}
-            Ok(r) if !self.json => print_record(out, &r, self.messages),
-            _ => {
-                let _ = writeln!(out, "{v}");
-            }
-        }
-    }
 }
 
 /// Step records as a table (human, with their messages) or JSON Lines, on stdout.
@@ -275,22 +263,5 @@ mod tests {
             "{text}"
         );
         assert_eq!(printed(&mut once, &[b]), "", "already printed");
-    }
-
-    #[test]
-    fn a_received_record_is_printed_as_received_under_json() {
-        let v = serde_json::to_value(record("one", 1)).unwrap();
-        let other = serde_json::json!({"not": "a step record"});
-        let mut out = Vec::new();
-        let mut json = RecordPrinter::new(true, Messages::Hidden);
-        json.print_value(&mut out, &v);
-        json.print_value(&mut out, &other);
-        assert_eq!(String::from_utf8(out).unwrap(), format!("{v}\n{other}\n"));
-        let mut out = Vec::new();
-        let mut human = RecordPrinter::new(false, Messages::Hidden);
-        human.print_value(&mut out, &v);
-        human.print_value(&mut out, &other);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("T0  one#1") && text.ends_with(&format!("{other}\n")));
     }
 }

@@ -672,9 +672,10 @@ fn running_server_refuses_replayed_tampered_and_foreign_requests() {
             records: vec![proto::KeyedRecord {
                 key: "x/1/local".into(),
                 // A step record (the orchestrator refuses anything else: issue 15).
-                record: serde_json::json!({"run_id": "x", "step_id": "x", "attempt": 1,
-                    "executor": "command", "started_at": "2026-01-01T00:00:00Z",
-                    "status": "succeeded"}),
+                record: serde_json::from_value(serde_json::json!({"run_id": "x",
+                    "step_id": "x", "attempt": 1, "executor": "command",
+                    "started_at": "2026-01-01T00:00:00Z", "status": "succeeded"}))
+                .unwrap(),
             }],
         };
         let r = lb
@@ -980,7 +981,10 @@ pub(crate) fn run_records(o: &Orch, id: &str) -> Vec<Value> {
             .get(&format!("{}/{id}?after=0", proto::OP_RUNS))
             .await
             .unwrap();
-        r.records.into_iter().map(|s| s.record).collect()
+        r.records
+            .into_iter()
+            .map(|s| serde_json::to_value(s.record).unwrap())
+            .collect()
     })
 }
 

@@ -251,9 +251,7 @@ pub(super) async fn runs(
 pub(super) fn attempts(records: &[proto::SeqRecord]) -> Vec<StepRecord> {
     let mut last: BTreeMap<(String, String, u32, String), (i64, StepRecord)> = BTreeMap::new();
     for r in records {
-        let Ok(rec) = serde_json::from_value::<StepRecord>(r.record.clone()) else {
-            continue;
-        };
+        let rec = r.record.clone();
         let key = (
             rec.engine_run_id.clone().unwrap_or_default(),
             rec.step_id.clone(),
