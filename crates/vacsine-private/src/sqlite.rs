@@ -4,12 +4,18 @@
 //!
 //! SQLite creates the sidecar files with the mode of the database file, but a database created
 //! by SQLite itself gets `0644` under the usual umask. [`prepare`] runs before SQLite opens the
-//! database: it creates the three files `0600` (or narrows existing ones to `0600`), and the
-//! parent directory `0700` if it has to create it.
+//! database: it creates the database file `0600` (`O_CREAT | O_EXCL | O_NOFOLLOW`) when it is
+//! absent, narrows an existing one and existing sidecars to `0600`, and creates the parent
+//! directory `0700` if it has to; SQLite then makes the sidecars with the database's mode.
 //!
-//! Threat model: another local user must not read them. Files are opened with `O_NOFOLLOW` and
-//! changed through the open descriptor, so a symlink planted at one of the paths is refused
-//! rather than followed, and the mode applies to the file that was checked.
+//! An existing file is never opened here: closing any descriptor of a file drops every POSIX
+//! lock the process holds on it, so opening and closing a database that another connection of
+//! the same process has open would release that connection's locks and let another process
+//! write under it (a corrupt database). Existing files are checked with `lstat` and narrowed by
+//! path only when their mode is wrong.
+//!
+//! Threat model: another local user must not read them. A symlink planted at one of the paths
+//! is refused (`lstat` for an existing path, `O_NOFOLLOW` for a new one), never followed.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io;
@@ -18,9 +24,10 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, DIR_MODE, FILE_MODE};
 
-/// Ensure `path` and its `-wal` and `-shm` siblings exist as regular files with mode `0600`
-/// (created empty if absent; existing content is kept). A missing parent directory is created
-/// with mode `0700`; an existing one is left as it is.
+/// Ensure `path` exists as a regular file with mode `0600` (created empty if absent; existing
+/// content is kept) and that its `-wal` and `-shm` siblings, where they exist, are regular files
+/// with mode `0600`. A missing parent directory is created with mode `0700`; an existing one is
+/// left as it is.
 pub fn prepare(path: &Path) -> io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
@@ -30,12 +37,18 @@ pub fn prepare(path: &Path) -> io::Result<()> {
                 .create(parent)?;
         }
     }
-    for p in [
-        path.to_path_buf(),
-        sibling(path, "-wal"),
-        sibling(path, "-shm"),
-    ] {
-        private_file(&p)?;
+    if !narrow_existing(path)? {
+        match create_new(path) {
+            Ok(()) => {}
+            // Made by another process at the same moment: checked like an existing one.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                narrow_existing(path)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for p in [sibling(path, "-wal"), sibling(path, "-shm")] {
+        narrow_existing(&p)?;
     }
     Ok(())
 }
@@ -61,27 +74,40 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn private_file(path: &Path) -> io::Result<()> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(FILE_MODE)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
+/// If `path` exists: refuse anything but a regular file, narrow its mode to `0600` if it is
+/// wider (by path, never through a descriptor: see the module's documentation), and say
+/// `true`. `false` when it does not exist.
+fn narrow_existing(path: &Path) -> io::Result<bool> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(named(e)),
+    };
+    if !meta.file_type().is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{}: not a regular file", path.display()),
         ));
     }
     if meta.permissions().mode() & 0o7777 != FILE_MODE {
-        f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))
+            .map_err(named)?;
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Create `path` empty with mode `0600`; an existing path (a file, a planted symlink) is an
+/// error of kind `AlreadyExists`.
+fn create_new(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map(drop)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -98,9 +124,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("state/sub/journal.db");
         prepare(&db).unwrap();
-        for p in [&db, &sibling(&db, "-wal"), &sibling(&db, "-shm")] {
-            assert_eq!(mode(p), 0o600, "{}", p.display());
-            assert_eq!(std::fs::metadata(p).unwrap().len(), 0);
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
+        // Sidecars are SQLite's to make (with the database's mode): a `-wal` made here would
+        // turn a database that does not use one into write-ahead logging.
+        for p in [&sibling(&db, "-wal"), &sibling(&db, "-shm")] {
+            assert!(!p.exists(), "{}", p.display());
         }
         assert_eq!(mode(&dir.path().join("state")), 0o700);
         assert_eq!(mode(&dir.path().join("state/sub")), 0o700);
@@ -122,7 +151,7 @@ mod tests {
         prepare(&db).unwrap();
         assert_eq!(mode(&db), 0o600);
         assert_eq!(mode(&wal), 0o600);
-        assert_eq!(mode(&sibling(&db, "-shm")), 0o600);
+        assert!(!sibling(&db, "-shm").exists());
         assert_eq!(std::fs::read(&db).unwrap(), b"data");
         assert_eq!(std::fs::read(&wal).unwrap(), b"wal");
         // An existing directory is not touched.
@@ -174,7 +203,7 @@ mod tests {
         for p in [&db, &sibling(&db, "-wal"), &sibling(&db, "-shm")] {
             assert_eq!(mode(p), 0o600, "{}", p.display());
         }
-        // Closed (SQLite removes the WAL), prepared again (empty sidecars), reopened: the
+        // Closed (SQLite removes the WAL), prepared again (no sidecars made), reopened: the
         // data is all there.
         drop(c);
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
