@@ -1199,32 +1199,35 @@ impl Store for PgStore {
         records: &[(String, String)],
         now: i64,
     ) -> Result<Stored> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        // The run's row stays locked until the records are in: ownership cannot change
-        // under the upload, and one run's sequence numbers follow commit order.
-        let owner = tx
-            .prepare_cached("SELECT agent_id FROM runs WHERE id = $1 FOR UPDATE")
-            .await?;
-        let holder = tx.query_opt(&owner, &[&run]).await?;
-        policy::may_record(
-            run,
-            holder.as_ref().map(|r| r.get::<_, Option<&str>>(0)),
-            agent,
-        )?;
-        let keys: Vec<String> = records.iter().map(|(k, _)| format!("{run}/{k}")).collect();
-        let bodies: Vec<&str> = records.iter().map(|(_, r)| r.as_str()).collect();
-        let ins = tx
+        let c = self.pool.get().await?;
+        // One statement, one round trip: the run's row is locked first (the `owner` scan, an
+        // init plan of the insert) and stays locked until the records are in: ownership cannot
+        // change under the upload, and one run's sequence numbers follow commit order. Nothing
+        // is inserted unless the run is this agent's; who holds it is decided below.
+        let st = c
             .prepare_cached(
-                "INSERT INTO records (run_id, key, record, received_ms)
-                 SELECT $1, k, r, $4
-                 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(k, r, n)
-                 ORDER BY n
-                 ON CONFLICT (key) DO NOTHING",
+                "WITH owner AS (SELECT agent_id FROM runs WHERE id = $1 FOR UPDATE),
+                 ins AS (
+                   INSERT INTO records (run_id, key, record, received_ms)
+                   SELECT $1, k, r, $4
+                   FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(k, r, n)
+                   WHERE EXISTS (SELECT 1 FROM owner WHERE agent_id = $5)
+                   ORDER BY n
+                   ON CONFLICT (key) DO NOTHING
+                   RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM owner) AS found,
+                   (SELECT agent_id FROM owner) AS holder,
+                   (SELECT count(*) FROM ins) AS stored",
             )
             .await?;
-        let stored = tx.execute(&ins, &[&run, &keys, &bodies, &now]).await? as usize;
-        tx.commit().await?;
+        let keys: Vec<String> = records.iter().map(|(k, _)| format!("{run}/{k}")).collect();
+        let bodies: Vec<&str> = records.iter().map(|(_, r)| r.as_str()).collect();
+        let row = c
+            .query_one(&st, &[&run, &keys, &bodies, &now, &agent])
+            .await?;
+        let holder: Option<&str> = row.get("holder");
+        policy::may_record(run, row.get::<_, bool>("found").then_some(holder), agent)?;
+        let stored = row.get::<_, i64>("stored") as usize;
         if stored > 0 {
             self.notify(&c, News::Run).await;
         }

@@ -165,13 +165,13 @@ fn serve_jobs(mut conn: Connection, rx: mpsc::Receiver<Job>) {
         // One operation alone needs no outer transaction: its savepoint is its transaction.
         // Without the outer transaction (cannot begin), each operation's savepoint is its
         // own transaction: still correct, one commit each.
-        let began = batch.len() > 1 && conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let began = batch.len() > 1 && run_cached(&conn, "BEGIN IMMEDIATE").is_ok();
         let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut conn)).collect();
         let failed = if began {
-            match conn.execute_batch("COMMIT") {
+            match run_cached(&conn, "COMMIT") {
                 Ok(()) => None,
                 Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
+                    let _ = run_cached(&conn, "ROLLBACK");
                     Some(e.to_string())
                 }
             }
@@ -184,17 +184,30 @@ fn serve_jobs(mut conn: Connection, rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// Run `f` in a savepoint: kept when it succeeds, undone when it fails.
+/// Run one statement that takes no parameters and returns no rows (a transaction's begin, end
+/// or savepoint), prepared once per connection: the store's every operation runs several.
+fn run_cached(c: &Connection, sql: &str) -> rusqlite::Result<()> {
+    c.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// Undo what the savepoint `job` holds and end it.
+fn undo_job(c: &Connection) -> rusqlite::Result<()> {
+    run_cached(c, "ROLLBACK TO job")?;
+    run_cached(c, "RELEASE job")
+}
+
+/// Run `f` in a savepoint: kept when it succeeds, undone when it fails (an operation returns
+/// its error and leaves nothing behind: it needs no savepoint of its own).
 fn in_savepoint<T>(c: &mut Connection, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-    c.execute_batch("SAVEPOINT job")?;
+    run_cached(c, "SAVEPOINT job")?;
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *c)))
         .unwrap_or_else(|_| Err(StoreError::Other("a store operation panicked".into())));
     let end = match r {
-        Ok(_) => c.execute_batch("RELEASE job"),
-        Err(_) => c.execute_batch("ROLLBACK TO job; RELEASE job"),
+        Ok(_) => run_cached(c, "RELEASE job"),
+        Err(_) => undo_job(c),
     };
     if let Err(e) = end {
-        let _ = c.execute_batch("ROLLBACK TO job; RELEASE job");
+        let _ = undo_job(c);
         return Err(e.into());
     }
     r
@@ -269,6 +282,8 @@ impl SqliteStore {
 
     fn init(conn: Connection, path: Option<PathBuf>) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Every operation runs a handful of statements, a few dozen in all: each prepared once.
+        conn.set_prepared_statement_cache_capacity(64);
         // A new file gives freed pages back to the file system as runs are removed (an
         // older one is converted by its first removal: see `remove_runs`).
         conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL;")?;
@@ -463,10 +478,9 @@ impl Store for SqliteStore {
     async fn agent(&self, id: &str) -> Result<Option<AgentRow>> {
         let id = id.to_string();
         self.with(move |c| {
-            Ok(
-                c.query_row("SELECT * FROM agents WHERE id = ?1", [&id], agent_row)
-                    .optional()?,
-            )
+            Ok(c.prepare_cached("SELECT * FROM agents WHERE id = ?1")?
+                .query_row([&id], agent_row)
+                .optional()?)
         })
         .await
     }
@@ -483,10 +497,10 @@ impl Store for SqliteStore {
     async fn touch_agent(&self, id: &str, now: i64) -> Result<()> {
         let id = id.to_string();
         self.with(move |c| {
-            c.execute(
+            c.prepare_cached(
                 "UPDATE agents SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE id = ?1",
-                params![id, now],
-            )?;
+            )?
+            .execute(params![id, now])?;
             Ok(())
         })
         .await
@@ -880,29 +894,26 @@ impl Store for SqliteStore {
     ) -> Result<Option<RunRow>> {
         let site = site.to_string();
         let agent = agent.to_string();
+        // The hot path of every orchestrated step: statements prepared once, and no
+        // savepoint of its own (the operation's is enough).
         self.with(move |c| {
-            let tx = c.savepoint()?;
-            let id: Option<String> = tx
-                .query_row(
+            let id: Option<String> = c
+                .prepare_cached(
                     "SELECT id FROM runs WHERE site = ?1 AND status = 'queued'
                      ORDER BY created_ms, rowid LIMIT 1",
-                    [&site],
-                    |r| r.get(0),
-                )
+                )?
+                .query_row([&site], |r| r.get(0))
                 .optional()?;
             let Some(id) = id else { return Ok(None) };
-            tx.execute(
+            c.prepare_cached(
                 "UPDATE runs SET status = 'running', agent_id = ?2, lease_expires_ms = ?3,
                    offers = offers + 1, started_ms = COALESCE(started_ms, ?4)
                  WHERE id = ?1",
-                params![id, agent, now + ttl_ms, now],
-            )?;
-            let row = tx.query_row(
-                &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
-                [&id],
-                run_row,
-            )?;
-            tx.commit()?;
+            )?
+            .execute(params![id, agent, now + ttl_ms, now])?;
+            let row = c
+                .prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"))?
+                .query_row([&id], run_row)?;
             Ok(Some(row))
         })
         .await
@@ -920,11 +931,12 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let mut held = Vec::new();
             for r in runs {
-                let n = c.execute(
-                    "UPDATE runs SET lease_expires_ms = ?3
-                     WHERE id = ?1 AND agent_id = ?2 AND status = 'running'",
-                    params![r, agent, now + ttl_ms],
-                )?;
+                let n = c
+                    .prepare_cached(
+                        "UPDATE runs SET lease_expires_ms = ?3
+                         WHERE id = ?1 AND agent_id = ?2 AND status = 'running'",
+                    )?
+                    .execute(params![r, agent, now + ttl_ms])?;
                 if n > 0 {
                     held.push(r.clone());
                 }
@@ -1017,27 +1029,24 @@ impl Store for SqliteStore {
         let agent = agent.to_string();
         let records = records.to_vec();
         self.with(move |c| {
-            let tx = c.savepoint()?;
-            let owner: Option<Option<String>> = tx
-                .query_row("SELECT agent_id FROM runs WHERE id = ?1", [&run], |r| {
-                    r.get(0)
-                })
+            let owner: Option<Option<String>> = c
+                .prepare_cached("SELECT agent_id FROM runs WHERE id = ?1")?
+                .query_row([&run], |r| r.get(0))
                 .optional()?;
             policy::may_record(&run, owner.as_ref().map(Option::as_deref), &agent)?;
             let mut out = Stored::default();
+            let mut insert = c.prepare_cached(
+                "INSERT OR IGNORE INTO records (run_id, key, record, received_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for (key, rec) in records {
-                let n = tx.execute(
-                    "INSERT OR IGNORE INTO records (run_id, key, record, received_ms)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![run, format!("{run}/{key}"), rec, now],
-                )?;
+                let n = insert.execute(params![run, format!("{run}/{key}"), rec, now])?;
                 if n == 1 {
                     out.stored += 1;
                 } else {
                     out.duplicates += 1;
                 }
             }
-            tx.commit()?;
             Ok(out)
         })
         .await
@@ -1069,16 +1078,16 @@ impl Store for SqliteStore {
         let status = status.to_string();
         let message = message.map(str::to_string);
         self.with(move |c| {
-            let tx = c.savepoint()?;
-            let n = tx.execute(
-                "UPDATE runs SET status = ?3, message = ?4, finished_ms = ?5, lease_expires_ms = NULL
-                 WHERE id = ?1 AND agent_id = ?2 AND status = 'running'",
-                params![run, agent, status, message, now],
-            )?;
+            let n = c
+                .prepare_cached(
+                    "UPDATE runs SET status = ?3, message = ?4, finished_ms = ?5, lease_expires_ms = NULL
+                     WHERE id = ?1 AND agent_id = ?2 AND status = 'running'",
+                )?
+                .execute(params![run, agent, status, message, now])?;
             if n == 0 {
                 // Ended already without this agent (its lease lost): its own end is kept
                 // beside the run's, once.
-                tx.execute(
+                c.execute(
                     "INSERT INTO site_outcomes (run_id, status, message, reported_ms)
                      SELECT id, ?3, ?4, ?5 FROM runs
                      WHERE id = ?1 AND agent_id = ?2 AND status NOT IN ('queued', 'running')
@@ -1086,7 +1095,6 @@ impl Store for SqliteStore {
                     params![run, agent, status, message, now],
                 )?;
             }
-            tx.commit()?;
             Ok(n == 1)
         })
         .await
