@@ -728,6 +728,19 @@ mod postgres_only {
         let recs = vec![("k".to_string(), "{}".to_string())];
         f.a.add_records("r1", "a1", &recs, 30).await.unwrap();
         wait_for(&mut rx, Change::Run).await;
+        // The same record again is not news; the run's end is.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = next(&mut rx);
+        let again = f.a.add_records("r1", "a1", &recs, 31).await.unwrap();
+        assert_eq!((again.stored, again.duplicates), (0, 1));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(next(&mut rx), []);
+        assert!(f
+            .a
+            .finish_run("r1", "a1", "succeeded", None, 35)
+            .await
+            .unwrap());
+        wait_for(&mut rx, Change::Run).await;
         // A revocation wakes long polls (the revoked agent is refused at once).
         f.a.revoke_agent("edge", "a2", 40).await.unwrap();
         wait_for(&mut rx, Change::Queue).await;
